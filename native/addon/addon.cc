@@ -1,0 +1,74 @@
+// Module entry: per-environment state, info(), thread count, and each op family's bindings.
+#include <napi.h>
+
+#include "../core/common/cpu.h"
+#include "../core/common/thread_pool.h"
+#include "args.h"
+#include "errors.h"
+#include "families.h"
+
+namespace xnorm::addon {
+
+Napi::Error make_error(Napi::Env env, ErrorCode code, const std::string& message) {
+  auto* data = env.GetInstanceData<AddonData>();
+  if (data && !data->error_class.IsEmpty()) {
+    Napi::Object err = data->error_class.New({Napi::String::New(env, error_code_name(code)),
+                                              Napi::String::New(env, message)});
+    return Napi::Error(env, err);
+  }
+  Napi::Error err = Napi::Error::New(env, message);
+  err.Set("code", Napi::String::New(env, error_code_name(code)));
+  return err;
+}
+
+namespace {
+
+Napi::Value SetErrorClass(const Napi::CallbackInfo& info) {
+  if (!info[0].IsFunction()) throw Napi::TypeError::New(info.Env(), "setErrorClass: expected a constructor");
+  info.Env().GetInstanceData<AddonData>()->error_class = Napi::Persistent(info[0].As<Napi::Function>());
+  return info.Env().Undefined();
+}
+
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("threads", num_threads());
+  out.Set("isaLevel", isa_name(active_isa()));
+  Napi::Array features = Napi::Array::New(env);
+  for (const std::string& f : active_isa_features()) features.Set(features.Length(), f);
+  out.Set("isa", features);
+  out.Set("isaWarning", isa_warning());
+  out.Set("napi", NAPI_VERSION);
+#if defined(__clang__)
+  out.Set("compiler", "clang " __clang_version__);
+#elif defined(__GNUC__)
+  out.Set("compiler", "gcc " __VERSION__);
+#else
+  out.Set("compiler", "unknown");
+#endif
+  return out;
+}
+
+Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&] {
+    Args args(info, "setNumThreads");
+    set_num_threads(int(args.integer("threads", 1, 256)));
+    return info.Env().Undefined();
+  });
+}
+
+}  // namespace
+
+Napi::Object init(Napi::Env env, Napi::Object exports) {
+  env.SetInstanceData(new AddonData());
+  exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass));
+  exports.Set("info", Napi::Function::New(env, Info));
+  exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
+  init_bnstats(env, exports);
+  return exports;
+}
+
+}  // namespace xnorm::addon
+
+static Napi::Object InitXnorm(Napi::Env env, Napi::Object exports) { return xnorm::addon::init(env, exports); }
+NODE_API_MODULE(xnorm, InitXnorm)

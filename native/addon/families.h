@@ -1,0 +1,9 @@
+// Each op family registers its bindings from its own file (bnstats.cc, convbn.cc, binary.cc).
+#pragma once
+#include <napi.h>
+
+namespace xnorm::addon {
+
+void init_bnstats(Napi::Env env, Napi::Object exports);
+
+}  // namespace xnorm::addon

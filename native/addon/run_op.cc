@@ -1,0 +1,76 @@
+#include "run_op.h"
+
+#include <string>
+
+#include "../core/common/error.h"
+#include "errors.h"
+
+namespace xnorm::addon {
+namespace {
+
+class OpWorker : public Napi::AsyncWorker {
+ public:
+  OpWorker(Napi::Env env, const std::vector<Napi::Value>& keep, std::function<ResultBuilder()> work)
+      : Napi::AsyncWorker(env, "xnorm"), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)) {
+    for (const Napi::Value& v : keep) keep_.push_back(Napi::Persistent(v.As<Napi::Object>()));
+  }
+
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    try {
+      result_ = work_();
+      return;
+    } catch (const Error& e) {
+      code_ = e.code();
+      message_ = e.what();
+    } catch (const std::bad_alloc&) {
+      code_ = ErrorCode::OutOfMemory;
+      message_ = "out of memory while allocating native scratch space";
+    } catch (const std::exception& e) {
+      code_ = ErrorCode::Argument;
+      message_ = std::string("internal error: ") + e.what();
+    }
+    SetError(message_);
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    try {
+      deferred_.Resolve(result_ ? result_(env) : env.Undefined());
+    } catch (const Napi::Error& e) {
+      deferred_.Reject(e.Value());
+    }
+  }
+
+  void OnError(const Napi::Error&) override {
+    Napi::HandleScope scope(Env());
+    deferred_.Reject(make_error(Env(), code_, message_).Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::function<ResultBuilder()> work_;
+  ResultBuilder result_;
+  std::vector<Napi::ObjectReference> keep_;
+  ErrorCode code_ = ErrorCode::Argument;
+  std::string message_;
+};
+
+}  // namespace
+
+Napi::Value run_op(Args& args, std::function<ResultBuilder()> work) {
+  Napi::Env env = args.env();
+  if (!args.async()) {
+    ResultBuilder r = work();
+    return r ? r(env) : env.Undefined();
+  }
+  auto* worker = new OpWorker(env, args.buffers(), std::move(work));
+  Napi::Promise p = worker->promise();
+  worker->Queue();
+  return p;
+}
+
+}  // namespace xnorm::addon

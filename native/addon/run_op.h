@@ -1,0 +1,19 @@
+// One mechanism for both forms of every op: the Sync form runs the work on the calling thread; the
+// async form runs it on the libuv thread pool (the kernels then fan out on xnorm's own pool) and
+// returns a Promise. The typed arrays the work reads and writes stay referenced until it ends.
+#pragma once
+#include <napi.h>
+
+#include <functional>
+#include <vector>
+
+#include "args.h"
+
+namespace xnorm::addon {
+
+// `work` must only touch the buffers collected by `args` and C++ values it captured by copy.
+// It returns the op's result value builder, run back on the JS thread (nullptr: resolves undefined).
+using ResultBuilder = std::function<Napi::Value(Napi::Env)>;
+Napi::Value run_op(Args& args, std::function<ResultBuilder()> work);
+
+}  // namespace xnorm::addon

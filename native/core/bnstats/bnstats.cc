@@ -1,0 +1,219 @@
+#include "bnstats.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "../common/cpu.h"
+#include "../common/error.h"
+#include "../common/thread_pool.h"
+#include "kernels.h"
+
+namespace xnorm::bnstats {
+namespace {
+
+// Elements per task: large enough to amortise scheduling, small enough to stay in L2 and balance.
+constexpr int64_t kTaskElements = 1 << 16;
+
+const Kernels& active_kernels() {
+  switch (active_isa()) {
+    case Isa::Avx512: return kernels_avx512();
+    case Isa::Avx2: return kernels_avx2();
+    default: return kernels_portable();
+  }
+}
+
+Moments from_sums(const ShiftedSums& s) {
+  Moments m;
+  m.count = s.count;
+  m.mean = s.shift + s.s1 / s.count;
+  m.m2 = std::max(0.0, s.s2 - s.s1 * s.s1 / s.count);
+  return m;
+}
+
+inline const uint8_t* at(const void* p, DType t, int64_t i) {
+  return static_cast<const uint8_t*>(p) + i * dtype_bytes(t);
+}
+inline uint8_t* at(void* p, DType t, int64_t i) { return static_cast<uint8_t*>(p) + i * dtype_bytes(t); }
+
+int64_t slot_of(const Geometry& g, Over over, int64_t groups, int64_t n, int64_t c) {
+  switch (over) {
+    case Over::Channel: return c;
+    case Over::Instance: return n * g.c + c;
+    case Over::Group: return n * groups + c / (g.c / groups);
+  }
+  return c;
+}
+
+// Per-(image, channel) moments, the unit every mode is merged from. The NHWC path (and NCHW with S = 1,
+// which is the same memory order) reads row blocks; NCHW reads each plane as contiguous pieces.
+std::vector<Moments> plane_moments(const void* x, DType t, const Geometry& g) {
+  const Kernels& k = active_kernels();
+  std::vector<Moments> planes(size_t(g.n * g.c));
+  bool rows_layout = g.layout == Layout::NHWC || g.s == 1;
+  if (!rows_layout) {
+    int64_t pieces = (g.s + kTaskElements - 1) / kTaskElements;  // per plane
+    int64_t piece_len = (g.s + pieces - 1) / pieces;
+    std::vector<Moments> part(size_t(g.n * g.c * pieces));
+    int64_t planes_per_task = std::max<int64_t>(1, kTaskElements / g.s);
+    int64_t units = pieces == 1 ? g.n * g.c : g.n * g.c * pieces;
+    int64_t chunk = pieces == 1 ? planes_per_task : 1;
+    parallel_for(units, chunk, [&](int64_t b, int64_t e) {
+      for (int64_t u = b; u < e; ++u) {
+        int64_t plane = u / pieces, piece = u % pieces;
+        int64_t off = piece * piece_len, len = std::min(piece_len, g.s - off);
+        part[size_t(u)] = from_sums(k.sums_contiguous(at(x, t, plane * g.s + off), t, len));
+      }
+    });
+    for (int64_t p = 0; p < g.n * g.c; ++p) {
+      Moments m = part[size_t(p * pieces)];
+      for (int64_t q = 1; q < pieces; ++q) m = merge(m, part[size_t(p * pieces + q)]);
+      planes[size_t(p)] = m;
+    }
+    return planes;
+  }
+  // Rows of C values; image n owns rows [n*S, (n+1)*S). Tasks never cross an image boundary.
+  int64_t rows_per_task = std::max<int64_t>(1, kTaskElements / g.c);
+  int64_t tasks_per_image = (g.s + rows_per_task - 1) / rows_per_task;
+  std::vector<ShiftedSums> part(size_t(g.n * tasks_per_image * g.c));
+  parallel_tasks(g.n * tasks_per_image, [&](int64_t task) {
+    int64_t n = task / tasks_per_image, j = task % tasks_per_image;
+    int64_t r0 = j * rows_per_task, rows = std::min(rows_per_task, g.s - r0);
+    k.sums_columns(at(x, t, (n * g.s + r0) * g.c), t, rows, g.c, g.c, &part[size_t(task * g.c)]);
+  });
+  for (int64_t n = 0; n < g.n; ++n)
+    for (int64_t c = 0; c < g.c; ++c) {
+      Moments m = from_sums(part[size_t(n * tasks_per_image * g.c + c)]);
+      for (int64_t j = 1; j < tasks_per_image; ++j)
+        m = merge(m, from_sums(part[size_t((n * tasks_per_image + j) * g.c + c)]));
+      planes[size_t(n * g.c + c)] = m;
+    }
+  return planes;
+}
+
+}  // namespace
+
+Geometry geometry(const std::vector<int64_t>& shape, Layout layout) {
+  if (shape.size() < 2)
+    fail(ErrorCode::Shape, "x: expected rank >= 2 ([N, C, ...] or [N, ..., C]), received rank " +
+                               std::to_string(shape.size()));
+  Geometry g;
+  g.layout = layout;
+  g.n = shape[0];
+  g.c = layout == Layout::NCHW ? shape[1] : shape.back();
+  g.s = 1;
+  size_t first = layout == Layout::NCHW ? 2 : 1, last = layout == Layout::NCHW ? shape.size() : shape.size() - 1;
+  for (size_t i = first; i < last; ++i) g.s *= shape[i];  // overflow already ruled out by the caller
+  return g;
+}
+
+Moments merge(const Moments& a, const Moments& b) {
+  if (a.count == 0) return b;
+  if (b.count == 0) return a;
+  Moments r;
+  r.count = a.count + b.count;
+  double delta = b.mean - a.mean;
+  r.mean = a.mean + delta * (b.count / r.count);
+  r.m2 = a.m2 + b.m2 + delta * delta * (a.count * b.count / r.count);
+  return r;
+}
+
+int64_t moment_slots(const Geometry& g, Over over, int64_t groups) {
+  switch (over) {
+    case Over::Channel: return g.c;
+    case Over::Instance: return g.n * g.c;
+    case Over::Group: return g.n * groups;
+  }
+  return g.c;
+}
+
+static void check_reduction(const Geometry& g, Over over, int64_t groups) {
+  if (g.c <= 0) fail(ErrorCode::Shape, "x: channel dimension must be >= 1, received " + std::to_string(g.c));
+  if (over == Over::Group && (groups <= 0 || g.c % groups != 0))
+    fail(ErrorCode::Argument, "groups: expected a positive divisor of C = " + std::to_string(g.c) + ", received " +
+                                  std::to_string(groups));
+  int64_t per_slot = over == Over::Channel ? g.n * g.s : over == Over::Instance ? g.s : (g.c / groups) * g.s;
+  if (per_slot <= 0) fail(ErrorCode::Shape, "x: the reduction has no elements (N or a spatial dimension is 0)");
+}
+
+int64_t moments(const void* x, DType t, const Geometry& g, Over over, int64_t groups, float* mean_out,
+                float* m2_out) {
+  check_reduction(g, over, groups);
+  std::vector<Moments> planes = plane_moments(x, t, g);
+  std::vector<Moments> slots(size_t(moment_slots(g, over, groups)));
+  for (int64_t n = 0; n < g.n; ++n)
+    for (int64_t c = 0; c < g.c; ++c) {
+      Moments& s = slots[size_t(slot_of(g, over, groups, n, c))];
+      s = merge(s, planes[size_t(n * g.c + c)]);
+    }
+  for (size_t i = 0; i < slots.size(); ++i) {
+    mean_out[i] = float(slots[i].mean);
+    m2_out[i] = float(slots[i].m2);
+  }
+  return int64_t(slots.empty() ? 0 : slots[0].count);
+}
+
+void apply(const void* x, void* y, DType t, const Geometry& g, bool per_instance, const float* mean,
+           const float* scale, const float* beta, bool relu) {
+  const Kernels& k = active_kernels();
+  if (g.layout == Layout::NCHW && g.s > 1) {
+    // Each plane is one contiguous run with scalar coefficients; split long planes into pieces.
+    int64_t pieces = (g.s + kTaskElements - 1) / kTaskElements;
+    int64_t piece_len = (g.s + pieces - 1) / pieces;
+    parallel_for(g.n * g.c * pieces, std::max<int64_t>(1, kTaskElements / std::min(piece_len, g.s)),
+                 [&](int64_t b, int64_t e) {
+                   for (int64_t u = b; u < e; ++u) {
+                     int64_t plane = u / pieces, off = (u % pieces) * piece_len;
+                     int64_t len = std::min(piece_len, g.s - off);
+                     int64_t slot = per_instance ? plane : plane % g.c;
+                     int64_t i = plane * g.s + off;
+                     k.apply_contiguous(at(x, t, i), at(y, t, i), t, len, mean[slot], scale[slot], beta[slot], relu);
+                   }
+                 });
+    return;
+  }
+  int64_t rows_per_task = std::max<int64_t>(1, kTaskElements / g.c);
+  int64_t tasks_per_image = (g.s + rows_per_task - 1) / rows_per_task;
+  parallel_tasks(g.n * tasks_per_image, [&](int64_t task) {
+    int64_t n = task / tasks_per_image, r0 = (task % tasks_per_image) * rows_per_task;
+    int64_t rows = std::min(rows_per_task, g.s - r0);
+    int64_t i = (n * g.s + r0) * g.c, off = per_instance ? n * g.c : 0;
+    k.apply_columns(at(x, t, i), at(y, t, i), t, rows, g.c, mean + off, scale + off, beta + off, relu);
+  });
+}
+
+int64_t moments_reference(const void* x, DType t, const Geometry& g, Over over, int64_t groups, double* mean_out,
+                          double* m2_out) {
+  check_reduction(g, over, groups);
+  int64_t nslots = moment_slots(g, over, groups);
+  std::vector<double> sum(size_t(nslots), 0.0), cnt(size_t(nslots), 0.0);
+  auto value = [&](int64_t n, int64_t c, int64_t s) {
+    int64_t i = g.layout == Layout::NCHW ? (n * g.c + c) * g.s + s : (n * g.s + s) * g.c + c;
+    switch (t) {
+      case DType::Float16: return double(f16_to_float(static_cast<const uint16_t*>(x)[i]));
+      case DType::BFloat16: return double(bf16_to_float(static_cast<const uint16_t*>(x)[i]));
+      default: return double(static_cast<const float*>(x)[i]);
+    }
+  };
+  for (int64_t n = 0; n < g.n; ++n)
+    for (int64_t c = 0; c < g.c; ++c)
+      for (int64_t s = 0; s < g.s; ++s) {
+        int64_t slot = slot_of(g, over, groups, n, c);
+        sum[size_t(slot)] += value(n, c, s);
+        cnt[size_t(slot)] += 1;
+      }
+  for (int64_t i = 0; i < nslots; ++i) {
+    mean_out[i] = sum[size_t(i)] / cnt[size_t(i)];
+    m2_out[i] = 0;
+  }
+  for (int64_t n = 0; n < g.n; ++n)
+    for (int64_t c = 0; c < g.c; ++c)
+      for (int64_t s = 0; s < g.s; ++s) {
+        int64_t slot = slot_of(g, over, groups, n, c);
+        double d = value(n, c, s) - mean_out[slot];
+        m2_out[slot] += d * d;
+      }
+  return int64_t(cnt[0]);
+}
+
+}  // namespace xnorm::bnstats

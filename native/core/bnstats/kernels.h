@@ -1,0 +1,34 @@
+// Per-ISA kernels for BN statistics. Each *_<isa>.cc file fills one table; bnstats.cc picks one.
+#pragma once
+#include <cstdint>
+
+#include "../common/dtype.h"
+
+namespace xnorm::bnstats {
+
+// Partial moments of a run of values, relative to a shift: s1 = sum(x - shift), s2 = sum((x - shift)^2).
+// Shifting by a value of the data keeps s2 - s1^2/n well conditioned when the mean is large against
+// the spread (1e6 + unit noise), where E[x^2] - E[x]^2 in float would be wrong.
+struct ShiftedSums {
+  double count = 0, shift = 0, s1 = 0, s2 = 0;
+};
+
+struct Kernels {
+  // Sums over x[0..len) (len > 0), shifted by x[0].
+  ShiftedSums (*sums_contiguous)(const void* x, DType dtype, int64_t len);
+  // Per-column sums over rows [0, rows) of a row-major [rows, cols] block with row stride ld (elements),
+  // shifted by row 0. out has `cols` entries.
+  void (*sums_columns)(const void* x, DType dtype, int64_t rows, int64_t cols, int64_t ld, ShiftedSums* out);
+  // y = max?((x - mean) * scale + beta) over a contiguous run with one set of coefficients.
+  void (*apply_contiguous)(const void* x, void* y, DType dtype, int64_t len, float mean, float scale, float beta,
+                           bool relu);
+  // Same over `rows` rows of `cols` channels (row stride = cols), per-column coefficients.
+  void (*apply_columns)(const void* x, void* y, DType dtype, int64_t rows, int64_t cols, const float* mean,
+                        const float* scale, const float* beta, bool relu);
+};
+
+const Kernels& kernels_portable();
+const Kernels& kernels_avx2();
+const Kernels& kernels_avx512();
+
+}  // namespace xnorm::bnstats

@@ -1,0 +1,161 @@
+// AVX-512 kernels (compiled with -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma). Sums are
+// accumulated in double: the values are widened first, so the shift subtraction is exact.
+#include <immintrin.h>
+
+#include <algorithm>
+
+#include "kernels.h"
+
+namespace xnorm::bnstats {
+namespace {
+
+template <DType T>
+inline __m512 load16(const void* p, int64_t i, __mmask16 m) {
+  if constexpr (T == DType::Float32) {
+    return _mm512_maskz_loadu_ps(m, static_cast<const float*>(p) + i);
+  } else if constexpr (T == DType::Float16) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, static_cast<const uint16_t*>(p) + i));
+  } else {
+    __m512i w = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, static_cast<const uint16_t*>(p) + i));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+  }
+}
+
+template <DType T>
+inline void store16(void* p, int64_t i, __m512 v, __mmask16 m) {
+  if constexpr (T == DType::Float32) {
+    _mm512_mask_storeu_ps(static_cast<float*>(p) + i, m, v);
+  } else if constexpr (T == DType::Float16) {
+    _mm256_mask_storeu_epi16(static_cast<uint16_t*>(p) + i, m, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+  } else {
+    alignas(64) float tmp[16];
+    _mm512_store_ps(tmp, v);
+    auto* out = static_cast<uint16_t*>(p) + i;
+    for (int l = 0; l < 16; ++l)
+      if (m & (1u << l)) out[l] = float_to_bf16(tmp[l]);
+  }
+}
+
+inline __mmask16 tail_mask(int64_t n) { return n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1); }
+
+inline __m512d lo_pd(__m512 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
+inline __m512d hi_pd(__m512 v) {
+  return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+}
+
+template <DType T>
+ShiftedSums sums_contiguous_t(const void* x, int64_t len) {
+  float k = _mm512_cvtss_f32(load16<T>(x, 0, 1));
+  const __m512d kd = _mm512_set1_pd(k);
+  __m512d a1 = _mm512_setzero_pd(), b1 = a1, c1 = a1, d1 = a1;
+  __m512d a2 = a1, b2 = a1, c2 = a1, d2 = a1;
+  int64_t i = 0;
+  for (; i + 32 <= len; i += 32) {
+    __m512 u = load16<T>(x, i, 0xffff), v = load16<T>(x, i + 16, 0xffff);
+    __m512d ul = _mm512_sub_pd(lo_pd(u), kd), uh = _mm512_sub_pd(hi_pd(u), kd);
+    __m512d vl = _mm512_sub_pd(lo_pd(v), kd), vh = _mm512_sub_pd(hi_pd(v), kd);
+    a1 = _mm512_add_pd(a1, ul); a2 = _mm512_fmadd_pd(ul, ul, a2);
+    b1 = _mm512_add_pd(b1, uh); b2 = _mm512_fmadd_pd(uh, uh, b2);
+    c1 = _mm512_add_pd(c1, vl); c2 = _mm512_fmadd_pd(vl, vl, c2);
+    d1 = _mm512_add_pd(d1, vh); d2 = _mm512_fmadd_pd(vh, vh, d2);
+  }
+  for (; i < len; i += 16) {
+    __mmask16 m = tail_mask(len - i);
+    __m512 u = load16<T>(x, i, m);
+    __m512d ul = _mm512_maskz_sub_pd(__mmask8(m), lo_pd(u), kd);
+    __m512d uh = _mm512_maskz_sub_pd(__mmask8(m >> 8), hi_pd(u), kd);
+    a1 = _mm512_add_pd(a1, ul); a2 = _mm512_fmadd_pd(ul, ul, a2);
+    b1 = _mm512_add_pd(b1, uh); b2 = _mm512_fmadd_pd(uh, uh, b2);
+  }
+  ShiftedSums r;
+  r.count = double(len);
+  r.shift = k;
+  r.s1 = _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(a1, b1), _mm512_add_pd(c1, d1)));
+  r.s2 = _mm512_reduce_add_pd(_mm512_add_pd(_mm512_add_pd(a2, b2), _mm512_add_pd(c2, d2)));
+  return r;
+}
+
+template <DType T>
+void sums_columns_t(const void* x, int64_t rows, int64_t cols, int64_t ld, ShiftedSums* out) {
+  for (int64_t c = 0; c < cols; c += 16) {
+    __mmask16 m = tail_mask(cols - c);
+    __m512 k = load16<T>(x, c, m);
+    const __m512d kl = lo_pd(k), kh = hi_pd(k);
+    __m512d a1 = _mm512_setzero_pd(), b1 = a1, c1 = a1, d1 = a1;
+    __m512d a2 = a1, b2 = a1, c2 = a1, d2 = a1;
+    int64_t r = 0;
+    for (; r + 2 <= rows; r += 2) {
+      __m512 u = load16<T>(x, r * ld + c, m), v = load16<T>(x, (r + 1) * ld + c, m);
+      __m512d ul = _mm512_sub_pd(lo_pd(u), kl), uh = _mm512_sub_pd(hi_pd(u), kh);
+      __m512d vl = _mm512_sub_pd(lo_pd(v), kl), vh = _mm512_sub_pd(hi_pd(v), kh);
+      a1 = _mm512_add_pd(a1, ul); a2 = _mm512_fmadd_pd(ul, ul, a2);
+      b1 = _mm512_add_pd(b1, uh); b2 = _mm512_fmadd_pd(uh, uh, b2);
+      c1 = _mm512_add_pd(c1, vl); c2 = _mm512_fmadd_pd(vl, vl, c2);
+      d1 = _mm512_add_pd(d1, vh); d2 = _mm512_fmadd_pd(vh, vh, d2);
+    }
+    if (r < rows) {
+      __m512 u = load16<T>(x, r * ld + c, m);
+      __m512d ul = _mm512_sub_pd(lo_pd(u), kl), uh = _mm512_sub_pd(hi_pd(u), kh);
+      a1 = _mm512_add_pd(a1, ul); a2 = _mm512_fmadd_pd(ul, ul, a2);
+      b1 = _mm512_add_pd(b1, uh); b2 = _mm512_fmadd_pd(uh, uh, b2);
+    }
+    alignas(64) double s1[16], s2[16], kk[16];
+    _mm512_store_pd(s1, _mm512_add_pd(a1, c1));
+    _mm512_store_pd(s1 + 8, _mm512_add_pd(b1, d1));
+    _mm512_store_pd(s2, _mm512_add_pd(a2, c2));
+    _mm512_store_pd(s2 + 8, _mm512_add_pd(b2, d2));
+    _mm512_store_pd(kk, kl);
+    _mm512_store_pd(kk + 8, kh);
+    int64_t n = std::min<int64_t>(16, cols - c);
+    for (int64_t l = 0; l < n; ++l) out[c + l] = ShiftedSums{double(rows), kk[l], s1[l], s2[l]};
+  }
+}
+
+template <DType T>
+void apply_contiguous_t(const void* x, void* y, int64_t len, float mean, float scale, float beta, bool relu) {
+  const __m512 mv = _mm512_set1_ps(mean), sv = _mm512_set1_ps(scale), bv = _mm512_set1_ps(beta);
+  const __m512 zero = _mm512_setzero_ps();
+  for (int64_t i = 0; i < len; i += 16) {
+    __mmask16 m = tail_mask(len - i);
+    __m512 v = _mm512_fmadd_ps(_mm512_sub_ps(load16<T>(x, i, m), mv), sv, bv);
+    if (relu) v = _mm512_max_ps(v, zero);
+    store16<T>(y, i, v, m);
+  }
+}
+
+template <DType T>
+void apply_columns_t(const void* x, void* y, int64_t rows, int64_t cols, const float* mean, const float* scale,
+                     const float* beta, bool relu) {
+  const __m512 zero = _mm512_setzero_ps();
+  for (int64_t c = 0; c < cols; c += 16) {
+    __mmask16 m = tail_mask(cols - c);
+    const __m512 mv = _mm512_maskz_loadu_ps(m, mean + c), sv = _mm512_maskz_loadu_ps(m, scale + c),
+                 bv = _mm512_maskz_loadu_ps(m, beta + c);
+    for (int64_t r = 0; r < rows; ++r) {
+      __m512 v = _mm512_fmadd_ps(_mm512_sub_ps(load16<T>(x, r * cols + c, m), mv), sv, bv);
+      if (relu) v = _mm512_max_ps(v, zero);
+      store16<T>(y, r * cols + c, v, m);
+    }
+  }
+}
+
+ShiftedSums sums_contiguous(const void* x, DType t, int64_t len) { XNORM_BY_FLOAT_DTYPE(sums_contiguous_t, t, x, len) }
+void sums_columns(const void* x, DType t, int64_t rows, int64_t cols, int64_t ld, ShiftedSums* out) {
+  XNORM_BY_FLOAT_DTYPE(sums_columns_t, t, x, rows, cols, ld, out)
+}
+void apply_contiguous(const void* x, void* y, DType t, int64_t len, float mean, float scale, float beta, bool relu) {
+  XNORM_BY_FLOAT_DTYPE(apply_contiguous_t, t, x, y, len, mean, scale, beta, relu)
+}
+void apply_columns(const void* x, void* y, DType t, int64_t rows, int64_t cols, const float* mean, const float* scale,
+                   const float* beta, bool relu) {
+  XNORM_BY_FLOAT_DTYPE(apply_columns_t, t, x, y, rows, cols, mean, scale, beta, relu)
+}
+
+}  // namespace
+
+const Kernels& kernels_avx512() {
+  static const Kernels k{sums_contiguous, sums_columns, apply_contiguous, apply_columns};
+  return k;
+}
+
+}  // namespace xnorm::bnstats

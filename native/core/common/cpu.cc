@@ -1,0 +1,70 @@
+#include "cpu.h"
+
+#include <cstdlib>
+#include <cstring>
+
+namespace xnorm {
+namespace {
+
+Isa detect_best() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  // __builtin_cpu_supports also checks that the OS saves the wide registers (XGETBV).
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+      __builtin_cpu_supports("avx512vpopcntdq") && __builtin_cpu_supports("fma"))
+    return Isa::Avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+    return Isa::Avx2;
+#endif
+  return Isa::Portable;
+}
+
+struct IsaChoice {
+  Isa isa;
+  std::string warning;
+};
+
+IsaChoice choose() {
+  Isa best = detect_best();
+  const char* env = std::getenv("XNORM_ISA");
+  if (!env || !*env) return {best, ""};
+  Isa want;
+  if (!std::strcmp(env, "portable")) want = Isa::Portable;
+  else if (!std::strcmp(env, "avx2")) want = Isa::Avx2;
+  else if (!std::strcmp(env, "avx512")) want = Isa::Avx512;
+  else return {best, std::string("XNORM_ISA=") + env + " is not one of portable, avx2, avx512; using " + isa_name(best)};
+  if (int(want) > int(best))
+    return {best, std::string("XNORM_ISA=") + env + " is not supported by this CPU; using " + isa_name(best)};
+  return {want, ""};
+}
+
+const IsaChoice& choice() {
+  static const IsaChoice c = choose();  // plain data, no JS values: safe to share between workers
+  return c;
+}
+
+}  // namespace
+
+Isa active_isa() { return choice().isa; }
+std::string isa_warning() { return choice().warning; }
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::Avx512: return "avx512";
+    case Isa::Avx2: return "avx2";
+    case Isa::Portable: return "portable";
+  }
+  return "portable";
+}
+
+std::vector<std::string> active_isa_features() {
+  switch (active_isa()) {
+    case Isa::Avx512: return {"avx512vpopcntdq", "avx512bw", "avx512f", "avx2", "fma"};
+    case Isa::Avx2: return {"avx2", "fma", "f16c"};
+    case Isa::Portable: return {"portable"};
+  }
+  return {"portable"};
+}
+
+}  // namespace xnorm

@@ -1,0 +1,150 @@
+#include "thread_pool.h"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace xnorm {
+namespace {
+
+struct Job {
+  const std::function<void(int64_t)>* fn;
+  int64_t ntasks;
+  int max_helpers;  // pool threads allowed on this job besides the caller
+  int helpers = 0;  // guarded by the pool mutex
+  std::atomic<int64_t> next{0};
+  std::atomic<int64_t> done{0};
+  std::mutex done_mu;
+  std::condition_variable done_cv;
+  std::exception_ptr error;  // guarded by done_mu
+
+  // Runs tasks until none are left; returns when this thread has nothing more to take.
+  void work() {
+    for (;;) {
+      int64_t t = next.fetch_add(1);
+      if (t >= ntasks) return;
+      try {
+        (*fn)(t);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(done_mu);
+        if (!error) error = std::current_exception();
+      }
+      if (done.fetch_add(1) + 1 == ntasks) {
+        std::lock_guard<std::mutex> lock(done_mu);
+        done_cv.notify_all();
+      }
+    }
+  }
+};
+
+int default_threads() {
+  if (const char* env = std::getenv("XNORM_NUM_THREADS")) {
+    int n = std::atoi(env);
+    if (n >= 1 && n <= 256) return n;
+  }
+  unsigned hc = std::thread::hardware_concurrency();
+  return hc ? int(std::min(hc, 256u)) : 1;
+}
+
+class Pool {
+ public:
+  Pool() : threads_(default_threads()) {}
+
+  int threads() const { return threads_.load(); }
+
+  void set_threads(int n) {
+    threads_.store(n);
+  }
+
+  void run(int64_t ntasks, const std::function<void(int64_t)>& fn) {
+    int helpers = std::min<int64_t>(threads_.load() - 1, ntasks - 1);
+    if (helpers <= 0) {
+      for (int64_t t = 0; t < ntasks; ++t) fn(t);
+      return;
+    }
+    auto job = std::make_shared<Job>();
+    job->fn = &fn;
+    job->ntasks = ntasks;
+    job->max_helpers = helpers;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      while (int(workers_.size()) < helpers) workers_.emplace_back([this] { loop(); });
+      queue_.push_back(job);
+    }
+    cv_.notify_all();
+    job->work();
+    {
+      std::unique_lock<std::mutex> lock(job->done_mu);
+      job->done_cv.wait(lock, [&] { return job->done.load() == ntasks; });
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = std::find(queue_.begin(), queue_.end(), job);
+      if (it != queue_.end()) queue_.erase(it);
+    }
+    if (job->error) std::rethrow_exception(job->error);
+  }
+
+ private:
+  void loop() {
+    for (;;) {
+      std::shared_ptr<Job> job;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return pick_locked() != nullptr; });
+        job = pick_locked();
+        ++job->helpers;
+      }
+      job->work();
+      std::lock_guard<std::mutex> lock(mu_);
+      // Once its tasks are all taken a job leaves the queue, so idle threads do not spin on it.
+      auto it = std::find(queue_.begin(), queue_.end(), job);
+      if (it != queue_.end() && job->next.load() >= job->ntasks) queue_.erase(it);
+    }
+  }
+
+  std::shared_ptr<Job> pick_locked() {
+    for (auto& j : queue_)
+      if (j->helpers < j->max_helpers && j->next.load() < j->ntasks) return j;
+    return nullptr;
+  }
+
+  std::atomic<int> threads_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<Job>> queue_;
+  std::vector<std::thread> workers_;
+};
+
+// Never destroyed: pool threads may still be parked at process exit, and joining them from a static
+// destructor would race with other exit-time teardown. It holds no JS values.
+Pool& pool() {
+  static Pool* p = new Pool();
+  return *p;
+}
+
+}  // namespace
+
+void parallel_tasks(int64_t ntasks, const std::function<void(int64_t)>& fn) {
+  if (ntasks <= 0) return;
+  pool().run(ntasks, fn);
+}
+
+void parallel_for(int64_t n, int64_t chunk, const std::function<void(int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  chunk = std::max<int64_t>(chunk, 1);
+  int64_t ntasks = (n + chunk - 1) / chunk;
+  parallel_tasks(ntasks, [&](int64_t t) { fn(t * chunk, std::min(n, (t + 1) * chunk)); });
+}
+
+int num_threads() { return pool().threads(); }
+void set_num_threads(int n) { pool().set_threads(n); }
+
+}  // namespace xnorm
