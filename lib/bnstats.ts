@@ -1,0 +1,288 @@
+// BN statistics: moments, merging, running statistics, test-time mixing and BN apply.
+// Big reductions run natively; the per-channel arithmetic on [C]-sized results runs here in float64.
+import { describe, fail } from './errors';
+import { native } from './native';
+import { defineOp } from './op';
+import { FLOAT_DTYPES, Tensor, checkSameDevice, checkTensor, storageCtor } from './tensor';
+
+export type Layout = 'nchw' | 'nhwc';
+export type Over = 'channel' | 'instance' | 'group';
+
+/** count, mean and m2 (sum of squared deviations) per channel, instance or group. */
+export interface Moments {
+  count: number;
+  mean: Tensor;
+  m2: Tensor;
+}
+/** Population (biased) variance. */
+export interface Stats {
+  mean: Tensor;
+  var: Tensor;
+}
+
+export interface MomentsOptions {
+  layout?: Layout;
+  over?: Over;
+  /** Required for over: 'group'; must divide C. */
+  groups?: number;
+}
+
+function checkLayout(layout: unknown, name = 'opts.layout'): Layout {
+  if (layout !== 'nchw' && layout !== 'nhwc')
+    fail('ERR_XNORM_ARGUMENT', `${name}: expected 'nchw' or 'nhwc', received ${describe(layout)}`);
+  return layout;
+}
+
+function checkOptions(opts: unknown, name: string): Record<string, unknown> {
+  if (opts === undefined || opts === null) return {};
+  if (typeof opts !== 'object' || Array.isArray(opts))
+    fail('ERR_XNORM_ARGUMENT', `${name}: expected an options object, received ${describe(opts)}`);
+  return opts as Record<string, unknown>;
+}
+
+/** [N, C] and the reduction geometry of x in the given layout. */
+function channelsOf(x: Tensor, layout: Layout): { n: number; c: number } {
+  return { n: x.shape[0], c: layout === 'nchw' ? x.shape[1] : x.shape[x.shape.length - 1] };
+}
+
+const momentsOp = defineOp((x: Tensor, opts?: MomentsOptions) => {
+  const o = checkOptions(opts, 'moments: opts');
+  checkTensor(x, 'moments: x', { dtypes: FLOAT_DTYPES });
+  if (x.shape.length < 2)
+    fail('ERR_XNORM_SHAPE', `moments: x: expected rank >= 2 ([N, C, ...]), received shape [${x.shape.join(', ')}]`);
+  const layout = checkLayout(o.layout ?? 'nchw');
+  const over = (o.over ?? 'channel') as Over;
+  if (!['channel', 'instance', 'group'].includes(over))
+    fail('ERR_XNORM_ARGUMENT', `moments: opts.over: expected 'channel', 'instance' or 'group', received ${describe(over)}`);
+  const { n, c } = channelsOf(x, layout);
+  if (c < 1) fail('ERR_XNORM_SHAPE', `moments: x: expected at least one channel, received shape [${x.shape.join(', ')}]`);
+  let groups = 1;
+  if (over === 'group') {
+    const g = o.groups;
+    if (typeof g !== 'number' || !Number.isInteger(g) || g < 1 || c % g !== 0)
+      fail('ERR_XNORM_ARGUMENT', `moments: opts.groups: expected a positive divisor of C = ${c}, received ${describe(g)}`);
+    groups = g;
+  }
+  const spatial = x.size / (n * c || 1);
+  const perSlot = over === 'channel' ? n * spatial : over === 'instance' ? spatial : (c / groups) * spatial;
+  if (x.size === 0 || perSlot < 1)
+    fail('ERR_XNORM_SHAPE', `moments: x: the reduction has no elements (shape [${x.shape.join(', ')}])`);
+  const outShape = over === 'channel' ? [c] : over === 'instance' ? [n, c] : [n, groups];
+  const slots = outShape.reduce((a, b) => a * b, 1);
+  const mean = new Float32Array(slots);
+  const m2 = new Float32Array(slots);
+  return {
+    call: (async: boolean) =>
+      native().moments(
+        { x: x.storage('moments: x'), dtype: x.dtype, shape: x.shape, layout, over, groups, mean, m2 },
+        async,
+      ),
+    finish: (count: unknown): Moments => ({
+      count: count as number,
+      mean: new Tensor(mean, outShape, 'float32'),
+      m2: new Tensor(m2, outShape, 'float32'),
+    }),
+  };
+});
+
+/** Per-channel (or per-instance / per-group) count, mean and m2 of x in one pass. */
+export const moments = momentsOp.async;
+export const momentsSync = momentsOp.sync;
+
+function values(t: Tensor): Float32Array | Float64Array {
+  return t.dtype === 'float32' ? (t.storage() as Float32Array) : t.float32Sync();
+}
+
+function checkMoments(m: unknown, name: string): Moments {
+  const o = m as Moments;
+  if (!o || typeof o !== 'object' || typeof o.count !== 'number')
+    fail('ERR_XNORM_ARGUMENT', `${name}: expected Moments {count, mean, m2}, received ${describe(m)}`);
+  if (!(o.count >= 1) || !Number.isInteger(o.count))
+    fail('ERR_XNORM_ARGUMENT', `${name}.count: expected a positive integer, received ${describe(o.count)}`);
+  checkTensor(o.mean, `${name}.mean`, { dtypes: FLOAT_DTYPES });
+  checkTensor(o.m2, `${name}.m2`, { dtypes: FLOAT_DTYPES });
+  sameShape(o.mean, o.m2, `${name}.m2`);
+  return o;
+}
+
+function checkStats(s: unknown, name: string): Stats {
+  const o = s as Stats;
+  if (!o || typeof o !== 'object') fail('ERR_XNORM_ARGUMENT', `${name}: expected Stats {mean, var}, received ${describe(s)}`);
+  checkTensor(o.mean, `${name}.mean`, { dtypes: FLOAT_DTYPES });
+  checkTensor(o.var, `${name}.var`, { dtypes: FLOAT_DTYPES });
+  sameShape(o.mean, o.var, `${name}.var`);
+  return o;
+}
+
+function sameShape(a: Tensor, b: Tensor, name: string): void {
+  if (a.shape.length !== b.shape.length || a.shape.some((d, i) => d !== b.shape[i]))
+    fail('ERR_XNORM_SHAPE', `${name}: expected shape [${a.shape.join(', ')}], received [${b.shape.join(', ')}]`);
+}
+
+function checkWeight(w: unknown, name: string, lo: number, hi: number): number {
+  if (typeof w !== 'number' || !Number.isFinite(w) || w < lo || w > hi)
+    fail('ERR_XNORM_ARGUMENT', `${name}: expected a finite number in [${lo}, ${hi}], received ${describe(w)}`);
+  return w;
+}
+
+function f32(values: Float64Array, shape: readonly number[]): Tensor {
+  return new Tensor(Float32Array.from(values), shape, 'float32');
+}
+
+/** Variance from moments: population (m2 / n) by default, unbiased (m2 / (n - 1)) on request. */
+export function variance(m: Moments, opts?: { unbiased?: boolean }): Tensor {
+  const o = checkOptions(opts, 'variance: opts');
+  checkMoments(m, 'variance: m');
+  const unbiased = o.unbiased ?? false;
+  if (typeof unbiased !== 'boolean') fail('ERR_XNORM_ARGUMENT', `variance: opts.unbiased: expected a boolean, received ${describe(unbiased)}`);
+  if (unbiased && m.count < 2)
+    fail('ERR_XNORM_SHAPE', `variance: the unbiased variance needs count >= 2 per slot, received count ${m.count}`);
+  const div = unbiased ? m.count - 1 : m.count;
+  return f32(Float64Array.from(values(m.m2), (v) => v / div), m.mean.shape);
+}
+
+/** Chan et al.'s merge: the moments of the union of two disjoint batches. */
+export function mergeMoments(a: Moments, b: Moments): Moments {
+  checkMoments(a, 'mergeMoments: a');
+  checkMoments(b, 'mergeMoments: b');
+  sameShape(a.mean, b.mean, 'mergeMoments: b.mean');
+  checkSameDevice({ 'a.mean': a.mean, 'b.mean': b.mean });
+  const ma = values(a.mean), mb = values(b.mean), qa = values(a.m2), qb = values(b.m2);
+  const n = a.count + b.count;
+  const mean = new Float64Array(ma.length);
+  const m2 = new Float64Array(ma.length);
+  for (let i = 0; i < ma.length; i++) {
+    const delta = mb[i] - ma[i];
+    mean[i] = ma[i] + (delta * b.count) / n;
+    m2[i] = qa[i] + qb[i] + ((delta * delta * a.count) / n) * b.count;
+  }
+  return { count: n, mean: f32(mean, a.mean.shape), m2: f32(m2, a.mean.shape) };
+}
+
+/**
+ * PyTorch's BatchNorm running-statistics rule: new = (1 - m) * old + m * batch, with the unbiased batch
+ * variance; momentum null = cumulative average over numBatchesTracked + 1 batches.
+ */
+export function updateRunningStats(
+  running: Stats,
+  batch: Moments,
+  opts?: { momentum?: number | null; numBatchesTracked?: number },
+): Stats & { numBatchesTracked: number } {
+  const o = checkOptions(opts, 'updateRunningStats: opts');
+  checkStats(running, 'updateRunningStats: running');
+  checkMoments(batch, 'updateRunningStats: batch');
+  sameShape(running.mean, batch.mean, 'updateRunningStats: batch.mean');
+  const tracked = o.numBatchesTracked ?? 0;
+  if (typeof tracked !== 'number' || !Number.isInteger(tracked) || tracked < 0)
+    fail('ERR_XNORM_ARGUMENT', `updateRunningStats: opts.numBatchesTracked: expected a non-negative integer, received ${describe(tracked)}`);
+  const momentum = o.momentum === undefined ? 0.1 : o.momentum;
+  const m = momentum === null ? 1 / (tracked + 1) : checkWeight(momentum, 'updateRunningStats: opts.momentum', 0, 1);
+  if (batch.count < 2)
+    fail('ERR_XNORM_SHAPE', `updateRunningStats: batch: expected more than 1 value per channel, received count ${batch.count}`);
+  const rm = values(running.mean), rv = values(running.var), bm = values(batch.mean), bq = values(batch.m2);
+  const mean = Float64Array.from(rm, (v, i) => (1 - m) * v + m * bm[i]);
+  const v = Float64Array.from(rv, (r, i) => (1 - m) * r + (m * bq[i]) / (batch.count - 1));
+  return { mean: f32(mean, running.mean.shape), var: f32(v, running.mean.shape), numBatchesTracked: tracked + 1 };
+}
+
+function asStats(s: Stats | Moments, name: string): { mean: Float32Array | Float64Array; var: Float64Array; shape: readonly number[]; count?: number } {
+  if (s && typeof s === 'object' && 'm2' in s) {
+    const m = checkMoments(s, name);
+    return { mean: values(m.mean), var: Float64Array.from(values(m.m2), (q) => q / m.count), shape: m.mean.shape, count: m.count };
+  }
+  const st = checkStats(s, name);
+  return { mean: values(st.mean), var: Float64Array.from(values(st.var)), shape: st.mean.shape };
+}
+
+function mix(src: ReturnType<typeof asStats>, tgt: ReturnType<typeof asStats>, w: number, crossTerm: boolean): Stats {
+  const mean = new Float64Array(src.mean.length);
+  const v = new Float64Array(src.mean.length);
+  for (let i = 0; i < mean.length; i++) {
+    const d = src.mean[i] - tgt.mean[i];
+    mean[i] = w * src.mean[i] + (1 - w) * tgt.mean[i];
+    v[i] = w * src.var[i] + (1 - w) * tgt.var[i] + (crossTerm ? w * (1 - w) * d * d : 0);
+  }
+  return { mean: f32(mean, src.shape), var: f32(v, src.shape) };
+}
+
+/**
+ * alpha-BN: mean = w*mean_s + (1-w)*mean_t, var = w*var_s + (1-w)*var_t with w = sourceWeight; crossTerm
+ * (TTN) adds w(1-w)(mean_s - mean_t)^2, which makes the result the variance of the mixture.
+ */
+export function mixStats(source: Stats, target: Stats | Moments, opts: { sourceWeight: number; crossTerm?: boolean }): Stats {
+  const o = checkOptions(opts, 'mixStats: opts');
+  const w = checkWeight(o.sourceWeight, 'mixStats: opts.sourceWeight', 0, 1);
+  const cross = o.crossTerm ?? false;
+  if (typeof cross !== 'boolean') fail('ERR_XNORM_ARGUMENT', `mixStats: opts.crossTerm: expected a boolean, received ${describe(cross)}`);
+  const s = asStats(source, 'mixStats: source');
+  const t = asStats(target, 'mixStats: target');
+  if (s.mean.length !== t.mean.length || s.shape.some((d, i) => d !== t.shape[i]))
+    fail('ERR_XNORM_SHAPE', `mixStats: target: expected shape [${s.shape.join(', ')}], received [${t.shape.join(', ')}]`);
+  return mix(s, t, w, cross);
+}
+
+/** Prior BN (Schneider et al.): the source statistics count as priorCount samples, w = N / (N + n). */
+export function priorStats(source: Stats, target: Moments, opts: { priorCount: number }): Stats {
+  const o = checkOptions(opts, 'priorStats: opts');
+  const prior = checkWeight(o.priorCount, 'priorStats: opts.priorCount', 0, Number.MAX_SAFE_INTEGER);
+  checkMoments(target, 'priorStats: target');
+  return mixStats(source, target, { sourceWeight: prior / (prior + target.count) });
+}
+
+export interface BatchNormOptions {
+  gamma?: Tensor;
+  beta?: Tensor;
+  eps?: number;
+  layout?: Layout;
+  activation?: 'relu' | null;
+}
+
+const batchNormOp = defineOp((x: Tensor, stats: Stats, opts?: BatchNormOptions) => {
+  const o = checkOptions(opts, 'batchNorm: opts');
+  checkTensor(x, 'batchNorm: x', { dtypes: FLOAT_DTYPES });
+  if (x.shape.length < 2)
+    fail('ERR_XNORM_SHAPE', `batchNorm: x: expected rank >= 2 ([N, C, ...]), received shape [${x.shape.join(', ')}]`);
+  checkStats(stats, 'batchNorm: stats');
+  const layout = checkLayout(o.layout ?? 'nchw');
+  const { n, c } = channelsOf(x, layout);
+  const eps = checkWeight(o.eps ?? 1e-5, 'batchNorm: opts.eps', 0, Number.MAX_VALUE);
+  const activation = o.activation ?? null;
+  if (activation !== null && activation !== 'relu')
+    fail('ERR_XNORM_ARGUMENT', `batchNorm: opts.activation: expected 'relu' or null, received ${describe(activation)}`);
+  const ss = stats.mean.shape;
+  const perInstance = ss.length === 2 && ss[0] === n && ss[1] === c;
+  if (!perInstance && !(ss.length === 1 && ss[0] === c))
+    fail('ERR_XNORM_SHAPE', `batchNorm: stats.mean: expected shape [${c}] or [${n}, ${c}], received [${ss.join(', ')}]`);
+  const coeff = (t: Tensor | undefined, name: string, dflt: number): ArrayLike<number> => {
+    if (t === undefined || t === null) return new Float64Array(c).fill(dflt);
+    checkTensor(t, name, { dtypes: FLOAT_DTYPES });
+    if (t.size !== c) fail('ERR_XNORM_SHAPE', `${name}: expected shape [${c}], received [${t.shape.join(', ')}]`);
+    return values(t);
+  };
+  const gamma = coeff(o.gamma as Tensor | undefined, 'batchNorm: opts.gamma', 1);
+  const beta = coeff(o.beta as Tensor | undefined, 'batchNorm: opts.beta', 0);
+  checkSameDevice({ x, 'stats.mean': stats.mean, gamma: o.gamma as Tensor, beta: o.beta as Tensor });
+  const mv = values(stats.mean), vv = values(stats.var);
+  const slots = mv.length;
+  const mean = Float32Array.from(mv);
+  const scale = new Float32Array(slots);
+  const shift = new Float32Array(slots);
+  for (let i = 0; i < slots; i++) {
+    if (!(vv[i] >= 0)) fail('ERR_XNORM_ARGUMENT', `batchNorm: stats.var[${i}]: expected a non-negative number, received ${vv[i]}`);
+    scale[i] = gamma[i % c] / Math.sqrt(vv[i] + eps);
+    shift[i] = beta[i % c];
+  }
+  const y = new (storageCtor(x.dtype))(x.size);
+  return {
+    call: (async: boolean) =>
+      native().batchNorm(
+        { x: x.storage('batchNorm: x'), y, dtype: x.dtype, shape: x.shape, layout, perInstance, mean, scale, beta: shift, relu: activation === 'relu' },
+        async,
+      ),
+    finish: () => new Tensor(y, x.shape, x.dtype),
+  };
+});
+
+/** y = act((x - mean) / sqrt(var + eps) * gamma + beta); stats per channel [C] or per instance [N, C]. */
+export const batchNorm = batchNormOp.async;
+export const batchNormSync = batchNormOp.sync;
