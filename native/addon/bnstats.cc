@@ -36,8 +36,8 @@ MomentsCall read_moments(Args& a) {
   c.groups = c.over == Over::Group ? a.integer("groups", 1, c.g.c > 0 ? c.g.c : 1) : 1;
   c.x = a.tensor("x", c.dtype, shape_size(shape, "x"));
   int64_t slots = bnstats::moment_slots(c.g, c.over, c.groups);
-  c.mean = a.tensor("mean", DType::Float32, slots);
-  c.m2 = a.tensor("m2", DType::Float32, slots);
+  c.mean = a.float64("mean", slots);
+  c.m2 = a.float64("m2", slots);
   return c;
 }
 
@@ -46,8 +46,8 @@ Napi::Value Moments(const Napi::CallbackInfo& info) {
     Args a(info, "moments");
     MomentsCall c = read_moments(a);
     return run_op(a, [c]() -> ResultBuilder {
-      int64_t count = bnstats::moments(c.x.data, c.dtype, c.g, c.over, c.groups, static_cast<float*>(c.mean.data),
-                                       static_cast<float*>(c.m2.data));
+      int64_t count = bnstats::moments(c.x.data, c.dtype, c.g, c.over, c.groups, static_cast<double*>(c.mean.data),
+                                       static_cast<double*>(c.m2.data));
       return [count](Napi::Env env) { return Napi::Number::New(env, double(count)); };
     });
   });
@@ -57,13 +57,8 @@ Napi::Value MomentsReference(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&] {
     Args a(info, "momentsReference");
     MomentsCall c = read_moments(a);
-    int64_t slots = c.mean.length;
-    std::vector<double> mean(static_cast<size_t>(slots)), m2(static_cast<size_t>(slots));
-    int64_t count = bnstats::moments_reference(c.x.data, c.dtype, c.g, c.over, c.groups, mean.data(), m2.data());
-    for (int64_t i = 0; i < slots; ++i) {
-      static_cast<float*>(c.mean.data)[i] = float(mean[size_t(i)]);
-      static_cast<float*>(c.m2.data)[i] = float(m2[size_t(i)]);
-    }
+    int64_t count = bnstats::moments_reference(c.x.data, c.dtype, c.g, c.over, c.groups,
+                                               static_cast<double*>(c.mean.data), static_cast<double*>(c.m2.data));
     return Napi::Number::New(info.Env(), double(count));
   });
 }

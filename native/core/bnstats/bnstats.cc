@@ -136,8 +136,8 @@ static void check_reduction(const Geometry& g, Over over, int64_t groups) {
   if (per_slot <= 0) fail(ErrorCode::Shape, "x: the reduction has no elements (N or a spatial dimension is 0)");
 }
 
-int64_t moments(const void* x, DType t, const Geometry& g, Over over, int64_t groups, float* mean_out,
-                float* m2_out) {
+int64_t moments(const void* x, DType t, const Geometry& g, Over over, int64_t groups, double* mean_out,
+                double* m2_out) {
   check_reduction(g, over, groups);
   std::vector<Moments> planes = plane_moments(x, t, g);
   std::vector<Moments> slots(size_t(moment_slots(g, over, groups)));
@@ -147,8 +147,8 @@ int64_t moments(const void* x, DType t, const Geometry& g, Over over, int64_t gr
       s = merge(s, planes[size_t(n * g.c + c)]);
     }
   for (size_t i = 0; i < slots.size(); ++i) {
-    mean_out[i] = float(slots[i].mean);
-    m2_out[i] = float(slots[i].m2);
+    mean_out[i] = slots[i].mean;
+    m2_out[i] = slots[i].m2;
   }
   return int64_t(slots.empty() ? 0 : slots[0].count);
 }
