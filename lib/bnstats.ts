@@ -257,19 +257,19 @@ export interface BatchNormOptions {
   activation?: 'relu' | null;
 }
 
-const batchNormOp = defineOp((x: Tensor, stats: Stats, opts?: BatchNormOptions) => {
+const batchNormOp = defineOp((x: Tensor, stats: Stats | Moments, opts?: BatchNormOptions) => {
   const o = checkOptions(opts, 'batchNorm: opts');
   checkTensor(x, 'batchNorm: x', { dtypes: FLOAT_DTYPES });
   if (x.shape.length < 2)
     fail('ERR_XNORM_SHAPE', `batchNorm: x: expected rank >= 2 ([N, C, ...]), received shape [${x.shape.join(', ')}]`);
-  checkStats(stats, 'batchNorm: stats');
+  const st = asStats(stats, 'batchNorm: stats');
   const layout = checkLayout(o.layout ?? 'nchw');
   const { n, c } = channelsOf(x, layout);
   const eps = checkWeight(o.eps ?? 1e-5, 'batchNorm: opts.eps', 0, Number.MAX_VALUE);
   const activation = o.activation ?? null;
   if (activation !== null && activation !== 'relu')
     fail('ERR_XNORM_ARGUMENT', `batchNorm: opts.activation: expected 'relu' or null, received ${describe(activation)}`);
-  const ss = stats.mean.shape;
+  const ss = st.shape;
   const perInstance = ss.length === 2 && ss[0] === n && ss[1] === c;
   if (!perInstance && !(ss.length === 1 && ss[0] === c))
     fail('ERR_XNORM_SHAPE', `batchNorm: stats.mean: expected shape [${c}] or [${n}, ${c}], received [${ss.join(', ')}]`);
@@ -282,9 +282,10 @@ const batchNormOp = defineOp((x: Tensor, stats: Stats, opts?: BatchNormOptions) 
   const gamma = coeff(o.gamma as Tensor | undefined, 'batchNorm: opts.gamma', 1);
   const beta = coeff(o.beta as Tensor | undefined, 'batchNorm: opts.beta', 0);
   checkSameDevice({ x, 'stats.mean': stats.mean, gamma: o.gamma as Tensor, beta: o.beta as Tensor });
-  const mv = values(stats.mean), vv = values(stats.var);
+  const mv = st.mean, vv = st.var;
   const slots = mv.length;
   const mean = Float32Array.from(mv);
+  const meanLo = Float32Array.from(mv, (v, i) => v - mean[i]);
   const scale = new Float32Array(slots);
   const shift = new Float32Array(slots);
   for (let i = 0; i < slots; i++) {
@@ -296,13 +297,16 @@ const batchNormOp = defineOp((x: Tensor, stats: Stats, opts?: BatchNormOptions) 
   return {
     call: (async: boolean) =>
       native().batchNorm(
-        { x: x.storage('batchNorm: x'), y, dtype: x.dtype, shape: x.shape, layout, perInstance, mean, scale, beta: shift, relu: activation === 'relu' },
+        { x: x.storage('batchNorm: x'), y, dtype: x.dtype, shape: x.shape, layout, perInstance, mean, meanLo, scale, beta: shift, relu: activation === 'relu' },
         async,
       ),
     finish: () => new Tensor(y, x.shape, x.dtype),
   };
 });
 
-/** y = act((x - mean) / sqrt(var + eps) * gamma + beta); stats per channel [C] or per instance [N, C]. */
+/**
+ * y = act((x - mean) / sqrt(var + eps) * gamma + beta); stats per channel [C] or per instance [N, C].
+ * Passing the Moments of x itself gives training-mode BN, with the mean in double precision.
+ */
 export const batchNorm = batchNormOp.async;
 export const batchNormSync = batchNormOp.sync;

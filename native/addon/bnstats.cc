@@ -79,11 +79,13 @@ Napi::Value BatchNorm(const Napi::CallbackInfo& info) {
     Buffer y = a.tensor("y", dtype, size);
     int64_t coeffs = per_instance ? g.n * g.c : g.c;
     Buffer mean = a.tensor("mean", DType::Float32, coeffs);
+    Buffer mean_lo = a.tensor("meanLo", DType::Float32, coeffs);
     Buffer scale = a.tensor("scale", DType::Float32, coeffs);
     Buffer beta = a.tensor("beta", DType::Float32, coeffs);
     return run_op(a, [=]() -> ResultBuilder {
       bnstats::apply(x.data, y.data, dtype, g, per_instance, static_cast<const float*>(mean.data),
-                     static_cast<const float*>(scale.data), static_cast<const float*>(beta.data), relu);
+                     static_cast<const float*>(mean_lo.data), static_cast<const float*>(scale.data),
+                     static_cast<const float*>(beta.data), relu);
       return nullptr;
     });
   });

@@ -17,7 +17,7 @@ for (const c of input.cases) {
   addon.momentsReference({ ...args, ...ref });
   const y = new Ctor(x.length);
   addon.batchNorm({ x, y, dtype: c.dtype, shape: c.shape, layout: c.layout, perInstance: false,
-    mean: Float32Array.from(c.bn.mean), scale: Float32Array.from(c.bn.scale), beta: Float32Array.from(c.bn.beta), relu: c.bn.relu });
+    mean: Float32Array.from(c.bn.mean), meanLo: new Float32Array(c.bn.mean.length), scale: Float32Array.from(c.bn.scale), beta: Float32Array.from(c.bn.beta), relu: c.bn.relu });
   out.cases.push({ mean: Array.from(fast.mean), m2: Array.from(fast.m2), refMean: Array.from(ref.mean), refM2: Array.from(ref.m2), y: Array.from(y) });
 }
 process.stdout.write(JSON.stringify(out));

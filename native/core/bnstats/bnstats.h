@@ -33,9 +33,10 @@ int64_t moments(const void* x, DType dtype, const Geometry& g, Over over, int64_
                 double* m2_out);
 
 // y = act((x - mean) * scale + beta) with per-channel (stats_per_instance = false) or per-(n, c)
-// coefficients, scale = gamma / sqrt(var + eps) computed by the caller in double.
+// coefficients, scale = gamma / sqrt(var + eps) computed by the caller in double, and the mean given
+// as a float32 pair mean + mean_lo.
 void apply(const void* x, void* y, DType dtype, const Geometry& g, bool stats_per_instance, const float* mean,
-           const float* scale, const float* beta, bool relu);
+           const float* mean_lo, const float* scale, const float* beta, bool relu);
 
 // The reference: double accumulation, two passes, no SIMD, no threads. Tests compare against it.
 int64_t moments_reference(const void* x, DType dtype, const Geometry& g, Over over, int64_t groups,

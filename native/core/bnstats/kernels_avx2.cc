@@ -112,12 +112,15 @@ void sums_columns_t(const void* x, int64_t rows, int64_t cols, int64_t ld, Shift
 }
 
 template <DType T>
-void apply_contiguous_t(const void* x, void* y, int64_t len, float mean, float scale, float beta, bool relu) {
-  const __m256 mv = _mm256_set1_ps(mean), sv = _mm256_set1_ps(scale), bv = _mm256_set1_ps(beta);
+void apply_contiguous_t(const void* x, void* y, int64_t len, float mean, float mean_lo, float scale, float beta,
+                        bool relu) {
+  const __m256 mv = _mm256_set1_ps(mean), lv = _mm256_set1_ps(mean_lo), sv = _mm256_set1_ps(scale),
+               bv = _mm256_set1_ps(beta);
   const __m256 zero = _mm256_setzero_ps();
   for (int64_t i = 0; i < len; i += 8) {
     int64_t n = std::min<int64_t>(8, len - i);
-    __m256 v = _mm256_fmadd_ps(_mm256_sub_ps(n == 8 ? load8<T>(x, i) : load_tail<T>(x, i, n), mv), sv, bv);
+    __m256 v = _mm256_fmadd_ps(_mm256_sub_ps(_mm256_sub_ps(n == 8 ? load8<T>(x, i) : load_tail<T>(x, i, n), mv), lv),
+                               sv, bv);
     if (relu) v = _mm256_max_ps(v, zero);
     if (n == 8 && T == DType::Float32) _mm256_storeu_ps(static_cast<float*>(y) + i, v);
     else store_n<T>(y, i, v, n);
@@ -125,16 +128,17 @@ void apply_contiguous_t(const void* x, void* y, int64_t len, float mean, float s
 }
 
 template <DType T>
-void apply_columns_t(const void* x, void* y, int64_t rows, int64_t cols, const float* mean, const float* scale,
-                     const float* beta, bool relu) {
+void apply_columns_t(const void* x, void* y, int64_t rows, int64_t cols, const float* mean, const float* mean_lo,
+                     const float* scale, const float* beta, bool relu) {
   const __m256 zero = _mm256_setzero_ps();
   for (int64_t c = 0; c < cols; c += 8) {
     int64_t n = std::min<int64_t>(8, cols - c);
-    const __m256 mv = load_tail<DType::Float32>(mean, c, n), sv = load_tail<DType::Float32>(scale, c, n),
-                 bv = load_tail<DType::Float32>(beta, c, n);
+    const __m256 mv = load_tail<DType::Float32>(mean, c, n), lv = load_tail<DType::Float32>(mean_lo, c, n),
+                 sv = load_tail<DType::Float32>(scale, c, n), bv = load_tail<DType::Float32>(beta, c, n);
     for (int64_t r = 0; r < rows; ++r) {
       int64_t i = r * cols + c;
-      __m256 v = _mm256_fmadd_ps(_mm256_sub_ps(n == 8 ? load8<T>(x, i) : load_tail<T>(x, i, n), mv), sv, bv);
+      __m256 v = _mm256_fmadd_ps(
+          _mm256_sub_ps(_mm256_sub_ps(n == 8 ? load8<T>(x, i) : load_tail<T>(x, i, n), mv), lv), sv, bv);
       if (relu) v = _mm256_max_ps(v, zero);
       if (n == 8 && T == DType::Float32) _mm256_storeu_ps(static_cast<float*>(y) + i, v);
       else store_n<T>(y, i, v, n);
@@ -146,12 +150,13 @@ ShiftedSums sums_contiguous(const void* x, DType t, int64_t len) { XNORM_BY_FLOA
 void sums_columns(const void* x, DType t, int64_t rows, int64_t cols, int64_t ld, ShiftedSums* out) {
   XNORM_BY_FLOAT_DTYPE(sums_columns_t, t, x, rows, cols, ld, out)
 }
-void apply_contiguous(const void* x, void* y, DType t, int64_t len, float mean, float scale, float beta, bool relu) {
-  XNORM_BY_FLOAT_DTYPE(apply_contiguous_t, t, x, y, len, mean, scale, beta, relu)
+void apply_contiguous(const void* x, void* y, DType t, int64_t len, float mean, float mean_lo, float scale, float beta,
+                      bool relu) {
+  XNORM_BY_FLOAT_DTYPE(apply_contiguous_t, t, x, y, len, mean, mean_lo, scale, beta, relu)
 }
-void apply_columns(const void* x, void* y, DType t, int64_t rows, int64_t cols, const float* mean, const float* scale,
-                   const float* beta, bool relu) {
-  XNORM_BY_FLOAT_DTYPE(apply_columns_t, t, x, y, rows, cols, mean, scale, beta, relu)
+void apply_columns(const void* x, void* y, DType t, int64_t rows, int64_t cols, const float* mean,
+                   const float* mean_lo, const float* scale, const float* beta, bool relu) {
+  XNORM_BY_FLOAT_DTYPE(apply_columns_t, t, x, y, rows, cols, mean, mean_lo, scale, beta, relu)
 }
 
 }  // namespace

@@ -112,27 +112,29 @@ void sums_columns_t(const void* x, int64_t rows, int64_t cols, int64_t ld, Shift
 }
 
 template <DType T>
-void apply_contiguous_t(const void* x, void* y, int64_t len, float mean, float scale, float beta, bool relu) {
-  const __m512 mv = _mm512_set1_ps(mean), sv = _mm512_set1_ps(scale), bv = _mm512_set1_ps(beta);
+void apply_contiguous_t(const void* x, void* y, int64_t len, float mean, float mean_lo, float scale, float beta,
+                        bool relu) {
+  const __m512 mv = _mm512_set1_ps(mean), lv = _mm512_set1_ps(mean_lo), sv = _mm512_set1_ps(scale),
+               bv = _mm512_set1_ps(beta);
   const __m512 zero = _mm512_setzero_ps();
   for (int64_t i = 0; i < len; i += 16) {
     __mmask16 m = tail_mask(len - i);
-    __m512 v = _mm512_fmadd_ps(_mm512_sub_ps(load16<T>(x, i, m), mv), sv, bv);
+    __m512 v = _mm512_fmadd_ps(_mm512_sub_ps(_mm512_sub_ps(load16<T>(x, i, m), mv), lv), sv, bv);
     if (relu) v = _mm512_max_ps(v, zero);
     store16<T>(y, i, v, m);
   }
 }
 
 template <DType T>
-void apply_columns_t(const void* x, void* y, int64_t rows, int64_t cols, const float* mean, const float* scale,
-                     const float* beta, bool relu) {
+void apply_columns_t(const void* x, void* y, int64_t rows, int64_t cols, const float* mean, const float* mean_lo,
+                     const float* scale, const float* beta, bool relu) {
   const __m512 zero = _mm512_setzero_ps();
   for (int64_t c = 0; c < cols; c += 16) {
     __mmask16 m = tail_mask(cols - c);
-    const __m512 mv = _mm512_maskz_loadu_ps(m, mean + c), sv = _mm512_maskz_loadu_ps(m, scale + c),
-                 bv = _mm512_maskz_loadu_ps(m, beta + c);
+    const __m512 mv = _mm512_maskz_loadu_ps(m, mean + c), lv = _mm512_maskz_loadu_ps(m, mean_lo + c),
+                 sv = _mm512_maskz_loadu_ps(m, scale + c), bv = _mm512_maskz_loadu_ps(m, beta + c);
     for (int64_t r = 0; r < rows; ++r) {
-      __m512 v = _mm512_fmadd_ps(_mm512_sub_ps(load16<T>(x, r * cols + c, m), mv), sv, bv);
+      __m512 v = _mm512_fmadd_ps(_mm512_sub_ps(_mm512_sub_ps(load16<T>(x, r * cols + c, m), mv), lv), sv, bv);
       if (relu) v = _mm512_max_ps(v, zero);
       store16<T>(y, r * cols + c, v, m);
     }
@@ -143,12 +145,13 @@ ShiftedSums sums_contiguous(const void* x, DType t, int64_t len) { XNORM_BY_FLOA
 void sums_columns(const void* x, DType t, int64_t rows, int64_t cols, int64_t ld, ShiftedSums* out) {
   XNORM_BY_FLOAT_DTYPE(sums_columns_t, t, x, rows, cols, ld, out)
 }
-void apply_contiguous(const void* x, void* y, DType t, int64_t len, float mean, float scale, float beta, bool relu) {
-  XNORM_BY_FLOAT_DTYPE(apply_contiguous_t, t, x, y, len, mean, scale, beta, relu)
+void apply_contiguous(const void* x, void* y, DType t, int64_t len, float mean, float mean_lo, float scale, float beta,
+                      bool relu) {
+  XNORM_BY_FLOAT_DTYPE(apply_contiguous_t, t, x, y, len, mean, mean_lo, scale, beta, relu)
 }
-void apply_columns(const void* x, void* y, DType t, int64_t rows, int64_t cols, const float* mean, const float* scale,
-                   const float* beta, bool relu) {
-  XNORM_BY_FLOAT_DTYPE(apply_columns_t, t, x, y, rows, cols, mean, scale, beta, relu)
+void apply_columns(const void* x, void* y, DType t, int64_t rows, int64_t cols, const float* mean,
+                   const float* mean_lo, const float* scale, const float* beta, bool relu) {
+  XNORM_BY_FLOAT_DTYPE(apply_columns_t, t, x, y, rows, cols, mean, mean_lo, scale, beta, relu)
 }
 
 }  // namespace
