@@ -3,7 +3,7 @@
 import { describe, fail } from './errors';
 import { native } from './native';
 import { defineOp } from './op';
-import { FLOAT_DTYPES, Tensor, checkSameDevice, checkTensor, storageCtor } from './tensor';
+import { FLOAT_DTYPES, Tensor, allocate, checkSameDevice, checkTensor } from './tensor';
 
 export type Layout = 'nchw' | 'nhwc';
 export type Over = 'channel' | 'instance' | 'group';
@@ -293,7 +293,7 @@ const batchNormOp = defineOp((x: Tensor, stats: Stats | Moments, opts?: BatchNor
     scale[i] = gamma[i % c] / Math.sqrt(vv[i] + eps);
     shift[i] = beta[i % c];
   }
-  const y = new (storageCtor(x.dtype))(x.size);
+  const y = allocate(x.dtype, x.size, 'batchNorm: y');
   return {
     call: (async: boolean) =>
       native().batchNorm(

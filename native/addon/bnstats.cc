@@ -34,6 +34,9 @@ MomentsCall read_moments(Args& a) {
   std::string over = a.choice("over", {"channel", "instance", "group"});
   c.over = over == "channel" ? Over::Channel : over == "instance" ? Over::Instance : Over::Group;
   c.groups = c.over == Over::Group ? a.integer("groups", 1, c.g.c > 0 ? c.g.c : 1) : 1;
+  if (c.g.c % c.groups != 0)
+    fail(ErrorCode::Argument, "moments: groups: expected a divisor of C = " + std::to_string(c.g.c) + ", received " +
+                                  std::to_string(c.groups));
   c.x = a.tensor("x", c.dtype, shape_size(shape, "x"));
   int64_t slots = bnstats::moment_slots(c.g, c.over, c.groups);
   c.mean = a.float64("mean", slots);
