@@ -86,28 +86,34 @@ ShiftedSums sums_contiguous_t(const void* x, int64_t len) {
   return r;
 }
 
+// Two vectors (16 channels) of a row block at a time, accumulators in registers, so that for small C
+// each row is read in one sequential sweep.
 template <DType T>
 void sums_columns_t(const void* x, int64_t rows, int64_t cols, int64_t ld, ShiftedSums* out) {
-  for (int64_t c = 0; c < cols; c += 8) {
-    int64_t n = std::min<int64_t>(8, cols - c);
-    auto load = [&](int64_t r) { return n == 8 ? load8<T>(x, r * ld + c) : load_tail<T>(x, r * ld + c, n); };
-    __m256 k = load(0);
-    const __m256d kl = lo_pd(k), kh = hi_pd(k);
+  for (int64_t c = 0; c < cols; c += 16) {
+    int64_t n0 = std::min<int64_t>(8, cols - c), n1 = std::max<int64_t>(0, std::min<int64_t>(8, cols - c - 8));
+    auto load = [&](int64_t i, int64_t n) { return n == 8 ? load8<T>(x, i) : load_tail<T>(x, i, n); };
+    __m256 k0 = load(c, n0), k1 = n1 ? load(c + 8, n1) : _mm256_setzero_ps();
+    const __m256d k0l = lo_pd(k0), k0h = hi_pd(k0), k1l = lo_pd(k1), k1h = hi_pd(k1);
     Acc4 p, q;
-    int64_t r = 0;
-    for (; r + 2 <= rows; r += 2) {
-      p.add(load(r), kl, kh);
-      q.add(load(r + 1), kl, kh);
+    for (int64_t r = 0; r < rows; ++r) {
+      p.add(load(r * ld + c, n0), k0l, k0h);
+      if (n1) q.add(load(r * ld + c + 8, n1), k1l, k1h);
     }
-    if (r < rows) p.add(load(r), kl, kh);
-    alignas(32) double s1[8], s2[8], kk[8];
-    _mm256_store_pd(s1, _mm256_add_pd(p.a1, q.a1));
-    _mm256_store_pd(s1 + 4, _mm256_add_pd(p.b1, q.b1));
-    _mm256_store_pd(s2, _mm256_add_pd(p.a2, q.a2));
-    _mm256_store_pd(s2 + 4, _mm256_add_pd(p.b2, q.b2));
-    _mm256_store_pd(kk, kl);
-    _mm256_store_pd(kk + 4, kh);
-    for (int64_t l = 0; l < n; ++l) out[c + l] = ShiftedSums{double(rows), kk[l], s1[l], s2[l]};
+    alignas(32) double s1[16], s2[16], kk[16];
+    _mm256_store_pd(s1, p.a1);
+    _mm256_store_pd(s1 + 4, p.b1);
+    _mm256_store_pd(s1 + 8, q.a1);
+    _mm256_store_pd(s1 + 12, q.b1);
+    _mm256_store_pd(s2, p.a2);
+    _mm256_store_pd(s2 + 4, p.b2);
+    _mm256_store_pd(s2 + 8, q.a2);
+    _mm256_store_pd(s2 + 12, q.b2);
+    _mm256_store_pd(kk, k0l);
+    _mm256_store_pd(kk + 4, k0h);
+    _mm256_store_pd(kk + 8, k1l);
+    _mm256_store_pd(kk + 12, k1h);
+    for (int64_t l = 0; l < n0 + n1; ++l) out[c + l] = ShiftedSums{double(rows), kk[l], s1[l], s2[l]};
   }
 }
 
