@@ -189,7 +189,7 @@ export class Tensor {
   }
 
   /** Hands the tensor to tfjs: `t.toTfjs(tf)`. float16/bfloat16 are widened to float32 (tfjs has neither). */
-  toTfjs<T>(tf: { tensor: (values: TypedArray, shape: number[], dtype: string) => T }): T {
+  toTfjs<T>(tf: { tensor(values: TypedArray, shape: number[], dtype: 'float32' | 'int32'): T }): T {
     const s = this.storage('toTfjs');
     switch (this.dtype) {
       case 'float32':
