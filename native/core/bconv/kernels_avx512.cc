@@ -1,0 +1,161 @@
+// AVX-512 kernels with VPOPCNTDQ: one vpopcntd counts 16 words (16 output channels, or 16 pixels).
+#include <immintrin.h>
+
+#include "bconv.h"
+#include "kernels.h"
+
+namespace xnorm::bconv {
+namespace {
+
+inline __m512i popc_xor(__m512i a, __m512i b) { return _mm512_popcnt_epi32(_mm512_xor_si512(a, b)); }
+
+// MR pixels x 32 channels held in 2*MR accumulators; each step broadcasts one input word per pixel.
+template <int MR>
+void dense_tile(const uint32_t* a, int64_t lda, const uint32_t* panel, int64_t kw, const uint32_t* ch, int32_t* p,
+                int64_t ldp) {
+  __m512i acc0[MR], acc1[MR];
+  for (int r = 0; r < MR; ++r) acc0[r] = acc1[r] = _mm512_setzero_si512();
+  for (int64_t k = 0; k < kw; ++k) {
+    __m512i b0 = _mm512_loadu_si512(panel + k * kPanelWidth);
+    __m512i b1 = _mm512_loadu_si512(panel + k * kPanelWidth + 16);
+    for (int r = 0; r < MR; ++r) {
+      __m512i x = _mm512_set1_epi32(int(a[r * lda + k]));
+      acc0[r] = _mm512_add_epi32(acc0[r], popc_xor(x, b0));
+      acc1[r] = _mm512_add_epi32(acc1[r], popc_xor(x, b1));
+    }
+  }
+  alignas(64) int32_t buf[MR][kPanelWidth];
+  for (int r = 0; r < MR; ++r) {
+    _mm512_store_si512(buf[r], acc0[r]);
+    _mm512_store_si512(buf[r] + 16, acc1[r]);
+  }
+  // The tile is channel-major (pixels contiguous per channel) so MST edges can vectorise over pixels.
+  for (int c = 0; c < kPanelWidth; ++c) {
+    if (ch[c] == kNoChannel) continue;
+    int32_t* dst = p + int64_t(ch[c]) * ldp;
+    for (int r = 0; r < MR; ++r) dst[r] = buf[r][c];
+  }
+}
+
+void dense_panel(const uint32_t* a, int64_t lda, int64_t npix, const uint32_t* panel, int64_t kw,
+                 const uint32_t* ch, int32_t* p, int64_t ldp) {
+  int64_t i = 0;
+  for (; i + 8 <= npix; i += 8) dense_tile<8>(a + i * lda, lda, panel, kw, ch, p + i, ldp);
+  switch (npix - i) {
+    case 7: dense_tile<7>(a + i * lda, lda, panel, kw, ch, p + i, ldp); break;
+    case 6: dense_tile<6>(a + i * lda, lda, panel, kw, ch, p + i, ldp); break;
+    case 5: dense_tile<5>(a + i * lda, lda, panel, kw, ch, p + i, ldp); break;
+    case 4: dense_tile<4>(a + i * lda, lda, panel, kw, ch, p + i, ldp); break;
+    case 3: dense_tile<3>(a + i * lda, lda, panel, kw, ch, p + i, ldp); break;
+    case 2: dense_tile<2>(a + i * lda, lda, panel, kw, ch, p + i, ldp); break;
+    case 1: dense_tile<1>(a + i * lda, lda, panel, kw, ch, p + i, ldp); break;
+    default: break;
+  }
+}
+
+template <int V>
+inline void reuse_block(const uint32_t* at, int64_t ldat, const uint32_t* words, int64_t nwords, int32_t d,
+                        const int32_t* parent, int32_t* child) {
+  __m512i acc[V];
+  for (int v = 0; v < V; ++v) acc[v] = _mm512_setzero_si512();
+  for (int64_t j = 0; j < nwords; ++j) {
+    const uint32_t* row = at + int64_t(words[3 * j]) * ldat;
+    __m512i mask = _mm512_set1_epi32(int(words[3 * j + 1])), pb = _mm512_set1_epi32(int(words[3 * j + 2]));
+    for (int v = 0; v < V; ++v)
+      acc[v] = _mm512_add_epi32(acc[v], popc_xor(_mm512_and_si512(_mm512_loadu_si512(row + 16 * v), mask), pb));
+  }
+  __m512i dv = _mm512_set1_epi32(d);
+  for (int v = 0; v < V; ++v) {
+    __m512i r = _mm512_add_epi32(_mm512_loadu_si512(parent + 16 * v), dv);
+    _mm512_storeu_si512(child + 16 * v, _mm512_sub_epi32(r, _mm512_slli_epi32(acc[v], 1)));
+  }
+}
+
+void reuse_edge(const uint32_t* at, int64_t ldat, int64_t npix, const uint32_t* words, int64_t nwords, int32_t d,
+                const int32_t* parent, int32_t* child) {
+  int64_t i = 0;
+  for (; i + 64 <= npix; i += 64) reuse_block<4>(at + i, ldat, words, nwords, d, parent + i, child + i);
+  for (; i < npix; i += 16) reuse_block<1>(at + i, ldat, words, nwords, d, parent + i, child + i);
+}
+
+inline __mmask16 first_n(int64_t n) { return n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1); }
+
+void pack_nhwc(const float* x, int64_t pixels, int64_t c, const float* thr, uint32_t* out) {
+  int64_t wc = (c + 31) / 32;
+  for (int64_t i = 0; i < pixels; ++i) {
+    const float* px = x + i * c;
+    for (int64_t w = 0; w < wc; ++w) {
+      int64_t c0 = w * 32;
+      __mmask16 m0 = first_n(c - c0), m1 = first_n(c - c0 - 16 > 0 ? c - c0 - 16 : 0);
+      __mmask16 b0 = _mm512_mask_cmp_ps_mask(m0, _mm512_maskz_loadu_ps(m0, px + c0),
+                                             _mm512_maskz_loadu_ps(m0, thr + c0), _CMP_LT_OQ);
+      __mmask16 b1 = _mm512_mask_cmp_ps_mask(m1, _mm512_maskz_loadu_ps(m1, px + c0 + 16),
+                                             _mm512_maskz_loadu_ps(m1, thr + c0 + 16), _CMP_LT_OQ);
+      out[i * wc + w] = uint32_t(b0) | (uint32_t(b1) << 16);
+    }
+  }
+}
+
+// 16 pixels at a time: for each channel of a word, set its bit in the lanes whose value is below the
+// threshold (a masked OR), so planes are read contiguously and nothing is transposed bit by bit.
+void pack_nchw(const float* x, int64_t ld, int64_t count, int64_t c, const float* thr, uint32_t* out) {
+  int64_t wc = (c + 31) / 32;
+  __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                   _mm512_set1_epi32(int(wc)));
+  for (int64_t i = 0; i < count; i += 16) {
+    __mmask16 lanes = first_n(count - i);
+    for (int64_t w = 0; w < wc; ++w) {
+      __m512i acc = _mm512_setzero_si512();
+      int64_t nb = c - w * 32 < 32 ? c - w * 32 : 32;
+      for (int64_t b = 0; b < nb; ++b) {
+        int64_t ch = w * 32 + b;
+        __m512 v = _mm512_maskz_loadu_ps(lanes, x + ch * ld + i);
+        __mmask16 m = _mm512_mask_cmp_ps_mask(lanes, v, _mm512_set1_ps(thr[ch]), _CMP_LT_OQ);
+        acc = _mm512_mask_or_epi32(acc, m, acc, _mm512_set1_epi32(int(1u << b)));
+      }
+      if (wc == 1)
+        _mm512_mask_storeu_epi32(out + i, lanes, acc);
+      else
+        _mm512_mask_i32scatter_epi32(out + i * wc + w, lanes, idx, acc, 4);
+    }
+  }
+}
+
+void distances(const uint32_t* row, const uint32_t* rows, int64_t n, int64_t kw, int32_t* hamming,
+               int32_t* diff_words) {
+  for (int64_t v = 0; v < n; ++v) {
+    const uint32_t* other = rows + v * kw;
+    __m512i h = _mm512_setzero_si512();
+    int32_t dw = 0;
+    for (int64_t k = 0; k < kw; k += 16) {
+      __mmask16 m = first_n(kw - k);
+      __m512i x = _mm512_xor_si512(_mm512_maskz_loadu_epi32(m, row + k), _mm512_maskz_loadu_epi32(m, other + k));
+      h = _mm512_add_epi32(h, _mm512_popcnt_epi32(x));
+      dw += __builtin_popcount(_mm512_test_epi32_mask(x, x));
+    }
+    hamming[v] = _mm512_reduce_add_epi32(h);
+    diff_words[v] = dw;
+  }
+}
+
+uint64_t popcount_loop(const uint32_t* data, int64_t reps) {
+  __m512i acc[8];
+  for (auto& a : acc) a = _mm512_setzero_si512();
+  for (int64_t r = 0; r < reps; ++r) {
+    __m512i key = _mm512_set1_epi32(int(r));
+    for (int j = 0; j < 16; ++j)
+      acc[j & 7] = _mm512_add_epi32(acc[j & 7], popc_xor(_mm512_loadu_si512(data + 16 * j), key));
+  }
+  uint64_t s = 0;
+  for (auto& a : acc) s += uint32_t(_mm512_reduce_add_epi32(a));
+  return s;
+}
+
+}  // namespace
+
+const Kernels& kernels_avx512() {
+  static const Kernels k{dense_panel, reuse_edge, pack_nhwc, pack_nchw, distances, popcount_loop};
+  return k;
+}
+
+}  // namespace xnorm::bconv
