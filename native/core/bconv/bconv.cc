@@ -38,12 +38,14 @@ int64_t tile_pixels(int64_t pixels, int64_t cout) {
 
 // The output transform, written once so 'float' values and 'bits' thresholds agree bit for bit.
 // Compiled in this base translation unit (no FMA), so y*scale+bias is rounded twice everywhere.
-inline float transform_value(int32_t dot, int64_t co, const Transform& t) {
-  float y = float(dot);
-  if (t.scale) y = y * t.scale[co];
-  if (t.bias) y = y + t.bias[co];
+// Missing scale/bias act as 1 and 0 (so a -0 product becomes +0 either way).
+inline float transform_value(int32_t dot, float scale, float bias, const Transform& t) {
+  float y = float(dot) * scale + bias;
   if (t.clamp) y = std::min(std::max(y, t.lo), t.hi);
   return y;
+}
+inline float transform_value(int32_t dot, int64_t co, const Transform& t) {
+  return transform_value(dot, t.scale ? t.scale[co] : 1.0f, t.bias ? t.bias[co] : 0.0f, t);
 }
 
 // bit = 1 (value -1) iff the transformed value is < 0, as packBits would decide. The transform is
@@ -254,36 +256,44 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
   GroupInput gi;
   make_group_input(x, p, s, gi);
 
-  // 'zero' padding: a padded tap contributed dot(+1, w_tap) = Cin_g - 2*popc(w_tap) under 'one'; take it off.
+  // 'zero' padding: a padded tap contributed dot(+1, w_tap) = Cin_g - 2*popc(w_tap) under 'one'; take it
+  // off. Stored tap-major so a border pixel subtracts whole rows.
   std::vector<int32_t> corr;
   if (p.pad_zero) {
-    corr.resize(size_t(s.cout * taps));
+    corr.resize(size_t(taps * s.cout));
     for (int64_t co = 0; co < s.cout; ++co)
       for (int64_t tt = 0; tt < taps; ++tt) {
         int32_t pc = 0;
         for (int64_t j = 0; j < wg; ++j) pc += popc(words[co * kw + tt * wg + j]);
-        corr[size_t(co * taps + tt)] = int32_t(s.cin_g) - 2 * pc;
+        corr[size_t(tt * s.cout + co)] = int32_t(s.cin_g) - 2 * pc;
       }
   }
-  std::vector<BitRange> ranges;
-  if (t.kind == Output::Bits) {
-    for (int64_t co = 0; co < s.cout; ++co) ranges.push_back(bit_range(co, K, t));
-    std::fill(static_cast<uint32_t*>(out), static_cast<uint32_t*>(out) + pixels * out_words, 0u);
-  }
-  const Writer writer{t, s.cout, out_words, out, ranges.data()};
+  std::vector<float> scale(size_t(s.cout), 1.0f), bias(size_t(s.cout), 0.0f);
+  if (t.scale) std::copy(t.scale, t.scale + s.cout, scale.begin());
+  if (t.bias) std::copy(t.bias, t.bias + s.cout, bias.begin());
+  std::vector<int32_t> bit_lo, bit_hi;
+  if (t.kind == Output::Bits)
+    for (int64_t co = 0; co < s.cout; ++co) {
+      BitRange r = bit_range(co, K, t);
+      bit_lo.push_back(r.lo);
+      bit_hi.push_back(r.hi);
+    }
+  // Dense-only executions keep the tile pixel-major (the kernels store whole vectors, the output pass
+  // reads rows); MST edges need it channel-major, so one pixel's parent values sit next to the next's.
+  const bool pixel_major = e.nedges == 0;
 
   parallel_tasks(ntiles, [&](int64_t tile) {
     const int64_t p0 = tile * tp, np = std::min(tp, pixels - p0), np16 = (np + 15) / 16 * 16;
     std::vector<uint32_t> a(size_t(G * tp * kw), 0u);   // im2col rows per group: a[g][pixel][k]
-    std::vector<int32_t> acc(size_t(s.cout * tp), 0);  // popcounts, channel-major: acc[co][pixel]
-    std::vector<uint8_t> padded(size_t(tp * taps), 0);
+    std::vector<int32_t> acc(size_t(s.cout * tp), 0);  // popcounts
+    std::vector<uint8_t> padded(size_t(tp * taps), 0), border(size_t(tp), 0);
     for (int64_t i = 0; i < np; ++i) {
       int64_t pix = p0 + i, n = pix / (oh * ow), oy = pix / ow % oh, ox = pix % ow;
       for (int64_t ki = 0; ki < s.kh; ++ki)
         for (int64_t kj = 0; kj < s.kw; ++kj) {
           int64_t iy = oy * p.sh - p.ph + ki * p.dh, ix = ox * p.sw - p.pw + kj * p.dw, tt = ki * s.kw + kj;
           if (iy < 0 || iy >= p.h || ix < 0 || ix >= p.w) {
-            padded[size_t(i * taps + tt)] = 1;  // padded taps read as +1 (all bits 0): 'one' padding
+            padded[size_t(i * taps + tt)] = border[size_t(i)] = 1;  // left as 0 bits: +1, 'one' padding
             continue;
           }
           const uint32_t* src = gi.base + ((n * p.h + iy) * p.w + ix) * gi.pixel_stride;
@@ -292,11 +302,14 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
                       a.begin() + (g * tp + i) * kw + tt * wg);
         }
     }
+    const int64_t ldc = pixel_major ? 1 : tp, ldp = pixel_major ? s.cout : 1;
     for (int64_t q = 0; q < e.npanels; ++q) {
       const uint32_t* r = e.panels + q * rec;
-      kn.dense_panel(a.data() + r[0] * tp * kw, kw, np, r + 1 + kPanelWidth, kw, r + 1, acc.data(), tp);
+      kn.dense_panel(a.data() + r[0] * tp * kw, kw, np, r + 1 + kPanelWidth, kw, r + 1, acc.data(), ldc, ldp);
     }
-    if (e.nedges) {
+    std::vector<int32_t> rows;
+    const int32_t* prow = acc.data();
+    if (!pixel_major) {
       // Word-major copy of the tile so one edge word is a contiguous run of pixels.
       std::vector<uint32_t> at(size_t(G * kw * tp), 0u);
       for (int64_t g = 0; g < G; ++g) transpose_tile(a.data() + g * tp * kw, np, kw, kw, at.data() + g * kw * tp, tp);
@@ -307,16 +320,39 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
                       acc.data() + r[0] * tp);
         r += 4 + 3 * r[2];
       }
+      rows.resize(size_t(np * s.cout));
+      for (int64_t co = 0; co < s.cout; ++co)
+        for (int64_t i = 0; i < np; ++i) rows[size_t(i * s.cout + co)] = acc[size_t(co * tp + i)];
+      prow = rows.data();
     }
+    // Output pass, one pixel row at a time, each loop over channels free of branches so it vectorises.
+    std::vector<int32_t> dot(size_t(s.cout));
     for (int64_t i = 0; i < np; ++i) {
-      const uint8_t* pad = padded.data() + i * taps;
-      bool border = p.pad_zero && std::find(pad, pad + taps, 1) != pad + taps;
-      for (int64_t co = 0; co < s.cout; ++co) {
-        int32_t dot = K - 2 * acc[size_t(co * tp + i)];
-        if (border)
-          for (int64_t tt = 0; tt < taps; ++tt)
-            if (pad[tt]) dot -= corr[size_t(co * taps + tt)];
-        writer.put(p0 + i, co, dot);
+      const int32_t* pc = prow + i * s.cout;
+      for (int64_t co = 0; co < s.cout; ++co) dot[size_t(co)] = K - 2 * pc[co];
+      if (p.pad_zero && border[size_t(i)])
+        for (int64_t tt = 0; tt < taps; ++tt)
+          if (padded[size_t(i * taps + tt)]) {
+            const int32_t* cr = corr.data() + tt * s.cout;
+            for (int64_t co = 0; co < s.cout; ++co) dot[size_t(co)] -= cr[co];
+          }
+      const int64_t pix = p0 + i;
+      if (t.kind == Output::Int32) {
+        std::copy(dot.begin(), dot.end(), static_cast<int32_t*>(out) + pix * s.cout);
+      } else if (t.kind == Output::Float) {
+        float* o = static_cast<float*>(out) + pix * s.cout;
+        for (int64_t co = 0; co < s.cout; ++co) o[co] = transform_value(dot[size_t(co)], scale[size_t(co)], bias[size_t(co)], t);
+      } else {
+        uint32_t* o = static_cast<uint32_t*>(out) + pix * out_words;
+        for (int64_t w = 0; w < out_words; ++w) {
+          uint32_t word = 0;
+          int64_t c0 = w * 32, nb = std::min<int64_t>(32, s.cout - c0);
+          for (int64_t b = 0; b < nb; ++b) {
+            int32_t d = dot[size_t(c0 + b)];
+            word |= uint32_t(d >= bit_lo[size_t(c0 + b)] && d <= bit_hi[size_t(c0 + b)]) << b;
+          }
+          o[w] = word;
+        }
       }
     }
   });

@@ -29,7 +29,7 @@ struct Popc {
 
 template <int MR>
 void dense_tile(const Popc& pc, const uint32_t* a, int64_t lda, const uint32_t* panel, int64_t kw,
-                const uint32_t* ch, int32_t* p, int64_t ldp) {
+                const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp) {
   __m256i acc[MR][4];
   for (int r = 0; r < MR; ++r)
     for (int q = 0; q < 4; ++q) acc[r][q] = _mm256_setzero_si256();
@@ -56,17 +56,17 @@ void dense_tile(const Popc& pc, const uint32_t* a, int64_t lda, const uint32_t* 
     for (int q = 0; q < 4; ++q) _mm256_store_si256(reinterpret_cast<__m256i*>(buf[r] + 8 * q), acc[r][q]);
   for (int c = 0; c < kPanelWidth; ++c) {
     if (ch[c] == kNoChannel) continue;
-    int32_t* dst = p + int64_t(ch[c]) * ldp;
-    for (int r = 0; r < MR; ++r) dst[r] = buf[r][c];
+    int32_t* dst = p + int64_t(ch[c]) * ldc;
+    for (int r = 0; r < MR; ++r) dst[r * ldp] = buf[r][c];
   }
 }
 
 void dense_panel(const uint32_t* a, int64_t lda, int64_t npix, const uint32_t* panel, int64_t kw,
-                 const uint32_t* ch, int32_t* p, int64_t ldp) {
+                 const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp) {
   Popc pc;
   int64_t i = 0;
-  for (; i + 2 <= npix; i += 2) dense_tile<2>(pc, a + i * lda, lda, panel, kw, ch, p + i, ldp);
-  if (i < npix) dense_tile<1>(pc, a + i * lda, lda, panel, kw, ch, p + i, ldp);
+  for (; i + 2 <= npix; i += 2) dense_tile<2>(pc, a + i * lda, lda, panel, kw, ch, p + i * ldp, ldc, ldp);
+  if (i < npix) dense_tile<1>(pc, a + i * lda, lda, panel, kw, ch, p + i * ldp, ldc, ldp);
 }
 
 void reuse_edge(const uint32_t* at, int64_t ldat, int64_t npix, const uint32_t* words, int64_t nwords, int32_t d,
@@ -156,17 +156,20 @@ void distances(const uint32_t* row, const uint32_t* rows, int64_t n, int64_t kw,
   }
 }
 
+// Eight data vectors stay in registers and are counted four times per pass (256 words): the ALU
+// ceiling of the pshufb popcount, with no loads.
 uint64_t popcount_loop(const uint32_t* data, int64_t reps) {
   Popc pc;
-  __m256i acc[4];
+  __m256i d[8], acc[4];
+  for (int j = 0; j < 8; ++j) d[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(data + 8 * j));
   for (auto& a : acc) a = _mm256_setzero_si256();
   for (int64_t r = 0; r < reps; ++r) {
-    __m256i key = _mm256_set1_epi32(int(r));
-    __m256i s[4];
+    __m256i s[4], key[4];
     for (auto& v : s) v = _mm256_setzero_si256();
-    for (int j = 0; j < 32; ++j)  // 32 vectors = 256 words; 8 byte steps per lane stay below 256
-      s[j & 3] = _mm256_add_epi8(s[j & 3], pc.bytes(_mm256_xor_si256(
-                                               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(data + 8 * j)), key)));
+    for (int q = 0; q < 4; ++q) key[q] = _mm256_set1_epi32(int(4 * r + q));
+#pragma GCC unroll 32
+    for (int j = 0; j < 32; ++j)  // 8 byte-steps per accumulator stay below 256
+      s[j & 3] = _mm256_add_epi8(s[j & 3], pc.bytes(_mm256_xor_si256(d[j & 7], key[j >> 3])));
     for (int q = 0; q < 4; ++q) acc[q] = _mm256_add_epi32(acc[q], pc.widen(s[q]));
   }
   alignas(32) uint32_t buf[8];

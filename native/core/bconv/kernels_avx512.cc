@@ -12,7 +12,7 @@ inline __m512i popc_xor(__m512i a, __m512i b) { return _mm512_popcnt_epi32(_mm51
 // MR pixels x 32 channels held in 2*MR accumulators; each step broadcasts one input word per pixel.
 template <int MR>
 void dense_tile(const uint32_t* a, int64_t lda, const uint32_t* panel, int64_t kw, const uint32_t* ch, int32_t* p,
-                int64_t ldp) {
+                int64_t ldc, int64_t ldp, int nvalid) {
   __m512i acc0[MR], acc1[MR];
   for (int r = 0; r < MR; ++r) acc0[r] = acc1[r] = _mm512_setzero_si512();
   for (int64_t k = 0; k < kw; ++k) {
@@ -24,31 +24,50 @@ void dense_tile(const uint32_t* a, int64_t lda, const uint32_t* panel, int64_t k
       acc1[r] = _mm512_add_epi32(acc1[r], popc_xor(x, b1));
     }
   }
+  if (nvalid > 0) {  // pixel-major tile, channels ch[0] .. ch[0] + nvalid - 1: whole-vector stores
+    __mmask16 m0 = __mmask16(nvalid >= 16 ? 0xffff : (1u << nvalid) - 1);
+    __mmask16 m1 = __mmask16(nvalid >= 32 ? 0xffff : nvalid > 16 ? (1u << (nvalid - 16)) - 1 : 0);
+    for (int r = 0; r < MR; ++r) {
+      _mm512_mask_storeu_epi32(p + r * ldp + ch[0], m0, acc0[r]);
+      _mm512_mask_storeu_epi32(p + r * ldp + ch[0] + 16, m1, acc1[r]);
+    }
+    return;
+  }
   alignas(64) int32_t buf[MR][kPanelWidth];
   for (int r = 0; r < MR; ++r) {
     _mm512_store_si512(buf[r], acc0[r]);
     _mm512_store_si512(buf[r] + 16, acc1[r]);
   }
-  // The tile is channel-major (pixels contiguous per channel) so MST edges can vectorise over pixels.
   for (int c = 0; c < kPanelWidth; ++c) {
     if (ch[c] == kNoChannel) continue;
-    int32_t* dst = p + int64_t(ch[c]) * ldp;
-    for (int r = 0; r < MR; ++r) dst[r] = buf[r][c];
+    int32_t* dst = p + int64_t(ch[c]) * ldc;
+    for (int r = 0; r < MR; ++r) dst[r * ldp] = buf[r][c];
   }
 }
 
+// Number of leading channels when they are consecutive and the tile is pixel-major; 0 otherwise.
+inline int contiguous_run(const uint32_t* ch, int64_t ldc) {
+  if (ldc != 1) return 0;
+  int n = 0;
+  while (n < kPanelWidth && ch[n] != kNoChannel) ++n;
+  for (int c = n; c < kPanelWidth; ++c)
+    if (ch[c] != kNoChannel) return 0;
+  return n > 0 && ch[n - 1] == ch[0] + uint32_t(n - 1) ? n : 0;
+}
+
 void dense_panel(const uint32_t* a, int64_t lda, int64_t npix, const uint32_t* panel, int64_t kw,
-                 const uint32_t* ch, int32_t* p, int64_t ldp) {
+                 const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp) {
+  const int nv = contiguous_run(ch, ldc);
   int64_t i = 0;
-  for (; i + 8 <= npix; i += 8) dense_tile<8>(a + i * lda, lda, panel, kw, ch, p + i, ldp);
+  for (; i + 8 <= npix; i += 8) dense_tile<8>(a + i * lda, lda, panel, kw, ch, p + i * ldp, ldc, ldp, nv);
   switch (npix - i) {
-    case 7: dense_tile<7>(a + i * lda, lda, panel, kw, ch, p + i, ldp); break;
-    case 6: dense_tile<6>(a + i * lda, lda, panel, kw, ch, p + i, ldp); break;
-    case 5: dense_tile<5>(a + i * lda, lda, panel, kw, ch, p + i, ldp); break;
-    case 4: dense_tile<4>(a + i * lda, lda, panel, kw, ch, p + i, ldp); break;
-    case 3: dense_tile<3>(a + i * lda, lda, panel, kw, ch, p + i, ldp); break;
-    case 2: dense_tile<2>(a + i * lda, lda, panel, kw, ch, p + i, ldp); break;
-    case 1: dense_tile<1>(a + i * lda, lda, panel, kw, ch, p + i, ldp); break;
+    case 7: dense_tile<7>(a + i * lda, lda, panel, kw, ch, p + i * ldp, ldc, ldp, nv); break;
+    case 6: dense_tile<6>(a + i * lda, lda, panel, kw, ch, p + i * ldp, ldc, ldp, nv); break;
+    case 5: dense_tile<5>(a + i * lda, lda, panel, kw, ch, p + i * ldp, ldc, ldp, nv); break;
+    case 4: dense_tile<4>(a + i * lda, lda, panel, kw, ch, p + i * ldp, ldc, ldp, nv); break;
+    case 3: dense_tile<3>(a + i * lda, lda, panel, kw, ch, p + i * ldp, ldc, ldp, nv); break;
+    case 2: dense_tile<2>(a + i * lda, lda, panel, kw, ch, p + i * ldp, ldc, ldp, nv); break;
+    case 1: dense_tile<1>(a + i * lda, lda, panel, kw, ch, p + i * ldp, ldc, ldp, nv); break;
     default: break;
   }
 }
@@ -138,13 +157,15 @@ void distances(const uint32_t* row, const uint32_t* rows, int64_t n, int64_t kw,
   }
 }
 
+// The data stay in registers: this is the ALU ceiling of XOR + popcount + add, with no loads.
 uint64_t popcount_loop(const uint32_t* data, int64_t reps) {
-  __m512i acc[8];
+  __m512i d[16], acc[8];
+  for (int j = 0; j < 16; ++j) d[j] = _mm512_loadu_si512(data + 16 * j);
   for (auto& a : acc) a = _mm512_setzero_si512();
   for (int64_t r = 0; r < reps; ++r) {
     __m512i key = _mm512_set1_epi32(int(r));
-    for (int j = 0; j < 16; ++j)
-      acc[j & 7] = _mm512_add_epi32(acc[j & 7], popc_xor(_mm512_loadu_si512(data + 16 * j), key));
+#pragma GCC unroll 16
+    for (int j = 0; j < 16; ++j) acc[j & 7] = _mm512_add_epi32(acc[j & 7], popc_xor(d[j], key));
   }
   uint64_t s = 0;
   for (auto& a : acc) s += uint32_t(_mm512_reduce_add_epi32(a));

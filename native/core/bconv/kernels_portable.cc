@@ -14,7 +14,7 @@ inline uint32_t popc(uint32_t v) {
 }
 
 void dense_panel(const uint32_t* a, int64_t lda, int64_t npix, const uint32_t* panel, int64_t kw,
-                 const uint32_t* ch, int32_t* p, int64_t ldp) {
+                 const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp) {
   for (int64_t i = 0; i < npix; ++i) {
     int32_t acc[kPanelWidth] = {};
     const uint32_t* row = a + i * lda;
@@ -24,7 +24,7 @@ void dense_panel(const uint32_t* a, int64_t lda, int64_t npix, const uint32_t* p
       for (int c = 0; c < kPanelWidth; ++c) acc[c] += int32_t(popc(x ^ wk[c]));
     }
     for (int c = 0; c < kPanelWidth; ++c)
-      if (ch[c] != kNoChannel) p[int64_t(ch[c]) * ldp + i] = acc[c];
+      if (ch[c] != kNoChannel) p[int64_t(ch[c]) * ldc + i * ldp] = acc[c];
   }
 }
 

@@ -49,7 +49,7 @@ Costs calibrate() {
   for (auto& v : a) v = rnd();
   for (auto& v : panel) v = rnd();
   for (int c = 0; c < 32; ++c) ch[size_t(c)] = uint32_t(c);
-  std::vector<int32_t> p(32 * kPix), child(kPix);
+  std::vector<int32_t> p(32 * kPix), child(kPix);  // p: a pixel-major tile, as the dense path uses
   std::vector<uint32_t> edge(3 * kEdgeWords);
   for (int64_t j = 0; j < kEdgeWords; ++j) {
     uint32_t m = rnd() | 1u;
@@ -58,7 +58,7 @@ Costs calibrate() {
     edge[size_t(3 * j + 2)] = rnd() & m;
   }
   Costs c;
-  c.dense_per_word = seconds_per_call([&] { kn.dense_panel(a.data(), kWords, kPix, panel.data(), kWords, ch.data(), p.data(), kPix); }) /
+  c.dense_per_word = seconds_per_call([&] { kn.dense_panel(a.data(), kWords, kPix, panel.data(), kWords, ch.data(), p.data(), 1, 32); }) /
                      double(kPix * 32 * kWords);
   double full = seconds_per_call([&] { kn.reuse_edge(at.data(), kPix, kPix, edge.data(), kEdgeWords, 7, p.data(), child.data()); });
   double empty = seconds_per_call([&] { kn.reuse_edge(at.data(), kPix, kPix, edge.data(), 0, 7, p.data(), child.data()); });
