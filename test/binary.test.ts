@@ -96,10 +96,10 @@ function setup(k: Case, seed: number) {
 }
 
 describe('packBits / unpackBits', () => {
-  for (const c of [1, 31, 32, 33, 70]) {
-    it(`C = ${c}: NHWC and NCHW pack like sign(), tail bits zero, unpack inverts`, () => {
+  for (const [c, h, w] of [[1, 5, 3], [31, 5, 3], [32, 9, 11], [33, 10, 10], [70, 5, 3]]) {
+    it(`C = ${c}, ${h}x${w}: NHWC and NCHW pack like sign(), tail bits zero, unpack inverts`, () => {
       const r = rng(c);
-      const n = 2, h = 5, w = 3;
+      const n = 2;
       const xf = Float32Array.from({ length: n * c * h * w }, () => r() * 2 - 1);
       const thr = Float32Array.from({ length: c }, () => r() - 0.5);
       const wc = Math.ceil(c / 32);
