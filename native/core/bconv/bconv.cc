@@ -202,6 +202,21 @@ void check_conv(const ConvParams& p, const WeightShape& s) {
               "output");
 }
 
+namespace {
+// Copies (or, from nullptr, zeroes) a few words. Explicit cases for the common 1-4 words per tap:
+// a library memmove call per tap costs more than the copy itself.
+inline void copy_words(const uint32_t* src, uint32_t* dst, int64_t n) {
+  switch (src ? n : 0) {
+    case 4: dst[3] = src[3]; [[fallthrough]];
+    case 3: dst[2] = src[2]; [[fallthrough]];
+    case 2: dst[1] = src[1]; [[fallthrough]];
+    case 1: dst[0] = src[0]; return;
+    case 0: if (!src) std::fill(dst, dst + n, 0u); return;
+    default: std::copy(src, src + n, dst);
+  }
+}
+}  // namespace
+
 void transpose_tile(const uint32_t* a, int64_t rows, int64_t cols, int64_t lda, uint32_t* at, int64_t ldat) {
   for (int64_t i = 0; i < rows; ++i)
     for (int64_t k = 0; k < cols; ++k) at[k * ldat + i] = a[i * lda + k];
@@ -284,49 +299,57 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
 
   parallel_tasks(ntiles, [&](int64_t tile) {
     const int64_t p0 = tile * tp, np = std::min(tp, pixels - p0), np16 = (np + 15) / 16 * 16;
-    std::vector<uint32_t> a(size_t(G * tp * kw), 0u);   // im2col rows per group: a[g][pixel][k]
-    std::vector<int32_t> acc(size_t(s.cout * tp), 0);  // popcounts
-    std::vector<uint8_t> padded(size_t(tp * taps), 0), border(size_t(tp), 0);
+    // Per-thread scratch, reused across tiles and calls: no allocation or clearing in the hot loop.
+    thread_local std::vector<uint32_t> a_buf, at_buf;
+    thread_local std::vector<int32_t> acc_buf, rows, dot;
+    thread_local std::vector<uint8_t> padded, border;
+    a_buf.resize(size_t(G * tp * kw));  // im2col rows per group: a[g][pixel][k]
+    acc_buf.resize(size_t(s.cout * tp));
+    padded.assign(size_t(tp * taps), 0);
+    border.assign(size_t(tp), 0);
+    uint32_t* a = a_buf.data();
+    int32_t* acc = acc_buf.data();
     for (int64_t i = 0; i < np; ++i) {
       int64_t pix = p0 + i, n = pix / (oh * ow), oy = pix / ow % oh, ox = pix % ow;
       for (int64_t ki = 0; ki < s.kh; ++ki)
         for (int64_t kj = 0; kj < s.kw; ++kj) {
           int64_t iy = oy * p.sh - p.ph + ki * p.dh, ix = ox * p.sw - p.pw + kj * p.dw, tt = ki * s.kw + kj;
+          uint32_t* dst = a + i * kw + tt * wg;
           if (iy < 0 || iy >= p.h || ix < 0 || ix >= p.w) {
-            padded[size_t(i * taps + tt)] = border[size_t(i)] = 1;  // left as 0 bits: +1, 'one' padding
+            // A padded tap reads as +1 (all bits 0): 'one' padding; 'zero' is corrected afterwards.
+            padded[size_t(i * taps + tt)] = border[size_t(i)] = 1;
+            for (int64_t g = 0; g < G; ++g) copy_words(nullptr, dst + g * tp * kw, wg);
             continue;
           }
           const uint32_t* src = gi.base + ((n * p.h + iy) * p.w + ix) * gi.pixel_stride;
-          for (int64_t g = 0; g < G; ++g)
-            std::copy(src + g * gi.group_stride, src + g * gi.group_stride + wg,
-                      a.begin() + (g * tp + i) * kw + tt * wg);
+          for (int64_t g = 0; g < G; ++g) copy_words(src + g * gi.group_stride, dst + g * tp * kw, wg);
         }
     }
     const int64_t ldc = pixel_major ? 1 : tp, ldp = pixel_major ? s.cout : 1;
     for (int64_t q = 0; q < e.npanels; ++q) {
       const uint32_t* r = e.panels + q * rec;
-      kn.dense_panel(a.data() + r[0] * tp * kw, kw, np, r + 1 + kPanelWidth, kw, r + 1, acc.data(), ldc, ldp);
+      kn.dense_panel(a + r[0] * tp * kw, kw, np, r + 1 + kPanelWidth, kw, r + 1, acc, ldc, ldp);
     }
-    std::vector<int32_t> rows;
-    const int32_t* prow = acc.data();
+    const int32_t* prow = acc;
     if (!pixel_major) {
-      // Word-major copy of the tile so one edge word is a contiguous run of pixels.
-      std::vector<uint32_t> at(size_t(G * kw * tp), 0u);
-      for (int64_t g = 0; g < G; ++g) transpose_tile(a.data() + g * tp * kw, np, kw, kw, at.data() + g * kw * tp, tp);
+      // Word-major copy of the tile so one edge word is a contiguous run of pixels (columns past np
+      // are zero, so the 16-pixel steps read defined values).
+      at_buf.assign(size_t(G * kw * tp), 0u);
+      for (int64_t g = 0; g < G; ++g) transpose_tile(a + g * tp * kw, np, kw, kw, at_buf.data() + g * kw * tp, tp);
       const uint32_t* r = e.edges;
       for (int64_t j = 0; j < e.nedges; ++j) {
         int64_t g = r[0] / s.cout_g();
-        kn.reuse_edge(at.data() + g * kw * tp, tp, np16, r + 4, r[2], int32_t(r[3]), acc.data() + r[1] * tp,
-                      acc.data() + r[0] * tp);
+        kn.reuse_edge(at_buf.data() + g * kw * tp, tp, np16, r + 4, r[2], int32_t(r[3]), acc + r[1] * tp,
+                      acc + r[0] * tp);
         r += 4 + 3 * r[2];
       }
       rows.resize(size_t(np * s.cout));
       for (int64_t co = 0; co < s.cout; ++co)
-        for (int64_t i = 0; i < np; ++i) rows[size_t(i * s.cout + co)] = acc[size_t(co * tp + i)];
+        for (int64_t i = 0; i < np; ++i) rows[size_t(i * s.cout + co)] = acc[co * tp + i];
       prow = rows.data();
     }
     // Output pass, one pixel row at a time, each loop over channels free of branches so it vectorises.
-    std::vector<int32_t> dot(size_t(s.cout));
+    dot.resize(size_t(s.cout));
     for (int64_t i = 0; i < np; ++i) {
       const int32_t* pc = prow + i * s.cout;
       for (int64_t co = 0; co < s.cout; ++co) dot[size_t(co)] = K - 2 * pc[co];
