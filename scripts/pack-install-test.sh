@@ -5,7 +5,14 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
-trap 'rm -rf "$work" "$root/prebuilds"' EXIT  # prebuilds/ would shadow later local builds
+# prebuildify moves the addon out of build/Release; put it back and drop prebuilds/, which would
+# otherwise shadow later local builds of this checkout.
+restore() {
+  mkdir -p "$root/build/Release"
+  cp "$root"/prebuilds/*/*.node "$root/build/Release/xnorm.node" 2>/dev/null || true
+  rm -rf "$work" "$root/prebuilds"
+}
+trap restore EXIT
 cd "$root"
 
 npm run build                       # the prebuild hook fills prebuilds/, then dist/ is built
