@@ -428,6 +428,7 @@ void pack_bits(const float* x, bool nchw, int64_t n, int64_t c, int64_t s, const
     parallel_for(n * s, chunk, [&](int64_t b, int64_t e) { kn.pack_nhwc(x + b * c, e - b, c, th.data(), out + b * wc); });
     return;
   }
+  chunk = std::max<int64_t>(256, chunk / 256 * 256);  // whole 256-pixel blocks of the NCHW kernel
   int64_t per_image = (s + chunk - 1) / chunk;
   parallel_tasks(n * per_image, [&](int64_t task) {
     int64_t img = task / per_image, s0 = (task % per_image) * chunk, cnt = std::min(chunk, s - s0);
