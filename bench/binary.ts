@@ -114,8 +114,9 @@ async function ortSession(model: Uint8Array) {
 export async function run(): Promise<void> {
   const r = rng(1);
   const threads = info().cpu.threads;
-  const peak = popcountPeak(0.3);
-  console.log(`XOR+popcount peak (L1-resident loop, ${threads} threads): ${fmt(peak / 1e9)} Gbit-ops/s`);
+  // The machine may be shared: take the best of a few short peak measurements.
+  const peak = Math.max(popcountPeak(0.2), popcountPeak(0.2), popcountPeak(0.2));
+  console.log(`XOR+popcount peak (register-resident loop, ${threads} threads): ${fmt(peak / 1e9)} Gbit-ops/s`);
   console.log("xnorm's float conv2d is not on this branch yet: the float-conv comparison below is onnxruntime-node only.\n");
 
   const rows: (string | number)[][] = [];

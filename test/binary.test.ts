@@ -265,8 +265,8 @@ describe('every ISA level', () => {
     const rnd = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 4294967296);
     let mismatches = 0, checks = 0;
     const eq = (a, b) => { checks++; if (a.length !== b.length || a.some((v, i) => v !== b[i])) mismatches++; };
-    for (const c of [1, 33, 64, 70]) {
-      const px = 37, xf = Float32Array.from({ length: px * c }, () => rnd() * 2 - 1), wc = Math.ceil(c / 32);
+    for (const [c, px] of [[1, 37], [33, 37], [64, 300], [70, 530]]) {
+      const xf = Float32Array.from({ length: px * c }, () => rnd() * 2 - 1), wc = Math.ceil(c / 32);
       for (const layout of ['nhwc', 'nchw']) {
         const out = new Uint32Array(px * wc), want = new Uint32Array(px * wc);
         n.packBits({ x: xf, layout, n: 1, c, s: px, threshold: 0.1, out });
