@@ -184,6 +184,17 @@ describe('binaryConv2d against a float convolution of the same ±1 values', () =
     expect(a.dataSync()).toEqual(b.dataSync());
   });
 
+  it('ignores stray tail bits in a hand-made bit tensor', () => {
+    const k = { ...base, c: 70 };
+    const { x, w, opts } = setup(k, 3);
+    const dirty = (x.dataSync() as Uint32Array).map((v, i) => (i % 3 === 2 ? v | 0xffffffc0 : v)); // bits 70..95
+    const xd = tensor(dirty, x.shape, { dtype: 'bit' });
+    for (const padValue of ['one', 'zero'] as const)
+      expect(binaryConv2dSync(xd, w, { ...opts, padValue, output: 'int32' }).dataSync()).toEqual(
+        binaryConv2dSync(x, w, { ...opts, padValue, output: 'int32' }).dataSync(),
+      );
+  });
+
   it('binaryLinear is the 1x1 case', () => {
     const r = rng(5);
     const n = 3, kk = 100, cout = 37;

@@ -307,6 +307,7 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
     acc_buf.resize(size_t(s.cout * tp));
     padded.assign(size_t(tp * taps), 0);
     border.assign(size_t(tp), 0);
+    const uint32_t tail = G == 1 && s.cin_g % 32 ? (1u << (s.cin_g % 32)) - 1 : 0xffffffffu;
     uint32_t* a = a_buf.data();
     int32_t* acc = acc_buf.data();
     for (int64_t i = 0; i < np; ++i) {
@@ -323,6 +324,7 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
           }
           const uint32_t* src = gi.base + ((n * p.h + iy) * p.w + ix) * gi.pixel_stride;
           for (int64_t g = 0; g < G; ++g) copy_words(src + g * gi.group_stride, dst + g * tp * kw, wg);
+          dst[wg - 1] &= tail;  // only groups == 1 can see the input's tail bits; callers may not clear them
         }
     }
     const int64_t ldc = pixel_major ? 1 : tp, ldp = pixel_major ? s.cout : 1;
