@@ -310,22 +310,32 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
     const uint32_t tail = G == 1 && s.cin_g % 32 ? (1u << (s.cin_g % 32)) - 1 : 0xffffffffu;
     uint32_t* a = a_buf.data();
     int32_t* acc = acc_buf.data();
-    for (int64_t i = 0; i < np; ++i) {
-      int64_t pix = p0 + i, n = pix / (oh * ow), oy = pix / ow % oh, ox = pix % ow;
-      for (int64_t ki = 0; ki < s.kh; ++ki)
+    // im2col by runs of pixels along an output row: per tap, the source advances by a fixed stride, so
+    // the inner loop is a bounds test and a few word copies.
+    for (int64_t i = 0; i < np;) {
+      const int64_t pix = p0 + i, n = pix / (oh * ow), oy = pix / ow % oh, ox0 = pix % ow;
+      const int64_t len = std::min(np - i, ow - ox0);
+      for (int64_t ki = 0; ki < s.kh; ++ki) {
+        const int64_t iy = oy * p.sh - p.ph + ki * p.dh;
+        const bool row_ok = iy >= 0 && iy < p.h;
         for (int64_t kj = 0; kj < s.kw; ++kj) {
-          int64_t iy = oy * p.sh - p.ph + ki * p.dh, ix = ox * p.sw - p.pw + kj * p.dw, tt = ki * s.kw + kj;
-          uint32_t* dst = a + i * kw + tt * wg;
-          if (iy < 0 || iy >= p.h || ix < 0 || ix >= p.w) {
-            // A padded tap reads as +1 (all bits 0): 'one' padding; 'zero' is corrected afterwards.
-            padded[size_t(i * taps + tt)] = border[size_t(i)] = 1;
-            for (int64_t g = 0; g < G; ++g) copy_words(nullptr, dst + g * tp * kw, wg);
-            continue;
+          const int64_t tt = ki * s.kw + kj;
+          int64_t ix = ox0 * p.sw - p.pw + kj * p.dw;
+          for (int64_t j = i; j < i + len; ++j, ix += p.sw) {
+            uint32_t* dst = a + j * kw + tt * wg;
+            if (!row_ok || ix < 0 || ix >= p.w) {
+              // A padded tap reads as +1 (all bits 0): 'one' padding; 'zero' is corrected afterwards.
+              padded[size_t(j * taps + tt)] = border[size_t(j)] = 1;
+              for (int64_t g = 0; g < G; ++g) copy_words(nullptr, dst + g * tp * kw, wg);
+              continue;
+            }
+            const uint32_t* src = gi.base + ((n * p.h + iy) * p.w + ix) * gi.pixel_stride;
+            for (int64_t g = 0; g < G; ++g) copy_words(src + g * gi.group_stride, dst + g * tp * kw, wg);
+            dst[wg - 1] &= tail;  // only groups == 1 can see the input's tail bits; callers may not clear them
           }
-          const uint32_t* src = gi.base + ((n * p.h + iy) * p.w + ix) * gi.pixel_stride;
-          for (int64_t g = 0; g < G; ++g) copy_words(src + g * gi.group_stride, dst + g * tp * kw, wg);
-          dst[wg - 1] &= tail;  // only groups == 1 can see the input's tail bits; callers may not clear them
         }
+      }
+      i += len;
     }
     const int64_t ldc = pixel_major ? 1 : tp, ldp = pixel_major ? s.cout : 1;
     for (int64_t q = 0; q < e.npanels; ++q) {
@@ -365,19 +375,17 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
       if (t.kind == Output::Int32) {
         std::copy(dot.begin(), dot.end(), static_cast<int32_t*>(out) + pix * s.cout);
       } else if (t.kind == Output::Float) {
+        // Same arithmetic as transform_value, with the clamp bounds in locals: read through `t`, a
+        // float store could alias them and the loop would not vectorise.
         float* o = static_cast<float*>(out) + pix * s.cout;
-        for (int64_t co = 0; co < s.cout; ++co) o[co] = transform_value(dot[size_t(co)], scale[size_t(co)], bias[size_t(co)], t);
+        const float *sc = scale.data(), *bi = bias.data(), lo = t.lo, hi = t.hi;
+        const int32_t* dp = dot.data();
+        if (t.clamp)
+          for (int64_t co = 0; co < s.cout; ++co) o[co] = std::min(std::max(float(dp[co]) * sc[co] + bi[co], lo), hi);
+        else
+          for (int64_t co = 0; co < s.cout; ++co) o[co] = float(dp[co]) * sc[co] + bi[co];
       } else {
-        uint32_t* o = static_cast<uint32_t*>(out) + pix * out_words;
-        for (int64_t w = 0; w < out_words; ++w) {
-          uint32_t word = 0;
-          int64_t c0 = w * 32, nb = std::min<int64_t>(32, s.cout - c0);
-          for (int64_t b = 0; b < nb; ++b) {
-            int32_t d = dot[size_t(c0 + b)];
-            word |= uint32_t(d >= bit_lo[size_t(c0 + b)] && d <= bit_hi[size_t(c0 + b)]) << b;
-          }
-          o[w] = word;
-        }
+        kn.sign_bits(dot.data(), bit_lo.data(), bit_hi.data(), s.cout, static_cast<uint32_t*>(out) + pix * out_words);
       }
     }
   });

@@ -156,6 +156,25 @@ void distances(const uint32_t* row, const uint32_t* rows, int64_t n, int64_t kw,
   }
 }
 
+void sign_bits(const int32_t* dot, const int32_t* lo, const int32_t* hi, int64_t n, uint32_t* out) {
+  for (int64_t w = 0; w * 32 < n; ++w) {
+    uint32_t word = 0;
+    int64_t nb = n - w * 32 < 32 ? n - w * 32 : 32, b = 0;
+    for (; b + 8 <= nb; b += 8) {
+      const int64_t c = w * 32 + b;
+      __m256i d = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(dot + c));
+      __m256i below = _mm256_cmpgt_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(lo + c)), d);
+      __m256i above = _mm256_cmpgt_epi32(d, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(hi + c)));
+      word |= uint32_t(~_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_or_si256(below, above))) & 0xff) << b;
+    }
+    for (; b < nb; ++b) {
+      int64_t c = w * 32 + b;
+      word |= uint32_t(dot[c] >= lo[c] && dot[c] <= hi[c]) << b;
+    }
+    out[w] = word;
+  }
+}
+
 // Eight data vectors stay in registers and are counted four times per pass (256 words): the ALU
 // ceiling of the pshufb popcount, with no loads.
 uint64_t popcount_loop(const uint32_t* data, int64_t reps) {
@@ -184,7 +203,7 @@ uint64_t popcount_loop(const uint32_t* data, int64_t reps) {
 }  // namespace
 
 const Kernels& kernels_avx2() {
-  static const Kernels k{dense_panel, reuse_edge, pack_nhwc, pack_nchw, distances, popcount_loop};
+  static const Kernels k{dense_panel, reuse_edge, pack_nhwc, pack_nchw, distances, sign_bits, popcount_loop};
   return k;
 }
 

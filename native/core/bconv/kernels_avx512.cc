@@ -170,6 +170,21 @@ void distances(const uint32_t* row, const uint32_t* rows, int64_t n, int64_t kw,
   }
 }
 
+void sign_bits(const int32_t* dot, const int32_t* lo, const int32_t* hi, int64_t n, uint32_t* out) {
+  for (int64_t w = 0; w * 32 < n; ++w) {
+    uint32_t word = 0;
+    for (int h = 0; h < 2; ++h) {
+      int64_t c = w * 32 + 16 * h;
+      __mmask16 m = first_n(n - c > 0 ? n - c : 0);
+      __m512i d = _mm512_maskz_loadu_epi32(m, dot + c);
+      __mmask16 in = _mm512_mask_cmple_epi32_mask(m, _mm512_maskz_loadu_epi32(m, lo + c), d);
+      in = _mm512_mask_cmple_epi32_mask(in, d, _mm512_maskz_loadu_epi32(m, hi + c));
+      word |= uint32_t(in) << (16 * h);
+    }
+    out[w] = word;
+  }
+}
+
 // The data stay in registers: this is the ALU ceiling of XOR + popcount + add, with no loads.
 uint64_t popcount_loop(const uint32_t* data, int64_t reps) {
   __m512i d[16], acc[8];
@@ -188,7 +203,7 @@ uint64_t popcount_loop(const uint32_t* data, int64_t reps) {
 }  // namespace
 
 const Kernels& kernels_avx512() {
-  static const Kernels k{dense_panel, reuse_edge, pack_nhwc, pack_nchw, distances, popcount_loop};
+  static const Kernels k{dense_panel, reuse_edge, pack_nhwc, pack_nchw, distances, sign_bits, popcount_loop};
   return k;
 }
 

@@ -77,6 +77,18 @@ void distances(const uint32_t* row, const uint32_t* rows, int64_t n, int64_t kw,
   }
 }
 
+void sign_bits(const int32_t* dot, const int32_t* lo, const int32_t* hi, int64_t n, uint32_t* out) {
+  for (int64_t w = 0; w * 32 < n; ++w) {
+    uint32_t word = 0;
+    int64_t nb = n - w * 32 < 32 ? n - w * 32 : 32;
+    for (int64_t b = 0; b < nb; ++b) {
+      int64_t c = w * 32 + b;
+      word |= uint32_t(dot[c] >= lo[c] && dot[c] <= hi[c]) << b;
+    }
+    out[w] = word;
+  }
+}
+
 uint64_t popcount_loop(const uint32_t* data, int64_t reps) {
   uint64_t acc = 0;
   for (int64_t r = 0; r < reps; ++r)
@@ -87,7 +99,7 @@ uint64_t popcount_loop(const uint32_t* data, int64_t reps) {
 }  // namespace
 
 const Kernels& kernels_portable() {
-  static const Kernels k{dense_panel, reuse_edge, pack_nhwc, pack_nchw, distances, popcount_loop};
+  static const Kernels k{dense_panel, reuse_edge, pack_nhwc, pack_nchw, distances, sign_bits, popcount_loop};
   return k;
 }
 
