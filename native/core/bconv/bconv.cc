@@ -297,7 +297,38 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
   // reads rows); MST edges need it channel-major, so one pixel's parent values sit next to the next's.
   const bool pixel_major = e.nedges == 0;
 
-  parallel_tasks(ntiles, [&](int64_t tile) {
+  // Few pixel tiles (binaryLinear, small late layers): split the output channels too, in blocks of
+  // whole panels, when the panels cover the channels in order (plain weights, all-root plans) and, for
+  // 'bits', every block starts on a 32-channel word. Block count depends on the problem size only.
+  int64_t cblocks = 1, panels_per_block = e.npanels;
+  if (pixel_major && ntiles < 8 && e.npanels > 1) {
+    bool ordered = true, word_aligned = true;
+    uint32_t next = 0;
+    for (int64_t q = 0; q < e.npanels && ordered; ++q) {
+      const uint32_t* ch = e.panels + q * rec + 1;
+      word_aligned = word_aligned && ch[0] % 32 == 0;
+      for (int c = 0; c < kPanelWidth && ch[c] != kNoChannel; ++c) ordered = ordered && ch[c] == next++;
+    }
+    if (ordered && (t.kind != Output::Bits || word_aligned)) {
+      cblocks = std::min<int64_t>(e.npanels, (8 + ntiles - 1) / ntiles);
+      panels_per_block = (e.npanels + cblocks - 1) / cblocks;
+      cblocks = (e.npanels + panels_per_block - 1) / panels_per_block;
+    }
+  }
+
+  parallel_tasks(ntiles * cblocks, [&](int64_t task) {
+    const int64_t tile = task / cblocks, q0 = task % cblocks * panels_per_block;
+    const int64_t q1 = std::min(e.npanels, q0 + panels_per_block);
+    // This task's output channels [c0, c1): all of them, or its panels' run when channels are split.
+    int64_t c0 = 0, c1 = s.cout;
+    if (cblocks > 1) {
+      const uint32_t* last = e.panels + (q1 - 1) * rec + 1;
+      int c = kPanelWidth;
+      while (last[c - 1] == kNoChannel) --c;
+      c0 = e.panels[q0 * rec + 1];
+      c1 = int64_t(last[c - 1]) + 1;
+    }
+    const int64_t nc = c1 - c0;
     const int64_t p0 = tile * tp, np = std::min(tp, pixels - p0), np16 = (np + 15) / 16 * 16;
     // Per-thread scratch, reused across tiles and calls: no allocation or clearing in the hot loop.
     thread_local std::vector<uint32_t> a_buf, at_buf;
@@ -338,7 +369,7 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
       i += len;
     }
     const int64_t ldc = pixel_major ? 1 : tp, ldp = pixel_major ? s.cout : 1;
-    for (int64_t q = 0; q < e.npanels; ++q) {
+    for (int64_t q = q0; q < q1; ++q) {
       const uint32_t* r = e.panels + q * rec;
       kn.dense_panel(a + r[0] * tp * kw, kw, np, r + 1 + kPanelWidth, kw, r + 1, acc, ldc, ldp);
     }
@@ -361,31 +392,32 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
       prow = rows.data();
     }
     // Output pass, one pixel row at a time, each loop over channels free of branches so it vectorises.
-    dot.resize(size_t(s.cout));
+    dot.resize(size_t(nc));
     for (int64_t i = 0; i < np; ++i) {
-      const int32_t* pc = prow + i * s.cout;
-      for (int64_t co = 0; co < s.cout; ++co) dot[size_t(co)] = K - 2 * pc[co];
+      const int32_t* pc = prow + i * s.cout + c0;
+      for (int64_t j = 0; j < nc; ++j) dot[size_t(j)] = K - 2 * pc[j];
       if (p.pad_zero && border[size_t(i)])
         for (int64_t tt = 0; tt < taps; ++tt)
           if (padded[size_t(i * taps + tt)]) {
-            const int32_t* cr = corr.data() + tt * s.cout;
-            for (int64_t co = 0; co < s.cout; ++co) dot[size_t(co)] -= cr[co];
+            const int32_t* cr = corr.data() + tt * s.cout + c0;
+            for (int64_t j = 0; j < nc; ++j) dot[size_t(j)] -= cr[j];
           }
       const int64_t pix = p0 + i;
       if (t.kind == Output::Int32) {
-        std::copy(dot.begin(), dot.end(), static_cast<int32_t*>(out) + pix * s.cout);
+        std::copy(dot.begin(), dot.end(), static_cast<int32_t*>(out) + pix * s.cout + c0);
       } else if (t.kind == Output::Float) {
         // Same arithmetic as transform_value, with the clamp bounds in locals: read through `t`, a
         // float store could alias them and the loop would not vectorise.
-        float* o = static_cast<float*>(out) + pix * s.cout;
-        const float *sc = scale.data(), *bi = bias.data(), lo = t.lo, hi = t.hi;
+        float* o = static_cast<float*>(out) + pix * s.cout + c0;
+        const float *sc = scale.data() + c0, *bi = bias.data() + c0, lo = t.lo, hi = t.hi;
         const int32_t* dp = dot.data();
         if (t.clamp)
-          for (int64_t co = 0; co < s.cout; ++co) o[co] = std::min(std::max(float(dp[co]) * sc[co] + bi[co], lo), hi);
+          for (int64_t j = 0; j < nc; ++j) o[j] = std::min(std::max(float(dp[j]) * sc[j] + bi[j], lo), hi);
         else
-          for (int64_t co = 0; co < s.cout; ++co) o[co] = float(dp[co]) * sc[co] + bi[co];
+          for (int64_t j = 0; j < nc; ++j) o[j] = float(dp[j]) * sc[j] + bi[j];
       } else {
-        kn.sign_bits(dot.data(), bit_lo.data(), bit_hi.data(), s.cout, static_cast<uint32_t*>(out) + pix * out_words);
+        kn.sign_bits(dot.data(), bit_lo.data() + c0, bit_hi.data() + c0, nc,
+                     static_cast<uint32_t*>(out) + pix * out_words + c0 / 32);
       }
     }
   });
