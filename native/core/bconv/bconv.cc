@@ -217,11 +217,6 @@ inline void copy_words(const uint32_t* src, uint32_t* dst, int64_t n) {
 }
 }  // namespace
 
-void transpose_tile(const uint32_t* a, int64_t rows, int64_t cols, int64_t lda, uint32_t* at, int64_t ldat) {
-  for (int64_t i = 0; i < rows; ++i)
-    for (int64_t k = 0; k < cols; ++k) at[k * ldat + i] = a[i * lda + k];
-}
-
 namespace {
 
 // Input words of one group at one pixel: a view into x when groups start on word boundaries, otherwise
@@ -362,7 +357,7 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
             }
             const uint32_t* src = gi.base + ((n * p.h + iy) * p.w + ix) * gi.pixel_stride;
             for (int64_t g = 0; g < G; ++g) copy_words(src + g * gi.group_stride, dst + g * tp * kw, wg);
-            dst[wg - 1] &= tail;  // only groups == 1 can see the input's tail bits; callers may not clear them
+            if (tail != ~0u) dst[wg - 1] &= tail;  // only groups == 1 sees the input's tail bits; callers may not clear them
           }
         }
       }
@@ -378,7 +373,7 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
       // Word-major copy of the tile so one edge word is a contiguous run of pixels (columns past np
       // are zero, so the 16-pixel steps read defined values).
       at_buf.assign(size_t(G * kw * tp), 0u);
-      for (int64_t g = 0; g < G; ++g) transpose_tile(a + g * tp * kw, np, kw, kw, at_buf.data() + g * kw * tp, tp);
+      for (int64_t g = 0; g < G; ++g) kn.transpose(a + g * tp * kw, np, kw, kw, at_buf.data() + g * kw * tp, tp);
       const uint32_t* r = e.edges;
       for (int64_t j = 0; j < e.nedges; ++j) {
         int64_t g = r[0] / s.cout_g();
@@ -386,9 +381,8 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
                       acc + r[0] * tp);
         r += 4 + 3 * r[2];
       }
-      rows.resize(size_t(np * s.cout));
-      for (int64_t co = 0; co < s.cout; ++co)
-        for (int64_t i = 0; i < np; ++i) rows[size_t(i * s.cout + co)] = acc[co * tp + i];
+      rows.resize(size_t(np * s.cout));  // back to pixel-major for the output pass
+      kn.transpose(reinterpret_cast<const uint32_t*>(acc), s.cout, np, tp, reinterpret_cast<uint32_t*>(rows.data()), s.cout);
       prow = rows.data();
     }
     // Output pass, one pixel row at a time, each loop over channels free of branches so it vectorises.

@@ -59,9 +59,6 @@ struct ConvParams {
 inline int64_t out_size(int64_t in, int64_t pad, int64_t dil, int64_t k, int64_t stride) {
   return (in + 2 * pad - dil * (k - 1) - 1) / stride + 1;
 }
-// at[k * ldat + i] = a[i * lda + k] for i < rows, k < cols: the word-major tile the MST kernels read.
-void transpose_tile(const uint32_t* a, int64_t rows, int64_t cols, int64_t lda, uint32_t* at, int64_t ldat);
-
 // Validates geometry against the weights (channels, output size >= 1, overflow); fills nothing.
 void check_conv(const ConvParams& p, const WeightShape& s);
 

@@ -22,6 +22,9 @@ struct Kernels {
   // Hamming distance and number of differing words between row and each of n rows of kw words.
   void (*distances)(const uint32_t* row, const uint32_t* rows, int64_t n, int64_t kw, int32_t* hamming,
                     int32_t* diff_words);
+  // dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols: the word-major tile MST edges read, and
+  // the way back to pixel-major for the output pass.
+  void (*transpose)(const uint32_t* src, int64_t rows, int64_t cols, int64_t lds, uint32_t* dst, int64_t ldd);
   // 'bits' output of one pixel: bit c of out = lo[c] <= dot[c] <= hi[c], for c < n; tail bits 0.
   void (*sign_bits)(const int32_t* dot, const int32_t* lo, const int32_t* hi, int64_t n, uint32_t* out);
   // Peak loop: `reps` passes of XOR+popcount over 256 L1-resident words; returns a checksum.

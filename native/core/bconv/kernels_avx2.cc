@@ -5,6 +5,7 @@
 
 #include "bconv.h"
 #include "kernels.h"
+#include "transpose8x8.h"
 
 namespace xnorm::bconv {
 namespace {
@@ -203,7 +204,7 @@ uint64_t popcount_loop(const uint32_t* data, int64_t reps) {
 }  // namespace
 
 const Kernels& kernels_avx2() {
-  static const Kernels k{dense_panel, reuse_edge, pack_nhwc, pack_nchw, distances, sign_bits, popcount_loop};
+  static const Kernels k{dense_panel, reuse_edge, pack_nhwc, pack_nchw, distances, transpose_words_avx2, sign_bits, popcount_loop};
   return k;
 }
 

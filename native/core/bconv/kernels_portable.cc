@@ -77,6 +77,14 @@ void distances(const uint32_t* row, const uint32_t* rows, int64_t n, int64_t kw,
   }
 }
 
+void transpose(const uint32_t* src, int64_t rows, int64_t cols, int64_t lds, uint32_t* dst, int64_t ldd) {
+  // 16 x 16 blocks keep both sides in L1 (a plain loop writes a new cache line on every store).
+  for (int64_t rb = 0; rb < rows; rb += 16)
+    for (int64_t cb = 0; cb < cols; cb += 16)
+      for (int64_t r = rb; r < rows && r < rb + 16; ++r)
+        for (int64_t c = cb; c < cols && c < cb + 16; ++c) dst[c * ldd + r] = src[r * lds + c];
+}
+
 void sign_bits(const int32_t* dot, const int32_t* lo, const int32_t* hi, int64_t n, uint32_t* out) {
   for (int64_t w = 0; w * 32 < n; ++w) {
     uint32_t word = 0;
@@ -99,7 +107,7 @@ uint64_t popcount_loop(const uint32_t* data, int64_t reps) {
 }  // namespace
 
 const Kernels& kernels_portable() {
-  static const Kernels k{dense_panel, reuse_edge, pack_nhwc, pack_nchw, distances, sign_bits, popcount_loop};
+  static const Kernels k{dense_panel, reuse_edge, pack_nhwc, pack_nchw, distances, transpose, sign_bits, popcount_loop};
   return k;
 }
 

@@ -21,52 +21,90 @@ std::string num(int64_t v) { return std::to_string(v); }
 // timing noise in the calibration cannot turn into a slower layer.
 constexpr double kAutoMargin = 0.8;
 
-// Best of five timings of fn(), each repeated (in batches of 16, so reading the clock does not count)
-// until it has run for ~2 ms. The best, not the mean: other processes only ever add time.
+// Calibration times the real executor on a synthetic 3x3 layer (Cin 256, Cout 128, 4 x 16 x 16) with
+// different mixes of roots and edges, so everything a plan adds (the word-major copy, the channel-major
+// tile and its transpose, the edge records, cache effects) is measured where it happens, with the
+// threads a real call uses. Configurations are interleaved and each keeps its best time: another
+// process only ever adds time.
 template <typename F>
-double seconds_per_call(F&& fn) {
+double best_window(F&& fn, double window) {
   using clock = std::chrono::steady_clock;
-  double best = 1e30;
-  for (int trial = 0; trial < 5; ++trial) {
-    int64_t reps = 0;
-    auto t0 = clock::now();
-    double dt = 0;
-    do {
-      for (int i = 0; i < 16; ++i) fn();
-      reps += 16;
-      dt = std::chrono::duration<double>(clock::now() - t0).count();
-    } while (dt < 2e-3);
-    best = std::min(best, dt / double(reps));
-  }
-  return best;
+  int64_t reps = 0;
+  auto t0 = clock::now();
+  double dt = 0;
+  do {
+    fn();
+    ++reps;
+    dt = std::chrono::duration<double>(clock::now() - t0).count();
+  } while (dt < window);
+  return dt / double(reps);
 }
 
 Costs calibrate() {
-  const bconv::Kernels& kn = bconv::active_kernels();
-  constexpr int64_t kPix = 64, kWords = 64, kEdgeWords = 16;
-  std::vector<uint32_t> a(kPix * kWords), panel(kWords * bconv::kPanelWidth), at(kWords * kPix), ch(32);
   uint32_t seed = 12345;
   auto rnd = [&] { return seed = seed * 1664525u + 1013904223u; };
-  for (auto& v : a) v = rnd();
-  for (auto& v : panel) v = rnd();
-  for (int c = 0; c < 32; ++c) ch[size_t(c)] = uint32_t(c);
-  std::vector<int32_t> p(32 * kPix), child(kPix);  // p: a pixel-major tile, as the dense path uses
-  std::vector<uint32_t> edge(3 * kEdgeWords);
-  for (int64_t j = 0; j < kEdgeWords; ++j) {
-    uint32_t m = rnd() | 1u;
-    edge[size_t(3 * j)] = uint32_t(j * 3);
-    edge[size_t(3 * j + 1)] = m;
-    edge[size_t(3 * j + 2)] = rnd() & m;
+  WeightShape s;
+  s.cout = 128;
+  s.cin_g = 256;
+  s.kh = s.kw = 3;
+  const int64_t kw = s.row_words(), half = s.cout / 2, quarter = s.cout / 4;
+  std::vector<uint32_t> words(size_t(s.cout * kw));
+  for (auto& v : words) v = rnd();
+  bconv::ConvParams p;
+  p.n = 4;
+  p.h = p.w = 16;
+  p.c = 256;
+  p.ph = p.pw = 1;
+  const int64_t pixels = p.n * p.h * p.w;
+  std::vector<uint32_t> x(size_t(pixels * 8));
+  for (auto& v : x) v = rnd();
+  std::vector<int32_t> out(size_t(pixels * s.cout));
+  bconv::Transform t;
+  t.kind = bconv::Output::Int32;
+  // The first `roots` channels dense, each other one from its predecessor over `nw` scattered words
+  // (the masks are arbitrary: only the time is used).
+  auto execution = [&](int64_t roots, int64_t nw, std::vector<uint32_t>& panels, std::vector<uint32_t>& edges) {
+    std::vector<uint32_t> dense;
+    for (int64_t i = 0; i < roots; ++i) dense.push_back(uint32_t(i));
+    panels.resize(size_t(bconv::build_panels(words.data(), s, dense, nullptr) * bconv::panel_record_words(s)));
+    int64_t np = bconv::build_panels(words.data(), s, dense, panels.data());
+    edges.clear();
+    for (int64_t ch = roots; ch < s.cout; ++ch) {
+      size_t head = edges.size();
+      edges.insert(edges.end(), {uint32_t(ch), uint32_t(ch - 1), uint32_t(nw), 0u});
+      for (int64_t j = 0; j < nw; ++j) {
+        uint32_t m = rnd() | 1u;
+        edges.insert(edges.end(), {uint32_t((j * 71 + ch * 13) % kw), m, rnd() & m});
+        edges[head + 3] += uint32_t(__builtin_popcount(m));
+      }
+    }
+    return bconv::Execution{panels.data(), np, edges.data(), s.cout - roots, int64_t(edges.size())};
+  };
+  constexpr int64_t kFew = 8, kMany = 40;
+  std::vector<uint32_t> pd, ed, p1, e1, p2, e2, p3, e3;
+  const bconv::Execution all_dense = execution(s.cout, 0, pd, ed);
+  const bconv::Execution few = execution(half, kFew, p1, e1);
+  const bconv::Execution many = execution(half, kMany, p2, e2);
+  const bconv::Execution fewer_edges = execution(s.cout - quarter, kFew, p3, e3);
+  double m1 = 1e30, m2 = 1e30, m3 = 1e30, m4 = 1e30;
+  auto run = [&](const bconv::Execution& e) { bconv::conv(x.data(), words.data(), s, e, p, t, out.data()); };
+  for (int trial = 0; trial < 5; ++trial) {
+    m1 = std::min(m1, best_window([&] { run(all_dense); }, 2e-3));
+    m2 = std::min(m2, best_window([&] { run(few); }, 2e-3));
+    m3 = std::min(m3, best_window([&] { run(many); }, 2e-3));
+    m4 = std::min(m4, best_window([&] { run(fewer_edges); }, 2e-3));
   }
+  const double P = double(pixels);
   Costs c;
-  c.dense_per_word = seconds_per_call([&] { kn.dense_panel(a.data(), kWords, kPix, panel.data(), kWords, ch.data(), p.data(), 1, 32); }) /
-                     double(kPix * 32 * kWords);
-  double full = seconds_per_call([&] { kn.reuse_edge(at.data(), kPix, kPix, edge.data(), kEdgeWords, 7, p.data(), child.data()); });
-  double empty = seconds_per_call([&] { kn.reuse_edge(at.data(), kPix, kPix, edge.data(), 0, 7, p.data(), child.data()); });
-  c.reuse_per_edge = empty / double(kPix);
-  c.reuse_per_word = std::max(0.0, full - empty) / double(kPix * kEdgeWords);
-  c.transpose_per_word = seconds_per_call([&] { bconv::transpose_tile(a.data(), kPix, kWords, kWords, at.data(), kPix); }) /
-                         double(kPix * kWords);
+  // Per pixel, with D the net saving of an edge of no words over computing its channel densely:
+  //   m3 - m2 = half * (kMany - kFew) * c_w
+  //   m4 - m2 = quarter * (D - kFew * c_w)
+  //   m1 - m2 = half * (D - kFew * c_w) - (cost of having any edge)
+  c.reuse_per_word = std::max(1e-15, (m3 - m2) / (P * double(half) * double(kMany - kFew)));
+  const double net = (m4 - m2) / (P * double(quarter));
+  c.dense_per_word = std::max(0.0, net + double(kFew) * c.reuse_per_word) / double(kw);  // D, per word
+  c.reuse_per_edge = 0;                                                                   // folded into D
+  c.transpose_per_word = std::max(0.0, double(half) * net - (m1 - m2) / P) / double(kw + s.cout);
   return c;
 }
 
@@ -195,7 +233,8 @@ std::vector<int32_t> build_tree(const uint32_t* words, const WeightShape& s, Reu
     if (!changed) break;
   }
   if (reuse == Reuse::Auto) {
-    // A plan with any edge pays for a word-major copy of each tile; keep the edges only if they save more.
+    // A plan with any edge pays, per pixel, for a word-major copy of the input words and for turning
+    // the channel-major results back to pixel-major; keep the edges only if they save more.
     const Costs& c = calibrated_costs();
     double saved = 0;
     std::vector<int32_t> ham(1), dw(1);
@@ -205,7 +244,7 @@ std::vector<int32_t> build_tree(const uint32_t* words, const WeightShape& s, Reu
       bconv::active_kernels().distances(words + p * kw, words + ch * kw, 1, kw, ham.data(), dw.data());
       saved += c.dense_per_word * double(kw) - (c.reuse_per_edge + c.reuse_per_word * dw[0]);
     }
-    if (saved <= c.transpose_per_word * double(s.groups * kw)) std::fill(parent.begin(), parent.end(), -1);
+    if (saved <= c.transpose_per_word * double(s.groups * kw + s.cout)) std::fill(parent.begin(), parent.end(), -1);
   }
   return parent;
 }

@@ -11,12 +11,14 @@ namespace xnorm::mst {
 
 enum class Reuse { Auto = 0, Always = 1, Never = 2 };
 
-// Per-pixel costs (seconds) of the kernels in use, measured once per process on this CPU.
+// Per-pixel costs (seconds) of the executor in use, measured once per process on this CPU by timing
+// real convolutions (see calibrate() in mst.cc). A channel is worth reusing when
+// reuse_per_edge + reuse_per_word * differing_words < dense_per_word * words_per_channel.
 struct Costs {
-  double dense_per_word;   // one channel, one word (dense panel kernel)
-  double reuse_per_word;   // one edge, one differing word
-  double reuse_per_edge;   // fixed part of an edge (parent read, child write)
-  double transpose_per_word;  // the word-major tile copy a plan with edges needs
+  double dense_per_word;      // computing one channel densely, per word of its weights (net of edge costs)
+  double reuse_per_word;      // one edge, per differing word
+  double reuse_per_edge;      // fixed part of an edge (0 when folded into dense_per_word)
+  double transpose_per_word;  // having any edge at all, per (input word + output channel) of a pixel
 };
 const Costs& calibrated_costs();
 
