@@ -20,8 +20,8 @@ const BATCH = 8;
 
 /**
  * Best wall time (ms) of each function over `rounds` interleaved rounds. The best, not the median: on a
- * shared machine other processes only ever add time, and interleaving gives every contender the same
- * conditions.
+ * shared machine other processes only ever add time, and interleaving gives the contenders the same
+ * conditions (xnorm kernels only: onnxruntime's spinning threads would distort what runs next).
  */
 async function bestMs(fns: (() => unknown)[], rounds: number): Promise<number[]> {
   const best = fns.map(() => Infinity);
@@ -145,12 +145,14 @@ export async function run(): Promise<void> {
     const w = packWeights(tensor(wf, [L.cout, L.cin, L.k, L.k]));
     const opts = { padding: pad, stride: L.stride };
     const bitOps = BATCH * oh * oh * L.cout * L.cin * L.k * L.k;
+    // xnorm first, with no onnxruntime session alive: its intra-op threads keep spinning after a run and
+    // would take the cores from xnorm's pool.
+    const [ms] = await bestMs([() => binaryConv2dSync(x, w, opts)], 7);
+    peak = Math.max(peak, popcountPeak(0.1));
     const o = await ortSession(onnxModel('Conv', [BATCH, L.cin, L.hw, L.hw], wf, [L.cout, L.cin, L.k, L.k], [BATCH, L.cout, oh, oh], [pad, pad, pad, pad], [L.stride, L.stride]));
-    const feeds = o ? { X: new o.ort.Tensor('float32', xf, [BATCH, L.cin, L.hw, L.hw]) } : undefined;
-    const [ms, ortMs] = await bestMs([() => binaryConv2dSync(x, w, opts), () => (o ? o.s.run(feeds!) : undefined)], 7);
+    const [ortMs] = o ? await bestMs([() => o.s.run({ X: new o.ort.Tensor('float32', xf, [BATCH, L.cin, L.hw, L.hw]) })], 7) : [NaN];
     if (o) await o.s.release();
     const rate = bitOps / (ms / 1e3);
-    peak = Math.max(peak, popcountPeak(0.1));
     rows.push([`${L.name} ${L.cin}->${L.cout} @${L.hw}`, fmt(ms) + ' ms', fmt(ortMs) + ' ms', `${fmt(ortMs / ms)}x`, fmt(rate / 1e9), rate]);
   }
   {
@@ -161,9 +163,9 @@ export async function run(): Promise<void> {
     const w = packWeights(tensor(wf, [COUT, K]));
     const wt = new Float32Array(K * COUT); // MatMul takes W as [K, Cout]
     for (let o = 0; o < COUT; o++) for (let k = 0; k < K; k++) wt[k * COUT + o] = wf[o * K + k];
+    const [ms] = await bestMs([() => binaryLinearSync(x, w)], 15);
     const o = await ortSession(onnxModel('MatMul', [BATCH, K], wt, [K, COUT], [BATCH, COUT], [], []));
-    const feeds = o ? { X: new o.ort.Tensor('float32', xf, [BATCH, K]) } : undefined;
-    const [ms, ortMs] = await bestMs([() => binaryLinearSync(x, w), () => (o ? o.s.run(feeds!) : undefined)], 15);
+    const [ortMs] = o ? await bestMs([() => o.s.run({ X: new o.ort.Tensor('float32', xf, [BATCH, K]) })], 15) : [NaN];
     if (o) await o.s.release();
     const rate = (BATCH * K * COUT) / (ms / 1e3);
     rows.push([`binaryLinear ${K}->${COUT}`, fmt(ms) + ' ms', fmt(ortMs) + ' ms', `${fmt(ortMs / ms)}x`, fmt(rate / 1e9), rate]);
