@@ -391,36 +391,37 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
     for (int64_t i = 0; i < np; ++i) {
       const int32_t* pc = prow + i * s.cout + c0;
       const int64_t pix = p0 + i;
-      // Interior pixels (and all of them under 'one' padding) go straight from popcounts to the output.
-      const int32_t* dp = pc;
-      int32_t k2 = K, m2 = -2;  // dot = k2 + m2 * dp[j]
-      if (p.pad_zero && border[size_t(i)]) {
+      // Interior pixels (and all of them under 'one' padding) go straight from popcounts to the output;
+      // border pixels under 'zero' padding take their corrected dot products from `dot`.
+      const bool corrected = p.pad_zero && border[size_t(i)];
+      if (corrected) {
         for (int64_t j = 0; j < nc; ++j) dot[size_t(j)] = K - 2 * pc[j];
         for (int64_t tt = 0; tt < taps; ++tt)
           if (padded[size_t(i * taps + tt)]) {
             const int32_t* cr = corr.data() + tt * s.cout + c0;
             for (int64_t j = 0; j < nc; ++j) dot[size_t(j)] -= cr[j];
           }
-        dp = dot.data();
-        k2 = 0;
-        m2 = 1;
       }
+      const int32_t* dp = dot.data();
       if (t.kind == Output::Int32) {
         int32_t* o = static_cast<int32_t*>(out) + pix * s.cout + c0;
-        for (int64_t j = 0; j < nc; ++j) o[j] = k2 + m2 * dp[j];
+        if (corrected) std::copy(dp, dp + nc, o);
+        else for (int64_t j = 0; j < nc; ++j) o[j] = K - 2 * pc[j];
       } else if (t.kind == Output::Float) {
         // Same arithmetic as transform_value, with the clamp bounds in locals: read through `t`, a
         // float store could alias them and the loop would not vectorise.
         float* o = static_cast<float*>(out) + pix * s.cout + c0;
+        if (!corrected) {
+          for (int64_t j = 0; j < nc; ++j) o[j] = float(K - 2 * pc[j]) * sc[j] + bi[j];
+        } else {
+          for (int64_t j = 0; j < nc; ++j) o[j] = float(dp[j]) * sc[j] + bi[j];
+        }
         if (t.clamp)
-          for (int64_t j = 0; j < nc; ++j) o[j] = std::min(std::max(float(k2 + m2 * dp[j]) * sc[j] + bi[j], lo), hi);
-        else
-          for (int64_t j = 0; j < nc; ++j) o[j] = float(k2 + m2 * dp[j]) * sc[j] + bi[j];
+          for (int64_t j = 0; j < nc; ++j) o[j] = std::min(std::max(o[j], lo), hi);
       } else {
-        if (dp == pc)
+        if (!corrected)
           for (int64_t j = 0; j < nc; ++j) dot[size_t(j)] = K - 2 * pc[j];
-        kn.sign_bits(dot.data(), bit_lo.data() + c0, bit_hi.data() + c0, nc,
-                     static_cast<uint32_t*>(out) + pix * out_words + c0 / 32);
+        kn.sign_bits(dp, bit_lo.data() + c0, bit_hi.data() + c0, nc, static_cast<uint32_t*>(out) + pix * out_words + c0 / 32);
       }
     }
   });
