@@ -77,6 +77,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("readSum", Napi::Function::New(env, ReadSum));
   init_bnstats(env, exports);
+  init_cuda(env, exports);
   return exports;
 }
 
