@@ -48,6 +48,15 @@ class Scratch {
   void* p_ = nullptr;
 };
 
+// Kernel launch. Under nvcc it is the <<<>>> launch; a host compiler building the CPU emulation
+// (cuda/emu/, for testing the kernels on machines without a GPU) runs the same kernel code on threads.
+#ifdef __CUDACC__
+#define XNORM_LAUNCH(kernel, grid, block, stream, ...) kernel<<<(grid), (block), 0, (stream)>>>(__VA_ARGS__)
+#else
+#define XNORM_LAUNCH(kernel, grid, block, stream, ...) \
+  ::xnorm_emu::launch((grid), (block), [&] { kernel(__VA_ARGS__); })
+#endif
+
 #define XNORM_CUDA_TRY(expr)             \
   do {                                   \
     int32_t xnorm_rc_ = (expr);          \

@@ -217,6 +217,16 @@ int32_t api_download(int32_t device, void* dst, const void* src, uint64_t bytes,
   return copy(device, dst, src, bytes, cudaMemcpyDeviceToHost, st, "download from the GPU");
 }
 
+int32_t api_fill_zero(int32_t device, void* p, uint64_t bytes, xnorm_cuda_status* st) {
+  if (bytes == 0) return XNORM_CUDA_OK;
+  if (!p) return report(st, XNORM_CUDA_ARGUMENT, "fill_zero: NULL pointer");
+  Device* d;
+  XNORM_CUDA_TRY(use_device(device, &d, st));
+  cudaError_t e = cudaMemsetAsync(p, 0, bytes, d->stream);
+  if (e != cudaSuccess) return report_cuda(st, e, "fill_zero");
+  return finish(*d, st, "fill_zero");
+}
+
 int32_t api_synchronize(int32_t device, xnorm_cuda_status* st) {
   Device* d;
   XNORM_CUDA_TRY(use_device(device, &d, st));
@@ -232,6 +242,7 @@ const xnorm_cuda_api kApi = {
     api_free,
     api_upload,
     api_download,
+    api_fill_zero,
     api_synchronize,
     bnstats_moments,
     bnstats_batch_norm,

@@ -73,9 +73,12 @@ export function deviceIndex(device: string): number {
   return device === 'cuda' ? 0 : Number(device.slice(5));
 }
 
-/** @internal Allocates `bytes` of device memory (ERR_XNORM_OUT_OF_MEMORY when the GPU has no room). */
-export function cudaAlloc(device: number, bytes: number): DeviceHandle {
-  return native().cudaAlloc({ device, bytes }) as DeviceHandle;
+/**
+ * @internal Allocates `bytes` of device memory, zeroed on request (ERR_XNORM_OUT_OF_MEMORY when the GPU
+ * has no room).
+ */
+export function cudaAlloc(device: number, bytes: number, zero = false): DeviceHandle {
+  return native().cudaAlloc({ device, bytes, zero }) as DeviceHandle;
 }
 
 /** @internal Frees device memory now (work in flight that uses it finishes first). Idempotent. */

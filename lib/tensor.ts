@@ -109,9 +109,9 @@ export class DeviceBuffer {
   }
 }
 
-/** @internal New device memory for a tensor of this shape and dtype on a (normalised) CUDA device. */
-export function allocateDevice(device: `cuda:${number}`, shape: readonly number[], dtype: DType): DeviceBuffer {
-  return new DeviceBuffer(cudaAlloc(deviceIndex(device), storageBytes(shape, dtype)), device);
+/** @internal New device memory (zeroed on request) for a tensor on a normalised CUDA device. */
+export function allocateDevice(device: `cuda:${number}`, shape: readonly number[], dtype: DType, zero = false): DeviceBuffer {
+  return new DeviceBuffer(cudaAlloc(deviceIndex(device), storageBytes(shape, dtype), zero), device);
 }
 
 let nextId = 1;
@@ -353,7 +353,8 @@ export function zeros(shape: readonly number[], opts: { dtype?: DType; device?: 
   const dtype = checkDType(opts.dtype ?? 'float32', 'opts.dtype');
   const device = checkDevice(opts.device ?? 'cpu', 'opts.device');
   const dims = checkShape(shape, 'shape');
-  return onDevice(new Tensor(allocate(dtype, storageLength(dims, dtype), 'zeros'), dims, dtype), device);
+  if (device !== 'cpu') return new Tensor(allocateDevice(device, dims, dtype, true), dims, dtype);
+  return new Tensor(allocate(dtype, storageLength(dims, dtype), 'zeros'), dims, dtype);
 }
 
 /** Checks an op's tensor argument: a live Tensor with one of the given dtypes and, if set, a rank. */

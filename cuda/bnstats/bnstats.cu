@@ -347,7 +347,6 @@ __global__ void __launch_bounds__(kThreads) apply_planes(const typename E::raw* 
 template <typename E>
 __global__ void __launch_bounds__(kThreads) apply_rows(const typename E::raw* x, typename E::raw* y, RowPlan pl,
                                                        bool per_instance, Coeffs k, bool relu) {
-  using R = typename E::raw;
   const int t = threadIdx.x, j = t / pl.width, cl = t % pl.width;
   const int64_t items = pl.segs * pl.k * pl.tiles;
   for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
@@ -400,10 +399,11 @@ void launch_moments(const Device& d, const void* x, bool rows, const PlanePlan& 
   using R = typename E::raw;
   if (rows) {
     int64_t items = rp.segs * rp.k * rp.tiles;
-    moments_rows<E><<<blocks_for(d, 1, items), kThreads, 0, d.stream>>>(static_cast<const R*>(x), rp, part);
+    XNORM_LAUNCH(moments_rows<E>, blocks_for(d, 1, items), kThreads, d.stream, static_cast<const R*>(x), rp, part);
   } else {
     int64_t items = pp.planes * pp.k;
-    moments_planes<E><<<blocks_for(d, kThreads / 32, items), kThreads, 0, d.stream>>>(static_cast<const R*>(x), pp, part);
+    XNORM_LAUNCH(moments_planes<E>, blocks_for(d, kThreads / 32, items), kThreads, d.stream, static_cast<const R*>(x),
+                 pp, part);
   }
 }
 
@@ -413,12 +413,12 @@ void launch_apply(const Device& d, const void* x, void* y, bool rows, const Plan
   using R = typename E::raw;
   if (rows) {
     int64_t items = rp.segs * rp.k * rp.tiles;
-    apply_rows<E><<<blocks_for(d, 1, items), kThreads, 0, d.stream>>>(static_cast<const R*>(x), static_cast<R*>(y),
-                                                                      rp, per_instance, k, relu);
+    XNORM_LAUNCH(apply_rows<E>, blocks_for(d, 1, items), kThreads, d.stream, static_cast<const R*>(x),
+                 static_cast<R*>(y), rp, per_instance, k, relu);
   } else {
     int64_t items = pp.planes * pp.k;
-    apply_planes<E><<<blocks_for(d, kThreads / 32, items), kThreads, 0, d.stream>>>(
-        static_cast<const R*>(x), static_cast<R*>(y), pp, c, per_instance, k, relu);
+    XNORM_LAUNCH(apply_planes<E>, blocks_for(d, kThreads / 32, items), kThreads, d.stream, static_cast<const R*>(x),
+                 static_cast<R*>(y), pp, c, per_instance, k, relu);
   }
 }
 
@@ -479,8 +479,8 @@ int32_t bnstats_moments(int32_t device, const void* x, int32_t dtype, const xnor
     case XNORM_CUDA_BFLOAT16: launch_moments<BF16>(*d, x, rows, pp, rp, part); break;
     default: launch_moments<F32>(*d, x, rows, pp, rp, part);
   }
-  merge_slots<<<blocks_for(*d, kThreads / 32, slots), kThreads, 0, d->stream>>>(part, sp, slots, out, out + slots,
-                                                                                 mean_f32, m2_f32);
+  XNORM_LAUNCH(merge_slots, blocks_for(*d, kThreads / 32, slots), kThreads, d->stream, part, sp, slots, out,
+               out + slots, mean_f32, m2_f32);
   cudaError_t e = cudaGetLastError();
   if (e == cudaSuccess) e = cudaMemcpyAsync(mean_host, out, size_t(slots) * sizeof(double), cudaMemcpyDeviceToHost, d->stream);
   if (e == cudaSuccess) e = cudaMemcpyAsync(m2_host, out + slots, size_t(slots) * sizeof(double), cudaMemcpyDeviceToHost, d->stream);

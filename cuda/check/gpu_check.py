@@ -53,6 +53,7 @@ class Api(C.Structure):
         ("free", F(i32, i32, vp, S)),
         ("upload", F(i32, i32, vp, vp, u64, S)),
         ("download", F(i32, i32, vp, vp, u64, S)),
+        ("fill_zero", F(i32, i32, vp, u64, S)),
         ("synchronize", F(i32, i32, S)),
         ("moments", F(i32, i32, vp, i32, C.POINTER(Geometry), i32, i64, dp, dp, fp, fp, C.POINTER(i64), S)),
         ("batch_norm", F(i32, i32, vp, vp, i32, C.POINTER(Geometry), i32, fp, fp, fp, fp, i32, S)),

@@ -238,6 +238,7 @@ Napi::Value CudaAlloc(const Napi::CallbackInfo& info) {
     mem->device = device;
     mem->ptr = ptr;
     mem->bytes = bytes;
+    if (a.flag("zero")) cuda_check(api.fill_zero(device, ptr, bytes, &st), st);  // mem frees ptr on failure
     auto* h = new Handle{mem, int64_t(bytes), env};
     Napi::External<Handle> ext;
     try {
@@ -294,6 +295,13 @@ Napi::Value Copy(const Napi::CallbackInfo& info, bool upload) {
   });
 }
 
+// The external-memory total V8 holds for this isolate (device tensors count towards its GC pressure).
+Napi::Value ExternalMemory(const Napi::CallbackInfo& info) {
+  int64_t total = 0;
+  napi_adjust_external_memory(info.Env(), 0, &total);
+  return Napi::Number::New(info.Env(), double(total));
+}
+
 Napi::Value CudaUpload(const Napi::CallbackInfo& info) { return Copy(info, true); }
 Napi::Value CudaDownload(const Napi::CallbackInfo& info) { return Copy(info, false); }
 
@@ -339,6 +347,7 @@ void init_cuda(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaFree", Napi::Function::New(env, CudaFree));
   exports.Set("cudaUpload", Napi::Function::New(env, CudaUpload));
   exports.Set("cudaDownload", Napi::Function::New(env, CudaDownload));
+  exports.Set("externalMemory", Napi::Function::New(env, ExternalMemory));
   init_cuda_ops(env, exports);
 }
 

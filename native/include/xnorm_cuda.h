@@ -77,6 +77,8 @@ typedef struct xnorm_cuda_api {
    * `dst` holds the data (after all earlier work on the device). */
   int32_t (*upload)(int32_t device, void* dst, const void* src, uint64_t bytes, xnorm_cuda_status* status);
   int32_t (*download)(int32_t device, void* dst, const void* src, uint64_t bytes, xnorm_cuda_status* status);
+  /* Sets `bytes` bytes of device memory to zero (returns once done). */
+  int32_t (*fill_zero)(int32_t device, void* ptr, uint64_t bytes, xnorm_cuda_status* status);
   /* Waits for all work queued on the device's stream. */
   int32_t (*synchronize)(int32_t device, xnorm_cuda_status* status);
 

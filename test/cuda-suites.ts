@@ -1,0 +1,187 @@
+// The GPU test suites: device tensors and the BN-statistic kernels against the CPU kernels. Run by
+// cuda.test.ts on a real GPU and by cuda-emu.test.ts on the CPU emulation of the plugin.
+import { describe, expect, it } from 'vitest';
+import {
+  XnormError,
+  batchNorm,
+  batchNormSync,
+  mergeMoments,
+  moments,
+  momentsSync,
+  tensor,
+  updateRunningStats,
+  variance,
+  zeros,
+} from '../lib';
+import { cudaAlloc } from '../lib/cuda';
+import type { DType } from '../lib/tensor';
+import { randomArray } from './helpers';
+
+function expectCode(fn: () => unknown, code: string) {
+  try {
+    fn();
+  } catch (e) {
+    expect(e).toBeInstanceOf(XnormError);
+    expect((e as XnormError).code).toBe(code);
+    return e as XnormError;
+  }
+  throw new Error(`expected ${code}, but nothing was thrown`);
+}
+
+function expectRel(actual: ArrayLike<number>, expected: ArrayLike<number>, rel: number, what: string) {
+  expect(actual.length).toBe(expected.length);
+  for (let i = 0; i < expected.length; i++) {
+    const tol = rel * Math.max(1, Math.abs(expected[i]));
+    if (!(Math.abs(actual[i] - expected[i]) <= tol))
+      throw new Error(`${what}[${i}]: ${actual[i]} vs ${expected[i]} (tolerance ${tol})`);
+  }
+}
+
+type Case = { shape: number[]; layout: 'nchw' | 'nhwc' };
+const CASES: Case[] = [
+  { shape: [3, 5, 7, 11], layout: 'nchw' },
+  { shape: [2, 6, 1, 1], layout: 'nchw' },
+  { shape: [1, 3, 70001], layout: 'nchw' },
+  { shape: [5, 4, 3], layout: 'nchw' },
+  { shape: [4, 9, 13, 16], layout: 'nhwc' },
+  { shape: [2, 17, 300], layout: 'nhwc' },
+  { shape: [3, 1000, 3], layout: 'nhwc' },
+  { shape: [64, 6], layout: 'nhwc' },
+];
+
+/** Defines the GPU suites; `skip` marks them skipped (with the reason printed by the caller). */
+export function defineGpuSuites(skip: boolean): void {
+  describe.skipIf(skip)('device tensors (GPU)', () => {
+    it('round-trips every dtype to the GPU and back, sync and async', async () => {
+      for (const dtype of ['float32', 'float16', 'bfloat16', 'int32', 'uint8', 'bit'] as DType[]) {
+        const shape = dtype === 'bit' ? [3, 5, 40] : [3, 5, 7];
+        const host = zeros(shape, { dtype });
+        const s = host.storage();
+        for (let i = 0; i < s.length; i++) s[i] = (i * 2654435761) % 251;
+        const d = host.toSync('cuda');
+        expect(d.device).toBe('cuda:0');
+        expect(d.shape).toEqual(shape);
+        expect(d.toSync('cuda:0')).toBe(d);
+        expect(Array.from(d.dataSync())).toEqual(Array.from(s));
+        expect(Array.from(await d.data())).toEqual(Array.from(s));
+        const back = await d.to('cpu');
+        expect(back.device).toBe('cpu');
+        expect(Array.from(back.dataSync())).toEqual(Array.from(s));
+        const d2 = await host.to('cuda');
+        expect(Array.from(d2.dataSync())).toEqual(Array.from(s));
+        d.dispose();
+        d2.dispose();
+      }
+      const z = zeros([4], { device: 'cuda' });
+      expect(Array.from(z.dataSync())).toEqual([0, 0, 0, 0]);
+      const t = tensor([1, 2, 3], [3], { device: 'cuda' });
+      expect(Array.from(t.float32Sync())).toEqual([1, 2, 3]);
+    });
+
+    it('dispose frees at once, is idempotent, and later use is ERR_XNORM_DISPOSED', async () => {
+      const bytes = 64 << 20;
+      const before = process.memoryUsage().external;
+      const t = zeros([bytes / 4], { device: 'cuda' });
+      expect(process.memoryUsage().external - before).toBeGreaterThanOrEqual(bytes);
+      t.dispose();
+      t.dispose();
+      expect(t.disposed).toBe(true);
+      expect(process.memoryUsage().external - before).toBeLessThan(bytes);
+      expectCode(() => t.dataSync(), 'ERR_XNORM_DISPOSED');
+      expectCode(() => t.toSync('cpu'), 'ERR_XNORM_DISPOSED');
+      await expect(moments(t)).rejects.toMatchObject({ code: 'ERR_XNORM_DISPOSED' });
+    });
+
+    it('running out of device memory is ERR_XNORM_OUT_OF_MEMORY and the device stays usable', () => {
+      expectCode(() => cudaAlloc(0, 2 ** 50), 'ERR_XNORM_OUT_OF_MEMORY');
+      const t = tensor([1, 2], [2], { device: 'cuda' });
+      expect(Array.from(t.dataSync())).toEqual([1, 2]);
+    });
+
+    it('mixing devices is ERR_XNORM_DEVICE; CPU-only paths name the device', () => {
+      const xc = tensor(randomArray(24, 1), [2, 3, 4], { device: 'cuda' });
+      const xh = tensor(randomArray(24, 1), [2, 3, 4]);
+      const mc = momentsSync(xc);
+      const mh = momentsSync(xh);
+      expectCode(() => batchNormSync(xc, mh), 'ERR_XNORM_DEVICE');
+      expectCode(() => batchNormSync(xh, mc), 'ERR_XNORM_DEVICE');
+      expectCode(() => mergeMoments(mc, mh), 'ERR_XNORM_DEVICE');
+      expectCode(() => batchNormSync(xc, mc, { gamma: tensor([1, 1, 1], [3]) }), 'ERR_XNORM_DEVICE');
+      expectCode(() => xc.storage('op: x'), 'ERR_XNORM_DEVICE');
+    });
+  });
+
+  describe.skipIf(skip)('BN statistics on the GPU match the CPU kernels', () => {
+    it('moments per channel, instance and group, every float dtype and both layouts', async () => {
+      let seed = 10;
+      for (const { shape, layout } of CASES)
+        for (const dtype of ['float32', 'float16', 'bfloat16'] as DType[])
+          for (const over of ['channel', 'instance', 'group'] as const) {
+            const c = layout === 'nchw' ? shape[1] : shape[shape.length - 1];
+            const groups = c % 3 === 0 ? 3 : 1;
+            const size = shape.reduce((a, b) => a * b, 1);
+            const xh = tensor(randomArray(size, seed++, 2, 5), shape, { dtype });
+            const xc = xh.toSync('cuda');
+            const opts = { layout, over, groups };
+            const want = momentsSync(xh, opts);
+            const got = momentsSync(xc, opts);
+            const again = await moments(xc, opts);
+            const what = `${dtype} ${layout} [${shape}] ${over}`;
+            expect(got.count, what).toBe(want.count);
+            expect(got.mean.device).toBe('cuda:0');
+            expectRel(got.precise!.mean, want.precise!.mean, 2e-6, `${what} mean`);
+            const scale = Math.max(...Array.from(want.precise!.m2, Math.abs), 1);
+            expectRel(Array.from(got.precise!.m2, (v) => v / scale), Array.from(want.precise!.m2, (v) => v / scale), 2e-5, `${what} m2`);
+            // Deterministic, and both forms agree bit for bit.
+            expect(Array.from(again.precise!.mean)).toEqual(Array.from(got.precise!.mean));
+            expect(Array.from(again.precise!.m2)).toEqual(Array.from(got.precise!.m2));
+            expect(Array.from(got.mean.dataSync())).toEqual(Array.from(Float32Array.from(got.precise!.mean)));
+          }
+    });
+
+    it('a large mean against a unit spread keeps its precision', () => {
+      const x = tensor(randomArray(4 * 3 * 5000, 77, 1, 1e6), [4, 3, 5000]);
+      const want = momentsSync(x);
+      const got = momentsSync(x.toSync('cuda'));
+      expectRel(got.precise!.mean, want.precise!.mean, 1e-9, 'mean');
+      expectRel(Array.from(got.precise!.m2, (v) => v / 2e4), Array.from(want.precise!.m2, (v) => v / 2e4), 1e-4, 'm2');
+    });
+
+    it('batchNorm per channel and per instance, with ReLU, on the GPU', async () => {
+      let seed = 100;
+      for (const { shape, layout } of CASES)
+        for (const dtype of ['float32', 'float16', 'bfloat16'] as DType[])
+          for (const perInstance of [false, true]) {
+            const size = shape.reduce((a, b) => a * b, 1);
+            const c = layout === 'nchw' ? shape[1] : shape[shape.length - 1];
+            const xh = tensor(randomArray(size, seed++, 3, 1), shape, { dtype });
+            const xc = xh.toSync('cuda');
+            const over = perInstance ? 'instance' : 'channel';
+            const mh = momentsSync(xh, { layout, over });
+            const mc = momentsSync(xc, { layout, over });
+            const gamma = tensor(randomArray(c, seed++), [c]);
+            const beta = tensor(randomArray(c, seed++), [c]);
+            const relu = seed % 2 === 0 ? 'relu' : null;
+            const want = batchNormSync(xh, mh, { gamma, beta, layout, activation: relu }).float32Sync();
+            const yc = await batchNorm(xc, mc, { gamma: gamma.toSync('cuda'), beta: beta.toSync('cuda'), layout, activation: relu });
+            expect(yc.device).toBe('cuda:0');
+            const got = yc.float32Sync();
+            const tol = dtype === 'float32' ? 1e-5 : dtype === 'float16' ? 2e-3 : 1.6e-2;
+            expectRel(got, want, tol, `batchNorm ${dtype} ${layout} [${shape}] perInstance=${perInstance}`);
+          }
+    });
+
+    it('training-mode pipeline stays on the device', async () => {
+      const x = tensor(randomArray(2 * 4 * 9, 5), [2, 4, 9], { device: 'cuda' });
+      const m = await moments(x);
+      expect(variance(m).device).toBe('cuda:0');
+      const running = { mean: zeros([4], { device: 'cuda' }), var: tensor([1, 1, 1, 1], [4], { device: 'cuda' }) };
+      const next = updateRunningStats(running, m);
+      expect(next.mean.device).toBe('cuda:0');
+      const y = await batchNorm(x, next);
+      expect(y.device).toBe('cuda:0');
+      const merged = mergeMoments(m, m);
+      expect(merged.count).toBe(2 * m.count);
+    });
+  });
+}
