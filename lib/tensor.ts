@@ -42,7 +42,7 @@ export function checkDType(dtype: unknown, name: string): DType {
   return dtype as DType;
 }
 
-function checkDevice(device: unknown, name: string): Device {
+function checkDevice(device: unknown, name: string): 'cpu' | `cuda:${number}` {
   return resolveDevice(device, name);
 }
 
