@@ -1,9 +1,9 @@
 // CPU emulation of the CUDA runtime and of kernel launches (see include/cuda_runtime.h).
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <mutex>
-#include <thread>
+#include <ucontext.h>
 #include <vector>
 
 #include "include/cuda_runtime.h"
@@ -11,41 +11,49 @@
 namespace xnorm_emu {
 namespace {
 
-class Barrier {
- public:
-  explicit Barrier(unsigned n) : n_(n) {}
-  void wait() {
-    std::unique_lock<std::mutex> lock(m_);
-    unsigned gen = gen_;
-    if (++arrived_ == n_) {
-      arrived_ = 0;
-      ++gen_;
-      cv_.notify_all();
-    } else {
-      cv_.wait(lock, [&] { return gen_ != gen; });
-    }
-  }
+// CUDA threads are fibers (ucontext) on the calling host thread: a barrier or shuffle yields to the next
+// fiber until every participant has arrived. One block runs at a time, so `static` shared memory is
+// safe, and a process-wide lock serialises launches the way the plugin's single stream would.
+constexpr size_t kStack = 256 * 1024;
 
- private:
-  std::mutex m_;
-  std::condition_variable cv_;
-  unsigned n_, arrived_ = 0, gen_ = 0;
+struct Barrier {
+  unsigned arrived = 0, generation = 0;
 };
 
-struct Warp {
-  Barrier barrier{32};
-  unsigned char slot[32][16];
+struct Scheduler {
+  ucontext_t main;
+  std::vector<ucontext_t> ctx;
+  std::vector<std::unique_ptr<char[]>> stacks;
+  std::vector<ThreadState> states;
+  std::vector<char> done;
+  std::vector<Barrier> warps;
+  Barrier block;
+  unsigned threads = 0, current = 0;
+  const std::function<void()>* body = nullptr;
 };
 
-struct Block {
-  explicit Block(unsigned threads) : barrier(threads), warps((threads + 31) / 32) {}
-  Barrier barrier;
-  std::vector<Warp> warps;
-};
-
-thread_local ThreadState t_state;
-thread_local Block* t_block = nullptr;
+Scheduler* g_sched = nullptr;  // set while a launch runs (under g_launch)
+std::mutex g_launch;
 thread_local cudaError_t t_last = cudaSuccess;
+
+void yield() { swapcontext(&g_sched->ctx[g_sched->current], &g_sched->main); }
+
+void wait_at(Barrier& b, unsigned count) {
+  unsigned gen = b.generation;
+  if (++b.arrived == count) {
+    b.arrived = 0;
+    ++b.generation;
+    return;
+  }
+  while (b.generation == gen) yield();
+}
+
+void fiber_main() {
+  Scheduler& s = *g_sched;
+  (*s.body)();
+  s.done[s.current] = 1;
+  // Returning resumes uc_link (the scheduler).
+}
 
 cudaError_t set_error(cudaError_t e) {
   if (e != cudaSuccess) t_last = e;
@@ -57,41 +65,58 @@ constexpr size_t kMemory = size_t(1) << 36;
 
 }  // namespace
 
-ThreadState& state() { return t_state; }
+ThreadState& state() { return g_sched->states[g_sched->current]; }
 
-void syncthreads() { t_block->barrier.wait(); }
+void syncthreads() { wait_at(g_sched->block, g_sched->threads); }
 
 void warp_exchange(int lane, const void* in, void* out, int src, size_t bytes) {
-  Warp& w = t_block->warps[t_state.thread.x / 32];
-  std::memcpy(w.slot[lane], in, bytes);
-  w.barrier.wait();
-  std::memcpy(out, w.slot[src], bytes);
-  w.barrier.wait();
+  static thread_local unsigned char slots[1024][16];  // per fiber, indexed by thread
+  Scheduler& s = *g_sched;
+  unsigned warp = s.current / 32, base = warp * 32;
+  std::memcpy(slots[base + unsigned(lane)], in, bytes);
+  wait_at(s.warps[warp], 32);
+  std::memcpy(out, slots[base + unsigned(src)], bytes);
+  wait_at(s.warps[warp], 32);
 }
 
 void launch(unsigned grid, unsigned block, const std::function<void()>& body) {
-  if (block % 32 != 0) {
-    fprintf(stderr, "xnorm_emu: block size %u is not a whole number of warps\n", block);
+  if (block % 32 != 0 || block > 1024) {
+    fprintf(stderr, "xnorm_emu: block size %u is not a whole number of warps (at most 1024)\n", block);
     abort();
   }
-  // One host thread per CUDA thread of a block, reused for every block in turn; the barrier between
-  // blocks keeps them apart, so `static` shared memory is never used by two blocks at once.
-  Block blk(block);
-  std::vector<std::thread> threads;
-  threads.reserve(block);
-  for (unsigned t = 0; t < block; ++t)
-    threads.emplace_back([&, t] {
-      t_block = &blk;
-      t_state.thread = dim3{t, 0, 0};
-      t_state.block_dim = dim3{block, 1, 1};
-      t_state.grid_dim = dim3{grid, 1, 1};
-      for (unsigned b = 0; b < grid; ++b) {
-        t_state.block = dim3{b, 0, 0};
-        body();
-        blk.barrier.wait();
+  std::lock_guard<std::mutex> lock(g_launch);
+  Scheduler s;
+  s.threads = block;
+  s.body = &body;
+  s.ctx.resize(block);
+  for (unsigned t = 0; t < block; ++t) s.stacks.emplace_back(new char[kStack]);  // untouched until used
+  s.states.resize(block);
+  s.warps.resize(block / 32);
+  g_sched = &s;
+  for (unsigned b = 0; b < grid; ++b) {
+    s.done.assign(block, 0);
+    for (unsigned t = 0; t < block; ++t) {
+      s.states[t].thread = dim3{t, 0, 0};
+      s.states[t].block = dim3{b, 0, 0};
+      s.states[t].block_dim = dim3{block, 1, 1};
+      s.states[t].grid_dim = dim3{grid, 1, 1};
+      getcontext(&s.ctx[t]);
+      s.ctx[t].uc_stack.ss_sp = s.stacks[t].get();
+      s.ctx[t].uc_stack.ss_size = kStack;
+      s.ctx[t].uc_link = &s.main;
+      makecontext(&s.ctx[t], fiber_main, 0);
+    }
+    for (unsigned left = block; left > 0;) {
+      left = 0;
+      for (unsigned t = 0; t < block; ++t) {
+        if (s.done[t]) continue;
+        s.current = t;
+        swapcontext(&s.main, &s.ctx[t]);
+        if (!s.done[t]) ++left;
       }
-    });
-  for (std::thread& th : threads) th.join();
+    }
+  }
+  g_sched = nullptr;
 }
 
 }  // namespace xnorm_emu
