@@ -8,7 +8,8 @@ Run through scripts/gpu-check.sh, which builds the plugin and the CPU core libra
      BN, determinism, out-of-memory recovery;
   3. benchmarks against PyTorch on the same GPU: torch.var_mean, BN forward (eval and training), with the
      achieved bandwidth against the device's copy bandwidth.
-Exit status 0 when every check passed, 1 when one failed, 3 when no GPU, 4 when PyTorch is missing.
+Correctness needs numpy; the benchmarks need PyTorch with CUDA.
+Exit status 0 when every check passed, 1 when one failed, 3 when no GPU, 4 when numpy or PyTorch is missing.
 """
 import argparse
 import ctypes as C
@@ -110,13 +111,33 @@ def seed_of(*key):
     return zlib.crc32(repr(key).encode())
 
 
-def as_doubles(buf):
-    return [buf[i] for i in range(len(buf))]
+def encode(np, values, dtype):
+    """float32 values -> storage array of `dtype` (bfloat16 as uint16 bits, rounded to nearest even)."""
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    if dtype == "float32":
+        return values
+    if dtype == "float16":
+        return values.astype(np.float16)
+    u = values.view(np.uint32).astype(np.uint64)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def decode(np, storage, dtype):
+    if dtype == "bfloat16":
+        return (storage.astype(np.uint32) << 16).view(np.float32)
+    return storage.astype(np.float32)
+
+
+def ptr(a, ctype=None):
+    p = vp(a.ctypes.data)
+    return C.cast(p, C.POINTER(ctype)) if ctype else p
 
 
 class Checker:
-    def __init__(self, torch, plugin, core):
-        self.torch, self.p, self.core = torch, plugin, core
+    """Runs each op through the plugin and through the CPU core on the same data (numpy arrays)."""
+
+    def __init__(self, np, plugin, core):
+        self.np, self.p, self.core = np, plugin, core
         core.core_moments.restype = C.c_int64
         core.core_moments.argtypes = [vp, i32, i64, i64, i64, i32, i32, i64, dp, dp, i32]
         core.core_batch_norm.restype = C.c_int32
@@ -128,92 +149,94 @@ class Checker:
         self.failures += 1
         print(f"  FAIL {what}")
 
-    def upload(self, t, misalign=0):
-        """A device copy of CPU tensor t (via the plugin), optionally starting `misalign` elements into
-        the allocation so the kernels see an address that is not 16-byte aligned."""
-        nbytes = t.numel() * t.element_size()
-        off = misalign * t.element_size()
-        base = self.p.alloc(nbytes + off + 16)
-        self.p.call("upload", self.p.device, vp(base + off), vp(t.data_ptr()), nbytes)
+    def upload(self, a, misalign=0):
+        """A device copy of array a, optionally starting `misalign` elements into the allocation so the
+        kernels see an address that is not 16-byte aligned. Returns (allocation, data pointer)."""
+        off = misalign * a.itemsize
+        base = self.p.alloc(a.nbytes + off + 16)
+        self.p.call("upload", self.p.device, vp(base + off), ptr(a), a.nbytes)
         return base, base + off
 
-    def download(self, ptr, like):
-        out = self.torch.empty_like(like)
-        self.p.call("download", self.p.device, vp(out.data_ptr()), vp(ptr), out.numel() * out.element_size())
+    def download(self, p, like):
+        out = self.np.empty_like(like)
+        self.p.call("download", self.p.device, ptr(out), vp(p), out.nbytes)
         return out
 
     def moments_case(self, shape, layout, dtype, over, groups, misalign, offset):
-        torch = self.torch
-        g = torch.Generator().manual_seed(seed_of(shape, layout, dtype, over, misalign, offset))
-        x = (torch.randn(math.prod(shape), generator=g) * 3 + offset).to(torch_dtype(torch, dtype))
+        np = self.np
+        rng = np.random.default_rng(seed_of(shape, layout, dtype, over, misalign, offset))
+        x = encode(np, rng.standard_normal(math.prod(shape), dtype=np.float32) * 3 + np.float32(offset), dtype)
         geo = geometry(shape, layout)
         slots = geo.c if over == "channel" else geo.n * geo.c if over == "instance" else geo.n * groups
         dt, ov = DTYPES[dtype], OVER[over]
-        want_m, want_q = (C.c_double * slots)(), (C.c_double * slots)()
-        count = self.core.core_moments(vp(x.data_ptr()), dt, geo.n, geo.c, geo.s, layout, ov, groups, want_m, want_q, 0)
+        want_m, want_q = np.zeros(slots), np.zeros(slots)
+        count = self.core.core_moments(ptr(x), dt, geo.n, geo.c, geo.s, layout, ov, groups, ptr(want_m, C.c_double),
+                                       ptr(want_q, C.c_double), 0)
         base, xp = self.upload(x, misalign)
         m32 = self.p.alloc(slots * 4)
         q32 = self.p.alloc(slots * 4)
         runs = []
         for _ in range(2):
-            got_m, got_q, cnt = (C.c_double * slots)(), (C.c_double * slots)(), C.c_int64()
-            self.p.call("moments", self.p.device, vp(xp), dt, C.byref(geo), ov, groups, got_m, got_q,
-                        C.cast(vp(m32), fp), C.cast(vp(q32), fp), C.byref(cnt))
-            runs.append((as_doubles(got_m), as_doubles(got_q), cnt.value))
-        f32 = self.download(m32, torch.empty(slots, dtype=torch.float32)).tolist()
-        for p in (base, m32, q32):
-            self.p.free(p)
-        what = f"moments {dtype} {'nchw' if layout == NCHW else 'nhwc'} {list(shape)} {over} groups={groups} misalign={misalign} offset={offset}"
+            gm, gq, cnt = np.zeros(slots), np.zeros(slots), C.c_int64()
+            self.p.call("moments", self.p.device, vp(xp), dt, C.byref(geo), ov, groups, ptr(gm, C.c_double),
+                        ptr(gq, C.c_double), C.cast(vp(m32), fp), C.cast(vp(q32), fp), C.byref(cnt))
+            runs.append((gm, gq, cnt.value))
+        f32 = self.download(m32, np.zeros(slots, dtype=np.float32))
+        for a in (base, m32, q32):
+            self.p.free(a)
+        what = (f"moments {dtype} {'nchw' if layout == NCHW else 'nhwc'} {list(shape)} {over} groups={groups} "
+                f"misalign={misalign} offset={offset}")
         self.checks += 1
         (gm, gq, gc), (gm2, gq2, _) = runs
         if gc != count:
             return self.fail(f"{what}: count {gc} vs {count}")
-        if gm != gm2 or gq != gq2:
+        if not (np.array_equal(gm, gm2) and np.array_equal(gq, gq2)):
             return self.fail(f"{what}: two runs differ (not deterministic)")
-        qscale = max([abs(v) for v in want_q] + [1.0])
-        # The mean tolerance is relative to the spread: a large offset costs float32 rounding of the data only.
-        for i in range(slots):
-            if abs(gm[i] - want_m[i]) > 2e-6 * max(1.0, abs(want_m[i])):
-                return self.fail(f"{what}: mean[{i}] {gm[i]!r} vs {want_m[i]!r}")
-            if abs(gq[i] - want_q[i]) > 2e-5 * qscale:
-                return self.fail(f"{what}: m2[{i}] {gq[i]!r} vs {want_q[i]!r}")
-            if f32[i] != float(torch.tensor(gm[i], dtype=torch.float32)):
-                return self.fail(f"{what}: float32 mean[{i}] {f32[i]!r} is not the double rounded")
+        bad = np.abs(gm - want_m) > 2e-6 * np.maximum(1.0, np.abs(want_m))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            return self.fail(f"{what}: mean[{i}] {gm[i]!r} vs {want_m[i]!r}")
+        qscale = max(float(np.abs(want_q).max()), 1.0)
+        bad = np.abs(gq - want_q) > 2e-5 * qscale
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            return self.fail(f"{what}: m2[{i}] {gq[i]!r} vs {want_q[i]!r}")
+        if not np.array_equal(f32, gm.astype(np.float32)):
+            return self.fail(f"{what}: the float32 means are not the double means rounded")
 
     def batch_norm_case(self, shape, layout, dtype, per_instance, relu, misalign, in_place):
-        torch = self.torch
-        g = torch.Generator().manual_seed(seed_of(shape, layout, dtype, per_instance, relu))
-        tdt = torch_dtype(torch, dtype)
-        x = (torch.randn(math.prod(shape), generator=g) * 2 + 1).to(tdt)
+        np = self.np
+        rng = np.random.default_rng(seed_of(shape, layout, dtype, per_instance, relu))
+        x = encode(np, rng.standard_normal(math.prod(shape), dtype=np.float32) * 2 + 1, dtype)
         geo = geometry(shape, layout)
         slots = geo.n * geo.c if per_instance else geo.c
-        mean64 = torch.randn(slots, generator=g, dtype=torch.float64) + 1
-        mean = mean64.float()
-        mean_lo = (mean64 - mean.double()).float()
-        scale = (torch.rand(slots, generator=g) + 0.5)
-        beta = torch.randn(slots, generator=g)
-        ptrs = [C.cast(vp(t.data_ptr()), fp) for t in (mean, mean_lo, scale, beta)]
-        want = torch.empty_like(x)
-        rc = self.core.core_batch_norm(vp(x.data_ptr()), vp(want.data_ptr()), DTYPES[dtype], geo.n, geo.c, geo.s,
-                                       layout, int(per_instance), *ptrs, int(relu))
-        if rc != 0:
+        mean64 = rng.standard_normal(slots) + 1
+        mean = mean64.astype(np.float32)
+        mean_lo = (mean64 - mean.astype(np.float64)).astype(np.float32)
+        scale = (rng.random(slots) + 0.5).astype(np.float32)
+        beta = rng.standard_normal(slots).astype(np.float32)
+        coeffs = [ptr(a, C.c_float) for a in (mean, mean_lo, scale, beta)]
+        want = np.zeros_like(x)
+        if self.core.core_batch_norm(ptr(x), ptr(want), DTYPES[dtype], geo.n, geo.c, geo.s, layout, int(per_instance),
+                                     *coeffs, int(relu)) != 0:
             raise Failure("core_batch_norm failed")
         base, xp = self.upload(x, misalign)
-        ybase, yp = (base, xp) if in_place else self.upload(torch.zeros_like(x), misalign)
+        ybase, yp = (base, xp) if in_place else self.upload(np.zeros_like(x), misalign)
         self.p.call("batch_norm", self.p.device, vp(xp), vp(yp), DTYPES[dtype], C.byref(geo), int(per_instance),
-                    *ptrs, int(relu))
+                    *coeffs, int(relu))
         got = self.download(yp, x)
         self.p.free(base)
         if not in_place:
             self.p.free(ybase)
-        what = f"batch_norm {dtype} {'nchw' if layout == NCHW else 'nhwc'} {list(shape)} perInstance={per_instance} relu={relu} misalign={misalign} inPlace={in_place}"
+        what = (f"batch_norm {dtype} {'nchw' if layout == NCHW else 'nhwc'} {list(shape)} perInstance={per_instance} "
+                f"relu={relu} misalign={misalign} inPlace={in_place}")
         self.checks += 1
-        a, b = got.float(), want.float()
-        # Float32 within rounding (FMA or not); 16-bit outputs within one unit in the last place.
-        ulp = {"float32": 2e-6, "float16": 2 ** -10, "bfloat16": 2 ** -7}[dtype]
-        bad = (a - b).abs() > ulp * torch.clamp(b.abs(), min=1e-3) + 1e-6
-        if bool(bad.any()):
-            i = int(bad.nonzero()[0])
+        a, b = decode(np, got, dtype), decode(np, want, dtype)
+        # float32 within rounding (FMA or not); 16-bit outputs within one unit in the last place.
+        ulp = {"float32": 2e-6, "float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}[dtype]
+        bad = np.abs(a - b) > ulp * np.maximum(np.abs(b), 1e-3) + 1e-6
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
             self.fail(f"{what}: y[{i}] {float(a[i])!r} vs {float(b[i])!r}")
 
     def out_of_memory(self):
@@ -279,8 +302,7 @@ def bench(torch, fn, budget=0.25):
     return (time.perf_counter() - t0) / iters
 
 
-def benchmarks(ck, deadline):
-    torch, p = ck.torch, ck.p
+def benchmarks(torch, p, deadline):
     F = torch.nn.functional
     free, _ = torch.cuda.mem_get_info()
     configs = [
@@ -366,6 +388,7 @@ def main():
     ap.add_argument("--core", required=True)
     ap.add_argument("--device", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="fewer correctness cases, no benchmarks")
+    ap.add_argument("--no-bench", action="store_true", help="correctness only (e.g. on the CPU emulation)")
     ap.add_argument("--budget", type=float, default=240, help="seconds for the whole check")
     args = ap.parse_args()
     deadline = time.perf_counter() + args.budget
@@ -389,16 +412,12 @@ def main():
         print(f"--device {args.device}: only {n.value} device(s)")
         return 1
     try:
-        import torch
+        import numpy as np
     except ImportError as e:
-        print(f"PyTorch is needed for the correctness data and the benchmarks: {e}")
+        print(f"numpy is needed for the correctness data: {e}")
         return 4
-    if not torch.cuda.is_available():
-        print("PyTorch sees no GPU (a CPU-only build of PyTorch?); the plugin does, so the check cannot compare")
-        return 4
-    torch.cuda.set_device(args.device)
     core = C.CDLL(args.core)
-    ck = Checker(torch, plugin, core)
+    ck = Checker(np, plugin, core)
     print("\ncorrectness against the CPU core kernels")
     t0 = time.perf_counter()
     try:
@@ -406,8 +425,17 @@ def main():
     except Failure as e:
         ck.fail(str(e))
     print(f"  {ck.checks} checks, {ck.failures} failed ({time.perf_counter() - t0:.1f} s)")
-    if not args.quick:
-        benchmarks(ck, deadline)
+    if not (args.quick or args.no_bench):
+        try:
+            import torch
+        except ImportError as e:
+            print(f"PyTorch is needed for the benchmarks: {e}")
+            return 4
+        if not torch.cuda.is_available():
+            print("PyTorch sees no GPU (a CPU-only build of PyTorch?), so it cannot be compared")
+            return 4
+        torch.cuda.set_device(args.device)
+        benchmarks(torch, plugin, deadline)
     return 1 if ck.failures else 0
 
 
