@@ -20,8 +20,12 @@ namespace xnorm_cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int64_t kPlaneItem = 16384;  // elements per NCHW work item (one warp)
-constexpr int kRowPasses = 64;         // passes over a row tile per NHWC work item (one block)
+// Work items are sized so that there are about kWaves times as many as the GPU runs at once (enough to
+// balance and to keep memory busy), but no smaller than needed to amortise each item's merge, and
+// no larger than kPlaneItemMax elements for a warp.
+constexpr int64_t kWaves = 4;
+constexpr int64_t kPlaneItemMin = 2048, kPlaneItemMax = 16384;  // elements per NCHW item (one warp)
+constexpr int kBlocksPerSm = 8;                                  // 8 x 256 threads: full occupancy
 
 // Element formats, handled through their raw bits so unions and vector loads stay trivial.
 struct F32 {
@@ -168,7 +172,7 @@ struct RowPlan {
   int width, rpass;
 };
 
-RowPlan row_plan(int64_t c, int64_t segs, int64_t seg_rows) {
+RowPlan row_plan(const Device& d, int64_t c, int64_t segs, int64_t seg_rows) {
   RowPlan p;
   p.c = c;
   p.segs = segs;
@@ -176,7 +180,12 @@ RowPlan row_plan(int64_t c, int64_t segs, int64_t seg_rows) {
   p.width = int(c <= kThreads ? c : kThreads);
   p.rpass = kThreads / p.width;
   p.tiles = (c + p.width - 1) / p.width;
-  p.chunk_rows = int64_t(p.rpass) * kRowPasses;
+  // Chunks per segment: enough items for kWaves waves of resident blocks, each item at least one pass.
+  int64_t want = kWaves * d.multiprocessors * kBlocksPerSm;
+  int64_t k = (want + segs * p.tiles - 1) / (segs * p.tiles);
+  int64_t max_k = (seg_rows + p.rpass - 1) / p.rpass;
+  k = k < 1 ? 1 : k > max_k ? max_k : k;
+  p.chunk_rows = (seg_rows + k - 1) / k;
   p.k = (seg_rows + p.chunk_rows - 1) / p.chunk_rows;
   return p;
 }
@@ -270,7 +279,20 @@ __global__ void __launch_bounds__(kThreads) merge_slots(Partials in, SlotPlan pl
   const int64_t nwarps = (int64_t(gridDim.x) * blockDim.x) >> 5;
   for (int64_t slot = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; slot < slots; slot += nwarps) {
     DMom m;
-    for (int64_t j = lane; j < pl.len; j += 32) {
+    int64_t j = lane;
+    for (; j + 96 < pl.len; j += 128) {  // four partials in flight per lane, merged in order
+      DMom o[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        int64_t i = partial_index(pl, slot, j + 32 * u);
+        o[u].n = in.n[i];
+        o[u].mean = in.mean[i];
+        o[u].m2 = in.m2[i];
+      }
+#pragma unroll
+      for (int u = 0; u < 4; ++u) m = merge(m, o[u]);
+    }
+    for (; j < pl.len; j += 32) {
       int64_t i = partial_index(pl, slot, j);
       DMom o;
       o.n = in.n[i];
@@ -366,15 +388,19 @@ __global__ void __launch_bounds__(kThreads) apply_rows(const typename E::raw* x,
 
 int blocks_for(const Device& d, int64_t work_per_block_units, int64_t units) {
   int64_t want = (units + work_per_block_units - 1) / work_per_block_units;
-  int64_t cap = int64_t(d.multiprocessors) * 8;  // 8 x 256 threads: full occupancy, then grid-stride
+  int64_t cap = int64_t(d.multiprocessors) * kBlocksPerSm;  // full occupancy, then grid-stride
   return int(want < 1 ? 1 : want < cap ? want : cap);
 }
 
-PlanePlan plane_plan(int64_t planes, int64_t s) {
+PlanePlan plane_plan(const Device& d, int64_t planes, int64_t s) {
   PlanePlan p;
   p.planes = planes;
   p.s = s;
-  p.k = (s + kPlaneItem - 1) / kPlaneItem;
+  // Item length: the tensor spread over kWaves waves of resident warps, within [min, max].
+  int64_t warps = kWaves * d.multiprocessors * kBlocksPerSm * (kThreads / 32);
+  int64_t len = (planes * s + warps - 1) / warps;
+  len = len < kPlaneItemMin ? kPlaneItemMin : len > kPlaneItemMax ? kPlaneItemMax : len;
+  p.k = (s + len - 1) / len;
   p.l = (s + p.k - 1) / p.k;
   p.l = (p.l + 7) / 8 * 8;  // pieces start on whole vectors relative to the plane
   p.k = (s + p.l - 1) / p.l;
@@ -451,12 +477,12 @@ int32_t bnstats_moments(int32_t device, const void* x, int32_t dtype, const xnor
   int64_t items;
   if (rows) {
     bool whole = over == XNORM_CUDA_CHANNEL;  // slots span images: chunks may cross image boundaries
-    rp = row_plan(g->c, whole ? 1 : g->n, whole ? g->n * g->s : g->s);
+    rp = row_plan(*d, g->c, whole ? 1 : g->n, whole ? g->n * g->s : g->s);
     items = rp.segs * rp.k * g->c;
     sp.k = rp.k;
     sp.len = over == XNORM_CUDA_GROUP ? rp.k * cg : rp.k;
   } else {
-    pp = plane_plan(g->n * g->c, g->s);
+    pp = plane_plan(*d, g->n * g->c, g->s);
     items = pp.planes * pp.k;
     sp.k = pp.k;
     sp.len = over == XNORM_CUDA_CHANNEL ? g->n * pp.k : over == XNORM_CUDA_INSTANCE ? pp.k : cg * pp.k;
@@ -514,8 +540,8 @@ int32_t bnstats_batch_norm(int32_t device, const void* x, void* y, int32_t dtype
   const bool rows = g->layout == XNORM_CUDA_NHWC || g->s == 1;
   PlanePlan pp{};
   RowPlan rp{};
-  if (rows) rp = row_plan(g->c, per_instance ? g->n : 1, per_instance ? g->s : g->n * g->s);
-  else pp = plane_plan(g->n * g->c, g->s);
+  if (rows) rp = row_plan(*d, g->c, per_instance ? g->n : 1, per_instance ? g->s : g->n * g->s);
+  else pp = plane_plan(*d, g->n * g->c, g->s);
   switch (dtype) {
     case XNORM_CUDA_FLOAT16: launch_apply<F16>(*d, x, y, rows, pp, rp, g->c, per_instance, c, relu); break;
     case XNORM_CUDA_BFLOAT16: launch_apply<BF16>(*d, x, y, rows, pp, rp, g->c, per_instance, c, relu); break;
