@@ -1,5 +1,7 @@
 // The GPU test suites: device tensors and the BN-statistic kernels against the CPU kernels. Run by
 // cuda.test.ts on a real GPU and by cuda-emu.test.ts on the CPU emulation of the plugin.
+import * as path from 'path';
+import { Worker } from 'worker_threads';
 import { describe, expect, it } from 'vitest';
 import {
   XnormError,
@@ -93,6 +95,47 @@ export function defineGpuSuites(skip: boolean): void {
       expectCode(() => t.dataSync(), 'ERR_XNORM_DISPOSED');
       expectCode(() => t.toSync('cpu'), 'ERR_XNORM_DISPOSED');
       await expect(moments(t)).rejects.toMatchObject({ code: 'ERR_XNORM_DISPOSED' });
+    });
+
+    it('async ops and copies in flight together all resolve with the sync results', async () => {
+      const xs = Array.from({ length: 12 }, (_, i) => tensor(randomArray(3 * 5 * 97, 300 + i, 1, i), [3, 5, 97]));
+      const onGpu = await Promise.all(xs.map((x) => x.to('cuda')));
+      const [ms, back] = await Promise.all([Promise.all(onGpu.map((x) => moments(x))), Promise.all(onGpu.map((x) => x.to('cpu')))]);
+      ms.forEach((m, i) => {
+        expect(Array.from(m.precise!.mean)).toEqual(Array.from(momentsSync(onGpu[i]).precise!.mean));
+        expect(Array.from(back[i].dataSync())).toEqual(Array.from(xs[i].dataSync()));
+      });
+      // Disposing inputs while their op is in flight is safe: the op holds the memory until it ends.
+      const x = onGpu[0];
+      const p = moments(x);
+      x.dispose();
+      expect((await p).count).toBe(3 * 97);
+    });
+
+    it('a worker thread that exits with device memory still allocated leaves the process usable', async () => {
+      const root = path.join(__dirname, '..');
+      const code = `
+        const { parentPort } = require('worker_threads');
+        const addon = require('node-gyp-build')(${JSON.stringify(root)});
+        const info = addon.cudaInfo({ paths: [] });
+        const kept = [];
+        for (let i = 0; i < 4; i++) {
+          const h = addon.cudaAlloc({ device: 0, bytes: 1 << 20 });
+          addon.cudaUpload({ handle: h, dtype: 'float32', host: new Float32Array(1 << 18).fill(i) });
+          kept.push(h);
+        }
+        addon.cudaFree(kept[0]);
+        parentPort.postMessage(info.available);
+      `;
+      const w = new Worker(code, { eval: true });
+      const available = await new Promise((resolve, reject) => {
+        w.once('message', resolve);
+        w.once('error', reject);
+      });
+      expect(available).toBe(true);
+      expect(await w.terminate()).toBeTypeOf('number');
+      const t = tensor([5, 6, 7], [3], { device: 'cuda' });
+      expect(Array.from(await t.data())).toEqual([5, 6, 7]);
     });
 
     it('running out of device memory is ERR_XNORM_OUT_OF_MEMORY and the device stays usable', () => {
