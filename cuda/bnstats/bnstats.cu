@@ -25,7 +25,7 @@ constexpr int kThreads = 256;
 // no larger than kPlaneItemMax elements for a warp.
 constexpr int64_t kWaves = 4;
 constexpr int64_t kPlaneItemMin = 2048, kPlaneItemMax = 16384;  // elements per NCHW item (one warp)
-constexpr int kBlocksPerSm = 8;                                  // 8 x 256 threads: full occupancy
+constexpr int kBlocksPerSm = 8;  // for sizing work items: 8 x 256 threads fill an SM
 
 // Element formats, handled through their raw bits so unions and vector loads stay trivial.
 struct F32 {
@@ -211,10 +211,12 @@ __global__ void __launch_bounds__(kThreads) moments_rows(const typename E::raw* 
       const int64_t step = pl.rpass;
       shift = E::get(__ldg(base + r0 * pl.c));
       int64_t r = r0 + j;
-      for (; r + 3 * step < r1; r += 4 * step) {
-        R v0 = __ldg(base + r * pl.c), v1 = __ldg(base + (r + step) * pl.c);
-        R v2 = __ldg(base + (r + 2 * step) * pl.c), v3 = __ldg(base + (r + 3 * step) * pl.c);
-        add4(a, E::get(v0) - shift, E::get(v1) - shift, E::get(v2) - shift, E::get(v3) - shift);
+      for (; r + 7 * step < r1; r += 8 * step) {  // eight loads in flight per thread
+        R v[8];
+#pragma unroll
+        for (int u = 0; u < 8; ++u) v[u] = __ldg(base + (r + u * step) * pl.c);
+        add4(a, E::get(v[0]) - shift, E::get(v[1]) - shift, E::get(v[2]) - shift, E::get(v[3]) - shift);
+        add4(a, E::get(v[4]) - shift, E::get(v[5]) - shift, E::get(v[6]) - shift, E::get(v[7]) - shift);
       }
       for (; r < r1; r += step) add1(a, E::get(__ldg(base + r * pl.c)) - shift);
     }
@@ -379,6 +381,7 @@ __global__ void __launch_bounds__(kThreads) apply_rows(const typename E::raw* x,
     const float m = k.mean[slot], mlo = k.mean_lo[slot], sc = k.scale[slot], b = k.beta[slot];
     const int64_t r0 = chunk * pl.chunk_rows, r1 = min(r0 + pl.chunk_rows, pl.seg_rows);
     const int64_t base = seg * pl.seg_rows * pl.c + col;
+#pragma unroll 4
     for (int64_t r = r0 + j; r < r1; r += pl.rpass) {
       int64_t i = base + r * pl.c;
       y[i] = E::put(bn(E::get(x[i]), m, mlo, sc, b, relu));
@@ -386,9 +389,17 @@ __global__ void __launch_bounds__(kThreads) apply_rows(const typename E::raw* x,
   }
 }
 
-int blocks_for(const Device& d, int64_t work_per_block_units, int64_t units) {
-  int64_t want = (units + work_per_block_units - 1) / work_per_block_units;
-  int64_t cap = int64_t(d.multiprocessors) * kBlocksPerSm;  // full occupancy, then grid-stride
+// Grid size: one block per `per_block` units of work, at most as many blocks as the GPU holds at once
+// for this kernel (the rest is grid-stride), so no partial second wave.
+template <typename Kernel>
+int blocks_for(const Device& d, Kernel kernel, int64_t per_block, int64_t units) {
+  int per_sm = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0) != cudaSuccess || per_sm < 1) {
+    cudaGetLastError();
+    per_sm = 1;
+  }
+  int64_t want = (units + per_block - 1) / per_block;
+  int64_t cap = int64_t(d.multiprocessors) * per_sm;
   return int(want < 1 ? 1 : want < cap ? want : cap);
 }
 
@@ -423,13 +434,13 @@ template <typename E>
 void launch_moments(const Device& d, const void* x, bool rows, const PlanePlan& pp, const RowPlan& rp,
                     const Partials& part) {
   using R = typename E::raw;
+  const R* xr = static_cast<const R*>(x);
   if (rows) {
-    int64_t items = rp.segs * rp.k * rp.tiles;
-    XNORM_LAUNCH(moments_rows<E>, blocks_for(d, 1, items), kThreads, d.stream, static_cast<const R*>(x), rp, part);
+    int grid = blocks_for(d, moments_rows<E>, 1, rp.segs * rp.k * rp.tiles);
+    XNORM_LAUNCH(moments_rows<E>, grid, kThreads, d.stream, xr, rp, part);
   } else {
-    int64_t items = pp.planes * pp.k;
-    XNORM_LAUNCH(moments_planes<E>, blocks_for(d, kThreads / 32, items), kThreads, d.stream, static_cast<const R*>(x),
-                 pp, part);
+    int grid = blocks_for(d, moments_planes<E>, kThreads / 32, pp.planes * pp.k);
+    XNORM_LAUNCH(moments_planes<E>, grid, kThreads, d.stream, xr, pp, part);
   }
 }
 
@@ -437,14 +448,14 @@ template <typename E>
 void launch_apply(const Device& d, const void* x, void* y, bool rows, const PlanePlan& pp, const RowPlan& rp,
                   int64_t c, bool per_instance, const Coeffs& k, bool relu) {
   using R = typename E::raw;
+  const R* xr = static_cast<const R*>(x);
+  R* yr = static_cast<R*>(y);
   if (rows) {
-    int64_t items = rp.segs * rp.k * rp.tiles;
-    XNORM_LAUNCH(apply_rows<E>, blocks_for(d, 1, items), kThreads, d.stream, static_cast<const R*>(x),
-                 static_cast<R*>(y), rp, per_instance, k, relu);
+    int grid = blocks_for(d, apply_rows<E>, 1, rp.segs * rp.k * rp.tiles);
+    XNORM_LAUNCH(apply_rows<E>, grid, kThreads, d.stream, xr, yr, rp, per_instance, k, relu);
   } else {
-    int64_t items = pp.planes * pp.k;
-    XNORM_LAUNCH(apply_planes<E>, blocks_for(d, kThreads / 32, items), kThreads, d.stream, static_cast<const R*>(x),
-                 static_cast<R*>(y), pp, c, per_instance, k, relu);
+    int grid = blocks_for(d, apply_planes<E>, kThreads / 32, pp.planes * pp.k);
+    XNORM_LAUNCH(apply_planes<E>, grid, kThreads, d.stream, xr, yr, pp, c, per_instance, k, relu);
   }
 }
 
@@ -505,8 +516,8 @@ int32_t bnstats_moments(int32_t device, const void* x, int32_t dtype, const xnor
     case XNORM_CUDA_BFLOAT16: launch_moments<BF16>(*d, x, rows, pp, rp, part); break;
     default: launch_moments<F32>(*d, x, rows, pp, rp, part);
   }
-  XNORM_LAUNCH(merge_slots, blocks_for(*d, kThreads / 32, slots), kThreads, d->stream, part, sp, slots, out,
-               out + slots, mean_f32, m2_f32);
+  int grid = blocks_for(*d, merge_slots, kThreads / 32, slots);
+  XNORM_LAUNCH(merge_slots, grid, kThreads, d->stream, part, sp, slots, out, out + slots, mean_f32, m2_f32);
   cudaError_t e = cudaGetLastError();
   if (e == cudaSuccess) e = cudaMemcpyAsync(mean_host, out, size_t(slots) * sizeof(double), cudaMemcpyDeviceToHost, d->stream);
   if (e == cudaSuccess) e = cudaMemcpyAsync(m2_host, out + slots, size_t(slots) * sizeof(double), cudaMemcpyDeviceToHost, d->stream);

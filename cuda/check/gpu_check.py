@@ -320,6 +320,7 @@ def benchmarks(torch, p, deadline):
     t = bench(torch, lambda: y0.copy_(x0))
     ceiling = 2 * x0.numel() * 4 / t / 1e9
     del x0, y0
+    torch.cuda.empty_cache()
     print(f"  device copy bandwidth (1 GiB copy_): {ceiling:.0f} GB/s")
     hdr = f"  {'op':<26} {'layout':<5} {'dtype':<8} {'shape':<22} {'GB':>6} {'xnorm ms':>9} {'GB/s':>7} {'%copy':>6} {'torch ms':>9} {'ratio':>6}"
     print(hdr)
