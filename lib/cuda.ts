@@ -2,6 +2,7 @@
 // memory handles. The plugin itself is the separate library xnorm_cuda (see DESIGN.md), loaded by the
 // addon with dlopen; when it is missing or no GPU works, CPU ops keep working and CUDA ops throw
 // ERR_XNORM_CUDA_UNAVAILABLE with the reason.
+import { spawnSync } from 'child_process';
 import * as path from 'path';
 import { describe, fail } from './errors';
 import { native, packageRoot } from './native';
@@ -34,11 +35,62 @@ export function pluginSearchPaths(): string[] {
 
 let status: CudaStatus | undefined;
 
+type NativeStatus = CudaStatus & { tried: boolean };
+
+/**
+ * Probes the plugin in a child process first, so that a driver that crashes while initialising takes
+ * down the child, not this process. Returns the child's report when CUDA is unusable, or undefined
+ * when this process may load the plugin itself (the child found a working GPU, or could not run).
+ * XNORM_CUDA_PROBE=inprocess skips it (the child itself runs with that setting).
+ */
+function probeInChild(paths: string[]): CudaStatus | undefined {
+  if (process.env.XNORM_CUDA_PROBE === 'inprocess') return undefined;
+  const script =
+    `const a = require(${JSON.stringify(require.resolve('node-gyp-build'))})(${JSON.stringify(packageRoot())});` +
+    `process.stdout.write(JSON.stringify(a.cudaInfo({ paths: ${JSON.stringify(paths)} })));`;
+  const r = spawnSync(process.execPath, ['-e', script], {
+    encoding: 'utf8',
+    env: { ...process.env, XNORM_CUDA_PROBE: 'inprocess' },
+    timeout: 120_000,
+    windowsHide: true,
+  });
+  if (r.error) return undefined;  // cannot spawn here (sandbox, limits): probe in this process instead
+  if (r.status !== 0) {
+    const why = r.signal ? `it was killed by ${r.signal}` : `it exited with status ${r.status}`;
+    const detail = (r.stderr || '').trim().split('\n').slice(-3).join(' ').slice(0, 500);
+    return {
+      available: false,
+      reason: `probing the CUDA plugin crashed in a child process (${why}${detail ? `: ${detail}` : ''}); ` +
+        'CUDA stays off in this process. XNORM_CUDA_PROBE=inprocess probes here instead',
+      devices: [],
+    };
+  }
+  try {
+    const s = JSON.parse(r.stdout) as CudaStatus;
+    return s.available ? undefined : s;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Loads the plugin on the first call (once per process) and reports what it found. */
 export function cudaStatus(): CudaStatus {
   if (!status) {
-    const s = native().cudaInfo({ paths: pluginSearchPaths() }) as CudaStatus;
-    status = { ...s, devices: s.devices.map((d) => ({ ...d })) };
+    const n = native();
+    let s = n.cudaInfo({ peek: true }) as NativeStatus;
+    if (!s.tried) {
+      const paths = pluginSearchPaths();
+      const child = probeInChild(paths);
+      s = (child
+        ? n.cudaInfo({ refuse: child.reason, plugin: child.plugin })
+        : n.cudaInfo({ paths })) as NativeStatus;
+    }
+    status = {
+      available: s.available,
+      ...(s.reason !== undefined ? { reason: s.reason } : {}),
+      ...(s.plugin !== undefined ? { plugin: s.plugin } : {}),
+      devices: s.devices.map((d) => ({ ...d })),
+    };
   }
   return status;
 }
@@ -78,6 +130,8 @@ export function deviceIndex(device: string): number {
  * has no room).
  */
 export function cudaAlloc(device: number, bytes: number, zero = false): DeviceHandle {
+  const s = cudaStatus();
+  if (!s.available) fail('ERR_XNORM_CUDA_UNAVAILABLE', `CUDA is not available: ${s.reason}`);
   return native().cudaAlloc({ device, bytes, zero }) as DeviceHandle;
 }
 

@@ -132,6 +132,28 @@ Plugin& loaded(const std::vector<std::string>& extra) {
   return p;
 }
 
+// Records an outcome decided elsewhere (the probe in a child process failed) without loading anything.
+void refuse(const std::string& reason, const std::string& path) {
+  Plugin& p = plugin();
+  std::lock_guard<std::mutex> lock(p.mutex);
+  if (p.tried) return;
+  p.tried = true;
+  p.reason = reason;
+  p.path = path;
+}
+
+bool tried() {
+  Plugin& p = plugin();
+  std::lock_guard<std::mutex> lock(p.mutex);
+  return p.tried;
+}
+
+std::string string_prop(const Napi::CallbackInfo& info, const char* name) {
+  if (info.Length() == 0 || !info[0].IsObject()) return "";
+  Napi::Value v = info[0].As<Napi::Object>().Get(name);
+  return v.IsString() ? v.As<Napi::String>().Utf8Value() : "";
+}
+
 // Search paths the JS side passes (package root's build/cuda and prebuilds/<platform>-<arch>).
 std::vector<std::string> paths_from(const Napi::CallbackInfo& info) {
   std::vector<std::string> out;
@@ -203,10 +225,20 @@ Handle* handle_of(const Napi::Value& v, const std::string& name) {
   return v.As<Napi::External<Handle>>().Data();
 }
 
+// cudaInfo({paths}) loads the plugin (once per process) and reports; {peek: true} only says whether
+// that has happened; {refuse: reason, plugin} records a failure found by a probe in a child process.
 Napi::Value CudaInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  Plugin& p = loaded(paths_from(info));
   Napi::Object out = Napi::Object::New(env);
+  bool peek = info.Length() > 0 && info[0].IsObject() && info[0].As<Napi::Object>().Get("peek").ToBoolean().Value();
+  if (peek && !tried()) {
+    out.Set("tried", false);
+    return out;
+  }
+  std::string refused = string_prop(info, "refuse");
+  if (!refused.empty()) refuse(refused, string_prop(info, "plugin"));
+  Plugin& p = loaded(paths_from(info));
+  out.Set("tried", true);
   out.Set("available", p.api != nullptr);
   if (!p.api) out.Set("reason", p.reason);
   if (!p.path.empty()) out.Set("plugin", p.path);
