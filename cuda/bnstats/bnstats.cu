@@ -26,6 +26,7 @@ constexpr int kThreads = 256;
 constexpr int64_t kWaves = 4;
 constexpr int64_t kPlaneItemMin = 2048, kPlaneItemMax = 16384;  // elements per NCHW item (one warp)
 constexpr int kBlocksPerSm = 8;  // for sizing work items: 8 x 256 threads fill an SM
+constexpr int64_t kRowsPerThreadMax = 1 << 16;  // float accumulators stay exact counters and accurate
 
 // Element formats, handled through their raw bits so unions and vector loads stay trivial.
 struct F32 {
@@ -183,7 +184,9 @@ RowPlan row_plan(const Device& d, int64_t c, int64_t segs, int64_t seg_rows) {
   // Chunks per segment: enough items for kWaves waves of resident blocks, each item at least one pass.
   int64_t want = kWaves * d.multiprocessors * kBlocksPerSm;
   int64_t k = (want + segs * p.tiles - 1) / (segs * p.tiles);
+  int64_t min_k = (seg_rows + p.rpass * kRowsPerThreadMax - 1) / (p.rpass * kRowsPerThreadMax);
   int64_t max_k = (seg_rows + p.rpass - 1) / p.rpass;
+  k = k < min_k ? min_k : k;
   k = k < 1 ? 1 : k > max_k ? max_k : k;
   p.chunk_rows = (seg_rows + k - 1) / k;
   p.k = (seg_rows + p.chunk_rows - 1) / p.chunk_rows;
