@@ -3,6 +3,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "bconv/bconv.cuh"
 #include "bnstats/bnstats.cuh"
 #include "common.cuh"
 
@@ -246,6 +247,7 @@ const xnorm_cuda_api kApi = {
     api_synchronize,
     bnstats_moments,
     bnstats_batch_norm,
+    binary_conv2d,
 };
 
 }  // namespace

@@ -20,7 +20,7 @@ gencode+=("-gencode" "arch=compute_$last,code=compute_$last")
 
 flags=(-std=c++17 -O3 -Xcompiler -fPIC,-fvisibility=hidden -I"$root" "${gencode[@]}")
 mkdir -p "$out/obj"
-srcs=(cuda/runtime.cu cuda/bnstats/bnstats.cu)
+srcs=(cuda/runtime.cu cuda/bnstats/bnstats.cu cuda/bconv/bconv.cu)
 objs=()
 pids=()
 for s in "${srcs[@]}"; do

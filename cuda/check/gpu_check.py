@@ -39,6 +39,13 @@ class Geometry(C.Structure):
     _fields_ = [("n", C.c_int64), ("c", C.c_int64), ("s", C.c_int64), ("layout", C.c_int32), ("reserved", C.c_int32)]
 
 
+class BConv(C.Structure):
+    _fields_ = [(f, C.c_int64) for f in ("n", "h", "w", "c", "cout", "cin_g", "kh", "kw", "groups",
+                                          "sh", "sw", "ph", "pw", "dh", "dw")] + [
+        ("pad_zero", C.c_int32), ("output", C.c_int32), ("clamp", C.c_int32), ("lo", C.c_float), ("hi", C.c_float),
+        ("reserved", C.c_int32)]
+
+
 S = C.POINTER(Status)
 F = C.CFUNCTYPE
 i32, i64, u64, vp = C.c_int32, C.c_int64, C.c_uint64, C.c_void_p
@@ -58,6 +65,7 @@ class Api(C.Structure):
         ("synchronize", F(i32, i32, S)),
         ("moments", F(i32, i32, vp, i32, C.POINTER(Geometry), i32, i64, dp, dp, fp, fp, C.POINTER(i64), S)),
         ("batch_norm", F(i32, i32, vp, vp, i32, C.POINTER(Geometry), i32, fp, fp, fp, fp, i32, S)),
+        ("binary_conv2d", F(i32, i32, vp, vp, C.POINTER(BConv), fp, fp, vp, S)),
     ]
 
 
@@ -239,6 +247,64 @@ class Checker:
             i = int(np.flatnonzero(bad)[0])
             self.fail(f"{what}: y[{i}] {float(a[i])!r} vs {float(b[i])!r}")
 
+    def binary_conv_case(self, rng, case):
+        """binary_conv2d against a direct numpy evaluation of DESIGN.md's rules over ±1 values (the
+        CPU core's binary kernels are not in this tree yet; this oracle follows their conventions)."""
+        np = self.np
+        n, h, w, c, cout, g, kh, kw, s, pd, dl, pad_zero, kind, clamp = case
+        cin_g, cout_g = c // g, cout // g
+        oh = (h + 2 * pd - dl * (kh - 1) - 1) // s + 1
+        ow = (w + 2 * pd - dl * (kw - 1) - 1) // s + 1
+        xb = rng.integers(0, 2, size=(n, h, w, c), dtype=np.uint8)
+        wb = rng.integers(0, 2, size=(cout, kh, kw, cin_g), dtype=np.uint8)
+        scale = None if rng.random() < 0.3 else (rng.standard_normal(cout) * 0.1).astype(np.float32)
+        bias = None if rng.random() < 0.3 else rng.standard_normal(cout).astype(np.float32)
+        lo, hi = (np.float32(-2.5), np.float32(3.0)) if clamp else (np.float32(0), np.float32(0))
+        # Oracle: padded image of ±1 (or 0 for true zero padding), one einsum per group and tap.
+        xv = 1 - 2 * xb.astype(np.int32)
+        xp = np.full((n, h + 2 * pd, w + 2 * pd, c), 0 if pad_zero else 1, dtype=np.int32)
+        xp[:, pd:pd + h, pd:pd + w, :] = xv
+        wv = 1 - 2 * wb.astype(np.int32)
+        dot = np.zeros((n, oh, ow, cout), dtype=np.int64)
+        for gi in range(g):
+            for ki in range(kh):
+                for kj in range(kw):
+                    patch = xp[:, ki * dl: ki * dl + s * (oh - 1) + 1: s, kj * dl: kj * dl + s * (ow - 1) + 1: s,
+                               gi * cin_g:(gi + 1) * cin_g]
+                    dot[..., gi * cout_g:(gi + 1) * cout_g] += np.einsum(
+                        "nyxc,oc->nyxo", patch, wv[gi * cout_g:(gi + 1) * cout_g, ki, kj, :])
+        dot = dot.astype(np.int32)
+        sc = scale if scale is not None else np.ones(cout, np.float32)
+        bi = bias if bias is not None else np.zeros(cout, np.float32)
+        y = (dot.astype(np.float32) * sc).astype(np.float32) + bi
+        if clamp:
+            y = np.where(y < lo, lo, y)
+            y = np.where(hi < y, hi, y)
+        if kind == 1:
+            want = dot
+        elif kind == 0:
+            want = y.astype(np.float32)
+        else:
+            want = pack_bits(np, (y < 0).astype(np.uint8))
+        xw = pack_bits(np, xb)
+        ww = pack_bits(np, wb)
+        out = np.zeros_like(want)
+        xbase, xp_ = self.upload(xw)
+        wbase, wp_ = self.upload(ww)
+        obase, op_ = self.upload(out)
+        prm = BConv(n, h, w, c, cout, cin_g, kh, kw, g, s, s, pd, pd, dl, dl, int(pad_zero), kind, int(clamp), lo, hi, 0)
+        self.p.call("binary_conv2d", self.p.device, vp(xp_), vp(wp_), C.byref(prm),
+                    ptr(scale, C.c_float) if scale is not None else None,
+                    ptr(bias, C.c_float) if bias is not None else None, vp(op_))
+        got = self.download(op_, out)
+        for a in (xbase, wbase, obase):
+            self.p.free(a)
+        self.checks += 1
+        same = np.array_equal(got.view(np.uint32), want.view(np.uint32)) if kind == 0 else np.array_equal(got, want)
+        if not same:
+            i = int(np.flatnonzero(got.reshape(-1) != want.reshape(-1))[0]) if got.shape == want.shape else 0
+            self.fail(f"binary_conv2d {case}: element {i}: {got.reshape(-1)[i]!r} vs {want.reshape(-1)[i]!r}")
+
     def out_of_memory(self):
         self.checks += 1
         p = vp()
@@ -249,6 +315,32 @@ class Checker:
         q = self.p.alloc(1 << 20)  # the device stays usable
         self.p.free(q)
         print(f"  out of memory reported as: {st.message.decode()}")
+
+
+def pack_bits(np, bits):
+    """uint8 0/1 array [..., C] -> uint32 words [..., ceil(C/32)], channel i at bit i%32 of word i//32."""
+    c = bits.shape[-1]
+    wc = (c + 31) // 32
+    padded = np.zeros(bits.shape[:-1] + (wc * 32,), dtype=np.uint64)
+    padded[..., :c] = bits
+    weights = np.left_shift(np.uint64(1), np.arange(32, dtype=np.uint64))
+    return (padded.reshape(bits.shape[:-1] + (wc, 32)) * weights).sum(axis=-1).astype(np.uint32)
+
+
+def binary_cases(rng, count):
+    out = []
+    while len(out) < count:
+        g = int(rng.choice([1, 1, 1, 2, 3]))
+        cin_g = int(rng.choice([1, 5, 31, 32, 33, 64, 70]))
+        cout = g * int(rng.choice([1, 7, 32, 33, 40]))
+        k = int(rng.choice([1, 3, 5]))
+        s, pd, dl = int(rng.integers(1, 3)), int(rng.integers(0, 3)), int(rng.integers(1, 3))
+        n, h, w = int(rng.integers(1, 3)), int(rng.integers(1, 10)), int(rng.integers(1, 10))
+        if (h + 2 * pd - dl * (k - 1) - 1) < 0 or (w + 2 * pd - dl * (k - 1) - 1) < 0:
+            continue
+        out.append((n, h, w, g * cin_g, cout, g, k, k, s, pd, dl, bool(rng.integers(0, 2)), int(rng.integers(0, 3)),
+                    bool(rng.integers(0, 2))))
+    return out
 
 
 def random_shapes(rng, layout, count):
@@ -284,6 +376,9 @@ def correctness(ck, quick):
     # A large mean against a unit spread: the per-item shift must keep the variance exact.
     for layout, shape in ((NCHW, [4, 3, 50000]), (NHWC, [4, 50000, 3])):
         ck.moments_case(shape, layout, "float32", "channel", 1, misalign=0, offset=1e6)
+    brng = ck.np.random.default_rng(77)
+    for case in binary_cases(brng, 12 if quick else 40):
+        ck.binary_conv_case(brng, case)
     ck.out_of_memory()
 
 

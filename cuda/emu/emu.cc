@@ -79,6 +79,18 @@ void warp_exchange(int lane, const void* in, void* out, int src, size_t bytes) {
   wait_at(s.warps[warp], 32);
 }
 
+unsigned warp_ballot(int lane, bool pred) {
+  static thread_local unsigned char flags[1024];
+  Scheduler& s = *g_sched;
+  unsigned warp = s.current / 32, base = warp * 32;
+  flags[base + unsigned(lane)] = pred;
+  wait_at(s.warps[warp], 32);
+  unsigned word = 0;
+  for (unsigned l = 0; l < 32; ++l) word |= unsigned(flags[base + l]) << l;
+  wait_at(s.warps[warp], 32);
+  return word;
+}
+
 void launch(unsigned grid, unsigned block, const std::function<void()>& body) {
   if (block % 32 != 0 || block > 1024) {
     fprintf(stderr, "xnorm_emu: block size %u is not a whole number of warps (at most 1024)\n", block);

@@ -61,6 +61,25 @@ typedef struct xnorm_cuda_geometry {
   int32_t reserved;
 } xnorm_cuda_geometry;
 
+/* Binary convolution (DESIGN.md "Binary"; the CPU core's bconv conventions). x: [n, h, w, ceil(c/32)]
+ * words, channels packed innermost, bit 1 = -1; weights: [cout][kh][kw][ceil(cin_g/32)] words, tail bits 0;
+ * group g reads input channels [g*cin_g, (g+1)*cin_g). dot = K - 2*popcount(x XOR w) over the taps inside
+ * the image; padded taps count as +1 inputs (pad_zero = 0) or contribute nothing (pad_zero = 1).
+ * Output [n, oh, ow, cout]: int32 dots, or float y = float(dot)*scale + bias (two roundings, no FMA, as
+ * on the CPU) then clamped to [lo, hi] if `clamp`; or bits [n, oh, ow, ceil(cout/32)] words with bit 1
+ * where that float value is < 0 (tail bits 0). */
+typedef enum xnorm_cuda_bconv_output { XNORM_CUDA_OUT_FLOAT = 0, XNORM_CUDA_OUT_INT32 = 1, XNORM_CUDA_OUT_BITS = 2 } xnorm_cuda_bconv_output;
+typedef struct xnorm_cuda_bconv {
+  int64_t n, h, w, c;
+  int64_t cout, cin_g, kh, kw, groups;
+  int64_t sh, sw, ph, pw, dh, dw;
+  int32_t pad_zero;
+  int32_t output; /* xnorm_cuda_bconv_output */
+  int32_t clamp;
+  float lo, hi;
+  int32_t reserved;
+} xnorm_cuda_bconv;
+
 typedef struct xnorm_cuda_api {
   uint32_t abi_version; /* XNORM_CUDA_ABI_VERSION */
   uint32_t struct_size; /* sizeof(xnorm_cuda_api) */
@@ -94,6 +113,11 @@ typedef struct xnorm_cuda_api {
   int32_t (*batch_norm)(int32_t device, const void* x, void* y, int32_t dtype, const xnorm_cuda_geometry* g,
                         int32_t per_instance, const float* mean, const float* mean_lo, const float* scale,
                         const float* beta, int32_t relu, xnorm_cuda_status* status);
+
+  /* Binary convolution (see xnorm_cuda_bconv). x, w and out on the device; scale and bias on the HOST
+   * with cout entries, or NULL for 1 and 0. */
+  int32_t (*binary_conv2d)(int32_t device, const uint32_t* x, const uint32_t* w, const xnorm_cuda_bconv* p,
+                           const float* scale, const float* bias, void* out, xnorm_cuda_status* status);
 } xnorm_cuda_api;
 
 XNORM_CUDA_EXPORT uint32_t xnorm_cuda_abi_version(void);

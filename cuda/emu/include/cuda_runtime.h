@@ -41,6 +41,21 @@ void launch(unsigned grid, unsigned block, const std::function<void()>& body);
 #define gridDim (::xnorm_emu::state().grid_dim)
 
 inline void __syncthreads() { xnorm_emu::syncthreads(); }
+namespace xnorm_emu {
+unsigned warp_ballot(int lane, bool pred);
+}
+inline unsigned __ballot_sync(unsigned, int pred) { return xnorm_emu::warp_ballot(int(threadIdx.x & 31), pred != 0); }
+inline int __popc(unsigned v) { return __builtin_popcount(v); }
+inline float __int2float_rn(int v) { return float(v); }
+// Separate, correctly rounded operations: volatile keeps the host compiler from fusing them.
+inline float __fmul_rn(float a, float b) {
+  volatile float r = a * b;
+  return r;
+}
+inline float __fadd_rn(float a, float b) {
+  volatile float r = a + b;
+  return r;
+}
 
 template <typename T>
 T __shfl_down_sync(unsigned, T v, int offset) {
