@@ -52,6 +52,58 @@ const CASES: Case[] = [
   { shape: [64, 6], layout: 'nhwc' },
 ];
 
+/** uint8 0/1 bits [rows, c] -> words [rows, ceil(c/32)], channel i at bit i%32 of word i/32. */
+function packWords(bits: Uint8Array, rows: number, c: number): Uint32Array {
+  const wc = Math.ceil(c / 32);
+  const out = new Uint32Array(rows * wc);
+  for (let r = 0; r < rows; r++)
+    for (let i = 0; i < c; i++) if (bits[r * c + i]) out[r * wc + (i >> 5)] |= 1 << (i & 31);
+  return out;
+}
+
+interface BConvCase {
+  n: number; h: number; w: number; c: number; cout: number; groups: number; k: number;
+  stride: number; pad: number; dil: number; padZero: boolean; output: 'float' | 'int32' | 'bits';
+  clamp?: [number, number]; scale: boolean; bias: boolean;
+}
+
+/** DESIGN.md's binary convolution, evaluated directly over ±1 values. */
+function bconvOracle(q: BConvCase, xb: Uint8Array, wb: Uint8Array, scale?: Float32Array, bias?: Float32Array) {
+  const cinG = q.c / q.groups, coutG = q.cout / q.groups;
+  const oh = Math.floor((q.h + 2 * q.pad - q.dil * (q.k - 1) - 1) / q.stride) + 1;
+  const ow = Math.floor((q.w + 2 * q.pad - q.dil * (q.k - 1) - 1) / q.stride) + 1;
+  const pixels = q.n * oh * ow;
+  const dots = new Int32Array(pixels * q.cout);
+  for (let n = 0; n < q.n; n++)
+    for (let oy = 0; oy < oh; oy++)
+      for (let ox = 0; ox < ow; ox++)
+        for (let co = 0; co < q.cout; co++) {
+          const g = Math.floor(co / coutG);
+          let dot = 0;
+          for (let ki = 0; ki < q.k; ki++)
+            for (let kj = 0; kj < q.k; kj++) {
+              const iy = oy * q.stride - q.pad + ki * q.dil, ix = ox * q.stride - q.pad + kj * q.dil;
+              const inside = iy >= 0 && iy < q.h && ix >= 0 && ix < q.w;
+              if (!inside && q.padZero) continue;
+              for (let ci = 0; ci < cinG; ci++) {
+                const xv = inside && xb[((n * q.h + iy) * q.w + ix) * q.c + g * cinG + ci] ? -1 : 1;
+                const wv = wb[((co * q.k + ki) * q.k + kj) * cinG + ci] ? -1 : 1;
+                dot += xv * wv;
+              }
+            }
+          dots[((n * oh + oy) * ow + ox) * q.cout + co] = dot;
+        }
+  if (q.output === 'int32') return { out: dots, pixels };
+  const y = Float32Array.from(dots, (d, i) => {
+    const co = i % q.cout;
+    let v = Math.fround(Math.fround(d * (scale ? scale[co] : 1)) + (bias ? bias[co] : 0));
+    if (q.clamp) v = Math.min(Math.max(v, q.clamp[0]), q.clamp[1]);
+    return v;
+  });
+  if (q.output === 'float') return { out: y, pixels };
+  return { out: packWords(Uint8Array.from(y, (v) => (v < 0 ? 1 : 0)), pixels, q.cout), pixels };
+}
+
 /** Defines the GPU suites; `skip` marks them skipped (with the reason printed by the caller). */
 export function defineGpuSuites(skip: boolean): void {
   describe.skipIf(skip)('device tensors (GPU)', () => {
@@ -154,6 +206,47 @@ export function defineGpuSuites(skip: boolean): void {
       expectCode(() => mergeMoments(mc, mh), 'ERR_XNORM_DEVICE');
       expectCode(() => batchNormSync(xc, mc, { gamma: tensor([1, 1, 1], [3]) }), 'ERR_XNORM_DEVICE');
       expectCode(() => xc.storage('op: x'), 'ERR_XNORM_DEVICE');
+    });
+  });
+
+  describe.skipIf(skip)('binary convolution on the GPU', () => {
+    it('matches a direct evaluation for every output kind, both paddings, groups and odd sizes', async () => {
+      const n = native() as unknown as Record<string, (args: object, async?: boolean) => unknown>;
+      const cases: BConvCase[] = [
+        { n: 2, h: 5, w: 6, c: 37, cout: 33, groups: 1, k: 3, stride: 1, pad: 1, dil: 1, padZero: false, output: 'int32', scale: false, bias: false },
+        { n: 1, h: 7, w: 4, c: 66, cout: 40, groups: 2, k: 3, stride: 2, pad: 2, dil: 2, padZero: true, output: 'float', scale: true, bias: true, clamp: [-1.5, 2] },
+        { n: 1, h: 6, w: 6, c: 15, cout: 9, groups: 3, k: 5, stride: 1, pad: 2, dil: 1, padZero: false, output: 'bits', scale: true, bias: true },
+        { n: 3, h: 3, w: 3, c: 32, cout: 64, groups: 1, k: 1, stride: 1, pad: 0, dil: 1, padZero: true, output: 'bits', scale: false, bias: true },
+      ];
+      let seed = 900;
+      for (const q of cases) {
+        const cinG = q.c / q.groups;
+        const rand = randomArray(q.n * q.h * q.w * q.c + q.cout * q.k * q.k * cinG, seed++);
+        const xb = Uint8Array.from(rand.subarray(0, q.n * q.h * q.w * q.c), (v) => (v < 0 ? 1 : 0));
+        const wb = Uint8Array.from(rand.subarray(q.n * q.h * q.w * q.c), (v) => (v < 0 ? 1 : 0));
+        const scale = q.scale ? randomArray(q.cout, seed++, 0.2) : undefined;
+        const bias = q.bias ? randomArray(q.cout, seed++) : undefined;
+        const want = bconvOracle(q, xb, wb, scale, bias);
+        const xw = packWords(xb, q.n * q.h * q.w, q.c);
+        const ww = packWords(wb, q.cout * q.k * q.k, cinG);
+        const x = cudaAlloc(0, xw.byteLength), w = cudaAlloc(0, ww.byteLength), out = cudaAlloc(0, want.out.byteLength);
+        n.cudaUpload({ handle: x, dtype: 'bit', host: xw });
+        n.cudaUpload({ handle: w, dtype: 'bit', host: ww });
+        await n.cudaBinaryConv2d(
+          { device: 0, x, weights: w, out, n: q.n, h: q.h, w: q.w, c: q.c, cout: q.cout, cinG, kh: q.k, kw: q.k, groups: q.groups,
+            sh: q.stride, sw: q.stride, ph: q.pad, pw: q.pad, dh: q.dil, dw: q.dil, padZero: q.padZero, output: q.output,
+            clamp: q.clamp !== undefined, lo: q.clamp?.[0], hi: q.clamp?.[1], scale, bias },
+          true,
+        );
+        const got = new (want.out.constructor as new (k: number) => Int32Array | Float32Array | Uint32Array)(want.out.length);
+        n.cudaDownload({ handle: out, dtype: q.output === 'float' ? 'float32' : q.output === 'int32' ? 'int32' : 'bit', host: got });
+        expect(Array.from(got), JSON.stringify(q)).toEqual(Array.from(want.out));
+      }
+      // The handles' sizes are checked against the geometry.
+      const q = cases[0];
+      const small = cudaAlloc(0, 4);
+      expectCode(() => n.cudaBinaryConv2d({ device: 0, x: small, weights: small, out: small, n: q.n, h: q.h, w: q.w, c: q.c,
+        cout: q.cout, cinG: q.c, kh: 3, kw: 3, groups: 1, sh: 1, sw: 1, ph: 1, pw: 1, dh: 1, dw: 1, output: 'int32' }), 'ERR_XNORM_SHAPE');
     });
   });
 

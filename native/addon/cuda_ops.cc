@@ -106,11 +106,64 @@ Napi::Value CudaBatchNorm(const Napi::CallbackInfo& info) {
   });
 }
 
+// Binary convolution on device tensors (for lib/'s binaryConv2d when x lives on a GPU): the bconv
+// conventions of native/include/xnorm_cuda.h. x, weights and out are device handles of exactly the sizes the
+// geometry implies; scale and bias are optional host Float32Arrays of Cout values.
+Napi::Value CudaBinaryConv2d(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&] {
+    Args a(info, "cudaBinaryConv2d");
+    Napi::Object o = info[0].As<Napi::Object>();
+    auto device = int32_t(a.integer("device", 0, 1 << 20));
+    constexpr int64_t kMax = (int64_t(1) << 31) - 1;  // products of two sizes fit; longer ones are checked
+    xnorm_cuda_bconv p{};
+    p.n = a.integer("n", 1, kMax), p.h = a.integer("h", 1, kMax), p.w = a.integer("w", 1, kMax);
+    p.c = a.integer("c", 1, kMax), p.cout = a.integer("cout", 1, kMax), p.cin_g = a.integer("cinG", 1, kMax);
+    p.kh = a.integer("kh", 1, kMax), p.kw = a.integer("kw", 1, kMax), p.groups = a.integer("groups", 1, kMax);
+    p.sh = a.integer("sh", 1, kMax), p.sw = a.integer("sw", 1, kMax), p.ph = a.integer("ph", 0, kMax);
+    p.pw = a.integer("pw", 0, kMax), p.dh = a.integer("dh", 1, kMax), p.dw = a.integer("dw", 1, kMax);
+    p.pad_zero = a.flag("padZero");
+    std::string out_kind = a.choice("output", {"float", "int32", "bits"});
+    p.output = out_kind == "float" ? XNORM_CUDA_OUT_FLOAT : out_kind == "int32" ? XNORM_CUDA_OUT_INT32 : XNORM_CUDA_OUT_BITS;
+    p.clamp = a.flag("clamp");
+    if (p.clamp) {
+      p.lo = float(a.number("lo"));
+      p.hi = float(a.number("hi"));
+      if (!(p.lo <= p.hi)) fail(ErrorCode::Argument, "cudaBinaryConv2d: clamp: expected lo <= hi");
+    }
+    if (p.cout % p.groups || p.cin_g * p.groups != p.c)
+      fail(ErrorCode::Shape, "cudaBinaryConv2d: C = " + std::to_string(p.c) + " and Cout = " + std::to_string(p.cout) +
+                                 " do not match groups = " + std::to_string(p.groups));
+    int64_t oh = (p.h + 2 * p.ph - p.dh * (p.kh - 1) - 1) / p.sh + 1;
+    int64_t ow = (p.w + 2 * p.pw - p.dw * (p.kw - 1) - 1) / p.sw + 1;
+    if (p.h + 2 * p.ph - p.dh * (p.kh - 1) - 1 < 0 || p.w + 2 * p.pw - p.dw * (p.kw - 1) - 1 < 0)
+      fail(ErrorCode::Shape, "cudaBinaryConv2d: the kernel does not fit the padded input");
+    int64_t in_words = checked_mul(checked_mul(checked_mul(p.n, p.h, "x"), p.w, "x"), (p.c + 31) / 32, "x");
+    int64_t w_words = checked_mul(checked_mul(checked_mul(p.cout, p.kh, "w"), p.kw, "w"), (p.cin_g + 31) / 32, "w");
+    int64_t per_pixel = p.output == XNORM_CUDA_OUT_BITS ? (p.cout + 31) / 32 : p.cout;
+    int64_t out_elems = checked_mul(checked_mul(checked_mul(p.n, oh, "out"), ow, "out"), per_pixel, "out");
+    const xnorm_cuda_api* api = &cuda_api(device);
+    DeviceRef x = device_arg(o.Get("x"), "cudaBinaryConv2d: x", device, uint64_t(in_words) * 4);
+    DeviceRef w = device_arg(o.Get("weights"), "cudaBinaryConv2d: weights", device, uint64_t(w_words) * 4);
+    DeviceRef out = device_arg(o.Get("out"), "cudaBinaryConv2d: out", device, uint64_t(out_elems) * 4);
+    Buffer scale = a.optional_tensor("scale", DType::Float32, p.cout);
+    Buffer bias = a.optional_tensor("bias", DType::Float32, p.cout);
+    return run_op(a, [=]() -> ResultBuilder {
+      xnorm_cuda_status st{};
+      cuda_check(api->binary_conv2d(device, static_cast<const uint32_t*>(x->ptr), static_cast<const uint32_t*>(w->ptr),
+                                    &p, static_cast<const float*>(scale.data), static_cast<const float*>(bias.data),
+                                    out->ptr, &st),
+                 st);
+      return nullptr;
+    });
+  });
+}
+
 }  // namespace
 
 void init_cuda_ops(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaMoments", Napi::Function::New(env, CudaMoments));
   exports.Set("cudaBatchNorm", Napi::Function::New(env, CudaBatchNorm));
+  exports.Set("cudaBinaryConv2d", Napi::Function::New(env, CudaBinaryConv2d));
 }
 
 }  // namespace xnorm::addon
