@@ -478,6 +478,40 @@ def benchmarks(torch, p, deadline):
         torch.cuda.empty_cache()
 
 
+def bench_binary(torch, p, deadline):
+    """Binary convolution (int32 and float outputs) against PyTorch's fp16 convolution of the same shape
+    (channels-last, cuDNN). TOPS counts 2 operations per multiply-accumulate of the ±1 (or fp16) values."""
+    F = torch.nn.functional
+    print("\nbinary convolution vs PyTorch fp16 conv2d (ratio = PyTorch time / xnorm time)")
+    print(f"  {'shape (N,H,W,C -> Cout, k)':<34} {'output':<6} {'xnorm ms':>9} {'TOPS':>7} {'fp16 ms':>9} {'TOPS':>7} {'ratio':>6}")
+    for n, h, w, c, cout, k in ((32, 56, 56, 256, 256, 3), (64, 28, 28, 512, 512, 3), (256, 14, 14, 1024, 1024, 1)):
+        if time.perf_counter() > deadline:
+            print("  (time budget reached; remaining benchmarks skipped)")
+            break
+        pad = k // 2
+        wc, wg = (c + 31) // 32, (c + 31) // 32
+        x = torch.randint(-2 ** 31, 2 ** 31 - 1, (n * h * w * wc,), dtype=torch.int32, device="cuda")
+        wt = torch.randint(-2 ** 31, 2 ** 31 - 1, (cout * k * k * wg,), dtype=torch.int32, device="cuda")
+        out = torch.empty(n * h * w * cout, dtype=torch.float32, device="cuda")
+        xh = torch.randn(n, c, h, w, device="cuda", dtype=torch.float16).to(memory_format=torch.channels_last)
+        wh = torch.randn(cout, c, k, k, device="cuda", dtype=torch.float16).to(memory_format=torch.channels_last)
+        macs = n * h * w * cout * c * k * k
+        t_torch = bench(torch, lambda: F.conv2d(xh, wh, padding=pad))
+        for kind, name in ((1, "int32"), (0, "float")):
+            prm = BConv(n, h, w, c, cout, c, k, k, 1, 1, 1, pad, pad, 1, 1, 0, kind, 0, 0.0, 0.0, 0)
+            torch.cuda.synchronize()
+
+            def ours():
+                p.call("binary_conv2d", p.device, vp(x.data_ptr()), vp(wt.data_ptr()), C.byref(prm), None, None,
+                       vp(out.data_ptr()))
+
+            t = bench(torch, ours)
+            print(f"  {str((n, h, w, c, cout, k)):<34} {name:<6} {t * 1e3:>9.3f} {2 * macs / t / 1e12:>7.1f} "
+                  f"{t_torch * 1e3:>9.3f} {2 * macs / t_torch / 1e12:>7.1f} {t_torch / t:>6.2f}")
+        del x, wt, out, xh, wh
+        torch.cuda.empty_cache()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--plugin", required=True)
@@ -532,6 +566,7 @@ def main():
             return 4
         torch.cuda.set_device(args.device)
         benchmarks(torch, plugin, deadline)
+        bench_binary(torch, plugin, deadline)
     return 1 if ck.failures else 0
 
 
