@@ -3,6 +3,7 @@
 // addon with dlopen; when it is missing or no GPU works, CPU ops keep working and CUDA ops throw
 // ERR_XNORM_CUDA_UNAVAILABLE with the reason.
 import { spawnSync } from 'child_process';
+import * as fs from 'fs';
 import * as path from 'path';
 import { describe, fail } from './errors';
 import { native, packageRoot } from './native';
@@ -35,6 +36,21 @@ export function pluginSearchPaths(): string[] {
 
 let status: CudaStatus | undefined;
 
+/** Every file the addon may load, in its order (XNORM_CUDA_PLUGIN alone when set). */
+function pluginCandidates(paths: string[]): string[] {
+  const forced = process.env.XNORM_CUDA_PLUGIN;
+  if (forced) return [forced];
+  const out = [...paths];
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const addonFile: string = require('node-gyp-build').resolve(packageRoot());
+    out.unshift(path.join(path.dirname(addonFile), 'libxnorm_cuda.so'));
+  } catch {
+    // the addon itself will fail to load and say why
+  }
+  return out;
+}
+
 type NativeStatus = CudaStatus & { tried: boolean };
 
 /**
@@ -44,7 +60,9 @@ type NativeStatus = CudaStatus & { tried: boolean };
  * XNORM_CUDA_PROBE=inprocess skips it (the child itself runs with that setting).
  */
 function probeInChild(paths: string[]): CudaStatus | undefined {
-  if (process.env.XNORM_CUDA_PROBE === 'inprocess') return undefined;
+  if (process.env.XNORM_CUDA_PROBE === 'inprocess' || process.env.XNORM_CUDA === '0') return undefined;
+  // Nothing to load, nothing that could crash: the in-process probe only reports the missing plugin.
+  if (!pluginCandidates(paths).some((f) => fs.existsSync(f))) return undefined;
   const script =
     `const a = require(${JSON.stringify(require.resolve('node-gyp-build'))})(${JSON.stringify(packageRoot())});` +
     `process.stdout.write(JSON.stringify(a.cudaInfo({ paths: ${JSON.stringify(paths)} })));`;

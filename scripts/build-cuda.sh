@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the CUDA plugin libxnorm_cuda.so with nvcc alone (no CMake needed), linked with the static CUDA
 # runtime so that only the NVIDIA driver is needed at run time.
-#   scripts/build-cuda.sh [output-dir]            default output: build/cuda
+#   scripts/build-cuda.sh [output-dir]            default output: build/cuda (prebuilds: prebuilds/linux-x64)
 #   XNORM_CUDA_ARCHS="75 80 86 89 90"             machine code for each; PTX for the last (newest)
 #   NVCC=/path/to/nvcc  XNORM_CUDA_JOBS=2         compiler and parallel translation units
 # Exit status 0 and the path of the library on stdout when it built.
@@ -19,12 +19,13 @@ for a in $archs; do gencode+=("-gencode" "arch=compute_$a,code=sm_$a"); last="$a
 gencode+=("-gencode" "arch=compute_$last,code=compute_$last")
 
 flags=(-std=c++17 -O3 -Xcompiler -fPIC,-fvisibility=hidden -I"$root" "${gencode[@]}")
-mkdir -p "$out/obj"
+obj="$root/build/cuda-obj"  # objects stay out of the output folder, which may be prebuilds/
+mkdir -p "$out" "$obj"
 srcs=(cuda/runtime.cu cuda/bnstats/bnstats.cu cuda/bconv/bconv.cu)
 objs=()
 pids=()
 for s in "${srcs[@]}"; do
-  o="$out/obj/$(echo "$s" | tr '/' '_').o"
+  o="$obj/$(echo "$s" | tr '/' '_').o"
   objs+=("$o")
   "$nvcc" "${flags[@]}" -c "$root/$s" -o "$o" &
   pids+=($!)
