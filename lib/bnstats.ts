@@ -3,7 +3,7 @@
 import { describe, fail } from './errors';
 import { native } from './native';
 import { defineOp } from './op';
-import { FLOAT_DTYPES, Tensor, allocate, checkSameDevice, checkTensor } from './tensor';
+import { Device, FLOAT_DTYPES, Tensor, allocate, allocateDevice, checkSameDevice, checkTensor } from './tensor';
 
 export type Layout = 'nchw' | 'nhwc';
 export type Over = 'channel' | 'instance' | 'group';
@@ -76,6 +76,21 @@ const momentsOp = defineOp((x: Tensor, opts?: MomentsOptions) => {
   const slots = outShape.reduce((a, b) => a * b, 1);
   const mean = new Float64Array(slots);
   const m2 = new Float64Array(slots);
+  if (x.device !== 'cpu') {
+    // On the GPU: double results come back to the host (they are small) and float32 copies stay on the device.
+    const xb = x.deviceBuffer('moments: x');
+    const meanDev = new Tensor(allocateDevice(xb.device, outShape, 'float32'), outShape, 'float32');
+    const m2Dev = new Tensor(allocateDevice(xb.device, outShape, 'float32'), outShape, 'float32');
+    return {
+      call: (async: boolean) =>
+        native().cudaMoments(
+          { x: xb.handle, device: xb.index, dtype: x.dtype, shape: x.shape, layout, over, groups, mean, m2,
+            meanF32: meanDev.deviceBuffer().handle, m2F32: m2Dev.deviceBuffer().handle },
+          async,
+        ),
+      finish: (count: unknown): Moments => ({ count: count as number, mean: meanDev, m2: m2Dev, precise: { mean, m2 } }),
+    };
+  }
   return {
     call: (async: boolean) =>
       native().moments(
@@ -90,12 +105,13 @@ const momentsOp = defineOp((x: Tensor, opts?: MomentsOptions) => {
 export const moments = momentsOp.async;
 export const momentsSync = momentsOp.sync;
 
+/** The values of a small per-channel tensor on the host (a device tensor is downloaded). */
 function values(t: Tensor): Float32Array | Float64Array {
-  return t.dtype === 'float32' ? (t.storage() as Float32Array) : t.float32Sync();
+  return t.dtype === 'float32' ? (t.hostData() as Float32Array) : t.float32Sync();
 }
 
-function withPrecise(count: number, mean: Float64Array, m2: Float64Array, shape: readonly number[]): Moments {
-  return { count, mean: f32(mean, shape), m2: f32(m2, shape), precise: { mean, m2 } };
+function withPrecise(count: number, mean: Float64Array, m2: Float64Array, shape: readonly number[], device: Device = 'cpu'): Moments {
+  return { count, mean: f32(mean, shape, device), m2: f32(m2, shape, device), precise: { mean, m2 } };
 }
 
 /** mean and m2 of Moments in the best precision available; float32 tensors edited by a user win. */
@@ -143,8 +159,13 @@ function checkWeight(w: unknown, name: string, lo: number, hi: number): number {
   return w;
 }
 
-function f32(values: Float64Array, shape: readonly number[]): Tensor {
-  return new Tensor(Float32Array.from(values), shape, 'float32');
+/** A float32 result on `device`: per-channel results live where their inputs live. */
+function f32(values: Float64Array, shape: readonly number[], device: Device = 'cpu'): Tensor {
+  const t = new Tensor(Float32Array.from(values), shape, 'float32');
+  if (device === 'cpu') return t;
+  const d = t.toSync(device);
+  t.dispose();
+  return d;
 }
 
 /** Variance from moments: population (m2 / n) by default, unbiased (m2 / (n - 1)) on request. */
@@ -156,7 +177,7 @@ export function variance(m: Moments, opts?: { unbiased?: boolean }): Tensor {
   if (unbiased && m.count < 2)
     fail('ERR_XNORM_SHAPE', `variance: the unbiased variance needs count >= 2 per slot, received count ${m.count}`);
   const div = unbiased ? m.count - 1 : m.count;
-  return f32(Float64Array.from(momentValues(m).m2, (v) => v / div), m.mean.shape);
+  return f32(Float64Array.from(momentValues(m).m2, (v) => v / div), m.mean.shape, m.mean.device);
 }
 
 /** Chan et al.'s merge: the moments of the union of two disjoint batches. */
@@ -164,7 +185,7 @@ export function mergeMoments(a: Moments, b: Moments): Moments {
   checkMoments(a, 'mergeMoments: a');
   checkMoments(b, 'mergeMoments: b');
   sameShape(a.mean, b.mean, 'mergeMoments: b.mean');
-  checkSameDevice({ 'a.mean': a.mean, 'b.mean': b.mean });
+  checkSameDevice({ 'a.mean': a.mean, 'a.m2': a.m2, 'b.mean': b.mean, 'b.m2': b.m2 });
   const { mean: ma, m2: qa } = momentValues(a);
   const { mean: mb, m2: qb } = momentValues(b);
   const n = a.count + b.count;
@@ -175,7 +196,7 @@ export function mergeMoments(a: Moments, b: Moments): Moments {
     mean[i] = ma[i] + (delta * b.count) / n;
     m2[i] = qa[i] + qb[i] + ((delta * delta * a.count) / n) * b.count;
   }
-  return withPrecise(n, mean, m2, a.mean.shape);
+  return withPrecise(n, mean, m2, a.mean.shape, a.mean.device);
 }
 
 /**
@@ -191,6 +212,7 @@ export function updateRunningStats(
   checkStats(running, 'updateRunningStats: running');
   checkMoments(batch, 'updateRunningStats: batch');
   sameShape(running.mean, batch.mean, 'updateRunningStats: batch.mean');
+  checkSameDevice({ 'running.mean': running.mean, 'running.var': running.var, 'batch.mean': batch.mean, 'batch.m2': batch.m2 });
   const tracked = o.numBatchesTracked ?? 0;
   if (typeof tracked !== 'number' || !Number.isInteger(tracked) || tracked < 0)
     fail('ERR_XNORM_ARGUMENT', `updateRunningStats: opts.numBatchesTracked: expected a non-negative integer, received ${describe(tracked)}`);
@@ -202,16 +224,23 @@ export function updateRunningStats(
   const { mean: bm, m2: bq } = momentValues(batch);
   const mean = Float64Array.from(rm, (v, i) => (1 - m) * v + m * bm[i]);
   const v = Float64Array.from(rv, (r, i) => (1 - m) * r + (m * bq[i]) / (batch.count - 1));
-  return { mean: f32(mean, running.mean.shape), var: f32(v, running.mean.shape), numBatchesTracked: tracked + 1 };
+  const dev = running.mean.device;
+  return { mean: f32(mean, running.mean.shape, dev), var: f32(v, running.mean.shape, dev), numBatchesTracked: tracked + 1 };
 }
 
-function asStats(s: Stats | Moments, name: string): { mean: ArrayLike<number>; var: Float64Array; shape: readonly number[] } {
+function asStats(
+  s: Stats | Moments,
+  name: string,
+): { mean: ArrayLike<number>; var: Float64Array; shape: readonly number[]; device: Device } {
   if (s && typeof s === 'object' && 'm2' in s) {
-    const m = momentValues(checkMoments(s, name));
-    return { mean: m.mean, var: Float64Array.from(m.m2, (q) => q / (s as Moments).count), shape: (s as Moments).mean.shape };
+    const mo = checkMoments(s, name);
+    checkSameDevice({ [`${name}.mean`]: mo.mean, [`${name}.m2`]: mo.m2 });
+    const m = momentValues(mo);
+    return { mean: m.mean, var: Float64Array.from(m.m2, (q) => q / mo.count), shape: mo.mean.shape, device: mo.mean.device };
   }
   const st = checkStats(s, name);
-  return { mean: values(st.mean), var: Float64Array.from(values(st.var)), shape: st.mean.shape };
+  checkSameDevice({ [`${name}.mean`]: st.mean, [`${name}.var`]: st.var });
+  return { mean: values(st.mean), var: Float64Array.from(values(st.var)), shape: st.mean.shape, device: st.mean.device };
 }
 
 function mix(src: ReturnType<typeof asStats>, tgt: ReturnType<typeof asStats>, w: number, crossTerm: boolean): Stats {
@@ -222,7 +251,7 @@ function mix(src: ReturnType<typeof asStats>, tgt: ReturnType<typeof asStats>, w
     mean[i] = w * src.mean[i] + (1 - w) * tgt.mean[i];
     v[i] = w * src.var[i] + (1 - w) * tgt.var[i] + (crossTerm ? w * (1 - w) * d * d : 0);
   }
-  return { mean: f32(mean, src.shape), var: f32(v, src.shape) };
+  return { mean: f32(mean, src.shape, src.device), var: f32(v, src.shape, src.device) };
 }
 
 /**
@@ -236,6 +265,8 @@ export function mixStats(source: Stats, target: Stats | Moments, opts: { sourceW
   if (typeof cross !== 'boolean') fail('ERR_XNORM_ARGUMENT', `mixStats: opts.crossTerm: expected a boolean, received ${describe(cross)}`);
   const s = asStats(source, 'mixStats: source');
   const t = asStats(target, 'mixStats: target');
+  if (s.device !== t.device)
+    fail('ERR_XNORM_DEVICE', `mixStats: target: expected device ${s.device} (like source), received ${t.device}`);
   if (s.mean.length !== t.mean.length || s.shape.some((d, i) => d !== t.shape[i]))
     fail('ERR_XNORM_SHAPE', `mixStats: target: expected shape [${s.shape.join(', ')}], received [${t.shape.join(', ')}]`);
   return mix(s, t, w, cross);
@@ -282,6 +313,8 @@ const batchNormOp = defineOp((x: Tensor, stats: Stats | Moments, opts?: BatchNor
   const gamma = coeff(o.gamma as Tensor | undefined, 'batchNorm: opts.gamma', 1);
   const beta = coeff(o.beta as Tensor | undefined, 'batchNorm: opts.beta', 0);
   checkSameDevice({ x, 'stats.mean': stats.mean, gamma: o.gamma as Tensor, beta: o.beta as Tensor });
+  if (st.device !== x.device)
+    fail('ERR_XNORM_DEVICE', `batchNorm: stats: expected device ${x.device} (like x), received ${st.device}`);
   const mv = st.mean, vv = st.var;
   const slots = mv.length;
   const mean = Float32Array.from(mv);
@@ -292,6 +325,19 @@ const batchNormOp = defineOp((x: Tensor, stats: Stats | Moments, opts?: BatchNor
     if (!(vv[i] >= 0)) fail('ERR_XNORM_ARGUMENT', `batchNorm: stats.var[${i}]: expected a non-negative number, received ${vv[i]}`);
     scale[i] = gamma[i % c] / Math.sqrt(vv[i] + eps);
     shift[i] = beta[i % c];
+  }
+  if (x.device !== 'cpu') {
+    const xb = x.deviceBuffer('batchNorm: x');
+    const yt = new Tensor(allocateDevice(xb.device, x.shape, x.dtype), x.shape, x.dtype);
+    return {
+      call: (async: boolean) =>
+        native().cudaBatchNorm(
+          { x: xb.handle, y: yt.deviceBuffer().handle, device: xb.index, dtype: x.dtype, shape: x.shape, layout,
+            perInstance, mean, meanLo, scale, beta: shift, relu: activation === 'relu' },
+          async,
+        ),
+      finish: () => yt,
+    };
   }
   const y = allocate(x.dtype, x.size, 'batchNorm: y');
   return {

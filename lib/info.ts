@@ -1,5 +1,6 @@
 import * as fs from 'fs';
 import * as path from 'path';
+import { cudaStatus } from './cuda';
 import { describe, fail } from './errors';
 import { native, packageRoot } from './native';
 
@@ -8,20 +9,30 @@ export interface Info {
   cpu: { threads: number; isa: string[]; level: string; warning?: string };
   cuda: {
     available: boolean;
+    /** Why CUDA is unavailable: no plugin, ABI mismatch, no driver or device (with the CUDA error). */
     reason?: string;
-    devices: { name: string; computeCapability: string; memoryBytes: number }[];
+    /** The xnorm_cuda plugin file that was loaded. */
+    plugin?: string;
+    devices: { name: string; computeCapability: string; memoryBytes: number; multiprocessors: number }[];
   };
   build: { napi: number; cuda: boolean; compiler: string };
 }
 
 export function info(): Info {
   const n = native().info();
+  const cuda = cudaStatus();
   const version: string = JSON.parse(fs.readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')).version;
   return {
     version,
     cpu: { threads: n.threads, isa: n.isa, level: n.isaLevel, ...(n.isaWarning ? { warning: n.isaWarning } : {}) },
-    cuda: { available: false, reason: 'this build of xnorm has no CUDA backend (the xnorm_cuda plugin is not implemented yet)', devices: [] },
-    build: { napi: n.napi, cuda: false, compiler: n.compiler },
+    cuda: {
+      available: cuda.available,
+      ...(cuda.reason !== undefined ? { reason: cuda.reason } : {}),
+      ...(cuda.plugin !== undefined ? { plugin: cuda.plugin } : {}),
+      devices: cuda.devices.map((d) => ({ ...d })),
+    },
+    // build.cuda: the CUDA plugin was found and loaded (whether or not a GPU is present).
+    build: { napi: n.napi, cuda: cuda.plugin !== undefined, compiler: n.compiler },
   };
 }
 

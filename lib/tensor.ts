@@ -1,4 +1,6 @@
+import { DeviceHandle, cudaAlloc, cudaFree, deviceIndex, resolveDevice } from './cuda';
 import { XnormError, describe, fail } from './errors';
+import { native } from './native';
 import {
   bfloat16BitsToNumber,
   float16BitsToNumber,
@@ -40,14 +42,8 @@ export function checkDType(dtype: unknown, name: string): DType {
   return dtype as DType;
 }
 
-function checkDevice(device: unknown, name: string): Device {
-  if (device === 'cpu') return 'cpu';
-  if (device === 'cuda' || (typeof device === 'string' && /^cuda:\d+$/.test(device)))
-    fail(
-      'ERR_XNORM_CUDA_UNAVAILABLE',
-      `${name}: ${device} requested, but this build has no CUDA backend yet (info().cuda.reason says why)`,
-    );
-  return fail('ERR_XNORM_DEVICE', `${name}: expected 'cpu', 'cuda' or 'cuda:N', received ${describe(device)}`);
+function checkDevice(device: unknown, name: string): 'cpu' | `cuda:${number}` {
+  return resolveDevice(device, name);
 }
 
 /** Validates a shape and returns its element count; sizes that overflow are rejected. */
@@ -94,37 +90,72 @@ export function allocate(dtype: DType, length: number, what: string): TypedArray
   }
 }
 
+/** Bytes of storage a tensor of this shape and dtype holds. */
+export function storageBytes(shape: readonly number[], dtype: DType): number {
+  return storageLength(shape, dtype) * storageCtor(dtype).BYTES_PER_ELEMENT;
+}
+
+/**
+ * @internal Device memory holding a tensor's storage (same layout as the CPU typed array). The native
+ * handle frees the memory when dispose() is called or, as a backstop, when it is garbage-collected.
+ */
+export class DeviceBuffer {
+  constructor(
+    readonly handle: DeviceHandle,
+    readonly device: `cuda:${number}`,
+  ) {}
+  get index(): number {
+    return deviceIndex(this.device);
+  }
+}
+
+/** @internal New device memory (zeroed on request) for a tensor on a normalised CUDA device. */
+export function allocateDevice(device: `cuda:${number}`, shape: readonly number[], dtype: DType, zero = false): DeviceBuffer {
+  return new DeviceBuffer(cudaAlloc(deviceIndex(device), storageBytes(shape, dtype), zero), device);
+}
+
 let nextId = 1;
 
 export class Tensor {
   readonly shape: readonly number[];
   readonly dtype: DType;
-  readonly device: Device = 'cpu';
+  readonly device: Device;
   readonly size: number;
   /** @internal used in messages and by interop */
   readonly id = nextId++;
-  #storage: TypedArray | null;
+  #storage: TypedArray | null = null;
+  #buffer: DeviceBuffer | null = null;
 
-  /** @internal Use tensor(), zeros() or from(). The storage is taken as is, without a copy. */
-  constructor(storage: TypedArray, shape: readonly number[], dtype: DType) {
-    const Ctor = storageCtor(dtype);
-    if (!(storage instanceof Ctor))
-      fail('ERR_XNORM_DTYPE', `tensor: ${dtype} data must be a ${Ctor.name}, received ${describe(storage)}`);
+  /**
+   * @internal Use tensor(), zeros(), from() or to(). The storage (a typed array, or device memory) is
+   * taken as is, without a copy.
+   */
+  constructor(storage: TypedArray | DeviceBuffer, shape: readonly number[], dtype: DType) {
     const dims = checkShape(shape, 'shape');
-    const want = storageLength(dims, dtype);
-    if (storage.length !== want)
-      fail(
-        'ERR_XNORM_SHAPE',
-        `tensor: shape ${describe(dims)} (${dtype}) needs ${want} storage elements, received ${storage.length}`,
-      );
+    if (storage instanceof DeviceBuffer) {
+      checkDType(dtype, 'dtype');
+      this.device = storage.device;
+      this.#buffer = storage;
+    } else {
+      const Ctor = storageCtor(dtype);
+      if (!(storage instanceof Ctor))
+        fail('ERR_XNORM_DTYPE', `tensor: ${dtype} data must be a ${Ctor.name}, received ${describe(storage)}`);
+      const want = storageLength(dims, dtype);
+      if (storage.length !== want)
+        fail(
+          'ERR_XNORM_SHAPE',
+          `tensor: shape ${describe(dims)} (${dtype}) needs ${want} storage elements, received ${storage.length}`,
+        );
+      this.device = 'cpu';
+      this.#storage = storage;
+    }
     this.shape = Object.freeze(dims.slice());
     this.dtype = dtype;
     this.size = shapeSize(dims);
-    this.#storage = storage;
   }
 
   get disposed(): boolean {
-    return this.#storage === null;
+    return this.#storage === null && this.#buffer === null;
   }
 
   /** 32-bit words per pixel of a 'bit' tensor (channels packed along the last axis). */
@@ -132,24 +163,55 @@ export class Tensor {
     return this.dtype === 'bit' ? packedWordsFor(this.shape[this.shape.length - 1]) : 0;
   }
 
-  /** @internal The live storage (no copy). Throws ERR_XNORM_DISPOSED after dispose(). */
+  /**
+   * @internal The live CPU storage (no copy). Throws ERR_XNORM_DISPOSED after dispose(), and
+   * ERR_XNORM_DEVICE for a device tensor (an op without a kernel for that device).
+   */
   storage(name = 'tensor'): TypedArray {
-    if (this.#storage === null) fail('ERR_XNORM_DISPOSED', `${name}: the tensor was disposed`);
+    if (this.#storage === null) {
+      if (this.#buffer)
+        fail('ERR_XNORM_DEVICE', `${name}: expected a CPU tensor, received one on ${this.device} (move it with .to('cpu'))`);
+      fail('ERR_XNORM_DISPOSED', `${name}: the tensor was disposed`);
+    }
     return this.#storage;
   }
 
-  /** A copy of the stored values (float16/bfloat16 as uint16 bits, 'bit' as packed words). */
-  dataSync(): TypedArray {
-    return this.storage().slice();
+  /** @internal The device memory of a CUDA tensor. Throws ERR_XNORM_DISPOSED after dispose(). */
+  deviceBuffer(name = 'tensor'): DeviceBuffer {
+    if (this.#buffer === null) {
+      if (this.#storage) fail('ERR_XNORM_DEVICE', `${name}: expected a CUDA tensor, received one on cpu`);
+      fail('ERR_XNORM_DISPOSED', `${name}: the tensor was disposed`);
+    }
+    return this.#buffer;
   }
 
+  /** @internal The values on the host: the storage itself for a CPU tensor, a download otherwise. */
+  hostData(name = 'tensor'): TypedArray {
+    return this.#buffer ? this.download(name, false) : this.storage(name);
+  }
+
+  private download(name: string, async: false): TypedArray;
+  private download(name: string, async: true): Promise<TypedArray>;
+  private download(name: string, async: boolean): TypedArray | Promise<TypedArray> {
+    const b = this.deviceBuffer(name);
+    const host = allocate(this.dtype, storageLength(this.shape, this.dtype), name);
+    const r = native().cudaDownload({ handle: b.handle, dtype: this.dtype, host }, async);
+    return async ? Promise.resolve(r).then(() => host) : host;
+  }
+
+  /** A copy of the stored values (float16/bfloat16 as uint16 bits, 'bit' as packed words), on the CPU. */
+  dataSync(): TypedArray {
+    return this.#buffer ? this.download('dataSync', false) : this.storage('dataSync').slice();
+  }
+
+  /** As dataSync(); a device tensor is downloaded without blocking the JS thread. */
   async data(): Promise<TypedArray> {
-    return this.dataSync();
+    return this.#buffer ? this.download('data', true) : this.dataSync();
   }
 
   /** The values as float32, decoding float16/bfloat16 and unpacking nothing ('bit' is refused). */
   float32Sync(): Float32Array {
-    const s = this.storage();
+    const s = this.hostData('float32Sync');
     switch (this.dtype) {
       case 'float16':
         return Float32Array.from(s, float16BitsToNumber);
@@ -162,19 +224,54 @@ export class Tensor {
     }
   }
 
+  /** This tensor on `device`: itself when it is already there, else a copy. */
   toSync(device: Device): Tensor {
-    checkDevice(device, 'to');
-    this.storage('to');
-    return this;
+    return this.move(device, false) as Tensor;
   }
 
+  /** As toSync(); copies to and from a GPU run without blocking the JS thread. */
   async to(device: Device): Promise<Tensor> {
-    return this.toSync(device);
+    return this.move(device, true);
   }
 
-  /** Frees the storage now (the GC reclaims it once nothing else holds it). Idempotent. */
+  private move(device: Device, async: boolean): Tensor | Promise<Tensor> {
+    const target = checkDevice(device, 'to');
+    if (this.disposed) fail('ERR_XNORM_DISPOSED', 'to: the tensor was disposed');
+    if (target === this.device) return async ? Promise.resolve(this) : this;
+    if (target === 'cpu') {
+      const done = (host: TypedArray) => new Tensor(host, this.shape, this.dtype);
+      return async ? this.download('to', true).then(done) : done(this.download('to', false));
+    }
+    // To a GPU: from the CPU storage, or through the host from another GPU.
+    const upload = (host: TypedArray): Tensor | Promise<Tensor> => {
+      const buf = allocateDevice(target as `cuda:${number}`, this.shape, this.dtype);
+      const t = new Tensor(buf, this.shape, this.dtype);
+      try {
+        const r = native().cudaUpload({ handle: buf.handle, dtype: this.dtype, host }, async);
+        if (!async) return t;
+        return Promise.resolve(r).then(
+          () => t,
+          (e) => {
+            t.dispose();
+            throw e;
+          },
+        );
+      } catch (e) {
+        t.dispose();
+        throw e;
+      }
+    };
+    if (this.#buffer) return async ? this.download('to', true).then(upload) : upload(this.download('to', false));
+    return upload(this.storage('to'));
+  }
+
+  /** Frees the storage now: device memory at once (after work in flight on it), host memory once the GC runs. Idempotent. */
   dispose(): void {
     this.#storage = null;
+    if (this.#buffer) {
+      cudaFree(this.#buffer.handle);
+      this.#buffer = null;
+    }
   }
 
   [Symbol.dispose](): void {
@@ -185,12 +282,12 @@ export class Tensor {
   toOnnx<T>(ort: { Tensor: new (type: string, data: TypedArray, dims: readonly number[]) => T }): T {
     if (this.dtype === 'bit' || this.dtype === 'bfloat16')
       fail('ERR_XNORM_DTYPE', `toOnnx: onnxruntime has no ${this.dtype} tensor; convert to float32 first`);
-    return new ort.Tensor(this.dtype, this.storage('toOnnx'), this.shape.slice());
+    return new ort.Tensor(this.dtype, this.hostData('toOnnx'), this.shape.slice());
   }
 
   /** Hands the tensor to tfjs: `t.toTfjs(tf)`. float16/bfloat16 are widened to float32 (tfjs has neither). */
   toTfjs<T>(tf: { tensor(values: TypedArray, shape: number[], dtype: 'float32' | 'int32'): T }): T {
-    const s = this.storage('toTfjs');
+    const s = this.hostData('toTfjs');
     switch (this.dtype) {
       case 'float32':
       case 'int32':
@@ -234,7 +331,7 @@ export function tensor(
   opts: { dtype?: DType; device?: Device } = {},
 ): Tensor {
   const dtype = checkDType(opts.dtype ?? 'float32', 'opts.dtype');
-  checkDevice(opts.device ?? 'cpu', 'opts.device');
+  const device = checkDevice(opts.device ?? 'cpu', 'opts.device');
   const dims = checkShape(shape, 'shape');
   if (data === null || typeof data !== 'object' || !('length' in data))
     fail('ERR_XNORM_ARGUMENT', `tensor: data: expected an array or typed array, received ${describe(data)}`);
@@ -244,17 +341,26 @@ export function tensor(
     fail('ERR_XNORM_SHAPE', `tensor: shape ${describe(dims)} (${dtype}) needs ${want} values, received ${values.length}`);
   const rawBits = (dtype === 'float16' || dtype === 'bfloat16') && data instanceof Uint16Array;
   const storage = rawBits || dtype === 'bit' ? new (storageCtor(dtype))(values) : encode(values, dtype);
-  return new Tensor(storage, dims, dtype);
+  return onDevice(new Tensor(storage, dims, dtype), device);
+}
+
+/** A CPU tensor moved to `device` (itself for 'cpu'); the CPU copy is released. */
+function onDevice(t: Tensor, device: Device): Tensor {
+  if (device === 'cpu') return t;
+  const d = t.toSync(device);
+  t.dispose();
+  return d;
 }
 
 export function zeros(shape: readonly number[], opts: { dtype?: DType; device?: Device } = {}): Tensor {
   const dtype = checkDType(opts.dtype ?? 'float32', 'opts.dtype');
-  checkDevice(opts.device ?? 'cpu', 'opts.device');
+  const device = checkDevice(opts.device ?? 'cpu', 'opts.device');
   const dims = checkShape(shape, 'shape');
+  if (device !== 'cpu') return new Tensor(allocateDevice(device, dims, dtype, true), dims, dtype);
   return new Tensor(allocate(dtype, storageLength(dims, dtype), 'zeros'), dims, dtype);
 }
 
-/** Checks an op's tensor argument: a live CPU Tensor with one of the given dtypes and, if set, a rank. */
+/** Checks an op's tensor argument: a live Tensor with one of the given dtypes and, if set, a rank. */
 export function checkTensor(
   x: unknown,
   name: string,
@@ -272,7 +378,7 @@ export function checkTensor(
   return x;
 }
 
-/** Checks that tensors share one device (all CPU for now). */
+/** Checks that tensors share one device (device names are normalised: 'cuda' is 'cuda:0'). */
 export function checkSameDevice(tensors: Record<string, Tensor | undefined>): void {
   let first: [string, Device] | undefined;
   for (const [name, t] of Object.entries(tensors)) {

@@ -98,6 +98,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("readSum", Napi::Function::New(env, ReadSum));
   init_bnstats(env, exports);
   init_binary(env, exports);
+  init_cuda(env, exports);
   return exports;
 }
 

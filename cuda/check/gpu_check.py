@@ -1,0 +1,574 @@
+#!/usr/bin/env python3
+"""GPU check for the xnorm_cuda plugin, for a machine with an NVIDIA GPU, Python and PyTorch but no Node.
+
+Run through scripts/gpu-check.sh, which builds the plugin and the CPU core library first. Steps:
+  1. probe: ABI version, devices (a machine without a usable GPU stops here, exit status 3);
+  2. correctness: every CUDA op through the plugin's C ABI against the CPU core kernels (the code the addon
+     runs on the CPU) on random awkward shapes, both layouts, every float dtype, misaligned inputs, in-place
+     BN, determinism, out-of-memory recovery;
+  3. benchmarks against PyTorch on the same GPU: torch.var_mean, BN forward (eval and training), with the
+     achieved bandwidth against the device's copy bandwidth.
+Correctness needs numpy; the benchmarks need PyTorch with CUDA.
+Exit status 0 when every check passed, 1 when one failed, 3 when no GPU, 4 when numpy or PyTorch is missing.
+"""
+import argparse
+import ctypes as C
+import math
+import random
+import sys
+import time
+import zlib
+
+ABI_VERSION = 1
+OK, UNAVAILABLE, OOM, ARGUMENT = 0, 1, 2, 3
+NCHW, NHWC = 0, 1
+OVER = {"channel": 0, "instance": 1, "group": 2}
+DTYPES = {"float32": 0, "float16": 1, "bfloat16": 2}
+
+
+class Status(C.Structure):
+    _fields_ = [("code", C.c_int32), ("message", C.c_char * 512)]
+
+
+class DeviceInfo(C.Structure):
+    _fields_ = [("name", C.c_char * 256), ("major", C.c_int32), ("minor", C.c_int32),
+                ("memory_bytes", C.c_uint64), ("multiprocessors", C.c_int32), ("reserved", C.c_int32)]
+
+
+class Geometry(C.Structure):
+    _fields_ = [("n", C.c_int64), ("c", C.c_int64), ("s", C.c_int64), ("layout", C.c_int32), ("reserved", C.c_int32)]
+
+
+class BConv(C.Structure):
+    _fields_ = [(f, C.c_int64) for f in ("n", "h", "w", "c", "cout", "cin_g", "kh", "kw", "groups",
+                                          "sh", "sw", "ph", "pw", "dh", "dw")] + [
+        ("pad_zero", C.c_int32), ("output", C.c_int32), ("clamp", C.c_int32), ("lo", C.c_float), ("hi", C.c_float),
+        ("reserved", C.c_int32)]
+
+
+S = C.POINTER(Status)
+F = C.CFUNCTYPE
+i32, i64, u64, vp = C.c_int32, C.c_int64, C.c_uint64, C.c_void_p
+dp, fp = C.POINTER(C.c_double), C.POINTER(C.c_float)
+
+
+class Api(C.Structure):
+    _fields_ = [
+        ("abi_version", C.c_uint32), ("struct_size", C.c_uint32),
+        ("device_count", F(i32, C.POINTER(i32), S)),
+        ("device_info", F(i32, i32, C.POINTER(DeviceInfo), S)),
+        ("alloc", F(i32, i32, u64, C.POINTER(vp), S)),
+        ("free", F(i32, i32, vp, S)),
+        ("upload", F(i32, i32, vp, vp, u64, S)),
+        ("download", F(i32, i32, vp, vp, u64, S)),
+        ("fill_zero", F(i32, i32, vp, u64, S)),
+        ("synchronize", F(i32, i32, S)),
+        ("moments", F(i32, i32, vp, i32, C.POINTER(Geometry), i32, i64, dp, dp, fp, fp, C.POINTER(i64), S)),
+        ("batch_norm", F(i32, i32, vp, vp, i32, C.POINTER(Geometry), i32, fp, fp, fp, fp, i32, S)),
+        ("binary_conv2d", F(i32, i32, vp, vp, C.POINTER(BConv), fp, fp, vp, S)),
+    ]
+
+
+class Failure(Exception):
+    pass
+
+
+class Plugin:
+    def __init__(self, path, device=0):
+        self.lib = C.CDLL(path)
+        self.lib.xnorm_cuda_abi_version.restype = C.c_uint32
+        self.lib.xnorm_cuda_get_api.restype = C.POINTER(Api)
+        v = self.lib.xnorm_cuda_abi_version()
+        if v != ABI_VERSION:
+            raise Failure(f"plugin ABI version {v}, this check expects {ABI_VERSION}")
+        self.api = self.lib.xnorm_cuda_get_api().contents
+        if self.api.struct_size < C.sizeof(Api):
+            raise Failure(f"plugin function table has {self.api.struct_size} bytes, expected {C.sizeof(Api)}")
+        self.device = device
+
+    def call(self, name, *args, expect=OK):
+        st = Status()
+        rc = getattr(self.api, name)(*args, C.byref(st))
+        if rc != expect:
+            raise Failure(f"{name}: returned {rc} (expected {expect}): {st.message.decode(errors='replace')}")
+        return st
+
+    def alloc(self, nbytes):
+        p = vp()
+        self.call("alloc", self.device, nbytes, C.byref(p))
+        return p.value or 0
+
+    def free(self, p):
+        self.call("free", self.device, vp(p))
+
+
+def torch_dtype(torch, name):
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
+
+
+def geometry(shape, layout):
+    n = shape[0]
+    if layout == NCHW:
+        c, s = shape[1], math.prod(shape[2:])
+    else:
+        c, s = shape[-1], math.prod(shape[1:-1])
+    return Geometry(n, c, s, layout, 0)
+
+
+def seed_of(*key):
+    return zlib.crc32(repr(key).encode())
+
+
+def encode(np, values, dtype):
+    """float32 values -> storage array of `dtype` (bfloat16 as uint16 bits, rounded to nearest even)."""
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    if dtype == "float32":
+        return values
+    if dtype == "float16":
+        return values.astype(np.float16)
+    u = values.view(np.uint32).astype(np.uint64)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def decode(np, storage, dtype):
+    if dtype == "bfloat16":
+        return (storage.astype(np.uint32) << 16).view(np.float32)
+    return storage.astype(np.float32)
+
+
+def ptr(a, ctype=None):
+    p = vp(a.ctypes.data)
+    return C.cast(p, C.POINTER(ctype)) if ctype else p
+
+
+class Checker:
+    """Runs each op through the plugin and through the CPU core on the same data (numpy arrays)."""
+
+    def __init__(self, np, plugin, core):
+        self.np, self.p, self.core = np, plugin, core
+        core.core_moments.restype = C.c_int64
+        core.core_moments.argtypes = [vp, i32, i64, i64, i64, i32, i32, i64, dp, dp, i32]
+        core.core_batch_norm.restype = C.c_int32
+        core.core_batch_norm.argtypes = [vp, vp, i32, i64, i64, i64, i32, i32, fp, fp, fp, fp, i32]
+        self.failures = 0
+        self.checks = 0
+
+    def fail(self, what):
+        self.failures += 1
+        print(f"  FAIL {what}")
+
+    def upload(self, a, misalign=0):
+        """A device copy of array a, optionally starting `misalign` elements into the allocation so the
+        kernels see an address that is not 16-byte aligned. Returns (allocation, data pointer)."""
+        off = misalign * a.itemsize
+        base = self.p.alloc(a.nbytes + off + 16)
+        self.p.call("upload", self.p.device, vp(base + off), ptr(a), a.nbytes)
+        return base, base + off
+
+    def download(self, p, like):
+        out = self.np.empty_like(like)
+        self.p.call("download", self.p.device, ptr(out), vp(p), out.nbytes)
+        return out
+
+    def moments_case(self, shape, layout, dtype, over, groups, misalign, offset):
+        np = self.np
+        rng = np.random.default_rng(seed_of(shape, layout, dtype, over, misalign, offset))
+        x = encode(np, rng.standard_normal(math.prod(shape), dtype=np.float32) * 3 + np.float32(offset), dtype)
+        geo = geometry(shape, layout)
+        slots = geo.c if over == "channel" else geo.n * geo.c if over == "instance" else geo.n * groups
+        dt, ov = DTYPES[dtype], OVER[over]
+        want_m, want_q = np.zeros(slots), np.zeros(slots)
+        count = self.core.core_moments(ptr(x), dt, geo.n, geo.c, geo.s, layout, ov, groups, ptr(want_m, C.c_double),
+                                       ptr(want_q, C.c_double), 0)
+        base, xp = self.upload(x, misalign)
+        m32 = self.p.alloc(slots * 4)
+        q32 = self.p.alloc(slots * 4)
+        runs = []
+        for _ in range(2):
+            gm, gq, cnt = np.zeros(slots), np.zeros(slots), C.c_int64()
+            self.p.call("moments", self.p.device, vp(xp), dt, C.byref(geo), ov, groups, ptr(gm, C.c_double),
+                        ptr(gq, C.c_double), C.cast(vp(m32), fp), C.cast(vp(q32), fp), C.byref(cnt))
+            runs.append((gm, gq, cnt.value))
+        f32 = self.download(m32, np.zeros(slots, dtype=np.float32))
+        for a in (base, m32, q32):
+            self.p.free(a)
+        what = (f"moments {dtype} {'nchw' if layout == NCHW else 'nhwc'} {list(shape)} {over} groups={groups} "
+                f"misalign={misalign} offset={offset}")
+        self.checks += 1
+        (gm, gq, gc), (gm2, gq2, _) = runs
+        if gc != count:
+            return self.fail(f"{what}: count {gc} vs {count}")
+        if not (np.array_equal(gm, gm2) and np.array_equal(gq, gq2)):
+            return self.fail(f"{what}: two runs differ (not deterministic)")
+        bad = np.abs(gm - want_m) > 2e-6 * np.maximum(1.0, np.abs(want_m))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            return self.fail(f"{what}: mean[{i}] {gm[i]!r} vs {want_m[i]!r}")
+        qscale = max(float(np.abs(want_q).max()), 1.0)
+        bad = np.abs(gq - want_q) > 2e-5 * qscale
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            return self.fail(f"{what}: m2[{i}] {gq[i]!r} vs {want_q[i]!r}")
+        if not np.array_equal(f32, gm.astype(np.float32)):
+            return self.fail(f"{what}: the float32 means are not the double means rounded")
+
+    def batch_norm_case(self, shape, layout, dtype, per_instance, relu, misalign, in_place):
+        np = self.np
+        rng = np.random.default_rng(seed_of(shape, layout, dtype, per_instance, relu))
+        x = encode(np, rng.standard_normal(math.prod(shape), dtype=np.float32) * 2 + 1, dtype)
+        geo = geometry(shape, layout)
+        slots = geo.n * geo.c if per_instance else geo.c
+        mean64 = rng.standard_normal(slots) + 1
+        mean = mean64.astype(np.float32)
+        mean_lo = (mean64 - mean.astype(np.float64)).astype(np.float32)
+        scale = (rng.random(slots) + 0.5).astype(np.float32)
+        beta = rng.standard_normal(slots).astype(np.float32)
+        coeffs = [ptr(a, C.c_float) for a in (mean, mean_lo, scale, beta)]
+        want = np.zeros_like(x)
+        if self.core.core_batch_norm(ptr(x), ptr(want), DTYPES[dtype], geo.n, geo.c, geo.s, layout, int(per_instance),
+                                     *coeffs, int(relu)) != 0:
+            raise Failure("core_batch_norm failed")
+        base, xp = self.upload(x, misalign)
+        ybase, yp = (base, xp) if in_place else self.upload(np.zeros_like(x), misalign)
+        self.p.call("batch_norm", self.p.device, vp(xp), vp(yp), DTYPES[dtype], C.byref(geo), int(per_instance),
+                    *coeffs, int(relu))
+        got = self.download(yp, x)
+        self.p.free(base)
+        if not in_place:
+            self.p.free(ybase)
+        what = (f"batch_norm {dtype} {'nchw' if layout == NCHW else 'nhwc'} {list(shape)} perInstance={per_instance} "
+                f"relu={relu} misalign={misalign} inPlace={in_place}")
+        self.checks += 1
+        a, b = decode(np, got, dtype), decode(np, want, dtype)
+        # float32 within rounding (FMA or not); 16-bit outputs within one unit in the last place.
+        ulp = {"float32": 2e-6, "float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}[dtype]
+        bad = np.abs(a - b) > ulp * np.maximum(np.abs(b), 1e-3) + 1e-6
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            self.fail(f"{what}: y[{i}] {float(a[i])!r} vs {float(b[i])!r}")
+
+    def binary_conv_case(self, rng, case):
+        """binary_conv2d against a direct numpy evaluation of DESIGN.md's rules over ±1 values (the
+        CPU core's binary kernels are not in this tree yet; this oracle follows their conventions)."""
+        np = self.np
+        n, h, w, c, cout, g, kh, kw, s, pd, dl, pad_zero, kind, clamp = case
+        cin_g, cout_g = c // g, cout // g
+        oh = (h + 2 * pd - dl * (kh - 1) - 1) // s + 1
+        ow = (w + 2 * pd - dl * (kw - 1) - 1) // s + 1
+        xb = rng.integers(0, 2, size=(n, h, w, c), dtype=np.uint8)
+        wb = rng.integers(0, 2, size=(cout, kh, kw, cin_g), dtype=np.uint8)
+        scale = None if rng.random() < 0.3 else (rng.standard_normal(cout) * 0.1).astype(np.float32)
+        bias = None if rng.random() < 0.3 else rng.standard_normal(cout).astype(np.float32)
+        lo, hi = (np.float32(-2.5), np.float32(3.0)) if clamp else (np.float32(0), np.float32(0))
+        # Oracle: padded image of ±1 (or 0 for true zero padding), one einsum per group and tap.
+        xv = 1 - 2 * xb.astype(np.int32)
+        xp = np.full((n, h + 2 * pd, w + 2 * pd, c), 0 if pad_zero else 1, dtype=np.int32)
+        xp[:, pd:pd + h, pd:pd + w, :] = xv
+        wv = 1 - 2 * wb.astype(np.int32)
+        dot = np.zeros((n, oh, ow, cout), dtype=np.int64)
+        for gi in range(g):
+            for ki in range(kh):
+                for kj in range(kw):
+                    patch = xp[:, ki * dl: ki * dl + s * (oh - 1) + 1: s, kj * dl: kj * dl + s * (ow - 1) + 1: s,
+                               gi * cin_g:(gi + 1) * cin_g]
+                    dot[..., gi * cout_g:(gi + 1) * cout_g] += np.einsum(
+                        "nyxc,oc->nyxo", patch, wv[gi * cout_g:(gi + 1) * cout_g, ki, kj, :])
+        dot = dot.astype(np.int32)
+        sc = scale if scale is not None else np.ones(cout, np.float32)
+        bi = bias if bias is not None else np.zeros(cout, np.float32)
+        y = (dot.astype(np.float32) * sc).astype(np.float32) + bi
+        if clamp:
+            y = np.where(y < lo, lo, y)
+            y = np.where(hi < y, hi, y)
+        if kind == 1:
+            want = dot
+        elif kind == 0:
+            want = y.astype(np.float32)
+        else:
+            want = pack_bits(np, (y < 0).astype(np.uint8))
+        xw = pack_bits(np, xb)
+        ww = pack_bits(np, wb)
+        out = np.zeros_like(want)
+        xbase, xp_ = self.upload(xw)
+        wbase, wp_ = self.upload(ww)
+        obase, op_ = self.upload(out)
+        prm = BConv(n, h, w, c, cout, cin_g, kh, kw, g, s, s, pd, pd, dl, dl, int(pad_zero), kind, int(clamp), lo, hi, 0)
+        self.p.call("binary_conv2d", self.p.device, vp(xp_), vp(wp_), C.byref(prm),
+                    ptr(scale, C.c_float) if scale is not None else None,
+                    ptr(bias, C.c_float) if bias is not None else None, vp(op_))
+        got = self.download(op_, out)
+        for a in (xbase, wbase, obase):
+            self.p.free(a)
+        self.checks += 1
+        same = np.array_equal(got.view(np.uint32), want.view(np.uint32)) if kind == 0 else np.array_equal(got, want)
+        if not same:
+            i = int(np.flatnonzero(got.reshape(-1) != want.reshape(-1))[0]) if got.shape == want.shape else 0
+            self.fail(f"binary_conv2d {case}: element {i}: {got.reshape(-1)[i]!r} vs {want.reshape(-1)[i]!r}")
+
+    def out_of_memory(self):
+        self.checks += 1
+        p = vp()
+        st = Status()
+        rc = self.p.api.alloc(self.p.device, 1 << 50, C.byref(p), C.byref(st))
+        if rc != OOM:
+            return self.fail(f"alloc(2^50): returned {rc}, expected out of memory: {st.message.decode()}")
+        q = self.p.alloc(1 << 20)  # the device stays usable
+        self.p.free(q)
+        print(f"  out of memory reported as: {st.message.decode()}")
+
+
+def pack_bits(np, bits):
+    """uint8 0/1 array [..., C] -> uint32 words [..., ceil(C/32)], channel i at bit i%32 of word i//32."""
+    c = bits.shape[-1]
+    wc = (c + 31) // 32
+    padded = np.zeros(bits.shape[:-1] + (wc * 32,), dtype=np.uint64)
+    padded[..., :c] = bits
+    weights = np.left_shift(np.uint64(1), np.arange(32, dtype=np.uint64))
+    return (padded.reshape(bits.shape[:-1] + (wc, 32)) * weights).sum(axis=-1).astype(np.uint32)
+
+
+def binary_cases(rng, count):
+    out = []
+    while len(out) < count:
+        g = int(rng.choice([1, 1, 1, 2, 3]))
+        cin_g = int(rng.choice([1, 5, 31, 32, 33, 64, 70]))
+        cout = g * int(rng.choice([1, 7, 32, 33, 40]))
+        k = int(rng.choice([1, 3, 5]))
+        s, pd, dl = int(rng.integers(1, 3)), int(rng.integers(0, 3)), int(rng.integers(1, 3))
+        n, h, w = int(rng.integers(1, 3)), int(rng.integers(1, 10)), int(rng.integers(1, 10))
+        if (h + 2 * pd - dl * (k - 1) - 1) < 0 or (w + 2 * pd - dl * (k - 1) - 1) < 0:
+            continue
+        out.append((n, h, w, g * cin_g, cout, g, k, k, s, pd, dl, bool(rng.integers(0, 2)), int(rng.integers(0, 3)),
+                    bool(rng.integers(0, 2))))
+    return out
+
+
+def random_shapes(rng, layout, count):
+    cs = [1, 3, 7, 32, 33, 64, 255, 257, 300]
+    ss = [1, 2, 5, 49, 1000, 4097, 70001]
+    out = []
+    for _ in range(count):
+        n, c = rng.choice([1, 2, 3, 5]), rng.choice(cs)
+        s = rng.choice(ss)
+        while n * c * s > 3_000_000:
+            s = max(1, s // 7)
+        if s > 1 and rng.random() < 0.5:
+            h = next((d for d in range(int(math.isqrt(s)), 0, -1) if s % d == 0), 1)
+            spatial = [h, s // h]
+        else:
+            spatial = [s] if s > 1 or rng.random() < 0.5 else []
+        out.append([n, c] + spatial if layout == NCHW else [n] + spatial + [c])
+    return out
+
+
+def correctness(ck, quick):
+    rng = random.Random(1234)
+    per_layout = 6 if quick else 14
+    for layout in (NCHW, NHWC):
+        for shape in random_shapes(rng, layout, per_layout):
+            c = shape[1] if layout == NCHW else shape[-1]
+            for dtype in DTYPES:
+                for over in OVER:
+                    groups = next((k for k in (4, 3, 2) if c % k == 0), 1) if over == "group" else 1
+                    ck.moments_case(shape, layout, dtype, over, groups, misalign=rng.choice([0, 0, 1, 3]), offset=0)
+                ck.batch_norm_case(shape, layout, dtype, per_instance=rng.random() < 0.5, relu=rng.random() < 0.5,
+                                   misalign=rng.choice([0, 1]), in_place=rng.random() < 0.3)
+    # A large mean against a unit spread: the per-item shift must keep the variance exact.
+    for layout, shape in ((NCHW, [4, 3, 50000]), (NHWC, [4, 50000, 3])):
+        ck.moments_case(shape, layout, "float32", "channel", 1, misalign=0, offset=1e6)
+    brng = ck.np.random.default_rng(77)
+    for case in binary_cases(brng, 12 if quick else 40):
+        ck.binary_conv_case(brng, case)
+    ck.out_of_memory()
+
+
+def bench(torch, fn, budget=0.25):
+    fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn()
+    torch.cuda.synchronize()
+    one = max(time.perf_counter() - t0, 1e-6)
+    iters = max(3, min(100, int(budget / one)))
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / iters
+
+
+def benchmarks(torch, p, deadline):
+    F = torch.nn.functional
+    free, _ = torch.cuda.mem_get_info()
+    configs = [
+        ("nchw", "float32", (64, 256, 56, 56)),
+        ("nchw", "float32", (128, 128, 128, 128)),
+        ("nhwc", "float32", (128, 128, 128, 128)),
+        ("nchw", "float16", (256, 128, 128, 128)),
+        ("nhwc", "float16", (256, 128, 128, 128)),
+        ("nchw", "float32", (256, 1024, 14, 14)),
+        ("nhwc", "float32", (512, 7, 7, 2048)),
+    ]
+    print("\nbenchmarks (ms per call; GB/s of tensor traffic; % of the device's copy bandwidth; ratio = PyTorch time / xnorm time)")
+    x0 = torch.empty(1 << 28, dtype=torch.float32, device="cuda")
+    y0 = torch.empty_like(x0)
+    t = bench(torch, lambda: y0.copy_(x0))
+    ceiling = 2 * x0.numel() * 4 / t / 1e9
+    del x0, y0
+    torch.cuda.empty_cache()
+    print(f"  device copy bandwidth (1 GiB copy_): {ceiling:.0f} GB/s")
+    hdr = f"  {'op':<26} {'layout':<5} {'dtype':<8} {'shape':<22} {'GB':>6} {'xnorm ms':>9} {'GB/s':>7} {'%copy':>6} {'torch ms':>9} {'ratio':>6}"
+    print(hdr)
+    for layout, dtype, shape in configs:
+        if time.perf_counter() > deadline:
+            print("  (time budget reached; remaining benchmarks skipped)")
+            break
+        tdt = torch_dtype(torch, dtype)
+        numel = math.prod(shape)
+        nbytes = numel * torch.tensor([], dtype=tdt).element_size()
+        if 2.5 * nbytes > free:
+            print(f"  skip {layout} {dtype} {shape}: needs {2.5 * nbytes / 1e9:.1f} GB, {free / 1e9:.1f} GB free")
+            continue
+        x = torch.randn(shape, dtype=tdt, device="cuda")  # stored as given: NCHW or NHWC
+        y = torch.empty_like(x)
+        lay = NCHW if layout == "nchw" else NHWC
+        geo = geometry(shape, lay)
+        c = geo.c
+        xt = x if layout == "nchw" else x.permute(0, 3, 1, 2)  # torch's view: NCHW shape, channels-last memory
+        yt = y if layout == "nchw" else y.permute(0, 3, 1, 2)
+        red = (0, 2, 3)
+        mean_h, m2_h = (C.c_double * c)(), (C.c_double * c)()
+        cnt = C.c_int64()
+        torch.cuda.synchronize()
+
+        def ours_moments(over="channel"):
+            slots = c if over == "channel" else geo.n * c
+            mh, qh = (mean_h, m2_h) if over == "channel" else ((C.c_double * slots)(), (C.c_double * slots)())
+            p.call("moments", p.device, vp(x.data_ptr()), DTYPES[dtype], C.byref(geo), OVER[over], 1, mh, qh,
+                   None, None, C.byref(cnt))
+
+        rm = torch.zeros(c, device="cuda")
+        rv = torch.ones(c, device="cuda")
+        w = torch.ones(c, device="cuda")
+        b = torch.zeros(c, device="cuda")
+        co = [torch.zeros(c), torch.zeros(c), torch.ones(c), torch.zeros(c)]
+        cptr = [C.cast(vp(t_.data_ptr()), fp) for t_ in co]
+
+        def ours_apply():
+            p.call("batch_norm", p.device, vp(x.data_ptr()), vp(y.data_ptr()), DTYPES[dtype], C.byref(geo), 0,
+                   *cptr, 0)
+
+        def ours_train():
+            ours_moments()
+            ours_apply()
+
+        rows = [
+            ("moments/channel", ours_moments, lambda: torch.var_mean(xt, dim=red, unbiased=False), nbytes),
+            ("moments/instance", lambda: ours_moments("instance"), lambda: torch.var_mean(xt, dim=(2, 3), unbiased=False), nbytes),
+            ("BN apply (eval forward)", ours_apply, lambda: F.batch_norm(xt, rm, rv, w, b, training=False), 2 * nbytes),
+            ("BN training forward", ours_train, lambda: F.batch_norm(xt, None, None, w, b, training=True), 3 * nbytes),
+        ]
+        for name, ours, theirs, traffic in rows:
+            t_ours = bench(torch, ours)
+            t_torch = bench(torch, theirs)
+            gbs = traffic / t_ours / 1e9
+            print(f"  {name:<26} {layout:<5} {dtype:<8} {str(list(shape)):<22} {nbytes / 1e9:>6.2f} {t_ours * 1e3:>9.3f} "
+                  f"{gbs:>7.0f} {100 * gbs / ceiling:>5.0f}% {t_torch * 1e3:>9.3f} {t_torch / t_ours:>6.2f}")
+        del x, y, xt, yt
+        torch.cuda.empty_cache()
+
+
+def bench_binary(torch, p, deadline):
+    """Binary convolution (int32 and float outputs) against PyTorch's fp16 convolution of the same shape
+    (channels-last, cuDNN). TOPS counts 2 operations per multiply-accumulate of the ±1 (or fp16) values."""
+    F = torch.nn.functional
+    print("\nbinary convolution vs PyTorch fp16 conv2d (ratio = PyTorch time / xnorm time)")
+    print(f"  {'shape (N,H,W,C -> Cout, k)':<34} {'output':<6} {'xnorm ms':>9} {'TOPS':>7} {'fp16 ms':>9} {'TOPS':>7} {'ratio':>6}")
+    for n, h, w, c, cout, k in ((32, 56, 56, 256, 256, 3), (64, 28, 28, 512, 512, 3), (256, 14, 14, 1024, 1024, 1)):
+        if time.perf_counter() > deadline:
+            print("  (time budget reached; remaining benchmarks skipped)")
+            break
+        pad = k // 2
+        wc, wg = (c + 31) // 32, (c + 31) // 32
+        x = torch.randint(-2 ** 31, 2 ** 31 - 1, (n * h * w * wc,), dtype=torch.int32, device="cuda")
+        wt = torch.randint(-2 ** 31, 2 ** 31 - 1, (cout * k * k * wg,), dtype=torch.int32, device="cuda")
+        out = torch.empty(n * h * w * cout, dtype=torch.float32, device="cuda")
+        xh = torch.randn(n, c, h, w, device="cuda", dtype=torch.float16).to(memory_format=torch.channels_last)
+        wh = torch.randn(cout, c, k, k, device="cuda", dtype=torch.float16).to(memory_format=torch.channels_last)
+        macs = n * h * w * cout * c * k * k
+        t_torch = bench(torch, lambda: F.conv2d(xh, wh, padding=pad))
+        for kind, name in ((1, "int32"), (0, "float")):
+            prm = BConv(n, h, w, c, cout, c, k, k, 1, 1, 1, pad, pad, 1, 1, 0, kind, 0, 0.0, 0.0, 0)
+            torch.cuda.synchronize()
+
+            def ours():
+                p.call("binary_conv2d", p.device, vp(x.data_ptr()), vp(wt.data_ptr()), C.byref(prm), None, None,
+                       vp(out.data_ptr()))
+
+            t = bench(torch, ours)
+            print(f"  {str((n, h, w, c, cout, k)):<34} {name:<6} {t * 1e3:>9.3f} {2 * macs / t / 1e12:>7.1f} "
+                  f"{t_torch * 1e3:>9.3f} {2 * macs / t_torch / 1e12:>7.1f} {t_torch / t:>6.2f}")
+        del x, wt, out, xh, wh
+        torch.cuda.empty_cache()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--plugin", required=True)
+    ap.add_argument("--core", required=True)
+    ap.add_argument("--device", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="fewer correctness cases, no benchmarks")
+    ap.add_argument("--no-bench", action="store_true", help="correctness only (e.g. on the CPU emulation)")
+    ap.add_argument("--budget", type=float, default=240, help="seconds for the whole check")
+    args = ap.parse_args()
+    deadline = time.perf_counter() + args.budget
+
+    try:
+        plugin = Plugin(args.plugin, args.device)
+    except (OSError, Failure) as e:
+        print(f"cannot use the plugin {args.plugin}: {e}")
+        return 1
+    n = C.c_int32()
+    st = Status()
+    if plugin.api.device_count(C.byref(n), C.byref(st)) != OK:
+        print(f"device probe failed (no usable GPU): {st.message.decode(errors='replace')}")
+        return 3
+    for d in range(n.value):
+        info = DeviceInfo()
+        plugin.call("device_info", d, C.byref(info))
+        print(f"cuda:{d}: {info.name.decode()} (sm_{info.major}{info.minor}, {info.multiprocessors} SMs, "
+              f"{info.memory_bytes / 2 ** 30:.1f} GiB)")
+    if args.device >= n.value:
+        print(f"--device {args.device}: only {n.value} device(s)")
+        return 1
+    try:
+        import numpy as np
+    except ImportError as e:
+        print(f"numpy is needed for the correctness data: {e}")
+        return 4
+    core = C.CDLL(args.core)
+    ck = Checker(np, plugin, core)
+    print("\ncorrectness against the CPU core kernels")
+    t0 = time.perf_counter()
+    try:
+        correctness(ck, args.quick)
+    except Failure as e:
+        ck.fail(str(e))
+    print(f"  {ck.checks} checks, {ck.failures} failed ({time.perf_counter() - t0:.1f} s)")
+    if not (args.quick or args.no_bench):
+        try:
+            import torch
+        except ImportError as e:
+            print(f"PyTorch is needed for the benchmarks: {e}")
+            return 4
+        if not torch.cuda.is_available():
+            print("PyTorch sees no GPU (a CPU-only build of PyTorch?), so it cannot be compared")
+            return 4
+        torch.cuda.set_device(args.device)
+        benchmarks(torch, plugin, deadline)
+        bench_binary(torch, plugin, deadline)
+    return 1 if ck.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

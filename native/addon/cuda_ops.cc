@@ -1,0 +1,169 @@
+// Bindings of the CUDA ops: the same argument checks as the CPU bindings, with device tensors passed as
+// handles. The work (kernels and the wait for them) runs inside run_op, so the async form waits for the
+// GPU on a libuv thread; the device memory it uses stays referenced until it ends.
+#include "../core/bnstats/bnstats.h"
+#include "../core/common/checked.h"
+#include "../core/common/error.h"
+#include "args.h"
+#include "cuda_plugin.h"
+#include "errors.h"
+#include "run_op.h"
+
+namespace xnorm::addon {
+namespace {
+
+int32_t cuda_dtype(DType t) {
+  return t == DType::Float16 ? XNORM_CUDA_FLOAT16 : t == DType::BFloat16 ? XNORM_CUDA_BFLOAT16 : XNORM_CUDA_FLOAT32;
+}
+
+xnorm_cuda_geometry cuda_geometry(const bnstats::Geometry& g) {
+  xnorm_cuda_geometry r{};
+  r.n = g.n;
+  r.c = g.c;
+  r.s = g.s;
+  r.layout = g.layout == bnstats::Layout::NCHW ? XNORM_CUDA_NCHW : XNORM_CUDA_NHWC;
+  return r;
+}
+
+DType float_dtype(Args& a, const char* op) {
+  DType t = a.dtype("dtype");
+  if (!dtype_is_float(t))
+    fail(ErrorCode::DType, std::string(op) + ": x: expected float32, float16 or bfloat16, received another dtype");
+  return t;
+}
+
+Napi::Value CudaMoments(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&] {
+    Args a(info, "cudaMoments");
+    Napi::Object o = info[0].As<Napi::Object>();
+    auto device = int32_t(a.integer("device", 0, 1 << 20));
+    DType dtype = float_dtype(a, "cudaMoments");
+    std::vector<int64_t> shape = a.shape("shape");
+    bnstats::Layout layout = a.choice("layout", {"nchw", "nhwc"}) == "nchw" ? bnstats::Layout::NCHW : bnstats::Layout::NHWC;
+    bnstats::Geometry g = bnstats::geometry(shape, layout);
+    std::string over_s = a.choice("over", {"channel", "instance", "group"});
+    int32_t over = over_s == "channel" ? XNORM_CUDA_CHANNEL : over_s == "instance" ? XNORM_CUDA_INSTANCE : XNORM_CUDA_GROUP;
+    bnstats::Over cpu_over = over_s == "channel" ? bnstats::Over::Channel
+                             : over_s == "instance" ? bnstats::Over::Instance : bnstats::Over::Group;
+    int64_t groups = over == XNORM_CUDA_GROUP ? a.integer("groups", 1, g.c > 0 ? g.c : 1) : 1;
+    if (g.c < 1 || g.c % groups != 0)
+      fail(ErrorCode::Argument, "cudaMoments: groups: expected a divisor of C = " + std::to_string(g.c) +
+                                    ", received " + std::to_string(groups));
+    int64_t size = shape_size(shape, "x");
+    if (size == 0) fail(ErrorCode::Shape, "cudaMoments: x: the reduction has no elements");
+    int64_t slots = bnstats::moment_slots(g, cpu_over, groups);
+    const xnorm_cuda_api* api = &cuda_api(device);
+    DeviceRef x = device_arg(o.Get("x"), "cudaMoments: x", device, uint64_t(size) * dtype_bytes(dtype));
+    DeviceRef mean32 = device_arg(o.Get("meanF32"), "cudaMoments: meanF32", device, uint64_t(slots) * 4);
+    DeviceRef m232 = device_arg(o.Get("m2F32"), "cudaMoments: m2F32", device, uint64_t(slots) * 4);
+    Buffer mean = a.float64("mean", slots);
+    Buffer m2 = a.float64("m2", slots);
+    xnorm_cuda_geometry cg = cuda_geometry(g);
+    int32_t dt = cuda_dtype(dtype);
+    return run_op(a, [=]() -> ResultBuilder {
+      xnorm_cuda_status st{};
+      int64_t count = 0;
+      cuda_check(api->moments(device, x->ptr, dt, &cg, over, groups, static_cast<double*>(mean.data),
+                              static_cast<double*>(m2.data), static_cast<float*>(mean32->ptr),
+                              static_cast<float*>(m232->ptr), &count, &st),
+                 st);
+      return [count](Napi::Env env) { return Napi::Number::New(env, double(count)); };
+    });
+  });
+}
+
+Napi::Value CudaBatchNorm(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&] {
+    Args a(info, "cudaBatchNorm");
+    Napi::Object o = info[0].As<Napi::Object>();
+    auto device = int32_t(a.integer("device", 0, 1 << 20));
+    DType dtype = float_dtype(a, "cudaBatchNorm");
+    std::vector<int64_t> shape = a.shape("shape");
+    bnstats::Layout layout = a.choice("layout", {"nchw", "nhwc"}) == "nchw" ? bnstats::Layout::NCHW : bnstats::Layout::NHWC;
+    bnstats::Geometry g = bnstats::geometry(shape, layout);
+    bool per_instance = a.flag("perInstance");
+    bool relu = a.flag("relu");
+    int64_t size = shape_size(shape, "x");
+    const xnorm_cuda_api* api = &cuda_api(device);
+    uint64_t bytes = uint64_t(size) * dtype_bytes(dtype);
+    DeviceRef x = device_arg(o.Get("x"), "cudaBatchNorm: x", device, bytes);
+    DeviceRef y = device_arg(o.Get("y"), "cudaBatchNorm: y", device, bytes);
+    int64_t coeffs = per_instance ? g.n * g.c : g.c;
+    Buffer mean = a.tensor("mean", DType::Float32, coeffs);
+    Buffer mean_lo = a.tensor("meanLo", DType::Float32, coeffs);
+    Buffer scale = a.tensor("scale", DType::Float32, coeffs);
+    Buffer beta = a.tensor("beta", DType::Float32, coeffs);
+    xnorm_cuda_geometry cg = cuda_geometry(g);
+    int32_t dt = cuda_dtype(dtype);
+    return run_op(a, [=]() -> ResultBuilder {
+      xnorm_cuda_status st{};
+      cuda_check(api->batch_norm(device, x->ptr, y->ptr, dt, &cg, per_instance, static_cast<const float*>(mean.data),
+                                 static_cast<const float*>(mean_lo.data), static_cast<const float*>(scale.data),
+                                 static_cast<const float*>(beta.data), relu, &st),
+                 st);
+      return nullptr;
+    });
+  });
+}
+
+// Binary convolution on device tensors (for lib/'s binaryConv2d when x lives on a GPU): the bconv
+// conventions of native/include/xnorm_cuda.h. x, weights and out are device handles of exactly the sizes the
+// geometry implies; scale and bias are optional host Float32Arrays of Cout values.
+Napi::Value CudaBinaryConv2d(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&] {
+    Args a(info, "cudaBinaryConv2d");
+    Napi::Object o = info[0].As<Napi::Object>();
+    auto device = int32_t(a.integer("device", 0, 1 << 20));
+    constexpr int64_t kMax = (int64_t(1) << 31) - 1;  // products of two sizes fit; longer ones are checked
+    xnorm_cuda_bconv p{};
+    p.n = a.integer("n", 1, kMax), p.h = a.integer("h", 1, kMax), p.w = a.integer("w", 1, kMax);
+    p.c = a.integer("c", 1, kMax), p.cout = a.integer("cout", 1, kMax), p.cin_g = a.integer("cinG", 1, kMax);
+    p.kh = a.integer("kh", 1, kMax), p.kw = a.integer("kw", 1, kMax), p.groups = a.integer("groups", 1, kMax);
+    p.sh = a.integer("sh", 1, kMax), p.sw = a.integer("sw", 1, kMax), p.ph = a.integer("ph", 0, kMax);
+    p.pw = a.integer("pw", 0, kMax), p.dh = a.integer("dh", 1, kMax), p.dw = a.integer("dw", 1, kMax);
+    p.pad_zero = a.flag("padZero");
+    std::string out_kind = a.choice("output", {"float", "int32", "bits"});
+    p.output = out_kind == "float" ? XNORM_CUDA_OUT_FLOAT : out_kind == "int32" ? XNORM_CUDA_OUT_INT32 : XNORM_CUDA_OUT_BITS;
+    p.clamp = a.flag("clamp");
+    if (p.clamp) {
+      p.lo = float(a.number("lo"));
+      p.hi = float(a.number("hi"));
+      if (!(p.lo <= p.hi)) fail(ErrorCode::Argument, "cudaBinaryConv2d: clamp: expected lo <= hi");
+    }
+    if (p.cout % p.groups || p.cin_g * p.groups != p.c)
+      fail(ErrorCode::Shape, "cudaBinaryConv2d: C = " + std::to_string(p.c) + " and Cout = " + std::to_string(p.cout) +
+                                 " do not match groups = " + std::to_string(p.groups));
+    int64_t oh = (p.h + 2 * p.ph - p.dh * (p.kh - 1) - 1) / p.sh + 1;
+    int64_t ow = (p.w + 2 * p.pw - p.dw * (p.kw - 1) - 1) / p.sw + 1;
+    if (p.h + 2 * p.ph - p.dh * (p.kh - 1) - 1 < 0 || p.w + 2 * p.pw - p.dw * (p.kw - 1) - 1 < 0)
+      fail(ErrorCode::Shape, "cudaBinaryConv2d: the kernel does not fit the padded input");
+    int64_t in_words = checked_mul(checked_mul(checked_mul(p.n, p.h, "x"), p.w, "x"), (p.c + 31) / 32, "x");
+    int64_t w_words = checked_mul(checked_mul(checked_mul(p.cout, p.kh, "w"), p.kw, "w"), (p.cin_g + 31) / 32, "w");
+    int64_t per_pixel = p.output == XNORM_CUDA_OUT_BITS ? (p.cout + 31) / 32 : p.cout;
+    int64_t out_elems = checked_mul(checked_mul(checked_mul(p.n, oh, "out"), ow, "out"), per_pixel, "out");
+    const xnorm_cuda_api* api = &cuda_api(device);
+    DeviceRef x = device_arg(o.Get("x"), "cudaBinaryConv2d: x", device, uint64_t(in_words) * 4);
+    DeviceRef w = device_arg(o.Get("weights"), "cudaBinaryConv2d: weights", device, uint64_t(w_words) * 4);
+    DeviceRef out = device_arg(o.Get("out"), "cudaBinaryConv2d: out", device, uint64_t(out_elems) * 4);
+    Buffer scale = a.optional_tensor("scale", DType::Float32, p.cout);
+    Buffer bias = a.optional_tensor("bias", DType::Float32, p.cout);
+    return run_op(a, [=]() -> ResultBuilder {
+      xnorm_cuda_status st{};
+      cuda_check(api->binary_conv2d(device, static_cast<const uint32_t*>(x->ptr), static_cast<const uint32_t*>(w->ptr),
+                                    &p, static_cast<const float*>(scale.data), static_cast<const float*>(bias.data),
+                                    out->ptr, &st),
+                 st);
+      return nullptr;
+    });
+  });
+}
+
+}  // namespace
+
+void init_cuda_ops(Napi::Env env, Napi::Object exports) {
+  exports.Set("cudaMoments", Napi::Function::New(env, CudaMoments));
+  exports.Set("cudaBatchNorm", Napi::Function::New(env, CudaBatchNorm));
+  exports.Set("cudaBinaryConv2d", Napi::Function::New(env, CudaBinaryConv2d));
+}
+
+}  // namespace xnorm::addon

@@ -1,0 +1,326 @@
+// The GPU test suites: device tensors and the BN-statistic kernels against the CPU kernels. Run by
+// cuda.test.ts on a real GPU and by cuda-emu.test.ts on the CPU emulation of the plugin.
+import * as path from 'path';
+import { Worker } from 'worker_threads';
+import { describe, expect, it } from 'vitest';
+import {
+  XnormError,
+  batchNorm,
+  batchNormSync,
+  mergeMoments,
+  moments,
+  momentsSync,
+  tensor,
+  updateRunningStats,
+  variance,
+  zeros,
+} from '../lib';
+import { cudaAlloc } from '../lib/cuda';
+import { native } from '../lib/native';
+import type { DType } from '../lib/tensor';
+import { randomArray } from './helpers';
+
+function expectCode(fn: () => unknown, code: string) {
+  try {
+    fn();
+  } catch (e) {
+    expect(e).toBeInstanceOf(XnormError);
+    expect((e as XnormError).code).toBe(code);
+    return e as XnormError;
+  }
+  throw new Error(`expected ${code}, but nothing was thrown`);
+}
+
+function expectRel(actual: ArrayLike<number>, expected: ArrayLike<number>, rel: number, what: string) {
+  expect(actual.length).toBe(expected.length);
+  for (let i = 0; i < expected.length; i++) {
+    const tol = rel * Math.max(1, Math.abs(expected[i]));
+    if (!(Math.abs(actual[i] - expected[i]) <= tol))
+      throw new Error(`${what}[${i}]: ${actual[i]} vs ${expected[i]} (tolerance ${tol})`);
+  }
+}
+
+type Case = { shape: number[]; layout: 'nchw' | 'nhwc' };
+const CASES: Case[] = [
+  { shape: [3, 5, 7, 11], layout: 'nchw' },
+  { shape: [2, 6, 1, 1], layout: 'nchw' },
+  { shape: [1, 3, 70001], layout: 'nchw' },
+  { shape: [5, 4, 3], layout: 'nchw' },
+  { shape: [4, 9, 13, 16], layout: 'nhwc' },
+  { shape: [2, 17, 300], layout: 'nhwc' },
+  { shape: [3, 1000, 3], layout: 'nhwc' },
+  { shape: [64, 6], layout: 'nhwc' },
+];
+
+/** uint8 0/1 bits [rows, c] -> words [rows, ceil(c/32)], channel i at bit i%32 of word i/32. */
+function packWords(bits: Uint8Array, rows: number, c: number): Uint32Array {
+  const wc = Math.ceil(c / 32);
+  const out = new Uint32Array(rows * wc);
+  for (let r = 0; r < rows; r++)
+    for (let i = 0; i < c; i++) if (bits[r * c + i]) out[r * wc + (i >> 5)] |= 1 << (i & 31);
+  return out;
+}
+
+interface BConvCase {
+  n: number; h: number; w: number; c: number; cout: number; groups: number; k: number;
+  stride: number; pad: number; dil: number; padZero: boolean; output: 'float' | 'int32' | 'bits';
+  clamp?: [number, number]; scale: boolean; bias: boolean;
+}
+
+/** DESIGN.md's binary convolution, evaluated directly over ±1 values. */
+function bconvOracle(q: BConvCase, xb: Uint8Array, wb: Uint8Array, scale?: Float32Array, bias?: Float32Array) {
+  const cinG = q.c / q.groups, coutG = q.cout / q.groups;
+  const oh = Math.floor((q.h + 2 * q.pad - q.dil * (q.k - 1) - 1) / q.stride) + 1;
+  const ow = Math.floor((q.w + 2 * q.pad - q.dil * (q.k - 1) - 1) / q.stride) + 1;
+  const pixels = q.n * oh * ow;
+  const dots = new Int32Array(pixels * q.cout);
+  for (let n = 0; n < q.n; n++)
+    for (let oy = 0; oy < oh; oy++)
+      for (let ox = 0; ox < ow; ox++)
+        for (let co = 0; co < q.cout; co++) {
+          const g = Math.floor(co / coutG);
+          let dot = 0;
+          for (let ki = 0; ki < q.k; ki++)
+            for (let kj = 0; kj < q.k; kj++) {
+              const iy = oy * q.stride - q.pad + ki * q.dil, ix = ox * q.stride - q.pad + kj * q.dil;
+              const inside = iy >= 0 && iy < q.h && ix >= 0 && ix < q.w;
+              if (!inside && q.padZero) continue;
+              for (let ci = 0; ci < cinG; ci++) {
+                const xv = inside && xb[((n * q.h + iy) * q.w + ix) * q.c + g * cinG + ci] ? -1 : 1;
+                const wv = wb[((co * q.k + ki) * q.k + kj) * cinG + ci] ? -1 : 1;
+                dot += xv * wv;
+              }
+            }
+          dots[((n * oh + oy) * ow + ox) * q.cout + co] = dot;
+        }
+  if (q.output === 'int32') return { out: dots, pixels };
+  const y = Float32Array.from(dots, (d, i) => {
+    const co = i % q.cout;
+    let v = Math.fround(Math.fround(d * (scale ? scale[co] : 1)) + (bias ? bias[co] : 0));
+    if (q.clamp) v = Math.min(Math.max(v, q.clamp[0]), q.clamp[1]);
+    return v;
+  });
+  if (q.output === 'float') return { out: y, pixels };
+  return { out: packWords(Uint8Array.from(y, (v) => (v < 0 ? 1 : 0)), pixels, q.cout), pixels };
+}
+
+/** Defines the GPU suites; `skip` marks them skipped (with the reason printed by the caller). */
+export function defineGpuSuites(skip: boolean): void {
+  describe.skipIf(skip)('device tensors (GPU)', () => {
+    it('round-trips every dtype to the GPU and back, sync and async', async () => {
+      for (const dtype of ['float32', 'float16', 'bfloat16', 'int32', 'uint8', 'bit'] as DType[]) {
+        const shape = dtype === 'bit' ? [3, 5, 40] : [3, 5, 7];
+        const host = zeros(shape, { dtype });
+        const s = host.storage();
+        for (let i = 0; i < s.length; i++) s[i] = (i * 2654435761) % 251;
+        const d = host.toSync('cuda');
+        expect(d.device).toBe('cuda:0');
+        expect(d.shape).toEqual(shape);
+        expect(d.toSync('cuda:0')).toBe(d);
+        expect(Array.from(d.dataSync())).toEqual(Array.from(s));
+        expect(Array.from(await d.data())).toEqual(Array.from(s));
+        const back = await d.to('cpu');
+        expect(back.device).toBe('cpu');
+        expect(Array.from(back.dataSync())).toEqual(Array.from(s));
+        const d2 = await host.to('cuda');
+        expect(Array.from(d2.dataSync())).toEqual(Array.from(s));
+        d.dispose();
+        d2.dispose();
+      }
+      const z = zeros([4], { device: 'cuda' });
+      expect(Array.from(z.dataSync())).toEqual([0, 0, 0, 0]);
+      const t = tensor([1, 2, 3], [3], { device: 'cuda' });
+      expect(Array.from(t.float32Sync())).toEqual([1, 2, 3]);
+    });
+
+    it('dispose frees at once, is idempotent, and later use is ERR_XNORM_DISPOSED', async () => {
+      const bytes = 64 << 20;
+      // V8's external-memory total, which napi_adjust_external_memory feeds (process.memoryUsage() does not show it).
+      const external = () => (native().externalMemory as unknown as () => number)();
+      const before = external();
+      const t = zeros([bytes / 4], { device: 'cuda' });
+      expect(external() - before).toBe(bytes);
+      t.dispose();
+      t.dispose();
+      expect(t.disposed).toBe(true);
+      expect(external() - before).toBe(0);
+      expectCode(() => t.dataSync(), 'ERR_XNORM_DISPOSED');
+      expectCode(() => t.toSync('cpu'), 'ERR_XNORM_DISPOSED');
+      await expect(moments(t)).rejects.toMatchObject({ code: 'ERR_XNORM_DISPOSED' });
+    });
+
+    it('async ops and copies in flight together all resolve with the sync results', async () => {
+      const xs = Array.from({ length: 12 }, (_, i) => tensor(randomArray(3 * 5 * 97, 300 + i, 1, i), [3, 5, 97]));
+      const onGpu = await Promise.all(xs.map((x) => x.to('cuda')));
+      const [ms, back] = await Promise.all([Promise.all(onGpu.map((x) => moments(x))), Promise.all(onGpu.map((x) => x.to('cpu')))]);
+      ms.forEach((m, i) => {
+        expect(Array.from(m.precise!.mean)).toEqual(Array.from(momentsSync(onGpu[i]).precise!.mean));
+        expect(Array.from(back[i].dataSync())).toEqual(Array.from(xs[i].dataSync()));
+      });
+      // Disposing inputs while their op is in flight is safe: the op holds the memory until it ends.
+      const x = onGpu[0];
+      const p = moments(x);
+      x.dispose();
+      expect((await p).count).toBe(3 * 97);
+    });
+
+    it('a worker thread that exits with device memory still allocated leaves the process usable', async () => {
+      const root = path.join(__dirname, '..');
+      const code = `
+        const { parentPort } = require('worker_threads');
+        const addon = require('node-gyp-build')(${JSON.stringify(root)});
+        const info = addon.cudaInfo({ paths: [] });
+        const kept = [];
+        for (let i = 0; i < 4; i++) {
+          const h = addon.cudaAlloc({ device: 0, bytes: 1 << 20 });
+          addon.cudaUpload({ handle: h, dtype: 'float32', host: new Float32Array(1 << 18).fill(i) });
+          kept.push(h);
+        }
+        addon.cudaFree(kept[0]);
+        parentPort.postMessage(info.available);
+      `;
+      const w = new Worker(code, { eval: true });
+      const available = await new Promise((resolve, reject) => {
+        w.once('message', resolve);
+        w.once('error', reject);
+      });
+      expect(available).toBe(true);
+      expect(await w.terminate()).toBeTypeOf('number');
+      const t = tensor([5, 6, 7], [3], { device: 'cuda' });
+      expect(Array.from(await t.data())).toEqual([5, 6, 7]);
+    });
+
+    it('running out of device memory is ERR_XNORM_OUT_OF_MEMORY and the device stays usable', () => {
+      expectCode(() => cudaAlloc(0, 2 ** 50), 'ERR_XNORM_OUT_OF_MEMORY');
+      const t = tensor([1, 2], [2], { device: 'cuda' });
+      expect(Array.from(t.dataSync())).toEqual([1, 2]);
+    });
+
+    it('mixing devices is ERR_XNORM_DEVICE; CPU-only paths name the device', () => {
+      const xc = tensor(randomArray(24, 1), [2, 3, 4], { device: 'cuda' });
+      const xh = tensor(randomArray(24, 1), [2, 3, 4]);
+      const mc = momentsSync(xc);
+      const mh = momentsSync(xh);
+      expectCode(() => batchNormSync(xc, mh), 'ERR_XNORM_DEVICE');
+      expectCode(() => batchNormSync(xh, mc), 'ERR_XNORM_DEVICE');
+      expectCode(() => mergeMoments(mc, mh), 'ERR_XNORM_DEVICE');
+      expectCode(() => batchNormSync(xc, mc, { gamma: tensor([1, 1, 1], [3]) }), 'ERR_XNORM_DEVICE');
+      expectCode(() => xc.storage('op: x'), 'ERR_XNORM_DEVICE');
+    });
+  });
+
+  describe.skipIf(skip)('binary convolution on the GPU', () => {
+    it('matches a direct evaluation for every output kind, both paddings, groups and odd sizes', async () => {
+      const n = native() as unknown as Record<string, (args: object, async?: boolean) => unknown>;
+      const cases: BConvCase[] = [
+        { n: 2, h: 5, w: 6, c: 37, cout: 33, groups: 1, k: 3, stride: 1, pad: 1, dil: 1, padZero: false, output: 'int32', scale: false, bias: false },
+        { n: 1, h: 7, w: 4, c: 66, cout: 40, groups: 2, k: 3, stride: 2, pad: 2, dil: 2, padZero: true, output: 'float', scale: true, bias: true, clamp: [-1.5, 2] },
+        { n: 1, h: 6, w: 6, c: 15, cout: 9, groups: 3, k: 5, stride: 1, pad: 2, dil: 1, padZero: false, output: 'bits', scale: true, bias: true },
+        { n: 3, h: 3, w: 3, c: 32, cout: 64, groups: 1, k: 1, stride: 1, pad: 0, dil: 1, padZero: true, output: 'bits', scale: false, bias: true },
+      ];
+      let seed = 900;
+      for (const q of cases) {
+        const cinG = q.c / q.groups;
+        const rand = randomArray(q.n * q.h * q.w * q.c + q.cout * q.k * q.k * cinG, seed++);
+        const xb = Uint8Array.from(rand.subarray(0, q.n * q.h * q.w * q.c), (v) => (v < 0 ? 1 : 0));
+        const wb = Uint8Array.from(rand.subarray(q.n * q.h * q.w * q.c), (v) => (v < 0 ? 1 : 0));
+        const scale = q.scale ? randomArray(q.cout, seed++, 0.2) : undefined;
+        const bias = q.bias ? randomArray(q.cout, seed++) : undefined;
+        const want = bconvOracle(q, xb, wb, scale, bias);
+        const xw = packWords(xb, q.n * q.h * q.w, q.c);
+        const ww = packWords(wb, q.cout * q.k * q.k, cinG);
+        const x = cudaAlloc(0, xw.byteLength), w = cudaAlloc(0, ww.byteLength), out = cudaAlloc(0, want.out.byteLength);
+        n.cudaUpload({ handle: x, dtype: 'bit', host: xw });
+        n.cudaUpload({ handle: w, dtype: 'bit', host: ww });
+        await n.cudaBinaryConv2d(
+          { device: 0, x, weights: w, out, n: q.n, h: q.h, w: q.w, c: q.c, cout: q.cout, cinG, kh: q.k, kw: q.k, groups: q.groups,
+            sh: q.stride, sw: q.stride, ph: q.pad, pw: q.pad, dh: q.dil, dw: q.dil, padZero: q.padZero, output: q.output,
+            clamp: q.clamp !== undefined, lo: q.clamp?.[0], hi: q.clamp?.[1], scale, bias },
+          true,
+        );
+        const got = new (want.out.constructor as new (k: number) => Int32Array | Float32Array | Uint32Array)(want.out.length);
+        n.cudaDownload({ handle: out, dtype: q.output === 'float' ? 'float32' : q.output === 'int32' ? 'int32' : 'bit', host: got });
+        expect(Array.from(got), JSON.stringify(q)).toEqual(Array.from(want.out));
+      }
+      // The handles' sizes are checked against the geometry.
+      const q = cases[0];
+      const small = cudaAlloc(0, 4);
+      expectCode(() => n.cudaBinaryConv2d({ device: 0, x: small, weights: small, out: small, n: q.n, h: q.h, w: q.w, c: q.c,
+        cout: q.cout, cinG: q.c, kh: 3, kw: 3, groups: 1, sh: 1, sw: 1, ph: 1, pw: 1, dh: 1, dw: 1, output: 'int32' }), 'ERR_XNORM_SHAPE');
+    });
+  });
+
+  describe.skipIf(skip)('BN statistics on the GPU match the CPU kernels', () => {
+    it('moments per channel, instance and group, every float dtype and both layouts', async () => {
+      let seed = 10;
+      for (const { shape, layout } of CASES)
+        for (const dtype of ['float32', 'float16', 'bfloat16'] as DType[])
+          for (const over of ['channel', 'instance', 'group'] as const) {
+            const c = layout === 'nchw' ? shape[1] : shape[shape.length - 1];
+            const groups = c % 3 === 0 ? 3 : 1;
+            const size = shape.reduce((a, b) => a * b, 1);
+            const xh = tensor(randomArray(size, seed++, 2, 5), shape, { dtype });
+            const xc = xh.toSync('cuda');
+            const opts = { layout, over, groups };
+            const want = momentsSync(xh, opts);
+            const got = momentsSync(xc, opts);
+            const again = await moments(xc, opts);
+            const what = `${dtype} ${layout} [${shape}] ${over}`;
+            expect(got.count, what).toBe(want.count);
+            expect(got.mean.device).toBe('cuda:0');
+            expectRel(got.precise!.mean, want.precise!.mean, 2e-6, `${what} mean`);
+            const scale = Math.max(...Array.from(want.precise!.m2, Math.abs), 1);
+            expectRel(Array.from(got.precise!.m2, (v) => v / scale), Array.from(want.precise!.m2, (v) => v / scale), 2e-5, `${what} m2`);
+            // Deterministic, and both forms agree bit for bit.
+            expect(Array.from(again.precise!.mean)).toEqual(Array.from(got.precise!.mean));
+            expect(Array.from(again.precise!.m2)).toEqual(Array.from(got.precise!.m2));
+            expect(Array.from(got.mean.dataSync())).toEqual(Array.from(Float32Array.from(got.precise!.mean)));
+          }
+    });
+
+    it('a large mean against a unit spread keeps its precision', () => {
+      const x = tensor(randomArray(4 * 3 * 5000, 77, 1, 1e6), [4, 3, 5000]);
+      const want = momentsSync(x);
+      const got = momentsSync(x.toSync('cuda'));
+      expectRel(got.precise!.mean, want.precise!.mean, 1e-9, 'mean');
+      expectRel(Array.from(got.precise!.m2, (v) => v / 2e4), Array.from(want.precise!.m2, (v) => v / 2e4), 1e-4, 'm2');
+    });
+
+    it('batchNorm per channel and per instance, with ReLU, on the GPU', async () => {
+      let seed = 100;
+      for (const { shape, layout } of CASES)
+        for (const dtype of ['float32', 'float16', 'bfloat16'] as DType[])
+          for (const perInstance of [false, true]) {
+            const size = shape.reduce((a, b) => a * b, 1);
+            const c = layout === 'nchw' ? shape[1] : shape[shape.length - 1];
+            const xh = tensor(randomArray(size, seed++, 3, 1), shape, { dtype });
+            const xc = xh.toSync('cuda');
+            const over = perInstance ? 'instance' : 'channel';
+            const mh = momentsSync(xh, { layout, over });
+            const mc = momentsSync(xc, { layout, over });
+            const gamma = tensor(randomArray(c, seed++), [c]);
+            const beta = tensor(randomArray(c, seed++), [c]);
+            const relu = seed % 2 === 0 ? 'relu' : null;
+            const want = batchNormSync(xh, mh, { gamma, beta, layout, activation: relu }).float32Sync();
+            const yc = await batchNorm(xc, mc, { gamma: gamma.toSync('cuda'), beta: beta.toSync('cuda'), layout, activation: relu });
+            expect(yc.device).toBe('cuda:0');
+            const got = yc.float32Sync();
+            const tol = dtype === 'float32' ? 1e-5 : dtype === 'float16' ? 2e-3 : 1.6e-2;
+            expectRel(got, want, tol, `batchNorm ${dtype} ${layout} [${shape}] perInstance=${perInstance}`);
+          }
+    });
+
+    it('training-mode pipeline stays on the device', async () => {
+      const x = tensor(randomArray(2 * 4 * 9, 5), [2, 4, 9], { device: 'cuda' });
+      const m = await moments(x);
+      expect(variance(m).device).toBe('cuda:0');
+      const running = { mean: zeros([4], { device: 'cuda' }), var: tensor([1, 1, 1, 1], [4], { device: 'cuda' }) };
+      const next = updateRunningStats(running, m);
+      expect(next.mean.device).toBe('cuda:0');
+      const y = await batchNorm(x, next);
+      expect(y.device).toBe('cuda:0');
+      const merged = mergeMoments(m, m);
+      expect(merged.count).toBe(2 * m.count);
+    });
+  });
+}
