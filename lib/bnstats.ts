@@ -3,7 +3,7 @@
 import { describe, fail } from './errors';
 import { native } from './native';
 import { defineOp } from './op';
-import { Device, FLOAT_DTYPES, Tensor, allocate, allocateDevice, checkSameDevice, checkTensor } from './tensor';
+import { Device, FLOAT_DTYPES, Tensor, allocate, allocateArray, allocateDevice, checkSameDevice, checkTensor } from './tensor';
 
 export type Layout = 'nchw' | 'nhwc';
 export type Over = 'channel' | 'instance' | 'group';
@@ -74,8 +74,8 @@ const momentsOp = defineOp((x: Tensor, opts?: MomentsOptions) => {
     fail('ERR_XNORM_SHAPE', `moments: x: the reduction has no elements (shape [${x.shape.join(', ')}])`);
   const outShape = over === 'channel' ? [c] : over === 'instance' ? [n, c] : [n, groups];
   const slots = outShape.reduce((a, b) => a * b, 1);
-  const mean = new Float64Array(slots);
-  const m2 = new Float64Array(slots);
+  const mean = allocateArray(Float64Array, slots, 'moments: mean');
+  const m2 = allocateArray(Float64Array, slots, 'moments: m2');
   if (x.device !== 'cpu') {
     // On the GPU: double results come back to the host (they are small) and float32 copies stay on the device.
     const xb = x.deviceBuffer('moments: x');

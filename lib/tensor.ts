@@ -80,14 +80,18 @@ export function storageLength(shape: readonly number[], dtype: DType): number {
   return (shapeSize(shape) / (c || 1)) * packedWordsFor(c) * (c === 0 ? 0 : 1);
 }
 
-/** A new zeroed storage array; a size the engine cannot allocate is ERR_XNORM_OUT_OF_MEMORY. */
-export function allocate(dtype: DType, length: number, what: string): TypedArray {
-  const Ctor = storageCtor(dtype);
+/** A new zeroed array; a size the engine cannot allocate is ERR_XNORM_OUT_OF_MEMORY. */
+export function allocateArray<T>(Ctor: new (n: number) => T, length: number, what: string): T {
   try {
     return new Ctor(length);
   } catch (e) {
-    return fail('ERR_XNORM_OUT_OF_MEMORY', `${what}: cannot allocate ${length} ${dtype} elements (${(e as Error).message})`);
+    return fail('ERR_XNORM_OUT_OF_MEMORY', `${what}: cannot allocate ${length} elements (${(e as Error).message})`);
   }
+}
+
+/** A new zeroed storage array for `dtype`. */
+export function allocate(dtype: DType, length: number, what: string): TypedArray {
+  return allocateArray<TypedArray>(storageCtor(dtype), length, what);
 }
 
 /** Bytes of storage a tensor of this shape and dtype holds. */
