@@ -1,0 +1,280 @@
+// ISA-neutral convolution kernels: GEMM driver and packing, im2col gathers, col2im and the direct
+// (depthwise) plane kernels. Each kernels_<isa>.cc includes this file once, after defining, inside
+// namespace xnorm::convbn::XNORM_CONVBN_NS, a `Micro` struct: the register-tiled micro-kernel and the
+// blocking sizes. The code is therefore compiled once per instruction set (the plain loops get
+// vectorised for that ISA) and each copy lives in its own namespace, so the linker never mixes them.
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <new>
+
+#include "../common/thread_pool.h"
+#include "kernels.h"
+
+namespace xnorm::convbn::XNORM_CONVBN_NS {
+
+// Grow-only 64-byte aligned scratch, one per thread and purpose.
+struct Scratch {
+  float* p = nullptr;
+  size_t n = 0;
+  ~Scratch() { std::free(p); }
+  float* get(size_t count) {
+    if (count > n) {
+      std::free(p);
+      p = static_cast<float*>(std::aligned_alloc(64, (count * sizeof(float) + 63) / 64 * 64));
+      n = p ? count : 0;
+      if (!p) throw std::bad_alloc();
+    }
+    return p;
+  }
+};
+thread_local Scratch tls_pack_a, tls_pack_b;
+
+// Output pixels ox in [lo, hi) read input columns ix = ox * sw + off inside [0, w).
+inline void valid_range(int64_t off, int64_t sw, int64_t w, int64_t ow, int64_t& lo, int64_t& hi) {
+  lo = off >= 0 ? 0 : (-off + sw - 1) / sw;
+  hi = off > w - 1 ? 0 : std::min(ow, (w - 1 - off) / sw + 1);
+  if (hi < lo) hi = lo;
+}
+
+// Row k = (channel, ky, kx) of the im2col matrix of one image, for output pixels [p, p + count).
+void patch_row(const Window& g, const float* x, int64_t k, int64_t p, int64_t count, float* out) {
+  int64_t taps = g.kh * g.kw, ci = k / taps, r = k % taps, ky = r / g.kw, kx = r % g.kw;
+  const float* plane = x + ci * g.h * g.w;
+  int64_t oy = p / g.ow, ox = p % g.ow, off = kx * g.dw - g.pw;
+  int64_t lo, hi;
+  valid_range(off, g.sw, g.w, g.ow, lo, hi);
+  for (int64_t o = 0; o < count; ++oy, ox = 0) {
+    int64_t run = std::min(g.ow - ox, count - o);
+    int64_t iy = oy * g.sh - g.ph + ky * g.dh;
+    float* dst = out + o - ox;  // dst[ox'] is output pixel (oy, ox')
+    if (iy < 0 || iy >= g.h) {
+      std::memset(out + o, 0, size_t(run) * sizeof(float));
+    } else {
+      const float* row = plane + iy * g.w + off;
+      int64_t a = std::max(ox, lo), b = std::min(ox + run, hi);
+      if (b < a) b = a = ox + run;  // no valid column in this run
+      for (int64_t t = ox; t < a; ++t) dst[t] = 0;
+      if (g.sw == 1) {
+        std::memcpy(dst + a, row + a, size_t(b - a) * sizeof(float));
+      } else {
+        for (int64_t t = a; t < b; ++t) dst[t] = row[t * g.sw];
+      }
+      for (int64_t t = b; t < ox + run; ++t) dst[t] = 0;
+    }
+    o += run;
+  }
+}
+
+// A rows [i0, i0+mc) x cols [p0, p0+kc) into MR-row panels: panel[k * MR + r], zero-padded rows.
+void pack_a(const Operand& A, int64_t i0, int64_t mc, int64_t p0, int64_t kc, float* dst) {
+  constexpr int MR = Micro::MR;
+  for (int64_t ir = 0; ir < mc; ir += MR) {
+    int64_t rows = std::min<int64_t>(MR, mc - ir);
+    float* d = dst + (ir / MR) * kc * MR;
+    if (A.cs == 1) {
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* src = A.p + (i0 + ir + r) * A.rs + p0;
+        for (int64_t k = 0; k < kc; ++k) d[k * MR + r] = src[k];
+      }
+    } else {
+      for (int64_t k = 0; k < kc; ++k) {
+        const float* src = A.p + (i0 + ir) * A.rs + (p0 + k) * A.cs;
+        for (int64_t r = 0; r < rows; ++r) d[k * MR + r] = src[r * A.rs];
+      }
+    }
+    for (int64_t r = rows; r < MR; ++r)
+      for (int64_t k = 0; k < kc; ++k) d[k * MR + r] = 0;
+  }
+}
+
+// B rows [p0, p0+kc) x cols [j0, j0+nc) into NR-column panels: panel[k * NR + c], zero-padded columns.
+void pack_b(const Operand& B, int64_t p0, int64_t kc, int64_t j0, int64_t nc, float* dst) {
+  constexpr int NR = Micro::NR;
+  constexpr int64_t kTmp = Micro::NC > Micro::KC ? Micro::NC : Micro::KC;
+  alignas(64) float tmp[kTmp];
+  const int64_t panels = (nc + NR - 1) / NR;
+  auto panel_row = [&](int64_t k, const float* src) {  // src holds the nc values of row k
+    for (int64_t q = 0; q < panels; ++q) {
+      float* d = dst + q * kc * NR + k * NR;
+      int64_t cols = std::min<int64_t>(NR, nc - q * NR);
+      std::memcpy(d, src + q * NR, size_t(cols) * sizeof(float));
+      for (int64_t c = cols; c < NR; ++c) d[c] = 0;
+    }
+  };
+  auto panel_col = [&](int64_t j, const float* src) {  // src holds the kc values of column j
+    float* d = dst + (j / NR) * kc * NR + j % NR;
+    for (int64_t k = 0; k < kc; ++k) d[k * NR] = src[k];
+  };
+  auto zero_tail = [&]() {
+    int64_t used = nc % NR;
+    if (used == 0) return;
+    float* d = dst + (panels - 1) * kc * NR;
+    for (int64_t k = 0; k < kc; ++k)
+      for (int64_t c = used; c < NR; ++c) d[k * NR + c] = 0;
+  };
+  switch (B.kind) {
+    case Operand::Strided:
+      if (B.cs == 1) {
+        for (int64_t k = 0; k < kc; ++k) panel_row(k, B.p + (p0 + k) * B.rs + j0);
+      } else {
+        for (int64_t j = 0; j < nc; ++j) {
+          const float* src = B.p + (j0 + j) * B.cs + p0 * B.rs;
+          for (int64_t k = 0; k < kc; ++k) tmp[k] = src[k * B.rs];
+          panel_col(j, tmp);
+        }
+        zero_tail();
+      }
+      break;
+    case Operand::Im2col:
+      for (int64_t k = 0; k < kc; ++k) {
+        patch_row(B.win, B.p, p0 + k, j0, nc, tmp);
+        panel_row(k, tmp);
+      }
+      break;
+    case Operand::Im2colT:
+      for (int64_t j = 0; j < nc; ++j) {
+        patch_row(B.win, B.p, j0 + j, p0, kc, tmp);
+        panel_col(j, tmp);
+      }
+      zero_tail();
+      break;
+  }
+}
+
+void gemm_tile(const GemmProblem& P, int64_t it, int64_t jt) {
+  constexpr int MR = Micro::MR, NR = Micro::NR;
+  const int64_t i0 = it * Micro::MC, mc = std::min<int64_t>(Micro::MC, P.m - i0);
+  const int64_t j0 = jt * Micro::NC, nc = std::min<int64_t>(Micro::NC, P.n - j0);
+  float* pa = tls_pack_a.get(size_t(Micro::MC) * Micro::KC);
+  float* pb = tls_pack_b.get(size_t(Micro::NC) * Micro::KC);
+  for (int64_t p0 = 0; p0 < P.k; p0 += Micro::KC) {
+    const int64_t kc = std::min<int64_t>(Micro::KC, P.k - p0);
+    const bool last = p0 + kc >= P.k, add = p0 > 0 || P.accumulate;
+    pack_b(P.b, p0, kc, j0, nc, pb);
+    pack_a(P.a, i0, mc, p0, kc, pa);
+    for (int64_t ir = 0; ir < mc; ir += MR) {
+      const float* bias = last && P.bias_row ? P.bias_row + i0 + ir : nullptr;
+      for (int64_t jr = 0; jr < nc; jr += NR)
+        Micro::run(kc, pa + (ir / MR) * kc * MR, pb + (jr / NR) * kc * NR, P.c + (i0 + ir) * P.ldc + j0 + jr, P.ldc,
+                   int(std::min<int64_t>(MR, mc - ir)), int(std::min<int64_t>(NR, nc - jr)), add, bias,
+                   last && P.relu);
+    }
+  }
+}
+
+void gemm(const GemmProblem* problems, int64_t count) {
+  // Tile t of the whole job belongs to the problem whose [first[i], first[i+1]) holds it.
+  std::unique_ptr<int64_t[]> first(new int64_t[size_t(count) + 1]);
+  first[0] = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    const GemmProblem& P = problems[i];
+    int64_t tiles = P.m > 0 && P.n > 0 && P.k > 0
+                        ? ((P.m + Micro::MC - 1) / Micro::MC) * ((P.n + Micro::NC - 1) / Micro::NC)
+                        : 0;
+    first[i + 1] = first[i] + tiles;
+  }
+  const int64_t* f = first.get();
+  parallel_tasks(f[count], [&](int64_t t) {
+    int64_t i = std::upper_bound(f, f + count + 1, t) - f - 1;
+    const GemmProblem& P = problems[i];
+    int64_t nt = (P.n + Micro::NC - 1) / Micro::NC, local = t - f[i];
+    gemm_tile(P, local / nt, local % nt);
+  });
+}
+
+void direct_forward_plane(const float* x, const float* wt, float bias, bool relu, float* y, const Window& g) {
+  for (int64_t oy = 0; oy < g.oh; ++oy) {
+    float* row = y + oy * g.ow;
+    for (int64_t ox = 0; ox < g.ow; ++ox) row[ox] = bias;
+    for (int64_t ky = 0; ky < g.kh; ++ky) {
+      int64_t iy = oy * g.sh - g.ph + ky * g.dh;
+      if (iy < 0 || iy >= g.h) continue;
+      const float* xrow = x + iy * g.w;
+      for (int64_t kx = 0; kx < g.kw; ++kx) {
+        const float wv = wt[ky * g.kw + kx];
+        int64_t off = kx * g.dw - g.pw, lo, hi;
+        valid_range(off, g.sw, g.w, g.ow, lo, hi);
+        if (g.sw == 1) {
+          const float* src = xrow + off;
+          for (int64_t ox = lo; ox < hi; ++ox) row[ox] += wv * src[ox];
+        } else {
+          for (int64_t ox = lo; ox < hi; ++ox) row[ox] += wv * xrow[ox * g.sw + off];
+        }
+      }
+    }
+    if (relu)
+      for (int64_t ox = 0; ox < g.ow; ++ox) row[ox] = row[ox] > 0 ? row[ox] : 0;
+  }
+}
+
+void direct_backward_data_plane(const float* dy, const float* wt, float* dx, const Window& g) {
+  for (int64_t oy = 0; oy < g.oh; ++oy) {
+    const float* drow = dy + oy * g.ow;
+    for (int64_t ky = 0; ky < g.kh; ++ky) {
+      int64_t iy = oy * g.sh - g.ph + ky * g.dh;
+      if (iy < 0 || iy >= g.h) continue;
+      float* xrow = dx + iy * g.w;
+      for (int64_t kx = 0; kx < g.kw; ++kx) {
+        const float wv = wt[ky * g.kw + kx];
+        int64_t off = kx * g.dw - g.pw, lo, hi;
+        valid_range(off, g.sw, g.w, g.ow, lo, hi);
+        if (g.sw == 1) {
+          float* dst = xrow + off;
+          for (int64_t ox = lo; ox < hi; ++ox) dst[ox] += wv * drow[ox];
+        } else {
+          for (int64_t ox = lo; ox < hi; ++ox) xrow[ox * g.sw + off] += wv * drow[ox];
+        }
+      }
+    }
+  }
+}
+
+void direct_backward_filter_plane(const float* x, const float* dy, double* dwt, const Window& g) {
+  for (int64_t ky = 0; ky < g.kh; ++ky)
+    for (int64_t kx = 0; kx < g.kw; ++kx) {
+      int64_t off = kx * g.dw - g.pw, lo, hi;
+      valid_range(off, g.sw, g.w, g.ow, lo, hi);
+      double total = 0;
+      for (int64_t oy = 0; oy < g.oh; ++oy) {
+        int64_t iy = oy * g.sh - g.ph + ky * g.dh;
+        if (iy < 0 || iy >= g.h) continue;
+        const float* xrow = x + iy * g.w + off;
+        const float* drow = dy + oy * g.ow;
+        float s = 0;  // one row in float, rows summed in double
+        for (int64_t ox = lo; ox < hi; ++ox) s += drow[ox] * xrow[ox * g.sw];
+        total += s;
+      }
+      dwt[ky * g.kw + kx] += total;
+    }
+}
+
+void col2im(const float* dcol, float* dx, const Window& g, int64_t c0, int64_t c1) {
+  const int64_t opix = g.oh * g.ow;
+  for (int64_t ci = c0; ci < c1; ++ci) {
+    float* plane = dx + ci * g.h * g.w;
+    std::memset(plane, 0, size_t(g.h * g.w) * sizeof(float));
+    for (int64_t ky = 0; ky < g.kh; ++ky)
+      for (int64_t kx = 0; kx < g.kw; ++kx) {
+        const float* src = dcol + ((ci * g.kh + ky) * g.kw + kx) * opix;
+        int64_t off = kx * g.dw - g.pw, lo, hi;
+        valid_range(off, g.sw, g.w, g.ow, lo, hi);
+        for (int64_t oy = 0; oy < g.oh; ++oy) {
+          int64_t iy = oy * g.sh - g.ph + ky * g.dh;
+          if (iy < 0 || iy >= g.h) continue;
+          float* xrow = plane + iy * g.w + off;
+          const float* srow = src + oy * g.ow;
+          for (int64_t ox = lo; ox < hi; ++ox) xrow[ox * g.sw] += srow[ox];
+        }
+      }
+  }
+}
+
+const Kernels& table() {
+  static const Kernels k{gemm, direct_forward_plane, direct_backward_data_plane, direct_backward_filter_plane,
+                         col2im, fma_loop, Micro::MR, Micro::NR};
+  return k;
+}
+
+}  // namespace xnorm::convbn::XNORM_CONVBN_NS
