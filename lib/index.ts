@@ -7,3 +7,4 @@ export type { TensorLike, FromOptions, OnnxTensorLike, TfjsTensorLike, NdArrayLi
 export { info, setNumThreads } from './info';
 export type { Info } from './info';
 export * from './bnstats';
+export * from './convbn';

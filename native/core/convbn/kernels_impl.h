@@ -90,62 +90,53 @@ void pack_a(const Operand& A, int64_t i0, int64_t mc, int64_t p0, int64_t kc, fl
 }
 
 // B rows [p0, p0+kc) x cols [j0, j0+nc) into NR-column panels: panel[k * NR + c], zero-padded columns.
+// Operands read along k (transposed or Im2colT) gather one panel's columns into L1-resident scratch
+// first, so the panel itself is written row by row rather than with a stride through L2.
 void pack_b(const Operand& B, int64_t p0, int64_t kc, int64_t j0, int64_t nc, float* dst) {
   constexpr int NR = Micro::NR;
-  constexpr int64_t kTmp = Micro::NC > Micro::KC ? Micro::NC : Micro::KC;
+  constexpr int64_t kTmp = Micro::NC > NR * Micro::KC ? Micro::NC : NR * Micro::KC;
   alignas(64) float tmp[kTmp];
   const int64_t panels = (nc + NR - 1) / NR;
-  auto panel_row = [&](int64_t k, const float* src) {  // src holds the nc values of row k
-    for (int64_t q = 0; q < panels; ++q) {
-      float* d = dst + q * kc * NR + k * NR;
-      int64_t cols = std::min<int64_t>(NR, nc - q * NR);
-      std::memcpy(d, src + q * NR, size_t(cols) * sizeof(float));
-      for (int64_t c = cols; c < NR; ++c) d[c] = 0;
-    }
-  };
-  auto panel_col = [&](int64_t j, const float* src) {  // src holds the kc values of column j
-    float* d = dst + (j / NR) * kc * NR + j % NR;
-    for (int64_t k = 0; k < kc; ++k) d[k * NR] = src[k];
-  };
-  auto zero_tail = [&]() {
-    int64_t used = nc % NR;
-    if (used == 0) return;
-    float* d = dst + (panels - 1) * kc * NR;
-    for (int64_t k = 0; k < kc; ++k)
-      for (int64_t c = used; c < NR; ++c) d[k * NR + c] = 0;
-  };
-  switch (B.kind) {
-    case Operand::Strided:
-      if (B.cs == 1) {
-        for (int64_t k = 0; k < kc; ++k) panel_row(k, B.p + (p0 + k) * B.rs + j0);
-      } else {
-        for (int64_t j = 0; j < nc; ++j) {
-          const float* src = B.p + (j0 + j) * B.cs + p0 * B.rs;
-          for (int64_t k = 0; k < kc; ++k) tmp[k] = src[k * B.rs];
-          panel_col(j, tmp);
-        }
-        zero_tail();
-      }
-      break;
-    case Operand::Im2col:
-      for (int64_t k = 0; k < kc; ++k) {
+  if (B.kind == Operand::Im2col || (B.kind == Operand::Strided && B.cs == 1)) {
+    for (int64_t k = 0; k < kc; ++k) {
+      const float* src = tmp;
+      if (B.kind == Operand::Im2col) {
         patch_row(B.win, B.p, p0 + k, j0, nc, tmp);
-        panel_row(k, tmp);
+      } else {
+        src = B.p + (p0 + k) * B.rs + j0;
       }
-      break;
-    case Operand::Im2colT:
-      for (int64_t j = 0; j < nc; ++j) {
-        patch_row(B.win, B.p, j0 + j, p0, kc, tmp);
-        panel_col(j, tmp);
+      for (int64_t q = 0; q < panels; ++q) {
+        float* d = dst + q * kc * NR + k * NR;
+        int64_t cols = std::min<int64_t>(NR, nc - q * NR);
+        std::memcpy(d, src + q * NR, size_t(cols) * sizeof(float));
+        for (int64_t c = cols; c < NR; ++c) d[c] = 0;
       }
-      zero_tail();
-      break;
+    }
+    return;
+  }
+  for (int64_t q = 0; q < panels; ++q) {
+    const int64_t cols = std::min<int64_t>(NR, nc - q * NR);
+    for (int64_t c = 0; c < cols; ++c) {  // tmp[c * kc + k] = B(p0 + k, j0 + q * NR + c)
+      const int64_t j = j0 + q * NR + c;
+      if (B.kind == Operand::Im2colT) {
+        patch_row(B.win, B.p, j, p0, kc, tmp + c * kc);
+      } else {
+        const float* src = B.p + j * B.cs + p0 * B.rs;
+        for (int64_t k = 0; k < kc; ++k) tmp[c * kc + k] = src[k * B.rs];
+      }
+    }
+    float* d = dst + q * kc * NR;
+    for (int64_t k = 0; k < kc; ++k) {
+      for (int64_t c = 0; c < cols; ++c) d[k * NR + c] = tmp[c * kc + k];
+      for (int64_t c = cols; c < NR; ++c) d[k * NR + c] = 0;
+    }
   }
 }
 
-void gemm_tile(const GemmProblem& P, int64_t it, int64_t jt) {
+// One task: M blocks [b0, b1) of problem P against its N block jt. B is packed once per K slice and
+// reused by every M block of the task.
+void gemm_task(const GemmProblem& P, int64_t b0, int64_t b1, int64_t jt) {
   constexpr int MR = Micro::MR, NR = Micro::NR;
-  const int64_t i0 = it * Micro::MC, mc = std::min<int64_t>(Micro::MC, P.m - i0);
   const int64_t j0 = jt * Micro::NC, nc = std::min<int64_t>(Micro::NC, P.n - j0);
   float* pa = tls_pack_a.get(size_t(Micro::MC) * Micro::KC);
   float* pb = tls_pack_b.get(size_t(Micro::NC) * Micro::KC);
@@ -153,34 +144,51 @@ void gemm_tile(const GemmProblem& P, int64_t it, int64_t jt) {
     const int64_t kc = std::min<int64_t>(Micro::KC, P.k - p0);
     const bool last = p0 + kc >= P.k, add = p0 > 0 || P.accumulate;
     pack_b(P.b, p0, kc, j0, nc, pb);
-    pack_a(P.a, i0, mc, p0, kc, pa);
-    for (int64_t ir = 0; ir < mc; ir += MR) {
-      const float* bias = last && P.bias_row ? P.bias_row + i0 + ir : nullptr;
-      for (int64_t jr = 0; jr < nc; jr += NR)
-        Micro::run(kc, pa + (ir / MR) * kc * MR, pb + (jr / NR) * kc * NR, P.c + (i0 + ir) * P.ldc + j0 + jr, P.ldc,
-                   int(std::min<int64_t>(MR, mc - ir)), int(std::min<int64_t>(NR, nc - jr)), add, bias,
-                   last && P.relu);
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      const int64_t i0 = blk * Micro::MC, mc = std::min<int64_t>(Micro::MC, P.m - i0);
+      pack_a(P.a, i0, mc, p0, kc, pa);
+      for (int64_t ir = 0; ir < mc; ir += MR) {
+        const float* bias = last && P.bias_row ? P.bias_row + i0 + ir : nullptr;
+        for (int64_t jr = 0; jr < nc; jr += NR)
+          Micro::run(kc, pa + (ir / MR) * kc * MR, pb + (jr / NR) * kc * NR, P.c + (i0 + ir) * P.ldc + j0 + jr,
+                     P.ldc, int(std::min<int64_t>(MR, mc - ir)), int(std::min<int64_t>(NR, nc - jr)), add, bias,
+                     last && P.relu);
+      }
     }
   }
 }
 
+// Enough tasks to balance many cores, few enough that B is not repacked for every M block.
+constexpr int64_t kTargetTasks = 32;
+
 void gemm(const GemmProblem* problems, int64_t count) {
-  // Tile t of the whole job belongs to the problem whose [first[i], first[i+1]) holds it.
+  int64_t all_blocks = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    const GemmProblem& P = problems[i];
+    if (P.m > 0 && P.n > 0 && P.k > 0)
+      all_blocks += ((P.m + Micro::MC - 1) / Micro::MC) * ((P.n + Micro::NC - 1) / Micro::NC);
+  }
+  // M blocks per task, from the sizes only (never the thread count), so the split is reproducible.
+  const int64_t per_task = std::max<int64_t>(1, all_blocks / kTargetTasks);
+  // Task t of the whole job belongs to the problem whose [first[i], first[i+1]) holds it.
   std::unique_ptr<int64_t[]> first(new int64_t[size_t(count) + 1]);
   first[0] = 0;
   for (int64_t i = 0; i < count; ++i) {
     const GemmProblem& P = problems[i];
-    int64_t tiles = P.m > 0 && P.n > 0 && P.k > 0
-                        ? ((P.m + Micro::MC - 1) / Micro::MC) * ((P.n + Micro::NC - 1) / Micro::NC)
-                        : 0;
-    first[i + 1] = first[i] + tiles;
+    int64_t tasks = 0;
+    if (P.m > 0 && P.n > 0 && P.k > 0) {
+      int64_t mb = (P.m + Micro::MC - 1) / Micro::MC;
+      tasks = ((mb + per_task - 1) / per_task) * ((P.n + Micro::NC - 1) / Micro::NC);
+    }
+    first[i + 1] = first[i] + tasks;
   }
   const int64_t* f = first.get();
   parallel_tasks(f[count], [&](int64_t t) {
     int64_t i = std::upper_bound(f, f + count + 1, t) - f - 1;
     const GemmProblem& P = problems[i];
-    int64_t nt = (P.n + Micro::NC - 1) / Micro::NC, local = t - f[i];
-    gemm_tile(P, local / nt, local % nt);
+    int64_t mb = (P.m + Micro::MC - 1) / Micro::MC, nt = (P.n + Micro::NC - 1) / Micro::NC;
+    int64_t local = t - f[i], mt = local / nt, jt = local % nt;
+    gemm_task(P, mt * per_task, std::min(mb, (mt + 1) * per_task), jt);
   });
 }
 
