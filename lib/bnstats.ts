@@ -3,7 +3,7 @@
 import { describe, fail } from './errors';
 import { native } from './native';
 import { defineOp } from './op';
-import { FLOAT_DTYPES, Tensor, checkSameDevice, checkTensor, storageCtor } from './tensor';
+import { FLOAT_DTYPES, Tensor, allocate, checkSameDevice, checkTensor } from './tensor';
 
 export type Layout = 'nchw' | 'nhwc';
 export type Over = 'channel' | 'instance' | 'group';
@@ -13,6 +13,11 @@ export interface Moments {
   count: number;
   mean: Tensor;
   m2: Tensor;
+  /**
+   * Double-precision mean and m2, kept by moments() and mergeMoments() and preferred by the ops that
+   * read Moments, so that merging many parts is exact to double precision rather than to float32.
+   */
+  readonly precise?: { mean: Float64Array; m2: Float64Array };
 }
 /** Population (biased) variance. */
 export interface Stats {
@@ -69,19 +74,15 @@ const momentsOp = defineOp((x: Tensor, opts?: MomentsOptions) => {
     fail('ERR_XNORM_SHAPE', `moments: x: the reduction has no elements (shape [${x.shape.join(', ')}])`);
   const outShape = over === 'channel' ? [c] : over === 'instance' ? [n, c] : [n, groups];
   const slots = outShape.reduce((a, b) => a * b, 1);
-  const mean = new Float32Array(slots);
-  const m2 = new Float32Array(slots);
+  const mean = new Float64Array(slots);
+  const m2 = new Float64Array(slots);
   return {
     call: (async: boolean) =>
       native().moments(
         { x: x.storage('moments: x'), dtype: x.dtype, shape: x.shape, layout, over, groups, mean, m2 },
         async,
       ),
-    finish: (count: unknown): Moments => ({
-      count: count as number,
-      mean: new Tensor(mean, outShape, 'float32'),
-      m2: new Tensor(m2, outShape, 'float32'),
-    }),
+    finish: (count: unknown): Moments => withPrecise(count as number, mean, m2, outShape),
   };
 });
 
@@ -91,6 +92,23 @@ export const momentsSync = momentsOp.sync;
 
 function values(t: Tensor): Float32Array | Float64Array {
   return t.dtype === 'float32' ? (t.storage() as Float32Array) : t.float32Sync();
+}
+
+function withPrecise(count: number, mean: Float64Array, m2: Float64Array, shape: readonly number[]): Moments {
+  return { count, mean: f32(mean, shape), m2: f32(m2, shape), precise: { mean, m2 } };
+}
+
+/** mean and m2 of Moments in the best precision available; float32 tensors edited by a user win. */
+function momentValues(m: Moments): { mean: ArrayLike<number>; m2: ArrayLike<number> } {
+  const p = m.precise;
+  if (p && p.mean.length === m.mean.size && sameRounded(p.mean, m.mean) && sameRounded(p.m2, m.m2)) return p;
+  return { mean: values(m.mean), m2: values(m.m2) };
+}
+
+function sameRounded(a: Float64Array, t: Tensor): boolean {
+  const v = values(t);
+  for (let i = 0; i < a.length; i++) if (Math.fround(a[i]) !== v[i] && !(Number.isNaN(a[i]) && Number.isNaN(v[i]))) return false;
+  return true;
 }
 
 function checkMoments(m: unknown, name: string): Moments {
@@ -138,7 +156,7 @@ export function variance(m: Moments, opts?: { unbiased?: boolean }): Tensor {
   if (unbiased && m.count < 2)
     fail('ERR_XNORM_SHAPE', `variance: the unbiased variance needs count >= 2 per slot, received count ${m.count}`);
   const div = unbiased ? m.count - 1 : m.count;
-  return f32(Float64Array.from(values(m.m2), (v) => v / div), m.mean.shape);
+  return f32(Float64Array.from(momentValues(m).m2, (v) => v / div), m.mean.shape);
 }
 
 /** Chan et al.'s merge: the moments of the union of two disjoint batches. */
@@ -147,7 +165,8 @@ export function mergeMoments(a: Moments, b: Moments): Moments {
   checkMoments(b, 'mergeMoments: b');
   sameShape(a.mean, b.mean, 'mergeMoments: b.mean');
   checkSameDevice({ 'a.mean': a.mean, 'b.mean': b.mean });
-  const ma = values(a.mean), mb = values(b.mean), qa = values(a.m2), qb = values(b.m2);
+  const { mean: ma, m2: qa } = momentValues(a);
+  const { mean: mb, m2: qb } = momentValues(b);
   const n = a.count + b.count;
   const mean = new Float64Array(ma.length);
   const m2 = new Float64Array(ma.length);
@@ -156,7 +175,7 @@ export function mergeMoments(a: Moments, b: Moments): Moments {
     mean[i] = ma[i] + (delta * b.count) / n;
     m2[i] = qa[i] + qb[i] + ((delta * delta * a.count) / n) * b.count;
   }
-  return { count: n, mean: f32(mean, a.mean.shape), m2: f32(m2, a.mean.shape) };
+  return withPrecise(n, mean, m2, a.mean.shape);
 }
 
 /**
@@ -179,16 +198,17 @@ export function updateRunningStats(
   const m = momentum === null ? 1 / (tracked + 1) : checkWeight(momentum, 'updateRunningStats: opts.momentum', 0, 1);
   if (batch.count < 2)
     fail('ERR_XNORM_SHAPE', `updateRunningStats: batch: expected more than 1 value per channel, received count ${batch.count}`);
-  const rm = values(running.mean), rv = values(running.var), bm = values(batch.mean), bq = values(batch.m2);
+  const rm = values(running.mean), rv = values(running.var);
+  const { mean: bm, m2: bq } = momentValues(batch);
   const mean = Float64Array.from(rm, (v, i) => (1 - m) * v + m * bm[i]);
   const v = Float64Array.from(rv, (r, i) => (1 - m) * r + (m * bq[i]) / (batch.count - 1));
   return { mean: f32(mean, running.mean.shape), var: f32(v, running.mean.shape), numBatchesTracked: tracked + 1 };
 }
 
-function asStats(s: Stats | Moments, name: string): { mean: Float32Array | Float64Array; var: Float64Array; shape: readonly number[]; count?: number } {
+function asStats(s: Stats | Moments, name: string): { mean: ArrayLike<number>; var: Float64Array; shape: readonly number[] } {
   if (s && typeof s === 'object' && 'm2' in s) {
-    const m = checkMoments(s, name);
-    return { mean: values(m.mean), var: Float64Array.from(values(m.m2), (q) => q / m.count), shape: m.mean.shape, count: m.count };
+    const m = momentValues(checkMoments(s, name));
+    return { mean: m.mean, var: Float64Array.from(m.m2, (q) => q / (s as Moments).count), shape: (s as Moments).mean.shape };
   }
   const st = checkStats(s, name);
   return { mean: values(st.mean), var: Float64Array.from(values(st.var)), shape: st.mean.shape };
@@ -237,19 +257,19 @@ export interface BatchNormOptions {
   activation?: 'relu' | null;
 }
 
-const batchNormOp = defineOp((x: Tensor, stats: Stats, opts?: BatchNormOptions) => {
+const batchNormOp = defineOp((x: Tensor, stats: Stats | Moments, opts?: BatchNormOptions) => {
   const o = checkOptions(opts, 'batchNorm: opts');
   checkTensor(x, 'batchNorm: x', { dtypes: FLOAT_DTYPES });
   if (x.shape.length < 2)
     fail('ERR_XNORM_SHAPE', `batchNorm: x: expected rank >= 2 ([N, C, ...]), received shape [${x.shape.join(', ')}]`);
-  checkStats(stats, 'batchNorm: stats');
+  const st = asStats(stats, 'batchNorm: stats');
   const layout = checkLayout(o.layout ?? 'nchw');
   const { n, c } = channelsOf(x, layout);
   const eps = checkWeight(o.eps ?? 1e-5, 'batchNorm: opts.eps', 0, Number.MAX_VALUE);
   const activation = o.activation ?? null;
   if (activation !== null && activation !== 'relu')
     fail('ERR_XNORM_ARGUMENT', `batchNorm: opts.activation: expected 'relu' or null, received ${describe(activation)}`);
-  const ss = stats.mean.shape;
+  const ss = st.shape;
   const perInstance = ss.length === 2 && ss[0] === n && ss[1] === c;
   if (!perInstance && !(ss.length === 1 && ss[0] === c))
     fail('ERR_XNORM_SHAPE', `batchNorm: stats.mean: expected shape [${c}] or [${n}, ${c}], received [${ss.join(', ')}]`);
@@ -262,9 +282,10 @@ const batchNormOp = defineOp((x: Tensor, stats: Stats, opts?: BatchNormOptions) 
   const gamma = coeff(o.gamma as Tensor | undefined, 'batchNorm: opts.gamma', 1);
   const beta = coeff(o.beta as Tensor | undefined, 'batchNorm: opts.beta', 0);
   checkSameDevice({ x, 'stats.mean': stats.mean, gamma: o.gamma as Tensor, beta: o.beta as Tensor });
-  const mv = values(stats.mean), vv = values(stats.var);
+  const mv = st.mean, vv = st.var;
   const slots = mv.length;
   const mean = Float32Array.from(mv);
+  const meanLo = Float32Array.from(mv, (v, i) => v - mean[i]);
   const scale = new Float32Array(slots);
   const shift = new Float32Array(slots);
   for (let i = 0; i < slots; i++) {
@@ -272,17 +293,20 @@ const batchNormOp = defineOp((x: Tensor, stats: Stats, opts?: BatchNormOptions) 
     scale[i] = gamma[i % c] / Math.sqrt(vv[i] + eps);
     shift[i] = beta[i % c];
   }
-  const y = new (storageCtor(x.dtype))(x.size);
+  const y = allocate(x.dtype, x.size, 'batchNorm: y');
   return {
     call: (async: boolean) =>
       native().batchNorm(
-        { x: x.storage('batchNorm: x'), y, dtype: x.dtype, shape: x.shape, layout, perInstance, mean, scale, beta: shift, relu: activation === 'relu' },
+        { x: x.storage('batchNorm: x'), y, dtype: x.dtype, shape: x.shape, layout, perInstance, mean, meanLo, scale, beta: shift, relu: activation === 'relu' },
         async,
       ),
     finish: () => new Tensor(y, x.shape, x.dtype),
   };
 });
 
-/** y = act((x - mean) / sqrt(var + eps) * gamma + beta); stats per channel [C] or per instance [N, C]. */
+/**
+ * y = act((x - mean) / sqrt(var + eps) * gamma + beta); stats per channel [C] or per instance [N, C].
+ * Passing the Moments of x itself gives training-mode BN, with the mean in double precision.
+ */
 export const batchNorm = batchNormOp.async;
 export const batchNormSync = batchNormOp.sync;

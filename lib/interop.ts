@@ -1,6 +1,6 @@
 // from(): accept other libraries' tensors without the caller converting anything.
 import { describe, fail } from './errors';
-import { DType, Tensor, TypedArray, checkDType, checkShape, shapeSize, storageCtor } from './tensor';
+import { DType, Tensor, TypedArray, allocate, checkDType, checkShape, shapeSize, storageCtor } from './tensor';
 
 export interface OnnxTensorLike {
   type: string;
@@ -82,8 +82,7 @@ function fromNdArray(x: NdArrayLike, opts: FromOptions): Tensor {
     return new Tensor(storageOf(view, dtype, opts.copy ?? false), shape, dtype);
   }
   // Non-contiguous: gather into a new array in row-major order.
-  const Ctor = storageCtor(dtype);
-  const out = new Ctor(size);
+  const out = allocate(dtype, size, 'from(ndarray)');
   const idx = new Array<number>(shape.length).fill(0);
   let src = offset;
   for (let k = 0; k < size; k++) {
@@ -96,7 +95,7 @@ function fromNdArray(x: NdArrayLike, opts: FromOptions): Tensor {
       idx[d] = 0;
     }
   }
-  return new Tensor(out as TypedArray, shape, dtype);
+  return new Tensor(out, shape, dtype);
 }
 
 /** Wraps another library's tensor; shares its storage where layout and dtype allow, unless copy is set. */

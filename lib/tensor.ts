@@ -84,6 +84,16 @@ export function storageLength(shape: readonly number[], dtype: DType): number {
   return (shapeSize(shape) / (c || 1)) * packedWordsFor(c) * (c === 0 ? 0 : 1);
 }
 
+/** A new zeroed storage array; a size the engine cannot allocate is ERR_XNORM_OUT_OF_MEMORY. */
+export function allocate(dtype: DType, length: number, what: string): TypedArray {
+  const Ctor = storageCtor(dtype);
+  try {
+    return new Ctor(length);
+  } catch (e) {
+    return fail('ERR_XNORM_OUT_OF_MEMORY', `${what}: cannot allocate ${length} ${dtype} elements (${(e as Error).message})`);
+  }
+}
+
 let nextId = 1;
 
 export class Tensor {
@@ -238,8 +248,7 @@ export function zeros(shape: readonly number[], opts: { dtype?: DType; device?: 
   const dtype = checkDType(opts.dtype ?? 'float32', 'opts.dtype');
   checkDevice(opts.device ?? 'cpu', 'opts.device');
   const dims = checkShape(shape, 'shape');
-  const Ctor = storageCtor(dtype);
-  return new Tensor(new Ctor(storageLength(dims, dtype)), dims, dtype);
+  return new Tensor(allocate(dtype, storageLength(dims, dtype), 'zeros'), dims, dtype);
 }
 
 /** Checks an op's tensor argument: a live CPU Tensor with one of the given dtypes and, if set, a rank. */

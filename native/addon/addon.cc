@@ -1,6 +1,7 @@
 // Module entry: per-environment state, info(), thread count, and each op family's bindings.
 #include <napi.h>
 
+#include "../core/common/ceilings.h"
 #include "../core/common/cpu.h"
 #include "../core/common/thread_pool.h"
 #include "args.h"
@@ -59,11 +60,22 @@ Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+// The memory-read ceiling for `npm run bench` (a streaming sum over a Uint32Array).
+Napi::Value ReadSum(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&] {
+    if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array)
+      fail(ErrorCode::Argument, "readSum: expected a Uint32Array, received " + describe(info[0]));
+    auto a = info[0].As<Napi::Uint32Array>();
+    return Napi::Number::New(info.Env(), read_sum(a.Data(), int64_t(a.ElementLength())));
+  });
+}
+
 Napi::Object init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData(new AddonData());
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass));
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
+  exports.Set("readSum", Napi::Function::New(env, ReadSum));
   init_bnstats(env, exports);
   init_convbn(env, exports);
   return exports;

@@ -78,8 +78,13 @@ bool Args::has(const char* name) {
 }
 
 Buffer Args::tensor(const char* name, DType dtype, int64_t length) {
+  return typed(name, array_type_for(dtype), length);
+}
+
+Buffer Args::float64(const char* name, int64_t length) { return typed(name, napi_float64_array, length); }
+
+Buffer Args::typed(const char* name, napi_typedarray_type want, int64_t length) {
   Napi::Value v = get(name);
-  napi_typedarray_type want = array_type_for(dtype);
   if (!v.IsTypedArray())
     fail(ErrorCode::Argument, where(name) + ": expected " + array_type_name(want) + ", received " + describe(v));
   auto ta = v.As<Napi::TypedArray>();

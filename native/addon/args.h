@@ -23,6 +23,8 @@ class Args {
 
   // A typed array whose element type matches dtype and whose length is exactly `length` elements.
   Buffer tensor(const char* name, DType dtype, int64_t length);
+  // A Float64Array of exactly `length` elements (double-precision side outputs such as moments).
+  Buffer float64(const char* name, int64_t length);
   // As tensor(), or {nullptr, 0} when the property is absent or null.
   Buffer optional_tensor(const char* name, DType dtype, int64_t length);
   // Non-negative safe integers; the element count must not overflow.
@@ -41,6 +43,7 @@ class Args {
 
  private:
   Napi::Value get(const char* name);
+  Buffer typed(const char* name, napi_typedarray_type want, int64_t length);
   std::string where(const char* name) const;
 
   Napi::Env env_;

@@ -34,10 +34,13 @@ MomentsCall read_moments(Args& a) {
   std::string over = a.choice("over", {"channel", "instance", "group"});
   c.over = over == "channel" ? Over::Channel : over == "instance" ? Over::Instance : Over::Group;
   c.groups = c.over == Over::Group ? a.integer("groups", 1, c.g.c > 0 ? c.g.c : 1) : 1;
+  if (c.g.c % c.groups != 0)
+    fail(ErrorCode::Argument, "moments: groups: expected a divisor of C = " + std::to_string(c.g.c) + ", received " +
+                                  std::to_string(c.groups));
   c.x = a.tensor("x", c.dtype, shape_size(shape, "x"));
   int64_t slots = bnstats::moment_slots(c.g, c.over, c.groups);
-  c.mean = a.tensor("mean", DType::Float32, slots);
-  c.m2 = a.tensor("m2", DType::Float32, slots);
+  c.mean = a.float64("mean", slots);
+  c.m2 = a.float64("m2", slots);
   return c;
 }
 
@@ -46,8 +49,8 @@ Napi::Value Moments(const Napi::CallbackInfo& info) {
     Args a(info, "moments");
     MomentsCall c = read_moments(a);
     return run_op(a, [c]() -> ResultBuilder {
-      int64_t count = bnstats::moments(c.x.data, c.dtype, c.g, c.over, c.groups, static_cast<float*>(c.mean.data),
-                                       static_cast<float*>(c.m2.data));
+      int64_t count = bnstats::moments(c.x.data, c.dtype, c.g, c.over, c.groups, static_cast<double*>(c.mean.data),
+                                       static_cast<double*>(c.m2.data));
       return [count](Napi::Env env) { return Napi::Number::New(env, double(count)); };
     });
   });
@@ -57,13 +60,8 @@ Napi::Value MomentsReference(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&] {
     Args a(info, "momentsReference");
     MomentsCall c = read_moments(a);
-    int64_t slots = c.mean.length;
-    std::vector<double> mean(static_cast<size_t>(slots)), m2(static_cast<size_t>(slots));
-    int64_t count = bnstats::moments_reference(c.x.data, c.dtype, c.g, c.over, c.groups, mean.data(), m2.data());
-    for (int64_t i = 0; i < slots; ++i) {
-      static_cast<float*>(c.mean.data)[i] = float(mean[size_t(i)]);
-      static_cast<float*>(c.m2.data)[i] = float(m2[size_t(i)]);
-    }
+    int64_t count = bnstats::moments_reference(c.x.data, c.dtype, c.g, c.over, c.groups,
+                                               static_cast<double*>(c.mean.data), static_cast<double*>(c.m2.data));
     return Napi::Number::New(info.Env(), double(count));
   });
 }
@@ -84,11 +82,13 @@ Napi::Value BatchNorm(const Napi::CallbackInfo& info) {
     Buffer y = a.tensor("y", dtype, size);
     int64_t coeffs = per_instance ? g.n * g.c : g.c;
     Buffer mean = a.tensor("mean", DType::Float32, coeffs);
+    Buffer mean_lo = a.tensor("meanLo", DType::Float32, coeffs);
     Buffer scale = a.tensor("scale", DType::Float32, coeffs);
     Buffer beta = a.tensor("beta", DType::Float32, coeffs);
     return run_op(a, [=]() -> ResultBuilder {
       bnstats::apply(x.data, y.data, dtype, g, per_instance, static_cast<const float*>(mean.data),
-                     static_cast<const float*>(scale.data), static_cast<const float*>(beta.data), relu);
+                     static_cast<const float*>(mean_lo.data), static_cast<const float*>(scale.data),
+                     static_cast<const float*>(beta.data), relu);
       return nullptr;
     });
   });

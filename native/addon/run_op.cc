@@ -36,21 +36,31 @@ class OpWorker : public Napi::AsyncWorker {
   }
 
   void OnOK() override {
-    Napi::Env env = Env();
-    Napi::HandleScope scope(env);
-    try {
-      deferred_.Resolve(result_ ? result_(env) : env.Undefined());
-    } catch (const Napi::Error& e) {
-      deferred_.Reject(e.Value());
-    }
+    settle([&](Napi::Env env) { deferred_.Resolve(result_ ? result_(env) : env.Undefined()); });
   }
 
   void OnError(const Napi::Error&) override {
-    Napi::HandleScope scope(Env());
-    deferred_.Reject(make_error(Env(), code_, message_).Value());
+    settle([&](Napi::Env env) { deferred_.Reject(make_error(env, code_, message_).Value()); });
   }
 
  private:
+  // Settles the promise without ever letting an exception escape: when a worker_thread is terminated
+  // mid-op, its environment refuses to run JS and every N-API call fails; the promise can then only
+  // be dropped, and throwing from here would abort the whole process.
+  template <typename F>
+  void settle(F&& fn) {
+    Napi::Env env = Env();
+    try {
+      Napi::HandleScope scope(env);
+      try {
+        fn(env);
+      } catch (const Napi::Error& e) {
+        deferred_.Reject(e.Value());
+      }
+    } catch (...) {
+    }
+  }
+
   Napi::Promise::Deferred deferred_;
   std::function<ResultBuilder()> work_;
   ResultBuilder result_;

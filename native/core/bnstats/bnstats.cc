@@ -136,8 +136,8 @@ static void check_reduction(const Geometry& g, Over over, int64_t groups) {
   if (per_slot <= 0) fail(ErrorCode::Shape, "x: the reduction has no elements (N or a spatial dimension is 0)");
 }
 
-int64_t moments(const void* x, DType t, const Geometry& g, Over over, int64_t groups, float* mean_out,
-                float* m2_out) {
+int64_t moments(const void* x, DType t, const Geometry& g, Over over, int64_t groups, double* mean_out,
+                double* m2_out) {
   check_reduction(g, over, groups);
   std::vector<Moments> planes = plane_moments(x, t, g);
   std::vector<Moments> slots(size_t(moment_slots(g, over, groups)));
@@ -147,14 +147,14 @@ int64_t moments(const void* x, DType t, const Geometry& g, Over over, int64_t gr
       s = merge(s, planes[size_t(n * g.c + c)]);
     }
   for (size_t i = 0; i < slots.size(); ++i) {
-    mean_out[i] = float(slots[i].mean);
-    m2_out[i] = float(slots[i].m2);
+    mean_out[i] = slots[i].mean;
+    m2_out[i] = slots[i].m2;
   }
   return int64_t(slots.empty() ? 0 : slots[0].count);
 }
 
 void apply(const void* x, void* y, DType t, const Geometry& g, bool per_instance, const float* mean,
-           const float* scale, const float* beta, bool relu) {
+           const float* mean_lo, const float* scale, const float* beta, bool relu) {
   const Kernels& k = active_kernels();
   if (g.layout == Layout::NCHW && g.s > 1) {
     // Each plane is one contiguous run with scalar coefficients; split long planes into pieces.
@@ -167,7 +167,8 @@ void apply(const void* x, void* y, DType t, const Geometry& g, bool per_instance
                      int64_t len = std::min(piece_len, g.s - off);
                      int64_t slot = per_instance ? plane : plane % g.c;
                      int64_t i = plane * g.s + off;
-                     k.apply_contiguous(at(x, t, i), at(y, t, i), t, len, mean[slot], scale[slot], beta[slot], relu);
+                     k.apply_contiguous(at(x, t, i), at(y, t, i), t, len, mean[slot], mean_lo[slot], scale[slot],
+                                        beta[slot], relu);
                    }
                  });
     return;
@@ -178,7 +179,7 @@ void apply(const void* x, void* y, DType t, const Geometry& g, bool per_instance
     int64_t n = task / tasks_per_image, r0 = (task % tasks_per_image) * rows_per_task;
     int64_t rows = std::min(rows_per_task, g.s - r0);
     int64_t i = (n * g.s + r0) * g.c, off = per_instance ? n * g.c : 0;
-    k.apply_columns(at(x, t, i), at(y, t, i), t, rows, g.c, mean + off, scale + off, beta + off, relu);
+    k.apply_columns(at(x, t, i), at(y, t, i), t, rows, g.c, mean + off, mean_lo + off, scale + off, beta + off, relu);
   });
 }
 

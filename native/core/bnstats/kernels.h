@@ -19,12 +19,14 @@ struct Kernels {
   // Per-column sums over rows [0, rows) of a row-major [rows, cols] block with row stride ld (elements),
   // shifted by row 0. out has `cols` entries.
   void (*sums_columns)(const void* x, DType dtype, int64_t rows, int64_t cols, int64_t ld, ShiftedSums* out);
-  // y = max?((x - mean) * scale + beta) over a contiguous run with one set of coefficients.
-  void (*apply_contiguous)(const void* x, void* y, DType dtype, int64_t len, float mean, float scale, float beta,
-                           bool relu);
+  // y = max?(((x - mean) - mean_lo) * scale + beta) over a contiguous run with one set of coefficients.
+  // The mean comes as a float32 pair (mean + mean_lo ~ the double mean): x - mean is exact for data
+  // near the mean, so a large offset does not cost the result its precision.
+  void (*apply_contiguous)(const void* x, void* y, DType dtype, int64_t len, float mean, float mean_lo, float scale,
+                           float beta, bool relu);
   // Same over `rows` rows of `cols` channels (row stride = cols), per-column coefficients.
   void (*apply_columns)(const void* x, void* y, DType dtype, int64_t rows, int64_t cols, const float* mean,
-                        const float* scale, const float* beta, bool relu);
+                        const float* mean_lo, const float* scale, const float* beta, bool relu);
 };
 
 const Kernels& kernels_portable();

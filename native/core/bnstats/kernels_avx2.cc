@@ -86,38 +86,47 @@ ShiftedSums sums_contiguous_t(const void* x, int64_t len) {
   return r;
 }
 
+// Two vectors (16 channels) of a row block at a time, accumulators in registers, so that for small C
+// each row is read in one sequential sweep.
 template <DType T>
 void sums_columns_t(const void* x, int64_t rows, int64_t cols, int64_t ld, ShiftedSums* out) {
-  for (int64_t c = 0; c < cols; c += 8) {
-    int64_t n = std::min<int64_t>(8, cols - c);
-    auto load = [&](int64_t r) { return n == 8 ? load8<T>(x, r * ld + c) : load_tail<T>(x, r * ld + c, n); };
-    __m256 k = load(0);
-    const __m256d kl = lo_pd(k), kh = hi_pd(k);
+  for (int64_t c = 0; c < cols; c += 16) {
+    int64_t n0 = std::min<int64_t>(8, cols - c), n1 = std::max<int64_t>(0, std::min<int64_t>(8, cols - c - 8));
+    auto load = [&](int64_t i, int64_t n) { return n == 8 ? load8<T>(x, i) : load_tail<T>(x, i, n); };
+    __m256 k0 = load(c, n0), k1 = n1 ? load(c + 8, n1) : _mm256_setzero_ps();
+    const __m256d k0l = lo_pd(k0), k0h = hi_pd(k0), k1l = lo_pd(k1), k1h = hi_pd(k1);
     Acc4 p, q;
-    int64_t r = 0;
-    for (; r + 2 <= rows; r += 2) {
-      p.add(load(r), kl, kh);
-      q.add(load(r + 1), kl, kh);
+    for (int64_t r = 0; r < rows; ++r) {
+      p.add(load(r * ld + c, n0), k0l, k0h);
+      if (n1) q.add(load(r * ld + c + 8, n1), k1l, k1h);
     }
-    if (r < rows) p.add(load(r), kl, kh);
-    alignas(32) double s1[8], s2[8], kk[8];
-    _mm256_store_pd(s1, _mm256_add_pd(p.a1, q.a1));
-    _mm256_store_pd(s1 + 4, _mm256_add_pd(p.b1, q.b1));
-    _mm256_store_pd(s2, _mm256_add_pd(p.a2, q.a2));
-    _mm256_store_pd(s2 + 4, _mm256_add_pd(p.b2, q.b2));
-    _mm256_store_pd(kk, kl);
-    _mm256_store_pd(kk + 4, kh);
-    for (int64_t l = 0; l < n; ++l) out[c + l] = ShiftedSums{double(rows), kk[l], s1[l], s2[l]};
+    alignas(32) double s1[16], s2[16], kk[16];
+    _mm256_store_pd(s1, p.a1);
+    _mm256_store_pd(s1 + 4, p.b1);
+    _mm256_store_pd(s1 + 8, q.a1);
+    _mm256_store_pd(s1 + 12, q.b1);
+    _mm256_store_pd(s2, p.a2);
+    _mm256_store_pd(s2 + 4, p.b2);
+    _mm256_store_pd(s2 + 8, q.a2);
+    _mm256_store_pd(s2 + 12, q.b2);
+    _mm256_store_pd(kk, k0l);
+    _mm256_store_pd(kk + 4, k0h);
+    _mm256_store_pd(kk + 8, k1l);
+    _mm256_store_pd(kk + 12, k1h);
+    for (int64_t l = 0; l < n0 + n1; ++l) out[c + l] = ShiftedSums{double(rows), kk[l], s1[l], s2[l]};
   }
 }
 
 template <DType T>
-void apply_contiguous_t(const void* x, void* y, int64_t len, float mean, float scale, float beta, bool relu) {
-  const __m256 mv = _mm256_set1_ps(mean), sv = _mm256_set1_ps(scale), bv = _mm256_set1_ps(beta);
+void apply_contiguous_t(const void* x, void* y, int64_t len, float mean, float mean_lo, float scale, float beta,
+                        bool relu) {
+  const __m256 mv = _mm256_set1_ps(mean), lv = _mm256_set1_ps(mean_lo), sv = _mm256_set1_ps(scale),
+               bv = _mm256_set1_ps(beta);
   const __m256 zero = _mm256_setzero_ps();
   for (int64_t i = 0; i < len; i += 8) {
     int64_t n = std::min<int64_t>(8, len - i);
-    __m256 v = _mm256_fmadd_ps(_mm256_sub_ps(n == 8 ? load8<T>(x, i) : load_tail<T>(x, i, n), mv), sv, bv);
+    __m256 v = _mm256_fmadd_ps(_mm256_sub_ps(_mm256_sub_ps(n == 8 ? load8<T>(x, i) : load_tail<T>(x, i, n), mv), lv),
+                               sv, bv);
     if (relu) v = _mm256_max_ps(v, zero);
     if (n == 8 && T == DType::Float32) _mm256_storeu_ps(static_cast<float*>(y) + i, v);
     else store_n<T>(y, i, v, n);
@@ -125,16 +134,17 @@ void apply_contiguous_t(const void* x, void* y, int64_t len, float mean, float s
 }
 
 template <DType T>
-void apply_columns_t(const void* x, void* y, int64_t rows, int64_t cols, const float* mean, const float* scale,
-                     const float* beta, bool relu) {
+void apply_columns_t(const void* x, void* y, int64_t rows, int64_t cols, const float* mean, const float* mean_lo,
+                     const float* scale, const float* beta, bool relu) {
   const __m256 zero = _mm256_setzero_ps();
   for (int64_t c = 0; c < cols; c += 8) {
     int64_t n = std::min<int64_t>(8, cols - c);
-    const __m256 mv = load_tail<DType::Float32>(mean, c, n), sv = load_tail<DType::Float32>(scale, c, n),
-                 bv = load_tail<DType::Float32>(beta, c, n);
+    const __m256 mv = load_tail<DType::Float32>(mean, c, n), lv = load_tail<DType::Float32>(mean_lo, c, n),
+                 sv = load_tail<DType::Float32>(scale, c, n), bv = load_tail<DType::Float32>(beta, c, n);
     for (int64_t r = 0; r < rows; ++r) {
       int64_t i = r * cols + c;
-      __m256 v = _mm256_fmadd_ps(_mm256_sub_ps(n == 8 ? load8<T>(x, i) : load_tail<T>(x, i, n), mv), sv, bv);
+      __m256 v = _mm256_fmadd_ps(
+          _mm256_sub_ps(_mm256_sub_ps(n == 8 ? load8<T>(x, i) : load_tail<T>(x, i, n), mv), lv), sv, bv);
       if (relu) v = _mm256_max_ps(v, zero);
       if (n == 8 && T == DType::Float32) _mm256_storeu_ps(static_cast<float*>(y) + i, v);
       else store_n<T>(y, i, v, n);
@@ -146,12 +156,13 @@ ShiftedSums sums_contiguous(const void* x, DType t, int64_t len) { XNORM_BY_FLOA
 void sums_columns(const void* x, DType t, int64_t rows, int64_t cols, int64_t ld, ShiftedSums* out) {
   XNORM_BY_FLOAT_DTYPE(sums_columns_t, t, x, rows, cols, ld, out)
 }
-void apply_contiguous(const void* x, void* y, DType t, int64_t len, float mean, float scale, float beta, bool relu) {
-  XNORM_BY_FLOAT_DTYPE(apply_contiguous_t, t, x, y, len, mean, scale, beta, relu)
+void apply_contiguous(const void* x, void* y, DType t, int64_t len, float mean, float mean_lo, float scale, float beta,
+                      bool relu) {
+  XNORM_BY_FLOAT_DTYPE(apply_contiguous_t, t, x, y, len, mean, mean_lo, scale, beta, relu)
 }
-void apply_columns(const void* x, void* y, DType t, int64_t rows, int64_t cols, const float* mean, const float* scale,
-                   const float* beta, bool relu) {
-  XNORM_BY_FLOAT_DTYPE(apply_columns_t, t, x, y, rows, cols, mean, scale, beta, relu)
+void apply_columns(const void* x, void* y, DType t, int64_t rows, int64_t cols, const float* mean,
+                   const float* mean_lo, const float* scale, const float* beta, bool relu) {
+  XNORM_BY_FLOAT_DTYPE(apply_columns_t, t, x, y, rows, cols, mean, mean_lo, scale, beta, relu)
 }
 
 }  // namespace

@@ -75,64 +75,80 @@ ShiftedSums sums_contiguous_t(const void* x, int64_t len) {
   return r;
 }
 
+// V vectors (16 channels each) of one row block at a time, all accumulators in registers: with
+// C <= 64 every row is read in one sequential sweep, which keeps NHWC reads at streaming speed.
+template <DType T, int V>
+void sums_column_block(const void* x, int64_t rows, int64_t ld, int64_t c, int64_t cols, ShiftedSums* out) {
+  __mmask16 m[V];
+  __m512d kl[V], kh[V], s1l[V], s1h[V], s2l[V], s2h[V];
+#pragma GCC unroll 4
+  for (int v = 0; v < V; ++v) {
+    m[v] = tail_mask(cols - c - 16 * v);
+    __m512 k = load16<T>(x, c + 16 * v, m[v]);
+    kl[v] = lo_pd(k);
+    kh[v] = hi_pd(k);
+    s1l[v] = s1h[v] = s2l[v] = s2h[v] = _mm512_setzero_pd();
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) {
+      __m512 u = load16<T>(x, r * ld + c + 16 * v, m[v]);
+      __m512d l = _mm512_sub_pd(lo_pd(u), kl[v]), h = _mm512_sub_pd(hi_pd(u), kh[v]);
+      s1l[v] = _mm512_add_pd(s1l[v], l);
+      s2l[v] = _mm512_fmadd_pd(l, l, s2l[v]);
+      s1h[v] = _mm512_add_pd(s1h[v], h);
+      s2h[v] = _mm512_fmadd_pd(h, h, s2h[v]);
+    }
+  }
+  alignas(64) double s1[16 * V], s2[16 * V], kk[16 * V];
+#pragma GCC unroll 4
+  for (int v = 0; v < V; ++v) {
+    _mm512_store_pd(s1 + 16 * v, s1l[v]);
+    _mm512_store_pd(s1 + 16 * v + 8, s1h[v]);
+    _mm512_store_pd(s2 + 16 * v, s2l[v]);
+    _mm512_store_pd(s2 + 16 * v + 8, s2h[v]);
+    _mm512_store_pd(kk + 16 * v, kl[v]);
+    _mm512_store_pd(kk + 16 * v + 8, kh[v]);
+  }
+  int64_t n = std::min<int64_t>(16 * V, cols - c);
+  for (int64_t l = 0; l < n; ++l) out[c + l] = ShiftedSums{double(rows), kk[l], s1[l], s2[l]};
+}
+
 template <DType T>
 void sums_columns_t(const void* x, int64_t rows, int64_t cols, int64_t ld, ShiftedSums* out) {
-  for (int64_t c = 0; c < cols; c += 16) {
-    __mmask16 m = tail_mask(cols - c);
-    __m512 k = load16<T>(x, c, m);
-    const __m512d kl = lo_pd(k), kh = hi_pd(k);
-    __m512d a1 = _mm512_setzero_pd(), b1 = a1, c1 = a1, d1 = a1;
-    __m512d a2 = a1, b2 = a1, c2 = a1, d2 = a1;
-    int64_t r = 0;
-    for (; r + 2 <= rows; r += 2) {
-      __m512 u = load16<T>(x, r * ld + c, m), v = load16<T>(x, (r + 1) * ld + c, m);
-      __m512d ul = _mm512_sub_pd(lo_pd(u), kl), uh = _mm512_sub_pd(hi_pd(u), kh);
-      __m512d vl = _mm512_sub_pd(lo_pd(v), kl), vh = _mm512_sub_pd(hi_pd(v), kh);
-      a1 = _mm512_add_pd(a1, ul); a2 = _mm512_fmadd_pd(ul, ul, a2);
-      b1 = _mm512_add_pd(b1, uh); b2 = _mm512_fmadd_pd(uh, uh, b2);
-      c1 = _mm512_add_pd(c1, vl); c2 = _mm512_fmadd_pd(vl, vl, c2);
-      d1 = _mm512_add_pd(d1, vh); d2 = _mm512_fmadd_pd(vh, vh, d2);
-    }
-    if (r < rows) {
-      __m512 u = load16<T>(x, r * ld + c, m);
-      __m512d ul = _mm512_sub_pd(lo_pd(u), kl), uh = _mm512_sub_pd(hi_pd(u), kh);
-      a1 = _mm512_add_pd(a1, ul); a2 = _mm512_fmadd_pd(ul, ul, a2);
-      b1 = _mm512_add_pd(b1, uh); b2 = _mm512_fmadd_pd(uh, uh, b2);
-    }
-    alignas(64) double s1[16], s2[16], kk[16];
-    _mm512_store_pd(s1, _mm512_add_pd(a1, c1));
-    _mm512_store_pd(s1 + 8, _mm512_add_pd(b1, d1));
-    _mm512_store_pd(s2, _mm512_add_pd(a2, c2));
-    _mm512_store_pd(s2 + 8, _mm512_add_pd(b2, d2));
-    _mm512_store_pd(kk, kl);
-    _mm512_store_pd(kk + 8, kh);
-    int64_t n = std::min<int64_t>(16, cols - c);
-    for (int64_t l = 0; l < n; ++l) out[c + l] = ShiftedSums{double(rows), kk[l], s1[l], s2[l]};
+  for (int64_t c = 0; c < cols; c += 64) {
+    int64_t left = cols - c;
+    if (left > 48) sums_column_block<T, 4>(x, rows, ld, c, cols, out);
+    else if (left > 32) sums_column_block<T, 3>(x, rows, ld, c, cols, out);
+    else if (left > 16) sums_column_block<T, 2>(x, rows, ld, c, cols, out);
+    else sums_column_block<T, 1>(x, rows, ld, c, cols, out);
   }
 }
 
 template <DType T>
-void apply_contiguous_t(const void* x, void* y, int64_t len, float mean, float scale, float beta, bool relu) {
-  const __m512 mv = _mm512_set1_ps(mean), sv = _mm512_set1_ps(scale), bv = _mm512_set1_ps(beta);
+void apply_contiguous_t(const void* x, void* y, int64_t len, float mean, float mean_lo, float scale, float beta,
+                        bool relu) {
+  const __m512 mv = _mm512_set1_ps(mean), lv = _mm512_set1_ps(mean_lo), sv = _mm512_set1_ps(scale),
+               bv = _mm512_set1_ps(beta);
   const __m512 zero = _mm512_setzero_ps();
   for (int64_t i = 0; i < len; i += 16) {
     __mmask16 m = tail_mask(len - i);
-    __m512 v = _mm512_fmadd_ps(_mm512_sub_ps(load16<T>(x, i, m), mv), sv, bv);
+    __m512 v = _mm512_fmadd_ps(_mm512_sub_ps(_mm512_sub_ps(load16<T>(x, i, m), mv), lv), sv, bv);
     if (relu) v = _mm512_max_ps(v, zero);
     store16<T>(y, i, v, m);
   }
 }
 
 template <DType T>
-void apply_columns_t(const void* x, void* y, int64_t rows, int64_t cols, const float* mean, const float* scale,
-                     const float* beta, bool relu) {
+void apply_columns_t(const void* x, void* y, int64_t rows, int64_t cols, const float* mean, const float* mean_lo,
+                     const float* scale, const float* beta, bool relu) {
   const __m512 zero = _mm512_setzero_ps();
   for (int64_t c = 0; c < cols; c += 16) {
     __mmask16 m = tail_mask(cols - c);
-    const __m512 mv = _mm512_maskz_loadu_ps(m, mean + c), sv = _mm512_maskz_loadu_ps(m, scale + c),
-                 bv = _mm512_maskz_loadu_ps(m, beta + c);
+    const __m512 mv = _mm512_maskz_loadu_ps(m, mean + c), lv = _mm512_maskz_loadu_ps(m, mean_lo + c),
+                 sv = _mm512_maskz_loadu_ps(m, scale + c), bv = _mm512_maskz_loadu_ps(m, beta + c);
     for (int64_t r = 0; r < rows; ++r) {
-      __m512 v = _mm512_fmadd_ps(_mm512_sub_ps(load16<T>(x, r * cols + c, m), mv), sv, bv);
+      __m512 v = _mm512_fmadd_ps(_mm512_sub_ps(_mm512_sub_ps(load16<T>(x, r * cols + c, m), mv), lv), sv, bv);
       if (relu) v = _mm512_max_ps(v, zero);
       store16<T>(y, r * cols + c, v, m);
     }
@@ -143,12 +159,13 @@ ShiftedSums sums_contiguous(const void* x, DType t, int64_t len) { XNORM_BY_FLOA
 void sums_columns(const void* x, DType t, int64_t rows, int64_t cols, int64_t ld, ShiftedSums* out) {
   XNORM_BY_FLOAT_DTYPE(sums_columns_t, t, x, rows, cols, ld, out)
 }
-void apply_contiguous(const void* x, void* y, DType t, int64_t len, float mean, float scale, float beta, bool relu) {
-  XNORM_BY_FLOAT_DTYPE(apply_contiguous_t, t, x, y, len, mean, scale, beta, relu)
+void apply_contiguous(const void* x, void* y, DType t, int64_t len, float mean, float mean_lo, float scale, float beta,
+                      bool relu) {
+  XNORM_BY_FLOAT_DTYPE(apply_contiguous_t, t, x, y, len, mean, mean_lo, scale, beta, relu)
 }
-void apply_columns(const void* x, void* y, DType t, int64_t rows, int64_t cols, const float* mean, const float* scale,
-                   const float* beta, bool relu) {
-  XNORM_BY_FLOAT_DTYPE(apply_columns_t, t, x, y, rows, cols, mean, scale, beta, relu)
+void apply_columns(const void* x, void* y, DType t, int64_t rows, int64_t cols, const float* mean,
+                   const float* mean_lo, const float* scale, const float* beta, bool relu) {
+  XNORM_BY_FLOAT_DTYPE(apply_columns_t, t, x, y, rows, cols, mean, mean_lo, scale, beta, relu)
 }
 
 }  // namespace

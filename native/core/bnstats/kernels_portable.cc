@@ -53,16 +53,17 @@ void sums_columns(const void* x, DType t, int64_t rows, int64_t cols, int64_t ld
 
 inline float finish(float v, bool relu) { return relu ? std::max(v, 0.0f) : v; }
 
-void apply_contiguous(const void* x, void* y, DType t, int64_t len, float mean, float scale, float beta, bool relu) {
-  for (int64_t i = 0; i < len; ++i) store(y, t, i, finish((load(x, t, i) - mean) * scale + beta, relu));
+void apply_contiguous(const void* x, void* y, DType t, int64_t len, float mean, float mean_lo, float scale, float beta,
+                      bool relu) {
+  for (int64_t i = 0; i < len; ++i) store(y, t, i, finish(((load(x, t, i) - mean) - mean_lo) * scale + beta, relu));
 }
 
-void apply_columns(const void* x, void* y, DType t, int64_t rows, int64_t cols, const float* mean, const float* scale,
-                   const float* beta, bool relu) {
+void apply_columns(const void* x, void* y, DType t, int64_t rows, int64_t cols, const float* mean,
+                   const float* mean_lo, const float* scale, const float* beta, bool relu) {
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c) {
       int64_t i = r * cols + c;
-      store(y, t, i, finish((load(x, t, i) - mean[c]) * scale[c] + beta[c], relu));
+      store(y, t, i, finish(((load(x, t, i) - mean[c]) - mean_lo[c]) * scale[c] + beta[c], relu));
     }
 }
 

@@ -1,0 +1,51 @@
+// Shared test utilities: a seeded RNG and a runner for child processes with a forced ISA level.
+import { spawnSync } from 'child_process';
+import * as path from 'path';
+
+/** Mulberry32: small, fast, seeded; tests must be reproducible. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Standard normal samples (Box-Muller). */
+export function gaussian(rand: () => number): () => number {
+  return () => Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
+}
+
+export function randomArray(n: number, seed: number, scale = 1, offset = 0): Float32Array {
+  const g = gaussian(rng(seed));
+  return Float32Array.from({ length: n }, () => offset + scale * g());
+}
+
+export const ISA_LEVELS = ['portable', 'avx2', 'avx512'] as const;
+
+/** The ISA levels this CPU supports (a forced level above it is lowered, so it would test nothing new). */
+export function supportedIsaLevels(best: string): string[] {
+  return ISA_LEVELS.slice(0, ISA_LEVELS.indexOf(best as (typeof ISA_LEVELS)[number]) + 1);
+}
+
+/** Runs test/children/<script> in a new Node process with XNORM_ISA set; returns its parsed JSON output. */
+export function runChild<T>(script: string, isa: string, input: unknown): T {
+  const file = path.join(__dirname, 'children', script);
+  const r = spawnSync(process.execPath, [file], {
+    input: JSON.stringify(input),
+    env: { ...process.env, XNORM_ISA: isa },
+    encoding: 'utf8',
+    maxBuffer: 256 * 1024 * 1024,
+  });
+  if (r.status !== 0) throw new Error(`${script} (XNORM_ISA=${isa}) exited ${r.status}: ${r.stderr}`);
+  return JSON.parse(r.stdout) as T;
+}
+
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}

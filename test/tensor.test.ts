@@ -1,0 +1,155 @@
+import * as ort from 'onnxruntime-node';
+import { describe, expect, it } from 'vitest';
+import { Tensor, XnormError, batchNormSync, from, info, momentsSync, tensor, zeros } from '../lib';
+import { bfloat16BitsToNumber, float16BitsToNumber, numberToBfloat16Bits, numberToFloat16Bits } from '../lib/half';
+
+describe('Tensor', () => {
+  it('copies its input, validates size, and reports shape, dtype, device, size', () => {
+    const src = [1, 2, 3, 4, 5, 6];
+    const t = tensor(src, [2, 3]);
+    src[0] = 99;
+    expect(Array.from(t.dataSync())).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(t.shape).toEqual([2, 3]);
+    expect(t.dtype).toBe('float32');
+    expect(t.device).toBe('cpu');
+    expect(t.size).toBe(6);
+    expect(Object.isFrozen(t.shape)).toBe(true);
+  });
+
+  it('dataSync returns a copy; data() resolves the same values', async () => {
+    const t = tensor([1, 2], [2]);
+    const d = t.dataSync();
+    d[0] = 5;
+    expect(Array.from(await t.data())).toEqual([1, 2]);
+  });
+
+  it('supports Symbol.dispose', () => {
+    let t: Tensor;
+    {
+      using u = tensor([1], [1]);
+      t = u;
+    }
+    expect(t.disposed).toBe(true);
+  });
+
+  it('stores float16 / bfloat16 as bits and decodes them', () => {
+    const t = tensor([1, -2.5, 65504, 1e-7], [4], { dtype: 'float16' });
+    expect(t.dataSync()).toBeInstanceOf(Uint16Array);
+    expect(Array.from(t.float32Sync())).toEqual([1, -2.5, 65504, float16BitsToNumber(numberToFloat16Bits(1e-7))]);
+    const b = tensor([1, 3.140625, -1e30], [3], { dtype: 'bfloat16' });
+    expect(Array.from(b.float32Sync())).toEqual([1, 3.140625, bfloat16BitsToNumber(numberToBfloat16Bits(-1e30))]);
+    // A Uint16Array is taken as raw bits.
+    expect(tensor(Uint16Array.of(0x3c00), [1], { dtype: 'float16' }).float32Sync()[0]).toBe(1);
+  });
+
+  it('float16 encode/decode round-trips every bit pattern and rounds to nearest even', () => {
+    for (let h = 0; h < 65536; h++) {
+      const v = float16BitsToNumber(h);
+      if (Number.isNaN(v)) expect(Number.isNaN(float16BitsToNumber(numberToFloat16Bits(v)))).toBe(true);
+      else expect(numberToFloat16Bits(v)).toBe(h);
+    }
+    expect(numberToFloat16Bits(1 + 2 ** -11)).toBe(0x3c00); // tie -> even
+    expect(numberToFloat16Bits(1 + 3 * 2 ** -11)).toBe(0x3c02); // tie -> even (up)
+    expect(numberToFloat16Bits(65520)).toBe(0x7c00); // overflow -> Inf
+    expect(numberToFloat16Bits(2 ** -25)).toBe(0); // tie at the smallest subnormal -> 0
+    expect(numberToFloat16Bits(3 * 2 ** -25)).toBe(2);
+  });
+
+  it('bfloat16 round-trips every bit pattern', () => {
+    for (let h = 0; h < 65536; h++) {
+      const v = bfloat16BitsToNumber(h);
+      if (Number.isNaN(v)) expect(Number.isNaN(bfloat16BitsToNumber(numberToBfloat16Bits(v)))).toBe(true);
+      else expect(numberToBfloat16Bits(v)).toBe(h);
+    }
+  });
+
+  it('the native kernels decode and re-encode every float16 / bfloat16 value exactly', () => {
+    for (const dtype of ['float16', 'bfloat16'] as const) {
+      const bits = Uint16Array.from({ length: 65536 }, (_, i) => i);
+      const t = tensor(bits, [1, 65536], { dtype });
+      const id = batchNormSync(t, { mean: zeros([65536]), var: tensor(new Float32Array(65536).fill(1), [65536]) }, { eps: 0, layout: 'nhwc' });
+      const a = t.float32Sync();
+      const b = id.float32Sync();
+      for (let i = 0; i < a.length; i++) {
+        if (Number.isNaN(a[i])) expect(Number.isNaN(b[i])).toBe(true);
+        else expect(b[i]).toBe(a[i] === 0 ? 0 : a[i]); // -0 becomes +0 through "+ beta"
+      }
+    }
+  });
+
+  it("'bit' tensors count packed words per pixel", () => {
+    const b = zeros([2, 3, 3, 33], { dtype: 'bit' });
+    expect(b.packedWords).toBe(2);
+    expect(b.dataSync().length).toBe(2 * 3 * 3 * 2);
+    expect(b.size).toBe(2 * 3 * 3 * 33);
+  });
+
+  it('info() reports the ISA in use, threads and the build', () => {
+    const i = info();
+    expect(i.cpu.threads).toBeGreaterThan(0);
+    expect(i.cpu.isa.length).toBeGreaterThan(0);
+    expect(['portable', 'avx2', 'avx512']).toContain(i.cpu.level);
+    expect(i.cuda.available).toBe(false);
+    expect(i.cuda.reason).toMatch(/CUDA/);
+    expect(i.build.napi).toBeGreaterThanOrEqual(8);
+    expect(i.version).toMatch(/^\d+\.\d+\.\d+/);
+  });
+});
+
+describe('from() and interop', () => {
+  it('wraps onnxruntime-node tensors without a copy, and toOnnx hands results back', () => {
+    const data = Float32Array.from({ length: 24 }, (_, i) => i);
+    const o = new ort.Tensor('float32', data, [2, 3, 4]);
+    const t = from(o);
+    expect(t.shape).toEqual([2, 3, 4]);
+    expect(t.storage()).toBe(data);
+    expect(from(o, { copy: true }).storage()).not.toBe(data);
+    const m = momentsSync(t);
+    const back = m.mean.toOnnx(ort);
+    expect(back).toBeInstanceOf(ort.Tensor);
+    expect(back.dims).toEqual([3]);
+    expect(back.type).toBe('float32');
+    expect(Array.from(back.data as Float32Array)).toEqual(Array.from(m.mean.dataSync()));
+    const i32 = from(new ort.Tensor('int32', Int32Array.of(1, 2), [2]));
+    expect(i32.dtype).toBe('int32');
+    const h = from(new ort.Tensor('float16', Uint16Array.of(0x3c00, 0x4000), [2]));
+    expect(Array.from(h.float32Sync())).toEqual([1, 2]);
+    expect(() => from(new ort.Tensor('string', ['a'], [1]))).toThrow(XnormError);
+  });
+
+  it('accepts tfjs-like tensors and hands results back with toTfjs', () => {
+    const fake = { shape: [2, 2], dtype: 'float32', dataSync: () => Float32Array.of(1, 2, 3, 4) };
+    const t = from(fake);
+    expect(Array.from(t.dataSync())).toEqual([1, 2, 3, 4]);
+    const made: unknown[] = [];
+    const tf = { tensor: (v: unknown, s: number[], d: string) => (made.push([v, s, d]), 'tfjs-tensor') };
+    expect(t.toTfjs(tf)).toBe('tfjs-tensor');
+    expect(made[0]).toEqual([t.storage(), [2, 2], 'float32']);
+  });
+
+  it('accepts ndarrays with any strides, copying only when they are not contiguous', () => {
+    const data = Float32Array.from({ length: 24 }, (_, i) => i);
+    const contiguous = from({ data, shape: [2, 3, 4], stride: [12, 4, 1], offset: 0 });
+    expect(contiguous.storage().buffer).toBe(data.buffer);
+    // the transpose of a [4, 6] matrix: shape [6, 4], strides [1, 6]
+    const tr = from({ data, shape: [6, 4], stride: [1, 6], offset: 0 });
+    const expected: number[] = [];
+    for (let i = 0; i < 6; i++) for (let j = 0; j < 4; j++) expected.push(data[j * 6 + i]);
+    expect(Array.from(tr.dataSync())).toEqual(expected);
+    // a reversed, offset view: data[23], data[21], ...
+    const rev = from({ data, shape: [3], stride: [-2], offset: 23 });
+    expect(Array.from(rev.dataSync())).toEqual([23, 21, 19]);
+    // a view that reaches outside the data is refused
+    expect(() => from({ data, shape: [5], stride: [6], offset: 0 })).toThrow(XnormError);
+    expect(() => from({ data, shape: [3], stride: [-2], offset: 3 })).toThrow(XnormError);
+  });
+
+  it('accepts {data, shape} and asks for the dtype of a Uint16Array', () => {
+    expect(from({ data: Float32Array.of(1, 2), shape: [2] }).dtype).toBe('float32');
+    expect(from({ data: [1, 2, 3], shape: [3] }).dtype).toBe('float32');
+    expect(() => from({ data: Uint16Array.of(1), shape: [1] })).toThrow(/float16 or bfloat16/);
+    expect(from({ data: Uint16Array.of(0x3f80), shape: [1] }, { dtype: 'bfloat16' }).float32Sync()[0]).toBe(1);
+    expect(() => from({ data: Float32Array.of(1, 2), shape: [3] })).toThrow(XnormError);
+    expect(() => from(42 as never)).toThrow(XnormError);
+  });
+});
