@@ -98,8 +98,9 @@ class Pool {
       std::shared_ptr<Job> job;
       {
         std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [&] { return pick_locked() != nullptr; });
-        job = pick_locked();
+        // Pick inside the predicate: `next` advances without the mutex, so a job seen here can run
+        // out of tasks before a second look, which would then find nothing.
+        cv_.wait(lock, [&] { return (job = pick_locked()) != nullptr; });
         ++job->helpers;
       }
       job->work();

@@ -377,7 +377,8 @@ void eval_forward(const ConvShape& g, DType dt, const void* x, const float* w, c
   bnstats::Geometry bg;
   bg.n = g.n; bg.c = g.cout; bg.s = g.oh * g.ow;
   bg.layout = g.layout == Layout::NCHW ? bnstats::Layout::NCHW : bnstats::Layout::NHWC;
-  bnstats::apply(z, y, dt, bg, false, bn.mean, scale.data(), beta.data(), relu);
+  const std::vector<float> mean_lo(size_t(g.cout), 0.f);  // our means are float32 already: no low part
+  bnstats::apply(z, y, dt, bg, false, bn.mean, mean_lo.data(), scale.data(), beta.data(), relu);
 }
 
 void tune_backward(const ConvShape& g, DType dt, const void* x, const float* w, const float* bias, const BnParams& bn,
