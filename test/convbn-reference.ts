@@ -103,4 +103,8 @@ export const AWKWARD: ConvCase[] = [
   { n: 2, c: 40, h: 23, w: 29, cout: 150, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 },
   { n: 1, c: 4, h: 5, w: 5, cout: 3, k: [5, 5], s: [1, 1], p: [0, 0], d: [1, 1], g: 1 },
   { n: 2, c: 3, h: 8, w: 8, cout: 4, k: [2, 3], s: [3, 1], p: [3, 1], d: [1, 3], g: 1 },
+  // >= 1024 output pixels per image: the per-image GEMM paths rather than the batch-spanning ones
+  { n: 2, c: 5, h: 33, w: 32, cout: 7, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 },
+  { n: 2, c: 6, h: 32, w: 33, cout: 9, k: [1, 1], s: [1, 1], p: [0, 0], d: [1, 1], g: 1 },
+  { n: 2, c: 4, h: 34, w: 31, cout: 6, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 2 },
 ];

@@ -104,6 +104,28 @@ bool pointwise(const ConvShape& g) { return g.kh == 1 && g.kw == 1 && g.sh == 1 
 // One input channel per group (depthwise and its multipliers): K is tiny, so direct loops beat GEMM.
 bool direct(const ConvShape& g) { return g.cin_g() == 1; }
 
+// Small feature maps are batched: one GEMM spans every image (N = images x pixels), which fills the
+// vector tiles and packs each weight panel once instead of once per image. Capped so the batched
+// im2col-sized scratch of the backward pass stays moderate.
+bool span_images(const ConvShape& g) {
+  return g.n > 1 && g.oh * g.ow < 1024 && g.c * g.kh * g.kw * g.n * g.oh * g.ow <= (int64_t(1) << 24);
+}
+
+// [n, cout, ohw] <-> [cout, n * ohw] (the layout of a batch-spanning GEMM operand or result).
+void to_batched(const ConvShape& g, const float* src, float* dst, bool inverse) {
+  const int64_t ohw = g.oh * g.ow, np = g.n * ohw;
+  parallel_for(g.n * g.cout, chunk_for(ohw), [&](int64_t b, int64_t e) {
+    for (int64_t u = b; u < e; ++u) {
+      const int64_t img = u / g.cout, co = u % g.cout, bat = co * np + img * ohw;
+      if (inverse) {
+        std::copy(src + bat, src + bat + ohw, dst + u * ohw);
+      } else {
+        std::copy(src + u * ohw, src + u * ohw + ohw, dst + bat);
+      }
+    }
+  });
+}
+
 void forward_f32(const ConvShape& g, const float* x, const float* w, const float* bias, bool relu, float* y) {
   const Kernels& k = active_kernels();
   const Window win = window_of(g);
@@ -115,6 +137,23 @@ void forward_f32(const ConvShape& g, const float* x, const float* w, const float
         k.direct_forward_plane(x + (img * g.c + ci) * hw, w + co * K, bias ? bias[co] : 0.f, relu, y + u * ohw, win);
       }
     });
+    return;
+  }
+  if (span_images(g)) {
+    const int64_t np = g.n * ohw;
+    std::vector<float> ybat(size_t(g.y_size()));
+    std::vector<GemmProblem> probs(size_t(g.groups));
+    for (int64_t gr = 0; gr < g.groups; ++gr) {
+      GemmProblem& P = probs[size_t(gr)];
+      P.m = cout_g; P.n = np; P.k = K;
+      P.a.p = w + gr * cout_g * K; P.a.rs = K; P.a.cs = 1;
+      P.b.kind = Operand::Im2col; P.b.p = x + gr * cin_g * hw; P.b.win = win; P.b.win.image_stride = g.c * hw;
+      P.c = ybat.data() + gr * cout_g * np; P.ldc = np;
+      P.bias_row = bias ? bias + gr * cout_g : nullptr;
+      P.relu = relu;
+    }
+    k.gemm(probs.data(), g.groups);
+    to_batched(g, ybat.data(), y, true);
     return;
   }
   std::vector<GemmProblem> probs(size_t(g.n * g.groups));
@@ -154,6 +193,26 @@ void backward_data_f32(const ConvShape& g, const float* dy, const float* w, floa
   }
   // dcol = W_g^T dy_g per group (A = W_g read transposed), then col2im; 1x1 writes dx directly.
   std::vector<GemmProblem> probs(size_t(g.groups));
+  if (span_images(g)) {
+    const int64_t np = g.n * ohw;
+    std::vector<float> dybat(size_t(g.y_size())), dcol(size_t(g.groups * K * np));
+    to_batched(g, dy, dybat.data(), false);
+    for (int64_t gr = 0; gr < g.groups; ++gr) {
+      GemmProblem& P = probs[size_t(gr)];
+      P.m = K; P.n = np; P.k = cout_g;
+      P.a.p = w + gr * cout_g * K; P.a.rs = 1; P.a.cs = K;
+      P.b.p = dybat.data() + gr * cout_g * np; P.b.rs = np; P.b.cs = 1;
+      P.c = dcol.data() + gr * K * np; P.ldc = np;
+    }
+    k.gemm(probs.data(), g.groups);
+    parallel_for(g.n * g.c, chunk_for(hw * g.kh * g.kw), [&](int64_t b, int64_t e) {
+      for (int64_t u = b; u < e; ++u) {
+        int64_t img = u / g.c, ci = u % g.c, gr = ci / cin_g, local = ci % cin_g;
+        k.col2im(dcol.data() + gr * K * np + img * ohw, np, dx + (img * g.c + gr * cin_g) * hw, win, local, local + 1);
+      }
+    });
+    return;
+  }
   std::vector<float> dcol(pointwise(g) ? 0 : size_t(g.groups * K * ohw));
   for (int64_t img = 0; img < g.n; ++img) {
     for (int64_t gr = 0; gr < g.groups; ++gr) {
@@ -173,7 +232,7 @@ void backward_data_f32(const ConvShape& g, const float* dy, const float* w, floa
     parallel_for(g.c, chunk_for(hw * g.kh * g.kw), [&](int64_t b, int64_t e) {
       for (int64_t ci = b; ci < e; ++ci) {
         int64_t gr = ci / cin_g, local = ci % cin_g;
-        k.col2im(dcol.data() + gr * K * ohw, dx_img + gr * cin_g * hw, win, local, local + 1);
+        k.col2im(dcol.data() + gr * K * ohw, ohw, dx_img + gr * cin_g * hw, win, local, local + 1);
       }
     });
   }
@@ -202,6 +261,20 @@ void backward_filter_f32(const ConvShape& g, const float* x, const float* dy, fl
   }
   // dW_g += dy_g (Cout_g x pixels) * im2col(x_g)^T (pixels x K), image after image in a fixed order.
   std::vector<GemmProblem> probs(size_t(g.groups));
+  if (span_images(g)) {
+    const int64_t np = g.n * ohw;
+    std::vector<float> dybat(size_t(g.y_size()));
+    to_batched(g, dy, dybat.data(), false);
+    for (int64_t gr = 0; gr < g.groups; ++gr) {
+      GemmProblem& P = probs[size_t(gr)];
+      P.m = cout_g; P.n = K; P.k = np;
+      P.a.p = dybat.data() + gr * cout_g * np; P.a.rs = np; P.a.cs = 1;
+      P.b.kind = Operand::Im2colT; P.b.p = x + gr * cin_g * hw; P.b.win = win; P.b.win.image_stride = g.c * hw;
+      P.c = dw + gr * cout_g * K; P.ldc = K;
+    }
+    k.gemm(probs.data(), g.groups);
+    return;
+  }
   for (int64_t img = 0; img < g.n; ++img) {
     for (int64_t gr = 0; gr < g.groups; ++gr) {
       GemmProblem& P = probs[size_t(gr)];

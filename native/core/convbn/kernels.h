@@ -9,6 +9,9 @@ namespace xnorm::convbn {
 // kernel [kh, kw], output [oh, ow].
 struct Window {
   int64_t c = 0, h = 0, w = 0, kh = 0, kw = 0, sh = 1, sw = 1, ph = 0, pw = 0, dh = 1, dw = 1, oh = 0, ow = 0;
+  // Elements from one image to the next. The im2col operands number output pixels across images
+  // (pixel p is image p / (oh*ow)), so small feature maps of a whole batch make one wide GEMM.
+  int64_t image_stride = 0;
 };
 
 // A GEMM operand. Strided: element (r, k) at p[r * rs + k * cs]. The im2col kinds read the patch matrix
@@ -45,8 +48,9 @@ struct Kernels {
   void (*direct_backward_data_plane)(const float* dy, const float* wt, float* dx, const Window& g);
   // dwt[ky, kx] += sum over pixels of dy * x (float accumulation per plane).
   void (*direct_backward_filter_plane)(const float* x, const float* dy, double* dwt, const Window& g);
-  // dx planes [c, h, w] = col2im(dcol [c*kh*kw, oh*ow]) for channels [c0, c1) (overwrites dx).
-  void (*col2im)(const float* dcol, float* dx, const Window& g, int64_t c0, int64_t c1);
+  // dx planes [c, h, w] = col2im(dcol) for channels [c0, c1) (overwrites dx). dcol holds this image's
+  // [c*kh*kw, oh*ow] block with row stride ld.
+  void (*col2im)(const float* dcol, int64_t ld, float* dx, const Window& g, int64_t c0, int64_t c1);
   // Runs `iters` rounds of independent FMA chains; returns the float32 FLOPs done (2 per lane per FMA).
   double (*fma_loop)(int64_t iters);
   int mr, nr;  // micro-tile of the GEMM, for reports

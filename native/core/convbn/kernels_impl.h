@@ -38,21 +38,22 @@ inline void valid_range(int64_t off, int64_t sw, int64_t w, int64_t ow, int64_t&
   if (hi < lo) hi = lo;
 }
 
-// Row k = (channel, ky, kx) of the im2col matrix of one image, for output pixels [p, p + count).
+// Row k = (channel, ky, kx) of the im2col matrix, for output pixels [p, p + count) (numbered across
+// images, see Window::image_stride).
 void patch_row(const Window& g, const float* x, int64_t k, int64_t p, int64_t count, float* out) {
   int64_t taps = g.kh * g.kw, ci = k / taps, r = k % taps, ky = r / g.kw, kx = r % g.kw;
-  const float* plane = x + ci * g.h * g.w;
-  int64_t oy = p / g.ow, ox = p % g.ow, off = kx * g.dw - g.pw;
+  const int64_t opix = g.oh * g.ow, off = kx * g.dw - g.pw;
+  int64_t img = p / opix, oy = (p % opix) / g.ow, ox = p % g.ow;
   int64_t lo, hi;
   valid_range(off, g.sw, g.w, g.ow, lo, hi);
-  for (int64_t o = 0; o < count; ++oy, ox = 0) {
+  for (int64_t o = 0; o < count;) {
     int64_t run = std::min(g.ow - ox, count - o);
     int64_t iy = oy * g.sh - g.ph + ky * g.dh;
     float* dst = out + o - ox;  // dst[ox'] is output pixel (oy, ox')
     if (iy < 0 || iy >= g.h) {
       std::memset(out + o, 0, size_t(run) * sizeof(float));
     } else {
-      const float* row = plane + iy * g.w + off;
+      const float* row = x + img * g.image_stride + (ci * g.h + iy) * g.w + off;
       int64_t a = std::max(ox, lo), b = std::min(ox + run, hi);
       if (b < a) b = a = ox + run;  // no valid column in this run
       for (int64_t t = ox; t < a; ++t) dst[t] = 0;
@@ -64,6 +65,8 @@ void patch_row(const Window& g, const float* x, int64_t k, int64_t p, int64_t co
       for (int64_t t = b; t < ox + run; ++t) dst[t] = 0;
     }
     o += run;
+    ox = 0;
+    if (++oy == g.oh) oy = 0, ++img;
   }
 }
 
@@ -192,23 +195,38 @@ void gemm(const GemmProblem* problems, int64_t count) {
   });
 }
 
+// The direct kernels work on a zero-padded copy of the plane, so every tap is a plain strided run
+// with no bounds checks and the inner loops vectorise.
+thread_local Scratch tls_padded;
+
+struct Padded {
+  int64_t h, w;  // padded extent
+  float* p;
+};
+
+Padded padded_plane(const float* x, const Window& g, bool copy) {
+  Padded r{g.h + 2 * g.ph, g.w + 2 * g.pw, nullptr};
+  r.p = tls_padded.get(size_t(r.h * r.w));
+  std::memset(r.p, 0, size_t(r.h * r.w) * sizeof(float));
+  if (copy)
+    for (int64_t y = 0; y < g.h; ++y) std::memcpy(r.p + (y + g.ph) * r.w + g.pw, x + y * g.w, size_t(g.w) * sizeof(float));
+  return r;
+}
+
 void direct_forward_plane(const float* x, const float* wt, float bias, bool relu, float* y, const Window& g) {
+  const Padded in = padded_plane(x, g, true);
   for (int64_t oy = 0; oy < g.oh; ++oy) {
-    float* row = y + oy * g.ow;
+    float* __restrict row = y + oy * g.ow;
     for (int64_t ox = 0; ox < g.ow; ++ox) row[ox] = bias;
     for (int64_t ky = 0; ky < g.kh; ++ky) {
-      int64_t iy = oy * g.sh - g.ph + ky * g.dh;
-      if (iy < 0 || iy >= g.h) continue;
-      const float* xrow = x + iy * g.w;
+      const float* prow = in.p + (oy * g.sh + ky * g.dh) * in.w;
       for (int64_t kx = 0; kx < g.kw; ++kx) {
         const float wv = wt[ky * g.kw + kx];
-        int64_t off = kx * g.dw - g.pw, lo, hi;
-        valid_range(off, g.sw, g.w, g.ow, lo, hi);
+        const float* __restrict src = prow + kx * g.dw;
         if (g.sw == 1) {
-          const float* src = xrow + off;
-          for (int64_t ox = lo; ox < hi; ++ox) row[ox] += wv * src[ox];
+          for (int64_t ox = 0; ox < g.ow; ++ox) row[ox] += wv * src[ox];
         } else {
-          for (int64_t ox = lo; ox < hi; ++ox) row[ox] += wv * xrow[ox * g.sw + off];
+          for (int64_t ox = 0; ox < g.ow; ++ox) row[ox] += wv * src[ox * g.sw];
         }
       }
     }
@@ -218,54 +236,52 @@ void direct_forward_plane(const float* x, const float* wt, float bias, bool relu
 }
 
 void direct_backward_data_plane(const float* dy, const float* wt, float* dx, const Window& g) {
+  const Padded acc = padded_plane(nullptr, g, false);
   for (int64_t oy = 0; oy < g.oh; ++oy) {
-    const float* drow = dy + oy * g.ow;
+    const float* __restrict drow = dy + oy * g.ow;
     for (int64_t ky = 0; ky < g.kh; ++ky) {
-      int64_t iy = oy * g.sh - g.ph + ky * g.dh;
-      if (iy < 0 || iy >= g.h) continue;
-      float* xrow = dx + iy * g.w;
+      float* prow = acc.p + (oy * g.sh + ky * g.dh) * acc.w;
       for (int64_t kx = 0; kx < g.kw; ++kx) {
         const float wv = wt[ky * g.kw + kx];
-        int64_t off = kx * g.dw - g.pw, lo, hi;
-        valid_range(off, g.sw, g.w, g.ow, lo, hi);
+        float* __restrict dst = prow + kx * g.dw;
         if (g.sw == 1) {
-          float* dst = xrow + off;
-          for (int64_t ox = lo; ox < hi; ++ox) dst[ox] += wv * drow[ox];
+          for (int64_t ox = 0; ox < g.ow; ++ox) dst[ox] += wv * drow[ox];
         } else {
-          for (int64_t ox = lo; ox < hi; ++ox) xrow[ox * g.sw + off] += wv * drow[ox];
+          for (int64_t ox = 0; ox < g.ow; ++ox) dst[ox * g.sw] += wv * drow[ox];
         }
       }
     }
   }
+  for (int64_t y = 0; y < g.h; ++y) {
+    const float* src = acc.p + (y + g.ph) * acc.w + g.pw;
+    float* dst = dx + y * g.w;
+    for (int64_t i = 0; i < g.w; ++i) dst[i] += src[i];
+  }
 }
 
 void direct_backward_filter_plane(const float* x, const float* dy, double* dwt, const Window& g) {
+  const Padded in = padded_plane(x, g, true);
   for (int64_t ky = 0; ky < g.kh; ++ky)
     for (int64_t kx = 0; kx < g.kw; ++kx) {
-      int64_t off = kx * g.dw - g.pw, lo, hi;
-      valid_range(off, g.sw, g.w, g.ow, lo, hi);
       double total = 0;
       for (int64_t oy = 0; oy < g.oh; ++oy) {
-        int64_t iy = oy * g.sh - g.ph + ky * g.dh;
-        if (iy < 0 || iy >= g.h) continue;
-        const float* xrow = x + iy * g.w + off;
+        const float* src = in.p + (oy * g.sh + ky * g.dh) * in.w + kx * g.dw;
         const float* drow = dy + oy * g.ow;
         float s = 0;  // one row in float, rows summed in double
-        for (int64_t ox = lo; ox < hi; ++ox) s += drow[ox] * xrow[ox * g.sw];
+        for (int64_t ox = 0; ox < g.ow; ++ox) s += drow[ox] * src[ox * g.sw];
         total += s;
       }
       dwt[ky * g.kw + kx] += total;
     }
 }
 
-void col2im(const float* dcol, float* dx, const Window& g, int64_t c0, int64_t c1) {
-  const int64_t opix = g.oh * g.ow;
+void col2im(const float* dcol, int64_t ld, float* dx, const Window& g, int64_t c0, int64_t c1) {
   for (int64_t ci = c0; ci < c1; ++ci) {
     float* plane = dx + ci * g.h * g.w;
     std::memset(plane, 0, size_t(g.h * g.w) * sizeof(float));
     for (int64_t ky = 0; ky < g.kh; ++ky)
       for (int64_t kx = 0; kx < g.kw; ++kx) {
-        const float* src = dcol + ((ci * g.kh + ky) * g.kw + kx) * opix;
+        const float* src = dcol + ((ci * g.kh + ky) * g.kw + kx) * ld;
         int64_t off = kx * g.dw - g.pw, lo, hi;
         valid_range(off, g.sw, g.w, g.ow, lo, hi);
         for (int64_t oy = 0; oy < g.oh; ++oy) {
