@@ -126,6 +126,21 @@ void to_batched(const ConvShape& g, const float* src, float* dst, bool inverse) 
   });
 }
 
+// The explicit im2col matrix of every group over the whole batch: [groups][K][n * ohw]. Small maps
+// make short rows, which an implicit gather would re-read once per M block; one pass here is cheaper.
+std::vector<float> batched_columns(const ConvShape& g, const float* x, const Window& win) {
+  const Kernels& k = active_kernels();
+  const int64_t K = g.patch(), np = g.n * g.oh * g.ow, hw = g.h * g.w;
+  std::vector<float> col(size_t(g.groups * K * np));
+  parallel_for(g.groups * K, chunk_for(np), [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const int64_t gr = r / K, kr = r % K;
+      k.im2col(x + gr * g.cin_g() * hw, win, np, kr, kr + 1, col.data() + gr * K * np);
+    }
+  });
+  return col;
+}
+
 void forward_f32(const ConvShape& g, const float* x, const float* w, const float* bias, bool relu, float* y) {
   const Kernels& k = active_kernels();
   const Window win = window_of(g);
@@ -141,13 +156,16 @@ void forward_f32(const ConvShape& g, const float* x, const float* w, const float
   }
   if (span_images(g)) {
     const int64_t np = g.n * ohw;
+    Window bw = win;
+    bw.image_stride = g.c * hw;
+    const std::vector<float> col = batched_columns(g, x, bw);
     std::vector<float> ybat(size_t(g.y_size()));
     std::vector<GemmProblem> probs(size_t(g.groups));
     for (int64_t gr = 0; gr < g.groups; ++gr) {
       GemmProblem& P = probs[size_t(gr)];
       P.m = cout_g; P.n = np; P.k = K;
       P.a.p = w + gr * cout_g * K; P.a.rs = K; P.a.cs = 1;
-      P.b.kind = Operand::Im2col; P.b.p = x + gr * cin_g * hw; P.b.win = win; P.b.win.image_stride = g.c * hw;
+      P.b.p = col.data() + gr * K * np; P.b.rs = np; P.b.cs = 1;
       P.c = ybat.data() + gr * cout_g * np; P.ldc = np;
       P.bias_row = bias ? bias + gr * cout_g : nullptr;
       P.relu = relu;
@@ -263,13 +281,16 @@ void backward_filter_f32(const ConvShape& g, const float* x, const float* dy, fl
   std::vector<GemmProblem> probs(size_t(g.groups));
   if (span_images(g)) {
     const int64_t np = g.n * ohw;
+    Window bw = win;
+    bw.image_stride = g.c * hw;
+    const std::vector<float> col = batched_columns(g, x, bw);
     std::vector<float> dybat(size_t(g.y_size()));
     to_batched(g, dy, dybat.data(), false);
     for (int64_t gr = 0; gr < g.groups; ++gr) {
       GemmProblem& P = probs[size_t(gr)];
       P.m = cout_g; P.n = K; P.k = np;
       P.a.p = dybat.data() + gr * cout_g * np; P.a.rs = np; P.a.cs = 1;
-      P.b.kind = Operand::Im2colT; P.b.p = x + gr * cin_g * hw; P.b.win = win; P.b.win.image_stride = g.c * hw;
+      P.b.p = col.data() + gr * K * np; P.b.rs = 1; P.b.cs = np;
       P.c = dw + gr * cout_g * K; P.ldc = K;
     }
     k.gemm(probs.data(), g.groups);

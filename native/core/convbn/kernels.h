@@ -51,6 +51,9 @@ struct Kernels {
   // dx planes [c, h, w] = col2im(dcol) for channels [c0, c1) (overwrites dx). dcol holds this image's
   // [c*kh*kw, oh*ow] block with row stride ld.
   void (*col2im)(const float* dcol, int64_t ld, float* dx, const Window& g, int64_t c0, int64_t c1);
+  // The explicit im2col matrix rows [k0, k1) of one group, over all output pixels of all images
+  // (np = n * oh * ow columns, row stride np).
+  void (*im2col)(const float* x, const Window& g, int64_t np, int64_t k0, int64_t k1, float* col);
   // Runs `iters` rounds of independent FMA chains; returns the float32 FLOPs done (2 per lane per FMA).
   double (*fma_loop)(int64_t iters);
   int mr, nr;  // micro-tile of the GEMM, for reports

@@ -58,7 +58,7 @@ void patch_row(const Window& g, const float* x, int64_t k, int64_t p, int64_t co
       if (b < a) b = a = ox + run;  // no valid column in this run
       for (int64_t t = ox; t < a; ++t) dst[t] = 0;
       if (g.sw == 1) {
-        std::memcpy(dst + a, row + a, size_t(b - a) * sizeof(float));
+        for (int64_t t = a; t < b; ++t) dst[t] = row[t];  // short runs: a loop beats a memcpy call
       } else {
         for (int64_t t = a; t < b; ++t) dst[t] = row[t * g.sw];
       }
@@ -108,10 +108,16 @@ void pack_b(const Operand& B, int64_t p0, int64_t kc, int64_t j0, int64_t nc, fl
       } else {
         src = B.p + (p0 + k) * B.rs + j0;
       }
-      for (int64_t q = 0; q < panels; ++q) {
+      const int64_t full = nc / NR;
+      for (int64_t q = 0; q < full; ++q) {
         float* d = dst + q * kc * NR + k * NR;
-        int64_t cols = std::min<int64_t>(NR, nc - q * NR);
-        std::memcpy(d, src + q * NR, size_t(cols) * sizeof(float));
+        const float* sq = src + q * NR;
+        for (int c = 0; c < NR; ++c) d[c] = sq[c];  // fixed length: compiled to a few vector moves
+      }
+      if (full < panels) {
+        float* d = dst + full * kc * NR + k * NR;
+        const int64_t cols = nc - full * NR;
+        for (int64_t c = 0; c < cols; ++c) d[c] = src[full * NR + c];
         for (int64_t c = cols; c < NR; ++c) d[c] = 0;
       }
     }
@@ -295,9 +301,13 @@ void col2im(const float* dcol, int64_t ld, float* dx, const Window& g, int64_t c
   }
 }
 
+void im2col(const float* x, const Window& g, int64_t np, int64_t k0, int64_t k1, float* col) {
+  for (int64_t k = k0; k < k1; ++k) patch_row(g, x, k, 0, np, col + k * np);
+}
+
 const Kernels& table() {
   static const Kernels k{gemm, direct_forward_plane, direct_backward_data_plane, direct_backward_filter_plane,
-                         col2im, fma_loop, Micro::MR, Micro::NR};
+                         col2im, im2col, fma_loop, Micro::MR, Micro::NR};
   return k;
 }
 
