@@ -12,7 +12,7 @@ inline __m256i lane_mask(int n) {  // the first n (0..8) lanes set
 }
 
 struct Micro {
-  static constexpr int MR = 6, NR = 16;
+  static constexpr int MR = 6, NR = 16, VW = 8;  // VW: floats per vector
   static constexpr int64_t KC = 256, MC = 144, NC = 512;
 
   static void run(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int mr, int nr, bool add,

@@ -8,8 +8,8 @@
 namespace xnorm::convbn::avx512 {
 
 struct Micro {
-  static constexpr int MR = 14, NR = 32;
-  static constexpr int64_t KC = 256, MC = 140, NC = 512;
+  static constexpr int MR = 14, NR = 32, VW = 16;  // VW: floats per vector
+  static constexpr int64_t KC = 320, MC = 140, NC = 512;
 
   static void run(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int mr, int nr, bool add,
                   const float* bias, bool relu) {

@@ -149,8 +149,10 @@ void gemm_task(const GemmProblem& P, int64_t b0, int64_t b1, int64_t jt) {
   const int64_t j0 = jt * Micro::NC, nc = std::min<int64_t>(Micro::NC, P.n - j0);
   float* pa = tls_pack_a.get(size_t(Micro::MC) * Micro::KC);
   float* pb = tls_pack_b.get(size_t(Micro::NC) * Micro::KC);
-  for (int64_t p0 = 0; p0 < P.k; p0 += Micro::KC) {
-    const int64_t kc = std::min<int64_t>(Micro::KC, P.k - p0);
+  // Equal K slices (576 = 2 x 288, not 256 + 256 + 64): every slice amortises its C load/store.
+  const int64_t slices = (P.k + Micro::KC - 1) / Micro::KC, slice = (P.k + slices - 1) / slices;
+  for (int64_t p0 = 0; p0 < P.k; p0 += slice) {
+    const int64_t kc = std::min<int64_t>(slice, P.k - p0);
     const bool last = p0 + kc >= P.k, add = p0 > 0 || P.accumulate;
     pack_b(P.b, p0, kc, j0, nc, pb);
     for (int64_t blk = b0; blk < b1; ++blk) {
@@ -201,57 +203,81 @@ void gemm(const GemmProblem* problems, int64_t count) {
   });
 }
 
-// The direct kernels work on a zero-padded copy of the plane, so every tap is a plain strided run
-// with no bounds checks and the inner loops vectorise.
-thread_local Scratch tls_padded;
+// The direct kernels work on zero-padded copies, wide enough that every output row is a whole number
+// of vectors (VW floats): each tap is then a fixed-length, fully vectorised run with no bounds checks,
+// also for the 7- and 14-wide rows of small feature maps.
+thread_local Scratch tls_padded, tls_row;
 
 struct Padded {
   int64_t h, w;  // padded extent
   float* p;
 };
 
-Padded padded_plane(const float* x, const Window& g, bool copy) {
-  Padded r{g.h + 2 * g.ph, g.w + 2 * g.pw, nullptr};
+inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+Padded padded_plane(const float* x, const Window& g) {
+  const int64_t owp = round_up(g.ow, Micro::VW);
+  Padded r{g.h + 2 * g.ph, std::max(g.w + 2 * g.pw, (owp - 1) * g.sw + (g.kw - 1) * g.dw + 1), nullptr};
   r.p = tls_padded.get(size_t(r.h * r.w));
   std::memset(r.p, 0, size_t(r.h * r.w) * sizeof(float));
-  if (copy)
+  if (x)
     for (int64_t y = 0; y < g.h; ++y) std::memcpy(r.p + (y + g.ph) * r.w + g.pw, x + y * g.w, size_t(g.w) * sizeof(float));
   return r;
 }
 
-void direct_forward_plane(const float* x, const float* wt, float bias, bool relu, float* y, const Window& g) {
-  const Padded in = padded_plane(x, g, true);
-  for (int64_t oy = 0; oy < g.oh; ++oy) {
-    float* __restrict row = y + oy * g.ow;
-    for (int64_t ox = 0; ox < g.ow; ++ox) row[ox] = bias;
+// One output row: VW outputs at a time, all taps accumulated in registers.
+template <int SW>
+void direct_row(const Padded& in, const float* wt, float bias, bool relu, float* out, int64_t oy, int64_t owp,
+                const Window& g) {
+  constexpr int VW = Micro::VW;
+  const int64_t sw = SW ? SW : g.sw;
+  for (int64_t c0 = 0; c0 < owp; c0 += VW) {
+    float acc[VW];
+    for (int v = 0; v < VW; ++v) acc[v] = bias;
     for (int64_t ky = 0; ky < g.kh; ++ky) {
-      const float* prow = in.p + (oy * g.sh + ky * g.dh) * in.w;
+      const float* prow = in.p + (oy * g.sh + ky * g.dh) * in.w + c0 * sw;
       for (int64_t kx = 0; kx < g.kw; ++kx) {
         const float wv = wt[ky * g.kw + kx];
-        const float* __restrict src = prow + kx * g.dw;
-        if (g.sw == 1) {
-          for (int64_t ox = 0; ox < g.ow; ++ox) row[ox] += wv * src[ox];
-        } else {
-          for (int64_t ox = 0; ox < g.ow; ++ox) row[ox] += wv * src[ox * g.sw];
-        }
+        const float* src = prow + kx * g.dw;
+        for (int v = 0; v < VW; ++v) acc[v] += wv * src[v * sw];
       }
     }
     if (relu)
-      for (int64_t ox = 0; ox < g.ow; ++ox) row[ox] = row[ox] > 0 ? row[ox] : 0;
+      for (int v = 0; v < VW; ++v) acc[v] = acc[v] > 0 ? acc[v] : 0;
+    for (int v = 0; v < VW; ++v) out[c0 + v] = acc[v];
+  }
+}
+
+void direct_forward_plane(const float* x, const float* wt, float bias, bool relu, float* y, const Window& g) {
+  const Padded in = padded_plane(x, g);
+  const int64_t owp = round_up(g.ow, Micro::VW);
+  float* row = tls_row.get(size_t(owp));
+  for (int64_t oy = 0; oy < g.oh; ++oy) {
+    if (g.sw == 1) {
+      direct_row<1>(in, wt, bias, relu, row, oy, owp, g);
+    } else {
+      direct_row<0>(in, wt, bias, relu, row, oy, owp, g);
+    }
+    std::memcpy(y + oy * g.ow, row, size_t(g.ow) * sizeof(float));
   }
 }
 
 void direct_backward_data_plane(const float* dy, const float* wt, float* dx, const Window& g) {
-  const Padded acc = padded_plane(nullptr, g, false);
+  constexpr int VW = Micro::VW;
+  const Padded acc = padded_plane(nullptr, g);
+  const int64_t owp = round_up(g.ow, VW);
+  float* drow = tls_row.get(size_t(owp));
+  std::fill(drow + g.ow, drow + owp, 0.f);  // lanes past the row scatter zeros into the padding
   for (int64_t oy = 0; oy < g.oh; ++oy) {
-    const float* __restrict drow = dy + oy * g.ow;
+    std::memcpy(drow, dy + oy * g.ow, size_t(g.ow) * sizeof(float));
     for (int64_t ky = 0; ky < g.kh; ++ky) {
       float* prow = acc.p + (oy * g.sh + ky * g.dh) * acc.w;
       for (int64_t kx = 0; kx < g.kw; ++kx) {
         const float wv = wt[ky * g.kw + kx];
-        float* __restrict dst = prow + kx * g.dw;
+        float* dst = prow + kx * g.dw;
         if (g.sw == 1) {
-          for (int64_t ox = 0; ox < g.ow; ++ox) dst[ox] += wv * drow[ox];
+          for (int64_t c0 = 0; c0 < owp; c0 += VW)
+            for (int v = 0; v < VW; ++v) dst[c0 + v] += wv * drow[c0 + v];
         } else {
           for (int64_t ox = 0; ox < g.ow; ++ox) dst[ox * g.sw] += wv * drow[ox];
         }
@@ -266,15 +292,22 @@ void direct_backward_data_plane(const float* dy, const float* wt, float* dx, con
 }
 
 void direct_backward_filter_plane(const float* x, const float* dy, double* dwt, const Window& g) {
-  const Padded in = padded_plane(x, g, true);
+  constexpr int VW = Micro::VW;
+  const Padded in = padded_plane(x, g);
+  const int64_t owp = round_up(g.ow, VW);
+  float* drow = tls_row.get(size_t(owp));
+  std::fill(drow + g.ow, drow + owp, 0.f);  // zero lanes past the row contribute nothing
   for (int64_t ky = 0; ky < g.kh; ++ky)
     for (int64_t kx = 0; kx < g.kw; ++kx) {
       double total = 0;
       for (int64_t oy = 0; oy < g.oh; ++oy) {
+        std::memcpy(drow, dy + oy * g.ow, size_t(g.ow) * sizeof(float));
         const float* src = in.p + (oy * g.sh + ky * g.dh) * in.w + kx * g.dw;
-        const float* drow = dy + oy * g.ow;
-        float s = 0;  // one row in float, rows summed in double
-        for (int64_t ox = 0; ox < g.ow; ++ox) s += drow[ox] * src[ox * g.sw];
+        float part[VW] = {};  // one row in float lanes, rows summed in double
+        for (int64_t c0 = 0; c0 < owp; c0 += VW)
+          for (int v = 0; v < VW; ++v) part[v] += drow[c0 + v] * src[(c0 + v) * g.sw];
+        float s = 0;
+        for (int v = 0; v < VW; ++v) s += part[v];
         total += s;
       }
       dwt[ky * g.kw + kx] += total;

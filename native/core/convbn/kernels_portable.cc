@@ -6,7 +6,7 @@
 namespace xnorm::convbn::portable {
 
 struct Micro {
-  static constexpr int MR = 4, NR = 16;
+  static constexpr int MR = 4, NR = 16, VW = 4;  // VW: floats per vector
   static constexpr int64_t KC = 256, MC = 128, NC = 512;
 
   static void run(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int mr, int nr, bool add,
