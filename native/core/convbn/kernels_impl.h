@@ -142,19 +142,28 @@ void pack_b(const Operand& B, int64_t p0, int64_t kc, int64_t j0, int64_t nc, fl
   }
 }
 
-// One task: M blocks [b0, b1) of problem P against its N block jt. B is packed once per K slice and
-// reused by every M block of the task.
-void gemm_task(const GemmProblem& P, int64_t b0, int64_t b1, int64_t jt) {
+// Equal K slices (576 = 2 x 288, not 256 + 256 + 64): every slice amortises its C load/store.
+inline int64_t k_slice(int64_t k) {
+  const int64_t slices = (k + Micro::KC - 1) / Micro::KC;
+  return (k + slices - 1) / slices;
+}
+
+inline int64_t padded_cols(int64_t nc) { return (nc + Micro::NR - 1) / Micro::NR * Micro::NR; }
+
+// One task: M blocks [b0, b1) of problem P against its N block jt. `packed` is that block of B packed
+// in advance for the whole K (slice p0 at packed + p0 * padded_cols(nc)), or null: then B is packed
+// here once per K slice and reused by every M block of the task.
+void gemm_task(const GemmProblem& P, int64_t b0, int64_t b1, int64_t jt, const float* packed) {
   constexpr int MR = Micro::MR, NR = Micro::NR;
   const int64_t j0 = jt * Micro::NC, nc = std::min<int64_t>(Micro::NC, P.n - j0);
   float* pa = tls_pack_a.get(size_t(Micro::MC) * Micro::KC);
-  float* pb = tls_pack_b.get(size_t(Micro::NC) * Micro::KC);
-  // Equal K slices (576 = 2 x 288, not 256 + 256 + 64): every slice amortises its C load/store.
-  const int64_t slices = (P.k + Micro::KC - 1) / Micro::KC, slice = (P.k + slices - 1) / slices;
+  float* own = packed ? nullptr : tls_pack_b.get(size_t(Micro::NC) * Micro::KC);
+  const int64_t slice = k_slice(P.k);
   for (int64_t p0 = 0; p0 < P.k; p0 += slice) {
     const int64_t kc = std::min<int64_t>(slice, P.k - p0);
     const bool last = p0 + kc >= P.k, add = p0 > 0 || P.accumulate;
-    pack_b(P.b, p0, kc, j0, nc, pb);
+    const float* pb = packed ? packed + p0 * padded_cols(nc) : own;
+    if (!packed) pack_b(P.b, p0, kc, j0, nc, own);
     for (int64_t blk = b0; blk < b1; ++blk) {
       const int64_t i0 = blk * Micro::MC, mc = std::min<int64_t>(Micro::MC, P.m - i0);
       pack_a(P.a, i0, mc, p0, kc, pa);
@@ -171,35 +180,63 @@ void gemm_task(const GemmProblem& P, int64_t b0, int64_t b1, int64_t jt) {
 
 // Enough tasks to balance many cores, few enough that B is not repacked for every M block.
 constexpr int64_t kTargetTasks = 32;
+// Packing B once up front (instead of once per M-block task) is worth its memory up to this many floats.
+constexpr int64_t kMaxPrepacked = int64_t(1) << 23;
 
 void gemm(const GemmProblem* problems, int64_t count) {
-  int64_t all_blocks = 0;
+  const auto live = [](const GemmProblem& P) { return P.m > 0 && P.n > 0 && P.k > 0; };
+  const auto m_blocks = [](const GemmProblem& P) { return (P.m + Micro::MC - 1) / Micro::MC; };
+  const auto n_tiles = [](const GemmProblem& P) { return (P.n + Micro::NC - 1) / Micro::NC; };
+  int64_t all_blocks = 0, prepack_floats = 0;
   for (int64_t i = 0; i < count; ++i) {
     const GemmProblem& P = problems[i];
-    if (P.m > 0 && P.n > 0 && P.k > 0)
-      all_blocks += ((P.m + Micro::MC - 1) / Micro::MC) * ((P.n + Micro::NC - 1) / Micro::NC);
+    if (!live(P)) continue;
+    all_blocks += m_blocks(P) * n_tiles(P);
+    if (m_blocks(P) > 1) prepack_floats += P.k * (n_tiles(P) - 1) * Micro::NC + P.k * padded_cols(P.n - (n_tiles(P) - 1) * Micro::NC);
   }
   // M blocks per task, from the sizes only (never the thread count), so the split is reproducible.
   const int64_t per_task = std::max<int64_t>(1, all_blocks / kTargetTasks);
+  // With several M blocks per problem, B would be packed again by each of their tasks: pack it once.
+  Scratch shared;
+  std::unique_ptr<int64_t[]> b_at(new int64_t[size_t(count)]);  // offset of problem i's packed B, or -1
+  if (prepack_floats > 0 && prepack_floats <= kMaxPrepacked) {
+    float* base = shared.get(size_t(prepack_floats));
+    std::unique_ptr<int64_t[]> first(new int64_t[size_t(count) + 1]);  // pack jobs: (tile, slice) pairs
+    first[0] = 0;
+    int64_t off = 0;
+    for (int64_t i = 0; i < count; ++i) {
+      const GemmProblem& P = problems[i];
+      const bool pre = live(P) && m_blocks(P) > 1;
+      b_at[i] = pre ? off : -1;
+      if (pre) off += P.k * (n_tiles(P) - 1) * Micro::NC + P.k * padded_cols(P.n - (n_tiles(P) - 1) * Micro::NC);
+      first[i + 1] = first[i] + (pre ? n_tiles(P) * ((P.k + k_slice(P.k) - 1) / k_slice(P.k)) : 0);
+    }
+    const int64_t* f = first.get();
+    parallel_tasks(f[count], [&](int64_t t) {
+      const int64_t i = std::upper_bound(f, f + count + 1, t) - f - 1;
+      const GemmProblem& P = problems[i];
+      const int64_t slices = (P.k + k_slice(P.k) - 1) / k_slice(P.k), jt = (t - f[i]) / slices;
+      const int64_t p0 = ((t - f[i]) % slices) * k_slice(P.k), kc = std::min(k_slice(P.k), P.k - p0);
+      const int64_t j0 = jt * Micro::NC, nc = std::min<int64_t>(Micro::NC, P.n - j0);
+      pack_b(P.b, p0, kc, j0, nc, base + b_at[i] + jt * P.k * Micro::NC + p0 * padded_cols(nc));
+    });
+  } else {
+    for (int64_t i = 0; i < count; ++i) b_at[i] = -1;
+  }
   // Task t of the whole job belongs to the problem whose [first[i], first[i+1]) holds it.
   std::unique_ptr<int64_t[]> first(new int64_t[size_t(count) + 1]);
   first[0] = 0;
   for (int64_t i = 0; i < count; ++i) {
     const GemmProblem& P = problems[i];
-    int64_t tasks = 0;
-    if (P.m > 0 && P.n > 0 && P.k > 0) {
-      int64_t mb = (P.m + Micro::MC - 1) / Micro::MC;
-      tasks = ((mb + per_task - 1) / per_task) * ((P.n + Micro::NC - 1) / Micro::NC);
-    }
-    first[i + 1] = first[i] + tasks;
+    first[i + 1] = first[i] + (live(P) ? ((m_blocks(P) + per_task - 1) / per_task) * n_tiles(P) : 0);
   }
   const int64_t* f = first.get();
   parallel_tasks(f[count], [&](int64_t t) {
-    int64_t i = std::upper_bound(f, f + count + 1, t) - f - 1;
+    const int64_t i = std::upper_bound(f, f + count + 1, t) - f - 1;
     const GemmProblem& P = problems[i];
-    int64_t mb = (P.m + Micro::MC - 1) / Micro::MC, nt = (P.n + Micro::NC - 1) / Micro::NC;
-    int64_t local = t - f[i], mt = local / nt, jt = local % nt;
-    gemm_task(P, mt * per_task, std::min(mb, (mt + 1) * per_task), jt);
+    const int64_t nt = n_tiles(P), local = t - f[i], mt = local / nt, jt = local % nt;
+    const float* packed = b_at[i] >= 0 ? shared.p + b_at[i] + jt * P.k * Micro::NC : nullptr;
+    gemm_task(P, mt * per_task, std::min(m_blocks(P), (mt + 1) * per_task), jt, packed);
   });
 }
 
