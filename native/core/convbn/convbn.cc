@@ -315,14 +315,9 @@ void backward_filter_f32(const ConvShape& g, const float* x, const float* dy, fl
 }
 
 void build_mask(const float* y, int64_t size, uint32_t* mask) {
-  int64_t words = (size + 31) / 32;
-  parallel_for(words, kTaskElements / 32, [&](int64_t b, int64_t e) {
-    for (int64_t wi = b; wi < e; ++wi) {
-      uint32_t bits = 0;
-      int64_t base = wi * 32, len = std::min<int64_t>(32, size - base);
-      for (int64_t i = 0; i < len; ++i) bits |= uint32_t(y[base + i] > 0) << i;
-      mask[wi] = bits;
-    }
+  const Kernels& k = active_kernels();
+  parallel_for((size + 31) / 32, kTaskElements / 32, [&](int64_t b, int64_t e) {
+    k.relu_mask(y + b * 32, std::min(size, e * 32) - b * 32, mask + b);
   });
 }
 
@@ -482,9 +477,9 @@ void tune_backward(const ConvShape& g, DType dt, const void* x, const float* w, 
   std::vector<float> dyv = dy_copy(g, dt, dy);
   float* dy32 = dyv.data();
   if (relu_mask) {
-    parallel_for(g.y_size(), kTaskElements, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i)
-        if (!((relu_mask[i >> 5] >> (i & 31)) & 1u)) dy32[i] = 0;
+    const Kernels& k = active_kernels();
+    parallel_for((g.y_size() + 31) / 32, kTaskElements / 32, [&](int64_t b, int64_t e) {
+      k.apply_mask(dy32 + b * 32, std::min(g.y_size(), e * 32) - b * 32, relu_mask + b);
     });
   }
   const int64_t K = g.patch();

@@ -54,6 +54,9 @@ struct Kernels {
   // The explicit im2col matrix rows [k0, k1) of one group, over all output pixels of all images
   // (np = n * oh * ow columns, row stride np).
   void (*im2col)(const float* x, const Window& g, int64_t np, int64_t k0, int64_t k1, float* col);
+  // ReLU state: mask bit i = (y[i] > 0) over [0, n); and its use in backward: x[i] = 0 where bit i is clear.
+  void (*relu_mask)(const float* y, int64_t n, uint32_t* mask);
+  void (*apply_mask)(float* x, int64_t n, const uint32_t* mask);
   // Runs `iters` rounds of independent FMA chains; returns the float32 FLOPs done (2 per lane per FMA).
   double (*fma_loop)(int64_t iters);
   int mr, nr;  // micro-tile of the GEMM, for reports

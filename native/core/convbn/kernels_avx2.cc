@@ -57,6 +57,25 @@ struct Micro {
   }
 };
 
+// Bit i of the result = (y[i] > 0), for 32 values.
+inline uint32_t positive_bits(const float* y) {
+  const __m256 z = _mm256_setzero_ps();
+  uint32_t bits = 0;
+  for (int q = 0; q < 4; ++q)
+    bits |= uint32_t(_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(y + 8 * q), z, _CMP_GT_OQ))) << (8 * q);
+  return bits;
+}
+
+// x[i] = 0 where bit i of `bits` is clear, for 32 values.
+inline void keep_bits(float* x, uint32_t bits) {
+  const __m256i lane = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  for (int q = 0; q < 4; ++q) {
+    const __m256i b = _mm256_set1_epi32(int((bits >> (8 * q)) & 0xffu));
+    const __m256 keep = _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(b, lane), lane));
+    _mm256_storeu_ps(x + 8 * q, _mm256_and_ps(_mm256_loadu_ps(x + 8 * q), keep));
+  }
+}
+
 double fma_loop(int64_t iters) {
   __m256 acc[12];
   for (int i = 0; i < 12; ++i) acc[i] = _mm256_set1_ps(float(i) * 1e-3f);

@@ -54,6 +54,19 @@ struct Micro {
   }
 };
 
+// Bit i of the result = (y[i] > 0), for 32 values.
+inline uint32_t positive_bits(const float* y) {
+  const __m512 z = _mm512_setzero_ps();
+  return uint32_t(_mm512_cmp_ps_mask(_mm512_loadu_ps(y), z, _CMP_GT_OQ)) |
+         uint32_t(_mm512_cmp_ps_mask(_mm512_loadu_ps(y + 16), z, _CMP_GT_OQ)) << 16;
+}
+
+// x[i] = 0 where bit i of `bits` is clear, for 32 values.
+inline void keep_bits(float* x, uint32_t bits) {
+  _mm512_storeu_ps(x, _mm512_maskz_mov_ps(__mmask16(bits), _mm512_loadu_ps(x)));
+  _mm512_storeu_ps(x + 16, _mm512_maskz_mov_ps(__mmask16(bits >> 16), _mm512_loadu_ps(x + 16)));
+}
+
 // 16 independent accumulators cover the FMA latency (4 cycles) on two ports.
 double fma_loop(int64_t iters) {
   __m512 acc[16];

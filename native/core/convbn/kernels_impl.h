@@ -263,9 +263,8 @@ Padded padded_plane(const float* x, const Window& g) {
 }
 
 // One output row: VW outputs at a time, all taps accumulated in registers.
-template <int SW>
-void direct_row(const Padded& in, const float* wt, float bias, bool relu, float* out, int64_t oy, int64_t owp,
-                const Window& g) {
+template <int SW, bool RELU>
+void direct_row(const Padded& in, const float* wt, float bias, float* out, int64_t oy, int64_t owp, const Window& g) {
   constexpr int VW = Micro::VW;
   const int64_t sw = SW ? SW : g.sw;
   for (int64_t c0 = 0; c0 < owp; c0 += VW) {
@@ -279,7 +278,7 @@ void direct_row(const Padded& in, const float* wt, float bias, bool relu, float*
         for (int v = 0; v < VW; ++v) acc[v] += wv * src[v * sw];
       }
     }
-    if (relu)
+    if (RELU)
       for (int v = 0; v < VW; ++v) acc[v] = acc[v] > 0 ? acc[v] : 0;
     for (int v = 0; v < VW; ++v) out[c0 + v] = acc[v];
   }
@@ -291,9 +290,9 @@ void direct_forward_plane(const float* x, const float* wt, float bias, bool relu
   float* row = tls_row.get(size_t(owp));
   for (int64_t oy = 0; oy < g.oh; ++oy) {
     if (g.sw == 1) {
-      direct_row<1>(in, wt, bias, relu, row, oy, owp, g);
+      relu ? direct_row<1, true>(in, wt, bias, row, oy, owp, g) : direct_row<1, false>(in, wt, bias, row, oy, owp, g);
     } else {
-      direct_row<0>(in, wt, bias, relu, row, oy, owp, g);
+      relu ? direct_row<0, true>(in, wt, bias, row, oy, owp, g) : direct_row<0, false>(in, wt, bias, row, oy, owp, g);
     }
     std::memcpy(y + oy * g.ow, row, size_t(g.ow) * sizeof(float));
   }
@@ -332,17 +331,26 @@ void direct_backward_filter_plane(const float* x, const float* dy, double* dwt, 
   constexpr int VW = Micro::VW;
   const Padded in = padded_plane(x, g);
   const int64_t owp = round_up(g.ow, VW);
-  float* drow = tls_row.get(size_t(owp));
-  std::fill(drow + g.ow, drow + owp, 0.f);  // zero lanes past the row contribute nothing
+  // dy rows zero-padded to whole vectors, copied once: lanes past a row contribute nothing.
+  float* drows = tls_row.get(size_t(g.oh * owp));
+  for (int64_t oy = 0; oy < g.oh; ++oy) {
+    std::memcpy(drows + oy * owp, dy + oy * g.ow, size_t(g.ow) * sizeof(float));
+    std::fill(drows + oy * owp + g.ow, drows + (oy + 1) * owp, 0.f);
+  }
   for (int64_t ky = 0; ky < g.kh; ++ky)
     for (int64_t kx = 0; kx < g.kw; ++kx) {
       double total = 0;
       for (int64_t oy = 0; oy < g.oh; ++oy) {
-        std::memcpy(drow, dy + oy * g.ow, size_t(g.ow) * sizeof(float));
         const float* src = in.p + (oy * g.sh + ky * g.dh) * in.w + kx * g.dw;
+        const float* drow = drows + oy * owp;
         float part[VW] = {};  // one row in float lanes, rows summed in double
-        for (int64_t c0 = 0; c0 < owp; c0 += VW)
-          for (int v = 0; v < VW; ++v) part[v] += drow[c0 + v] * src[(c0 + v) * g.sw];
+        if (g.sw == 1) {
+          for (int64_t c0 = 0; c0 < owp; c0 += VW)
+            for (int v = 0; v < VW; ++v) part[v] += drow[c0 + v] * src[c0 + v];
+        } else {
+          for (int64_t c0 = 0; c0 < owp; c0 += VW)
+            for (int v = 0; v < VW; ++v) part[v] += drow[c0 + v] * src[(c0 + v) * g.sw];
+        }
         float s = 0;
         for (int v = 0; v < VW; ++v) s += part[v];
         total += s;
@@ -375,9 +383,26 @@ void im2col(const float* x, const Window& g, int64_t np, int64_t k0, int64_t k1,
   for (int64_t k = k0; k < k1; ++k) patch_row(g, x, k, 0, np, col + k * np);
 }
 
+void relu_mask(const float* y, int64_t n, uint32_t* mask) {
+  const int64_t full = n / 32;
+  for (int64_t w = 0; w < full; ++w) mask[w] = positive_bits(y + 32 * w);
+  if (n % 32) {
+    uint32_t bits = 0;
+    for (int64_t i = full * 32; i < n; ++i) bits |= uint32_t(y[i] > 0) << (i % 32);
+    mask[full] = bits;
+  }
+}
+
+void apply_mask(float* x, int64_t n, const uint32_t* mask) {
+  const int64_t full = n / 32;
+  for (int64_t w = 0; w < full; ++w) keep_bits(x + 32 * w, mask[w]);
+  for (int64_t i = full * 32; i < n; ++i)
+    if (!((mask[full] >> (i % 32)) & 1u)) x[i] = 0;
+}
+
 const Kernels& table() {
   static const Kernels k{gemm, direct_forward_plane, direct_backward_data_plane, direct_backward_filter_plane,
-                         col2im, im2col, fma_loop, Micro::MR, Micro::NR};
+                         col2im, im2col, relu_mask, apply_mask, fma_loop, Micro::MR, Micro::NR};
   return k;
 }
 

@@ -31,6 +31,19 @@ struct Micro {
   }
 };
 
+// Bit i of the result = (y[i] > 0), for 32 values.
+inline uint32_t positive_bits(const float* y) {
+  uint32_t bits = 0;
+  for (int i = 0; i < 32; ++i) bits |= uint32_t(y[i] > 0) << i;
+  return bits;
+}
+
+// x[i] = 0 where bit i of `bits` is clear, for 32 values.
+inline void keep_bits(float* x, uint32_t bits) {
+  for (int i = 0; i < 32; ++i)
+    if (!((bits >> i) & 1u)) x[i] = 0;
+}
+
 double fma_loop(int64_t iters) {
   float acc[32];
   for (int i = 0; i < 32; ++i) acc[i] = float(i) * 1e-3f;
