@@ -4,7 +4,7 @@
 // machine's FP32 FMA peak, and Tune against Eval forward+backward (time and bytes kept in between).
 import { convBnBackwardSync, convBnSync, convKernelInfo, fmaPeak, info, tensor } from '../lib';
 import type { ConvBnParams } from '../lib';
-import { fmt, table } from './common';
+import { fmt, pytorch, table } from './common';
 
 /** Best time (ms) of `reps` runs after one warm-up: on shared cores, load only ever adds time. */
 async function best(f: () => unknown, reps: number): Promise<number> {
@@ -205,12 +205,34 @@ export async function run(): Promise<void> {
     train.push([l.name, fmt(tuneTrain), fmt(evalTrain), `${fmt(evalTrain / tuneTrain)}x`,
       fmt(tuneBytes / 2 ** 20), fmt(evalBytes / 2 ** 20), fmt(tuneBytes / evalBytes)]);
   }
+  // PyTorch on the CPU (where installed): conv2d, eval-mode batch_norm and relu, same threads, best of 7.
+  const torchOut = pytorch(`
+import torch, time
+torch.set_num_threads(${threads})
+torch.manual_seed(0)
+for c, cout, hw, k, stride, pad, groups in ${JSON.stringify(LAYERS.map((l) => [l.c, l.cout, l.hw, l.k, l.stride, l.pad, l.groups]))}:
+    x = torch.randn(${BATCH}, c, hw, hw)
+    w = torch.randn(cout, c // groups, k, k) * 0.05
+    b, m, v, g, be = torch.randn(cout), torch.randn(cout), torch.rand(cout) + 0.5, torch.randn(cout), torch.randn(cout)
+    def f():
+        with torch.no_grad():
+            y = torch.nn.functional.conv2d(x, w, b, stride, pad, 1, groups)
+            return torch.relu(torch.nn.functional.batch_norm(y, m, v, g, be, False, 0.0, 1e-5))
+    f()
+    ts = []
+    for i in range(7):
+        t0 = time.perf_counter(); f(); ts.append(time.perf_counter() - t0)
+    print(min(ts) * 1000)
+`);
+  const torchMs = (torchOut ?? '').trim().split('\n').filter(Boolean).map(Number);
+  fwd.forEach((r, i) => r.splice(4, 0, torchMs[i] ? `${fmt(torchMs[i])} (${fmt(torchMs[i] / Number(r[1]))}x)` : 'not installed'));
+
   // The peak again at the end: on a shared machine the better of the two is the closer to the truth.
   peak = Math.max(peak, await fmaPeak(0.5));
-  for (const r of fwd) r[5] = `${fmt((100 * (r[4] as number)) / peak)}%`;
+  for (const r of fwd) r[6] = `${fmt((100 * (r[5] as number)) / peak)}%`;
   console.log(`\nFP32 FMA peak (best of two probes): ${fmt(peak)} GFLOP/s`);
   console.log(`\nForward, batch ${BATCH}, conv + BN + ReLU (best ms; ratio > 1: xnorm faster)\n`);
-  console.log(table(['layer', 'xnorm tune ms', 'ORT ms', 'ORT/xnorm', 'xnorm GFLOP/s', 'of FMA peak'], fwd));
+  console.log(table(['layer', 'xnorm tune ms', 'ORT ms', 'ORT/xnorm', 'PyTorch ms (/xnorm)', 'xnorm GFLOP/s', 'of FMA peak'], fwd));
   console.log(`\nForward + backward (all 5 gradients), Tune vs Eval; saved = bytes kept between forward and backward\n`);
   console.log(table(['layer', 'tune ms', 'eval ms', 'eval/tune', 'tune saved MiB', 'eval saved MiB', 'tune/eval bytes'], train));
 }
