@@ -24,7 +24,8 @@
       "target_name": "xnorm",
       "dependencies": ["xnorm_avx512", "xnorm_avx2"],
       "sources": ["<!@(node scripts/sources.js base)"],
-      "ldflags": ["-pthread"]
+      "ldflags": ["-pthread"],
+      "libraries": ["-ldl"]
     }
   ]
 }

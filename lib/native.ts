@@ -1,5 +1,8 @@
 // Loads the compiled addon once per JS environment (main thread or worker) and hands it the
 // XnormError class, so native failures arrive as real XnormError instances.
+//
+// Where it looks, in order: $XNORM_ADDON (an explicit file, and then nothing else), the prebuild for
+// this platform (prebuilds/<platform>-<arch>/), then a local build (build/Release, build/Debug).
 import * as fs from 'fs';
 import * as path from 'path';
 import { XnormError, fail } from './errors';
@@ -29,23 +32,64 @@ export function packageRoot(): string {
   }
 }
 
+function libc(): 'glibc' | 'musl' {
+  const report = process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined;
+  return report?.header?.glibcVersionRuntime ? 'glibc' : 'musl';
+}
+
+/** The files to try, best first. */
+export function addonCandidates(root: string, env: NodeJS.ProcessEnv = process.env): string[] {
+  if (env.XNORM_ADDON) return [path.resolve(env.XNORM_ADDON)];
+  const tuple = `${process.platform}-${process.arch}`;
+  const dir = path.join(root, 'prebuilds', tuple);
+  let prebuilds: string[] = [];
+  try {
+    const lc = process.platform === 'linux' ? libc() : '';
+    prebuilds = fs
+      .readdirSync(dir)
+      .filter((f) => f.endsWith('.node'))
+      .filter((f) => !lc || !/glibc|musl/.test(f) || f.includes(lc))
+      .map((f) => path.join(dir, f));
+  } catch {
+    prebuilds = [path.join(dir, '<no prebuilds for this platform>')];
+  }
+  return [...prebuilds, path.join(root, 'build', 'Release', 'xnorm.node'), path.join(root, 'build', 'Debug', 'xnorm.node')];
+}
+
+/** Tries each candidate; on total failure the error lists every try, why it failed, and how to fix it. */
+export function loadAddon(candidates: string[]): NativeAddon {
+  const tries: string[] = [];
+  for (const file of candidates) {
+    if (!fs.existsSync(file)) {
+      tries.push(`  - ${file}: not found`);
+      continue;
+    }
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      return require(file) as NativeAddon;
+    } catch (e) {
+      tries.push(`  - ${file}: ${(e as Error).message.split('\n')[0]}`);
+    }
+  }
+  return fail(
+    'ERR_XNORM_NATIVE_LOAD',
+    [
+      `could not load the xnorm native addon for ${process.platform}-${process.arch}, Node ${process.version} (N-API 8 needed).`,
+      'Tried:',
+      ...tries,
+      'Possible fixes:',
+      '  - reinstall to get the prebuilt binary: npm install xnorm (prebuilds exist for linux-x64 glibc)',
+      '  - build from source: npm rebuild xnorm (needs python3, make and a C++17 compiler)',
+      '  - unset XNORM_ADDON if it points at a file that is not the xnorm addon',
+    ].join('\n'),
+  );
+}
+
 let addon: NativeAddon | undefined;
 
 export function native(): NativeAddon {
   if (addon) return addon;
-  const root = packageRoot();
-  let loaded: NativeAddon;
-  try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    loaded = require('node-gyp-build')(root) as NativeAddon;
-  } catch (e) {
-    fail(
-      'ERR_XNORM_NATIVE_LOAD',
-      `could not load the xnorm native addon from ${root}: ${(e as Error).message}. ` +
-        'Tried prebuilds/ and build/Release. Fix: reinstall with a prebuild for your platform, or build from ' +
-        'source with `npm run build:native` (needs python3, make and a C++17 compiler).',
-    );
-  }
+  const loaded = loadAddon(addonCandidates(packageRoot()));
   loaded.setErrorClass(XnormError);
   addon = loaded;
   return loaded;

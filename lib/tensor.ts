@@ -189,7 +189,7 @@ export class Tensor {
   }
 
   /** Hands the tensor to tfjs: `t.toTfjs(tf)`. float16/bfloat16 are widened to float32 (tfjs has neither). */
-  toTfjs<T>(tf: { tensor: (values: TypedArray, shape: number[], dtype: string) => T }): T {
+  toTfjs<T>(tf: { tensor(values: TypedArray, shape: number[], dtype: 'float32' | 'int32'): T }): T {
     const s = this.storage('toTfjs');
     switch (this.dtype) {
       case 'float32':
@@ -216,8 +216,11 @@ function encode(values: ArrayLike<number>, dtype: DType): TypedArray {
       return Uint16Array.from(values, numberToFloat16Bits);
     case 'bfloat16':
       return Uint16Array.from(values, numberToBfloat16Bits);
-    default:
-      return storageCtor(dtype).from(values);
+    default: {
+      // The constructor copies typed arrays in bulk; .from() would walk an iterator element by element.
+      const Ctor = storageCtor(dtype);
+      return ArrayBuffer.isView(values) ? new Ctor(values as unknown as ArrayLike<number>) : Ctor.from(values);
+    }
   }
 }
 
@@ -240,7 +243,7 @@ export function tensor(
   if (values.length !== want)
     fail('ERR_XNORM_SHAPE', `tensor: shape ${describe(dims)} (${dtype}) needs ${want} values, received ${values.length}`);
   const rawBits = (dtype === 'float16' || dtype === 'bfloat16') && data instanceof Uint16Array;
-  const storage = rawBits || dtype === 'bit' ? storageCtor(dtype).from(values) : encode(values, dtype);
+  const storage = rawBits || dtype === 'bit' ? new (storageCtor(dtype))(values) : encode(values, dtype);
   return new Tensor(storage, dims, dtype);
 }
 

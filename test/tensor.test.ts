@@ -153,3 +153,24 @@ describe('from() and interop', () => {
     expect(() => from(42 as never)).toThrow(XnormError);
   });
 });
+
+describe('round trips with real tfjs tensors', () => {
+  it('from(tf.Tensor) and toTfjs(tf) keep values, shape and dtype', async () => {
+    const tf = await import('@tensorflow/tfjs');
+    const a = tf.tensor([1.5, -2, 3, 4, 5, 6], [2, 3], 'float32');
+    const x = from(a);
+    expect(x.shape).toEqual([2, 3]);
+    expect(x.dtype).toBe('float32');
+    const b = x.toTfjs(tf);
+    expect(b.shape).toEqual([2, 3]);
+    expect(b.dtype).toBe('float32');
+    expect(Array.from(b.dataSync())).toEqual([1.5, -2, 3, 4, 5, 6]);
+    const i = from(tf.tensor([1, 2, 3], [3], 'int32'));
+    expect(i.dtype).toBe('int32');
+    expect(i.toTfjs(tf).dtype).toBe('int32');
+    const h = tensor([0.5, 2], [2], { dtype: 'float16' }).toTfjs(tf);
+    expect(h.dtype).toBe('float32');
+    expect(Array.from(h.dataSync())).toEqual([0.5, 2]);
+    tf.dispose([a, b, h]);
+  });
+});

@@ -1,4 +1,5 @@
 // The addon in several worker_threads at once, one of them terminated mid-op.
+import { spawnSync } from 'child_process';
 import * as path from 'path';
 import { Worker } from 'worker_threads';
 import { describe, expect, it } from 'vitest';
@@ -46,5 +47,14 @@ describe('worker_threads', () => {
     expect(killed.means.length).toBeLessThan(1000);
     // the main thread still works
     expect(Array.from(momentsSync(tensor([1, 3], [2, 1])).mean.dataSync())).toEqual([2]);
+  });
+
+  it('survives Node unloading the addon after the last worker that loaded it exits', () => {
+    for (let i = 0; i < 3; i++) {
+      const r = spawnSync(process.execPath, [path.join(__dirname, 'children', 'workers-only.cjs')], { encoding: 'utf8' });
+      expect(r.signal).toBe(null);
+      expect(r.status).toBe(0);
+      expect(r.stdout.trim()).toBe('finished 3');
+    }
   });
 });

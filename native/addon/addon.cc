@@ -1,6 +1,11 @@
 // Module entry: per-environment state, info(), thread count, and each op family's bindings.
 #include <napi.h>
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <dlfcn.h>
+#endif
+#include <mutex>
+
 #include "../core/common/ceilings.h"
 #include "../core/common/cpu.h"
 #include "../core/common/thread_pool.h"
@@ -70,7 +75,22 @@ Napi::Value ReadSum(const Napi::CallbackInfo& info) {
   });
 }
 
+// Node unloads an addon when the last environment that loaded it (say, the only worker_thread using
+// xnorm) exits. xnorm's pool threads outlive environments and run this library's code, so the library
+// pins itself in memory once: unloading it under them would crash the process.
+void pin_library_in_memory() {
+#if defined(__unix__) || defined(__APPLE__)
+  static std::once_flag once;
+  std::call_once(once, [] {
+    Dl_info self;
+    if (dladdr(reinterpret_cast<void*>(&pin_library_in_memory), &self) && self.dli_fname)
+      dlopen(self.dli_fname, RTLD_NOW | RTLD_NODELETE);
+  });
+#endif
+}
+
 Napi::Object init(Napi::Env env, Napi::Object exports) {
+  pin_library_in_memory();
   env.SetInstanceData(new AddonData());
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass));
   exports.Set("info", Napi::Function::New(env, Info));

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "../core/common/error.h"
+#include "../core/common/thread_pool.h"
 #include "errors.h"
 
 namespace xnorm::addon {
@@ -19,6 +20,7 @@ class OpWorker : public Napi::AsyncWorker {
 
  protected:
   void Execute() override {
+    BackgroundCaller background;  // the kernels' tasks run on xnorm's pool, below the event loop's priority
     try {
       result_ = work_();
       return;

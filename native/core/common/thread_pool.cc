@@ -11,8 +11,23 @@
 #include <thread>
 #include <vector>
 
+#if defined(__linux__)
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 namespace xnorm {
 namespace {
+
+thread_local bool tls_background_caller = false;
+
+// Pool threads yield to the event loop's thread when both want a core.
+void lower_this_thread_priority() {
+#if defined(__linux__)
+  setpriority(PRIO_PROCESS, id_t(syscall(SYS_gettid)), 5);
+#endif
+}
 
 struct Job {
   const std::function<void(int64_t)>* fn;
@@ -64,7 +79,8 @@ class Pool {
   }
 
   void run(int64_t ntasks, const std::function<void(int64_t)>& fn) {
-    int helpers = std::min<int64_t>(threads_.load() - 1, ntasks - 1);
+    bool caller_works = !tls_background_caller;
+    int helpers = int(std::min<int64_t>(threads_.load() - (caller_works ? 1 : 0), ntasks - (caller_works ? 1 : 0)));
     if (helpers <= 0) {
       for (int64_t t = 0; t < ntasks; ++t) fn(t);
       return;
@@ -75,11 +91,14 @@ class Pool {
     job->max_helpers = helpers;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      while (int(workers_.size()) < helpers) workers_.emplace_back([this] { loop(); });
+      while (int(workers_.size()) < helpers) workers_.emplace_back([this] {
+        lower_this_thread_priority();
+        loop();
+      });
       queue_.push_back(job);
     }
     cv_.notify_all();
-    job->work();
+    if (caller_works) job->work();
     {
       std::unique_lock<std::mutex> lock(job->done_mu);
       job->done_cv.wait(lock, [&] { return job->done.load() == ntasks; });
@@ -144,6 +163,9 @@ void parallel_for(int64_t n, int64_t chunk, const std::function<void(int64_t, in
   int64_t ntasks = (n + chunk - 1) / chunk;
   parallel_tasks(ntasks, [&](int64_t t) { fn(t * chunk, std::min(n, (t + 1) * chunk)); });
 }
+
+BackgroundCaller::BackgroundCaller() : previous_(tls_background_caller) { tls_background_caller = true; }
+BackgroundCaller::~BackgroundCaller() { tls_background_caller = previous_; }
 
 int num_threads() { return pool().threads(); }
 void set_num_threads(int n) { pool().set_threads(n); }

@@ -6,10 +6,24 @@
 
 namespace xnorm {
 
-// Runs fn(task) for task in [0, ntasks) on the pool; the calling thread works too. Several callers
-// (libuv threads, worker_threads) may run jobs at once. The first exception a task throws is rethrown
-// here after all tasks have finished.
+// Runs fn(task) for task in [0, ntasks) on the pool. Several callers (libuv threads, worker_threads)
+// may run jobs at once. The first exception a task throws is rethrown here after all tasks finished.
+// A synchronous caller (the JS thread of a Sync op) works on its own job; a caller inside
+// BackgroundCaller (an async op on a libuv thread) only waits, so that async work runs on the pool's
+// threads alone, which run at a lower priority than the event loop (Linux: nice +5).
 void parallel_tasks(int64_t ntasks, const std::function<void(int64_t task)>& fn);
+
+// Marks the current thread, for its lifetime, as a background caller (see parallel_tasks).
+class BackgroundCaller {
+ public:
+  BackgroundCaller();
+  ~BackgroundCaller();
+  BackgroundCaller(const BackgroundCaller&) = delete;
+  BackgroundCaller& operator=(const BackgroundCaller&) = delete;
+
+ private:
+  bool previous_;
+};
 
 // Splits [0, n) into fixed chunks of `chunk` items and runs fn(begin, end) for each chunk.
 void parallel_for(int64_t n, int64_t chunk, const std::function<void(int64_t begin, int64_t end)>& fn);

@@ -1,0 +1,25 @@
+#!/usr/bin/env node
+// Prints the newest glibc and libstdc++ symbol versions a built addon needs (from `objdump -T`):
+// the oldest Linux it can load on. Usage: node scripts/abi-requirements.js <file.node>...
+'use strict';
+const { execFileSync } = require('child_process');
+
+function newest(versions) {
+  const cmp = (a, b) => {
+    const x = a.split('.').map(Number), y = b.split('.').map(Number);
+    for (let i = 0; i < Math.max(x.length, y.length); i++) if ((x[i] || 0) !== (y[i] || 0)) return (x[i] || 0) - (y[i] || 0);
+    return 0;
+  };
+  return versions.sort(cmp).pop();
+}
+
+for (const file of process.argv.slice(2)) {
+  const dump = execFileSync('objdump', ['-T', file], { encoding: 'utf8' });
+  const glibc = [...dump.matchAll(/GLIBC_([0-9.]+)/g)].map((m) => m[1]);
+  const glibcxx = [...dump.matchAll(/GLIBCXX_([0-9.]+)/g)].map((m) => m[1]);
+  const needs = [...dump.matchAll(/\(GLIBC_([0-9.]+)\)\s+(\S+)/g)].filter((m) => m[1] === newest(glibc.slice()));
+  console.log(
+    `${file}: glibc >= ${newest(glibc) ?? 'none'}${glibcxx.length ? `, libstdc++ >= GLIBCXX_${newest(glibcxx)}` : ''}` +
+      (needs.length ? ` (glibc ${needs[0][1]} for ${[...new Set(needs.map((m) => m[2]))].join(', ')})` : ''),
+  );
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The real install path: build the prebuild and dist/, npm pack, then install the tarball offline into a
+# fresh project on a PATH with no compiler (no g++, cc, make), and run a CommonJS, an ESM and a
+# type-checked TypeScript consumer. Needs the npm cache filled by a previous `npm ci`.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+# prebuildify moves the addon out of build/Release; put it back and drop prebuilds/, which would
+# otherwise shadow later local builds of this checkout.
+restore() {
+  mkdir -p "$root/build/Release"
+  cp "$root"/prebuilds/*/*.node "$root/build/Release/xnorm.node" 2>/dev/null || true
+  rm -rf "$work" "$root/prebuilds"
+}
+trap restore EXIT
+cd "$root"
+
+npm run build                       # the prebuild hook fills prebuilds/, then dist/ is built
+node scripts/abi-requirements.js prebuilds/*/*.node
+npm pack --pack-destination "$work" >/dev/null
+tarball=$(ls "$work"/xnorm-*.tgz)
+echo "packed $(basename "$tarball"): $(tar -tzf "$tarball" | grep -c .) files, prebuilds: $(tar -tzf "$tarball" | grep prebuilds/ | tr '\n' ' ')"
+
+# A PATH holding everything but compilers and build tools.
+mkdir -p "$work/bin"
+for dir in /usr/local/bin /usr/bin /bin; do
+  for f in "$dir"/*; do
+    name=$(basename "$f")
+    case "$name" in
+      gcc*|g++*|cc|c++|cpp*|clang*|make|gmake|cmake|ld|ld.*|nvcc|x86_64-linux-gnu-*|c89*|c99*) continue ;;
+    esac
+    [ -e "$work/bin/$name" ] || ln -s "$f" "$work/bin/$name"
+  done
+done
+if PATH="$work/bin" command -v g++ cc make >/dev/null 2>&1; then echo "compilers still visible"; exit 1; fi
+
+app="$work/app"
+mkdir -p "$app"
+cp test/install/consumer.* test/install/tsconfig.json "$app/"
+echo '{ "name": "xnorm-consumer", "private": true, "type": "commonjs" }' > "$app/package.json"
+cd "$app"
+PATH="$work/bin" npm install --offline --no-audit --no-fund "$tarball"
+PATH="$work/bin" node consumer.cjs
+PATH="$work/bin" node consumer.mjs
+node "$root/node_modules/typescript/bin/tsc" -p tsconfig.json --typeRoots "$root/node_modules/@types"
+echo "pack-install test: ok (installed with no compiler on PATH; CommonJS, ESM and TypeScript consumers pass)"

@@ -1,0 +1,45 @@
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { describe, expect, it } from 'vitest';
+import { XnormError } from '../lib';
+import { addonCandidates, loadAddon, packageRoot } from '../lib/native';
+
+describe('native loader', () => {
+  it('looks for the prebuild first, then the local builds', () => {
+    const c = addonCandidates(packageRoot(), {});
+    expect(c[0]).toContain(path.join('prebuilds', `${process.platform}-${process.arch}`));
+    expect(c.slice(-2)).toEqual([
+      path.join(packageRoot(), 'build', 'Release', 'xnorm.node'),
+      path.join(packageRoot(), 'build', 'Debug', 'xnorm.node'),
+    ]);
+  });
+
+  it('XNORM_ADDON names the one file to load', () => {
+    expect(addonCandidates(packageRoot(), { XNORM_ADDON: '/opt/x.node' })).toEqual(['/opt/x.node']);
+  });
+
+  it('explains every failed try and how to fix it', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xnorm-loader-'));
+    const broken = path.join(dir, 'broken.node');
+    fs.writeFileSync(broken, 'not a shared library');
+    try {
+      loadAddon([path.join(dir, 'missing.node'), broken]);
+      expect.unreachable();
+    } catch (e) {
+      expect(e).toBeInstanceOf(XnormError);
+      const err = e as XnormError;
+      expect(err.code).toBe('ERR_XNORM_NATIVE_LOAD');
+      expect(err.message).toContain(`${path.join(dir, 'missing.node')}: not found`);
+      expect(err.message).toMatch(new RegExp(`${broken.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: .*(invalid ELF|too short|file)`));
+      expect(err.message).toMatch(/npm rebuild xnorm/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('loads a working build', () => {
+    const addon = loadAddon(addonCandidates(packageRoot(), {}));
+    expect(typeof addon.moments).toBe('function');
+  });
+});
