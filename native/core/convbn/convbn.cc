@@ -108,7 +108,7 @@ bool direct(const ConvShape& g) { return g.cin_g() == 1; }
 // vector tiles and packs each weight panel once instead of once per image. Capped so the batched
 // im2col-sized scratch of the backward pass stays moderate.
 bool span_images(const ConvShape& g) {
-  return g.n > 1 && g.oh * g.ow < 1024 && g.c * g.kh * g.kw * g.n * g.oh * g.ow <= (int64_t(1) << 24);
+  return g.n > 1 && g.oh * g.ow < 256 && g.c * g.kh * g.kw * g.n * g.oh * g.ow <= (int64_t(1) << 24);
 }
 
 // [n, cout, ohw] <-> [cout, n * ohw] (the layout of a batch-spanning GEMM operand or result).
@@ -126,19 +126,16 @@ void to_batched(const ConvShape& g, const float* src, float* dst, bool inverse) 
   });
 }
 
-// The explicit im2col matrix of every group over the whole batch: [groups][K][n * ohw]. Small maps
-// make short rows, which an implicit gather would re-read once per M block; one pass here is cheaper.
-std::vector<float> batched_columns(const ConvShape& g, const float* x, const Window& win) {
-  const Kernels& k = active_kernels();
-  const int64_t K = g.patch(), np = g.n * g.oh * g.ow, hw = g.h * g.w;
-  std::vector<float> col(size_t(g.groups * K * np));
-  parallel_for(g.groups * K, chunk_for(np), [&](int64_t b, int64_t e) {
-    for (int64_t r = b; r < e; ++r) {
-      const int64_t gr = r / K, kr = r % K;
-      k.im2col(x + gr * g.cin_g() * hw, win, np, kr, kr + 1, col.data() + gr * K * np);
-    }
-  });
-  return col;
+// Per-thread scratch that persists between calls: these buffers are as large as the activations, and
+// allocating them afresh each call costs page faults and zero-filling. Each grows to the largest size
+// this thread has needed; two purposes never share one.
+enum Slot { kColumns, kBatched, kSlots };
+thread_local std::vector<float> tls_workspace[kSlots];
+
+float* workspace(Slot slot, int64_t size) {
+  std::vector<float>& v = tls_workspace[slot];
+  if (int64_t(v.size()) < size) v.resize(size_t(size));
+  return v.data();
 }
 
 void forward_f32(const ConvShape& g, const float* x, const float* w, const float* bias, bool relu, float* y) {
@@ -156,22 +153,19 @@ void forward_f32(const ConvShape& g, const float* x, const float* w, const float
   }
   if (span_images(g)) {
     const int64_t np = g.n * ohw;
-    Window bw = win;
-    bw.image_stride = g.c * hw;
-    const std::vector<float> col = batched_columns(g, x, bw);
-    std::vector<float> ybat(size_t(g.y_size()));
+    float* ybat = workspace(kBatched, g.y_size());
     std::vector<GemmProblem> probs(size_t(g.groups));
     for (int64_t gr = 0; gr < g.groups; ++gr) {
       GemmProblem& P = probs[size_t(gr)];
       P.m = cout_g; P.n = np; P.k = K;
       P.a.p = w + gr * cout_g * K; P.a.rs = K; P.a.cs = 1;
-      P.b.p = col.data() + gr * K * np; P.b.rs = np; P.b.cs = 1;
-      P.c = ybat.data() + gr * cout_g * np; P.ldc = np;
+      P.b.kind = Operand::Im2col; P.b.p = x + gr * cin_g * hw; P.b.win = win; P.b.win.image_stride = g.c * hw;
+      P.c = ybat + gr * cout_g * np; P.ldc = np;
       P.bias_row = bias ? bias + gr * cout_g : nullptr;
       P.relu = relu;
     }
     k.gemm(probs.data(), g.groups);
-    to_batched(g, ybat.data(), y, true);
+    to_batched(g, ybat, y, true);
     return;
   }
   std::vector<GemmProblem> probs(size_t(g.n * g.groups));
@@ -213,25 +207,26 @@ void backward_data_f32(const ConvShape& g, const float* dy, const float* w, floa
   std::vector<GemmProblem> probs(size_t(g.groups));
   if (span_images(g)) {
     const int64_t np = g.n * ohw;
-    std::vector<float> dybat(size_t(g.y_size())), dcol(size_t(g.groups * K * np));
-    to_batched(g, dy, dybat.data(), false);
+    float* dybat = workspace(kBatched, g.y_size());
+    float* dcol = workspace(kColumns, g.groups * K * np);
+    to_batched(g, dy, dybat, false);
     for (int64_t gr = 0; gr < g.groups; ++gr) {
       GemmProblem& P = probs[size_t(gr)];
       P.m = K; P.n = np; P.k = cout_g;
       P.a.p = w + gr * cout_g * K; P.a.rs = 1; P.a.cs = K;
-      P.b.p = dybat.data() + gr * cout_g * np; P.b.rs = np; P.b.cs = 1;
-      P.c = dcol.data() + gr * K * np; P.ldc = np;
+      P.b.p = dybat + gr * cout_g * np; P.b.rs = np; P.b.cs = 1;
+      P.c = dcol + gr * K * np; P.ldc = np;
     }
     k.gemm(probs.data(), g.groups);
     parallel_for(g.n * g.c, chunk_for(hw * g.kh * g.kw), [&](int64_t b, int64_t e) {
       for (int64_t u = b; u < e; ++u) {
         int64_t img = u / g.c, ci = u % g.c, gr = ci / cin_g, local = ci % cin_g;
-        k.col2im(dcol.data() + gr * K * np + img * ohw, np, dx + (img * g.c + gr * cin_g) * hw, win, local, local + 1);
+        k.col2im(dcol + gr * K * np + img * ohw, np, dx + (img * g.c + gr * cin_g) * hw, win, local, local + 1);
       }
     });
     return;
   }
-  std::vector<float> dcol(pointwise(g) ? 0 : size_t(g.groups * K * ohw));
+  float* dcol = pointwise(g) ? nullptr : workspace(kColumns, g.groups * K * ohw);
   for (int64_t img = 0; img < g.n; ++img) {
     for (int64_t gr = 0; gr < g.groups; ++gr) {
       GemmProblem& P = probs[size_t(gr)];
@@ -241,7 +236,7 @@ void backward_data_f32(const ConvShape& g, const float* dy, const float* w, floa
       if (pointwise(g)) {
         P.c = dx + (img * g.c + gr * cin_g) * hw; P.ldc = hw;
       } else {
-        P.c = dcol.data() + gr * K * ohw; P.ldc = ohw;
+        P.c = dcol + gr * K * ohw; P.ldc = ohw;
       }
     }
     k.gemm(probs.data(), g.groups);
@@ -250,7 +245,7 @@ void backward_data_f32(const ConvShape& g, const float* dy, const float* w, floa
     parallel_for(g.c, chunk_for(hw * g.kh * g.kw), [&](int64_t b, int64_t e) {
       for (int64_t ci = b; ci < e; ++ci) {
         int64_t gr = ci / cin_g, local = ci % cin_g;
-        k.col2im(dcol.data() + gr * K * ohw, ohw, dx_img + gr * cin_g * hw, win, local, local + 1);
+        k.col2im(dcol + gr * K * ohw, ohw, dx_img + gr * cin_g * hw, win, local, local + 1);
       }
     });
   }
@@ -281,16 +276,13 @@ void backward_filter_f32(const ConvShape& g, const float* x, const float* dy, fl
   std::vector<GemmProblem> probs(size_t(g.groups));
   if (span_images(g)) {
     const int64_t np = g.n * ohw;
-    Window bw = win;
-    bw.image_stride = g.c * hw;
-    const std::vector<float> col = batched_columns(g, x, bw);
-    std::vector<float> dybat(size_t(g.y_size()));
-    to_batched(g, dy, dybat.data(), false);
+    float* dybat = workspace(kBatched, g.y_size());
+    to_batched(g, dy, dybat, false);
     for (int64_t gr = 0; gr < g.groups; ++gr) {
       GemmProblem& P = probs[size_t(gr)];
       P.m = cout_g; P.n = K; P.k = np;
-      P.a.p = dybat.data() + gr * cout_g * np; P.a.rs = np; P.a.cs = 1;
-      P.b.p = col.data() + gr * K * np; P.b.rs = 1; P.b.cs = np;
+      P.a.p = dybat + gr * cout_g * np; P.a.rs = np; P.a.cs = 1;
+      P.b.kind = Operand::Im2colT; P.b.p = x + gr * cin_g * hw; P.b.win = win; P.b.win.image_stride = g.c * hw;
       P.c = dw + gr * cout_g * K; P.ldc = K;
     }
     k.gemm(probs.data(), g.groups);

@@ -51,9 +51,6 @@ struct Kernels {
   // dx planes [c, h, w] = col2im(dcol) for channels [c0, c1) (overwrites dx). dcol holds this image's
   // [c*kh*kw, oh*ow] block with row stride ld.
   void (*col2im)(const float* dcol, int64_t ld, float* dx, const Window& g, int64_t c0, int64_t c1);
-  // The explicit im2col matrix rows [k0, k1) of one group, over all output pixels of all images
-  // (np = n * oh * ow columns, row stride np).
-  void (*im2col)(const float* x, const Window& g, int64_t np, int64_t k0, int64_t k1, float* col);
   // ReLU state: mask bit i = (y[i] > 0) over [0, n); and its use in backward: x[i] = 0 where bit i is clear.
   void (*relu_mask)(const float* y, int64_t n, uint32_t* mask);
   void (*apply_mask)(float* x, int64_t n, const uint32_t* mask);

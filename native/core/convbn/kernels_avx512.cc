@@ -8,48 +8,56 @@
 namespace xnorm::convbn::avx512 {
 
 struct Micro {
-  static constexpr int MR = 14, NR = 32, VW = 16;  // VW: floats per vector
-  static constexpr int64_t KC = 320, MC = 140, NC = 512;
+  static constexpr int MR = 8, NR = 48, VW = 16;  // VW: floats per vector
+  static constexpr int64_t KC = 320, MC = 144, NC = 480;
 
   static void run(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int mr, int nr, bool add,
                   const float* bias, bool relu) {
-    __m512 acc0[MR], acc1[MR];
-#pragma GCC unroll 14
-    for (int i = 0; i < MR; ++i) acc0[i] = acc1[i] = _mm512_setzero_ps();
+    __m512 acc0[MR], acc1[MR], acc2[MR];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) acc0[i] = acc1[i] = acc2[i] = _mm512_setzero_ps();
     for (int64_t k = 0; k < kc; ++k) {
-      const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
-#pragma GCC unroll 14
+      const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16), b2 = _mm512_load_ps(b + 32);
+#pragma GCC unroll 8
       for (int i = 0; i < MR; ++i) {
         const __m512 ai = _mm512_set1_ps(a[i]);
         acc0[i] = _mm512_fmadd_ps(ai, b0, acc0[i]);
         acc1[i] = _mm512_fmadd_ps(ai, b1, acc1[i]);
+        acc2[i] = _mm512_fmadd_ps(ai, b2, acc2[i]);
       }
       a += MR;
       b += NR;
     }
-    const __mmask16 m0 = nr >= 16 ? __mmask16(0xffff) : __mmask16((1u << nr) - 1);
-    const __mmask16 m1 = nr >= 32 ? __mmask16(0xffff) : nr > 16 ? __mmask16((1u << (nr - 16)) - 1) : __mmask16(0);
+    const auto lanes = [nr](int from) {  // mask of the columns [from, from + 16) that exist
+      int n = nr - from;
+      return n >= 16 ? __mmask16(0xffff) : n > 0 ? __mmask16((1u << n) - 1) : __mmask16(0);
+    };
+    const __mmask16 m0 = lanes(0), m1 = lanes(16), m2 = lanes(32);
     const __m512 zero = _mm512_setzero_ps();
-#pragma GCC unroll 14
+#pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       if (i >= mr) break;
       float* row = c + i * ldc;
-      __m512 v0 = acc0[i], v1 = acc1[i];
+      __m512 v0 = acc0[i], v1 = acc1[i], v2 = acc2[i];
       if (add) {
         v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, row));
         v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, row + 16));
+        v2 = _mm512_add_ps(v2, _mm512_maskz_loadu_ps(m2, row + 32));
       }
       if (bias) {
         const __m512 bv = _mm512_set1_ps(bias[i]);
         v0 = _mm512_add_ps(v0, bv);
         v1 = _mm512_add_ps(v1, bv);
+        v2 = _mm512_add_ps(v2, bv);
       }
       if (relu) {
         v0 = _mm512_max_ps(v0, zero);
         v1 = _mm512_max_ps(v1, zero);
+        v2 = _mm512_max_ps(v2, zero);
       }
       _mm512_mask_storeu_ps(row, m0, v0);
       _mm512_mask_storeu_ps(row + 16, m1, v1);
+      _mm512_mask_storeu_ps(row + 32, m2, v2);
     }
   }
 };

@@ -29,7 +29,7 @@ struct Scratch {
     return p;
   }
 };
-thread_local Scratch tls_pack_a, tls_pack_b;
+thread_local Scratch tls_pack_b;
 
 // Output pixels ox in [lo, hi) read input columns ix = ox * sw + off inside [0, w).
 inline void valid_range(int64_t off, int64_t sw, int64_t w, int64_t ow, int64_t& lo, int64_t& hi) {
@@ -76,7 +76,12 @@ void pack_a(const Operand& A, int64_t i0, int64_t mc, int64_t p0, int64_t kc, fl
   for (int64_t ir = 0; ir < mc; ir += MR) {
     int64_t rows = std::min<int64_t>(MR, mc - ir);
     float* d = dst + (ir / MR) * kc * MR;
-    if (A.cs == 1) {
+    if (A.cs == 1 && rows == MR) {
+      // MR row streams read side by side, each panel column written contiguously.
+      const float* src = A.p + (i0 + ir) * A.rs + p0;
+      for (int64_t k = 0; k < kc; ++k)
+        for (int r = 0; r < MR; ++r) d[k * MR + r] = src[r * A.rs + k];
+    } else if (A.cs == 1) {
       for (int64_t r = 0; r < rows; ++r) {
         const float* src = A.p + (i0 + ir + r) * A.rs + p0;
         for (int64_t k = 0; k < kc; ++k) d[k * MR + r] = src[k];
@@ -150,23 +155,25 @@ inline int64_t k_slice(int64_t k) {
 
 inline int64_t padded_cols(int64_t nc) { return (nc + Micro::NR - 1) / Micro::NR * Micro::NR; }
 
-// One task: M blocks [b0, b1) of problem P against its N block jt. `packed` is that block of B packed
-// in advance for the whole K (slice p0 at packed + p0 * padded_cols(nc)), or null: then B is packed
-// here once per K slice and reused by every M block of the task.
-void gemm_task(const GemmProblem& P, int64_t b0, int64_t b1, int64_t jt, const float* packed) {
+inline int64_t padded_rows(int64_t m) { return (m + Micro::MR - 1) / Micro::MR * Micro::MR; }
+
+// One task: M blocks [b0, b1) of problem P against its N block jt. `pa_all` is P's A packed in advance
+// (slice p0, block blk at pa_all + p0 * padded_rows(m) + blk * MC * kc). `pb_tile` is this N block of B
+// packed in advance (slice p0 at pb_tile + p0 * padded_cols(nc)), or null: then B is packed here once
+// per K slice and reused by every M block of the task.
+void gemm_task(const GemmProblem& P, int64_t b0, int64_t b1, int64_t jt, const float* pa_all, const float* pb_tile) {
   constexpr int MR = Micro::MR, NR = Micro::NR;
   const int64_t j0 = jt * Micro::NC, nc = std::min<int64_t>(Micro::NC, P.n - j0);
-  float* pa = tls_pack_a.get(size_t(Micro::MC) * Micro::KC);
-  float* own = packed ? nullptr : tls_pack_b.get(size_t(Micro::NC) * Micro::KC);
+  float* own = pb_tile ? nullptr : tls_pack_b.get(size_t(Micro::NC) * Micro::KC);
   const int64_t slice = k_slice(P.k);
   for (int64_t p0 = 0; p0 < P.k; p0 += slice) {
     const int64_t kc = std::min<int64_t>(slice, P.k - p0);
     const bool last = p0 + kc >= P.k, add = p0 > 0 || P.accumulate;
-    const float* pb = packed ? packed + p0 * padded_cols(nc) : own;
-    if (!packed) pack_b(P.b, p0, kc, j0, nc, own);
+    const float* pb = pb_tile ? pb_tile + p0 * padded_cols(nc) : own;
+    if (!pb_tile) pack_b(P.b, p0, kc, j0, nc, own);
     for (int64_t blk = b0; blk < b1; ++blk) {
       const int64_t i0 = blk * Micro::MC, mc = std::min<int64_t>(Micro::MC, P.m - i0);
-      pack_a(P.a, i0, mc, p0, kc, pa);
+      const float* pa = pa_all + p0 * padded_rows(P.m) + blk * Micro::MC * kc;
       for (int64_t ir = 0; ir < mc; ir += MR) {
         const float* bias = last && P.bias_row ? P.bias_row + i0 + ir : nullptr;
         for (int64_t jr = 0; jr < nc; jr += NR)
@@ -183,61 +190,82 @@ constexpr int64_t kTargetTasks = 32;
 // Packing B once up front (instead of once per M-block task) is worth its memory up to this many floats.
 constexpr int64_t kMaxPrepacked = int64_t(1) << 23;
 
+// The caller's packed operands, kept between calls (see convbn.cc's workspace for why).
+thread_local Scratch tls_packed_a, tls_packed_b;
+
+// Runs fn(i, t) for the t-th of count(i) jobs of every problem i, as one parallel job.
+template <typename Count, typename Fn>
+void for_jobs(int64_t problems, Count&& count, Fn&& fn) {
+  std::unique_ptr<int64_t[]> first(new int64_t[size_t(problems) + 1]);
+  first[0] = 0;
+  for (int64_t i = 0; i < problems; ++i) first[i + 1] = first[i] + count(i);
+  const int64_t* f = first.get();
+  parallel_tasks(f[problems], [&](int64_t t) {
+    const int64_t i = std::upper_bound(f, f + problems + 1, t) - f - 1;
+    fn(i, t - f[i]);
+  });
+}
+
 void gemm(const GemmProblem* problems, int64_t count) {
   const auto live = [](const GemmProblem& P) { return P.m > 0 && P.n > 0 && P.k > 0; };
   const auto m_blocks = [](const GemmProblem& P) { return (P.m + Micro::MC - 1) / Micro::MC; };
   const auto n_tiles = [](const GemmProblem& P) { return (P.n + Micro::NC - 1) / Micro::NC; };
-  int64_t all_blocks = 0, prepack_floats = 0;
+  const auto slices = [](const GemmProblem& P) { return (P.k + k_slice(P.k) - 1) / k_slice(P.k); };
+  const auto b_size = [&](const GemmProblem& P) {
+    return P.k * (n_tiles(P) - 1) * Micro::NC + P.k * padded_cols(P.n - (n_tiles(P) - 1) * Micro::NC);
+  };
+  // A is packed once per distinct operand (the per-image problems of a forward pass share the weights).
+  std::unique_ptr<int64_t[]> a_at(new int64_t[size_t(count)]), a_owner(new int64_t[size_t(count)]);
+  int64_t a_floats = 0, all_blocks = 0, b_floats = 0;
   for (int64_t i = 0; i < count; ++i) {
     const GemmProblem& P = problems[i];
+    a_owner[i] = i;
+    for (int64_t j = 0; j < i; ++j) {
+      const GemmProblem& Q = problems[j];
+      if (a_owner[j] == j && live(Q) && Q.a.p == P.a.p && Q.a.rs == P.a.rs && Q.a.cs == P.a.cs && Q.m == P.m && Q.k == P.k) {
+        a_owner[i] = j;
+        break;
+      }
+    }
+    a_at[i] = a_owner[i] == i ? a_floats : a_at[a_owner[i]];
+    if (a_owner[i] == i && live(P)) a_floats += P.k * padded_rows(P.m);
     if (!live(P)) continue;
     all_blocks += m_blocks(P) * n_tiles(P);
-    if (m_blocks(P) > 1) prepack_floats += P.k * (n_tiles(P) - 1) * Micro::NC + P.k * padded_cols(P.n - (n_tiles(P) - 1) * Micro::NC);
+    if (m_blocks(P) > 1) b_floats += b_size(P);
   }
+  float* pre_a = tls_packed_a.get(size_t(std::max<int64_t>(a_floats, 1)));
+  for_jobs(count, [&](int64_t i) { return a_owner[i] == i && live(problems[i]) ? slices(problems[i]) * m_blocks(problems[i]) : 0; },
+           [&](int64_t i, int64_t t) {
+             const GemmProblem& P = problems[i];
+             const int64_t slice = k_slice(P.k), p0 = (t / m_blocks(P)) * slice, kc = std::min(slice, P.k - p0);
+             const int64_t blk = t % m_blocks(P), i0 = blk * Micro::MC, mc = std::min<int64_t>(Micro::MC, P.m - i0);
+             pack_a(P.a, i0, mc, p0, kc, pre_a + a_at[i] + p0 * padded_rows(P.m) + blk * Micro::MC * kc);
+           });
   // M blocks per task, from the sizes only (never the thread count), so the split is reproducible.
   const int64_t per_task = std::max<int64_t>(1, all_blocks / kTargetTasks);
   // With several M blocks per problem, B would be packed again by each of their tasks: pack it once.
-  Scratch shared;
   std::unique_ptr<int64_t[]> b_at(new int64_t[size_t(count)]);  // offset of problem i's packed B, or -1
-  if (prepack_floats > 0 && prepack_floats <= kMaxPrepacked) {
-    float* base = shared.get(size_t(prepack_floats));
-    std::unique_ptr<int64_t[]> first(new int64_t[size_t(count) + 1]);  // pack jobs: (tile, slice) pairs
-    first[0] = 0;
-    int64_t off = 0;
-    for (int64_t i = 0; i < count; ++i) {
-      const GemmProblem& P = problems[i];
-      const bool pre = live(P) && m_blocks(P) > 1;
-      b_at[i] = pre ? off : -1;
-      if (pre) off += P.k * (n_tiles(P) - 1) * Micro::NC + P.k * padded_cols(P.n - (n_tiles(P) - 1) * Micro::NC);
-      first[i + 1] = first[i] + (pre ? n_tiles(P) * ((P.k + k_slice(P.k) - 1) / k_slice(P.k)) : 0);
-    }
-    const int64_t* f = first.get();
-    parallel_tasks(f[count], [&](int64_t t) {
-      const int64_t i = std::upper_bound(f, f + count + 1, t) - f - 1;
-      const GemmProblem& P = problems[i];
-      const int64_t slices = (P.k + k_slice(P.k) - 1) / k_slice(P.k), jt = (t - f[i]) / slices;
-      const int64_t p0 = ((t - f[i]) % slices) * k_slice(P.k), kc = std::min(k_slice(P.k), P.k - p0);
-      const int64_t j0 = jt * Micro::NC, nc = std::min<int64_t>(Micro::NC, P.n - j0);
-      pack_b(P.b, p0, kc, j0, nc, base + b_at[i] + jt * P.k * Micro::NC + p0 * padded_cols(nc));
-    });
-  } else {
-    for (int64_t i = 0; i < count; ++i) b_at[i] = -1;
+  const bool prepack_b = b_floats > 0 && b_floats <= kMaxPrepacked;
+  float* pre_b = prepack_b ? tls_packed_b.get(size_t(b_floats)) : nullptr;
+  for (int64_t i = 0, off = 0; i < count; ++i) {
+    const bool pre = prepack_b && live(problems[i]) && m_blocks(problems[i]) > 1;
+    b_at[i] = pre ? off : -1;
+    if (pre) off += b_size(problems[i]);
   }
-  // Task t of the whole job belongs to the problem whose [first[i], first[i+1]) holds it.
-  std::unique_ptr<int64_t[]> first(new int64_t[size_t(count) + 1]);
-  first[0] = 0;
-  for (int64_t i = 0; i < count; ++i) {
-    const GemmProblem& P = problems[i];
-    first[i + 1] = first[i] + (live(P) ? ((m_blocks(P) + per_task - 1) / per_task) * n_tiles(P) : 0);
-  }
-  const int64_t* f = first.get();
-  parallel_tasks(f[count], [&](int64_t t) {
-    const int64_t i = std::upper_bound(f, f + count + 1, t) - f - 1;
-    const GemmProblem& P = problems[i];
-    const int64_t nt = n_tiles(P), local = t - f[i], mt = local / nt, jt = local % nt;
-    const float* packed = b_at[i] >= 0 ? shared.p + b_at[i] + jt * P.k * Micro::NC : nullptr;
-    gemm_task(P, mt * per_task, std::min(m_blocks(P), (mt + 1) * per_task), jt, packed);
-  });
+  for_jobs(count, [&](int64_t i) { return b_at[i] >= 0 ? n_tiles(problems[i]) * slices(problems[i]) : 0; },
+           [&](int64_t i, int64_t t) {
+             const GemmProblem& P = problems[i];
+             const int64_t jt = t / slices(P), p0 = (t % slices(P)) * k_slice(P.k), kc = std::min(k_slice(P.k), P.k - p0);
+             const int64_t j0 = jt * Micro::NC, nc = std::min<int64_t>(Micro::NC, P.n - j0);
+             pack_b(P.b, p0, kc, j0, nc, pre_b + b_at[i] + jt * P.k * Micro::NC + p0 * padded_cols(nc));
+           });
+  for_jobs(count, [&](int64_t i) { return live(problems[i]) ? ((m_blocks(problems[i]) + per_task - 1) / per_task) * n_tiles(problems[i]) : 0; },
+           [&](int64_t i, int64_t t) {
+             const GemmProblem& P = problems[i];
+             const int64_t nt = n_tiles(P), mt = t / nt, jt = t % nt;
+             const float* pb = b_at[i] >= 0 ? pre_b + b_at[i] + jt * P.k * Micro::NC : nullptr;
+             gemm_task(P, mt * per_task, std::min(m_blocks(P), (mt + 1) * per_task), jt, pre_a + a_at[i], pb);
+           });
 }
 
 // The direct kernels work on zero-padded copies, wide enough that every output row is a whole number
@@ -379,10 +407,6 @@ void col2im(const float* dcol, int64_t ld, float* dx, const Window& g, int64_t c
   }
 }
 
-void im2col(const float* x, const Window& g, int64_t np, int64_t k0, int64_t k1, float* col) {
-  for (int64_t k = k0; k < k1; ++k) patch_row(g, x, k, 0, np, col + k * np);
-}
-
 void relu_mask(const float* y, int64_t n, uint32_t* mask) {
   const int64_t full = n / 32;
   for (int64_t w = 0; w < full; ++w) mask[w] = positive_bits(y + 32 * w);
@@ -402,7 +426,7 @@ void apply_mask(float* x, int64_t n, const uint32_t* mask) {
 
 const Kernels& table() {
   static const Kernels k{gemm, direct_forward_plane, direct_backward_data_plane, direct_backward_filter_plane,
-                         col2im, im2col, relu_mask, apply_mask, fma_loop, Micro::MR, Micro::NR};
+                         col2im, relu_mask, apply_mask, fma_loop, Micro::MR, Micro::NR};
   return k;
 }
 
