@@ -269,8 +269,18 @@ void gemm(const GemmProblem* problems, int64_t count) {
 }
 
 // The direct kernels work on zero-padded copies, wide enough that every output row is a whole number
-// of vectors (VW floats): each tap is then a fixed-length, fully vectorised run with no bounds checks,
-// also for the 7- and 14-wide rows of small feature maps.
+// of vectors (VW floats): each tap is then one unaligned vector load and FMA with no bounds checks,
+// also for the 7- and 14-wide rows of small feature maps. VecF is a GCC/Clang vector of VW floats,
+// so this one source becomes zmm, ymm or xmm code in each ISA's translation unit.
+typedef float VecF __attribute__((vector_size(Micro::VW * sizeof(float))));
+
+inline VecF loadu(const float* p) {
+  VecF v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void storeu(float* p, VecF v) { std::memcpy(p, &v, sizeof v); }
+
 thread_local Scratch tls_padded, tls_row;
 
 struct Padded {
@@ -286,43 +296,51 @@ Padded padded_plane(const float* x, const Window& g) {
   r.p = tls_padded.get(size_t(r.h * r.w));
   std::memset(r.p, 0, size_t(r.h * r.w) * sizeof(float));
   if (x)
-    for (int64_t y = 0; y < g.h; ++y) std::memcpy(r.p + (y + g.ph) * r.w + g.pw, x + y * g.w, size_t(g.w) * sizeof(float));
+    for (int64_t y = 0; y < g.h; ++y) {
+      float* d = r.p + (y + g.ph) * r.w + g.pw;
+      const float* src = x + y * g.w;
+      for (int64_t i = 0; i < g.w; ++i) d[i] = src[i];  // short rows: a loop beats a memcpy call
+    }
   return r;
 }
 
-// One output row: VW outputs at a time, all taps accumulated in registers.
-template <int SW, bool RELU>
+// One output row, VW outputs at a time with every tap accumulated in a register. Full vectors may run
+// past the row end into rows written later; the caller gives a scratch row where that is not allowed.
+template <bool RELU>
 void direct_row(const Padded& in, const float* wt, float bias, float* out, int64_t oy, int64_t owp, const Window& g) {
   constexpr int VW = Micro::VW;
-  const int64_t sw = SW ? SW : g.sw;
+  const VecF zero{};
   for (int64_t c0 = 0; c0 < owp; c0 += VW) {
-    float acc[VW];
-    for (int v = 0; v < VW; ++v) acc[v] = bias;
+    VecF acc = zero + bias;
     for (int64_t ky = 0; ky < g.kh; ++ky) {
-      const float* prow = in.p + (oy * g.sh + ky * g.dh) * in.w + c0 * sw;
+      const float* prow = in.p + (oy * g.sh + ky * g.dh) * in.w + c0 * g.sw;
       for (int64_t kx = 0; kx < g.kw; ++kx) {
-        const float wv = wt[ky * g.kw + kx];
         const float* src = prow + kx * g.dw;
-        for (int v = 0; v < VW; ++v) acc[v] += wv * src[v * sw];
+        VecF v;
+        if (g.sw == 1) {
+          v = loadu(src);
+        } else {
+          for (int l = 0; l < VW; ++l) v[l] = src[l * g.sw];
+        }
+        acc += wt[ky * g.kw + kx] * v;
       }
     }
-    if (RELU)
-      for (int v = 0; v < VW; ++v) acc[v] = acc[v] > 0 ? acc[v] : 0;
-    for (int v = 0; v < VW; ++v) out[c0 + v] = acc[v];
+    if (RELU) acc = acc > zero ? acc : zero;
+    storeu(out + c0, acc);
   }
 }
 
 void direct_forward_plane(const float* x, const float* wt, float bias, bool relu, float* y, const Window& g) {
   const Padded in = padded_plane(x, g);
-  const int64_t owp = round_up(g.ow, Micro::VW);
-  float* row = tls_row.get(size_t(owp));
+  const int64_t owp = round_up(g.ow, Micro::VW), plane = g.oh * g.ow;
+  float* tmp = tls_row.get(size_t(owp));
   for (int64_t oy = 0; oy < g.oh; ++oy) {
-    if (g.sw == 1) {
-      relu ? direct_row<1, true>(in, wt, bias, row, oy, owp, g) : direct_row<1, false>(in, wt, bias, row, oy, owp, g);
-    } else {
-      relu ? direct_row<0, true>(in, wt, bias, row, oy, owp, g) : direct_row<0, false>(in, wt, bias, row, oy, owp, g);
-    }
-    std::memcpy(y + oy * g.ow, row, size_t(g.ow) * sizeof(float));
+    // Rows are written in order, so a row may spill into the next ones, but never past the plane.
+    const bool direct = oy * g.ow + owp <= plane;
+    float* out = direct ? y + oy * g.ow : tmp;
+    relu ? direct_row<true>(in, wt, bias, out, oy, owp, g) : direct_row<false>(in, wt, bias, out, oy, owp, g);
+    if (!direct)
+      for (int64_t i = 0; i < g.ow; ++i) y[oy * g.ow + i] = tmp[i];
   }
 }
 
@@ -333,15 +351,14 @@ void direct_backward_data_plane(const float* dy, const float* wt, float* dx, con
   float* drow = tls_row.get(size_t(owp));
   std::fill(drow + g.ow, drow + owp, 0.f);  // lanes past the row scatter zeros into the padding
   for (int64_t oy = 0; oy < g.oh; ++oy) {
-    std::memcpy(drow, dy + oy * g.ow, size_t(g.ow) * sizeof(float));
+    for (int64_t i = 0; i < g.ow; ++i) drow[i] = dy[oy * g.ow + i];
     for (int64_t ky = 0; ky < g.kh; ++ky) {
       float* prow = acc.p + (oy * g.sh + ky * g.dh) * acc.w;
       for (int64_t kx = 0; kx < g.kw; ++kx) {
         const float wv = wt[ky * g.kw + kx];
         float* dst = prow + kx * g.dw;
         if (g.sw == 1) {
-          for (int64_t c0 = 0; c0 < owp; c0 += VW)
-            for (int v = 0; v < VW; ++v) dst[c0 + v] += wv * drow[c0 + v];
+          for (int64_t c0 = 0; c0 < owp; c0 += VW) storeu(dst + c0, loadu(dst + c0) + wv * loadu(drow + c0));
         } else {
           for (int64_t ox = 0; ox < g.ow; ++ox) dst[ox * g.sw] += wv * drow[ox];
         }
@@ -362,7 +379,7 @@ void direct_backward_filter_plane(const float* x, const float* dy, double* dwt, 
   // dy rows zero-padded to whole vectors, copied once: lanes past a row contribute nothing.
   float* drows = tls_row.get(size_t(g.oh * owp));
   for (int64_t oy = 0; oy < g.oh; ++oy) {
-    std::memcpy(drows + oy * owp, dy + oy * g.ow, size_t(g.ow) * sizeof(float));
+    for (int64_t i = 0; i < g.ow; ++i) drows[oy * owp + i] = dy[oy * g.ow + i];
     std::fill(drows + oy * owp + g.ow, drows + (oy + 1) * owp, 0.f);
   }
   for (int64_t ky = 0; ky < g.kh; ++ky)
@@ -371,17 +388,19 @@ void direct_backward_filter_plane(const float* x, const float* dy, double* dwt, 
       for (int64_t oy = 0; oy < g.oh; ++oy) {
         const float* src = in.p + (oy * g.sh + ky * g.dh) * in.w + kx * g.dw;
         const float* drow = drows + oy * owp;
-        float part[VW] = {};  // one row in float lanes, rows summed in double
-        if (g.sw == 1) {
-          for (int64_t c0 = 0; c0 < owp; c0 += VW)
-            for (int v = 0; v < VW; ++v) part[v] += drow[c0 + v] * src[c0 + v];
-        } else {
-          for (int64_t c0 = 0; c0 < owp; c0 += VW)
-            for (int v = 0; v < VW; ++v) part[v] += drow[c0 + v] * src[(c0 + v) * g.sw];
+        VecF part{};  // one row in float lanes, rows summed in double
+        for (int64_t c0 = 0; c0 < owp; c0 += VW) {
+          VecF v;
+          if (g.sw == 1) {
+            v = loadu(src + c0);
+          } else {
+            for (int l = 0; l < VW; ++l) v[l] = src[(c0 + l) * g.sw];
+          }
+          part += loadu(drow + c0) * v;
         }
-        float s = 0;
-        for (int v = 0; v < VW; ++v) s += part[v];
-        total += s;
+        float sum = 0;
+        for (int l = 0; l < VW; ++l) sum += part[l];
+        total += sum;
       }
       dwt[ky * g.kw + kx] += total;
     }
