@@ -2,7 +2,7 @@
 // one depthwise layer. In one run: xnorm Tune forward against onnxruntime-node on the same
 // Conv + BatchNormalization + Relu graph (ORT folds the BN for inference), GFLOP/s against this
 // machine's FP32 FMA peak, and Tune against Eval forward+backward (time and bytes kept in between).
-import { convBnBackwardSync, convBnSync, convKernelInfo, fmaPeak, info, tensor } from '../lib';
+import { convBnBackwardSync, convBnSync, convKernelInfo, fmaPeak, info, setNumThreads, tensor } from '../lib';
 import type { ConvBnParams } from '../lib';
 import { fmt, pytorch, table } from './common';
 
@@ -18,14 +18,36 @@ async function best(f: () => unknown, reps: number): Promise<number> {
   return min;
 }
 
-/** Best times of a and b, run alternately so that both see the same machine load. */
-async function bestPair(a: () => unknown, b: () => unknown, reps: number): Promise<[number, number]> {
-  let ta = Infinity, tb = Infinity;
+/** Least CPU time (ms, all threads of this process) of `reps` runs after one warm-up. */
+async function bestCpu(f: () => unknown, reps: number): Promise<number> {
+  await f();
+  let min = Infinity;
   for (let i = 0; i < reps; i++) {
-    ta = Math.min(ta, await best(a, 1));
-    tb = Math.min(tb, await best(b, 1));
+    const c0 = process.cpuUsage();
+    await f();
+    const d = process.cpuUsage(c0);
+    min = Math.min(min, (d.user + d.system) / 1000);
   }
-  return [ta, tb];
+  return min;
+}
+
+/** Best wall and CPU times of a and b, run alternately so that both see the same machine load. */
+async function bestPair(a: () => unknown, b: () => unknown, reps: number): Promise<number[]> {
+  const t = [Infinity, Infinity, Infinity, Infinity];  // wall a, wall b, cpu a, cpu b
+  const once = async (f: () => unknown, k: number) => {
+    const c0 = process.cpuUsage(), t0 = process.hrtime.bigint();
+    await f();
+    const d = process.cpuUsage(c0);
+    t[k] = Math.min(t[k], Number(process.hrtime.bigint() - t0) / 1e6);
+    t[k + 2] = Math.min(t[k + 2], (d.user + d.system) / 1000);
+  };
+  await a();
+  await b();
+  for (let i = 0; i < reps; i++) {
+    await once(a, 0);
+    await once(b, 1);
+  }
+  return t;
 }
 
 interface Layer { name: string; c: number; cout: number; hw: number; k: number; stride: number; pad: number; groups: number }
@@ -109,7 +131,7 @@ function node(op: string, inputs: string[], outputs: string[], attrs: Pb[] = [])
 }
 
 /** Conv -> BatchNormalization -> Relu, opset 13, weights as initializers. */
-function onnxModel(l: Layer, w: Float32Array, b: Float32Array, bn: Record<'gamma' | 'beta' | 'mean' | 'var', Float32Array>, eps: number): Uint8Array {
+export function onnxModel(l: Layer, w: Float32Array, b: Float32Array, bn: Record<'gamma' | 'beta' | 'mean' | 'var', Float32Array>, eps: number): Uint8Array {
   const g = new Pb();
   g.msg(1, node('Conv', ['X', 'W', 'B'], ['Z'], [
     attrInts('kernel_shape', [l.k, l.k]), attrInts('pads', [l.pad, l.pad, l.pad, l.pad]),
@@ -148,6 +170,7 @@ export async function run(): Promise<void> {
     `onnxruntime-node ${require('onnxruntime-node/package.json').version} with ${threads} intra-op threads, all graph optimisations`);
   const fwd: (string | number)[][] = [];
   const train: (string | number)[][] = [];
+  const cpu: (string | number)[][] = [];
   for (const [li, l] of LAYERS.entries()) {
     const oh = Math.floor((l.hw + 2 * l.pad - l.k) / l.stride) + 1;
     const flops = 2 * BATCH * l.cout * oh * oh * (l.c / l.groups) * l.k * l.k;
@@ -191,6 +214,19 @@ export async function run(): Promise<void> {
     }
     fwd.push([l.name, fmt(tuneMs), fmt(ortMs), `${fmt(ortMs / tuneMs)}x`, flops / tuneMs / 1e6, flops]);
 
+    // The same comparison in CPU time on one thread each: work done, which other load on a shared
+    // machine barely changes (ORT's spinning is switched off here so that idle waits are not counted).
+    setNumThreads(1);
+    const tuneCpu = await bestCpu(() => convBnSync(x, p, o), reps);
+    setNumThreads(threads);
+    const single = await ort.InferenceSession.create(model, {
+      intraOpNumThreads: 1, interOpNumThreads: 1, graphOptimizationLevel: 'all', executionMode: 'sequential',
+      extra: { session: { intra_op: { allow_spinning: '0' } } },
+    });
+    const ortCpu = await bestCpu(() => single.run(feeds), reps);
+    await single.release();
+    cpu.push([l.name, fmt(tuneCpu), fmt(ortCpu), `${fmt(ortCpu / tuneCpu)}x`, flops / tuneCpu / 1e6]);
+
     // Forward + backward, all five gradients, Tune against Eval.
     const dy = tensor(filled(BATCH * l.cout * oh * oh, 80 + li, 1), [BATCH, l.cout, oh, oh]);
     const step = (mode: 'tune' | 'eval') => {
@@ -201,8 +237,8 @@ export async function run(): Promise<void> {
       return bytes;
     };
     const tuneBytes = step('tune'), evalBytes = step('eval');
-    const [tuneTrain, evalTrain] = await bestPair(() => step('tune'), () => step('eval'), flops > 1e9 ? 7 : 11);
-    train.push([l.name, fmt(tuneTrain), fmt(evalTrain), `${fmt(evalTrain / tuneTrain)}x`,
+    const [tuneTrain, evalTrain, tuneCpuT, evalCpuT] = await bestPair(() => step('tune'), () => step('eval'), flops > 1e9 ? 7 : 11);
+    train.push([l.name, fmt(tuneTrain), fmt(evalTrain), `${fmt(evalTrain / tuneTrain)}x`, `${fmt(evalCpuT / tuneCpuT)}x`,
       fmt(tuneBytes / 2 ** 20), fmt(evalBytes / 2 ** 20), fmt(tuneBytes / evalBytes)]);
   }
   // PyTorch on the CPU (where installed): conv2d, eval-mode batch_norm and relu, same threads, best of 7.
@@ -233,6 +269,8 @@ for c, cout, hw, k, stride, pad, groups in ${JSON.stringify(LAYERS.map((l) => [l
   console.log(`\nFP32 FMA peak (best of two probes): ${fmt(peak)} GFLOP/s`);
   console.log(`\nForward, batch ${BATCH}, conv + BN + ReLU (best ms; ratio > 1: xnorm faster)\n`);
   console.log(table(['layer', 'xnorm tune ms', 'ORT ms', 'ORT/xnorm', 'PyTorch ms (/xnorm)', 'xnorm GFLOP/s', 'of FMA peak'], fwd));
+  console.log(`\nForward on one thread, CPU time (best ms; robust to other load on the machine)\n`);
+  console.log(table(['layer', 'xnorm tune CPU ms', 'ORT CPU ms', 'ORT/xnorm', 'xnorm GFLOP/CPU-s'], cpu));
   console.log(`\nForward + backward (all 5 gradients), Tune vs Eval; saved = bytes kept between forward and backward\n`);
-  console.log(table(['layer', 'tune ms', 'eval ms', 'eval/tune', 'tune saved MiB', 'eval saved MiB', 'tune/eval bytes'], train));
+  console.log(table(['layer', 'tune ms', 'eval ms', 'eval/tune', 'eval/tune CPU', 'tune saved MiB', 'eval saved MiB', 'tune/eval bytes'], train));
 }

@@ -429,7 +429,7 @@ export async function fmaPeak(seconds = 0.5): Promise<number> {
   return (await native().fmaPeak({ seconds }, true)) as number;
 }
 
-/** The conv GEMM micro-tile and instruction set in use, e.g. '14x32 avx512'. */
+/** The conv GEMM micro-tile and instruction set in use, e.g. '8x48 avx512'. */
 export function convKernelInfo(): string {
   return native().convInfo({}) as string;
 }

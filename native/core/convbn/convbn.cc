@@ -45,13 +45,8 @@ inline void store_f(DType t, void* p, int64_t i, float v) {
   }
 }
 
-// A [n, c, s] activation as float32 NCHW: the caller's buffer itself when it already is one, else a
-// converted copy in `buf`.
-const float* input_f32(DType dt, Layout layout, const void* src, int64_t n, int64_t c, int64_t s,
-                       std::vector<float>& buf) {
-  if (dt == DType::Float32 && layout == Layout::NCHW) return static_cast<const float*>(src);
-  buf.resize(size_t(n * c * s));
-  float* dst = buf.data();
+// A [n, c, s] activation in (dtype, layout) converted to float32 NCHW in dst.
+void convert_to_f32(DType dt, Layout layout, const void* src, int64_t n, int64_t c, int64_t s, float* dst) {
   parallel_for(n * c, chunk_for(s), [&](int64_t b, int64_t e) {
     for (int64_t u = b; u < e; ++u) {
       int64_t img = u / c, ch = u % c;
@@ -63,7 +58,16 @@ const float* input_f32(DType dt, Layout layout, const void* src, int64_t n, int6
       }
     }
   });
-  return dst;
+}
+
+// A [n, c, s] activation as float32 NCHW: the caller's buffer itself when it already is one, else a
+// converted copy in `buf`.
+const float* input_f32(DType dt, Layout layout, const void* src, int64_t n, int64_t c, int64_t s,
+                       std::vector<float>& buf) {
+  if (dt == DType::Float32 && layout == Layout::NCHW) return static_cast<const float*>(src);
+  buf.resize(size_t(n * c * s));
+  convert_to_f32(dt, layout, src, n, c, s, buf.data());
+  return buf.data();
 }
 
 // Where a float32 NCHW result goes: straight into the caller's buffer when it has that form.
@@ -129,7 +133,7 @@ void to_batched(const ConvShape& g, const float* src, float* dst, bool inverse) 
 // Per-thread scratch that persists between calls: these buffers are as large as the activations, and
 // allocating them afresh each call costs page faults and zero-filling. Each grows to the largest size
 // this thread has needed; two purposes never share one.
-enum Slot { kColumns, kBatched, kSlots };
+enum Slot { kColumns, kBatched, kFoldedWeights, kWeightGrad, kDy, kSlots };
 thread_local std::vector<float> tls_workspace[kSlots];
 
 float* workspace(Slot slot, int64_t size) {
@@ -334,12 +338,11 @@ void channel_sums(const ConvShape& g, const float* a, const float* b, double* ou
   });
 }
 
-// dy as float32 NCHW in a buffer of our own (the callers modify it).
-std::vector<float> dy_copy(const ConvShape& g, DType dt, const void* dy) {
-  std::vector<float> conv;
-  const float* src = input_f32(dt, g.layout, dy, g.n, g.cout, g.oh * g.ow, conv);
-  if (src != static_cast<const void*>(dy)) return conv;
-  return std::vector<float>(src, src + g.y_size());
+// dy as float32 NCHW in this thread's dy workspace (the callers modify it).
+float* dy_copy(const ConvShape& g, DType dt, const void* dy) {
+  float* dst = workspace(kDy, g.y_size());
+  convert_to_f32(dt, g.layout, dy, g.n, g.cout, g.oh * g.ow, dst);
+  return dst;
 }
 
 inline double rstd(const BnParams& bn, int64_t c) { return 1.0 / std::sqrt(double(bn.var[c]) + bn.eps); }
@@ -435,9 +438,10 @@ void fold(const ConvShape& g, const float* w, const float* bias, const BnParams&
 
 void tune_forward(const ConvShape& g, DType dt, const void* x, const float* w, const float* bias, const BnParams& bn,
                   bool relu, void* y, float* s_out, uint32_t* relu_mask) {
-  std::vector<float> wf(size_t(g.w_size())), bf(size_t(g.cout));
-  fold(g, w, bias, bn, wf.data(), bf.data(), s_out);
-  conv_forward(g, dt, x, wf.data(), bf.data(), relu, y, relu_mask);
+  float* wf = workspace(kFoldedWeights, g.w_size());
+  std::vector<float> bf(size_t(g.cout));
+  fold(g, w, bias, bn, wf, bf.data(), s_out);
+  conv_forward(g, dt, x, wf, bf.data(), relu, y, relu_mask);
 }
 
 void eval_forward(const ConvShape& g, DType dt, const void* x, const float* w, const float* bias, const BnParams& bn,
@@ -466,8 +470,7 @@ void tune_backward(const ConvShape& g, DType dt, const void* x, const float* w, 
                    const float* s, const uint32_t* relu_mask, const void* dy, const Grads& out) {
   const bool want_wp = out.dw || out.dgamma, want_bp = out.dbias || out.dbeta || out.dgamma;
   if (!want_wp && !want_bp && !out.dx) return;
-  std::vector<float> dyv = dy_copy(g, dt, dy);
-  float* dy32 = dyv.data();
+  float* dy32 = dy_copy(g, dt, dy);
   if (relu_mask) {
     const Kernels& k = active_kernels();
     parallel_for((g.y_size() + 31) / 32, kTaskElements / 32, [&](int64_t b, int64_t e) {
@@ -477,32 +480,31 @@ void tune_backward(const ConvShape& g, DType dt, const void* x, const float* w, 
   const int64_t K = g.patch();
   std::vector<double> dbp(size_t(g.cout), 0.0);
   if (want_bp) channel_sums(g, dy32, nullptr, dbp.data());
-  std::vector<float> dwp(want_wp ? size_t(g.w_size()) : 0);
-  if (want_wp) conv_grads(g, dt, x, w, dy32, nullptr, dwp.data());
+  float* dwp = want_wp ? workspace(kWeightGrad, g.w_size()) : nullptr;
+  if (want_wp) conv_grads(g, dt, x, w, dy32, nullptr, dwp);
   for (int64_t co = 0; co < g.cout; ++co) {
     const double sc = s[co];
     if (out.dw)
-      for (int64_t i = 0; i < K; ++i) out.dw[co * K + i] = float(double(dwp[size_t(co * K + i)]) * sc);
+      for (int64_t i = 0; i < K; ++i) out.dw[co * K + i] = float(double(dwp[co * K + i]) * sc);
     if (out.dbias) out.dbias[co] = float(dbp[size_t(co)] * sc);
     if (out.dbeta) out.dbeta[co] = float(dbp[size_t(co)]);
     if (out.dgamma) {
       double ds = dbp[size_t(co)] * (double(bias ? bias[co] : 0.f) - double(bn.mean[co]));
-      for (int64_t i = 0; i < K; ++i) ds += double(dwp[size_t(co * K + i)]) * double(w[co * K + i]);
+      for (int64_t i = 0; i < K; ++i) ds += double(dwp[co * K + i]) * double(w[co * K + i]);
       out.dgamma[co] = float(ds * rstd(bn, co));
     }
   }
   if (out.dx) {
-    std::vector<float> wf(size_t(g.w_size()));
+    float* wf = workspace(kFoldedWeights, g.w_size());
     for (int64_t co = 0; co < g.cout; ++co)
-      for (int64_t i = 0; i < K; ++i) wf[size_t(co * K + i)] = w[co * K + i] * s[co];
-    conv_grads(g, dt, x, wf.data(), dy32, out.dx, nullptr);
+      for (int64_t i = 0; i < K; ++i) wf[co * K + i] = w[co * K + i] * s[co];
+    conv_grads(g, dt, x, wf, dy32, out.dx, nullptr);
   }
 }
 
 void eval_backward(const ConvShape& g, DType dt, const void* x, const void* z, const void* y, const float* w,
                    const BnParams& bn, const void* dy, const Grads& out) {
-  std::vector<float> dyv = dy_copy(g, dt, dy);
-  float* dy32 = dyv.data();
+  float* dy32 = dy_copy(g, dt, dy);
   const int64_t ohw = g.oh * g.ow;
   if (y) {  // ReLU backward from its saved output
     std::vector<float> ybuf;

@@ -91,7 +91,7 @@ void conv_backward_filter(const ConvShape& g, DType dt, const void* x, const voi
 
 // This machine's float32 FMA throughput with all pool threads busy for about `seconds`, in GFLOP/s.
 double fma_peak_gflops(double seconds);
-// The GEMM micro-tile in use, e.g. "14x32 avx512".
+// The GEMM micro-tile in use, e.g. "8x48 avx512".
 std::string micro_tile();
 
 }  // namespace xnorm::convbn

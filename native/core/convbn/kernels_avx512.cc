@@ -1,4 +1,5 @@
-// AVX-512 convolution kernels: a 14x32 register tile (28 zmm accumulators, 2 for B, 1 broadcast).
+// AVX-512 convolution kernels: an 8x48 register tile (24 zmm accumulators, 3 for B, 1 broadcast). Eight
+// rows divide every ResNet channel count, so no tile rows are wasted on M = 64 or 128.
 #include <immintrin.h>
 
 #include <cstdint>
