@@ -133,7 +133,7 @@ void to_batched(const ConvShape& g, const float* src, float* dst, bool inverse) 
 // Per-thread scratch that persists between calls: these buffers are as large as the activations, and
 // allocating them afresh each call costs page faults and zero-filling. Each grows to the largest size
 // this thread has needed; two purposes never share one.
-enum Slot { kColumns, kBatched, kFoldedWeights, kWeightGrad, kDy, kSlots };
+enum Slot { kColumns, kBatched, kWeightGrad, kDy, kSlots };
 thread_local std::vector<float> tls_workspace[kSlots];
 
 float* workspace(Slot slot, int64_t size) {
@@ -142,15 +142,26 @@ float* workspace(Slot slot, int64_t size) {
   return v.data();
 }
 
-void forward_f32(const ConvShape& g, const float* x, const float* w, const float* bias, bool relu, float* y) {
+// One output channel's taps, multiplied by its scale when there is one (into buf).
+const float* scaled_taps(const float* w, const float* w_scale, int64_t co, int64_t K, float* buf) {
+  if (!w_scale) return w + co * K;
+  for (int64_t t = 0; t < K; ++t) buf[t] = w[co * K + t] * w_scale[co];
+  return buf;
+}
+
+// y = act(conv(x, w * w_scale) + bias), all float32 NCHW; w_scale (per output channel) may be null.
+void forward_f32(const ConvShape& g, const float* x, const float* w, const float* w_scale, const float* bias, bool relu,
+                 float* y) {
   const Kernels& k = active_kernels();
   const Window win = window_of(g);
   const int64_t hw = g.h * g.w, ohw = g.oh * g.ow, K = g.patch(), cin_g = g.cin_g(), cout_g = g.cout_g();
   if (direct(g)) {
     parallel_for(g.n * g.cout, chunk_for(ohw * g.kh * g.kw), [&](int64_t b, int64_t e) {
+      std::vector<float> taps(static_cast<size_t>(K));
       for (int64_t u = b; u < e; ++u) {
         int64_t img = u / g.cout, co = u % g.cout, ci = co / cout_g;
-        k.direct_forward_plane(x + (img * g.c + ci) * hw, w + co * K, bias ? bias[co] : 0.f, relu, y + u * ohw, win);
+        k.direct_forward_plane(x + (img * g.c + ci) * hw, scaled_taps(w, w_scale, co, K, taps.data()),
+                               bias ? bias[co] : 0.f, relu, y + u * ohw, win);
       }
     });
     return;
@@ -163,6 +174,7 @@ void forward_f32(const ConvShape& g, const float* x, const float* w, const float
       GemmProblem& P = probs[size_t(gr)];
       P.m = cout_g; P.n = np; P.k = K;
       P.a.p = w + gr * cout_g * K; P.a.rs = K; P.a.cs = 1;
+      P.a.row_scale = w_scale ? w_scale + gr * cout_g : nullptr;
       P.b.kind = Operand::Im2col; P.b.p = x + gr * cin_g * hw; P.b.win = win; P.b.win.image_stride = g.c * hw;
       P.c = ybat + gr * cout_g * np; P.ldc = np;
       P.bias_row = bias ? bias + gr * cout_g : nullptr;
@@ -178,6 +190,7 @@ void forward_f32(const ConvShape& g, const float* x, const float* w, const float
       GemmProblem& P = probs[size_t(img * g.groups + gr)];
       P.m = cout_g; P.n = ohw; P.k = K;
       P.a.p = w + gr * cout_g * K; P.a.rs = K; P.a.cs = 1;
+      P.a.row_scale = w_scale ? w_scale + gr * cout_g : nullptr;
       const float* xg = x + (img * g.c + gr * cin_g) * hw;
       if (pointwise(g)) {
         P.b.p = xg; P.b.rs = hw; P.b.cs = 1;
@@ -191,18 +204,21 @@ void forward_f32(const ConvShape& g, const float* x, const float* w, const float
   k.gemm(probs.data(), int64_t(probs.size()));
 }
 
-void backward_data_f32(const ConvShape& g, const float* dy, const float* w, float* dx) {
+// dx = conv_backward_data(dy, w * w_scale), float32 NCHW; w_scale (per output channel) may be null.
+void backward_data_f32(const ConvShape& g, const float* dy, const float* w, const float* w_scale, float* dx) {
   const Kernels& k = active_kernels();
   const Window win = window_of(g);
   const int64_t hw = g.h * g.w, ohw = g.oh * g.ow, K = g.patch(), cin_g = g.cin_g(), cout_g = g.cout_g();
   if (direct(g)) {
     parallel_for(g.n * g.c, chunk_for(ohw * g.kh * g.kw * cout_g), [&](int64_t b, int64_t e) {
+      std::vector<float> taps(static_cast<size_t>(K));
       for (int64_t u = b; u < e; ++u) {
         int64_t img = u / g.c, ci = u % g.c;
         float* plane = dx + u * hw;
         std::fill(plane, plane + hw, 0.f);
         for (int64_t co = ci * cout_g; co < (ci + 1) * cout_g; ++co)
-          k.direct_backward_data_plane(dy + (img * g.cout + co) * ohw, w + co * K, plane, win);
+          k.direct_backward_data_plane(dy + (img * g.cout + co) * ohw, scaled_taps(w, w_scale, co, K, taps.data()), plane,
+                                       win);
       }
     });
     return;
@@ -218,6 +234,7 @@ void backward_data_f32(const ConvShape& g, const float* dy, const float* w, floa
       GemmProblem& P = probs[size_t(gr)];
       P.m = K; P.n = np; P.k = cout_g;
       P.a.p = w + gr * cout_g * K; P.a.rs = 1; P.a.cs = K;
+      P.a.col_scale = w_scale ? w_scale + gr * cout_g : nullptr;
       P.b.p = dybat + gr * cout_g * np; P.b.rs = np; P.b.cs = 1;
       P.c = dcol + gr * K * np; P.ldc = np;
     }
@@ -236,6 +253,7 @@ void backward_data_f32(const ConvShape& g, const float* dy, const float* w, floa
       GemmProblem& P = probs[size_t(gr)];
       P.m = K; P.n = ohw; P.k = cout_g;
       P.a.p = w + gr * cout_g * K; P.a.rs = 1; P.a.cs = K;
+      P.a.col_scale = w_scale ? w_scale + gr * cout_g : nullptr;
       P.b.p = dy + (img * g.cout + gr * cout_g) * ohw; P.b.rs = ohw; P.b.cs = 1;
       if (pointwise(g)) {
         P.c = dx + (img * g.c + gr * cin_g) * hw; P.ldc = hw;
@@ -347,7 +365,11 @@ float* dy_copy(const ConvShape& g, DType dt, const void* dy) {
 
 inline double rstd(const BnParams& bn, int64_t c) { return 1.0 / std::sqrt(double(bn.var[c]) + bn.eps); }
 
-void conv_grads(const ConvShape& g, DType dt, const void* x, const float* w, const float* dy32, void* dx, float* dw) {
+// s = gamma / sqrt(var + eps), rounded once to float32: Tune, Eval and Deploy all use this value.
+inline float scale_of(const BnParams& bn, int64_t c) { return float((bn.gamma ? double(bn.gamma[c]) : 1.0) * rstd(bn, c)); }
+
+void conv_grads(const ConvShape& g, DType dt, const void* x, const float* w, const float* w_scale, const float* dy32,
+                void* dx, float* dw) {
   if (dw) {
     std::vector<float> xbuf;
     backward_filter_f32(g, input_f32(dt, g.layout, x, g.n, g.c, g.h * g.w, xbuf), dy32, dw);
@@ -355,7 +377,7 @@ void conv_grads(const ConvShape& g, DType dt, const void* x, const float* w, con
   if (dx) {
     std::vector<float> dxbuf;
     float* dx32 = output_f32(dt, g.layout, dx, g.x_size(), dxbuf);
-    backward_data_f32(g, dy32, w, dx32);
+    backward_data_f32(g, dy32, w, w_scale, dx32);
     store_output(dt, g.layout, dx32, g.n, g.c, g.h * g.w, dx);
   }
 }
@@ -416,11 +438,11 @@ ConvShape conv_shape(const std::vector<int64_t>& xs, const std::vector<int64_t>&
 }
 
 void conv_forward(const ConvShape& g, DType dt, const void* x, const float* w, const float* bias, bool relu, void* y,
-                  uint32_t* relu_mask) {
+                  uint32_t* relu_mask, const float* w_scale) {
   std::vector<float> xbuf, ybuf;
   const float* x32 = input_f32(dt, g.layout, x, g.n, g.c, g.h * g.w, xbuf);
   float* y32 = output_f32(dt, g.layout, y, g.y_size(), ybuf);
-  if (g.n > 0) forward_f32(g, x32, w, bias, relu, y32);
+  if (g.n > 0) forward_f32(g, x32, w, w_scale, bias, relu, y32);
   if (relu_mask) build_mask(y32, g.y_size(), relu_mask);
   store_output(dt, g.layout, y32, g.n, g.cout, g.oh * g.ow, y);
 }
@@ -429,7 +451,7 @@ void fold(const ConvShape& g, const float* w, const float* bias, const BnParams&
           float* s_out) {
   const int64_t K = g.patch();
   for (int64_t co = 0; co < g.cout; ++co) {
-    const float s = float((bn.gamma ? double(bn.gamma[co]) : 1.0) * rstd(bn, co));
+    const float s = scale_of(bn, co);
     for (int64_t i = 0; i < K; ++i) w_out[co * K + i] = w[co * K + i] * s;
     b_out[co] = ((bias ? bias[co] : 0.f) - bn.mean[co]) * s + (bn.beta ? bn.beta[co] : 0.f);
     if (s_out) s_out[co] = s;
@@ -438,10 +460,14 @@ void fold(const ConvShape& g, const float* w, const float* bias, const BnParams&
 
 void tune_forward(const ConvShape& g, DType dt, const void* x, const float* w, const float* bias, const BnParams& bn,
                   bool relu, void* y, float* s_out, uint32_t* relu_mask) {
-  float* wf = workspace(kFoldedWeights, g.w_size());
-  std::vector<float> bf(size_t(g.cout));
-  fold(g, w, bias, bn, wf, bf.data(), s_out);
-  conv_forward(g, dt, x, wf, bf.data(), relu, y, relu_mask);
+  // s and b' here; W' = W * s is formed while the GEMM packs W, so no folded copy of W is written.
+  std::vector<float> s(size_t(g.cout)), b(size_t(g.cout));
+  for (int64_t co = 0; co < g.cout; ++co) {
+    s[size_t(co)] = scale_of(bn, co);
+    b[size_t(co)] = ((bias ? bias[co] : 0.f) - bn.mean[co]) * s[size_t(co)] + (bn.beta ? bn.beta[co] : 0.f);
+    if (s_out) s_out[co] = s[size_t(co)];
+  }
+  conv_forward(g, dt, x, w, b.data(), relu, y, relu_mask, s.data());
 }
 
 void eval_forward(const ConvShape& g, DType dt, const void* x, const float* w, const float* bias, const BnParams& bn,
@@ -455,7 +481,7 @@ void eval_forward(const ConvShape& g, DType dt, const void* x, const float* w, c
   conv_forward(g, dt, x, w, bias, false, z, nullptr);
   std::vector<float> scale(size_t(g.cout)), beta(size_t(g.cout));
   for (int64_t co = 0; co < g.cout; ++co) {
-    scale[size_t(co)] = float((bn.gamma ? double(bn.gamma[co]) : 1.0) * rstd(bn, co));
+    scale[size_t(co)] = scale_of(bn, co);
     beta[size_t(co)] = bn.beta ? bn.beta[co] : 0.f;
   }
   if (g.n == 0) return;
@@ -481,7 +507,7 @@ void tune_backward(const ConvShape& g, DType dt, const void* x, const float* w, 
   std::vector<double> dbp(size_t(g.cout), 0.0);
   if (want_bp) channel_sums(g, dy32, nullptr, dbp.data());
   float* dwp = want_wp ? workspace(kWeightGrad, g.w_size()) : nullptr;
-  if (want_wp) conv_grads(g, dt, x, w, dy32, nullptr, dwp);
+  if (want_wp) conv_grads(g, dt, x, w, nullptr, dy32, nullptr, dwp);
   for (int64_t co = 0; co < g.cout; ++co) {
     const double sc = s[co];
     if (out.dw)
@@ -494,12 +520,7 @@ void tune_backward(const ConvShape& g, DType dt, const void* x, const float* w, 
       out.dgamma[co] = float(ds * rstd(bn, co));
     }
   }
-  if (out.dx) {
-    float* wf = workspace(kFoldedWeights, g.w_size());
-    for (int64_t co = 0; co < g.cout; ++co)
-      for (int64_t i = 0; i < K; ++i) wf[co * K + i] = w[co * K + i] * s[co];
-    conv_grads(g, dt, x, wf, dy32, out.dx, nullptr);
-  }
+  if (out.dx) conv_grads(g, dt, x, w, s, dy32, out.dx, nullptr);  // with W' = W * s, scaled while packing
 }
 
 void eval_backward(const ConvShape& g, DType dt, const void* x, const void* z, const void* y, const float* w,
@@ -539,19 +560,19 @@ void eval_backward(const ConvShape& g, DType dt, const void* x, const void* z, c
     channel_sums(g, dy32, nullptr, sum_dz.data());
     for (int64_t co = 0; co < g.cout; ++co) out.dbias[co] = float(sum_dz[size_t(co)]);
   }
-  conv_grads(g, dt, x, w, dy32, out.dx, out.dw);
+  conv_grads(g, dt, x, w, nullptr, dy32, out.dx, out.dw);
 }
 
 void conv_backward_data(const ConvShape& g, DType dt, const void* dy, const float* w, void* dx) {
   std::vector<float> dybuf;
   const float* dy32 = input_f32(dt, g.layout, dy, g.n, g.cout, g.oh * g.ow, dybuf);
-  conv_grads(g, dt, nullptr, w, dy32, dx, nullptr);
+  conv_grads(g, dt, nullptr, w, nullptr, dy32, dx, nullptr);
 }
 
 void conv_backward_filter(const ConvShape& g, DType dt, const void* x, const void* dy, float* dw) {
   std::vector<float> dybuf;
   const float* dy32 = input_f32(dt, g.layout, dy, g.n, g.cout, g.oh * g.ow, dybuf);
-  conv_grads(g, dt, x, nullptr, dy32, nullptr, dw);
+  conv_grads(g, dt, x, nullptr, nullptr, dy32, nullptr, dw);
 }
 
 double fma_peak_gflops(double seconds) {

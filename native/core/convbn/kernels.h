@@ -22,6 +22,10 @@ struct Operand {
   const float* p = nullptr;
   int64_t rs = 0, cs = 0;
   Window win;
+  // A only: element (r, k) is multiplied by row_scale[r] or col_scale[k] while packing. Tune mode folds
+  // its per-channel BN scale into the weights this way, without a folded copy of the weights.
+  const float* row_scale = nullptr;
+  const float* col_scale = nullptr;
 };
 
 // C[m, n] (row stride ldc) = A[m, k] * B[k, n], or C += when accumulate; then, only on the full sum,

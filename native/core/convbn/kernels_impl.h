@@ -92,6 +92,14 @@ void pack_a(const Operand& A, int64_t i0, int64_t mc, int64_t p0, int64_t kc, fl
         for (int64_t r = 0; r < rows; ++r) d[k * MR + r] = src[r * A.rs];
       }
     }
+    if (A.row_scale) {
+      const float* sc = A.row_scale + i0 + ir;
+      for (int64_t k = 0; k < kc; ++k)
+        for (int64_t r = 0; r < rows; ++r) d[k * MR + r] *= sc[r];
+    }
+    if (A.col_scale)
+      for (int64_t k = 0; k < kc; ++k)
+        for (int64_t r = 0; r < rows; ++r) d[k * MR + r] *= A.col_scale[p0 + k];
     for (int64_t r = rows; r < MR; ++r)
       for (int64_t k = 0; k < kc; ++k) d[k * MR + r] = 0;
   }
@@ -222,7 +230,8 @@ void gemm(const GemmProblem* problems, int64_t count) {
     a_owner[i] = i;
     for (int64_t j = 0; j < i; ++j) {
       const GemmProblem& Q = problems[j];
-      if (a_owner[j] == j && live(Q) && Q.a.p == P.a.p && Q.a.rs == P.a.rs && Q.a.cs == P.a.cs && Q.m == P.m && Q.k == P.k) {
+      if (a_owner[j] == j && live(Q) && Q.a.p == P.a.p && Q.a.rs == P.a.rs && Q.a.cs == P.a.cs && Q.m == P.m && Q.k == P.k &&
+          Q.a.row_scale == P.a.row_scale && Q.a.col_scale == P.a.col_scale) {
         a_owner[i] = j;
         break;
       }
