@@ -506,20 +506,23 @@ void tune_backward(const ConvShape& g, DType dt, const void* x, const float* w, 
   const int64_t K = g.patch();
   std::vector<double> dbp(size_t(g.cout), 0.0);
   if (want_bp) channel_sums(g, dy32, nullptr, dbp.data());
-  float* dwp = want_wp ? workspace(kWeightGrad, g.w_size()) : nullptr;
+  // dW' lands in dw itself when dW is wanted, and is scaled to dW = dW' * s in place after ds has read it.
+  float* dwp = out.dw ? out.dw : want_wp ? workspace(kWeightGrad, g.w_size()) : nullptr;
   if (want_wp) conv_grads(g, dt, x, w, nullptr, dy32, nullptr, dwp);
-  for (int64_t co = 0; co < g.cout; ++co) {
-    const double sc = s[co];
-    if (out.dw)
-      for (int64_t i = 0; i < K; ++i) out.dw[co * K + i] = float(double(dwp[co * K + i]) * sc);
-    if (out.dbias) out.dbias[co] = float(dbp[size_t(co)] * sc);
-    if (out.dbeta) out.dbeta[co] = float(dbp[size_t(co)]);
-    if (out.dgamma) {
-      double ds = dbp[size_t(co)] * (double(bias ? bias[co] : 0.f) - double(bn.mean[co]));
-      for (int64_t i = 0; i < K; ++i) ds += double(dwp[co * K + i]) * double(w[co * K + i]);
-      out.dgamma[co] = float(ds * rstd(bn, co));
+  parallel_for(g.cout, chunk_for(K), [&](int64_t lo, int64_t hi) {
+    for (int64_t co = lo; co < hi; ++co) {
+      const double sc = s[co];
+      if (out.dgamma) {
+        double ds = dbp[size_t(co)] * (double(bias ? bias[co] : 0.f) - double(bn.mean[co]));
+        for (int64_t i = 0; i < K; ++i) ds += double(dwp[co * K + i]) * double(w[co * K + i]);
+        out.dgamma[co] = float(ds * rstd(bn, co));
+      }
+      if (out.dw)
+        for (int64_t i = 0; i < K; ++i) out.dw[co * K + i] = float(double(dwp[co * K + i]) * sc);
+      if (out.dbias) out.dbias[co] = float(dbp[size_t(co)] * sc);
+      if (out.dbeta) out.dbeta[co] = float(dbp[size_t(co)]);
     }
-  }
+  });
   if (out.dx) conv_grads(g, dt, x, w, s, dy32, out.dx, nullptr);  // with W' = W * s, scaled while packing
 }
 
