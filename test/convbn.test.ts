@@ -148,6 +148,31 @@ describe('convBn modes', () => {
     });
   }
 
+  it('float16 and bfloat16 activations run in float32 inside: Tune equals Tune on the decoded values', async () => {
+    const t = AWKWARD[3];
+    const p = params(t, 11);
+    const s = sizes(t);
+    for (const dtype of ['float16', 'bfloat16'] as const) {
+      const x = tensor(randomArray(s.x, 12), [t.n, t.c, t.h, t.w], { dtype });
+      const dy = tensor(randomArray(s.y, 13), [t.n, t.cout, s.oh, s.ow], { dtype });
+      const half = await convBn(x, p, { ...opts(t), activation: 'relu', saveForBackward: true });
+      const full = await convBn(tensor(x.float32Sync(), x.shape), p, { ...opts(t), activation: 'relu', saveForBackward: true });
+      expect(half.y.dtype).toBe(dtype);
+      expect(half.saved!.bytes).toBe(s.x * 2 + t.cout * 4 + Math.ceil(s.y / 32) * 4);
+      // y and dx are rounded once, at the end
+      const round = tensor(full.y.dataSync() as Float32Array, full.y.shape, { dtype }).float32Sync();
+      expect(half.y.float32Sync()).toEqual(round);
+      const gh = await convBnBackward(half.saved!, dy);
+      const gf = await convBnBackward(full.saved!, tensor(dy.float32Sync(), dy.shape));
+      expect(gh.dx!.dtype).toBe(dtype);
+      expect(gh.dx!.float32Sync()).toEqual(tensor(gf.dx!.dataSync() as Float32Array, gf.dx!.shape, { dtype }).float32Sync());
+      for (const k of ['dWeight', 'dBias', 'dGamma', 'dBeta'] as const) expect(gh[k]!.dataSync()).toEqual(gf[k]!.dataSync());
+      // Eval keeps its conv output z in the activation dtype, so it agrees only up to that rounding.
+      const ev = await convBn(x, p, { ...opts(t), activation: 'relu', mode: 'eval' });
+      expectNear(ev.y.float32Sync(), half.y.float32Sync(), dtype === 'float16' ? 4e-3 : 3e-2, `${dtype} eval y`);
+    }
+  });
+
   it('nhwc gives the nchw result transposed, forward and backward', async () => {
     const t = AWKWARD[3];
     const p = params(t, 7);
