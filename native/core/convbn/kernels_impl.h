@@ -169,9 +169,10 @@ inline int64_t padded_rows(int64_t m) { return (m + Micro::MR - 1) / Micro::MR *
 // (slice p0, block blk at pa_all + p0 * padded_rows(m) + blk * MC * kc). `pb_tile` is this N block of B
 // packed in advance (slice p0 at pb_tile + p0 * padded_cols(nc)), or null: then B is packed here once
 // per K slice and reused by every M block of the task.
-void gemm_task(const GemmProblem& P, int64_t b0, int64_t b1, int64_t jt, const float* pa_all, const float* pb_tile) {
+void gemm_task(const GemmProblem& P, int64_t b0, int64_t b1, int64_t jt, int64_t tile_n, const float* pa_all,
+               const float* pb_tile) {
   constexpr int MR = Micro::MR, NR = Micro::NR;
-  const int64_t j0 = jt * Micro::NC, nc = std::min<int64_t>(Micro::NC, P.n - j0);
+  const int64_t j0 = jt * tile_n, nc = std::min<int64_t>(tile_n, P.n - j0);
   float* own = pb_tile ? nullptr : tls_pack_b.get(size_t(Micro::NC) * Micro::KC);
   const int64_t slice = k_slice(P.k);
   for (int64_t p0 = 0; p0 < P.k; p0 += slice) {
@@ -195,6 +196,8 @@ void gemm_task(const GemmProblem& P, int64_t b0, int64_t b1, int64_t jt, const f
 
 // Enough tasks to balance many cores, few enough that B is not repacked for every M block.
 constexpr int64_t kTargetTasks = 32;
+// Below this many tasks, N tiles are narrowed so that a few threads can share the work evenly.
+constexpr int64_t kMinTasks = 16;
 // Packing B once up front (instead of once per M-block task) is worth its memory up to this many floats.
 constexpr int64_t kMaxPrepacked = int64_t(1) << 23;
 
@@ -217,10 +220,21 @@ void for_jobs(int64_t problems, Count&& count, Fn&& fn) {
 void gemm(const GemmProblem* problems, int64_t count) {
   const auto live = [](const GemmProblem& P) { return P.m > 0 && P.n > 0 && P.k > 0; };
   const auto m_blocks = [](const GemmProblem& P) { return (P.m + Micro::MC - 1) / Micro::MC; };
-  const auto n_tiles = [](const GemmProblem& P) { return (P.n + Micro::NC - 1) / Micro::NC; };
+  // N tile width: NC, narrowed (by halves, in whole panels) while the job has too few tasks to keep a
+  // pool busy, e.g. 512 channels on a 7x7 map. Depends on the sizes only, never on the thread count.
+  int64_t tile_n = Micro::NC;
+  const auto tasks_with = [&](int64_t tn) {
+    int64_t t = 0;
+    for (int64_t i = 0; i < count; ++i)
+      if (problems[i].m > 0 && problems[i].n > 0 && problems[i].k > 0)
+        t += ((problems[i].m + Micro::MC - 1) / Micro::MC) * ((problems[i].n + tn - 1) / tn);
+    return t;
+  };
+  while (tile_n >= 4 * Micro::NR && tasks_with(tile_n) < kMinTasks) tile_n = padded_cols(tile_n / 2);
+  const auto n_tiles = [&](const GemmProblem& P) { return (P.n + tile_n - 1) / tile_n; };
   const auto slices = [](const GemmProblem& P) { return (P.k + k_slice(P.k) - 1) / k_slice(P.k); };
   const auto b_size = [&](const GemmProblem& P) {
-    return P.k * (n_tiles(P) - 1) * Micro::NC + P.k * padded_cols(P.n - (n_tiles(P) - 1) * Micro::NC);
+    return P.k * (n_tiles(P) - 1) * tile_n + P.k * padded_cols(P.n - (n_tiles(P) - 1) * tile_n);
   };
   // A is packed once per distinct operand (the per-image problems of a forward pass share the weights).
   std::unique_ptr<int64_t[]> a_at(new int64_t[size_t(count)]), a_owner(new int64_t[size_t(count)]);
@@ -265,15 +279,15 @@ void gemm(const GemmProblem* problems, int64_t count) {
            [&](int64_t i, int64_t t) {
              const GemmProblem& P = problems[i];
              const int64_t jt = t / slices(P), p0 = (t % slices(P)) * k_slice(P.k), kc = std::min(k_slice(P.k), P.k - p0);
-             const int64_t j0 = jt * Micro::NC, nc = std::min<int64_t>(Micro::NC, P.n - j0);
-             pack_b(P.b, p0, kc, j0, nc, pre_b + b_at[i] + jt * P.k * Micro::NC + p0 * padded_cols(nc));
+             const int64_t j0 = jt * tile_n, nc = std::min<int64_t>(tile_n, P.n - j0);
+             pack_b(P.b, p0, kc, j0, nc, pre_b + b_at[i] + jt * P.k * tile_n + p0 * padded_cols(nc));
            });
   for_jobs(count, [&](int64_t i) { return live(problems[i]) ? ((m_blocks(problems[i]) + per_task - 1) / per_task) * n_tiles(problems[i]) : 0; },
            [&](int64_t i, int64_t t) {
              const GemmProblem& P = problems[i];
              const int64_t nt = n_tiles(P), mt = t / nt, jt = t % nt;
-             const float* pb = b_at[i] >= 0 ? pre_b + b_at[i] + jt * P.k * Micro::NC : nullptr;
-             gemm_task(P, mt * per_task, std::min(m_blocks(P), (mt + 1) * per_task), jt, pre_a + a_at[i], pb);
+             const float* pb = b_at[i] >= 0 ? pre_b + b_at[i] + jt * P.k * tile_n : nullptr;
+             gemm_task(P, mt * per_task, std::min(m_blocks(P), (mt + 1) * per_task), jt, tile_n, pre_a + a_at[i], pb);
            });
 }
 
