@@ -1,5 +1,6 @@
 // npm run demo: one short example per op family, with results and timings.
 import { info } from '../lib';
+import * as binary from './binary';
 import * as bnstats from './bnstats';
 import * as workers from './workers';
 
@@ -8,6 +9,8 @@ async function main() {
   console.log(`xnorm ${i.version} on ${i.cpu.level} (${i.cpu.threads} threads); CUDA: ${i.cuda.available ? 'yes' : `no (${i.cuda.reason})`}\n`);
   console.log('== BN statistics ==');
   await bnstats.main();
+  console.log('\n== Binary convolution and MST ==');
+  await binary.main();
   console.log('\n== worker_threads ==');
   await workers.main();
 }

@@ -7,4 +7,5 @@ export type { TensorLike, FromOptions, OnnxTensorLike, TfjsTensorLike, NdArrayLi
 export { info, setNumThreads } from './info';
 export type { Info } from './info';
 export * from './bnstats';
+export * from './binary';
 export * from './convbn';

@@ -97,6 +97,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("readSum", Napi::Function::New(env, ReadSum));
   init_bnstats(env, exports);
+  init_binary(env, exports);
   init_convbn(env, exports);
   return exports;
 }

@@ -20,7 +20,7 @@ class OpWorker : public Napi::AsyncWorker {
 
  protected:
   void Execute() override {
-    BackgroundCaller background;  // the kernels' tasks run on xnorm's pool, below the event loop's priority
+    BackgroundCaller background;  // the kernels' tasks run on xnorm's pool threads only
     try {
       result_ = work_();
       return;

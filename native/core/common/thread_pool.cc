@@ -11,23 +11,10 @@
 #include <thread>
 #include <vector>
 
-#if defined(__linux__)
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-#endif
-
 namespace xnorm {
 namespace {
 
 thread_local bool tls_background_caller = false;
-
-// Pool threads yield to the event loop's thread when both want a core.
-void lower_this_thread_priority() {
-#if defined(__linux__)
-  setpriority(PRIO_PROCESS, id_t(syscall(SYS_gettid)), 5);
-#endif
-}
 
 struct Job {
   const std::function<void(int64_t)>* fn;
@@ -91,10 +78,7 @@ class Pool {
     job->max_helpers = helpers;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      while (int(workers_.size()) < helpers) workers_.emplace_back([this] {
-        lower_this_thread_priority();
-        loop();
-      });
+      while (int(workers_.size()) < helpers) workers_.emplace_back([this] { loop(); });
       queue_.push_back(job);
     }
     cv_.notify_all();

@@ -10,7 +10,7 @@ namespace xnorm {
 // may run jobs at once. The first exception a task throws is rethrown here after all tasks finished.
 // A synchronous caller (the JS thread of a Sync op) works on its own job; a caller inside
 // BackgroundCaller (an async op on a libuv thread) only waits, so that async work runs on the pool's
-// threads alone, which run at a lower priority than the event loop (Linux: nice +5).
+// threads alone: however many async ops are in flight, at most setNumThreads() threads compute.
 void parallel_tasks(int64_t ntasks, const std::function<void(int64_t task)>& fn);
 
 // Marks the current thread, for its lifetime, as a background caller (see parallel_tasks).

@@ -1,0 +1,90 @@
+// Sanitizer fuzz of the binary-conv core, outside Node: random shapes (groups, strides, dilation,
+// padding modes, channel tails), random MST forests, all three output kinds, fast path vs dense vs the
+// direct-loop reference, plus plan-byte corruption. Not part of the addon (sources.js takes *.cc only).
+// Build and run from the repository root (each ISA level in turn):
+//   N=native/core F="-O1 -g -fsanitize=address,undefined -std=c++17 -I$N"
+//   g++ $F -c $N/bconv/kernels_avx512.cc -o /tmp/k512.o -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vpopcntdq -mavx2 -mfma -mpopcnt
+//   g++ $F -c $N/bconv/kernels_avx2.cc -o /tmp/k2.o -mavx2 -mfma -mpopcnt
+//   g++ $F $N/bconv/asan_fuzz.cpp $N/bconv/bconv.cc $N/bconv/kernels_portable.cc $N/mst/mst.cc $N/common/cpu.cc \
+//       $N/common/thread_pool.cc /tmp/k512.o /tmp/k2.o -o /tmp/bconv_fuzz -pthread
+//   for isa in avx512 avx2 portable; do XNORM_ISA=$isa /tmp/bconv_fuzz; done
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "../common/error.h"
+#include "../mst/mst.h"
+#include "bconv.h"
+
+using namespace xnorm;
+int main() {
+  std::mt19937 rng(1);
+  int fails = 0;
+  for (int iter = 0; iter < 300; ++iter) {
+    bconv::WeightShape s;
+    s.groups = 1 + rng() % 3;
+    s.cin_g = 1 + rng() % 70;
+    s.cout = s.groups * (1 + rng() % 40);
+    s.kh = 1 + rng() % 3; s.kw = 1 + rng() % 3;
+    bconv::ConvParams p;
+    p.n = 1 + rng() % 2; p.c = s.cin_g * s.groups;
+    p.sh = 1 + rng() % 2; p.sw = 1 + rng() % 2; p.dh = 1 + rng() % 2; p.dw = 1 + rng() % 2;
+    p.ph = rng() % 3; p.pw = rng() % 3; p.pad_zero = rng() % 2;
+    p.h = s.kh * p.dh + rng() % 12; p.w = s.kw * p.dw + rng() % 12;
+    std::vector<float> wf(s.cout * s.cin_g * s.kh * s.kw);
+    for (auto& v : wf) v = (rng() % 2) ? 1.f : -1.f;
+    std::vector<uint32_t> words(s.cout * s.row_words());
+    bconv::pack_weights(wf.data(), s, words.data());
+    int64_t wc = (p.c + 31) / 32;
+    std::vector<float> xf(p.n * p.h * p.w * p.c);
+    for (auto& v : xf) v = float(int(rng() % 3) - 1);
+    std::vector<uint32_t> x(p.n * p.h * p.w * wc);
+    bconv::pack_bits(xf.data(), false, 1, p.c, p.n * p.h * p.w, nullptr, 0.f, x.data());
+    // A random valid forest: each channel's parent is an earlier channel of its group, or none.
+    std::vector<int32_t> parent(s.cout, -1);
+    int64_t cog = s.cout / s.groups;
+    for (int64_t c = 0; c < s.cout; ++c) {
+      int64_t g0 = c / cog * cog;
+      if (c > g0 && rng() % 3) parent[c] = int32_t(g0 + rng() % (c - g0));
+    }
+    auto b = mst::build_execution(words.data(), s, parent);
+    bconv::Execution e{b.panels.data(), b.npanels, b.edges.data(), b.nedges, int64_t(b.edges.size())};
+    int64_t oh = bconv::out_size(p.h, p.ph, p.dh, s.kh, p.sh), ow = bconv::out_size(p.w, p.pw, p.dw, s.kw, p.sw);
+    std::vector<float> scale(s.cout), bias(s.cout);
+    for (auto& v : scale) v = float(int(rng() % 200) - 100) / 37.f;
+    for (auto& v : bias) v = float(int(rng() % 200) - 100) / 13.f;
+    for (int kind = 0; kind < 3; ++kind) {
+      bconv::Transform t;
+      t.kind = kind == 0 ? bconv::Output::Int32 : kind == 1 ? bconv::Output::Float : bconv::Output::Bits;
+      if (kind) { t.scale = scale.data(); t.bias = bias.data(); }
+      int64_t len = kind == 2 ? p.n * oh * ow * ((s.cout + 31) / 32) : p.n * oh * ow * s.cout;
+      std::vector<uint32_t> o1(len), o2(len), o3(len);
+      bconv::conv(x.data(), words.data(), s, e, p, t, o1.data());
+      bconv::conv_reference(x.data(), words.data(), s, p, t, o2.data());
+      auto d = mst::build_execution(words.data(), s, std::vector<int32_t>(s.cout, -1));
+      bconv::Execution de{d.panels.data(), d.npanels, nullptr, 0, 0};
+      bconv::conv(x.data(), words.data(), s, de, p, t, o3.data());
+      if (o1 != o2 || o3 != o2) { ++fails; printf("mismatch iter %d kind %d\n", iter, kind); }
+    }
+    for (int r = 0; r < 3; ++r) {
+      auto tree = mst::build_tree(words.data(), s, mst::Reuse(r), 1 + rng() % 4);
+      std::vector<uint8_t> bytes(mst::serialized_size(s));
+      mst::serialize(words.data(), s, tree, mst::Reuse(r), 4, bytes.data());
+      for (int f = 0; f < 20; ++f) {
+        auto bb = bytes;
+        int64_t len = bb.size();
+        if (f % 2) len = rng() % bb.size(); else bb[rng() % bb.size()] ^= 1 + rng() % 255;
+        try {
+          mst::Reuse rr;
+          int32_t md;
+          mst::deserialize(bb.data(), len, words.data(), s, &rr, &md);
+          ++fails;  // every mutation here changes the bytes: it must be rejected
+          printf("accepted a corrupt plan\n");
+        } catch (const Error&) {
+        }
+      }
+    }
+  }
+  printf("done fails=%d\n", fails);
+  return fails != 0;
+}

@@ -1,0 +1,91 @@
+// Binary (XNOR/popcount) convolution on bit-packed ±1 tensors.
+//
+// Conventions (DESIGN.md "Binary"): bit 1 = -1, bit 0 = +1; channels packed innermost (NHWC) in 32-bit
+// words, tail bits 0. The dot product of K = kh*kw*Cin_per_group values is K - 2*popcount(x XOR w).
+//
+// Weights have two forms. The canonical one, [Cout][kh][kw][wg] words (wg = ceil(Cin_g / 32)), is what
+// MST plans are built from and checked against. The execution one is a list of "panels": 32 output
+// channels of one group side by side, word-major ([Kw][32], Kw = kh*kw*wg), so the kernel broadcasts
+// one input word and XORs it with 32 channels' words in one vector.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+namespace xnorm::bconv {
+
+constexpr int kPanelWidth = 32;
+constexpr uint32_t kNoChannel = 0xffffffffu;
+
+struct WeightShape {
+  int64_t cout = 0, cin_g = 0, kh = 0, kw = 0, groups = 1;
+  int64_t wg() const { return (cin_g + 31) / 32; }          // words per tap
+  int64_t taps() const { return kh * kw; }
+  int64_t row_words() const { return taps() * wg(); }      // Kw: words per output channel
+  int64_t k() const { return taps() * cin_g; }              // K: true dot-product length
+  int64_t cout_g() const { return cout / groups; }
+};
+// Rejects non-positive sizes, Cout not divisible by groups, and sizes that overflow.
+void check_weight_shape(const WeightShape& s);
+
+// Panel record: [group, ch[32], data[Kw * 32]] words; `ch` holds global output channels or kNoChannel.
+int64_t panel_record_words(const WeightShape& s);
+
+// float [Cout, Cin_g, kh, kw] -> canonical words (bit = w < 0; NaN and 0 are +1).
+void pack_weights(const float* w, const WeightShape& s, uint32_t* words);
+// Panels covering `channels` (global ids, grouped by group in increasing group order): for each group,
+// its listed channels in blocks of 32. Returns the number of records written to `out` (nullptr: count only).
+int64_t build_panels(const uint32_t* words, const WeightShape& s, const std::vector<uint32_t>& channels,
+                     uint32_t* out);
+
+// Reuse edges of an MST plan, in execution order. Record: [child, parent, nwords, D, then nwords triples
+// (word index, mask = w_parent ^ w_child, parent bits & mask)].
+struct Execution {
+  const uint32_t* panels = nullptr;
+  int64_t npanels = 0;
+  const uint32_t* edges = nullptr;  // may be null when nedges == 0
+  int64_t nedges = 0;
+  int64_t edge_words = 0;           // length of `edges` in words
+};
+// Checks that the panels and edges compute every output channel exactly once, parents before children,
+// inside array bounds; fails with CorruptPlan otherwise. Cost O(Cout + edge words).
+void validate_execution(const WeightShape& s, const Execution& e);
+
+struct ConvParams {
+  int64_t n = 0, h = 0, w = 0, c = 0;  // input NHWC
+  int64_t sh = 1, sw = 1, ph = 0, pw = 0, dh = 1, dw = 1;
+  bool pad_zero = false;  // padValue 'zero' (true zero padding) instead of 'one' (+1)
+};
+// Output size along one axis (valid only after check_conv).
+inline int64_t out_size(int64_t in, int64_t pad, int64_t dil, int64_t k, int64_t stride) {
+  return (in + 2 * pad - dil * (k - 1) - 1) / stride + 1;
+}
+// Validates geometry against the weights (channels, output size >= 1, overflow); fills nothing.
+void check_conv(const ConvParams& p, const WeightShape& s);
+
+enum class Output { Float, Int32, Bits };
+struct Transform {
+  Output kind = Output::Float;
+  const float* scale = nullptr;  // per Cout, null = 1
+  const float* bias = nullptr;   // per Cout, null = 0
+  bool clamp = false;
+  float lo = 0, hi = 0;
+};
+
+// out: float [N, OH, OW, Cout], int32 likewise, or bits [N, OH, OW, ceil(Cout/32)] words.
+void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const Execution& e, const ConvParams& p,
+          const Transform& t, void* out);
+// Direct loops over ±1 values: the oracle the fast path is tested against.
+void conv_reference(const uint32_t* x, const uint32_t* words, const WeightShape& s, const ConvParams& p,
+                    const Transform& t, void* out);
+
+// float -> bits. NHWC: x is [pixels, C]; NCHW: x is [N, C, S]. bit = x < threshold (per channel, or one value).
+void pack_bits(const float* x, bool nchw, int64_t n, int64_t c, int64_t s, const float* threshold_per_channel,
+               float threshold, uint32_t* out);
+// bits [N, S, C] -> float ±1, in NHWC or NCHW order.
+void unpack_bits(const uint32_t* b, bool nchw, int64_t n, int64_t c, int64_t s, float* out);
+
+// Bit-operations per second of an L1-resident XOR+popcount loop on all threads: the ceiling the conv
+// kernels are measured against.
+double popcount_peak(double seconds);
+
+}  // namespace xnorm::bconv

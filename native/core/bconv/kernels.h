@@ -1,0 +1,39 @@
+// Per-ISA kernels for binary convolution and MST plans. Each *_<isa>.cc fills one table.
+#pragma once
+#include <cstdint>
+
+namespace xnorm::bconv {
+
+struct Kernels {
+  // For one panel (32 channels, data [kw][32]) and npix im2col rows A[i*lda + k], k < kw:
+  // P[ch[c] * ldc + i * ldp] = sum_k popcount(A[i][k] ^ panel[k][c]) for every c with ch[c] != kNoChannel.
+  // ldc = 1 (pixel-major tile, contiguous channels) lets the kernel store whole vectors.
+  void (*dense_panel)(const uint32_t* a, int64_t lda, int64_t npix, const uint32_t* panel, int64_t kw,
+                      const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp);
+  // One MST edge over a tile of pixels. at is word-major (at[k * ldat + p]); npix is rounded up to 16
+  // by the caller and ldat >= that. words: nwords triples (k, mask, parent_bits & mask).
+  // child[p] = parent[p] + d - 2 * sum popcount((at[k][p] & mask) ^ pbits).
+  void (*reuse_edge)(const uint32_t* at, int64_t ldat, int64_t npix, const uint32_t* words, int64_t nwords,
+                     int32_t d, const int32_t* parent, int32_t* child);
+  // NHWC pixels of C floats -> ceil(C/32) words each; bit = x < thr[c].
+  void (*pack_nhwc)(const float* x, int64_t pixels, int64_t c, const float* thr, uint32_t* out);
+  // One image's NCHW planes (plane stride ld floats), pixels [0, count) -> words [count][ceil(C/32)].
+  void (*pack_nchw)(const float* x, int64_t ld, int64_t count, int64_t c, const float* thr, uint32_t* out);
+  // Hamming distance and number of differing words between row and each of n rows of kw words.
+  void (*distances)(const uint32_t* row, const uint32_t* rows, int64_t n, int64_t kw, int32_t* hamming,
+                    int32_t* diff_words);
+  // dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols: the word-major tile MST edges read, and
+  // the way back to pixel-major for the output pass.
+  void (*transpose)(const uint32_t* src, int64_t rows, int64_t cols, int64_t lds, uint32_t* dst, int64_t ldd);
+  // 'bits' output of one pixel: bit c of out = lo[c] <= dot[c] <= hi[c], for c < n; tail bits 0.
+  void (*sign_bits)(const int32_t* dot, const int32_t* lo, const int32_t* hi, int64_t n, uint32_t* out);
+  // Peak loop: `reps` passes of XOR+popcount over 256 L1-resident words; returns a checksum.
+  uint64_t (*popcount_loop)(const uint32_t* data, int64_t reps);
+};
+
+const Kernels& kernels_portable();
+const Kernels& kernels_avx2();
+const Kernels& kernels_avx512();
+const Kernels& active_kernels();
+
+}  // namespace xnorm::bconv

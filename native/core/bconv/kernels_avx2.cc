@@ -1,0 +1,211 @@
+// AVX2 kernels. AVX2 has no vector popcount: bytes are counted with a 16-entry pshufb table (nibbles),
+// accumulated as bytes for up to 31 steps (8 * 31 < 256), then widened to 32-bit lanes with
+// maddubs/madd, which keeps the per-word cost to a handful of simple operations.
+#include <immintrin.h>
+
+#include "bconv.h"
+#include "kernels.h"
+#include "transpose8x8.h"
+
+namespace xnorm::bconv {
+namespace {
+
+constexpr int64_t kByteSteps = 31;
+
+struct Popc {
+  __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2,
+                                 3, 3, 4);
+  __m256i low = _mm256_set1_epi8(0x0f);
+  __m256i ones8 = _mm256_set1_epi8(1);
+  __m256i ones16 = _mm256_set1_epi16(1);
+  // Per-byte popcount (0..8).
+  __m256i bytes(__m256i v) const {
+    __m256i lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(v, low));
+    __m256i hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(v, 4), low));
+    return _mm256_add_epi8(lo, hi);
+  }
+  // Sums of the 4 byte counts of each 32-bit lane.
+  __m256i widen(__m256i b) const { return _mm256_madd_epi16(_mm256_maddubs_epi16(b, ones8), ones16); }
+};
+
+template <int MR>
+void dense_tile(const Popc& pc, const uint32_t* a, int64_t lda, const uint32_t* panel, int64_t kw,
+                const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp) {
+  __m256i acc[MR][4];
+  for (int r = 0; r < MR; ++r)
+    for (int q = 0; q < 4; ++q) acc[r][q] = _mm256_setzero_si256();
+  for (int64_t k0 = 0; k0 < kw; k0 += kByteSteps) {
+    int64_t k1 = k0 + kByteSteps < kw ? k0 + kByteSteps : kw;
+    __m256i b8[MR][4];
+    for (int r = 0; r < MR; ++r)
+      for (int q = 0; q < 4; ++q) b8[r][q] = _mm256_setzero_si256();
+    for (int64_t k = k0; k < k1; ++k) {
+      const uint32_t* wk = panel + k * kPanelWidth;
+      for (int q = 0; q < 4; ++q) {
+        __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wk + 8 * q));
+        for (int r = 0; r < MR; ++r) {
+          __m256i x = _mm256_set1_epi32(int(a[r * lda + k]));
+          b8[r][q] = _mm256_add_epi8(b8[r][q], pc.bytes(_mm256_xor_si256(x, w)));
+        }
+      }
+    }
+    for (int r = 0; r < MR; ++r)
+      for (int q = 0; q < 4; ++q) acc[r][q] = _mm256_add_epi32(acc[r][q], pc.widen(b8[r][q]));
+  }
+  alignas(32) int32_t buf[MR][kPanelWidth];
+  for (int r = 0; r < MR; ++r)
+    for (int q = 0; q < 4; ++q) _mm256_store_si256(reinterpret_cast<__m256i*>(buf[r] + 8 * q), acc[r][q]);
+  for (int c = 0; c < kPanelWidth; ++c) {
+    if (ch[c] == kNoChannel) continue;
+    int32_t* dst = p + int64_t(ch[c]) * ldc;
+    for (int r = 0; r < MR; ++r) dst[r * ldp] = buf[r][c];
+  }
+}
+
+void dense_panel(const uint32_t* a, int64_t lda, int64_t npix, const uint32_t* panel, int64_t kw,
+                 const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp) {
+  Popc pc;
+  int64_t i = 0;
+  for (; i + 2 <= npix; i += 2) dense_tile<2>(pc, a + i * lda, lda, panel, kw, ch, p + i * ldp, ldc, ldp);
+  if (i < npix) dense_tile<1>(pc, a + i * lda, lda, panel, kw, ch, p + i * ldp, ldc, ldp);
+}
+
+void reuse_edge(const uint32_t* at, int64_t ldat, int64_t npix, const uint32_t* words, int64_t nwords, int32_t d,
+                const int32_t* parent, int32_t* child) {
+  Popc pc;
+  __m256i dv = _mm256_set1_epi32(d);
+  for (int64_t i = 0; i < npix; i += 16) {
+    __m256i acc0 = _mm256_setzero_si256(), acc1 = acc0;
+    for (int64_t j0 = 0; j0 < nwords; j0 += kByteSteps) {
+      int64_t j1 = j0 + kByteSteps < nwords ? j0 + kByteSteps : nwords;
+      __m256i s0 = _mm256_setzero_si256(), s1 = s0;
+      for (int64_t j = j0; j < j1; ++j) {
+        const uint32_t* row = at + int64_t(words[3 * j]) * ldat + i;
+        __m256i mask = _mm256_set1_epi32(int(words[3 * j + 1])), pb = _mm256_set1_epi32(int(words[3 * j + 2]));
+        __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row));
+        __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 8));
+        s0 = _mm256_add_epi8(s0, pc.bytes(_mm256_xor_si256(_mm256_and_si256(v0, mask), pb)));
+        s1 = _mm256_add_epi8(s1, pc.bytes(_mm256_xor_si256(_mm256_and_si256(v1, mask), pb)));
+      }
+      acc0 = _mm256_add_epi32(acc0, pc.widen(s0));
+      acc1 = _mm256_add_epi32(acc1, pc.widen(s1));
+    }
+    for (int h = 0; h < 2; ++h) {
+      __m256i acc = h ? acc1 : acc0;
+      __m256i par = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(parent + i + 8 * h));
+      __m256i r = _mm256_sub_epi32(_mm256_add_epi32(par, dv), _mm256_slli_epi32(acc, 1));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(child + i + 8 * h), r);
+    }
+  }
+}
+
+void pack_nhwc(const float* x, int64_t pixels, int64_t c, const float* thr, uint32_t* out) {
+  int64_t wc = (c + 31) / 32;
+  for (int64_t i = 0; i < pixels; ++i) {
+    const float* px = x + i * c;
+    for (int64_t w = 0; w < wc; ++w) {
+      int64_t c0 = w * 32, n = c - c0 < 32 ? c - c0 : 32;
+      uint32_t word = 0;
+      int64_t b = 0;
+      for (; b + 8 <= n; b += 8) {
+        __m256 v = _mm256_cmp_ps(_mm256_loadu_ps(px + c0 + b), _mm256_loadu_ps(thr + c0 + b), _CMP_LT_OQ);
+        word |= uint32_t(_mm256_movemask_ps(v)) << b;
+      }
+      for (; b < n; ++b) word |= uint32_t(px[c0 + b] < thr[c0 + b]) << b;
+      out[i * wc + w] = word;
+    }
+  }
+}
+
+void pack_nchw(const float* x, int64_t ld, int64_t count, int64_t c, const float* thr, uint32_t* out) {
+  int64_t wc = (c + 31) / 32;
+  int64_t i = 0;
+  for (; i + 8 <= count; i += 8) {
+    for (int64_t w = 0; w < wc; ++w) {
+      __m256i acc = _mm256_setzero_si256();
+      int64_t nb = c - w * 32 < 32 ? c - w * 32 : 32;
+      for (int64_t b = 0; b < nb; ++b) {
+        int64_t ch = w * 32 + b;
+        __m256 m = _mm256_cmp_ps(_mm256_loadu_ps(x + ch * ld + i), _mm256_set1_ps(thr[ch]), _CMP_LT_OQ);
+        acc = _mm256_or_si256(acc, _mm256_and_si256(_mm256_castps_si256(m), _mm256_set1_epi32(int(1u << b))));
+      }
+      alignas(32) uint32_t buf[8];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(buf), acc);
+      for (int l = 0; l < 8; ++l) out[(i + l) * wc + w] = buf[l];
+    }
+  }
+  for (; i < count; ++i)
+    for (int64_t w = 0; w < wc; ++w) {
+      uint32_t word = 0;
+      int64_t nb = c - w * 32 < 32 ? c - w * 32 : 32;
+      for (int64_t b = 0; b < nb; ++b) word |= uint32_t(x[(w * 32 + b) * ld + i] < thr[w * 32 + b]) << b;
+      out[i * wc + w] = word;
+    }
+}
+
+void distances(const uint32_t* row, const uint32_t* rows, int64_t n, int64_t kw, int32_t* hamming,
+               int32_t* diff_words) {
+  for (int64_t v = 0; v < n; ++v) {
+    int32_t h = 0, dw = 0;
+    for (int64_t k = 0; k < kw; ++k) {
+      uint32_t x = row[k] ^ rows[v * kw + k];
+      h += __builtin_popcount(x);  // -mpopcnt: one instruction
+      dw += x != 0;
+    }
+    hamming[v] = h;
+    diff_words[v] = dw;
+  }
+}
+
+void sign_bits(const int32_t* dot, const int32_t* lo, const int32_t* hi, int64_t n, uint32_t* out) {
+  for (int64_t w = 0; w * 32 < n; ++w) {
+    uint32_t word = 0;
+    int64_t nb = n - w * 32 < 32 ? n - w * 32 : 32, b = 0;
+    for (; b + 8 <= nb; b += 8) {
+      const int64_t c = w * 32 + b;
+      __m256i d = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(dot + c));
+      __m256i below = _mm256_cmpgt_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(lo + c)), d);
+      __m256i above = _mm256_cmpgt_epi32(d, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(hi + c)));
+      word |= uint32_t(~_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_or_si256(below, above))) & 0xff) << b;
+    }
+    for (; b < nb; ++b) {
+      int64_t c = w * 32 + b;
+      word |= uint32_t(dot[c] >= lo[c] && dot[c] <= hi[c]) << b;
+    }
+    out[w] = word;
+  }
+}
+
+// Eight data vectors stay in registers and are counted four times per pass (256 words): the ALU
+// ceiling of the pshufb popcount, with no loads.
+uint64_t popcount_loop(const uint32_t* data, int64_t reps) {
+  Popc pc;
+  __m256i d[8], acc[4];
+  for (int j = 0; j < 8; ++j) d[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(data + 8 * j));
+  for (auto& a : acc) a = _mm256_setzero_si256();
+  for (int64_t r = 0; r < reps; ++r) {
+    __m256i s[4], key[4];
+    for (auto& v : s) v = _mm256_setzero_si256();
+    for (int q = 0; q < 4; ++q) key[q] = _mm256_set1_epi32(int(4 * r + q));
+#pragma GCC unroll 32
+    for (int j = 0; j < 32; ++j)  // 8 byte-steps per accumulator stay below 256
+      s[j & 3] = _mm256_add_epi8(s[j & 3], pc.bytes(_mm256_xor_si256(d[j & 7], key[j >> 3])));
+    for (int q = 0; q < 4; ++q) acc[q] = _mm256_add_epi32(acc[q], pc.widen(s[q]));
+  }
+  alignas(32) uint32_t buf[8];
+  uint64_t total = 0;
+  for (auto& a : acc) {
+    _mm256_store_si256(reinterpret_cast<__m256i*>(buf), a);
+    for (uint32_t v : buf) total += v;
+  }
+  return total;
+}
+
+}  // namespace
+
+const Kernels& kernels_avx2() {
+  static const Kernels k{dense_panel, reuse_edge, pack_nhwc, pack_nchw, distances, transpose_words_avx2, sign_bits, popcount_loop};
+  return k;
+}
+
+}  // namespace xnorm::bconv

@@ -1,0 +1,211 @@
+// AVX-512 kernels with VPOPCNTDQ: one vpopcntd counts 16 words (16 output channels, or 16 pixels).
+#include <immintrin.h>
+
+#include "bconv.h"
+#include "kernels.h"
+#include "transpose8x8.h"
+
+namespace xnorm::bconv {
+namespace {
+
+inline __m512i popc_xor(__m512i a, __m512i b) { return _mm512_popcnt_epi32(_mm512_xor_si512(a, b)); }
+
+// MR pixels x 32 channels held in 2*MR accumulators; each step broadcasts one input word per pixel.
+template <int MR>
+void dense_tile(const uint32_t* a, int64_t lda, const uint32_t* panel, int64_t kw, const uint32_t* ch, int32_t* p,
+                int64_t ldc, int64_t ldp, int nvalid) {
+  __m512i acc0[MR], acc1[MR];
+  for (int r = 0; r < MR; ++r) acc0[r] = acc1[r] = _mm512_setzero_si512();
+  for (int64_t k = 0; k < kw; ++k) {
+    __m512i b0 = _mm512_loadu_si512(panel + k * kPanelWidth);
+    __m512i b1 = _mm512_loadu_si512(panel + k * kPanelWidth + 16);
+    for (int r = 0; r < MR; ++r) {
+      __m512i x = _mm512_set1_epi32(int(a[r * lda + k]));
+      acc0[r] = _mm512_add_epi32(acc0[r], popc_xor(x, b0));
+      acc1[r] = _mm512_add_epi32(acc1[r], popc_xor(x, b1));
+    }
+  }
+  if (nvalid > 0) {  // pixel-major tile, channels ch[0] .. ch[0] + nvalid - 1: whole-vector stores
+    __mmask16 m0 = __mmask16(nvalid >= 16 ? 0xffff : (1u << nvalid) - 1);
+    __mmask16 m1 = __mmask16(nvalid >= 32 ? 0xffff : nvalid > 16 ? (1u << (nvalid - 16)) - 1 : 0);
+    for (int r = 0; r < MR; ++r) {
+      _mm512_mask_storeu_epi32(p + r * ldp + ch[0], m0, acc0[r]);
+      _mm512_mask_storeu_epi32(p + r * ldp + ch[0] + 16, m1, acc1[r]);
+    }
+    return;
+  }
+  alignas(64) int32_t buf[MR][kPanelWidth];
+  for (int r = 0; r < MR; ++r) {
+    _mm512_store_si512(buf[r], acc0[r]);
+    _mm512_store_si512(buf[r] + 16, acc1[r]);
+  }
+  for (int c = 0; c < kPanelWidth; ++c) {
+    if (ch[c] == kNoChannel) continue;
+    int32_t* dst = p + int64_t(ch[c]) * ldc;
+    for (int r = 0; r < MR; ++r) dst[r * ldp] = buf[r][c];
+  }
+}
+
+// Number of leading channels when they are consecutive and the tile is pixel-major; 0 otherwise.
+inline int contiguous_run(const uint32_t* ch, int64_t ldc) {
+  if (ldc != 1) return 0;
+  int n = 0;
+  while (n < kPanelWidth && ch[n] != kNoChannel) ++n;
+  for (int c = n; c < kPanelWidth; ++c)
+    if (ch[c] != kNoChannel) return 0;
+  return n > 0 && ch[n - 1] == ch[0] + uint32_t(n - 1) ? n : 0;
+}
+
+void dense_panel(const uint32_t* a, int64_t lda, int64_t npix, const uint32_t* panel, int64_t kw,
+                 const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp) {
+  const int nv = contiguous_run(ch, ldc);
+  int64_t i = 0;
+  for (; i + 8 <= npix; i += 8) dense_tile<8>(a + i * lda, lda, panel, kw, ch, p + i * ldp, ldc, ldp, nv);
+  switch (npix - i) {
+    case 7: dense_tile<7>(a + i * lda, lda, panel, kw, ch, p + i * ldp, ldc, ldp, nv); break;
+    case 6: dense_tile<6>(a + i * lda, lda, panel, kw, ch, p + i * ldp, ldc, ldp, nv); break;
+    case 5: dense_tile<5>(a + i * lda, lda, panel, kw, ch, p + i * ldp, ldc, ldp, nv); break;
+    case 4: dense_tile<4>(a + i * lda, lda, panel, kw, ch, p + i * ldp, ldc, ldp, nv); break;
+    case 3: dense_tile<3>(a + i * lda, lda, panel, kw, ch, p + i * ldp, ldc, ldp, nv); break;
+    case 2: dense_tile<2>(a + i * lda, lda, panel, kw, ch, p + i * ldp, ldc, ldp, nv); break;
+    case 1: dense_tile<1>(a + i * lda, lda, panel, kw, ch, p + i * ldp, ldc, ldp, nv); break;
+    default: break;
+  }
+}
+
+template <int V>
+inline void reuse_block(const uint32_t* at, int64_t ldat, const uint32_t* words, int64_t nwords, int32_t d,
+                        const int32_t* parent, int32_t* child) {
+  __m512i acc[V];
+  for (int v = 0; v < V; ++v) acc[v] = _mm512_setzero_si512();
+  for (int64_t j = 0; j < nwords; ++j) {
+    const uint32_t* row = at + int64_t(words[3 * j]) * ldat;
+    __m512i mask = _mm512_set1_epi32(int(words[3 * j + 1])), pb = _mm512_set1_epi32(int(words[3 * j + 2]));
+    for (int v = 0; v < V; ++v)
+      acc[v] = _mm512_add_epi32(acc[v], popc_xor(_mm512_and_si512(_mm512_loadu_si512(row + 16 * v), mask), pb));
+  }
+  __m512i dv = _mm512_set1_epi32(d);
+  for (int v = 0; v < V; ++v) {
+    __m512i r = _mm512_add_epi32(_mm512_loadu_si512(parent + 16 * v), dv);
+    _mm512_storeu_si512(child + 16 * v, _mm512_sub_epi32(r, _mm512_slli_epi32(acc[v], 1)));
+  }
+}
+
+void reuse_edge(const uint32_t* at, int64_t ldat, int64_t npix, const uint32_t* words, int64_t nwords, int32_t d,
+                const int32_t* parent, int32_t* child) {
+  int64_t i = 0;
+  for (; i + 64 <= npix; i += 64) reuse_block<4>(at + i, ldat, words, nwords, d, parent + i, child + i);
+  for (; i < npix; i += 16) reuse_block<1>(at + i, ldat, words, nwords, d, parent + i, child + i);
+}
+
+inline __mmask16 first_n(int64_t n) { return n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1); }
+
+void pack_nhwc(const float* x, int64_t pixels, int64_t c, const float* thr, uint32_t* out) {
+  int64_t wc = (c + 31) / 32;
+  for (int64_t i = 0; i < pixels; ++i) {
+    const float* px = x + i * c;
+    for (int64_t w = 0; w < wc; ++w) {
+      int64_t c0 = w * 32;
+      __mmask16 m0 = first_n(c - c0), m1 = first_n(c - c0 - 16 > 0 ? c - c0 - 16 : 0);
+      __mmask16 b0 = _mm512_mask_cmp_ps_mask(m0, _mm512_maskz_loadu_ps(m0, px + c0),
+                                             _mm512_maskz_loadu_ps(m0, thr + c0), _CMP_LT_OQ);
+      __mmask16 b1 = _mm512_mask_cmp_ps_mask(m1, _mm512_maskz_loadu_ps(m1, px + c0 + 16),
+                                             _mm512_maskz_loadu_ps(m1, thr + c0 + 16), _CMP_LT_OQ);
+      out[i * wc + w] = uint32_t(b0) | (uint32_t(b1) << 16);
+    }
+  }
+}
+
+// 256 pixels at a time (16 vectors): for each channel of a word, set its bit in the lanes whose value is
+// below the threshold (a masked OR). Each plane is read in 1 KiB runs, so the prefetchers keep up
+// with one stream per channel, and nothing is transposed bit by bit.
+void pack_nchw(const float* x, int64_t ld, int64_t count, int64_t c, const float* thr, uint32_t* out) {
+  constexpr int V = 16;
+  int64_t wc = (c + 31) / 32;
+  alignas(64) uint32_t buf[V * 16];
+  for (int64_t i = 0; i < count; i += 16 * V) {
+    __mmask16 lanes[V];
+    for (int v = 0; v < V; ++v) lanes[v] = first_n(count - i - 16 * v > 0 ? count - i - 16 * v : 0);
+    int64_t n = count - i < 16 * V ? count - i : 16 * V;
+    for (int64_t w = 0; w < wc; ++w) {
+      __m512i acc[V];
+      for (auto& a : acc) a = _mm512_setzero_si512();
+      int64_t nb = c - w * 32 < 32 ? c - w * 32 : 32;
+      for (int64_t b = 0; b < nb; ++b) {
+        int64_t ch = w * 32 + b;
+        const float* plane = x + ch * ld + i;
+        __m512 t = _mm512_set1_ps(thr[ch]);
+        __m512i bit = _mm512_set1_epi32(int(1u << b));
+        for (int v = 0; v < V; ++v) {
+          // One stream per channel is more than the hardware prefetchers follow: fetch this plane's
+          // next block into L2 now (prefetches never fault, so running past the end is harmless).
+          _mm_prefetch(reinterpret_cast<const char*>(plane + 16 * (V + v)), _MM_HINT_T1);
+          __mmask16 m = _mm512_mask_cmp_ps_mask(lanes[v], _mm512_maskz_loadu_ps(lanes[v], plane + 16 * v), t, _CMP_LT_OQ);
+          acc[v] = _mm512_mask_or_epi32(acc[v], m, acc[v], bit);
+        }
+      }
+      if (wc == 1) {
+        for (int v = 0; v < V; ++v) _mm512_mask_storeu_epi32(out + i + 16 * v, lanes[v], acc[v]);
+        continue;
+      }
+      for (int v = 0; v < V; ++v) _mm512_store_si512(buf + 16 * v, acc[v]);
+      for (int64_t p = 0; p < n; ++p) out[(i + p) * wc + w] = buf[p];
+    }
+  }
+}
+
+void distances(const uint32_t* row, const uint32_t* rows, int64_t n, int64_t kw, int32_t* hamming,
+               int32_t* diff_words) {
+  for (int64_t v = 0; v < n; ++v) {
+    const uint32_t* other = rows + v * kw;
+    __m512i h = _mm512_setzero_si512();
+    int32_t dw = 0;
+    for (int64_t k = 0; k < kw; k += 16) {
+      __mmask16 m = first_n(kw - k);
+      __m512i x = _mm512_xor_si512(_mm512_maskz_loadu_epi32(m, row + k), _mm512_maskz_loadu_epi32(m, other + k));
+      h = _mm512_add_epi32(h, _mm512_popcnt_epi32(x));
+      dw += __builtin_popcount(_mm512_test_epi32_mask(x, x));
+    }
+    hamming[v] = _mm512_reduce_add_epi32(h);
+    diff_words[v] = dw;
+  }
+}
+
+void sign_bits(const int32_t* dot, const int32_t* lo, const int32_t* hi, int64_t n, uint32_t* out) {
+  for (int64_t w = 0; w * 32 < n; ++w) {
+    uint32_t word = 0;
+    for (int h = 0; h < 2; ++h) {
+      int64_t c = w * 32 + 16 * h;
+      __mmask16 m = first_n(n - c > 0 ? n - c : 0);
+      __m512i d = _mm512_maskz_loadu_epi32(m, dot + c);
+      __mmask16 in = _mm512_mask_cmple_epi32_mask(m, _mm512_maskz_loadu_epi32(m, lo + c), d);
+      in = _mm512_mask_cmple_epi32_mask(in, d, _mm512_maskz_loadu_epi32(m, hi + c));
+      word |= uint32_t(in) << (16 * h);
+    }
+    out[w] = word;
+  }
+}
+
+// The data stay in registers: this is the ALU ceiling of XOR + popcount + add, with no loads.
+uint64_t popcount_loop(const uint32_t* data, int64_t reps) {
+  __m512i d[16], acc[8];
+  for (int j = 0; j < 16; ++j) d[j] = _mm512_loadu_si512(data + 16 * j);
+  for (auto& a : acc) a = _mm512_setzero_si512();
+  for (int64_t r = 0; r < reps; ++r) {
+    __m512i key = _mm512_set1_epi32(int(r));
+#pragma GCC unroll 16
+    for (int j = 0; j < 16; ++j) acc[j & 7] = _mm512_add_epi32(acc[j & 7], popc_xor(d[j], key));
+  }
+  uint64_t s = 0;
+  for (auto& a : acc) s += uint32_t(_mm512_reduce_add_epi32(a));
+  return s;
+}
+
+}  // namespace
+
+const Kernels& kernels_avx512() {
+  static const Kernels k{dense_panel, reuse_edge, pack_nhwc, pack_nchw, distances, transpose_words_avx2, sign_bits, popcount_loop};
+  return k;
+}
+
+}  // namespace xnorm::bconv

@@ -1,0 +1,114 @@
+// Plain C++ kernels: the fallback on any CPU, and the model the SIMD versions follow.
+#include "bconv.h"
+#include "kernels.h"
+
+namespace xnorm::bconv {
+namespace {
+
+// Bit-slicing popcount: the baseline x86-64 target has no popcnt instruction.
+inline uint32_t popc(uint32_t v) {
+  v = v - ((v >> 1) & 0x55555555u);
+  v = (v & 0x33333333u) + ((v >> 2) & 0x33333333u);
+  v = (v + (v >> 4)) & 0x0f0f0f0fu;
+  return (v * 0x01010101u) >> 24;
+}
+
+void dense_panel(const uint32_t* a, int64_t lda, int64_t npix, const uint32_t* panel, int64_t kw,
+                 const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp) {
+  for (int64_t i = 0; i < npix; ++i) {
+    int32_t acc[kPanelWidth] = {};
+    const uint32_t* row = a + i * lda;
+    for (int64_t k = 0; k < kw; ++k) {
+      uint32_t x = row[k];
+      const uint32_t* wk = panel + k * kPanelWidth;
+      for (int c = 0; c < kPanelWidth; ++c) acc[c] += int32_t(popc(x ^ wk[c]));
+    }
+    for (int c = 0; c < kPanelWidth; ++c)
+      if (ch[c] != kNoChannel) p[int64_t(ch[c]) * ldc + i * ldp] = acc[c];
+  }
+}
+
+void reuse_edge(const uint32_t* at, int64_t ldat, int64_t npix, const uint32_t* words, int64_t nwords, int32_t d,
+                const int32_t* parent, int32_t* child) {
+  for (int64_t i = 0; i < npix; ++i) child[i] = parent[i] + d;
+  for (int64_t j = 0; j < nwords; ++j) {
+    const uint32_t* row = at + int64_t(words[3 * j]) * ldat;
+    uint32_t mask = words[3 * j + 1], pb = words[3 * j + 2];
+    for (int64_t i = 0; i < npix; ++i) child[i] -= 2 * int32_t(popc((row[i] & mask) ^ pb));
+  }
+}
+
+void pack_nhwc(const float* x, int64_t pixels, int64_t c, const float* thr, uint32_t* out) {
+  int64_t wc = (c + 31) / 32;
+  for (int64_t i = 0; i < pixels; ++i) {
+    const float* px = x + i * c;
+    for (int64_t w = 0; w < wc; ++w) {
+      uint32_t word = 0;
+      int64_t c0 = w * 32, n = c - c0 < 32 ? c - c0 : 32;
+      for (int64_t b = 0; b < n; ++b) word |= uint32_t(px[c0 + b] < thr[c0 + b]) << b;
+      out[i * wc + w] = word;
+    }
+  }
+}
+
+void pack_nchw(const float* x, int64_t ld, int64_t count, int64_t c, const float* thr, uint32_t* out) {
+  int64_t wc = (c + 31) / 32;
+  for (int64_t i = 0; i < count * wc; ++i) out[i] = 0;
+  for (int64_t ch = 0; ch < c; ++ch) {
+    const float* plane = x + ch * ld;
+    uint32_t bit = 1u << (ch & 31);
+    uint32_t* o = out + ch / 32;
+    for (int64_t i = 0; i < count; ++i)
+      if (plane[i] < thr[ch]) o[i * wc] |= bit;
+  }
+}
+
+void distances(const uint32_t* row, const uint32_t* rows, int64_t n, int64_t kw, int32_t* hamming,
+               int32_t* diff_words) {
+  for (int64_t v = 0; v < n; ++v) {
+    int32_t h = 0, dw = 0;
+    for (int64_t k = 0; k < kw; ++k) {
+      uint32_t x = row[k] ^ rows[v * kw + k];
+      h += int32_t(popc(x));
+      dw += x != 0;
+    }
+    hamming[v] = h;
+    diff_words[v] = dw;
+  }
+}
+
+void transpose(const uint32_t* src, int64_t rows, int64_t cols, int64_t lds, uint32_t* dst, int64_t ldd) {
+  // 16 x 16 blocks keep both sides in L1 (a plain loop writes a new cache line on every store).
+  for (int64_t rb = 0; rb < rows; rb += 16)
+    for (int64_t cb = 0; cb < cols; cb += 16)
+      for (int64_t r = rb; r < rows && r < rb + 16; ++r)
+        for (int64_t c = cb; c < cols && c < cb + 16; ++c) dst[c * ldd + r] = src[r * lds + c];
+}
+
+void sign_bits(const int32_t* dot, const int32_t* lo, const int32_t* hi, int64_t n, uint32_t* out) {
+  for (int64_t w = 0; w * 32 < n; ++w) {
+    uint32_t word = 0;
+    int64_t nb = n - w * 32 < 32 ? n - w * 32 : 32;
+    for (int64_t b = 0; b < nb; ++b) {
+      int64_t c = w * 32 + b;
+      word |= uint32_t(dot[c] >= lo[c] && dot[c] <= hi[c]) << b;
+    }
+    out[w] = word;
+  }
+}
+
+uint64_t popcount_loop(const uint32_t* data, int64_t reps) {
+  uint64_t acc = 0;
+  for (int64_t r = 0; r < reps; ++r)
+    for (int k = 0; k < 256; ++k) acc += popc(data[k] ^ uint32_t(r));
+  return acc;
+}
+
+}  // namespace
+
+const Kernels& kernels_portable() {
+  static const Kernels k{dense_panel, reuse_edge, pack_nhwc, pack_nchw, distances, transpose, sign_bits, popcount_loop};
+  return k;
+}
+
+}  // namespace xnorm::bconv

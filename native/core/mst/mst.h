@@ -1,0 +1,54 @@
+// MST channel reuse: output channels whose binary weights are close are computed from a parent channel's
+// popcounts plus a correction over the differing words (DESIGN.md "Binary"):
+//   popc(x ^ w_j) = popc(x ^ w_i) + |D| - 2 * popc((x ^ w_i) & m_D),  m_D = w_i ^ w_j.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "../bconv/bconv.h"
+
+namespace xnorm::mst {
+
+enum class Reuse { Auto = 0, Always = 1, Never = 2 };
+
+// Per-pixel costs (seconds) of the executor in use, measured once per process on this CPU by timing
+// real convolutions (see calibrate() in mst.cc). A channel is worth reusing when
+// reuse_per_edge + reuse_per_word * differing_words < dense_per_word * words_per_channel.
+struct Costs {
+  double dense_per_word;      // computing one channel densely, per word of its weights (net of edge costs)
+  double reuse_per_word;      // one edge, per differing word
+  double reuse_per_edge;      // fixed part of an edge (0 when folded into dense_per_word)
+  double transpose_per_word;  // having any edge at all, per (input word + output channel) of a pixel
+};
+const Costs& calibrated_costs();
+
+// parent[c] = -1 (computed densely) or a channel of the same group. Prim's algorithm per group over
+// a virtual root whose edge cost is a channel's from-scratch cost; `Always` weighs edges by Hamming
+// distance (root: K), `Auto` by the calibrated cost of the differing words (root: the dense cost, less a
+// margin so reuse is chosen only where it clearly pays). Depth > maxDepth is cut by re-rooting.
+std::vector<int32_t> build_tree(const uint32_t* words, const bconv::WeightShape& s, Reuse reuse, int32_t max_depth);
+
+// Checks a parent array: range, same group, no cycles; returns each channel's depth (roots 0).
+// Fails with CorruptPlan.
+std::vector<int32_t> depths(const std::vector<int32_t>& parent, const bconv::WeightShape& s);
+
+struct Built {
+  std::vector<uint32_t> panels;  // panel records for the roots (bconv::build_panels)
+  int64_t npanels = 0;
+  std::vector<uint32_t> edges;   // edge records in level order
+  int64_t nedges = 0;
+  int32_t depth = 0;
+  int64_t total_distance = 0;    // sum of Hamming distances on reuse edges
+  double bits_processed = 0;     // roots * K + total_distance
+};
+Built build_execution(const uint32_t* words, const bconv::WeightShape& s, const std::vector<int32_t>& parent);
+
+// Versioned, checksummed bytes: header, shape, a hash of the weights, the parent array.
+int64_t serialized_size(const bconv::WeightShape& s);
+void serialize(const uint32_t* words, const bconv::WeightShape& s, const std::vector<int32_t>& parent, Reuse reuse,
+               int32_t max_depth, uint8_t* out);
+// Rejects (CorruptPlan) any byte string that is truncated, altered, or made for other weights or shapes.
+std::vector<int32_t> deserialize(const uint8_t* bytes, int64_t len, const uint32_t* words, const bconv::WeightShape& s,
+                                 Reuse* reuse, int32_t* max_depth);
+
+}  // namespace xnorm::mst

@@ -1,0 +1,348 @@
+import { spawnSync } from 'child_process';
+import * as path from 'path';
+import { describe, expect, it } from 'vitest';
+import {
+  XnormError,
+  binaryConv2d,
+  binaryConv2dReferenceSync,
+  binaryConv2dSync,
+  binaryLinearSync,
+  info,
+  packBits,
+  packBitsSync,
+  packWeights,
+  popcountPeak,
+  tensor,
+  unpackBitsSync,
+} from '../lib';
+import { native } from '../lib/native';
+
+function rng(seed: number) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** ±1 values (and some exact zeros, which count as +1). */
+function signs(n: number, r: () => number): Float32Array {
+  return Float32Array.from({ length: n }, () => {
+    const u = r();
+    return u < 0.05 ? 0 : u < 0.5 ? -1 : 1;
+  });
+}
+const sgn = (v: number) => (v < 0 ? -1 : 1);
+
+interface Case {
+  n: number; h: number; w: number; c: number; cout: number; kh: number; kw: number;
+  stride: [number, number]; padding: [number, number]; dilation: [number, number]; groups: number;
+}
+
+/** Plain float convolution of the ±1 values, NHWC in and out: exact integers. */
+function floatConv(x: Float32Array, w: Float32Array, k: Case, padValue: 'one' | 'zero') {
+  const cinG = k.c / k.groups, coutG = k.cout / k.groups;
+  const oh = Math.floor((k.h + 2 * k.padding[0] - k.dilation[0] * (k.kh - 1) - 1) / k.stride[0]) + 1;
+  const ow = Math.floor((k.w + 2 * k.padding[1] - k.dilation[1] * (k.kw - 1) - 1) / k.stride[1]) + 1;
+  const out = new Float64Array(k.n * oh * ow * k.cout);
+  for (let n = 0; n < k.n; n++)
+    for (let oy = 0; oy < oh; oy++)
+      for (let ox = 0; ox < ow; ox++)
+        for (let co = 0; co < k.cout; co++) {
+          const g = Math.floor(co / coutG);
+          let acc = 0;
+          for (let i = 0; i < k.kh; i++)
+            for (let j = 0; j < k.kw; j++) {
+              const iy = oy * k.stride[0] - k.padding[0] + i * k.dilation[0];
+              const ix = ox * k.stride[1] - k.padding[1] + j * k.dilation[1];
+              const inside = iy >= 0 && iy < k.h && ix >= 0 && ix < k.w;
+              for (let ci = 0; ci < cinG; ci++) {
+                const xv = inside ? sgn(x[((n * k.h + iy) * k.w + ix) * k.c + g * cinG + ci]) : padValue === 'one' ? 1 : 0;
+                acc += xv * sgn(w[((co * cinG + ci) * k.kh + i) * k.kw + j]);
+              }
+            }
+          out[((n * oh + oy) * ow + ox) * k.cout + co] = acc;
+        }
+  return { out, oh, ow };
+}
+
+const base: Case = { n: 2, h: 7, w: 6, c: 70, cout: 40, kh: 3, kw: 3, stride: [1, 1], padding: [1, 1], dilation: [1, 1], groups: 1 };
+const cases: Case[] = [
+  base,
+  { ...base, c: 32, cout: 33 },
+  { ...base, c: 5, cout: 3, kh: 1, kw: 1, padding: [0, 0] },
+  { ...base, stride: [2, 2] },
+  { ...base, dilation: [2, 2], padding: [2, 2] },
+  { ...base, kh: 3, kw: 2, stride: [2, 1], padding: [1, 0], dilation: [1, 2] },
+  { ...base, groups: 2 },                             // Cin/g = 35: groups start mid-word
+  { ...base, c: 64, cout: 64, groups: 2 },            // Cin/g = 32: word-aligned groups
+  { ...base, c: 12, cout: 12, groups: 12 },           // depthwise
+  { ...base, n: 1, h: 20, w: 20, c: 130, cout: 70 }, // several tiles, several panels
+];
+const name = (k: Case) =>
+  `N${k.n} ${k.h}x${k.w} C${k.c}->${k.cout} k${k.kh}x${k.kw} s${k.stride} p${k.padding} d${k.dilation} g${k.groups}`;
+
+function setup(k: Case, seed: number) {
+  const r = rng(seed);
+  const xf = signs(k.n * k.h * k.w * k.c, r);
+  const wf = signs(k.cout * (k.c / k.groups) * k.kh * k.kw, r);
+  const x = packBitsSync(tensor(xf, [k.n, k.h, k.w, k.c]), { layout: 'nhwc' });
+  const w = packWeights(tensor(wf, [k.cout, k.c / k.groups, k.kh, k.kw]), { groups: k.groups });
+  const opts = { stride: k.stride, padding: k.padding, dilation: k.dilation };
+  return { xf, wf, x, w, opts, r };
+}
+
+describe('packBits / unpackBits', () => {
+  for (const [c, h, w] of [[1, 5, 3], [31, 5, 3], [32, 9, 11], [33, 10, 10], [70, 5, 3]]) {
+    it(`C = ${c}, ${h}x${w}: NHWC and NCHW pack like sign(), tail bits zero, unpack inverts`, () => {
+      const r = rng(c);
+      const n = 2;
+      const xf = Float32Array.from({ length: n * c * h * w }, () => r() * 2 - 1);
+      const thr = Float32Array.from({ length: c }, () => r() - 0.5);
+      const wc = Math.ceil(c / 32);
+      for (const layout of ['nhwc', 'nchw'] as const) {
+        const shape = layout === 'nhwc' ? [n, h, w, c] : [n, c, h, w];
+        const at = (ni: number, y: number, xx: number, ch: number) =>
+          layout === 'nhwc' ? xf[((ni * h + y) * w + xx) * c + ch] : xf[((ni * c + ch) * h + y) * w + xx];
+        for (const threshold of [undefined, 0.25, tensor(thr, [c])]) {
+          const b = packBitsSync(tensor(xf, shape), { layout, threshold });
+          expect(b.shape).toEqual([n, h, w, c]);
+          expect(b.dtype).toBe('bit');
+          const words = b.dataSync() as Uint32Array;
+          const want = new Uint32Array(n * h * w * wc);
+          for (let ni = 0; ni < n; ni++)
+            for (let y = 0; y < h; y++)
+              for (let xx = 0; xx < w; xx++)
+                for (let ch = 0; ch < c; ch++) {
+                  const t = threshold === undefined ? 0 : typeof threshold === 'number' ? threshold : thr[ch];
+                  if (at(ni, y, xx, ch) < Math.fround(t)) want[((ni * h + y) * w + xx) * wc + (ch >> 5)] |= 1 << (ch & 31);
+                }
+          expect(words).toEqual(want);
+          const u = unpackBitsSync(b, { layout });
+          expect(u.shape).toEqual(shape);
+          const uv = u.dataSync() as Float32Array;
+          for (let ni = 0; ni < n; ni++)
+            for (let y = 0; y < h; y++)
+              for (let xx = 0; xx < w; xx++)
+                for (let ch = 0; ch < c; ch++) {
+                  const bit = (want[((ni * h + y) * w + xx) * wc + (ch >> 5)] >>> (ch & 31)) & 1;
+                  const idx = layout === 'nhwc' ? ((ni * h + y) * w + xx) * c + ch : ((ni * c + ch) * h + y) * w + xx;
+                  expect(uv[idx]).toBe(bit ? -1 : 1);
+                }
+        }
+      }
+    });
+  }
+
+  it('sign(0) = +1 and the async form matches', async () => {
+    const b = await packBits(tensor([0, -0, -1e-30, 1, NaN], [1, 5]));
+    expect(Array.from(b.dataSync() as Uint32Array)).toEqual([0b00100]);
+  });
+});
+
+describe('binaryConv2d against a float convolution of the same ±1 values', () => {
+  for (const k of cases) {
+    it(name(k), () => {
+      const { xf, wf, x, w, opts, r } = setup(k, k.c * 131 + k.cout);
+      for (const padValue of ['one', 'zero'] as const) {
+        const { out, oh, ow } = floatConv(xf, wf, k, padValue);
+        const y = binaryConv2dSync(x, w, { ...opts, padValue, output: 'int32' });
+        expect(y.shape).toEqual([k.n, oh, ow, k.cout]);
+        expect(Array.from(y.dataSync() as Int32Array)).toEqual(Array.from(out));
+        expect(binaryConv2dReferenceSync(x, w, { ...opts, padValue, output: 'int32' }).dataSync()).toEqual(y.dataSync());
+
+        // float: y * scale + bias, clamped; scales include negatives and zero.
+        const scale = Float32Array.from({ length: k.cout }, (_, i) => (i % 7 === 3 ? 0 : r() * 2 - 1));
+        const bias = Float32Array.from({ length: k.cout }, () => (r() - 0.5) * 8);
+        const fo = { ...opts, padValue, scale: tensor(scale, [k.cout]), bias: tensor(bias, [k.cout]) };
+        const yf = binaryConv2dSync(x, w, { ...fo, clamp: [-3, 2.5] }).dataSync() as Float32Array;
+        for (let i = 0; i < out.length; i++) {
+          const co = i % k.cout;
+          const v = Math.min(Math.max(Math.fround(Math.fround(out[i] * scale[co]) + bias[co]), -3), 2.5);
+          expect(yf[i]).toBe(v);
+        }
+        // bits: exactly packBits of the float output, with and without clamp.
+        for (const clamp of [undefined, [-3, 2.5] as [number, number], [0, 1] as [number, number]]) {
+          const yb = binaryConv2dSync(x, w, { ...fo, clamp, output: 'bits' });
+          const yfl = binaryConv2dSync(x, w, { ...fo, clamp });
+          expect(yb.shape).toEqual([k.n, oh, ow, k.cout]);
+          expect(yb.dataSync()).toEqual(packBitsSync(yfl, { layout: 'nhwc' }).dataSync());
+          expect(binaryConv2dReferenceSync(x, w, { ...fo, clamp, output: 'bits' }).dataSync()).toEqual(yb.dataSync());
+        }
+      }
+    });
+  }
+
+  it('async equals sync, and the thread count does not change results', async () => {
+    const k = cases[cases.length - 1];
+    const { x, w, opts } = setup(k, 7);
+    const a = await binaryConv2d(x, w, { ...opts, output: 'int32' });
+    const b = binaryConv2dSync(x, w, { ...opts, output: 'int32' });
+    expect(a.dataSync()).toEqual(b.dataSync());
+  });
+
+  it('ignores stray tail bits in a hand-made bit tensor', () => {
+    const k = { ...base, c: 70 };
+    const { x, w, opts } = setup(k, 3);
+    const dirty = (x.dataSync() as Uint32Array).map((v, i) => (i % 3 === 2 ? v | 0xffffffc0 : v)); // bits 70..95
+    const xd = tensor(dirty, x.shape, { dtype: 'bit' });
+    for (const padValue of ['one', 'zero'] as const)
+      expect(binaryConv2dSync(xd, w, { ...opts, padValue, output: 'int32' }).dataSync()).toEqual(
+        binaryConv2dSync(x, w, { ...opts, padValue, output: 'int32' }).dataSync(),
+      );
+  });
+
+  it('binaryLinear is the 1x1 case', () => {
+    const r = rng(5);
+    const n = 3, kk = 100, cout = 37;
+    const xf = signs(n * kk, r), wf = signs(cout * kk, r);
+    const x = packBitsSync(tensor(xf, [n, kk]));
+    const w = packWeights(tensor(wf, [cout, kk]));
+    const y = binaryLinearSync(x, w, { output: 'int32' });
+    expect(y.shape).toEqual([n, cout]);
+    const want: number[] = [];
+    for (let i = 0; i < n; i++)
+      for (let o = 0; o < cout; o++) {
+        let s = 0;
+        for (let j = 0; j < kk; j++) s += sgn(xf[i * kk + j]) * sgn(wf[o * kk + j]);
+        want.push(s);
+      }
+    expect(Array.from(y.dataSync() as Int32Array)).toEqual(want);
+  });
+});
+
+describe('bad input', () => {
+  const k = base;
+  const { x, w } = setup(k, 1);
+  const code = (fn: () => unknown) => {
+    try {
+      fn();
+    } catch (e) {
+      expect(e).toBeInstanceOf(XnormError);
+      return (e as XnormError).code;
+    }
+    return 'no error';
+  };
+  it('rejects wrong dtypes, shapes and options with XnormError codes', async () => {
+    expect(code(() => binaryConv2dSync(tensor([1, 2], [1, 1, 1, 2]), w))).toBe('ERR_XNORM_DTYPE');
+    expect(code(() => binaryConv2dSync(packBitsSync(tensor(new Float32Array(2 * 5 * 5 * 3), [2, 5, 5, 3]), { layout: 'nhwc' }), w))).toBe('ERR_XNORM_SHAPE');
+    expect(code(() => binaryConv2dSync(x, w, { output: 'half' as never }))).toBe('ERR_XNORM_ARGUMENT');
+    expect(code(() => binaryConv2dSync(x, w, { stride: 0 }))).toBe('ERR_XNORM_ARGUMENT');
+    expect(code(() => binaryConv2dSync(x, w, { padding: -1 }))).toBe('ERR_XNORM_ARGUMENT');
+    expect(code(() => binaryConv2dSync(x, w, { groups: 2 }))).toBe('ERR_XNORM_ARGUMENT');
+    expect(code(() => binaryConv2dSync(x, w, { scale: tensor([1], [1]) }))).toBe('ERR_XNORM_SHAPE');
+    expect(code(() => binaryConv2dSync(x, w, { scale: tensor(new Float32Array(k.cout).fill(NaN), [k.cout]) }))).toBe('ERR_XNORM_ARGUMENT');
+    expect(code(() => binaryConv2dSync(x, w, { output: 'int32', bias: tensor(new Float32Array(k.cout), [k.cout]) }))).toBe('ERR_XNORM_ARGUMENT');
+    expect(code(() => binaryConv2dSync(x, w, { clamp: [2, 1] }))).toBe('ERR_XNORM_ARGUMENT');
+    expect(code(() => binaryConv2dSync(x, w, { dilation: 40 }))).toBe('ERR_XNORM_SHAPE');
+    expect(code(() => binaryConv2dSync(x, {} as never))).toBe('ERR_XNORM_ARGUMENT');
+    expect(code(() => packWeights(tensor([1, 2, 3], [3, 1, 1, 1]), { groups: 2 }))).toBe('ERR_XNORM_SHAPE');
+    expect(code(() => packBitsSync(tensor([1, 2], [2]) as never))).toBe('ERR_XNORM_SHAPE');
+    expect(code(() => packBitsSync(tensor([1, 2], [1, 2]), { threshold: tensor([1], [1]) }))).toBe('ERR_XNORM_SHAPE');
+    const gone = packBitsSync(tensor([1, 2], [1, 2]));
+    gone.dispose();
+    expect(code(() => unpackBitsSync(gone))).toBe('ERR_XNORM_DISPOSED');
+    await expect(binaryConv2d(x, w, { output: 'nope' as never })).rejects.toMatchObject({ code: 'ERR_XNORM_ARGUMENT' });
+  });
+
+  it('the native boundary re-checks what lib/ would have caught', () => {
+    const n = native();
+    const good = {
+      x: x.dataSync(), xshape: x.shape, ...w.nativeArgs(), panels: w.exec.panels, npanels: w.exec.npanels,
+      edges: w.exec.edges, nedges: 0, edgeWords: 0, strideH: 1, strideW: 1, padH: 1, padW: 1, dilationH: 1,
+      dilationW: 1, padValue: 'one', output: 'int32', out: new Int32Array(k.n * k.h * k.w * k.cout),
+    };
+    expect(() => n.binaryConv2d(good)).not.toThrow();
+    expect(code(() => n.binaryConv2d({ ...good, out: new Int32Array(5) }))).toBe('ERR_XNORM_SHAPE');
+    expect(code(() => n.binaryConv2d({ ...good, x: new Float32Array(good.x.length) }))).toBe('ERR_XNORM_DTYPE');
+    expect(code(() => n.binaryConv2d({ ...good, xshape: [2, 7, 6, 71] }))).toBe('ERR_XNORM_SHAPE');
+    expect(code(() => n.binaryConv2d({ ...good, wshape: [2 ** 40, 2 ** 20, 3, 3] }))).toBe('ERR_XNORM_SHAPE');
+    expect(code(() => n.binaryConv2d({ ...good, npanels: 1, panels: good.panels.subarray(0, good.panels.length / 2) }))).toBe('ERR_XNORM_CORRUPT_PLAN');
+    const bad = good.panels.slice();
+    bad[1] = 9999; // a channel that does not exist
+    expect(code(() => n.binaryConv2d({ ...good, panels: bad }))).toBe('ERR_XNORM_CORRUPT_PLAN');
+  });
+});
+
+describe('every ISA level', () => {
+  // The level is fixed when the addon loads, so each one runs in its own process.
+  const childScript = `
+    const root = process.argv[1];
+    const n = require(require.resolve('node-gyp-build', { paths: [root] }))(root);
+    let seed = 99;
+    const rnd = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 4294967296);
+    let mismatches = 0, checks = 0;
+    const eq = (a, b) => { checks++; if (a.length !== b.length || a.some((v, i) => v !== b[i])) mismatches++; };
+    for (const [c, px] of [[1, 37], [33, 37], [64, 300], [70, 530]]) {
+      const xf = Float32Array.from({ length: px * c }, () => rnd() * 2 - 1), wc = Math.ceil(c / 32);
+      for (const layout of ['nhwc', 'nchw']) {
+        const out = new Uint32Array(px * wc), want = new Uint32Array(px * wc);
+        n.packBits({ x: xf, layout, n: 1, c, s: px, threshold: 0.1, out });
+        for (let p = 0; p < px; p++) for (let ch = 0; ch < c; ch++) {
+          const v = layout === 'nhwc' ? xf[p * c + ch] : xf[ch * px + p];
+          if (v < Math.fround(0.1)) want[p * wc + (ch >> 5)] |= 1 << (ch & 31);
+        }
+        eq(out, want);
+      }
+    }
+    const shapes = [[2, 9, 8, 70, 40, 3, 1, 1, 1], [1, 11, 11, 64, 96, 3, 2, 1, 1], [1, 6, 6, 40, 8, 1, 1, 0, 2], [3, 5, 5, 130, 33, 3, 1, 2, 1]];
+    for (const [N, H, W, C, Cout, K, S, P, G] of shapes) {
+      const cinG = C / G, xf = Float32Array.from({ length: N * H * W * C }, () => rnd() - 0.5);
+      const x = new Uint32Array(N * H * W * Math.ceil(C / 32));
+      n.packBits({ x: xf, layout: 'nhwc', n: 1, c: C, s: N * H * W, threshold: 0, out: x });
+      // Weights: a few prototypes with flipped bits, so MST plans have edges.
+      const proto = Float32Array.from({ length: 3 * cinG * K * K }, () => rnd() - 0.5);
+      const wf = Float32Array.from({ length: Cout * cinG * K * K }, (_, i) => {
+        const v = proto[((Math.floor(i / (cinG * K * K)) % 3) * cinG * K * K) + (i % (cinG * K * K))];
+        return rnd() < 0.03 ? -v : v;
+      });
+      const wa = { wshape: [Cout, cinG, K, K], groups: G };
+      const words = new Uint32Array(Cout * K * K * Math.ceil(cinG / 32));
+      n.packWeights({ ...wa, w: wf, out: words });
+      const OH = Math.floor((H + 2 * P - K) / S) + 1, OW = Math.floor((W + 2 * P - K) / S) + 1;
+      for (const reuse of ['never', 'always']) {
+        const parent = new Int32Array(Cout);
+        n.mstPlan({ ...wa, words, reuse, maxDepth: 3, parent });
+        const e = n.binaryExecution({ ...wa, words, parent });
+        for (const padValue of ['one', 'zero']) for (const output of ['int32', 'float', 'bits']) {
+          const scale = output === 'int32' ? undefined : Float32Array.from({ length: Cout }, () => rnd() * 2 - 1);
+          const len = output === 'bits' ? N * OH * OW * Math.ceil(Cout / 32) : N * OH * OW * Cout;
+          const mk = () => (output === 'bits' ? new Uint32Array(len) : output === 'int32' ? new Int32Array(len) : new Float32Array(len));
+          const a = { ...wa, words, x, xshape: [N, H, W, C], strideH: S, strideW: S, padH: P, padW: P, dilationH: 1, dilationW: 1,
+                      padValue, output, scale, panels: e.panels, npanels: e.npanels, edges: e.edges, nedges: e.nedges, edgeWords: e.edges.length };
+          const fast = mk(), ref = mk();
+          n.binaryConv2d({ ...a, out: fast });
+          n.binaryConv2dReference({ ...a, out: ref });
+          eq(fast, ref);
+        }
+      }
+    }
+    console.log(JSON.stringify({ isa: n.info().isaLevel, warning: n.info().isaWarning, checks, mismatches }));
+  `;
+  for (const isa of ['portable', 'avx2', 'avx512']) {
+    it(`${isa}: packBits, dense and MST kernels match the reference`, () => {
+      const root = path.join(__dirname, '..');
+      const r = spawnSync(process.execPath, ['-e', childScript, root], {
+        env: { ...process.env, XNORM_ISA: isa },
+        encoding: 'utf8',
+        timeout: 120_000,
+      });
+      expect(r.status, r.stderr).toBe(0);
+      const res = JSON.parse(r.stdout.trim().split('\n').pop()!);
+      if (res.isa !== isa) {
+        console.log(`skipped ${isa}: ${res.warning}`);
+        return;
+      }
+      expect(res.checks).toBeGreaterThan(50);
+      expect(res.mismatches).toBe(0);
+    });
+  }
+});
+
+it('popcountPeak reports a positive rate', () => {
+  expect(popcountPeak(0.02)).toBeGreaterThan(1e8);
+  expect(info().cpu.isa.length).toBeGreaterThan(0);
+});

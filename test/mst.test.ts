@@ -1,0 +1,231 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import {
+  BinaryWeights,
+  MstPlan,
+  XnormError,
+  binaryConv2dSync,
+  binaryLinearSync,
+  mstPlan,
+  packBitsSync,
+  packWeights,
+  tensor,
+} from '../lib';
+
+function rng(seed: number) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Cout channels, each a copy of one of `protos` prototype channels with every sign flipped with probability p. */
+function prototypeWeights(cout: number, perChannel: number, protos: number, p: number, r: () => number): Float32Array {
+  const proto = Float32Array.from({ length: protos * perChannel }, () => (r() < 0.5 ? -1 : 1));
+  return Float32Array.from({ length: cout * perChannel }, (_, i) => {
+    const v = proto[(Math.floor(i / perChannel) % protos) * perChannel + (i % perChannel)];
+    return r() < p ? -v : v;
+  });
+}
+
+function layer(seed: number, o: { cout?: number; cin?: number; k?: number; groups?: number; p?: number } = {}) {
+  const r = rng(seed);
+  const cout = o.cout ?? 48, cin = o.cin ?? 70, k = o.k ?? 3, groups = o.groups ?? 1, p = o.p ?? 0.02;
+  const wf = prototypeWeights(cout, (cin / groups) * k * k, 4, p, r);
+  const w = packWeights(tensor(wf, [cout, cin / groups, k, k]), { groups });
+  const xf = Float32Array.from({ length: 2 * 9 * 7 * cin }, () => r() - 0.5);
+  const x = packBitsSync(tensor(xf, [2, 9, 7, cin]), { layout: 'nhwc' });
+  const scale = tensor(Float32Array.from({ length: cout }, () => r() * 2 - 1), [cout]);
+  const bias = tensor(Float32Array.from({ length: cout }, () => (r() - 0.5) * 6), [cout]);
+  return { w, x, scale, bias, cout, k };
+}
+
+function checkTree(plan: MstPlan, groups: number) {
+  const cout = plan.parent.length, cog = cout / groups;
+  const level = new Int32Array(cout).fill(-1);
+  plan.levels.forEach((chs, d) => chs.forEach((c) => (level[c] = d)));
+  expect(Array.from(level).every((d) => d >= 0)).toBe(true);
+  expect(plan.levels.reduce((s, l) => s + l.length, 0)).toBe(cout);
+  for (let c = 0; c < cout; c++) {
+    const p = plan.parent[c];
+    if (p < 0) expect(level[c]).toBe(0);
+    else {
+      expect(Math.floor(p / cog)).toBe(Math.floor(c / cog));
+      expect(level[c]).toBe(level[p] + 1);
+    }
+  }
+  expect(plan.depth).toBe(plan.levels.length - 1);
+  expect(plan.depth).toBeLessThanOrEqual(plan.maxDepth);
+}
+
+describe('mstPlan', () => {
+  it('builds a forest of bounded depth whose reuse results are bit-identical to dense', () => {
+    for (const [groups, cin] of [[1, 70], [2, 70], [2, 64]]) {
+      const { w, x, scale, bias } = layer(groups * 100 + cin, { groups, cin });
+      for (const reuse of ['always', 'auto', 'never'] as const) {
+        for (const maxDepth of [1, 3, 8]) {
+          const plan = mstPlan(w, { reuse, maxDepth });
+          checkTree(plan, groups);
+          if (reuse === 'never') {
+            expect(plan.depth).toBe(0);
+            expect(plan.opsReduction).toBe(0);
+          }
+          if (reuse === 'always') expect(plan.depth).toBeGreaterThan(0);
+          for (const padValue of ['one', 'zero'] as const)
+            for (const output of ['int32', 'float', 'bits'] as const) {
+              const opts = {
+                padding: 1, stride: 1, padValue, output,
+                ...(output === 'int32' ? {} : { scale, bias, clamp: [-2, 3] as [number, number] }),
+              };
+              expect(binaryConv2dSync(x, plan, opts).dataSync()).toEqual(binaryConv2dSync(x, w, opts).dataSync());
+            }
+        }
+      }
+    }
+  });
+
+  it('close channels give a large opsReduction and totalDistance counts the differing bits', () => {
+    const { w } = layer(3, { p: 0.005, cout: 64 });
+    const plan = mstPlan(w, { reuse: 'always', maxDepth: 16 });
+    const k = w.shape[1] * w.shape[2] * w.shape[3];
+    let dist = 0;
+    const rw = w.rowWords;
+    for (let c = 0; c < plan.parent.length; c++) {
+      const p = plan.parent[c];
+      if (p < 0) continue;
+      for (let i = 0; i < rw; i++) {
+        let v = (w.words[c * rw + i] ^ w.words[p * rw + i]) >>> 0;
+        while (v) {
+          dist += v & 1;
+          v >>>= 1;
+        }
+      }
+    }
+    expect(plan.totalDistance).toBe(dist);
+    const roots = plan.levels[0].length;
+    expect(plan.opsReduction).toBeCloseTo(1 - (roots * k + dist) / (64 * k), 12);
+    expect(plan.opsReduction).toBeGreaterThan(0.8);
+  });
+
+  it('works for binaryLinear', () => {
+    const r = rng(11);
+    const wf = prototypeWeights(96, 300, 3, 0.01, r);
+    const w = packWeights(tensor(wf, [96, 300]));
+    const x = packBitsSync(tensor(Float32Array.from({ length: 5 * 300 }, () => r() - 0.5), [5, 300]));
+    const plan = mstPlan(w, { reuse: 'always' });
+    expect(binaryLinearSync(x, plan, { output: 'int32' }).dataSync()).toEqual(binaryLinearSync(x, w, { output: 'int32' }).dataSync());
+  });
+
+  it('rejects bad options', () => {
+    const { w } = layer(1);
+    expect(() => mstPlan(w, { maxDepth: 0 })).toThrow(expect.objectContaining({ code: 'ERR_XNORM_ARGUMENT' }));
+    expect(() => mstPlan(w, { reuse: 'sometimes' as never })).toThrow(expect.objectContaining({ code: 'ERR_XNORM_ARGUMENT' }));
+    expect(() => mstPlan({} as BinaryWeights)).toThrow(expect.objectContaining({ code: 'ERR_XNORM_ARGUMENT' }));
+  });
+});
+
+describe('MstPlan serialization', () => {
+  const { w, x } = layer(21, { cout: 40 });
+  const plan = mstPlan(w, { reuse: 'always', maxDepth: 4 });
+  const bytes = plan.serialize();
+  const corrupt = (b: Uint8Array, ww: BinaryWeights = w) => {
+    try {
+      MstPlan.deserialize(b, ww);
+    } catch (e) {
+      expect(e).toBeInstanceOf(XnormError);
+      return (e as XnormError).code;
+    }
+    return 'accepted';
+  };
+
+  it('round-trips', () => {
+    const back = MstPlan.deserialize(bytes, w);
+    expect(back.parent).toEqual(plan.parent);
+    expect(back.reuse).toBe('always');
+    expect(back.maxDepth).toBe(4);
+    expect(back.totalDistance).toBe(plan.totalDistance);
+    const o = { padding: 1, output: 'int32' as const };
+    expect(binaryConv2dSync(x, back, o).dataSync()).toEqual(binaryConv2dSync(x, w, o).dataSync());
+  });
+
+  it('rejects plans for other weights or shapes', () => {
+    const words = w.words.slice();
+    words[3] ^= 1 << 4;
+    const other = new BinaryWeights(words, w.shape, w.groups);
+    expect(corrupt(bytes, other)).toBe('ERR_XNORM_CORRUPT_PLAN');
+    const { w: w2 } = layer(21, { cout: 40, cin: 64 });
+    expect(corrupt(bytes, w2)).toBe('ERR_XNORM_CORRUPT_PLAN');
+    const { w: w3 } = layer(21, { cout: 40, groups: 2 });
+    expect(corrupt(bytes, w3)).toBe('ERR_XNORM_CORRUPT_PLAN');
+    expect(corrupt(new Uint8Array(0))).toBe('ERR_XNORM_CORRUPT_PLAN');
+    expect(corrupt('abc' as never)).toBe('ERR_XNORM_CORRUPT_PLAN');
+  });
+
+  it('fuzz: any truncation, extension or alteration is rejected, never executed', () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(
+          fc.record({ kind: fc.constant('flip'), at: fc.nat(bytes.length - 1), xor: fc.integer({ min: 1, max: 255 }) }),
+          fc.record({ kind: fc.constant('cut'), at: fc.nat(bytes.length - 1), xor: fc.constant(0) }),
+          fc.record({ kind: fc.constant('grow'), at: fc.nat(16), xor: fc.integer({ min: 0, max: 255 }) }),
+          fc.record({ kind: fc.constant('many'), at: fc.nat(1 << 30), xor: fc.integer({ min: 1, max: 255 }) }),
+        ),
+        ({ kind, at, xor }) => {
+          let b: Uint8Array;
+          if (kind === 'flip') {
+            b = bytes.slice();
+            b[at] ^= xor;
+          } else if (kind === 'cut') b = bytes.slice(0, at);
+          else if (kind === 'grow') b = Uint8Array.from([...bytes, ...new Array(at + 1).fill(xor)]);
+          else {
+            b = bytes.slice();
+            const r = rng(at);
+            for (let i = 0; i < 8; i++) b[Math.floor(r() * b.length)] ^= xor;
+            if (b.every((v, i) => v === bytes[i])) return;
+          }
+          expect(corrupt(b)).toBe('ERR_XNORM_CORRUPT_PLAN');
+        },
+      ),
+      { numRuns: 400 },
+    );
+  });
+
+  it('fuzz: a well-formed checksum over a bad tree is still rejected', () => {
+    // Re-serialize corrupted parent arrays through the native writer (valid checksum, bad content).
+    const cout = plan.parent.length;
+    fc.assert(
+      fc.property(fc.nat(cout - 1), fc.integer({ min: -5, max: cout + 5 }), (c, p) => {
+        const parent = plan.parent.slice();
+        parent[c] = p;
+        const cyclic = (() => {
+          for (let s = 0; s < cout; s++) {
+            let v = s, steps = 0;
+            while (v >= 0 && v < cout && steps <= cout) {
+              v = parent[v];
+              steps++;
+            }
+            if (steps > cout) return true;
+          }
+          return false;
+        })();
+        const bad = p < -1 || p >= cout || p === c || cyclic;
+        if (!bad) return;
+        const b = bytes.slice();
+        new DataView(b.buffer).setInt32(44 + 4 * c, p, true);
+        // fix the CRC so only the structural checks can catch it
+        let crc = 0xffffffff;
+        for (let i = 0; i < b.length - 4; i++) {
+          crc ^= b[i];
+          for (let k = 0; k < 8; k++) crc = crc & 1 ? (crc >>> 1) ^ 0xedb88320 : crc >>> 1;
+        }
+        new DataView(b.buffer).setUint32(b.length - 4, (crc ^ 0xffffffff) >>> 0, true);
+        expect(corrupt(b)).toBe('ERR_XNORM_CORRUPT_PLAN');
+      }),
+      { numRuns: 200 },
+    );
+  });
+});
