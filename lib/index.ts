@@ -9,3 +9,4 @@ export { cudaStatus, type CudaStatus, type CudaDevice } from './cuda';
 export type { Info } from './info';
 export * from './bnstats';
 export * from './binary';
+export * from './convbn';

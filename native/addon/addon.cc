@@ -99,6 +99,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   init_bnstats(env, exports);
   init_binary(env, exports);
   init_cuda(env, exports);
+  init_convbn(env, exports);
   return exports;
 }
 

@@ -7,5 +7,6 @@ namespace xnorm::addon {
 void init_bnstats(Napi::Env env, Napi::Object exports);
 void init_binary(Napi::Env env, Napi::Object exports);
 void init_cuda(Napi::Env env, Napi::Object exports);
+void init_convbn(Napi::Env env, Napi::Object exports);
 
 }  // namespace xnorm::addon

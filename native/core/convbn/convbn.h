@@ -1,0 +1,99 @@
+// Convolution and fused Conv + BatchNorm (Tune, Eval and Deploy modes) on the CPU.
+//
+// Activations (x, y, dy, dx, the Eval-mode conv output z) are float32, float16 or bfloat16 in the
+// caller's layout; weights, biases, BN parameters and parameter gradients are float32. Internally
+// everything runs in float32 NCHW: half-precision or NHWC tensors are converted on the way in and out.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "../common/dtype.h"
+
+namespace xnorm::convbn {
+
+enum class Layout { NCHW, NHWC };
+
+struct ConvShape {
+  int64_t n = 0, c = 0, h = 0, w = 0;  // input
+  int64_t cout = 0, kh = 0, kw = 0;    // weight [cout, c / groups, kh, kw]
+  int64_t sh = 1, sw = 1, ph = 0, pw = 0, dh = 1, dw = 1, groups = 1;
+  int64_t oh = 0, ow = 0;
+  Layout layout = Layout::NCHW;
+
+  int64_t cin_g() const { return c / groups; }
+  int64_t cout_g() const { return cout / groups; }
+  int64_t patch() const { return cin_g() * kh * kw; }  // GEMM K of the forward pass
+  int64_t x_size() const { return n * c * h * w; }
+  int64_t y_size() const { return n * cout * oh * ow; }
+  int64_t w_size() const { return cout * patch(); }
+  std::vector<int64_t> y_shape() const;
+};
+
+// Checks every size and returns the geometry; fails with ERR_XNORM_SHAPE / ERR_XNORM_ARGUMENT naming the
+// offending argument. stride, padding, dilation are {h, w}.
+ConvShape conv_shape(const std::vector<int64_t>& x_shape, const std::vector<int64_t>& w_shape, const int64_t stride[2],
+                     const int64_t padding[2], const int64_t dilation[2], int64_t groups, Layout layout);
+
+// y = act(conv(x, w) + bias). bias may be null. relu_mask (optional, ceil(y_size/32) words) receives
+// bit i = (y_i > 0) for the elements in NCHW order, the 1-bit state ReLU's backward needs.
+// w_scale (optional, per output channel) multiplies the weights as they are packed for the GEMM.
+void conv_forward(const ConvShape& g, DType dt, const void* x, const float* w, const float* bias, bool relu, void* y,
+                  uint32_t* relu_mask, const float* w_scale = nullptr);
+
+struct BnParams {
+  const float* mean = nullptr;
+  const float* var = nullptr;
+  const float* gamma = nullptr;  // null = ones
+  const float* beta = nullptr;   // null = zeros
+  double eps = 1e-5;
+};
+
+// Deploy-mode weights: s = gamma / sqrt(var + eps); w_out = w * s; b_out = (bias - mean) * s + beta.
+// s_out (optional) receives s. bias may be null (zeros).
+void fold(const ConvShape& g, const float* w, const float* bias, const BnParams& bn, float* w_out, float* b_out,
+          float* s_out);
+
+// Tune forward: fold s into the weights (while packing them) and the bias, then one convolution with the
+// folded bias and ReLU in the GEMM epilogue.
+void tune_forward(const ConvShape& g, DType dt, const void* x, const float* w, const float* bias, const BnParams& bn,
+                  bool relu, void* y, float* s_out, uint32_t* relu_mask);
+
+// Eval forward: z = conv(x, w) + bias, then a separate BN (+ReLU) pass. z_out (optional, y's size and
+// dtype) keeps the conv output for Eval backward; otherwise z lives in scratch.
+void eval_forward(const ConvShape& g, DType dt, const void* x, const float* w, const float* bias, const BnParams& bn,
+                  bool relu, void* y, void* z_out);
+
+// Gradient outputs; null = not wanted (its work is skipped). dx has x's dtype and layout, the rest are float32.
+struct Grads {
+  void* dx = nullptr;
+  float* dw = nullptr;
+  float* dbias = nullptr;
+  float* dgamma = nullptr;
+  float* dbeta = nullptr;
+};
+
+// Tune backward from the saved x and s (and the ReLU mask when relu was fused), by DESIGN.md's formulas.
+void tune_backward(const ConvShape& g, DType dt, const void* x, const float* w, const float* bias, const BnParams& bn,
+                   const float* s, const uint32_t* relu_mask, const void* dy, const Grads& out);
+
+// Eval backward through ReLU (from the saved output y; null when no ReLU), BN (from the saved conv output
+// z) and the conv with the unfolded w.
+void eval_backward(const ConvShape& g, DType dt, const void* x, const void* z, const void* y, const float* w,
+                   const BnParams& bn, const void* dy, const Grads& out);
+
+// Plain references: direct loops, float64 accumulation, no threads; float32 tensors in g.layout.
+void conv_reference(const ConvShape& g, const float* x, const float* w, const float* bias, float* y);
+void conv_backward_data_reference(const ConvShape& g, const float* dy, const float* w, float* dx);
+void conv_backward_filter_reference(const ConvShape& g, const float* x, const float* dy, float* dw);
+
+// Fast float32 paths alone (for tests): dx = conv_backward_data(dy, w), dw = conv_backward_filter(x, dy).
+void conv_backward_data(const ConvShape& g, DType dt, const void* dy, const float* w, void* dx);
+void conv_backward_filter(const ConvShape& g, DType dt, const void* x, const void* dy, float* dw);
+
+// This machine's float32 FMA throughput with all pool threads busy for about `seconds`, in GFLOP/s.
+double fma_peak_gflops(double seconds);
+// The GEMM micro-tile in use, e.g. "8x48 avx512".
+std::string micro_tile();
+
+}  // namespace xnorm::convbn

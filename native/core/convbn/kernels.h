@@ -1,0 +1,70 @@
+// Per-ISA kernels for convolution. Each kernels_<isa>.cc fills one table from the shared, ISA-neutral
+// code in kernels_impl.h plus its own GEMM micro-kernel; conv.cc picks a table with active_isa().
+#pragma once
+#include <cstdint>
+
+namespace xnorm::convbn {
+
+// Geometry of one image and one group as seen by the kernels: input planes [c, h, w] (NCHW, float32),
+// kernel [kh, kw], output [oh, ow].
+struct Window {
+  int64_t c = 0, h = 0, w = 0, kh = 0, kw = 0, sh = 1, sw = 1, ph = 0, pw = 0, dh = 1, dw = 1, oh = 0, ow = 0;
+  // Elements from one image to the next. The im2col operands number output pixels across images
+  // (pixel p is image p / (oh*ow)), so small feature maps of a whole batch make one wide GEMM.
+  int64_t image_stride = 0;
+};
+
+// A GEMM operand. Strided: element (r, k) at p[r * rs + k * cs]. The im2col kinds read the patch matrix
+// of one image without materialising it: Im2col is [c*kh*kw, oh*ow] (row = (channel, ky, kx), column =
+// output pixel), Im2colT is its transpose. x points at channel 0 of the image/group, planes h*w apart.
+struct Operand {
+  enum Kind { Strided, Im2col, Im2colT } kind = Strided;
+  const float* p = nullptr;
+  int64_t rs = 0, cs = 0;
+  Window win;
+  // A only: element (r, k) is multiplied by row_scale[r] or col_scale[k] while packing. Tune mode folds
+  // its per-channel BN scale into the weights this way, without a folded copy of the weights.
+  const float* row_scale = nullptr;
+  const float* col_scale = nullptr;
+};
+
+// C[m, n] (row stride ldc) = A[m, k] * B[k, n], or C += when accumulate; then, only on the full sum,
+// C += bias_row[i] per row and max(C, 0) when relu. A must be Strided.
+struct GemmProblem {
+  int64_t m = 0, n = 0, k = 0;
+  Operand a, b;
+  float* c = nullptr;
+  int64_t ldc = 0;
+  const float* bias_row = nullptr;
+  bool relu = false;
+  bool accumulate = false;
+};
+
+struct Kernels {
+  // Runs `count` independent problems as one parallel job over output tiles. Task boundaries depend
+  // only on the problem sizes, and each C element is summed in a fixed order, so the result does not
+  // depend on the thread count.
+  void (*gemm)(const GemmProblem* problems, int64_t count);
+  // Depthwise-style direct kernels (one input channel per group). One output plane of one image:
+  // y[oh, ow] = act(bias + sum_{ky,kx} wt[ky, kx] * x[iy, ix]); x is one input plane.
+  void (*direct_forward_plane)(const float* x, const float* wt, float bias, bool relu, float* y, const Window& g);
+  // dx_plane += sum over taps of wt * dy_plane scattered back (the transpose of the above).
+  void (*direct_backward_data_plane)(const float* dy, const float* wt, float* dx, const Window& g);
+  // dwt[ky, kx] += sum over pixels of dy * x (float accumulation per plane).
+  void (*direct_backward_filter_plane)(const float* x, const float* dy, double* dwt, const Window& g);
+  // dx planes [c, h, w] = col2im(dcol) for channels [c0, c1) (overwrites dx). dcol holds this image's
+  // [c*kh*kw, oh*ow] block with row stride ld.
+  void (*col2im)(const float* dcol, int64_t ld, float* dx, const Window& g, int64_t c0, int64_t c1);
+  // ReLU state: mask bit i = (y[i] > 0) over [0, n); and its use in backward: x[i] = 0 where bit i is clear.
+  void (*relu_mask)(const float* y, int64_t n, uint32_t* mask);
+  void (*apply_mask)(float* x, int64_t n, const uint32_t* mask);
+  // Runs `iters` rounds of independent FMA chains; returns the float32 FLOPs done (2 per lane per FMA).
+  double (*fma_loop)(int64_t iters);
+  int mr, nr;  // micro-tile of the GEMM, for reports
+};
+
+const Kernels& kernels_portable();
+const Kernels& kernels_avx2();
+const Kernels& kernels_avx512();
+
+}  // namespace xnorm::convbn

@@ -1,0 +1,151 @@
+// Conv + BN backward: all five Tune-mode gradients against central finite differences of the float64
+// unfused layer, against Eval-mode backward (through the BN) on larger shapes, and against PyTorch
+// (conv -> eval-mode BatchNorm2d -> ReLU) fixtures from scripts/gen_convbn_fixtures.py.
+import * as fs from 'fs';
+import * as path from 'path';
+import { describe, expect, it } from 'vitest';
+import { Tensor, convBn, convBnBackward, tensor } from '../lib';
+import type { ConvBnGrads } from '../lib';
+import { AWKWARD, ConvCase, convBn64, sizes } from './convbn-reference';
+import { randomArray } from './helpers';
+
+type Grad = keyof ConvBnGrads;
+const GRADS: Grad[] = ['dx', 'dWeight', 'dBias', 'dGamma', 'dBeta'];
+
+function expectNear(a: ArrayLike<number>, b: ArrayLike<number>, rel: number, what: string) {
+  expect(a.length, what).toBe(b.length);
+  let scale = 1e-3, diff = 0, at = -1;
+  for (let i = 0; i < b.length; i++) scale = Math.max(scale, Math.abs(b[i]));
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i] - b[i]);
+    if (!(d <= diff)) { diff = d; at = i; }
+  }
+  if (!(diff <= rel * scale)) throw new Error(`${what}: max diff ${diff} at ${at} (${a[at]} vs ${b[at]}), tolerance ${rel * scale}`);
+}
+
+function opts(t: ConvCase) {
+  return { stride: t.s, padding: t.p, dilation: t.d, groups: t.g };
+}
+
+interface Vals { x: Float64Array; w: Float64Array; b: Float64Array; gamma: Float64Array; beta: Float64Array; mean: Float64Array; var: Float64Array }
+
+/** Values exactly representable in float32, so xnorm and the float64 reference see the same numbers. */
+function values(t: ConvCase, seed: number): Vals {
+  const s = sizes(t);
+  const f = (n: number, k: number, scale = 1, offset = 0) => Float64Array.from(randomArray(n, seed + k, scale, offset));
+  return {
+    x: f(s.x, 1), w: f(s.w, 2, 0.4), b: f(t.cout, 3, 0.3), gamma: f(t.cout, 4, 0.5, 1), beta: f(t.cout, 5, 0.5),
+    mean: f(t.cout, 6, 0.3), var: Float64Array.from(randomArray(t.cout, seed + 7, 0.5), (v) => Math.fround(0.5 + v * v)),
+  };
+}
+
+function params(t: ConvCase, v: Vals) {
+  return {
+    weight: tensor(v.w, [t.cout, t.c / t.g, t.k[0], t.k[1]]),
+    bias: tensor(v.b, [t.cout]),
+    bn: { mean: tensor(v.mean, [t.cout]), var: tensor(v.var, [t.cout]), gamma: tensor(v.gamma, [t.cout]), beta: tensor(v.beta, [t.cout]), eps: 1e-3 },
+  };
+}
+
+describe('Tune-mode gradients against central finite differences (float64)', () => {
+  const cases: [string, ConvCase, boolean][] = [
+    ['3x3 pad 1', { n: 2, c: 3, h: 5, w: 6, cout: 4, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 }, false],
+    ['stride 2, dilation 2, groups 2, relu', { n: 1, c: 4, h: 7, w: 6, cout: 4, k: [2, 3], s: [2, 1], p: [2, 1], d: [2, 2], g: 2 }, true],
+    ['depthwise + relu', { n: 2, c: 3, h: 5, w: 5, cout: 6, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 3 }, true],
+  ];
+  for (const [name, t, relu] of cases) {
+    it(name, async () => {
+      const v = values(t, 50);
+      const s = sizes(t);
+      const r = Float64Array.from(randomArray(s.y, 99));  // L = sum(y * r), so dL/dy = r
+      const loss = (u: Vals) => {
+        const y = convBn64(t, u.x, u.w, u.b, { mean: u.mean, var: u.var, gamma: u.gamma, beta: u.beta, eps: 1e-3 }, relu);
+        let l = 0;
+        for (let i = 0; i < y.length; i++) l += y[i] * r[i];
+        return l;
+      };
+      const fd = (key: keyof Vals) => {
+        const h = 1e-6;
+        const arr = v[key], g = new Float64Array(arr.length);
+        for (let i = 0; i < arr.length; i++) {
+          const keep = arr[i];
+          arr[i] = keep + h;
+          const lp = loss(v);
+          arr[i] = keep - h;
+          const lm = loss(v);
+          arr[i] = keep;
+          g[i] = (lp - lm) / (2 * h);
+        }
+        return g;
+      };
+      const x = tensor(v.x, [t.n, t.c, t.h, t.w]);
+      const { y, saved } = await convBn(x, params(t, v), { ...opts(t), activation: relu ? 'relu' : null, saveForBackward: true });
+      const g = await convBnBackward(saved!, tensor(r, y.shape));
+      expectNear(g.dx!.dataSync(), fd('x'), 1e-4, 'dx');
+      expectNear(g.dWeight!.dataSync(), fd('w'), 1e-4, 'dWeight');
+      expectNear(g.dBias!.dataSync(), fd('b'), 1e-4, 'dBias');
+      expectNear(g.dGamma!.dataSync(), fd('gamma'), 1e-4, 'dGamma');
+      expectNear(g.dBeta!.dataSync(), fd('beta'), 1e-4, 'dBeta');
+    });
+  }
+});
+
+describe('Tune-mode backward against Eval-mode backward', () => {
+  for (const [k, t] of [AWKWARD[1], AWKWARD[2], AWKWARD[3], AWKWARD[5], AWKWARD[7], AWKWARD[9]].entries()) {
+    it(JSON.stringify(t), async () => {
+      const v = values(t, 300 + k);
+      const p = params(t, v);
+      const x = tensor(v.x, [t.n, t.c, t.h, t.w]);
+      for (const activation of [null, 'relu'] as const) {
+        const tune = await convBn(x, p, { ...opts(t), activation, saveForBackward: true });
+        const ev = await convBn(x, p, { ...opts(t), activation, mode: 'eval', saveForBackward: true });
+        const dy = tensor(randomArray(sizes(t).y, 400 + k), tune.y.shape);
+        const gt = await convBnBackward(tune.saved!, dy);
+        const ge = await convBnBackward(ev.saved!, dy);
+        for (const name of GRADS) expectNear(gt[name]!.dataSync(), ge[name]!.dataSync(), 2e-5, `${name} ${activation}`);
+        expect(tune.saved!.bytes).toBeLessThan(ev.saved!.bytes);
+      }
+    });
+  }
+});
+
+interface TorchCase {
+  name: string;
+  x_shape: number[]; w_shape: number[]; y_shape: number[];
+  stride: number; padding: number; dilation: number; groups: number; relu: boolean; eps: number;
+  x: number[]; weight: number[]; bias: number[] | null; mean: number[]; var: number[]; gamma: number[]; beta: number[];
+  y: number[]; dy: number[]; dx: number[]; dWeight: number[]; dBias: number[] | null; dGamma: number[]; dBeta: number[];
+}
+
+describe('PyTorch conv -> eval BatchNorm2d (-> ReLU) fixtures', () => {
+  const fixtures: { cases: TorchCase[] } = JSON.parse(
+    fs.readFileSync(path.join(__dirname, 'fixtures', 'convbn_torch.json'), 'utf8'),
+  );
+  it('has cases', () => expect(fixtures.cases.length).toBeGreaterThanOrEqual(5));
+  for (const c of fixtures.cases) {
+    it(c.name, async () => {
+      const cout = c.w_shape[0];
+      const p = {
+        weight: tensor(c.weight, c.w_shape),
+        bias: c.bias ? tensor(c.bias, [cout]) : undefined,
+        bn: { mean: tensor(c.mean, [cout]), var: tensor(c.var, [cout]), gamma: tensor(c.gamma, [cout]), beta: tensor(c.beta, [cout]), eps: c.eps },
+      };
+      const o = { stride: c.stride, padding: c.padding, dilation: c.dilation, groups: c.groups, activation: c.relu ? ('relu' as const) : null };
+      const x = tensor(c.x, c.x_shape);
+      for (const mode of ['tune', 'eval', 'deploy'] as const) {
+        const { y } = await convBn(x, p, { ...o, mode });
+        expect(y.shape).toEqual(c.y_shape);
+        expectNear(y.dataSync(), c.y, 1e-5, `${mode} y`);
+      }
+      for (const mode of ['tune', 'eval'] as const) {
+        const { saved } = await convBn(x, p, { ...o, mode, saveForBackward: true });
+        const g = await convBnBackward(saved!, tensor(c.dy, c.y_shape));
+        const want: Record<Grad, number[] | null> = { dx: c.dx, dWeight: c.dWeight, dBias: c.dBias, dGamma: c.dGamma, dBeta: c.dBeta };
+        for (const name of GRADS) {
+          const w = want[name];
+          if (w) expectNear((g[name] as Tensor).dataSync(), w, 1e-5, `${mode} ${name}`);
+        }
+      }
+    });
+  }
+});

@@ -1,0 +1,347 @@
+// Conv + BN: fast conv paths against the references (every ISA level), the three modes against each
+// other, layouts and dtypes, determinism, the saved state, and bad input.
+import { describe, expect, it } from 'vitest';
+import {
+  ConvBnSaved,
+  Tensor,
+  XnormError,
+  conv2d,
+  conv2dSync,
+  convBn,
+  convBnBackward,
+  convBnBackwardSync,
+  convBnSync,
+  foldConvBn,
+  info,
+  setNumThreads,
+  tensor,
+} from '../lib';
+import { native } from '../lib/native';
+import { AWKWARD, ConvCase, conv64, convBn64, sizes, toNchw, toNhwc } from './convbn-reference';
+import { randomArray, runChild, supportedIsaLevels } from './helpers';
+
+function geo(t: ConvCase, layout: 'nchw' | 'nhwc' = 'nchw', dtype = 'float32') {
+  return {
+    dtype, layout, groups: t.g,
+    xShape: layout === 'nchw' ? [t.n, t.c, t.h, t.w] : [t.n, t.h, t.w, t.c],
+    wShape: [t.cout, t.c / t.g, t.k[0], t.k[1]],
+    strideH: t.s[0], strideW: t.s[1], padH: t.p[0], padW: t.p[1], dilationH: t.d[0], dilationW: t.d[1],
+  };
+}
+
+function opts(t: ConvCase) {
+  return { stride: t.s, padding: t.p, dilation: t.d, groups: t.g };
+}
+
+/** max |a - b| <= rel * max(1, max |b|) */
+function expectNear(a: ArrayLike<number>, b: ArrayLike<number>, rel: number, what: string) {
+  expect(a.length, what).toBe(b.length);
+  let scale = 1, diff = 0, at = -1;
+  for (let i = 0; i < b.length; i++) scale = Math.max(scale, Math.abs(b[i]));
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i] - b[i]);
+    if (!(d <= diff)) { diff = d; at = i; }
+  }
+  if (!(diff <= rel * scale)) throw new Error(`${what}: max diff ${diff} at ${at} (${a[at]} vs ${b[at]}), tolerance ${rel * scale}`);
+}
+
+function params(t: ConvCase, seed: number) {
+  const c = t.cout;
+  return {
+    weight: tensor(randomArray(sizes(t).w, seed, 0.3), [t.cout, t.c / t.g, t.k[0], t.k[1]]),
+    bias: tensor(randomArray(c, seed + 1, 0.5), [c]),
+    bn: {
+      mean: tensor(randomArray(c, seed + 2, 0.5), [c]),
+      var: tensor(randomArray(c, seed + 3, 0.3).map((v) => 0.5 + v * v), [c]),
+      gamma: tensor(randomArray(c, seed + 4, 0.5, 1), [c]),
+      beta: tensor(randomArray(c, seed + 5, 0.5), [c]),
+      eps: 1e-3,
+    },
+  };
+}
+
+describe('conv kernels against the references', () => {
+  it('the C++ reference matches a float64 JS convolution', () => {
+    for (const t of AWKWARD.slice(0, 8)) {
+      const s = sizes(t);
+      const x = randomArray(s.x, 1), w = randomArray(s.w, 2), b = randomArray(t.cout, 3);
+      const y = new Float32Array(s.y);
+      native().convKernel({ ...geo(t), which: 'forward', reference: true, x, weight: w, bias: b, y });
+      expectNear(y, conv64(t, x, w, b), 1e-6, `reference ${JSON.stringify(t)}`);
+    }
+  });
+
+  it('forward, backward-data and backward-filter match the references in both layouts (active ISA)', () => {
+    for (const [k, t] of AWKWARD.entries()) {
+      const s = sizes(t);
+      const x = randomArray(s.x, 10 + k), w = randomArray(s.w, 20 + k), b = randomArray(t.cout, 30 + k);
+      const dy = randomArray(s.y, 40 + k);
+      for (const layout of ['nchw', 'nhwc'] as const) {
+        const run = (reference: boolean) => {
+          const y = new Float32Array(s.y), dx = new Float32Array(s.x), dw = new Float32Array(s.w);
+          native().convKernel({ ...geo(t, layout), which: 'forward', reference, x, weight: w, bias: b, y });
+          native().convKernel({ ...geo(t, layout), which: 'backwardData', reference, dy, weight: w, dx });
+          native().convKernel({ ...geo(t, layout), which: 'backwardFilter', reference, x, dy, weight: dw });
+          return { y, dx, dw };
+        };
+        const f = run(false), r = run(true);
+        const what = `${layout} ${JSON.stringify(t)}`;
+        expectNear(f.y, r.y, 2e-6, `y ${what}`);
+        expectNear(f.dx, r.dx, 2e-6, `dx ${what}`);
+        expectNear(f.dw, r.dw, 2e-6, `dW ${what}`);
+      }
+    }
+  });
+
+  it('every supported ISA level (forced in a child process) matches the references', () => {
+    const levels = supportedIsaLevels(info().cpu.level);
+    for (const level of levels) {
+      type R = { diff: number; scale: number };
+      const out = runChild<{ level: string; tile: string; cases: Record<string, Record<string, R>>[] }>(
+        'convbn-isa.cjs', level, { cases: AWKWARD });
+      expect(out.level).toBe(level);
+      expect(out.tile).toContain(level);
+      out.cases.forEach((c, k) => {
+        for (const [layout, r] of Object.entries(c))
+          for (const [what, d] of Object.entries(r))
+            if (!(d.diff <= (what.startsWith('tune') ? 2e-5 : 2e-6) * Math.max(1, d.scale)))
+              throw new Error(`${level} ${layout} ${what} case ${k}: diff ${d.diff} (scale ${d.scale})`);
+      });
+    }
+  });
+
+  it('float16 and bfloat16 inputs are converted to float32 and the result rounded once', async () => {
+    const t = AWKWARD[3];
+    const s = sizes(t);
+    const x = randomArray(s.x, 5), w = randomArray(s.w, 6);
+    for (const dtype of ['float16', 'bfloat16'] as const) {
+      const xh = tensor(x, [t.n, t.c, t.h, t.w], { dtype });
+      const y = await conv2d(xh, tensor(w, [t.cout, t.c / t.g, t.k[0], t.k[1]]), undefined, opts(t));
+      expect(y.dtype).toBe(dtype);
+      const ref = conv64(t, xh.float32Sync(), w);
+      expectNear(y.float32Sync(), ref, dtype === 'float16' ? 1e-3 : 8e-3, dtype);
+    }
+  });
+});
+
+describe('convBn modes', () => {
+  for (const [k, t] of [AWKWARD[0], AWKWARD[1], AWKWARD[3], AWKWARD[4], AWKWARD[5], AWKWARD[6]].entries()) {
+    it(`tune, eval and deploy agree with the unfused float64 layer (${JSON.stringify(t)})`, async () => {
+      const p = params(t, 100 + k);
+      const xv = randomArray(sizes(t).x, 200 + k);
+      const x = tensor(xv, [t.n, t.c, t.h, t.w]);
+      for (const activation of [null, 'relu'] as const) {
+        const bnv = {
+          mean: p.bn.mean.dataSync() as Float32Array, var: p.bn.var.dataSync() as Float32Array,
+          gamma: p.bn.gamma.dataSync() as Float32Array, beta: p.bn.beta.dataSync() as Float32Array, eps: p.bn.eps,
+        };
+        const ref = convBn64(t, xv, p.weight.dataSync(), p.bias.dataSync(), bnv, activation === 'relu');
+        const ys: Float32Array[] = [];
+        for (const mode of ['tune', 'eval', 'deploy'] as const) {
+          const { y } = await convBn(x, p, { ...opts(t), mode, activation });
+          expectNear(y.dataSync(), ref, 1e-5, `${mode} ${activation}`);
+          ys.push(y.dataSync() as Float32Array);
+        }
+        // Deploy runs the very conv Tune runs, with the same folded weights: identical bits.
+        expect(ys[2]).toEqual(ys[0]);
+      }
+    });
+  }
+
+  it('float16 and bfloat16 activations run in float32 inside: Tune equals Tune on the decoded values', async () => {
+    const t = AWKWARD[3];
+    const p = params(t, 11);
+    const s = sizes(t);
+    for (const dtype of ['float16', 'bfloat16'] as const) {
+      const x = tensor(randomArray(s.x, 12), [t.n, t.c, t.h, t.w], { dtype });
+      const dy = tensor(randomArray(s.y, 13), [t.n, t.cout, s.oh, s.ow], { dtype });
+      const half = await convBn(x, p, { ...opts(t), activation: 'relu', saveForBackward: true });
+      const full = await convBn(tensor(x.float32Sync(), x.shape), p, { ...opts(t), activation: 'relu', saveForBackward: true });
+      expect(half.y.dtype).toBe(dtype);
+      expect(half.saved!.bytes).toBe(s.x * 2 + t.cout * 4 + Math.ceil(s.y / 32) * 4);
+      // y and dx are rounded once, at the end
+      const round = tensor(full.y.dataSync() as Float32Array, full.y.shape, { dtype }).float32Sync();
+      expect(half.y.float32Sync()).toEqual(round);
+      const gh = await convBnBackward(half.saved!, dy);
+      const gf = await convBnBackward(full.saved!, tensor(dy.float32Sync(), dy.shape));
+      expect(gh.dx!.dtype).toBe(dtype);
+      expect(gh.dx!.float32Sync()).toEqual(tensor(gf.dx!.dataSync() as Float32Array, gf.dx!.shape, { dtype }).float32Sync());
+      for (const k of ['dWeight', 'dBias', 'dGamma', 'dBeta'] as const) expect(gh[k]!.dataSync()).toEqual(gf[k]!.dataSync());
+      // Eval keeps its conv output z in the activation dtype, so it agrees only up to that rounding.
+      const ev = await convBn(x, p, { ...opts(t), activation: 'relu', mode: 'eval' });
+      expectNear(ev.y.float32Sync(), half.y.float32Sync(), dtype === 'float16' ? 4e-3 : 3e-2, `${dtype} eval y`);
+    }
+  });
+
+  it('nhwc gives the nchw result transposed, forward and backward', async () => {
+    const t = AWKWARD[3];
+    const p = params(t, 7);
+    const s = sizes(t);
+    const xv = randomArray(s.x, 8), dyv = randomArray(s.y, 9);
+    const a = await convBn(tensor(xv, [t.n, t.c, t.h, t.w]), p, { ...opts(t), activation: 'relu', saveForBackward: true });
+    const b = await convBn(tensor(toNhwc(xv, t.n, t.c, t.h, t.w), [t.n, t.h, t.w, t.c]), p,
+      { ...opts(t), activation: 'relu', layout: 'nhwc', saveForBackward: true });
+    expect(b.y.shape).toEqual([t.n, s.oh, s.ow, t.cout]);
+    expectNear(toNchw(b.y.dataSync(), t.n, t.cout, s.oh, s.ow), a.y.dataSync(), 1e-6, 'y');
+    const ga = await convBnBackward(a.saved!, tensor(dyv, a.y.shape));
+    const gb = await convBnBackward(b.saved!, tensor(toNhwc(dyv, t.n, t.cout, s.oh, s.ow), b.y.shape));
+    expectNear(toNchw(gb.dx!.dataSync(), t.n, t.c, t.h, t.w), ga.dx!.dataSync(), 1e-6, 'dx');
+    for (const k of ['dWeight', 'dBias', 'dGamma', 'dBeta'] as const) expectNear(gb[k]!.dataSync(), ga[k]!.dataSync(), 1e-6, k);
+  });
+
+  it('foldConvBn gives W*s and (b - mean)*s + beta; missing bias/gamma/beta are 0/1/0', () => {
+    const w = tensor([1, 2, 3, 4], [2, 2, 1, 1]);
+    const f = foldConvBn({ weight: w, bn: { mean: tensor([1, -1], [2]), var: tensor([3, 0], [2]), eps: 1 } });
+    expect(Array.from(f.weight.dataSync())).toEqual([0.5, 1, 3, 4]);
+    expect(Array.from(f.bias.dataSync())).toEqual([-0.5, 1]);
+    const g = foldConvBn({ weight: w, bias: tensor([2, 2], [2]), bn: { mean: tensor([1, -1], [2]), var: tensor([3, 0], [2]), gamma: tensor([2, 1], [2]), beta: tensor([1, 0], [2]), eps: 1 } });
+    expect(Array.from(g.weight.dataSync())).toEqual([1, 2, 3, 4]);
+    expect(Array.from(g.bias.dataSync())).toEqual([2, 3]);
+  });
+
+  it('sync and async forms, and 1 vs 2 threads, give bit-identical results', async () => {
+    const t = AWKWARD[9];
+    const p = params(t, 3);
+    const s = sizes(t);
+    const x = tensor(randomArray(s.x, 4), [t.n, t.c, t.h, t.w]);
+    const dy = tensor(randomArray(s.y, 5), [t.n, t.cout, s.oh, s.ow]);
+    const o = { ...opts(t), activation: 'relu' as const, saveForBackward: true };
+    const results = [];
+    for (const threads of [1, 2]) {
+      setNumThreads(threads);
+      const a = await convBn(x, p, o);
+      const b = convBnSync(x, p, o);
+      expect(b.y.dataSync()).toEqual(a.y.dataSync());
+      const ga = await convBnBackward(a.saved!, dy), gb = convBnBackwardSync(b.saved!, dy);
+      for (const k of ['dx', 'dWeight', 'dBias', 'dGamma', 'dBeta'] as const) expect(gb[k]!.dataSync()).toEqual(ga[k]!.dataSync());
+      results.push({ y: a.y.dataSync(), g: ga });
+    }
+    setNumThreads(info().cpu.threads);
+    expect(results[1].y).toEqual(results[0].y);
+    for (const k of ['dx', 'dWeight', 'dBias', 'dGamma', 'dBeta'] as const)
+      expect(results[1].g[k]!.dataSync()).toEqual(results[0].g[k]!.dataSync());
+    const c2 = await conv2d(x, p.weight, p.bias, opts(t));
+    expect(conv2dSync(x, p.weight, p.bias, opts(t)).dataSync()).toEqual(c2.dataSync());
+  });
+});
+
+describe('saved state', () => {
+  const t = AWKWARD[0];
+  const s = sizes(t);
+  const x = tensor(randomArray(s.x, 1), [t.n, t.c, t.h, t.w]);
+  const dy = tensor(randomArray(s.y, 2), [t.n, t.cout, s.oh, s.ow]);
+
+  it('Tune keeps x and s (+1 bit per output with ReLU); Eval keeps x and z (+y)', async () => {
+    const p = params(t, 1);
+    const tune = await convBn(x, p, { ...opts(t), saveForBackward: true });
+    expect(tune.saved!.bytes).toBe(s.x * 4 + t.cout * 4);
+    const tuneRelu = await convBn(x, p, { ...opts(t), activation: 'relu', saveForBackward: true });
+    expect(tuneRelu.saved!.bytes).toBe(s.x * 4 + t.cout * 4 + Math.ceil(s.y / 32) * 4);
+    const ev = await convBn(x, p, { ...opts(t), mode: 'eval', activation: 'relu', saveForBackward: true });
+    expect(ev.saved!.bytes).toBe(s.x * 4 + 2 * s.y * 4);
+    expect((await convBn(x, p, opts(t))).saved).toBeUndefined();
+  });
+
+  it('a disposed saved state throws ERR_XNORM_DISPOSED; a foreign object ERR_XNORM_ARGUMENT', async () => {
+    const p = params(t, 1);
+    const { saved } = await convBn(x, p, { ...opts(t), saveForBackward: true });
+    saved!.dispose();
+    saved!.dispose();
+    expect(saved!.disposed).toBe(true);
+    expect(saved!.bytes).toBe(0);
+    await expect(convBnBackward(saved!, dy)).rejects.toMatchObject({ code: 'ERR_XNORM_DISPOSED' });
+    expect(() => convBnBackwardSync(saved!, dy)).toThrow(expect.objectContaining({ code: 'ERR_XNORM_DISPOSED' }));
+    for (const bad of [{}, null, Object.create(ConvBnSaved.prototype), x])
+      await expect(convBnBackward(bad as ConvBnSaved, dy)).rejects.toMatchObject({ code: 'ERR_XNORM_ARGUMENT' });
+    {
+      using scoped = (await convBn(x, p, { ...opts(t), saveForBackward: true })).saved!;
+      expect(scoped.bytes).toBeGreaterThan(0);
+    }
+  });
+
+  it('needs masks return only what was asked for, with the same values', async () => {
+    const p = params(t, 1);
+    const { saved } = await convBn(x, p, { ...opts(t), activation: 'relu', saveForBackward: true });
+    const all = await convBnBackward(saved!, dy);
+    const some = await convBnBackward(saved!, dy, { needs: { x: false, weight: false, beta: false } });
+    expect(Object.keys(some).sort()).toEqual(['dBias', 'dGamma']);
+    expect(some.dGamma!.dataSync()).toEqual(all.dGamma!.dataSync());
+    expect(some.dBias!.dataSync()).toEqual(all.dBias!.dataSync());
+    const onlyX = await convBnBackward(saved!, dy, { needs: { weight: false, bias: false, gamma: false, beta: false } });
+    expect(Object.keys(onlyX)).toEqual(['dx']);
+    expect(onlyX.dx!.dataSync()).toEqual(all.dx!.dataSync());
+  });
+});
+
+describe('bad input', () => {
+  const x = tensor(new Float32Array(2 * 4 * 5 * 5), [2, 4, 5, 5]);
+  const w = tensor(new Float32Array(6 * 4 * 3 * 3), [6, 4, 3, 3]);
+  const bn = { mean: tensor(new Float32Array(6), [6]), var: tensor(new Float32Array(6).fill(1), [6]) };
+  const code = async (p: Promise<unknown>) => {
+    try {
+      await p;
+    } catch (e) {
+      expect(e).toBeInstanceOf(XnormError);
+      return (e as XnormError).code;
+    }
+    return 'resolved';
+  };
+
+  it('rejects bad shapes, strides and channels with XnormError codes', async () => {
+    expect(await code(convBn(x, { weight: tensor(new Float32Array(6 * 3 * 9), [6, 3, 3, 3]), bn }))).toBe('ERR_XNORM_SHAPE');
+    expect(await code(convBn(x, { weight: w, bn }, { groups: 3 }))).toBe('ERR_XNORM_SHAPE');
+    expect(await code(convBn(x, { weight: tensor(new Float32Array(6 * 4 * 9), [6, 4, 3, 3]), bn }, { groups: 2 }))).toBe('ERR_XNORM_SHAPE');
+    expect(await code(convBn(x, { weight: tensor(new Float32Array(5 * 2 * 9), [5, 2, 3, 3]), bn }, { groups: 2 }))).toBe('ERR_XNORM_SHAPE');
+    expect(await code(convBn(x, { weight: tensor(new Float32Array(6 * 4 * 49), [6, 4, 7, 7]), bn }))).toBe('ERR_XNORM_SHAPE');
+    expect((await convBn(x, { weight: tensor(new Float32Array(6 * 4 * 49), [6, 4, 7, 7]), bn }, { padding: 1 })).y.shape).toEqual([2, 6, 1, 1]);
+    expect(await code(convBn(x, { weight: tensor(new Float32Array(6 * 4 * 49), [6, 4, 7, 7]), bn }, { padding: 1, dilation: [1, 2] }))).toBe('ERR_XNORM_SHAPE');
+    expect(await code(convBn(x, { weight: w, bn }, { stride: 0 }))).toBe('ERR_XNORM_ARGUMENT');
+    expect(await code(convBn(x, { weight: w, bn }, { stride: [1, -2] }))).toBe('ERR_XNORM_ARGUMENT');
+    expect(await code(convBn(x, { weight: w, bn }, { padding: -1 }))).toBe('ERR_XNORM_ARGUMENT');
+    expect(await code(convBn(x, { weight: w, bn }, { dilation: 0.5 }))).toBe('ERR_XNORM_ARGUMENT');
+    expect(await code(convBn(x, { weight: w, bn }, { groups: 0 }))).toBe('ERR_XNORM_ARGUMENT');
+    expect(await code(convBn(x, { weight: w, bn }, { mode: 'train' as 'tune' }))).toBe('ERR_XNORM_ARGUMENT');
+    expect(await code(convBn(x, { weight: w, bn }, { activation: 'gelu' as 'relu' }))).toBe('ERR_XNORM_ARGUMENT');
+    expect(await code(convBn(x, { weight: w, bn }, { mode: 'deploy', saveForBackward: true }))).toBe('ERR_XNORM_ARGUMENT');
+    expect(await code(convBn(x, { weight: w, bn: { ...bn, mean: tensor([0, 0], [2]) } }))).toBe('ERR_XNORM_SHAPE');
+    expect(await code(convBn(x, { weight: w, bn: { ...bn, var: tensor(new Float32Array(6).fill(-1), [6]) } }))).toBe('ERR_XNORM_ARGUMENT');
+    expect(await code(convBn(tensor([1, 2], [2]), { weight: w, bn }))).toBe('ERR_XNORM_SHAPE');
+    expect(await code(convBn(tensor(new Int32Array(100), [1, 4, 5, 5], { dtype: 'int32' }), { weight: w, bn }))).toBe('ERR_XNORM_DTYPE');
+    expect(await code(convBn(x, undefined as never))).toBe('ERR_XNORM_ARGUMENT');
+    const disposed = tensor(new Float32Array(100), [1, 4, 5, 5]);
+    disposed.dispose();
+    expect(await code(convBn(disposed, { weight: w, bn }))).toBe('ERR_XNORM_DISPOSED');
+  });
+
+  it('rejects a shape whose output or im2col size overflows', async () => {
+    // A view-free way to get a huge logical shape: a 1-element weight with an enormous kernel would need
+    // the data, so instead ask the native layer directly, which re-checks everything lib/ checks.
+    const huge = { ...geo({ n: 2 ** 20, c: 2 ** 12, h: 2 ** 12, w: 2 ** 12, cout: 1, k: [1, 1], s: [1, 1], p: [0, 0], d: [1, 1], g: 1 }) };
+    expect(() => native().conv2d({ ...huge, x: new Float32Array(1), weight: new Float32Array(4096), y: new Float32Array(1) }))
+      .toThrow(expect.objectContaining({ code: 'ERR_XNORM_SHAPE' }));
+    const wide = geo({ n: 1, c: 1, h: 1, w: 1, cout: 1, k: [1, 1], s: [1, 1], p: [2 ** 30, 2 ** 30], d: [1, 1], g: 1 });
+    expect(() => native().conv2d({ ...wide, x: new Float32Array(1), weight: new Float32Array(1), y: new Float32Array(1) }))
+      .toThrow(expect.objectContaining({ code: 'ERR_XNORM_SHAPE' }));
+  });
+
+  it('the native layer re-checks buffer lengths, kinds and strides', () => {
+    const g = geo({ n: 1, c: 2, h: 4, w: 4, cout: 3, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 });
+    const ok = { ...g, x: new Float32Array(32), weight: new Float32Array(54), y: new Float32Array(48) };
+    expect(() => native().conv2d(ok)).not.toThrow();
+    expect(() => native().conv2d({ ...ok, y: new Float32Array(47) })).toThrow(expect.objectContaining({ code: 'ERR_XNORM_SHAPE' }));
+    expect(() => native().conv2d({ ...ok, x: new Float64Array(32) })).toThrow(expect.objectContaining({ code: 'ERR_XNORM_DTYPE' }));
+    expect(() => native().conv2d({ ...ok, strideH: 0 })).toThrow(expect.objectContaining({ code: 'ERR_XNORM_ARGUMENT' }));
+    expect(() => native().conv2d({ ...ok, groups: 2 })).toThrow(expect.objectContaining({ code: 'ERR_XNORM_SHAPE' }));
+    const bnArgs = { mean: new Float32Array(3), var: new Float32Array(3).fill(1), eps: 1e-5 };
+    expect(() => native().convBnBackward({ ...ok, ...bnArgs, mode: 'tune', relu: true, dy: new Float32Array(48), s: new Float32Array(3), mask: new Uint32Array(1) }))
+      .toThrow(expect.objectContaining({ code: 'ERR_XNORM_SHAPE' }));
+  });
+
+  it('rejects a dy of the wrong shape or dtype', async () => {
+    const { saved } = await convBn(x, { weight: w, bn }, { padding: 1, saveForBackward: true });
+    expect(await code(convBnBackward(saved!, tensor(new Float32Array(10), [10])))).toBe('ERR_XNORM_SHAPE');
+    expect(await code(convBnBackward(saved!, tensor(new Float32Array(300), [2, 6, 5, 5], { dtype: 'float16' })))).toBe('ERR_XNORM_DTYPE');
+    expect(await code(convBnBackward(saved!, tensor(new Float32Array(300), [2, 6, 5, 5]), { needs: { x: 1 as unknown as boolean } }))).toBe('ERR_XNORM_ARGUMENT');
+    expect(Tensor).toBeDefined();
+  });
+});
