@@ -2,6 +2,7 @@
 import { info } from '../lib';
 import * as binary from './binary';
 import * as bnstats from './bnstats';
+import * as convbn from './convbn';
 import * as workers from './workers';
 
 async function main() {
@@ -9,6 +10,8 @@ async function main() {
   console.log(`xnorm ${i.version} on ${i.cpu.level} (${i.cpu.threads} threads); CUDA: ${i.cuda.available ? 'yes' : `no (${i.cuda.reason})`}\n`);
   console.log('== BN statistics ==');
   await bnstats.main();
+  console.log('\n== Conv + BN ==');
+  await convbn.main();
   console.log('\n== Binary convolution and MST ==');
   await binary.main();
   console.log('\n== worker_threads ==');

@@ -1,4 +1,5 @@
-// Each op family registers its bindings from its own file (bnstats.cc, convbn.cc, binary.cc).
+// Each op family registers its bindings from its own file (bnstats.cc, convbn.cc, binary.cc), and the
+// CUDA plugin's device-memory and op bindings from cuda_loader.cc / cuda_ops.cc.
 #pragma once
 #include <napi.h>
 
