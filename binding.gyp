@@ -12,13 +12,13 @@
       "target_name": "xnorm_avx512",
       "type": "static_library",
       "sources": ["<!@(node scripts/sources.js avx512)"],
-      "cflags": ["-Wno-maybe-uninitialized", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vpopcntdq", "-mavx2", "-mfma", "-mf16c", "-mpopcnt"]
+      "cflags": ["-Wno-maybe-uninitialized", "-Wno-uninitialized", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx512vpopcntdq", "-mavx2", "-mfma", "-mf16c", "-mpopcnt"]
     },
     {
       "target_name": "xnorm_avx2",
       "type": "static_library",
       "sources": ["<!@(node scripts/sources.js avx2)"],
-      "cflags": ["-mavx2", "-mfma", "-mf16c", "-mpopcnt"]
+      "cflags": ["-Wno-maybe-uninitialized", "-Wno-uninitialized", "-mavx2", "-mfma", "-mf16c", "-mpopcnt"]
     },
     {
       "target_name": "xnorm",

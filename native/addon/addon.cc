@@ -3,6 +3,8 @@
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <dlfcn.h>
+
+#include "../core/common/glibc_compat.h"
 #endif
 #include <mutex>
 

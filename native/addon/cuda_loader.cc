@@ -1,5 +1,7 @@
 // Loading the xnorm_cuda plugin on first use, info().cuda, and device-memory handles for JS tensors.
 #include <dlfcn.h>
+
+#include "../core/common/glibc_compat.h"
 #include <napi.h>
 
 #include <cstdlib>

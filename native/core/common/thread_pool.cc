@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
 #include <cstdlib>
 #include <deque>
 #include <exception>
@@ -10,6 +9,8 @@
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include "cond_var.h"
 
 namespace xnorm {
 namespace {
@@ -24,7 +25,7 @@ struct Job {
   std::atomic<int64_t> next{0};
   std::atomic<int64_t> done{0};
   std::mutex done_mu;
-  std::condition_variable done_cv;
+  CondVar done_cv;
   std::exception_ptr error;  // guarded by done_mu
 
   // Runs tasks until none are left; returns when this thread has nothing more to take.
@@ -122,7 +123,7 @@ class Pool {
 
   std::atomic<int> threads_;
   std::mutex mu_;
-  std::condition_variable cv_;
+  CondVar cv_;
   std::deque<std::shared_ptr<Job>> queue_;
   std::vector<std::thread> workers_;
 };

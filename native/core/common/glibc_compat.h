@@ -1,0 +1,12 @@
+// Binds the libc functions that glibc 2.34 moved from libdl/libpthread into libc to their original
+// symbol versions, which every glibc still provides, so the prebuilt addon keeps loading on older
+// distributions (see scripts/abi-requirements.js). Include it before any use of these functions.
+#pragma once
+
+#if defined(__linux__) && defined(__GLIBC__) && defined(__x86_64__)
+__asm__(".symver dlopen,dlopen@GLIBC_2.2.5");
+__asm__(".symver dlsym,dlsym@GLIBC_2.2.5");
+__asm__(".symver dlerror,dlerror@GLIBC_2.2.5");
+__asm__(".symver dladdr,dladdr@GLIBC_2.2.5");
+__asm__(".symver pthread_once,pthread_once@GLIBC_2.2.5");
+#endif
