@@ -15,18 +15,9 @@ import {
   tensor,
   unpackBitsSync,
 } from '../lib';
+import { rng } from './helpers';
 import { native } from '../lib/native';
 
-function rng(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** ±1 values (and some exact zeros, which count as +1). */
 function signs(n: number, r: () => number): Float32Array {

@@ -18,18 +18,8 @@ import {
 import { cudaAlloc } from '../lib/cuda';
 import { native } from '../lib/native';
 import type { DType } from '../lib/tensor';
-import { randomArray } from './helpers';
+import { randomArray, expectCode } from './helpers';
 
-function expectCode(fn: () => unknown, code: string) {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(XnormError);
-    expect((e as XnormError).code).toBe(code);
-    return e as XnormError;
-  }
-  throw new Error(`expected ${code}, but nothing was thrown`);
-}
 
 function expectRel(actual: ArrayLike<number>, expected: ArrayLike<number>, rel: number, what: string) {
   expect(actual.length).toBe(expected.length);

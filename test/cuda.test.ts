@@ -2,6 +2,7 @@
 // loaded once per process), the CPU fallback, and, on a machine with a GPU, device tensors and the
 // BN-statistic kernels against the CPU kernels. Nothing is built here: CI (or `npm run build:cuda`)
 // builds build/cuda/libxnorm_cuda.so where nvcc is present.
+import { expectCode } from './helpers';
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -37,16 +38,6 @@ function expectCpuStillWorks(p: Probe) {
   expect(p.cpuMean).toEqual([2, 3]);
 }
 
-function expectCode(fn: () => unknown, code: string) {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(XnormError);
-    expect((e as XnormError).code).toBe(code);
-    return e as XnormError;
-  }
-  throw new Error(`expected ${code}, but nothing was thrown`);
-}
 
 function tmpDir(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'xnorm-cuda-'));

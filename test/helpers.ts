@@ -1,6 +1,8 @@
 // Shared test utilities: a seeded RNG and a runner for child processes with a forced ISA level.
 import { spawnSync } from 'child_process';
 import * as path from 'path';
+import { expect } from 'vitest';
+import { XnormError } from '../lib';
 
 /** Mulberry32: small, fast, seeded; tests must be reproducible. */
 export function rng(seed: number): () => number {
@@ -48,4 +50,16 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let m = 0;
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
   return m;
+}
+
+/** Runs fn, expects an XnormError with this code, and returns it. */
+export function expectCode(fn: () => unknown, code: string): XnormError {
+  try {
+    fn();
+  } catch (e) {
+    expect(e).toBeInstanceOf(XnormError);
+    expect((e as XnormError).code).toBe(code);
+    return e as XnormError;
+  }
+  throw new Error(`expected ${code}, but nothing was thrown`);
 }

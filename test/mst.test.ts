@@ -11,17 +11,8 @@ import {
   packWeights,
   tensor,
 } from '../lib';
+import { rng } from './helpers';
 
-function rng(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Cout channels, each a copy of one of `protos` prototype channels with every sign flipped with probability p. */
 function prototypeWeights(cout: number, perChannel: number, protos: number, p: number, r: () => number): Float32Array {
