@@ -3,6 +3,9 @@
 //
 //   POST /moments?shape=8,64,32,32&layout=nchw   body: float32 little-endian values
 //        -> { count, mean, var }
+//   POST /convbn?shape=N,C,H,W    body: float32 NCHW -> float32 NCHW, a 3x3 conv + BN + ReLU layer (Tune mode)
+//   POST /binary?shape=N,C,H,W    body: float32 NCHW -> float32 NHWC, packBits then a 3x3 binary conv
+//        (both answer application/octet-stream with the output shape in the x-shape header)
 //   GET  /health -> ok
 //   GET  /loop-delay[?reset=1] -> this server's event-loop delay percentiles (ms) since the last reset
 //
@@ -10,8 +13,54 @@
 import * as http from 'http';
 import { AddressInfo } from 'net';
 import { monitorEventLoopDelay } from 'perf_hooks';
-import { XnormError, from, moments, momentsSync, variance } from '../../lib';
-import type { Layout } from '../../lib';
+import {
+  BinaryWeights,
+  ConvBnParams,
+  XnormError,
+  binaryConv2d,
+  binaryConv2dSync,
+  convBn,
+  convBnSync,
+  from,
+  moments,
+  momentsSync,
+  packBits,
+  packBitsSync,
+  packWeights,
+  tensor,
+  variance,
+} from '../../lib';
+import type { Layout, Tensor } from '../../lib';
+
+const LAYER_OUT = 16; // output channels of the example layers
+
+/** Deterministic pseudo-random values, so a client can rebuild the server's layers. */
+function seeded(n: number, seed: number): Float32Array {
+  let a = seed >>> 0;
+  return Float32Array.from({ length: n }, () => {
+    a = (Math.imul(a, 1664525) + 1013904223) >>> 0;
+    return a / 2 ** 32 - 0.5;
+  });
+}
+
+/** The layers the server applies to a C-channel input: a conv + BN layer and a binary conv layer. */
+export function exampleLayers(c: number): { convBn: ConvBnParams; binary: BinaryWeights; scale: Tensor } {
+  const k = LAYER_OUT;
+  return {
+    convBn: {
+      weight: tensor(seeded(k * c * 9, c), [k, c, 3, 3]),
+      bias: tensor(seeded(k, c + 1), [k]),
+      bn: {
+        mean: tensor(seeded(k, c + 2), [k]),
+        var: tensor(seeded(k, c + 3).map((v) => v + 1), [k]),
+        gamma: tensor(seeded(k, c + 4).map((v) => v + 1), [k]),
+        beta: tensor(seeded(k, c + 5), [k]),
+      },
+    },
+    binary: packWeights(tensor(seeded(k * c * 9, c + 6), [k, c, 3, 3])),
+    scale: tensor(seeded(k, c + 7).map((v) => v / (c * 9)), [k]),
+  };
+}
 
 export interface ServerHandle {
   url: string;
@@ -44,6 +93,19 @@ export function startServer(opts: { port?: number; host?: string; sync?: boolean
   const sync = opts.sync ?? false;
   const loop = monitorEventLoopDelay({ resolution: 1 });
   loop.enable();
+  const layers = new Map<number, ReturnType<typeof exampleLayers>>();
+  const layersFor = (c: number) => {
+    if (!Number.isInteger(c) || c < 1 || c > 4096)
+      throw new XnormError('ERR_XNORM_SHAPE', `shape: expected 1..4096 channels, received ${c}`);
+    if (!layers.has(c)) layers.set(c, exampleLayers(c));
+    return layers.get(c)!;
+  };
+  const sendTensor = (res: http.ServerResponse, t: Tensor) => {
+    const data = t.dataSync();
+    res.setHeader('content-type', 'application/octet-stream');
+    res.setHeader('x-shape', t.shape.join(','));
+    res.end(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+  };
   const server = http.createServer(async (req, res) => {
     const url = new URL(req.url ?? '/', 'http://localhost');
     try {
@@ -67,6 +129,20 @@ export function startServer(opts: { port?: number; host?: string; sync?: boolean
         for (let i = 1; i < repeat; i++) m = sync ? momentsSync(x, { layout }) : await moments(x, { layout });
         res.setHeader('content-type', 'application/json');
         res.end(JSON.stringify({ count: m.count, mean: Array.from(m.mean.dataSync()), var: Array.from(variance(m).dataSync()) }));
+        return;
+      }
+      if (req.method === 'POST' && (url.pathname === '/convbn' || url.pathname === '/binary')) {
+        const shape = (url.searchParams.get('shape') ?? '').split(',').map(Number);
+        const x = from({ data: floats(await readBody(req, 1 << 28)), shape });
+        const layer = layersFor(shape[1]);
+        if (url.pathname === '/convbn') {
+          const opts = { padding: 1, activation: 'relu' as const };
+          sendTensor(res, (sync ? convBnSync(x, layer.convBn, opts) : await convBn(x, layer.convBn, opts)).y);
+        } else {
+          const bits = sync ? packBitsSync(x) : await packBits(x);
+          const opts = { padding: 1, scale: layer.scale };
+          sendTensor(res, sync ? binaryConv2dSync(bits, layer.binary, opts) : await binaryConv2d(bits, layer.binary, opts));
+        }
         return;
       }
       res.statusCode = 404;
@@ -99,6 +175,12 @@ export async function main(): Promise<void> {
   const t0 = performance.now();
   const r = await fetch(`${s.url}/moments?shape=2,3,4,4`, { method: 'POST', body: Buffer.from(x.buffer) });
   console.log(`POST /moments -> ${r.status} ${await r.text()} (${(performance.now() - t0).toFixed(1)} ms)`);
+  for (const op of ['convbn', 'binary']) {
+    const t1 = performance.now();
+    const y = await fetch(`${s.url}/${op}?shape=2,3,4,4`, { method: 'POST', body: Buffer.from(x.buffer) });
+    const out = new Float32Array(await y.arrayBuffer());
+    console.log(`POST /${op} -> ${y.status}, shape [${y.headers.get('x-shape')}], first values ${Array.from(out.slice(0, 3), (v) => v.toFixed(3)).join(', ')} (${(performance.now() - t1).toFixed(1)} ms)`);
+  }
   const bad = await fetch(`${s.url}/moments?shape=2,3`, { method: 'POST', body: Buffer.from(x.buffer) });
   console.log(`POST /moments with a wrong shape -> ${bad.status} ${await bad.text()}`);
   console.log(`GET /health -> ${await (await fetch(`${s.url}/health`)).text()}`);
