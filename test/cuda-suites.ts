@@ -6,6 +6,13 @@ import { describe, expect, it } from 'vitest';
 import {
   XnormError,
   batchNorm,
+  binaryConv2d,
+  binaryConv2dSync,
+  binaryLinear,
+  binaryLinearSync,
+  mstPlan,
+  packBitsSync,
+  packWeights,
   batchNormSync,
   mergeMoments,
   moments,
@@ -237,6 +244,84 @@ export function defineGpuSuites(skip: boolean): void {
       const small = cudaAlloc(0, 4);
       expectCode(() => n.cudaBinaryConv2d({ device: 0, x: small, weights: small, out: small, n: q.n, h: q.h, w: q.w, c: q.c,
         cout: q.cout, cinG: q.c, kh: 3, kw: 3, groups: 1, sh: 1, sw: 1, ph: 1, pw: 1, dh: 1, dw: 1, output: 'int32' }), 'ERR_XNORM_SHAPE');
+    });
+  });
+
+  describe.skipIf(skip)('binaryConv2d / binaryLinear on CUDA tensors match the CPU kernels bit for bit', () => {
+    type Conv = { n: number; h: number; w: number; c: number; cout: number; groups: number; k: number; stride: number; pad: number; dil: number };
+    const CONVS: Conv[] = [
+      { n: 2, h: 7, w: 6, c: 37, cout: 33, groups: 1, k: 3, stride: 1, pad: 1, dil: 1 },
+      { n: 1, h: 9, w: 8, c: 66, cout: 40, groups: 2, k: 3, stride: 2, pad: 2, dil: 2 },
+      { n: 2, h: 6, w: 7, c: 15, cout: 9, groups: 3, k: 3, stride: 2, pad: 1, dil: 1 },
+      { n: 1, h: 5, w: 5, c: 100, cout: 70, groups: 1, k: 1, stride: 1, pad: 0, dil: 1 },
+      { n: 1, h: 8, w: 5, c: 64, cout: 64, groups: 4, k: 3, stride: 1, pad: 3, dil: 2 },
+    ];
+
+    it('every output kind, both paddings, groups, stride, dilation; weights and MstPlan; sync and async', async () => {
+      let seed = 2000;
+      for (const q of CONVS) {
+        const x = packBitsSync(tensor(randomArray(q.n * q.h * q.w * q.c, seed++), [q.n, q.h, q.w, q.c]), { layout: 'nhwc' });
+        const wts = packWeights(tensor(randomArray(q.cout * (q.c / q.groups) * q.k * q.k, seed++), [q.cout, q.c / q.groups, q.k, q.k]), { groups: q.groups });
+        const plan = mstPlan(wts, { reuse: 'always' });
+        const scaleH = tensor(randomArray(q.cout, seed++, 0.3), [q.cout]);
+        const biasH = tensor(randomArray(q.cout, seed++, 2), [q.cout]);
+        const xc = x.toSync('cuda');
+        const scaleC = scaleH.toSync('cuda'), biasC = biasH.toSync('cuda');
+        for (const padValue of ['one', 'zero'] as const)
+          for (const output of ['float', 'int32', 'bits'] as const) {
+            const geo = { stride: q.stride, padding: q.pad, dilation: q.dil, groups: q.groups, padValue, output };
+            const tf = output === 'int32' ? {} : { clamp: [-3, 2.5] as [number, number] };
+            const want = binaryConv2dSync(x, wts, { ...geo, ...tf, ...(output === 'int32' ? {} : { scale: scaleH, bias: biasH }) });
+            const what = `${JSON.stringify(q)} ${padValue} ${output}`;
+            const got = binaryConv2dSync(xc, wts, { ...geo, ...tf, ...(output === 'int32' ? {} : { scale: scaleC, bias: biasC }) });
+            expect(got.device, what).toBe('cuda:0');
+            expect(got.shape, what).toEqual(want.shape);
+            expect(got.dtype, what).toBe(want.dtype);
+            expect(Array.from(got.dataSync()), what).toEqual(Array.from(want.dataSync()));
+            // No transform at all, from the plan, async.
+            const plain = binaryConv2dSync(x, wts, geo);
+            const viaPlan = await binaryConv2d(xc, plan, geo);
+            expect(Array.from(viaPlan.dataSync()), `${what} plan`).toEqual(Array.from(plain.dataSync()));
+            got.dispose();
+            viaPlan.dispose();
+          }
+        wts.dispose();
+      }
+    });
+
+    it('binaryLinear, weights reused across calls and uploaded again after dispose', async () => {
+      const k = 200, cout = 45;
+      const x = packBitsSync(tensor(randomArray(3 * k, 77), [3, k]));
+      const wts = packWeights(tensor(randomArray(cout * k, 78), [cout, k]));
+      const bias = tensor(randomArray(cout, 79), [cout]);
+      const xc = x.toSync('cuda');
+      for (const output of ['float', 'int32', 'bits'] as const) {
+        const o = output === 'int32' ? { output } : { output, bias };
+        const oc = output === 'int32' ? { output } : { output, bias: bias.toSync('cuda') };
+        const want = binaryLinearSync(x, wts, o);
+        const got = await binaryLinear(xc, wts, oc);
+        expect(got.shape).toEqual([3, cout]);
+        expect(Array.from(got.dataSync()), output).toEqual(Array.from(want.dataSync()));
+      }
+      wts.dispose();
+      wts.dispose();
+      const again = binaryLinearSync(xc, wts, { output: 'int32' });
+      expect(Array.from(again.dataSync())).toEqual(Array.from(binaryLinearSync(x, wts, { output: 'int32' }).dataSync()));
+    });
+
+    it('mixing devices is ERR_XNORM_DEVICE; bad arguments are XnormErrors', async () => {
+      const x = packBitsSync(tensor(randomArray(2 * 4 * 4 * 8, 5), [2, 4, 4, 8]), { layout: 'nhwc' });
+      const xc = x.toSync('cuda');
+      const wts = packWeights(tensor(randomArray(6 * 8 * 9, 6), [6, 8, 3, 3]));
+      const s = tensor(randomArray(6, 7), [6]);
+      expectCode(() => binaryConv2dSync(xc, wts, { scale: s }), 'ERR_XNORM_DEVICE');
+      expectCode(() => binaryConv2dSync(x, wts, { bias: s.toSync('cuda') }), 'ERR_XNORM_DEVICE');
+      await expect(binaryConv2d(xc, wts, { bias: s })).rejects.toMatchObject({ code: 'ERR_XNORM_DEVICE' });
+      expectCode(() => binaryConv2dSync(xc, wts, { padding: 0, stride: 1, dilation: 5 }), 'ERR_XNORM_SHAPE');
+      expectCode(() => binaryConv2dSync(xc, wts, { output: 'int32', bias: s.toSync('cuda') }), 'ERR_XNORM_ARGUMENT');
+      const gone = x.toSync('cuda');
+      gone.dispose();
+      expectCode(() => binaryConv2dSync(gone, wts), 'ERR_XNORM_DISPOSED');
     });
   });
 
