@@ -248,6 +248,8 @@ const xnorm_cuda_api kApi = {
     bnstats_moments,
     bnstats_batch_norm,
     binary_conv2d,
+    pack_bits,
+    unpack_bits,
 };
 
 }  // namespace

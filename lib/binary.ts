@@ -36,6 +36,25 @@ function pair(v: unknown, name: string, dflt: number, min: number): [number, num
   return fail('ERR_XNORM_ARGUMENT', `${name}: expected a number or [h, w], received ${describe(v)}`);
 }
 
+/**
+ * The `call` of an op on a GPU that writes the new device tensor `y`: a failed op frees y at once
+ * rather than leaving it to the GC.
+ */
+function deviceCall(y: Tensor, run: (async: boolean) => unknown): (async: boolean) => unknown {
+  return (async: boolean) => {
+    const drop = (e: unknown): never => {
+      y.dispose();
+      throw e;
+    };
+    try {
+      const r = run(async);
+      return async ? Promise.resolve(r).catch(drop) : r;
+    } catch (e) {
+      return drop(e);
+    }
+  };
+}
+
 // ---------------------------------------------------------------------------------------------------
 // packBits / unpackBits
 
@@ -74,11 +93,18 @@ const packBitsOp = defineOp((x: Tensor, opts?: PackBitsOptions) => {
     threshold = t;
   } else if (t !== undefined) {
     checkTensor(t, 'packBits: opts.threshold', { dtypes: FLOAT_DTYPES });
+    checkSameDevice({ 'packBits: x': x, 'packBits: opts.threshold': t as Tensor });
     if ((t as Tensor).size !== c)
       fail('ERR_XNORM_SHAPE', `packBits: opts.threshold: expected shape [${c}], received [${(t as Tensor).shape.join(', ')}]`);
     thresholds = Float32Array.from(f32(t as Tensor, 'packBits: opts.threshold'));
   }
   const outShape = nhwcShape(x.shape, layout);
+  if (x.device !== 'cpu') {
+    const xb = x.deviceBuffer('packBits: x');
+    const y = new Tensor(allocateDevice(xb.device, outShape, 'bit'), outShape, 'bit');
+    const args = { device: xb.index, x: xb.handle, dtype: x.dtype, layout, n, c, s, thresholds, threshold, out: y.deviceBuffer().handle };
+    return { call: deviceCall(y, (async) => native().cudaPackBits(args, async)), finish: () => y };
+  }
   const out = new Uint32Array(n * s * packedWordsFor(c));
   const xs = f32(x, 'packBits: x');
   return {
@@ -100,6 +126,12 @@ const unpackBitsOp = defineOp((b: Tensor, opts?: { layout?: Layout }) => {
   const { n, c, s } = ncs(b.shape, 'nhwc');
   const r = b.shape.length;
   const outShape = layout === 'nhwc' || r === 2 ? b.shape.slice() : [b.shape[0], b.shape[r - 1], ...b.shape.slice(1, r - 1)];
+  if (b.device !== 'cpu') {
+    const bb = b.deviceBuffer('unpackBits: b');
+    const y = new Tensor(allocateDevice(bb.device, outShape, 'float32'), outShape, 'float32');
+    const args = { device: bb.index, b: bb.handle, layout, n, c, s, out: y.deviceBuffer().handle };
+    return { call: deviceCall(y, (async) => native().cudaUnpackBits(args, async)), finish: () => y };
+  }
   const out = new Float32Array(b.size);
   return {
     call: (async: boolean) => native().unpackBits({ b: b.storage('unpackBits: b'), layout, n, c, s, out }, async),
@@ -368,19 +400,7 @@ function prepareConv(op: string, x: Tensor, wp: BinaryWeights | MstPlan, opts: B
       sh: strideH, sw: strideW, ph: padH, pw: padW, dh: dilationH, dw: dilationW, padZero: padValue === 'zero', output,
       clamp: clampLo !== undefined, lo: clampLo, hi: clampHi, scale, bias,
     };
-    const call = (async: boolean): unknown => {
-      // A failed op frees its output at once rather than leaving it to the GC.
-      const dropOutput = (e: unknown) => {
-        y.dispose();
-        throw e;
-      };
-      try {
-        const r = native().cudaBinaryConv2d(args, async);
-        return async ? Promise.resolve(r).catch(dropOutput) : r;
-      } catch (e) {
-        return dropOutput(e);
-      }
-    };
+    const call = deviceCall(y, (async) => native().cudaBinaryConv2d(args, async));
     return { call, result: () => y };
   }
 

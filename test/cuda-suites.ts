@@ -11,8 +11,11 @@ import {
   binaryLinear,
   binaryLinearSync,
   mstPlan,
+  packBits,
   packBitsSync,
   packWeights,
+  unpackBits,
+  unpackBitsSync,
   batchNormSync,
   mergeMoments,
   moments,
@@ -322,6 +325,69 @@ export function defineGpuSuites(skip: boolean): void {
       const gone = x.toSync('cuda');
       gone.dispose();
       expectCode(() => binaryConv2dSync(gone, wts), 'ERR_XNORM_DISPOSED');
+    });
+  });
+
+  describe.skipIf(skip)('packBits / unpackBits on CUDA tensors match the CPU kernels bit for bit', () => {
+    const SHAPES: { shape: number[]; layout: 'nchw' | 'nhwc' }[] = [
+      { shape: [2, 37, 5, 3], layout: 'nchw' },
+      { shape: [3, 70, 11], layout: 'nchw' },
+      { shape: [2, 4, 5, 64], layout: 'nhwc' },
+      { shape: [3, 7, 33], layout: 'nhwc' },
+      { shape: [5, 100], layout: 'nchw' },
+      { shape: [4, 1, 9], layout: 'nchw' },
+    ];
+
+    it('every float dtype, both layouts, scalar and per-channel thresholds; a whole binary layer stays on the GPU', async () => {
+      let seed = 3000;
+      for (const { shape, layout } of SHAPES)
+        for (const dtype of ['float32', 'float16', 'bfloat16'] as DType[]) {
+          const size = shape.reduce((a, b) => a * b, 1);
+          const c = layout === 'nchw' || shape.length === 2 ? shape[1] : shape[shape.length - 1];
+          const v = randomArray(size, seed++);
+          for (let i = 0; i < size; i += 7) v[i] = 0;  // sign(0) = +1, and ties with the threshold
+          const xh = tensor(v, shape, { dtype });
+          const xc = xh.toSync('cuda');
+          const thr = tensor(randomArray(c, seed++, 0.5), [c]);
+          const thrNum = 0.25;
+          for (const threshold of [undefined, thrNum, thr]) {
+            const what = `${dtype} ${layout} [${shape}] ${threshold === undefined ? 'default' : typeof threshold}`;
+            const want = packBitsSync(xh, { layout, threshold });
+            const got = await packBits(xc, { layout, threshold: threshold instanceof Object ? threshold.toSync('cuda') : threshold });
+            expect(got.device, what).toBe('cuda:0');
+            expect(got.shape, what).toEqual(want.shape);
+            expect(Array.from(got.dataSync()), what).toEqual(Array.from(want.dataSync()));
+            for (const out of ['nchw', 'nhwc'] as const) {
+              const back = unpackBitsSync(got, { layout: out });
+              expect(back.device, what).toBe('cuda:0');
+              const ref = unpackBitsSync(want, { layout: out });
+              expect(back.shape, what).toEqual(ref.shape);
+              expect(Array.from(back.dataSync()), `${what} unpack ${out}`).toEqual(Array.from(ref.dataSync()));
+            }
+          }
+        }
+      // pack -> conv ('bits') -> conv on the device, against the same chain on the CPU.
+      const x = tensor(randomArray(2 * 40 * 6 * 6, 3100), [2, 40, 6, 6]);
+      const w1 = packWeights(tensor(randomArray(36 * 40 * 9, 3101), [36, 40, 3, 3]));
+      const w2 = packWeights(tensor(randomArray(10 * 36 * 9, 3102), [10, 36, 3, 3]));
+      const chain = async (t: typeof x) => {
+        const h = await binaryConv2d(await packBits(t), w1, { padding: 1, output: 'bits' });
+        const y = await binaryConv2d(h, w2, { padding: 1, stride: 2, padValue: 'zero' });
+        return { h: await unpackBits(h), y };
+      };
+      const dev = await chain(x.toSync('cuda'));
+      const cpu = await chain(x);
+      expect([dev.h.device, dev.y.device]).toEqual(['cuda:0', 'cuda:0']);
+      expect(Array.from(dev.h.dataSync())).toEqual(Array.from(cpu.h.dataSync()));
+      expect(Array.from(dev.y.dataSync())).toEqual(Array.from(cpu.y.dataSync()));
+    });
+
+    it('mixing devices is ERR_XNORM_DEVICE', async () => {
+      const xc = tensor(randomArray(2 * 3 * 4, 9), [2, 3, 4], { device: 'cuda' });
+      expectCode(() => packBitsSync(xc, { threshold: tensor([0, 0, 0], [3]) }), 'ERR_XNORM_DEVICE');
+      await expect(packBits(tensor(randomArray(24, 9), [2, 3, 4]), { threshold: tensor([0, 0, 0], [3], { device: 'cuda' }) }))
+        .rejects.toMatchObject({ code: 'ERR_XNORM_DEVICE' });
+      expectCode(() => packBitsSync(xc, { threshold: tensor([0, 0], [2], { device: 'cuda' }) }), 'ERR_XNORM_SHAPE');
     });
   });
 

@@ -19,7 +19,7 @@ import sys
 import time
 import zlib
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 OK, UNAVAILABLE, OOM, ARGUMENT = 0, 1, 2, 3
 NCHW, NHWC = 0, 1
 OVER = {"channel": 0, "instance": 1, "group": 2}
@@ -66,6 +66,8 @@ class Api(C.Structure):
         ("moments", F(i32, i32, vp, i32, C.POINTER(Geometry), i32, i64, dp, dp, fp, fp, C.POINTER(i64), S)),
         ("batch_norm", F(i32, i32, vp, vp, i32, C.POINTER(Geometry), i32, fp, fp, fp, fp, i32, S)),
         ("binary_conv2d", F(i32, i32, vp, vp, C.POINTER(BConv), fp, fp, vp, S)),
+        ("pack_bits", F(i32, i32, vp, i32, C.POINTER(Geometry), fp, C.c_float, vp, S)),
+        ("unpack_bits", F(i32, i32, vp, C.POINTER(Geometry), vp, S)),
     ]
 
 
@@ -305,6 +307,49 @@ class Checker:
             i = int(np.flatnonzero(got.reshape(-1) != want.reshape(-1))[0]) if got.shape == want.shape else 0
             self.fail(f"binary_conv2d {case}: element {i}: {got.reshape(-1)[i]!r} vs {want.reshape(-1)[i]!r}")
 
+    def bits_case(self, shape, layout, dtype, per_channel, misalign):
+        """pack_bits (bit = float(x) < threshold, the CPU core's rule) and unpack_bits back to ±1, against
+        numpy, bit for bit; zeros and exact ties with the threshold included."""
+        np = self.np
+        rng = np.random.default_rng(seed_of(shape, layout, dtype, per_channel, misalign))
+        geo = geometry(shape, layout)
+        v = rng.standard_normal(math.prod(shape), dtype=np.float32)
+        v[::7] = 0  # sign(0) = +1, and a tie with the zero thresholds below
+        v[::11] = 0.25  # a tie with the scalar threshold
+        x = encode(np, v, dtype)
+        xf = decode(np, x, dtype)
+        thr = None
+        if per_channel:
+            thr = (rng.standard_normal(geo.c) * 0.5).astype(np.float32)
+            thr[::3] = 0
+        t = thr if per_channel else np.full(geo.c, 0.25, np.float32)
+        # [n, s, c] view whatever the layout, to compare along channels.
+        xc = xf.reshape(geo.n, geo.c, geo.s).transpose(0, 2, 1) if layout == NCHW else xf.reshape(geo.n, geo.s, geo.c)
+        bits = (xc < t).astype(np.uint8)
+        want = pack_bits(np, bits).reshape(-1)
+        xbase, xp_ = self.upload(x, misalign)
+        obase, op_ = self.upload(np.zeros_like(want))
+        self.p.call("pack_bits", self.p.device, vp(xp_), DTYPES[dtype], C.byref(geo),
+                    ptr(thr, C.c_float) if per_channel else None, C.c_float(0.25), vp(op_))
+        got = self.download(op_, want)
+        self.checks += 1
+        what = f"pack_bits {dtype} {'NCHW' if layout == NCHW else 'NHWC'} {shape} per_channel={per_channel}"
+        if not np.array_equal(got, want):
+            i = int(np.flatnonzero(got != want)[0])
+            self.fail(f"{what}: word {i}: {int(got[i]):#x} vs {int(want[i]):#x}")
+        # unpack_bits into the same layout as x.
+        back = 1 - 2 * bits.astype(np.float32)
+        want_u = np.ascontiguousarray(back.transpose(0, 2, 1)).reshape(-1) if layout == NCHW else back.reshape(-1)
+        ubase, up_ = self.upload(np.zeros_like(want_u))
+        self.p.call("unpack_bits", self.p.device, vp(op_), C.byref(geo), vp(up_))
+        got_u = self.download(up_, want_u)
+        for a in (xbase, obase, ubase):
+            self.p.free(a)
+        self.checks += 1
+        if not np.array_equal(got_u, want_u):
+            i = int(np.flatnonzero(got_u != want_u)[0])
+            self.fail(f"unpack_bits {what[10:]}: element {i}: {got_u[i]!r} vs {want_u[i]!r}")
+
     def out_of_memory(self):
         self.checks += 1
         p = vp()
@@ -379,6 +424,10 @@ def correctness(ck, quick):
     brng = ck.np.random.default_rng(77)
     for case in binary_cases(brng, 12 if quick else 40):
         ck.binary_conv_case(brng, case)
+    for layout in (NCHW, NHWC):
+        for shape in random_shapes(rng, layout, 3 if quick else 8):
+            for dtype in DTYPES:
+                ck.bits_case(shape, layout, dtype, per_channel=rng.random() < 0.5, misalign=rng.choice([0, 1]))
     ck.out_of_memory()
 
 

@@ -22,7 +22,7 @@
 extern "C" {
 #endif
 
-#define XNORM_CUDA_ABI_VERSION 1u
+#define XNORM_CUDA_ABI_VERSION 2u
 
 #if defined(_WIN32)
 #define XNORM_CUDA_EXPORT __declspec(dllexport)
@@ -118,6 +118,17 @@ typedef struct xnorm_cuda_api {
    * with cout entries, or NULL for 1 and 0. */
   int32_t (*binary_conv2d)(int32_t device, const uint32_t* x, const uint32_t* w, const xnorm_cuda_bconv* p,
                            const float* scale, const float* bias, void* out, xnorm_cuda_status* status);
+
+  /* float -> bits (packBits): x of `dtype` viewed by g (NCHW [n, c, s] or NHWC [n, s, c]) on the device;
+   * out [n*s][ceil(c/32)] words on the device, channel i at bit i%32 of word i/32, bit 1 where
+   * float(x) < threshold (NaN gives 0), tail bits 0. thresholds: c values on the HOST, or NULL to use
+   * `threshold` for every channel. */
+  int32_t (*pack_bits)(int32_t device, const void* x, int32_t dtype, const xnorm_cuda_geometry* g,
+                       const float* thresholds, float threshold, uint32_t* out, xnorm_cuda_status* status);
+  /* bits -> float32 (unpackBits): b [n*s][ceil(c/32)] words on the device; out float32 on the device in
+   * g's layout, -1 where the bit is 1 and +1 where it is 0. */
+  int32_t (*unpack_bits)(int32_t device, const uint32_t* b, const xnorm_cuda_geometry* g, float* out,
+                         xnorm_cuda_status* status);
 } xnorm_cuda_api;
 
 XNORM_CUDA_EXPORT uint32_t xnorm_cuda_abi_version(void);
