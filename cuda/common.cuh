@@ -20,6 +20,7 @@ struct Device {
   cudaStream_t stream = nullptr;
   bool pools = false;  // stream-ordered allocation supported (else plain cudaMalloc/cudaFree)
   int32_t multiprocessors = 1;
+  int32_t cc = 0;  // compute capability as major * 10 + minor
 };
 
 // Makes `device` current on this host thread, initialising its stream and pool on first use.

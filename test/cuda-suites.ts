@@ -217,6 +217,10 @@ export function defineGpuSuites(skip: boolean): void {
         { n: 1, h: 7, w: 4, c: 66, cout: 40, groups: 2, k: 3, stride: 2, pad: 2, dil: 2, padZero: true, output: 'float', scale: true, bias: true, clamp: [-1.5, 2] },
         { n: 1, h: 6, w: 6, c: 15, cout: 9, groups: 3, k: 5, stride: 1, pad: 2, dil: 1, padZero: false, output: 'bits', scale: true, bias: true },
         { n: 3, h: 3, w: 3, c: 32, cout: 64, groups: 1, k: 1, stride: 1, pad: 0, dil: 1, padZero: true, output: 'bits', scale: false, bias: true },
+        // Several 128-bit MMA steps per tap with a tail, and group tiles that straddle output words.
+        { n: 1, h: 5, w: 3, c: 400, cout: 50, groups: 2, k: 3, stride: 1, pad: 1, dil: 1, padZero: true, output: 'bits', scale: true, bias: true },
+        { n: 1, h: 5, w: 3, c: 400, cout: 50, groups: 2, k: 3, stride: 1, pad: 1, dil: 1, padZero: true, output: 'int32', scale: false, bias: false },
+        { n: 2, h: 4, w: 5, c: 300, cout: 70, groups: 1, k: 2, stride: 1, pad: 1, dil: 2, padZero: false, output: 'float', scale: true, bias: false },
       ];
       let seed = 900;
       for (const q of cases) {
@@ -232,21 +236,27 @@ export function defineGpuSuites(skip: boolean): void {
         const x = cudaAlloc(0, xw.byteLength), w = cudaAlloc(0, ww.byteLength), out = cudaAlloc(0, want.out.byteLength);
         n.cudaUpload({ handle: x, dtype: 'bit', host: xw });
         n.cudaUpload({ handle: w, dtype: 'bit', host: ww });
-        await n.cudaBinaryConv2d(
-          { device: 0, x, weights: w, out, n: q.n, h: q.h, w: q.w, c: q.c, cout: q.cout, cinG, kh: q.k, kw: q.k, groups: q.groups,
-            sh: q.stride, sw: q.stride, ph: q.pad, pw: q.pad, dh: q.dil, dw: q.dil, padZero: q.padZero, output: q.output,
-            clamp: q.clamp !== undefined, lo: q.clamp?.[0], hi: q.clamp?.[1], scale, bias },
-          true,
-        );
-        const got = new (want.out.constructor as new (k: number) => Int32Array | Float32Array | Uint32Array)(want.out.length);
-        n.cudaDownload({ handle: out, dtype: q.output === 'float' ? 'float32' : q.output === 'int32' ? 'int32' : 'bit', host: got });
-        expect(Array.from(got), JSON.stringify(q)).toEqual(Array.from(want.out));
+        // Both kernels (the 1-bit MMA one runs on the emulation through an emulated MMA with the PTX fragment layout).
+        for (const algorithm of ['simt', 'mma', 'auto']) {
+          n.cudaUpload({ handle: out, dtype: 'bit', host: new Uint32Array(want.out.length).fill(0xdeadbeef) });
+          await n.cudaBinaryConv2d(
+            { device: 0, x, weights: w, out, n: q.n, h: q.h, w: q.w, c: q.c, cout: q.cout, cinG, kh: q.k, kw: q.k, groups: q.groups,
+              sh: q.stride, sw: q.stride, ph: q.pad, pw: q.pad, dh: q.dil, dw: q.dil, padZero: q.padZero, output: q.output,
+              clamp: q.clamp !== undefined, lo: q.clamp?.[0], hi: q.clamp?.[1], scale, bias, algorithm },
+            true,
+          );
+          const got = new (want.out.constructor as new (k: number) => Int32Array | Float32Array | Uint32Array)(want.out.length);
+          n.cudaDownload({ handle: out, dtype: q.output === 'float' ? 'float32' : q.output === 'int32' ? 'int32' : 'bit', host: got });
+          expect(Array.from(got), `${algorithm} ${JSON.stringify(q)}`).toEqual(Array.from(want.out));
+        }
       }
       // The handles' sizes are checked against the geometry.
       const q = cases[0];
       const small = cudaAlloc(0, 4);
       expectCode(() => n.cudaBinaryConv2d({ device: 0, x: small, weights: small, out: small, n: q.n, h: q.h, w: q.w, c: q.c,
         cout: q.cout, cinG: q.c, kh: 3, kw: 3, groups: 1, sh: 1, sw: 1, ph: 1, pw: 1, dh: 1, dw: 1, output: 'int32' }), 'ERR_XNORM_SHAPE');
+      expectCode(() => n.cudaBinaryConv2d({ device: 0, x: small, weights: small, out: small, n: 1, h: 1, w: 1, c: 1, cout: 1,
+        cinG: 1, kh: 1, kw: 1, groups: 1, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1, output: 'int32', algorithm: 'fast' }), 'ERR_XNORM_ARGUMENT');
     });
   });
 

@@ -124,6 +124,11 @@ Napi::Value CudaBinaryConv2d(const Napi::CallbackInfo& info) {
     p.pad_zero = a.flag("padZero");
     std::string out_kind = a.choice("output", {"float", "int32", "bits"});
     p.output = out_kind == "float" ? XNORM_CUDA_OUT_FLOAT : out_kind == "int32" ? XNORM_CUDA_OUT_INT32 : XNORM_CUDA_OUT_BITS;
+    // Optional, for tests and checks: which kernel runs (default: the plugin picks).
+    if (a.has("algorithm")) {
+      std::string alg = a.choice("algorithm", {"auto", "simt", "mma"});
+      p.algorithm = alg == "simt" ? XNORM_CUDA_BCONV_SIMT : alg == "mma" ? XNORM_CUDA_BCONV_MMA : XNORM_CUDA_BCONV_AUTO;
+    }
     p.clamp = a.flag("clamp");
     if (p.clamp) {
       p.lo = float(a.number("lo"));
