@@ -105,10 +105,12 @@ __global__ void __launch_bounds__(kThreads) bconv_kernel(const uint32_t* __restr
 
 // ---- 1-bit tensor-core path ----------------------------------------------------------------------------
 
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-#define XNORM_MMA_AND 1
-#else
+// AND+popc (sm_80+) or XOR+popc (sm_75). The emulation uses AND unless built with -DXNORM_EMU_MMA_XOR,
+// which runs the sm_75 branch's logic on the CPU.
+#if (defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800) || (!defined(__CUDACC__) && defined(XNORM_EMU_MMA_XOR))
 #define XNORM_MMA_AND 0
+#else
+#define XNORM_MMA_AND 1
 #endif
 
 // d += popc(a OP b) over 128 bits for the 8x8 tile of mma.m8n8k128 (OP = AND on sm_80+, XOR on sm_75).
@@ -126,12 +128,14 @@ __device__ __forceinline__ void mma_b1(int32_t (&d)[2], uint32_t a, uint32_t b) 
 #elif defined(__CUDACC__)
   __trap();  // no 1-bit MMA before sm_75; the host never launches this kernel there
 #else
-  // CPU emulation: the same fragment layout, with AND as on sm_80+.
+  // CPU emulation: the same fragment layout and operation.
   const int lane = int(threadIdx.x & 31), grp = lane >> 2, q = lane & 3;
   for (int e = 0; e < 2; ++e) {
     int32_t sum = 0;
-    for (int k = 0; k < 4; ++k)
-      sum += __popc(__shfl_sync(0xffffffffu, a, grp * 4 + k) & __shfl_sync(0xffffffffu, b, (2 * q + e) * 4 + k));
+    for (int k = 0; k < 4; ++k) {
+      const uint32_t ak = __shfl_sync(0xffffffffu, a, grp * 4 + k), bk = __shfl_sync(0xffffffffu, b, (2 * q + e) * 4 + k);
+      sum += __popc(XNORM_MMA_AND ? ak & bk : ak ^ bk);
+    }
     d[e] += sum;
   }
 #endif
