@@ -10,7 +10,9 @@
 //   yet). sm_80+ has only AND+popc, so popc(x^w) = popc(x & ~w) + popc(~x & w): two MMAs into one
 //   accumulator, which also gives both padding modes without corrections. sm_75 uses XOR+popc directly
 //   and subtracts the padded taps' weight bits for padding 'zero'.
+// 'auto' uses MMA on a device only after both kernels agreed there on a small self-check conv.
 // MST plans run as their dense weights (bit-identical by definition).
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -247,10 +249,10 @@ int64_t out_size(int64_t in, int64_t pad, int64_t dil, int64_t k, int64_t stride
 
 }  // namespace
 
-int32_t binary_conv2d(int32_t device, const uint32_t* x, const uint32_t* w, const xnorm_cuda_bconv* q,
-                      const float* scale, const float* bias, void* out, xnorm_cuda_status* st) {
-  if (!q) return report(st, XNORM_CUDA_ARGUMENT, "binary_conv2d: parameters are NULL");
-  const xnorm_cuda_bconv& a = *q;
+namespace {
+
+// Checks the parameters and derives the kernels' plan.
+int32_t make_plan(const xnorm_cuda_bconv& a, Plan* out, xnorm_cuda_status* st) {
   if (a.n < 1 || a.h < 1 || a.w < 1 || a.c < 1 || a.cout < 1 || a.cin_g < 1 || a.kh < 1 || a.kw < 1 || a.groups < 1 ||
       a.sh < 1 || a.sw < 1 || a.dh < 1 || a.dw < 1 || a.ph < 0 || a.pw < 0)
     return report(st, XNORM_CUDA_ARGUMENT, "binary_conv2d: sizes, strides and dilations must be positive");
@@ -274,13 +276,88 @@ int32_t binary_conv2d(int32_t device, const uint32_t* x, const uint32_t* w, cons
   p.pad_zero = a.pad_zero != 0, p.output = a.output, p.clamp = a.clamp != 0, p.lo = a.lo, p.hi = a.hi;
   if (p.clamp && !(p.lo <= p.hi)) return report(st, XNORM_CUDA_ARGUMENT, "binary_conv2d: clamp needs lo <= hi");
   p.last_mask = a.cin_g % 32 ? (1u << (a.cin_g % 32)) - 1u : 0xffffffffu;
+  *out = p;
+  return XNORM_CUDA_OK;
+}
+
+// Queues one kernel on the device's stream; `coeffs` holds cout scales then cout biases (device memory;
+// NULL for int32 output, which reads none).
+int32_t launch(Device& d, const Plan& p, bool mma, const uint32_t* x, const uint32_t* w, const float* coeffs, void* out,
+               xnorm_cuda_status* st) {
+  const float* biases = coeffs ? coeffs + p.cout : nullptr;
+  if (mma) {
+    if (p.output == XNORM_CUDA_OUT_BITS) {  // the kernel ORs sign bits into the words
+      cudaError_t e = cudaMemsetAsync(out, 0, uint64_t(p.n * p.oh * p.ow * p.out_words) * 4, d.stream);
+      if (e != cudaSuccess) return report_cuda(st, e, "binary_conv2d: clearing the output");
+    }
+    const int64_t tasks = (p.n * p.oh * p.ow + 7) / 8 * p.groups * ((p.cout_g + 31) / 32);
+    XNORM_LAUNCH(bconv_mma_kernel, grid_size(d, reinterpret_cast<const void*>(bconv_mma_kernel), kMmaThreads, tasks),
+                 kMmaThreads, d.stream, x, w, p, coeffs, biases, out);
+  } else {
+    const int64_t tasks = p.n * p.oh * p.ow * p.out_words;
+    XNORM_LAUNCH(bconv_kernel, grid_size(d, reinterpret_cast<const void*>(bconv_kernel), kThreads, tasks), kThreads,
+                 d.stream, x, w, p, coeffs, biases, out);
+  }
+  return XNORM_CUDA_OK;
+}
+
+// Whether auto may use the tensor-core kernel on `d`: on first use, both kernels run a small conv with
+// tails, groups, stride, dilation and both paddings (int32 dots), and must agree exactly. The MMA path
+// has not run on every GPU generation, and a wrong dot product must never be silent.
+int32_t mma_agrees(Device& d, bool* ok, xnorm_cuda_status* st) {
+  int32_t state = d.bconv_mma.load();
+  if (state == 0) {
+    xnorm_cuda_bconv a{};
+    a.n = 2, a.h = 7, a.w = 6, a.c = 2 * 150, a.cout = 2 * 45, a.cin_g = 150, a.kh = 3, a.kw = 3, a.groups = 2;
+    a.sh = 2, a.sw = 1, a.ph = 2, a.pw = 1, a.dh = 2, a.dw = 1, a.output = XNORM_CUDA_OUT_INT32;
+    Plan p;
+    XNORM_CUDA_TRY(make_plan(a, &p, st));
+    const int64_t xw = p.n * p.h * p.w * p.wc, ww = p.cout * p.row_words, outs = p.n * p.oh * p.ow * p.cout;
+    std::vector<uint32_t> host(size_t(xw + ww));
+    uint32_t r = 0x9e3779b9u;
+    for (auto& v : host) v = (r = r * 1664525u + 1013904223u);
+    for (int64_t i = 0; i < xw; i += p.wc) host[size_t(i + p.wc - 1)] &= (1u << (a.c % 32)) - 1u;  // tail bits 0
+    for (int64_t i = 0; i < ww; i += p.wg) host[size_t(xw + i + p.wg - 1)] &= p.last_mask;
+    Scratch buf(d);
+    XNORM_CUDA_TRY(buf.alloc(uint64_t(xw + ww + 2 * outs) * 4, st));
+    uint32_t* x = buf.as<uint32_t>();
+    int32_t* outs_dev = reinterpret_cast<int32_t*>(x + xw + ww);
+    cudaError_t e = cudaMemcpyAsync(x, host.data(), host.size() * 4, cudaMemcpyHostToDevice, d.stream);
+    if (e != cudaSuccess) return report_cuda(st, e, "binary_conv2d: self-check upload");
+    std::vector<int32_t> got(size_t(2 * outs));
+    bool same = true;
+    for (int32_t pad_zero = 0; pad_zero < 2 && same; ++pad_zero) {
+      p.pad_zero = pad_zero;
+      XNORM_CUDA_TRY(launch(d, p, false, x, x + xw, nullptr, outs_dev, st));
+      XNORM_CUDA_TRY(launch(d, p, true, x, x + xw, nullptr, outs_dev + outs, st));
+      e = cudaMemcpyAsync(got.data(), outs_dev, got.size() * 4, cudaMemcpyDeviceToHost, d.stream);
+      if (e != cudaSuccess) return report_cuda(st, e, "binary_conv2d: self-check download");
+      XNORM_CUDA_TRY(finish(d, st, "binary_conv2d self-check"));
+      same = std::equal(got.begin(), got.begin() + outs, got.begin() + outs);
+    }
+    state = same ? 1 : -1;
+    d.bconv_mma.store(state);
+  }
+  *ok = state == 1;
+  return XNORM_CUDA_OK;
+}
+
+}  // namespace
+
+int32_t binary_conv2d(int32_t device, const uint32_t* x, const uint32_t* w, const xnorm_cuda_bconv* q,
+                      const float* scale, const float* bias, void* out, xnorm_cuda_status* st) {
+  if (!q) return report(st, XNORM_CUDA_ARGUMENT, "binary_conv2d: parameters are NULL");
+  const xnorm_cuda_bconv& a = *q;
+  Plan p;
+  XNORM_CUDA_TRY(make_plan(a, &p, st));
   if (!x || !w || !out) return report(st, XNORM_CUDA_ARGUMENT, "binary_conv2d: NULL tensor");
 
   Device* d;
   XNORM_CUDA_TRY(use_device(device, &d, st));
-  const bool mma = a.algorithm == XNORM_CUDA_BCONV_MMA || (a.algorithm == XNORM_CUDA_BCONV_AUTO && d->cc >= 75);
-  if (mma && d->cc < 75)
+  if (a.algorithm == XNORM_CUDA_BCONV_MMA && d->cc < 75)
     return report(st, XNORM_CUDA_ARGUMENT, "binary_conv2d: the tensor-core path needs sm_75 or newer (device is sm_%d)", d->cc);
+  bool mma = a.algorithm == XNORM_CUDA_BCONV_MMA;
+  if (a.algorithm == XNORM_CUDA_BCONV_AUTO && d->cc >= 75) XNORM_CUDA_TRY(mma_agrees(*d, &mma, st));
   // The output transform's coefficients (1 and 0 when absent) go to the device with the launch.
   std::vector<float> coeffs(size_t(2 * a.cout));
   for (int64_t c = 0; c < a.cout; ++c) {
@@ -292,22 +369,10 @@ int32_t binary_conv2d(int32_t device, const uint32_t* x, const uint32_t* w, cons
   cudaError_t e = cudaMemcpyAsync(k.as<float>(), coeffs.data(), coeffs.size() * sizeof(float), cudaMemcpyHostToDevice,
                                   d->stream);
   if (e != cudaSuccess) return report_cuda(st, e, "binary_conv2d: coefficient upload");
-  const float* ks = k.as<float>();
-  if (mma) {
-    if (p.output == XNORM_CUDA_OUT_BITS) {  // the kernel ORs sign bits into the words
-      e = cudaMemsetAsync(out, 0, uint64_t(p.n * p.oh * p.ow * p.out_words) * 4, d->stream);
-      if (e != cudaSuccess) return report_cuda(st, e, "binary_conv2d: clearing the output");
-    }
-    const int64_t tasks = (p.n * p.oh * p.ow + 7) / 8 * a.groups * ((p.cout_g + 31) / 32);
-    XNORM_LAUNCH(bconv_mma_kernel, grid_size(*d, reinterpret_cast<const void*>(bconv_mma_kernel), kMmaThreads, tasks),
-                 kMmaThreads, d->stream, x, w, p, ks, ks + a.cout, out);
-  } else {
-    const int64_t tasks = p.n * p.oh * p.ow * p.out_words;
-    XNORM_LAUNCH(bconv_kernel, grid_size(*d, reinterpret_cast<const void*>(bconv_kernel), kThreads, tasks), kThreads,
-                 d->stream, x, w, p, ks, ks + a.cout, out);
-  }
-  // `coeffs` must outlive the upload, and errors belong to this call: wait here.
-  return finish(*d, st, "binary_conv2d");
+  const int32_t rc = launch(*d, p, mma, x, w, k.as<float>(), out, st);
+  // `coeffs` must outlive the upload, and errors belong to this call: wait here (also after a failure).
+  const int32_t done = finish(*d, st, "binary_conv2d");
+  return rc != XNORM_CUDA_OK ? rc : done;
 }
 
 }  // namespace xnorm_cuda

@@ -69,9 +69,10 @@ typedef struct xnorm_cuda_geometry {
  * on the CPU) then clamped to [lo, hi] if `clamp`; or bits [n, oh, ow, ceil(cout/32)] words with bit 1
  * where that float value is < 0 (tail bits 0). */
 typedef enum xnorm_cuda_bconv_output { XNORM_CUDA_OUT_FLOAT = 0, XNORM_CUDA_OUT_INT32 = 1, XNORM_CUDA_OUT_BITS = 2 } xnorm_cuda_bconv_output;
-/* Which kernel computes it (all give identical results): AUTO picks the 1-bit tensor-core MMA on sm_75 and
- * newer, SIMT is the CUDA-core XOR+popcount kernel, MMA the tensor-core one (XNORM_CUDA_ARGUMENT before
- * sm_75). */
+/* Which kernel computes it (all give identical results): SIMT is the CUDA-core XOR+popcount kernel, MMA the
+ * 1-bit tensor-core one (XNORM_CUDA_ARGUMENT before sm_75). AUTO picks MMA on sm_75 and newer once a
+ * self-check on the device (both kernels on a small conv, compared exactly, once per device and process)
+ * has passed, and SIMT otherwise. */
 typedef enum xnorm_cuda_bconv_algorithm { XNORM_CUDA_BCONV_AUTO = 0, XNORM_CUDA_BCONV_SIMT = 1, XNORM_CUDA_BCONV_MMA = 2 } xnorm_cuda_bconv_algorithm;
 typedef struct xnorm_cuda_bconv {
   int64_t n, h, w, c;
