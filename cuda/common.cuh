@@ -3,6 +3,7 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
 
@@ -20,6 +21,10 @@ struct Device {
   cudaStream_t stream = nullptr;
   bool pools = false;  // stream-ordered allocation supported (else plain cudaMalloc/cudaFree)
   int32_t multiprocessors = 1;
+  int32_t cc = 0;  // compute capability as major * 10 + minor
+  // The 1-bit tensor-core conv kernel against the CUDA-core one on this device: 0 not yet compared,
+  // 1 identical (binary_conv2d's auto may use it), -1 different (auto keeps the CUDA-core kernel).
+  std::atomic<int32_t> bconv_mma{0};
 };
 
 // Makes `device` current on this host thread, initialising its stream and pool on first use.

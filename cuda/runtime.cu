@@ -72,9 +72,11 @@ void init_device(int32_t i, Device& d, int32_t& rc, xnorm_cuda_status& st) {
   cudaGetLastError();
   cudaError_t e = cudaSetDevice(i);
   if (e != cudaSuccess) { rc = report_cuda(&st, e, "cannot initialise the CUDA device"); return; }
-  int pools = 0, sms = 1;
+  int pools = 0, sms = 1, major = 0, minor = 0;
   cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, i);
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, i);
+  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, i);
+  cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, i);
   e = cudaStreamCreateWithFlags(&d.stream, cudaStreamNonBlocking);
   if (e != cudaSuccess) { rc = report_cuda(&st, e, "cannot create a CUDA stream"); return; }
   if (pools) {
@@ -90,6 +92,7 @@ void init_device(int32_t i, Device& d, int32_t& rc, xnorm_cuda_status& st) {
   d.index = i;
   d.pools = pools != 0;
   d.multiprocessors = sms > 0 ? sms : 1;
+  d.cc = major * 10 + minor;
   rc = XNORM_CUDA_OK;
 }
 
@@ -248,6 +251,8 @@ const xnorm_cuda_api kApi = {
     bnstats_moments,
     bnstats_batch_norm,
     binary_conv2d,
+    pack_bits,
+    unpack_bits,
 };
 
 }  // namespace

@@ -3,7 +3,7 @@
 import { describe, fail } from './errors';
 import { native } from './native';
 import { defineOp } from './op';
-import { FLOAT_DTYPES, Tensor, checkTensor, packedWordsFor, shapeSize } from './tensor';
+import { DeviceBuffer, FLOAT_DTYPES, Tensor, allocateDevice, checkSameDevice, checkTensor, packedWordsFor, shapeSize } from './tensor';
 import type { Layout } from './bnstats';
 
 function options(opts: unknown, name: string): Record<string, unknown> {
@@ -18,8 +18,9 @@ function layoutOf(v: unknown, name: string): Layout {
   return v;
 }
 
+/** The values of a float tensor as float32 on the host (a device tensor is downloaded). */
 function f32(t: Tensor, name: string): Float32Array {
-  return t.dtype === 'float32' ? (t.storage(name) as Float32Array) : t.float32Sync();
+  return t.dtype === 'float32' ? (t.hostData(name) as Float32Array) : t.float32Sync();
 }
 
 function positiveInt(v: unknown, name: string, min = 1): number {
@@ -33,6 +34,25 @@ function pair(v: unknown, name: string, dflt: number, min: number): [number, num
   if (typeof v === 'number') return [positiveInt(v, name, min), positiveInt(v, name, min)];
   if (Array.isArray(v) && v.length === 2) return [positiveInt(v[0], `${name}[0]`, min), positiveInt(v[1], `${name}[1]`, min)];
   return fail('ERR_XNORM_ARGUMENT', `${name}: expected a number or [h, w], received ${describe(v)}`);
+}
+
+/**
+ * The `call` of an op on a GPU that writes the new device tensor `y`: a failed op frees y at once
+ * rather than leaving it to the GC.
+ */
+function deviceCall(y: Tensor, run: (async: boolean) => unknown): (async: boolean) => unknown {
+  return (async: boolean) => {
+    const drop = (e: unknown): never => {
+      y.dispose();
+      throw e;
+    };
+    try {
+      const r = run(async);
+      return async ? Promise.resolve(r).catch(drop) : r;
+    } catch (e) {
+      return drop(e);
+    }
+  };
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -73,11 +93,18 @@ const packBitsOp = defineOp((x: Tensor, opts?: PackBitsOptions) => {
     threshold = t;
   } else if (t !== undefined) {
     checkTensor(t, 'packBits: opts.threshold', { dtypes: FLOAT_DTYPES });
+    checkSameDevice({ 'packBits: x': x, 'packBits: opts.threshold': t as Tensor });
     if ((t as Tensor).size !== c)
       fail('ERR_XNORM_SHAPE', `packBits: opts.threshold: expected shape [${c}], received [${(t as Tensor).shape.join(', ')}]`);
     thresholds = Float32Array.from(f32(t as Tensor, 'packBits: opts.threshold'));
   }
   const outShape = nhwcShape(x.shape, layout);
+  if (x.device !== 'cpu') {
+    const xb = x.deviceBuffer('packBits: x');
+    const y = new Tensor(allocateDevice(xb.device, outShape, 'bit'), outShape, 'bit');
+    const args = { device: xb.index, x: xb.handle, dtype: x.dtype, layout, n, c, s, thresholds, threshold, out: y.deviceBuffer().handle };
+    return { call: deviceCall(y, (async) => native().cudaPackBits(args, async)), finish: () => y };
+  }
   const out = new Uint32Array(n * s * packedWordsFor(c));
   const xs = f32(x, 'packBits: x');
   return {
@@ -99,6 +126,12 @@ const unpackBitsOp = defineOp((b: Tensor, opts?: { layout?: Layout }) => {
   const { n, c, s } = ncs(b.shape, 'nhwc');
   const r = b.shape.length;
   const outShape = layout === 'nhwc' || r === 2 ? b.shape.slice() : [b.shape[0], b.shape[r - 1], ...b.shape.slice(1, r - 1)];
+  if (b.device !== 'cpu') {
+    const bb = b.deviceBuffer('unpackBits: b');
+    const y = new Tensor(allocateDevice(bb.device, outShape, 'float32'), outShape, 'float32');
+    const args = { device: bb.index, b: bb.handle, layout, n, c, s, out: y.deviceBuffer().handle };
+    return { call: deviceCall(y, (async) => native().cudaUnpackBits(args, async)), finish: () => y };
+  }
   const out = new Float32Array(b.size);
   return {
     call: (async: boolean) => native().unpackBits({ b: b.storage('unpackBits: b'), layout, n, c, s, out }, async),
@@ -136,6 +169,8 @@ export class BinaryWeights {
   readonly words: Uint32Array;
   /** @internal */
   readonly exec: Execution;
+  /** The words on each GPU they were used on: uploaded once, freed by dispose() (or by the GC with this object). */
+  #onDevice = new Map<string, Tensor>();
 
   /** @internal Use packWeights(). */
   constructor(words: Uint32Array, shape: readonly number[], groups: number) {
@@ -148,6 +183,30 @@ export class BinaryWeights {
   /** Words per output channel (kh * kw * ceil(Cin_g / 32)). */
   get rowWords(): number {
     return this.shape[2] * this.shape[3] * packedWordsFor(this.shape[1]);
+  }
+
+  /** @internal The packed words on `device`, uploaded on first use and then reused. */
+  deviceWords(device: `cuda:${number}`): DeviceBuffer {
+    let t = this.#onDevice.get(device);
+    if (!t) {
+      const [cout, cinG, kh, kw] = this.shape;
+      t = new Tensor(this.words, [cout, kh, kw, cinG], 'bit').toSync(device);
+      this.#onDevice.set(device, t);
+    }
+    return t.deviceBuffer('weights');
+  }
+
+  /**
+   * Frees the device copies of the weights now (ops in flight keep theirs until they end); a later op on
+   * a GPU uploads them again. The CPU words stay usable. Idempotent.
+   */
+  dispose(): void {
+    for (const t of this.#onDevice.values()) t.dispose();
+    this.#onDevice.clear();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
   }
 
   /** @internal */
@@ -307,6 +366,10 @@ function prepareConv(op: string, x: Tensor, wp: BinaryWeights | MstPlan, opts: B
   const output = o.output ?? 'float';
   if (output !== 'float' && output !== 'bits' && output !== 'int32')
     fail('ERR_XNORM_ARGUMENT', `${op}: opts.output: expected 'float', 'bits' or 'int32', received ${describe(output)}`);
+  for (const k of ['scale', 'bias'] as const)
+    if (o[k] !== undefined && o[k] !== null) checkTensor(o[k], `${op}: opts.${k}`, { dtypes: FLOAT_DTYPES });
+  // The op runs where x lives; the transform's coefficients must live there too.
+  checkSameDevice({ [`${op}: x`]: x, [`${op}: opts.scale`]: (o.scale ?? undefined) as Tensor | undefined, [`${op}: opts.bias`]: (o.bias ?? undefined) as Tensor | undefined });
   const scale = perChannel(o.scale, `${op}: opts.scale`, cout);
   const bias = perChannel(o.bias, `${op}: opts.bias`, cout);
   let clampLo: number | undefined;
@@ -324,6 +387,23 @@ function prepareConv(op: string, x: Tensor, wp: BinaryWeights | MstPlan, opts: B
   if (oh < 1 || ow < 1)
     fail('ERR_XNORM_SHAPE', `${op}: x: the padded input [${xshape[1] + 2 * padH}, ${xshape[2] + 2 * padW}] is smaller than the dilated kernel`);
   const outShape = linear ? [xshape[0], cout] : [xshape[0], oh, ow, cout];
+  const outDType = output === 'bits' ? 'bit' : output === 'int32' ? 'int32' : 'float32';
+
+  if (x.device !== 'cpu') {
+    // On the GPU an MstPlan runs as its dense weights: the results are bit-identical by definition.
+    const xb = x.deviceBuffer(`${op}: x`);
+    const weights = w.deviceWords(xb.device);
+    const y = new Tensor(allocateDevice(xb.device, outShape, outDType), outShape, outDType);
+    const args = {
+      device: xb.index, x: xb.handle, weights: weights.handle, out: y.deviceBuffer().handle,
+      n: xshape[0], h: xshape[1], w: xshape[2], c: xshape[3], cout, cinG, kh, kw, groups: w.groups,
+      sh: strideH, sw: strideW, ph: padH, pw: padW, dh: dilationH, dw: dilationW, padZero: padValue === 'zero', output,
+      clamp: clampLo !== undefined, lo: clampLo, hi: clampHi, scale, bias,
+    };
+    const call = deviceCall(y, (async) => native().cudaBinaryConv2d(args, async));
+    return { call, result: () => y };
+  }
+
   const pixels = xshape[0] * oh * ow;
   const out =
     output === 'bits' ? new Uint32Array(pixels * packedWordsFor(cout)) : output === 'int32' ? new Int32Array(pixels * cout) : new Float32Array(pixels * cout);
@@ -333,26 +413,30 @@ function prepareConv(op: string, x: Tensor, wp: BinaryWeights | MstPlan, opts: B
     panels: exec.panels, npanels: exec.npanels, edges: exec.edges, nedges: exec.nedges, edgeWords: exec.edges.length,
     strideH, strideW, padH, padW, dilationH, dilationW, padValue, output, scale, bias, clampLo, clampHi, out,
   };
-  const result = () => new Tensor(out, outShape, output === 'bits' ? 'bit' : output === 'int32' ? 'int32' : 'float32');
-  return { args, result };
+  return {
+    call: (async: boolean) => native().binaryConv2d(args, async),
+    result: () => new Tensor(out, outShape, outDType),
+    args,
+  };
 }
 
 const binaryConv2dOp = defineOp((x: Tensor, w: BinaryWeights | MstPlan, opts?: BinaryConvOptions) => {
-  const { args, result } = prepareConv('binaryConv2d', x, w, opts, false);
-  return { call: (async: boolean) => native().binaryConv2d(args, async), finish: result };
+  const { call, result } = prepareConv('binaryConv2d', x, w, opts, false);
+  return { call, finish: result };
 });
 
 /**
  * XNOR/popcount convolution of a 'bit' NHWC input with packed weights or an MstPlan (bit-identical
- * results). Output NHWC: float32 / int32 [N, OH, OW, Cout], or 'bit' [N, OH, OW, Cout].
+ * results), on the device of x (a GPU runs an MstPlan as its dense weights). Output NHWC: float32 /
+ * int32 [N, OH, OW, Cout], or 'bit' [N, OH, OW, Cout].
  */
 export const binaryConv2d = binaryConv2dOp.async;
 export const binaryConv2dSync = binaryConv2dOp.sync;
 
 const binaryLinearOp = defineOp(
   (x: Tensor, w: BinaryWeights | MstPlan, opts?: Pick<BinaryConvOptions, 'scale' | 'bias' | 'clamp' | 'output'>) => {
-    const { args, result } = prepareConv('binaryLinear', x, w, opts, true);
-    return { call: (async: boolean) => native().binaryConv2d(args, async), finish: result };
+    const { call, result } = prepareConv('binaryLinear', x, w, opts, true);
+    return { call, finish: result };
   },
 );
 
@@ -362,8 +446,10 @@ export const binaryLinearSync = binaryLinearOp.sync;
 
 /** The direct-loop reference of binaryConv2d (slow; the oracle the fast kernels are tested against). */
 export function binaryConv2dReferenceSync(x: Tensor, w: BinaryWeights | MstPlan, opts?: BinaryConvOptions): Tensor {
+  if (x instanceof Tensor && x.device !== 'cpu')
+    fail('ERR_XNORM_DEVICE', `binaryConv2dReference: x: expected a CPU tensor, received one on ${x.device}`);
   const { args, result } = prepareConv('binaryConv2dReference', x, w, opts, x.shape.length === 2);
-  native().binaryConv2dReference(args);
+  native().binaryConv2dReference(args as object);
   return result();
 }
 

@@ -6,6 +6,16 @@ import { describe, expect, it } from 'vitest';
 import {
   XnormError,
   batchNorm,
+  binaryConv2d,
+  binaryConv2dSync,
+  binaryLinear,
+  binaryLinearSync,
+  mstPlan,
+  packBits,
+  packBitsSync,
+  packWeights,
+  unpackBits,
+  unpackBitsSync,
   batchNormSync,
   mergeMoments,
   moments,
@@ -207,6 +217,10 @@ export function defineGpuSuites(skip: boolean): void {
         { n: 1, h: 7, w: 4, c: 66, cout: 40, groups: 2, k: 3, stride: 2, pad: 2, dil: 2, padZero: true, output: 'float', scale: true, bias: true, clamp: [-1.5, 2] },
         { n: 1, h: 6, w: 6, c: 15, cout: 9, groups: 3, k: 5, stride: 1, pad: 2, dil: 1, padZero: false, output: 'bits', scale: true, bias: true },
         { n: 3, h: 3, w: 3, c: 32, cout: 64, groups: 1, k: 1, stride: 1, pad: 0, dil: 1, padZero: true, output: 'bits', scale: false, bias: true },
+        // Several 128-bit MMA steps per tap with a tail, and group tiles that straddle output words.
+        { n: 1, h: 5, w: 3, c: 400, cout: 50, groups: 2, k: 3, stride: 1, pad: 1, dil: 1, padZero: true, output: 'bits', scale: true, bias: true },
+        { n: 1, h: 5, w: 3, c: 400, cout: 50, groups: 2, k: 3, stride: 1, pad: 1, dil: 1, padZero: true, output: 'int32', scale: false, bias: false },
+        { n: 2, h: 4, w: 5, c: 300, cout: 70, groups: 1, k: 2, stride: 1, pad: 1, dil: 2, padZero: false, output: 'float', scale: true, bias: false },
       ];
       let seed = 900;
       for (const q of cases) {
@@ -222,21 +236,168 @@ export function defineGpuSuites(skip: boolean): void {
         const x = cudaAlloc(0, xw.byteLength), w = cudaAlloc(0, ww.byteLength), out = cudaAlloc(0, want.out.byteLength);
         n.cudaUpload({ handle: x, dtype: 'bit', host: xw });
         n.cudaUpload({ handle: w, dtype: 'bit', host: ww });
-        await n.cudaBinaryConv2d(
-          { device: 0, x, weights: w, out, n: q.n, h: q.h, w: q.w, c: q.c, cout: q.cout, cinG, kh: q.k, kw: q.k, groups: q.groups,
-            sh: q.stride, sw: q.stride, ph: q.pad, pw: q.pad, dh: q.dil, dw: q.dil, padZero: q.padZero, output: q.output,
-            clamp: q.clamp !== undefined, lo: q.clamp?.[0], hi: q.clamp?.[1], scale, bias },
-          true,
-        );
-        const got = new (want.out.constructor as new (k: number) => Int32Array | Float32Array | Uint32Array)(want.out.length);
-        n.cudaDownload({ handle: out, dtype: q.output === 'float' ? 'float32' : q.output === 'int32' ? 'int32' : 'bit', host: got });
-        expect(Array.from(got), JSON.stringify(q)).toEqual(Array.from(want.out));
+        // Both kernels (the 1-bit MMA one runs on the emulation through an emulated MMA with the PTX fragment layout).
+        for (const algorithm of ['simt', 'mma', 'auto']) {
+          n.cudaUpload({ handle: out, dtype: 'bit', host: new Uint32Array(want.out.length).fill(0xdeadbeef) });
+          await n.cudaBinaryConv2d(
+            { device: 0, x, weights: w, out, n: q.n, h: q.h, w: q.w, c: q.c, cout: q.cout, cinG, kh: q.k, kw: q.k, groups: q.groups,
+              sh: q.stride, sw: q.stride, ph: q.pad, pw: q.pad, dh: q.dil, dw: q.dil, padZero: q.padZero, output: q.output,
+              clamp: q.clamp !== undefined, lo: q.clamp?.[0], hi: q.clamp?.[1], scale, bias, algorithm },
+            true,
+          );
+          const got = new (want.out.constructor as new (k: number) => Int32Array | Float32Array | Uint32Array)(want.out.length);
+          n.cudaDownload({ handle: out, dtype: q.output === 'float' ? 'float32' : q.output === 'int32' ? 'int32' : 'bit', host: got });
+          expect(Array.from(got), `${algorithm} ${JSON.stringify(q)}`).toEqual(Array.from(want.out));
+        }
       }
       // The handles' sizes are checked against the geometry.
       const q = cases[0];
       const small = cudaAlloc(0, 4);
       expectCode(() => n.cudaBinaryConv2d({ device: 0, x: small, weights: small, out: small, n: q.n, h: q.h, w: q.w, c: q.c,
         cout: q.cout, cinG: q.c, kh: 3, kw: 3, groups: 1, sh: 1, sw: 1, ph: 1, pw: 1, dh: 1, dw: 1, output: 'int32' }), 'ERR_XNORM_SHAPE');
+      expectCode(() => n.cudaBinaryConv2d({ device: 0, x: small, weights: small, out: small, n: 1, h: 1, w: 1, c: 1, cout: 1,
+        cinG: 1, kh: 1, kw: 1, groups: 1, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1, output: 'int32', algorithm: 'fast' }), 'ERR_XNORM_ARGUMENT');
+    });
+  });
+
+  describe.skipIf(skip)('binaryConv2d / binaryLinear on CUDA tensors match the CPU kernels bit for bit', () => {
+    type Conv = { n: number; h: number; w: number; c: number; cout: number; groups: number; k: number; stride: number; pad: number; dil: number };
+    const CONVS: Conv[] = [
+      { n: 2, h: 7, w: 6, c: 37, cout: 33, groups: 1, k: 3, stride: 1, pad: 1, dil: 1 },
+      { n: 1, h: 9, w: 8, c: 66, cout: 40, groups: 2, k: 3, stride: 2, pad: 2, dil: 2 },
+      { n: 2, h: 6, w: 7, c: 15, cout: 9, groups: 3, k: 3, stride: 2, pad: 1, dil: 1 },
+      { n: 1, h: 5, w: 5, c: 100, cout: 70, groups: 1, k: 1, stride: 1, pad: 0, dil: 1 },
+      { n: 1, h: 8, w: 5, c: 64, cout: 64, groups: 4, k: 3, stride: 1, pad: 3, dil: 2 },
+    ];
+
+    it('every output kind, both paddings, groups, stride, dilation; weights and MstPlan; sync and async', async () => {
+      let seed = 2000;
+      for (const q of CONVS) {
+        const x = packBitsSync(tensor(randomArray(q.n * q.h * q.w * q.c, seed++), [q.n, q.h, q.w, q.c]), { layout: 'nhwc' });
+        const wts = packWeights(tensor(randomArray(q.cout * (q.c / q.groups) * q.k * q.k, seed++), [q.cout, q.c / q.groups, q.k, q.k]), { groups: q.groups });
+        const plan = mstPlan(wts, { reuse: 'always' });
+        const scaleH = tensor(randomArray(q.cout, seed++, 0.3), [q.cout]);
+        const biasH = tensor(randomArray(q.cout, seed++, 2), [q.cout]);
+        const xc = x.toSync('cuda');
+        const scaleC = scaleH.toSync('cuda'), biasC = biasH.toSync('cuda');
+        for (const padValue of ['one', 'zero'] as const)
+          for (const output of ['float', 'int32', 'bits'] as const) {
+            const geo = { stride: q.stride, padding: q.pad, dilation: q.dil, groups: q.groups, padValue, output };
+            const tf = output === 'int32' ? {} : { clamp: [-3, 2.5] as [number, number] };
+            const want = binaryConv2dSync(x, wts, { ...geo, ...tf, ...(output === 'int32' ? {} : { scale: scaleH, bias: biasH }) });
+            const what = `${JSON.stringify(q)} ${padValue} ${output}`;
+            const got = binaryConv2dSync(xc, wts, { ...geo, ...tf, ...(output === 'int32' ? {} : { scale: scaleC, bias: biasC }) });
+            expect(got.device, what).toBe('cuda:0');
+            expect(got.shape, what).toEqual(want.shape);
+            expect(got.dtype, what).toBe(want.dtype);
+            expect(Array.from(got.dataSync()), what).toEqual(Array.from(want.dataSync()));
+            // No transform at all, from the plan, async.
+            const plain = binaryConv2dSync(x, wts, geo);
+            const viaPlan = await binaryConv2d(xc, plan, geo);
+            expect(Array.from(viaPlan.dataSync()), `${what} plan`).toEqual(Array.from(plain.dataSync()));
+            got.dispose();
+            viaPlan.dispose();
+          }
+        wts.dispose();
+      }
+    });
+
+    it('binaryLinear, weights reused across calls and uploaded again after dispose', async () => {
+      const k = 200, cout = 45;
+      const x = packBitsSync(tensor(randomArray(3 * k, 77), [3, k]));
+      const wts = packWeights(tensor(randomArray(cout * k, 78), [cout, k]));
+      const bias = tensor(randomArray(cout, 79), [cout]);
+      const xc = x.toSync('cuda');
+      for (const output of ['float', 'int32', 'bits'] as const) {
+        const o = output === 'int32' ? { output } : { output, bias };
+        const oc = output === 'int32' ? { output } : { output, bias: bias.toSync('cuda') };
+        const want = binaryLinearSync(x, wts, o);
+        const got = await binaryLinear(xc, wts, oc);
+        expect(got.shape).toEqual([3, cout]);
+        expect(Array.from(got.dataSync()), output).toEqual(Array.from(want.dataSync()));
+      }
+      wts.dispose();
+      wts.dispose();
+      const again = binaryLinearSync(xc, wts, { output: 'int32' });
+      expect(Array.from(again.dataSync())).toEqual(Array.from(binaryLinearSync(x, wts, { output: 'int32' }).dataSync()));
+    });
+
+    it('mixing devices is ERR_XNORM_DEVICE; bad arguments are XnormErrors', async () => {
+      const x = packBitsSync(tensor(randomArray(2 * 4 * 4 * 8, 5), [2, 4, 4, 8]), { layout: 'nhwc' });
+      const xc = x.toSync('cuda');
+      const wts = packWeights(tensor(randomArray(6 * 8 * 9, 6), [6, 8, 3, 3]));
+      const s = tensor(randomArray(6, 7), [6]);
+      expectCode(() => binaryConv2dSync(xc, wts, { scale: s }), 'ERR_XNORM_DEVICE');
+      expectCode(() => binaryConv2dSync(x, wts, { bias: s.toSync('cuda') }), 'ERR_XNORM_DEVICE');
+      await expect(binaryConv2d(xc, wts, { bias: s })).rejects.toMatchObject({ code: 'ERR_XNORM_DEVICE' });
+      expectCode(() => binaryConv2dSync(xc, wts, { padding: 0, stride: 1, dilation: 5 }), 'ERR_XNORM_SHAPE');
+      expectCode(() => binaryConv2dSync(xc, wts, { output: 'int32', bias: s.toSync('cuda') }), 'ERR_XNORM_ARGUMENT');
+      const gone = x.toSync('cuda');
+      gone.dispose();
+      expectCode(() => binaryConv2dSync(gone, wts), 'ERR_XNORM_DISPOSED');
+    });
+  });
+
+  describe.skipIf(skip)('packBits / unpackBits on CUDA tensors match the CPU kernels bit for bit', () => {
+    const SHAPES: { shape: number[]; layout: 'nchw' | 'nhwc' }[] = [
+      { shape: [2, 37, 5, 3], layout: 'nchw' },
+      { shape: [3, 70, 11], layout: 'nchw' },
+      { shape: [2, 4, 5, 64], layout: 'nhwc' },
+      { shape: [3, 7, 33], layout: 'nhwc' },
+      { shape: [5, 100], layout: 'nchw' },
+      { shape: [4, 1, 9], layout: 'nchw' },
+    ];
+
+    it('every float dtype, both layouts, scalar and per-channel thresholds; a whole binary layer stays on the GPU', async () => {
+      let seed = 3000;
+      for (const { shape, layout } of SHAPES)
+        for (const dtype of ['float32', 'float16', 'bfloat16'] as DType[]) {
+          const size = shape.reduce((a, b) => a * b, 1);
+          const c = layout === 'nchw' || shape.length === 2 ? shape[1] : shape[shape.length - 1];
+          const v = randomArray(size, seed++);
+          for (let i = 0; i < size; i += 7) v[i] = 0;  // sign(0) = +1, and ties with the threshold
+          const xh = tensor(v, shape, { dtype });
+          const xc = xh.toSync('cuda');
+          const thr = tensor(randomArray(c, seed++, 0.5), [c]);
+          const thrNum = 0.25;
+          for (const threshold of [undefined, thrNum, thr]) {
+            const what = `${dtype} ${layout} [${shape}] ${threshold === undefined ? 'default' : typeof threshold}`;
+            const want = packBitsSync(xh, { layout, threshold });
+            const got = await packBits(xc, { layout, threshold: threshold instanceof Object ? threshold.toSync('cuda') : threshold });
+            expect(got.device, what).toBe('cuda:0');
+            expect(got.shape, what).toEqual(want.shape);
+            expect(Array.from(got.dataSync()), what).toEqual(Array.from(want.dataSync()));
+            for (const out of ['nchw', 'nhwc'] as const) {
+              const back = unpackBitsSync(got, { layout: out });
+              expect(back.device, what).toBe('cuda:0');
+              const ref = unpackBitsSync(want, { layout: out });
+              expect(back.shape, what).toEqual(ref.shape);
+              expect(Array.from(back.dataSync()), `${what} unpack ${out}`).toEqual(Array.from(ref.dataSync()));
+            }
+          }
+        }
+      // pack -> conv ('bits') -> conv on the device, against the same chain on the CPU.
+      const x = tensor(randomArray(2 * 40 * 6 * 6, 3100), [2, 40, 6, 6]);
+      const w1 = packWeights(tensor(randomArray(36 * 40 * 9, 3101), [36, 40, 3, 3]));
+      const w2 = packWeights(tensor(randomArray(10 * 36 * 9, 3102), [10, 36, 3, 3]));
+      const chain = async (t: typeof x) => {
+        const h = await binaryConv2d(await packBits(t), w1, { padding: 1, output: 'bits' });
+        const y = await binaryConv2d(h, w2, { padding: 1, stride: 2, padValue: 'zero' });
+        return { h: await unpackBits(h), y };
+      };
+      const dev = await chain(x.toSync('cuda'));
+      const cpu = await chain(x);
+      expect([dev.h.device, dev.y.device]).toEqual(['cuda:0', 'cuda:0']);
+      expect(Array.from(dev.h.dataSync())).toEqual(Array.from(cpu.h.dataSync()));
+      expect(Array.from(dev.y.dataSync())).toEqual(Array.from(cpu.y.dataSync()));
+    });
+
+    it('mixing devices is ERR_XNORM_DEVICE', async () => {
+      const xc = tensor(randomArray(2 * 3 * 4, 9), [2, 3, 4], { device: 'cuda' });
+      expectCode(() => packBitsSync(xc, { threshold: tensor([0, 0, 0], [3]) }), 'ERR_XNORM_DEVICE');
+      await expect(packBits(tensor(randomArray(24, 9), [2, 3, 4]), { threshold: tensor([0, 0, 0], [3], { device: 'cuda' }) }))
+        .rejects.toMatchObject({ code: 'ERR_XNORM_DEVICE' });
+      expectCode(() => packBitsSync(xc, { threshold: tensor([0, 0], [2], { device: 'cuda' }) }), 'ERR_XNORM_SHAPE');
     });
   });
 

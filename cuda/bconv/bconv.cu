@@ -1,10 +1,18 @@
 // Binary (XNOR/popcount) convolution on CUDA cores, bit-exact with the CPU core's conventions
 // (native/include/xnorm_cuda.h, DESIGN.md "Binary").
 //
-// One warp computes 32 consecutive output channels of one output pixel: every lane reads the same input
-// words (one transaction), its own channel's weights, and XORs and counts 32 channels at a time; 'bits'
-// output packs the warp's 32 signs with one ballot. This is the portable baseline; the tensor-core
-// version (1-bit MMA, AND+popc on sm_80+, XOR on sm_75) and MST plans are not written yet.
+// Two kernels with identical results:
+// - SIMT (CUDA cores): one warp computes 32 consecutive output channels of one output pixel: every lane
+//   reads the same input words (one transaction), its own channel's weights, and XORs and counts 32
+//   channels at a time; 'bits' output packs the warp's 32 signs with one ballot.
+// - MMA (1-bit tensor cores, sm_75+): implicit GEMM with mma.m8n8k128, one warp per 8 output pixels x 32
+//   output channels of one group, fragments read straight from global memory (no shared-memory staging
+//   yet). sm_80+ has only AND+popc, so popc(x^w) = popc(x & ~w) + popc(~x & w): two MMAs into one
+//   accumulator, which also gives both padding modes without corrections. sm_75 uses XOR+popc directly
+//   and subtracts the padded taps' weight bits for padding 'zero'.
+// 'auto' uses MMA on a device only after both kernels agreed there on a small self-check conv.
+// MST plans run as their dense weights (bit-identical by definition).
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -18,7 +26,7 @@ constexpr int kThreads = 256;
 
 struct Plan {
   int64_t n, h, w, wc;  // input NHWC, words per input pixel
-  int64_t oh, ow, cout, cout_g, cin_g, kh, kw, wg, row_words, out_words;
+  int64_t oh, ow, cout, cout_g, cin_g, kh, kw, wg, row_words, out_words, groups;
   int64_t sh, sw, ph, pw, dh, dw;
   int32_t pad_zero, output, clamp;
   float lo, hi;
@@ -97,22 +105,162 @@ __global__ void __launch_bounds__(kThreads) bconv_kernel(const uint32_t* __restr
   }
 }
 
+// ---- 1-bit tensor-core path ----------------------------------------------------------------------------
+
+// AND+popc (sm_80+) or XOR+popc (sm_75). The emulation uses AND unless built with -DXNORM_EMU_MMA_XOR,
+// which runs the sm_75 branch's logic on the CPU.
+#if (defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800) || (!defined(__CUDACC__) && defined(XNORM_EMU_MMA_XOR))
+#define XNORM_MMA_AND 0
+#else
+#define XNORM_MMA_AND 1
+#endif
+
+// d += popc(a OP b) over 128 bits for the 8x8 tile of mma.m8n8k128 (OP = AND on sm_80+, XOR on sm_75).
+// Fragments: lane = 4*grp + q holds A row grp and B column grp, k-bits [32q, 32q + 32) of each, and D
+// at row grp, columns 2q and 2q + 1.
+__device__ __forceinline__ void mma_b1(int32_t (&d)[2], uint32_t a, uint32_t b) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("mma.sync.aligned.m8n8k128.row.col.s32.b1.b1.s32.and.popc {%0, %1}, {%2}, {%3}, {%0, %1};\n"
+               : "+r"(d[0]), "+r"(d[1])
+               : "r"(a), "r"(b));
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 750
+  asm volatile("mma.sync.aligned.m8n8k128.row.col.s32.b1.b1.s32.xor.popc {%0, %1}, {%2}, {%3}, {%0, %1};\n"
+               : "+r"(d[0]), "+r"(d[1])
+               : "r"(a), "r"(b));
+#elif defined(__CUDACC__)
+  __trap();  // no 1-bit MMA before sm_75; the host never launches this kernel there
+#else
+  // CPU emulation: the same fragment layout and operation.
+  const int lane = int(threadIdx.x & 31), grp = lane >> 2, q = lane & 3;
+  for (int e = 0; e < 2; ++e) {
+    int32_t sum = 0;
+    for (int k = 0; k < 4; ++k) {
+      const uint32_t ak = __shfl_sync(0xffffffffu, a, grp * 4 + k), bk = __shfl_sync(0xffffffffu, b, (2 * q + e) * 4 + k);
+      sum += __popc(XNORM_MMA_AND ? ak & bk : ak ^ bk);
+    }
+    d[e] += sum;
+  }
+#endif
+}
+
+constexpr int kMmaThreads = 128;  // four warps, each with its own tiles
+
+__global__ void __launch_bounds__(kMmaThreads) bconv_mma_kernel(const uint32_t* __restrict__ x, const uint32_t* __restrict__ w,
+                                                                Plan p, const float* __restrict__ scale,
+                                                                const float* __restrict__ bias, void* out) {
+  const int lane = threadIdx.x & 31, grp = lane >> 2, q = lane & 3;
+  const int64_t pixels = p.n * p.oh * p.ow, col_tiles = (p.cout_g + 31) / 32, chunks = (p.wg + 3) / 4;
+  const int64_t tasks = (pixels + 7) / 8 * p.groups * col_tiles;
+  const int64_t nwarps = (int64_t(gridDim.x) * blockDim.x) >> 5;
+  for (int64_t task = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; task < tasks; task += nwarps) {
+    const int64_t ct = task % col_tiles, rest = task / col_tiles, g = rest % p.groups, pt = rest / p.groups;
+    // This lane's A row (an output pixel) and the channel range of the tile.
+    const int64_t pix = pt * 8 + grp;
+    const bool row_ok = pix < pixels;
+    const int64_t rp = row_ok ? pix : 0;
+    const int64_t ox = rp % p.ow, oy = rp / p.ow % p.oh, n = rp / p.ow / p.oh;
+    const int64_t c_end = (g + 1) * p.cout_g, co0 = g * p.cout_g + ct * 32;
+    int32_t acc[4][2] = {};
+    int64_t inside_taps = 0;
+    for (int64_t ki = 0; ki < p.kh; ++ki) {
+      const int64_t iy = oy * p.sh - p.ph + ki * p.dh;
+      for (int64_t kj = 0; kj < p.kw; ++kj) {
+        const int64_t ix = ox * p.sw - p.pw + kj * p.dw;
+        const bool inside = row_ok && iy >= 0 && iy < p.h && ix >= 0 && ix < p.w;
+        inside_taps += inside;
+        const uint32_t* px = x + ((n * p.h + (inside ? iy : 0)) * p.w + (inside ? ix : 0)) * p.wc;
+        const int64_t tap = ki * p.kw + kj;
+        for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+          const int64_t k = chunk * 4 + q;  // this lane's word of the group's channels
+          const uint32_t mask = k < p.wg - 1 ? 0xffffffffu : k == p.wg - 1 ? p.last_mask : 0u;
+          const uint32_t a = inside && mask ? window(px, p.wc, g * p.cin_g + 32 * k) & mask : 0u;
+#if XNORM_MMA_AND
+          // ~x within the valid bits: a padded +1 input (padding 'one') is all ones here, padding 'zero' nothing.
+          const uint32_t na = inside ? ~a & mask : row_ok && !p.pad_zero ? mask : 0u;
+#endif
+          for (int j = 0; j < 4; ++j) {
+            const int64_t bc = co0 + j * 8 + grp;
+            const uint32_t b = bc < c_end && mask ? __ldg(w + bc * p.row_words + tap * p.wg + k) : 0u;
+#if XNORM_MMA_AND
+            mma_b1(acc[j], a, ~b & mask);
+            mma_b1(acc[j], na, b);
+#else
+            mma_b1(acc[j], a, b);
+#endif
+          }
+        }
+      }
+    }
+    const int64_t taps = p.pad_zero ? inside_taps : p.kh * p.kw;
+    uint32_t signs = 0;  // bit j*8 + 2q + e: the sign of channel co0 + j*8 + 2q + e
+    for (int j = 0; j < 4; ++j)
+      for (int e = 0; e < 2; ++e) {
+        const int64_t co = co0 + j * 8 + 2 * q + e;
+        if (!row_ok || co >= c_end) continue;
+        int32_t pop = acc[j][e];
+#if !XNORM_MMA_AND
+        // XOR counted the weights against the zero bits of padded taps; padding 'zero' must not count them.
+        if (p.pad_zero && inside_taps < p.kh * p.kw)
+          for (int64_t ki = 0; ki < p.kh; ++ki)
+            for (int64_t kj = 0; kj < p.kw; ++kj) {
+              const int64_t iy = oy * p.sh - p.ph + ki * p.dh, ix = ox * p.sw - p.pw + kj * p.dw;
+              if (iy >= 0 && iy < p.h && ix >= 0 && ix < p.w) continue;
+              const uint32_t* wt = w + co * p.row_words + (ki * p.kw + kj) * p.wg;
+              for (int64_t k = 0; k < p.wg; ++k) pop -= __popc(__ldg(wt + k));
+            }
+#endif
+        const int32_t dot = int32_t(taps * p.cin_g) - 2 * pop;
+        if (p.output == XNORM_CUDA_OUT_INT32)
+          static_cast<int32_t*>(out)[pix * p.cout + co] = dot;
+        else if (p.output == XNORM_CUDA_OUT_FLOAT)
+          static_cast<float*>(out)[pix * p.cout + co] = transform(dot, scale[co], bias[co], p);
+        else if (transform(dot, scale[co], bias[co], p) < 0.0f)
+          signs |= 1u << (j * 8 + 2 * q + e);
+      }
+    if (p.output == XNORM_CUDA_OUT_BITS) {
+      // The four lanes of a row hold its 32 channels; their OR goes to the (one or two) output words
+      // the tile spans. The output was zeroed, and neighbouring tiles share words: atomicOr.
+      signs |= __shfl_xor_sync(0xffffffffu, signs, 1);
+      signs |= __shfl_xor_sync(0xffffffffu, signs, 2);
+      if (q == 0 && row_ok && signs) {
+        uint32_t* o = static_cast<uint32_t*>(out) + pix * p.out_words + co0 / 32;
+        const int sh = int(co0 % 32);
+        atomicOr(o, signs << sh);
+        if (sh && (signs >> (32 - sh))) atomicOr(o + 1, signs >> (32 - sh));
+      }
+    }
+  }
+}
+
+// Blocks for `tasks` warp tasks: all of them, or as many as fit on the device at once (the kernels loop).
+int grid_size(const Device& d, const void* kernel, int threads, int64_t tasks) {
+  int per_sm = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0) != cudaSuccess || per_sm < 1) {
+    cudaGetLastError();
+    per_sm = 1;
+  }
+  const int64_t want = (tasks + threads / 32 - 1) / (threads / 32), cap = int64_t(d.multiprocessors) * per_sm;
+  return int(want < cap ? want : cap);
+}
+
 int64_t out_size(int64_t in, int64_t pad, int64_t dil, int64_t k, int64_t stride) {
   return (in + 2 * pad - dil * (k - 1) - 1) / stride + 1;
 }
 
 }  // namespace
 
-int32_t binary_conv2d(int32_t device, const uint32_t* x, const uint32_t* w, const xnorm_cuda_bconv* q,
-                      const float* scale, const float* bias, void* out, xnorm_cuda_status* st) {
-  if (!q) return report(st, XNORM_CUDA_ARGUMENT, "binary_conv2d: parameters are NULL");
-  const xnorm_cuda_bconv& a = *q;
+namespace {
+
+// Checks the parameters and derives the kernels' plan.
+int32_t make_plan(const xnorm_cuda_bconv& a, Plan* out, xnorm_cuda_status* st) {
   if (a.n < 1 || a.h < 1 || a.w < 1 || a.c < 1 || a.cout < 1 || a.cin_g < 1 || a.kh < 1 || a.kw < 1 || a.groups < 1 ||
       a.sh < 1 || a.sw < 1 || a.dh < 1 || a.dw < 1 || a.ph < 0 || a.pw < 0)
     return report(st, XNORM_CUDA_ARGUMENT, "binary_conv2d: sizes, strides and dilations must be positive");
   if (a.cout % a.groups || a.cin_g * a.groups != a.c)
     return report(st, XNORM_CUDA_ARGUMENT, "binary_conv2d: C = %lld and Cout = %lld do not match groups = %lld",
                   (long long)a.c, (long long)a.cout, (long long)a.groups);
+  if (a.algorithm < XNORM_CUDA_BCONV_AUTO || a.algorithm > XNORM_CUDA_BCONV_MMA)
+    return report(st, XNORM_CUDA_ARGUMENT, "binary_conv2d: unknown algorithm %d", a.algorithm);
   if (a.output < XNORM_CUDA_OUT_FLOAT || a.output > XNORM_CUDA_OUT_BITS)
     return report(st, XNORM_CUDA_ARGUMENT, "binary_conv2d: unknown output kind %d", a.output);
   if (a.kh * a.kw * a.cin_g > (int64_t(1) << 30))
@@ -123,15 +271,93 @@ int32_t binary_conv2d(int32_t device, const uint32_t* x, const uint32_t* w, cons
   p.ow = out_size(a.w, a.pw, a.dw, a.kw, a.sw);
   if (p.oh < 1 || p.ow < 1) return report(st, XNORM_CUDA_ARGUMENT, "binary_conv2d: the output would be empty");
   p.cout = a.cout, p.cout_g = a.cout / a.groups, p.cin_g = a.cin_g, p.kh = a.kh, p.kw = a.kw;
-  p.wg = (a.cin_g + 31) / 32, p.row_words = a.kh * a.kw * p.wg, p.out_words = (a.cout + 31) / 32;
+  p.wg = (a.cin_g + 31) / 32, p.row_words = a.kh * a.kw * p.wg, p.out_words = (a.cout + 31) / 32, p.groups = a.groups;
   p.sh = a.sh, p.sw = a.sw, p.ph = a.ph, p.pw = a.pw, p.dh = a.dh, p.dw = a.dw;
   p.pad_zero = a.pad_zero != 0, p.output = a.output, p.clamp = a.clamp != 0, p.lo = a.lo, p.hi = a.hi;
   if (p.clamp && !(p.lo <= p.hi)) return report(st, XNORM_CUDA_ARGUMENT, "binary_conv2d: clamp needs lo <= hi");
   p.last_mask = a.cin_g % 32 ? (1u << (a.cin_g % 32)) - 1u : 0xffffffffu;
+  *out = p;
+  return XNORM_CUDA_OK;
+}
+
+// Queues one kernel on the device's stream; `coeffs` holds cout scales then cout biases (device memory;
+// NULL for int32 output, which reads none).
+int32_t launch(Device& d, const Plan& p, bool mma, const uint32_t* x, const uint32_t* w, const float* coeffs, void* out,
+               xnorm_cuda_status* st) {
+  const float* biases = coeffs ? coeffs + p.cout : nullptr;
+  if (mma) {
+    if (p.output == XNORM_CUDA_OUT_BITS) {  // the kernel ORs sign bits into the words
+      cudaError_t e = cudaMemsetAsync(out, 0, uint64_t(p.n * p.oh * p.ow * p.out_words) * 4, d.stream);
+      if (e != cudaSuccess) return report_cuda(st, e, "binary_conv2d: clearing the output");
+    }
+    const int64_t tasks = (p.n * p.oh * p.ow + 7) / 8 * p.groups * ((p.cout_g + 31) / 32);
+    XNORM_LAUNCH(bconv_mma_kernel, grid_size(d, reinterpret_cast<const void*>(bconv_mma_kernel), kMmaThreads, tasks),
+                 kMmaThreads, d.stream, x, w, p, coeffs, biases, out);
+  } else {
+    const int64_t tasks = p.n * p.oh * p.ow * p.out_words;
+    XNORM_LAUNCH(bconv_kernel, grid_size(d, reinterpret_cast<const void*>(bconv_kernel), kThreads, tasks), kThreads,
+                 d.stream, x, w, p, coeffs, biases, out);
+  }
+  return XNORM_CUDA_OK;
+}
+
+// Whether auto may use the tensor-core kernel on `d`: on first use, both kernels run a small conv with
+// tails, groups, stride, dilation and both paddings (int32 dots), and must agree exactly. The MMA path
+// has not run on every GPU generation, and a wrong dot product must never be silent.
+int32_t mma_agrees(Device& d, bool* ok, xnorm_cuda_status* st) {
+  int32_t state = d.bconv_mma.load();
+  if (state == 0) {
+    xnorm_cuda_bconv a{};
+    a.n = 2, a.h = 7, a.w = 6, a.c = 2 * 150, a.cout = 2 * 45, a.cin_g = 150, a.kh = 3, a.kw = 3, a.groups = 2;
+    a.sh = 2, a.sw = 1, a.ph = 2, a.pw = 1, a.dh = 2, a.dw = 1, a.output = XNORM_CUDA_OUT_INT32;
+    Plan p;
+    XNORM_CUDA_TRY(make_plan(a, &p, st));
+    const int64_t xw = p.n * p.h * p.w * p.wc, ww = p.cout * p.row_words, outs = p.n * p.oh * p.ow * p.cout;
+    std::vector<uint32_t> host(size_t(xw + ww));
+    uint32_t r = 0x9e3779b9u;
+    for (auto& v : host) v = (r = r * 1664525u + 1013904223u);
+    for (int64_t i = 0; i < xw; i += p.wc) host[size_t(i + p.wc - 1)] &= (1u << (a.c % 32)) - 1u;  // tail bits 0
+    for (int64_t i = 0; i < ww; i += p.wg) host[size_t(xw + i + p.wg - 1)] &= p.last_mask;
+    Scratch buf(d);
+    XNORM_CUDA_TRY(buf.alloc(uint64_t(xw + ww + 2 * outs) * 4, st));
+    uint32_t* x = buf.as<uint32_t>();
+    int32_t* outs_dev = reinterpret_cast<int32_t*>(x + xw + ww);
+    cudaError_t e = cudaMemcpyAsync(x, host.data(), host.size() * 4, cudaMemcpyHostToDevice, d.stream);
+    if (e != cudaSuccess) return report_cuda(st, e, "binary_conv2d: self-check upload");
+    std::vector<int32_t> got(size_t(2 * outs));
+    bool same = true;
+    for (int32_t pad_zero = 0; pad_zero < 2 && same; ++pad_zero) {
+      p.pad_zero = pad_zero;
+      XNORM_CUDA_TRY(launch(d, p, false, x, x + xw, nullptr, outs_dev, st));
+      XNORM_CUDA_TRY(launch(d, p, true, x, x + xw, nullptr, outs_dev + outs, st));
+      e = cudaMemcpyAsync(got.data(), outs_dev, got.size() * 4, cudaMemcpyDeviceToHost, d.stream);
+      if (e != cudaSuccess) return report_cuda(st, e, "binary_conv2d: self-check download");
+      XNORM_CUDA_TRY(finish(d, st, "binary_conv2d self-check"));
+      same = std::equal(got.begin(), got.begin() + outs, got.begin() + outs);
+    }
+    state = same ? 1 : -1;
+    d.bconv_mma.store(state);
+  }
+  *ok = state == 1;
+  return XNORM_CUDA_OK;
+}
+
+}  // namespace
+
+int32_t binary_conv2d(int32_t device, const uint32_t* x, const uint32_t* w, const xnorm_cuda_bconv* q,
+                      const float* scale, const float* bias, void* out, xnorm_cuda_status* st) {
+  if (!q) return report(st, XNORM_CUDA_ARGUMENT, "binary_conv2d: parameters are NULL");
+  const xnorm_cuda_bconv& a = *q;
+  Plan p;
+  XNORM_CUDA_TRY(make_plan(a, &p, st));
   if (!x || !w || !out) return report(st, XNORM_CUDA_ARGUMENT, "binary_conv2d: NULL tensor");
 
   Device* d;
   XNORM_CUDA_TRY(use_device(device, &d, st));
+  if (a.algorithm == XNORM_CUDA_BCONV_MMA && d->cc < 75)
+    return report(st, XNORM_CUDA_ARGUMENT, "binary_conv2d: the tensor-core path needs sm_75 or newer (device is sm_%d)", d->cc);
+  bool mma = a.algorithm == XNORM_CUDA_BCONV_MMA;
+  if (a.algorithm == XNORM_CUDA_BCONV_AUTO && d->cc >= 75) XNORM_CUDA_TRY(mma_agrees(*d, &mma, st));
   // The output transform's coefficients (1 and 0 when absent) go to the device with the launch.
   std::vector<float> coeffs(size_t(2 * a.cout));
   for (int64_t c = 0; c < a.cout; ++c) {
@@ -143,18 +369,10 @@ int32_t binary_conv2d(int32_t device, const uint32_t* x, const uint32_t* w, cons
   cudaError_t e = cudaMemcpyAsync(k.as<float>(), coeffs.data(), coeffs.size() * sizeof(float), cudaMemcpyHostToDevice,
                                   d->stream);
   if (e != cudaSuccess) return report_cuda(st, e, "binary_conv2d: coefficient upload");
-  int per_sm = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, bconv_kernel, kThreads, 0) != cudaSuccess || per_sm < 1) {
-    cudaGetLastError();
-    per_sm = 1;
-  }
-  int64_t tasks = p.n * p.oh * p.ow * p.out_words;
-  int64_t want = (tasks + kThreads / 32 - 1) / (kThreads / 32), cap = int64_t(d->multiprocessors) * per_sm;
-  int grid = int(want < cap ? want : cap);
-  const float* ks = k.as<float>();
-  XNORM_LAUNCH(bconv_kernel, grid, kThreads, d->stream, x, w, p, ks, ks + a.cout, out);
-  // `coeffs` must outlive the upload, and errors belong to this call: wait here.
-  return finish(*d, st, "binary_conv2d");
+  const int32_t rc = launch(*d, p, mma, x, w, k.as<float>(), out, st);
+  // `coeffs` must outlive the upload, and errors belong to this call: wait here (also after a failure).
+  const int32_t done = finish(*d, st, "binary_conv2d");
+  return rc != XNORM_CUDA_OK ? rc : done;
 }
 
 }  // namespace xnorm_cuda

@@ -5,9 +5,10 @@ Run through scripts/gpu-check.sh, which builds the plugin and the CPU core libra
   1. probe: ABI version, devices (a machine without a usable GPU stops here, exit status 3);
   2. correctness: every CUDA op through the plugin's C ABI against the CPU core kernels (the code the addon
      runs on the CPU) on random awkward shapes, both layouts, every float dtype, misaligned inputs, in-place
-     BN, determinism, out-of-memory recovery;
+     BN, determinism, out-of-memory recovery; binary convolution with every kernel the device has (CUDA cores,
+     and the 1-bit tensor-core MMA on sm_75+) and packBits / unpackBits, bit for bit;
   3. benchmarks against PyTorch on the same GPU: torch.var_mean, BN forward (eval and training), with the
-     achieved bandwidth against the device's copy bandwidth.
+     achieved bandwidth against the device's copy bandwidth; binary convolution (both kernels) against fp16 conv2d.
 Correctness needs numpy; the benchmarks need PyTorch with CUDA.
 Exit status 0 when every check passed, 1 when one failed, 3 when no GPU, 4 when numpy or PyTorch is missing.
 """
@@ -19,11 +20,12 @@ import sys
 import time
 import zlib
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 OK, UNAVAILABLE, OOM, ARGUMENT = 0, 1, 2, 3
 NCHW, NHWC = 0, 1
 OVER = {"channel": 0, "instance": 1, "group": 2}
 DTYPES = {"float32": 0, "float16": 1, "bfloat16": 2}
+ALGORITHMS = {"simt": 1, "mma": 2}  # binary_conv2d kernels: CUDA cores, 1-bit tensor cores (sm_75+)
 
 
 class Status(C.Structure):
@@ -43,7 +45,7 @@ class BConv(C.Structure):
     _fields_ = [(f, C.c_int64) for f in ("n", "h", "w", "c", "cout", "cin_g", "kh", "kw", "groups",
                                           "sh", "sw", "ph", "pw", "dh", "dw")] + [
         ("pad_zero", C.c_int32), ("output", C.c_int32), ("clamp", C.c_int32), ("lo", C.c_float), ("hi", C.c_float),
-        ("reserved", C.c_int32)]
+        ("algorithm", C.c_int32)]
 
 
 S = C.POINTER(Status)
@@ -66,6 +68,8 @@ class Api(C.Structure):
         ("moments", F(i32, i32, vp, i32, C.POINTER(Geometry), i32, i64, dp, dp, fp, fp, C.POINTER(i64), S)),
         ("batch_norm", F(i32, i32, vp, vp, i32, C.POINTER(Geometry), i32, fp, fp, fp, fp, i32, S)),
         ("binary_conv2d", F(i32, i32, vp, vp, C.POINTER(BConv), fp, fp, vp, S)),
+        ("pack_bits", F(i32, i32, vp, i32, C.POINTER(Geometry), fp, C.c_float, vp, S)),
+        ("unpack_bits", F(i32, i32, vp, C.POINTER(Geometry), vp, S)),
     ]
 
 
@@ -144,8 +148,10 @@ def ptr(a, ctype=None):
 class Checker:
     """Runs each op through the plugin and through the CPU core on the same data (numpy arrays)."""
 
-    def __init__(self, np, plugin, core):
+    def __init__(self, np, plugin, core, cc):
         self.np, self.p, self.core = np, plugin, core
+        # Every binary_conv2d kernel the device has: the tensor-core one from sm_75 on.
+        self.algorithms = [a for a in ALGORITHMS if a != "mma" or cc >= 75]
         core.core_moments.restype = C.c_int64
         core.core_moments.argtypes = [vp, i32, i64, i64, i64, i32, i32, i64, dp, dp, i32]
         core.core_batch_norm.restype = C.c_int32
@@ -248,8 +254,8 @@ class Checker:
             self.fail(f"{what}: y[{i}] {float(a[i])!r} vs {float(b[i])!r}")
 
     def binary_conv_case(self, rng, case):
-        """binary_conv2d against a direct numpy evaluation of DESIGN.md's rules over ±1 values (the
-        CPU core's binary kernels are not in this tree yet; this oracle follows their conventions)."""
+        """binary_conv2d, with each kernel, against a direct numpy evaluation of DESIGN.md's rules over ±1
+        values (the conventions of the CPU core's binary kernels)."""
         np = self.np
         n, h, w, c, cout, g, kh, kw, s, pd, dl, pad_zero, kind, clamp = case
         cin_g, cout_g = c // g, cout // g
@@ -292,18 +298,64 @@ class Checker:
         xbase, xp_ = self.upload(xw)
         wbase, wp_ = self.upload(ww)
         obase, op_ = self.upload(out)
-        prm = BConv(n, h, w, c, cout, cin_g, kh, kw, g, s, s, pd, pd, dl, dl, int(pad_zero), kind, int(clamp), lo, hi, 0)
-        self.p.call("binary_conv2d", self.p.device, vp(xp_), vp(wp_), C.byref(prm),
-                    ptr(scale, C.c_float) if scale is not None else None,
-                    ptr(bias, C.c_float) if bias is not None else None, vp(op_))
-        got = self.download(op_, out)
+        for alg in self.algorithms:
+            self.p.call("upload", self.p.device, vp(op_), ptr(np.full(out.nbytes, 0xA5, np.uint8)), out.nbytes)
+            prm = BConv(n, h, w, c, cout, cin_g, kh, kw, g, s, s, pd, pd, dl, dl, int(pad_zero), kind, int(clamp), lo, hi,
+                        ALGORITHMS[alg])
+            self.p.call("binary_conv2d", self.p.device, vp(xp_), vp(wp_), C.byref(prm),
+                        ptr(scale, C.c_float) if scale is not None else None,
+                        ptr(bias, C.c_float) if bias is not None else None, vp(op_))
+            got = self.download(op_, out)
+            self.checks += 1
+            same = np.array_equal(got.view(np.uint32), want.view(np.uint32)) if kind == 0 else np.array_equal(got, want)
+            if not same:
+                i = int(np.flatnonzero(got.reshape(-1) != want.reshape(-1))[0]) if got.shape == want.shape else 0
+                self.fail(f"binary_conv2d ({alg}) {case}: element {i}: {got.reshape(-1)[i]!r} vs {want.reshape(-1)[i]!r}")
         for a in (xbase, wbase, obase):
             self.p.free(a)
+
+    def bits_case(self, shape, layout, dtype, per_channel, misalign):
+        """pack_bits (bit = float(x) < threshold, the CPU core's rule) and unpack_bits back to ±1, against
+        numpy, bit for bit; zeros and exact ties with the threshold included."""
+        np = self.np
+        rng = np.random.default_rng(seed_of(shape, layout, dtype, per_channel, misalign))
+        geo = geometry(shape, layout)
+        v = rng.standard_normal(math.prod(shape), dtype=np.float32)
+        v[::7] = 0  # sign(0) = +1, and a tie with the zero thresholds below
+        v[::11] = 0.25  # a tie with the scalar threshold
+        x = encode(np, v, dtype)
+        xf = decode(np, x, dtype)
+        thr = None
+        if per_channel:
+            thr = (rng.standard_normal(geo.c) * 0.5).astype(np.float32)
+            thr[::3] = 0
+        t = thr if per_channel else np.full(geo.c, 0.25, np.float32)
+        # [n, s, c] view whatever the layout, to compare along channels.
+        xc = xf.reshape(geo.n, geo.c, geo.s).transpose(0, 2, 1) if layout == NCHW else xf.reshape(geo.n, geo.s, geo.c)
+        bits = (xc < t).astype(np.uint8)
+        want = pack_bits(np, bits).reshape(-1)
+        xbase, xp_ = self.upload(x, misalign)
+        obase, op_ = self.upload(np.zeros_like(want))
+        self.p.call("pack_bits", self.p.device, vp(xp_), DTYPES[dtype], C.byref(geo),
+                    ptr(thr, C.c_float) if per_channel else None, C.c_float(0.25), vp(op_))
+        got = self.download(op_, want)
         self.checks += 1
-        same = np.array_equal(got.view(np.uint32), want.view(np.uint32)) if kind == 0 else np.array_equal(got, want)
-        if not same:
-            i = int(np.flatnonzero(got.reshape(-1) != want.reshape(-1))[0]) if got.shape == want.shape else 0
-            self.fail(f"binary_conv2d {case}: element {i}: {got.reshape(-1)[i]!r} vs {want.reshape(-1)[i]!r}")
+        what = f"pack_bits {dtype} {'NCHW' if layout == NCHW else 'NHWC'} {shape} per_channel={per_channel}"
+        if not np.array_equal(got, want):
+            i = int(np.flatnonzero(got != want)[0])
+            self.fail(f"{what}: word {i}: {int(got[i]):#x} vs {int(want[i]):#x}")
+        # unpack_bits into the same layout as x.
+        back = 1 - 2 * bits.astype(np.float32)
+        want_u = np.ascontiguousarray(back.transpose(0, 2, 1)).reshape(-1) if layout == NCHW else back.reshape(-1)
+        ubase, up_ = self.upload(np.zeros_like(want_u))
+        self.p.call("unpack_bits", self.p.device, vp(op_), C.byref(geo), vp(up_))
+        got_u = self.download(up_, want_u)
+        for a in (xbase, obase, ubase):
+            self.p.free(a)
+        self.checks += 1
+        if not np.array_equal(got_u, want_u):
+            i = int(np.flatnonzero(got_u != want_u)[0])
+            self.fail(f"unpack_bits {what[10:]}: element {i}: {got_u[i]!r} vs {want_u[i]!r}")
 
     def out_of_memory(self):
         self.checks += 1
@@ -331,7 +383,7 @@ def binary_cases(rng, count):
     out = []
     while len(out) < count:
         g = int(rng.choice([1, 1, 1, 2, 3]))
-        cin_g = int(rng.choice([1, 5, 31, 32, 33, 64, 70]))
+        cin_g = int(rng.choice([1, 5, 31, 32, 33, 64, 70, 200]))  # 200: several 128-bit MMA steps per tap
         cout = g * int(rng.choice([1, 7, 32, 33, 40]))
         k = int(rng.choice([1, 3, 5]))
         s, pd, dl = int(rng.integers(1, 3)), int(rng.integers(0, 3)), int(rng.integers(1, 3))
@@ -379,6 +431,10 @@ def correctness(ck, quick):
     brng = ck.np.random.default_rng(77)
     for case in binary_cases(brng, 12 if quick else 40):
         ck.binary_conv_case(brng, case)
+    for layout in (NCHW, NHWC):
+        for shape in random_shapes(rng, layout, 3 if quick else 8):
+            for dtype in DTYPES:
+                ck.bits_case(shape, layout, dtype, per_channel=rng.random() < 0.5, misalign=rng.choice([0, 1]))
     ck.out_of_memory()
 
 
@@ -478,12 +534,12 @@ def benchmarks(torch, p, deadline):
         torch.cuda.empty_cache()
 
 
-def bench_binary(torch, p, deadline):
+def bench_binary(torch, p, deadline, algorithms):
     """Binary convolution (int32 and float outputs) against PyTorch's fp16 convolution of the same shape
     (channels-last, cuDNN). TOPS counts 2 operations per multiply-accumulate of the ±1 (or fp16) values."""
     F = torch.nn.functional
     print("\nbinary convolution vs PyTorch fp16 conv2d (ratio = PyTorch time / xnorm time)")
-    print(f"  {'shape (N,H,W,C -> Cout, k)':<34} {'output':<6} {'xnorm ms':>9} {'TOPS':>7} {'fp16 ms':>9} {'TOPS':>7} {'ratio':>6}")
+    print(f"  {'shape (N,H,W,C -> Cout, k)':<34} {'output':<11} {'xnorm ms':>9} {'TOPS':>7} {'fp16 ms':>9} {'TOPS':>7} {'ratio':>6}")
     for n, h, w, c, cout, k in ((32, 56, 56, 256, 256, 3), (64, 28, 28, 512, 512, 3), (256, 14, 14, 1024, 1024, 1)):
         if time.perf_counter() > deadline:
             print("  (time budget reached; remaining benchmarks skipped)")
@@ -497,17 +553,18 @@ def bench_binary(torch, p, deadline):
         wh = torch.randn(cout, c, k, k, device="cuda", dtype=torch.float16).to(memory_format=torch.channels_last)
         macs = n * h * w * cout * c * k * k
         t_torch = bench(torch, lambda: F.conv2d(xh, wh, padding=pad))
-        for kind, name in ((1, "int32"), (0, "float")):
-            prm = BConv(n, h, w, c, cout, c, k, k, 1, 1, 1, pad, pad, 1, 1, 0, kind, 0, 0.0, 0.0, 0)
-            torch.cuda.synchronize()
+        for alg in algorithms:
+            for kind, name in ((1, "int32"), (0, "float")):
+                prm = BConv(n, h, w, c, cout, c, k, k, 1, 1, 1, pad, pad, 1, 1, 0, kind, 0, 0.0, 0.0, ALGORITHMS[alg])
+                torch.cuda.synchronize()
 
-            def ours():
-                p.call("binary_conv2d", p.device, vp(x.data_ptr()), vp(wt.data_ptr()), C.byref(prm), None, None,
-                       vp(out.data_ptr()))
+                def ours():
+                    p.call("binary_conv2d", p.device, vp(x.data_ptr()), vp(wt.data_ptr()), C.byref(prm), None, None,
+                           vp(out.data_ptr()))
 
-            t = bench(torch, ours)
-            print(f"  {str((n, h, w, c, cout, k)):<34} {name:<6} {t * 1e3:>9.3f} {2 * macs / t / 1e12:>7.1f} "
-                  f"{t_torch * 1e3:>9.3f} {2 * macs / t_torch / 1e12:>7.1f} {t_torch / t:>6.2f}")
+                t = bench(torch, ours)
+                print(f"  {str((n, h, w, c, cout, k)):<34} {name + ' ' + alg:<11} {t * 1e3:>9.3f} {2 * macs / t / 1e12:>7.1f} "
+                      f"{t_torch * 1e3:>9.3f} {2 * macs / t_torch / 1e12:>7.1f} {t_torch / t:>6.2f}")
         del x, wt, out, xh, wh
         torch.cuda.empty_cache()
 
@@ -547,7 +604,9 @@ def main():
         print(f"numpy is needed for the correctness data: {e}")
         return 4
     core = C.CDLL(args.core)
-    ck = Checker(np, plugin, core)
+    info = DeviceInfo()
+    plugin.call("device_info", args.device, C.byref(info))
+    ck = Checker(np, plugin, core, info.major * 10 + info.minor)
     print("\ncorrectness against the CPU core kernels")
     t0 = time.perf_counter()
     try:
@@ -566,7 +625,7 @@ def main():
             return 4
         torch.cuda.set_device(args.device)
         benchmarks(torch, plugin, deadline)
-        bench_binary(torch, plugin, deadline)
+        bench_binary(torch, plugin, deadline, ck.algorithms)
     return 1 if ck.failures else 0
 
 

@@ -124,6 +124,11 @@ Napi::Value CudaBinaryConv2d(const Napi::CallbackInfo& info) {
     p.pad_zero = a.flag("padZero");
     std::string out_kind = a.choice("output", {"float", "int32", "bits"});
     p.output = out_kind == "float" ? XNORM_CUDA_OUT_FLOAT : out_kind == "int32" ? XNORM_CUDA_OUT_INT32 : XNORM_CUDA_OUT_BITS;
+    // Optional, for tests and checks: which kernel runs (default: the plugin picks).
+    if (a.has("algorithm")) {
+      std::string alg = a.choice("algorithm", {"auto", "simt", "mma"});
+      p.algorithm = alg == "simt" ? XNORM_CUDA_BCONV_SIMT : alg == "mma" ? XNORM_CUDA_BCONV_MMA : XNORM_CUDA_BCONV_AUTO;
+    }
     p.clamp = a.flag("clamp");
     if (p.clamp) {
       p.lo = float(a.number("lo"));
@@ -158,12 +163,67 @@ Napi::Value CudaBinaryConv2d(const Napi::CallbackInfo& info) {
   });
 }
 
+// The [N, C, S] view of packBits / unpackBits (lib/binary.ts passes the same n, c, s as to the CPU ops).
+xnorm_cuda_geometry bits_geometry(Args& a, const char* op) {
+  constexpr int64_t kMax = int64_t(1) << 40;
+  xnorm_cuda_geometry g{};
+  g.n = a.integer("n", 1, kMax), g.c = a.integer("c", 1, kMax), g.s = a.integer("s", 1, kMax);
+  g.layout = a.choice("layout", {"nchw", "nhwc"}) == "nchw" ? XNORM_CUDA_NCHW : XNORM_CUDA_NHWC;
+  checked_mul(checked_mul(g.n, g.c, op), g.s, op);
+  return g;
+}
+
+// packBits on a device tensor: x (n*c*s elements of `dtype`) -> out (n*s*ceil(c/32) words), both handles;
+// `thresholds` an optional host Float32Array of C values, else the number `threshold`.
+Napi::Value CudaPackBits(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&] {
+    Args a(info, "cudaPackBits");
+    Napi::Object o = info[0].As<Napi::Object>();
+    auto device = int32_t(a.integer("device", 0, 1 << 20));
+    DType dtype = float_dtype(a, "cudaPackBits");
+    xnorm_cuda_geometry g = bits_geometry(a, "cudaPackBits");
+    Buffer thresholds = a.optional_tensor("thresholds", DType::Float32, g.c);
+    float threshold = float(a.number("threshold"));
+    const xnorm_cuda_api* api = &cuda_api(device);
+    DeviceRef x = device_arg(o.Get("x"), "cudaPackBits: x", device, uint64_t(g.n * g.c * g.s) * dtype_bytes(dtype));
+    DeviceRef out = device_arg(o.Get("out"), "cudaPackBits: out", device, uint64_t(g.n * g.s * ((g.c + 31) / 32)) * 4);
+    int32_t dt = cuda_dtype(dtype);
+    return run_op(a, [=]() -> ResultBuilder {
+      xnorm_cuda_status st{};
+      cuda_check(api->pack_bits(device, x->ptr, dt, &g, static_cast<const float*>(thresholds.data), threshold,
+                                static_cast<uint32_t*>(out->ptr), &st),
+                 st);
+      return nullptr;
+    });
+  });
+}
+
+// unpackBits on a device tensor: b (n*s*ceil(c/32) words) -> out (n*c*s float32 in `layout`), both handles.
+Napi::Value CudaUnpackBits(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&] {
+    Args a(info, "cudaUnpackBits");
+    Napi::Object o = info[0].As<Napi::Object>();
+    auto device = int32_t(a.integer("device", 0, 1 << 20));
+    xnorm_cuda_geometry g = bits_geometry(a, "cudaUnpackBits");
+    const xnorm_cuda_api* api = &cuda_api(device);
+    DeviceRef b = device_arg(o.Get("b"), "cudaUnpackBits: b", device, uint64_t(g.n * g.s * ((g.c + 31) / 32)) * 4);
+    DeviceRef out = device_arg(o.Get("out"), "cudaUnpackBits: out", device, uint64_t(g.n * g.c * g.s) * 4);
+    return run_op(a, [=]() -> ResultBuilder {
+      xnorm_cuda_status st{};
+      cuda_check(api->unpack_bits(device, static_cast<const uint32_t*>(b->ptr), &g, static_cast<float*>(out->ptr), &st), st);
+      return nullptr;
+    });
+  });
+}
+
 }  // namespace
 
 void init_cuda_ops(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaMoments", Napi::Function::New(env, CudaMoments));
   exports.Set("cudaBatchNorm", Napi::Function::New(env, CudaBatchNorm));
   exports.Set("cudaBinaryConv2d", Napi::Function::New(env, CudaBinaryConv2d));
+  exports.Set("cudaPackBits", Napi::Function::New(env, CudaPackBits));
+  exports.Set("cudaUnpackBits", Napi::Function::New(env, CudaUnpackBits));
 }
 
 }  // namespace xnorm::addon

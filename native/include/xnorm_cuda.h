@@ -22,7 +22,7 @@
 extern "C" {
 #endif
 
-#define XNORM_CUDA_ABI_VERSION 1u
+#define XNORM_CUDA_ABI_VERSION 2u
 
 #if defined(_WIN32)
 #define XNORM_CUDA_EXPORT __declspec(dllexport)
@@ -69,6 +69,11 @@ typedef struct xnorm_cuda_geometry {
  * on the CPU) then clamped to [lo, hi] if `clamp`; or bits [n, oh, ow, ceil(cout/32)] words with bit 1
  * where that float value is < 0 (tail bits 0). */
 typedef enum xnorm_cuda_bconv_output { XNORM_CUDA_OUT_FLOAT = 0, XNORM_CUDA_OUT_INT32 = 1, XNORM_CUDA_OUT_BITS = 2 } xnorm_cuda_bconv_output;
+/* Which kernel computes it (all give identical results): SIMT is the CUDA-core XOR+popcount kernel, MMA the
+ * 1-bit tensor-core one (XNORM_CUDA_ARGUMENT before sm_75). AUTO picks MMA on sm_75 and newer once a
+ * self-check on the device (both kernels on a small conv, compared exactly, once per device and process)
+ * has passed, and SIMT otherwise. */
+typedef enum xnorm_cuda_bconv_algorithm { XNORM_CUDA_BCONV_AUTO = 0, XNORM_CUDA_BCONV_SIMT = 1, XNORM_CUDA_BCONV_MMA = 2 } xnorm_cuda_bconv_algorithm;
 typedef struct xnorm_cuda_bconv {
   int64_t n, h, w, c;
   int64_t cout, cin_g, kh, kw, groups;
@@ -77,7 +82,7 @@ typedef struct xnorm_cuda_bconv {
   int32_t output; /* xnorm_cuda_bconv_output */
   int32_t clamp;
   float lo, hi;
-  int32_t reserved;
+  int32_t algorithm; /* xnorm_cuda_bconv_algorithm */
 } xnorm_cuda_bconv;
 
 typedef struct xnorm_cuda_api {
@@ -118,6 +123,17 @@ typedef struct xnorm_cuda_api {
    * with cout entries, or NULL for 1 and 0. */
   int32_t (*binary_conv2d)(int32_t device, const uint32_t* x, const uint32_t* w, const xnorm_cuda_bconv* p,
                            const float* scale, const float* bias, void* out, xnorm_cuda_status* status);
+
+  /* float -> bits (packBits): x of `dtype` viewed by g (NCHW [n, c, s] or NHWC [n, s, c]) on the device;
+   * out [n*s][ceil(c/32)] words on the device, channel i at bit i%32 of word i/32, bit 1 where
+   * float(x) < threshold (NaN gives 0), tail bits 0. thresholds: c values on the HOST, or NULL to use
+   * `threshold` for every channel. */
+  int32_t (*pack_bits)(int32_t device, const void* x, int32_t dtype, const xnorm_cuda_geometry* g,
+                       const float* thresholds, float threshold, uint32_t* out, xnorm_cuda_status* status);
+  /* bits -> float32 (unpackBits): b [n*s][ceil(c/32)] words on the device; out float32 on the device in
+   * g's layout, -1 where the bit is 1 and +1 where it is 0. */
+  int32_t (*unpack_bits)(int32_t device, const uint32_t* b, const xnorm_cuda_geometry* g, float* out,
+                         xnorm_cuda_status* status);
 } xnorm_cuda_api;
 
 XNORM_CUDA_EXPORT uint32_t xnorm_cuda_abi_version(void);

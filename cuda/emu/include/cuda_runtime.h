@@ -66,6 +66,28 @@ T __shfl_down_sync(unsigned, T v, int offset) {
 }
 
 template <typename T>
+T __shfl_sync(unsigned, T v, int src) {
+  T r;
+  xnorm_emu::warp_exchange(int(threadIdx.x & 31), &v, &r, src & 31, sizeof(T));
+  return r;
+}
+
+template <typename T>
+T __shfl_xor_sync(unsigned, T v, int mask) {
+  int lane = int(threadIdx.x & 31);
+  T r;
+  xnorm_emu::warp_exchange(lane, &v, &r, (lane ^ mask) & 31, sizeof(T));
+  return r;
+}
+
+// One fiber runs at a time, so a plain read-modify-write is atomic.
+inline unsigned atomicOr(unsigned* p, unsigned v) {
+  unsigned old = *p;
+  *p = old | v;
+  return old;
+}
+
+template <typename T>
 T __ldg(const T* p) {
   return *p;
 }
@@ -91,7 +113,12 @@ inline typename std::common_type<A, B>::type min(A a, B b) {
 enum cudaError_t { cudaSuccess = 0, cudaErrorMemoryAllocation = 2, cudaErrorInvalidValue = 1, cudaErrorNoDevice = 100 };
 typedef cudaError_t cudaError;
 enum cudaMemcpyKind { cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2 };
-enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount = 16, cudaDevAttrMemoryPoolsSupported = 115 };
+enum cudaDeviceAttr {
+  cudaDevAttrMultiProcessorCount = 16,
+  cudaDevAttrComputeCapabilityMajor = 75,
+  cudaDevAttrComputeCapabilityMinor = 76,
+  cudaDevAttrMemoryPoolsSupported = 115
+};
 enum cudaMemPoolAttr { cudaMemPoolAttrReleaseThreshold = 4 };
 typedef struct CUstream_st* cudaStream_t;
 typedef struct CUmemPool_st* cudaMemPool_t;
