@@ -449,6 +449,238 @@ void col2im(const float* dcol, int64_t ld, float* dx, const Window& g, int64_t c
   }
 }
 
+// ---- Winograd F(2x2, 3x3) --------------------------------------------------------------------------
+// y = A^T [(G g G^T) . (B^T d B)] A per 2x2 output tile, d the 4x4 input tile around it. The 16
+// element-wise products, summed over input channels, are 16 GEMMs U_xi [cout, c] x V_xi [c, tiles]
+// run on the micro-kernel. Tiles are numbered across images, p = (img * th + ty) * tw + tx, and cut
+// into blocks of T tiles (whole NR panels). A task is one tile block and one block of output
+// channels: it transforms its input tiles (or reads them, see WinoPlan), runs the 16 products into a
+// local M [16][rows][T] and writes y from it through the output transform, with bias and ReLU.
+
+struct WinoPlan {
+  int64_t th, tw, tiles;  // tile grid per image, tiles in all
+  int64_t npan, T, nb;    // NR panels per tile block, tiles per block, tile blocks
+  int64_t cout_blk, nbm;  // output channels per task (whole MR panels), channel blocks
+  int64_t cpad;           // cout rounded up to MR: rows of the packed U
+};
+
+// Floats of one tile block's V (16 * c * T) that stay in L2 next to its M and U.
+constexpr int64_t kWinoBlockFloats = int64_t(1) << 16;
+
+WinoPlan wino_plan(const WinogradProblem& P) {
+  constexpr int NR = Micro::NR;
+  WinoPlan q;
+  q.th = (P.oh + 1) / 2;
+  q.tw = (P.ow + 1) / 2;
+  q.tiles = P.n * q.th * q.tw;
+  q.npan = std::min<int64_t>(std::max<int64_t>(1, kWinoBlockFloats / (16 * P.c * NR)), 4);
+  q.npan = std::min(q.npan, (q.tiles + NR - 1) / NR);
+  q.T = q.npan * NR;
+  q.nb = (q.tiles + q.T - 1) / q.T;
+  // Few tile blocks (small maps, big batches of channels): split the output channels as well, so a
+  // pool has enough tasks; V is then transformed once, up front, instead of once per channel block.
+  const int64_t parts = std::max<int64_t>(1, (kMinTasks + q.nb - 1) / q.nb);
+  q.cout_blk = padded_rows((P.cout + parts - 1) / parts);
+  q.nbm = (P.cout + q.cout_blk - 1) / q.cout_blk;
+  q.cpad = padded_rows(P.cout);
+  return q;
+}
+
+// Calls fn(img, ty, tx0, count, j) for each run of tiles [p0, p1) inside one tile row; j = first tile - p0.
+template <typename Fn>
+void wino_rows(const WinoPlan& q, int64_t p0, int64_t p1, Fn&& fn) {
+  for (int64_t p = p0; p < p1;) {
+    const int64_t img = p / (q.th * q.tw), rem = p % (q.th * q.tw), ty = rem / q.tw, tx = rem % q.tw;
+    const int64_t count = std::min(q.tw - tx, p1 - p);
+    fn(img, ty, tx, count, p - p0);
+    p += count;
+  }
+}
+
+// U = G g G^T of every (output, input) channel pair, with g = wt * w_scale rounded to float first (the
+// values Deploy's folded weights hold), packed as the GEMM's A panels: U_xi at Up + xi * cpad * c.
+void wino_weights(const WinogradProblem& P, const WinoPlan& q, float* Up) {
+  constexpr int MR = Micro::MR;
+  const int64_t c = P.c;
+  parallel_for(q.cpad / MR, std::max<int64_t>(1, 4096 / (c * MR)), [&](int64_t b, int64_t e) {
+    for (int64_t panel = b; panel < e; ++panel)
+      for (int r = 0; r < MR; ++r) {
+        const int64_t co = panel * MR + r;
+        float* base = Up + panel * MR * c + r;
+        for (int64_t ci = 0; ci < c; ++ci) {
+          float u[16] = {};
+          if (co < P.cout) {
+            const float s = P.w_scale ? P.w_scale[co] : 1.f;
+            float g[9], t[12];
+            for (int i = 0; i < 9; ++i) g[i] = P.wt[(co * c + ci) * 9 + i] * s;
+            for (int k = 0; k < 3; ++k) {  // G g: rows g0, (g0+g1+g2)/2, (g0-g1+g2)/2, g2
+              t[k] = g[k];
+              t[3 + k] = 0.5f * (g[k] + g[3 + k] + g[6 + k]);
+              t[6 + k] = 0.5f * (g[k] - g[3 + k] + g[6 + k]);
+              t[9 + k] = g[6 + k];
+            }
+            for (int i = 0; i < 4; ++i) {  // (G g) G^T, row by row
+              const float* a = t + 3 * i;
+              u[4 * i] = a[0];
+              u[4 * i + 1] = 0.5f * (a[0] + a[1] + a[2]);
+              u[4 * i + 2] = 0.5f * (a[0] - a[1] + a[2]);
+              u[4 * i + 3] = a[2];
+            }
+          }
+          for (int xi = 0; xi < 16; ++xi) base[xi * q.cpad * c + ci * MR] = u[xi];
+        }
+      }
+  });
+}
+
+thread_local Scratch tls_wino_row, tls_wino_tmp, tls_wino_v, tls_wino_m;
+
+// B^T d B for `count` consecutive tiles (ty, tx0...) of one input plane: out[xi * ld + t], VW tiles at a
+// time. The four input rows are split into even and odd columns (zero outside the image), so tile t's
+// columns are even[t], odd[t], even[t + 1], odd[t + 1]: plain vector loads.
+void wino_input_row(const WinogradProblem& P, const float* plane, int64_t ty, int64_t tx0, int64_t count, float* out,
+                    int64_t ld) {
+  constexpr int VW = Micro::VW;
+  const int64_t L = round_up(count, VW) + VW;
+  float* buf = tls_wino_row.get(size_t(8 * L));
+  for (int r = 0; r < 4; ++r) {
+    float *e = buf + r * L, *o = buf + (4 + r) * L;
+    const int64_t iy = 2 * ty - P.ph + r;
+    int64_t k = 0;
+    if (iy >= 0 && iy < P.h) {
+      const float* row = plane + iy * P.w;
+      for (; k <= count; ++k) {
+        const int64_t ix = 2 * (tx0 + k) - P.pw;
+        e[k] = ix >= 0 && ix < P.w ? row[ix] : 0.f;
+        o[k] = ix + 1 >= 0 && ix + 1 < P.w ? row[ix + 1] : 0.f;
+      }
+    }
+    for (; k < L; ++k) e[k] = o[k] = 0.f;
+  }
+  for (int64_t k0 = 0; k0 < count; k0 += VW) {
+    VecF t[4][4];
+    for (int c = 0; c < 4; ++c) {  // B^T d: rows d0-d2, d1+d2, d2-d1, d1-d3
+      const float* col = buf + (c & 1 ? 4 * L : 0) + k0 + (c >> 1);
+      const VecF d0 = loadu(col), d1 = loadu(col + L), d2 = loadu(col + 2 * L), d3 = loadu(col + 3 * L);
+      t[0][c] = d0 - d2;
+      t[1][c] = d1 + d2;
+      t[2][c] = d2 - d1;
+      t[3][c] = d1 - d3;
+    }
+    for (int i = 0; i < 4; ++i) {  // (B^T d) B, the same combination of columns
+      float* o = out + 4 * i * ld + k0;
+      storeu(o, t[i][0] - t[i][2]);
+      storeu(o + ld, t[i][1] + t[i][2]);
+      storeu(o + 2 * ld, t[i][2] - t[i][1]);
+      storeu(o + 3 * ld, t[i][1] - t[i][3]);
+    }
+  }
+}
+
+// V of tiles [p0, p1) and input channels [c0, c1) into one block laid out [16][npan][c][NR] (the GEMM's
+// B panels); the columns past p1 are zeros.
+void wino_input(const WinogradProblem& P, const WinoPlan& q, int64_t p0, int64_t p1, int64_t c0, int64_t c1, float* V) {
+  constexpr int NR = Micro::NR;
+  const int64_t ld = round_up(std::min(q.tw, q.T), Micro::VW), c = P.c;
+  float* tmp = tls_wino_tmp.get(size_t(16 * ld));
+  wino_rows(q, p0, p1, [&](int64_t img, int64_t ty, int64_t tx0, int64_t count, int64_t j) {
+    for (int64_t ci = c0; ci < c1; ++ci) {
+      wino_input_row(P, P.x + (img * c + ci) * P.h * P.w, ty, tx0, count, tmp, ld);
+      for (int xi = 0; xi < 16; ++xi)
+        for (int64_t t = 0; t < count; ++t) {
+          const int64_t col = j + t;
+          V[((xi * q.npan + col / NR) * c + ci) * NR + col % NR] = tmp[xi * ld + t];
+        }
+    }
+  });
+  for (int xi = 0; xi < 16; ++xi)
+    for (int64_t col = p1 - p0; col < q.npan * NR; ++col)
+      for (int64_t ci = c0; ci < c1; ++ci) V[((xi * q.npan + col / NR) * c + ci) * NR + col % NR] = 0.f;
+}
+
+// y for tiles [p0, p1) and output channels [co0, co1) from M [16][rows][T]: A^T m A plus bias, ReLU.
+void wino_output(const WinogradProblem& P, const WinoPlan& q, const float* M, int64_t rows, int64_t p0, int64_t p1,
+                 int64_t co0, int64_t co1) {
+  constexpr int VW = Micro::VW;
+  const int64_t T = q.T, cols = p1 - p0, stride = rows * T;
+  float* tmp = tls_wino_tmp.get(size_t(4 * T));
+  const VecF zero{};
+  for (int64_t co = co0; co < co1; ++co) {
+    const float bias = P.bias ? P.bias[co] : 0.f;
+    const float* m = M + (co - co0) * T;
+    for (int64_t k0 = 0; k0 < cols; k0 += VW) {
+      VecF s[2][4];
+      for (int j = 0; j < 4; ++j) {  // A^T m: rows m0+m1+m2, m1-m2-m3
+        const float* col = m + j * stride + k0;
+        const VecF m0 = loadu(col), m1 = loadu(col + 4 * stride), m2 = loadu(col + 8 * stride), m3 = loadu(col + 12 * stride);
+        s[0][j] = m0 + m1 + m2;
+        s[1][j] = m1 - m2 - m3;
+      }
+      for (int i = 0; i < 2; ++i) {
+        VecF a = s[i][0] + s[i][1] + s[i][2] + bias, b = s[i][1] - s[i][2] - s[i][3] + bias;
+        if (P.relu) {
+          a = a > zero ? a : zero;
+          b = b > zero ? b : zero;
+        }
+        storeu(tmp + (2 * i) * T + k0, a);
+        storeu(tmp + (2 * i + 1) * T + k0, b);
+      }
+    }
+    wino_rows(q, p0, p1, [&](int64_t img, int64_t ty, int64_t tx0, int64_t count, int64_t j) {
+      for (int dy = 0; dy < 2 && 2 * ty + dy < P.oh; ++dy) {
+        float* yrow = P.y + ((img * P.cout + co) * P.oh + 2 * ty + dy) * P.ow;
+        const float *a = tmp + 2 * dy * T + j, *b = a + T;
+        const int64_t pairs = std::min(count, P.ow / 2 - tx0);  // tiles whose both columns exist
+        for (int64_t t = 0; t < pairs; ++t) {
+          yrow[2 * (tx0 + t)] = a[t];
+          yrow[2 * (tx0 + t) + 1] = b[t];
+        }
+        if (pairs < count) yrow[2 * (tx0 + pairs)] = a[pairs];  // odd width: the last tile's left column
+      }
+    });
+  }
+}
+
+// Floats a caller gets for the packed U and (when output channels are split) the whole V.
+thread_local Scratch tls_wino_u, tls_wino_vall;
+
+void winograd_forward(const WinogradProblem& P) {
+  constexpr int MR = Micro::MR, NR = Micro::NR;
+  const WinoPlan q = wino_plan(P);
+  const int64_t c = P.c, vblock = 16 * q.npan * c * NR;
+  float* Up = tls_wino_u.get(size_t(16 * q.cpad * c));
+  wino_weights(P, q, Up);
+  float* Vall = nullptr;
+  if (q.nbm > 1) {  // V of every block once, in channel chunks so that few blocks still make tasks
+    constexpr int64_t kChunk = 32;
+    const int64_t chunks = (c + kChunk - 1) / kChunk;
+    Vall = tls_wino_vall.get(size_t(q.nb * vblock));
+    parallel_tasks(q.nb * chunks, [&](int64_t t) {
+      const int64_t b = t / chunks, c0 = (t % chunks) * kChunk;
+      wino_input(P, q, b * q.T, std::min(q.tiles, (b + 1) * q.T), c0, std::min(c, c0 + kChunk), Vall + b * vblock);
+    });
+  }
+  parallel_tasks(q.nb * q.nbm, [&](int64_t t) {
+    const int64_t b = t / q.nbm, p0 = b * q.T, p1 = std::min(q.tiles, p0 + q.T);
+    const int64_t co0 = (t % q.nbm) * q.cout_blk, co1 = std::min(P.cout, co0 + q.cout_blk), rows = co1 - co0;
+    const float* V = Vall ? Vall + b * vblock : nullptr;
+    if (!V) {
+      float* own = tls_wino_v.get(size_t(vblock));
+      wino_input(P, q, p0, p1, 0, c, own);
+      V = own;
+    }
+    float* M = tls_wino_m.get(size_t(16 * rows * q.T));
+    const int64_t panels = (p1 - p0 + NR - 1) / NR;
+    for (int xi = 0; xi < 16; ++xi)
+      for (int64_t ir = 0; ir < rows; ir += MR)
+        for (int64_t jp = 0; jp < panels; ++jp)
+          Micro::run(c, Up + xi * q.cpad * c + (co0 + ir) * c, V + (xi * q.npan + jp) * c * NR,
+                     M + (xi * rows + ir) * q.T + jp * NR, q.T, int(std::min<int64_t>(MR, rows - ir)), NR, false,
+                     nullptr, false);
+    wino_output(P, q, M, rows, p0, p1, co0, co1);
+  });
+}
+
 void relu_mask(const float* y, int64_t n, uint32_t* mask) {
   const int64_t full = n / 32;
   for (int64_t w = 0; w < full; ++w) mask[w] = positive_bits(y + 32 * w);
@@ -467,7 +699,7 @@ void apply_mask(float* x, int64_t n, const uint32_t* mask) {
 }
 
 const Kernels& table() {
-  static const Kernels k{gemm, direct_forward_plane, direct_backward_data_plane, direct_backward_filter_plane,
+  static const Kernels k{gemm, winograd_forward, direct_forward_plane, direct_backward_data_plane, direct_backward_filter_plane,
                          col2im, relu_mask, apply_mask, fma_loop, Micro::MR, Micro::NR};
   return k;
 }
