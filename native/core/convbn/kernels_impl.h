@@ -501,35 +501,45 @@ void wino_rows(const WinoPlan& q, int64_t p0, int64_t p1, Fn&& fn) {
 // values Deploy's folded weights hold), packed as the GEMM's A panels: U_xi at Up + xi * cpad * c.
 void wino_weights(const WinogradProblem& P, const WinoPlan& q, float* Up) {
   constexpr int MR = Micro::MR;
-  const int64_t c = P.c;
-  parallel_for(q.cpad / MR, std::max<int64_t>(1, 4096 / (c * MR)), [&](int64_t b, int64_t e) {
-    for (int64_t panel = b; panel < e; ++panel)
+  constexpr int64_t kChunk = 32;  // input channels per pass: their 16 U values per row stay in L1
+  const int64_t c = P.c, chunks = (c + kChunk - 1) / kChunk;
+  parallel_for(q.cpad / MR * chunks, 1, [&](int64_t b, int64_t e) {
+    float buf[16 * kChunk * MR];  // [xi][ci][r]: written out as 16 contiguous runs, not 16 strided streams
+    for (int64_t job = b; job < e; ++job) {
+      const int64_t panel = job / chunks, c0 = (job % chunks) * kChunk, cn = std::min(kChunk, c - c0);
       for (int r = 0; r < MR; ++r) {
         const int64_t co = panel * MR + r;
-        float* base = Up + panel * MR * c + r;
-        for (int64_t ci = 0; ci < c; ++ci) {
-          float u[16] = {};
-          if (co < P.cout) {
-            const float s = P.w_scale ? P.w_scale[co] : 1.f;
-            float g[9], t[12];
-            for (int i = 0; i < 9; ++i) g[i] = P.wt[(co * c + ci) * 9 + i] * s;
-            for (int k = 0; k < 3; ++k) {  // G g: rows g0, (g0+g1+g2)/2, (g0-g1+g2)/2, g2
-              t[k] = g[k];
-              t[3 + k] = 0.5f * (g[k] + g[3 + k] + g[6 + k]);
-              t[6 + k] = 0.5f * (g[k] - g[3 + k] + g[6 + k]);
-              t[9 + k] = g[6 + k];
-            }
-            for (int i = 0; i < 4; ++i) {  // (G g) G^T, row by row
-              const float* a = t + 3 * i;
-              u[4 * i] = a[0];
-              u[4 * i + 1] = 0.5f * (a[0] + a[1] + a[2]);
-              u[4 * i + 2] = 0.5f * (a[0] - a[1] + a[2]);
-              u[4 * i + 3] = a[2];
-            }
-          }
-          for (int xi = 0; xi < 16; ++xi) base[xi * q.cpad * c + ci * MR] = u[xi];
+        if (co >= P.cout) {  // padding rows of the last panel
+          for (int xi = 0; xi < 16; ++xi)
+            for (int64_t i = 0; i < cn; ++i) buf[(xi * kChunk + i) * MR + r] = 0.f;
+          continue;
         }
+        const float s = P.w_scale ? P.w_scale[co] : 1.f;
+        const float* w9 = P.wt + (co * c + c0) * 9;
+        // Each step below is a loop over the chunk's channels, so it compiles to vector code.
+        float g[9][kChunk], t[4][3][kChunk], u[16][kChunk];
+        for (int64_t i = 0; i < cn; ++i)
+          for (int k = 0; k < 9; ++k) g[k][i] = w9[i * 9 + k] * s;
+        for (int k = 0; k < 3; ++k)  // G g: rows g0, (g0+g1+g2)/2, (g0-g1+g2)/2, g2
+          for (int64_t i = 0; i < cn; ++i) {
+            t[0][k][i] = g[k][i];
+            t[1][k][i] = 0.5f * (g[k][i] + g[3 + k][i] + g[6 + k][i]);
+            t[2][k][i] = 0.5f * (g[k][i] - g[3 + k][i] + g[6 + k][i]);
+            t[3][k][i] = g[6 + k][i];
+          }
+        for (int k = 0; k < 4; ++k)  // (G g) G^T, row by row
+          for (int64_t i = 0; i < cn; ++i) {
+            u[4 * k][i] = t[k][0][i];
+            u[4 * k + 1][i] = 0.5f * (t[k][0][i] + t[k][1][i] + t[k][2][i]);
+            u[4 * k + 2][i] = 0.5f * (t[k][0][i] - t[k][1][i] + t[k][2][i]);
+            u[4 * k + 3][i] = t[k][2][i];
+          }
+        for (int xi = 0; xi < 16; ++xi)
+          for (int64_t i = 0; i < cn; ++i) buf[(xi * kChunk + i) * MR + r] = u[xi][i];
       }
+      for (int xi = 0; xi < 16; ++xi)
+        std::memcpy(Up + xi * q.cpad * c + panel * MR * c + c0 * MR, buf + xi * kChunk * MR, size_t(cn * MR) * sizeof(float));
+    }
   });
 }
 
@@ -548,12 +558,14 @@ void wino_input_row(const WinogradProblem& P, const float* plane, int64_t ty, in
     const int64_t iy = 2 * ty - P.ph + r;
     int64_t k = 0;
     if (iy >= 0 && iy < P.h) {
-      const float* row = plane + iy * P.w;
-      for (; k <= count; ++k) {
-        const int64_t ix = 2 * (tx0 + k) - P.pw;
-        e[k] = ix >= 0 && ix < P.w ? row[ix] : 0.f;
-        o[k] = ix + 1 >= 0 && ix + 1 < P.w ? row[ix + 1] : 0.f;
-      }
+      const float* row = plane + iy * P.w - P.pw + 2 * tx0;  // row[2k], row[2k + 1]: even[k], odd[k]
+      const auto at = [&](int64_t i) { return i >= P.pw - 2 * tx0 && i < P.w + P.pw - 2 * tx0 ? row[i] : 0.f; };
+      // Interior pairs [lo, hi) need no bounds checks.
+      const int64_t lo = std::min(count + 1, std::max<int64_t>(0, (P.pw - 2 * tx0 + 1) / 2));
+      const int64_t hi = std::max(lo, std::min(count + 1, (P.w + P.pw - 2 * tx0) / 2));
+      for (; k < lo; ++k) e[k] = at(2 * k), o[k] = at(2 * k + 1);
+      for (; k < hi; ++k) e[k] = row[2 * k], o[k] = row[2 * k + 1];
+      for (; k <= count; ++k) e[k] = at(2 * k), o[k] = at(2 * k + 1);
     }
     for (; k < L; ++k) e[k] = o[k] = 0.f;
   }
@@ -586,11 +598,16 @@ void wino_input(const WinogradProblem& P, const WinoPlan& q, int64_t p0, int64_t
   wino_rows(q, p0, p1, [&](int64_t img, int64_t ty, int64_t tx0, int64_t count, int64_t j) {
     for (int64_t ci = c0; ci < c1; ++ci) {
       wino_input_row(P, P.x + (img * c + ci) * P.h * P.w, ty, tx0, count, tmp, ld);
-      for (int xi = 0; xi < 16; ++xi)
-        for (int64_t t = 0; t < count; ++t) {
-          const int64_t col = j + t;
-          V[((xi * q.npan + col / NR) * c + ci) * NR + col % NR] = tmp[xi * ld + t];
+      for (int64_t t = 0; t < count;) {  // in runs that stay inside one NR panel
+        const int64_t col = j + t, run = std::min(count - t, NR - col % NR);
+        float* dst = V + ((col / NR) * c + ci) * NR + col % NR;
+        for (int xi = 0; xi < 16; ++xi) {
+          const float* src = tmp + xi * ld + t;
+          float* d = dst + xi * q.npan * c * NR;
+          for (int64_t u = 0; u < run; ++u) d[u] = src[u];
         }
+        t += run;
+      }
     }
   });
   for (int xi = 0; xi < 16; ++xi)
