@@ -462,6 +462,9 @@ struct WinoPlan {
   int64_t npan, T, nb;    // NR panels per tile block, tiles per block, tile blocks
   int64_t cout_blk, nbm;  // output channels per task (whole MR panels), channel blocks
   int64_t cpad;           // cout rounded up to MR: rows of the packed U
+  // Floats from U_xi to U_xi+1 and from V_xi to V_xi+1 in a block: a cache line more than their size, so
+  // that the 16 streams a transform writes do not all map to the same L1 set (4 KiB aliasing).
+  int64_t uxi, vxi;
 };
 
 // Floats of one tile block's V (16 * c * T) that stay in L2 next to its M and U.
@@ -483,6 +486,8 @@ WinoPlan wino_plan(const WinogradProblem& P) {
   q.cout_blk = padded_rows((P.cout + parts - 1) / parts);
   q.nbm = (P.cout + q.cout_blk - 1) / q.cout_blk;
   q.cpad = padded_rows(P.cout);
+  q.uxi = q.cpad * P.c + 16;
+  q.vxi = q.npan * P.c * NR + 16;
   return q;
 }
 
@@ -498,7 +503,7 @@ void wino_rows(const WinoPlan& q, int64_t p0, int64_t p1, Fn&& fn) {
 }
 
 // U = G g G^T of every (output, input) channel pair, with g = wt * w_scale rounded to float first (the
-// values Deploy's folded weights hold), packed as the GEMM's A panels: U_xi at Up + xi * cpad * c.
+// values Deploy's folded weights hold), packed as the GEMM's A panels: U_xi at Up + xi * uxi.
 void wino_weights(const WinogradProblem& P, const WinoPlan& q, float* Up) {
   constexpr int MR = Micro::MR;
   constexpr int64_t kChunk = 32;  // input channels per pass: their 16 U values per row stay in L1
@@ -516,60 +521,70 @@ void wino_weights(const WinogradProblem& P, const WinoPlan& q, float* Up) {
         }
         const float s = P.w_scale ? P.w_scale[co] : 1.f;
         const float* w9 = P.wt + (co * c + c0) * 9;
-        // Each step below is a loop over the chunk's channels, so it compiles to vector code.
-        float g[9][kChunk], t[4][3][kChunk], u[16][kChunk];
-        for (int64_t i = 0; i < cn; ++i)
-          for (int k = 0; k < 9; ++k) g[k][i] = w9[i * 9 + k] * s;
-        for (int k = 0; k < 3; ++k)  // G g: rows g0, (g0+g1+g2)/2, (g0-g1+g2)/2, g2
-          for (int64_t i = 0; i < cn; ++i) {
-            t[0][k][i] = g[k][i];
-            t[1][k][i] = 0.5f * (g[k][i] + g[3 + k][i] + g[6 + k][i]);
-            t[2][k][i] = 0.5f * (g[k][i] - g[3 + k][i] + g[6 + k][i]);
-            t[3][k][i] = g[6 + k][i];
-          }
+        // G g on the taps as they lie, [channel][ky][kx]: every lane j computes rows of G g for the
+        // kernel row that starts at j, and only lanes with j % 9 < 3 are used. Contiguous, so vectorised.
+        const int64_t n9 = cn * 9;
+        float g[kChunk * 9 + 8], t[4][kChunk * 9 + 8];
+        for (int64_t j = 0; j < n9; ++j) g[j] = w9[j] * s;
+        for (int64_t j = n9; j < n9 + 8; ++j) g[j] = 0.f;
+        for (int64_t j = 0; j < n9 + 2; ++j) {  // G g: rows g0, (g0+g1+g2)/2, (g0-g1+g2)/2, g2
+          t[0][j] = g[j];
+          t[1][j] = 0.5f * (g[j] + g[j + 3] + g[j + 6]);
+          t[2][j] = 0.5f * (g[j] - g[j + 3] + g[j + 6]);
+          t[3][j] = g[j + 6];
+        }
         for (int k = 0; k < 4; ++k)  // (G g) G^T, row by row
           for (int64_t i = 0; i < cn; ++i) {
-            u[4 * k][i] = t[k][0][i];
-            u[4 * k + 1][i] = 0.5f * (t[k][0][i] + t[k][1][i] + t[k][2][i]);
-            u[4 * k + 2][i] = 0.5f * (t[k][0][i] - t[k][1][i] + t[k][2][i]);
-            u[4 * k + 3][i] = t[k][2][i];
+            const float* a = t[k] + 9 * i;
+            float* d = buf + (4 * k * kChunk + i) * MR + r;
+            d[0] = a[0];
+            d[kChunk * MR] = 0.5f * (a[0] + a[1] + a[2]);
+            d[2 * kChunk * MR] = 0.5f * (a[0] - a[1] + a[2]);
+            d[3 * kChunk * MR] = a[2];
           }
-        for (int xi = 0; xi < 16; ++xi)
-          for (int64_t i = 0; i < cn; ++i) buf[(xi * kChunk + i) * MR + r] = u[xi][i];
       }
       for (int xi = 0; xi < 16; ++xi)
-        std::memcpy(Up + xi * q.cpad * c + panel * MR * c + c0 * MR, buf + xi * kChunk * MR, size_t(cn * MR) * sizeof(float));
+        std::memcpy(Up + xi * q.uxi + panel * MR * c + c0 * MR, buf + xi * kChunk * MR, size_t(cn * MR) * sizeof(float));
     }
   });
 }
 
 thread_local Scratch tls_wino_row, tls_wino_tmp, tls_wino_v, tls_wino_m;
 
-// B^T d B for `count` consecutive tiles (ty, tx0...) of one input plane: out[xi * ld + t], VW tiles at a
-// time. The four input rows are split into even and odd columns (zero outside the image), so tile t's
-// columns are even[t], odd[t], even[t + 1], odd[t + 1]: plain vector loads.
-void wino_input_row(const WinogradProblem& P, const float* plane, int64_t ty, int64_t tx0, int64_t count, float* out,
-                    int64_t ld) {
+// B^T d B for the tiles f0 <= f < f1 (f = ty * tw + tx) of one input plane: tile f in lane
+// f - f0 + (ty - ty0) of out[xi * ld + lane], VW lanes at a time. Each tile row's four input rows are
+// split into even and odd columns (zero outside the image), so a tile's columns are even[k], odd[k],
+// even[k + 1], odd[k + 1]: plain vector loads. Rows follow each other with one spare lane between them,
+// so the small maps of deep layers (7 or 14 wide) still fill the vectors.
+void wino_input_plane(const WinogradProblem& P, const WinoPlan& q, const float* plane, int64_t f0, int64_t f1,
+                      float* out, int64_t ld) {
   constexpr int VW = Micro::VW;
-  const int64_t L = round_up(count, VW) + VW;
+  const int64_t ty0 = f0 / q.tw, ty1 = (f1 - 1) / q.tw, lanes = f1 - f0 + ty1 - ty0 + 1;
+  const int64_t L = round_up(lanes, VW) + VW;
   float* buf = tls_wino_row.get(size_t(8 * L));
-  for (int r = 0; r < 4; ++r) {
-    float *e = buf + r * L, *o = buf + (4 + r) * L;
-    const int64_t iy = 2 * ty - P.ph + r;
-    int64_t k = 0;
-    if (iy >= 0 && iy < P.h) {
-      const float* row = plane + iy * P.w - P.pw + 2 * tx0;  // row[2k], row[2k + 1]: even[k], odd[k]
-      const auto at = [&](int64_t i) { return i >= P.pw - 2 * tx0 && i < P.w + P.pw - 2 * tx0 ? row[i] : 0.f; };
-      // Interior pairs [lo, hi) need no bounds checks.
-      const int64_t lo = std::min(count + 1, std::max<int64_t>(0, (P.pw - 2 * tx0 + 1) / 2));
-      const int64_t hi = std::max(lo, std::min(count + 1, (P.w + P.pw - 2 * tx0) / 2));
-      for (; k < lo; ++k) e[k] = at(2 * k), o[k] = at(2 * k + 1);
-      for (; k < hi; ++k) e[k] = row[2 * k], o[k] = row[2 * k + 1];
-      for (; k <= count; ++k) e[k] = at(2 * k), o[k] = at(2 * k + 1);
+  for (int64_t ty = ty0; ty <= ty1; ++ty) {
+    const int64_t tx0 = ty == ty0 ? f0 % q.tw : 0, count = (ty == ty1 ? (f1 - 1) % q.tw + 1 : q.tw) - tx0;
+    const int64_t base = ty * q.tw + tx0 - f0 + ty - ty0;
+    for (int r = 0; r < 4; ++r) {
+      float *e = buf + r * L + base, *o = buf + (4 + r) * L + base;
+      const int64_t iy = 2 * ty - P.ph + r;
+      int64_t k = 0;
+      if (iy >= 0 && iy < P.h) {
+        const float* row = plane + iy * P.w - P.pw + 2 * tx0;  // row[2k], row[2k + 1]: even[k], odd[k]
+        const auto at = [&](int64_t i) { return i >= P.pw - 2 * tx0 && i < P.w + P.pw - 2 * tx0 ? row[i] : 0.f; };
+        // Interior pairs [lo, hi) need no bounds checks.
+        const int64_t lo = std::min(count + 1, std::max<int64_t>(0, (P.pw - 2 * tx0 + 1) / 2));
+        const int64_t hi = std::max(lo, std::min(count + 1, (P.w + P.pw - 2 * tx0) / 2));
+        for (; k < lo; ++k) e[k] = at(2 * k), o[k] = at(2 * k + 1);
+        for (; k < hi; ++k) e[k] = row[2 * k], o[k] = row[2 * k + 1];
+        for (; k <= count; ++k) e[k] = at(2 * k), o[k] = at(2 * k + 1);
+      }
+      for (; k <= count; ++k) e[k] = o[k] = 0.f;
     }
-    for (; k < L; ++k) e[k] = o[k] = 0.f;
   }
-  for (int64_t k0 = 0; k0 < count; k0 += VW) {
+  for (int r = 0; r < 8; ++r)
+    for (int64_t k = lanes; k < L; ++k) buf[r * L + k] = 0.f;
+  for (int64_t k0 = 0; k0 < lanes; k0 += VW) {
     VecF t[4][4];
     for (int c = 0; c < 4; ++c) {  // B^T d: rows d0-d2, d1+d2, d2-d1, d1-d3
       const float* col = buf + (c & 1 ? 4 * L : 0) + k0 + (c >> 1);
@@ -589,30 +604,35 @@ void wino_input_row(const WinogradProblem& P, const float* plane, int64_t ty, in
   }
 }
 
-// V of tiles [p0, p1) and input channels [c0, c1) into one block laid out [16][npan][c][NR] (the GEMM's
-// B panels); the columns past p1 are zeros.
+// V of tiles [p0, p1) and input channels [c0, c1) into one block: V_xi (at V + xi * vxi) is npan B panels
+// [c][NR] of the GEMMs; the columns past p1 are zeros.
 void wino_input(const WinogradProblem& P, const WinoPlan& q, int64_t p0, int64_t p1, int64_t c0, int64_t c1, float* V) {
   constexpr int NR = Micro::NR;
-  const int64_t ld = round_up(std::min(q.tw, q.T), Micro::VW), c = P.c;
+  const int64_t per_img = q.th * q.tw, c = P.c;
+  const int64_t ld = round_up(std::min(q.T, per_img) + std::min(q.T, q.th) + 1, Micro::VW);  // lanes, see above
   float* tmp = tls_wino_tmp.get(size_t(16 * ld));
-  wino_rows(q, p0, p1, [&](int64_t img, int64_t ty, int64_t tx0, int64_t count, int64_t j) {
+  for (int64_t p = p0; p < p1;) {  // image by image
+    const int64_t img = p / per_img, f0 = p % per_img, f1 = std::min(per_img, f0 + p1 - p);
     for (int64_t ci = c0; ci < c1; ++ci) {
-      wino_input_row(P, P.x + (img * c + ci) * P.h * P.w, ty, tx0, count, tmp, ld);
-      for (int64_t t = 0; t < count;) {  // in runs that stay inside one NR panel
-        const int64_t col = j + t, run = std::min(count - t, NR - col % NR);
+      wino_input_plane(P, q, P.x + (img * c + ci) * P.h * P.w, f0, f1, tmp, ld);
+      // Lane f - f0 + (ty - ty0) to column p - p0 + f - f0, in runs inside one tile row and one NR panel.
+      for (int64_t f = f0; f < f1;) {
+        const int64_t col = p - p0 + f - f0, lane = f - f0 + f / q.tw - f0 / q.tw;
+        const int64_t run = std::min({f1 - f, q.tw - f % q.tw, NR - col % NR});
         float* dst = V + ((col / NR) * c + ci) * NR + col % NR;
         for (int xi = 0; xi < 16; ++xi) {
-          const float* src = tmp + xi * ld + t;
-          float* d = dst + xi * q.npan * c * NR;
+          const float* src = tmp + xi * ld + lane;
+          float* d = dst + xi * q.vxi;
           for (int64_t u = 0; u < run; ++u) d[u] = src[u];
         }
-        t += run;
+        f += run;
       }
     }
-  });
+    p += f1 - f0;
+  }
   for (int xi = 0; xi < 16; ++xi)
     for (int64_t col = p1 - p0; col < q.npan * NR; ++col)
-      for (int64_t ci = c0; ci < c1; ++ci) V[((xi * q.npan + col / NR) * c + ci) * NR + col % NR] = 0.f;
+      for (int64_t ci = c0; ci < c1; ++ci) V[xi * q.vxi + ((col / NR) * c + ci) * NR + col % NR] = 0.f;
 }
 
 // y for tiles [p0, p1) and output channels [co0, co1) from M [16][rows][T]: A^T m A plus bias, ReLU.
@@ -664,8 +684,8 @@ thread_local Scratch tls_wino_u, tls_wino_vall;
 void winograd_forward(const WinogradProblem& P) {
   constexpr int MR = Micro::MR, NR = Micro::NR;
   const WinoPlan q = wino_plan(P);
-  const int64_t c = P.c, vblock = 16 * q.npan * c * NR;
-  float* Up = tls_wino_u.get(size_t(16 * q.cpad * c));
+  const int64_t c = P.c, vblock = 16 * q.vxi;
+  float* Up = tls_wino_u.get(size_t(16 * q.uxi));
   wino_weights(P, q, Up);
   float* Vall = nullptr;
   if (q.nbm > 1) {  // V of every block once, in channel chunks so that few blocks still make tasks
@@ -691,7 +711,7 @@ void winograd_forward(const WinogradProblem& P) {
     for (int xi = 0; xi < 16; ++xi)
       for (int64_t ir = 0; ir < rows; ir += MR)
         for (int64_t jp = 0; jp < panels; ++jp)
-          Micro::run(c, Up + xi * q.cpad * c + (co0 + ir) * c, V + (xi * q.npan + jp) * c * NR,
+          Micro::run(c, Up + xi * q.uxi + (co0 + ir) * c, V + xi * q.vxi + jp * c * NR,
                      M + (xi * rows + ir) * q.T + jp * NR, q.T, int(std::min<int64_t>(MR, rows - ir)), NR, false,
                      nullptr, false);
     wino_output(P, q, M, rows, p0, p1, co0, co1);
