@@ -508,9 +508,10 @@ void wino_weights(const WinogradProblem& P, const WinoPlan& q, float* Up) {
   constexpr int MR = Micro::MR;
   constexpr int64_t kChunk = 32;  // input channels per pass: their 16 U values per row stay in L1
   const int64_t c = P.c, chunks = (c + kChunk - 1) / kChunk;
-  parallel_for(q.cpad / MR * chunks, 1, [&](int64_t b, int64_t e) {
+  // One task per panel: its MR weight rows are read front to back, as streams the prefetcher follows.
+  parallel_for(q.cpad / MR, 1, [&](int64_t b, int64_t e) {
     float buf[16 * kChunk * MR];  // [xi][ci][r]: written out as 16 contiguous runs, not 16 strided streams
-    for (int64_t job = b; job < e; ++job) {
+    for (int64_t job = b * chunks; job < e * chunks; ++job) {
       const int64_t panel = job / chunks, c0 = (job % chunks) * kChunk, cn = std::min(kChunk, c - c0);
       for (int r = 0; r < MR; ++r) {
         const int64_t co = panel * MR + r;
@@ -549,90 +550,69 @@ void wino_weights(const WinogradProblem& P, const WinoPlan& q, float* Up) {
   });
 }
 
-thread_local Scratch tls_wino_row, tls_wino_tmp, tls_wino_v, tls_wino_m;
-
-// B^T d B for the tiles f0 <= f < f1 (f = ty * tw + tx) of one input plane: tile f in lane
-// f - f0 + (ty - ty0) of out[xi * ld + lane], VW lanes at a time. Each tile row's four input rows are
-// split into even and odd columns (zero outside the image), so a tile's columns are even[k], odd[k],
-// even[k + 1], odd[k + 1]: plain vector loads. Rows follow each other with one spare lane between them,
-// so the small maps of deep layers (7 or 14 wide) still fill the vectors.
-void wino_input_plane(const WinogradProblem& P, const WinoPlan& q, const float* plane, int64_t f0, int64_t f1,
-                      float* out, int64_t ld) {
-  constexpr int VW = Micro::VW;
-  const int64_t ty0 = f0 / q.tw, ty1 = (f1 - 1) / q.tw, lanes = f1 - f0 + ty1 - ty0 + 1;
-  const int64_t L = round_up(lanes, VW) + VW;
-  float* buf = tls_wino_row.get(size_t(8 * L));
-  for (int64_t ty = ty0; ty <= ty1; ++ty) {
-    const int64_t tx0 = ty == ty0 ? f0 % q.tw : 0, count = (ty == ty1 ? (f1 - 1) % q.tw + 1 : q.tw) - tx0;
-    const int64_t base = ty * q.tw + tx0 - f0 + ty - ty0;
-    for (int r = 0; r < 4; ++r) {
-      float *e = buf + r * L + base, *o = buf + (4 + r) * L + base;
-      const int64_t iy = 2 * ty - P.ph + r;
-      int64_t k = 0;
-      if (iy >= 0 && iy < P.h) {
-        const float* row = plane + iy * P.w - P.pw + 2 * tx0;  // row[2k], row[2k + 1]: even[k], odd[k]
-        const auto at = [&](int64_t i) { return i >= P.pw - 2 * tx0 && i < P.w + P.pw - 2 * tx0 ? row[i] : 0.f; };
-        // Interior pairs [lo, hi) need no bounds checks.
-        const int64_t lo = std::min(count + 1, std::max<int64_t>(0, (P.pw - 2 * tx0 + 1) / 2));
-        const int64_t hi = std::max(lo, std::min(count + 1, (P.w + P.pw - 2 * tx0) / 2));
-        for (; k < lo; ++k) e[k] = at(2 * k), o[k] = at(2 * k + 1);
-        for (; k < hi; ++k) e[k] = row[2 * k], o[k] = row[2 * k + 1];
-        for (; k <= count; ++k) e[k] = at(2 * k), o[k] = at(2 * k + 1);
-      }
-      for (; k <= count; ++k) e[k] = o[k] = 0.f;
-    }
-  }
-  for (int r = 0; r < 8; ++r)
-    for (int64_t k = lanes; k < L; ++k) buf[r * L + k] = 0.f;
-  for (int64_t k0 = 0; k0 < lanes; k0 += VW) {
-    VecF t[4][4];
-    for (int c = 0; c < 4; ++c) {  // B^T d: rows d0-d2, d1+d2, d2-d1, d1-d3
-      const float* col = buf + (c & 1 ? 4 * L : 0) + k0 + (c >> 1);
-      const VecF d0 = loadu(col), d1 = loadu(col + L), d2 = loadu(col + 2 * L), d3 = loadu(col + 3 * L);
-      t[0][c] = d0 - d2;
-      t[1][c] = d1 + d2;
-      t[2][c] = d2 - d1;
-      t[3][c] = d1 - d3;
-    }
-    for (int i = 0; i < 4; ++i) {  // (B^T d) B, the same combination of columns
-      float* o = out + 4 * i * ld + k0;
-      storeu(o, t[i][0] - t[i][2]);
-      storeu(o + ld, t[i][1] + t[i][2]);
-      storeu(o + 2 * ld, t[i][2] - t[i][1]);
-      storeu(o + 3 * ld, t[i][1] - t[i][3]);
-    }
-  }
-}
+thread_local Scratch tls_wino_tmp, tls_wino_v, tls_wino_m;
 
 // V of tiles [p0, p1) and input channels [c0, c1) into one block: V_xi (at V + xi * vxi) is npan B panels
-// [c][NR] of the GEMMs; the columns past p1 are zeros.
+// [c][NR] of the GEMMs; the columns past p1 are zeros. Per channel, the 16 values d[r][c] of every tile
+// of the block are gathered into lanes D[4r + c][tile] (tile rows of the input read front to back), then
+// B^T d B runs VW tiles at a time and stores whole vectors into the panels: VW divides NR.
 void wino_input(const WinogradProblem& P, const WinoPlan& q, int64_t p0, int64_t p1, int64_t c0, int64_t c1, float* V) {
-  constexpr int NR = Micro::NR;
-  const int64_t per_img = q.th * q.tw, c = P.c;
-  const int64_t ld = round_up(std::min(q.T, per_img) + std::min(q.T, q.th) + 1, Micro::VW);  // lanes, see above
-  float* tmp = tls_wino_tmp.get(size_t(16 * ld));
-  for (int64_t p = p0; p < p1;) {  // image by image
-    const int64_t img = p / per_img, f0 = p % per_img, f1 = std::min(per_img, f0 + p1 - p);
-    for (int64_t ci = c0; ci < c1; ++ci) {
-      wino_input_plane(P, q, P.x + (img * c + ci) * P.h * P.w, f0, f1, tmp, ld);
-      // Lane f - f0 + (ty - ty0) to column p - p0 + f - f0, in runs inside one tile row and one NR panel.
-      for (int64_t f = f0; f < f1;) {
-        const int64_t col = p - p0 + f - f0, lane = f - f0 + f / q.tw - f0 / q.tw;
-        const int64_t run = std::min({f1 - f, q.tw - f % q.tw, NR - col % NR});
-        float* dst = V + ((col / NR) * c + ci) * NR + col % NR;
-        for (int xi = 0; xi < 16; ++xi) {
-          const float* src = tmp + xi * ld + lane;
-          float* d = dst + xi * q.vxi;
-          for (int64_t u = 0; u < run; ++u) d[u] = src[u];
+  constexpr int NR = Micro::NR, VW = Micro::VW;
+  const int64_t T = q.T, c = P.c, cols = p1 - p0;
+  float* D = tls_wino_tmp.get(size_t(16 * T));
+  for (int64_t ci = c0; ci < c1; ++ci) {
+    wino_rows(q, p0, p1, [&](int64_t img, int64_t ty, int64_t tx0, int64_t count, int64_t j) {
+      const float* plane = P.x + (img * c + ci) * P.h * P.w;
+      // Tile t reads input columns first + 2t .. first + 2t + 3; all four exist for t in [lo, hi).
+      const int64_t first = 2 * tx0 - P.pw;
+      const int64_t lo = std::min(count, std::max<int64_t>(0, (1 - first) / 2));
+      const int64_t hi = std::max(lo, std::min(count, (P.w - first - 2) / 2));
+      for (int r = 0; r < 4; ++r) {
+        float *d0 = D + 4 * r * T + j, *d1 = d0 + T, *d2 = d1 + T, *d3 = d2 + T;
+        const int64_t iy = 2 * ty - P.ph + r;
+        if (iy < 0 || iy >= P.h) {
+          for (int64_t t = 0; t < count; ++t) d0[t] = d1[t] = d2[t] = d3[t] = 0.f;
+          continue;
         }
-        f += run;
+        const float* row = plane + iy * P.w;
+        const auto at = [&](int64_t ix) { return ix >= 0 && ix < P.w ? row[ix] : 0.f; };
+        const auto edge = [&](int64_t t) {
+          const int64_t ix = first + 2 * t;
+          d0[t] = at(ix), d1[t] = at(ix + 1), d2[t] = at(ix + 2), d3[t] = at(ix + 3);
+        };
+        for (int64_t t = 0; t < lo; ++t) edge(t);
+        const float* src = row + first;
+        for (int64_t t = lo; t < hi; ++t) {
+          d0[t] = src[2 * t];
+          d1[t] = src[2 * t + 1];
+          d2[t] = src[2 * t + 2];
+          d3[t] = src[2 * t + 3];
+        }
+        for (int64_t t = hi; t < count; ++t) edge(t);
+      }
+    });
+    for (int a = 0; a < 16; ++a)
+      for (int64_t t = cols; t < T; ++t) D[a * T + t] = 0.f;
+    for (int64_t k0 = 0; k0 < T; k0 += VW) {
+      VecF t[4][4];
+      for (int cc = 0; cc < 4; ++cc) {  // B^T d: rows d0-d2, d1+d2, d2-d1, d1-d3
+        const float* col = D + cc * T + k0;
+        const VecF d0 = loadu(col), d1 = loadu(col + 4 * T), d2 = loadu(col + 8 * T), d3 = loadu(col + 12 * T);
+        t[0][cc] = d0 - d2;
+        t[1][cc] = d1 + d2;
+        t[2][cc] = d2 - d1;
+        t[3][cc] = d1 - d3;
+      }
+      float* out = V + ((k0 / NR) * c + ci) * NR + k0 % NR;
+      for (int i = 0; i < 4; ++i) {  // (B^T d) B, the same combination of columns
+        float* o = out + 4 * i * q.vxi;
+        storeu(o, t[i][0] - t[i][2]);
+        storeu(o + q.vxi, t[i][1] + t[i][2]);
+        storeu(o + 2 * q.vxi, t[i][2] - t[i][1]);
+        storeu(o + 3 * q.vxi, t[i][1] - t[i][3]);
       }
     }
-    p += f1 - f0;
   }
-  for (int xi = 0; xi < 16; ++xi)
-    for (int64_t col = p1 - p0; col < q.npan * NR; ++col)
-      for (int64_t ci = c0; ci < c1; ++ci) V[xi * q.vxi + ((col / NR) * c + ci) * NR + col % NR] = 0.f;
 }
 
 // y for tiles [p0, p1) and output channels [co0, co1) from M [16][rows][T]: A^T m A plus bias, ReLU.
