@@ -463,9 +463,13 @@ struct WinoPlan {
   int64_t cout_blk, nbm;  // output channels per task (whole MR panels), channel blocks
   int64_t cpad;           // cout rounded up to MR: rows of the packed U
   // Floats from U_xi to U_xi+1 and from V_xi to V_xi+1 in a block: a cache line more than their size, so
-  // that the 16 streams a transform writes do not all map to the same L1 set (4 KiB aliasing).
-  int64_t uxi, vxi;
+  // that the 16 streams a transform writes do not all map to the same L1 set (4 KiB aliasing). With one
+  // tile block, each task transforms the weights of its own channel block (blk_uxi apart) instead.
+  int64_t uxi, vxi, blk_uxi;
 };
+
+// Above this many floats of V for a whole small map, the tile blocks stay small.
+constexpr int64_t kWinoMaxAllTiles = int64_t(1) << 24;
 
 // Floats of one tile block's V (16 * c * T) that stay in L2 next to its M and U.
 constexpr int64_t kWinoBlockFloats = int64_t(1) << 16;
@@ -480,14 +484,24 @@ WinoPlan wino_plan(const WinogradProblem& P) {
   q.npan = std::min(q.npan, (q.tiles + NR - 1) / NR);
   q.T = q.npan * NR;
   q.nb = (q.tiles + q.T - 1) / q.T;
-  // Few tile blocks (small maps, big batches of channels): split the output channels as well, so a
-  // pool has enough tasks; V is then transformed once, up front, instead of once per channel block.
+  // Few tile blocks (small maps of deep layers, many channels): the output channels are split as well,
+  // so that a pool has enough tasks, and V is transformed once, up front, not once per channel block.
+  // Where V of the whole map is moderate, one block holds every tile: each task then reads its share
+  // of the weights once and transforms it itself, while it is hot, rather than all of U going through
+  // memory (16 MiB for 512 channels).
+  const int64_t all_pan = (q.tiles + NR - 1) / NR;
+  if (q.nb < kMinTasks && 16 * P.c * all_pan * NR <= kWinoMaxAllTiles) {
+    q.npan = all_pan;
+    q.T = q.npan * NR;
+    q.nb = 1;
+  }
   const int64_t parts = std::max<int64_t>(1, (kMinTasks + q.nb - 1) / q.nb);
   q.cout_blk = padded_rows((P.cout + parts - 1) / parts);
   q.nbm = (P.cout + q.cout_blk - 1) / q.cout_blk;
   q.cpad = padded_rows(P.cout);
   q.uxi = q.cpad * P.c + 16;
   q.vxi = q.npan * P.c * NR + 16;
+  q.blk_uxi = q.cout_blk * P.c + 16;
   return q;
 }
 
@@ -503,51 +517,49 @@ void wino_rows(const WinoPlan& q, int64_t p0, int64_t p1, Fn&& fn) {
 }
 
 // U = G g G^T of every (output, input) channel pair, with g = wt * w_scale rounded to float first (the
-// values Deploy's folded weights hold), packed as the GEMM's A panels: U_xi at Up + xi * uxi.
-void wino_weights(const WinogradProblem& P, const WinoPlan& q, float* Up) {
+// values Deploy's folded weights hold), for the MR output channels from co0: one A panel of each of the
+// 16 GEMMs, U_xi's at dst + xi * uxi.
+void wino_weight_panel(const WinogradProblem& P, int64_t co0, float* dst, int64_t uxi) {
   constexpr int MR = Micro::MR;
   constexpr int64_t kChunk = 32;  // input channels per pass: their 16 U values per row stay in L1
-  const int64_t c = P.c, chunks = (c + kChunk - 1) / kChunk;
-  // One task per panel: its MR weight rows are read front to back, as streams the prefetcher follows.
-  parallel_for(q.cpad / MR, 1, [&](int64_t b, int64_t e) {
-    float buf[16 * kChunk * MR];  // [xi][ci][r]: written out as 16 contiguous runs, not 16 strided streams
-    for (int64_t job = b * chunks; job < e * chunks; ++job) {
-      const int64_t panel = job / chunks, c0 = (job % chunks) * kChunk, cn = std::min(kChunk, c - c0);
-      for (int r = 0; r < MR; ++r) {
-        const int64_t co = panel * MR + r;
-        if (co >= P.cout) {  // padding rows of the last panel
-          for (int xi = 0; xi < 16; ++xi)
-            for (int64_t i = 0; i < cn; ++i) buf[(xi * kChunk + i) * MR + r] = 0.f;
-          continue;
-        }
-        const float s = P.w_scale ? P.w_scale[co] : 1.f;
-        const float* w9 = P.wt + (co * c + c0) * 9;
-        // G g on the taps as they lie, [channel][ky][kx]: every lane j computes rows of G g for the
-        // kernel row that starts at j, and only lanes with j % 9 < 3 are used. Contiguous, so vectorised.
-        const int64_t n9 = cn * 9;
-        float g[kChunk * 9 + 8], t[4][kChunk * 9 + 8];
-        for (int64_t j = 0; j < n9; ++j) g[j] = w9[j] * s;
-        for (int64_t j = n9; j < n9 + 8; ++j) g[j] = 0.f;
-        for (int64_t j = 0; j < n9 + 2; ++j) {  // G g: rows g0, (g0+g1+g2)/2, (g0-g1+g2)/2, g2
-          t[0][j] = g[j];
-          t[1][j] = 0.5f * (g[j] + g[j + 3] + g[j + 6]);
-          t[2][j] = 0.5f * (g[j] - g[j + 3] + g[j + 6]);
-          t[3][j] = g[j + 6];
-        }
-        for (int k = 0; k < 4; ++k)  // (G g) G^T, row by row
-          for (int64_t i = 0; i < cn; ++i) {
-            const float* a = t[k] + 9 * i;
-            float* d = buf + (4 * k * kChunk + i) * MR + r;
-            d[0] = a[0];
-            d[kChunk * MR] = 0.5f * (a[0] + a[1] + a[2]);
-            d[2 * kChunk * MR] = 0.5f * (a[0] - a[1] + a[2]);
-            d[3 * kChunk * MR] = a[2];
-          }
+  const int64_t c = P.c;
+  float buf[16 * kChunk * MR];  // [xi][ci][r]: written out as 16 contiguous runs, not 16 strided streams
+  for (int64_t c0 = 0; c0 < c; c0 += kChunk) {
+    const int64_t cn = std::min(kChunk, c - c0);
+    for (int r = 0; r < MR; ++r) {
+      const int64_t co = co0 + r;
+      if (co >= P.cout) {  // padding rows of the last panel
+        for (int xi = 0; xi < 16; ++xi)
+          for (int64_t i = 0; i < cn; ++i) buf[(xi * kChunk + i) * MR + r] = 0.f;
+        continue;
       }
-      for (int xi = 0; xi < 16; ++xi)
-        std::memcpy(Up + xi * q.uxi + panel * MR * c + c0 * MR, buf + xi * kChunk * MR, size_t(cn * MR) * sizeof(float));
+      const float s = P.w_scale ? P.w_scale[co] : 1.f;
+      const float* w9 = P.wt + (co * c + c0) * 9;
+      // G g on the taps as they lie, [channel][ky][kx]: every lane j computes rows of G g for the
+      // kernel row that starts at j, and only lanes with j % 9 < 3 are used. Contiguous, so vectorised.
+      const int64_t n9 = cn * 9;
+      float g[kChunk * 9 + 8], t[4][kChunk * 9 + 8];
+      for (int64_t j = 0; j < n9; ++j) g[j] = w9[j] * s;
+      for (int64_t j = n9; j < n9 + 8; ++j) g[j] = 0.f;
+      for (int64_t j = 0; j < n9; ++j) {  // G g: rows g0, (g0+g1+g2)/2, (g0-g1+g2)/2, g2
+        t[0][j] = g[j];
+        t[1][j] = 0.5f * (g[j] + g[j + 3] + g[j + 6]);
+        t[2][j] = 0.5f * (g[j] - g[j + 3] + g[j + 6]);
+        t[3][j] = g[j + 6];
+      }
+      for (int k = 0; k < 4; ++k)  // (G g) G^T, row by row
+        for (int64_t i = 0; i < cn; ++i) {
+          const float* a = t[k] + 9 * i;
+          float* d = buf + (4 * k * kChunk + i) * MR + r;
+          d[0] = a[0];
+          d[kChunk * MR] = 0.5f * (a[0] + a[1] + a[2]);
+          d[2 * kChunk * MR] = 0.5f * (a[0] - a[1] + a[2]);
+          d[3 * kChunk * MR] = a[2];
+        }
     }
-  });
+    for (int xi = 0; xi < 16; ++xi)
+      std::memcpy(dst + xi * uxi + c0 * MR, buf + xi * kChunk * MR, size_t(cn * MR) * sizeof(float));
+  }
 }
 
 thread_local Scratch tls_wino_tmp, tls_wino_v, tls_wino_m;
@@ -665,8 +677,13 @@ void winograd_forward(const WinogradProblem& P) {
   constexpr int MR = Micro::MR, NR = Micro::NR;
   const WinoPlan q = wino_plan(P);
   const int64_t c = P.c, vblock = 16 * q.vxi;
-  float* Up = tls_wino_u.get(size_t(16 * q.uxi));
-  wino_weights(P, q, Up);
+  float* Up = nullptr;
+  if (q.nb > 1) {  // U of all channels once, shared by the tile blocks
+    Up = tls_wino_u.get(size_t(16 * q.uxi));
+    parallel_for(q.cpad / MR, 1, [&](int64_t b, int64_t e) {
+      for (int64_t panel = b; panel < e; ++panel) wino_weight_panel(P, panel * MR, Up + panel * MR * c, q.uxi);
+    });
+  }
   float* Vall = nullptr;
   if (q.nbm > 1) {  // V of every block once, in channel chunks so that few blocks still make tasks
     constexpr int64_t kChunk = 32;
@@ -686,12 +703,20 @@ void winograd_forward(const WinogradProblem& P) {
       wino_input(P, q, p0, p1, 0, c, own);
       V = own;
     }
+    const float* U = Up ? Up + co0 * c : nullptr;
+    int64_t uxi = q.uxi;
+    if (!U) {
+      float* own = tls_wino_u.get(size_t(16 * q.blk_uxi));
+      for (int64_t ir = 0; ir < rows; ir += MR) wino_weight_panel(P, co0 + ir, own + ir * c, q.blk_uxi);
+      U = own;
+      uxi = q.blk_uxi;
+    }
     float* M = tls_wino_m.get(size_t(16 * rows * q.T));
     const int64_t panels = (p1 - p0 + NR - 1) / NR;
     for (int xi = 0; xi < 16; ++xi)
       for (int64_t ir = 0; ir < rows; ir += MR)
         for (int64_t jp = 0; jp < panels; ++jp)
-          Micro::run(c, Up + xi * q.uxi + (co0 + ir) * c, V + xi * q.vxi + jp * c * NR,
+          Micro::run(c, U + xi * uxi + ir * c, V + xi * q.vxi + jp * c * NR,
                      M + (xi * rows + ir) * q.T + jp * NR, q.T, int(std::min<int64_t>(MR, rows - ir)), NR, false,
                      nullptr, false);
     wino_output(P, q, M, rows, p0, p1, co0, co1);
