@@ -540,6 +540,9 @@ void wino_weight_panel(const WinogradProblem& P, int64_t co0, float* dst, int64_
       const int64_t n9 = cn * 9;
       float g[kChunk * 9 + 8], t[4][kChunk * 9 + 8];
       for (int64_t j = 0; j < n9; ++j) g[j] = w9[j] * s;
+      // The next chunk of this row: MR rows read in short bursts are streams a prefetcher misses.
+      if (c0 + kChunk < c)
+        for (int64_t j = 0; j < kChunk * 9; j += 16) __builtin_prefetch(w9 + kChunk * 9 + j);
       for (int64_t j = n9; j < n9 + 8; ++j) g[j] = 0.f;
       for (int64_t j = 0; j < n9; ++j) {  // G g: rows g0, (g0+g1+g2)/2, (g0-g1+g2)/2, g2
         t[0][j] = g[j];
