@@ -216,8 +216,11 @@ describe('Winograd F(2x2, 3x3) forward', () => {
     }
   });
 
-  it('is the path chosen for 3x3 stride-1 layers with enough channels, and not for others', async () => {
-    for (const [t, chosen] of [[WINOGRAD[6], true], [WINOGRAD[7], true], [WINOGRAD[1], false], [AWKWARD[1], false]] as const) {
+  it('is the path chosen for 3x3 stride-1 layers with enough channels and tiles, and not for others', async () => {
+    const cases: [ConvCase, boolean][] = [
+      [WINOGRAD[6], true], [WINOGRAD[7], true], [{ ...WINOGRAD[7], n: 1 }, false], [WINOGRAD[1], false], [AWKWARD[1], false],
+    ];
+    for (const [t, chosen] of cases) {
       const s = sizes(t);
       const x = randomArray(s.x, 1), w = randomArray(s.w, 2);
       const run = () => {

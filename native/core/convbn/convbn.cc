@@ -110,15 +110,16 @@ bool pointwise(const ConvShape& g) { return g.kh == 1 && g.kw == 1 && g.sh == 1 
 // One input channel per group (depthwise and its multipliers): K is tiny, so direct loops beat GEMM.
 bool direct(const ConvShape& g) { return g.cin_g() == 1; }
 
-// Winograd F(2x2, 3x3) needs 2.25x fewer multiplies than the GEMM for 3x3 stride-1 kernels; its
-// transforms cost per channel, so it pays from a few dozen channels on. XNORM_CONV_ALGO=gemm|winograd
-// forces a path where both apply (tests run the Winograd path on small shapes this way).
+// Winograd F(2x2, 3x3) needs 2.25x fewer multiplies than the GEMM for 3x3 stride-1 kernels. Its
+// transforms cost per channel, so it pays from a few dozen channels on, and its GEMMs run over 2x2
+// tiles (batch included), so it needs a few dozen tiles (measured: 512 channels on 7x7 lose at batch 1,
+// win from batch 2). XNORM_CONV_ALGO=gemm|winograd forces a path where both apply (tests use it).
 bool winograd(const ConvShape& g) {
   if (g.kh != 3 || g.kw != 3 || g.sh != 1 || g.sw != 1 || g.dh != 1 || g.dw != 1 || g.groups != 1) return false;
   const char* algo = std::getenv("XNORM_CONV_ALGO");
   if (algo && std::strcmp(algo, "gemm") == 0) return false;
   if (algo && std::strcmp(algo, "winograd") == 0) return true;
-  return g.c >= 32 && g.cout >= 32;
+  return g.c >= 32 && g.cout >= 32 && g.n * ((g.oh + 1) / 2) * ((g.ow + 1) / 2) >= 32;
 }
 
 // Small feature maps are batched: one GEMM spans every image (N = images x pixels), which fills the
