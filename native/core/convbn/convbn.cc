@@ -481,7 +481,8 @@ void fold(const ConvShape& g, const float* w, const float* bias, const BnParams&
 
 void tune_forward(const ConvShape& g, DType dt, const void* x, const float* w, const float* bias, const BnParams& bn,
                   bool relu, void* y, float* s_out, uint32_t* relu_mask) {
-  // s and b' here; W' = W * s is formed while the GEMM packs W, so no folded copy of W is written.
+  // s and b' here; W' = W * s is formed while the GEMM packs W (or the Winograd path transforms it), so
+  // no folded copy of W is written.
   std::vector<float> s(size_t(g.cout)), b(size_t(g.cout));
   for (int64_t co = 0; co < g.cout; ++co) {
     s[size_t(co)] = scale_of(bn, co);

@@ -454,8 +454,9 @@ void col2im(const float* dcol, int64_t ld, float* dx, const Window& g, int64_t c
 // element-wise products, summed over input channels, are 16 GEMMs U_xi [cout, c] x V_xi [c, tiles]
 // run on the micro-kernel. Tiles are numbered across images, p = (img * th + ty) * tw + tx, and cut
 // into blocks of T tiles (whole NR panels). A task is one tile block and one block of output
-// channels: it transforms its input tiles (or reads them, see WinoPlan), runs the 16 products into a
-// local M [16][rows][T] and writes y from it through the output transform, with bias and ReLU.
+// channels: it transforms its input tiles and its weights (or reads them, see wino_plan), runs the 16
+// products into a local M [16][rows][T] and writes y from it through the output transform, with bias
+// and ReLU. No float is summed in an order that depends on the thread count.
 
 struct WinoPlan {
   int64_t th, tw, tiles;  // tile grid per image, tiles in all
@@ -673,7 +674,8 @@ void wino_output(const WinogradProblem& P, const WinoPlan& q, const float* M, in
   }
 }
 
-// Floats a caller gets for the packed U and (when output channels are split) the whole V.
+// U: of all channels, held by the calling thread (several tile blocks), or of one task's channel block,
+// held by the thread that runs it (one tile block); never both in one call. V of every block: caller's.
 thread_local Scratch tls_wino_u, tls_wino_vall;
 
 void winograd_forward(const WinogradProblem& P) {
