@@ -720,10 +720,10 @@ void winograd_forward(const WinogradProblem& P) {
     const int64_t panels = (p1 - p0 + NR - 1) / NR;
     for (int xi = 0; xi < 16; ++xi)
       for (int64_t ir = 0; ir < rows; ir += MR)
-        for (int64_t jp = 0; jp < panels; ++jp)
-          Micro::run(c, U + xi * uxi + ir * c, V + xi * q.vxi + jp * c * NR,
-                     M + (xi * rows + ir) * q.T + jp * NR, q.T, int(std::min<int64_t>(MR, rows - ir)), NR, false,
-                     nullptr, false);
+        for (int64_t jp = 0; jp < panels; ++jp)  // columns up to whole vectors: what wino_output reads
+          Micro::run(c, U + xi * uxi + ir * c, V + xi * q.vxi + jp * c * NR, M + (xi * rows + ir) * q.T + jp * NR,
+                     q.T, int(std::min<int64_t>(MR, rows - ir)),
+                     int(std::min<int64_t>(NR, round_up(p1 - p0 - jp * NR, Micro::VW))), false, nullptr, false);
     wino_output(P, q, M, rows, p0, p1, co0, co1);
   });
 }
