@@ -522,16 +522,17 @@ void wino_rows(const WinoPlan& q, int64_t p0, int64_t p1, Fn&& fn) {
 // 16 GEMMs, U_xi's at dst + xi * uxi.
 void wino_weight_panel(const WinogradProblem& P, int64_t co0, float* dst, int64_t uxi) {
   constexpr int MR = Micro::MR;
-  constexpr int64_t kChunk = 32;  // input channels per pass: their 16 U values per row stay in L1
+  // Input channels per pass: the MR rows' U values of a pass fill whole cache lines of the 16 panels
+  // (uxi apart, so they do not share an L1 set) before those lines leave L1.
+  constexpr int64_t kChunk = 32;
   const int64_t c = P.c;
-  float buf[16 * kChunk * MR];  // [xi][ci][r]: written out as 16 contiguous runs, not 16 strided streams
   for (int64_t c0 = 0; c0 < c; c0 += kChunk) {
     const int64_t cn = std::min(kChunk, c - c0);
     for (int r = 0; r < MR; ++r) {
       const int64_t co = co0 + r;
       if (co >= P.cout) {  // padding rows of the last panel
         for (int xi = 0; xi < 16; ++xi)
-          for (int64_t i = 0; i < cn; ++i) buf[(xi * kChunk + i) * MR + r] = 0.f;
+          for (int64_t i = 0; i < cn; ++i) dst[xi * uxi + (c0 + i) * MR + r] = 0.f;
         continue;
       }
       const float s = P.w_scale ? P.w_scale[co] : 1.f;
@@ -554,15 +555,13 @@ void wino_weight_panel(const WinogradProblem& P, int64_t co0, float* dst, int64_
       for (int k = 0; k < 4; ++k)  // (G g) G^T, row by row
         for (int64_t i = 0; i < cn; ++i) {
           const float* a = t[k] + 9 * i;
-          float* d = buf + (4 * k * kChunk + i) * MR + r;
+          float* d = dst + 4 * k * uxi + (c0 + i) * MR + r;
           d[0] = a[0];
-          d[kChunk * MR] = 0.5f * (a[0] + a[1] + a[2]);
-          d[2 * kChunk * MR] = 0.5f * (a[0] - a[1] + a[2]);
-          d[3 * kChunk * MR] = a[2];
+          d[uxi] = 0.5f * (a[0] + a[1] + a[2]);
+          d[2 * uxi] = 0.5f * (a[0] - a[1] + a[2]);
+          d[3 * uxi] = a[2];
         }
     }
-    for (int xi = 0; xi < 16; ++xi)
-      std::memcpy(dst + xi * uxi + c0 * MR, buf + xi * kChunk * MR, size_t(cn * MR) * sizeof(float));
   }
 }
 
