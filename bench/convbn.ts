@@ -267,7 +267,9 @@ for c, cout, hw, k, stride, pad, groups in ${JSON.stringify(LAYERS.map((l) => [l
   peak = Math.max(peak, await fmaPeak(0.5));
   for (const r of fwd) r[6] = `${fmt((100 * (r[5] as number)) / peak)}%`;
   console.log(`\nFP32 FMA peak (best of two probes): ${fmt(peak)} GFLOP/s`);
-  console.log(`\nForward, batch ${BATCH}, conv + BN + ReLU (best ms; ratio > 1: xnorm faster)\n`);
+  const algo = process.env.XNORM_CONV_ALGO === 'gemm' ? 'im2col GEMM (XNORM_CONV_ALGO=gemm)' : 'Winograd F(2x2, 3x3)';
+  console.log(`\nForward, batch ${BATCH}, conv + BN + ReLU (best ms; ratio > 1: xnorm faster). 3x3 layers: ${algo}; ` +
+    `GFLOP/s counts the direct convolution's FLOPs, so Winograd's effective rate can pass the FMA peak\n`);
   console.log(table(['layer', 'xnorm tune ms', 'ORT ms', 'ORT/xnorm', 'PyTorch ms (/xnorm)', 'xnorm GFLOP/s', 'of FMA peak'], fwd));
   console.log(`\nForward on one thread, CPU time (best ms; robust to other load on the machine)\n`);
   console.log(table(['layer', 'xnorm tune CPU ms', 'ORT CPU ms', 'ORT/xnorm', 'xnorm GFLOP/CPU-s'], cpu));

@@ -29,6 +29,34 @@ function geo(t: ConvCase, layout: 'nchw' | 'nhwc' = 'nchw', dtype = 'float32') {
   };
 }
 
+/** 3x3 stride-1 shapes for the Winograd path: odd sizes, paddings 0..3, channels off the vector width,
+ * batch 1, maps smaller than a tile, several tile blocks, and small maps with many channels (one tile
+ * block, output channels split across tasks). */
+const WINOGRAD: ConvCase[] = [
+  { n: 1, c: 3, h: 7, w: 9, cout: 5, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 },
+  { n: 2, c: 17, h: 13, w: 11, cout: 19, k: [3, 3], s: [1, 1], p: [0, 0], d: [1, 1], g: 1 },
+  { n: 1, c: 16, h: 9, w: 10, cout: 33, k: [3, 3], s: [1, 1], p: [3, 3], d: [1, 1], g: 1 },
+  { n: 3, c: 20, h: 4, w: 5, cout: 9, k: [3, 3], s: [1, 1], p: [0, 2], d: [1, 1], g: 1 },
+  { n: 1, c: 7, h: 3, w: 3, cout: 3, k: [3, 3], s: [1, 1], p: [0, 0], d: [1, 1], g: 1 },
+  { n: 2, c: 33, h: 1, w: 2, cout: 8, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 },
+  { n: 2, c: 40, h: 23, w: 29, cout: 150, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 },
+  { n: 4, c: 72, h: 7, w: 7, cout: 100, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 },
+  { n: 1, c: 300, h: 5, w: 6, cout: 20, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 },
+  { n: 3, c: 9, h: 35, w: 33, cout: 12, k: [3, 3], s: [1, 1], p: [2, 1], d: [1, 1], g: 1 },
+];
+
+/** Runs fn with XNORM_CONV_ALGO set (the addon reads it on every call; child processes inherit it). */
+async function withAlgo<T>(algo: 'gemm' | 'winograd', fn: () => T | Promise<T>): Promise<T> {
+  const before = process.env.XNORM_CONV_ALGO;
+  process.env.XNORM_CONV_ALGO = algo;
+  try {
+    return await fn();
+  } finally {
+    if (before === undefined) delete process.env.XNORM_CONV_ALGO;
+    else process.env.XNORM_CONV_ALGO = before;
+  }
+}
+
 function opts(t: ConvCase) {
   return { stride: t.s, padding: t.p, dilation: t.d, groups: t.g };
 }
@@ -120,6 +148,121 @@ describe('conv kernels against the references', () => {
       expect(y.dtype).toBe(dtype);
       const ref = conv64(t, xh.float32Sync(), w);
       expectNear(y.float32Sync(), ref, dtype === 'float16' ? 1e-3 : 8e-3, dtype);
+    }
+  });
+});
+
+describe('Winograd F(2x2, 3x3) forward', () => {
+  // Same tolerance as the GEMM path: F(2x2, 3x3) rounds a few more times per output (transforms with
+  // coefficients 1 and 1/2), measured at most 9e-7 of the output scale on these shapes.
+  it('matches the reference in both layouts, with bias (forced, active ISA)', async () => {
+    for (const [k, t] of WINOGRAD.entries()) {
+      const s = sizes(t);
+      const x = randomArray(s.x, 50 + k), w = randomArray(s.w, 60 + k), b = randomArray(t.cout, 70 + k);
+      for (const layout of ['nchw', 'nhwc'] as const) {
+        const run = (reference: boolean) => {
+          const y = new Float32Array(s.y);
+          native().convKernel({ ...geo(t, layout), which: 'forward', reference, x, weight: w, bias: b, y });
+          return y;
+        };
+        const fast = await withAlgo('winograd', () => run(false));
+        const gemm = await withAlgo('gemm', () => run(false));
+        const what = `${layout} ${JSON.stringify(t)}`;
+        expectNear(fast, run(true), 2e-6, `winograd y ${what}`);
+        const y64 = conv64(t, layout === 'nchw' ? x : toNchw(x, t.n, t.c, t.h, t.w), w, b);
+        expectNear(layout === 'nchw' ? fast : toNchw(fast, t.n, t.cout, s.oh, s.ow), y64, 2e-6, `winograd vs JS float64 ${what}`);
+        // a different algorithm: close to the GEMM result but computed anew
+        expectNear(fast, gemm, 4e-6, `winograd vs gemm ${what}`);
+      }
+    }
+  });
+
+  it('tune (ReLU on and off), eval and deploy match the unfused float64 layer; deploy = tune bit for bit', async () => {
+    for (const [k, t] of WINOGRAD.entries()) {
+      const p = params(t, 300 + k);
+      const xv = randomArray(sizes(t).x, 400 + k);
+      const x = tensor(xv, [t.n, t.c, t.h, t.w]);
+      const bnv = {
+        mean: p.bn.mean.dataSync() as Float32Array, var: p.bn.var.dataSync() as Float32Array,
+        gamma: p.bn.gamma.dataSync() as Float32Array, beta: p.bn.beta.dataSync() as Float32Array, eps: p.bn.eps,
+      };
+      for (const activation of [null, 'relu'] as const) {
+        const ref = convBn64(t, xv, p.weight.dataSync(), p.bias.dataSync(), bnv, activation === 'relu');
+        const ys = await withAlgo('winograd', async () => {
+          const out: Float32Array[] = [];
+          for (const mode of ['tune', 'eval', 'deploy'] as const) {
+            const { y } = await convBn(x, p, { ...opts(t), mode, activation });
+            expectNear(y.dataSync(), ref, 1e-5, `${mode} ${activation} ${JSON.stringify(t)}`);
+            out.push(y.dataSync() as Float32Array);
+          }
+          return out;
+        });
+        expect(ys[2]).toEqual(ys[0]);
+      }
+    }
+  });
+
+  it('float16 input: converted once, Winograd in float32, rounded once', async () => {
+    for (const t of [WINOGRAD[1], WINOGRAD[7]]) {
+      const s = sizes(t);
+      const xh = tensor(randomArray(s.x, 8), [t.n, t.c, t.h, t.w], { dtype: 'float16' });
+      const w = tensor(randomArray(s.w, 9), [t.cout, t.c, 3, 3]);
+      const [y, y32] = await withAlgo('winograd', async () => [
+        await conv2d(xh, w, undefined, opts(t)), await conv2d(tensor(xh.float32Sync(), xh.shape), w, undefined, opts(t)),
+      ]);
+      expect(y.dtype).toBe('float16');
+      expect(y.float32Sync()).toEqual(tensor(y32.dataSync() as Float32Array, y32.shape, { dtype: 'float16' }).float32Sync());
+      expectNear(y.float32Sync(), conv64(t, xh.float32Sync(), w.dataSync()), 1e-3, `float16 ${JSON.stringify(t)}`);
+    }
+  });
+
+  it('is the path chosen for 3x3 stride-1 layers with enough channels and tiles, and not for others', async () => {
+    const cases: [ConvCase, boolean][] = [
+      [WINOGRAD[6], true], [WINOGRAD[7], true], [{ ...WINOGRAD[7], n: 1 }, false], [WINOGRAD[1], false], [AWKWARD[1], false],
+    ];
+    for (const [t, chosen] of cases) {
+      const s = sizes(t);
+      const x = randomArray(s.x, 1), w = randomArray(s.w, 2);
+      const run = () => {
+        const y = new Float32Array(s.y);
+        native().convKernel({ ...geo(t), which: 'forward', reference: false, x, weight: w, y });
+        return y;
+      };
+      const auto = run();
+      expect(auto).toEqual(await withAlgo(chosen ? 'winograd' : 'gemm', run));
+    }
+  });
+
+  it('every supported ISA level (forced in a child process) matches the references', () => {
+    for (const level of supportedIsaLevels(info().cpu.level)) {
+      type R = { diff: number; scale: number };
+      const out = runChild<{ level: string; cases: Record<string, Record<string, R>>[] }>(
+        'convbn-isa.cjs', level, { cases: WINOGRAD, algo: 'winograd' });
+      expect(out.level).toBe(level);
+      out.cases.forEach((c, k) => {
+        for (const [layout, r] of Object.entries(c))
+          for (const [what, d] of Object.entries(r))
+            if (!(d.diff <= (what.startsWith('tune') ? 2e-5 : 2e-6) * Math.max(1, d.scale)))
+              throw new Error(`winograd ${level} ${layout} ${what} case ${k}: diff ${d.diff} (scale ${d.scale})`);
+      });
+    }
+  });
+
+  it('1 and 2 threads, sync and async: bit-identical (tile blocks and split output channels)', async () => {
+    for (const t of [WINOGRAD[6], WINOGRAD[7]]) {
+      const p = params(t, 5);
+      const x = tensor(randomArray(sizes(t).x, 6), [t.n, t.c, t.h, t.w]);
+      const o = { ...opts(t), activation: 'relu' as const };
+      const ys = await withAlgo('winograd', async () => {
+        const out = [];
+        for (const threads of [1, 2]) {
+          setNumThreads(threads);
+          out.push((await convBn(x, p, o)).y.dataSync(), convBnSync(x, p, o).y.dataSync());
+        }
+        setNumThreads(info().cpu.threads);
+        return out;
+      });
+      for (const y of ys.slice(1)) expect(y).toEqual(ys[0]);
     }
   });
 });

@@ -26,6 +26,8 @@ function maxDiff(a, b) {
 }
 
 const input = JSON.parse(require('fs').readFileSync(0, 'utf8'));
+// The forward algorithm to force (the addon reads XNORM_CONV_ALGO on every call), if any.
+if (input.algo) process.env.XNORM_CONV_ALGO = input.algo;
 const out = { level: addon.info().isaLevel, tile: addon.convInfo({}), cases: [] };
 input.cases.forEach((t, idx) => {
   const r = rng(1000 + idx);

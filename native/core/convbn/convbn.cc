@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 #include <thread>
 
@@ -108,6 +110,18 @@ bool pointwise(const ConvShape& g) { return g.kh == 1 && g.kw == 1 && g.sh == 1 
 // One input channel per group (depthwise and its multipliers): K is tiny, so direct loops beat GEMM.
 bool direct(const ConvShape& g) { return g.cin_g() == 1; }
 
+// Winograd F(2x2, 3x3) needs 2.25x fewer multiplies than the GEMM for 3x3 stride-1 kernels. Its
+// transforms cost per channel, so it pays from a few dozen channels on, and its GEMMs run over 2x2
+// tiles (batch included), so it needs a few dozen tiles (measured: 512 channels on 7x7 lose at batch 1,
+// win from batch 2). XNORM_CONV_ALGO=gemm|winograd forces a path where both apply (tests use it).
+bool winograd(const ConvShape& g) {
+  if (g.kh != 3 || g.kw != 3 || g.sh != 1 || g.sw != 1 || g.dh != 1 || g.dw != 1 || g.groups != 1) return false;
+  const char* algo = std::getenv("XNORM_CONV_ALGO");
+  if (algo && std::strcmp(algo, "gemm") == 0) return false;
+  if (algo && std::strcmp(algo, "winograd") == 0) return true;
+  return g.c >= 32 && g.cout >= 32 && g.n * ((g.oh + 1) / 2) * ((g.ow + 1) / 2) >= 32;
+}
+
 // Small feature maps are batched: one GEMM spans every image (N = images x pixels), which fills the
 // vector tiles and packs each weight panel once instead of once per image. Capped so the batched
 // im2col-sized scratch of the backward pass stays moderate.
@@ -164,6 +178,13 @@ void forward_f32(const ConvShape& g, const float* x, const float* w, const float
                                bias ? bias[co] : 0.f, relu, y + u * ohw, win);
       }
     });
+    return;
+  }
+  if (winograd(g)) {
+    WinogradProblem P;
+    P.n = g.n; P.c = g.c; P.h = g.h; P.w = g.w; P.ph = g.ph; P.pw = g.pw; P.oh = g.oh; P.ow = g.ow; P.cout = g.cout;
+    P.x = x; P.wt = w; P.w_scale = w_scale; P.bias = bias; P.relu = relu; P.y = y;
+    k.winograd_forward(P);
     return;
   }
   if (span_images(g)) {
@@ -460,7 +481,8 @@ void fold(const ConvShape& g, const float* w, const float* bias, const BnParams&
 
 void tune_forward(const ConvShape& g, DType dt, const void* x, const float* w, const float* bias, const BnParams& bn,
                   bool relu, void* y, float* s_out, uint32_t* relu_mask) {
-  // s and b' here; W' = W * s is formed while the GEMM packs W, so no folded copy of W is written.
+  // s and b' here; W' = W * s is formed while the GEMM packs W (or the Winograd path transforms it), so
+  // no folded copy of W is written.
   std::vector<float> s(size_t(g.cout)), b(size_t(g.cout));
   for (int64_t co = 0; co < g.cout; ++co) {
     s[size_t(co)] = scale_of(bn, co);

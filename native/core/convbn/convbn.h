@@ -37,7 +37,8 @@ ConvShape conv_shape(const std::vector<int64_t>& x_shape, const std::vector<int6
 
 // y = act(conv(x, w) + bias). bias may be null. relu_mask (optional, ceil(y_size/32) words) receives
 // bit i = (y_i > 0) for the elements in NCHW order, the 1-bit state ReLU's backward needs.
-// w_scale (optional, per output channel) multiplies the weights as they are packed for the GEMM.
+// w_scale (optional, per output channel) multiplies the weights as they are packed for the GEMM (or
+// transformed, on the Winograd path for 3x3 stride-1 layers).
 void conv_forward(const ConvShape& g, DType dt, const void* x, const float* w, const float* bias, bool relu, void* y,
                   uint32_t* relu_mask, const float* w_scale = nullptr);
 
@@ -54,8 +55,8 @@ struct BnParams {
 void fold(const ConvShape& g, const float* w, const float* bias, const BnParams& bn, float* w_out, float* b_out,
           float* s_out);
 
-// Tune forward: fold s into the weights (while packing them) and the bias, then one convolution with the
-// folded bias and ReLU in the GEMM epilogue.
+// Tune forward: fold s into the weights (while packing or Winograd-transforming them) and the bias, then
+// one convolution with the folded bias and ReLU in the GEMM epilogue or the Winograd output transform.
 void tune_forward(const ConvShape& g, DType dt, const void* x, const float* w, const float* bias, const BnParams& bn,
                   bool relu, void* y, float* s_out, uint32_t* relu_mask);
 

@@ -40,11 +40,27 @@ struct GemmProblem {
   bool accumulate = false;
 };
 
+// Winograd F(2x2, 3x3) forward of a 3x3, stride-1, dilation-1, ungrouped convolution, all float32 NCHW:
+// y [n, cout, oh, ow] = act(conv(x [n, c, h, w], wt * w_scale) + bias), wt [cout, c, 3, 3]; w_scale and
+// bias (per output channel) may be null.
+struct WinogradProblem {
+  int64_t n = 0, c = 0, h = 0, w = 0, ph = 0, pw = 0, oh = 0, ow = 0, cout = 0;
+  const float* x = nullptr;
+  const float* wt = nullptr;
+  const float* w_scale = nullptr;
+  const float* bias = nullptr;
+  bool relu = false;
+  float* y = nullptr;
+};
+
 struct Kernels {
   // Runs `count` independent problems as one parallel job over output tiles. Task boundaries depend
   // only on the problem sizes, and each C element is summed in a fixed order, so the result does not
   // depend on the thread count.
   void (*gemm)(const GemmProblem* problems, int64_t count);
+  // The 16 transformed-domain products run on the GEMM micro-kernel; bias and ReLU are applied in the
+  // output transform. Task boundaries depend only on the sizes, as for gemm.
+  void (*winograd_forward)(const WinogradProblem& P);
   // Depthwise-style direct kernels (one input channel per group). One output plane of one image:
   // y[oh, ow] = act(bias + sum_{ky,kx} wt[ky, kx] * x[iy, ix]); x is one input plane.
   void (*direct_forward_plane)(const float* x, const float* wt, float bias, bool relu, float* y, const Window& g);

@@ -14,17 +14,32 @@ struct Micro {
 
   static void run(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int mr, int nr, bool add,
                   const float* bias, bool relu) {
-    __m512 acc0[MR], acc1[MR], acc2[MR];
+    // A tile of at most 32 (16) columns skips the FMAs of the vectors past it: the narrow last panel
+    // of 7x7 maps (128 Winograd tiles in panels of 48) and of GEMM tails.
+    if (nr > 32) {
+      cols<3>(kc, a, b, c, ldc, mr, nr, add, bias, relu);
+    } else if (nr > 16) {
+      cols<2>(kc, a, b, c, ldc, mr, nr, add, bias, relu);
+    } else {
+      cols<1>(kc, a, b, c, ldc, mr, nr, add, bias, relu);
+    }
+  }
+
+  // The micro-kernel on the first NV of the tile's three column vectors (B panels keep their NR stride).
+  template <int NV>
+  static void cols(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int mr, int nr, bool add,
+                   const float* bias, bool relu) {
+    __m512 acc[NV][MR];
 #pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i) acc0[i] = acc1[i] = acc2[i] = _mm512_setzero_ps();
+    for (int i = 0; i < MR; ++i)
+      for (int v = 0; v < NV; ++v) acc[v][i] = _mm512_setzero_ps();
     for (int64_t k = 0; k < kc; ++k) {
-      const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16), b2 = _mm512_load_ps(b + 32);
+      __m512 bv[NV];
+      for (int v = 0; v < NV; ++v) bv[v] = _mm512_load_ps(b + 16 * v);
 #pragma GCC unroll 8
       for (int i = 0; i < MR; ++i) {
         const __m512 ai = _mm512_set1_ps(a[i]);
-        acc0[i] = _mm512_fmadd_ps(ai, b0, acc0[i]);
-        acc1[i] = _mm512_fmadd_ps(ai, b1, acc1[i]);
-        acc2[i] = _mm512_fmadd_ps(ai, b2, acc2[i]);
+        for (int v = 0; v < NV; ++v) acc[v][i] = _mm512_fmadd_ps(ai, bv[v], acc[v][i]);
       }
       a += MR;
       b += NR;
@@ -33,32 +48,19 @@ struct Micro {
       int n = nr - from;
       return n >= 16 ? __mmask16(0xffff) : n > 0 ? __mmask16((1u << n) - 1) : __mmask16(0);
     };
-    const __mmask16 m0 = lanes(0), m1 = lanes(16), m2 = lanes(32);
     const __m512 zero = _mm512_setzero_ps();
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       if (i >= mr) break;
       float* row = c + i * ldc;
-      __m512 v0 = acc0[i], v1 = acc1[i], v2 = acc2[i];
-      if (add) {
-        v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, row));
-        v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, row + 16));
-        v2 = _mm512_add_ps(v2, _mm512_maskz_loadu_ps(m2, row + 32));
+      for (int v = 0; v < NV; ++v) {
+        const __mmask16 m = lanes(16 * v);
+        __m512 x = acc[v][i];
+        if (add) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, row + 16 * v));
+        if (bias) x = _mm512_add_ps(x, _mm512_set1_ps(bias[i]));
+        if (relu) x = _mm512_max_ps(x, zero);
+        _mm512_mask_storeu_ps(row + 16 * v, m, x);
       }
-      if (bias) {
-        const __m512 bv = _mm512_set1_ps(bias[i]);
-        v0 = _mm512_add_ps(v0, bv);
-        v1 = _mm512_add_ps(v1, bv);
-        v2 = _mm512_add_ps(v2, bv);
-      }
-      if (relu) {
-        v0 = _mm512_max_ps(v0, zero);
-        v1 = _mm512_max_ps(v1, zero);
-        v2 = _mm512_max_ps(v2, zero);
-      }
-      _mm512_mask_storeu_ps(row, m0, v0);
-      _mm512_mask_storeu_ps(row + 16, m1, v1);
-      _mm512_mask_storeu_ps(row + 32, m2, v2);
     }
   }
 };
