@@ -91,7 +91,13 @@ describe('Tune-mode gradients against central finite differences (float64)', () 
 });
 
 describe('Tune-mode backward against Eval-mode backward', () => {
-  for (const [k, t] of [AWKWARD[1], AWKWARD[2], AWKWARD[3], AWKWARD[5], AWKWARD[7], AWKWARD[9]].entries()) {
+  // The last two are wide enough (K = 576) that dW' is finished in several blocks along K and along
+  // Cout, one batch-spanning and one per image, grouped: Tune's per-block weight epilogue covers them all.
+  const wide: ConvCase[] = [
+    { n: 3, c: 64, h: 6, w: 5, cout: 20, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 },
+    { n: 2, c: 128, h: 17, w: 16, cout: 26, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 2 },
+  ];
+  for (const [k, t] of [AWKWARD[1], AWKWARD[2], AWKWARD[3], AWKWARD[5], AWKWARD[7], AWKWARD[9], ...wide].entries()) {
     it(JSON.stringify(t), async () => {
       const v = values(t, 300 + k);
       const p = params(t, v);

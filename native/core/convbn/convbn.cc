@@ -294,7 +294,10 @@ void backward_data_f32(const ConvShape& g, const float* dy, const float* w, cons
   }
 }
 
-void backward_filter_f32(const ConvShape& g, const float* x, const float* dy, float* dw) {
+// dw = conv_backward_filter(x, dy). With `epi` (one per group, row numbers within the group), the GEMM
+// paths run it on each finished block of dw and return true; the direct path and n = 0 return false.
+bool backward_filter_f32(const ConvShape& g, const float* x, const float* dy, float* dw,
+                         const Epilogue* const* epi = nullptr) {
   const Kernels& k = active_kernels();
   const Window win = window_of(g);
   const int64_t hw = g.h * g.w, ohw = g.oh * g.ow, K = g.patch(), cin_g = g.cin_g(), cout_g = g.cout_g();
@@ -309,11 +312,11 @@ void backward_filter_f32(const ConvShape& g, const float* x, const float* dy, fl
         for (int64_t t = 0; t < K; ++t) dw[co * K + t] = float(acc[size_t(t)]);
       }
     });
-    return;
+    return false;
   }
   if (g.n == 0) {
     std::fill(dw, dw + g.w_size(), 0.f);
-    return;
+    return false;
   }
   // dW_g += dy_g (Cout_g x pixels) * im2col(x_g)^T (pixels x K), image after image in a fixed order.
   std::vector<GemmProblem> probs(size_t(g.groups));
@@ -327,9 +330,10 @@ void backward_filter_f32(const ConvShape& g, const float* x, const float* dy, fl
       P.a.p = dybat + gr * cout_g * np; P.a.rs = np; P.a.cs = 1;
       P.b.kind = Operand::Im2colT; P.b.p = x + gr * cin_g * hw; P.b.win = win; P.b.win.image_stride = g.c * hw;
       P.c = dw + gr * cout_g * K; P.ldc = K;
+      P.epilogue = epi ? epi[gr] : nullptr;
     }
     k.gemm(probs.data(), g.groups);
-    return;
+    return epi != nullptr;
   }
   for (int64_t img = 0; img < g.n; ++img) {
     for (int64_t gr = 0; gr < g.groups; ++gr) {
@@ -344,9 +348,11 @@ void backward_filter_f32(const ConvShape& g, const float* x, const float* dy, fl
       }
       P.c = dw + gr * cout_g * K; P.ldc = K;
       P.accumulate = img > 0;
+      P.epilogue = epi && img == g.n - 1 ? epi[gr] : nullptr;
     }
     k.gemm(probs.data(), g.groups);
   }
+  return epi != nullptr;
 }
 
 void build_mask(const float* y, int64_t size, uint32_t* mask) {
@@ -389,11 +395,47 @@ inline double rstd(const BnParams& bn, int64_t c) { return 1.0 / std::sqrt(doubl
 // s = gamma / sqrt(var + eps), rounded once to float32: Tune, Eval and Deploy all use this value.
 inline float scale_of(const BnParams& bn, int64_t c) { return float((bn.gamma ? double(bn.gamma[c]) : 1.0) * rstd(bn, c)); }
 
-void conv_grads(const ConvShape& g, DType dt, const void* x, const float* w, const float* w_scale, const float* dy32,
-                void* dx, float* dw) {
+// Tune backward's per-weight work on dW' (in place): ds partial sums sum(dW' * W) per output channel
+// (when dgamma is wanted) and dW = dW' * s (when dW is). Run by the backward-filter GEMM on each block
+// while it is in cache, so dW' is not read back from memory. Each block's partial goes to its own slot
+// (row, j0 / nr), summed in slot order afterwards: the result does not depend on the thread count.
+struct TuneWeightEpilogue final : Epilogue {
+  float* dwp = nullptr;
+  const float* w = nullptr;
+  const float* s = nullptr;  // null: dW is not wanted
+  double* partial = nullptr;  // null: dgamma is not wanted; else [cout][slots]
+  int64_t K = 0, co0 = 0, co_end = 0, nr = 1, slots = 1;  // co_end: the group's last row + 1
+  void operator()(int64_t i0, int64_t rows, int64_t j0, int64_t cols) const override {
+    // W's rows are read in short runs (cols floats, K apart) that the hardware prefetcher misses: those
+    // of the next block are fetched now, to arrive while the GEMM computes that block.
+    if (partial)
+      for (int64_t co = co0 + i0 + rows; co < std::min(co0 + i0 + 2 * rows, co_end); ++co)
+        for (int64_t j = 0; j < cols; j += 16) __builtin_prefetch(w + co * K + j0 + j);
+    for (int64_t co = co0 + i0; co < co0 + i0 + rows; ++co) {
+      float* c = dwp + co * K + j0;
+      if (partial) {
+        const float* wr = w + co * K + j0;
+        double acc[8] = {};  // independent chains: a single running sum is add-latency bound
+        int64_t j = 0;
+        for (; j + 8 <= cols; j += 8)
+          for (int l = 0; l < 8; ++l) acc[l] += double(c[j + l]) * double(wr[j + l]);
+        for (; j < cols; ++j) acc[0] += double(c[j]) * double(wr[j]);
+        partial[co * slots + j0 / nr] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+      }
+      if (s) {
+        const float sc = s[co];
+        for (int64_t j = 0; j < cols; ++j) c[j] *= sc;
+      }
+    }
+  }
+};
+
+bool conv_grads(const ConvShape& g, DType dt, const void* x, const float* w, const float* w_scale, const float* dy32,
+                void* dx, float* dw, const Epilogue* const* epi = nullptr) {
+  bool fused = false;
   if (dw) {
     std::vector<float> xbuf;
-    backward_filter_f32(g, input_f32(dt, g.layout, x, g.n, g.c, g.h * g.w, xbuf), dy32, dw);
+    fused = backward_filter_f32(g, input_f32(dt, g.layout, x, g.n, g.c, g.h * g.w, xbuf), dy32, dw, epi);
   }
   if (dx) {
     std::vector<float> dxbuf;
@@ -401,6 +443,7 @@ void conv_grads(const ConvShape& g, DType dt, const void* x, const float* w, con
     backward_data_f32(g, dy32, w, w_scale, dx32);
     store_output(dt, g.layout, dx32, g.n, g.c, g.h * g.w, dx);
   }
+  return fused;
 }
 
 }  // namespace
@@ -530,17 +573,31 @@ void tune_backward(const ConvShape& g, DType dt, const void* x, const float* w, 
   if (want_bp) channel_sums(g, dy32, nullptr, dbp.data());
   // dW' lands in dw itself when dW is wanted, and is scaled to dW = dW' * s in place after ds has read it.
   float* dwp = out.dw ? out.dw : want_wp ? workspace(kWeightGrad, g.w_size()) : nullptr;
-  if (want_wp) conv_grads(g, dt, x, w, nullptr, dy32, nullptr, dwp);
-  parallel_for(g.cout, chunk_for(K), [&](int64_t lo, int64_t hi) {
+  const int64_t nr = active_kernels().nr, slots = (K + nr - 1) / nr;
+  std::vector<double> partial(out.dgamma ? size_t(g.cout * slots) : 0, 0.0);
+  const int64_t cout_g = g.cout_g();
+  std::vector<TuneWeightEpilogue> epis(size_t(want_wp ? g.groups : 0));
+  std::vector<const Epilogue*> epi_ptrs;
+  for (int64_t gr = 0; gr < int64_t(epis.size()); ++gr) {
+    TuneWeightEpilogue& e = epis[size_t(gr)];
+    e.dwp = dwp; e.w = w; e.s = out.dw ? s : nullptr; e.partial = out.dgamma ? partial.data() : nullptr;
+    e.K = K; e.co0 = gr * cout_g; e.co_end = e.co0 + cout_g; e.nr = nr; e.slots = slots;
+    epi_ptrs.push_back(&e);
+  }
+  if (want_wp && !conv_grads(g, dt, x, w, nullptr, dy32, nullptr, dwp, epi_ptrs.data())) {
+    TuneWeightEpilogue whole = epis[0];  // paths without a GEMM: the same work, once over all of dW'
+    whole.co0 = 0;
+    whole.co_end = g.cout;
+    parallel_for(g.cout, chunk_for(K), [&](int64_t lo, int64_t hi) { whole(lo, hi - lo, 0, K); });
+  }
+  parallel_for(g.cout, chunk_for(slots), [&](int64_t lo, int64_t hi) {
     for (int64_t co = lo; co < hi; ++co) {
       const double sc = s[co];
       if (out.dgamma) {
         double ds = dbp[size_t(co)] * (double(bias ? bias[co] : 0.f) - double(bn.mean[co]));
-        for (int64_t i = 0; i < K; ++i) ds += double(dwp[co * K + i]) * double(w[co * K + i]);
+        for (int64_t t = 0; t < slots; ++t) ds += partial[size_t(co * slots + t)];
         out.dgamma[co] = float(ds * rstd(bn, co));
       }
-      if (out.dw)
-        for (int64_t i = 0; i < K; ++i) out.dw[co * K + i] = float(double(dwp[co * K + i]) * sc);
       if (out.dbias) out.dbias[co] = float(dbp[size_t(co)] * sc);
       if (out.dbeta) out.dbeta[co] = float(dbp[size_t(co)]);
     }

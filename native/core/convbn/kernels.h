@@ -28,8 +28,19 @@ struct Operand {
   const float* col_scale = nullptr;
 };
 
+// Caller's work on a finished block of C, rows [i0, i0 + rows) x columns [j0, j0 + cols), run by the
+// thread that summed it right after its micro-kernels, while the block is in cache. Blocks are at most
+// mr rows, never overlap, depend only on the sizes (never the thread count), and every j0 is a
+// multiple of the micro-tile width nr. The block after one is usually rows [i0 + rows, ...), same columns.
+struct Epilogue {
+  virtual void operator()(int64_t i0, int64_t rows, int64_t j0, int64_t cols) const = 0;
+
+ protected:
+  ~Epilogue() = default;
+};
+
 // C[m, n] (row stride ldc) = A[m, k] * B[k, n], or C += when accumulate; then, only on the full sum,
-// C += bias_row[i] per row and max(C, 0) when relu. A must be Strided.
+// C += bias_row[i] per row, max(C, 0) when relu, then the epilogue. A must be Strided.
 struct GemmProblem {
   int64_t m = 0, n = 0, k = 0;
   Operand a, b;
@@ -38,6 +49,7 @@ struct GemmProblem {
   const float* bias_row = nullptr;
   bool relu = false;
   bool accumulate = false;
+  const Epilogue* epilogue = nullptr;
 };
 
 // Winograd F(2x2, 3x3) forward of a 3x3, stride-1, dilation-1, ungrouped convolution, all float32 NCHW:

@@ -76,30 +76,29 @@ void pack_a(const Operand& A, int64_t i0, int64_t mc, int64_t p0, int64_t kc, fl
   for (int64_t ir = 0; ir < mc; ir += MR) {
     int64_t rows = std::min<int64_t>(MR, mc - ir);
     float* d = dst + (ir / MR) * kc * MR;
+    // The Tune-mode scales are applied as the values are copied, not in a second pass over the panel.
+    float rsc[MR];
+    for (int r = 0; r < MR; ++r) rsc[r] = A.row_scale && r < rows ? A.row_scale[i0 + ir + r] : 1.f;
+    const auto csc = [&](int64_t k) { return A.col_scale ? A.col_scale[p0 + k] : 1.f; };
     if (A.cs == 1 && rows == MR) {
       // MR row streams read side by side, each panel column written contiguously.
       const float* src = A.p + (i0 + ir) * A.rs + p0;
-      for (int64_t k = 0; k < kc; ++k)
-        for (int r = 0; r < MR; ++r) d[k * MR + r] = src[r * A.rs + k];
+      for (int64_t k = 0; k < kc; ++k) {
+        const float ck = csc(k);
+        for (int r = 0; r < MR; ++r) d[k * MR + r] = src[r * A.rs + k] * rsc[r] * ck;
+      }
     } else if (A.cs == 1) {
       for (int64_t r = 0; r < rows; ++r) {
         const float* src = A.p + (i0 + ir + r) * A.rs + p0;
-        for (int64_t k = 0; k < kc; ++k) d[k * MR + r] = src[k];
+        for (int64_t k = 0; k < kc; ++k) d[k * MR + r] = src[k] * rsc[r] * csc(k);
       }
     } else {
       for (int64_t k = 0; k < kc; ++k) {
         const float* src = A.p + (i0 + ir) * A.rs + (p0 + k) * A.cs;
-        for (int64_t r = 0; r < rows; ++r) d[k * MR + r] = src[r * A.rs];
+        const float ck = csc(k);
+        for (int64_t r = 0; r < rows; ++r) d[k * MR + r] = src[r * A.rs] * rsc[r] * ck;
       }
     }
-    if (A.row_scale) {
-      const float* sc = A.row_scale + i0 + ir;
-      for (int64_t k = 0; k < kc; ++k)
-        for (int64_t r = 0; r < rows; ++r) d[k * MR + r] *= sc[r];
-    }
-    if (A.col_scale)
-      for (int64_t k = 0; k < kc; ++k)
-        for (int64_t r = 0; r < rows; ++r) d[k * MR + r] *= A.col_scale[p0 + k];
     for (int64_t r = rows; r < MR; ++r)
       for (int64_t k = 0; k < kc; ++k) d[k * MR + r] = 0;
   }
@@ -189,6 +188,7 @@ void gemm_task(const GemmProblem& P, int64_t b0, int64_t b1, int64_t jt, int64_t
           Micro::run(kc, pa + (ir / MR) * kc * MR, pb + (jr / NR) * kc * NR, P.c + (i0 + ir) * P.ldc + j0 + jr,
                      P.ldc, int(std::min<int64_t>(MR, mc - ir)), int(std::min<int64_t>(NR, nc - jr)), add, bias,
                      last && P.relu);
+        if (last && P.epilogue) (*P.epilogue)(i0 + ir, std::min<int64_t>(MR, mc - ir), j0, nc);
       }
     }
   }
