@@ -100,11 +100,12 @@ __device__ __forceinline__ void add_pack(Acc& a, uint4 r, float shift) {
     add4(a, E::get(p.e[i]) - shift, E::get(p.e[i + 1]) - shift, E::get(p.e[i + 2]) - shift, E::get(p.e[i + 3]) - shift);
 }
 
-// Fixed-shape tree over the warp; the result is in lane 0.
-__device__ __forceinline__ Acc warp_merge(Acc a) {
+// Fixed-shape tree over the warp; the result is in lane 0. M is Acc (float) or DMom (double).
+template <typename M>
+__device__ __forceinline__ M warp_merge(M a) {
 #pragma unroll
   for (int off = 16; off > 0; off >>= 1) {
-    Acc o;
+    M o;
     o.n = __shfl_down_sync(0xffffffffu, a.n, off);
     o.mean = __shfl_down_sync(0xffffffffu, a.mean, off);
     o.m2 = __shfl_down_sync(0xffffffffu, a.m2, off);
@@ -305,14 +306,7 @@ __global__ void __launch_bounds__(kThreads) merge_slots(Partials in, SlotPlan pl
       o.m2 = in.m2[i];
       m = merge(m, o);
     }
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) {
-      DMom o;
-      o.n = __shfl_down_sync(0xffffffffu, m.n, off);
-      o.mean = __shfl_down_sync(0xffffffffu, m.mean, off);
-      o.m2 = __shfl_down_sync(0xffffffffu, m.m2, off);
-      m = merge(m, o);
-    }
+    m = warp_merge(m);
     if (lane == 0) {
       double q = m.m2 > 0 ? m.m2 : 0.0;
       mean[slot] = m.mean;
