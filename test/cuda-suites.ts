@@ -4,7 +4,6 @@ import * as path from 'path';
 import { Worker } from 'worker_threads';
 import { describe, expect, it } from 'vitest';
 import {
-  XnormError,
   batchNorm,
   binaryConv2d,
   binaryConv2dSync,

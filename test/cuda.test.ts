@@ -8,7 +8,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
-import { XnormError, info, momentsSync, tensor, zeros } from '../lib';
+import { info, momentsSync, tensor, zeros } from '../lib';
 import { cudaAlloc } from '../lib/cuda';
 import { defineGpuSuites } from './cuda-suites';
 
