@@ -232,7 +232,7 @@ void make_group_input(const uint32_t* x, const ConvParams& p, const WeightShape&
   if (s.groups == 1 || s.cin_g % 32 == 0) {
     gi.base = x;
     gi.pixel_stride = wc;
-    gi.group_stride = s.cin_g / 32;  // unused when groups == 1
+    gi.group_stride = s.cin_g / 32;
     return;
   }
   gi.repacked.assign(size_t(checked_mul(checked_mul(s.groups, pixels, "x"), wg, "x")), 0u);
@@ -291,6 +291,13 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
   // Dense-only executions keep the tile pixel-major (the kernels store whole vectors, the output pass
   // reads rows); MST edges need it channel-major, so one pixel's parent values sit next to the next's.
   const bool pixel_major = e.nedges == 0;
+  // Direct: the kernels read the input words in place through the indirection rows (no im2col copy).
+  // Needs groups on word boundaries, input tail bits that need no masking, and no MST edges (they read
+  // a word-major copy of the tile).
+  const uint32_t tail = G == 1 && s.cin_g % 32 ? (1u << (s.cin_g % 32)) - 1 : 0xffffffffu;
+  const bool direct = pixel_major && gi.repacked.empty() && tail == ~0u;
+  const std::vector<uint32_t> zeros(size_t(G * wg), 0u);  // the padding row, wide enough for any group offset
+  const uint32_t* zero_row = zeros.data();
 
   // Few pixel tiles (binaryLinear, small late layers): split the output channels too, in blocks of
   // whole panels, when the panels cover the channels in order (plain weights, all-root plans) and, for
@@ -327,17 +334,21 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
     const int64_t p0 = tile * tp, np = std::min(tp, pixels - p0), np16 = (np + 15) / 16 * 16;
     // Per-thread scratch, reused across tiles and calls: no allocation or clearing in the hot loop.
     thread_local std::vector<uint32_t> a_buf, at_buf;
+    thread_local std::vector<const uint32_t*> ind;
     thread_local std::vector<int32_t> acc_buf, rows, dot;
     thread_local std::vector<uint8_t> padded, border;
-    a_buf.resize(size_t(G * tp * kw));  // im2col rows per group: a[g][pixel][k]
+    if (!direct) a_buf.resize(size_t(G * tp * kw));  // im2col rows per group: a[g][pixel][k]
+    ind.resize(size_t(tp * taps));
     acc_buf.resize(size_t(s.cout * tp));
     padded.assign(size_t(tp * taps), 0);
     border.assign(size_t(tp), 0);
-    const uint32_t tail = G == 1 && s.cin_g % 32 ? (1u << (s.cin_g % 32)) - 1 : 0xffffffffu;
+    // Raw pointers: every access through a thread_local would recompute its address (__tls_get_addr).
     uint32_t* a = a_buf.data();
     int32_t* acc = acc_buf.data();
-    // im2col by runs of pixels along an output row: per tap, the source advances by a fixed stride, so
-    // the inner loop is a bounds test and a few word copies.
+    const uint32_t** rows_of = ind.data();
+    uint8_t *pad_flag = padded.data(), *border_flag = border.data();
+    // Indirection rows (and the im2col copy when not direct) by runs of pixels along an output row: per
+    // tap, the source advances by a fixed stride and the in-bounds pixels form one range.
     for (int64_t i = 0; i < np;) {
       const int64_t pix = p0 + i, n = pix / (oh * ow), oy = pix / ow % oh, ox0 = pix % ow;
       const int64_t len = std::min(np - i, ow - ox0);
@@ -345,19 +356,34 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
         const int64_t iy = oy * p.sh - p.ph + ki * p.dh;
         const bool row_ok = iy >= 0 && iy < p.h;
         for (int64_t kj = 0; kj < s.kw; ++kj) {
-          const int64_t tt = ki * s.kw + kj;
-          int64_t ix = ox0 * p.sw - p.pw + kj * p.dw;
-          for (int64_t j = i; j < i + len; ++j, ix += p.sw) {
-            uint32_t* dst = a + j * kw + tt * wg;
-            if (!row_ok || ix < 0 || ix >= p.w) {
-              // A padded tap reads as +1 (all bits 0): 'one' padding; 'zero' is corrected afterwards.
-              padded[size_t(j * taps + tt)] = border[size_t(j)] = 1;
-              for (int64_t g = 0; g < G; ++g) copy_words(nullptr, dst + g * tp * kw, wg);
-              continue;
-            }
-            const uint32_t* src = gi.base + ((n * p.h + iy) * p.w + ix) * gi.pixel_stride;
-            for (int64_t g = 0; g < G; ++g) copy_words(src + g * gi.group_stride, dst + g * tp * kw, wg);
-            if (tail != ~0u) dst[wg - 1] &= tail;  // only groups == 1 sees the input's tail bits; callers may not clear them
+          const int64_t tt = ki * s.kw + kj, ix0 = ox0 * p.sw - p.pw + kj * p.dw;
+          // Pixels i + q with q in [qlo, qhi) read inside the input row.
+          int64_t qlo = 0, qhi = 0;
+          if (row_ok) {
+            qlo = std::min(len, ix0 >= 0 ? 0 : (-ix0 + p.sw - 1) / p.sw);
+            qhi = ix0 > p.w - 1 ? 0 : std::min(len, (p.w - 1 - ix0) / p.sw + 1);
+            qhi = std::max(qhi, qlo);
+          }
+          // Word offset of pixel i + q's tap in the input (used only where it is inside).
+          const int64_t off0 = ((n * p.h + iy) * p.w + ix0) * gi.pixel_stride, step = p.sw * gi.pixel_stride;
+          // Padded taps read as +1 (all bits 0): 'one' padding; 'zero' is corrected in the output pass.
+          auto mark_padded = [&](int64_t q) { pad_flag[(i + q) * taps + tt] = border_flag[i + q] = 1; };
+          for (int64_t q = 0; q < qlo; ++q) mark_padded(q);
+          for (int64_t q = qhi; q < len; ++q) mark_padded(q);
+          const uint32_t** slot = rows_of + i * taps + tt;
+          if (direct) {
+            for (int64_t q = 0; q < qlo; ++q) slot[q * taps] = zero_row;
+            for (int64_t q = qlo; q < qhi; ++q) slot[q * taps] = gi.base + (off0 + q * step);
+            for (int64_t q = qhi; q < len; ++q) slot[q * taps] = zero_row;
+            continue;
+          }
+          for (int64_t q = 0; q < len; ++q) {
+            const bool inside = q >= qlo && q < qhi;
+            uint32_t* dst = a + (i + q) * kw + tt * wg;
+            slot[q * taps] = dst;
+            for (int64_t g = 0; g < G; ++g)
+              copy_words(inside ? gi.base + (off0 + q * step + g * gi.group_stride) : nullptr, dst + g * tp * kw, wg);
+            if (inside && tail != ~0u) dst[wg - 1] &= tail;  // only groups == 1 sees the input's tail bits; callers may not clear them
           }
         }
       }
@@ -366,7 +392,8 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
     const int64_t ldc = pixel_major ? 1 : tp, ldp = pixel_major ? s.cout : 1;
     for (int64_t q = q0; q < q1; ++q) {
       const uint32_t* r = e.panels + q * rec;
-      kn.dense_panel(a + r[0] * tp * kw, kw, np, r + 1 + kPanelWidth, kw, r + 1, acc, ldc, ldp);
+      const int64_t off = direct ? r[0] * gi.group_stride : r[0] * tp * kw;
+      kn.dense_panel(rows_of, taps, wg, off, np, r + 1 + kPanelWidth, r + 1, acc, ldc, ldp);
     }
     const int32_t* prow = acc;
     if (!pixel_major) {
@@ -393,11 +420,11 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
       const int64_t pix = p0 + i;
       // Interior pixels (and all of them under 'one' padding) go straight from popcounts to the output;
       // border pixels under 'zero' padding take their corrected dot products from `dot`.
-      const bool corrected = p.pad_zero && border[size_t(i)];
+      const bool corrected = p.pad_zero && border_flag[i];
       if (corrected) {
         for (int64_t j = 0; j < nc; ++j) dot[size_t(j)] = K - 2 * pc[j];
         for (int64_t tt = 0; tt < taps; ++tt)
-          if (padded[size_t(i * taps + tt)]) {
+          if (pad_flag[i * taps + tt]) {
             const int32_t* cr = corr.data() + tt * s.cout + c0;
             for (int64_t j = 0; j < nc; ++j) dot[size_t(j)] -= cr[j];
           }

@@ -5,11 +5,13 @@
 namespace xnorm::bconv {
 
 struct Kernels {
-  // For one panel (32 channels, data [kw][32]) and npix im2col rows A[i*lda + k], k < kw:
-  // P[ch[c] * ldc + i * ldp] = sum_k popcount(A[i][k] ^ panel[k][c]) for every c with ch[c] != kNoChannel.
+  // One panel (32 channels of one group, data [Kw][32], Kw = taps * wg) against npix pixels. Pixel i's
+  // words for tap t are the wg words at rows[i * taps + t] + off: an indirection buffer pointing into
+  // the input itself, into an im2col copy, or at a zero row for padding.
+  // P[ch[c] * ldc + i * ldp] = sum_k popcount(x_i[k] ^ panel[k][c]) for every c with ch[c] != kNoChannel.
   // ldc = 1 (pixel-major tile, contiguous channels) lets the kernel store whole vectors.
-  void (*dense_panel)(const uint32_t* a, int64_t lda, int64_t npix, const uint32_t* panel, int64_t kw,
-                      const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp);
+  void (*dense_panel)(const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t off, int64_t npix,
+                      const uint32_t* panel, const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp);
   // One MST edge over a tile of pixels. at is word-major (at[k * ldat + p]); npix is rounded up to 16
   // by the caller and ldat >= that. words: nwords triples (k, mask, parent_bits & mask).
   // child[p] = parent[p] + d - 2 * sum popcount((at[k][p] & mask) ^ pbits).

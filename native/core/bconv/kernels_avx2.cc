@@ -29,25 +29,35 @@ struct Popc {
 };
 
 template <int MR>
-void dense_tile(const Popc& pc, const uint32_t* a, int64_t lda, const uint32_t* panel, int64_t kw,
-                const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp) {
+void dense_tile(const Popc& pc, const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t off,
+                const uint32_t* panel, const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp) {
   __m256i acc[MR][4];
   for (int r = 0; r < MR; ++r)
     for (int q = 0; q < 4; ++q) acc[r][q] = _mm256_setzero_si256();
+  const int64_t kw = taps * wg;
+  const uint32_t* src[MR];
+  int64_t t = 0, j = 0;  // tap and word of step k, advanced with k
+  for (int r = 0; r < MR; ++r) src[r] = rows[r * taps] + off;
   for (int64_t k0 = 0; k0 < kw; k0 += kByteSteps) {
     int64_t k1 = k0 + kByteSteps < kw ? k0 + kByteSteps : kw;
     __m256i b8[MR][4];
     for (int r = 0; r < MR; ++r)
       for (int q = 0; q < 4; ++q) b8[r][q] = _mm256_setzero_si256();
     for (int64_t k = k0; k < k1; ++k) {
+      if (j == wg) {
+        j = 0;
+        ++t;
+        for (int r = 0; r < MR; ++r) src[r] = rows[r * taps + t] + off;
+      }
       const uint32_t* wk = panel + k * kPanelWidth;
       for (int q = 0; q < 4; ++q) {
         __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wk + 8 * q));
         for (int r = 0; r < MR; ++r) {
-          __m256i x = _mm256_set1_epi32(int(a[r * lda + k]));
+          __m256i x = _mm256_set1_epi32(int(src[r][j]));
           b8[r][q] = _mm256_add_epi8(b8[r][q], pc.bytes(_mm256_xor_si256(x, w)));
         }
       }
+      ++j;
     }
     for (int r = 0; r < MR; ++r)
       for (int q = 0; q < 4; ++q) acc[r][q] = _mm256_add_epi32(acc[r][q], pc.widen(b8[r][q]));
@@ -62,12 +72,12 @@ void dense_tile(const Popc& pc, const uint32_t* a, int64_t lda, const uint32_t* 
   }
 }
 
-void dense_panel(const uint32_t* a, int64_t lda, int64_t npix, const uint32_t* panel, int64_t kw,
-                 const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp) {
+void dense_panel(const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t off, int64_t npix,
+                 const uint32_t* panel, const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp) {
   Popc pc;
   int64_t i = 0;
-  for (; i + 2 <= npix; i += 2) dense_tile<2>(pc, a + i * lda, lda, panel, kw, ch, p + i * ldp, ldc, ldp);
-  if (i < npix) dense_tile<1>(pc, a + i * lda, lda, panel, kw, ch, p + i * ldp, ldc, ldp);
+  for (; i + 2 <= npix; i += 2) dense_tile<2>(pc, rows + i * taps, taps, wg, off, panel, ch, p + i * ldp, ldc, ldp);
+  if (i < npix) dense_tile<1>(pc, rows + i * taps, taps, wg, off, panel, ch, p + i * ldp, ldc, ldp);
 }
 
 void reuse_edge(const uint32_t* at, int64_t ldat, int64_t npix, const uint32_t* words, int64_t nwords, int32_t d,

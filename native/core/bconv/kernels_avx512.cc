@@ -12,17 +12,22 @@ inline __m512i popc_xor(__m512i a, __m512i b) { return _mm512_popcnt_epi32(_mm51
 
 // MR pixels x 32 channels held in 2*MR accumulators; each step broadcasts one input word per pixel.
 template <int MR>
-void dense_tile(const uint32_t* a, int64_t lda, const uint32_t* panel, int64_t kw, const uint32_t* ch, int32_t* p,
-                int64_t ldc, int64_t ldp, int nvalid) {
+void dense_tile(const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t off, const uint32_t* panel,
+                const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp, int nvalid) {
   __m512i acc0[MR], acc1[MR];
   for (int r = 0; r < MR; ++r) acc0[r] = acc1[r] = _mm512_setzero_si512();
-  for (int64_t k = 0; k < kw; ++k) {
-    __m512i b0 = _mm512_loadu_si512(panel + k * kPanelWidth);
-    __m512i b1 = _mm512_loadu_si512(panel + k * kPanelWidth + 16);
-    for (int r = 0; r < MR; ++r) {
-      __m512i x = _mm512_set1_epi32(int(a[r * lda + k]));
-      acc0[r] = _mm512_add_epi32(acc0[r], popc_xor(x, b0));
-      acc1[r] = _mm512_add_epi32(acc1[r], popc_xor(x, b1));
+  for (int64_t t = 0; t < taps; ++t) {
+    const uint32_t* src[MR];
+    for (int r = 0; r < MR; ++r) src[r] = rows[r * taps + t] + off;
+    const uint32_t* wt = panel + t * wg * kPanelWidth;
+    for (int64_t j = 0; j < wg; ++j) {
+      __m512i b0 = _mm512_loadu_si512(wt + j * kPanelWidth);
+      __m512i b1 = _mm512_loadu_si512(wt + j * kPanelWidth + 16);
+      for (int r = 0; r < MR; ++r) {
+        __m512i x = _mm512_set1_epi32(int(src[r][j]));
+        acc0[r] = _mm512_add_epi32(acc0[r], popc_xor(x, b0));
+        acc1[r] = _mm512_add_epi32(acc1[r], popc_xor(x, b1));
+      }
     }
   }
   if (nvalid > 0) {  // pixel-major tile, channels ch[0] .. ch[0] + nvalid - 1: whole-vector stores
@@ -56,21 +61,23 @@ inline int contiguous_run(const uint32_t* ch, int64_t ldc) {
   return n > 0 && ch[n - 1] == ch[0] + uint32_t(n - 1) ? n : 0;
 }
 
-void dense_panel(const uint32_t* a, int64_t lda, int64_t npix, const uint32_t* panel, int64_t kw,
-                 const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp) {
+void dense_panel(const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t off, int64_t npix,
+                 const uint32_t* panel, const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp) {
   const int nv = contiguous_run(ch, ldc);
   int64_t i = 0;
-  for (; i + 8 <= npix; i += 8) dense_tile<8>(a + i * lda, lda, panel, kw, ch, p + i * ldp, ldc, ldp, nv);
+#define XNORM_TILE(MR) dense_tile<MR>(rows + i * taps, taps, wg, off, panel, ch, p + i * ldp, ldc, ldp, nv)
+  for (; i + 8 <= npix; i += 8) XNORM_TILE(8);
   switch (npix - i) {
-    case 7: dense_tile<7>(a + i * lda, lda, panel, kw, ch, p + i * ldp, ldc, ldp, nv); break;
-    case 6: dense_tile<6>(a + i * lda, lda, panel, kw, ch, p + i * ldp, ldc, ldp, nv); break;
-    case 5: dense_tile<5>(a + i * lda, lda, panel, kw, ch, p + i * ldp, ldc, ldp, nv); break;
-    case 4: dense_tile<4>(a + i * lda, lda, panel, kw, ch, p + i * ldp, ldc, ldp, nv); break;
-    case 3: dense_tile<3>(a + i * lda, lda, panel, kw, ch, p + i * ldp, ldc, ldp, nv); break;
-    case 2: dense_tile<2>(a + i * lda, lda, panel, kw, ch, p + i * ldp, ldc, ldp, nv); break;
-    case 1: dense_tile<1>(a + i * lda, lda, panel, kw, ch, p + i * ldp, ldc, ldp, nv); break;
+    case 7: XNORM_TILE(7); break;
+    case 6: XNORM_TILE(6); break;
+    case 5: XNORM_TILE(5); break;
+    case 4: XNORM_TILE(4); break;
+    case 3: XNORM_TILE(3); break;
+    case 2: XNORM_TILE(2); break;
+    case 1: XNORM_TILE(1); break;
     default: break;
   }
+#undef XNORM_TILE
 }
 
 template <int V>

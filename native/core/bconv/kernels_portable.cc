@@ -13,15 +13,16 @@ inline uint32_t popc(uint32_t v) {
   return (v * 0x01010101u) >> 24;
 }
 
-void dense_panel(const uint32_t* a, int64_t lda, int64_t npix, const uint32_t* panel, int64_t kw,
-                 const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp) {
+void dense_panel(const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t off, int64_t npix,
+                 const uint32_t* panel, const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp) {
   for (int64_t i = 0; i < npix; ++i) {
     int32_t acc[kPanelWidth] = {};
-    const uint32_t* row = a + i * lda;
-    for (int64_t k = 0; k < kw; ++k) {
-      uint32_t x = row[k];
-      const uint32_t* wk = panel + k * kPanelWidth;
-      for (int c = 0; c < kPanelWidth; ++c) acc[c] += int32_t(popc(x ^ wk[c]));
+    for (int64_t t = 0; t < taps; ++t) {
+      const uint32_t* src = rows[i * taps + t] + off;
+      for (int64_t j = 0; j < wg; ++j) {
+        const uint32_t x = src[j], *wk = panel + (t * wg + j) * kPanelWidth;
+        for (int c = 0; c < kPanelWidth; ++c) acc[c] += int32_t(popc(x ^ wk[c]));
+      }
     }
     for (int c = 0; c < kPanelWidth; ++c)
       if (ch[c] != kNoChannel) p[int64_t(ch[c]) * ldc + i * ldp] = acc[c];
