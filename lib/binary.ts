@@ -3,7 +3,7 @@
 import { describe, fail } from './errors';
 import { native } from './native';
 import { defineOp } from './op';
-import { DeviceBuffer, FLOAT_DTYPES, Tensor, allocateDevice, checkSameDevice, checkTensor, packedWordsFor, shapeSize } from './tensor';
+import { DeviceBuffer, FLOAT_DTYPES, Tensor, allocateDevice, allocateUninitialized, checkSameDevice, checkTensor, packedWordsFor, shapeSize } from './tensor';
 import type { Layout } from './bnstats';
 
 function options(opts: unknown, name: string): Record<string, unknown> {
@@ -105,7 +105,7 @@ const packBitsOp = defineOp((x: Tensor, opts?: PackBitsOptions) => {
     const args = { device: xb.index, x: xb.handle, dtype: x.dtype, layout, n, c, s, thresholds, threshold, out: y.deviceBuffer().handle };
     return { call: deviceCall(y, (async) => native().cudaPackBits(args, async)), finish: () => y };
   }
-  const out = new Uint32Array(n * s * packedWordsFor(c));
+  const out = allocateUninitialized(Uint32Array, n * s * packedWordsFor(c), 'packBits: output');
   const xs = f32(x, 'packBits: x');
   return {
     call: (async: boolean) => native().packBits({ x: xs, layout, n, c, s, thresholds, threshold, out }, async),
@@ -132,7 +132,7 @@ const unpackBitsOp = defineOp((b: Tensor, opts?: { layout?: Layout }) => {
     const args = { device: bb.index, b: bb.handle, layout, n, c, s, out: y.deviceBuffer().handle };
     return { call: deviceCall(y, (async) => native().cudaUnpackBits(args, async)), finish: () => y };
   }
-  const out = new Float32Array(b.size);
+  const out = allocateUninitialized(Float32Array, b.size, 'unpackBits: output');
   return {
     call: (async: boolean) => native().unpackBits({ b: b.storage('unpackBits: b'), layout, n, c, s, out }, async),
     finish: () => new Tensor(out, outShape, 'float32'),
@@ -405,8 +405,14 @@ function prepareConv(op: string, x: Tensor, wp: BinaryWeights | MstPlan, opts: B
   }
 
   const pixels = xshape[0] * oh * ow;
+  // Every output element is written by the kernels (and the reference), so it needs no zero fill.
+  const what = `${op}: output`;
   const out =
-    output === 'bits' ? new Uint32Array(pixels * packedWordsFor(cout)) : output === 'int32' ? new Int32Array(pixels * cout) : new Float32Array(pixels * cout);
+    output === 'bits'
+      ? allocateUninitialized(Uint32Array, pixels * packedWordsFor(cout), what)
+      : output === 'int32'
+        ? allocateUninitialized(Int32Array, pixels * cout, what)
+        : allocateUninitialized(Float32Array, pixels * cout, what);
   const exec = (plan ?? w).exec;
   const args = {
     x: x.storage(`${op}: x`), xshape, ...w.nativeArgs(),

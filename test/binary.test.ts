@@ -72,6 +72,9 @@ const cases: Case[] = [
   { ...base, c: 64, cout: 64, groups: 2 },            // Cin/g = 32: word-aligned groups
   { ...base, c: 12, cout: 12, groups: 12 },           // depthwise
   { ...base, n: 1, h: 20, w: 20, c: 130, cout: 70 }, // several tiles, several panels
+  { ...base, c: 64, cout: 40, kh: 3, kw: 2, stride: [2, 1], padding: [1, 0], dilation: [1, 2] }, // direct reads, strided
+  { ...base, c: 96, cout: 48, groups: 3, stride: [2, 2] },                                        // direct reads, group offsets
+  { ...base, n: 1, h: 32, w: 33, c: 32, cout: 1000, kh: 1, kw: 1, padding: [0, 0] }, // > 2^20 outputs: streamed stores, rows off 64-byte lines
 ];
 const name = (k: Case) =>
   `N${k.n} ${k.h}x${k.w} C${k.c}->${k.cout} k${k.kh}x${k.kw} s${k.stride} p${k.padding} d${k.dilation} g${k.groups}`;
@@ -279,7 +282,8 @@ describe('every ISA level', () => {
         eq(out, want);
       }
     }
-    const shapes = [[2, 9, 8, 70, 40, 3, 1, 1, 1], [1, 11, 11, 64, 96, 3, 2, 1, 1], [1, 6, 6, 40, 8, 1, 1, 0, 2], [3, 5, 5, 130, 33, 3, 1, 2, 1]];
+    const shapes = [[2, 9, 8, 70, 40, 3, 1, 1, 1], [1, 11, 11, 64, 96, 3, 2, 1, 1], [1, 6, 6, 40, 8, 1, 1, 0, 2], [3, 5, 5, 130, 33, 3, 1, 2, 1],
+                    [1, 32, 33, 32, 1000, 1, 1, 0, 1]]; // the last: > 2^20 outputs, written with streamed stores
     for (const [N, H, W, C, Cout, K, S, P, G] of shapes) {
       const cinG = C / G, xf = Float32Array.from({ length: N * H * W * C }, () => rnd() - 0.5);
       const x = new Uint32Array(N * H * W * Math.ceil(C / 32));

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <string>
+#include <xmmintrin.h>
 
 #include "../common/checked.h"
 #include "../common/cpu.h"
@@ -24,6 +25,7 @@ const Kernels& active_kernels() {
 namespace {
 
 inline int32_t popc(uint32_t v) { return int32_t(__builtin_popcount(v)); }
+inline int32_t floor_half(int64_t v) { return int32_t(v >= 0 ? v / 2 : -((-v + 1) / 2)); }
 inline bool bit_at(const uint32_t* words, int64_t i) { return (words[i >> 5] >> (i & 31)) & 1u; }
 std::string num(int64_t v) { return std::to_string(v); }
 
@@ -281,12 +283,16 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
   std::vector<float> scale(size_t(s.cout), 1.0f), bias(size_t(s.cout), 0.0f);
   if (t.scale) std::copy(t.scale, t.scale + s.cout, scale.begin());
   if (t.bias) std::copy(t.bias, t.bias + s.cout, bias.begin());
-  std::vector<int32_t> bit_lo, bit_hi;
+  // 'bits' ranges of each channel, as dot products (border pixels under 'zero' padding) and as popcounts
+  // (every other pixel): dot = K - 2 pc lies in [lo, hi] iff pc lies in [ceil((K - hi) / 2), floor((K - lo) / 2)].
+  std::vector<int32_t> bit_lo, bit_hi, pc_lo, pc_hi;
   if (t.kind == Output::Bits)
     for (int64_t co = 0; co < s.cout; ++co) {
       BitRange r = bit_range(co, K, t);
       bit_lo.push_back(r.lo);
       bit_hi.push_back(r.hi);
+      pc_lo.push_back(floor_half(int64_t(K) - r.hi + 1));
+      pc_hi.push_back(floor_half(int64_t(K) - r.lo));
     }
   // Dense-only executions keep the tile pixel-major (the kernels store whole vectors, the output pass
   // reads rows); MST edges need it channel-major, so one pixel's parent values sit next to the next's.
@@ -298,6 +304,9 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
   const bool direct = pixel_major && gi.repacked.empty() && tail == ~0u;
   const std::vector<uint32_t> zeros(size_t(G * wg), 0u);  // the padding row, wide enough for any group offset
   const uint32_t* zero_row = zeros.data();
+  // Float and int32 outputs bigger than the L2 caches are written with non-temporal stores: no line is
+  // read for ownership only to be overwritten (measured: 64->64 @56, batch 8, 15% faster on one core).
+  const bool stream = t.kind != Output::Bits && pixels * s.cout >= (int64_t(1) << 20);
 
   // Few pixel tiles (binaryLinear, small late layers): split the output channels too, in blocks of
   // whole panels, when the panels cover the channels in order (plain weights, all-root plans) and, for
@@ -414,7 +423,7 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
     }
     // Output pass, one pixel row at a time, each loop over channels free of branches so it vectorises.
     dot.resize(size_t(nc));
-    const float *sc = scale.data() + c0, *bi = bias.data() + c0, lo = t.lo, hi = t.hi;
+    const float *sc = scale.data() + c0, *bi = bias.data() + c0, lo = t.lo, hi = t.hi, clamp[2] = {t.lo, t.hi};
     for (int64_t i = 0; i < np; ++i) {
       const int32_t* pc = prow + i * s.cout + c0;
       const int64_t pix = p0 + i;
@@ -422,7 +431,7 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
       // border pixels under 'zero' padding take their corrected dot products from `dot`.
       const bool corrected = p.pad_zero && border_flag[i];
       if (corrected) {
-        for (int64_t j = 0; j < nc; ++j) dot[size_t(j)] = K - 2 * pc[j];
+        kn.out_int32(pc, K, nc, dot.data(), false);
         for (int64_t tt = 0; tt < taps; ++tt)
           if (pad_flag[i * taps + tt]) {
             const int32_t* cr = corr.data() + tt * s.cout + c0;
@@ -433,24 +442,25 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
       if (t.kind == Output::Int32) {
         int32_t* o = static_cast<int32_t*>(out) + pix * s.cout + c0;
         if (corrected) std::copy(dp, dp + nc, o);
-        else for (int64_t j = 0; j < nc; ++j) o[j] = K - 2 * pc[j];
+        else kn.out_int32(pc, K, nc, o, stream);
       } else if (t.kind == Output::Float) {
-        // Same arithmetic as transform_value, with the clamp bounds in locals: read through `t`, a
-        // float store could alias them and the loop would not vectorise.
         float* o = static_cast<float*>(out) + pix * s.cout + c0;
         if (!corrected) {
-          for (int64_t j = 0; j < nc; ++j) o[j] = float(K - 2 * pc[j]) * sc[j] + bi[j];
-        } else {
-          for (int64_t j = 0; j < nc; ++j) o[j] = float(dp[j]) * sc[j] + bi[j];
+          kn.out_float(pc, K, sc, bi, t.clamp ? clamp : nullptr, nc, o, stream);
+          continue;
         }
+        // Same arithmetic as transform_value, with the clamp bounds in locals: read through `t`, a
+        // float store could alias them and the loop would not vectorise.
+        for (int64_t j = 0; j < nc; ++j) o[j] = float(dp[j]) * sc[j] + bi[j];
         if (t.clamp)
           for (int64_t j = 0; j < nc; ++j) o[j] = std::min(std::max(o[j], lo), hi);
       } else {
-        if (!corrected)
-          for (int64_t j = 0; j < nc; ++j) dot[size_t(j)] = K - 2 * pc[j];
-        kn.sign_bits(dp, bit_lo.data() + c0, bit_hi.data() + c0, nc, static_cast<uint32_t*>(out) + pix * out_words + c0 / 32);
+        uint32_t* o = static_cast<uint32_t*>(out) + pix * out_words + c0 / 32;
+        if (corrected) kn.sign_bits(dp, bit_lo.data() + c0, bit_hi.data() + c0, nc, o);
+        else kn.sign_bits(pc, pc_lo.data() + c0, pc_hi.data() + c0, nc, o);
       }
     }
+    if (stream) _mm_sfence();  // the non-temporal stores are visible before the task counts as done
   });
 }
 

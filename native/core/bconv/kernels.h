@@ -27,8 +27,16 @@ struct Kernels {
   // dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols: the word-major tile MST edges read, and
   // the way back to pixel-major for the output pass.
   void (*transpose)(const uint32_t* src, int64_t rows, int64_t cols, int64_t lds, uint32_t* dst, int64_t ldd);
-  // 'bits' output of one pixel: bit c of out = lo[c] <= dot[c] <= hi[c], for c < n; tail bits 0.
-  void (*sign_bits)(const int32_t* dot, const int32_t* lo, const int32_t* hi, int64_t n, uint32_t* out);
+  // 'bits' output of one pixel: bit c of out = lo[c] <= v[c] <= hi[c], for c < n; tail bits 0. v holds dot
+  // products (with dot ranges) or popcounts (with popcount ranges).
+  void (*sign_bits)(const int32_t* v, const int32_t* lo, const int32_t* hi, int64_t n, uint32_t* out);
+  // 'int32' and 'float' output of one pixel from popcounts: dot = k - 2 * pc[c], for c < n. The float is
+  // float(dot) * scale + bias rounded after the product (never an FMA: the 'bits' thresholds are found
+  // on that exact function), then clamped to [clamp[0], clamp[1]] when clamp is not null. stream: use
+  // non-temporal stores where the row allows (outputs too big for the caches); the caller then fences.
+  void (*out_int32)(const int32_t* pc, int32_t k, int64_t n, int32_t* out, bool stream);
+  void (*out_float)(const int32_t* pc, int32_t k, const float* scale, const float* bias, const float* clamp,
+                    int64_t n, float* out, bool stream);
   // Peak loop: `reps` passes of XOR+popcount over 256 L1-resident words; returns a checksum.
   uint64_t (*popcount_loop)(const uint32_t* data, int64_t reps);
 };

@@ -3,6 +3,9 @@
 // maddubs/madd, which keeps the per-word cost to a handful of simple operations.
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cstdint>
+
 #include "bconv.h"
 #include "kernels.h"
 #include "transpose8x8.h"
@@ -186,6 +189,49 @@ void sign_bits(const int32_t* dot, const int32_t* lo, const int32_t* hi, int64_t
   }
 }
 
+// Elements of a 4-byte-aligned array before `p` reaches a 32-byte boundary.
+inline int64_t to_vector(const void* p) { return int64_t((32 - (reinterpret_cast<uintptr_t>(p) & 31)) & 31) / 4; }
+
+void out_int32(const int32_t* pc, int32_t k, int64_t n, int32_t* out, bool stream) {
+  const __m256i kv = _mm256_set1_epi32(k);
+  int64_t c = stream ? std::min(n, to_vector(out)) : 0;
+  for (int64_t j = 0; j < c; ++j) out[j] = k - 2 * pc[j];
+  for (; c + 8 <= n; c += 8) {
+    __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pc + c));
+    v = _mm256_sub_epi32(kv, _mm256_slli_epi32(v, 1));
+    if (stream) _mm256_stream_si256(reinterpret_cast<__m256i*>(out + c), v);
+    else _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + c), v);
+  }
+  for (; c < n; ++c) out[c] = k - 2 * pc[c];
+}
+
+void out_float(const int32_t* pc, int32_t k, const float* scale, const float* bias, const float* clamp, int64_t n,
+               float* out, bool stream) {
+  const float lo_s = clamp ? clamp[0] : 0.0f, hi_s = clamp ? clamp[1] : 0.0f;
+  auto scalar = [&](int64_t c) {
+    float y = float(k - 2 * pc[c]) * scale[c];
+    __asm__("" : "+x"(y));  // keeps the product rounded: the compiler may not fuse it with the add
+    y += bias[c];
+    if (!clamp) return y;
+    y = y < lo_s ? lo_s : y;
+    return hi_s < y ? hi_s : y;
+  };
+  const __m256i kv = _mm256_set1_epi32(k);
+  const __m256 lo = _mm256_set1_ps(lo_s), hi = _mm256_set1_ps(hi_s);
+  int64_t c = stream ? std::min(n, to_vector(out)) : 0;
+  for (int64_t j = 0; j < c; ++j) out[j] = scalar(j);
+  for (; c + 8 <= n; c += 8) {
+    __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pc + c));
+    __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(kv, _mm256_slli_epi32(v, 1))), _mm256_loadu_ps(scale + c));
+    __asm__("" : "+x"(y));
+    y = _mm256_add_ps(y, _mm256_loadu_ps(bias + c));
+    if (clamp) y = _mm256_min_ps(hi, _mm256_max_ps(lo, y));  // operand order = std::min(std::max(y, lo), hi)
+    if (stream) _mm256_stream_ps(out + c, y);
+    else _mm256_storeu_ps(out + c, y);
+  }
+  for (; c < n; ++c) out[c] = scalar(c);
+}
+
 // Eight data vectors stay in registers and are counted four times per pass (256 words): the ALU
 // ceiling of the pshufb popcount, with no loads.
 uint64_t popcount_loop(const uint32_t* data, int64_t reps) {
@@ -214,7 +260,7 @@ uint64_t popcount_loop(const uint32_t* data, int64_t reps) {
 }  // namespace
 
 const Kernels& kernels_avx2() {
-  static const Kernels k{dense_panel, reuse_edge, pack_nhwc, pack_nchw, distances, transpose_words_avx2, sign_bits, popcount_loop};
+  static const Kernels k{dense_panel, reuse_edge, pack_nhwc, pack_nchw, distances, transpose_words_avx2, sign_bits, out_int32, out_float, popcount_loop};
   return k;
 }
 

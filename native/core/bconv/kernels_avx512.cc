@@ -1,6 +1,9 @@
 // AVX-512 kernels with VPOPCNTDQ: one vpopcntd counts 16 words (16 output channels, or 16 pixels).
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cstdint>
+
 #include "bconv.h"
 #include "kernels.h"
 #include "transpose8x8.h"
@@ -193,6 +196,47 @@ void sign_bits(const int32_t* dot, const int32_t* lo, const int32_t* hi, int64_t
   }
 }
 
+// Elements of a 4-byte-aligned array before `p` reaches a 64-byte boundary.
+inline int64_t to_line(const void* p) { return int64_t((64 - (reinterpret_cast<uintptr_t>(p) & 63)) & 63) / 4; }
+
+// Stores f(c, mask) at out[c, c + 16) for c < n: masked stores at the ends, and non-temporal stores for
+// the whole aligned vectors in between when `stream` is set.
+template <typename V, typename F, typename Masked, typename Stream>
+inline void store_row(int64_t n, bool stream, F f, Masked masked, Stream streamed, const void* out) {
+  int64_t c = 0;
+  if (stream) {
+    int64_t head = std::min(n, to_line(out));
+    if (head) masked(0, first_n(head), f(0, first_n(head)));
+    for (c = head; c + 16 <= n; c += 16) streamed(c, f(c, __mmask16(0xffff)));
+  }
+  for (; c < n; c += 16) masked(c, first_n(n - c), f(c, first_n(n - c)));
+}
+
+void out_int32(const int32_t* pc, int32_t k, int64_t n, int32_t* out, bool stream) {
+  const __m512i kv = _mm512_set1_epi32(k);
+  store_row<__m512i>(
+      n, stream,
+      [&](int64_t c, __mmask16 m) { return _mm512_sub_epi32(kv, _mm512_slli_epi32(_mm512_maskz_loadu_epi32(m, pc + c), 1)); },
+      [&](int64_t c, __mmask16 m, __m512i v) { _mm512_mask_storeu_epi32(out + c, m, v); },
+      [&](int64_t c, __m512i v) { _mm512_stream_si512(reinterpret_cast<__m512i*>(out + c), v); }, out);
+}
+
+void out_float(const int32_t* pc, int32_t k, const float* scale, const float* bias, const float* clamp, int64_t n,
+               float* out, bool stream) {
+  const __m512i kv = _mm512_set1_epi32(k);
+  const __m512 lo = _mm512_set1_ps(clamp ? clamp[0] : 0.0f), hi = _mm512_set1_ps(clamp ? clamp[1] : 0.0f);
+  auto value = [&](int64_t c, __mmask16 m) {
+    __m512i dot = _mm512_sub_epi32(kv, _mm512_slli_epi32(_mm512_maskz_loadu_epi32(m, pc + c), 1));
+    __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(dot), _mm512_maskz_loadu_ps(m, scale + c));
+    __asm__("" : "+v"(y));  // keeps the product rounded: the compiler may not fuse it with the add
+    y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, bias + c));
+    return clamp ? _mm512_min_ps(hi, _mm512_max_ps(lo, y)) : y;  // operand order = std::min(std::max(y, lo), hi)
+  };
+  store_row<__m512>(
+      n, stream, value, [&](int64_t c, __mmask16 m, __m512 v) { _mm512_mask_storeu_ps(out + c, m, v); },
+      [&](int64_t c, __m512 v) { _mm512_stream_ps(out + c, v); }, out);
+}
+
 // The data stay in registers: this is the ALU ceiling of XOR + popcount + add, with no loads.
 uint64_t popcount_loop(const uint32_t* data, int64_t reps) {
   __m512i d[16], acc[8];
@@ -211,7 +255,7 @@ uint64_t popcount_loop(const uint32_t* data, int64_t reps) {
 }  // namespace
 
 const Kernels& kernels_avx512() {
-  static const Kernels k{dense_panel, reuse_edge, pack_nhwc, pack_nchw, distances, transpose_words_avx2, sign_bits, popcount_loop};
+  static const Kernels k{dense_panel, reuse_edge, pack_nhwc, pack_nchw, distances, transpose_words_avx2, sign_bits, out_int32, out_float, popcount_loop};
   return k;
 }
 

@@ -1,4 +1,6 @@
 // Plain C++ kernels: the fallback on any CPU, and the model the SIMD versions follow.
+#include <algorithm>
+
 #include "bconv.h"
 #include "kernels.h"
 
@@ -98,6 +100,21 @@ void sign_bits(const int32_t* dot, const int32_t* lo, const int32_t* hi, int64_t
   }
 }
 
+// `stream` (non-temporal stores) has no portable form: plain stores.
+void out_int32(const int32_t* pc, int32_t k, int64_t n, int32_t* out, bool) {
+  for (int64_t c = 0; c < n; ++c) out[c] = k - 2 * pc[c];
+}
+
+// Built for the baseline x86-64 target, which has no FMA: the product is always rounded on its own.
+void out_float(const int32_t* pc, int32_t k, const float* scale, const float* bias, const float* clamp, int64_t n,
+               float* out, bool) {
+  for (int64_t c = 0; c < n; ++c) {
+    float y = float(k - 2 * pc[c]) * scale[c] + bias[c];
+    if (clamp) y = std::min(std::max(y, clamp[0]), clamp[1]);
+    out[c] = y;
+  }
+}
+
 uint64_t popcount_loop(const uint32_t* data, int64_t reps) {
   uint64_t acc = 0;
   for (int64_t r = 0; r < reps; ++r)
@@ -108,7 +125,7 @@ uint64_t popcount_loop(const uint32_t* data, int64_t reps) {
 }  // namespace
 
 const Kernels& kernels_portable() {
-  static const Kernels k{dense_panel, reuse_edge, pack_nhwc, pack_nchw, distances, transpose, sign_bits, popcount_loop};
+  static const Kernels k{dense_panel, reuse_edge, pack_nhwc, pack_nchw, distances, transpose, sign_bits, out_int32, out_float, popcount_loop};
   return k;
 }
 
