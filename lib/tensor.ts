@@ -90,21 +90,23 @@ export function allocateArray<T>(Ctor: new (n: number) => T, length: number, wha
 }
 
 /**
- * A new array with unspecified contents, for outputs a kernel overwrites in full. Unlike `new Ctor(n)` it
- * is not zero-filled, and a large one reuses freed heap memory instead of faulting in fresh pages: for a
- * 6 MiB output that is ~0.4 ms saved per call, as much as a small binary conv takes.
+ * A new array with unspecified contents, for outputs a kernel overwrites in full, starting on a 64-byte
+ * cache line. Unlike `new Ctor(n)` it is not zero-filled and a large one reuses freed heap memory instead
+ * of faulting in fresh pages (~0.4 ms saved per 6 MiB), and kernels can write whole lines.
  */
 export function allocateUninitialized<T>(
   Ctor: { new (buffer: ArrayBufferLike, byteOffset: number, length: number): T; BYTES_PER_ELEMENT: number },
   length: number,
   what: string,
 ): T {
+  let mem: [Buffer, number];
   try {
-    const b = Buffer.allocUnsafeSlow(length * Ctor.BYTES_PER_ELEMENT);
-    return new Ctor(b.buffer, b.byteOffset, length);
+    mem = native().alignedUninitialized({ bytes: length * Ctor.BYTES_PER_ELEMENT });
   } catch (e) {
     return fail('ERR_XNORM_OUT_OF_MEMORY', `${what}: cannot allocate ${length} elements (${(e as Error).message})`);
   }
+  const [buf, offset] = mem;
+  return new Ctor(buf.buffer, buf.byteOffset + offset, length);
 }
 
 /** A new zeroed storage array for `dtype`. */

@@ -77,6 +77,20 @@ Napi::Value ReadSum(const Napi::CallbackInfo& info) {
   });
 }
 
+// An uninitialised buffer of `bytes` + 63 bytes and the offset of its first 64-byte boundary: outputs
+// that kernels overwrite in full skip V8's zero fill, and their rows can start on cache lines.
+Napi::Value AlignedUninitialized(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&] {
+    Args args(info, "alignedUninitialized");
+    const int64_t bytes = args.integer("bytes", 0, int64_t(1) << 52);
+    auto buf = Napi::Buffer<uint8_t>::New(info.Env(), size_t(bytes + 63));
+    Napi::Array out = Napi::Array::New(info.Env(), 2);
+    out.Set(0u, buf);
+    out.Set(1u, Napi::Number::New(info.Env(), double((64 - (reinterpret_cast<uintptr_t>(buf.Data()) & 63)) & 63)));
+    return Napi::Value(out);
+  });
+}
+
 // Node unloads an addon when the last environment that loaded it (say, the only worker_thread using
 // xnorm) exits. xnorm's pool threads outlive environments and run this library's code, so the library
 // pins itself in memory once: unloading it under them would crash the process.
@@ -98,6 +112,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("readSum", Napi::Function::New(env, ReadSum));
+  exports.Set("alignedUninitialized", Napi::Function::New(env, AlignedUninitialized));
   init_bnstats(env, exports);
   init_binary(env, exports);
   init_cuda(env, exports);

@@ -4,12 +4,12 @@
 #include <chrono>
 #include <cmath>
 #include <string>
-#include <xmmintrin.h>
 
 #include "../common/checked.h"
 #include "../common/cpu.h"
 #include "../common/error.h"
 #include "../common/thread_pool.h"
+#include "epilogue.h"
 #include "kernels.h"
 
 namespace xnorm::bconv {
@@ -304,9 +304,6 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
   const bool direct = pixel_major && gi.repacked.empty() && tail == ~0u;
   const std::vector<uint32_t> zeros(size_t(G * wg), 0u);  // the padding row, wide enough for any group offset
   const uint32_t* zero_row = zeros.data();
-  // Float and int32 outputs bigger than the L2 caches are written with non-temporal stores: no line is
-  // read for ownership only to be overwritten (measured: 64->64 @56, batch 8, 15% faster on one core).
-  const bool stream = t.kind != Output::Bits && pixels * s.cout >= (int64_t(1) << 20);
 
   // Few pixel tiles (binaryLinear, small late layers): split the output channels too, in blocks of
   // whole panels, when the panels cover the channels in order (plain weights, all-root plans) and, for
@@ -326,6 +323,23 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
       cblocks = (e.npanels + panels_per_block - 1) / panels_per_block;
     }
   }
+
+  // Panels whose output the kernel can write itself (consecutive channels; for 'bits', whole words).
+  std::vector<uint8_t> fusable(size_t(e.npanels), 0);
+  for (int64_t q = 0; q < e.npanels; ++q) {
+    const uint32_t* ch = e.panels + q * rec + 1;
+    fusable[size_t(q)] = pixel_major && consecutive_channels(ch) > 0 && (t.kind != Output::Bits || ch[0] % 32 == 0);
+  }
+  const float clamp_bounds[2] = {t.lo, t.hi};
+  Epilogue fused_output;
+  fused_output.kind = t.kind;
+  fused_output.k = K;
+  fused_output.scale = scale.data();
+  fused_output.bias = bias.data();
+  fused_output.clamp = t.clamp ? clamp_bounds : nullptr;
+  fused_output.pc_lo = pc_lo.data();
+  fused_output.pc_hi = pc_hi.data();
+  fused_output.ldo = t.kind == Output::Bits ? out_words : s.cout;
 
   parallel_tasks(ntiles * cblocks, [&](int64_t task) {
     const int64_t tile = task / cblocks, q0 = task % cblocks * panels_per_block;
@@ -399,10 +413,17 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
       i += len;
     }
     const int64_t ldc = pixel_major ? 1 : tp, ldp = pixel_major ? s.cout : 1;
+    // The kernels write this task's output themselves when all its panels allow it; only raw pixels
+    // (border pixels under 'zero' padding) are left for the output pass below.
+    bool fused = true;
+    for (int64_t q = q0; q < q1; ++q) fused = fused && fusable[size_t(q)];
+    Epilogue ep = fused_output;
+    ep.out = static_cast<char*>(out) + p0 * ep.ldo * 4;  // every output element is 4 bytes
+    ep.raw = p.pad_zero ? border_flag : nullptr;
     for (int64_t q = q0; q < q1; ++q) {
       const uint32_t* r = e.panels + q * rec;
       const int64_t off = direct ? r[0] * gi.group_stride : r[0] * tp * kw;
-      kn.dense_panel(rows_of, taps, wg, off, np, r + 1 + kPanelWidth, r + 1, acc, ldc, ldp);
+      kn.dense_panel(rows_of, taps, wg, off, np, r + 1 + kPanelWidth, r + 1, acc, ldc, ldp, fused ? &ep : nullptr);
     }
     const int32_t* prow = acc;
     if (!pixel_major) {
@@ -430,8 +451,9 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
       // Interior pixels (and all of them under 'one' padding) go straight from popcounts to the output;
       // border pixels under 'zero' padding take their corrected dot products from `dot`.
       const bool corrected = p.pad_zero && border_flag[i];
+      if (fused && !corrected) continue;
       if (corrected) {
-        kn.out_int32(pc, K, nc, dot.data(), false);
+        kn.out_int32(pc, K, nc, dot.data());
         for (int64_t tt = 0; tt < taps; ++tt)
           if (pad_flag[i * taps + tt]) {
             const int32_t* cr = corr.data() + tt * s.cout + c0;
@@ -442,11 +464,11 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
       if (t.kind == Output::Int32) {
         int32_t* o = static_cast<int32_t*>(out) + pix * s.cout + c0;
         if (corrected) std::copy(dp, dp + nc, o);
-        else kn.out_int32(pc, K, nc, o, stream);
+        else kn.out_int32(pc, K, nc, o);
       } else if (t.kind == Output::Float) {
         float* o = static_cast<float*>(out) + pix * s.cout + c0;
         if (!corrected) {
-          kn.out_float(pc, K, sc, bi, t.clamp ? clamp : nullptr, nc, o, stream);
+          kn.out_float(pc, K, sc, bi, t.clamp ? clamp : nullptr, nc, o);
           continue;
         }
         // Same arithmetic as transform_value, with the clamp bounds in locals: read through `t`, a
@@ -460,7 +482,6 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
         else kn.sign_bits(pc, pc_lo.data() + c0, pc_hi.data() + c0, nc, o);
       }
     }
-    if (stream) _mm_sfence();  // the non-temporal stores are visible before the task counts as done
   });
 }
 

@@ -2,16 +2,37 @@
 #pragma once
 #include <cstdint>
 
+#include "bconv.h"
+
 namespace xnorm::bconv {
+
+// The output transform applied by dense_panel itself to each finished block of a pixel-major tile
+// whose panel holds consecutive channels (for 'bits', starting on a 32-channel word): the popcounts
+// go from registers to the output and never through memory. Pixel i of the tile is written at
+// out + i * ldo (elements; words for 'bits'), channel ch[0] + c at offset ch[0] + c (word ch[0] / 32).
+// Pixels with raw[i] set (border pixels under 'zero' padding) get their popcounts stored to P instead,
+// for the correction pass. Values as out_float / out_int32 / sign_bits compute them.
+struct Epilogue {
+  Output kind = Output::Int32;
+  int32_t k = 0;                                       // dot = k - 2 * popcount
+  const float *scale = nullptr, *bias = nullptr;       // per channel ('float')
+  const float* clamp = nullptr;                        // [lo, hi] or null ('float')
+  const int32_t *pc_lo = nullptr, *pc_hi = nullptr;    // per channel popcount range of bit 1 ('bits')
+  void* out = nullptr;
+  int64_t ldo = 0;
+  const uint8_t* raw = nullptr;                        // per pixel of the tile; null: none
+};
 
 struct Kernels {
   // One panel (32 channels of one group, data [Kw][32], Kw = taps * wg) against npix pixels. Pixel i's
   // words for tap t are the wg words at rows[i * taps + t] + off: an indirection buffer pointing into
   // the input itself, into an im2col copy, or at a zero row for padding.
   // P[ch[c] * ldc + i * ldp] = sum_k popcount(x_i[k] ^ panel[k][c]) for every c with ch[c] != kNoChannel.
-  // ldc = 1 (pixel-major tile, contiguous channels) lets the kernel store whole vectors.
+  // ldc = 1 (pixel-major tile, contiguous channels) lets the kernel store whole vectors. With `ep`
+  // (pixel-major, consecutive channels only) the output is written instead, see Epilogue.
   void (*dense_panel)(const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t off, int64_t npix,
-                      const uint32_t* panel, const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp);
+                      const uint32_t* panel, const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp,
+                      const Epilogue* ep);
   // One MST edge over a tile of pixels. at is word-major (at[k * ldat + p]); npix is rounded up to 16
   // by the caller and ldat >= that. words: nwords triples (k, mask, parent_bits & mask).
   // child[p] = parent[p] + d - 2 * sum popcount((at[k][p] & mask) ^ pbits).
@@ -32,11 +53,10 @@ struct Kernels {
   void (*sign_bits)(const int32_t* v, const int32_t* lo, const int32_t* hi, int64_t n, uint32_t* out);
   // 'int32' and 'float' output of one pixel from popcounts: dot = k - 2 * pc[c], for c < n. The float is
   // float(dot) * scale + bias rounded after the product (never an FMA: the 'bits' thresholds are found
-  // on that exact function), then clamped to [clamp[0], clamp[1]] when clamp is not null. stream: use
-  // non-temporal stores where the row allows (outputs too big for the caches); the caller then fences.
-  void (*out_int32)(const int32_t* pc, int32_t k, int64_t n, int32_t* out, bool stream);
+  // on that exact function), then clamped to [clamp[0], clamp[1]] when clamp is not null.
+  void (*out_int32)(const int32_t* pc, int32_t k, int64_t n, int32_t* out);
   void (*out_float)(const int32_t* pc, int32_t k, const float* scale, const float* bias, const float* clamp,
-                    int64_t n, float* out, bool stream);
+                    int64_t n, float* out);
   // Peak loop: `reps` passes of XOR+popcount over 256 L1-resident words; returns a checksum.
   uint64_t (*popcount_loop)(const uint32_t* data, int64_t reps);
 };

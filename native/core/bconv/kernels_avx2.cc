@@ -3,10 +3,10 @@
 // maddubs/madd, which keeps the per-word cost to a handful of simple operations.
 #include <immintrin.h>
 
-#include <algorithm>
 #include <cstdint>
 
 #include "bconv.h"
+#include "epilogue.h"
 #include "kernels.h"
 #include "transpose8x8.h"
 
@@ -33,7 +33,8 @@ struct Popc {
 
 template <int MR>
 void dense_tile(const Popc& pc, const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t off,
-                const uint32_t* panel, const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp) {
+                const uint32_t* panel, const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp, const Epilogue* ep,
+                int64_t pix0) {
   __m256i acc[MR][4];
   for (int r = 0; r < MR; ++r)
     for (int q = 0; q < 4; ++q) acc[r][q] = _mm256_setzero_si256();
@@ -68,6 +69,11 @@ void dense_tile(const Popc& pc, const uint32_t* const* rows, int64_t taps, int64
   alignas(32) int32_t buf[MR][kPanelWidth];
   for (int r = 0; r < MR; ++r)
     for (int q = 0; q < 4; ++q) _mm256_store_si256(reinterpret_cast<__m256i*>(buf[r] + 8 * q), acc[r][q]);
+  if (ep) {
+    const int n = consecutive_channels(ch);
+    for (int r = 0; r < MR; ++r) finish_pixel(buf[r], n, *ep, pix0 + r, ch[0], p + r * ldp);
+    return;
+  }
   for (int c = 0; c < kPanelWidth; ++c) {
     if (ch[c] == kNoChannel) continue;
     int32_t* dst = p + int64_t(ch[c]) * ldc;
@@ -76,11 +82,11 @@ void dense_tile(const Popc& pc, const uint32_t* const* rows, int64_t taps, int64
 }
 
 void dense_panel(const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t off, int64_t npix,
-                 const uint32_t* panel, const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp) {
+                 const uint32_t* panel, const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp, const Epilogue* ep) {
   Popc pc;
   int64_t i = 0;
-  for (; i + 2 <= npix; i += 2) dense_tile<2>(pc, rows + i * taps, taps, wg, off, panel, ch, p + i * ldp, ldc, ldp);
-  if (i < npix) dense_tile<1>(pc, rows + i * taps, taps, wg, off, panel, ch, p + i * ldp, ldc, ldp);
+  for (; i + 2 <= npix; i += 2) dense_tile<2>(pc, rows + i * taps, taps, wg, off, panel, ch, p + i * ldp, ldc, ldp, ep, i);
+  if (i < npix) dense_tile<1>(pc, rows + i * taps, taps, wg, off, panel, ch, p + i * ldp, ldc, ldp, ep, i);
 }
 
 void reuse_edge(const uint32_t* at, int64_t ldat, int64_t npix, const uint32_t* words, int64_t nwords, int32_t d,
@@ -189,24 +195,18 @@ void sign_bits(const int32_t* dot, const int32_t* lo, const int32_t* hi, int64_t
   }
 }
 
-// Elements of a 4-byte-aligned array before `p` reaches a 32-byte boundary.
-inline int64_t to_vector(const void* p) { return int64_t((32 - (reinterpret_cast<uintptr_t>(p) & 31)) & 31) / 4; }
-
-void out_int32(const int32_t* pc, int32_t k, int64_t n, int32_t* out, bool stream) {
+void out_int32(const int32_t* pc, int32_t k, int64_t n, int32_t* out) {
   const __m256i kv = _mm256_set1_epi32(k);
-  int64_t c = stream ? std::min(n, to_vector(out)) : 0;
-  for (int64_t j = 0; j < c; ++j) out[j] = k - 2 * pc[j];
+  int64_t c = 0;
   for (; c + 8 <= n; c += 8) {
     __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pc + c));
-    v = _mm256_sub_epi32(kv, _mm256_slli_epi32(v, 1));
-    if (stream) _mm256_stream_si256(reinterpret_cast<__m256i*>(out + c), v);
-    else _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + c), v);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + c), _mm256_sub_epi32(kv, _mm256_slli_epi32(v, 1)));
   }
   for (; c < n; ++c) out[c] = k - 2 * pc[c];
 }
 
 void out_float(const int32_t* pc, int32_t k, const float* scale, const float* bias, const float* clamp, int64_t n,
-               float* out, bool stream) {
+               float* out) {
   const float lo_s = clamp ? clamp[0] : 0.0f, hi_s = clamp ? clamp[1] : 0.0f;
   auto scalar = [&](int64_t c) {
     float y = float(k - 2 * pc[c]) * scale[c];
@@ -218,16 +218,14 @@ void out_float(const int32_t* pc, int32_t k, const float* scale, const float* bi
   };
   const __m256i kv = _mm256_set1_epi32(k);
   const __m256 lo = _mm256_set1_ps(lo_s), hi = _mm256_set1_ps(hi_s);
-  int64_t c = stream ? std::min(n, to_vector(out)) : 0;
-  for (int64_t j = 0; j < c; ++j) out[j] = scalar(j);
+  int64_t c = 0;
   for (; c + 8 <= n; c += 8) {
     __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pc + c));
     __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(kv, _mm256_slli_epi32(v, 1))), _mm256_loadu_ps(scale + c));
     __asm__("" : "+x"(y));
     y = _mm256_add_ps(y, _mm256_loadu_ps(bias + c));
     if (clamp) y = _mm256_min_ps(hi, _mm256_max_ps(lo, y));  // operand order = std::min(std::max(y, lo), hi)
-    if (stream) _mm256_stream_ps(out + c, y);
-    else _mm256_storeu_ps(out + c, y);
+    _mm256_storeu_ps(out + c, y);
   }
   for (; c < n; ++c) out[c] = scalar(c);
 }

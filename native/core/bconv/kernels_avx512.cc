@@ -1,7 +1,6 @@
 // AVX-512 kernels with VPOPCNTDQ: one vpopcntd counts 16 words (16 output channels, or 16 pixels).
 #include <immintrin.h>
 
-#include <algorithm>
 #include <cstdint>
 
 #include "bconv.h"
@@ -13,12 +12,89 @@ namespace {
 
 inline __m512i popc_xor(__m512i a, __m512i b) { return _mm512_popcnt_epi32(_mm512_xor_si512(a, b)); }
 
+inline __mmask16 first_n(int64_t n) { return n >= 16 ? __mmask16(0xffff) : n <= 0 ? 0 : __mmask16((1u << n) - 1); }
+
+// The fused output of one block: MR pixels x nvalid consecutive channels starting at ch0.
+template <int MR>
+void finish_block(const __m512i* acc0, const __m512i* acc1, const Epilogue& ep, int64_t pix0, int64_t ch0,
+                  int nvalid, int32_t* p, int64_t ldp) {
+  const __mmask16 m0 = first_n(nvalid), m1 = first_n(nvalid - 16);
+  const __m512i kv = _mm512_set1_epi32(ep.k);
+  auto dot = [&](__m512i pc) { return _mm512_sub_epi32(kv, _mm512_slli_epi32(pc, 1)); };
+  auto raw = [&](int r) {
+    if (!ep.raw || !ep.raw[pix0 + r]) return false;
+    _mm512_mask_storeu_epi32(p + r * ldp + ch0, m0, acc0[r]);
+    _mm512_mask_storeu_epi32(p + r * ldp + ch0 + 16, m1, acc1[r]);
+    return true;
+  };
+  if (ep.kind == Output::Bits) {
+    const __m512i lo0 = _mm512_maskz_loadu_epi32(m0, ep.pc_lo + ch0), lo1 = _mm512_maskz_loadu_epi32(m1, ep.pc_lo + ch0 + 16);
+    const __m512i hi0 = _mm512_maskz_loadu_epi32(m0, ep.pc_hi + ch0), hi1 = _mm512_maskz_loadu_epi32(m1, ep.pc_hi + ch0 + 16);
+    uint32_t* out = static_cast<uint32_t*>(ep.out) + pix0 * ep.ldo + ch0 / 32;
+    for (int r = 0; r < MR; ++r) {
+      if (raw(r)) continue;
+      __mmask16 b0 = _mm512_mask_cmple_epi32_mask(_mm512_mask_cmple_epi32_mask(m0, lo0, acc0[r]), acc0[r], hi0);
+      __mmask16 b1 = _mm512_mask_cmple_epi32_mask(_mm512_mask_cmple_epi32_mask(m1, lo1, acc1[r]), acc1[r], hi1);
+      out[r * ep.ldo] = uint32_t(b0) | (uint32_t(b1) << 16);
+    }
+  } else if (ep.kind == Output::Int32) {
+    int32_t* out = static_cast<int32_t*>(ep.out) + pix0 * ep.ldo + ch0;
+    for (int r = 0; r < MR; ++r) {
+      if (raw(r)) continue;
+      int32_t* o = out + r * ep.ldo;
+      if (nvalid == 32) {  // a masked store, even with all lanes on, is far slower on some CPUs
+        _mm512_storeu_si512(o, dot(acc0[r]));
+        _mm512_storeu_si512(o + 16, dot(acc1[r]));
+      } else {
+        _mm512_mask_storeu_epi32(o, m0, dot(acc0[r]));
+        _mm512_mask_storeu_epi32(o + 16, m1, dot(acc1[r]));
+      }
+    }
+  } else {
+    const __m512 s0 = _mm512_maskz_loadu_ps(m0, ep.scale + ch0), s1 = _mm512_maskz_loadu_ps(m1, ep.scale + ch0 + 16);
+    const __m512 b0 = _mm512_maskz_loadu_ps(m0, ep.bias + ch0), b1 = _mm512_maskz_loadu_ps(m1, ep.bias + ch0 + 16);
+    const __m512 lo = _mm512_set1_ps(ep.clamp ? ep.clamp[0] : 0.0f), hi = _mm512_set1_ps(ep.clamp ? ep.clamp[1] : 0.0f);
+    auto value = [&](__m512i pc, __m512 sc, __m512 bi) {
+      __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(dot(pc)), sc);
+      __asm__("" : "+v"(y));  // keeps the product rounded: the compiler may not fuse it with the add
+      y = _mm512_add_ps(y, bi);
+      return ep.clamp ? _mm512_min_ps(hi, _mm512_max_ps(lo, y)) : y;  // = std::min(std::max(y, lo), hi)
+    };
+    float* out = static_cast<float*>(ep.out) + pix0 * ep.ldo + ch0;
+    for (int r = 0; r < MR; ++r) {
+      if (raw(r)) continue;
+      float* o = out + r * ep.ldo;
+      if (nvalid == 32) {  // a masked store, even with all lanes on, is far slower on some CPUs
+        _mm512_storeu_ps(o, value(acc0[r], s0, b0));
+        _mm512_storeu_ps(o + 16, value(acc1[r], s1, b1));
+      } else {
+        _mm512_mask_storeu_ps(o, m0, value(acc0[r], s0, b0));
+        _mm512_mask_storeu_ps(o + 16, m1, value(acc1[r], s1, b1));
+      }
+    }
+  }
+}
+
 // MR pixels x 32 channels held in 2*MR accumulators; each step broadcasts one input word per pixel.
 template <int MR>
 void dense_tile(const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t off, const uint32_t* panel,
-                const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp, int nvalid) {
+                const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp, int nvalid, const Epilogue* ep,
+                int64_t pix0) {
   __m512i acc0[MR], acc1[MR];
-  for (int r = 0; r < MR; ++r) acc0[r] = acc1[r] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) {
+    acc0[r] = _mm512_setzero_si512();
+    acc1[r] = _mm512_setzero_si512();
+  }
+  if (ep && ep->kind != Output::Bits) {
+    // Fetch the output lines for writing now: their misses then overlap the popcounts below instead of
+    // stalling the stores (this write pattern is invisible to the hardware prefetchers).
+    char* out = static_cast<char*>(ep->out) + (pix0 * ep->ldo + ch[0]) * 4;
+    for (int r = 0; r < MR; ++r) {
+      __builtin_prefetch(out + r * ep->ldo * 4, 1);
+      __builtin_prefetch(out + r * ep->ldo * 4 + 64, 1);
+    }
+  }
   for (int64_t t = 0; t < taps; ++t) {
     const uint32_t* src[MR];
     for (int r = 0; r < MR; ++r) src[r] = rows[r * taps + t] + off;
@@ -33,9 +109,12 @@ void dense_tile(const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t o
       }
     }
   }
+  if (ep) {
+    finish_block<MR>(acc0, acc1, *ep, pix0, ch[0], nvalid, p, ldp);
+    return;
+  }
   if (nvalid > 0) {  // pixel-major tile, channels ch[0] .. ch[0] + nvalid - 1: whole-vector stores
-    __mmask16 m0 = __mmask16(nvalid >= 16 ? 0xffff : (1u << nvalid) - 1);
-    __mmask16 m1 = __mmask16(nvalid >= 32 ? 0xffff : nvalid > 16 ? (1u << (nvalid - 16)) - 1 : 0);
+    __mmask16 m0 = first_n(nvalid), m1 = first_n(nvalid - 16);
     for (int r = 0; r < MR; ++r) {
       _mm512_mask_storeu_epi32(p + r * ldp + ch[0], m0, acc0[r]);
       _mm512_mask_storeu_epi32(p + r * ldp + ch[0] + 16, m1, acc1[r]);
@@ -65,10 +144,10 @@ inline int contiguous_run(const uint32_t* ch, int64_t ldc) {
 }
 
 void dense_panel(const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t off, int64_t npix,
-                 const uint32_t* panel, const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp) {
+                 const uint32_t* panel, const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp, const Epilogue* ep) {
   const int nv = contiguous_run(ch, ldc);
   int64_t i = 0;
-#define XNORM_TILE(MR) dense_tile<MR>(rows + i * taps, taps, wg, off, panel, ch, p + i * ldp, ldc, ldp, nv)
+#define XNORM_TILE(MR) dense_tile<MR>(rows + i * taps, taps, wg, off, panel, ch, p + i * ldp, ldc, ldp, nv, ep, i)
   for (; i + 8 <= npix; i += 8) XNORM_TILE(8);
   switch (npix - i) {
     case 7: XNORM_TILE(7); break;
@@ -107,8 +186,6 @@ void reuse_edge(const uint32_t* at, int64_t ldat, int64_t npix, const uint32_t* 
   for (; i + 64 <= npix; i += 64) reuse_block<4>(at + i, ldat, words, nwords, d, parent + i, child + i);
   for (; i < npix; i += 16) reuse_block<1>(at + i, ldat, words, nwords, d, parent + i, child + i);
 }
-
-inline __mmask16 first_n(int64_t n) { return n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1); }
 
 void pack_nhwc(const float* x, int64_t pixels, int64_t c, const float* thr, uint32_t* out) {
   int64_t wc = (c + 31) / 32;
@@ -196,45 +273,28 @@ void sign_bits(const int32_t* dot, const int32_t* lo, const int32_t* hi, int64_t
   }
 }
 
-// Elements of a 4-byte-aligned array before `p` reaches a 64-byte boundary.
-inline int64_t to_line(const void* p) { return int64_t((64 - (reinterpret_cast<uintptr_t>(p) & 63)) & 63) / 4; }
-
-// Stores f(c, mask) at out[c, c + 16) for c < n: masked stores at the ends, and non-temporal stores for
-// the whole aligned vectors in between when `stream` is set.
-template <typename V, typename F, typename Masked, typename Stream>
-inline void store_row(int64_t n, bool stream, F f, Masked masked, Stream streamed, const void* out) {
-  int64_t c = 0;
-  if (stream) {
-    int64_t head = std::min(n, to_line(out));
-    if (head) masked(0, first_n(head), f(0, first_n(head)));
-    for (c = head; c + 16 <= n; c += 16) streamed(c, f(c, __mmask16(0xffff)));
-  }
-  for (; c < n; c += 16) masked(c, first_n(n - c), f(c, first_n(n - c)));
-}
-
-void out_int32(const int32_t* pc, int32_t k, int64_t n, int32_t* out, bool stream) {
+void out_int32(const int32_t* pc, int32_t k, int64_t n, int32_t* out) {
   const __m512i kv = _mm512_set1_epi32(k);
-  store_row<__m512i>(
-      n, stream,
-      [&](int64_t c, __mmask16 m) { return _mm512_sub_epi32(kv, _mm512_slli_epi32(_mm512_maskz_loadu_epi32(m, pc + c), 1)); },
-      [&](int64_t c, __mmask16 m, __m512i v) { _mm512_mask_storeu_epi32(out + c, m, v); },
-      [&](int64_t c, __m512i v) { _mm512_stream_si512(reinterpret_cast<__m512i*>(out + c), v); }, out);
+  for (int64_t c = 0; c < n; c += 16) {
+    __mmask16 m = first_n(n - c);
+    __m512i v = _mm512_maskz_loadu_epi32(m, pc + c);
+    _mm512_mask_storeu_epi32(out + c, m, _mm512_sub_epi32(kv, _mm512_slli_epi32(v, 1)));
+  }
 }
 
 void out_float(const int32_t* pc, int32_t k, const float* scale, const float* bias, const float* clamp, int64_t n,
-               float* out, bool stream) {
+               float* out) {
   const __m512i kv = _mm512_set1_epi32(k);
   const __m512 lo = _mm512_set1_ps(clamp ? clamp[0] : 0.0f), hi = _mm512_set1_ps(clamp ? clamp[1] : 0.0f);
-  auto value = [&](int64_t c, __mmask16 m) {
+  for (int64_t c = 0; c < n; c += 16) {
+    __mmask16 m = first_n(n - c);
     __m512i dot = _mm512_sub_epi32(kv, _mm512_slli_epi32(_mm512_maskz_loadu_epi32(m, pc + c), 1));
     __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(dot), _mm512_maskz_loadu_ps(m, scale + c));
     __asm__("" : "+v"(y));  // keeps the product rounded: the compiler may not fuse it with the add
     y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, bias + c));
-    return clamp ? _mm512_min_ps(hi, _mm512_max_ps(lo, y)) : y;  // operand order = std::min(std::max(y, lo), hi)
-  };
-  store_row<__m512>(
-      n, stream, value, [&](int64_t c, __mmask16 m, __m512 v) { _mm512_mask_storeu_ps(out + c, m, v); },
-      [&](int64_t c, __m512 v) { _mm512_stream_ps(out + c, v); }, out);
+    if (clamp) y = _mm512_min_ps(hi, _mm512_max_ps(lo, y));  // operand order = std::min(std::max(y, lo), hi)
+    _mm512_mask_storeu_ps(out + c, m, y);
+  }
 }
 
 // The data stay in registers: this is the ALU ceiling of XOR + popcount + add, with no loads.

@@ -2,6 +2,7 @@
 #include <algorithm>
 
 #include "bconv.h"
+#include "epilogue.h"
 #include "kernels.h"
 
 namespace xnorm::bconv {
@@ -16,7 +17,8 @@ inline uint32_t popc(uint32_t v) {
 }
 
 void dense_panel(const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t off, int64_t npix,
-                 const uint32_t* panel, const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp) {
+                 const uint32_t* panel, const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp, const Epilogue* ep) {
+  const int n = ep ? consecutive_channels(ch) : 0;
   for (int64_t i = 0; i < npix; ++i) {
     int32_t acc[kPanelWidth] = {};
     for (int64_t t = 0; t < taps; ++t) {
@@ -25,6 +27,10 @@ void dense_panel(const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t 
         const uint32_t x = src[j], *wk = panel + (t * wg + j) * kPanelWidth;
         for (int c = 0; c < kPanelWidth; ++c) acc[c] += int32_t(popc(x ^ wk[c]));
       }
+    }
+    if (ep) {
+      finish_pixel(acc, n, *ep, i, ch[0], p + i * ldp);
+      continue;
     }
     for (int c = 0; c < kPanelWidth; ++c)
       if (ch[c] != kNoChannel) p[int64_t(ch[c]) * ldc + i * ldp] = acc[c];
@@ -100,14 +106,13 @@ void sign_bits(const int32_t* dot, const int32_t* lo, const int32_t* hi, int64_t
   }
 }
 
-// `stream` (non-temporal stores) has no portable form: plain stores.
-void out_int32(const int32_t* pc, int32_t k, int64_t n, int32_t* out, bool) {
+void out_int32(const int32_t* pc, int32_t k, int64_t n, int32_t* out) {
   for (int64_t c = 0; c < n; ++c) out[c] = k - 2 * pc[c];
 }
 
 // Built for the baseline x86-64 target, which has no FMA: the product is always rounded on its own.
 void out_float(const int32_t* pc, int32_t k, const float* scale, const float* bias, const float* clamp, int64_t n,
-               float* out, bool) {
+               float* out) {
   for (int64_t c = 0; c < n; ++c) {
     float y = float(k - 2 * pc[c]) * scale[c] + bias[c];
     if (clamp) y = std::min(std::max(y, clamp[0]), clamp[1]);
