@@ -77,17 +77,14 @@ Napi::Value ReadSum(const Napi::CallbackInfo& info) {
   });
 }
 
-// An uninitialised buffer of `bytes` + 63 bytes and the offset of its first 64-byte boundary: outputs
-// that kernels overwrite in full skip V8's zero fill, and their rows can start on cache lines.
-Napi::Value AlignedUninitialized(const Napi::CallbackInfo& info) {
+// Bytes from the start of a Uint8Array to its first 64-byte boundary: JS allocates outputs with room to
+// spare and starts them there, so kernels write whole cache lines.
+Napi::Value LineOffset(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&] {
-    Args args(info, "alignedUninitialized");
-    const int64_t bytes = args.integer("bytes", 0, int64_t(1) << 52);
-    auto buf = Napi::Buffer<uint8_t>::New(info.Env(), size_t(bytes + 63));
-    Napi::Array out = Napi::Array::New(info.Env(), 2);
-    out.Set(0u, buf);
-    out.Set(1u, Napi::Number::New(info.Env(), double((64 - (reinterpret_cast<uintptr_t>(buf.Data()) & 63)) & 63)));
-    return Napi::Value(out);
+    if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+      fail(ErrorCode::Argument, "lineOffset: expected a Uint8Array, received " + describe(info[0]));
+    auto a = info[0].As<Napi::Uint8Array>();
+    return Napi::Number::New(info.Env(), double((64 - (reinterpret_cast<uintptr_t>(a.Data()) & 63)) & 63));
   });
 }
 
@@ -112,7 +109,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("readSum", Napi::Function::New(env, ReadSum));
-  exports.Set("alignedUninitialized", Napi::Function::New(env, AlignedUninitialized));
+  exports.Set("lineOffset", Napi::Function::New(env, LineOffset));
   init_bnstats(env, exports);
   init_binary(env, exports);
   init_cuda(env, exports);

@@ -61,6 +61,14 @@ BitRange bit_range(int64_t co, int32_t k, const Transform& t) {
   bool at_lo = neg(-k), at_hi = neg(k);
   if (at_lo == at_hi) return at_lo ? BitRange{-k - 1, k + 1} : BitRange{1, 0};
   int32_t a = -k, b = k;  // the predicate flips between a and b
+  // The flip sits within a step or two of the real root -bias/scale (float rounding moves it): start
+  // from a bracket around it once the predicate confirms it, which saves most of the bisection steps.
+  const float sc = t.scale ? t.scale[co] : 1.0f, bi = t.bias ? t.bias[co] : 0.0f;
+  const double root = -double(bi) / double(sc);
+  if (std::isfinite(root) && std::fabs(root) < double(k)) {
+    int32_t ga = std::max(-k, int32_t(std::floor(root)) - 2), gb = std::min(k, int32_t(std::ceil(root)) + 2);
+    if (neg(ga) == at_lo && neg(gb) != at_lo) a = ga, b = gb;
+  }
   while (b - a > 1) {
     int32_t m = a + (b - a) / 2;
     (neg(m) == at_lo ? a : b) = m;
@@ -286,14 +294,16 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
   // 'bits' ranges of each channel, as dot products (border pixels under 'zero' padding) and as popcounts
   // (every other pixel): dot = K - 2 pc lies in [lo, hi] iff pc lies in [ceil((K - hi) / 2), floor((K - lo) / 2)].
   std::vector<int32_t> bit_lo, bit_hi, pc_lo, pc_hi;
-  if (t.kind == Output::Bits)
+  if (t.kind == Output::Bits) {
+    for (auto* v : {&bit_lo, &bit_hi, &pc_lo, &pc_hi}) v->resize(size_t(s.cout));
     for (int64_t co = 0; co < s.cout; ++co) {
       BitRange r = bit_range(co, K, t);
-      bit_lo.push_back(r.lo);
-      bit_hi.push_back(r.hi);
-      pc_lo.push_back(floor_half(int64_t(K) - r.hi + 1));
-      pc_hi.push_back(floor_half(int64_t(K) - r.lo));
+      bit_lo[size_t(co)] = r.lo;
+      bit_hi[size_t(co)] = r.hi;
+      pc_lo[size_t(co)] = floor_half(int64_t(K) - r.hi + 1);
+      pc_hi[size_t(co)] = floor_half(int64_t(K) - r.lo);
     }
+  }
   // Dense-only executions keep the tile pixel-major (the kernels store whole vectors, the output pass
   // reads rows); MST edges need it channel-major, so one pixel's parent values sit next to the next's.
   const bool pixel_major = e.nedges == 0;
