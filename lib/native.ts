@@ -12,7 +12,7 @@ export type NativeFn = (args: object, async?: boolean) => unknown;
 export type NativeAddon = Record<string, NativeFn> & {
   setErrorClass(cls: typeof XnormError): void;
   info(): { threads: number; isaLevel: string; isa: string[]; isaWarning: string; napi: number; compiler: string };
-  lineOffset(bytes: Uint8Array): number;
+  prepareOutput(args: { buffer: Uint8Array; bytes: number }): number;
 };
 
 /** The package root: the nearest folder above this file whose package.json names xnorm. */

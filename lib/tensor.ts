@@ -91,21 +91,24 @@ export function allocateArray<T>(Ctor: new (n: number) => T, length: number, wha
 
 /**
  * A new array with unspecified contents, for outputs a kernel overwrites in full, starting on a 64-byte
- * cache line. Unlike `new Ctor(n)` it is not zero-filled, and a large one reuses freed heap memory
- * instead of faulting in fresh pages: ~0.3 ms saved per 6 MiB, as long as a small binary conv takes.
+ * cache line. Unlike `new Ctor(n)` it is not zero-filled, and a large one faults in huge pages (see
+ * prepareOutput in native/addon/addon.cc): a fresh 6 MiB output costs ~0.3 ms instead of ~2.5 ms here,
+ * more than a binary conv producing it takes.
  */
+const HUGE_OUTPUT = 2 << 21; // 4 MiB: native prepareOutput moves outputs this big to a 2 MiB boundary
 export function allocateUninitialized<T>(
   Ctor: { new (buffer: ArrayBufferLike, byteOffset: number, length: number): T; BYTES_PER_ELEMENT: number },
   length: number,
   what: string,
 ): T {
+  const bytes = length * Ctor.BYTES_PER_ELEMENT;
   let mem: Buffer;
   try {
-    mem = Buffer.allocUnsafeSlow(length * Ctor.BYTES_PER_ELEMENT + 63);
+    mem = Buffer.allocUnsafeSlow(bytes + (bytes >= HUGE_OUTPUT ? 2 << 20 : 63)); // room to start on a line / huge page
   } catch (e) {
     return fail('ERR_XNORM_OUT_OF_MEMORY', `${what}: cannot allocate ${length} elements (${(e as Error).message})`);
   }
-  return new Ctor(mem.buffer, mem.byteOffset + native().lineOffset(mem), length);
+  return new Ctor(mem.buffer, mem.byteOffset + native().prepareOutput({ buffer: mem, bytes }), length);
 }
 
 /** A new zeroed storage array for `dtype`. */

@@ -3,6 +3,7 @@
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <dlfcn.h>
+#include <sys/mman.h>
 
 #include "../core/common/glibc_compat.h"
 #endif
@@ -77,14 +78,32 @@ Napi::Value ReadSum(const Napi::CallbackInfo& info) {
   });
 }
 
-// Bytes from the start of a Uint8Array to its first 64-byte boundary: JS allocates outputs with room to
-// spare and starts them there, so kernels write whole cache lines.
-Napi::Value LineOffset(const Napi::CallbackInfo& info) {
+// Where an output of `bytes` should start in a fresh buffer that JS allocated uninitialised with room to
+// spare: on a 64-byte line, so kernels write whole cache lines; and for outputs of 4 MiB and more (JS
+// adds 2 MiB of room, never touched) on a 2 MiB boundary, with the output's pages advised for
+// transparent huge pages: its first writes then fault in 2 MiB at a time instead of 4 KiB (6 MiB:
+// ~0.3 ms instead of ~2.5 ms on the dev VM). Advice only: contents, ownership and the allocator's
+// bookkeeping are unchanged.
+Napi::Value PrepareOutput(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&] {
-    if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
-      fail(ErrorCode::Argument, "lineOffset: expected a Uint8Array, received " + describe(info[0]));
-    auto a = info[0].As<Napi::Uint8Array>();
-    return Napi::Number::New(info.Env(), double((64 - (reinterpret_cast<uintptr_t>(a.Data()) & 63)) & 63));
+    Args args(info, "prepareOutput");
+    const int64_t bytes = args.integer("bytes", 0, int64_t(1) << 52);
+    Napi::Value v = info[0].As<Napi::Object>().Get("buffer");
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+      fail(ErrorCode::Argument, "prepareOutput: buffer: expected a Uint8Array, received " + describe(v));
+    auto a = v.As<Napi::Uint8Array>();
+    constexpr uintptr_t kHuge = uintptr_t(2) << 20;
+    const uintptr_t begin = reinterpret_cast<uintptr_t>(a.Data()), room = a.ByteLength() - uint64_t(bytes);
+    if (uint64_t(bytes) > a.ByteLength()) fail(ErrorCode::Argument, "prepareOutput: buffer smaller than the output");
+    if (uint64_t(bytes) >= 2 * kHuge && room >= kHuge) {
+      const uintptr_t start = (begin + kHuge - 1) & ~(kHuge - 1);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+      madvise(reinterpret_cast<void*>(start), size_t(bytes) & ~size_t(4095), MADV_HUGEPAGE);
+#endif
+      return Napi::Number::New(info.Env(), double(start - begin));
+    }
+    if (room < 63) fail(ErrorCode::Argument, "prepareOutput: buffer without room to align the output");
+    return Napi::Number::New(info.Env(), double((64 - (begin & 63)) & 63));
   });
 }
 
@@ -109,7 +128,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("readSum", Napi::Function::New(env, ReadSum));
-  exports.Set("lineOffset", Napi::Function::New(env, LineOffset));
+  exports.Set("prepareOutput", Napi::Function::New(env, PrepareOutput));
   init_bnstats(env, exports);
   init_binary(env, exports);
   init_cuda(env, exports);

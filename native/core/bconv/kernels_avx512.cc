@@ -76,8 +76,9 @@ void finish_block(const __m512i* acc0, const __m512i* acc1, const Epilogue& ep, 
 }
 
 // MR pixels x 32 channels held in 2*MR accumulators; each step broadcasts one input word per pixel.
-template <int MR>
-void dense_tile(const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t off, const uint32_t* panel,
+// WG > 0 fixes the words per tap at compile time (small channel counts: the word loop unrolls).
+template <int MR, int WG = 0>
+void dense_tile(const uint32_t* const* rows, int64_t taps, int64_t wg_runtime, int64_t off, const uint32_t* panel,
                 const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp, int nvalid, const Epilogue* ep,
                 int64_t pix0) {
   __m512i acc0[MR], acc1[MR];
@@ -98,6 +99,7 @@ void dense_tile(const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t o
   for (int64_t t = 0; t < taps; ++t) {
     const uint32_t* src[MR];
     for (int r = 0; r < MR; ++r) src[r] = rows[r * taps + t] + off;
+    const int64_t wg = WG > 0 ? WG : wg_runtime;
     const uint32_t* wt = panel + t * wg * kPanelWidth;
     for (int64_t j = 0; j < wg; ++j) {
       __m512i b0 = _mm512_loadu_si512(wt + j * kPanelWidth);
@@ -143,11 +145,12 @@ inline int contiguous_run(const uint32_t* ch, int64_t ldc) {
   return n > 0 && ch[n - 1] == ch[0] + uint32_t(n - 1) ? n : 0;
 }
 
-void dense_panel(const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t off, int64_t npix,
-                 const uint32_t* panel, const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp, const Epilogue* ep) {
+template <int WG>
+void dense_blocks(const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t off, int64_t npix,
+                  const uint32_t* panel, const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp, const Epilogue* ep) {
   const int nv = contiguous_run(ch, ldc);
   int64_t i = 0;
-#define XNORM_TILE(MR) dense_tile<MR>(rows + i * taps, taps, wg, off, panel, ch, p + i * ldp, ldc, ldp, nv, ep, i)
+#define XNORM_TILE(MR) dense_tile<MR, WG>(rows + i * taps, taps, wg, off, panel, ch, p + i * ldp, ldc, ldp, nv, ep, i)
   for (; i + 8 <= npix; i += 8) XNORM_TILE(8);
   switch (npix - i) {
     case 7: XNORM_TILE(7); break;
@@ -160,6 +163,16 @@ void dense_panel(const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t 
     default: break;
   }
 #undef XNORM_TILE
+}
+
+void dense_panel(const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t off, int64_t npix,
+                 const uint32_t* panel, const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp, const Epilogue* ep) {
+  switch (wg) {
+    case 1: return dense_blocks<1>(rows, taps, wg, off, npix, panel, ch, p, ldc, ldp, ep);
+    case 2: return dense_blocks<2>(rows, taps, wg, off, npix, panel, ch, p, ldc, ldp, ep);
+    case 4: return dense_blocks<4>(rows, taps, wg, off, npix, panel, ch, p, ldc, ldp, ep);
+    default: return dense_blocks<0>(rows, taps, wg, off, npix, panel, ch, p, ldc, ldp, ep);
+  }
 }
 
 template <int V>
