@@ -536,14 +536,13 @@ void pack_bits(const float* x, bool nchw, int64_t n, int64_t c, int64_t s, const
   std::vector<float> th(size_t(c), thr);
   if (thr_c) std::copy(thr_c, thr_c + c, th.begin());
   int64_t wc = (c + 31) / 32;
-  // ~64 KiB of floats per task: big enough to stream, small enough to spread over the pool.
-  int64_t chunk = std::max<int64_t>(16, (int64_t(1) << 14) / c / 16 * 16);
   if (!nchw) {
+    // ~64 KiB of floats per task: big enough to stream, small enough to spread over the pool.
+    int64_t chunk = std::max<int64_t>(16, (int64_t(1) << 14) / c / 16 * 16);
     parallel_for(n * s, chunk, [&](int64_t b, int64_t e) { kn.pack_nhwc(x + b * c, e - b, c, th.data(), out + b * wc); });
     return;
   }
-  chunk = std::max<int64_t>(256, chunk / 256 * 256);  // whole 256-pixel blocks of the NCHW kernel
-  int64_t per_image = (s + chunk - 1) / chunk;
+  const int64_t chunk = kPackRun, per_image = (s + chunk - 1) / chunk;
   parallel_tasks(n * per_image, [&](int64_t task) {
     int64_t img = task / per_image, s0 = (task % per_image) * chunk, cnt = std::min(chunk, s - s0);
     kn.pack_nchw(x + img * c * s + s0, s, cnt, c, th.data(), out + (img * s + s0) * wc);

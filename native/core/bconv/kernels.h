@@ -23,6 +23,10 @@ struct Epilogue {
   const uint8_t* raw = nullptr;                        // per pixel of the tile; null: none
 };
 
+// Most pixels pack_nchw takes per call: its word buffer (16 KiB) stays in L1 while each plane is read
+// in one sequential run of 16 KiB.
+constexpr int64_t kPackRun = 4096;
+
 struct Kernels {
   // One panel (32 channels of one group, data [Kw][32], Kw = taps * wg) against npix pixels. Pixel i's
   // words for tap t are the wg words at rows[i * taps + t] + off: an indirection buffer pointing into
@@ -40,7 +44,8 @@ struct Kernels {
                      int32_t d, const int32_t* parent, int32_t* child);
   // NHWC pixels of C floats -> ceil(C/32) words each; bit = x < thr[c].
   void (*pack_nhwc)(const float* x, int64_t pixels, int64_t c, const float* thr, uint32_t* out);
-  // One image's NCHW planes (plane stride ld floats), pixels [0, count) -> words [count][ceil(C/32)].
+  // One image's NCHW planes (plane stride ld floats), pixels [0, count) -> words [count][ceil(C/32)];
+  // count <= kPackRun.
   void (*pack_nchw)(const float* x, int64_t ld, int64_t count, int64_t c, const float* thr, uint32_t* out);
   // Hamming distance and number of differing words between row and each of n rows of kw words.
   void (*distances)(const uint32_t* row, const uint32_t* rows, int64_t n, int64_t kw, int32_t* hamming,

@@ -136,30 +136,28 @@ void pack_nhwc(const float* x, int64_t pixels, int64_t c, const float* thr, uint
   }
 }
 
+// Plane by plane into an L1-resident word buffer, as the AVX-512 version.
 void pack_nchw(const float* x, int64_t ld, int64_t count, int64_t c, const float* thr, uint32_t* out) {
-  int64_t wc = (c + 31) / 32;
-  int64_t i = 0;
-  for (; i + 8 <= count; i += 8) {
-    for (int64_t w = 0; w < wc; ++w) {
-      __m256i acc = _mm256_setzero_si256();
-      int64_t nb = c - w * 32 < 32 ? c - w * 32 : 32;
-      for (int64_t b = 0; b < nb; ++b) {
-        int64_t ch = w * 32 + b;
-        __m256 m = _mm256_cmp_ps(_mm256_loadu_ps(x + ch * ld + i), _mm256_set1_ps(thr[ch]), _CMP_LT_OQ);
-        acc = _mm256_or_si256(acc, _mm256_and_si256(_mm256_castps_si256(m), _mm256_set1_epi32(int(1u << b))));
+  const int64_t wc = (c + 31) / 32, full = count / 8 * 8;
+  alignas(32) uint32_t buf[kPackRun];
+  for (int64_t w = 0; w < wc; ++w) {
+    uint32_t* dst = wc == 1 ? out : buf;
+    const int64_t nb = c - w * 32 < 32 ? c - w * 32 : 32;
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t ch = w * 32 + b;
+      const float* plane = x + ch * ld;
+      const __m256 t = _mm256_set1_ps(thr[ch]);
+      const __m256i bit = _mm256_set1_epi32(int(1u << b));
+      for (int64_t p = 0; p < full; p += 8) {
+        __m256i m = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(_mm256_loadu_ps(plane + p), t, _CMP_LT_OQ)), bit);
+        __m256i* d = reinterpret_cast<__m256i*>(dst + p);
+        _mm256_storeu_si256(d, b == 0 ? m : _mm256_or_si256(_mm256_loadu_si256(d), m));
       }
-      alignas(32) uint32_t buf[8];
-      _mm256_store_si256(reinterpret_cast<__m256i*>(buf), acc);
-      for (int l = 0; l < 8; ++l) out[(i + l) * wc + w] = buf[l];
+      for (int64_t p = full; p < count; ++p) dst[p] = (b == 0 ? 0u : dst[p]) | (uint32_t(plane[p] < thr[ch]) << b);
     }
+    if (wc > 1)
+      for (int64_t p = 0; p < count; ++p) out[p * wc + w] = buf[p];
   }
-  for (; i < count; ++i)
-    for (int64_t w = 0; w < wc; ++w) {
-      uint32_t word = 0;
-      int64_t nb = c - w * 32 < 32 ? c - w * 32 : 32;
-      for (int64_t b = 0; b < nb; ++b) word |= uint32_t(x[(w * 32 + b) * ld + i] < thr[w * 32 + b]) << b;
-      out[i * wc + w] = word;
-    }
 }
 
 void distances(const uint32_t* row, const uint32_t* rows, int64_t n, int64_t kw, int32_t* hamming,

@@ -216,41 +216,34 @@ void pack_nhwc(const float* x, int64_t pixels, int64_t c, const float* thr, uint
   }
 }
 
-// 256 pixels at a time (16 vectors): for each channel of a word, set its bit in the lanes whose value is
-// below the threshold (a masked OR). Each plane is read in 1 KiB runs, so the prefetchers keep up
-// with one stream per channel, and nothing is transposed bit by bit.
+// Plane by plane: for each channel of a word, one sequential pass over its plane sets that channel's
+// bit in an L1-resident word buffer (a masked OR per 16 pixels). One long sequential read at a time is
+// what the hardware prefetchers follow best; nothing is transposed bit by bit.
 void pack_nchw(const float* x, int64_t ld, int64_t count, int64_t c, const float* thr, uint32_t* out) {
-  constexpr int V = 16;
-  int64_t wc = (c + 31) / 32;
-  alignas(64) uint32_t buf[V * 16];
-  for (int64_t i = 0; i < count; i += 16 * V) {
-    __mmask16 lanes[V];
-    for (int v = 0; v < V; ++v) lanes[v] = first_n(count - i - 16 * v > 0 ? count - i - 16 * v : 0);
-    int64_t n = count - i < 16 * V ? count - i : 16 * V;
-    for (int64_t w = 0; w < wc; ++w) {
-      __m512i acc[V];
-      for (auto& a : acc) a = _mm512_setzero_si512();
-      int64_t nb = c - w * 32 < 32 ? c - w * 32 : 32;
-      for (int64_t b = 0; b < nb; ++b) {
-        int64_t ch = w * 32 + b;
-        const float* plane = x + ch * ld + i;
-        __m512 t = _mm512_set1_ps(thr[ch]);
-        __m512i bit = _mm512_set1_epi32(int(1u << b));
-        for (int v = 0; v < V; ++v) {
-          // One stream per channel is more than the hardware prefetchers follow: fetch this plane's
-          // next block into L2 now (prefetches never fault, so running past the end is harmless).
-          _mm_prefetch(reinterpret_cast<const char*>(plane + 16 * (V + v)), _MM_HINT_T1);
-          __mmask16 m = _mm512_mask_cmp_ps_mask(lanes[v], _mm512_maskz_loadu_ps(lanes[v], plane + 16 * v), t, _CMP_LT_OQ);
-          acc[v] = _mm512_mask_or_epi32(acc[v], m, acc[v], bit);
-        }
+  const int64_t wc = (c + 31) / 32, full = count / 16 * 16;
+  alignas(64) uint32_t buf[kPackRun];
+  for (int64_t w = 0; w < wc; ++w) {
+    uint32_t* dst = wc == 1 ? out : buf;
+    const int64_t nb = c - w * 32 < 32 ? c - w * 32 : 32;
+    for (int64_t b = 0; b < nb; ++b) {
+      const float* plane = x + (w * 32 + b) * ld;
+      const __m512 t = _mm512_set1_ps(thr[w * 32 + b]);
+      const __m512i bit = _mm512_set1_epi32(int(1u << b));
+      // Whole vectors with plain loads and stores (masked stores are slow on some CPUs), then the tail.
+      for (int64_t p = 0; p < full; p += 16) {
+        __mmask16 m = _mm512_cmp_ps_mask(_mm512_loadu_ps(plane + p), t, _CMP_LT_OQ);
+        __m512i prev = b == 0 ? _mm512_setzero_si512() : _mm512_loadu_si512(dst + p);
+        _mm512_storeu_si512(dst + p, _mm512_mask_or_epi32(prev, m, prev, bit));
       }
-      if (wc == 1) {
-        for (int v = 0; v < V; ++v) _mm512_mask_storeu_epi32(out + i + 16 * v, lanes[v], acc[v]);
-        continue;
+      if (full < count) {
+        __mmask16 lanes = first_n(count - full);
+        __mmask16 m = _mm512_mask_cmp_ps_mask(lanes, _mm512_maskz_loadu_ps(lanes, plane + full), t, _CMP_LT_OQ);
+        __m512i prev = b == 0 ? _mm512_setzero_si512() : _mm512_maskz_loadu_epi32(lanes, dst + full);
+        _mm512_mask_storeu_epi32(dst + full, lanes, _mm512_mask_or_epi32(prev, m, prev, bit));
       }
-      for (int v = 0; v < V; ++v) _mm512_store_si512(buf + 16 * v, acc[v]);
-      for (int64_t p = 0; p < n; ++p) out[(i + p) * wc + w] = buf[p];
     }
+    if (wc > 1)
+      for (int64_t p = 0; p < count; ++p) out[p * wc + w] = buf[p];
   }
 }
 
