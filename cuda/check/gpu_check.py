@@ -727,6 +727,63 @@ def bench_binary(torch, p, deadline, algorithms):
         torch.cuda.empty_cache()
 
 
+def bench_convbn(torch, p, deadline):
+    """Conv + BN Tune forward (ReLU, saving x + s + mask) + backward (all five gradients) against PyTorch's
+    cuDNN conv2d + eval-mode batch_norm + ReLU, forward and autograd backward of the same five gradients, on the
+    ResNet-18 3x3 layers at batch 8 (float32: both use TF32 tensor cores, PyTorch's cuDNN default; float16).
+    TFLOPS counts 3 convolutions (forward, backward-data, backward-filter) of 2 * MACs each."""
+    F = torch.nn.functional
+    print("\nConv + BN Tune forward + backward vs cuDNN conv2d + eval-mode BN + ReLU with autograd (ratio = PyTorch time / xnorm time)")
+    print(f"  {'layer (N, C, H, W), 3x3':<26} {'dtype':<8} {'xnorm ms':>9} {'TFLOPS':>7} {'torch ms':>9} {'TFLOPS':>7} {'ratio':>6}")
+    for dtype in ("float32", "float16"):
+        for c, hw in ((64, 56), (128, 28), (256, 14), (512, 7)):
+            if time.perf_counter() > deadline:
+                print("  (time budget reached; remaining benchmarks skipped)")
+                return
+            n = 8
+            tdt = torch_dtype(torch, dtype)
+            x = torch.randn(n, c, hw, hw, device="cuda", dtype=tdt)
+            w = torch.randn(c, c, 3, 3, device="cuda") * 0.05
+            dy = torch.randn(n, c, hw, hw, device="cuda", dtype=tdt)
+            host = [torch.randn(c).numpy().astype("float32") for _ in range(5)]
+            bias, mean, gamma, beta = host[:4]
+            var = (host[4] ** 2 + 0.5).astype("float32")
+            bn = Bn(*(ptr(a, C.c_float) for a in (mean, var, gamma, beta)), 1e-5)
+            geo = ConvGeo(n, c, hw, hw, c, 3, 3, 1, 1, 1, 1, 1, 1, 1, NCHW, DTYPES[dtype], DTYPES["float32"], 1)
+            y, dx = torch.empty_like(x), torch.empty_like(x)
+            s = torch.empty(c, device="cuda")
+            mask = torch.empty((y.numel() + 31) // 32, dtype=torch.int32, device="cuda")
+            dw = torch.empty_like(w)
+            db, dg, dbeta = (torch.empty(c, device="cuda") for _ in range(3))
+            grads = ConvGrads(*(vp(t.data_ptr()) for t in (dx, dw, db, dg, dbeta)))
+            bptr = ptr(bias, C.c_float)
+            torch.cuda.synchronize()
+
+            def ours():
+                p.call("conv_forward", p.device, C.byref(geo), CONV_TUNE, vp(x.data_ptr()), vp(w.data_ptr()), bptr,
+                       C.byref(bn), vp(y.data_ptr()), vp(s.data_ptr()), vp(mask.data_ptr()), None)
+                p.call("conv_backward", p.device, C.byref(geo), CONV_TUNE, vp(x.data_ptr()), vp(w.data_ptr()), bptr,
+                       C.byref(bn), vp(s.data_ptr()), vp(mask.data_ptr()), None, None, vp(dy.data_ptr()), C.byref(grads))
+
+            xt = x.clone().requires_grad_(True)
+            wt = w.to(tdt).requires_grad_(True)
+            # BN parameters and statistics in float32 (PyTorch's mixed-precision BN), the conv bias in x's dtype.
+            bt = torch.from_numpy(bias).to("cuda", tdt).requires_grad_(True)
+            gt, bet = (torch.from_numpy(a).to("cuda").requires_grad_(True) for a in (gamma, beta))
+            rm, rv = torch.from_numpy(mean).to("cuda"), torch.from_numpy(var).to("cuda")
+
+            def theirs():
+                out = F.relu(F.batch_norm(F.conv2d(xt, wt, bt, padding=1), rm, rv, gt, bet, training=False, eps=1e-5))
+                torch.autograd.grad(out, (xt, wt, bt, gt, bet), dy)
+
+            flops = 3 * 2 * n * hw * hw * c * c * 9
+            t_ours, t_torch = bench(torch, ours), bench(torch, theirs)
+            print(f"  {str((n, c, hw, hw)):<26} {dtype:<8} {t_ours * 1e3:>9.3f} {flops / t_ours / 1e12:>7.1f} "
+                  f"{t_torch * 1e3:>9.3f} {flops / t_torch / 1e12:>7.1f} {t_torch / t_ours:>6.2f}")
+            del x, w, dy, y, dx, s, mask, dw, db, dg, dbeta, xt, wt, bt, gt, bet
+            torch.cuda.empty_cache()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--plugin", required=True)
@@ -785,6 +842,7 @@ def main():
         torch.cuda.set_device(args.device)
         benchmarks(torch, plugin, deadline)
         bench_binary(torch, plugin, deadline, ck.algorithms)
+        bench_convbn(torch, plugin, deadline)
     return 1 if ck.failures else 0
 
 
