@@ -156,6 +156,48 @@ struct Geo {
   __host__ __device__ int64_t y_size() const { return n * cout * oh * ow; }
 };
 
+// The staged operands come in runs of kRun consecutive k per thread: the gathers decode the first k of a run
+// with divisions and step through the rest, since 64-bit divisions would otherwise dominate their cost.
+constexpr int kRun = 8;
+
+// (channel, ky, kx) of a patch index k = (channel * kh + ky) * kw + kx, stepped in k order.
+struct TapCursor {
+  int64_t ch;
+  int ky, kx;
+  __device__ TapCursor(int64_t k, int kh, int kw) {
+    const int64_t taps = int64_t(kh) * kw;
+    ch = k / taps;
+    const int t = int(k - ch * taps);
+    ky = t / kw;
+    kx = t - ky * kw;
+  }
+  __device__ void next(int kh, int kw) {
+    if (++kx == kw) {
+      kx = 0;
+      if (++ky == kh) ky = 0, ++ch;
+    }
+  }
+};
+
+// (image, oy, ox) of an output pixel index, stepped in index order.
+struct PixelCursor {
+  int64_t img;
+  int oy, ox;
+  __device__ PixelCursor(int64_t p, int oh, int ow) {
+    const int64_t ohw = int64_t(oh) * ow;
+    img = p / ohw;
+    const int r = int(p - img * ohw);
+    oy = r / ow;
+    ox = r - oy * ow;
+  }
+  __device__ void next(int oh, int ow) {
+    if (++ox == ow) {
+      ox = 0;
+      if (++oy == oh) oy = 0, ++img;
+    }
+  }
+};
+
 // Forward, per group: M = Cout/g output channels, N = n*oh*ow output pixels, K = Cin/g*kh*kw taps.
 // A = the (folded) float32 weight, B = im2col(x). Epilogue: + bias, ReLU, the ReLU mask bit.
 template <int DT>
@@ -173,16 +215,21 @@ struct ForwardGemm {
   struct Col {
     int64_t img, iy0, ix0, c0;
   };
-  __device__ float a(int64_t g, int64_t m, int64_t k) const { return w[(g * q.cout_g + m) * K + k]; }
+  __device__ void a_run(int64_t g, int64_t m, int64_t k, int64_t k_end, float (&v)[kRun]) const {
+    const float* row = w + (g * q.cout_g + m) * K;
+    for (int j = 0; j < kRun; ++j) v[j] = k + j < k_end ? row[k + j] : 0.0f;
+  }
   __device__ Col col(int64_t g, int64_t n) const {
     const int64_t ohw = q.oh * q.ow, r = n % ohw;
     return Col{n / ohw, r / q.ow * q.sh - q.ph, r % q.ow * q.sw - q.pw, g * q.cin_g};
   }
-  __device__ float b(const Col& c, int64_t k) const {
-    const int64_t taps = q.kh * q.kw, t = k % taps;
-    const int64_t iy = c.iy0 + t / q.kw * q.dh, ix = c.ix0 + t % q.kw * q.dw;
-    if (iy < 0 || iy >= q.h || ix < 0 || ix >= q.w) return 0.0f;
-    return load_act<DT>(x, q.xi(c.img, c.c0 + k / taps, iy, ix));
+  __device__ void b_run(const Col& c, int64_t k, int64_t k_end, float (&v)[kRun]) const {
+    TapCursor tap(k, int(q.kh), int(q.kw));
+    for (int j = 0; j < kRun; ++j, tap.next(int(q.kh), int(q.kw))) {
+      const int64_t iy = c.iy0 + tap.ky * q.dh, ix = c.ix0 + tap.kx * q.dw;
+      const bool inside = k + j < k_end && iy >= 0 && iy < q.h && ix >= 0 && ix < q.w;
+      v[j] = inside ? load_act<DT>(x, q.xi(c.img, c.c0 + tap.ch, iy, ix)) : 0.0f;
+    }
   }
   __device__ void store(int64_t g, int64_t m, int64_t n, float v) const {
     const int64_t co = g * q.cout_g + m, ohw = q.oh * q.ow, r = n % ohw;
@@ -209,21 +256,29 @@ struct BackwardDataGemm {
   struct Col {
     int64_t img, ty0, tx0, co0;
   };
-  __device__ float a(int64_t g, int64_t m, int64_t k) const {
+  __device__ void a_run(int64_t g, int64_t m, int64_t k, int64_t k_end, float (&v)[kRun]) const {
     const int64_t taps = q.kh * q.kw;
-    return w[((g * q.cout_g + k / taps) * q.cin_g + m) * taps + k % taps];
+    int64_t co = k / taps, t = k - co * taps;
+    for (int j = 0; j < kRun; ++j) {
+      v[j] = k + j < k_end ? w[((g * q.cout_g + co) * q.cin_g + m) * taps + t] : 0.0f;
+      if (++t == taps) t = 0, ++co;
+    }
   }
   __device__ Col col(int64_t g, int64_t n) const {
     const int64_t hw = q.h * q.w, r = n % hw;
     return Col{n / hw, r / q.w + q.ph, r % q.w + q.pw, g * q.cout_g};
   }
-  __device__ float b(const Col& c, int64_t k) const {
-    const int64_t taps = q.kh * q.kw, t = k % taps;
-    const int64_t ty = c.ty0 - t / q.kw * q.dh, tx = c.tx0 - t % q.kw * q.dw;
-    if (ty < 0 || tx < 0 || ty % q.sh || tx % q.sw) return 0.0f;
-    const int64_t oy = ty / q.sh, ox = tx / q.sw;
-    if (oy >= q.oh || ox >= q.ow) return 0.0f;
-    return dy[q.yi(c.img, c.co0 + k / taps, oy, ox)];
+  __device__ void b_run(const Col& c, int64_t k, int64_t k_end, float (&v)[kRun]) const {
+    TapCursor tap(k, int(q.kh), int(q.kw));
+    const int sh = int(q.sh), sw = int(q.sw);
+    for (int j = 0; j < kRun; ++j, tap.next(int(q.kh), int(q.kw))) {
+      v[j] = 0.0f;
+      // The output pixel whose tap (ky, kx) reads this input pixel, if the strides land on one.
+      const int ty = int(c.ty0 - tap.ky * q.dh), tx = int(c.tx0 - tap.kx * q.dw);
+      if (k + j >= k_end || ty < 0 || tx < 0 || ty % sh || tx % sw) continue;
+      const int oy = ty / sh, ox = tx / sw;
+      if (oy < q.oh && ox < q.ow) v[j] = dy[q.yi(c.img, c.co0 + tap.ch, oy, ox)];
+    }
   }
   __device__ void store(int64_t g, int64_t m, int64_t n, float v) const {
     const int64_t hw = q.h * q.w, r = n % hw;
@@ -250,19 +305,22 @@ struct BackwardFilterGemm {
   struct Col {
     int64_t c, ky, kx;
   };
-  __device__ float a(int64_t g, int64_t m, int64_t k) const {
-    const int64_t ohw = q.oh * q.ow, r = k % ohw;
-    return dy[q.yi(k / ohw, g * q.cout_g + m, r / q.ow, r % q.ow)];
+  __device__ void a_run(int64_t g, int64_t m, int64_t k, int64_t k_end, float (&v)[kRun]) const {
+    PixelCursor px(k, int(q.oh), int(q.ow));
+    for (int j = 0; j < kRun; ++j, px.next(int(q.oh), int(q.ow)))
+      v[j] = k + j < k_end ? dy[q.yi(px.img, g * q.cout_g + m, px.oy, px.ox)] : 0.0f;
   }
   __device__ Col col(int64_t g, int64_t n) const {
     const int64_t taps = q.kh * q.kw, t = n % taps;
     return Col{g * q.cin_g + n / taps, t / q.kw * q.dh - q.ph, t % q.kw * q.dw - q.pw};
   }
-  __device__ float b(const Col& c, int64_t k) const {
-    const int64_t ohw = q.oh * q.ow, r = k % ohw;
-    const int64_t iy = r / q.ow * q.sh + c.ky, ix = r % q.ow * q.sw + c.kx;
-    if (iy < 0 || iy >= q.h || ix < 0 || ix >= q.w) return 0.0f;
-    return load_act<DT>(x, q.xi(k / ohw, c.c, iy, ix));
+  __device__ void b_run(const Col& c, int64_t k, int64_t k_end, float (&v)[kRun]) const {
+    PixelCursor px(k, int(q.oh), int(q.ow));
+    for (int j = 0; j < kRun; ++j, px.next(int(q.oh), int(q.ow))) {
+      const int64_t iy = px.oy * q.sh + c.ky, ix = px.ox * q.sw + c.kx;
+      const bool inside = k + j < k_end && iy >= 0 && iy < q.h && ix >= 0 && ix < q.w;
+      v[j] = inside ? load_act<DT>(x, q.xi(px.img, c.c, iy, ix)) : 0.0f;
+    }
   }
   __device__ void store(int64_t g, int64_t m, int64_t n, float v) const {
     const int64_t co = g * q.cout_g + m;
@@ -283,6 +341,7 @@ constexpr int kBM = 64, kBN = 64, kBK = 16, kGemmThreads = 128;
 constexpr int kStageStride = kBK + 4;  // words per staged row; the padding spreads fragment reads over all banks
 constexpr int kTileStride = kBN + 1;   // floats per row of the finished tile
 constexpr int kSmemWords = 2 * kBM * kStageStride > kBM * kTileStride ? 2 * kBM * kStageStride : kBM * kTileStride;
+static_assert(2 * kRun == kBK && kGemmThreads == 2 * kBM && kBM == kBN, "two runs of k per staged row or column");
 
 // One block computes one 64x64 tile of C (for one group), or one split of its reduction. Four warps, each
 // 32x32: 2 m16 x 4 n8 MMA tiles. Each thread stages 8 consecutive k of one A row and of one B column.
@@ -312,12 +371,9 @@ __global__ void __launch_bounds__(kGemmThreads) igemm_kernel(P p, int32_t splits
   float acc[2][4][4] = {};
 
   for (int64_t k0 = k_begin; k0 < k_end; k0 += kBK) {
-    float av[8], bv[8];
-    for (int j = 0; j < 8; ++j) {
-      const int64_t k = k0 + kq * 8 + j;
-      av[j] = a_ok && k < k_end ? p.a(g, m0 + r, k) : 0.0f;
-      bv[j] = b_ok && k < k_end ? p.b(column, k) : 0.0f;
-    }
+    float av[kRun] = {}, bv[kRun] = {};
+    if (a_ok) p.a_run(g, m0 + r, k0 + kq * kRun, k_end, av);
+    if (b_ok) p.b_run(column, k0 + kq * kRun, k_end, bv);
     __syncthreads();  // the previous step's fragments have been read
     if (DT == kF32) {
       for (int j = 0; j < 8; ++j) {
@@ -521,6 +577,9 @@ int32_t make_geo(const xnorm_cuda_conv* a, Geo* out, xnorm_cuda_status* st) {
   const int64_t eh = (q.kh - 1) * q.dh + 1, ew = (q.kw - 1) * q.dw + 1;
   if (eh > q.h + 2 * q.ph || ew > q.w + 2 * q.pw)
     return report(st, XNORM_CUDA_ARGUMENT, "conv: the dilated kernel is larger than the padded input");
+  // The gathers step spatial coordinates and kernel taps in 32-bit integers.
+  if (q.h + 2 * q.ph >= (int64_t(1) << 31) || q.w + 2 * q.pw >= (int64_t(1) << 31) || q.kh * q.kw >= (int64_t(1) << 31))
+    return report(st, XNORM_CUDA_ARGUMENT, "conv: the padded input or the kernel exceeds 2^31 positions");
   q.oh = (q.h + 2 * q.ph - eh) / q.sh + 1, q.ow = (q.w + 2 * q.pw - ew) / q.sw + 1;
   q.cin_g = q.c / q.groups, q.cout_g = q.cout / q.groups, q.nhwc = a->layout == XNORM_CUDA_NHWC;
   *out = q;
