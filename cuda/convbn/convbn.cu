@@ -370,10 +370,13 @@ __global__ void __launch_bounds__(kGemmThreads) igemm_kernel(P p, int32_t splits
   const int wm = (warp >> 1) * 32, wn = (warp & 1) * 32;
   float acc[2][4][4] = {};
 
-  for (int64_t k0 = k_begin; k0 < k_end; k0 += kBK) {
-    float av[kRun] = {}, bv[kRun] = {};
+  float av[kRun] = {}, bv[kRun] = {};
+  const auto gather = [&](int64_t k0) {
     if (a_ok) p.a_run(g, m0 + r, k0 + kq * kRun, k_end, av);
     if (b_ok) p.b_run(column, k0 + kq * kRun, k_end, bv);
+  };
+  if (k_begin < k_end) gather(k_begin);
+  for (int64_t k0 = k_begin; k0 < k_end; k0 += kBK) {
     __syncthreads();  // the previous step's fragments have been read
     if (DT == kF32) {
       for (int j = 0; j < 8; ++j) {
@@ -387,6 +390,7 @@ __global__ void __launch_bounds__(kGemmThreads) igemm_kernel(P p, int32_t splits
       }
     }
     __syncthreads();
+    if (k0 + kBK < k_end) gather(k0 + kBK);  // the next step's global loads overlap this step's MMAs
     // TF32: two k8 steps of 8 words; 16-bit: one k16 step of 8 words (word = 2 k).
     for (int ks = 0; ks < (DT == kF32 ? 16 : 8); ks += 8) {
       uint32_t af[2][4], bf[4][2];
