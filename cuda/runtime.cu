@@ -5,6 +5,7 @@
 
 #include "bconv/bconv.cuh"
 #include "bnstats/bnstats.cuh"
+#include "convbn/convbn.cuh"
 #include "common.cuh"
 
 namespace xnorm_cuda {
@@ -253,6 +254,9 @@ const xnorm_cuda_api kApi = {
     binary_conv2d,
     pack_bits,
     unpack_bits,
+    conv_fold,
+    conv_forward,
+    conv_backward,
 };
 
 }  // namespace

@@ -1,10 +1,12 @@
 // Convolution and fused Conv + BatchNorm: Tune (fold per call, one conv), Eval (conv then BN) and
 // Deploy (fold once) modes, and the Tune-mode backward. All heavy work is native; this file validates,
-// converts parameters to float32 (activations keep their dtype) and allocates the outputs.
+// converts parameters to float32 (activations keep their dtype) and allocates the outputs. Ops run where x
+// lives: on a GPU, activations, weights, saved state and gradients stay in device memory, and the small
+// per-channel parameters (bias, BN statistics, gamma, beta) are read to the host for the checks and the fold.
 import { describe, fail } from './errors';
 import { native } from './native';
 import { defineOp } from './op';
-import { FLOAT_DTYPES, Tensor, TypedArray, checkSameDevice, checkTensor, storageCtor } from './tensor';
+import { FLOAT_DTYPES, Tensor, TypedArray, allocateDevice, checkSameDevice, checkTensor, storageBytes, storageCtor } from './tensor';
 import type { FloatDType } from './tensor';
 import type { Layout } from './bnstats';
 
@@ -96,8 +98,9 @@ function pair(v: unknown, name: string, min: number, dflt: number): [number, num
   return [p[0], p[1]];
 }
 
+/** The values of a tensor as float32 on the host (a device tensor is downloaded). */
 function float32Of(t: Tensor, name: string): Float32Array {
-  const s = t.storage(name);
+  const s = t.hostData(name);
   return t.dtype === 'float32' ? (s as Float32Array) : t.float32Sync();
 }
 
@@ -202,8 +205,9 @@ function nativeBn(bn: BnArrays) {
 interface SavedState {
   mode: 'tune' | 'eval';
   conv: Conv;
-  x: TypedArray;
-  weight: Float32Array;
+  /** CPU: x and the float32 weight (absent on a GPU, where `cuda` holds the state) */
+  x?: TypedArray;
+  weight?: Float32Array;
   bias?: Float32Array;
   bn: BnArrays;
   /** tune: s = gamma / sqrt(var + eps) per output channel */
@@ -214,6 +218,23 @@ interface SavedState {
   z?: TypedArray;
   /** eval with ReLU: the layer output */
   y?: TypedArray;
+  /** GPU: the same state in device memory; x, weight and y are the caller's tensors, s, mask and z are owned */
+  cuda?: CudaSaved;
+}
+
+interface CudaSaved {
+  x: Tensor;
+  weight: Tensor;
+  s?: Tensor;
+  /** tune with ReLU: bit i%32 of word i/32 = (y_i > 0), i in y's storage order */
+  mask?: Tensor;
+  z?: Tensor;
+  y?: Tensor;
+}
+
+/** Bytes of device memory a saved tensor holds (0 once disposed). */
+function deviceBytes(t: Tensor | undefined): number {
+  return t && !t.disposed ? storageBytes(t.shape, t.dtype) : 0;
 }
 
 const liveSaved = new WeakMap<ConvBnSaved, SavedState | null>();
@@ -229,6 +250,8 @@ export class ConvBnSaved {
   get bytes(): number {
     const st = liveSaved.get(this);
     if (!st) return 0;
+    const c = st.cuda;
+    if (c) return [c.x, c.s, c.mask, c.z, c.y].reduce((sum, t) => sum + deviceBytes(t), 0);
     return [st.x, st.s, st.mask, st.z, st.y].reduce((sum, a) => sum + (a ? a.byteLength : 0), 0);
   }
 
@@ -240,8 +263,10 @@ export class ConvBnSaved {
     return !liveSaved.get(this);
   }
 
-  /** Drops the saved tensors now. Idempotent. */
+  /** Drops the saved tensors now (device memory it owns is freed at once). Idempotent. */
   dispose(): void {
+    const c = liveSaved.get(this)?.cuda;
+    if (c) for (const t of [c.s, c.mask, c.z]) t?.dispose();
     if (liveSaved.has(this)) liveSaved.set(this, null);
   }
 
@@ -286,10 +311,14 @@ const convBnOp = defineOp((x: Tensor, p: ConvBnParams, opts?: ConvOpts & { saveF
   const conv = convGeometry(x, params.weight, o, op);
   if (save && mode === 'deploy')
     fail('ERR_XNORM_ARGUMENT', `${op}: opts.saveForBackward: deploy mode is inference only; use mode 'tune' to train`);
-  const weight = float32Of(params.weight, `${op}: p.weight`);
+  checkSameDevice({
+    x, weight: params.weight, bias: params.bias, 'p.bn.mean': params.bn.mean, 'p.bn.var': params.bn.var,
+    'p.bn.gamma': params.bn.gamma, 'p.bn.beta': params.bn.beta,
+  });
   const bias = perChannel(params.bias, `${op}: p.bias`, conv.cout);
   const bn = bnArrays(params.bn, conv.cout, op);
-  checkSameDevice({ x, weight: params.weight, bias: params.bias, mean: params.bn.mean, var: params.bn.var });
+  if (x.device !== 'cpu') return cudaConvBnForward(x, params.weight, conv, mode, bias, bn, save);
+  const weight = float32Of(params.weight, `${op}: p.weight`);
   const xs = x.storage(`${op}: x`);
   const Y = storageCtor(conv.geo.dtype);
   const y = new Y(conv.ySize);
@@ -322,6 +351,64 @@ const convBnOp = defineOp((x: Tensor, p: ConvBnParams, opts?: ConvOpts & { saveF
 });
 
 /**
+ * The `call` of an op on a GPU that writes new device tensors: a failed op frees them at once rather than
+ * leaving them to the GC.
+ */
+function freeOnFailure(outputs: (Tensor | undefined)[], run: (async: boolean) => unknown): (async: boolean) => unknown {
+  return (async: boolean) => {
+    const drop = (e: unknown): never => {
+      for (const t of outputs) t?.dispose();
+      throw e;
+    };
+    try {
+      const r = run(async);
+      return async ? Promise.resolve(r).catch(drop) : r;
+    } catch (e) {
+      return drop(e);
+    }
+  };
+}
+
+/** The geometry and device fields of the native CUDA conv entry points. */
+function cudaConvArgs(x: Tensor, weight: Tensor, conv: Conv) {
+  const xb = x.deviceBuffer('x');
+  return {
+    ...conv.geo, device: xb.index, wDtype: weight.dtype, relu: conv.relu,
+    x: xb.handle, weight: weight.deviceBuffer('weight').handle,
+  };
+}
+
+/** convBn on a GPU: Deploy runs as Tune without saved state (the same fold, formed on the device). */
+function cudaConvBnForward(x: Tensor, weight: Tensor, conv: Conv, mode: ConvBnMode, bias: Float32Array | undefined,
+                           bn: BnArrays, save: boolean) {
+  const dev = x.deviceBuffer('convBn: x').device;
+  const y = new Tensor(allocateDevice(dev, conv.yShape, conv.geo.dtype), conv.yShape, conv.geo.dtype);
+  const tune = mode !== 'eval';
+  let c: CudaSaved | undefined;
+  if (save) {
+    c = { x, weight };
+    if (tune) {
+      c.s = new Tensor(allocateDevice(dev, [conv.cout], 'float32'), [conv.cout], 'float32');
+      const words = [Math.ceil(conv.ySize / 32)];
+      if (conv.relu) c.mask = new Tensor(allocateDevice(dev, words, 'int32'), words, 'int32');
+    } else {
+      c.z = new Tensor(allocateDevice(dev, conv.yShape, conv.geo.dtype), conv.yShape, conv.geo.dtype);
+      if (conv.relu) c.y = y;
+    }
+  }
+  const handle = (t: Tensor | undefined) => t?.deviceBuffer().handle;
+  const args = {
+    ...cudaConvArgs(x, weight, conv), mode: tune ? 'tune' : 'eval', bias, ...nativeBn(bn),
+    y: handle(y), s: handle(c?.s), mask: handle(c?.mask), z: handle(c?.z),
+  };
+  const st: SavedState | undefined = c && { mode: tune ? 'tune' : 'eval', conv, bias, bn, cuda: c };
+  return {
+    call: freeOnFailure([y, c?.s, c?.mask, c?.z], (async) => native().cudaConvForward(args, async)),
+    finish: (): { y: Tensor; saved?: ConvBnSaved } => (st ? { y, saved: new ConvBnSaved(st) } : { y }),
+  };
+}
+
+/**
  * Conv followed by frozen-statistics BatchNorm (+ optional ReLU). mode 'tune' (default) folds
  * s = gamma / sqrt(var + eps) into the weights on every call and runs one convolution; 'eval' runs the
  * conv and then a separate BN pass; 'deploy' folds once (foldConvBn) and runs conv with bias.
@@ -345,11 +432,14 @@ const convBnBackwardOp = defineOp((saved: ConvBnSaved, dy: Tensor, opts?: { need
   const dyt = checkTensor(dy, `${op}: dy`, { dtypes: [conv.geo.dtype] });
   if (dyt.shape.length !== 4 || dyt.shape.some((d, i) => d !== conv.yShape[i]))
     fail('ERR_XNORM_SHAPE', `${op}: dy: expected shape [${conv.yShape.join(', ')}], received [${dyt.shape.join(', ')}]`);
+  if (st.cuda) return cudaConvBnBackward(st, st.cuda, dyt, want);
+  if (dyt.device !== 'cpu')
+    fail('ERR_XNORM_DEVICE', `${op}: dy: expected device cpu (like the saved state), received ${dyt.device}`);
   const X = storageCtor(conv.geo.dtype);
   const xSize = conv.geo.xShape.reduce((a, b) => a * b, 1);
   const out = {
     dx: want.x ? new X(xSize) : undefined,
-    dWeight: want.weight ? new Float32Array(st.weight.length) : undefined,
+    dWeight: want.weight ? new Float32Array(st.weight!.length) : undefined,
     dBias: want.bias ? new Float32Array(conv.cout) : undefined,
     dGamma: want.gamma ? new Float32Array(conv.cout) : undefined,
     dBeta: want.beta ? new Float32Array(conv.cout) : undefined,
@@ -383,6 +473,41 @@ const convBnBackwardOp = defineOp((saved: ConvBnSaved, dy: Tensor, opts?: { need
   };
 });
 
+/** convBnBackward on a GPU: the gradients are new device tensors. */
+function cudaConvBnBackward(st: SavedState, c: CudaSaved, dy: Tensor, want: Required<ConvBnNeeds>) {
+  const op = 'convBnBackward';
+  const dev = c.x.device as `cuda:${number}`;
+  if (dy.device !== dev) fail('ERR_XNORM_DEVICE', `${op}: dy: expected device ${dev} (like the saved state), received ${dy.device}`);
+  const { conv } = st;
+  // The caller's tensors the state refers to must still be alive.
+  for (const [name, t] of [['x', c.x], ['p.weight', c.weight], ['y (the output, kept by eval mode with ReLU)', c.y]] as const)
+    if (t?.disposed) fail('ERR_XNORM_DISPOSED', `${op}: saved: the forward pass's ${name} was disposed; keep it until the backward pass`);
+  const make = (on: boolean, shape: readonly number[], dtype: FloatDType) =>
+    on ? new Tensor(allocateDevice(dev, shape, dtype), shape, dtype) : undefined;
+  const out = {
+    dx: make(want.x, conv.geo.xShape, conv.geo.dtype),
+    dWeight: make(want.weight, conv.geo.wShape, 'float32'),
+    dBias: make(want.bias, [conv.cout], 'float32'),
+    dGamma: make(want.gamma, [conv.cout], 'float32'),
+    dBeta: make(want.beta, [conv.cout], 'float32'),
+  };
+  const handle = (t: Tensor | undefined) => t?.deviceBuffer().handle;
+  const args = {
+    ...cudaConvArgs(c.x, c.weight, conv), mode: st.mode, bias: st.bias, ...nativeBn(st.bn),
+    s: handle(c.s), mask: handle(c.mask), z: handle(c.z), y: handle(c.y), dy: dy.deviceBuffer(`${op}: dy`).handle,
+    dx: handle(out.dx), dWeight: handle(out.dWeight), dBias: handle(out.dBias), dGamma: handle(out.dGamma),
+    dBeta: handle(out.dBeta),
+  };
+  return {
+    call: freeOnFailure(Object.values(out), (async) => native().cudaConvBnBackward(args, async)),
+    finish: (): ConvBnGrads => {
+      const g: ConvBnGrads = {};
+      for (const [k, t] of Object.entries(out)) if (t) g[k as keyof ConvBnGrads] = t;
+      return g;
+    },
+  };
+}
+
 /**
  * Backward of convBn from its saved state: dx, dWeight, dBias, dGamma, dBeta (all by default; `needs`
  * skips the work for the ones set false). Parameter gradients are float32.
@@ -397,8 +522,22 @@ export function foldConvBn(p: ConvBnParams): { weight: Tensor; bias: Tensor } {
   const wt = checkTensor(params.weight, `${op}: p.weight`, { dtypes: FLOAT_DTYPES, rank: 4 });
   const cout = wt.shape[0];
   if (cout < 1) fail('ERR_XNORM_SHAPE', `${op}: p.weight: expected Cout >= 1, received [${wt.shape.join(', ')}]`);
+  checkSameDevice({
+    'p.weight': wt, 'p.bias': params.bias, 'p.bn.mean': params.bn.mean, 'p.bn.var': params.bn.var,
+    'p.bn.gamma': params.bn.gamma, 'p.bn.beta': params.bn.beta,
+  });
   const bias = perChannel(params.bias, `${op}: p.bias`, cout);
   const bn = bnArrays(params.bn, cout, op);
+  if (wt.device !== 'cpu') {
+    // On the GPU: the fold kernel writes the folded weight and bias as new device tensors.
+    const wb = wt.deviceBuffer(`${op}: p.weight`);
+    const weight = new Tensor(allocateDevice(wb.device, wt.shape, 'float32'), wt.shape, 'float32');
+    const b = new Tensor(allocateDevice(wb.device, [cout], 'float32'), [cout], 'float32');
+    const args = { device: wb.index, wShape: wt.shape.slice(), wDtype: wt.dtype, weight: wb.handle, bias, ...nativeBn(bn),
+                   wOut: weight.deviceBuffer().handle, bOut: b.deviceBuffer().handle };
+    freeOnFailure([weight, b], () => native().cudaConvBnFold(args))(false);
+    return { weight, bias: b };
+  }
   const { wOut, bOut } = foldArrays(float32Of(wt, `${op}: p.weight`), wt.shape.slice(), bias, bn);
   return { weight: new Tensor(wOut, wt.shape, 'float32'), bias: new Tensor(bOut, [cout], 'float32') };
 }
@@ -408,8 +547,13 @@ const conv2dOp = defineOp((x: Tensor, weight: Tensor, bias?: Tensor, opts?: Conv
   const o = options(opts, `${op}: opts`);
   if (o.mode !== undefined) modeOf(o.mode, op);  // accepted for ConvOpts compatibility; a plain conv has no BN
   const conv = convGeometry(x, weight, o, op);
-  const b = perChannel(bias, `${op}: bias`, conv.cout);
   checkSameDevice({ x, weight, bias });
+  const b = perChannel(bias, `${op}: bias`, conv.cout);
+  if (x.device !== 'cpu') {
+    const yt = new Tensor(allocateDevice(x.deviceBuffer(`${op}: x`).device, conv.yShape, conv.geo.dtype), conv.yShape, conv.geo.dtype);
+    const args = { ...cudaConvArgs(x, weight, conv), mode: 'plain', bias: b, y: yt.deviceBuffer().handle };
+    return { call: freeOnFailure([yt], (async) => native().cudaConvForward(args, async)), finish: () => yt };
+  }
   const y = new (storageCtor(conv.geo.dtype))(conv.ySize);
   const args = { ...conv.geo, x: x.storage(`${op}: x`), weight: float32Of(weight, `${op}: weight`), bias: b, y, relu: conv.relu };
   return {

@@ -13,6 +13,6 @@ mkdir -p "$out"
 # shellcheck disable=SC2086
 "$cxx" -std=c++17 -O2 -g -fPIC -shared -pthread -fvisibility=hidden -Wall -Wno-unknown-pragmas ${XNORM_EMU_FLAGS:-} \
   -I"$root/cuda/emu/include" -I"$root" \
-  -x c++ "$root/cuda/runtime.cu" "$root/cuda/bnstats/bnstats.cu" "$root/cuda/bconv/bconv.cu" "$root/cuda/bconv/bitpack.cu" -x none "$root/cuda/emu/emu.cc" \
+  -x c++ "$root/cuda/runtime.cu" "$root/cuda/bnstats/bnstats.cu" "$root/cuda/bconv/bconv.cu" "$root/cuda/bconv/bitpack.cu" "$root/cuda/convbn/convbn.cu" -x none "$root/cuda/emu/emu.cc" \
   -o "$out/libxnorm_cuda.so"
 echo "$out/libxnorm_cuda.so"

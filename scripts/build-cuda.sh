@@ -21,7 +21,7 @@ gencode+=("-gencode" "arch=compute_$last,code=compute_$last")
 flags=(-std=c++17 -O3 -Xcompiler -fPIC,-fvisibility=hidden -I"$root" "${gencode[@]}")
 obj="$root/build/cuda-obj"  # objects stay out of the output folder, which may be prebuilds/
 mkdir -p "$out" "$obj"
-srcs=(cuda/runtime.cu cuda/bnstats/bnstats.cu cuda/bconv/bconv.cu cuda/bconv/bitpack.cu)
+srcs=(cuda/runtime.cu cuda/bnstats/bnstats.cu cuda/bconv/bconv.cu cuda/bconv/bitpack.cu cuda/convbn/convbn.cu)
 objs=()
 pids=()
 for s in "${srcs[@]}"; do

@@ -43,7 +43,9 @@ fi
 
 echo "== building the CPU core kernels for comparison"
 core=(native/core/common/cpu.cc native/core/common/thread_pool.cc native/core/common/ceilings.cc
-      native/core/bnstats/bnstats.cc native/core/bnstats/kernels_portable.cc cuda/check/core_capi.cc)
+      native/core/bnstats/bnstats.cc native/core/bnstats/kernels_portable.cc
+      native/core/convbn/convbn.cc native/core/convbn/reference.cc native/core/convbn/kernels_portable.cc
+      cuda/check/core_capi.cc)
 objs=()
 cflags=(-std=c++17 -O3 -fPIC -pthread -fvisibility=hidden)
 compile() {  # source [extra flags...]
@@ -55,9 +57,11 @@ compile() {  # source [extra flags...]
 for s in "${core[@]}"; do compile "$s"; done
 case "$(uname -m)" in
   x86_64)
-    compile native/core/bnstats/kernels_avx2.cc -mavx2 -mfma -mf16c -mpopcnt
-    compile native/core/bnstats/kernels_avx512.cc -Wno-maybe-uninitialized -mavx512f -mavx512bw -mavx512vl \
-      -mavx512dq -mavx512vpopcntdq -mavx2 -mfma -mf16c -mpopcnt ;;
+    for family in bnstats convbn; do
+      compile native/core/$family/kernels_avx2.cc -Wno-maybe-uninitialized -mavx2 -mfma -mf16c -mpopcnt
+      compile native/core/$family/kernels_avx512.cc -Wno-maybe-uninitialized -mavx512f -mavx512bw -mavx512vl \
+        -mavx512dq -mavx512vpopcntdq -mavx2 -mfma -mf16c -mpopcnt
+    done ;;
   *) compile cuda/check/isa_stubs.cc ;;
 esac
 "$cxx" -shared -pthread -o "$out/libxnorm_core_check.so" "${objs[@]}" || { echo "linking the core failed"; exit 2; }

@@ -16,6 +16,13 @@ import {
   unpackBits,
   unpackBitsSync,
   batchNormSync,
+  conv2d,
+  conv2dSync,
+  convBn,
+  convBnBackward,
+  convBnBackwardSync,
+  convBnSync,
+  foldConvBn,
   mergeMoments,
   moments,
   momentsSync,
@@ -26,7 +33,7 @@ import {
 } from '../lib';
 import { cudaAlloc } from '../lib/cuda';
 import { native } from '../lib/native';
-import type { DType } from '../lib/tensor';
+import type { DType, Tensor } from '../lib/tensor';
 import { randomArray, expectCode } from './helpers';
 
 
@@ -102,6 +109,45 @@ function bconvOracle(q: BConvCase, xb: Uint8Array, wb: Uint8Array, scale?: Float
   if (q.output === 'float') return { out: y, pixels };
   return { out: packWords(Uint8Array.from(y, (v) => (v < 0 ? 1 : 0)), pixels, q.cout), pixels };
 }
+
+/**
+ * Conv + BN tolerances, CUDA against the CPU kernels: |got - want| <= tol * (|want| + rms(want)), the rms term
+ * standing for the sum of |products| that rounding errors scale with. The GPU multiplies on tensor cores:
+ * float32 operands rounded to TF32 (10-bit mantissa, relative error 2^-11 each, so about 1e-3 per product),
+ * 16-bit operands as they are plus the float32 weights rounded to float16 / bfloat16, all accumulated in
+ * float32; 16-bit outputs then round once more (2^-11 / 2^-8 relative). Worst seen on these cases (emulated,
+ * the same roundings as the hardware): 2.7e-3 float32, 1.6e-3 float16, 1.2e-2 bfloat16. The parameter
+ * gradients of 16-bit Tune mode are float32 sums of exact products (about 1e-7); the fold is bit-exact.
+ */
+const CONV_TOL: Record<'float32' | 'float16' | 'bfloat16', number> = { float32: 5e-3, float16: 5e-3, bfloat16: 3e-2 };
+
+function expectConvClose(got: Tensor, want: Tensor, tol: number, what: string) {
+  expect(got.shape, what).toEqual(want.shape);
+  expect(got.dtype, what).toBe(want.dtype);
+  const a = got.float32Sync(), b = want.float32Sync();
+  let sq = 0;
+  for (let i = 0; i < b.length; i++) sq += b[i] * b[i];
+  const rms = Math.sqrt(sq / Math.max(1, b.length));
+  for (let i = 0; i < b.length; i++)
+    if (!(Math.abs(a[i] - b[i]) <= tol * (Math.abs(b[i]) + rms)))
+      throw new Error(`${what}[${i}]: ${a[i]} vs ${b[i]} (tolerance ${tol} x (|want| + rms ${rms.toPrecision(3)}))`);
+}
+
+interface ConvCase {
+  n: number; c: number; h: number; w: number; cout: number; kh: number; kw: number; groups: number;
+  stride: [number, number]; padding: [number, number]; dilation: [number, number]; layout: 'nchw' | 'nhwc';
+}
+
+// Odd sizes, Cin / Cout that are not multiples of 16, several 64-wide tiles, stride 2, padding, dilation,
+// rectangular kernels, groups, depthwise, 1x1, batch 1, and a long backward-filter reduction that is split.
+const CONV_CASES: ConvCase[] = [
+  { n: 2, c: 5, h: 7, w: 6, cout: 9, kh: 3, kw: 3, groups: 1, stride: [1, 1], padding: [1, 1], dilation: [1, 1], layout: 'nchw' },
+  { n: 1, c: 20, h: 9, w: 8, cout: 17, kh: 3, kw: 2, groups: 1, stride: [2, 1], padding: [2, 1], dilation: [2, 1], layout: 'nhwc' },
+  { n: 2, c: 6, h: 5, w: 5, cout: 9, kh: 3, kw: 3, groups: 3, stride: [1, 1], padding: [1, 1], dilation: [1, 1], layout: 'nchw' },
+  { n: 1, c: 8, h: 9, w: 9, cout: 16, kh: 3, kw: 3, groups: 8, stride: [2, 2], padding: [1, 1], dilation: [1, 1], layout: 'nhwc' },
+  { n: 2, c: 70, h: 6, w: 5, cout: 66, kh: 1, kw: 1, groups: 1, stride: [1, 1], padding: [0, 0], dilation: [1, 1], layout: 'nchw' },
+  { n: 2, c: 4, h: 12, w: 12, cout: 7, kh: 3, kw: 3, groups: 1, stride: [1, 1], padding: [1, 1], dilation: [1, 1], layout: 'nhwc' },
+];
 
 /** Defines the GPU suites; `skip` marks them skipped (with the reason printed by the caller). */
 export function defineGpuSuites(skip: boolean): void {
@@ -471,6 +517,133 @@ export function defineGpuSuites(skip: boolean): void {
       expect(y.device).toBe('cuda:0');
       const merged = mergeMoments(m, m);
       expect(merged.count).toBe(2 * m.count);
+    });
+  });
+
+  describe.skipIf(skip)('Conv + BN on CUDA tensors match the CPU kernels', () => {
+    function setup(q: ConvCase, dtype: DType, seed: number) {
+      const cinG = q.c / q.groups;
+      const xShape = q.layout === 'nchw' ? [q.n, q.c, q.h, q.w] : [q.n, q.h, q.w, q.c];
+      const x = tensor(randomArray(q.n * q.c * q.h * q.w, seed, 1, 0.2), xShape, { dtype });
+      const weight = tensor(randomArray(q.cout * cinG * q.kh * q.kw, seed + 1, 0.5), [q.cout, cinG, q.kh, q.kw]);
+      const ch = (k: number, scale: number, offset = 0) => tensor(randomArray(q.cout, seed + k, scale, offset), [q.cout]);
+      const bias = ch(2, 0.5), mean = ch(3, 0.3), gamma = ch(5, 0.5, 1), beta = ch(6, 0.5);
+      const v = tensor(Float32Array.from(randomArray(q.cout, seed + 4), (r) => r * r + 0.2), [q.cout]);
+      const p = { weight, bias, bn: { mean, var: v, gamma, beta, eps: 1e-3 } };
+      const dev = (t: Tensor) => t.toSync('cuda');
+      const pc = { weight: dev(weight), bias: dev(bias), bn: { mean: dev(mean), var: dev(v), gamma: dev(gamma), beta: dev(beta), eps: 1e-3 } };
+      const opts = { stride: q.stride, padding: q.padding, dilation: q.dilation, groups: q.groups, layout: q.layout };
+      return { x, xc: dev(x), p, pc, opts };
+    }
+
+    it('tune forward + all five gradients, eval forward + backward, conv2d and deploy; every float dtype', () => {
+      let seed = 5000;
+      for (const q of CONV_CASES)
+        for (const dtype of ['float32', 'float16', 'bfloat16'] as const) {
+          const { x, xc, p, pc, opts } = setup(q, dtype, (seed += 10));
+          const tol = CONV_TOL[dtype];
+          const what = `${dtype} ${JSON.stringify(q)}`;
+          for (const mode of ['tune', 'eval'] as const) {
+            const activation = mode === 'tune' || q.groups > 1 ? ('relu' as const) : null;
+            const o = { ...opts, mode, activation, saveForBackward: true };
+            const want = convBnSync(x, p, o);
+            const got = convBnSync(xc, pc, o);
+            expect(got.y.device).toBe('cuda:0');
+            expectConvClose(got.y, want.y, tol, `${mode} y ${what}`);
+            // Where the two outputs differ in sign (rounding near zero), the ReLUs would pass different
+            // gradients: dy is zero there, so both backward passes see the same masked gradient.
+            const dyv = randomArray(want.y.size, seed + 7);
+            const yw = want.y.float32Sync(), yg = got.y.float32Sync();
+            for (let i = 0; i < dyv.length; i++) if (yw[i] > 0 !== yg[i] > 0) dyv[i] = 0;
+            const dy = tensor(dyv, want.y.shape as number[], { dtype });
+            const gw = convBnBackwardSync(want.saved!, dy);
+            const gg = convBnBackwardSync(got.saved!, dy.toSync('cuda'));
+            for (const k of ['dx', 'dWeight', 'dBias', 'dGamma', 'dBeta'] as const) {
+              expect(gg[k]!.device, k).toBe('cuda:0');
+              expectConvClose(gg[k]!, gw[k]!, tol, `${mode} ${k} ${what}`);
+            }
+          }
+          const plain = { ...opts, activation: 'relu' as const };
+          expectConvClose(conv2dSync(xc, pc.weight, pc.bias, plain), conv2dSync(x, p.weight, p.bias, plain), tol, `conv2d ${what}`);
+          const deploy = convBnSync(xc, pc, { ...opts, mode: 'deploy' }).y;
+          expectConvClose(deploy, convBnSync(x, p, { ...opts, mode: 'deploy' }).y, tol, `deploy ${what}`);
+          // Deploy = the device fold + conv2d, bit for bit (the same fold and the same GEMM).
+          const f = foldConvBn(pc);
+          expect(Array.from(conv2dSync(xc, f.weight, f.bias, opts).dataSync()), `fold+conv2d ${what}`)
+            .toEqual(Array.from(deploy.dataSync()));
+        }
+    });
+
+    it('the device fold is the CPU fold bit for bit, for float32 and 16-bit weights', () => {
+      const cout = 37, k = 3 * 5 * 2;
+      for (const dtype of ['float32', 'float16', 'bfloat16'] as const) {
+        const weight = tensor(randomArray(cout * k, 61, 2), [cout, 3, 5, 2], { dtype });
+        const ch = (s: number, scale: number, offset = 0) => tensor(randomArray(cout, s, scale, offset), [cout]);
+        const v = tensor(Float32Array.from(randomArray(cout, 64), (r) => r * r + 0.01), [cout]);
+        const p = { weight, bias: ch(62, 1), bn: { mean: ch(63, 1), var: v, gamma: ch(65, 1), beta: ch(66, 1), eps: 1e-4 } };
+        const pc = { weight: weight.toSync('cuda'), bias: p.bias.toSync('cuda'),
+          bn: { ...p.bn, mean: p.bn.mean.toSync('cuda'), var: p.bn.var.toSync('cuda'), gamma: p.bn.gamma.toSync('cuda'),
+            beta: p.bn.beta.toSync('cuda') } };
+        const want = foldConvBn(p), got = foldConvBn(pc);
+        expect(got.weight.device).toBe('cuda:0');
+        expect(Array.from(got.weight.dataSync()), dtype).toEqual(Array.from(want.weight.dataSync()));
+        expect(Array.from(got.bias.dataSync()), dtype).toEqual(Array.from(want.bias.dataSync()));
+        // Without bias, gamma and beta (zeros, ones, zeros).
+        const bare = { weight: pc.weight, bn: { mean: pc.bn.mean, var: pc.bn.var } };
+        expect(Array.from(foldConvBn(bare).bias.dataSync())).toEqual(
+          Array.from(foldConvBn({ weight, bn: { mean: p.bn.mean, var: p.bn.var } }).bias.dataSync()));
+      }
+    });
+
+    it('async forms give the sync results bit for bit; needs skips gradients; saved state is x + s + mask', async () => {
+      const q = CONV_CASES[0];
+      const { xc, pc, opts } = setup(q, 'float32', 7000);
+      const o = { ...opts, activation: 'relu' as const, saveForBackward: true };
+      const a = convBnSync(xc, pc, o);
+      const b = await convBn(xc, pc, o);
+      expect(Array.from(b.y.dataSync())).toEqual(Array.from(a.y.dataSync()));
+      const ySize = a.y.size;
+      expect(b.saved!.bytes).toBe(xc.size * 4 + q.cout * 4 + Math.ceil(ySize / 32) * 4);
+      const dy = tensor(randomArray(ySize, 7001), a.y.shape as number[], { device: 'cuda' });
+      const ga = convBnBackwardSync(a.saved!, dy);
+      const gb = await convBnBackward(b.saved!, dy, { needs: { x: false, beta: false } });
+      expect(Object.keys(gb).sort()).toEqual(['dBias', 'dGamma', 'dWeight']);
+      for (const k of ['dWeight', 'dBias', 'dGamma'] as const) expect(Array.from(gb[k]!.dataSync()), k).toEqual(Array.from(ga[k]!.dataSync()));
+      const y2 = await conv2d(xc, pc.weight, pc.bias, opts);
+      expect(Array.from(y2.dataSync())).toEqual(Array.from(conv2dSync(xc, pc.weight, pc.bias, opts).dataSync()));
+      b.saved!.dispose();
+      expect(b.saved!.bytes).toBe(0);
+      await expect(convBnBackward(b.saved!, dy)).rejects.toMatchObject({ code: 'ERR_XNORM_DISPOSED' });
+    });
+
+    it('mixed devices are ERR_XNORM_DEVICE; bad input is an XnormError with a code', async () => {
+      const q = CONV_CASES[0];
+      const { x, xc, p, pc, opts } = setup(q, 'float32', 7100);
+      expectCode(() => convBnSync(xc, p, opts), 'ERR_XNORM_DEVICE');
+      expectCode(() => convBnSync(xc, { ...pc, bn: { ...pc.bn, gamma: p.bn.gamma } }, opts), 'ERR_XNORM_DEVICE');
+      expectCode(() => convBnSync(x, pc, opts), 'ERR_XNORM_DEVICE');
+      expectCode(() => conv2dSync(xc, pc.weight, p.bias, opts), 'ERR_XNORM_DEVICE');
+      expectCode(() => foldConvBn({ weight: pc.weight, bn: p.bn }), 'ERR_XNORM_DEVICE');
+      await expect(convBn(xc, { ...pc, bias: p.bias }, opts)).rejects.toMatchObject({ code: 'ERR_XNORM_DEVICE' });
+      const { y, saved } = convBnSync(xc, pc, { ...opts, saveForBackward: true });
+      expectCode(() => convBnBackwardSync(saved!, tensor(randomArray(y.size, 1), y.shape as number[])), 'ERR_XNORM_DEVICE');
+      expectCode(() => convBnBackwardSync(saved!, tensor(randomArray(y.size, 1), [y.size], { device: 'cuda' })), 'ERR_XNORM_SHAPE');
+      expectCode(() => convBnSync(xc, pc, { ...opts, groups: 2 }), 'ERR_XNORM_SHAPE');
+      expectCode(() => convBnSync(xc, { ...pc, bn: { ...pc.bn, var: tensor(new Float32Array(q.cout).fill(-1), [q.cout], { device: 'cuda' }) } }, opts), 'ERR_XNORM_ARGUMENT');
+      // The forward pass's x must outlive the saved state that refers to it.
+      const x2 = x.toSync('cuda');
+      const s2 = convBnSync(x2, pc, { ...opts, saveForBackward: true });
+      x2.dispose();
+      expectCode(() => convBnBackwardSync(s2.saved!, tensor(randomArray(y.size, 2), y.shape as number[], { device: 'cuda' })), 'ERR_XNORM_DISPOSED');
+      // The addon re-checks what lib/ passes: handles of the wrong size, unknown modes.
+      const n = native() as unknown as Record<string, (args: object, async?: boolean) => unknown>;
+      const small = cudaAlloc(0, 4);
+      const geo = { device: 0, dtype: 'float32', wDtype: 'float32', xShape: [2, 5, 7, 6], wShape: [9, 5, 3, 3], strideH: 1, strideW: 1,
+        padH: 1, padW: 1, dilationH: 1, dilationW: 1, groups: 1, layout: 'nchw' };
+      expectCode(() => n.cudaConvForward({ ...geo, mode: 'plain', x: small, weight: small, y: small }), 'ERR_XNORM_SHAPE');
+      expectCode(() => n.cudaConvForward({ ...geo, mode: 'fold', x: small, weight: small, y: small }), 'ERR_XNORM_ARGUMENT');
+      expectCode(() => n.cudaConvForward({ ...geo, mode: 'plain', dtype: 'int32', x: small, weight: small, y: small }), 'ERR_XNORM_DTYPE');
+      expectCode(() => n.cudaConvForward({ ...geo, groups: 2, mode: 'plain', x: small, weight: small, y: small }), 'ERR_XNORM_SHAPE');
     });
   });
 }

@@ -6,9 +6,13 @@ Run through scripts/gpu-check.sh, which builds the plugin and the CPU core libra
   2. correctness: every CUDA op through the plugin's C ABI against the CPU core kernels (the code the addon
      runs on the CPU) on random awkward shapes, both layouts, every float dtype, misaligned inputs, in-place
      BN, determinism, out-of-memory recovery; binary convolution with every kernel the device has (CUDA cores,
-     and the 1-bit tensor-core MMA on sm_75+) and packBits / unpackBits, bit for bit;
+     and the 1-bit tensor-core MMA on sm_75+) and packBits / unpackBits, bit for bit; Conv + BN (conv2d, Tune and
+     Eval forward and backward, every float dtype, groups, stride, padding, dilation) within the TF32 / FP16 / BF16
+     tolerances, and the fold bit for bit;
   3. benchmarks against PyTorch on the same GPU: torch.var_mean, BN forward (eval and training), with the
-     achieved bandwidth against the device's copy bandwidth; binary convolution (both kernels) against fp16 conv2d.
+     achieved bandwidth against the device's copy bandwidth; binary convolution (both kernels) against fp16 conv2d;
+     Conv + BN Tune forward + backward against cuDNN conv2d + eval-mode BN (+ ReLU) with autograd, on the
+     ResNet-18 3x3 layers.
 Correctness needs numpy; the benchmarks need PyTorch with CUDA.
 Exit status 0 when every check passed, 1 when one failed, 3 when no GPU, 4 when numpy or PyTorch is missing.
 """
@@ -20,7 +24,7 @@ import sys
 import time
 import zlib
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 OK, UNAVAILABLE, OOM, ARGUMENT = 0, 1, 2, 3
 NCHW, NHWC = 0, 1
 OVER = {"channel": 0, "instance": 1, "group": 2}
@@ -48,6 +52,26 @@ class BConv(C.Structure):
         ("algorithm", C.c_int32)]
 
 
+class ConvGeo(C.Structure):
+    _fields_ = [(f, C.c_int64) for f in ("n", "c", "h", "w", "cout", "kh", "kw", "groups", "sh", "sw", "ph", "pw",
+                                          "dh", "dw")] + [
+        ("layout", C.c_int32), ("dtype", C.c_int32), ("w_dtype", C.c_int32), ("relu", C.c_int32)]
+
+
+class Bn(C.Structure):
+    _fields_ = [("mean", C.POINTER(C.c_float)), ("var", C.POINTER(C.c_float)), ("gamma", C.POINTER(C.c_float)),
+                ("beta", C.POINTER(C.c_float)), ("eps", C.c_double)]
+
+
+class ConvGrads(C.Structure):
+    _fields_ = [("dx", C.c_void_p), ("dw", C.c_void_p), ("dbias", C.c_void_p), ("dgamma", C.c_void_p),
+                ("dbeta", C.c_void_p)]
+
+
+CONV_PLAIN, CONV_TUNE, CONV_EVAL = 0, 1, 2
+# Conv + BN against the CPU: |got - want| <= tol * (|want| + rms(want)) (TF32 / FP16 / BF16 products, float32 sums).
+CONV_TOL = {"float32": 5e-3, "float16": 5e-3, "bfloat16": 3e-2}
+
 S = C.POINTER(Status)
 F = C.CFUNCTYPE
 i32, i64, u64, vp = C.c_int32, C.c_int64, C.c_uint64, C.c_void_p
@@ -70,6 +94,10 @@ class Api(C.Structure):
         ("binary_conv2d", F(i32, i32, vp, vp, C.POINTER(BConv), fp, fp, vp, S)),
         ("pack_bits", F(i32, i32, vp, i32, C.POINTER(Geometry), fp, C.c_float, vp, S)),
         ("unpack_bits", F(i32, i32, vp, C.POINTER(Geometry), vp, S)),
+        ("conv_fold", F(i32, i32, i64, i64, vp, i32, fp, C.POINTER(Bn), vp, vp, vp, S)),
+        ("conv_forward", F(i32, i32, C.POINTER(ConvGeo), i32, vp, vp, fp, C.POINTER(Bn), vp, vp, vp, vp, S)),
+        ("conv_backward", F(i32, i32, C.POINTER(ConvGeo), i32, vp, vp, fp, C.POINTER(Bn), vp, vp, vp, vp, vp,
+                            C.POINTER(ConvGrads), S)),
     ]
 
 
@@ -156,8 +184,17 @@ class Checker:
         core.core_moments.argtypes = [vp, i32, i64, i64, i64, i32, i32, i64, dp, dp, i32]
         core.core_batch_norm.restype = C.c_int32
         core.core_batch_norm.argtypes = [vp, vp, i32, i64, i64, i64, i32, i32, fp, fp, fp, fp, i32]
+        geo = C.POINTER(C.c_int64)
+        core.core_conv_forward.restype = C.c_int32
+        core.core_conv_forward.argtypes = [geo, i32, i32, i32, vp, fp, fp, fp, fp, fp, fp, C.c_double, i32, vp]
+        core.core_conv_backward.restype = C.c_int32
+        core.core_conv_backward.argtypes = [geo, i32, i32, i32, vp, fp, fp, fp, fp, fp, fp, C.c_double, i32, vp, vp,
+                                            fp, fp, fp, fp]
+        core.core_conv_fold.restype = C.c_int32
+        core.core_conv_fold.argtypes = [i64, i64, fp, fp, fp, fp, fp, fp, C.c_double, fp, fp]
         self.failures = 0
         self.checks = 0
+        self.emulated = False  # the CPU emulation of the plugin: smaller conv cases
 
     def fail(self, what):
         self.failures += 1
@@ -357,6 +394,99 @@ class Checker:
             i = int(np.flatnonzero(got_u != want_u)[0])
             self.fail(f"unpack_bits {what[10:]}: element {i}: {got_u[i]!r} vs {want_u[i]!r}")
 
+    def conv_close(self, what, got, want, tol):
+        """Counts one check: |got - want| <= tol * (|want| + rms(want))."""
+        np = self.np
+        self.checks += 1
+        rms = float(np.sqrt(np.mean(np.square(want.astype(np.float64))))) if want.size else 0.0
+        err = np.abs(got.astype(np.float64) - want) - tol * (np.abs(want) + rms)
+        if (err > 0).any():
+            i = int(np.argmax(err))
+            self.fail(f"{what}: [{i}] {float(got.reshape(-1)[i])!r} vs {float(want.reshape(-1)[i])!r} (tol {tol} x (|want| + {rms:.3g}))")
+
+    def conv_case(self, case, dtype, mode):
+        """conv_forward and (Tune, Eval) conv_backward against the CPU core on the same data; ReLU on."""
+        np = self.np
+        n, c, h, w, cout, kh, kw, g, s, pd, dl, layout = case
+        rng = np.random.default_rng(seed_of(case, dtype, mode))
+        cin_g = c // g
+        oh = (h + 2 * pd - dl * (kh - 1) - 1) // s + 1
+        ow = (w + 2 * pd - dl * (kw - 1) - 1) // s + 1
+        x = encode(np, rng.standard_normal(n * c * h * w, dtype=np.float32) + 0.2, dtype)
+        wt = (rng.standard_normal(cout * cin_g * kh * kw) * 0.5).astype(np.float32)
+        bias, mean, gamma, beta = ((rng.standard_normal(cout) * 0.5).astype(np.float32) for _ in range(4))
+        gamma += 1
+        var = (rng.standard_normal(cout) ** 2 + 0.2).astype(np.float32)
+        eps = 1e-3
+        geo = (C.c_int64 * 14)(n, c, h, w, cout, kh, kw, g, s, s, pd, pd, dl, dl)
+        pgeo = ConvGeo(n, c, h, w, cout, kh, kw, g, s, s, pd, pd, dl, dl, layout, DTYPES[dtype], DTYPES["float32"], 1)
+        bn = Bn(ptr(mean, C.c_float), ptr(var, C.c_float), ptr(gamma, C.c_float), ptr(beta, C.c_float), eps)
+        ysize = n * cout * oh * ow
+        dt = DTYPES[dtype]
+        cpu = [ptr(wt, C.c_float), ptr(bias, C.c_float), ptr(mean, C.c_float), ptr(var, C.c_float), ptr(gamma, C.c_float),
+               ptr(beta, C.c_float), eps, 1]
+        want_y = np.zeros(ysize, dtype=x.dtype)
+        if self.core.core_conv_forward(geo, layout, dt, mode, ptr(x), *cpu, ptr(want_y)) != 0:
+            raise Failure("core_conv_forward failed")
+        xb, xp = self.upload(x)
+        wb, wp = self.upload(wt)
+        yb, yp = self.upload(np.zeros_like(want_y))
+        sb, sp = self.upload(np.zeros(cout, np.float32))
+        mb, mp = self.upload(np.zeros((ysize + 31) // 32, np.uint32))
+        zb, zp = self.upload(np.zeros_like(want_y))
+        self.p.call("conv_forward", self.p.device, C.byref(pgeo), mode, vp(xp), vp(wp), ptr(bias, C.c_float),
+                    C.byref(bn), vp(yp), vp(sp), vp(mp), vp(zp))
+        got_y = self.download(yp, want_y)
+        label = f"{['conv2d', 'tune', 'eval'][mode]} {dtype} {case}"
+        tol = CONV_TOL[dtype]
+        self.conv_close(f"{label} y", decode(np, got_y, dtype), decode(np, want_y, dtype), tol)
+        allocs = [xb, wb, yb, sb, mb, zb]
+        if mode != CONV_PLAIN:
+            # Where the outputs differ in sign (rounding near zero) the ReLUs pass different gradients: dy = 0 there.
+            dyv = rng.standard_normal(ysize, dtype=np.float32)
+            dyv[(decode(np, got_y, dtype) > 0) != (decode(np, want_y, dtype) > 0)] = 0
+            dy = encode(np, dyv, dtype)
+            want = {"dx": np.zeros_like(x), "dw": np.zeros_like(wt)}
+            want.update({k: np.zeros(cout, np.float32) for k in ("dbias", "dgamma", "dbeta")})
+            if self.core.core_conv_backward(geo, layout, dt, mode, ptr(x), *cpu, ptr(dy), ptr(want["dx"]),
+                                            *(ptr(want[k], C.c_float) for k in ("dw", "dbias", "dgamma", "dbeta"))) != 0:
+                raise Failure("core_conv_backward failed")
+            dyb, dyp = self.upload(dy)
+            outs = {k: self.upload(np.zeros_like(v)) for k, v in want.items()}
+            allocs += [dyb] + [b for b, _ in outs.values()]
+            grads = ConvGrads(*(vp(outs[k][1]) for k in ("dx", "dw", "dbias", "dgamma", "dbeta")))
+            self.p.call("conv_backward", self.p.device, C.byref(pgeo), mode, vp(xp), vp(wp), ptr(bias, C.c_float),
+                        C.byref(bn), vp(sp), vp(mp), vp(zp), vp(yp), vp(dyp), C.byref(grads))
+            for k, v in want.items():
+                got = self.download(outs[k][1], v)
+                self.conv_close(f"{label} {k}", decode(np, got, dtype) if k == "dx" else got,
+                                decode(np, v, dtype) if k == "dx" else v, tol)
+        for a in allocs:
+            self.p.free(a)
+
+    def conv_fold_case(self, cout, patch, w_dtype):
+        """conv_fold (any weight dtype) against the CPU fold, bit for bit."""
+        np = self.np
+        rng = np.random.default_rng(seed_of(cout, patch, w_dtype))
+        w = encode(np, rng.standard_normal(cout * patch, dtype=np.float32) * 2, w_dtype)
+        bias, mean, gamma, beta = (rng.standard_normal(cout).astype(np.float32) for _ in range(4))
+        var = (rng.standard_normal(cout) ** 2 + 0.01).astype(np.float32)
+        w32 = decode(np, w, w_dtype)
+        want_w, want_b = np.zeros(cout * patch, np.float32), np.zeros(cout, np.float32)
+        f = lambda a: ptr(a, C.c_float)
+        self.core.core_conv_fold(cout, patch, f(w32), f(bias), f(mean), f(var), f(gamma), f(beta), 1e-4, f(want_w), f(want_b))
+        wb, wp = self.upload(w)
+        ob, op_ = self.upload(np.zeros_like(want_w))
+        bb, bp = self.upload(np.zeros_like(want_b))
+        bn = Bn(f(mean), f(var), f(gamma), f(beta), 1e-4)
+        self.p.call("conv_fold", self.p.device, cout, patch, vp(wp), DTYPES[w_dtype], f(bias), C.byref(bn), vp(op_), vp(bp), None)
+        got_w, got_b = self.download(op_, want_w), self.download(bp, want_b)
+        for a in (wb, ob, bb):
+            self.p.free(a)
+        self.checks += 1
+        if not (np.array_equal(got_w.view(np.uint32), want_w.view(np.uint32)) and np.array_equal(got_b.view(np.uint32), want_b.view(np.uint32))):
+            self.fail(f"conv_fold {w_dtype} cout={cout} patch={patch}: differs from the CPU fold")
+
     def out_of_memory(self):
         self.checks += 1
         p = vp()
@@ -392,6 +522,26 @@ def binary_cases(rng, count):
             continue
         out.append((n, h, w, g * cin_g, cout, g, k, k, s, pd, dl, bool(rng.integers(0, 2)), int(rng.integers(0, 3)),
                     bool(rng.integers(0, 2))))
+    return out
+
+
+def conv_cases(rng, count, small):
+    """(n, c, h, w, cout, kh, kw, groups, stride, pad, dilation, layout): odd channel counts, groups, depthwise,
+    stride, padding, dilation, rectangular kernels, both layouts; `small` keeps them quick on the emulation."""
+    out = []
+    while len(out) < count:
+        g = int(rng.choice([1, 1, 2, 3]))
+        cin_g = int(rng.choice([1, 3, 5, 16, 17] if small else [1, 3, 16, 17, 33, 64, 100]))
+        cout_g = int(rng.choice([1, 7, 16, 33] if small else [1, 7, 16, 33, 64, 70]))
+        if rng.random() < 0.15:
+            g, cin_g = int(rng.choice([4, 8])), 1  # depthwise (with a channel multiplier)
+        kh, kw = int(rng.choice([1, 3, 3, 5])), int(rng.choice([1, 3, 3]))
+        s, pd, dl = int(rng.integers(1, 3)), int(rng.integers(0, 3)), int(rng.integers(1, 3))
+        n = int(rng.integers(1, 3))
+        h, w = (int(rng.integers(3, 10)), int(rng.integers(3, 10))) if small else (int(rng.integers(3, 30)), int(rng.integers(3, 30)))
+        if h + 2 * pd - dl * (kh - 1) - 1 < 0 or w + 2 * pd - dl * (kw - 1) - 1 < 0:
+            continue
+        out.append((n, g * cin_g, h, w, g * cout_g, kh, kw, g, s, pd, dl, int(rng.integers(0, 2))))
     return out
 
 
@@ -435,6 +585,14 @@ def correctness(ck, quick):
         for shape in random_shapes(rng, layout, 3 if quick else 8):
             for dtype in DTYPES:
                 ck.bits_case(shape, layout, dtype, per_channel=rng.random() < 0.5, misalign=rng.choice([0, 1]))
+    crng = ck.np.random.default_rng(99)
+    small = quick or ck.emulated
+    for i, case in enumerate(conv_cases(crng, 6 if small else 30, small)):
+        dtype = list(DTYPES)[i % 3]
+        for mode in (CONV_PLAIN, CONV_TUNE, CONV_EVAL) if i % 2 == 0 else (CONV_TUNE,):
+            ck.conv_case(case, dtype, mode)
+    for w_dtype in DTYPES:
+        ck.conv_fold_case(37, 30, w_dtype)
     ck.out_of_memory()
 
 
@@ -569,6 +727,63 @@ def bench_binary(torch, p, deadline, algorithms):
         torch.cuda.empty_cache()
 
 
+def bench_convbn(torch, p, deadline):
+    """Conv + BN Tune forward (ReLU, saving x + s + mask) + backward (all five gradients) against PyTorch's
+    cuDNN conv2d + eval-mode batch_norm + ReLU, forward and autograd backward of the same five gradients, on the
+    ResNet-18 3x3 layers at batch 8 (float32: both use TF32 tensor cores, PyTorch's cuDNN default; float16).
+    TFLOPS counts 3 convolutions (forward, backward-data, backward-filter) of 2 * MACs each."""
+    F = torch.nn.functional
+    print("\nConv + BN Tune forward + backward vs cuDNN conv2d + eval-mode BN + ReLU with autograd (ratio = PyTorch time / xnorm time)")
+    print(f"  {'layer (N, C, H, W), 3x3':<26} {'dtype':<8} {'xnorm ms':>9} {'TFLOPS':>7} {'torch ms':>9} {'TFLOPS':>7} {'ratio':>6}")
+    for dtype in ("float32", "float16"):
+        for c, hw in ((64, 56), (128, 28), (256, 14), (512, 7)):
+            if time.perf_counter() > deadline:
+                print("  (time budget reached; remaining benchmarks skipped)")
+                return
+            n = 8
+            tdt = torch_dtype(torch, dtype)
+            x = torch.randn(n, c, hw, hw, device="cuda", dtype=tdt)
+            w = torch.randn(c, c, 3, 3, device="cuda") * 0.05
+            dy = torch.randn(n, c, hw, hw, device="cuda", dtype=tdt)
+            host = [torch.randn(c).numpy().astype("float32") for _ in range(5)]
+            bias, mean, gamma, beta = host[:4]
+            var = (host[4] ** 2 + 0.5).astype("float32")
+            bn = Bn(*(ptr(a, C.c_float) for a in (mean, var, gamma, beta)), 1e-5)
+            geo = ConvGeo(n, c, hw, hw, c, 3, 3, 1, 1, 1, 1, 1, 1, 1, NCHW, DTYPES[dtype], DTYPES["float32"], 1)
+            y, dx = torch.empty_like(x), torch.empty_like(x)
+            s = torch.empty(c, device="cuda")
+            mask = torch.empty((y.numel() + 31) // 32, dtype=torch.int32, device="cuda")
+            dw = torch.empty_like(w)
+            db, dg, dbeta = (torch.empty(c, device="cuda") for _ in range(3))
+            grads = ConvGrads(*(vp(t.data_ptr()) for t in (dx, dw, db, dg, dbeta)))
+            bptr = ptr(bias, C.c_float)
+            torch.cuda.synchronize()
+
+            def ours():
+                p.call("conv_forward", p.device, C.byref(geo), CONV_TUNE, vp(x.data_ptr()), vp(w.data_ptr()), bptr,
+                       C.byref(bn), vp(y.data_ptr()), vp(s.data_ptr()), vp(mask.data_ptr()), None)
+                p.call("conv_backward", p.device, C.byref(geo), CONV_TUNE, vp(x.data_ptr()), vp(w.data_ptr()), bptr,
+                       C.byref(bn), vp(s.data_ptr()), vp(mask.data_ptr()), None, None, vp(dy.data_ptr()), C.byref(grads))
+
+            xt = x.clone().requires_grad_(True)
+            wt = w.to(tdt).requires_grad_(True)
+            # BN parameters and statistics in float32 (PyTorch's mixed-precision BN), the conv bias in x's dtype.
+            bt = torch.from_numpy(bias).to("cuda", tdt).requires_grad_(True)
+            gt, bet = (torch.from_numpy(a).to("cuda").requires_grad_(True) for a in (gamma, beta))
+            rm, rv = torch.from_numpy(mean).to("cuda"), torch.from_numpy(var).to("cuda")
+
+            def theirs():
+                out = F.relu(F.batch_norm(F.conv2d(xt, wt, bt, padding=1), rm, rv, gt, bet, training=False, eps=1e-5))
+                torch.autograd.grad(out, (xt, wt, bt, gt, bet), dy)
+
+            flops = 3 * 2 * n * hw * hw * c * c * 9
+            t_ours, t_torch = bench(torch, ours), bench(torch, theirs)
+            print(f"  {str((n, c, hw, hw)):<26} {dtype:<8} {t_ours * 1e3:>9.3f} {flops / t_ours / 1e12:>7.1f} "
+                  f"{t_torch * 1e3:>9.3f} {flops / t_torch / 1e12:>7.1f} {t_torch / t_ours:>6.2f}")
+            del x, w, dy, y, dx, s, mask, dw, db, dg, dbeta, xt, wt, bt, gt, bet
+            torch.cuda.empty_cache()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--plugin", required=True)
@@ -607,6 +822,7 @@ def main():
     info = DeviceInfo()
     plugin.call("device_info", args.device, C.byref(info))
     ck = Checker(np, plugin, core, info.major * 10 + info.minor)
+    ck.emulated = b"emulation" in info.name
     print("\ncorrectness against the CPU core kernels")
     t0 = time.perf_counter()
     try:
@@ -626,6 +842,7 @@ def main():
         torch.cuda.set_device(args.device)
         benchmarks(torch, plugin, deadline)
         bench_binary(torch, plugin, deadline, ck.algorithms)
+        bench_convbn(torch, plugin, deadline)
     return 1 if ck.failures else 0
 
 

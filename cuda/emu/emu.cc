@@ -79,6 +79,16 @@ void warp_exchange(int lane, const void* in, void* out, int src, size_t bytes) {
   wait_at(s.warps[warp], 32);
 }
 
+void warp_all_gather(int lane, const void* in, size_t bytes, void* out) {
+  static thread_local unsigned char slots[1024][32];  // per fiber, indexed by thread
+  Scheduler& s = *g_sched;
+  unsigned warp = s.current / 32, base = warp * 32;
+  std::memcpy(slots[base + unsigned(lane)], in, bytes);
+  wait_at(s.warps[warp], 32);
+  for (unsigned l = 0; l < 32; ++l) std::memcpy(static_cast<unsigned char*>(out) + l * bytes, slots[base + l], bytes);
+  wait_at(s.warps[warp], 32);
+}
+
 unsigned warp_ballot(int lane, bool pred) {
   static thread_local unsigned char flags[1024];
   Scheduler& s = *g_sched;

@@ -383,6 +383,7 @@ void init_cuda(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaDownload", Napi::Function::New(env, CudaDownload));
   exports.Set("externalMemory", Napi::Function::New(env, ExternalMemory));
   init_cuda_ops(env, exports);
+  init_cuda_convbn(env, exports);
 }
 
 }  // namespace xnorm::addon

@@ -38,5 +38,6 @@ using DeviceRef = std::shared_ptr<DeviceMemory>;
 DeviceRef device_arg(const Napi::Value& v, const std::string& name, int32_t device, uint64_t bytes);
 
 void init_cuda_ops(Napi::Env env, Napi::Object exports);
+void init_cuda_convbn(Napi::Env env, Napi::Object exports);
 
 }  // namespace xnorm::addon

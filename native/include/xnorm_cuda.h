@@ -22,7 +22,7 @@
 extern "C" {
 #endif
 
-#define XNORM_CUDA_ABI_VERSION 2u
+#define XNORM_CUDA_ABI_VERSION 3u
 
 #if defined(_WIN32)
 #define XNORM_CUDA_EXPORT __declspec(dllexport)
@@ -85,6 +85,43 @@ typedef struct xnorm_cuda_bconv {
   int32_t algorithm; /* xnorm_cuda_bconv_algorithm */
 } xnorm_cuda_bconv;
 
+/* Convolution and fused Conv + BatchNorm (DESIGN.md "Conv + BN"; the CPU core's conventions in
+ * native/core/convbn/convbn.h). Activations (x, y, z, dy, dx) have `dtype` and `layout` ([n, c, h, w] or
+ * [n, h, w, c] for x; [n, cout, oh, ow] or [n, oh, ow, cout] for y); the weight [cout, c/groups, kh, kw] has
+ * `w_dtype`; every other device array is float32. Products run on tensor cores: TF32 (m16n8k8) for float32
+ * activations, FP16/BF16 (m16n8k16) for 16-bit ones, accumulated in float32 (a tolerance, not bit-exactness,
+ * against the CPU). */
+typedef struct xnorm_cuda_conv {
+  int64_t n, c, h, w;
+  int64_t cout, kh, kw, groups;
+  int64_t sh, sw, ph, pw, dh, dw;
+  int32_t layout;  /* xnorm_cuda_layout of the activations */
+  int32_t dtype;   /* xnorm_cuda_dtype of the activations */
+  int32_t w_dtype; /* xnorm_cuda_dtype of the weight */
+  int32_t relu;    /* ReLU after the bias (plain, tune) or after BN (eval) */
+} xnorm_cuda_conv;
+/* Frozen BN statistics and affine parameters: HOST arrays of cout floats; gamma / beta NULL = 1 / 0. */
+typedef struct xnorm_cuda_bn {
+  const float* mean;
+  const float* var;
+  const float* gamma;
+  const float* beta;
+  double eps;
+} xnorm_cuda_bn;
+/* PLAIN: y = act(conv(x, w) + bias) (conv2d, Deploy). TUNE: s = gamma / sqrt(var + eps),
+ * y = act(conv(x, w * s) + (bias - mean) * s + beta), the fold formed on the device. EVAL: z = conv(x, w) + bias,
+ * then y = act(BN(z)). */
+typedef enum xnorm_cuda_conv_mode { XNORM_CUDA_CONV_PLAIN = 0, XNORM_CUDA_CONV_TUNE = 1, XNORM_CUDA_CONV_EVAL = 2 } xnorm_cuda_conv_mode;
+/* Gradient outputs on the DEVICE; NULL = not wanted (its work is skipped). dx has x's dtype and layout, the
+ * rest are float32 (dw like the weight, the others cout values). */
+typedef struct xnorm_cuda_conv_grads {
+  void* dx;
+  float* dw;
+  float* dbias;
+  float* dgamma;
+  float* dbeta;
+} xnorm_cuda_conv_grads;
+
 typedef struct xnorm_cuda_api {
   uint32_t abi_version; /* XNORM_CUDA_ABI_VERSION */
   uint32_t struct_size; /* sizeof(xnorm_cuda_api) */
@@ -134,6 +171,25 @@ typedef struct xnorm_cuda_api {
    * g's layout, -1 where the bit is 1 and +1 where it is 0. */
   int32_t (*unpack_bits)(int32_t device, const uint32_t* b, const xnorm_cuda_geometry* g, float* out,
                          xnorm_cuda_status* status);
+  /* Deploy-mode fold on the device: w_out = w * s and b_out = (bias - mean) * s + beta (float32, cout * patch
+   * and cout values), s_out (optional) = s = gamma / sqrt(var + eps), computed as on the CPU. w on the device
+   * (w_dtype); bias (NULL = zeros) and bn on the HOST. */
+  int32_t (*conv_fold)(int32_t device, int64_t cout, int64_t patch, const void* w, int32_t w_dtype, const float* bias,
+                       const xnorm_cuda_bn* bn, float* w_out, float* b_out, float* s_out, xnorm_cuda_status* status);
+  /* Convolution forward in `mode` (xnorm_cuda_conv_mode). x, w, y on the device; bias (NULL = zeros) and bn
+   * (NULL for PLAIN) on the HOST. Saved state for backward, on the device, each optional: TUNE s_out (cout
+   * floats) and, with relu, mask_out (ceil(y elements / 32) words, bit i%32 of word i/32 = (y_i > 0), i in y's
+   * storage order); EVAL z_out (the conv output, y's size and dtype). */
+  int32_t (*conv_forward)(int32_t device, const xnorm_cuda_conv* g, int32_t mode, const void* x, const void* w,
+                          const float* bias, const xnorm_cuda_bn* bn, void* y, float* s_out, uint32_t* mask_out,
+                          void* z_out, xnorm_cuda_status* status);
+  /* Backward of TUNE (from x, the saved s and, with relu, the mask; never the conv output) or EVAL (from x, z
+   * and, with relu, y) forward, by DESIGN.md's formulas. Device: x, w, s, mask, z, y, dy and the gradients;
+   * HOST: bias (NULL = zeros) and bn. */
+  int32_t (*conv_backward)(int32_t device, const xnorm_cuda_conv* g, int32_t mode, const void* x, const void* w,
+                           const float* bias, const xnorm_cuda_bn* bn, const float* s, const uint32_t* mask,
+                           const void* z, const void* y, const void* dy, const xnorm_cuda_conv_grads* out,
+                           xnorm_cuda_status* status);
 } xnorm_cuda_api;
 
 XNORM_CUDA_EXPORT uint32_t xnorm_cuda_abi_version(void);

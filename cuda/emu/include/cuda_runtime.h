@@ -33,6 +33,9 @@ ThreadState& state();
 void syncthreads();
 void warp_exchange(int lane, const void* in, void* out, int src, size_t bytes);
 void launch(unsigned grid, unsigned block, const std::function<void()>& body);
+// Every lane's `bytes` bytes (at most 32) into out[32][bytes]: what a loop of __shfl_sync over all source
+// lanes gives, with one exchange (the tensor-core MMA emulation reads whole fragments this way).
+void warp_all_gather(int lane, const void* in, size_t bytes, void* out);
 }  // namespace xnorm_emu
 
 #define threadIdx (::xnorm_emu::state().thread)
@@ -54,6 +57,10 @@ inline float __fmul_rn(float a, float b) {
 }
 inline float __fadd_rn(float a, float b) {
   volatile float r = a + b;
+  return r;
+}
+inline float __fsub_rn(float a, float b) {
+  volatile float r = a - b;
   return r;
 }
 
@@ -87,8 +94,20 @@ inline unsigned atomicOr(unsigned* p, unsigned v) {
   return old;
 }
 
+inline unsigned atomicAdd(unsigned* p, unsigned v) {
+  unsigned old = *p;
+  *p = old + v;
+  return old;
+}
+// Blocks run one after another, so every write is visible to the next block.
+inline void __threadfence() {}
+
 template <typename T>
 T __ldg(const T* p) {
+  return *p;
+}
+template <typename T>
+T __ldcg(const T* p) {
   return *p;
 }
 inline float __fdividef(float a, float b) { return a / b; }
