@@ -149,6 +149,8 @@ void pack_nchw(const float* x, int64_t ld, int64_t count, int64_t c, const float
       const __m256 t = _mm256_set1_ps(thr[ch]);
       const __m256i bit = _mm256_set1_epi32(int(1u << b));
       for (int64_t p = 0; p < full; p += 8) {
+        // 2 KiB ahead, across 4 KiB pages (where the hardware prefetchers stop) and into the next plane.
+        _mm_prefetch(reinterpret_cast<const char*>(p + 512 < count ? plane + p + 512 : plane + ld + p + 512 - count), _MM_HINT_T0);
         __m256i m = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(_mm256_loadu_ps(plane + p), t, _CMP_LT_OQ)), bit);
         __m256i* d = reinterpret_cast<__m256i*>(dst + p);
         _mm256_storeu_si256(d, b == 0 ? m : _mm256_or_si256(_mm256_loadu_si256(d), m));
