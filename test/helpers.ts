@@ -52,6 +52,16 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return m;
 }
 
+/**
+ * Expects two arrays to hold the same values (Object.is per element), fast on millions of elements:
+ * a failure names the first differing index and both values.
+ */
+export function expectSameValues(actual: ArrayLike<number>, expected: ArrayLike<number>, what = 'values'): void {
+  expect(actual.length, `${what}: length`).toBe(expected.length);
+  for (let i = 0; i < expected.length; i++)
+    if (!Object.is(actual[i], expected[i])) expect(actual[i], `${what}[${i}]`).toBe(expected[i]);
+}
+
 /** Runs fn, expects an XnormError with this code, and returns it. */
 export function expectCode(fn: () => unknown, code: string): XnormError {
   try {

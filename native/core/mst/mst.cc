@@ -178,6 +178,43 @@ constexpr uint8_t kMagic[4] = {'X', 'N', 'M', 'S'};
 constexpr uint32_t kVersion = 1;
 constexpr int64_t kHeader = 44;  // magic, version, reuse, maxDepth, 5 shape fields, 64-bit weights hash
 
+// The final word for 'auto': the plan against the dense weights on a synthetic input of this layer's
+// shape (one 16 x 16 image, float output), interleaved, best of five each. The edges stay only if they
+// are clearly faster. The cost model chose them from per-word costs; this sees what it cannot for this
+// shape (cache effects, the output pass a plan cannot fuse) and a calibration skewed by a busy machine.
+constexpr double kTrialMargin = 0.95;
+
+bool plan_pays(const uint32_t* words, const WeightShape& s, const std::vector<int32_t>& parent) {
+  bconv::ConvParams p;
+  p.n = 1;
+  p.h = std::max<int64_t>(16, s.kh);
+  p.w = std::max<int64_t>(16, s.kw);
+  p.c = s.cin_g * s.groups;
+  p.ph = s.kh / 2;
+  p.pw = s.kw / 2;
+  const int64_t wc = (p.c + 31) / 32, pixels = p.h * p.w;
+  uint32_t seed = 2024;
+  std::vector<uint32_t> x(size_t(pixels * wc));
+  for (int64_t i = 0; i < pixels * wc; ++i) {
+    seed = seed * 1664525u + 1013904223u;
+    x[size_t(i)] = i % wc == wc - 1 && p.c % 32 ? seed & ((1u << (p.c % 32)) - 1) : seed;  // tail bits 0
+  }
+  const Built dense = build_execution(words, s, std::vector<int32_t>(size_t(s.cout), -1));
+  const Built plan = build_execution(words, s, parent);
+  std::vector<float> out(size_t(bconv::out_size(p.h, p.ph, 1, s.kh, 1) * bconv::out_size(p.w, p.pw, 1, s.kw, 1) * s.cout));
+  bconv::Transform t;
+  auto run = [&](const Built& b) {
+    const bconv::Execution e{b.panels.data(), b.npanels, b.edges.data(), b.nedges, int64_t(b.edges.size())};
+    bconv::conv(x.data(), words, s, e, p, t, out.data());
+  };
+  double dense_s = 1e30, plan_s = 1e30;
+  for (int round = 0; round < 5; ++round) {
+    dense_s = std::min(dense_s, best_window([&] { run(dense); }, 1e-3));
+    plan_s = std::min(plan_s, best_window([&] { run(plan); }, 1e-3));
+  }
+  return plan_s < kTrialMargin * dense_s;
+}
+
 }  // namespace
 
 const Costs& calibrated_costs() {
@@ -245,7 +282,8 @@ std::vector<int32_t> build_tree(const uint32_t* words, const WeightShape& s, Reu
       bconv::active_kernels().distances(words + p * kw, words + ch * kw, 1, kw, ham.data(), dw.data());
       saved += c.dense_per_word * double(kw) - (c.reuse_per_edge + c.reuse_per_word * dw[0]);
     }
-    if (saved <= c.transpose_per_word * double(s.groups * kw + s.cout)) std::fill(parent.begin(), parent.end(), -1);
+    if (saved <= c.transpose_per_word * double(s.groups * kw + s.cout) || !plan_pays(words, s, parent))
+      std::fill(parent.begin(), parent.end(), -1);
   }
   return parent;
 }
