@@ -296,13 +296,15 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
   std::vector<int32_t> bit_lo, bit_hi, pc_lo, pc_hi;
   if (t.kind == Output::Bits) {
     for (auto* v : {&bit_lo, &bit_hi, &pc_lo, &pc_hi}) v->resize(size_t(s.cout));
-    for (int64_t co = 0; co < s.cout; ++co) {
-      BitRange r = bit_range(co, K, t);
-      bit_lo[size_t(co)] = r.lo;
-      bit_hi[size_t(co)] = r.hi;
-      pc_lo[size_t(co)] = floor_half(int64_t(K) - r.hi + 1);
-      pc_hi[size_t(co)] = floor_half(int64_t(K) - r.lo);
-    }
+    parallel_for(s.cout, 256, [&](int64_t c0, int64_t c1) {  // ~10 ns a channel: 40 us for 4096 alone
+      for (int64_t co = c0; co < c1; ++co) {
+        BitRange r = bit_range(co, K, t);
+        bit_lo[size_t(co)] = r.lo;
+        bit_hi[size_t(co)] = r.hi;
+        pc_lo[size_t(co)] = floor_half(int64_t(K) - r.hi + 1);
+        pc_hi[size_t(co)] = floor_half(int64_t(K) - r.lo);
+      }
+    });
   }
   // Dense-only executions keep the tile pixel-major (the kernels store whole vectors, the output pass
   // reads rows); MST edges need it channel-major, so one pixel's parent values sit next to the next's.
