@@ -153,7 +153,7 @@ export async function run(): Promise<void> {
     const bitOps = BATCH * oh * oh * L.cout * L.cin * L.k * L.k;
     // xnorm first, with no onnxruntime session alive: its intra-op threads keep spinning after a run and
     // would take the cores from xnorm's pool.
-    const [ms] = await bestMs([() => binaryConv2dSync(x, w, opts)], 7);
+    const [ms, bitsMs] = await bestMs([() => binaryConv2dSync(x, w, opts), () => binaryConv2dSync(x, w, { ...opts, output: 'bits' })], 7);
     const xt = tensor(xf, [BATCH, L.cin, L.hw, L.hw]), wt = tensor(wf, [L.cout, L.cin, L.k, L.k]);
     const [floatMs] = await bestMs([() => conv2dSync(xt, wt, undefined, opts)], 5);
     peak = Math.max(peak, popcountPeak(0.1));
@@ -161,7 +161,7 @@ export async function run(): Promise<void> {
     const [ortMs] = o ? await bestMs([() => o.s.run({ X: new o.ort.Tensor('float32', xf, [BATCH, L.cin, L.hw, L.hw]) })], 7) : [NaN];
     if (o) await o.s.release();
     const rate = bitOps / (ms / 1e3);
-    rows.push([`${L.name} ${L.cin}->${L.cout} @${L.hw}`, fmt(ms) + ' ms', fmt(ortMs) + ' ms', `${fmt(ortMs / ms)}x`, `${fmt(floatMs / ms)}x`, fmt(rate / 1e9), rate]);
+    rows.push([`${L.name} ${L.cin}->${L.cout} @${L.hw}`, fmt(ms) + ' ms', fmt(bitsMs) + ' ms', fmt(ortMs) + ' ms', `${fmt(ortMs / ms)}x`, `${fmt(floatMs / ms)}x`, fmt(rate / 1e9), rate, bitOps / (bitsMs / 1e3)]);
   }
   {
     const K = 4096, COUT = 4096;
@@ -171,22 +171,28 @@ export async function run(): Promise<void> {
     const w = packWeights(tensor(wf, [COUT, K]));
     const wt = new Float32Array(K * COUT); // MatMul takes W as [K, Cout]
     for (let o = 0; o < COUT; o++) for (let k = 0; k < K; k++) wt[k * COUT + o] = wf[o * K + k];
-    const [ms] = await bestMs([() => binaryLinearSync(x, w)], 15);
+    const [ms, bitsMs] = await bestMs([() => binaryLinearSync(x, w), () => binaryLinearSync(x, w, { output: 'bits' })], 15);
     const xt = tensor(xf, [BATCH, K, 1, 1]), w4 = tensor(wf, [COUT, K, 1, 1]);
     const [floatMs] = await bestMs([() => conv2dSync(xt, w4)], 5);
     const o = await ortSession(onnxModel('MatMul', [BATCH, K], wt, [K, COUT], [BATCH, COUT], [], []));
     const [ortMs] = o ? await bestMs([() => o.s.run({ X: new o.ort.Tensor('float32', xf, [BATCH, K]) })], 15) : [NaN];
     if (o) await o.s.release();
     const rate = (BATCH * K * COUT) / (ms / 1e3);
-    rows.push([`binaryLinear ${K}->${COUT}`, fmt(ms) + ' ms', fmt(ortMs) + ' ms', `${fmt(ortMs / ms)}x`, `${fmt(floatMs / ms)}x`, fmt(rate / 1e9), rate]);
+    rows.push([`binaryLinear ${K}->${COUT}`, fmt(ms) + ' ms', fmt(bitsMs) + ' ms', fmt(ortMs) + ' ms', `${fmt(ortMs / ms)}x`, `${fmt(floatMs / ms)}x`, fmt(rate / 1e9), rate, (BATCH * K * COUT) / (bitsMs / 1e3)]);
   }
-  for (const r of rows) r[6] = `${fmt((100 * (r[6] as number)) / peak)}%`;
+  for (const r of rows) {
+    r[7] = `${fmt((100 * (r[7] as number)) / peak)}%`;
+    r[8] = `${fmt((100 * (r[8] as number)) / peak)}%`;
+  }
   console.log(
     `XOR+popcount peak (register-resident loop): ${fmt(single / 1e9)} Gbit-ops/s on one thread, ` +
       `${fmt(peak / 1e9)} Gbit-ops/s for ${threads} threads\n`,
   );
-  console.log(`binaryConv2d (float output), batch ${BATCH}, vs onnxruntime-node float32 Conv/MatMul and xnorm's float conv2d (${threads} threads)\n`);
-  console.log(table(['layer', 'xnorm binary', 'ort float', 'vs ort', 'vs xnorm conv2d', 'Gbit-ops/s', 'of peak'], rows));
+  console.log(
+    `binaryConv2d, batch ${BATCH}, float output (and 'bits' output: the next binary layer's input) vs ` +
+      `onnxruntime-node float32 Conv/MatMul and xnorm's float conv2d (${threads} threads)\n`,
+  );
+  console.log(table(['layer', 'xnorm float', 'xnorm bits', 'ort float', 'vs ort', 'vs xnorm conv2d', 'Gbit-ops/s', 'of peak', 'bits: of peak'], rows));
 
   // ---- packBits bandwidth ----
   const big = Float32Array.from({ length: BATCH * 64 * 112 * 112 }, (_, i) => ((i * 2654435761) % 1000) - 500);
