@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <deque>
 #include <exception>
@@ -12,10 +13,37 @@
 
 #include "cond_var.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
 namespace xnorm {
 namespace {
 
 thread_local bool tls_background_caller = false;
+
+// Waiting threads spin this long before they sleep: ops issued back to back (layer after layer) then
+// start, and end, without a futex wake-up, which costs tens of microseconds on a VM.
+constexpr std::chrono::microseconds kSpin{50};
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#endif
+}
+
+// Spins until ready() or kSpin has passed; returns ready().
+template <typename F>
+bool spin_until(F&& ready) {
+  const auto until = std::chrono::steady_clock::now() + kSpin;
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (ready()) return true;
+      cpu_relax();
+    }
+    if (std::chrono::steady_clock::now() >= until) return ready();
+  }
+}
 
 struct Job {
   const std::function<void(int64_t)>* fn;
@@ -81,10 +109,11 @@ class Pool {
       std::lock_guard<std::mutex> lock(mu_);
       while (int(workers_.size()) < helpers) workers_.emplace_back([this] { loop(); });
       queue_.push_back(job);
+      pushed_.fetch_add(1);
     }
     cv_.notify_all();
     if (caller_works) job->work();
-    {
+    if (!spin_until([&] { return job->done.load() == ntasks; })) {
       std::unique_lock<std::mutex> lock(job->done_mu);
       job->done_cv.wait(lock, [&] { return job->done.load() == ntasks; });
     }
@@ -98,14 +127,17 @@ class Pool {
 
  private:
   void loop() {
+    uint64_t seen = 0;  // jobs queued when this worker last took one
     for (;;) {
       std::shared_ptr<Job> job;
+      spin_until([&] { return pushed_.load() != seen; });
       {
         std::unique_lock<std::mutex> lock(mu_);
         // Pick inside the predicate: `next` advances without the mutex, so a job seen here can run
         // out of tasks before a second look, which would then find nothing.
         cv_.wait(lock, [&] { return (job = pick_locked()) != nullptr; });
         ++job->helpers;
+        seen = pushed_.load();
       }
       job->work();
       std::lock_guard<std::mutex> lock(mu_);
@@ -122,6 +154,7 @@ class Pool {
   }
 
   std::atomic<int> threads_;
+  std::atomic<uint64_t> pushed_{0};  // jobs queued so far: what idle workers spin on
   std::mutex mu_;
   CondVar cv_;
   std::deque<std::shared_ptr<Job>> queue_;
