@@ -457,7 +457,8 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
       kn.transpose(reinterpret_cast<const uint32_t*>(acc), s.cout, np, tp, reinterpret_cast<uint32_t*>(rows.data()), s.cout);
       prow = rows.data();
     }
-    // Output pass, one pixel row at a time, each loop over channels free of branches so it vectorises.
+    // Output pass for what the kernels did not write (all pixels of unfused tasks, raw pixels of fused
+    // ones), one pixel row at a time.
     dot.resize(size_t(nc));
     const float *sc = scale.data() + c0, *bi = bias.data() + c0, lo = t.lo, hi = t.hi, clamp[2] = {t.lo, t.hi};
     for (int64_t i = 0; i < np; ++i) {

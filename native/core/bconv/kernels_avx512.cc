@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "bconv.h"
+#include "epilogue.h"
 #include "kernels.h"
 #include "transpose8x8.h"
 
@@ -135,20 +136,10 @@ void dense_tile(const uint32_t* const* rows, int64_t taps, int64_t wg_runtime, i
   }
 }
 
-// Number of leading channels when they are consecutive and the tile is pixel-major; 0 otherwise.
-inline int contiguous_run(const uint32_t* ch, int64_t ldc) {
-  if (ldc != 1) return 0;
-  int n = 0;
-  while (n < kPanelWidth && ch[n] != kNoChannel) ++n;
-  for (int c = n; c < kPanelWidth; ++c)
-    if (ch[c] != kNoChannel) return 0;
-  return n > 0 && ch[n - 1] == ch[0] + uint32_t(n - 1) ? n : 0;
-}
-
 template <int WG>
 void dense_blocks(const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t off, int64_t npix,
                   const uint32_t* panel, const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp, const Epilogue* ep) {
-  const int nv = contiguous_run(ch, ldc);
+  const int nv = ldc == 1 ? consecutive_channels(ch) : 0;  // pixel-major with consecutive channels: whole-vector stores
   int64_t i = 0;
 #define XNORM_TILE(MR) dense_tile<MR, WG>(rows + i * taps, taps, wg, off, panel, ch, p + i * ldp, ldc, ldp, nv, ep, i)
   for (; i + 8 <= npix; i += 8) XNORM_TILE(8);
