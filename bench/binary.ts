@@ -140,6 +140,16 @@ export async function run(): Promise<void> {
   const single = Math.max(popcountPeak(0.1), popcountPeak(0.1));
   setNumThreads(threads);
   let peak = Math.max(single * threads, popcountPeak(0.1));
+  // The memory ceiling for the roofline column: a streaming read of 64 MiB (twice the L3 of the dev machine).
+  const ceilingWords = new Uint32Array(16 << 20).fill(1);
+  const [ceilingMs] = await bestMs([() => native().readSum(ceilingWords as never)], 5);
+  const memGBs = ceilingWords.byteLength / ceilingMs / 1e6;
+  // Best attainable share of the popcount peak when `bytes` (input, weights, float output) must cross
+  // memory once: compute time / max(compute time, memory time).
+  const roofline = (bitOps: number, bytes: number) => {
+    const computeS = bitOps / peak, memS = bytes / (memGBs * 1e9);
+    return `${fmt((100 * computeS) / Math.max(computeS, memS))}%`;
+  };
 
   const rows: (string | number)[][] = [];
   for (const L of layers) {
@@ -161,7 +171,8 @@ export async function run(): Promise<void> {
     const [ortMs] = o ? await bestMs([() => o.s.run({ X: new o.ort.Tensor('float32', xf, [BATCH, L.cin, L.hw, L.hw]) })], 7) : [NaN];
     if (o) await o.s.release();
     const rate = bitOps / (ms / 1e3);
-    rows.push([`${L.name} ${L.cin}->${L.cout} @${L.hw}`, fmt(ms) + ' ms', fmt(bitsMs) + ' ms', fmt(ortMs) + ' ms', `${fmt(ortMs / ms)}x`, `${fmt(floatMs / ms)}x`, fmt(rate / 1e9), rate, bitOps / (bitsMs / 1e3)]);
+    const bytes = x.dataSync().byteLength + w.words.byteLength + BATCH * oh * oh * L.cout * 4;
+    rows.push([`${L.name} ${L.cin}->${L.cout} @${L.hw}`, fmt(ms) + ' ms', fmt(bitsMs) + ' ms', fmt(ortMs) + ' ms', `${fmt(ortMs / ms)}x`, `${fmt(floatMs / ms)}x`, fmt(rate / 1e9), rate, roofline(bitOps, bytes), bitOps / (bitsMs / 1e3)]);
   }
   {
     const K = 4096, COUT = 4096;
@@ -178,11 +189,12 @@ export async function run(): Promise<void> {
     const [ortMs] = o ? await bestMs([() => o.s.run({ X: new o.ort.Tensor('float32', xf, [BATCH, K]) })], 15) : [NaN];
     if (o) await o.s.release();
     const rate = (BATCH * K * COUT) / (ms / 1e3);
-    rows.push([`binaryLinear ${K}->${COUT}`, fmt(ms) + ' ms', fmt(bitsMs) + ' ms', fmt(ortMs) + ' ms', `${fmt(ortMs / ms)}x`, `${fmt(floatMs / ms)}x`, fmt(rate / 1e9), rate, (BATCH * K * COUT) / (bitsMs / 1e3)]);
+    const bytes = x.dataSync().byteLength + w.words.byteLength + BATCH * COUT * 4;
+    rows.push([`binaryLinear ${K}->${COUT}`, fmt(ms) + ' ms', fmt(bitsMs) + ' ms', fmt(ortMs) + ' ms', `${fmt(ortMs / ms)}x`, `${fmt(floatMs / ms)}x`, fmt(rate / 1e9), rate, roofline(BATCH * K * COUT, bytes), (BATCH * K * COUT) / (bitsMs / 1e3)]);
   }
   for (const r of rows) {
     r[7] = `${fmt((100 * (r[7] as number)) / peak)}%`;
-    r[8] = `${fmt((100 * (r[8] as number)) / peak)}%`;
+    r[9] = `${fmt((100 * (r[9] as number)) / peak)}%`;
   }
   console.log(
     `XOR+popcount peak (register-resident loop): ${fmt(single / 1e9)} Gbit-ops/s on one thread, ` +
@@ -192,7 +204,8 @@ export async function run(): Promise<void> {
     `binaryConv2d, batch ${BATCH}, float output (and 'bits' output: the next binary layer's input) vs ` +
       `onnxruntime-node float32 Conv/MatMul and xnorm's float conv2d (${threads} threads)\n`,
   );
-  console.log(table(['layer', 'xnorm float', 'xnorm bits', 'ort float', 'vs ort', 'vs xnorm conv2d', 'Gbit-ops/s', 'of peak', 'bits: of peak'], rows));
+  console.log(`memory read ceiling (64 MiB streaming sum): ${fmt(memGBs)} GB/s\n`);
+  console.log(table(['layer', 'xnorm float', 'xnorm bits', 'ort float', 'vs ort', 'vs xnorm conv2d', 'Gbit-ops/s', 'of peak', 'roofline', 'bits: of peak'], rows));
 
   // ---- packBits bandwidth ----
   const big = Float32Array.from({ length: BATCH * 64 * 112 * 112 }, (_, i) => ((i * 2654435761) % 1000) - 500);
