@@ -25,7 +25,6 @@ const Kernels& active_kernels() {
 namespace {
 
 inline int32_t popc(uint32_t v) { return int32_t(__builtin_popcount(v)); }
-inline int32_t floor_half(int64_t v) { return int32_t(v >= 0 ? v / 2 : -((-v + 1) / 2)); }
 inline bool bit_at(const uint32_t* words, int64_t i) { return (words[i >> 5] >> (i & 31)) & 1u; }
 std::string num(int64_t v) { return std::to_string(v); }
 
@@ -38,42 +37,13 @@ int64_t tile_pixels(int64_t pixels, int64_t cout) {
   return tp;
 }
 
-// The output transform, written once so 'float' values and 'bits' thresholds agree bit for bit.
-// Compiled in this base translation unit (no FMA), so y*scale+bias is rounded twice everywhere.
-// Missing scale/bias act as 1 and 0 (so a -0 product becomes +0 either way).
-inline float transform_value(int32_t dot, float scale, float bias, const Transform& t) {
-  float y = float(dot) * scale + bias;
+// The output transform of the reference, in this base translation unit (no FMA), so y*scale+bias is
+// rounded twice, as the kernels' out_float does. 'bits' is its sign (bit 1 = -1 where y < 0), which is
+// packBits of the float output by construction. Missing scale/bias act as 1 and 0.
+inline float transform_value(int32_t dot, int64_t co, const Transform& t) {
+  float y = float(dot) * (t.scale ? t.scale[co] : 1.0f) + (t.bias ? t.bias[co] : 0.0f);
   if (t.clamp) y = std::min(std::max(y, t.lo), t.hi);
   return y;
-}
-inline float transform_value(int32_t dot, int64_t co, const Transform& t) {
-  return transform_value(dot, t.scale ? t.scale[co] : 1.0f, t.bias ? t.bias[co] : 0.0f, t);
-}
-
-// bit = 1 (value -1) iff the transformed value is < 0, as packBits would decide. The transform is
-// monotone in dot for finite scale and bias, so the set of dots giving bit 1 is an interval [lo, hi]
-// of [-K, K]; found by bisection on the very function the float output uses.
-struct BitRange {
-  int32_t lo, hi;
-};
-BitRange bit_range(int64_t co, int32_t k, const Transform& t) {
-  auto neg = [&](int32_t d) { return transform_value(d, co, t) < 0.0f; };
-  bool at_lo = neg(-k), at_hi = neg(k);
-  if (at_lo == at_hi) return at_lo ? BitRange{-k - 1, k + 1} : BitRange{1, 0};
-  int32_t a = -k, b = k;  // the predicate flips between a and b
-  // The flip sits within a step or two of the real root -bias/scale (float rounding moves it): start
-  // from a bracket around it once the predicate confirms it, which saves most of the bisection steps.
-  const float sc = t.scale ? t.scale[co] : 1.0f, bi = t.bias ? t.bias[co] : 0.0f;
-  const double root = -double(bi) / double(sc);
-  if (std::isfinite(root) && std::fabs(root) < double(k)) {
-    int32_t ga = std::max(-k, int32_t(std::floor(root)) - 2), gb = std::min(k, int32_t(std::ceil(root)) + 2);
-    if (neg(ga) == at_lo && neg(gb) != at_lo) a = ga, b = gb;
-  }
-  while (b - a > 1) {
-    int32_t m = a + (b - a) / 2;
-    (neg(m) == at_lo ? a : b) = m;
-  }
-  return at_lo ? BitRange{-k - 1, a} : BitRange{b, k + 1};
 }
 
 void check_transform(const Transform& t, int64_t cout) {
@@ -92,14 +62,12 @@ struct Writer {
   const Transform& t;
   int64_t cout, out_words;
   void* out;
-  const BitRange* ranges;
   void put(int64_t pix, int64_t co, int32_t dot) const {
     switch (t.kind) {
       case Output::Int32: static_cast<int32_t*>(out)[pix * cout + co] = dot; break;
       case Output::Float: static_cast<float*>(out)[pix * cout + co] = transform_value(dot, co, t); break;
       case Output::Bits:
-        if (dot >= ranges[co].lo && dot <= ranges[co].hi)
-          static_cast<uint32_t*>(out)[pix * out_words + (co >> 5)] |= 1u << (co & 31);
+        if (transform_value(dot, co, t) < 0.0f) static_cast<uint32_t*>(out)[pix * out_words + (co >> 5)] |= 1u << (co & 31);
         break;
     }
   }
@@ -291,21 +259,6 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
   std::vector<float> scale(size_t(s.cout), 1.0f), bias(size_t(s.cout), 0.0f);
   if (t.scale) std::copy(t.scale, t.scale + s.cout, scale.begin());
   if (t.bias) std::copy(t.bias, t.bias + s.cout, bias.begin());
-  // 'bits' ranges of each channel, as dot products (border pixels under 'zero' padding) and as popcounts
-  // (every other pixel): dot = K - 2 pc lies in [lo, hi] iff pc lies in [ceil((K - hi) / 2), floor((K - lo) / 2)].
-  std::vector<int32_t> bit_lo, bit_hi, pc_lo, pc_hi;
-  if (t.kind == Output::Bits) {
-    for (auto* v : {&bit_lo, &bit_hi, &pc_lo, &pc_hi}) v->resize(size_t(s.cout));
-    parallel_for(s.cout, 256, [&](int64_t c0, int64_t c1) {  // ~10 ns a channel: 40 us for 4096 alone
-      for (int64_t co = c0; co < c1; ++co) {
-        BitRange r = bit_range(co, K, t);
-        bit_lo[size_t(co)] = r.lo;
-        bit_hi[size_t(co)] = r.hi;
-        pc_lo[size_t(co)] = floor_half(int64_t(K) - r.hi + 1);
-        pc_hi[size_t(co)] = floor_half(int64_t(K) - r.lo);
-      }
-    });
-  }
   // Dense-only executions keep the tile pixel-major (the kernels store whole vectors, the output pass
   // reads rows); MST edges need it channel-major, so one pixel's parent values sit next to the next's.
   const bool pixel_major = e.nedges == 0;
@@ -349,8 +302,6 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
   fused_output.scale = scale.data();
   fused_output.bias = bias.data();
   fused_output.clamp = t.clamp ? clamp_bounds : nullptr;
-  fused_output.pc_lo = pc_lo.data();
-  fused_output.pc_hi = pc_hi.data();
   fused_output.ldo = t.kind == Output::Bits ? out_words : s.cout;
 
   parallel_tasks(ntiles * cblocks, [&](int64_t task) {
@@ -460,7 +411,7 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
     // Output pass for what the kernels did not write (all pixels of unfused tasks, raw pixels of fused
     // ones), one pixel row at a time.
     dot.resize(size_t(nc));
-    const float *sc = scale.data() + c0, *bi = bias.data() + c0, lo = t.lo, hi = t.hi, clamp[2] = {t.lo, t.hi};
+    const float *sc = scale.data() + c0, *bi = bias.data() + c0, clamp[2] = {t.lo, t.hi};
     for (int64_t i = 0; i < np; ++i) {
       const int32_t* pc = prow + i * s.cout + c0;
       const int64_t pix = p0 + i;
@@ -469,34 +420,23 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
       const bool corrected = p.pad_zero && border_flag[i];
       if (fused && !corrected) continue;
       if (corrected) {
-        kn.out_int32(pc, K, nc, dot.data());
+        kn.out_int32(pc, K, -2, nc, dot.data());
         for (int64_t tt = 0; tt < taps; ++tt)
           if (pad_flag[i * taps + tt]) {
             const int32_t* cr = corr.data() + tt * s.cout + c0;
             for (int64_t j = 0; j < nc; ++j) dot[size_t(j)] -= cr[j];
           }
       }
-      const int32_t* dp = dot.data();
-      if (t.kind == Output::Int32) {
-        int32_t* o = static_cast<int32_t*>(out) + pix * s.cout + c0;
-        if (corrected) std::copy(dp, dp + nc, o);
-        else kn.out_int32(pc, K, nc, o);
-      } else if (t.kind == Output::Float) {
-        float* o = static_cast<float*>(out) + pix * s.cout + c0;
-        if (!corrected) {
-          kn.out_float(pc, K, sc, bi, t.clamp ? clamp : nullptr, nc, o);
-          continue;
-        }
-        // Same arithmetic as transform_value, with the clamp bounds in locals: read through `t`, a
-        // float store could alias them and the loop would not vectorise.
-        for (int64_t j = 0; j < nc; ++j) o[j] = float(dp[j]) * sc[j] + bi[j];
-        if (t.clamp)
-          for (int64_t j = 0; j < nc; ++j) o[j] = std::min(std::max(o[j], lo), hi);
-      } else {
-        uint32_t* o = static_cast<uint32_t*>(out) + pix * out_words + c0 / 32;
-        if (corrected) kn.sign_bits(dp, bit_lo.data() + c0, bit_hi.data() + c0, nc, o);
-        else kn.sign_bits(pc, pc_lo.data() + c0, pc_hi.data() + c0, nc, o);
-      }
+      // Popcounts (k = K, m = -2) or corrected dot products (k = 0, m = 1).
+      const int32_t* v = corrected ? dot.data() : pc;
+      const int32_t vk = corrected ? 0 : K, vm = corrected ? 1 : -2;
+      const float* cl = t.clamp ? clamp : nullptr;
+      if (t.kind == Output::Int32)
+        kn.out_int32(v, vk, vm, nc, static_cast<int32_t*>(out) + pix * s.cout + c0);
+      else if (t.kind == Output::Float)
+        kn.out_float(v, vk, vm, sc, bi, cl, nc, static_cast<float*>(out) + pix * s.cout + c0);
+      else
+        kn.out_bits(v, vk, vm, sc, bi, cl, nc, static_cast<uint32_t*>(out) + pix * out_words + c0 / 32);
     }
   });
 }
@@ -507,12 +447,8 @@ void conv_reference(const uint32_t* x, const uint32_t* words, const WeightShape&
   check_transform(t, s.cout);
   const int64_t oh = out_size(p.h, p.ph, p.dh, s.kh, p.sh), ow = out_size(p.w, p.pw, p.dw, s.kw, p.sw);
   const int64_t wc = (p.c + 31) / 32, kw = s.row_words(), wg = s.wg(), out_words = (s.cout + 31) / 32;
-  std::vector<BitRange> ranges;
-  if (t.kind == Output::Bits) {
-    for (int64_t co = 0; co < s.cout; ++co) ranges.push_back(bit_range(co, int32_t(s.k()), t));
-    std::fill(static_cast<uint32_t*>(out), static_cast<uint32_t*>(out) + p.n * oh * ow * out_words, 0u);
-  }
-  const Writer writer{t, s.cout, out_words, out, ranges.data()};
+  if (t.kind == Output::Bits) std::fill(static_cast<uint32_t*>(out), static_cast<uint32_t*>(out) + p.n * oh * ow * out_words, 0u);
+  const Writer writer{t, s.cout, out_words, out};
   for (int64_t n = 0; n < p.n; ++n)
     for (int64_t oy = 0; oy < oh; ++oy)
       for (int64_t ox = 0; ox < ow; ++ox)

@@ -6,6 +6,19 @@
 
 namespace xnorm::bconv {
 
+// float(dot) * scale + bias with the product rounded on its own (the reference rounds twice; the
+// compiler may not fuse an FMA), clamped to [clamp[0], clamp[1]] when clamp is not null.
+inline float output_value(int32_t dot, float scale, float bias, const float* clamp) {
+  float y = float(dot) * scale;
+  __asm__("" : "+x"(y));
+  y += bias;
+  if (clamp) {
+    y = y < clamp[0] ? clamp[0] : y;  // = std::min(std::max(y, lo), hi)
+    y = clamp[1] < y ? clamp[1] : y;
+  }
+  return y;
+}
+
 // One pixel's popcounts pc[0, n) of channels ch0 .. ch0 + n - 1: to the output, or to `raw_row`
 // (its pixel-major popcount row) when the pixel is raw.
 inline void finish_pixel(const int32_t* pc, int n, const Epilogue& ep, int64_t pix, int64_t ch0, int32_t* raw_row) {
@@ -13,26 +26,19 @@ inline void finish_pixel(const int32_t* pc, int n, const Epilogue& ep, int64_t p
     for (int c = 0; c < n; ++c) raw_row[ch0 + c] = pc[c];
     return;
   }
-  if (ep.kind == Output::Bits) {
-    uint32_t word = 0;
-    for (int c = 0; c < n; ++c) word |= uint32_t(pc[c] >= ep.pc_lo[ch0 + c] && pc[c] <= ep.pc_hi[ch0 + c]) << c;
-    static_cast<uint32_t*>(ep.out)[pix * ep.ldo + ch0 / 32] = word;
-  } else if (ep.kind == Output::Int32) {
+  if (ep.kind == Output::Int32) {
     int32_t* out = static_cast<int32_t*>(ep.out) + pix * ep.ldo + ch0;
     for (int c = 0; c < n; ++c) out[c] = ep.k - 2 * pc[c];
-  } else {
-    float* out = static_cast<float*>(ep.out) + pix * ep.ldo + ch0;
-    for (int c = 0; c < n; ++c) {
-      float y = float(ep.k - 2 * pc[c]) * ep.scale[ch0 + c];
-      __asm__("" : "+x"(y));  // keeps the product rounded: the compiler may not fuse it with the add
-      y += ep.bias[ch0 + c];
-      if (ep.clamp) {
-        y = y < ep.clamp[0] ? ep.clamp[0] : y;  // = std::min(std::max(y, lo), hi)
-        y = ep.clamp[1] < y ? ep.clamp[1] : y;
-      }
-      out[c] = y;
-    }
+    return;
   }
+  uint32_t word = 0;
+  float* out = static_cast<float*>(ep.out) + pix * ep.ldo + ch0;
+  for (int c = 0; c < n; ++c) {
+    const float y = output_value(ep.k - 2 * pc[c], ep.scale[ch0 + c], ep.bias[ch0 + c], ep.clamp);
+    if (ep.kind == Output::Float) out[c] = y;
+    word |= uint32_t(y < 0.0f) << c;
+  }
+  if (ep.kind == Output::Bits) static_cast<uint32_t*>(ep.out)[pix * ep.ldo + ch0 / 32] = word;
 }
 
 // Consecutive channels from ch[0] in a panel (0 when they are not): the fused output's precondition.

@@ -11,13 +11,12 @@ namespace xnorm::bconv {
 // go from registers to the output and never through memory. Pixel i of the tile is written at
 // out + i * ldo (elements; words for 'bits'), channel ch[0] + c at offset ch[0] + c (word ch[0] / 32).
 // Pixels with raw[i] set (border pixels under 'zero' padding) get their popcounts stored to P instead,
-// for the correction pass. Values as out_float / out_int32 / sign_bits compute them.
+// for the correction pass. Values as out_int32 / out_float / out_bits compute them.
 struct Epilogue {
   Output kind = Output::Int32;
   int32_t k = 0;                                       // dot = k - 2 * popcount
-  const float *scale = nullptr, *bias = nullptr;       // per channel ('float')
-  const float* clamp = nullptr;                        // [lo, hi] or null ('float')
-  const int32_t *pc_lo = nullptr, *pc_hi = nullptr;    // per channel popcount range of bit 1 ('bits')
+  const float *scale = nullptr, *bias = nullptr;       // per channel ('float', 'bits')
+  const float* clamp = nullptr;                        // [lo, hi] or null ('float', 'bits')
   void* out = nullptr;
   int64_t ldo = 0;
   const uint8_t* raw = nullptr;                        // per pixel of the tile; null: none
@@ -53,15 +52,16 @@ struct Kernels {
   // dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols: the word-major tile MST edges read, and
   // the way back to pixel-major for the output pass.
   void (*transpose)(const uint32_t* src, int64_t rows, int64_t cols, int64_t lds, uint32_t* dst, int64_t ldd);
-  // 'bits' output of one pixel: bit c of out = lo[c] <= v[c] <= hi[c], for c < n; tail bits 0. v holds dot
-  // products (with dot ranges) or popcounts (with popcount ranges).
-  void (*sign_bits)(const int32_t* v, const int32_t* lo, const int32_t* hi, int64_t n, uint32_t* out);
-  // 'int32' and 'float' output of one pixel from popcounts: dot = k - 2 * pc[c], for c < n. The float is
-  // float(dot) * scale + bias rounded after the product (never an FMA: the 'bits' thresholds are found
-  // on that exact function), then clamped to [clamp[0], clamp[1]] when clamp is not null.
-  void (*out_int32)(const int32_t* pc, int32_t k, int64_t n, int32_t* out);
-  void (*out_float)(const int32_t* pc, int32_t k, const float* scale, const float* bias, const float* clamp,
+  // The output of one pixel from int32 values v[c], c < n, with dot = k + m * v[c] (popcounts: k = K,
+  // m = -2; corrected dot products: k = 0, m = 1). 'float' is float(dot) * scale + bias rounded after
+  // the product (never an FMA, as the reference computes it), clamped to [clamp[0], clamp[1]] when
+  // clamp is not null; 'bits' is its sign, bit c = 1 where that value is < 0 (tail bits 0), so it is
+  // packBits of the float output by construction.
+  void (*out_int32)(const int32_t* v, int32_t k, int32_t m, int64_t n, int32_t* out);
+  void (*out_float)(const int32_t* v, int32_t k, int32_t m, const float* scale, const float* bias, const float* clamp,
                     int64_t n, float* out);
+  void (*out_bits)(const int32_t* v, int32_t k, int32_t m, const float* scale, const float* bias, const float* clamp,
+                   int64_t n, uint32_t* out);
   // Peak loop: `reps` passes of XOR+popcount over 256 L1-resident words; returns a checksum.
   uint64_t (*popcount_loop)(const uint32_t* data, int64_t reps);
 };

@@ -176,58 +176,58 @@ void distances(const uint32_t* row, const uint32_t* rows, int64_t n, int64_t kw,
   }
 }
 
-void sign_bits(const int32_t* dot, const int32_t* lo, const int32_t* hi, int64_t n, uint32_t* out) {
+// The output transform of 8 channels, as output_value (epilogue.h) computes it for one.
+struct Transform8 {
+  __m256i k, m;
+  __m256 lo, hi;
+  const float* clamp;
+  Transform8(int32_t k_, int32_t m_, const float* clamp_)
+      : k(_mm256_set1_epi32(k_)), m(_mm256_set1_epi32(m_)), lo(_mm256_set1_ps(clamp_ ? clamp_[0] : 0.0f)),
+        hi(_mm256_set1_ps(clamp_ ? clamp_[1] : 0.0f)), clamp(clamp_) {}
+  __m256i dot(const int32_t* v) const {
+    return _mm256_add_epi32(k, _mm256_mullo_epi32(m, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v))));
+  }
+  __m256 value(const int32_t* v, const float* scale, const float* bias) const {
+    __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(dot(v)), _mm256_loadu_ps(scale));
+    __asm__("" : "+x"(y));  // keeps the product rounded: the compiler may not fuse it with the add
+    y = _mm256_add_ps(y, _mm256_loadu_ps(bias));
+    return clamp ? _mm256_min_ps(hi, _mm256_max_ps(lo, y)) : y;  // = std::min(std::max(y, lo), hi)
+  }
+};
+
+void out_int32(const int32_t* v, int32_t k, int32_t m, int64_t n, int32_t* out) {
+  const Transform8 tf(k, m, nullptr);
+  int64_t c = 0;
+  for (; c + 8 <= n; c += 8) _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + c), tf.dot(v + c));
+  for (; c < n; ++c) out[c] = k + m * v[c];
+}
+
+void out_float(const int32_t* v, int32_t k, int32_t m, const float* scale, const float* bias, const float* clamp,
+               int64_t n, float* out) {
+  const Transform8 tf(k, m, clamp);
+  int64_t c = 0;
+  for (; c + 8 <= n; c += 8) _mm256_storeu_ps(out + c, tf.value(v + c, scale + c, bias + c));
+  for (; c < n; ++c) out[c] = output_value(k + m * v[c], scale[c], bias[c], clamp);
+}
+
+void out_bits(const int32_t* v, int32_t k, int32_t m, const float* scale, const float* bias, const float* clamp,
+              int64_t n, uint32_t* out) {
+  const Transform8 tf(k, m, clamp);
   for (int64_t w = 0; w * 32 < n; ++w) {
     uint32_t word = 0;
-    int64_t nb = n - w * 32 < 32 ? n - w * 32 : 32, b = 0;
+    int64_t b = 0;
+    const int64_t nb = n - w * 32 < 32 ? n - w * 32 : 32;
     for (; b + 8 <= nb; b += 8) {
       const int64_t c = w * 32 + b;
-      __m256i d = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(dot + c));
-      __m256i below = _mm256_cmpgt_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(lo + c)), d);
-      __m256i above = _mm256_cmpgt_epi32(d, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(hi + c)));
-      word |= uint32_t(~_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_or_si256(below, above))) & 0xff) << b;
+      __m256 neg = _mm256_cmp_ps(tf.value(v + c, scale + c, bias + c), _mm256_setzero_ps(), _CMP_LT_OQ);
+      word |= uint32_t(_mm256_movemask_ps(neg)) << b;
     }
     for (; b < nb; ++b) {
-      int64_t c = w * 32 + b;
-      word |= uint32_t(dot[c] >= lo[c] && dot[c] <= hi[c]) << b;
+      const int64_t c = w * 32 + b;
+      word |= uint32_t(output_value(k + m * v[c], scale[c], bias[c], clamp) < 0.0f) << b;
     }
     out[w] = word;
   }
-}
-
-void out_int32(const int32_t* pc, int32_t k, int64_t n, int32_t* out) {
-  const __m256i kv = _mm256_set1_epi32(k);
-  int64_t c = 0;
-  for (; c + 8 <= n; c += 8) {
-    __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pc + c));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + c), _mm256_sub_epi32(kv, _mm256_slli_epi32(v, 1)));
-  }
-  for (; c < n; ++c) out[c] = k - 2 * pc[c];
-}
-
-void out_float(const int32_t* pc, int32_t k, const float* scale, const float* bias, const float* clamp, int64_t n,
-               float* out) {
-  const float lo_s = clamp ? clamp[0] : 0.0f, hi_s = clamp ? clamp[1] : 0.0f;
-  auto scalar = [&](int64_t c) {
-    float y = float(k - 2 * pc[c]) * scale[c];
-    __asm__("" : "+x"(y));  // keeps the product rounded: the compiler may not fuse it with the add
-    y += bias[c];
-    if (!clamp) return y;
-    y = y < lo_s ? lo_s : y;
-    return hi_s < y ? hi_s : y;
-  };
-  const __m256i kv = _mm256_set1_epi32(k);
-  const __m256 lo = _mm256_set1_ps(lo_s), hi = _mm256_set1_ps(hi_s);
-  int64_t c = 0;
-  for (; c + 8 <= n; c += 8) {
-    __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(pc + c));
-    __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(kv, _mm256_slli_epi32(v, 1))), _mm256_loadu_ps(scale + c));
-    __asm__("" : "+x"(y));
-    y = _mm256_add_ps(y, _mm256_loadu_ps(bias + c));
-    if (clamp) y = _mm256_min_ps(hi, _mm256_max_ps(lo, y));  // operand order = std::min(std::max(y, lo), hi)
-    _mm256_storeu_ps(out + c, y);
-  }
-  for (; c < n; ++c) out[c] = scalar(c);
 }
 
 // Eight data vectors stay in registers and are counted four times per pass (256 words): the ALU
@@ -258,7 +258,7 @@ uint64_t popcount_loop(const uint32_t* data, int64_t reps) {
 }  // namespace
 
 const Kernels& kernels_avx2() {
-  static const Kernels k{dense_panel, reuse_edge, pack_nhwc, pack_nchw, distances, transpose_words_avx2, sign_bits, out_int32, out_float, popcount_loop};
+  static const Kernels k{dense_panel, reuse_edge, pack_nhwc, pack_nchw, distances, transpose_words_avx2, out_int32, out_float, out_bits, popcount_loop};
   return k;
 }
 

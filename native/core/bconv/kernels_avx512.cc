@@ -15,63 +15,73 @@ inline __m512i popc_xor(__m512i a, __m512i b) { return _mm512_popcnt_epi32(_mm51
 
 inline __mmask16 first_n(int64_t n) { return n >= 16 ? __mmask16(0xffff) : n <= 0 ? 0 : __mmask16((1u << n) - 1); }
 
+// The output transform of 16 channels: float(k + m * v) * scale + bias, the product rounded on its own
+// (the reference rounds twice), then clamped when clamp is not null.
+struct Transform16 {
+  __m512i k, m;
+  __m512 lo, hi;
+  const float* clamp;
+  Transform16(int32_t k_, int32_t m_, const float* clamp_)
+      : k(_mm512_set1_epi32(k_)), m(_mm512_set1_epi32(m_)), lo(_mm512_set1_ps(clamp_ ? clamp_[0] : 0.0f)),
+        hi(_mm512_set1_ps(clamp_ ? clamp_[1] : 0.0f)), clamp(clamp_) {}
+  __m512i dot(__m512i v) const { return _mm512_add_epi32(k, _mm512_mullo_epi32(m, v)); }
+  __m512 value(__m512i v, __m512 scale, __m512 bias) const {
+    __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(dot(v)), scale);
+    __asm__("" : "+v"(y));  // keeps the product rounded: the compiler may not fuse it with the add
+    y = _mm512_add_ps(y, bias);
+    return clamp ? _mm512_min_ps(hi, _mm512_max_ps(lo, y)) : y;  // = std::min(std::max(y, lo), hi)
+  }
+  __mmask16 negative(__mmask16 lanes, __m512i v, __m512 scale, __m512 bias) const {
+    return _mm512_mask_cmp_ps_mask(lanes, value(v, scale, bias), _mm512_setzero_ps(), _CMP_LT_OQ);
+  }
+};
+
 // The fused output of one block: MR pixels x nvalid consecutive channels starting at ch0.
 template <int MR>
 void finish_block(const __m512i* acc0, const __m512i* acc1, const Epilogue& ep, int64_t pix0, int64_t ch0,
                   int nvalid, int32_t* p, int64_t ldp) {
   const __mmask16 m0 = first_n(nvalid), m1 = first_n(nvalid - 16);
-  const __m512i kv = _mm512_set1_epi32(ep.k);
-  auto dot = [&](__m512i pc) { return _mm512_sub_epi32(kv, _mm512_slli_epi32(pc, 1)); };
+  const Transform16 tf(ep.k, -2, ep.clamp);
   auto raw = [&](int r) {
     if (!ep.raw || !ep.raw[pix0 + r]) return false;
     _mm512_mask_storeu_epi32(p + r * ldp + ch0, m0, acc0[r]);
     _mm512_mask_storeu_epi32(p + r * ldp + ch0 + 16, m1, acc1[r]);
     return true;
   };
-  if (ep.kind == Output::Bits) {
-    const __m512i lo0 = _mm512_maskz_loadu_epi32(m0, ep.pc_lo + ch0), lo1 = _mm512_maskz_loadu_epi32(m1, ep.pc_lo + ch0 + 16);
-    const __m512i hi0 = _mm512_maskz_loadu_epi32(m0, ep.pc_hi + ch0), hi1 = _mm512_maskz_loadu_epi32(m1, ep.pc_hi + ch0 + 16);
-    uint32_t* out = static_cast<uint32_t*>(ep.out) + pix0 * ep.ldo + ch0 / 32;
-    for (int r = 0; r < MR; ++r) {
-      if (raw(r)) continue;
-      __mmask16 b0 = _mm512_mask_cmple_epi32_mask(_mm512_mask_cmple_epi32_mask(m0, lo0, acc0[r]), acc0[r], hi0);
-      __mmask16 b1 = _mm512_mask_cmple_epi32_mask(_mm512_mask_cmple_epi32_mask(m1, lo1, acc1[r]), acc1[r], hi1);
-      out[r * ep.ldo] = uint32_t(b0) | (uint32_t(b1) << 16);
-    }
-  } else if (ep.kind == Output::Int32) {
+  if (ep.kind == Output::Int32) {
     int32_t* out = static_cast<int32_t*>(ep.out) + pix0 * ep.ldo + ch0;
     for (int r = 0; r < MR; ++r) {
       if (raw(r)) continue;
       int32_t* o = out + r * ep.ldo;
       if (nvalid == 32) {  // a masked store, even with all lanes on, is far slower on some CPUs
-        _mm512_storeu_si512(o, dot(acc0[r]));
-        _mm512_storeu_si512(o + 16, dot(acc1[r]));
+        _mm512_storeu_si512(o, tf.dot(acc0[r]));
+        _mm512_storeu_si512(o + 16, tf.dot(acc1[r]));
       } else {
-        _mm512_mask_storeu_epi32(o, m0, dot(acc0[r]));
-        _mm512_mask_storeu_epi32(o + 16, m1, dot(acc1[r]));
+        _mm512_mask_storeu_epi32(o, m0, tf.dot(acc0[r]));
+        _mm512_mask_storeu_epi32(o + 16, m1, tf.dot(acc1[r]));
       }
     }
-  } else {
-    const __m512 s0 = _mm512_maskz_loadu_ps(m0, ep.scale + ch0), s1 = _mm512_maskz_loadu_ps(m1, ep.scale + ch0 + 16);
-    const __m512 b0 = _mm512_maskz_loadu_ps(m0, ep.bias + ch0), b1 = _mm512_maskz_loadu_ps(m1, ep.bias + ch0 + 16);
-    const __m512 lo = _mm512_set1_ps(ep.clamp ? ep.clamp[0] : 0.0f), hi = _mm512_set1_ps(ep.clamp ? ep.clamp[1] : 0.0f);
-    auto value = [&](__m512i pc, __m512 sc, __m512 bi) {
-      __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(dot(pc)), sc);
-      __asm__("" : "+v"(y));  // keeps the product rounded: the compiler may not fuse it with the add
-      y = _mm512_add_ps(y, bi);
-      return ep.clamp ? _mm512_min_ps(hi, _mm512_max_ps(lo, y)) : y;  // = std::min(std::max(y, lo), hi)
-    };
-    float* out = static_cast<float*>(ep.out) + pix0 * ep.ldo + ch0;
-    for (int r = 0; r < MR; ++r) {
-      if (raw(r)) continue;
-      float* o = out + r * ep.ldo;
-      if (nvalid == 32) {  // a masked store, even with all lanes on, is far slower on some CPUs
-        _mm512_storeu_ps(o, value(acc0[r], s0, b0));
-        _mm512_storeu_ps(o + 16, value(acc1[r], s1, b1));
-      } else {
-        _mm512_mask_storeu_ps(o, m0, value(acc0[r], s0, b0));
-        _mm512_mask_storeu_ps(o + 16, m1, value(acc1[r], s1, b1));
-      }
+    return;
+  }
+  const __m512 s0 = _mm512_maskz_loadu_ps(m0, ep.scale + ch0), s1 = _mm512_maskz_loadu_ps(m1, ep.scale + ch0 + 16);
+  const __m512 b0 = _mm512_maskz_loadu_ps(m0, ep.bias + ch0), b1 = _mm512_maskz_loadu_ps(m1, ep.bias + ch0 + 16);
+  if (ep.kind == Output::Bits) {
+    uint32_t* out = static_cast<uint32_t*>(ep.out) + pix0 * ep.ldo + ch0 / 32;
+    for (int r = 0; r < MR; ++r)
+      if (!raw(r))
+        out[r * ep.ldo] = uint32_t(tf.negative(m0, acc0[r], s0, b0)) | uint32_t(tf.negative(m1, acc1[r], s1, b1)) << 16;
+    return;
+  }
+  float* out = static_cast<float*>(ep.out) + pix0 * ep.ldo + ch0;
+  for (int r = 0; r < MR; ++r) {
+    if (raw(r)) continue;
+    float* o = out + r * ep.ldo;
+    if (nvalid == 32) {  // a masked store, even with all lanes on, is far slower on some CPUs
+      _mm512_storeu_ps(o, tf.value(acc0[r], s0, b0));
+      _mm512_storeu_ps(o + 16, tf.value(acc1[r], s1, b1));
+    } else {
+      _mm512_mask_storeu_ps(o, m0, tf.value(acc0[r], s0, b0));
+      _mm512_mask_storeu_ps(o + 16, m1, tf.value(acc1[r], s1, b1));
     }
   }
 }
@@ -257,42 +267,38 @@ void distances(const uint32_t* row, const uint32_t* rows, int64_t n, int64_t kw,
   }
 }
 
-void sign_bits(const int32_t* dot, const int32_t* lo, const int32_t* hi, int64_t n, uint32_t* out) {
+void out_int32(const int32_t* v, int32_t k, int32_t m, int64_t n, int32_t* out) {
+  const Transform16 tf(k, m, nullptr);
+  for (int64_t c = 0; c < n; c += 16) {
+    __mmask16 lanes = first_n(n - c);
+    _mm512_mask_storeu_epi32(out + c, lanes, tf.dot(_mm512_maskz_loadu_epi32(lanes, v + c)));
+  }
+}
+
+void out_float(const int32_t* v, int32_t k, int32_t m, const float* scale, const float* bias, const float* clamp,
+               int64_t n, float* out) {
+  const Transform16 tf(k, m, clamp);
+  for (int64_t c = 0; c < n; c += 16) {
+    __mmask16 lanes = first_n(n - c);
+    __m512 y = tf.value(_mm512_maskz_loadu_epi32(lanes, v + c), _mm512_maskz_loadu_ps(lanes, scale + c),
+                        _mm512_maskz_loadu_ps(lanes, bias + c));
+    _mm512_mask_storeu_ps(out + c, lanes, y);
+  }
+}
+
+void out_bits(const int32_t* v, int32_t k, int32_t m, const float* scale, const float* bias, const float* clamp,
+              int64_t n, uint32_t* out) {
+  const Transform16 tf(k, m, clamp);
   for (int64_t w = 0; w * 32 < n; ++w) {
     uint32_t word = 0;
     for (int h = 0; h < 2; ++h) {
-      int64_t c = w * 32 + 16 * h;
-      __mmask16 m = first_n(n - c > 0 ? n - c : 0);
-      __m512i d = _mm512_maskz_loadu_epi32(m, dot + c);
-      __mmask16 in = _mm512_mask_cmple_epi32_mask(m, _mm512_maskz_loadu_epi32(m, lo + c), d);
-      in = _mm512_mask_cmple_epi32_mask(in, d, _mm512_maskz_loadu_epi32(m, hi + c));
-      word |= uint32_t(in) << (16 * h);
+      const int64_t c = w * 32 + 16 * h;
+      const __mmask16 lanes = first_n(n - c);
+      word |= uint32_t(tf.negative(lanes, _mm512_maskz_loadu_epi32(lanes, v + c), _mm512_maskz_loadu_ps(lanes, scale + c),
+                                   _mm512_maskz_loadu_ps(lanes, bias + c)))
+              << (16 * h);
     }
     out[w] = word;
-  }
-}
-
-void out_int32(const int32_t* pc, int32_t k, int64_t n, int32_t* out) {
-  const __m512i kv = _mm512_set1_epi32(k);
-  for (int64_t c = 0; c < n; c += 16) {
-    __mmask16 m = first_n(n - c);
-    __m512i v = _mm512_maskz_loadu_epi32(m, pc + c);
-    _mm512_mask_storeu_epi32(out + c, m, _mm512_sub_epi32(kv, _mm512_slli_epi32(v, 1)));
-  }
-}
-
-void out_float(const int32_t* pc, int32_t k, const float* scale, const float* bias, const float* clamp, int64_t n,
-               float* out) {
-  const __m512i kv = _mm512_set1_epi32(k);
-  const __m512 lo = _mm512_set1_ps(clamp ? clamp[0] : 0.0f), hi = _mm512_set1_ps(clamp ? clamp[1] : 0.0f);
-  for (int64_t c = 0; c < n; c += 16) {
-    __mmask16 m = first_n(n - c);
-    __m512i dot = _mm512_sub_epi32(kv, _mm512_slli_epi32(_mm512_maskz_loadu_epi32(m, pc + c), 1));
-    __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(dot), _mm512_maskz_loadu_ps(m, scale + c));
-    __asm__("" : "+v"(y));  // keeps the product rounded: the compiler may not fuse it with the add
-    y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(m, bias + c));
-    if (clamp) y = _mm512_min_ps(hi, _mm512_max_ps(lo, y));  // operand order = std::min(std::max(y, lo), hi)
-    _mm512_mask_storeu_ps(out + c, m, y);
   }
 }
 
@@ -314,7 +320,7 @@ uint64_t popcount_loop(const uint32_t* data, int64_t reps) {
 }  // namespace
 
 const Kernels& kernels_avx512() {
-  static const Kernels k{dense_panel, reuse_edge, pack_nhwc, pack_nchw, distances, transpose_words_avx2, sign_bits, out_int32, out_float, popcount_loop};
+  static const Kernels k{dense_panel, reuse_edge, pack_nhwc, pack_nchw, distances, transpose_words_avx2, out_int32, out_float, out_bits, popcount_loop};
   return k;
 }
 

@@ -1,6 +1,4 @@
 // Plain C++ kernels: the fallback on any CPU, and the model the SIMD versions follow.
-#include <algorithm>
-
 #include "bconv.h"
 #include "epilogue.h"
 #include "kernels.h"
@@ -94,29 +92,24 @@ void transpose(const uint32_t* src, int64_t rows, int64_t cols, int64_t lds, uin
         for (int64_t c = cb; c < cols && c < cb + 16; ++c) dst[c * ldd + r] = src[r * lds + c];
 }
 
-void sign_bits(const int32_t* dot, const int32_t* lo, const int32_t* hi, int64_t n, uint32_t* out) {
+void out_int32(const int32_t* v, int32_t k, int32_t m, int64_t n, int32_t* out) {
+  for (int64_t c = 0; c < n; ++c) out[c] = k + m * v[c];
+}
+
+void out_float(const int32_t* v, int32_t k, int32_t m, const float* scale, const float* bias, const float* clamp,
+               int64_t n, float* out) {
+  for (int64_t c = 0; c < n; ++c) out[c] = output_value(k + m * v[c], scale[c], bias[c], clamp);
+}
+
+void out_bits(const int32_t* v, int32_t k, int32_t m, const float* scale, const float* bias, const float* clamp,
+              int64_t n, uint32_t* out) {
   for (int64_t w = 0; w * 32 < n; ++w) {
     uint32_t word = 0;
-    int64_t nb = n - w * 32 < 32 ? n - w * 32 : 32;
-    for (int64_t b = 0; b < nb; ++b) {
-      int64_t c = w * 32 + b;
-      word |= uint32_t(dot[c] >= lo[c] && dot[c] <= hi[c]) << b;
+    for (int64_t b = 0; b < 32 && w * 32 + b < n; ++b) {
+      const int64_t c = w * 32 + b;
+      word |= uint32_t(output_value(k + m * v[c], scale[c], bias[c], clamp) < 0.0f) << b;
     }
     out[w] = word;
-  }
-}
-
-void out_int32(const int32_t* pc, int32_t k, int64_t n, int32_t* out) {
-  for (int64_t c = 0; c < n; ++c) out[c] = k - 2 * pc[c];
-}
-
-// Built for the baseline x86-64 target, which has no FMA: the product is always rounded on its own.
-void out_float(const int32_t* pc, int32_t k, const float* scale, const float* bias, const float* clamp, int64_t n,
-               float* out) {
-  for (int64_t c = 0; c < n; ++c) {
-    float y = float(k - 2 * pc[c]) * scale[c] + bias[c];
-    if (clamp) y = std::min(std::max(y, clamp[0]), clamp[1]);
-    out[c] = y;
   }
 }
 
@@ -130,7 +123,7 @@ uint64_t popcount_loop(const uint32_t* data, int64_t reps) {
 }  // namespace
 
 const Kernels& kernels_portable() {
-  static const Kernels k{dense_panel, reuse_edge, pack_nhwc, pack_nchw, distances, transpose, sign_bits, out_int32, out_float, popcount_loop};
+  static const Kernels k{dense_panel, reuse_edge, pack_nhwc, pack_nchw, distances, transpose, out_int32, out_float, out_bits, popcount_loop};
   return k;
 }
 
