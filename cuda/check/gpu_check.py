@@ -856,14 +856,14 @@ def bench_binary(torch, p, deadline, algorithms):
         torch.cuda.empty_cache()
 
 
-def bench_mst(torch, p, deadline):
-    """MST plans against the dense weights on the 256 -> 256, 3x3 layer at 14 x 14 (batch 32, int32 output), for
+def bench_mst(torch, p, deadline, n=32, hw=14, c=256):
+    """MST plans against the dense weights on a c -> c, 3x3 layer (default 256 -> 256 at 14 x 14, batch 32; int32 output), for
     weights of 16 prototype channels with a fraction of their bits flipped: the plugin's own trial (CUDA events)
     and a timed loop of each. ratio = dense time / plan time (> 1: the plan is faster)."""
     import numpy as np
-    print("\nMST plan vs dense weights, 256 -> 256, 3x3, 14 x 14, batch 32 (ratio = dense time / plan time)")
+    print(f"\nMST plan vs dense weights, {c} -> {c}, 3x3, {hw} x {hw}, batch {n} (ratio = dense time / plan time)")
     print(f"  {'flip':>5} {'depth':>5} {'ops saved':>9} {'dense ms':>9} {'plan ms':>9} {'ratio':>6} {'trial ratio':>11}")
-    n, h, w, c, cout, k = 32, 14, 14, 256, 256, 3
+    h, w, cout, k = hw, hw, c, 3
     rng = np.random.default_rng(5)
     x = torch.randint(-2 ** 31, 2 ** 31 - 1, (n * h * w * c // 32,), dtype=torch.int32, device="cuda")
     out = torch.empty(n * h * w * cout, dtype=torch.int32, device="cuda")
