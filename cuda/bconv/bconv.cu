@@ -562,7 +562,7 @@ int32_t check_mst(const xnorm_cuda_mst& m, const Plan& p, xnorm_cuda_status* st)
         return bad("edge joins channels out of range or of different groups", i);
       if (level[size_t(e.child)] >= 0 || level[size_t(e.parent)] < 0 || level[size_t(e.parent)] >= l)
         return bad("edge computes a channel twice or before its parent", i);
-      if (e.nwords < 0 || e.nwords > p.row_words || e.d < 0 || e.d > 32 * e.nwords || e.triples < 0 ||
+      if (e.nwords < 0 || e.nwords > p.row_words || e.d < 0 || e.d > 32 * int64_t(e.nwords) || e.triples < 0 ||
           e.triples > m.edge_words_len - 3 * int64_t(e.nwords))
         return bad("edge has a bad size or lies outside the edge words", i);
     }
