@@ -252,6 +252,7 @@ const xnorm_cuda_api kApi = {
     bnstats_moments,
     bnstats_batch_norm,
     binary_conv2d,
+    binary_conv2d_mst,
     pack_bits,
     unpack_bits,
     conv_fold,

@@ -254,6 +254,10 @@ export class MstPlan {
   readonly maxDepth: number;
   /** @internal */
   readonly exec: Execution;
+  /** The edge records on each GPU they were used on: uploaded once, freed by dispose() (or by the GC with this object). */
+  #edgesOnDevice = new Map<string, Tensor>();
+  /** Per GPU, for 'auto' plans: whether the first call there found the edges faster than the dense weights. */
+  #edgesPayOnDevice = new Map<string, boolean>();
 
   /** @internal Use mstPlan() or MstPlan.deserialize(). */
   constructor(weights: BinaryWeights, parent: Int32Array, reuse: Reuse, maxDepth: number) {
@@ -273,6 +277,51 @@ export class MstPlan {
       depthOf[c] = d;
     }
     this.levels = Array.from({ length: this.depth + 1 }, (_, d) => Int32Array.from(Array.from(depthOf.keys()).filter((c) => depthOf[c] === d)));
+  }
+
+  /**
+   * @internal How a call on `device` runs: 'dense' (no edges, or an 'auto' plan whose edges did not pay
+   * there), 'plan' (the edges, level by level), or 'trial' (an 'auto' plan's first call on the device:
+   * both, timed; see recordTrial).
+   */
+  gpuMode(device: string): 'dense' | 'plan' | 'trial' {
+    if (this.exec.nedges === 0) return 'dense';
+    if (this.reuse !== 'auto') return 'plan';
+    const pays = this.#edgesPayOnDevice.get(device);
+    return pays === undefined ? 'trial' : pays ? 'plan' : 'dense';
+  }
+
+  /**
+   * @internal The outcome of a trial on `device`: like the CPU's trial in mstPlan, the edges are kept
+   * only when the plan ran at least 5 % faster than the dense weights.
+   */
+  recordTrial(device: string, times: { planMs: number; denseMs: number }): void {
+    this.#edgesPayOnDevice.set(device, times.planMs < 0.95 * times.denseMs);
+  }
+
+  /** @internal The edge records on `device`, uploaded on first use and then reused. */
+  deviceEdges(device: `cuda:${number}`): DeviceBuffer {
+    let t = this.#edgesOnDevice.get(device);
+    if (!t) {
+      const e = this.exec.edges;
+      t = new Tensor(new Int32Array(e.buffer, e.byteOffset, e.length), [e.length], 'int32').toSync(device);
+      this.#edgesOnDevice.set(device, t);
+    }
+    return t.deviceBuffer('plan edges');
+  }
+
+  /**
+   * Frees the plan's device copies of its edge records now (ops in flight keep theirs until they end); a
+   * later op on a GPU uploads them again. The weights' own device copies belong to the BinaryWeights
+   * (free them with its dispose()). Idempotent.
+   */
+  dispose(): void {
+    for (const t of this.#edgesOnDevice.values()) t.dispose();
+    this.#edgesOnDevice.clear();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
   }
 
   /** Versioned, checksummed bytes (the tree and a hash of the weights it was made for). */
@@ -390,18 +439,30 @@ function prepareConv(op: string, x: Tensor, wp: BinaryWeights | MstPlan, opts: B
   const outDType = output === 'bits' ? 'bit' : output === 'int32' ? 'int32' : 'float32';
 
   if (x.device !== 'cpu') {
-    // On the GPU an MstPlan runs as its dense weights: the results are bit-identical by definition.
     const xb = x.deviceBuffer(`${op}: x`);
     const weights = w.deviceWords(xb.device);
+    // An MstPlan runs its edges level by level ('always'; 'auto' where a first-call trial on this device
+    // found them faster), otherwise its dense weights: the results are bit-identical either way.
+    const mode = plan ? plan.gpuMode(xb.device) : 'dense';
+    const mst = plan && mode !== 'dense'
+      ? {
+          mst: true, trial: mode === 'trial', panels: plan.exec.panels, npanels: plan.exec.npanels, edges: plan.exec.edges,
+          nedges: plan.exec.nedges, edgeWords: plan.exec.edges.length, edgesDevice: plan.deviceEdges(xb.device).handle,
+        }
+      : {};
     const y = new Tensor(allocateDevice(xb.device, outShape, outDType), outShape, outDType);
     const args = {
       device: xb.index, x: xb.handle, weights: weights.handle, out: y.deviceBuffer().handle,
       n: xshape[0], h: xshape[1], w: xshape[2], c: xshape[3], cout, cinG, kh, kw, groups: w.groups,
       sh: strideH, sw: strideW, ph: padH, pw: padW, dh: dilationH, dw: dilationW, padZero: padValue === 'zero', output,
-      clamp: clampLo !== undefined, lo: clampLo, hi: clampHi, scale, bias,
+      clamp: clampLo !== undefined, lo: clampLo, hi: clampHi, scale, bias, ...mst,
     };
     const call = deviceCall(y, (async) => native().cudaBinaryConv2d(args, async));
-    return { call, result: () => y };
+    const result = (times?: unknown) => {
+      if (plan && mode === 'trial') plan.recordTrial(xb.device, times as { planMs: number; denseMs: number });
+      return y;
+    };
+    return { call, result };
   }
 
   const pixels = xshape[0] * oh * ow;
@@ -433,7 +494,8 @@ const binaryConv2dOp = defineOp((x: Tensor, w: BinaryWeights | MstPlan, opts?: B
 
 /**
  * XNOR/popcount convolution of a 'bit' NHWC input with packed weights or an MstPlan (bit-identical
- * results), on the device of x (a GPU runs an MstPlan as its dense weights). Output NHWC: float32 /
+ * results), on the device of x (on a GPU an MstPlan runs level by level where that pays: see README,
+ * "CUDA"). Output NHWC: float32 /
  * int32 [N, OH, OW, Cout], or 'bit' [N, OH, OW, Cout].
  */
 export const binaryConv2d = binaryConv2dOp.async;

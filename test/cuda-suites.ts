@@ -9,6 +9,7 @@ import {
   binaryConv2dSync,
   binaryLinear,
   binaryLinearSync,
+  MstPlan,
   mstPlan,
   packBits,
   packBitsSync,
@@ -34,7 +35,7 @@ import {
 import { cudaAlloc } from '../lib/cuda';
 import { native } from '../lib/native';
 import type { DType, Tensor } from '../lib/tensor';
-import { randomArray, expectCode } from './helpers';
+import { randomArray, expectCode, rng } from './helpers';
 
 
 function expectRel(actual: ArrayLike<number>, expected: ArrayLike<number>, rel: number, what: string) {
@@ -380,6 +381,119 @@ export function defineGpuSuites(skip: boolean): void {
       const gone = x.toSync('cuda');
       gone.dispose();
       expectCode(() => binaryConv2dSync(gone, wts), 'ERR_XNORM_DISPOSED');
+    });
+  });
+
+  describe.skipIf(skip)('MST plans run level by level on CUDA tensors, bit-identical to the CPU', () => {
+    type MstConv = { n: number; h: number; w: number; c: number; cout: number; groups: number; k: number; stride: number; pad: number; dil: number; maxDepth: number };
+    // C not a multiple of 32, groups (one starting inside a word), stride 2, dilation, 1x1, depth bounds 2..8.
+    const MST_CONVS: MstConv[] = [
+      { n: 1, h: 6, w: 5, c: 37, cout: 40, groups: 1, k: 3, stride: 1, pad: 1, dil: 1, maxDepth: 2 },
+      { n: 1, h: 7, w: 6, c: 66, cout: 36, groups: 2, k: 3, stride: 2, pad: 1, dil: 1, maxDepth: 8 },
+      { n: 2, h: 5, w: 5, c: 15, cout: 12, groups: 3, k: 3, stride: 2, pad: 2, dil: 2, maxDepth: 4 },
+      { n: 1, h: 3, w: 4, c: 70, cout: 33, groups: 1, k: 1, stride: 1, pad: 0, dil: 1, maxDepth: 8 },
+    ];
+
+    /** Weights of a few prototype channels per group, each channel a prototype with ~6 % of its signs flipped. */
+    function prototypeWeights(q: MstConv, seed: number): Float32Array {
+      const cinG = q.c / q.groups, patch = cinG * q.k * q.k, perGroup = q.cout / q.groups;
+      const next = rng(seed);
+      const protos = Array.from({ length: 3 * q.groups }, () => Float32Array.from({ length: patch }, () => (next() < 0.5 ? -1 : 1)));
+      const w = new Float32Array(q.cout * patch);
+      for (let co = 0; co < q.cout; co++) {
+        const proto = protos[Math.floor(co / perGroup) * 3 + (co % 3)];
+        for (let i = 0; i < patch; i++) w[co * patch + i] = next() < 0.06 ? -proto[i] : proto[i];
+      }
+      return w;
+    }
+
+    it('every output kind and padding, against the CPU dense weights and the CPU plan; sync and async', async () => {
+      let seed = 3000;
+      for (const q of MST_CONVS) {
+        const cinG = q.c / q.groups;
+        const x = packBitsSync(tensor(randomArray(q.n * q.h * q.w * q.c, seed++), [q.n, q.h, q.w, q.c]), { layout: 'nhwc' });
+        const wts = packWeights(tensor(prototypeWeights(q, seed++), [q.cout, cinG, q.k, q.k]), { groups: q.groups });
+        const plan = mstPlan(wts, { reuse: 'always', maxDepth: q.maxDepth });
+        expect(plan.depth, JSON.stringify(q)).toBeGreaterThanOrEqual(Math.min(2, q.maxDepth));
+        expect(plan.depth).toBeLessThanOrEqual(q.maxDepth);
+        const scaleH = tensor(randomArray(q.cout, seed++, 0.3), [q.cout]);
+        const biasH = tensor(randomArray(q.cout, seed++, 2), [q.cout]);
+        const xc = x.toSync('cuda');
+        const scaleC = scaleH.toSync('cuda'), biasC = biasH.toSync('cuda');
+        let i = 0;
+        for (const padValue of ['one', 'zero'] as const)
+          for (const output of ['float', 'int32', 'bits'] as const) {
+            const geo = { stride: q.stride, padding: q.pad, dilation: q.dil, padValue, output };
+            const tf = output === 'int32' ? {} : { clamp: [-3, 2.5] as [number, number] };
+            const what = `${JSON.stringify(q)} ${padValue} ${output}`;
+            const dense = binaryConv2dSync(x, wts, { ...geo, ...tf, ...(output === 'int32' ? {} : { scale: scaleH, bias: biasH }) });
+            const cpuPlan = binaryConv2dSync(x, plan, { ...geo, ...tf, ...(output === 'int32' ? {} : { scale: scaleH, bias: biasH }) });
+            const o = { ...geo, ...tf, ...(output === 'int32' ? {} : { scale: scaleC, bias: biasC }) };
+            const got = i++ % 2 ? await binaryConv2d(xc, plan, o) : binaryConv2dSync(xc, plan, o);
+            expect(got.device, what).toBe('cuda:0');
+            expect(got.dtype, what).toBe(dense.dtype);
+            expect(got.shape, what).toEqual(dense.shape);
+            const values = Array.from(got.dataSync());
+            expect(values, `${what} vs CPU dense`).toEqual(Array.from(dense.dataSync()));
+            expect(values, `${what} vs CPU plan`).toEqual(Array.from(cpuPlan.dataSync()));
+            got.dispose();
+          }
+        plan.dispose();
+        wts.dispose();
+      }
+    });
+
+    it("'auto' times the plan against the dense weights on its first call per device, then keeps the faster", async () => {
+      const q = MST_CONVS[1];
+      const x = packBitsSync(tensor(randomArray(q.n * q.h * q.w * q.c, 41), [q.n, q.h, q.w, q.c]), { layout: 'nhwc' });
+      const wts = packWeights(tensor(prototypeWeights(q, 42), [q.cout, q.c / q.groups, q.k, q.k]), { groups: q.groups });
+      // The tree of an 'always' plan under 'auto': the CPU's own trial could drop every edge on this machine.
+      const plan = new MstPlan(wts, mstPlan(wts, { reuse: 'always' }).parent, 'auto', 8);
+      expect(plan.gpuMode('cuda:0')).toBe('trial');
+      const geo = { stride: q.stride, padding: q.pad, padValue: 'zero' as const, output: 'int32' as const };
+      const want = Array.from(binaryConv2dSync(x, wts, geo).dataSync());
+      const xc = x.toSync('cuda');
+      expect(Array.from((await binaryConv2d(xc, plan, geo)).dataSync()), 'trial').toEqual(want);
+      const decided = plan.gpuMode('cuda:0');
+      expect(['plan', 'dense']).toContain(decided);
+      expect(Array.from(binaryConv2dSync(xc, plan, geo).dataSync()), decided).toEqual(want);
+      expect(plan.gpuMode('cuda:0')).toBe(decided);
+      // 'never' plans and plans without edges run the dense weights.
+      expect(mstPlan(wts, { reuse: 'never' }).gpuMode('cuda:0')).toBe('dense');
+    });
+
+    it('the edge records are checked at the boundary; dispose frees the device copy and a later call uploads it again', () => {
+      const q = MST_CONVS[0];
+      const x = packBitsSync(tensor(randomArray(q.n * q.h * q.w * q.c, 51), [q.n, q.h, q.w, q.c]), { layout: 'nhwc' });
+      const wts = packWeights(tensor(prototypeWeights(q, 52), [q.cout, q.c, q.k, q.k]));
+      const plan = mstPlan(wts, { reuse: 'always', maxDepth: 3 });
+      const xc = x.toSync('cuda');
+      const want = Array.from(binaryConv2dSync(x, wts, { padding: 1, output: 'int32' }).dataSync());
+      expect(Array.from(binaryConv2dSync(xc, plan, { padding: 1, output: 'int32' }).dataSync())).toEqual(want);
+      plan.dispose();
+      plan.dispose();
+      expect(Array.from(binaryConv2dSync(xc, plan, { padding: 1, output: 'int32' }).dataSync())).toEqual(want);
+      // Straight to the addon with altered records: ERR_XNORM_CORRUPT_PLAN, nothing launched.
+      const n = native() as unknown as Record<string, (args: object, async?: boolean) => unknown>;
+      const out = zeros([q.n, q.h, q.w, q.cout], { dtype: 'int32' }).toSync('cuda');
+      const base = {
+        device: 0, x: xc.deviceBuffer().handle, weights: wts.deviceWords('cuda:0').handle, out: out.deviceBuffer().handle,
+        n: q.n, h: q.h, w: q.w, c: q.c, cout: q.cout, cinG: q.c, kh: 3, kw: 3, groups: 1, sh: 1, sw: 1, ph: 1, pw: 1, dh: 1, dw: 1,
+        output: 'int32', mst: true, panels: plan.exec.panels, npanels: plan.exec.npanels, nedges: plan.exec.nedges,
+        edgeWords: plan.exec.edges.length, edgesDevice: plan.deviceEdges('cuda:0').handle,
+      };
+      const tamper = (at: number, v: number) => {
+        const e = plan.exec.edges.slice();
+        e[at] = v;
+        return e;
+      };
+      expectCode(() => n.cudaBinaryConv2d({ ...base, edges: tamper(0, q.cout) }), 'ERR_XNORM_CORRUPT_PLAN');  // child out of range
+      expectCode(() => n.cudaBinaryConv2d({ ...base, edges: tamper(2, 1e6) }), 'ERR_XNORM_CORRUPT_PLAN');  // word count
+      expectCode(() => n.cudaBinaryConv2d({ ...base, edges: tamper(4, 999) }), 'ERR_XNORM_CORRUPT_PLAN');  // word index
+      expectCode(() => n.cudaBinaryConv2d({ ...base, edges: tamper(3, 0) }), 'ERR_XNORM_CORRUPT_PLAN');  // bit count
+      n.cudaBinaryConv2d({ ...base, edges: plan.exec.edges });
+      expect(Array.from(out.dataSync())).toEqual(want);
+      plan.dispose();
     });
   });
 

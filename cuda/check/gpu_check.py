@@ -6,11 +6,13 @@ Run through scripts/gpu-check.sh, which builds the plugin and the CPU core libra
   2. correctness: every CUDA op through the plugin's C ABI against the CPU core kernels (the code the addon
      runs on the CPU) on random awkward shapes, both layouts, every float dtype, misaligned inputs, in-place
      BN, determinism, out-of-memory recovery; binary convolution with every kernel the device has (CUDA cores,
-     and the 1-bit tensor-core MMA on sm_75+) and packBits / unpackBits, bit for bit; Conv + BN (conv2d, Tune and
+     and the 1-bit tensor-core MMA on sm_75+), MST plans level by level (and their timed trial against the dense
+     weights), and packBits / unpackBits, bit for bit; Conv + BN (conv2d, Tune and
      Eval forward and backward, every float dtype, groups, stride, padding, dilation) within the TF32 / FP16 / BF16
      tolerances, and the fold bit for bit;
   3. benchmarks against PyTorch on the same GPU: torch.var_mean, BN forward (eval and training), with the
      achieved bandwidth against the device's copy bandwidth; binary convolution (both kernels) against fp16 conv2d;
+     MST plans against the dense weights on the 256 -> 256 layer at 14 x 14 for a few bit-flip rates;
      Conv + BN Tune forward + backward against cuDNN conv2d + eval-mode BN (+ ReLU) with autograd, on the
      ResNet-18 3x3 layers.
 Correctness needs numpy; the benchmarks need PyTorch with CUDA.
@@ -24,7 +26,7 @@ import sys
 import time
 import zlib
 
-ABI_VERSION = 3
+ABI_VERSION = 4
 OK, UNAVAILABLE, OOM, ARGUMENT = 0, 1, 2, 3
 NCHW, NHWC = 0, 1
 OVER = {"channel": 0, "instance": 1, "group": 2}
@@ -50,6 +52,18 @@ class BConv(C.Structure):
                                           "sh", "sw", "ph", "pw", "dh", "dw")] + [
         ("pad_zero", C.c_int32), ("output", C.c_int32), ("clamp", C.c_int32), ("lo", C.c_float), ("hi", C.c_float),
         ("algorithm", C.c_int32)]
+
+
+class MstEdge(C.Structure):
+    _fields_ = [("child", C.c_int32), ("parent", C.c_int32), ("nwords", C.c_int32), ("d", C.c_int32),
+                ("triples", C.c_int64)]
+
+
+class Mst(C.Structure):
+    _fields_ = [("edge_words", C.c_void_p), ("edge_words_len", C.c_int64), ("roots", C.POINTER(C.c_int32)),
+                ("nroots", C.c_int64), ("edges", C.POINTER(MstEdge)), ("nedges", C.c_int64),
+                ("level_ends", C.POINTER(C.c_int64)), ("nlevels", C.c_int32), ("trial", C.c_int32),
+                ("plan_ms", C.c_float), ("dense_ms", C.c_float)]
 
 
 class ConvGeo(C.Structure):
@@ -92,6 +106,7 @@ class Api(C.Structure):
         ("moments", F(i32, i32, vp, i32, C.POINTER(Geometry), i32, i64, dp, dp, fp, fp, C.POINTER(i64), S)),
         ("batch_norm", F(i32, i32, vp, vp, i32, C.POINTER(Geometry), i32, fp, fp, fp, fp, i32, S)),
         ("binary_conv2d", F(i32, i32, vp, vp, C.POINTER(BConv), fp, fp, vp, S)),
+        ("binary_conv2d_mst", F(i32, i32, vp, vp, C.POINTER(BConv), C.POINTER(Mst), fp, fp, vp, S)),
         ("pack_bits", F(i32, i32, vp, i32, C.POINTER(Geometry), fp, C.c_float, vp, S)),
         ("unpack_bits", F(i32, i32, vp, C.POINTER(Geometry), vp, S)),
         ("conv_fold", F(i32, i32, i64, i64, vp, i32, fp, C.POINTER(Bn), vp, vp, vp, S)),
@@ -295,40 +310,13 @@ class Checker:
         values (the conventions of the CPU core's binary kernels)."""
         np = self.np
         n, h, w, c, cout, g, kh, kw, s, pd, dl, pad_zero, kind, clamp = case
-        cin_g, cout_g = c // g, cout // g
-        oh = (h + 2 * pd - dl * (kh - 1) - 1) // s + 1
-        ow = (w + 2 * pd - dl * (kw - 1) - 1) // s + 1
+        cin_g = c // g
         xb = rng.integers(0, 2, size=(n, h, w, c), dtype=np.uint8)
         wb = rng.integers(0, 2, size=(cout, kh, kw, cin_g), dtype=np.uint8)
         scale = None if rng.random() < 0.3 else (rng.standard_normal(cout) * 0.1).astype(np.float32)
         bias = None if rng.random() < 0.3 else rng.standard_normal(cout).astype(np.float32)
         lo, hi = (np.float32(-2.5), np.float32(3.0)) if clamp else (np.float32(0), np.float32(0))
-        # Oracle: padded image of ±1 (or 0 for true zero padding), one einsum per group and tap.
-        xv = 1 - 2 * xb.astype(np.int32)
-        xp = np.full((n, h + 2 * pd, w + 2 * pd, c), 0 if pad_zero else 1, dtype=np.int32)
-        xp[:, pd:pd + h, pd:pd + w, :] = xv
-        wv = 1 - 2 * wb.astype(np.int32)
-        dot = np.zeros((n, oh, ow, cout), dtype=np.int64)
-        for gi in range(g):
-            for ki in range(kh):
-                for kj in range(kw):
-                    patch = xp[:, ki * dl: ki * dl + s * (oh - 1) + 1: s, kj * dl: kj * dl + s * (ow - 1) + 1: s,
-                               gi * cin_g:(gi + 1) * cin_g]
-                    dot[..., gi * cout_g:(gi + 1) * cout_g] += np.einsum(
-                        "nyxc,oc->nyxo", patch, wv[gi * cout_g:(gi + 1) * cout_g, ki, kj, :])
-        dot = dot.astype(np.int32)
-        sc = scale if scale is not None else np.ones(cout, np.float32)
-        bi = bias if bias is not None else np.zeros(cout, np.float32)
-        y = (dot.astype(np.float32) * sc).astype(np.float32) + bi
-        if clamp:
-            y = np.where(y < lo, lo, y)
-            y = np.where(hi < y, hi, y)
-        if kind == 1:
-            want = dot
-        elif kind == 0:
-            want = y.astype(np.float32)
-        else:
-            want = pack_bits(np, (y < 0).astype(np.uint8))
+        want = bconv_oracle(np, xb, wb, g, s, pd, dl, pad_zero, kind, clamp, scale, bias, lo, hi)
         xw = pack_bits(np, xb)
         ww = pack_bits(np, wb)
         out = np.zeros_like(want)
@@ -349,6 +337,48 @@ class Checker:
                 i = int(np.flatnonzero(got.reshape(-1) != want.reshape(-1))[0]) if got.shape == want.shape else 0
                 self.fail(f"binary_conv2d ({alg}) {case}: element {i}: {got.reshape(-1)[i]!r} vs {want.reshape(-1)[i]!r}")
         for a in (xbase, wbase, obase):
+            self.p.free(a)
+
+    def mst_case(self, rng, case):
+        """binary_conv2d_mst (plain and timed trial) on prototype weights with flipped bits: bit for bit against
+        the numpy oracle of the CPU conventions and against the dense kernels; a plan whose edge reads a
+        parent of its own level is refused."""
+        np = self.np
+        n, h, w, c, cout, g, k, s, pd, dl, pad_zero, kind, clamp, max_depth = case
+        cin_g = c // g
+        xb = rng.integers(0, 2, size=(n, h, w, c), dtype=np.uint8)
+        wb = prototype_weights(np, rng, cout, g, k, k, cin_g, flip=0.06)
+        scale = (rng.standard_normal(cout) * 0.1).astype(np.float32)
+        bias = rng.standard_normal(cout).astype(np.float32)
+        lo, hi = (np.float32(-2.5), np.float32(3.0)) if clamp else (np.float32(0), np.float32(0))
+        want = bconv_oracle(np, xb, wb, g, s, pd, dl, pad_zero, kind, clamp, scale, bias, lo, hi)
+        records, roots, edges, level_ends, depth, _ = mst_plan(np, wb, g, max_depth)
+        if not edges:
+            self.fail(f"binary_conv2d_mst {case}: the test plan has no edges")
+        xbase, xp_ = self.upload(pack_bits(np, xb))
+        wbase, wp_ = self.upload(pack_bits(np, wb))
+        ebase, ep_ = self.upload(records)
+        obase, op_ = self.upload(np.zeros_like(want))
+        prm = BConv(n, h, w, c, cout, cin_g, k, k, g, s, s, pd, pd, dl, dl, int(pad_zero), kind, int(clamp), lo, hi, 0)
+        sc, bi = ptr(scale, C.c_float), ptr(bias, C.c_float)
+        for trial in (0, 1):
+            self.p.call("upload", self.p.device, vp(op_), ptr(np.full(want.nbytes, 0xA5, np.uint8)), want.nbytes)
+            m = mst_struct(np, ep_, records.size, roots, edges, level_ends, trial)
+            self.p.call("binary_conv2d_mst", self.p.device, vp(xp_), vp(wp_), C.byref(prm), C.byref(m), sc, bi, vp(op_))
+            got = self.download(op_, want)
+            self.checks += 1
+            same = np.array_equal(got.view(np.uint32), want.view(np.uint32))
+            if not same:
+                i = int(np.flatnonzero(got.reshape(-1) != want.reshape(-1))[0])
+                self.fail(f"binary_conv2d_mst (trial {trial}) {case}: element {i}: {got.reshape(-1)[i]!r} vs {want.reshape(-1)[i]!r}")
+            if trial and not (m.plan_ms > 0 and m.dense_ms > 0):
+                self.fail(f"binary_conv2d_mst trial {case}: times {m.plan_ms}, {m.dense_ms}")
+        if len(level_ends) > 1:  # all edges in one level: the second level's parents are not ready
+            m = mst_struct(np, ep_, records.size, roots, edges, [len(edges)], 0)
+            self.checks += 1
+            self.p.call("binary_conv2d_mst", self.p.device, vp(xp_), vp(wp_), C.byref(prm), C.byref(m), sc, bi, vp(op_),
+                        expect=ARGUMENT)
+        for a in (xbase, wbase, ebase, obase):
             self.p.free(a)
 
     def bits_case(self, shape, layout, dtype, per_channel, misalign):
@@ -509,6 +539,97 @@ def pack_bits(np, bits):
     return (padded.reshape(bits.shape[:-1] + (wc, 32)) * weights).sum(axis=-1).astype(np.uint32)
 
 
+def bconv_oracle(np, xb, wb, g, s, pd, dl, pad_zero, kind, clamp, scale, bias, lo, hi):
+    """DESIGN.md's binary convolution over ±1 values (the CPU core's conventions): xb [n, h, w, c] and
+    wb [cout, kh, kw, cin_g] 0/1 bits; the float, int32 or packed 'bits' output."""
+    n, h, w, c = xb.shape
+    cout, kh, kw, cin_g = wb.shape
+    cout_g = cout // g
+    oh = (h + 2 * pd - dl * (kh - 1) - 1) // s + 1
+    ow = (w + 2 * pd - dl * (kw - 1) - 1) // s + 1
+    # Padded image of ±1 (or 0 for true zero padding), one einsum per group and tap.
+    xv = 1 - 2 * xb.astype(np.int32)
+    xp = np.full((n, h + 2 * pd, w + 2 * pd, c), 0 if pad_zero else 1, dtype=np.int32)
+    xp[:, pd:pd + h, pd:pd + w, :] = xv
+    wv = 1 - 2 * wb.astype(np.int32)
+    dot = np.zeros((n, oh, ow, cout), dtype=np.int64)
+    for gi in range(g):
+        for ki in range(kh):
+            for kj in range(kw):
+                patch = xp[:, ki * dl: ki * dl + s * (oh - 1) + 1: s, kj * dl: kj * dl + s * (ow - 1) + 1: s,
+                           gi * cin_g:(gi + 1) * cin_g]
+                dot[..., gi * cout_g:(gi + 1) * cout_g] += np.einsum(
+                    "nyxc,oc->nyxo", patch, wv[gi * cout_g:(gi + 1) * cout_g, ki, kj, :])
+    dot = dot.astype(np.int32)
+    if kind == 1:
+        return dot
+    sc = scale if scale is not None else np.ones(cout, np.float32)
+    bi = bias if bias is not None else np.zeros(cout, np.float32)
+    y = (dot.astype(np.float32) * sc).astype(np.float32) + bi
+    if clamp:
+        y = np.where(y < lo, lo, y)
+        y = np.where(hi < y, hi, y)
+    return y.astype(np.float32) if kind == 0 else pack_bits(np, (y < 0).astype(np.uint8))
+
+
+def prototype_weights(np, rng, cout, g, kh, kw, cin_g, flip, prototypes=3):
+    """0/1 weight bits [cout, kh, kw, cin_g]: a few prototype channels per group, each channel one of them
+    with a fraction `flip` of its bits flipped (what MST reuse is for)."""
+    protos = rng.integers(0, 2, size=(g * prototypes, kh, kw, cin_g), dtype=np.uint8)
+    pick = np.array([(co // (cout // g)) * prototypes + co % prototypes for co in range(cout)])
+    flips = (rng.random((cout, kh, kw, cin_g)) < flip).astype(np.uint8)
+    return protos[pick] ^ flips
+
+
+def mst_plan(np, wb, g, max_depth):
+    """An MST plan in the plugin's form from 0/1 weight bits [cout, kh, kw, cin_g]: a tree that takes each
+    channel from its nearest earlier channel of the group (Hamming distance, depth <= max_depth) when that is
+    below K / 2, then the CPU's edge records (mst::build_execution: level order, [child, parent, nwords, D,
+    (k, w_parent ^ w_child, w_parent & mask) ...]) and the host tables. Returns (edge words, roots, edges,
+    level ends, depth, bits processed / (Cout * K))."""
+    cout, kh, kw, cin_g = wb.shape
+    cout_g, k_bits = cout // g, kh * kw * cin_g
+    words = pack_bits(np, wb.reshape(cout, kh * kw, cin_g)).reshape(cout, -1)
+    pm = (1 - 2 * wb.reshape(cout, -1).astype(np.int64))
+    dist = (k_bits - pm @ pm.T) // 2
+    parent, depth = [-1] * cout, [0] * cout
+    for c in range(cout):
+        first = c // cout_g * cout_g
+        cands = [j for j in range(first, c) if depth[j] < max_depth]
+        if cands:
+            j = min(cands, key=lambda j: dist[c, j])
+            if dist[c, j] < k_bits // 2:
+                parent[c], depth[c] = j, depth[j] + 1
+    roots = [c for c in range(cout) if parent[c] < 0]
+    records, edges, level_ends, bits = [], [], [], len(roots) * k_bits
+    for d in range(1, max(depth) + 1):
+        for c in (c for c in range(cout) if depth[c] == d and parent[c] >= 0):
+            p = parent[c]
+            mask = words[p] ^ words[c]
+            ks = [int(k) for k in np.flatnonzero(mask)]
+            nbits = sum(bin(int(mask[k])).count("1") for k in ks)
+            edges.append((c, p, len(ks), nbits, len(records) + 4))
+            records += [c, p, len(ks), nbits]
+            for k in ks:
+                records += [k, int(mask[k]), int(words[p][k] & mask[k])]
+            bits += nbits
+        level_ends.append(len(edges))
+    return (np.array(records or [0], dtype=np.uint32), roots, edges, level_ends, max(depth), bits / (cout * k_bits))
+
+
+def mst_struct(np, dev_words, nwords, roots, edges, level_ends, trial):
+    """The plugin's xnorm_cuda_mst (its host arrays kept alive on the returned struct)."""
+    m = Mst()
+    m.keep = ((C.c_int32 * max(1, len(roots)))(*roots), (MstEdge * max(1, len(edges)))(*(MstEdge(*e) for e in edges)),
+              (C.c_int64 * max(1, len(level_ends)))(*level_ends))
+    m.edge_words, m.edge_words_len = vp(dev_words), nwords
+    m.roots, m.nroots = m.keep[0], len(roots)
+    m.edges, m.nedges = m.keep[1], len(edges)
+    m.level_ends, m.nlevels = m.keep[2], len(level_ends)
+    m.trial = int(trial)
+    return m
+
+
 def binary_cases(rng, count):
     out = []
     while len(out) < count:
@@ -581,6 +702,14 @@ def correctness(ck, quick):
     brng = ck.np.random.default_rng(77)
     for case in binary_cases(brng, 12 if quick else 40):
         ck.binary_conv_case(brng, case)
+    # MST plans: (n, h, w, c, cout, groups, k, stride, pad, dilation, pad_zero, output, clamp, maxDepth).
+    mst_cases = [(1, 6, 5, 37, 40, 1, 3, 1, 1, 1, False, 0, True, 2), (1, 7, 6, 66, 36, 2, 3, 2, 1, 1, True, 2, False, 8),
+                 (2, 5, 5, 15, 12, 3, 3, 2, 2, 2, True, 1, False, 4), (1, 3, 4, 70, 33, 1, 1, 1, 0, 1, False, 2, True, 8),
+                 (1, 6, 6, 64, 64, 2, 3, 1, 1, 1, True, 0, True, 3)]
+    if not (quick or ck.emulated):
+        mst_cases.append((2, 14, 14, 256, 256, 1, 3, 1, 1, 1, True, 2, False, 8))
+    for case in mst_cases:
+        ck.mst_case(brng, case)
     for layout in (NCHW, NHWC):
         for shape in random_shapes(rng, layout, 3 if quick else 8):
             for dtype in DTYPES:
@@ -727,6 +856,48 @@ def bench_binary(torch, p, deadline, algorithms):
         torch.cuda.empty_cache()
 
 
+def bench_mst(torch, p, deadline, n=32, hw=14, c=256):
+    """MST plans against the dense weights on a c -> c, 3x3 layer (default 256 -> 256 at 14 x 14, batch 32; int32 output), for
+    weights of 16 prototype channels with a fraction of their bits flipped: the plugin's own trial (CUDA events)
+    and a timed loop of each. ratio = dense time / plan time (> 1: the plan is faster)."""
+    import numpy as np
+    print(f"\nMST plan vs dense weights, {c} -> {c}, 3x3, {hw} x {hw}, batch {n} (ratio = dense time / plan time)")
+    print(f"  {'flip':>5} {'depth':>5} {'ops saved':>9} {'dense ms':>9} {'plan ms':>9} {'ratio':>6} {'trial ratio':>11}")
+    h, w, cout, k = hw, hw, c, 3
+    rng = np.random.default_rng(5)
+    x = torch.randint(-2 ** 31, 2 ** 31 - 1, (n * h * w * c // 32,), dtype=torch.int32, device="cuda")
+    out = torch.empty(n * h * w * cout, dtype=torch.int32, device="cuda")
+    prm = BConv(n, h, w, c, cout, c, k, k, 1, 1, 1, 1, 1, 1, 1, 0, 1, 0, 0.0, 0.0, 0)
+    for flip in (0.01, 0.03, 0.1, 0.2):
+        if time.perf_counter() > deadline:
+            print("  (time budget reached; remaining benchmarks skipped)")
+            return
+        wb = prototype_weights(np, rng, cout, 1, k, k, c, flip, prototypes=16)
+        records, roots, edges, level_ends, depth, processed = mst_plan(np, wb, 1, 8)
+        wt = torch.from_numpy(pack_bits(np, wb).reshape(-1).view(np.int32)).cuda()
+        ew = torch.from_numpy(records.view(np.int32)).cuda()
+        plan = mst_struct(np, ew.data_ptr(), records.size, roots, edges, level_ends, 0)
+        torch.cuda.synchronize()
+
+        def dense():
+            p.call("binary_conv2d", p.device, vp(x.data_ptr()), vp(wt.data_ptr()), C.byref(prm), None, None,
+                   vp(out.data_ptr()))
+
+        def run_plan():
+            p.call("binary_conv2d_mst", p.device, vp(x.data_ptr()), vp(wt.data_ptr()), C.byref(prm), C.byref(plan),
+                   None, None, vp(out.data_ptr()))
+
+        t_dense, t_plan = bench(torch, dense), bench(torch, run_plan)
+        trial = mst_struct(np, ew.data_ptr(), records.size, roots, edges, level_ends, 1)
+        p.call("binary_conv2d_mst", p.device, vp(x.data_ptr()), vp(wt.data_ptr()), C.byref(prm), C.byref(trial),
+               None, None, vp(out.data_ptr()))
+        print(f"  {flip:>5.2f} {depth:>5} {100 * (1 - processed):>8.0f}% {t_dense * 1e3:>9.3f} {t_plan * 1e3:>9.3f} "
+              f"{t_dense / t_plan:>6.2f} {trial.dense_ms / trial.plan_ms:>11.2f}")
+        del wt, ew
+    del x, out
+    torch.cuda.empty_cache()
+
+
 def bench_convbn(torch, p, deadline):
     """Conv + BN Tune forward (ReLU, saving x + s + mask) + backward (all five gradients) against PyTorch's
     cuDNN conv2d + eval-mode batch_norm + ReLU, forward and autograd backward of the same five gradients, on the
@@ -842,6 +1013,7 @@ def main():
         torch.cuda.set_device(args.device)
         benchmarks(torch, plugin, deadline)
         bench_binary(torch, plugin, deadline, ck.algorithms)
+        bench_mst(torch, plugin, deadline)
         bench_convbn(torch, plugin, deadline)
     return 1 if ck.failures else 0
 

@@ -1,6 +1,10 @@
 // Bindings of the CUDA ops: the same argument checks as the CPU bindings, with device tensors passed as
 // handles. The work (kernels and the wait for them) runs inside run_op, so the async form waits for the
 // GPU on a libuv thread; the device memory it uses stays referenced until it ends.
+#include <algorithm>
+#include <memory>
+
+#include "../core/bconv/bconv.h"
 #include "../core/bnstats/bnstats.h"
 #include "../core/common/checked.h"
 #include "../core/common/error.h"
@@ -106,9 +110,52 @@ Napi::Value CudaBatchNorm(const Napi::CallbackInfo& info) {
   });
 }
 
+// The plugin's tables of an MST plan, from its CPU execution form (panels for the roots, edge records in
+// an order where parents come first), checked here exactly as the CPU checks it (ERR_XNORM_CORRUPT_PLAN):
+// the roots, and the edges grouped by depth so that each level only reads earlier ones.
+struct MstTables {
+  std::vector<int32_t> roots;
+  std::vector<xnorm_cuda_mst_edge> edges;
+  std::vector<int64_t> level_ends;
+};
+
+MstTables mst_tables(const bconv::WeightShape& s, const bconv::Execution& e) {
+  bconv::check_weight_shape(s);
+  bconv::validate_execution(s, e);
+  MstTables t;
+  std::vector<int32_t> depth(size_t(s.cout), 0);
+  const int64_t rec = bconv::panel_record_words(s);
+  for (int64_t q = 0; q < e.npanels; ++q)
+    for (int c = 0; c < bconv::kPanelWidth; ++c)
+      if (e.panels[q * rec + 1 + c] != bconv::kNoChannel) t.roots.push_back(int32_t(e.panels[q * rec + 1 + c]));
+  std::vector<int32_t> edge_depth;
+  int32_t max_depth = 0;
+  for (int64_t i = 0, off = 0; i < e.nedges; ++i) {
+    const uint32_t* r = e.edges + off;
+    xnorm_cuda_mst_edge edge{int32_t(r[0]), int32_t(r[1]), int32_t(r[2]), int32_t(r[3]), off + 4};
+    depth[size_t(edge.child)] = depth[size_t(edge.parent)] + 1;
+    max_depth = std::max(max_depth, depth[size_t(edge.child)]);
+    edge_depth.push_back(depth[size_t(edge.child)]);
+    t.edges.push_back(edge);
+    off += 4 + 3 * int64_t(r[2]);
+  }
+  std::vector<size_t> order(t.edges.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return edge_depth[a] < edge_depth[b]; });
+  std::vector<xnorm_cuda_mst_edge> sorted;
+  for (size_t i : order) sorted.push_back(t.edges[i]);
+  t.edges.swap(sorted);
+  for (int32_t d = 1, i = 0; d <= max_depth; ++d) {
+    while (size_t(i) < order.size() && edge_depth[order[size_t(i)]] == d) ++i;
+    t.level_ends.push_back(i);
+  }
+  return t;
+}
+
 // Binary convolution on device tensors (for lib/'s binaryConv2d when x lives on a GPU): the bconv
 // conventions of native/include/xnorm_cuda.h. x, weights and out are device handles of exactly the sizes the
-// geometry implies; scale and bias are optional host Float32Arrays of Cout values.
+// geometry implies; scale and bias are optional host Float32Arrays of Cout values. With `mst`, an MST plan
+// runs (see below).
 Napi::Value CudaBinaryConv2d(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&] {
     Args a(info, "cudaBinaryConv2d");
@@ -152,13 +199,56 @@ Napi::Value CudaBinaryConv2d(const Napi::CallbackInfo& info) {
     DeviceRef out = device_arg(o.Get("out"), "cudaBinaryConv2d: out", device, uint64_t(out_elems) * 4);
     Buffer scale = a.optional_tensor("scale", DType::Float32, p.cout);
     Buffer bias = a.optional_tensor("bias", DType::Float32, p.cout);
+    const auto* sc = static_cast<const float*>(scale.data);
+    const auto* bi = static_cast<const float*>(bias.data);
+    if (!a.flag("mst"))
+      return run_op(a, [=]() -> ResultBuilder {
+        xnorm_cuda_status st{};
+        cuda_check(api->binary_conv2d(device, static_cast<const uint32_t*>(x->ptr), static_cast<const uint32_t*>(w->ptr),
+                                      &p, sc, bi, out->ptr, &st),
+                   st);
+        return nullptr;
+      });
+    // An MST plan: its CPU execution form (host panels and edge records, checked here on every call) and
+    // the device copy of the edge records the kernels read the word triples from. `trial` also times the
+    // dense weights on this input and returns both times.
+    bconv::WeightShape s;
+    s.cout = p.cout, s.cin_g = p.cin_g, s.kh = p.kh, s.kw = p.kw, s.groups = p.groups;
+    bconv::Execution e;
+    e.npanels = a.integer("npanels", 0, p.cout);
+    e.panels = static_cast<const uint32_t*>(
+        a.tensor("panels", DType::Bit, checked_mul(e.npanels, bconv::panel_record_words(s), "panels")).data);
+    e.nedges = a.integer("nedges", 1, p.cout);
+    Buffer edges = a.tensor("edges", DType::Bit, a.integer("edgeWords", 4, int64_t(1) << 40));
+    e.edges = static_cast<const uint32_t*>(edges.data);
+    e.edge_words = edges.length;
+    auto tables = std::make_shared<const MstTables>(mst_tables(s, e));
+    DeviceRef edge_words = device_arg(o.Get("edgesDevice"), "cudaBinaryConv2d: edgesDevice", device, uint64_t(e.edge_words) * 4);
+    const bool trial = a.flag("trial");
+    const int64_t nwords = e.edge_words;
     return run_op(a, [=]() -> ResultBuilder {
       xnorm_cuda_status st{};
-      cuda_check(api->binary_conv2d(device, static_cast<const uint32_t*>(x->ptr), static_cast<const uint32_t*>(w->ptr),
-                                    &p, static_cast<const float*>(scale.data), static_cast<const float*>(bias.data),
-                                    out->ptr, &st),
+      xnorm_cuda_mst m{};
+      m.edge_words = static_cast<const uint32_t*>(edge_words->ptr);
+      m.edge_words_len = nwords;
+      m.roots = tables->roots.data();
+      m.nroots = int64_t(tables->roots.size());
+      m.edges = tables->edges.data();
+      m.nedges = int64_t(tables->edges.size());
+      m.level_ends = tables->level_ends.data();
+      m.nlevels = int32_t(tables->level_ends.size());
+      m.trial = trial;
+      cuda_check(api->binary_conv2d_mst(device, static_cast<const uint32_t*>(x->ptr), static_cast<const uint32_t*>(w->ptr),
+                                        &p, &m, sc, bi, out->ptr, &st),
                  st);
-      return nullptr;
+      if (!trial) return nullptr;
+      const double plan_ms = m.plan_ms, dense_ms = m.dense_ms;
+      return [plan_ms, dense_ms](Napi::Env env) {
+        Napi::Object r = Napi::Object::New(env);
+        r.Set("planMs", plan_ms);
+        r.Set("denseMs", dense_ms);
+        return r;
+      };
     });
   });
 }

@@ -22,7 +22,7 @@
 extern "C" {
 #endif
 
-#define XNORM_CUDA_ABI_VERSION 3u
+#define XNORM_CUDA_ABI_VERSION 4u
 
 #if defined(_WIN32)
 #define XNORM_CUDA_EXPORT __declspec(dllexport)
@@ -84,6 +84,35 @@ typedef struct xnorm_cuda_bconv {
   float lo, hi;
   int32_t algorithm; /* xnorm_cuda_bconv_algorithm */
 } xnorm_cuda_bconv;
+
+/* MST channel reuse (DESIGN.md "Binary"): channel `child` is computed from channel `parent` of the same
+ * group as popc(x ^ w_child) = popc(x ^ w_parent) + d - 2 * sum_j popc((x_k & mask) ^ pbits) over the
+ * `nwords` triples (k = word index into the channel's kh*kw*ceil(cin_g/32) weight words, mask = w_parent ^
+ * w_child, pbits = w_parent & mask) stored at words [triples, triples + 3*nwords) of the plan's edge words,
+ * with d = the number of mask bits. Popcounts are those of padding 'one' (padded taps are +1 inputs);
+ * padding 'zero' is applied afterwards, in the output pass. */
+typedef struct xnorm_cuda_mst_edge {
+  int32_t child, parent, nwords, d;
+  int64_t triples;
+} xnorm_cuda_mst_edge;
+/* A plan: the roots are computed densely, then the edges level by level (one launch per level; every
+ * parent is a root or a child of an earlier level), then the output transform. Every output channel must
+ * be a root or the child of exactly one edge. */
+typedef struct xnorm_cuda_mst {
+  const uint32_t* edge_words; /* DEVICE: the words the triples are read from (e.g. the CPU's edge records) */
+  int64_t edge_words_len;     /* their count; every edge's triples must lie inside */
+  const int32_t* roots;       /* HOST: the channels computed densely */
+  int64_t nroots;
+  const xnorm_cuda_mst_edge* edges; /* HOST: nedges edges ordered by level */
+  int64_t nedges;
+  const int64_t* level_ends; /* HOST: level l = 1..nlevels is edges [level_ends[l-2] (0 for l = 1), level_ends[l-1]) */
+  int32_t nlevels;
+  /* 1: also compute the convolution with the dense weights (binary_conv2d's AUTO kernel) and time both on
+   * the device (CUDA events, each run twice, the faster of each kept) into plan_ms / dense_ms. The output
+   * is the same either way. */
+  int32_t trial;
+  float plan_ms, dense_ms; /* out, when trial */
+} xnorm_cuda_mst;
 
 /* Convolution and fused Conv + BatchNorm (DESIGN.md "Conv + BN"; the CPU core's conventions in
  * native/core/convbn/convbn.h). Activations (x, y, z, dy, dx) have `dtype` and `layout` ([n, c, h, w] or
@@ -161,6 +190,12 @@ typedef struct xnorm_cuda_api {
   int32_t (*binary_conv2d)(int32_t device, const uint32_t* x, const uint32_t* w, const xnorm_cuda_bconv* p,
                            const float* scale, const float* bias, void* out, xnorm_cuda_status* status);
 
+  /* Binary convolution by an MST plan (see xnorm_cuda_mst), with the same parameters, results and output
+   * as binary_conv2d (p->algorithm is used only by the dense run of a trial; the roots run on CUDA cores).
+   * w: the dense weights on the device (the roots read their rows; the padding 'zero' pass their popcounts). */
+  int32_t (*binary_conv2d_mst)(int32_t device, const uint32_t* x, const uint32_t* w, const xnorm_cuda_bconv* p,
+                               xnorm_cuda_mst* plan, const float* scale, const float* bias, void* out,
+                               xnorm_cuda_status* status);
   /* float -> bits (packBits): x of `dtype` viewed by g (NCHW [n, c, s] or NHWC [n, s, c]) on the device;
    * out [n*s][ceil(c/32)] words on the device, channel i at bit i%32 of word i/32, bit 1 where
    * float(x) < threshold (NaN gives 0), tail bits 0. thresholds: c values on the HOST, or NULL to use
