@@ -21,10 +21,13 @@ struct Transform16 {
   __m512i k, m;
   __m512 lo, hi;
   const float* clamp;
+  bool popcounts;  // m = -2: a shift instead of a (slower) 32-bit multiply
   Transform16(int32_t k_, int32_t m_, const float* clamp_)
       : k(_mm512_set1_epi32(k_)), m(_mm512_set1_epi32(m_)), lo(_mm512_set1_ps(clamp_ ? clamp_[0] : 0.0f)),
-        hi(_mm512_set1_ps(clamp_ ? clamp_[1] : 0.0f)), clamp(clamp_) {}
-  __m512i dot(__m512i v) const { return _mm512_add_epi32(k, _mm512_mullo_epi32(m, v)); }
+        hi(_mm512_set1_ps(clamp_ ? clamp_[1] : 0.0f)), clamp(clamp_), popcounts(m_ == -2) {}
+  __m512i dot(__m512i v) const {
+    return popcounts ? _mm512_sub_epi32(k, _mm512_slli_epi32(v, 1)) : _mm512_add_epi32(k, _mm512_mullo_epi32(m, v));
+  }
   __m512 value(__m512i v, __m512 scale, __m512 bias) const {
     __m512 y = _mm512_mul_ps(_mm512_cvtepi32_ps(dot(v)), scale);
     __asm__("" : "+v"(y));  // keeps the product rounded: the compiler may not fuse it with the add
