@@ -20,6 +20,7 @@ struct Epilogue {
   void* out = nullptr;
   int64_t ldo = 0;
   const uint8_t* raw = nullptr;                        // per pixel of the tile; null: none
+  bool stream = false;  // 'float': non-temporal stores for rows of whole cache lines; the caller fences
 };
 
 // Most pixels pack_nchw takes per call: its word buffer (16 KiB) stays in L1 while each plane is read

@@ -79,7 +79,10 @@ void finish_block(const __m512i* acc0, const __m512i* acc1, const Epilogue& ep, 
   for (int r = 0; r < MR; ++r) {
     if (raw(r)) continue;
     float* o = out + r * ep.ldo;
-    if (nvalid == 32) {  // a masked store, even with all lanes on, is far slower on some CPUs
+    if (nvalid == 32 && ep.stream && (reinterpret_cast<uintptr_t>(o) & 63) == 0) {
+      _mm512_stream_ps(o, tf.value(acc0[r], s0, b0));
+      _mm512_stream_ps(o + 16, tf.value(acc1[r], s1, b1));
+    } else if (nvalid == 32) {  // a masked store, even with all lanes on, is far slower on some CPUs
       _mm512_storeu_ps(o, tf.value(acc0[r], s0, b0));
       _mm512_storeu_ps(o + 16, tf.value(acc1[r], s1, b1));
     } else {
@@ -101,9 +104,10 @@ void dense_tile(const uint32_t* const* rows, int64_t taps, int64_t wg_runtime, i
     acc0[r] = _mm512_setzero_si512();
     acc1[r] = _mm512_setzero_si512();
   }
-  if (ep && ep->kind != Output::Bits) {
+  if (ep && ep->kind != Output::Bits && !ep->stream) {
     // Fetch the output lines for writing now: their misses then overlap the popcounts below instead of
-    // stalling the stores (this write pattern is invisible to the hardware prefetchers).
+    // stalling the stores (this write pattern is invisible to the hardware prefetchers). Streamed
+    // outputs skip that: their lines are written whole, never read.
     char* out = static_cast<char*>(ep->out) + (pix0 * ep->ldo + ch[0]) * 4;
     for (int r = 0; r < MR; ++r) {
       __builtin_prefetch(out + r * ep->ldo * 4, 1);
