@@ -3,7 +3,7 @@
 import { describe, fail } from './errors';
 import { native } from './native';
 import { defineOp } from './op';
-import { DeviceBuffer, FLOAT_DTYPES, Tensor, allocateDevice, allocateUninitialized, checkSameDevice, checkTensor, packedWordsFor, shapeSize } from './tensor';
+import { DeviceBuffer, FLOAT_DTYPES, Tensor, allocateDevice, allocateUninitialized, checkSameDevice, checkTensor, freeOnFailure, packedWordsFor, shapeSize } from './tensor';
 import type { Layout } from './bnstats';
 
 function options(opts: unknown, name: string): Record<string, unknown> {
@@ -34,25 +34,6 @@ function pair(v: unknown, name: string, dflt: number, min: number): [number, num
   if (typeof v === 'number') return [positiveInt(v, name, min), positiveInt(v, name, min)];
   if (Array.isArray(v) && v.length === 2) return [positiveInt(v[0], `${name}[0]`, min), positiveInt(v[1], `${name}[1]`, min)];
   return fail('ERR_XNORM_ARGUMENT', `${name}: expected a number or [h, w], received ${describe(v)}`);
-}
-
-/**
- * The `call` of an op on a GPU that writes the new device tensor `y`: a failed op frees y at once
- * rather than leaving it to the GC.
- */
-function deviceCall(y: Tensor, run: (async: boolean) => unknown): (async: boolean) => unknown {
-  return (async: boolean) => {
-    const drop = (e: unknown): never => {
-      y.dispose();
-      throw e;
-    };
-    try {
-      const r = run(async);
-      return async ? Promise.resolve(r).catch(drop) : r;
-    } catch (e) {
-      return drop(e);
-    }
-  };
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -103,7 +84,7 @@ const packBitsOp = defineOp((x: Tensor, opts?: PackBitsOptions) => {
     const xb = x.deviceBuffer('packBits: x');
     const y = new Tensor(allocateDevice(xb.device, outShape, 'bit'), outShape, 'bit');
     const args = { device: xb.index, x: xb.handle, dtype: x.dtype, layout, n, c, s, thresholds, threshold, out: y.deviceBuffer().handle };
-    return { call: deviceCall(y, (async) => native().cudaPackBits(args, async)), finish: () => y };
+    return { call: freeOnFailure([y], (async) => native().cudaPackBits(args, async)), finish: () => y };
   }
   const out = allocateUninitialized(Uint32Array, n * s * packedWordsFor(c), 'packBits: output');
   const xs = f32(x, 'packBits: x');
@@ -130,7 +111,7 @@ const unpackBitsOp = defineOp((b: Tensor, opts?: { layout?: Layout }) => {
     const bb = b.deviceBuffer('unpackBits: b');
     const y = new Tensor(allocateDevice(bb.device, outShape, 'float32'), outShape, 'float32');
     const args = { device: bb.index, b: bb.handle, layout, n, c, s, out: y.deviceBuffer().handle };
-    return { call: deviceCall(y, (async) => native().cudaUnpackBits(args, async)), finish: () => y };
+    return { call: freeOnFailure([y], (async) => native().cudaUnpackBits(args, async)), finish: () => y };
   }
   const out = allocateUninitialized(Float32Array, b.size, 'unpackBits: output');
   return {
@@ -457,7 +438,7 @@ function prepareConv(op: string, x: Tensor, wp: BinaryWeights | MstPlan, opts: B
       sh: strideH, sw: strideW, ph: padH, pw: padW, dh: dilationH, dw: dilationW, padZero: padValue === 'zero', output,
       clamp: clampLo !== undefined, lo: clampLo, hi: clampHi, scale, bias, ...mst,
     };
-    const call = deviceCall(y, (async) => native().cudaBinaryConv2d(args, async));
+    const call = freeOnFailure([y], (async) => native().cudaBinaryConv2d(args, async));
     const result = (times?: unknown) => {
       if (plan && mode === 'trial') plan.recordTrial(xb.device, times as { planMs: number; denseMs: number });
       return y;

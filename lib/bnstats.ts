@@ -3,7 +3,7 @@
 import { describe, fail } from './errors';
 import { native } from './native';
 import { defineOp } from './op';
-import { Device, FLOAT_DTYPES, Tensor, allocate, allocateArray, allocateDevice, checkSameDevice, checkTensor } from './tensor';
+import { Device, FLOAT_DTYPES, Tensor, allocate, allocateArray, allocateDevice, checkSameDevice, checkTensor, freeOnFailure } from './tensor';
 
 export type Layout = 'nchw' | 'nhwc';
 export type Over = 'channel' | 'instance' | 'group';
@@ -82,12 +82,13 @@ const momentsOp = defineOp((x: Tensor, opts?: MomentsOptions) => {
     const meanDev = new Tensor(allocateDevice(xb.device, outShape, 'float32'), outShape, 'float32');
     const m2Dev = new Tensor(allocateDevice(xb.device, outShape, 'float32'), outShape, 'float32');
     return {
-      call: (async: boolean) =>
+      call: freeOnFailure([meanDev, m2Dev], (async) =>
         native().cudaMoments(
           { x: xb.handle, device: xb.index, dtype: x.dtype, shape: x.shape, layout, over, groups, mean, m2,
             meanF32: meanDev.deviceBuffer().handle, m2F32: m2Dev.deviceBuffer().handle },
           async,
         ),
+      ),
       finish: (count: unknown): Moments => ({ count: count as number, mean: meanDev, m2: m2Dev, precise: { mean, m2 } }),
     };
   }
@@ -330,12 +331,13 @@ const batchNormOp = defineOp((x: Tensor, stats: Stats | Moments, opts?: BatchNor
     const xb = x.deviceBuffer('batchNorm: x');
     const yt = new Tensor(allocateDevice(xb.device, x.shape, x.dtype), x.shape, x.dtype);
     return {
-      call: (async: boolean) =>
+      call: freeOnFailure([yt], (async) =>
         native().cudaBatchNorm(
           { x: xb.handle, y: yt.deviceBuffer().handle, device: xb.index, dtype: x.dtype, shape: x.shape, layout,
             perInstance, mean, meanLo, scale, beta: shift, relu: activation === 'relu' },
           async,
         ),
+      ),
       finish: () => yt,
     };
   }

@@ -6,7 +6,7 @@
 import { describe, fail } from './errors';
 import { native } from './native';
 import { defineOp } from './op';
-import { FLOAT_DTYPES, Tensor, TypedArray, allocateDevice, checkSameDevice, checkTensor, storageBytes, storageCtor } from './tensor';
+import { FLOAT_DTYPES, Tensor, TypedArray, allocateDevice, checkSameDevice, checkTensor, freeOnFailure, storageBytes, storageCtor } from './tensor';
 import type { FloatDType } from './tensor';
 import type { Layout } from './bnstats';
 
@@ -349,25 +349,6 @@ const convBnOp = defineOp((x: Tensor, p: ConvBnParams, opts?: ConvOpts & { saveF
     },
   };
 });
-
-/**
- * The `call` of an op on a GPU that writes new device tensors: a failed op frees them at once rather than
- * leaving them to the GC.
- */
-function freeOnFailure(outputs: (Tensor | undefined)[], run: (async: boolean) => unknown): (async: boolean) => unknown {
-  return (async: boolean) => {
-    const drop = (e: unknown): never => {
-      for (const t of outputs) t?.dispose();
-      throw e;
-    };
-    try {
-      const r = run(async);
-      return async ? Promise.resolve(r).catch(drop) : r;
-    } catch (e) {
-      return drop(e);
-    }
-  };
-}
 
 /** The geometry and device fields of the native CUDA conv entry points. */
 function cudaConvArgs(x: Tensor, weight: Tensor, conv: Conv) {

@@ -417,3 +417,22 @@ export function checkSameDevice(tensors: Record<string, Tensor | undefined>): vo
       );
   }
 }
+
+/**
+ * The `call` of an op on a GPU that writes new device tensors: a failed op frees them at once rather than
+ * leaving them to the GC.
+ */
+export function freeOnFailure(outputs: (Tensor | undefined)[], run: (async: boolean) => unknown): (async: boolean) => unknown {
+  return (async: boolean) => {
+    const drop = (e: unknown): never => {
+      for (const t of outputs) t?.dispose();
+      throw e;
+    };
+    try {
+      const r = run(async);
+      return async ? Promise.resolve(r).catch(drop) : r;
+    } catch (e) {
+      return drop(e);
+    }
+  };
+}
