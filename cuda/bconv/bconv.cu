@@ -56,6 +56,25 @@ __device__ __forceinline__ float transform(int32_t dot, float scale, float bias,
   return y;
 }
 
+// One warp's output for pixel `pix`, lane = channel co of word cw (cc: a real channel for idle lanes,
+// which compute and drop it). 'bits' packs the warp's 32 signs with one ballot, so every lane takes part.
+__device__ __forceinline__ void store_output(const Plan& p, void* out, const float* scale, const float* bias, int64_t pix,
+                                             int64_t co, int64_t cc, int64_t cw, int lane, bool active, int32_t dot) {
+  switch (p.output) {
+    case XNORM_CUDA_OUT_INT32:
+      if (active) static_cast<int32_t*>(out)[pix * p.cout + co] = dot;
+      break;
+    case XNORM_CUDA_OUT_FLOAT:
+      if (active) static_cast<float*>(out)[pix * p.cout + co] = transform(dot, scale[co], bias[co], p);
+      break;
+    default: {
+      const bool neg = active && transform(dot, scale[cc], bias[cc], p) < 0.0f;
+      const uint32_t word = __ballot_sync(0xffffffffu, neg);
+      if (lane == 0) static_cast<uint32_t*>(out)[pix * p.out_words + cw] = word;
+    }
+  }
+}
+
 __global__ void __launch_bounds__(kThreads) bconv_kernel(const uint32_t* __restrict__ x, const uint32_t* __restrict__ w,
                                                          Plan p, const float* __restrict__ scale,
                                                          const float* __restrict__ bias, void* out) {
@@ -91,19 +110,7 @@ __global__ void __launch_bounds__(kThreads) bconv_kernel(const uint32_t* __restr
     }
     const int64_t taps = p.pad_zero ? inside_taps : p.kh * p.kw;
     const int32_t dot = int32_t(taps * p.cin_g) - 2 * pop;
-    switch (p.output) {
-      case XNORM_CUDA_OUT_INT32:
-        if (active) static_cast<int32_t*>(out)[pix * p.cout + co] = dot;
-        break;
-      case XNORM_CUDA_OUT_FLOAT:
-        if (active) static_cast<float*>(out)[pix * p.cout + co] = transform(dot, scale[co], bias[co], p);
-        break;
-      default: {
-        bool neg = active && transform(dot, scale[cc], bias[cc], p) < 0.0f;
-        uint32_t word = __ballot_sync(0xffffffffu, neg);
-        if (lane == 0) static_cast<uint32_t*>(out)[pix * p.out_words + cw] = word;
-      }
-    }
+    store_output(p, out, scale, bias, pix, co, cc, cw, lane, active, dot);
   }
 }
 
@@ -517,19 +524,7 @@ __global__ void __launch_bounds__(kThreads) mst_output_kernel(const uint32_t* __
     for (int r = warp; r < kTile && pix0 + r < pixels; r += warps) {  // the bound is the same for the whole warp
       const int64_t pix = pix0 + r;
       const int32_t dot = dot_from_popcount(w, p, pix, cc, tile[lane][r]);
-      switch (p.output) {
-        case XNORM_CUDA_OUT_INT32:
-          if (active) static_cast<int32_t*>(out)[pix * p.cout + co] = dot;
-          break;
-        case XNORM_CUDA_OUT_FLOAT:
-          if (active) static_cast<float*>(out)[pix * p.cout + co] = transform(dot, scale[co], bias[co], p);
-          break;
-        default: {
-          const bool neg = active && transform(dot, scale[cc], bias[cc], p) < 0.0f;
-          const uint32_t word = __ballot_sync(0xffffffffu, neg);
-          if (lane == 0) static_cast<uint32_t*>(out)[pix * p.out_words + cw] = word;
-        }
-      }
+      store_output(p, out, scale, bias, pix, co, cc, cw, lane, active, dot);
     }
     __syncthreads();  // the tile is reloaded next step
   }
