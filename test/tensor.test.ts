@@ -2,6 +2,9 @@ import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { Tensor, XnormError, batchNormSync, from, info, momentsSync, tensor, zeros } from '../lib';
 import { bfloat16BitsToNumber, float16BitsToNumber, numberToBfloat16Bits, numberToFloat16Bits } from '../lib/half';
+import { native } from '../lib/native';
+import { allocateUninitialized } from '../lib/tensor';
+import { expectCode } from './helpers';
 
 describe('Tensor', () => {
   it('copies its input, validates size, and reports shape, dtype, device, size', () => {
@@ -173,5 +176,29 @@ describe('round trips with real tfjs tensors', () => {
     expect(h.dtype).toBe('float32');
     expect(Array.from(h.dataSync())).toEqual([0.5, 2]);
     tf.dispose([a, b, h]);
+  });
+});
+
+describe('uninitialised outputs', () => {
+  it('start on a cache line (a huge page from 4 MiB) inside their buffer, with the requested length', () => {
+    for (const n of [1, 17, 1000, (4 << 20) / 4, (5 << 20) / 4 + 3]) {
+      const a = allocateUninitialized(Float32Array, n, 'test');
+      expect(a.length).toBe(n);
+      expect(a.byteOffset + a.byteLength).toBeLessThanOrEqual(a.buffer.byteLength);
+      a[n - 1] = 1.5; // writable to the end
+      expect(a[n - 1]).toBe(1.5);
+    }
+  });
+
+  it('the native side checks the buffer it is given', () => {
+    const n = native();
+    expectCode(() => n.prepareOutput({ buffer: new Float32Array(4) as never, bytes: 4 }), 'ERR_XNORM_ARGUMENT');
+    expectCode(() => n.prepareOutput({ buffer: new Uint8Array(8), bytes: 16 }), 'ERR_XNORM_ARGUMENT');
+    expectCode(() => n.prepareOutput({ buffer: new Uint8Array(16), bytes: 16 }), 'ERR_XNORM_ARGUMENT'); // no room to align
+    const off = n.prepareOutput({ buffer: new Uint8Array(16 + 63), bytes: 16 });
+    expect(off).toBeGreaterThanOrEqual(0);
+    expect(off).toBeLessThan(64);
+    const big = new Uint8Array((4 << 20) + (2 << 20));
+    expect(n.prepareOutput({ buffer: big, bytes: 4 << 20 })).toBeLessThan(2 << 20);
   });
 });
