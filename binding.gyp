@@ -5,7 +5,7 @@
     "cflags": ["-fPIC", "-O3", "-fvisibility=hidden"],
     "cflags_cc": ["-std=c++17", "-fexceptions", "-frtti"],
     "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
-    "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"]
+    "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"]
   },
   "targets": [
     {

@@ -52,7 +52,7 @@ describe('worker_threads', () => {
   it('survives Node unloading the addon after the last worker that loaded it exits', () => {
     for (let i = 0; i < 3; i++) {
       const r = spawnSync(process.execPath, [path.join(__dirname, 'children', 'workers-only.cjs')], { encoding: 'utf8' });
-      expect(r.signal).toBe(null);
+      expect(r.signal, r.stderr).toBe(null);
       expect(r.status).toBe(0);
       expect(r.stdout.trim()).toBe('finished 3');
     }
