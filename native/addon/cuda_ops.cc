@@ -182,13 +182,14 @@ Napi::Value CudaBinaryConv2d(const Napi::CallbackInfo& info) {
       p.hi = float(a.number("hi"));
       if (!(p.lo <= p.hi)) fail(ErrorCode::Argument, "cudaBinaryConv2d: clamp: expected lo <= hi");
     }
-    if (p.cout % p.groups || p.cin_g * p.groups != p.c)
-      fail(ErrorCode::Shape, "cudaBinaryConv2d: C = " + std::to_string(p.c) + " and Cout = " + std::to_string(p.cout) +
-                                 " do not match groups = " + std::to_string(p.groups));
-    int64_t oh = (p.h + 2 * p.ph - p.dh * (p.kh - 1) - 1) / p.sh + 1;
-    int64_t ow = (p.w + 2 * p.pw - p.dw * (p.kw - 1) - 1) / p.sw + 1;
-    if (p.h + 2 * p.ph - p.dh * (p.kh - 1) - 1 < 0 || p.w + 2 * p.pw - p.dw * (p.kw - 1) - 1 < 0)
-      fail(ErrorCode::Shape, "cudaBinaryConv2d: the kernel does not fit the padded input");
+    // The CPU op's own geometry checks: groups against C and Cout, the kernel inside the padded input, overflow.
+    bconv::WeightShape s;
+    s.cout = p.cout, s.cin_g = p.cin_g, s.kh = p.kh, s.kw = p.kw, s.groups = p.groups;
+    bconv::ConvParams cp;
+    cp.n = p.n, cp.h = p.h, cp.w = p.w, cp.c = p.c, cp.sh = p.sh, cp.sw = p.sw, cp.ph = p.ph, cp.pw = p.pw;
+    cp.dh = p.dh, cp.dw = p.dw, cp.pad_zero = p.pad_zero != 0;
+    bconv::check_conv(cp, s);
+    const int64_t oh = bconv::out_size(p.h, p.ph, p.dh, p.kh, p.sh), ow = bconv::out_size(p.w, p.pw, p.dw, p.kw, p.sw);
     int64_t in_words = checked_mul(checked_mul(checked_mul(p.n, p.h, "x"), p.w, "x"), (p.c + 31) / 32, "x");
     int64_t w_words = checked_mul(checked_mul(checked_mul(p.cout, p.kh, "w"), p.kw, "w"), (p.cin_g + 31) / 32, "w");
     int64_t per_pixel = p.output == XNORM_CUDA_OUT_BITS ? (p.cout + 31) / 32 : p.cout;
@@ -212,8 +213,6 @@ Napi::Value CudaBinaryConv2d(const Napi::CallbackInfo& info) {
     // An MST plan: its CPU execution form (host panels and edge records, checked here on every call) and
     // the device copy of the edge records the kernels read the word triples from. `trial` also times the
     // dense weights on this input and returns both times.
-    bconv::WeightShape s;
-    s.cout = p.cout, s.cin_g = p.cin_g, s.kh = p.kh, s.kw = p.kw, s.groups = p.groups;
     bconv::Execution e;
     e.npanels = a.integer("npanels", 0, p.cout);
     e.panels = static_cast<const uint32_t*>(
