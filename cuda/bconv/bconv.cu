@@ -75,6 +75,36 @@ __device__ __forceinline__ void store_output(const Plan& p, void* out, const flo
   }
 }
 
+// popc(x ^ w_c) at output pixel `pix` over all taps. A padded tap reads as +1 inputs (bit 0), or, with
+// skip_padded (padding 'zero' in one pass), is left out; `inside` counts the taps inside the image. MST
+// roots use the +1 form: it is what the edges relate between channels, and the output pass corrects it.
+__device__ __forceinline__ int32_t tap_popcount(const uint32_t* __restrict__ x, const uint32_t* __restrict__ wrow,
+                                                const Plan& p, int64_t pix, int64_t g, bool skip_padded,
+                                                int32_t& inside) {
+  const int64_t ox = pix % p.ow, rest = pix / p.ow, oy = rest % p.oh, n = rest / p.oh;
+  int32_t pop = 0;
+  inside = 0;
+  for (int64_t ki = 0; ki < p.kh; ++ki) {
+    const int64_t iy = oy * p.sh - p.ph + ki * p.dh;
+    for (int64_t kj = 0; kj < p.kw; ++kj) {
+      const int64_t ix = ox * p.sw - p.pw + kj * p.dw;
+      const uint32_t* wt = wrow + (ki * p.kw + kj) * p.wg;
+      if (iy >= 0 && iy < p.h && ix >= 0 && ix < p.w) {
+        ++inside;
+        const uint32_t* px = x + ((n * p.h + iy) * p.w + ix) * p.wc;
+        for (int64_t k = 0; k < p.wg; ++k) {
+          uint32_t xv = window(px, p.wc, g * p.cin_g + 32 * k);
+          if (k == p.wg - 1) xv &= p.last_mask;
+          pop += __popc(xv ^ __ldg(wt + k));
+        }
+      } else if (!skip_padded) {  // a +1 input (bit 0) against the weights
+        for (int64_t k = 0; k < p.wg; ++k) pop += __popc(__ldg(wt + k));
+      }
+    }
+  }
+  return pop;
+}
+
 __global__ void __launch_bounds__(kThreads) bconv_kernel(const uint32_t* __restrict__ x, const uint32_t* __restrict__ w,
                                                          Plan p, const float* __restrict__ scale,
                                                          const float* __restrict__ bias, void* out) {
@@ -86,28 +116,8 @@ __global__ void __launch_bounds__(kThreads) bconv_kernel(const uint32_t* __restr
     const int64_t co = cw * 32 + lane;
     const bool active = co < p.cout;
     const int64_t cc = active ? co : p.cout - 1;  // idle lanes compute a real channel and drop it
-    const int64_t g = cc / p.cout_g;
-    const int64_t ox = pix % p.ow, rest = pix / p.ow, oy = rest % p.oh, n = rest / p.oh;
-    const uint32_t* wrow = w + cc * p.row_words;
-    int32_t pop = 0, inside_taps = 0;
-    for (int64_t ki = 0; ki < p.kh; ++ki) {
-      const int64_t iy = oy * p.sh - p.ph + ki * p.dh;
-      for (int64_t kj = 0; kj < p.kw; ++kj) {
-        const int64_t ix = ox * p.sw - p.pw + kj * p.dw;
-        const uint32_t* wt = wrow + (ki * p.kw + kj) * p.wg;
-        if (iy >= 0 && iy < p.h && ix >= 0 && ix < p.w) {
-          ++inside_taps;
-          const uint32_t* px = x + ((n * p.h + iy) * p.w + ix) * p.wc;
-          for (int64_t k = 0; k < p.wg; ++k) {
-            uint32_t xv = window(px, p.wc, g * p.cin_g + 32 * k);
-            if (k == p.wg - 1) xv &= p.last_mask;
-            pop += __popc(xv ^ __ldg(wt + k));
-          }
-        } else if (!p.pad_zero) {  // a +1 input (bit 0) against the weights
-          for (int64_t k = 0; k < p.wg; ++k) pop += __popc(__ldg(wt + k));
-        }
-      }
-    }
+    int32_t inside_taps = 0;
+    const int32_t pop = tap_popcount(x, w + cc * p.row_words, p, pix, cc / p.cout_g, p.pad_zero, inside_taps);
     const int64_t taps = p.pad_zero ? inside_taps : p.kh * p.kw;
     const int32_t dot = int32_t(taps * p.cin_g) - 2 * pop;
     store_output(p, out, scale, bias, pix, co, cc, cw, lane, active, dot);
@@ -411,32 +421,6 @@ int32_t binary_conv2d(int32_t device, const uint32_t* x, const uint32_t* w, cons
 
 namespace {
 
-// popc(x ^ w_c) at output pixel `pix` over all taps, padded taps read as +1 inputs (bit 0): the quantity
-// the edges relate between channels; padding 'zero' is applied in the output pass.
-__device__ __forceinline__ int32_t one_padded_popcount(const uint32_t* __restrict__ x, const uint32_t* __restrict__ wrow,
-                                                       const Plan& p, int64_t pix, int64_t g) {
-  const int64_t ox = pix % p.ow, rest = pix / p.ow, oy = rest % p.oh, n = rest / p.oh;
-  int32_t pop = 0;
-  for (int64_t ki = 0; ki < p.kh; ++ki) {
-    const int64_t iy = oy * p.sh - p.ph + ki * p.dh;
-    for (int64_t kj = 0; kj < p.kw; ++kj) {
-      const int64_t ix = ox * p.sw - p.pw + kj * p.dw;
-      const uint32_t* wt = wrow + (ki * p.kw + kj) * p.wg;
-      if (iy >= 0 && iy < p.h && ix >= 0 && ix < p.w) {
-        const uint32_t* px = x + ((n * p.h + iy) * p.w + ix) * p.wc;
-        for (int64_t k = 0; k < p.wg; ++k) {
-          uint32_t xv = window(px, p.wc, g * p.cin_g + 32 * k);
-          if (k == p.wg - 1) xv &= p.last_mask;
-          pop += __popc(xv ^ __ldg(wt + k));
-        }
-      } else {
-        for (int64_t k = 0; k < p.wg; ++k) pop += __popc(__ldg(wt + k));
-      }
-    }
-  }
-  return pop;
-}
-
 // The roots: one thread per (root, pixel), pixels fastest.
 __global__ void __launch_bounds__(kThreads) mst_roots_kernel(const uint32_t* __restrict__ x, const uint32_t* __restrict__ w,
                                                              Plan p, const int32_t* __restrict__ roots, int64_t nroots,
@@ -445,7 +429,8 @@ __global__ void __launch_bounds__(kThreads) mst_roots_kernel(const uint32_t* __r
   const int64_t step = int64_t(gridDim.x) * blockDim.x;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step) {
     const int64_t c = roots[i / pixels], pix = i % pixels;
-    pc[c * pixels + pix] = one_padded_popcount(x, w + c * p.row_words, p, pix, c / p.cout_g);
+    int32_t inside = 0;
+    pc[c * pixels + pix] = tap_popcount(x, w + c * p.row_words, p, pix, c / p.cout_g, false, inside);
   }
 }
 
