@@ -416,7 +416,7 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
     // Output pass for what the kernels did not write (all pixels of unfused tasks, raw pixels of fused
     // ones), one pixel row at a time.
     dot.resize(size_t(nc));
-    const float *sc = scale.data() + c0, *bi = bias.data() + c0, clamp[2] = {t.lo, t.hi};
+    const float *sc = scale.data() + c0, *bi = bias.data() + c0;
     for (int64_t i = 0; i < np; ++i) {
       const int32_t* pc = prow + i * s.cout + c0;
       const int64_t pix = p0 + i;
@@ -435,13 +435,12 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
       // Popcounts (k = K, m = -2) or corrected dot products (k = 0, m = 1).
       const int32_t* v = corrected ? dot.data() : pc;
       const int32_t vk = corrected ? 0 : K, vm = corrected ? 1 : -2;
-      const float* cl = t.clamp ? clamp : nullptr;
       if (t.kind == Output::Int32)
         kn.out_int32(v, vk, vm, nc, static_cast<int32_t*>(out) + pix * s.cout + c0);
       else if (t.kind == Output::Float)
-        kn.out_float(v, vk, vm, sc, bi, cl, nc, static_cast<float*>(out) + pix * s.cout + c0);
+        kn.out_float(v, vk, vm, sc, bi, fused_output.clamp, nc, static_cast<float*>(out) + pix * s.cout + c0);
       else
-        kn.out_bits(v, vk, vm, sc, bi, cl, nc, static_cast<uint32_t*>(out) + pix * out_words + c0 / 32);
+        kn.out_bits(v, vk, vm, sc, bi, fused_output.clamp, nc, static_cast<uint32_t*>(out) + pix * out_words + c0 / 32);
     }
   });
 }
