@@ -1,40 +1,15 @@
 // Binary (XNOR/popcount) convolution on bit-packed ±1 tensors, and MST channel reuse plans.
 // Conventions: bit 1 = -1, bit 0 = +1 (sign(0) = +1); channels packed innermost (NHWC) in 32-bit words.
+// Packed weights and plans are native objects (native/addon/weights.cc): made and checked once, passed to
+// each call as handles; the arrays they show here are copies, so editing them changes no result.
 import { describe, fail } from './errors';
 import { native } from './native';
+import type { PlanHandle, PlanInfo, WeightsHandle } from './native';
 import { defineOp } from './op';
-import { DeviceBuffer, FLOAT_DTYPES, Tensor, allocateDevice, allocateUninitialized, checkSameDevice, checkTensor, freeOnFailure, packedWordsFor, shapeSize } from './tensor';
-import type { Layout } from './bnstats';
-
-function options(opts: unknown, name: string): Record<string, unknown> {
-  if (opts === undefined || opts === null) return {};
-  if (typeof opts !== 'object' || Array.isArray(opts))
-    fail('ERR_XNORM_ARGUMENT', `${name}: expected an options object, received ${describe(opts)}`);
-  return opts as Record<string, unknown>;
-}
-
-function layoutOf(v: unknown, name: string): Layout {
-  if (v !== 'nchw' && v !== 'nhwc') fail('ERR_XNORM_ARGUMENT', `${name}: expected 'nchw' or 'nhwc', received ${describe(v)}`);
-  return v;
-}
-
-/** The values of a float tensor as float32 on the host (a device tensor is downloaded). */
-function f32(t: Tensor, name: string): Float32Array {
-  return t.dtype === 'float32' ? (t.hostData(name) as Float32Array) : t.float32Sync();
-}
-
-function positiveInt(v: unknown, name: string, min = 1): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > 2 ** 30)
-    fail('ERR_XNORM_ARGUMENT', `${name}: expected an integer >= ${min}, received ${describe(v)}`);
-  return v;
-}
-
-function pair(v: unknown, name: string, dflt: number, min: number): [number, number] {
-  if (v === undefined) return [dflt, dflt];
-  if (typeof v === 'number') return [positiveInt(v, name, min), positiveInt(v, name, min)];
-  if (Array.isArray(v) && v.length === 2) return [positiveInt(v[0], `${name}[0]`, min), positiveInt(v[1], `${name}[1]`, min)];
-  return fail('ERR_XNORM_ARGUMENT', `${name}: expected a number or [h, w], received ${describe(v)}`);
-}
+import { FLOAT_DTYPES, Tensor, checkSameDevice, checkTensor, freeOnFailure, nativeDevice, nativeRef, newOutput, packedWordsFor, shapeSize } from './tensor';
+import type { FloatDType } from './tensor';
+import { choice, float32Of, integer, layoutOf, options, pair, perChannel } from './validate';
+import type { Layout } from './validate';
 
 // ---------------------------------------------------------------------------------------------------
 // packBits / unpackBits
@@ -59,11 +34,11 @@ export interface PackBitsOptions {
 }
 
 const packBitsOp = defineOp((x: Tensor, opts?: PackBitsOptions) => {
-  const o = options(opts, 'packBits: opts');
+  const o = options(opts, 'packBits: opts', ['layout', 'threshold']);
   checkTensor(x, 'packBits: x', { dtypes: FLOAT_DTYPES });
   if (x.shape.length < 2)
     fail('ERR_XNORM_SHAPE', `packBits: x: expected rank >= 2 ([N, C, ...]), received shape [${x.shape.join(', ')}]`);
-  const layout = layoutOf(o.layout ?? 'nchw', 'packBits: opts.layout');
+  const layout = layoutOf(o.layout, 'packBits: opts.layout');
   if (x.size === 0) fail('ERR_XNORM_SHAPE', `packBits: x: expected a non-empty tensor, received shape [${x.shape.join(', ')}]`);
   const { n, c, s } = ncs(x.shape, layout);
   let threshold = 0;
@@ -77,21 +52,15 @@ const packBitsOp = defineOp((x: Tensor, opts?: PackBitsOptions) => {
     checkSameDevice({ 'packBits: x': x, 'packBits: opts.threshold': t as Tensor });
     if ((t as Tensor).size !== c)
       fail('ERR_XNORM_SHAPE', `packBits: opts.threshold: expected shape [${c}], received [${(t as Tensor).shape.join(', ')}]`);
-    thresholds = Float32Array.from(f32(t as Tensor, 'packBits: opts.threshold'));
+    thresholds = Float32Array.from(float32Of(t as Tensor, 'packBits: opts.threshold'));
   }
   const outShape = nhwcShape(x.shape, layout);
-  if (x.device !== 'cpu') {
-    const xb = x.deviceBuffer('packBits: x');
-    const y = new Tensor(allocateDevice(xb.device, outShape, 'bit'), outShape, 'bit');
-    const args = { device: xb.index, x: xb.handle, dtype: x.dtype, layout, n, c, s, thresholds, threshold, out: y.deviceBuffer().handle };
-    return { call: freeOnFailure([y], (async) => native().cudaPackBits(args, async)), finish: () => y };
-  }
-  const out = allocateUninitialized(Uint32Array, n * s * packedWordsFor(c), 'packBits: output');
-  const xs = f32(x, 'packBits: x');
-  return {
-    call: (async: boolean) => native().packBits({ x: xs, layout, n, c, s, thresholds, threshold, out }, async),
-    finish: () => new Tensor(out, outShape, 'bit'),
-  };
+  // The CPU kernel reads float32 (converted here); the GPU one reads x's own dtype.
+  const xs = x.device === 'cpu' ? float32Of(x, 'packBits: x') : nativeRef(x, 'packBits: x');
+  const dtype = x.device === 'cpu' ? 'float32' : (x.dtype as FloatDType);
+  const y = newOutput(x.device, outShape, 'bit', 'packBits: output', true);
+  const args = { device: nativeDevice(x), x: xs, dtype, layout, n, c, s, thresholds, threshold, out: nativeRef(y) };
+  return { call: freeOnFailure([y], (async) => native().packBits(args, async)), finish: () => y };
 });
 
 /** float (NCHW by default, or NHWC) -> 'bit' NHWC: bit 1 (-1) where x < threshold. */
@@ -99,25 +68,17 @@ export const packBits = packBitsOp.async;
 export const packBitsSync = packBitsOp.sync;
 
 const unpackBitsOp = defineOp((b: Tensor, opts?: { layout?: Layout }) => {
-  const o = options(opts, 'unpackBits: opts');
+  const o = options(opts, 'unpackBits: opts', ['layout']);
   checkTensor(b, 'unpackBits: b', { dtypes: ['bit'] });
   if (b.shape.length < 2 || b.size === 0)
     fail('ERR_XNORM_SHAPE', `unpackBits: b: expected a non-empty [N, ..., C] tensor, received shape [${b.shape.join(', ')}]`);
-  const layout = layoutOf(o.layout ?? 'nchw', 'unpackBits: opts.layout');
+  const layout = layoutOf(o.layout, 'unpackBits: opts.layout');
   const { n, c, s } = ncs(b.shape, 'nhwc');
   const r = b.shape.length;
   const outShape = layout === 'nhwc' || r === 2 ? b.shape.slice() : [b.shape[0], b.shape[r - 1], ...b.shape.slice(1, r - 1)];
-  if (b.device !== 'cpu') {
-    const bb = b.deviceBuffer('unpackBits: b');
-    const y = new Tensor(allocateDevice(bb.device, outShape, 'float32'), outShape, 'float32');
-    const args = { device: bb.index, b: bb.handle, layout, n, c, s, out: y.deviceBuffer().handle };
-    return { call: freeOnFailure([y], (async) => native().cudaUnpackBits(args, async)), finish: () => y };
-  }
-  const out = allocateUninitialized(Float32Array, b.size, 'unpackBits: output');
-  return {
-    call: (async: boolean) => native().unpackBits({ b: b.storage('unpackBits: b'), layout, n, c, s, out }, async),
-    finish: () => new Tensor(out, outShape, 'float32'),
-  };
+  const y = newOutput(b.device, outShape, 'float32', 'unpackBits: output', true);
+  const args = { device: nativeDevice(b), b: nativeRef(b, 'unpackBits: b'), layout, n, c, s, out: nativeRef(y) };
+  return { call: freeOnFailure([y], (async) => native().unpackBits(args, async)), finish: () => y };
 });
 
 /** 'bit' NHWC -> float32 ±1, in NCHW (default) or NHWC. */
@@ -127,38 +88,23 @@ export const unpackBitsSync = unpackBitsOp.sync;
 // ---------------------------------------------------------------------------------------------------
 // Weights and plans
 
-interface Execution {
-  panels: Uint32Array;
-  npanels: number;
-  edges: Uint32Array;
-  nedges: number;
-  depth: number;
-  totalDistance: number;
-  bitsProcessed: number;
-}
+const weightsHandles = new WeakMap<BinaryWeights, WeightsHandle>();
+const planHandles = new WeakMap<MstPlan, PlanHandle>();
 
-function execution(w: BinaryWeights, parent: Int32Array): Execution {
-  return native().binaryExecution({ ...w.nativeArgs(), parent }) as Execution;
-}
-
-/** Sign-packed weights: canonical words [Cout][kh][kw][ceil(Cin_g/32)] plus the kernels' panel layout. */
+/** Sign-packed weights: a native object holding the canonical words and the kernels' panel layout. */
 export class BinaryWeights {
   /** [Cout, Cin/groups, kh, kw] */
   readonly shape: readonly number[];
   readonly groups: number;
-  /** Canonical packed words, [Cout][kh][kw][ceil(Cin_g / 32)]; tail bits are 0. */
+  /** A copy of the canonical packed words, [Cout][kh][kw][ceil(Cin_g / 32)]; tail bits are 0. */
   readonly words: Uint32Array;
-  /** @internal */
-  readonly exec: Execution;
-  /** The words on each GPU they were used on: uploaded once, freed by dispose() (or by the GC with this object). */
-  #onDevice = new Map<string, Tensor>();
 
   /** @internal Use packWeights(). */
-  constructor(words: Uint32Array, shape: readonly number[], groups: number) {
+  constructor(handle: WeightsHandle, shape: readonly number[], groups: number) {
+    weightsHandles.set(this, handle);
     this.shape = Object.freeze(shape.slice());
     this.groups = groups;
-    this.words = words;
-    this.exec = execution(this, new Int32Array(shape[0]).fill(-1));
+    this.words = native().weightsWords({ weights: handle });
   }
 
   /** Words per output channel (kh * kw * ceil(Cin_g / 32)). */
@@ -166,63 +112,55 @@ export class BinaryWeights {
     return this.shape[2] * this.shape[3] * packedWordsFor(this.shape[1]);
   }
 
-  /** @internal The packed words on `device`, uploaded on first use and then reused. */
-  deviceWords(device: `cuda:${number}`): DeviceBuffer {
-    let t = this.#onDevice.get(device);
-    if (!t) {
-      const [cout, cinG, kh, kw] = this.shape;
-      t = new Tensor(this.words, [cout, kh, kw, cinG], 'bit').toSync(device);
-      this.#onDevice.set(device, t);
-    }
-    return t.deviceBuffer('weights');
-  }
-
   /**
    * Frees the device copies of the weights now (ops in flight keep theirs until they end); a later op on
    * a GPU uploads them again. The CPU words stay usable. Idempotent.
    */
   dispose(): void {
-    for (const t of this.#onDevice.values()) t.dispose();
-    this.#onDevice.clear();
+    native().releaseDeviceCopies({ weights: weightsHandle(this) });
   }
 
   [Symbol.dispose](): void {
     this.dispose();
   }
+}
 
-  /** @internal */
-  nativeArgs(): { words: Uint32Array; wshape: readonly number[]; groups: number } {
-    return { words: this.words, wshape: this.shape, groups: this.groups };
-  }
+/** @internal The native objects behind weights and plans (tests hand them to the addon directly). */
+export function weightsHandle(w: BinaryWeights): WeightsHandle {
+  return weightsHandles.get(w)!;
+}
+
+/** @internal */
+export function planHandle(p: MstPlan): PlanHandle {
+  return planHandles.get(p)!;
 }
 
 /** float weights [Cout, Cin/groups, kh, kw] (or [Cout, K] for binaryLinear) -> signs, packed. */
 export function packWeights(w: Tensor, opts?: { groups?: number }): BinaryWeights {
-  const o = options(opts, 'packWeights: opts');
+  const o = options(opts, 'packWeights: opts', ['groups']);
   checkTensor(w, 'packWeights: w', { dtypes: FLOAT_DTYPES, rank: [2, 4] });
-  const groups = positiveInt(o.groups ?? 1, 'packWeights: opts.groups');
+  const groups = integer(o.groups, 'packWeights: opts.groups', 1, 1, 2 ** 30);
   const shape = w.shape.length === 2 ? [w.shape[0], w.shape[1], 1, 1] : w.shape.slice();
   if (shape.some((d) => d < 1))
     fail('ERR_XNORM_SHAPE', `packWeights: w: expected positive sizes, received shape [${w.shape.join(', ')}]`);
   if (shape[0] % groups !== 0)
     fail('ERR_XNORM_SHAPE', `packWeights: w: Cout = ${shape[0]} is not divisible by groups = ${groups}`);
-  const words = new Uint32Array(shape[0] * shape[2] * shape[3] * packedWordsFor(shape[1]));
-  native().packWeights({ w: f32(w, 'packWeights: w'), wshape: shape, groups, out: words });
-  return new BinaryWeights(words, shape, groups);
+  const handle = native().packWeights({ w: float32Of(w, 'packWeights: w'), wShape: shape, groups });
+  return new BinaryWeights(handle, shape, groups);
 }
 
 export type Reuse = 'auto' | 'always' | 'never';
 
 function checkWeights(w: unknown, name: string): BinaryWeights {
-  if (!(w instanceof BinaryWeights))
+  if (!(w instanceof BinaryWeights) || !weightsHandles.has(w))
     fail('ERR_XNORM_ARGUMENT', `${name}: expected BinaryWeights (from packWeights), received ${describe(w)}`);
   return w;
 }
 
-/** A channel-reuse order over a layer's output channels (see mstPlan). */
+/** A channel-reuse order over a layer's output channels (see mstPlan): a native object. */
 export class MstPlan {
   readonly weights: BinaryWeights;
-  /** -1 = computed from scratch (a root); otherwise the channel this one is computed from. */
+  /** -1 = computed from scratch (a root); otherwise the channel this one is computed from. A copy. */
   readonly parent: Int32Array;
   /** Channels grouped by depth; level 0 are the roots; each level depends only on earlier ones. */
   readonly levels: Int32Array[];
@@ -233,62 +171,21 @@ export class MstPlan {
   readonly opsReduction: number;
   readonly reuse: Reuse;
   readonly maxDepth: number;
-  /** @internal */
-  readonly exec: Execution;
-  /** The edge records on each GPU they were used on: uploaded once, freed by dispose() (or by the GC with this object). */
-  #edgesOnDevice = new Map<string, Tensor>();
-  /** Per GPU, for 'auto' plans: whether the first call there found the edges faster than the dense weights. */
-  #edgesPayOnDevice = new Map<string, boolean>();
 
   /** @internal Use mstPlan() or MstPlan.deserialize(). */
-  constructor(weights: BinaryWeights, parent: Int32Array, reuse: Reuse, maxDepth: number) {
+  constructor(weights: BinaryWeights, info: PlanInfo) {
+    planHandles.set(this, info.plan);
     this.weights = weights;
-    this.parent = parent;
-    this.reuse = reuse;
-    this.maxDepth = maxDepth;
-    this.exec = execution(weights, parent);
-    this.depth = this.exec.depth;
-    this.totalDistance = this.exec.totalDistance;
+    this.parent = info.parent;
+    this.reuse = info.reuse;
+    this.maxDepth = info.maxDepth;
+    this.depth = info.depth;
+    this.totalDistance = info.totalDistance;
     const [cout, cinG, kh, kw] = weights.shape;
-    this.opsReduction = 1 - this.exec.bitsProcessed / (cout * cinG * kh * kw);
-    const depthOf = new Int32Array(cout);
-    for (let c = 0; c < cout; c++) {
-      let d = 0;
-      for (let p = parent[c]; p >= 0; p = parent[p]) d++;
-      depthOf[c] = d;
-    }
-    this.levels = Array.from({ length: this.depth + 1 }, (_, d) => Int32Array.from(Array.from(depthOf.keys()).filter((c) => depthOf[c] === d)));
-  }
-
-  /**
-   * @internal How a call on `device` runs: 'dense' (no edges, or an 'auto' plan whose edges did not pay
-   * there), 'plan' (the edges, level by level), or 'trial' (an 'auto' plan's first call on the device:
-   * both, timed; see recordTrial).
-   */
-  gpuMode(device: string): 'dense' | 'plan' | 'trial' {
-    if (this.exec.nedges === 0) return 'dense';
-    if (this.reuse !== 'auto') return 'plan';
-    const pays = this.#edgesPayOnDevice.get(device);
-    return pays === undefined ? 'trial' : pays ? 'plan' : 'dense';
-  }
-
-  /**
-   * @internal The outcome of a trial on `device`: like the CPU's trial in mstPlan, the edges are kept
-   * only when the plan ran at least 5 % faster than the dense weights.
-   */
-  recordTrial(device: string, times: { planMs: number; denseMs: number }): void {
-    this.#edgesPayOnDevice.set(device, times.planMs < 0.95 * times.denseMs);
-  }
-
-  /** @internal The edge records on `device`, uploaded on first use and then reused. */
-  deviceEdges(device: `cuda:${number}`): DeviceBuffer {
-    let t = this.#edgesOnDevice.get(device);
-    if (!t) {
-      const e = this.exec.edges;
-      t = new Tensor(new Int32Array(e.buffer, e.byteOffset, e.length), [e.length], 'int32').toSync(device);
-      this.#edgesOnDevice.set(device, t);
-    }
-    return t.deviceBuffer('plan edges');
+    this.opsReduction = 1 - info.bitsProcessed / (cout * cinG * kh * kw);
+    const byLevel: number[][] = Array.from({ length: this.depth + 1 }, () => []);
+    info.depthOf.forEach((d, c) => byLevel[d].push(c));
+    this.levels = byLevel.map((l) => Int32Array.from(l));
   }
 
   /**
@@ -297,8 +194,7 @@ export class MstPlan {
    * (free them with its dispose()). Idempotent.
    */
   dispose(): void {
-    for (const t of this.#edgesOnDevice.values()) t.dispose();
-    this.#edgesOnDevice.clear();
+    native().releaseDeviceCopies({ plan: planHandle(this) });
   }
 
   [Symbol.dispose](): void {
@@ -307,9 +203,7 @@ export class MstPlan {
 
   /** Versioned, checksummed bytes (the tree and a hash of the weights it was made for). */
   serialize(): Uint8Array {
-    const out = new Uint8Array(native().mstSerializedSize({ ...this.weights.nativeArgs() }) as number);
-    native().mstSerialize({ ...this.weights.nativeArgs(), parent: this.parent, reuse: this.reuse, maxDepth: this.maxDepth, out });
-    return out;
+    return native().mstSerialize({ plan: planHandle(this) });
   }
 
   /** Rebuilds a plan for `w`; truncated, altered or mismatched bytes throw ERR_XNORM_CORRUPT_PLAN. */
@@ -317,9 +211,7 @@ export class MstPlan {
     checkWeights(w, 'MstPlan.deserialize: w');
     if (!(bytes instanceof Uint8Array))
       fail('ERR_XNORM_CORRUPT_PLAN', `MstPlan.deserialize: bytes: expected a Uint8Array, received ${describe(bytes)}`);
-    const parent = new Int32Array(w.shape[0]);
-    const r = native().mstDeserialize({ ...w.nativeArgs(), bytes, parent }) as { reuse: Reuse; maxDepth: number };
-    return new MstPlan(w, parent, r.reuse, r.maxDepth);
+    return new MstPlan(w, native().mstDeserialize({ weights: weightsHandle(w), bytes }));
   }
 }
 
@@ -329,16 +221,11 @@ export class MstPlan {
  * are cheaper than dense; 'always' reuses wherever the Hamming distance is below K; 'never' is dense.
  */
 export function mstPlan(w: BinaryWeights, opts?: { maxDepth?: number; reuse?: Reuse }): MstPlan {
-  const o = options(opts, 'mstPlan: opts');
+  const o = options(opts, 'mstPlan: opts', ['maxDepth', 'reuse']);
   checkWeights(w, 'mstPlan: w');
-  const maxDepth = positiveInt(o.maxDepth ?? 8, 'mstPlan: opts.maxDepth');
-  if (maxDepth > 65535) fail('ERR_XNORM_ARGUMENT', `mstPlan: opts.maxDepth: expected at most 65535, received ${maxDepth}`);
-  const reuse = o.reuse ?? 'auto';
-  if (reuse !== 'auto' && reuse !== 'always' && reuse !== 'never')
-    fail('ERR_XNORM_ARGUMENT', `mstPlan: opts.reuse: expected 'auto', 'always' or 'never', received ${describe(reuse)}`);
-  const parent = new Int32Array(w.shape[0]);
-  native().mstPlan({ ...w.nativeArgs(), reuse, maxDepth, parent });
-  return new MstPlan(w, parent, reuse, maxDepth);
+  const maxDepth = integer(o.maxDepth, 'mstPlan: opts.maxDepth', 1, 8, 65535);
+  const reuse = choice(o.reuse, 'mstPlan: opts.reuse', ['auto', 'always', 'never'] as const, 'auto');
+  return new MstPlan(w, native().mstPlan({ weights: weightsHandle(w), reuse, maxDepth }));
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -362,46 +249,32 @@ export interface BinaryConvOptions {
   output?: BinaryOutput;
 }
 
-function perChannel(t: unknown, name: string, cout: number): Float32Array | undefined {
-  if (t === undefined || t === null) return undefined;
-  checkTensor(t, name, { dtypes: FLOAT_DTYPES });
-  const v = Float32Array.from(f32(t as Tensor, name));
-  if (v.length !== cout) fail('ERR_XNORM_SHAPE', `${name}: expected shape [${cout}], received [${(t as Tensor).shape.join(', ')}]`);
-  v.forEach((x, i) => {
-    if (!Number.isFinite(x)) fail('ERR_XNORM_ARGUMENT', `${name}[${i}]: expected a finite number, received ${x}`);
-  });
-  return v;
-}
+const BINARY_CONV_KEYS = ['stride', 'padding', 'dilation', 'groups', 'padValue', 'scale', 'bias', 'clamp', 'output'] as const;
+const BINARY_LINEAR_KEYS = ['scale', 'bias', 'clamp', 'output'] as const;
 
 function prepareConv(op: string, x: Tensor, wp: BinaryWeights | MstPlan, opts: BinaryConvOptions | undefined, linear: boolean) {
-  const o = options(opts, `${op}: opts`);
+  const o = options(opts, `${op}: opts`, linear ? BINARY_LINEAR_KEYS : BINARY_CONV_KEYS);
   const plan = wp instanceof MstPlan ? wp : undefined;
   const w = plan ? plan.weights : checkWeights(wp, `${op}: w`);
   checkTensor(x, `${op}: x`, { dtypes: ['bit'], rank: linear ? 2 : 4 });
   const [cout, cinG, kh, kw] = w.shape;
-  const xshape = linear ? [x.shape[0], 1, 1, x.shape[1]] : x.shape.slice();
+  const xShape = linear ? [x.shape[0], 1, 1, x.shape[1]] : x.shape.slice();
   if (linear && (kh !== 1 || kw !== 1 || w.groups !== 1))
     fail('ERR_XNORM_SHAPE', `${op}: w: expected [Cout, K] weights without groups, received [${w.shape.join(', ')}], groups ${w.groups}`);
   if (o.groups !== undefined && o.groups !== w.groups)
     fail('ERR_XNORM_ARGUMENT', `${op}: opts.groups: the weights were packed with groups = ${w.groups}, received ${describe(o.groups)}`);
-  if (xshape[3] !== cinG * w.groups)
+  if (xShape[3] !== cinG * w.groups)
     fail('ERR_XNORM_SHAPE', `${op}: x: expected ${cinG * w.groups} channels (last axis), received shape [${x.shape.join(', ')}]`);
-  if (xshape.some((d) => d < 1)) fail('ERR_XNORM_SHAPE', `${op}: x: expected positive sizes, received [${x.shape.join(', ')}]`);
+  if (xShape.some((d) => d < 1)) fail('ERR_XNORM_SHAPE', `${op}: x: expected positive sizes, received [${x.shape.join(', ')}]`);
   const [strideH, strideW] = pair(o.stride, `${op}: opts.stride`, 1, 1);
   const [padH, padW] = pair(o.padding, `${op}: opts.padding`, 0, 0);
   const [dilationH, dilationW] = pair(o.dilation, `${op}: opts.dilation`, 1, 1);
-  const padValue = o.padValue ?? 'one';
-  if (padValue !== 'one' && padValue !== 'zero')
-    fail('ERR_XNORM_ARGUMENT', `${op}: opts.padValue: expected 'one' or 'zero', received ${describe(padValue)}`);
-  const output = o.output ?? 'float';
-  if (output !== 'float' && output !== 'bits' && output !== 'int32')
-    fail('ERR_XNORM_ARGUMENT', `${op}: opts.output: expected 'float', 'bits' or 'int32', received ${describe(output)}`);
-  for (const k of ['scale', 'bias'] as const)
-    if (o[k] !== undefined && o[k] !== null) checkTensor(o[k], `${op}: opts.${k}`, { dtypes: FLOAT_DTYPES });
+  const padValue = choice(o.padValue, `${op}: opts.padValue`, ['one', 'zero'] as const, 'one');
+  const output = choice(o.output, `${op}: opts.output`, ['float', 'bits', 'int32'] as const, 'float');
   // The op runs where x lives; the transform's coefficients must live there too.
   checkSameDevice({ [`${op}: x`]: x, [`${op}: opts.scale`]: (o.scale ?? undefined) as Tensor | undefined, [`${op}: opts.bias`]: (o.bias ?? undefined) as Tensor | undefined });
-  const scale = perChannel(o.scale, `${op}: opts.scale`, cout);
-  const bias = perChannel(o.bias, `${op}: opts.bias`, cout);
+  const scale = perChannel(o.scale, `${op}: opts.scale`, cout, { finite: true });
+  const bias = perChannel(o.bias, `${op}: opts.bias`, cout, { finite: true });
   let clampLo: number | undefined;
   let clampHi: number | undefined;
   if (o.clamp !== undefined) {
@@ -412,65 +285,25 @@ function prepareConv(op: string, x: Tensor, wp: BinaryWeights | MstPlan, opts: B
   }
   if (output === 'int32' && (scale || bias || clampLo !== undefined))
     fail('ERR_XNORM_ARGUMENT', `${op}: opts: scale, bias and clamp apply to 'float' and 'bits' outputs, not 'int32'`);
-  const oh = Math.floor((xshape[1] + 2 * padH - dilationH * (kh - 1) - 1) / strideH) + 1;
-  const ow = Math.floor((xshape[2] + 2 * padW - dilationW * (kw - 1) - 1) / strideW) + 1;
+  const oh = Math.floor((xShape[1] + 2 * padH - dilationH * (kh - 1) - 1) / strideH) + 1;
+  const ow = Math.floor((xShape[2] + 2 * padW - dilationW * (kw - 1) - 1) / strideW) + 1;
   if (oh < 1 || ow < 1)
-    fail('ERR_XNORM_SHAPE', `${op}: x: the padded input [${xshape[1] + 2 * padH}, ${xshape[2] + 2 * padW}] is smaller than the dilated kernel`);
-  const outShape = linear ? [xshape[0], cout] : [xshape[0], oh, ow, cout];
+    fail('ERR_XNORM_SHAPE', `${op}: x: the padded input [${xShape[1] + 2 * padH}, ${xShape[2] + 2 * padW}] is smaller than the dilated kernel`);
+  const outShape = linear ? [xShape[0], cout] : [xShape[0], oh, ow, cout];
   const outDType = output === 'bits' ? 'bit' : output === 'int32' ? 'int32' : 'float32';
-
-  if (x.device !== 'cpu') {
-    const xb = x.deviceBuffer(`${op}: x`);
-    const weights = w.deviceWords(xb.device);
-    // An MstPlan runs its edges level by level ('always'; 'auto' where a first-call trial on this device
-    // found them faster), otherwise its dense weights: the results are bit-identical either way.
-    const mode = plan ? plan.gpuMode(xb.device) : 'dense';
-    const mst = plan && mode !== 'dense'
-      ? {
-          mst: true, trial: mode === 'trial', panels: plan.exec.panels, npanels: plan.exec.npanels, edges: plan.exec.edges,
-          nedges: plan.exec.nedges, edgeWords: plan.exec.edges.length, edgesDevice: plan.deviceEdges(xb.device).handle,
-        }
-      : {};
-    const y = new Tensor(allocateDevice(xb.device, outShape, outDType), outShape, outDType);
-    const args = {
-      device: xb.index, x: xb.handle, weights: weights.handle, out: y.deviceBuffer().handle,
-      n: xshape[0], h: xshape[1], w: xshape[2], c: xshape[3], cout, cinG, kh, kw, groups: w.groups,
-      sh: strideH, sw: strideW, ph: padH, pw: padW, dh: dilationH, dw: dilationW, padZero: padValue === 'zero', output,
-      clamp: clampLo !== undefined, lo: clampLo, hi: clampHi, scale, bias, ...mst,
-    };
-    const call = freeOnFailure([y], (async) => native().cudaBinaryConv2d(args, async));
-    const result = (times?: unknown) => {
-      if (plan && mode === 'trial') plan.recordTrial(xb.device, times as { planMs: number; denseMs: number });
-      return y;
-    };
-    return { call, result };
-  }
-
-  const pixels = xshape[0] * oh * ow;
   // Every output element is written by the kernels (and the reference), so it needs no zero fill.
-  const what = `${op}: output`;
-  const out =
-    output === 'bits'
-      ? allocateUninitialized(Uint32Array, pixels * packedWordsFor(cout), what)
-      : output === 'int32'
-        ? allocateUninitialized(Int32Array, pixels * cout, what)
-        : allocateUninitialized(Float32Array, pixels * cout, what);
-  const exec = (plan ?? w).exec;
+  const y = newOutput(x.device, outShape, outDType, `${op}: output`, true);
   const args = {
-    x: x.storage(`${op}: x`), xshape, ...w.nativeArgs(),
-    panels: exec.panels, npanels: exec.npanels, edges: exec.edges, nedges: exec.nedges, edgeWords: exec.edges.length,
-    strideH, strideW, padH, padW, dilationH, dilationW, padValue, output, scale, bias, clampLo, clampHi, out,
+    device: nativeDevice(x), x: nativeRef(x, `${op}: x`), xShape,
+    ...(plan ? { plan: planHandle(plan) } : { weights: weightsHandle(w) }),
+    strideH, strideW, padH, padW, dilationH, dilationW, padValue, output, scale, bias, clampLo, clampHi, out: nativeRef(y),
   };
-  return {
-    call: (async: boolean) => native().binaryConv2d(args, async),
-    result: () => new Tensor(out, outShape, outDType),
-    args,
-  };
+  return { y, args };
 }
 
 const binaryConv2dOp = defineOp((x: Tensor, w: BinaryWeights | MstPlan, opts?: BinaryConvOptions) => {
-  const { call, result } = prepareConv('binaryConv2d', x, w, opts, false);
-  return { call, finish: result };
+  const { y, args } = prepareConv('binaryConv2d', x, w, opts, false);
+  return { call: freeOnFailure([y], (async) => native().binaryConv2d(args, async)), finish: () => y };
 });
 
 /**
@@ -484,8 +317,8 @@ export const binaryConv2dSync = binaryConv2dOp.sync;
 
 const binaryLinearOp = defineOp(
   (x: Tensor, w: BinaryWeights | MstPlan, opts?: Pick<BinaryConvOptions, 'scale' | 'bias' | 'clamp' | 'output'>) => {
-    const { call, result } = prepareConv('binaryLinear', x, w, opts, true);
-    return { call, finish: result };
+    const { y, args } = prepareConv('binaryLinear', x, w, opts, true);
+    return { call: freeOnFailure([y], (async) => native().binaryConv2d(args, async)), finish: () => y };
   },
 );
 
@@ -497,17 +330,17 @@ export const binaryLinearSync = binaryLinearOp.sync;
 export function binaryConv2dReferenceSync(x: Tensor, w: BinaryWeights | MstPlan, opts?: BinaryConvOptions): Tensor {
   if (x instanceof Tensor && x.device !== 'cpu')
     fail('ERR_XNORM_DEVICE', `binaryConv2dReference: x: expected a CPU tensor, received one on ${x.device}`);
-  const { args, result } = prepareConv('binaryConv2dReference', x, w, opts, x.shape.length === 2);
-  native().binaryConv2dReference(args as object);
-  return result();
+  const { y, args } = prepareConv('binaryConv2dReference', x, w, opts, x.shape.length === 2);
+  native().binaryConv2dReference(args);
+  return y;
 }
 
 /** Bit operations per second of an L1-resident XOR+popcount loop on all xnorm threads. */
 export function popcountPeak(seconds = 0.2): number {
-  return native().popcountPeak({ seconds }) as number;
+  return native().popcountPeak({ seconds });
 }
 
 /** The per-pixel kernel costs (seconds) 'auto' plans are built with, measured once per process. */
 export function mstCalibration(): { densePerWord: number; reusePerWord: number; reusePerEdge: number; transposePerWord: number } {
-  return native().mstCalibration({}) as ReturnType<typeof mstCalibration>;
+  return native().mstCalibration({});
 }

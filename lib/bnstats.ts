@@ -2,10 +2,14 @@
 // Big reductions run natively; the per-channel arithmetic on [C]-sized results runs here in float64.
 import { describe, fail } from './errors';
 import { native } from './native';
+import type { DeviceHandle } from './native';
 import { defineOp } from './op';
-import { Device, FLOAT_DTYPES, Tensor, allocate, allocateArray, allocateDevice, checkSameDevice, checkTensor, freeOnFailure } from './tensor';
+import { Device, FLOAT_DTYPES, Tensor, allocateArray, checkSameDevice, checkTensor, freeOnFailure, nativeDevice, nativeRef, newOutput, optionalRef } from './tensor';
+import type { FloatDType } from './tensor';
+import { choice, flag, integer, layoutOf, numberIn, options, reluOf } from './validate';
+import type { Layout } from './validate';
 
-export type Layout = 'nchw' | 'nhwc';
+export type { Layout };
 export type Over = 'channel' | 'instance' | 'group';
 
 /** count, mean and m2 (sum of squared deviations) per channel, instance or group. */
@@ -32,33 +36,18 @@ export interface MomentsOptions {
   groups?: number;
 }
 
-function checkLayout(layout: unknown, name = 'opts.layout'): Layout {
-  if (layout !== 'nchw' && layout !== 'nhwc')
-    fail('ERR_XNORM_ARGUMENT', `${name}: expected 'nchw' or 'nhwc', received ${describe(layout)}`);
-  return layout;
-}
-
-function checkOptions(opts: unknown, name: string): Record<string, unknown> {
-  if (opts === undefined || opts === null) return {};
-  if (typeof opts !== 'object' || Array.isArray(opts))
-    fail('ERR_XNORM_ARGUMENT', `${name}: expected an options object, received ${describe(opts)}`);
-  return opts as Record<string, unknown>;
-}
-
 /** [N, C] and the reduction geometry of x in the given layout. */
 function channelsOf(x: Tensor, layout: Layout): { n: number; c: number } {
   return { n: x.shape[0], c: layout === 'nchw' ? x.shape[1] : x.shape[x.shape.length - 1] };
 }
 
 const momentsOp = defineOp((x: Tensor, opts?: MomentsOptions) => {
-  const o = checkOptions(opts, 'moments: opts');
+  const o = options(opts, 'moments: opts', ['layout', 'over', 'groups']);
   checkTensor(x, 'moments: x', { dtypes: FLOAT_DTYPES });
   if (x.shape.length < 2)
     fail('ERR_XNORM_SHAPE', `moments: x: expected rank >= 2 ([N, C, ...]), received shape [${x.shape.join(', ')}]`);
-  const layout = checkLayout(o.layout ?? 'nchw');
-  const over = (o.over ?? 'channel') as Over;
-  if (!['channel', 'instance', 'group'].includes(over))
-    fail('ERR_XNORM_ARGUMENT', `moments: opts.over: expected 'channel', 'instance' or 'group', received ${describe(over)}`);
+  const layout = layoutOf(o.layout, 'moments: opts.layout');
+  const over = choice(o.over, 'moments: opts.over', ['channel', 'instance', 'group'] as const, 'channel');
   const { n, c } = channelsOf(x, layout);
   if (c < 1) fail('ERR_XNORM_SHAPE', `moments: x: expected at least one channel, received shape [${x.shape.join(', ')}]`);
   let groups = 1;
@@ -76,29 +65,18 @@ const momentsOp = defineOp((x: Tensor, opts?: MomentsOptions) => {
   const slots = outShape.reduce((a, b) => a * b, 1);
   const mean = allocateArray(Float64Array, slots, 'moments: mean');
   const m2 = allocateArray(Float64Array, slots, 'moments: m2');
-  if (x.device !== 'cpu') {
-    // On the GPU: double results come back to the host (they are small) and float32 copies stay on the device.
-    const xb = x.deviceBuffer('moments: x');
-    const meanDev = new Tensor(allocateDevice(xb.device, outShape, 'float32'), outShape, 'float32');
-    const m2Dev = new Tensor(allocateDevice(xb.device, outShape, 'float32'), outShape, 'float32');
-    return {
-      call: freeOnFailure([meanDev, m2Dev], (async) =>
-        native().cudaMoments(
-          { x: xb.handle, device: xb.index, dtype: x.dtype, shape: x.shape, layout, over, groups, mean, m2,
-            meanF32: meanDev.deviceBuffer().handle, m2F32: m2Dev.deviceBuffer().handle },
-          async,
-        ),
-      ),
-      finish: (count: unknown): Moments => ({ count: count as number, mean: meanDev, m2: m2Dev, precise: { mean, m2 } }),
-    };
-  }
+  // On a GPU the double results come back to the host (they are small) and float32 copies stay on the device.
+  const gpu = x.device !== 'cpu';
+  const meanDev = gpu ? newOutput(x.device, outShape, 'float32', 'moments: mean') : undefined;
+  const m2Dev = gpu ? newOutput(x.device, outShape, 'float32', 'moments: m2') : undefined;
+  const args = {
+    device: nativeDevice(x), x: nativeRef(x, 'moments: x'), dtype: x.dtype as FloatDType, shape: x.shape, layout, over, groups,
+    mean, m2, meanF32: optionalRef(meanDev) as DeviceHandle | undefined, m2F32: optionalRef(m2Dev) as DeviceHandle | undefined,
+  };
   return {
-    call: (async: boolean) =>
-      native().moments(
-        { x: x.storage('moments: x'), dtype: x.dtype, shape: x.shape, layout, over, groups, mean, m2 },
-        async,
-      ),
-    finish: (count: unknown): Moments => withPrecise(count as number, mean, m2, outShape),
+    call: freeOnFailure([meanDev, m2Dev], (async) => native().moments(args, async)),
+    finish: (count: unknown): Moments =>
+      meanDev && m2Dev ? { count: count as number, mean: meanDev, m2: m2Dev, precise: { mean, m2 } } : withPrecise(count as number, mean, m2, outShape),
   };
 });
 
@@ -154,12 +132,6 @@ function sameShape(a: Tensor, b: Tensor, name: string): void {
     fail('ERR_XNORM_SHAPE', `${name}: expected shape [${a.shape.join(', ')}], received [${b.shape.join(', ')}]`);
 }
 
-function checkWeight(w: unknown, name: string, lo: number, hi: number): number {
-  if (typeof w !== 'number' || !Number.isFinite(w) || w < lo || w > hi)
-    fail('ERR_XNORM_ARGUMENT', `${name}: expected a finite number in [${lo}, ${hi}], received ${describe(w)}`);
-  return w;
-}
-
 /** A float32 result on `device`: per-channel results live where their inputs live. */
 function f32(values: Float64Array, shape: readonly number[], device: Device = 'cpu'): Tensor {
   const t = new Tensor(Float32Array.from(values), shape, 'float32');
@@ -171,10 +143,9 @@ function f32(values: Float64Array, shape: readonly number[], device: Device = 'c
 
 /** Variance from moments: population (m2 / n) by default, unbiased (m2 / (n - 1)) on request. */
 export function variance(m: Moments, opts?: { unbiased?: boolean }): Tensor {
-  const o = checkOptions(opts, 'variance: opts');
+  const o = options(opts, 'variance: opts', ['unbiased']);
   checkMoments(m, 'variance: m');
-  const unbiased = o.unbiased ?? false;
-  if (typeof unbiased !== 'boolean') fail('ERR_XNORM_ARGUMENT', `variance: opts.unbiased: expected a boolean, received ${describe(unbiased)}`);
+  const unbiased = flag(o.unbiased, 'variance: opts.unbiased', false);
   if (unbiased && m.count < 2)
     fail('ERR_XNORM_SHAPE', `variance: the unbiased variance needs count >= 2 per slot, received count ${m.count}`);
   const div = unbiased ? m.count - 1 : m.count;
@@ -209,7 +180,7 @@ export function updateRunningStats(
   batch: Moments,
   opts?: { momentum?: number | null; numBatchesTracked?: number },
 ): Stats & { numBatchesTracked: number } {
-  const o = checkOptions(opts, 'updateRunningStats: opts');
+  const o = options(opts, 'updateRunningStats: opts', ['momentum', 'numBatchesTracked']);
   checkStats(running, 'updateRunningStats: running');
   checkMoments(batch, 'updateRunningStats: batch');
   sameShape(running.mean, batch.mean, 'updateRunningStats: batch.mean');
@@ -218,7 +189,7 @@ export function updateRunningStats(
   if (typeof tracked !== 'number' || !Number.isInteger(tracked) || tracked < 0)
     fail('ERR_XNORM_ARGUMENT', `updateRunningStats: opts.numBatchesTracked: expected a non-negative integer, received ${describe(tracked)}`);
   const momentum = o.momentum === undefined ? 0.1 : o.momentum;
-  const m = momentum === null ? 1 / (tracked + 1) : checkWeight(momentum, 'updateRunningStats: opts.momentum', 0, 1);
+  const m = momentum === null ? 1 / (tracked + 1) : numberIn(momentum, 'updateRunningStats: opts.momentum', 0, 1);
   if (batch.count < 2)
     fail('ERR_XNORM_SHAPE', `updateRunningStats: batch: expected more than 1 value per channel, received count ${batch.count}`);
   const rm = values(running.mean), rv = values(running.var);
@@ -260,10 +231,9 @@ function mix(src: ReturnType<typeof asStats>, tgt: ReturnType<typeof asStats>, w
  * (TTN) adds w(1-w)(mean_s - mean_t)^2, which makes the result the variance of the mixture.
  */
 export function mixStats(source: Stats, target: Stats | Moments, opts: { sourceWeight: number; crossTerm?: boolean }): Stats {
-  const o = checkOptions(opts, 'mixStats: opts');
-  const w = checkWeight(o.sourceWeight, 'mixStats: opts.sourceWeight', 0, 1);
-  const cross = o.crossTerm ?? false;
-  if (typeof cross !== 'boolean') fail('ERR_XNORM_ARGUMENT', `mixStats: opts.crossTerm: expected a boolean, received ${describe(cross)}`);
+  const o = options(opts, 'mixStats: opts', ['sourceWeight', 'crossTerm']);
+  const w = numberIn(o.sourceWeight, 'mixStats: opts.sourceWeight', 0, 1);
+  const cross = flag(o.crossTerm, 'mixStats: opts.crossTerm', false);
   const s = asStats(source, 'mixStats: source');
   const t = asStats(target, 'mixStats: target');
   if (s.device !== t.device)
@@ -275,8 +245,8 @@ export function mixStats(source: Stats, target: Stats | Moments, opts: { sourceW
 
 /** Prior BN (Schneider et al.): the source statistics count as priorCount samples, w = N / (N + n). */
 export function priorStats(source: Stats, target: Moments, opts: { priorCount: number }): Stats {
-  const o = checkOptions(opts, 'priorStats: opts');
-  const prior = checkWeight(o.priorCount, 'priorStats: opts.priorCount', 0, Number.MAX_SAFE_INTEGER);
+  const o = options(opts, 'priorStats: opts', ['priorCount']);
+  const prior = numberIn(o.priorCount, 'priorStats: opts.priorCount', 0, Number.MAX_SAFE_INTEGER);
   checkMoments(target, 'priorStats: target');
   return mixStats(source, target, { sourceWeight: prior / (prior + target.count) });
 }
@@ -290,17 +260,15 @@ export interface BatchNormOptions {
 }
 
 const batchNormOp = defineOp((x: Tensor, stats: Stats | Moments, opts?: BatchNormOptions) => {
-  const o = checkOptions(opts, 'batchNorm: opts');
+  const o = options(opts, 'batchNorm: opts', ['gamma', 'beta', 'eps', 'layout', 'activation']);
   checkTensor(x, 'batchNorm: x', { dtypes: FLOAT_DTYPES });
   if (x.shape.length < 2)
     fail('ERR_XNORM_SHAPE', `batchNorm: x: expected rank >= 2 ([N, C, ...]), received shape [${x.shape.join(', ')}]`);
   const st = asStats(stats, 'batchNorm: stats');
-  const layout = checkLayout(o.layout ?? 'nchw');
+  const layout = layoutOf(o.layout, 'batchNorm: opts.layout');
   const { n, c } = channelsOf(x, layout);
-  const eps = checkWeight(o.eps ?? 1e-5, 'batchNorm: opts.eps', 0, Number.MAX_VALUE);
-  const activation = o.activation ?? null;
-  if (activation !== null && activation !== 'relu')
-    fail('ERR_XNORM_ARGUMENT', `batchNorm: opts.activation: expected 'relu' or null, received ${describe(activation)}`);
+  const eps = numberIn(o.eps ?? 1e-5, 'batchNorm: opts.eps', 0, Number.MAX_VALUE);
+  const relu = reluOf(o.activation, 'batchNorm: opts.activation');
   const ss = st.shape;
   const perInstance = ss.length === 2 && ss[0] === n && ss[1] === c;
   if (!perInstance && !(ss.length === 1 && ss[0] === c))
@@ -327,29 +295,12 @@ const batchNormOp = defineOp((x: Tensor, stats: Stats | Moments, opts?: BatchNor
     scale[i] = gamma[i % c] / Math.sqrt(vv[i] + eps);
     shift[i] = beta[i % c];
   }
-  if (x.device !== 'cpu') {
-    const xb = x.deviceBuffer('batchNorm: x');
-    const yt = new Tensor(allocateDevice(xb.device, x.shape, x.dtype), x.shape, x.dtype);
-    return {
-      call: freeOnFailure([yt], (async) =>
-        native().cudaBatchNorm(
-          { x: xb.handle, y: yt.deviceBuffer().handle, device: xb.index, dtype: x.dtype, shape: x.shape, layout,
-            perInstance, mean, meanLo, scale, beta: shift, relu: activation === 'relu' },
-          async,
-        ),
-      ),
-      finish: () => yt,
-    };
-  }
-  const y = allocate(x.dtype, x.size, 'batchNorm: y');
-  return {
-    call: (async: boolean) =>
-      native().batchNorm(
-        { x: x.storage('batchNorm: x'), y, dtype: x.dtype, shape: x.shape, layout, perInstance, mean, meanLo, scale, beta: shift, relu: activation === 'relu' },
-        async,
-      ),
-    finish: () => new Tensor(y, x.shape, x.dtype),
+  const y = newOutput(x.device, x.shape, x.dtype, 'batchNorm: y');
+  const args = {
+    device: nativeDevice(x), x: nativeRef(x, 'batchNorm: x'), y: nativeRef(y), dtype: x.dtype as FloatDType, shape: x.shape,
+    layout, perInstance, mean, meanLo, scale, beta: shift, relu,
   };
+  return { call: freeOnFailure([y], (async) => native().batchNorm(args, async)), finish: () => y };
 });
 
 /**

@@ -1,14 +1,17 @@
 // Convolution and fused Conv + BatchNorm: Tune (fold per call, one conv), Eval (conv then BN) and
 // Deploy (fold once) modes, and the Tune-mode backward. All heavy work is native; this file validates,
-// converts parameters to float32 (activations keep their dtype) and allocates the outputs. Ops run where x
-// lives: on a GPU, activations, weights, saved state and gradients stay in device memory, and the small
-// per-channel parameters (bias, BN statistics, gamma, beta) are read to the host for the checks and the fold.
+// allocates the outputs and makes one native call per op, which runs where x lives: on a GPU,
+// activations, weights, saved state and gradients stay in device memory; on the CPU the weight is
+// converted to float32 (activations keep their dtype). The small per-channel parameters (bias, BN
+// statistics, gamma, beta) are read to the host as float32 for the checks and the fold.
 import { describe, fail } from './errors';
 import { native } from './native';
+import type { ConvArgs, NativeBn } from './native';
 import { defineOp } from './op';
-import { FLOAT_DTYPES, Tensor, TypedArray, allocateDevice, checkSameDevice, checkTensor, freeOnFailure, storageBytes, storageCtor } from './tensor';
+import { FLOAT_DTYPES, Tensor, checkSameDevice, checkTensor, freeOnFailure, nativeDevice, nativeRef, newOutput, optionalRef, storageBytes } from './tensor';
 import type { FloatDType } from './tensor';
-import type { Layout } from './bnstats';
+import { choice, flag, float32Of, integer, layoutOf, options, pair, perChannel, reluOf } from './validate';
+import type { Layout } from './validate';
 
 export interface ConvBnParams {
   /** [Cout, Cin/groups, kh, kw] */
@@ -49,78 +52,29 @@ export interface ConvBnGrads {
   dBeta?: Tensor;
 }
 
-/** The geometry fields every native conv entry point takes. */
-interface Geometry {
-  dtype: FloatDType;
-  xShape: number[];
-  wShape: number[];
-  strideH: number;
-  strideW: number;
-  padH: number;
-  padW: number;
-  dilationH: number;
-  dilationW: number;
-  groups: number;
-  layout: Layout;
-}
+const CONV_KEYS = ['stride', 'padding', 'dilation', 'groups', 'mode', 'activation', 'layout'] as const;
 
 interface Conv {
-  geo: Geometry;
+  /** The native geometry, device and dtypes (shared by every conv entry point) */
+  args: ConvArgs;
   cout: number;
   yShape: number[];
   ySize: number;
-  relu: boolean;
 }
 
-interface BnArrays {
-  mean: Float32Array;
-  var: Float32Array;
-  gamma?: Float32Array;
-  beta?: Float32Array;
-  eps: number;
-}
+interface BnArrays extends NativeBn {}
 
-function options(opts: unknown, name: string): Record<string, unknown> {
-  if (opts === undefined || opts === null) return {};
-  if (typeof opts !== 'object' || Array.isArray(opts))
-    fail('ERR_XNORM_ARGUMENT', `${name}: expected an options object, received ${describe(opts)}`);
-  return opts as Record<string, unknown>;
-}
-
-function pair(v: unknown, name: string, min: number, dflt: number): [number, number] {
-  const p = v === undefined ? [dflt, dflt] : typeof v === 'number' ? [v, v] : v;
-  const ok = (d: unknown) => typeof d === 'number' && Number.isSafeInteger(d) && d >= min && d <= 2 ** 31;
-  if (!Array.isArray(p) || p.length !== 2 || !ok(p[0]) || !ok(p[1]))
-    fail(
-      'ERR_XNORM_ARGUMENT',
-      `${name}: expected an integer >= ${min} or a pair [h, w] of them, received ${describe(v)}`,
-    );
-  return [p[0], p[1]];
-}
-
-/** The values of a tensor as float32 on the host (a device tensor is downloaded). */
-function float32Of(t: Tensor, name: string): Float32Array {
-  const s = t.hostData(name);
-  return t.dtype === 'float32' ? (s as Float32Array) : t.float32Sync();
-}
-
-/** Validates x, the weight and the options; returns the native geometry and the output shape. */
+/** Validates x, the weight and the options; returns the native arguments and the output shape. */
 function convGeometry(x: unknown, weight: unknown, o: Record<string, unknown>, op: string): Conv {
   const xt = checkTensor(x, `${op}: x`, { dtypes: FLOAT_DTYPES, rank: 4 });
   const wt = checkTensor(weight, `${op}: weight`, { dtypes: FLOAT_DTYPES, rank: 4 });
   checkSameDevice({ x: xt, weight: wt });
-  const layout = (o.layout ?? 'nchw') as Layout;
-  if (layout !== 'nchw' && layout !== 'nhwc')
-    fail('ERR_XNORM_ARGUMENT', `${op}: opts.layout: expected 'nchw' or 'nhwc', received ${describe(o.layout)}`);
+  const layout = layoutOf(o.layout, `${op}: opts.layout`);
   const [sh, sw] = pair(o.stride, `${op}: opts.stride`, 1, 1);
   const [ph, pw] = pair(o.padding, `${op}: opts.padding`, 0, 0);
   const [dh, dw] = pair(o.dilation, `${op}: opts.dilation`, 1, 1);
-  const groups = o.groups ?? 1;
-  if (typeof groups !== 'number' || !Number.isSafeInteger(groups) || groups < 1)
-    fail('ERR_XNORM_ARGUMENT', `${op}: opts.groups: expected an integer >= 1, received ${describe(o.groups)}`);
-  const activation = o.activation ?? null;
-  if (activation !== null && activation !== 'relu')
-    fail('ERR_XNORM_ARGUMENT', `${op}: opts.activation: expected 'relu' or null, received ${describe(activation)}`);
+  const groups = integer(o.groups, `${op}: opts.groups`, 1, 1);
+  const relu = reluOf(o.activation, `${op}: opts.activation`);
   const xs = xt.shape;
   const [n, c, h, w] = layout === 'nchw' ? [xs[0], xs[1], xs[2], xs[3]] : [xs[0], xs[3], xs[1], xs[2]];
   const [cout, cinG, kh, kw] = wt.shape;
@@ -146,26 +100,26 @@ function convGeometry(x: unknown, weight: unknown, o: Record<string, unknown>, o
   if (!Number.isSafeInteger(ySize) || !Number.isSafeInteger(c * kh * kw * oh * ow))
     fail('ERR_XNORM_SHAPE', `${op}: the output ${shape(yShape)} or its im2col columns overflow 2^53 - 1 elements`);
   return {
-    geo: {
+    args: {
+      device: nativeDevice(xt),
       dtype: xt.dtype as FloatDType,
+      // The CPU kernels take float32 weights (converted here); the GPU ones read the weight's own dtype.
+      wDtype: xt.device === 'cpu' ? 'float32' : (wt.dtype as FloatDType),
       xShape: xs.slice(),
       wShape: wt.shape.slice(),
       strideH: sh, strideW: sw, padH: ph, padW: pw, dilationH: dh, dilationW: dw,
-      groups, layout,
+      groups, layout, relu,
     },
     cout,
     yShape,
     ySize,
-    relu: activation === 'relu',
   };
 }
 
-function perChannel(t: unknown, name: string, cout: number): Float32Array | undefined {
-  if (t === undefined || t === null) return undefined;
-  const tt = checkTensor(t, name, { dtypes: FLOAT_DTYPES });
-  if (tt.size !== cout || tt.shape.length !== 1)
-    fail('ERR_XNORM_SHAPE', `${name}: expected shape [${cout}], received [${tt.shape.join(', ')}]`);
-  return float32Of(tt, name);
+/** The weight as the native conv reads it: float32 on the CPU (no copy when it already is), as is on a GPU. */
+function nativeWeight(w: Tensor, name: string): Tensor {
+  if (w.device !== 'cpu' || w.dtype === 'float32') return w;
+  return new Tensor(float32Of(w, name), w.shape, 'float32');
 }
 
 function readParams(p: unknown, op: string): { weight: Tensor; bias?: Tensor; bn: ConvBnParams['bn'] } {
@@ -174,6 +128,10 @@ function readParams(p: unknown, op: string): { weight: Tensor; bias?: Tensor; bn
     fail('ERR_XNORM_ARGUMENT', `${op}: p: expected {weight, bias?, bn: {mean, var, gamma?, beta?, eps?}}, received ${describe(p)}`);
   if (!o.bn || typeof o.bn !== 'object')
     fail('ERR_XNORM_ARGUMENT', `${op}: p.bn: expected {mean, var, gamma?, beta?, eps?}, received ${describe(o.bn)}`);
+  checkSameDevice({
+    'p.weight': o.weight, 'p.bias': o.bias, 'p.bn.mean': o.bn.mean, 'p.bn.var': o.bn.var,
+    'p.bn.gamma': o.bn.gamma, 'p.bn.beta': o.bn.beta,
+  });
   return o;
 }
 
@@ -197,44 +155,26 @@ function bnArrays(bn: ConvBnParams['bn'], cout: number, op: string): BnArrays {
   };
 }
 
-function nativeBn(bn: BnArrays) {
-  return { mean: bn.mean, var: bn.var, gamma: bn.gamma, beta: bn.beta, eps: bn.eps };
-}
-
-/** What Tune (or Eval) forward keeps for backward; never the conv output in Tune mode. */
+/**
+ * What Tune (or Eval) forward keeps for backward; never the conv output in Tune mode. x and weight are
+ * the forward's tensors (on the CPU, private views of their storage, so disposing the caller's tensors
+ * does not drop them); s, mask and z are owned.
+ */
 interface SavedState {
   mode: 'tune' | 'eval';
   conv: Conv;
-  /** CPU: x and the float32 weight (absent on a GPU, where `cuda` holds the state) */
-  x?: TypedArray;
-  weight?: Float32Array;
+  x: Tensor;
+  weight: Tensor;
   bias?: Float32Array;
   bn: BnArrays;
   /** tune: s = gamma / sqrt(var + eps) per output channel */
-  s?: Float32Array;
-  /** tune with ReLU: bit i = (y_i > 0), in NCHW element order */
-  mask?: Uint32Array;
-  /** eval: the conv output before BN */
-  z?: TypedArray;
-  /** eval with ReLU: the layer output */
-  y?: TypedArray;
-  /** GPU: the same state in device memory; x, weight and y are the caller's tensors, s, mask and z are owned */
-  cuda?: CudaSaved;
-}
-
-interface CudaSaved {
-  x: Tensor;
-  weight: Tensor;
   s?: Tensor;
   /** tune with ReLU: bit i%32 of word i/32 = (y_i > 0), i in y's storage order */
   mask?: Tensor;
+  /** eval: the conv output before BN */
   z?: Tensor;
+  /** eval with ReLU: the layer output */
   y?: Tensor;
-}
-
-/** Bytes of device memory a saved tensor holds (0 once disposed). */
-function deviceBytes(t: Tensor | undefined): number {
-  return t && !t.disposed ? storageBytes(t.shape, t.dtype) : 0;
 }
 
 const liveSaved = new WeakMap<ConvBnSaved, SavedState | null>();
@@ -250,9 +190,7 @@ export class ConvBnSaved {
   get bytes(): number {
     const st = liveSaved.get(this);
     if (!st) return 0;
-    const c = st.cuda;
-    if (c) return [c.x, c.s, c.mask, c.z, c.y].reduce((sum, t) => sum + deviceBytes(t), 0);
-    return [st.x, st.s, st.mask, st.z, st.y].reduce((sum, a) => sum + (a ? a.byteLength : 0), 0);
+    return [st.x, st.s, st.mask, st.z, st.y].reduce((sum, t) => sum + (t && !t.disposed ? storageBytes(t.shape, t.dtype) : 0), 0);
   }
 
   get mode(): 'tune' | 'eval' {
@@ -265,8 +203,8 @@ export class ConvBnSaved {
 
   /** Drops the saved tensors now (device memory it owns is freed at once). Idempotent. */
   dispose(): void {
-    const c = liveSaved.get(this)?.cuda;
-    if (c) for (const t of [c.s, c.mask, c.z]) t?.dispose();
+    const st = liveSaved.get(this);
+    if (st) for (const t of [st.s, st.mask, st.z]) t?.dispose();
     if (liveSaved.has(this)) liveSaved.set(this, null);
   }
 
@@ -283,111 +221,52 @@ function state(saved: unknown, name: string): SavedState {
   return st;
 }
 
-function modeOf(v: unknown, op: string): ConvBnMode {
-  const mode = v ?? 'tune';
-  if (mode !== 'tune' && mode !== 'eval' && mode !== 'deploy')
-    fail('ERR_XNORM_ARGUMENT', `${op}: opts.mode: expected 'tune', 'eval' or 'deploy', received ${describe(v)}`);
-  return mode;
-}
-
-function flag(v: unknown, name: string, dflt: boolean): boolean {
-  if (v === undefined) return dflt;
-  if (typeof v !== 'boolean') fail('ERR_XNORM_ARGUMENT', `${name}: expected a boolean, received ${describe(v)}`);
-  return v;
-}
-
-function foldArrays(weight: Float32Array, wShape: number[], bias: Float32Array | undefined, bn: BnArrays) {
-  const wOut = new Float32Array(weight.length), bOut = new Float32Array(wShape[0]);
-  native().convBnFold({ weight, wShape, bias, ...nativeBn(bn), wOut, bOut });
-  return { wOut, bOut };
+/** A CPU tensor's private view of the same storage (disposing the caller's tensor leaves it alive). */
+function keep(t: Tensor, name: string): Tensor {
+  return t.device === 'cpu' ? new Tensor(t.storage(name), t.shape, t.dtype) : t;
 }
 
 const convBnOp = defineOp((x: Tensor, p: ConvBnParams, opts?: ConvOpts & { saveForBackward?: boolean }) => {
   const op = 'convBn';
-  const o = options(opts, `${op}: opts`);
-  const mode = modeOf(o.mode, op);
+  const o = options(opts, `${op}: opts`, [...CONV_KEYS, 'saveForBackward']);
+  const mode = choice(o.mode, `${op}: opts.mode`, ['tune', 'eval', 'deploy'] as const, 'tune');
   const save = flag(o.saveForBackward, `${op}: opts.saveForBackward`, false);
   const params = readParams(p, op);
   const conv = convGeometry(x, params.weight, o, op);
   if (save && mode === 'deploy')
     fail('ERR_XNORM_ARGUMENT', `${op}: opts.saveForBackward: deploy mode is inference only; use mode 'tune' to train`);
-  checkSameDevice({
-    x, weight: params.weight, bias: params.bias, 'p.bn.mean': params.bn.mean, 'p.bn.var': params.bn.var,
-    'p.bn.gamma': params.bn.gamma, 'p.bn.beta': params.bn.beta,
-  });
   const bias = perChannel(params.bias, `${op}: p.bias`, conv.cout);
   const bn = bnArrays(params.bn, conv.cout, op);
-  if (x.device !== 'cpu') return cudaConvBnForward(x, params.weight, conv, mode, bias, bn, save);
-  const weight = float32Of(params.weight, `${op}: p.weight`);
-  const xs = x.storage(`${op}: x`);
-  const Y = storageCtor(conv.geo.dtype);
-  const y = new Y(conv.ySize);
-  const relu = conv.relu;
-  let call: (async: boolean) => unknown;
-  let st: SavedState | undefined;
-  if (mode === 'deploy') {
-    const { wOut, bOut } = foldArrays(weight, conv.geo.wShape, bias, bn);
-    call = (async) => native().conv2d({ ...conv.geo, x: xs, weight: wOut, bias: bOut, y, relu }, async);
-  } else {
-    st = save ? { mode, conv, x: xs, weight, bias, bn } : undefined;
-    if (st && mode === 'tune') {
-      st.s = new Float32Array(conv.cout);
-      if (relu) st.mask = new Uint32Array(Math.ceil(conv.ySize / 32));
-    }
-    if (st && mode === 'eval') {
-      st.z = new Y(conv.ySize);
-      if (relu) st.y = y;
-    }
-    const args = { ...conv.geo, mode, x: xs, weight, bias, ...nativeBn(bn), y, relu, s: st?.s, mask: st?.mask, z: st?.z };
-    call = (async) => native().convBnForward(args, async);
+  const weight = nativeWeight(params.weight, `${op}: p.weight`);
+  const { dtype } = conv.args;
+  const y = newOutput(x.device, conv.yShape, dtype, `${op}: y`);
+  if (mode === 'deploy' && x.device === 'cpu') {
+    // Fold once, then a plain conv with bias (on a GPU Deploy runs as Tune: the same fold, formed on the device).
+    const folded = foldArrays(weight, bias, bn);
+    const args = { ...conv.args, x: nativeRef(x, `${op}: x`), weight: nativeRef(folded.weight), bias: folded.bias.storage() as Float32Array, y: nativeRef(y) };
+    return { call: (async: boolean) => native().conv2d(args, async), finish: (): { y: Tensor; saved?: ConvBnSaved } => ({ y }) };
   }
-  return {
-    call,
-    finish: (): { y: Tensor; saved?: ConvBnSaved } => {
-      const out = new Tensor(y, conv.yShape, conv.geo.dtype);
-      return st ? { y: out, saved: new ConvBnSaved(st) } : { y: out };
-    },
-  };
-});
-
-/** The geometry and device fields of the native CUDA conv entry points. */
-function cudaConvArgs(x: Tensor, weight: Tensor, conv: Conv) {
-  const xb = x.deviceBuffer('x');
-  return {
-    ...conv.geo, device: xb.index, wDtype: weight.dtype, relu: conv.relu,
-    x: xb.handle, weight: weight.deviceBuffer('weight').handle,
-  };
-}
-
-/** convBn on a GPU: Deploy runs as Tune without saved state (the same fold, formed on the device). */
-function cudaConvBnForward(x: Tensor, weight: Tensor, conv: Conv, mode: ConvBnMode, bias: Float32Array | undefined,
-                           bn: BnArrays, save: boolean) {
-  const dev = x.deviceBuffer('convBn: x').device;
-  const y = new Tensor(allocateDevice(dev, conv.yShape, conv.geo.dtype), conv.yShape, conv.geo.dtype);
   const tune = mode !== 'eval';
-  let c: CudaSaved | undefined;
+  let st: SavedState | undefined;
   if (save) {
-    c = { x, weight };
+    st = { mode: tune ? 'tune' : 'eval', conv, x: keep(x, `${op}: x`), weight: keep(weight, `${op}: p.weight`), bias, bn };
     if (tune) {
-      c.s = new Tensor(allocateDevice(dev, [conv.cout], 'float32'), [conv.cout], 'float32');
-      const words = [Math.ceil(conv.ySize / 32)];
-      if (conv.relu) c.mask = new Tensor(allocateDevice(dev, words, 'int32'), words, 'int32');
+      st.s = newOutput(x.device, [conv.cout], 'float32', `${op}: s`);
+      if (conv.args.relu) st.mask = newOutput(x.device, [conv.ySize], 'bit', `${op}: mask`);
     } else {
-      c.z = new Tensor(allocateDevice(dev, conv.yShape, conv.geo.dtype), conv.yShape, conv.geo.dtype);
-      if (conv.relu) c.y = y;
+      st.z = newOutput(x.device, conv.yShape, dtype, `${op}: z`);
+      if (conv.args.relu) st.y = y;
     }
   }
-  const handle = (t: Tensor | undefined) => t?.deviceBuffer().handle;
   const args = {
-    ...cudaConvArgs(x, weight, conv), mode: tune ? 'tune' : 'eval', bias, ...nativeBn(bn),
-    y: handle(y), s: handle(c?.s), mask: handle(c?.mask), z: handle(c?.z),
-  };
-  const st: SavedState | undefined = c && { mode: tune ? 'tune' : 'eval', conv, bias, bn, cuda: c };
+    ...conv.args, mode: tune ? 'tune' : 'eval', x: nativeRef(x, `${op}: x`), weight: nativeRef(weight, `${op}: p.weight`),
+    bias, ...bn, y: nativeRef(y), s: optionalRef(st?.s), mask: optionalRef(st?.mask), z: optionalRef(st?.z),
+  } as const;
   return {
-    call: freeOnFailure([y, c?.s, c?.mask, c?.z], (async) => native().cudaConvForward(args, async)),
+    call: freeOnFailure([y, st?.s, st?.mask, st?.z], (async) => native().convBnForward(args, async)),
     finish: (): { y: Tensor; saved?: ConvBnSaved } => (st ? { y, saved: new ConvBnSaved(st) } : { y }),
   };
-}
+});
 
 /**
  * Conv followed by frozen-statistics BatchNorm (+ optional ReLU). mode 'tune' (default) folds
@@ -400,94 +279,44 @@ export const convBnSync = convBnOp.sync;
 const convBnBackwardOp = defineOp((saved: ConvBnSaved, dy: Tensor, opts?: { needs?: ConvBnNeeds }) => {
   const op = 'convBnBackward';
   const st = state(saved, `${op}: saved`);
-  const o = options(opts, `${op}: opts`);
-  const needs = options(o.needs, `${op}: opts.needs`);
-  const want = {
-    x: flag(needs.x, `${op}: opts.needs.x`, true),
-    weight: flag(needs.weight, `${op}: opts.needs.weight`, true),
-    bias: flag(needs.bias, `${op}: opts.needs.bias`, true),
-    gamma: flag(needs.gamma, `${op}: opts.needs.gamma`, true),
-    beta: flag(needs.beta, `${op}: opts.needs.beta`, true),
-  };
+  const o = options(opts, `${op}: opts`, ['needs']);
+  const needs = options(o.needs, `${op}: opts.needs`, ['x', 'weight', 'bias', 'gamma', 'beta']);
+  const want = (k: keyof ConvBnNeeds) => flag(needs[k], `${op}: opts.needs.${k}`, true);
   const { conv } = st;
-  const dyt = checkTensor(dy, `${op}: dy`, { dtypes: [conv.geo.dtype] });
+  const { dtype, xShape, wShape } = conv.args;
+  const dyt = checkTensor(dy, `${op}: dy`, { dtypes: [dtype] });
   if (dyt.shape.length !== 4 || dyt.shape.some((d, i) => d !== conv.yShape[i]))
     fail('ERR_XNORM_SHAPE', `${op}: dy: expected shape [${conv.yShape.join(', ')}], received [${dyt.shape.join(', ')}]`);
-  if (st.cuda) return cudaConvBnBackward(st, st.cuda, dyt, want);
-  if (dyt.device !== 'cpu')
-    fail('ERR_XNORM_DEVICE', `${op}: dy: expected device cpu (like the saved state), received ${dyt.device}`);
-  const X = storageCtor(conv.geo.dtype);
-  const xSize = conv.geo.xShape.reduce((a, b) => a * b, 1);
-  const out = {
-    dx: want.x ? new X(xSize) : undefined,
-    dWeight: want.weight ? new Float32Array(st.weight!.length) : undefined,
-    dBias: want.bias ? new Float32Array(conv.cout) : undefined,
-    dGamma: want.gamma ? new Float32Array(conv.cout) : undefined,
-    dBeta: want.beta ? new Float32Array(conv.cout) : undefined,
-  };
-  const args = {
-    ...conv.geo,
-    mode: st.mode,
-    relu: conv.relu,
-    x: st.x,
-    weight: st.weight,
-    bias: st.bias,
-    ...nativeBn(st.bn),
-    s: st.s,
-    mask: st.mask,
-    z: st.z,
-    y: st.y,
-    dy: dyt.storage(`${op}: dy`),
-    ...out,
-  };
-  return {
-    call: (async: boolean) => native().convBnBackward(args, async),
-    finish: (): ConvBnGrads => {
-      const g: ConvBnGrads = {};
-      if (out.dx) g.dx = new Tensor(out.dx, conv.geo.xShape, conv.geo.dtype);
-      if (out.dWeight) g.dWeight = new Tensor(out.dWeight, conv.geo.wShape, 'float32');
-      if (out.dBias) g.dBias = new Tensor(out.dBias, [conv.cout], 'float32');
-      if (out.dGamma) g.dGamma = new Tensor(out.dGamma, [conv.cout], 'float32');
-      if (out.dBeta) g.dBeta = new Tensor(out.dBeta, [conv.cout], 'float32');
-      return g;
-    },
-  };
-});
-
-/** convBnBackward on a GPU: the gradients are new device tensors. */
-function cudaConvBnBackward(st: SavedState, c: CudaSaved, dy: Tensor, want: Required<ConvBnNeeds>) {
-  const op = 'convBnBackward';
-  const dev = c.x.device as `cuda:${number}`;
-  if (dy.device !== dev) fail('ERR_XNORM_DEVICE', `${op}: dy: expected device ${dev} (like the saved state), received ${dy.device}`);
-  const { conv } = st;
-  // The caller's tensors the state refers to must still be alive.
-  for (const [name, t] of [['x', c.x], ['p.weight', c.weight], ['y (the output, kept by eval mode with ReLU)', c.y]] as const)
+  const device = st.x.device;
+  if (dyt.device !== device)
+    fail('ERR_XNORM_DEVICE', `${op}: dy: expected device ${device} (like the saved state), received ${dyt.device}`);
+  // The caller's tensors the state refers to must still be alive (on a GPU, disposing frees them).
+  for (const [name, t] of [['x', st.x], ['p.weight', st.weight], ['y (the output, kept by eval mode with ReLU)', st.y]] as const)
     if (t?.disposed) fail('ERR_XNORM_DISPOSED', `${op}: saved: the forward pass's ${name} was disposed; keep it until the backward pass`);
-  const make = (on: boolean, shape: readonly number[], dtype: FloatDType) =>
-    on ? new Tensor(allocateDevice(dev, shape, dtype), shape, dtype) : undefined;
-  const out = {
-    dx: make(want.x, conv.geo.xShape, conv.geo.dtype),
-    dWeight: make(want.weight, conv.geo.wShape, 'float32'),
-    dBias: make(want.bias, [conv.cout], 'float32'),
-    dGamma: make(want.gamma, [conv.cout], 'float32'),
-    dBeta: make(want.beta, [conv.cout], 'float32'),
+  const make = (k: keyof ConvBnNeeds, shape: readonly number[], dt: FloatDType) => (want(k) ? newOutput(device, shape, dt, `${op}: d${k}`) : undefined);
+  const out: ConvBnGrads = {
+    dx: make('x', xShape, dtype),
+    dWeight: make('weight', wShape, 'float32'),
+    dBias: make('bias', [conv.cout], 'float32'),
+    dGamma: make('gamma', [conv.cout], 'float32'),
+    dBeta: make('beta', [conv.cout], 'float32'),
   };
-  const handle = (t: Tensor | undefined) => t?.deviceBuffer().handle;
   const args = {
-    ...cudaConvArgs(c.x, c.weight, conv), mode: st.mode, bias: st.bias, ...nativeBn(st.bn),
-    s: handle(c.s), mask: handle(c.mask), z: handle(c.z), y: handle(c.y), dy: dy.deviceBuffer(`${op}: dy`).handle,
-    dx: handle(out.dx), dWeight: handle(out.dWeight), dBias: handle(out.dBias), dGamma: handle(out.dGamma),
-    dBeta: handle(out.dBeta),
+    ...conv.args, mode: st.mode, x: nativeRef(st.x), weight: nativeRef(st.weight), bias: st.bias, ...st.bn,
+    s: optionalRef(st.s), mask: optionalRef(st.mask), z: optionalRef(st.z), y: optionalRef(st.y),
+    dy: nativeRef(dyt, `${op}: dy`),
+    dx: optionalRef(out.dx), dWeight: optionalRef(out.dWeight), dBias: optionalRef(out.dBias),
+    dGamma: optionalRef(out.dGamma), dBeta: optionalRef(out.dBeta),
   };
   return {
-    call: freeOnFailure(Object.values(out), (async) => native().cudaConvBnBackward(args, async)),
+    call: freeOnFailure(Object.values(out), (async) => native().convBnBackward(args, async)),
     finish: (): ConvBnGrads => {
       const g: ConvBnGrads = {};
       for (const [k, t] of Object.entries(out)) if (t) g[k as keyof ConvBnGrads] = t;
       return g;
     },
   };
-}
+});
 
 /**
  * Backward of convBn from its saved state: dx, dWeight, dBias, dGamma, dBeta (all by default; `needs`
@@ -496,6 +325,19 @@ function cudaConvBnBackward(st: SavedState, c: CudaSaved, dy: Tensor, want: Requ
 export const convBnBackward = convBnBackwardOp.async;
 export const convBnBackwardSync = convBnBackwardOp.sync;
 
+/** The folded float32 weight and bias as new tensors on the weight's device. */
+function foldArrays(weight: Tensor, bias: Float32Array | undefined, bn: BnArrays): { weight: Tensor; bias: Tensor } {
+  const cout = weight.shape[0];
+  const wOut = newOutput(weight.device, weight.shape, 'float32', 'foldConvBn: weight');
+  const bOut = newOutput(weight.device, [cout], 'float32', 'foldConvBn: bias');
+  const args = {
+    device: nativeDevice(weight), wShape: weight.shape.slice(), wDtype: weight.dtype as FloatDType, weight: nativeRef(weight),
+    bias, ...bn, wOut: nativeRef(wOut), bOut: nativeRef(bOut),
+  };
+  freeOnFailure([wOut, bOut], () => native().convBnFold(args))(false);
+  return { weight: wOut, bias: bOut };
+}
+
 /** Deploy-mode weights: weight * s and (bias - mean) * s + beta, s = gamma / sqrt(var + eps), in float32. */
 export function foldConvBn(p: ConvBnParams): { weight: Tensor; bias: Tensor } {
   const op = 'foldConvBn';
@@ -503,44 +345,22 @@ export function foldConvBn(p: ConvBnParams): { weight: Tensor; bias: Tensor } {
   const wt = checkTensor(params.weight, `${op}: p.weight`, { dtypes: FLOAT_DTYPES, rank: 4 });
   const cout = wt.shape[0];
   if (cout < 1) fail('ERR_XNORM_SHAPE', `${op}: p.weight: expected Cout >= 1, received [${wt.shape.join(', ')}]`);
-  checkSameDevice({
-    'p.weight': wt, 'p.bias': params.bias, 'p.bn.mean': params.bn.mean, 'p.bn.var': params.bn.var,
-    'p.bn.gamma': params.bn.gamma, 'p.bn.beta': params.bn.beta,
-  });
   const bias = perChannel(params.bias, `${op}: p.bias`, cout);
   const bn = bnArrays(params.bn, cout, op);
-  if (wt.device !== 'cpu') {
-    // On the GPU: the fold kernel writes the folded weight and bias as new device tensors.
-    const wb = wt.deviceBuffer(`${op}: p.weight`);
-    const weight = new Tensor(allocateDevice(wb.device, wt.shape, 'float32'), wt.shape, 'float32');
-    const b = new Tensor(allocateDevice(wb.device, [cout], 'float32'), [cout], 'float32');
-    const args = { device: wb.index, wShape: wt.shape.slice(), wDtype: wt.dtype, weight: wb.handle, bias, ...nativeBn(bn),
-                   wOut: weight.deviceBuffer().handle, bOut: b.deviceBuffer().handle };
-    freeOnFailure([weight, b], () => native().cudaConvBnFold(args))(false);
-    return { weight, bias: b };
-  }
-  const { wOut, bOut } = foldArrays(float32Of(wt, `${op}: p.weight`), wt.shape.slice(), bias, bn);
-  return { weight: new Tensor(wOut, wt.shape, 'float32'), bias: new Tensor(bOut, [cout], 'float32') };
+  return foldArrays(nativeWeight(wt, `${op}: p.weight`), bias, bn);
 }
 
 const conv2dOp = defineOp((x: Tensor, weight: Tensor, bias?: Tensor, opts?: ConvOpts) => {
   const op = 'conv2d';
-  const o = options(opts, `${op}: opts`);
-  if (o.mode !== undefined) modeOf(o.mode, op);  // accepted for ConvOpts compatibility; a plain conv has no BN
+  const o = options(opts, `${op}: opts`, CONV_KEYS);
+  // mode is accepted for ConvOpts compatibility; a plain conv has no BN
+  choice(o.mode, `${op}: opts.mode`, ['tune', 'eval', 'deploy'] as const, 'tune');
   const conv = convGeometry(x, weight, o, op);
   checkSameDevice({ x, weight, bias });
   const b = perChannel(bias, `${op}: bias`, conv.cout);
-  if (x.device !== 'cpu') {
-    const yt = new Tensor(allocateDevice(x.deviceBuffer(`${op}: x`).device, conv.yShape, conv.geo.dtype), conv.yShape, conv.geo.dtype);
-    const args = { ...cudaConvArgs(x, weight, conv), mode: 'plain', bias: b, y: yt.deviceBuffer().handle };
-    return { call: freeOnFailure([yt], (async) => native().cudaConvForward(args, async)), finish: () => yt };
-  }
-  const y = new (storageCtor(conv.geo.dtype))(conv.ySize);
-  const args = { ...conv.geo, x: x.storage(`${op}: x`), weight: float32Of(weight, `${op}: weight`), bias: b, y, relu: conv.relu };
-  return {
-    call: (async: boolean) => native().conv2d(args, async),
-    finish: () => new Tensor(y, conv.yShape, conv.geo.dtype),
-  };
+  const y = newOutput(x.device, conv.yShape, conv.args.dtype, `${op}: y`);
+  const args = { ...conv.args, x: nativeRef(x, `${op}: x`), weight: nativeRef(nativeWeight(weight, `${op}: weight`)), bias: b, y: nativeRef(y) };
+  return { call: freeOnFailure([y], (async) => native().conv2d(args, async)), finish: () => y };
 });
 
 /** 2-D convolution (+ bias, + optional ReLU in the GEMM epilogue). */

@@ -23,7 +23,8 @@ export interface CudaStatus {
 }
 
 /** @internal Opaque handle to device memory owned by one Tensor. */
-export type DeviceHandle = { readonly __xnormDeviceMemory: unique symbol };
+import type { DeviceHandle } from './native-api';
+export type { DeviceHandle };
 
 /** Where the plugin is looked for after the folder of the .node file (XNORM_CUDA_PLUGIN overrides all). */
 export function pluginSearchPaths(): string[] {
@@ -150,10 +151,10 @@ export function deviceIndex(device: string): number {
 export function cudaAlloc(device: number, bytes: number, zero = false): DeviceHandle {
   const s = cudaStatus();
   if (!s.available) fail('ERR_XNORM_CUDA_UNAVAILABLE', `CUDA is not available: ${s.reason}`);
-  return native().cudaAlloc({ device, bytes, zero }) as DeviceHandle;
+  return native().cudaAlloc({ device, bytes, zero });
 }
 
 /** @internal Frees device memory now (work in flight that uses it finishes first). Idempotent. */
 export function cudaFree(handle: DeviceHandle): void {
-  (native().cudaFree as unknown as (h: DeviceHandle) => void)(handle);
+  native().cudaFree(handle);
 }

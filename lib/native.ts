@@ -6,14 +6,9 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { XnormError, fail } from './errors';
+import type { NativeAddon } from './native-api';
 
-/** Native entry points take one options object; `async` selects the Promise form. */
-export type NativeFn = (args: object, async?: boolean) => unknown;
-export type NativeAddon = Record<string, NativeFn> & {
-  setErrorClass(cls: typeof XnormError): void;
-  info(): { threads: number; isaLevel: string; isa: string[]; isaWarning: string; napi: number; compiler: string };
-  prepareOutput(args: { buffer: Uint8Array; bytes: number }): number;
-};
+export type * from './native-api';
 
 /** The package root: the nearest folder above this file whose package.json names xnorm. */
 export function packageRoot(): string {

@@ -418,8 +418,34 @@ export function checkSameDevice(tensors: Record<string, Tensor | undefined>): vo
   }
 }
 
+/** @internal The native device index of a tensor: -1 for the CPU, else its CUDA device. */
+export function nativeDevice(t: Tensor): number {
+  return t.device === 'cpu' ? -1 : deviceIndex(t.device);
+}
+
+/** @internal What the addon receives for a tensor: its typed array on the CPU, its device handle on a GPU. */
+export function nativeRef(t: Tensor, name = 'tensor'): TypedArray | DeviceHandle {
+  return t.device === 'cpu' ? t.storage(name) : t.deviceBuffer(name).handle;
+}
+
+/** As nativeRef, or undefined for an absent tensor. */
+export function optionalRef(t: Tensor | undefined, name?: string): TypedArray | DeviceHandle | undefined {
+  return t && nativeRef(t, name);
+}
+
 /**
- * The `call` of an op on a GPU that writes new device tensors: a failed op frees them at once rather than
+ * @internal A new output tensor on `device`. CPU outputs are zero-filled unless `uninitialized` (for
+ * outputs the kernels overwrite in full, see allocateUninitialized); device outputs are never zeroed.
+ */
+export function newOutput(device: Device, shape: readonly number[], dtype: DType, what: string, uninitialized = false): Tensor {
+  if (device !== 'cpu') return new Tensor(allocateDevice(device as `cuda:${number}`, shape, dtype), shape, dtype);
+  const length = storageLength(shape, dtype);
+  const storage = uninitialized ? allocateUninitialized<TypedArray>(storageCtor(dtype) as never, length, what) : allocate(dtype, length, what);
+  return new Tensor(storage, shape, dtype);
+}
+
+/**
+ * The `call` of an op that writes new tensors: a failed op frees them at once (device memory) rather than
  * leaving them to the GC.
  */
 export function freeOnFailure(outputs: (Tensor | undefined)[], run: (async: boolean) => unknown): (async: boolean) => unknown {

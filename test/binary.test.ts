@@ -244,21 +244,23 @@ describe('bad input', () => {
   });
 
   it('the native boundary re-checks what lib/ would have caught', () => {
-    const n = native();
+    // The addon without its types: these calls hand it arguments lib/ never would.
+    const n = native() as unknown as Record<string, (args: object) => unknown>;
+    const wShape = [k.cout, k.c / k.groups, k.kh, k.kw];
+    const weights = n.packWeights({ w: new Float32Array(wShape.reduce((a, b) => a * b)).fill(1), wShape, groups: k.groups });
     const good = {
-      x: x.dataSync(), xshape: x.shape, ...w.nativeArgs(), panels: w.exec.panels, npanels: w.exec.npanels,
-      edges: w.exec.edges, nedges: 0, edgeWords: 0, strideH: 1, strideW: 1, padH: 1, padW: 1, dilationH: 1,
+      device: -1, x: x.dataSync(), xShape: x.shape, weights, strideH: 1, strideW: 1, padH: 1, padW: 1, dilationH: 1,
       dilationW: 1, padValue: 'one', output: 'int32', out: new Int32Array(k.n * k.h * k.w * k.cout),
     };
     expect(() => n.binaryConv2d(good)).not.toThrow();
     expect(code(() => n.binaryConv2d({ ...good, out: new Int32Array(5) }))).toBe('ERR_XNORM_SHAPE');
     expect(code(() => n.binaryConv2d({ ...good, x: new Float32Array(good.x.length) }))).toBe('ERR_XNORM_DTYPE');
-    expect(code(() => n.binaryConv2d({ ...good, xshape: [2, 7, 6, 71] }))).toBe('ERR_XNORM_SHAPE');
-    expect(code(() => n.binaryConv2d({ ...good, wshape: [2 ** 40, 2 ** 20, 3, 3] }))).toBe('ERR_XNORM_SHAPE');
-    expect(code(() => n.binaryConv2d({ ...good, npanels: 1, panels: good.panels.subarray(0, good.panels.length / 2) }))).toBe('ERR_XNORM_CORRUPT_PLAN');
-    const bad = good.panels.slice();
-    bad[1] = 9999; // a channel that does not exist
-    expect(code(() => n.binaryConv2d({ ...good, panels: bad }))).toBe('ERR_XNORM_CORRUPT_PLAN');
+    expect(code(() => n.binaryConv2d({ ...good, xShape: [2, 7, 6, 71] }))).toBe('ERR_XNORM_SHAPE');
+    expect(code(() => n.packWeights({ w: new Float32Array(1), wShape: [2 ** 40, 2 ** 20, 3, 3], groups: 1 }))).toBe('ERR_XNORM_SHAPE');
+    // Weights and plans are handles: anything else, a plan's words edited in JS, or a forged object is refused.
+    expect(code(() => n.binaryConv2d({ ...good, weights: { words: new Uint32Array(9) } }))).toBe('ERR_XNORM_ARGUMENT');
+    expect(code(() => n.binaryConv2d({ ...good, weights: undefined, plan: weights }))).toBe('ERR_XNORM_ARGUMENT');
+    expect(code(() => n.mstPlan({ weights: new Uint32Array(4), reuse: 'auto', maxDepth: 2 }))).toBe('ERR_XNORM_ARGUMENT');
   });
 });
 
@@ -295,23 +297,19 @@ describe('every ISA level', () => {
         const v = proto[((Math.floor(i / (cinG * K * K)) % 3) * cinG * K * K) + (i % (cinG * K * K))];
         return rnd() < 0.03 ? -v : v;
       });
-      const wa = { wshape: [Cout, cinG, K, K], groups: G };
-      const words = new Uint32Array(Cout * K * K * Math.ceil(cinG / 32));
-      n.packWeights({ ...wa, w: wf, out: words });
+      const weights = n.packWeights({ wShape: [Cout, cinG, K, K], groups: G, w: wf });
       const OH = Math.floor((H + 2 * P - K) / S) + 1, OW = Math.floor((W + 2 * P - K) / S) + 1;
       for (const reuse of ['never', 'always']) {
-        const parent = new Int32Array(Cout);
-        n.mstPlan({ ...wa, words, reuse, maxDepth: 3, parent });
-        const e = n.binaryExecution({ ...wa, words, parent });
+        const { plan } = n.mstPlan({ weights, reuse, maxDepth: 3 });
         for (const padValue of ['one', 'zero']) for (const output of ['int32', 'float', 'bits']) {
           const scale = output === 'int32' ? undefined : Float32Array.from({ length: Cout }, () => rnd() * 2 - 1);
           const len = output === 'bits' ? N * OH * OW * Math.ceil(Cout / 32) : N * OH * OW * Cout;
           const mk = () => (output === 'bits' ? new Uint32Array(len) : output === 'int32' ? new Int32Array(len) : new Float32Array(len));
-          const a = { ...wa, words, x, xshape: [N, H, W, C], strideH: S, strideW: S, padH: P, padW: P, dilationH: 1, dilationW: 1,
-                      padValue, output, scale, panels: e.panels, npanels: e.npanels, edges: e.edges, nedges: e.nedges, edgeWords: e.edges.length };
+          const a = { device: -1, x, xShape: [N, H, W, C], strideH: S, strideW: S, padH: P, padW: P, dilationH: 1, dilationW: 1,
+                      padValue, output, scale };
           const fast = mk(), ref = mk();
-          n.binaryConv2d({ ...a, out: fast });
-          n.binaryConv2dReference({ ...a, out: ref });
+          n.binaryConv2d({ ...a, plan, out: fast });
+          n.binaryConv2dReference({ ...a, weights, out: ref });
           eq(fast, ref);
         }
       }

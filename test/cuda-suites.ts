@@ -33,6 +33,7 @@ import {
   zeros,
 } from '../lib';
 import { cudaAlloc } from '../lib/cuda';
+import { planHandle, weightsHandle } from '../lib/binary';
 import { native } from '../lib/native';
 import type { DType, Tensor } from '../lib/tensor';
 import { randomArray, expectCode, rng } from './helpers';
@@ -279,16 +280,20 @@ export function defineGpuSuites(skip: boolean): void {
         const want = bconvOracle(q, xb, wb, scale, bias);
         const xw = packWords(xb, q.n * q.h * q.w, q.c);
         const ww = packWords(wb, q.cout * q.k * q.k, cinG);
-        const x = cudaAlloc(0, xw.byteLength), w = cudaAlloc(0, ww.byteLength), out = cudaAlloc(0, want.out.byteLength);
+        const x = cudaAlloc(0, xw.byteLength), out = cudaAlloc(0, want.out.byteLength);
         n.cudaUpload({ handle: x, dtype: 'bit', host: xw });
-        n.cudaUpload({ handle: w, dtype: 'bit', host: ww });
+        // Weights from their signs: bit 1 = -1, laid out [Cout, kh, kw, Cin_g] in wb, [Cout, Cin_g, kh, kw] for packWeights.
+        const wf = new Float32Array(q.cout * cinG * q.k * q.k);
+        for (let o = 0; o < q.cout; o++) for (let t = 0; t < q.k * q.k; t++) for (let i = 0; i < cinG; i++)
+          wf[(o * cinG + i) * q.k * q.k + t] = wb[(o * q.k * q.k + t) * cinG + i] ? -1 : 1;
+        const weights = n.packWeights({ w: wf, wShape: [q.cout, cinG, q.k, q.k], groups: q.groups });
         // Both kernels (the 1-bit MMA one runs on the emulation through an emulated MMA with the PTX fragment layout).
         for (const algorithm of ['simt', 'mma', 'auto']) {
           n.cudaUpload({ handle: out, dtype: 'bit', host: new Uint32Array(want.out.length).fill(0xdeadbeef) });
-          await n.cudaBinaryConv2d(
-            { device: 0, x, weights: w, out, n: q.n, h: q.h, w: q.w, c: q.c, cout: q.cout, cinG, kh: q.k, kw: q.k, groups: q.groups,
-              sh: q.stride, sw: q.stride, ph: q.pad, pw: q.pad, dh: q.dil, dw: q.dil, padZero: q.padZero, output: q.output,
-              clamp: q.clamp !== undefined, lo: q.clamp?.[0], hi: q.clamp?.[1], scale, bias, algorithm },
+          await n.binaryConv2d(
+            { device: 0, x, weights, out, xShape: [q.n, q.h, q.w, q.c], strideH: q.stride, strideW: q.stride, padH: q.pad,
+              padW: q.pad, dilationH: q.dil, dilationW: q.dil, padValue: q.padZero ? 'zero' : 'one', output: q.output,
+              clampLo: q.clamp?.[0], clampHi: q.clamp?.[1], scale, bias, algorithm },
             true,
           );
           const got = new (want.out.constructor as new (k: number) => Int32Array | Float32Array | Uint32Array)(want.out.length);
@@ -299,10 +304,13 @@ export function defineGpuSuites(skip: boolean): void {
       // The handles' sizes are checked against the geometry.
       const q = cases[0];
       const small = cudaAlloc(0, 4);
-      expectCode(() => n.cudaBinaryConv2d({ device: 0, x: small, weights: small, out: small, n: q.n, h: q.h, w: q.w, c: q.c,
-        cout: q.cout, cinG: q.c, kh: 3, kw: 3, groups: 1, sh: 1, sw: 1, ph: 1, pw: 1, dh: 1, dw: 1, output: 'int32' }), 'ERR_XNORM_SHAPE');
-      expectCode(() => n.cudaBinaryConv2d({ device: 0, x: small, weights: small, out: small, n: 1, h: 1, w: 1, c: 1, cout: 1,
-        cinG: 1, kh: 1, kw: 1, groups: 1, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1, output: 'int32', algorithm: 'fast' }), 'ERR_XNORM_ARGUMENT');
+      const weights = n.packWeights({ w: new Float32Array(q.cout * q.c * 9), wShape: [q.cout, q.c, 3, 3], groups: 1 });
+      const geo = { device: 0, weights, xShape: [q.n, q.h, q.w, q.c], strideH: 1, strideW: 1, padH: 1, padW: 1, dilationH: 1, dilationW: 1,
+        padValue: 'one', output: 'int32' };
+      expectCode(() => n.binaryConv2d({ ...geo, x: small, out: small }), 'ERR_XNORM_SHAPE');
+      const one = n.packWeights({ w: new Float32Array(1), wShape: [1, 1, 1, 1], groups: 1 });
+      expectCode(() => n.binaryConv2d({ ...geo, weights: one, xShape: [1, 1, 1, 1], padH: 0, padW: 0, x: small, out: small, algorithm: 'fast' }),
+        'ERR_XNORM_ARGUMENT');
     });
   });
 
@@ -448,21 +456,24 @@ export function defineGpuSuites(skip: boolean): void {
       const x = packBitsSync(tensor(randomArray(q.n * q.h * q.w * q.c, 41), [q.n, q.h, q.w, q.c]), { layout: 'nhwc' });
       const wts = packWeights(tensor(prototypeWeights(q, 42), [q.cout, q.c / q.groups, q.k, q.k]), { groups: q.groups });
       // The tree of an 'always' plan under 'auto': the CPU's own trial could drop every edge on this machine.
-      const plan = new MstPlan(wts, mstPlan(wts, { reuse: 'always' }).parent, 'auto', 8);
-      expect(plan.gpuMode('cuda:0')).toBe('trial');
+      const n = native();
+      const info = n.mstPlan({ weights: weightsHandle(wts), reuse: 'auto', maxDepth: 8, parent: mstPlan(wts, { reuse: 'always' }).parent });
+      const plan = new MstPlan(wts, info);
+      const mode = () => n.planGpuMode({ plan: planHandle(plan), device: 0 });
+      expect(mode()).toBe('trial');
       const geo = { stride: q.stride, padding: q.pad, padValue: 'zero' as const, output: 'int32' as const };
       const want = Array.from(binaryConv2dSync(x, wts, geo).dataSync());
       const xc = x.toSync('cuda');
       expect(Array.from((await binaryConv2d(xc, plan, geo)).dataSync()), 'trial').toEqual(want);
-      const decided = plan.gpuMode('cuda:0');
+      const decided = mode();
       expect(['plan', 'dense']).toContain(decided);
       expect(Array.from(binaryConv2dSync(xc, plan, geo).dataSync()), decided).toEqual(want);
-      expect(plan.gpuMode('cuda:0')).toBe(decided);
+      expect(mode()).toBe(decided);
       // 'never' plans and plans without edges run the dense weights.
-      expect(mstPlan(wts, { reuse: 'never' }).gpuMode('cuda:0')).toBe('dense');
+      expect(n.planGpuMode({ plan: planHandle(mstPlan(wts, { reuse: 'never' })), device: 0 })).toBe('dense');
     });
 
-    it('the edge records are checked at the boundary; dispose frees the device copy and a later call uploads it again', () => {
+    it('plans cannot be edited into wrong results; dispose frees the device copy and a later call uploads it again', () => {
       const q = MST_CONVS[0];
       const x = packBitsSync(tensor(randomArray(q.n * q.h * q.w * q.c, 51), [q.n, q.h, q.w, q.c]), { layout: 'nhwc' });
       const wts = packWeights(tensor(prototypeWeights(q, 52), [q.cout, q.c, q.k, q.k]));
@@ -473,26 +484,16 @@ export function defineGpuSuites(skip: boolean): void {
       plan.dispose();
       plan.dispose();
       expect(Array.from(binaryConv2dSync(xc, plan, { padding: 1, output: 'int32' }).dataSync())).toEqual(want);
-      // Straight to the addon with altered records: ERR_XNORM_CORRUPT_PLAN, nothing launched.
-      const n = native() as unknown as Record<string, (args: object, async?: boolean) => unknown>;
+      // What JS sees of a plan and its weights are copies: editing them changes nothing the kernels read.
+      plan.parent.fill(-1);
+      wts.words.fill(0);
+      expect(Array.from(binaryConv2dSync(xc, plan, { padding: 1, output: 'int32' }).dataSync())).toEqual(want);
+      // A forged plan is refused at the boundary.
+      const raw = native() as unknown as Record<string, (args: object) => unknown>;
       const out = zeros([q.n, q.h, q.w, q.cout], { dtype: 'int32' }).toSync('cuda');
-      const base = {
-        device: 0, x: xc.deviceBuffer().handle, weights: wts.deviceWords('cuda:0').handle, out: out.deviceBuffer().handle,
-        n: q.n, h: q.h, w: q.w, c: q.c, cout: q.cout, cinG: q.c, kh: 3, kw: 3, groups: 1, sh: 1, sw: 1, ph: 1, pw: 1, dh: 1, dw: 1,
-        output: 'int32', mst: true, panels: plan.exec.panels, npanels: plan.exec.npanels, nedges: plan.exec.nedges,
-        edgeWords: plan.exec.edges.length, edgesDevice: plan.deviceEdges('cuda:0').handle,
-      };
-      const tamper = (at: number, v: number) => {
-        const e = plan.exec.edges.slice();
-        e[at] = v;
-        return e;
-      };
-      expectCode(() => n.cudaBinaryConv2d({ ...base, edges: tamper(0, q.cout) }), 'ERR_XNORM_CORRUPT_PLAN');  // child out of range
-      expectCode(() => n.cudaBinaryConv2d({ ...base, edges: tamper(2, 1e6) }), 'ERR_XNORM_CORRUPT_PLAN');  // word count
-      expectCode(() => n.cudaBinaryConv2d({ ...base, edges: tamper(4, 999) }), 'ERR_XNORM_CORRUPT_PLAN');  // word index
-      expectCode(() => n.cudaBinaryConv2d({ ...base, edges: tamper(3, 0) }), 'ERR_XNORM_CORRUPT_PLAN');  // bit count
-      n.cudaBinaryConv2d({ ...base, edges: plan.exec.edges });
-      expect(Array.from(out.dataSync())).toEqual(want);
+      expectCode(() => raw.binaryConv2d({ device: 0, x: xc.deviceBuffer().handle, xShape: x.shape, plan: { edges: new Uint32Array(4) },
+        strideH: 1, strideW: 1, padH: 1, padW: 1, dilationH: 1, dilationW: 1, padValue: 'one', output: 'int32',
+        out: out.deviceBuffer().handle }), 'ERR_XNORM_ARGUMENT');
       plan.dispose();
     });
   });
@@ -754,10 +755,11 @@ export function defineGpuSuites(skip: boolean): void {
       const small = cudaAlloc(0, 4);
       const geo = { device: 0, dtype: 'float32', wDtype: 'float32', xShape: [2, 5, 7, 6], wShape: [9, 5, 3, 3], strideH: 1, strideW: 1,
         padH: 1, padW: 1, dilationH: 1, dilationW: 1, groups: 1, layout: 'nchw' };
-      expectCode(() => n.cudaConvForward({ ...geo, mode: 'plain', x: small, weight: small, y: small }), 'ERR_XNORM_SHAPE');
-      expectCode(() => n.cudaConvForward({ ...geo, mode: 'fold', x: small, weight: small, y: small }), 'ERR_XNORM_ARGUMENT');
-      expectCode(() => n.cudaConvForward({ ...geo, mode: 'plain', dtype: 'int32', x: small, weight: small, y: small }), 'ERR_XNORM_DTYPE');
-      expectCode(() => n.cudaConvForward({ ...geo, groups: 2, mode: 'plain', x: small, weight: small, y: small }), 'ERR_XNORM_SHAPE');
+      const bn = { mean: new Float32Array(9), var: new Float32Array(9).fill(1), eps: 1e-5 };
+      expectCode(() => n.conv2d({ ...geo, x: small, weight: small, y: small }), 'ERR_XNORM_SHAPE');
+      expectCode(() => n.convBnForward({ ...geo, ...bn, mode: 'fold', x: small, weight: small, y: small }), 'ERR_XNORM_ARGUMENT');
+      expectCode(() => n.conv2d({ ...geo, dtype: 'int32', x: small, weight: small, y: small }), 'ERR_XNORM_DTYPE');
+      expectCode(() => n.conv2d({ ...geo, groups: 2, x: small, weight: small, y: small }), 'ERR_XNORM_SHAPE');
     });
   });
 }

@@ -144,9 +144,13 @@ describe('MstPlan serialization', () => {
   });
 
   it('rejects plans for other weights or shapes', () => {
-    const words = w.words.slice();
-    words[3] ^= 1 << 4;
-    const other = new BinaryWeights(words, w.shape, w.groups);
+    // The same weights with one sign flipped.
+    const [cout, cinG, kh, kw] = w.shape, wg = Math.ceil(cinG / 32);
+    const f = new Float32Array(cout * cinG * kh * kw);
+    for (let o = 0; o < cout; o++) for (let t = 0; t < kh * kw; t++) for (let ch = 0; ch < cinG; ch++)
+      f[(o * cinG + ch) * kh * kw + t] = (w.words[(o * kh * kw + t) * wg + (ch >> 5)] >>> (ch & 31)) & 1 ? -1 : 1;
+    f[5] = -f[5];
+    const other = packWeights(tensor(f, w.shape), { groups: w.groups });
     expect(corrupt(bytes, other)).toBe('ERR_XNORM_CORRUPT_PLAN');
     const { w: w2 } = layer(21, { cout: 40, cin: 64 });
     expect(corrupt(bytes, w2)).toBe('ERR_XNORM_CORRUPT_PLAN');

@@ -4,6 +4,7 @@
 
 #include "../core/common/checked.h"
 #include "../core/common/error.h"
+#include "cuda_plugin.h"
 
 namespace xnorm::addon {
 namespace {
@@ -77,8 +78,39 @@ bool Args::has(const char* name) {
   return !v.IsUndefined() && !v.IsNull();
 }
 
+int32_t plugin_dtype(DType t) {
+  return t == DType::Float16 ? XNORM_CUDA_FLOAT16 : t == DType::BFloat16 ? XNORM_CUDA_BFLOAT16 : XNORM_CUDA_FLOAT32;
+}
+
+int32_t Args::device() {
+  device_ = has("device") ? int32_t(integer("device", -1, 1 << 20)) : -1;
+  return device_;
+}
+
 Buffer Args::tensor(const char* name, DType dtype, int64_t length) {
+  if (device_ < 0) return host(name, dtype, length);
+  DeviceRef mem = device_arg(get(name), where(name), device_, uint64_t(length) * uint64_t(dtype_bytes(dtype)));
+  void* ptr = mem->ptr;
+  return Buffer{ptr, length, std::move(mem)};
+}
+
+Buffer Args::optional_tensor(const char* name, DType dtype, int64_t length) {
+  return has(name) ? tensor(name, dtype, length) : Buffer{};
+}
+
+Buffer Args::host(const char* name, DType dtype, int64_t length) {
   return typed(name, array_type_for(dtype), length);
+}
+
+Buffer Args::optional_host(const char* name, DType dtype, int64_t length) {
+  return has(name) ? host(name, dtype, length) : Buffer{};
+}
+
+DType Args::float_dtype(const char* name) {
+  DType t = dtype(name);
+  if (!dtype_is_float(t))
+    fail(ErrorCode::DType, where(name) + ": expected float32, float16 or bfloat16, received another dtype");
+  return t;
 }
 
 Buffer Args::float64(const char* name, int64_t length) { return typed(name, napi_float64_array, length); }
@@ -97,11 +129,7 @@ Buffer Args::typed(const char* name, napi_typedarray_type want, int64_t length) 
   // Data() resolves the backing store; V8 moves small on-heap arrays off the heap here, so the
   // pointer stays valid while the array is referenced.
   auto* base = static_cast<uint8_t*>(ta.ArrayBuffer().Data());
-  return Buffer{base + ta.ByteOffset(), length};
-}
-
-Buffer Args::optional_tensor(const char* name, DType dtype, int64_t length) {
-  return has(name) ? tensor(name, dtype, length) : Buffer{};
+  return Buffer{base + ta.ByteOffset(), length, nullptr};
 }
 
 std::vector<int64_t> Args::shape(const char* name) {

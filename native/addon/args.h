@@ -5,6 +5,7 @@
 #include <napi.h>
 
 #include <initializer_list>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -15,18 +16,31 @@ namespace xnorm::addon {
 struct Buffer {
   void* data = nullptr;
   int64_t length = 0;  // elements
+  std::shared_ptr<void> device_memory;  // a CUDA tensor's allocation, kept alive while the op runs
 };
+
+// The plugin's dtype code of a float dtype.
+int32_t plugin_dtype(DType t);
 
 class Args {
  public:
   Args(const Napi::CallbackInfo& info, const char* op);
 
-  // A typed array whose element type matches dtype and whose length is exactly `length` elements.
+  // Where the op's tensors live, from the "device" argument: -1 (or absent) is the CPU, otherwise a CUDA
+  // device index. Once read, tensor() takes device handles when it is >= 0.
+  int32_t device();
+  // A tensor on the op's device: on the CPU a typed array whose element type matches dtype and whose
+  // length is exactly `length` elements; on a GPU a live device handle of exactly that many elements.
   Buffer tensor(const char* name, DType dtype, int64_t length);
-  // A Float64Array of exactly `length` elements (double-precision side outputs such as moments).
-  Buffer float64(const char* name, int64_t length);
   // As tensor(), or {nullptr, 0} when the property is absent or null.
   Buffer optional_tensor(const char* name, DType dtype, int64_t length);
+  // A host typed array whatever the op's device (per-channel parameters, small side outputs).
+  Buffer host(const char* name, DType dtype, int64_t length);
+  Buffer optional_host(const char* name, DType dtype, int64_t length);
+  // A float dtype (float32, float16, bfloat16), else ERR_XNORM_DTYPE.
+  DType float_dtype(const char* name);
+  // A Float64Array of exactly `length` elements (double-precision side outputs such as moments).
+  Buffer float64(const char* name, int64_t length);
   // Non-negative safe integers; the element count must not overflow.
   std::vector<int64_t> shape(const char* name);
   DType dtype(const char* name);
@@ -37,6 +51,7 @@ class Args {
   bool has(const char* name);
 
   bool async() const { return async_; }
+  Napi::Object object() const { return obj_; }
   Napi::Env env() const { return env_; }
   // The typed arrays read so far; an async op keeps them referenced until it ends.
   const std::vector<Napi::Value>& buffers() const { return buffers_; }
@@ -50,6 +65,7 @@ class Args {
   Napi::Object obj_;
   std::string op_;
   bool async_;
+  int32_t device_ = -1;
   std::vector<Napi::Value> buffers_;
 };
 

@@ -1,64 +1,69 @@
-// Bindings for binary convolution and MST plans. lib/binary.ts validates first; everything is checked
-// again here (lengths, shapes, plan structure) so a caller bypassing lib/ cannot write out of bounds.
+// Bindings for binary convolution: packBits / unpackBits, binaryConv2d (dense weights or an MST plan) and
+// its reference, one entry per op for both devices ("device" -1 = CPU typed arrays, otherwise device
+// handles on that CUDA device). Weights and plans arrive as native handles, validated when they were made
+// (weights.cc); the geometry and every tensor size are checked here on each call, so a caller bypassing
+// lib/ cannot make a kernel read or write out of bounds.
 #include "../core/bconv/bconv.h"
 #include "../core/common/checked.h"
 #include "../core/common/error.h"
 #include "../core/mst/mst.h"
 #include "args.h"
+#include "cuda_plugin.h"
 #include "errors.h"
 #include "families.h"
 #include "run_op.h"
+#include "weights.h"
 
 namespace xnorm::addon {
 namespace {
 
-using bconv::WeightShape;
+constexpr int64_t kMaxGeom = int64_t(1) << 31;
 
-WeightShape read_weight_shape(Args& a) {
-  std::vector<int64_t> d = a.shape("wshape");
-  if (d.size() != 4)
-    fail(ErrorCode::Shape, "weights: expected [Cout, Cin/groups, kh, kw], received " + shape_str(d));
-  WeightShape s;
-  s.cout = d[0];
-  s.cin_g = d[1];
-  s.kh = d[2];
-  s.kw = d[3];
-  s.groups = a.integer("groups", 1, int64_t(1) << 30);
-  bconv::check_weight_shape(s);
-  return s;
-}
+// The [N, C, S] view of packBits / unpackBits.
+struct Bits {
+  int32_t device;
+  bool nchw;
+  int64_t n, c, s;
+  int64_t floats() const { return n * c * s; }
+  int64_t words() const { return n * s * ((c + 31) / 32); }
+  xnorm_cuda_geometry plugin() const {
+    xnorm_cuda_geometry g{};
+    g.n = n, g.c = c, g.s = s;
+    g.layout = nchw ? XNORM_CUDA_NCHW : XNORM_CUDA_NHWC;
+    return g;
+  }
+};
 
-const uint32_t* read_words(Args& a, const WeightShape& s) {
-  return static_cast<const uint32_t*>(a.tensor("words", DType::Bit, s.cout * s.row_words()).data);
-}
-
-std::vector<int32_t> read_parent(Args& a, const WeightShape& s) {
-  const int32_t* p = static_cast<const int32_t*>(a.tensor("parent", DType::Int32, s.cout).data);
-  return std::vector<int32_t>(p, p + s.cout);
-}
-
-mst::Reuse read_reuse(Args& a) {
-  std::string r = a.choice("reuse", {"auto", "always", "never"});
-  return r == "auto" ? mst::Reuse::Auto : r == "always" ? mst::Reuse::Always : mst::Reuse::Never;
-}
-
-const char* reuse_name(mst::Reuse r) {
-  return r == mst::Reuse::Auto ? "auto" : r == mst::Reuse::Always ? "always" : "never";
+Bits read_bits(Args& a) {
+  Bits b;
+  b.device = a.device();
+  b.nchw = a.choice("layout", {"nchw", "nhwc"}) == "nchw";
+  b.n = a.integer("n", 1, kMaxElements), b.c = a.integer("c", 1, kMaxElements), b.s = a.integer("s", 1, kMaxElements);
+  checked_mul(checked_mul(b.n, b.c, "x"), b.s, "x");
+  return b;
 }
 
 Napi::Value PackBits(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&] {
     Args a(info, "packBits");
-    bool nchw = a.choice("layout", {"nchw", "nhwc"}) == "nchw";
-    int64_t n = a.integer("n", 1, kMaxElements), c = a.integer("c", 1, kMaxElements), s = a.integer("s", 1, kMaxElements);
-    int64_t size = checked_mul(checked_mul(n, c, "x"), s, "x");
-    Buffer x = a.tensor("x", DType::Float32, size);
-    Buffer thr = a.optional_tensor("thresholds", DType::Float32, c);
-    float t0 = float(a.number("threshold"));
-    Buffer out = a.tensor("out", DType::Bit, checked_mul(n * s, (c + 31) / 32, "out"));
+    const Bits g = read_bits(a);
+    const DType dtype = a.has("dtype") ? a.float_dtype("dtype") : DType::Float32;
+    if (g.device < 0 && dtype != DType::Float32)
+      fail(ErrorCode::DType, "packBits: x: expected float32 on the CPU (lib/ converts it), received another dtype");
+    Buffer x = a.tensor("x", dtype, g.floats());
+    const auto* thresholds = static_cast<const float*>(a.optional_host("thresholds", DType::Float32, g.c).data);
+    const auto t0 = float(a.number("threshold"));
+    Buffer out = a.tensor("out", DType::Bit, g.words());
+    const xnorm_cuda_api* api = g.device >= 0 ? &cuda_api(g.device) : nullptr;
     return run_op(a, [=]() -> ResultBuilder {
-      bconv::pack_bits(static_cast<const float*>(x.data), nchw, n, c, s, static_cast<const float*>(thr.data), t0,
-                       static_cast<uint32_t*>(out.data));
+      auto* words = static_cast<uint32_t*>(out.data);
+      if (!api) {
+        bconv::pack_bits(static_cast<const float*>(x.data), g.nchw, g.n, g.c, g.s, thresholds, t0, words);
+        return nullptr;
+      }
+      xnorm_cuda_status st{};
+      const xnorm_cuda_geometry pg = g.plugin();
+      cuda_check(api->pack_bits(g.device, x.data, plugin_dtype(dtype), &pg, thresholds, t0, words, &st), st);
       return nullptr;
     });
   });
@@ -67,184 +72,137 @@ Napi::Value PackBits(const Napi::CallbackInfo& info) {
 Napi::Value UnpackBits(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&] {
     Args a(info, "unpackBits");
-    bool nchw = a.choice("layout", {"nchw", "nhwc"}) == "nchw";
-    int64_t n = a.integer("n", 1, kMaxElements), c = a.integer("c", 1, kMaxElements), s = a.integer("s", 1, kMaxElements);
-    int64_t size = checked_mul(checked_mul(n, c, "x"), s, "x");
-    Buffer b = a.tensor("b", DType::Bit, checked_mul(n * s, (c + 31) / 32, "b"));
-    Buffer out = a.tensor("out", DType::Float32, size);
+    const Bits g = read_bits(a);
+    Buffer b = a.tensor("b", DType::Bit, g.words());
+    Buffer out = a.tensor("out", DType::Float32, g.floats());
+    const xnorm_cuda_api* api = g.device >= 0 ? &cuda_api(g.device) : nullptr;
     return run_op(a, [=]() -> ResultBuilder {
-      bconv::unpack_bits(static_cast<const uint32_t*>(b.data), nchw, n, c, s, static_cast<float*>(out.data));
+      const auto* words = static_cast<const uint32_t*>(b.data);
+      if (!api) {
+        bconv::unpack_bits(words, g.nchw, g.n, g.c, g.s, static_cast<float*>(out.data));
+        return nullptr;
+      }
+      xnorm_cuda_status st{};
+      const xnorm_cuda_geometry pg = g.plugin();
+      cuda_check(api->unpack_bits(g.device, words, &pg, static_cast<float*>(out.data), &st), st);
       return nullptr;
     });
   });
 }
 
-Napi::Value PackWeights(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), [&] {
-    Args a(info, "packWeights");
-    WeightShape s = read_weight_shape(a);
-    Buffer w = a.tensor("w", DType::Float32, s.cout * s.cin_g * s.taps());
-    Buffer out = a.tensor("out", DType::Bit, s.cout * s.row_words());
-    bconv::pack_weights(static_cast<const float*>(w.data), s, static_cast<uint32_t*>(out.data));
-    return info.Env().Undefined();
-  });
-}
-
-Napi::Value Copy(Napi::Env env, const std::vector<uint32_t>& v) {
-  Napi::Uint32Array arr = Napi::Uint32Array::New(env, v.size());
-  std::copy(v.begin(), v.end(), arr.Data());
-  return arr;
-}
-
-// The execution form (panels + edges) of a parent array; all -1 gives the plain dense weights.
-Napi::Value BinaryExecution(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), [&] {
-    Args a(info, "binaryExecution");
-    WeightShape s = read_weight_shape(a);
-    const uint32_t* words = read_words(a, s);
-    mst::Built b = mst::build_execution(words, s, read_parent(a, s));
-    Napi::Env env = info.Env();
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("panels", Copy(env, b.panels));
-    o.Set("npanels", double(b.npanels));
-    o.Set("edges", Copy(env, b.edges));
-    o.Set("nedges", double(b.nedges));
-    o.Set("depth", b.depth);
-    o.Set("totalDistance", double(b.total_distance));
-    o.Set("bitsProcessed", b.bits_processed);
-    return Napi::Value(o);
-  });
-}
-
-Napi::Value MstPlan(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), [&] {
-    Args a(info, "mstPlan");
-    WeightShape s = read_weight_shape(a);
-    const uint32_t* words = read_words(a, s);
-    mst::Reuse reuse = read_reuse(a);
-    int32_t max_depth = int32_t(a.integer("maxDepth", 1, 65535));
-    Buffer out = a.tensor("parent", DType::Int32, s.cout);
-    std::vector<int32_t> parent = mst::build_tree(words, s, reuse, max_depth);
-    std::copy(parent.begin(), parent.end(), static_cast<int32_t*>(out.data));
-    return info.Env().Undefined();
-  });
-}
-
-Napi::Value MstSerialize(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), [&] {
-    Args a(info, "mstSerialize");
-    WeightShape s = read_weight_shape(a);
-    const uint32_t* words = read_words(a, s);
-    std::vector<int32_t> parent = read_parent(a, s);
-    mst::depths(parent, s);
-    mst::Reuse reuse = read_reuse(a);
-    int32_t max_depth = int32_t(a.integer("maxDepth", 1, 65535));
-    Buffer out = a.tensor("out", DType::UInt8, mst::serialized_size(s));
-    mst::serialize(words, s, parent, reuse, max_depth, static_cast<uint8_t*>(out.data));
-    return info.Env().Undefined();
-  });
-}
-
-Napi::Value MstSerializedSize(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), [&] {
-    Args a(info, "mstSerializedSize");
-    return Napi::Value(Napi::Number::New(info.Env(), double(mst::serialized_size(read_weight_shape(a)))));
-  });
-}
-
-Napi::Value MstDeserialize(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), [&] {
-    Args a(info, "mstDeserialize");
-    WeightShape s = read_weight_shape(a);
-    const uint32_t* words = read_words(a, s);
-    Napi::Value bv = info[0].As<Napi::Object>().Get("bytes");
-    if (!bv.IsTypedArray() || bv.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
-      fail(ErrorCode::Argument, "MstPlan.deserialize: bytes: expected a Uint8Array, received " + describe(bv));
-    int64_t len = int64_t(bv.As<Napi::TypedArray>().ElementLength());
-    Buffer bytes = a.tensor("bytes", DType::UInt8, len);
-    Buffer out = a.tensor("parent", DType::Int32, s.cout);
-    mst::Reuse reuse;
-    int32_t max_depth;
-    std::vector<int32_t> parent =
-        mst::deserialize(static_cast<const uint8_t*>(bytes.data), len, words, s, &reuse, &max_depth);
-    std::copy(parent.begin(), parent.end(), static_cast<int32_t*>(out.data));
-    Napi::Object o = Napi::Object::New(info.Env());
-    o.Set("reuse", reuse_name(reuse));
-    o.Set("maxDepth", max_depth);
-    return Napi::Value(o);
-  });
-}
-
+// Everything a binaryConv2d call reads, checked.
 struct ConvCall {
-  const uint32_t* x = nullptr;
-  const uint32_t* words = nullptr;
-  WeightShape s;
+  int32_t device = -1;
+  std::shared_ptr<PackedWeights> weights;
+  std::shared_ptr<Plan> plan;  // null: the dense weights
   bconv::ConvParams p;
-  bconv::Execution e;
   bconv::Transform t;
-  void* out = nullptr;
+  Buffer x, out;
+  int32_t algorithm = XNORM_CUDA_BCONV_AUTO;
+
+  const bconv::WeightShape& s() const { return weights->shape; }
+  bconv::Execution execution() const { return plan ? plan->execution() : weights->execution(); }
+  xnorm_cuda_bconv plugin() const {
+    xnorm_cuda_bconv q{};
+    q.n = p.n, q.h = p.h, q.w = p.w, q.c = p.c;
+    q.cout = s().cout, q.cin_g = s().cin_g, q.kh = s().kh, q.kw = s().kw, q.groups = s().groups;
+    q.sh = p.sh, q.sw = p.sw, q.ph = p.ph, q.pw = p.pw, q.dh = p.dh, q.dw = p.dw;
+    q.pad_zero = p.pad_zero;
+    q.output = t.kind == bconv::Output::Float ? XNORM_CUDA_OUT_FLOAT
+               : t.kind == bconv::Output::Int32 ? XNORM_CUDA_OUT_INT32 : XNORM_CUDA_OUT_BITS;
+    q.algorithm = algorithm;
+    q.clamp = t.clamp;
+    q.lo = t.lo, q.hi = t.hi;
+    return q;
+  }
 };
 
-ConvCall read_conv(Args& a, bool with_execution) {
+ConvCall read_conv(Args& a, const char* op) {
   ConvCall c;
-  c.s = read_weight_shape(a);
-  std::vector<int64_t> xs = a.shape("xshape");
-  if (xs.size() != 4) fail(ErrorCode::Shape, "x: expected [N, H, W, C], received " + shape_str(xs));
-  c.p.n = xs[0];
-  c.p.h = xs[1];
-  c.p.w = xs[2];
-  c.p.c = xs[3];
-  c.p.sh = a.integer("strideH", 1, 1 << 20);
-  c.p.sw = a.integer("strideW", 1, 1 << 20);
-  c.p.ph = a.integer("padH", 0, 1 << 20);
-  c.p.pw = a.integer("padW", 0, 1 << 20);
-  c.p.dh = a.integer("dilationH", 1, 1 << 20);
-  c.p.dw = a.integer("dilationW", 1, 1 << 20);
-  c.p.pad_zero = a.choice("padValue", {"one", "zero"}) == "zero";
-  bconv::check_conv(c.p, c.s);
-  c.x = static_cast<const uint32_t*>(a.tensor("x", DType::Bit, c.p.n * c.p.h * c.p.w * ((c.p.c + 31) / 32)).data);
-  c.words = read_words(a, c.s);
-  if (with_execution) {
-    c.e.npanels = a.integer("npanels", 0, c.s.cout);
-    c.e.panels = static_cast<const uint32_t*>(
-        a.tensor("panels", DType::Bit, checked_mul(c.e.npanels, bconv::panel_record_words(c.s), "panels")).data);
-    c.e.nedges = a.integer("nedges", 0, c.s.cout);
-    if (c.e.nedges > 0) {
-      Buffer probe = a.tensor("edges", DType::Bit, a.integer("edgeWords", 0, kMaxElements));
-      c.e.edges = static_cast<const uint32_t*>(probe.data);
-      c.e.edge_words = probe.length;
-    }
+  Napi::Object o = a.object();
+  c.device = a.device();
+  if (a.has("plan")) {
+    c.plan = plan_arg(o.Get("plan"), std::string(op) + ": w");
+    c.weights = c.plan->weights;
+  } else {
+    c.weights = weights_arg(o.Get("weights"), std::string(op) + ": w");
   }
-  int64_t oh = bconv::out_size(c.p.h, c.p.ph, c.p.dh, c.s.kh, c.p.sh);
-  int64_t ow = bconv::out_size(c.p.w, c.p.pw, c.p.dw, c.s.kw, c.p.sw);
-  int64_t pixels = c.p.n * oh * ow;
-  std::string kind = a.choice("output", {"float", "int32", "bits"});
+  const bconv::WeightShape& s = c.s();
+  std::vector<int64_t> xs = a.shape("xShape");
+  if (xs.size() != 4) fail(ErrorCode::Shape, std::string(op) + ": x: expected [N, H, W, C], received " + shape_str(xs));
+  c.p.n = xs[0], c.p.h = xs[1], c.p.w = xs[2], c.p.c = xs[3];
+  c.p.sh = a.integer("strideH", 1, kMaxGeom), c.p.sw = a.integer("strideW", 1, kMaxGeom);
+  c.p.ph = a.integer("padH", 0, kMaxGeom), c.p.pw = a.integer("padW", 0, kMaxGeom);
+  c.p.dh = a.integer("dilationH", 1, kMaxGeom), c.p.dw = a.integer("dilationW", 1, kMaxGeom);
+  c.p.pad_zero = a.choice("padValue", {"one", "zero"}) == "zero";
+  bconv::check_conv(c.p, s);
+  c.x = a.tensor("x", DType::Bit, checked_mul(c.p.n * c.p.h * c.p.w, (c.p.c + 31) / 32, "x"));
+  const std::string kind = a.choice("output", {"float", "int32", "bits"});
   c.t.kind = kind == "float" ? bconv::Output::Float : kind == "int32" ? bconv::Output::Int32 : bconv::Output::Bits;
-  c.t.scale = static_cast<const float*>(a.optional_tensor("scale", DType::Float32, c.s.cout).data);
-  c.t.bias = static_cast<const float*>(a.optional_tensor("bias", DType::Float32, c.s.cout).data);
+  c.t.scale = static_cast<const float*>(a.optional_host("scale", DType::Float32, s.cout).data);
+  c.t.bias = static_cast<const float*>(a.optional_host("bias", DType::Float32, s.cout).data);
   c.t.clamp = a.has("clampLo");
   if (c.t.clamp) {
     c.t.lo = float(a.number("clampLo"));
     c.t.hi = float(a.number("clampHi"));
+    if (!(c.t.lo <= c.t.hi)) fail(ErrorCode::Argument, std::string(op) + ": clamp: expected lo <= hi");
   }
   if (c.t.kind == bconv::Output::Int32 && (c.t.scale || c.t.bias || c.t.clamp))
-    fail(ErrorCode::Argument, "binaryConv2d: scale, bias and clamp apply to 'float' and 'bits' outputs, not 'int32'");
+    fail(ErrorCode::Argument, std::string(op) + ": scale, bias and clamp apply to 'float' and 'bits' outputs, not 'int32'");
+  // Optional, for GPU tests and checks: which kernel runs (default: the plugin picks).
+  if (a.has("algorithm")) {
+    const std::string alg = a.choice("algorithm", {"auto", "simt", "mma"});
+    c.algorithm = alg == "simt" ? XNORM_CUDA_BCONV_SIMT : alg == "mma" ? XNORM_CUDA_BCONV_MMA : XNORM_CUDA_BCONV_AUTO;
+  }
+  const int64_t oh = bconv::out_size(c.p.h, c.p.ph, c.p.dh, s.kh, c.p.sh);
+  const int64_t ow = bconv::out_size(c.p.w, c.p.pw, c.p.dw, s.kw, c.p.sw);
+  const int64_t pixels = checked_mul(checked_mul(c.p.n, oh, "out"), ow, "out");
   if (c.t.kind == bconv::Output::Bits)
-    c.out = a.tensor("out", DType::Bit, checked_mul(pixels, (c.s.cout + 31) / 32, "out")).data;
+    c.out = a.tensor("out", DType::Bit, checked_mul(pixels, (s.cout + 31) / 32, "out"));
   else
-    c.out = a.tensor("out", c.t.kind == bconv::Output::Float ? DType::Float32 : DType::Int32,
-                     checked_mul(pixels, c.s.cout, "out")).data;
+    c.out = a.tensor("out", c.t.kind == bconv::Output::Float ? DType::Float32 : DType::Int32, checked_mul(pixels, s.cout, "out"));
   return c;
+}
+
+// On a GPU: the dense kernels, or an MST plan level by level ('always'; 'auto' where a first-call trial
+// on this device found the edges faster, see Plan::gpu_mode). Bit-identical results either way.
+void run_on_gpu(const ConvCall& c) {
+  const xnorm_cuda_api& api = cuda_api(c.device);
+  const DeviceRef words = c.weights->device_words.on(c.device, c.weights->words.data(), c.weights->words.size() * 4);
+  const xnorm_cuda_bconv q = c.plugin();
+  const auto* x = static_cast<const uint32_t*>(c.x.data);
+  const auto* w = static_cast<const uint32_t*>(words->ptr);
+  xnorm_cuda_status st{};
+  const Plan::GpuMode mode = c.plan ? c.plan->gpu_mode(c.device) : Plan::GpuMode::Dense;
+  if (mode == Plan::GpuMode::Dense) {
+    cuda_check(api.binary_conv2d(c.device, x, w, &q, c.t.scale, c.t.bias, c.out.data, &st), st);
+    return;
+  }
+  const Plan& plan = *c.plan;
+  const std::vector<uint32_t>& edges = plan.built.edges;
+  const DeviceRef edge_words = c.plan->device_edges.on(c.device, edges.data(), edges.size() * 4);
+  xnorm_cuda_mst m{};
+  m.edge_words = static_cast<const uint32_t*>(edge_words->ptr);
+  m.edge_words_len = int64_t(edges.size());
+  m.roots = plan.levels.roots.data();
+  m.nroots = int64_t(plan.levels.roots.size());
+  m.edges = plan.gpu_edges.data();
+  m.nedges = int64_t(plan.gpu_edges.size());
+  m.level_ends = plan.levels.level_ends.data();
+  m.nlevels = int32_t(plan.levels.level_ends.size());
+  m.trial = mode == Plan::GpuMode::Trial;
+  cuda_check(api.binary_conv2d_mst(c.device, x, w, &q, &m, c.t.scale, c.t.bias, c.out.data, &st), st);
+  if (m.trial) c.plan->record_trial(c.device, m.plan_ms, m.dense_ms);
 }
 
 Napi::Value BinaryConv2d(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&] {
     Args a(info, "binaryConv2d");
-    ConvCall c = read_conv(a, true);
-    // Structure checks run here, on the calling thread, so a corrupt plan rejects before any work starts.
-    bconv::validate_execution(c.s, c.e);
+    ConvCall c = read_conv(a, "binaryConv2d");
+    if (c.device >= 0) cuda_api(c.device);  // unavailable: fail here, before any work
     return run_op(a, [c]() -> ResultBuilder {
-      bconv::conv(c.x, c.words, c.s, c.e, c.p, c.t, c.out);
+      if (c.device >= 0) run_on_gpu(c);
+      else bconv::conv(static_cast<const uint32_t*>(c.x.data), c.weights->words.data(), c.s(), c.execution(), c.p, c.t, c.out.data);
       return nullptr;
     });
   });
@@ -253,8 +211,9 @@ Napi::Value BinaryConv2d(const Napi::CallbackInfo& info) {
 Napi::Value BinaryConv2dReference(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&] {
     Args a(info, "binaryConv2dReference");
-    ConvCall c = read_conv(a, false);
-    bconv::conv_reference(c.x, c.words, c.s, c.p, c.t, c.out);
+    ConvCall c = read_conv(a, "binaryConv2dReference");
+    if (c.device >= 0) fail(ErrorCode::Device, "binaryConv2dReference: the reference runs on the CPU only");
+    bconv::conv_reference(static_cast<const uint32_t*>(c.x.data), c.weights->words.data(), c.s(), c.p, c.t, c.out.data);
     return info.Env().Undefined();
   });
 }
@@ -285,16 +244,11 @@ Napi::Value MstCalibration(const Napi::CallbackInfo& info) {
 void init_binary(Napi::Env env, Napi::Object exports) {
   exports.Set("packBits", Napi::Function::New(env, PackBits));
   exports.Set("unpackBits", Napi::Function::New(env, UnpackBits));
-  exports.Set("packWeights", Napi::Function::New(env, PackWeights));
-  exports.Set("binaryExecution", Napi::Function::New(env, BinaryExecution));
-  exports.Set("mstPlan", Napi::Function::New(env, MstPlan));
-  exports.Set("mstSerialize", Napi::Function::New(env, MstSerialize));
-  exports.Set("mstSerializedSize", Napi::Function::New(env, MstSerializedSize));
-  exports.Set("mstDeserialize", Napi::Function::New(env, MstDeserialize));
   exports.Set("binaryConv2d", Napi::Function::New(env, BinaryConv2d));
   exports.Set("binaryConv2dReference", Napi::Function::New(env, BinaryConv2dReference));
   exports.Set("popcountPeak", Napi::Function::New(env, PopcountPeak));
   exports.Set("mstCalibration", Napi::Function::New(env, MstCalibration));
+  init_weights(env, exports);
 }
 
 }  // namespace xnorm::addon

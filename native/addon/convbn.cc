@@ -1,11 +1,15 @@
 // Bindings for convolution and fused Conv + BatchNorm: conv2d, Tune/Eval forward and backward, folding,
-// the references and the FMA-peak probe. Every size is re-derived here from the shapes and checked
-// against the typed arrays, so a caller that bypasses lib/ cannot make a kernel write out of bounds.
+// the references and the FMA-peak probe. One entry per op for both devices: the "device" argument says
+// where the tensors live (-1 = CPU typed arrays, otherwise device handles on that CUDA device), one reader
+// checks the geometry through the core's conv_shape, and the op dispatches to the CPU kernels or the
+// plugin. Every size is re-derived here and checked against the tensors, so a caller that bypasses lib/
+// cannot make a kernel read or write out of bounds. Per-channel parameters are host Float32Arrays.
 #include "../core/convbn/convbn.h"
 
 #include "../core/common/checked.h"
 #include "../core/common/error.h"
 #include "args.h"
+#include "cuda_plugin.h"
 #include "errors.h"
 #include "families.h"
 #include "run_op.h"
@@ -19,51 +23,84 @@ using convbn::Grads;
 
 constexpr int64_t kMaxGeom = int64_t(1) << 31;
 
-struct Geometry {
+float* f32(const Buffer& b) { return static_cast<float*>(b.data); }
+
+// The shared arguments of every conv entry: device, dtypes, geometry and the fused ReLU.
+struct Conv {
   ConvShape g;
-  DType dtype = DType::Float32;
+  DType dtype = DType::Float32;    // activations
+  DType w_dtype = DType::Float32;  // weight (float32 on the CPU, which converts nothing natively)
+  int32_t device = -1;
+  bool relu = false;
+  const xnorm_cuda_api* api = nullptr;  // GPU only
+
+  bool on_gpu() const { return device >= 0; }
+  int64_t mask_words() const { return (g.y_size() + 31) / 32; }
+  xnorm_cuda_conv plugin() const {
+    xnorm_cuda_conv p{};
+    p.n = g.n, p.c = g.c, p.h = g.h, p.w = g.w, p.cout = g.cout, p.kh = g.kh, p.kw = g.kw;
+    p.groups = g.groups, p.sh = g.sh, p.sw = g.sw, p.ph = g.ph, p.pw = g.pw, p.dh = g.dh, p.dw = g.dw;
+    p.layout = g.layout == convbn::Layout::NCHW ? XNORM_CUDA_NCHW : XNORM_CUDA_NHWC;
+    p.dtype = plugin_dtype(dtype);
+    p.w_dtype = plugin_dtype(w_dtype);
+    p.relu = relu;
+    return p;
+  }
 };
 
-Geometry read_geometry(Args& a, bool float32_only = false) {
-  Geometry r;
-  r.dtype = float32_only ? DType::Float32 : a.dtype("dtype");
-  if (!dtype_is_float(r.dtype)) fail(ErrorCode::DType, "x: expected float32, float16 or bfloat16, received another dtype");
+Conv read_conv(Args& a, bool float32_only = false) {
+  Conv r;
+  r.device = a.device();
+  r.dtype = float32_only ? DType::Float32 : a.float_dtype("dtype");
+  r.w_dtype = a.has("wDtype") ? a.float_dtype("wDtype") : DType::Float32;
+  if (!r.on_gpu() && r.w_dtype != DType::Float32)
+    fail(ErrorCode::DType, "weight: expected float32 on the CPU (lib/ converts it), received another dtype");
   std::vector<int64_t> xs = a.shape("xShape"), ws = a.shape("wShape");
   const int64_t stride[2] = {a.integer("strideH", 1, kMaxGeom), a.integer("strideW", 1, kMaxGeom)};
   const int64_t padding[2] = {a.integer("padH", 0, kMaxGeom), a.integer("padW", 0, kMaxGeom)};
   const int64_t dilation[2] = {a.integer("dilationH", 1, kMaxGeom), a.integer("dilationW", 1, kMaxGeom)};
-  int64_t groups = a.integer("groups", 1, kMaxGeom);
+  const int64_t groups = a.integer("groups", 1, kMaxGeom);
   auto layout = a.choice("layout", {"nchw", "nhwc"}) == "nchw" ? convbn::Layout::NCHW : convbn::Layout::NHWC;
   r.g = convbn::conv_shape(xs, ws, stride, padding, dilation, groups, layout);
+  r.relu = a.flag("relu");
+  if (r.on_gpu()) r.api = &cuda_api(r.device);
   return r;
 }
 
-float* f32(const Buffer& b) { return static_cast<float*>(b.data); }
-
+// BN parameters (host float32, gamma and beta optional) and eps, with var + eps > 0 per channel.
 BnParams read_bn(Args& a, int64_t cout) {
   BnParams bn;
-  bn.mean = f32(a.tensor("mean", DType::Float32, cout));
-  bn.var = f32(a.tensor("var", DType::Float32, cout));
-  bn.gamma = f32(a.optional_tensor("gamma", DType::Float32, cout));
-  bn.beta = f32(a.optional_tensor("beta", DType::Float32, cout));
+  bn.mean = f32(a.host("mean", DType::Float32, cout));
+  bn.var = f32(a.host("var", DType::Float32, cout));
+  bn.gamma = f32(a.optional_host("gamma", DType::Float32, cout));
+  bn.beta = f32(a.optional_host("beta", DType::Float32, cout));
   bn.eps = a.number("eps");
   if (!(bn.eps >= 0)) fail(ErrorCode::Argument, "eps: expected a finite number >= 0, received " + std::to_string(bn.eps));
+  for (int64_t c = 0; c < cout; ++c)
+    if (!(double(bn.var[c]) + bn.eps > 0))
+      fail(ErrorCode::Argument, "var[" + std::to_string(c) + "]: expected var + eps > 0, received " + std::to_string(bn.var[c]));
   return bn;
 }
 
-int64_t mask_words(const ConvShape& g) { return (g.y_size() + 31) / 32; }
+xnorm_cuda_bn plugin_bn(const BnParams& bn) { return xnorm_cuda_bn{bn.mean, bn.var, bn.gamma, bn.beta, bn.eps}; }
 
 Napi::Value Conv2d(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&] {
     Args a(info, "conv2d");
-    Geometry geo = read_geometry(a);
-    const ConvShape g = geo.g;
-    const DType dt = geo.dtype;
-    Buffer x = a.tensor("x", dt, g.x_size()), y = a.tensor("y", dt, g.y_size());
-    Buffer w = a.tensor("weight", DType::Float32, g.w_size()), b = a.optional_tensor("bias", DType::Float32, g.cout);
-    bool relu = a.flag("relu");
+    const Conv c = read_conv(a);
+    const ConvShape& g = c.g;
+    Buffer x = a.tensor("x", c.dtype, g.x_size()), y = a.tensor("y", c.dtype, g.y_size());
+    Buffer w = a.tensor("weight", c.w_dtype, g.w_size()), b = a.optional_host("bias", DType::Float32, g.cout);
     return run_op(a, [=]() -> ResultBuilder {
-      convbn::conv_forward(g, dt, x.data, f32(w), f32(b), relu, y.data, nullptr);
+      if (!c.on_gpu()) {
+        convbn::conv_forward(g, c.dtype, x.data, f32(w), f32(b), c.relu, y.data, nullptr);
+        return nullptr;
+      }
+      xnorm_cuda_status st{};
+      const xnorm_cuda_conv p = c.plugin();
+      cuda_check(c.api->conv_forward(c.device, &p, XNORM_CUDA_CONV_PLAIN, x.data, w.data, f32(b), nullptr, y.data,
+                                     nullptr, nullptr, nullptr, &st),
+                 st);
       return nullptr;
     });
   });
@@ -72,23 +109,29 @@ Napi::Value Conv2d(const Napi::CallbackInfo& info) {
 Napi::Value ConvBnForward(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&] {
     Args a(info, "convBn");
-    Geometry geo = read_geometry(a);
-    const ConvShape g = geo.g;
-    const DType dt = geo.dtype;
+    const Conv c = read_conv(a);
+    const ConvShape& g = c.g;
     const bool tune = a.choice("mode", {"tune", "eval"}) == "tune";
-    Buffer x = a.tensor("x", dt, g.x_size()), y = a.tensor("y", dt, g.y_size());
-    Buffer w = a.tensor("weight", DType::Float32, g.w_size()), b = a.optional_tensor("bias", DType::Float32, g.cout);
-    BnParams bn = read_bn(a, g.cout);
-    bool relu = a.flag("relu");
+    Buffer x = a.tensor("x", c.dtype, g.x_size()), y = a.tensor("y", c.dtype, g.y_size());
+    Buffer w = a.tensor("weight", c.w_dtype, g.w_size()), b = a.optional_host("bias", DType::Float32, g.cout);
+    const BnParams bn = read_bn(a, g.cout);
     // Saved state: Tune keeps s (and the ReLU mask), Eval keeps the conv output z.
     Buffer s = tune ? a.optional_tensor("s", DType::Float32, g.cout) : Buffer{};
-    Buffer mask = tune && relu ? a.optional_tensor("mask", DType::Bit, mask_words(g)) : Buffer{};
-    Buffer z = tune ? Buffer{} : a.optional_tensor("z", dt, g.y_size());
+    Buffer mask = tune && c.relu ? a.optional_tensor("mask", DType::Bit, c.mask_words()) : Buffer{};
+    Buffer z = tune ? Buffer{} : a.optional_tensor("z", c.dtype, g.y_size());
     return run_op(a, [=]() -> ResultBuilder {
-      if (tune) {
-        convbn::tune_forward(g, dt, x.data, f32(w), f32(b), bn, relu, y.data, f32(s), static_cast<uint32_t*>(mask.data));
+      auto* mask_words = static_cast<uint32_t*>(mask.data);
+      if (c.on_gpu()) {
+        xnorm_cuda_status st{};
+        const xnorm_cuda_conv p = c.plugin();
+        const xnorm_cuda_bn pb = plugin_bn(bn);
+        cuda_check(c.api->conv_forward(c.device, &p, tune ? XNORM_CUDA_CONV_TUNE : XNORM_CUDA_CONV_EVAL, x.data, w.data,
+                                       f32(b), &pb, y.data, f32(s), mask_words, z.data, &st),
+                   st);
+      } else if (tune) {
+        convbn::tune_forward(g, c.dtype, x.data, f32(w), f32(b), bn, c.relu, y.data, f32(s), mask_words);
       } else {
-        convbn::eval_forward(g, dt, x.data, f32(w), f32(b), bn, relu, y.data, z.data);
+        convbn::eval_forward(g, c.dtype, x.data, f32(w), f32(b), bn, c.relu, y.data, z.data);
       }
       return nullptr;
     });
@@ -98,67 +141,86 @@ Napi::Value ConvBnForward(const Napi::CallbackInfo& info) {
 Napi::Value ConvBnBackward(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&] {
     Args a(info, "convBnBackward");
-    Geometry geo = read_geometry(a);
-    const ConvShape g = geo.g;
-    const DType dt = geo.dtype;
+    const Conv c = read_conv(a);
+    const ConvShape& g = c.g;
     const bool tune = a.choice("mode", {"tune", "eval"}) == "tune";
-    Buffer x = a.tensor("x", dt, g.x_size()), dy = a.tensor("dy", dt, g.y_size());
-    Buffer w = a.tensor("weight", DType::Float32, g.w_size()), b = a.optional_tensor("bias", DType::Float32, g.cout);
-    BnParams bn = read_bn(a, g.cout);
-    bool relu = a.flag("relu");
+    Buffer x = a.tensor("x", c.dtype, g.x_size()), dy = a.tensor("dy", c.dtype, g.y_size());
+    Buffer w = a.tensor("weight", c.w_dtype, g.w_size()), b = a.optional_host("bias", DType::Float32, g.cout);
+    const BnParams bn = read_bn(a, g.cout);
     Buffer s, mask, z, y;
     if (tune) {
       s = a.tensor("s", DType::Float32, g.cout);
-      if (relu) mask = a.tensor("mask", DType::Bit, mask_words(g));
+      if (c.relu) mask = a.tensor("mask", DType::Bit, c.mask_words());
     } else {
-      z = a.tensor("z", dt, g.y_size());
-      if (relu) y = a.tensor("y", dt, g.y_size());
+      z = a.tensor("z", c.dtype, g.y_size());
+      if (c.relu) y = a.tensor("y", c.dtype, g.y_size());
     }
-    Grads out;
-    out.dx = a.optional_tensor("dx", dt, g.x_size()).data;
-    out.dw = f32(a.optional_tensor("dWeight", DType::Float32, g.w_size()));
-    out.dbias = f32(a.optional_tensor("dBias", DType::Float32, g.cout));
-    out.dgamma = f32(a.optional_tensor("dGamma", DType::Float32, g.cout));
-    out.dbeta = f32(a.optional_tensor("dBeta", DType::Float32, g.cout));
+    Buffer dx = a.optional_tensor("dx", c.dtype, g.x_size());
+    Buffer dw = a.optional_tensor("dWeight", DType::Float32, g.w_size());
+    Buffer dbias = a.optional_tensor("dBias", DType::Float32, g.cout);
+    Buffer dgamma = a.optional_tensor("dGamma", DType::Float32, g.cout);
+    Buffer dbeta = a.optional_tensor("dBeta", DType::Float32, g.cout);
     return run_op(a, [=]() -> ResultBuilder {
-      if (tune) {
-        convbn::tune_backward(g, dt, x.data, f32(w), f32(b), bn, f32(s), static_cast<const uint32_t*>(mask.data), dy.data,
-                              out);
-      } else {
-        convbn::eval_backward(g, dt, x.data, z.data, y.data, f32(w), bn, dy.data, out);
+      const auto* mask_words = static_cast<const uint32_t*>(mask.data);
+      if (c.on_gpu()) {
+        xnorm_cuda_status st{};
+        const xnorm_cuda_conv p = c.plugin();
+        const xnorm_cuda_bn pb = plugin_bn(bn);
+        const xnorm_cuda_conv_grads grads{dx.data, f32(dw), f32(dbias), f32(dgamma), f32(dbeta)};
+        cuda_check(c.api->conv_backward(c.device, &p, tune ? XNORM_CUDA_CONV_TUNE : XNORM_CUDA_CONV_EVAL, x.data, w.data,
+                                        f32(b), &pb, f32(s), mask_words, z.data, y.data, dy.data, &grads, &st),
+                   st);
+        return nullptr;
       }
+      const Grads out{dx.data, f32(dw), f32(dbias), f32(dgamma), f32(dbeta)};
+      if (tune) convbn::tune_backward(g, c.dtype, x.data, f32(w), f32(b), bn, f32(s), mask_words, dy.data, out);
+      else convbn::eval_backward(g, c.dtype, x.data, z.data, y.data, f32(w), bn, dy.data, out);
       return nullptr;
     });
   });
 }
 
+// Deploy-mode weights W' and b' (float32) into the tensors given; synchronous, it is small.
 Napi::Value ConvBnFold(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&] {
     Args a(info, "foldConvBn");
+    const int32_t device = a.device();
+    const DType w_dtype = a.has("wDtype") ? a.float_dtype("wDtype") : DType::Float32;
+    if (device < 0 && w_dtype != DType::Float32)
+      fail(ErrorCode::DType, "foldConvBn: weight: expected float32 on the CPU (lib/ converts it), received another dtype");
     std::vector<int64_t> ws = a.shape("wShape");
-    if (ws.size() != 4 || ws[0] < 1)
-      fail(ErrorCode::Shape, "foldConvBn: weight: expected [Cout, Cin/groups, kh, kw] with Cout >= 1, received " +
+    if (ws.size() != 4 || ws[0] < 1 || ws[1] < 1 || ws[2] < 1 || ws[3] < 1)
+      fail(ErrorCode::Shape, "foldConvBn: weight: expected [Cout, Cin/groups, kh, kw] with all dimensions >= 1, received " +
                                  shape_str(ws));
     ConvShape g;  // only Cout and the patch size matter here
-    g.cout = ws[0]; g.c = ws[1]; g.kh = ws[2]; g.kw = ws[3];
-    int64_t size = shape_size(ws, "weight");
-    Buffer w = a.tensor("weight", DType::Float32, size), b = a.optional_tensor("bias", DType::Float32, g.cout);
-    BnParams bn = read_bn(a, g.cout);
+    g.cout = ws[0], g.c = ws[1], g.kh = ws[2], g.kw = ws[3];
+    const int64_t size = shape_size(ws, "weight");
+    Buffer w = a.tensor("weight", w_dtype, size), b = a.optional_host("bias", DType::Float32, g.cout);
+    const BnParams bn = read_bn(a, g.cout);
     Buffer wo = a.tensor("wOut", DType::Float32, size), bo = a.tensor("bOut", DType::Float32, g.cout);
-    convbn::fold(g, f32(w), f32(b), bn, f32(wo), f32(bo), nullptr);
+    if (device < 0) {
+      convbn::fold(g, f32(w), f32(b), bn, f32(wo), f32(bo), nullptr);
+    } else {
+      xnorm_cuda_status st{};
+      const xnorm_cuda_bn pb = plugin_bn(bn);
+      cuda_check(cuda_api(device).conv_fold(device, g.cout, size / g.cout, w.data, plugin_dtype(w_dtype), f32(b), &pb,
+                                            f32(wo), f32(bo), nullptr, &st),
+                 st);
+    }
     return info.Env().Undefined();
   });
 }
 
-// Test hooks: the fast float32 conv passes alone, and the references (float32 tensors only).
+// Test hooks: the fast float32 conv passes alone, and the references (float32 CPU tensors only).
 Napi::Value ConvKernel(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&] {
     Args a(info, "convKernel");
     std::string which = a.choice("which", {"forward", "backwardData", "backwardFilter"});
     bool reference = a.flag("reference");
-    Geometry geo = read_geometry(a, reference);
-    const ConvShape g = geo.g;
-    const DType dt = geo.dtype;
+    const Conv c = read_conv(a, reference);
+    if (c.on_gpu()) fail(ErrorCode::Device, "convKernel: a CPU test hook; received device " + std::to_string(c.device));
+    const ConvShape& g = c.g;
+    const DType dt = c.dtype;
     Buffer w = a.tensor("weight", DType::Float32, g.w_size());
     if (which == "forward") {
       Buffer x = a.tensor("x", dt, g.x_size()), y = a.tensor("y", dt, g.y_size());

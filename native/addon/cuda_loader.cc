@@ -363,6 +363,18 @@ void cuda_fail(const xnorm_cuda_status& st) {
   }
 }
 
+DeviceRef device_copy(int32_t device, const void* host, uint64_t bytes) {
+  const xnorm_cuda_api& api = cuda_api(device);
+  xnorm_cuda_status st{};
+  auto mem = std::make_shared<DeviceMemory>();
+  mem->api = &api;
+  mem->device = device;
+  mem->bytes = bytes;
+  cuda_check(api.alloc(device, bytes, &mem->ptr, &st), st);
+  cuda_check(api.upload(device, mem->ptr, host, bytes, &st), st);  // mem frees ptr on failure
+  return mem;
+}
+
 DeviceRef device_arg(const Napi::Value& v, const std::string& name, int32_t device, uint64_t bytes) {
   Handle* h = handle_of(v, name);
   if (!h->mem) fail(ErrorCode::Disposed, name + ": the tensor was disposed");
@@ -382,8 +394,6 @@ void init_cuda(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaUpload", Napi::Function::New(env, CudaUpload));
   exports.Set("cudaDownload", Napi::Function::New(env, CudaDownload));
   exports.Set("externalMemory", Napi::Function::New(env, ExternalMemory));
-  init_cuda_ops(env, exports);
-  init_cuda_convbn(env, exports);
 }
 
 }  // namespace xnorm::addon

@@ -37,7 +37,7 @@ using DeviceRef = std::shared_ptr<DeviceMemory>;
 // `device` of exactly `bytes` bytes. `name` is used in error messages.
 DeviceRef device_arg(const Napi::Value& v, const std::string& name, int32_t device, uint64_t bytes);
 
-void init_cuda_ops(Napi::Env env, Napi::Object exports);
-void init_cuda_convbn(Napi::Env env, Napi::Object exports);
+// New device memory on `device` holding a copy of `bytes` bytes of host memory (weights, plan tables).
+DeviceRef device_copy(int32_t device, const void* host, uint64_t bytes);
 
 }  // namespace xnorm::addon

@@ -1,0 +1,279 @@
+// The addon's entry points with their argument and result types: the one place lib/ and the C++ side
+// (native/addon/*.cc) meet. A field renamed on one side must be renamed here, so `tsc` finds every caller.
+//
+// Conventions: each op takes one arguments object; `async` true returns a Promise of the result. Tensor
+// fields are typed arrays when `device` is -1 (or absent: the CPU) and device handles on a CUDA device;
+// per-channel parameters are host Float32Arrays on both.
+import type { XnormError } from './errors';
+
+/** An opaque handle to device memory (made by cudaAlloc, freed by cudaFree or the GC). */
+export type DeviceHandle = { readonly __xnormDeviceMemory: unique symbol };
+/** Opaque handles to the native weight objects (freed by the GC; device copies by dispose). */
+export type WeightsHandle = { readonly __xnormBinaryWeights: unique symbol };
+export type PlanHandle = { readonly __xnormMstPlan: unique symbol };
+
+type HostArray = Float32Array | Uint16Array | Int32Array | Uint8Array | Uint32Array;
+export type TensorRef = HostArray | DeviceHandle;
+export type NativeDType = 'float32' | 'float16' | 'bfloat16' | 'int32' | 'uint8' | 'bit';
+type FloatDType = 'float32' | 'float16' | 'bfloat16';
+type Layout = 'nchw' | 'nhwc';
+
+/** An op with a Sync form (async false or absent) and a Promise form (async true). */
+interface Op<A, R = void> {
+  (args: A, async?: false): R;
+  (args: A, async: true): Promise<R>;
+  (args: A, async: boolean): R | Promise<R>;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Convolution and Conv + BN (native/addon/convbn.cc)
+
+/** Stride, padding and dilation along H and W: the window of every convolution, float or binary. */
+export interface Window {
+  strideH: number;
+  strideW: number;
+  padH: number;
+  padW: number;
+  dilationH: number;
+  dilationW: number;
+}
+
+/** The geometry every conv entry point reads (its `device` decides where the op runs). */
+export interface ConvArgs extends Window {
+  device: number;
+  dtype: FloatDType;
+  /** float32 on the CPU; the weight's own dtype on a GPU */
+  wDtype: FloatDType;
+  xShape: number[];
+  wShape: number[];
+  groups: number;
+  layout: Layout;
+  relu: boolean;
+}
+
+/** Frozen BN statistics and affine parameters, host float32 [Cout]. */
+export interface NativeBn {
+  mean: Float32Array;
+  var: Float32Array;
+  gamma?: Float32Array;
+  beta?: Float32Array;
+  eps: number;
+}
+
+interface ConvTensors {
+  x: TensorRef;
+  weight: TensorRef;
+  bias?: Float32Array;
+}
+
+export interface ConvBnForwardArgs extends ConvArgs, ConvTensors, NativeBn {
+  mode: 'tune' | 'eval';
+  y: TensorRef;
+  /** tune: s per channel; tune + relu: the 1-bit ReLU mask; eval: the conv output z (each optional) */
+  s?: TensorRef;
+  mask?: TensorRef;
+  z?: TensorRef;
+}
+
+export interface ConvBnBackwardArgs extends ConvArgs, ConvTensors, NativeBn {
+  mode: 'tune' | 'eval';
+  s?: TensorRef;
+  mask?: TensorRef;
+  z?: TensorRef;
+  y?: TensorRef;
+  dy: TensorRef;
+  dx?: TensorRef;
+  dWeight?: TensorRef;
+  dBias?: TensorRef;
+  dGamma?: TensorRef;
+  dBeta?: TensorRef;
+}
+
+export interface ConvBnFoldArgs extends NativeBn {
+  device: number;
+  wShape: number[];
+  wDtype: FloatDType;
+  weight: TensorRef;
+  bias?: Float32Array;
+  wOut: TensorRef;
+  bOut: TensorRef;
+}
+
+/** Test hook: the fast float32 CPU passes alone, or the references. */
+export interface ConvKernelArgs extends Omit<ConvArgs, 'device' | 'wDtype' | 'relu'> {
+  which: 'forward' | 'backwardData' | 'backwardFilter';
+  reference?: boolean;
+  x?: HostArray;
+  weight: Float32Array;
+  bias?: Float32Array;
+  y?: HostArray;
+  dy?: HostArray;
+  dx?: HostArray;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// BN statistics (native/addon/bnstats.cc)
+
+export interface MomentsArgs {
+  device?: number;
+  x: TensorRef;
+  dtype: FloatDType;
+  shape: readonly number[];
+  layout: Layout;
+  over: 'channel' | 'instance' | 'group';
+  groups: number;
+  /** host float64 results */
+  mean: Float64Array;
+  m2: Float64Array;
+  /** GPU only: float32 copies of the results left on the device */
+  meanF32?: DeviceHandle;
+  m2F32?: DeviceHandle;
+}
+
+export interface BatchNormArgs {
+  device?: number;
+  x: TensorRef;
+  y: TensorRef;
+  dtype: FloatDType;
+  shape: readonly number[];
+  layout: Layout;
+  perInstance: boolean;
+  /** per slot ([C] or [N*C]): mean split in two float32 parts, scale = gamma / sqrt(var + eps), beta */
+  mean: Float32Array;
+  meanLo: Float32Array;
+  scale: Float32Array;
+  beta: Float32Array;
+  relu: boolean;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Binary convolution and MST plans (native/addon/binary.cc)
+
+/** x as [N, C, S] (S = product of the spatial dims). */
+interface BitsGeometry {
+  device?: number;
+  layout: Layout;
+  n: number;
+  c: number;
+  s: number;
+}
+
+export interface PackBitsArgs extends BitsGeometry {
+  x: TensorRef;
+  /** float32 on the CPU; x's own dtype on a GPU */
+  dtype: FloatDType;
+  thresholds?: Float32Array;
+  threshold: number;
+  out: TensorRef;
+}
+
+export interface UnpackBitsArgs extends BitsGeometry {
+  b: TensorRef;
+  out: TensorRef;
+}
+
+export interface PackWeightsArgs {
+  /** float32 [Cout, Cin/groups, kh, kw] */
+  w: Float32Array;
+  wShape: number[];
+  groups: number;
+}
+
+/** What a native plan reports about itself once it is built. */
+export interface PlanInfo {
+  plan: PlanHandle;
+  parent: Int32Array;
+  /** depth of each channel (0 = root) */
+  depthOf: Int32Array;
+  depth: number;
+  totalDistance: number;
+  bitsProcessed: number;
+  nedges: number;
+  reuse: 'auto' | 'always' | 'never';
+  maxDepth: number;
+}
+
+export interface BinaryConvArgs extends Window {
+  device: number;
+  x: TensorRef;
+  xShape: number[];
+  /** dense weights, or an MST plan (bit-identical results) */
+  weights?: WeightsHandle;
+  plan?: PlanHandle;
+  padValue: 'one' | 'zero';
+  output: 'float' | 'bits' | 'int32';
+  scale?: Float32Array;
+  bias?: Float32Array;
+  clampLo?: number;
+  clampHi?: number;
+  out: TensorRef;
+  /** GPU tests and checks: which kernel runs (default: the plugin picks) */
+  algorithm?: 'auto' | 'simt' | 'mma';
+}
+
+// ---------------------------------------------------------------------------------------------------
+// CUDA plugin and device memory (native/addon/cuda_loader.cc)
+
+export interface NativeCudaStatus {
+  tried: boolean;
+  available?: boolean;
+  reason?: string;
+  plugin?: string;
+  devices?: { name: string; computeCapability: string; memoryBytes: number; multiprocessors: number }[];
+}
+
+export interface NativeInfo {
+  threads: number;
+  isaLevel: string;
+  isa: string[];
+  isaWarning: string;
+  napi: number;
+  compiler: string;
+}
+
+export interface NativeAddon {
+  setErrorClass(cls: typeof XnormError): void;
+  info(): NativeInfo;
+  setNumThreads(args: { threads: number }): void;
+  prepareOutput(args: { buffer: Uint8Array; bytes: number }): number;
+
+  conv2d: Op<ConvArgs & ConvTensors & { y: TensorRef }>;
+  convBnForward: Op<ConvBnForwardArgs>;
+  convBnBackward: Op<ConvBnBackwardArgs>;
+  convBnFold(args: ConvBnFoldArgs): void;
+  convKernel(args: ConvKernelArgs): void;
+  convInfo(args: Record<string, never>): string;
+
+  moments: Op<MomentsArgs, number>;
+  momentsReference(args: MomentsArgs): number;
+  batchNorm: Op<BatchNormArgs>;
+
+  packBits: Op<PackBitsArgs>;
+  unpackBits: Op<UnpackBitsArgs>;
+  packWeights(args: PackWeightsArgs): WeightsHandle;
+  weightsWords(args: { weights: WeightsHandle }): Uint32Array;
+  /** `parent` (tests and tools) adopts that tree, checked, instead of building one. */
+  mstPlan(args: { weights: WeightsHandle; reuse: 'auto' | 'always' | 'never'; maxDepth: number; parent?: Int32Array }): PlanInfo;
+  mstSerialize(args: { plan: PlanHandle }): Uint8Array;
+  mstDeserialize(args: { weights: WeightsHandle; bytes: Uint8Array }): PlanInfo;
+  /** Frees the device copies a weights or plan object holds (ops in flight keep theirs). */
+  releaseDeviceCopies(args: { weights?: WeightsHandle; plan?: PlanHandle }): void;
+  /** Test hook: how the plan's next call on CUDA device `device` runs. */
+  planGpuMode(args: { plan: PlanHandle; device: number }): 'dense' | 'plan' | 'trial';
+  binaryConv2d: Op<BinaryConvArgs>;
+  binaryConv2dReference(args: BinaryConvArgs): void;
+
+  /** Machine ceilings for the benchmarks and the MST cost model. */
+  fmaPeak: Op<{ seconds: number }, number>;
+  popcountPeak(args: { seconds: number }): number;
+  readSum(a: Uint32Array): number;
+  mstCalibration(args: Record<string, never>): { densePerWord: number; reusePerWord: number; reusePerEdge: number; transposePerWord: number };
+
+  cudaInfo(args: { peek?: boolean; paths?: string[]; refuse?: string; plugin?: string }): NativeCudaStatus;
+  cudaAlloc(args: { device: number; bytes: number; zero?: boolean }): DeviceHandle;
+  cudaFree(handle: DeviceHandle): void;
+  cudaUpload: Op<{ handle: DeviceHandle; dtype: NativeDType; host: HostArray }>;
+  cudaDownload: Op<{ handle: DeviceHandle; dtype: NativeDType; host: HostArray }>;
+  /** Bytes of device memory held by live handles (tests). */
+  externalMemory(): number;
+}

@@ -1,0 +1,225 @@
+#include "weights.h"
+
+#include "../core/common/checked.h"
+#include "../core/common/error.h"
+#include "args.h"
+#include "errors.h"
+#include "families.h"
+
+namespace xnorm::addon {
+namespace {
+
+const napi_type_tag kWeightsTag = {0x786e6f726d776569ull, 0x6768747370616b64ull};  // "xnormwei" "ghtspakd"
+const napi_type_tag kPlanTag = {0x786e6f726d6d7374ull, 0x706c616e6e6f6465ull};     // "xnormmst" "plannode"
+
+template <typename T>
+Napi::Value make_handle(Napi::Env env, std::shared_ptr<T> obj, const napi_type_tag& tag) {
+  auto* held = new std::shared_ptr<T>(std::move(obj));
+  Napi::External<std::shared_ptr<T>> ext;
+  try {
+    ext = Napi::External<std::shared_ptr<T>>::New(env, held, [](Napi::Env, std::shared_ptr<T>* p) { delete p; });
+  } catch (...) {
+    delete held;
+    throw;
+  }
+  ext.TypeTag(&tag);
+  return ext;
+}
+
+template <typename T>
+std::shared_ptr<T> handle_arg(const Napi::Value& v, const napi_type_tag& tag, const std::string& name, const char* what) {
+  if (!v.IsExternal() || !v.As<Napi::External<std::shared_ptr<T>>>().CheckTypeTag(&tag))
+    fail(ErrorCode::Argument, name + ": expected " + what + ", received " + describe(v));
+  return *v.As<Napi::External<std::shared_ptr<T>>>().Data();
+}
+
+mst::Reuse read_reuse(Args& a) {
+  std::string r = a.choice("reuse", {"auto", "always", "never"});
+  return r == "auto" ? mst::Reuse::Auto : r == "always" ? mst::Reuse::Always : mst::Reuse::Never;
+}
+
+const char* reuse_name(mst::Reuse r) {
+  return r == mst::Reuse::Auto ? "auto" : r == mst::Reuse::Always ? "always" : "never";
+}
+
+Napi::Int32Array int32_array(Napi::Env env, const std::vector<int32_t>& v) {
+  Napi::Int32Array arr = Napi::Int32Array::New(env, v.size());
+  std::copy(v.begin(), v.end(), arr.Data());
+  return arr;
+}
+
+// A plan over `w` for a checked parent array: its execution, level tables and the plugin's edge table,
+// all computed here once.
+std::shared_ptr<Plan> make_plan(std::shared_ptr<PackedWeights> w, std::vector<int32_t> parent, mst::Reuse reuse,
+                                int32_t max_depth) {
+  auto p = std::make_shared<Plan>();
+  p->built = mst::build_execution(w->words.data(), w->shape, parent);
+  p->levels = mst::levels(parent, p->built, w->shape);
+  bconv::validate_execution(w->shape, p->execution());
+  for (int64_t off : p->levels.edge_offsets) {
+    const uint32_t* r = p->built.edges.data() + off;
+    p->gpu_edges.push_back({int32_t(r[0]), int32_t(r[1]), int32_t(r[2]), int32_t(r[3]), off + 4});
+  }
+  p->weights = std::move(w);
+  p->parent = std::move(parent);
+  p->reuse = reuse;
+  p->max_depth = max_depth;
+  return p;
+}
+
+// What JS keeps of a plan: its handle and a description (copies: editing them changes nothing).
+Napi::Value plan_info(Napi::Env env, std::shared_ptr<Plan> p) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("parent", int32_array(env, p->parent));
+  o.Set("depthOf", int32_array(env, p->levels.depth_of));
+  o.Set("depth", p->built.depth);
+  o.Set("totalDistance", double(p->built.total_distance));
+  o.Set("bitsProcessed", p->built.bits_processed);
+  o.Set("nedges", double(p->built.nedges));
+  o.Set("reuse", reuse_name(p->reuse));
+  o.Set("maxDepth", p->max_depth);
+  o.Set("plan", make_handle(env, std::move(p), kPlanTag));
+  return o;
+}
+
+Napi::Value PackWeights(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&] {
+    Args a(info, "packWeights");
+    std::vector<int64_t> d = a.shape("wShape");
+    if (d.size() != 4) fail(ErrorCode::Shape, "packWeights: w: expected [Cout, Cin/groups, kh, kw], received " + shape_str(d));
+    auto w = std::make_shared<PackedWeights>();
+    bconv::WeightShape& s = w->shape;
+    s.cout = d[0], s.cin_g = d[1], s.kh = d[2], s.kw = d[3];
+    s.groups = a.integer("groups", 1, int64_t(1) << 30);
+    bconv::check_weight_shape(s);
+    const auto* src = static_cast<const float*>(a.host("w", DType::Float32, checked_mul(s.cout * s.cin_g, s.taps(), "w")).data);
+    w->words.resize(size_t(checked_mul(s.cout, s.row_words(), "weights")));
+    bconv::pack_weights(src, s, w->words.data());
+    w->dense = mst::build_execution(w->words.data(), s, std::vector<int32_t>(size_t(s.cout), -1));
+    return make_handle(info.Env(), std::move(w), kWeightsTag);
+  });
+}
+
+Napi::Value WeightsWords(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&] {
+    Args a(info, "weightsWords");
+    auto w = weights_arg(info[0].As<Napi::Object>().Get("weights"), "weightsWords: weights");
+    Napi::Uint32Array arr = Napi::Uint32Array::New(info.Env(), w->words.size());
+    std::copy(w->words.begin(), w->words.end(), arr.Data());
+    return Napi::Value(arr);
+  });
+}
+
+Napi::Value MstPlan(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&] {
+    Args a(info, "mstPlan");
+    auto w = weights_arg(info[0].As<Napi::Object>().Get("weights"), "mstPlan: w");
+    const mst::Reuse reuse = read_reuse(a);
+    const auto max_depth = int32_t(a.integer("maxDepth", 1, 65535));
+    // `parent` (tests and tools): adopt this tree, checked by build_execution, instead of building one.
+    std::vector<int32_t> parent;
+    if (a.has("parent")) {
+      const auto* p = static_cast<const int32_t*>(a.host("parent", DType::Int32, w->shape.cout).data);
+      parent.assign(p, p + w->shape.cout);
+    } else {
+      parent = mst::build_tree(w->words.data(), w->shape, reuse, max_depth);
+    }
+    return plan_info(info.Env(), make_plan(std::move(w), std::move(parent), reuse, max_depth));
+  });
+}
+
+Napi::Value MstSerialize(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&] {
+    Args a(info, "mstSerialize");
+    auto p = plan_arg(info[0].As<Napi::Object>().Get("plan"), "MstPlan.serialize: plan");
+    const PackedWeights& w = *p->weights;
+    Napi::Uint8Array out = Napi::Uint8Array::New(info.Env(), size_t(mst::serialized_size(w.shape)));
+    mst::serialize(w.words.data(), w.shape, p->parent, p->reuse, p->max_depth, out.Data());
+    return Napi::Value(out);
+  });
+}
+
+Napi::Value MstDeserialize(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&] {
+    Args a(info, "mstDeserialize");
+    auto w = weights_arg(info[0].As<Napi::Object>().Get("weights"), "MstPlan.deserialize: w");
+    Napi::Value bv = info[0].As<Napi::Object>().Get("bytes");
+    if (!bv.IsTypedArray() || bv.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+      fail(ErrorCode::CorruptPlan, "MstPlan.deserialize: bytes: expected a Uint8Array, received " + describe(bv));
+    const auto len = int64_t(bv.As<Napi::TypedArray>().ElementLength());
+    Buffer bytes = a.host("bytes", DType::UInt8, len);
+    mst::Reuse reuse;
+    int32_t max_depth;
+    std::vector<int32_t> parent =
+        mst::deserialize(static_cast<const uint8_t*>(bytes.data), len, w->words.data(), w->shape, &reuse, &max_depth);
+    return plan_info(info.Env(), make_plan(std::move(w), std::move(parent), reuse, max_depth));
+  });
+}
+
+Napi::Value ReleaseDeviceCopies(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&] {
+    Args a(info, "releaseDeviceCopies");
+    Napi::Object o = info[0].As<Napi::Object>();
+    if (a.has("weights")) weights_arg(o.Get("weights"), "releaseDeviceCopies: weights")->device_words.release();
+    if (a.has("plan")) plan_arg(o.Get("plan"), "releaseDeviceCopies: plan")->device_edges.release();
+    return info.Env().Undefined();
+  });
+}
+
+// Test hook: how a plan's next call on a CUDA device runs ('dense', 'plan' or 'trial').
+Napi::Value PlanGpuMode(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&] {
+    Args a(info, "planGpuMode");
+    auto p = plan_arg(info[0].As<Napi::Object>().Get("plan"), "planGpuMode: plan");
+    const Plan::GpuMode m = p->gpu_mode(int32_t(a.integer("device", 0, 1 << 20)));
+    return Napi::Value(Napi::String::New(info.Env(), m == Plan::GpuMode::Dense ? "dense" : m == Plan::GpuMode::Edges ? "plan" : "trial"));
+  });
+}
+
+}  // namespace
+
+DeviceRef DeviceCopies::on(int32_t device, const void* host, uint64_t bytes) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  DeviceRef& mem = copies_[device];
+  if (!mem) mem = device_copy(device, host, bytes);
+  return mem;
+}
+
+void DeviceCopies::release() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  copies_.clear();
+}
+
+Plan::GpuMode Plan::gpu_mode(int32_t device) {
+  if (built.nedges == 0) return GpuMode::Dense;
+  if (reuse != mst::Reuse::Auto) return GpuMode::Edges;
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = edges_pay_.find(device);
+  return it == edges_pay_.end() ? GpuMode::Trial : it->second ? GpuMode::Edges : GpuMode::Dense;
+}
+
+// Like the CPU's trial in mst::build_tree: the edges are kept only when the plan ran >= 5 % faster.
+void Plan::record_trial(int32_t device, double plan_ms, double dense_ms) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  edges_pay_[device] = plan_ms < 0.95 * dense_ms;
+}
+
+std::shared_ptr<PackedWeights> weights_arg(const Napi::Value& v, const std::string& name) {
+  return handle_arg<PackedWeights>(v, kWeightsTag, name, "BinaryWeights (from packWeights)");
+}
+
+std::shared_ptr<Plan> plan_arg(const Napi::Value& v, const std::string& name) {
+  return handle_arg<Plan>(v, kPlanTag, name, "an MstPlan (from mstPlan)");
+}
+
+void init_weights(Napi::Env env, Napi::Object exports) {
+  exports.Set("packWeights", Napi::Function::New(env, PackWeights));
+  exports.Set("weightsWords", Napi::Function::New(env, WeightsWords));
+  exports.Set("mstPlan", Napi::Function::New(env, MstPlan));
+  exports.Set("mstSerialize", Napi::Function::New(env, MstSerialize));
+  exports.Set("mstDeserialize", Napi::Function::New(env, MstDeserialize));
+  exports.Set("releaseDeviceCopies", Napi::Function::New(env, ReleaseDeviceCopies));
+  exports.Set("planGpuMode", Napi::Function::New(env, PlanGpuMode));
+}
+
+}  // namespace xnorm::addon
