@@ -1,6 +1,7 @@
 // from(): accept other libraries' tensors without the caller converting anything.
 import { describe, fail } from './errors';
 import { DType, Tensor, TypedArray, allocate, checkDType, checkShape, shapeSize, storageCtor } from './tensor';
+import { options } from './validate';
 
 export interface OnnxTensorLike {
   type: string;
@@ -99,7 +100,9 @@ function fromNdArray(x: NdArrayLike, opts: FromOptions): Tensor {
 }
 
 /** Wraps another library's tensor; shares its storage where layout and dtype allow, unless copy is set. */
-export function from(x: TensorLike, opts: FromOptions = {}): Tensor {
+export function from(x: TensorLike, options_?: FromOptions): Tensor {
+  const opts: FromOptions = options(options_, 'from: opts', ['copy', 'dtype']);
+  if (opts.dtype !== undefined) checkDType(opts.dtype, 'from: opts.dtype');
   if (x instanceof Tensor) {
     const s = x.storage('from');
     return opts.copy ? new Tensor(s.slice(), x.shape, x.dtype) : x;
