@@ -1,5 +1,5 @@
 // The CUDA backend as seen from JS: plugin status (loaded on first use), device names, and device
-// memory handles. The plugin itself is the separate library xnorm_cuda (see DESIGN.md), loaded by the
+// memory handles. The plugin itself is the separate library xnorm_cuda (see docs/DESIGN.md, "CUDA plugin"), loaded by the
 // addon with dlopen; when it is missing or no GPU works, CPU ops keep working and CUDA ops throw
 // ERR_XNORM_CUDA_UNAVAILABLE with the reason.
 import { spawnSync } from 'child_process';

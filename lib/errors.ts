@@ -1,4 +1,4 @@
-/** Stable error codes; see API.md "Errors". */
+/** Stable error codes; see docs/API.md "Errors". */
 export type XnormErrorCode =
   | 'ERR_XNORM_SHAPE'
   | 'ERR_XNORM_DTYPE'

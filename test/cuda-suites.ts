@@ -75,7 +75,7 @@ interface BConvCase {
   clamp?: [number, number]; scale: boolean; bias: boolean;
 }
 
-/** DESIGN.md's binary convolution, evaluated directly over ±1 values. */
+/** docs/DESIGN.md's binary convolution, evaluated directly over ±1 values. */
 function bconvOracle(q: BConvCase, xb: Uint8Array, wb: Uint8Array, scale?: Float32Array, bias?: Float32Array) {
   const cinG = q.c / q.groups, coutG = q.cout / q.groups;
   const oh = Math.floor((q.h + 2 * q.pad - q.dil * (q.k - 1) - 1) / q.stride) + 1;

@@ -1,5 +1,5 @@
 // Binary (XNOR/popcount) convolution on CUDA cores, bit-exact with the CPU core's conventions
-// (native/include/xnorm_cuda.h, DESIGN.md "Binary").
+// (native/include/xnorm_cuda.h, docs/DESIGN.md "Binary convolution").
 //
 // Two kernels with identical results:
 // - SIMT (CUDA cores): one warp computes 32 consecutive output channels of one output pixel: every lane

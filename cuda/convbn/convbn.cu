@@ -1,4 +1,4 @@
-// Convolution and fused Conv + BatchNorm on the GPU (DESIGN.md "Conv + BN"; the CPU core's conventions,
+// Convolution and fused Conv + BatchNorm on the GPU (docs/DESIGN.md "Conv and BN"; the CPU core's conventions,
 // native/core/convbn/convbn.h).
 //
 // - The fold is a small kernel: s = gamma / sqrt(var + eps) in double rounded once to float32 (as on the CPU),

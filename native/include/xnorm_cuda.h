@@ -61,7 +61,7 @@ typedef struct xnorm_cuda_geometry {
   int32_t reserved;
 } xnorm_cuda_geometry;
 
-/* Binary convolution (DESIGN.md "Binary"; the CPU core's bconv conventions). x: [n, h, w, ceil(c/32)]
+/* Binary convolution (docs/DESIGN.md "Binary convolution"; the CPU core's bconv conventions). x: [n, h, w, ceil(c/32)]
  * words, channels packed innermost, bit 1 = -1; weights: [cout][kh][kw][ceil(cin_g/32)] words, tail bits 0;
  * group g reads input channels [g*cin_g, (g+1)*cin_g). dot = K - 2*popcount(x XOR w) over the taps inside
  * the image; padded taps count as +1 inputs (pad_zero = 0) or contribute nothing (pad_zero = 1).
@@ -85,7 +85,7 @@ typedef struct xnorm_cuda_bconv {
   int32_t algorithm; /* xnorm_cuda_bconv_algorithm */
 } xnorm_cuda_bconv;
 
-/* MST channel reuse (DESIGN.md "Binary"): channel `child` is computed from channel `parent` of the same
+/* MST channel reuse (docs/DESIGN.md "MST plans"): channel `child` is computed from channel `parent` of the same
  * group as popc(x ^ w_child) = popc(x ^ w_parent) + d - 2 * sum_j popc((x_k & mask) ^ pbits) over the
  * `nwords` triples (k = word index into the channel's kh*kw*ceil(cin_g/32) weight words, mask = w_parent ^
  * w_child, pbits = w_parent & mask) stored at words [triples, triples + 3*nwords) of the plan's edge words,
@@ -114,7 +114,7 @@ typedef struct xnorm_cuda_mst {
   float plan_ms, dense_ms; /* out, when trial */
 } xnorm_cuda_mst;
 
-/* Convolution and fused Conv + BatchNorm (DESIGN.md "Conv + BN"; the CPU core's conventions in
+/* Convolution and fused Conv + BatchNorm (docs/DESIGN.md "Conv and BN"; the CPU core's conventions in
  * native/core/convbn/convbn.h). Activations (x, y, z, dy, dx) have `dtype` and `layout` ([n, c, h, w] or
  * [n, h, w, c] for x; [n, cout, oh, ow] or [n, oh, ow, cout] for y); the weight [cout, c/groups, kh, kw] has
  * `w_dtype`; every other device array is float32. Products run on tensor cores: TF32 (m16n8k8) for float32
@@ -219,7 +219,7 @@ typedef struct xnorm_cuda_api {
                           const float* bias, const xnorm_cuda_bn* bn, void* y, float* s_out, uint32_t* mask_out,
                           void* z_out, xnorm_cuda_status* status);
   /* Backward of TUNE (from x, the saved s and, with relu, the mask; never the conv output) or EVAL (from x, z
-   * and, with relu, y) forward, by DESIGN.md's formulas. Device: x, w, s, mask, z, y, dy and the gradients;
+   * and, with relu, y) forward, by the formulas of docs/DESIGN.md "Conv and BN". Device: x, w, s, mask, z, y, dy and the gradients;
    * HOST: bias (NULL = zeros) and bn. */
   int32_t (*conv_backward)(int32_t device, const xnorm_cuda_conv* g, int32_t mode, const void* x, const void* w,
                            const float* bias, const xnorm_cuda_bn* bn, const float* s, const uint32_t* mask,
