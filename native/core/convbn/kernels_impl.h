@@ -201,7 +201,7 @@ constexpr int64_t kMinTasks = 16;
 // Packing B once up front (instead of once per M-block task) is worth its memory up to this many floats.
 constexpr int64_t kMaxPrepacked = int64_t(1) << 23;
 
-// The caller's packed operands, kept between calls (see convbn.cc's workspace for why).
+// The caller's packed operands, kept between calls (see workspace.cc for why).
 thread_local Scratch tls_packed_a, tls_packed_b;
 
 // Runs fn(i, t) for the t-th of count(i) jobs of every problem i, as one parallel job.
