@@ -43,9 +43,11 @@ fi
 
 echo "== building the CPU core kernels for comparison"
 core=(native/core/common/cpu.cc native/core/common/thread_pool.cc native/core/common/ceilings.cc
-      native/core/bnstats/bnstats.cc native/core/bnstats/kernels_portable.cc
-      native/core/convbn/convbn.cc native/core/convbn/reference.cc native/core/convbn/kernels_portable.cc
       cuda/check/core_capi.cc)
+# Every base source of the two families, as scripts/sources.js picks them (the per-ISA ones follow below).
+for src in "$root"/native/core/{bnstats,convbn}/*.cc; do
+  case "$src" in *_avx2.cc | *_avx512.cc) ;; *) core+=("${src#"$root"/}") ;; esac
+done
 objs=()
 cflags=(-std=c++17 -O3 -fPIC -pthread -fvisibility=hidden)
 compile() {  # source [extra flags...]

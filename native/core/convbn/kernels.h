@@ -1,5 +1,5 @@
 // Per-ISA kernels for convolution. Each kernels_<isa>.cc fills one table from the shared, ISA-neutral
-// code in kernels_impl.h plus its own GEMM micro-kernel; conv.cc picks a table with active_isa().
+// code in kernels_impl.h plus its own GEMM micro-kernel; active_kernels() picks a table with active_isa().
 #pragma once
 #include <cstdint>
 
@@ -94,5 +94,7 @@ struct Kernels {
 const Kernels& kernels_portable();
 const Kernels& kernels_avx2();
 const Kernels& kernels_avx512();
+// The table for this CPU, by active_isa() (algorithm.cc).
+const Kernels& active_kernels();
 
 }  // namespace xnorm::convbn

@@ -12,7 +12,7 @@ namespace xnorm::mst {
 enum class Reuse { Auto = 0, Always = 1, Never = 2 };
 
 // Per-pixel costs (seconds) of the executor in use, measured once per process on this CPU by timing
-// real convolutions (see calibrate() in mst.cc). A channel is worth reusing when
+// real convolutions (see calibrate() in calibration.cc). A channel is worth reusing when
 // reuse_per_edge + reuse_per_word * differing_words < dense_per_word * words_per_channel.
 struct Costs {
   double dense_per_word;      // computing one channel densely, per word of its weights (net of edge costs)

@@ -1,0 +1,49 @@
+// Which kernels and which path a convolution runs: the ISA's kernel table, direct loops, Winograd, a
+// GEMM per image or one spanning the batch.
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "../common/cpu.h"
+#include "convbn_internal.h"
+
+namespace xnorm::convbn {
+
+const Kernels& active_kernels() {
+  switch (active_isa()) {
+    case Isa::Avx512: return kernels_avx512();
+    case Isa::Avx2: return kernels_avx2();
+    default: return kernels_portable();
+  }
+}
+
+// 1x1, stride 1, no padding: the input planes are the GEMM operand as they are.
+bool pointwise(const ConvShape& g) { return g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0; }
+// One input channel per group (depthwise and its multipliers): K is tiny, so direct loops beat GEMM.
+bool direct(const ConvShape& g) { return g.cin_g() == 1; }
+
+// Winograd F(2x2, 3x3) needs 2.25x fewer multiplies than the GEMM for 3x3 stride-1 kernels. Its
+// transforms cost per channel, so it pays from a few dozen channels on, and its GEMMs run over 2x2
+// tiles (batch included), so it needs a few dozen tiles (measured: 512 channels on 7x7 lose at batch 1,
+// win from batch 2). XNORM_CONV_ALGO=gemm|winograd forces a path where both apply (tests use it).
+bool winograd(const ConvShape& g) {
+  if (g.kh != 3 || g.kw != 3 || g.sh != 1 || g.sw != 1 || g.dh != 1 || g.dw != 1 || g.groups != 1) return false;
+  const char* algo = std::getenv("XNORM_CONV_ALGO");
+  if (algo && std::strcmp(algo, "gemm") == 0) return false;
+  if (algo && std::strcmp(algo, "winograd") == 0) return true;
+  return g.c >= 32 && g.cout >= 32 && g.n * ((g.oh + 1) / 2) * ((g.ow + 1) / 2) >= 32;
+}
+
+// Small feature maps are batched: one GEMM spans every image (N = images x pixels), which fills the
+// vector tiles and packs each weight panel once instead of once per image. Capped so the batched
+// im2col-sized scratch of the backward pass stays moderate.
+bool span_images(const ConvShape& g) {
+  return g.n > 1 && g.oh * g.ow < 256 && g.c * g.kh * g.kw * g.n * g.oh * g.ow <= (int64_t(1) << 24);
+}
+
+std::string micro_tile() {
+  const Kernels& k = active_kernels();
+  return std::to_string(k.mr) + "x" + std::to_string(k.nr) + " " + isa_name(active_isa());
+}
+
+}  // namespace xnorm::convbn

@@ -1,0 +1,282 @@
+// The three convolution passes (forward, backward-data, backward-filter) on float32 NCHW, and the public
+// entry points that convert to and from the caller's dtype and layout around them.
+#include <algorithm>
+#include <vector>
+
+#include "../common/thread_pool.h"
+#include "convbn_internal.h"
+
+namespace xnorm::convbn {
+namespace {
+
+Window window_of(const ConvShape& g) {
+  Window win;
+  win.c = g.cin_g();
+  win.h = g.h; win.w = g.w; win.kh = g.kh; win.kw = g.kw;
+  win.sh = g.sh; win.sw = g.sw; win.ph = g.ph; win.pw = g.pw; win.dh = g.dh; win.dw = g.dw;
+  win.oh = g.oh; win.ow = g.ow;
+  return win;
+}
+
+// [n, cout, ohw] <-> [cout, n * ohw] (the layout of a batch-spanning GEMM operand or result).
+void to_batched(const ConvShape& g, const float* src, float* dst, bool inverse) {
+  const int64_t ohw = g.oh * g.ow, np = g.n * ohw;
+  parallel_for(g.n * g.cout, chunk_for(ohw), [&](int64_t b, int64_t e) {
+    for (int64_t u = b; u < e; ++u) {
+      const int64_t img = u / g.cout, co = u % g.cout, bat = co * np + img * ohw;
+      if (inverse) {
+        std::copy(src + bat, src + bat + ohw, dst + u * ohw);
+      } else {
+        std::copy(src + u * ohw, src + u * ohw + ohw, dst + bat);
+      }
+    }
+  });
+}
+
+// One output channel's taps, multiplied by its scale when there is one (into buf).
+const float* scaled_taps(const float* w, const float* w_scale, int64_t co, int64_t K, float* buf) {
+  if (!w_scale) return w + co * K;
+  for (int64_t t = 0; t < K; ++t) buf[t] = w[co * K + t] * w_scale[co];
+  return buf;
+}
+
+// y = act(conv(x, w * w_scale) + bias), all float32 NCHW; w_scale (per output channel) may be null.
+void forward_f32(const ConvShape& g, const float* x, const float* w, const float* w_scale, const float* bias, bool relu,
+                 float* y) {
+  const Kernels& k = active_kernels();
+  const Window win = window_of(g);
+  const int64_t hw = g.h * g.w, ohw = g.oh * g.ow, K = g.patch(), cin_g = g.cin_g(), cout_g = g.cout_g();
+  if (direct(g)) {
+    parallel_for(g.n * g.cout, chunk_for(ohw * g.kh * g.kw), [&](int64_t b, int64_t e) {
+      std::vector<float> taps(static_cast<size_t>(K));
+      for (int64_t u = b; u < e; ++u) {
+        int64_t img = u / g.cout, co = u % g.cout, ci = co / cout_g;
+        k.direct_forward_plane(x + (img * g.c + ci) * hw, scaled_taps(w, w_scale, co, K, taps.data()),
+                               bias ? bias[co] : 0.f, relu, y + u * ohw, win);
+      }
+    });
+    return;
+  }
+  if (winograd(g)) {
+    WinogradProblem P;
+    P.n = g.n; P.c = g.c; P.h = g.h; P.w = g.w; P.ph = g.ph; P.pw = g.pw; P.oh = g.oh; P.ow = g.ow; P.cout = g.cout;
+    P.x = x; P.wt = w; P.w_scale = w_scale; P.bias = bias; P.relu = relu; P.y = y;
+    k.winograd_forward(P);
+    return;
+  }
+  if (span_images(g)) {
+    const int64_t np = g.n * ohw;
+    float* ybat = workspace(kBatched, g.y_size());
+    std::vector<GemmProblem> probs(size_t(g.groups));
+    for (int64_t gr = 0; gr < g.groups; ++gr) {
+      GemmProblem& P = probs[size_t(gr)];
+      P.m = cout_g; P.n = np; P.k = K;
+      P.a.p = w + gr * cout_g * K; P.a.rs = K; P.a.cs = 1;
+      P.a.row_scale = w_scale ? w_scale + gr * cout_g : nullptr;
+      P.b.kind = Operand::Im2col; P.b.p = x + gr * cin_g * hw; P.b.win = win; P.b.win.image_stride = g.c * hw;
+      P.c = ybat + gr * cout_g * np; P.ldc = np;
+      P.bias_row = bias ? bias + gr * cout_g : nullptr;
+      P.relu = relu;
+    }
+    k.gemm(probs.data(), g.groups);
+    to_batched(g, ybat, y, true);
+    return;
+  }
+  std::vector<GemmProblem> probs(size_t(g.n * g.groups));
+  for (int64_t img = 0; img < g.n; ++img)
+    for (int64_t gr = 0; gr < g.groups; ++gr) {
+      GemmProblem& P = probs[size_t(img * g.groups + gr)];
+      P.m = cout_g; P.n = ohw; P.k = K;
+      P.a.p = w + gr * cout_g * K; P.a.rs = K; P.a.cs = 1;
+      P.a.row_scale = w_scale ? w_scale + gr * cout_g : nullptr;
+      const float* xg = x + (img * g.c + gr * cin_g) * hw;
+      if (pointwise(g)) {
+        P.b.p = xg; P.b.rs = hw; P.b.cs = 1;
+      } else {
+        P.b.kind = Operand::Im2col; P.b.p = xg; P.b.win = win;
+      }
+      P.c = y + (img * g.cout + gr * cout_g) * ohw; P.ldc = ohw;
+      P.bias_row = bias ? bias + gr * cout_g : nullptr;
+      P.relu = relu;
+    }
+  k.gemm(probs.data(), int64_t(probs.size()));
+}
+
+// dx = conv_backward_data(dy, w * w_scale), float32 NCHW; w_scale (per output channel) may be null.
+void backward_data_f32(const ConvShape& g, const float* dy, const float* w, const float* w_scale, float* dx) {
+  const Kernels& k = active_kernels();
+  const Window win = window_of(g);
+  const int64_t hw = g.h * g.w, ohw = g.oh * g.ow, K = g.patch(), cin_g = g.cin_g(), cout_g = g.cout_g();
+  if (direct(g)) {
+    parallel_for(g.n * g.c, chunk_for(ohw * g.kh * g.kw * cout_g), [&](int64_t b, int64_t e) {
+      std::vector<float> taps(static_cast<size_t>(K));
+      for (int64_t u = b; u < e; ++u) {
+        int64_t img = u / g.c, ci = u % g.c;
+        float* plane = dx + u * hw;
+        std::fill(plane, plane + hw, 0.f);
+        for (int64_t co = ci * cout_g; co < (ci + 1) * cout_g; ++co)
+          k.direct_backward_data_plane(dy + (img * g.cout + co) * ohw, scaled_taps(w, w_scale, co, K, taps.data()), plane,
+                                       win);
+      }
+    });
+    return;
+  }
+  // dcol = W_g^T dy_g per group (A = W_g read transposed), then col2im; 1x1 writes dx directly.
+  std::vector<GemmProblem> probs(size_t(g.groups));
+  if (span_images(g)) {
+    const int64_t np = g.n * ohw;
+    float* dybat = workspace(kBatched, g.y_size());
+    float* dcol = workspace(kColumns, g.groups * K * np);
+    to_batched(g, dy, dybat, false);
+    for (int64_t gr = 0; gr < g.groups; ++gr) {
+      GemmProblem& P = probs[size_t(gr)];
+      P.m = K; P.n = np; P.k = cout_g;
+      P.a.p = w + gr * cout_g * K; P.a.rs = 1; P.a.cs = K;
+      P.a.col_scale = w_scale ? w_scale + gr * cout_g : nullptr;
+      P.b.p = dybat + gr * cout_g * np; P.b.rs = np; P.b.cs = 1;
+      P.c = dcol + gr * K * np; P.ldc = np;
+    }
+    k.gemm(probs.data(), g.groups);
+    parallel_for(g.n * g.c, chunk_for(hw * g.kh * g.kw), [&](int64_t b, int64_t e) {
+      for (int64_t u = b; u < e; ++u) {
+        int64_t img = u / g.c, ci = u % g.c, gr = ci / cin_g, local = ci % cin_g;
+        k.col2im(dcol + gr * K * np + img * ohw, np, dx + (img * g.c + gr * cin_g) * hw, win, local, local + 1);
+      }
+    });
+    return;
+  }
+  float* dcol = pointwise(g) ? nullptr : workspace(kColumns, g.groups * K * ohw);
+  for (int64_t img = 0; img < g.n; ++img) {
+    for (int64_t gr = 0; gr < g.groups; ++gr) {
+      GemmProblem& P = probs[size_t(gr)];
+      P.m = K; P.n = ohw; P.k = cout_g;
+      P.a.p = w + gr * cout_g * K; P.a.rs = 1; P.a.cs = K;
+      P.a.col_scale = w_scale ? w_scale + gr * cout_g : nullptr;
+      P.b.p = dy + (img * g.cout + gr * cout_g) * ohw; P.b.rs = ohw; P.b.cs = 1;
+      if (pointwise(g)) {
+        P.c = dx + (img * g.c + gr * cin_g) * hw; P.ldc = hw;
+      } else {
+        P.c = dcol + gr * K * ohw; P.ldc = ohw;
+      }
+    }
+    k.gemm(probs.data(), g.groups);
+    if (pointwise(g)) continue;
+    float* dx_img = dx + img * g.c * hw;
+    parallel_for(g.c, chunk_for(hw * g.kh * g.kw), [&](int64_t b, int64_t e) {
+      for (int64_t ci = b; ci < e; ++ci) {
+        int64_t gr = ci / cin_g, local = ci % cin_g;
+        k.col2im(dcol + gr * K * ohw, ohw, dx_img + gr * cin_g * hw, win, local, local + 1);
+      }
+    });
+  }
+}
+
+// dw = conv_backward_filter(x, dy). With `epi` (one per group, row numbers within the group), the GEMM
+// paths run it on each finished block of dw and return true; the direct path and n = 0 return false.
+bool backward_filter_f32(const ConvShape& g, const float* x, const float* dy, float* dw,
+                         const Epilogue* const* epi = nullptr) {
+  const Kernels& k = active_kernels();
+  const Window win = window_of(g);
+  const int64_t hw = g.h * g.w, ohw = g.oh * g.ow, K = g.patch(), cin_g = g.cin_g(), cout_g = g.cout_g();
+  if (direct(g)) {
+    parallel_for(g.cout, chunk_for(g.n * ohw * K), [&](int64_t b, int64_t e) {
+      std::vector<double> acc(static_cast<size_t>(K));
+      for (int64_t co = b; co < e; ++co) {
+        std::fill(acc.begin(), acc.end(), 0.0);
+        int64_t ci = co / cout_g;
+        for (int64_t img = 0; img < g.n; ++img)
+          k.direct_backward_filter_plane(x + (img * g.c + ci) * hw, dy + (img * g.cout + co) * ohw, acc.data(), win);
+        for (int64_t t = 0; t < K; ++t) dw[co * K + t] = float(acc[size_t(t)]);
+      }
+    });
+    return false;
+  }
+  if (g.n == 0) {
+    std::fill(dw, dw + g.w_size(), 0.f);
+    return false;
+  }
+  // dW_g += dy_g (Cout_g x pixels) * im2col(x_g)^T (pixels x K), image after image in a fixed order.
+  std::vector<GemmProblem> probs(size_t(g.groups));
+  if (span_images(g)) {
+    const int64_t np = g.n * ohw;
+    float* dybat = workspace(kBatched, g.y_size());
+    to_batched(g, dy, dybat, false);
+    for (int64_t gr = 0; gr < g.groups; ++gr) {
+      GemmProblem& P = probs[size_t(gr)];
+      P.m = cout_g; P.n = K; P.k = np;
+      P.a.p = dybat + gr * cout_g * np; P.a.rs = np; P.a.cs = 1;
+      P.b.kind = Operand::Im2colT; P.b.p = x + gr * cin_g * hw; P.b.win = win; P.b.win.image_stride = g.c * hw;
+      P.c = dw + gr * cout_g * K; P.ldc = K;
+      P.epilogue = epi ? epi[gr] : nullptr;
+    }
+    k.gemm(probs.data(), g.groups);
+    return epi != nullptr;
+  }
+  for (int64_t img = 0; img < g.n; ++img) {
+    for (int64_t gr = 0; gr < g.groups; ++gr) {
+      GemmProblem& P = probs[size_t(gr)];
+      P.m = cout_g; P.n = K; P.k = ohw;
+      P.a.p = dy + (img * g.cout + gr * cout_g) * ohw; P.a.rs = ohw; P.a.cs = 1;
+      const float* xg = x + (img * g.c + gr * cin_g) * hw;
+      if (pointwise(g)) {
+        P.b.p = xg; P.b.rs = 1; P.b.cs = hw;
+      } else {
+        P.b.kind = Operand::Im2colT; P.b.p = xg; P.b.win = win;
+      }
+      P.c = dw + gr * cout_g * K; P.ldc = K;
+      P.accumulate = img > 0;
+      P.epilogue = epi && img == g.n - 1 ? epi[gr] : nullptr;
+    }
+    k.gemm(probs.data(), g.groups);
+  }
+  return epi != nullptr;
+}
+
+void build_mask(const float* y, int64_t size, uint32_t* mask) {
+  const Kernels& k = active_kernels();
+  parallel_for((size + 31) / 32, kTaskElements / 32, [&](int64_t b, int64_t e) {
+    k.relu_mask(y + b * 32, std::min(size, e * 32) - b * 32, mask + b);
+  });
+}
+
+}  // namespace
+
+bool conv_grads(const ConvShape& g, DType dt, const void* x, const float* w, const float* w_scale, const float* dy32,
+                void* dx, float* dw, const Epilogue* const* epi) {
+  bool fused = false;
+  if (dw) {
+    std::vector<float> xbuf;
+    fused = backward_filter_f32(g, input_f32(dt, g.layout, x, g.n, g.c, g.h * g.w, xbuf), dy32, dw, epi);
+  }
+  if (dx) {
+    std::vector<float> dxbuf;
+    float* dx32 = output_f32(dt, g.layout, dx, g.x_size(), dxbuf);
+    backward_data_f32(g, dy32, w, w_scale, dx32);
+    store_output(dt, g.layout, dx32, g.n, g.c, g.h * g.w, dx);
+  }
+  return fused;
+}
+
+void conv_forward(const ConvShape& g, DType dt, const void* x, const float* w, const float* bias, bool relu, void* y,
+                  uint32_t* relu_mask, const float* w_scale) {
+  std::vector<float> xbuf, ybuf;
+  const float* x32 = input_f32(dt, g.layout, x, g.n, g.c, g.h * g.w, xbuf);
+  float* y32 = output_f32(dt, g.layout, y, g.y_size(), ybuf);
+  if (g.n > 0) forward_f32(g, x32, w, w_scale, bias, relu, y32);
+  if (relu_mask) build_mask(y32, g.y_size(), relu_mask);
+  store_output(dt, g.layout, y32, g.n, g.cout, g.oh * g.ow, y);
+}
+
+void conv_backward_data(const ConvShape& g, DType dt, const void* dy, const float* w, void* dx) {
+  std::vector<float> dybuf;
+  const float* dy32 = input_f32(dt, g.layout, dy, g.n, g.cout, g.oh * g.ow, dybuf);
+  conv_grads(g, dt, nullptr, w, nullptr, dy32, dx, nullptr);
+}
+
+void conv_backward_filter(const ConvShape& g, DType dt, const void* x, const void* dy, float* dw) {
+  std::vector<float> dybuf;
+  const float* dy32 = input_f32(dt, g.layout, dy, g.n, g.cout, g.oh * g.ow, dybuf);
+  conv_grads(g, dt, x, nullptr, nullptr, dy32, nullptr, dw);
+}
+
+}  // namespace xnorm::convbn

@@ -1,0 +1,138 @@
+// Part of kernels_impl.h (see there): the direct (depthwise) plane kernels, forward and both gradients.
+#pragma once
+#include <algorithm>
+#include <cstring>
+
+#include "kernels.h"
+#include "scratch_impl.h"
+#include "vector_impl.h"
+
+namespace xnorm::convbn::XNORM_CONVBN_NS {
+
+thread_local Scratch tls_padded, tls_row;
+
+// The direct kernels work on zero-padded copies, wide enough that every output row is a whole number
+// of vectors (VW floats): each tap is then one unaligned vector load and FMA with no bounds checks,
+// also for the 7- and 14-wide rows of small feature maps.
+struct Padded {
+  int64_t h, w;  // padded extent
+  float* p;
+};
+
+Padded padded_plane(const float* x, const Window& g) {
+  const int64_t owp = round_up(g.ow, Micro::VW);
+  Padded r{g.h + 2 * g.ph, std::max(g.w + 2 * g.pw, (owp - 1) * g.sw + (g.kw - 1) * g.dw + 1), nullptr};
+  r.p = tls_padded.get(size_t(r.h * r.w));
+  std::memset(r.p, 0, size_t(r.h * r.w) * sizeof(float));
+  if (x)
+    for (int64_t y = 0; y < g.h; ++y) {
+      float* d = r.p + (y + g.ph) * r.w + g.pw;
+      const float* src = x + y * g.w;
+      for (int64_t i = 0; i < g.w; ++i) d[i] = src[i];  // short rows: a loop beats a memcpy call
+    }
+  return r;
+}
+
+// One output row, VW outputs at a time with every tap accumulated in a register. Full vectors may run
+// past the row end into rows written later; the caller gives a scratch row where that is not allowed.
+template <bool RELU>
+void direct_row(const Padded& in, const float* wt, float bias, float* out, int64_t oy, int64_t owp, const Window& g) {
+  constexpr int VW = Micro::VW;
+  const VecF zero{};
+  for (int64_t c0 = 0; c0 < owp; c0 += VW) {
+    VecF acc = zero + bias;
+    for (int64_t ky = 0; ky < g.kh; ++ky) {
+      const float* prow = in.p + (oy * g.sh + ky * g.dh) * in.w + c0 * g.sw;
+      for (int64_t kx = 0; kx < g.kw; ++kx) {
+        const float* src = prow + kx * g.dw;
+        VecF v;
+        if (g.sw == 1) {
+          v = loadu(src);
+        } else {
+          for (int l = 0; l < VW; ++l) v[l] = src[l * g.sw];
+        }
+        acc += wt[ky * g.kw + kx] * v;
+      }
+    }
+    if (RELU) acc = acc > zero ? acc : zero;
+    storeu(out + c0, acc);
+  }
+}
+
+void direct_forward_plane(const float* x, const float* wt, float bias, bool relu, float* y, const Window& g) {
+  const Padded in = padded_plane(x, g);
+  const int64_t owp = round_up(g.ow, Micro::VW), plane = g.oh * g.ow;
+  float* tmp = tls_row.get(size_t(owp));
+  for (int64_t oy = 0; oy < g.oh; ++oy) {
+    // Rows are written in order, so a row may spill into the next ones, but never past the plane.
+    const bool direct = oy * g.ow + owp <= plane;
+    float* out = direct ? y + oy * g.ow : tmp;
+    relu ? direct_row<true>(in, wt, bias, out, oy, owp, g) : direct_row<false>(in, wt, bias, out, oy, owp, g);
+    if (!direct)
+      for (int64_t i = 0; i < g.ow; ++i) y[oy * g.ow + i] = tmp[i];
+  }
+}
+
+void direct_backward_data_plane(const float* dy, const float* wt, float* dx, const Window& g) {
+  constexpr int VW = Micro::VW;
+  const Padded acc = padded_plane(nullptr, g);
+  const int64_t owp = round_up(g.ow, VW);
+  float* drow = tls_row.get(size_t(owp));
+  std::fill(drow + g.ow, drow + owp, 0.f);  // lanes past the row scatter zeros into the padding
+  for (int64_t oy = 0; oy < g.oh; ++oy) {
+    for (int64_t i = 0; i < g.ow; ++i) drow[i] = dy[oy * g.ow + i];
+    for (int64_t ky = 0; ky < g.kh; ++ky) {
+      float* prow = acc.p + (oy * g.sh + ky * g.dh) * acc.w;
+      for (int64_t kx = 0; kx < g.kw; ++kx) {
+        const float wv = wt[ky * g.kw + kx];
+        float* dst = prow + kx * g.dw;
+        if (g.sw == 1) {
+          for (int64_t c0 = 0; c0 < owp; c0 += VW) storeu(dst + c0, loadu(dst + c0) + wv * loadu(drow + c0));
+        } else {
+          for (int64_t ox = 0; ox < g.ow; ++ox) dst[ox * g.sw] += wv * drow[ox];
+        }
+      }
+    }
+  }
+  for (int64_t y = 0; y < g.h; ++y) {
+    const float* src = acc.p + (y + g.ph) * acc.w + g.pw;
+    float* dst = dx + y * g.w;
+    for (int64_t i = 0; i < g.w; ++i) dst[i] += src[i];
+  }
+}
+
+void direct_backward_filter_plane(const float* x, const float* dy, double* dwt, const Window& g) {
+  constexpr int VW = Micro::VW;
+  const Padded in = padded_plane(x, g);
+  const int64_t owp = round_up(g.ow, VW);
+  // dy rows zero-padded to whole vectors, copied once: lanes past a row contribute nothing.
+  float* drows = tls_row.get(size_t(g.oh * owp));
+  for (int64_t oy = 0; oy < g.oh; ++oy) {
+    for (int64_t i = 0; i < g.ow; ++i) drows[oy * owp + i] = dy[oy * g.ow + i];
+    std::fill(drows + oy * owp + g.ow, drows + (oy + 1) * owp, 0.f);
+  }
+  for (int64_t ky = 0; ky < g.kh; ++ky)
+    for (int64_t kx = 0; kx < g.kw; ++kx) {
+      double total = 0;
+      for (int64_t oy = 0; oy < g.oh; ++oy) {
+        const float* src = in.p + (oy * g.sh + ky * g.dh) * in.w + kx * g.dw;
+        const float* drow = drows + oy * owp;
+        VecF part{};  // one row in float lanes, rows summed in double
+        for (int64_t c0 = 0; c0 < owp; c0 += VW) {
+          VecF v;
+          if (g.sw == 1) {
+            v = loadu(src + c0);
+          } else {
+            for (int l = 0; l < VW; ++l) v[l] = src[(c0 + l) * g.sw];
+          }
+          part += loadu(drow + c0) * v;
+        }
+        float sum = 0;
+        for (int l = 0; l < VW; ++l) sum += part[l];
+        total += sum;
+      }
+      dwt[ky * g.kw + kx] += total;
+    }
+}
+
+}  // namespace xnorm::convbn::XNORM_CONVBN_NS

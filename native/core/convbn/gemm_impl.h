@@ -1,0 +1,237 @@
+// Part of kernels_impl.h (see there): the GEMM driver and the packing of its operands around the
+// ISA's micro-kernel (Micro::run).
+#pragma once
+#include <algorithm>
+#include <memory>
+
+#include "../common/thread_pool.h"
+#include "im2col_impl.h"
+#include "kernels.h"
+#include "scratch_impl.h"
+
+namespace xnorm::convbn::XNORM_CONVBN_NS {
+
+thread_local Scratch tls_pack_b;
+
+// A rows [i0, i0+mc) x cols [p0, p0+kc) into MR-row panels: panel[k * MR + r], zero-padded rows.
+void pack_a(const Operand& A, int64_t i0, int64_t mc, int64_t p0, int64_t kc, float* dst) {
+  constexpr int MR = Micro::MR;
+  for (int64_t ir = 0; ir < mc; ir += MR) {
+    int64_t rows = std::min<int64_t>(MR, mc - ir);
+    float* d = dst + (ir / MR) * kc * MR;
+    // The Tune-mode scales are applied as the values are copied, not in a second pass over the panel.
+    float rsc[MR];
+    for (int r = 0; r < MR; ++r) rsc[r] = A.row_scale && r < rows ? A.row_scale[i0 + ir + r] : 1.f;
+    const auto csc = [&](int64_t k) { return A.col_scale ? A.col_scale[p0 + k] : 1.f; };
+    if (A.cs == 1 && rows == MR) {
+      // MR row streams read side by side, each panel column written contiguously.
+      const float* src = A.p + (i0 + ir) * A.rs + p0;
+      for (int64_t k = 0; k < kc; ++k) {
+        const float ck = csc(k);
+        for (int r = 0; r < MR; ++r) d[k * MR + r] = src[r * A.rs + k] * rsc[r] * ck;
+      }
+    } else if (A.cs == 1) {
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* src = A.p + (i0 + ir + r) * A.rs + p0;
+        for (int64_t k = 0; k < kc; ++k) d[k * MR + r] = src[k] * rsc[r] * csc(k);
+      }
+    } else {
+      for (int64_t k = 0; k < kc; ++k) {
+        const float* src = A.p + (i0 + ir) * A.rs + (p0 + k) * A.cs;
+        const float ck = csc(k);
+        for (int64_t r = 0; r < rows; ++r) d[k * MR + r] = src[r * A.rs] * rsc[r] * ck;
+      }
+    }
+    for (int64_t r = rows; r < MR; ++r)
+      for (int64_t k = 0; k < kc; ++k) d[k * MR + r] = 0;
+  }
+}
+
+// B rows [p0, p0+kc) x cols [j0, j0+nc) into NR-column panels: panel[k * NR + c], zero-padded columns.
+// Operands read along k (transposed or Im2colT) gather one panel's columns into L1-resident scratch
+// first, so the panel itself is written row by row rather than with a stride through L2.
+void pack_b(const Operand& B, int64_t p0, int64_t kc, int64_t j0, int64_t nc, float* dst) {
+  constexpr int NR = Micro::NR;
+  constexpr int64_t kTmp = Micro::NC > NR * Micro::KC ? Micro::NC : NR * Micro::KC;
+  alignas(64) float tmp[kTmp];
+  const int64_t panels = (nc + NR - 1) / NR;
+  if (B.kind == Operand::Im2col || (B.kind == Operand::Strided && B.cs == 1)) {
+    for (int64_t k = 0; k < kc; ++k) {
+      const float* src = tmp;
+      if (B.kind == Operand::Im2col) {
+        patch_row(B.win, B.p, p0 + k, j0, nc, tmp);
+      } else {
+        src = B.p + (p0 + k) * B.rs + j0;
+      }
+      const int64_t full = nc / NR;
+      for (int64_t q = 0; q < full; ++q) {
+        float* d = dst + q * kc * NR + k * NR;
+        const float* sq = src + q * NR;
+        for (int c = 0; c < NR; ++c) d[c] = sq[c];  // fixed length: compiled to a few vector moves
+      }
+      if (full < panels) {
+        float* d = dst + full * kc * NR + k * NR;
+        const int64_t cols = nc - full * NR;
+        for (int64_t c = 0; c < cols; ++c) d[c] = src[full * NR + c];
+        for (int64_t c = cols; c < NR; ++c) d[c] = 0;
+      }
+    }
+    return;
+  }
+  for (int64_t q = 0; q < panels; ++q) {
+    const int64_t cols = std::min<int64_t>(NR, nc - q * NR);
+    for (int64_t c = 0; c < cols; ++c) {  // tmp[c * kc + k] = B(p0 + k, j0 + q * NR + c)
+      const int64_t j = j0 + q * NR + c;
+      if (B.kind == Operand::Im2colT) {
+        patch_row(B.win, B.p, j, p0, kc, tmp + c * kc);
+      } else {
+        const float* src = B.p + j * B.cs + p0 * B.rs;
+        for (int64_t k = 0; k < kc; ++k) tmp[c * kc + k] = src[k * B.rs];
+      }
+    }
+    float* d = dst + q * kc * NR;
+    for (int64_t k = 0; k < kc; ++k) {
+      for (int64_t c = 0; c < cols; ++c) d[k * NR + c] = tmp[c * kc + k];
+      for (int64_t c = cols; c < NR; ++c) d[k * NR + c] = 0;
+    }
+  }
+}
+
+// Equal K slices (576 = 2 x 288, not 256 + 256 + 64): every slice amortises its C load/store.
+inline int64_t k_slice(int64_t k) {
+  const int64_t slices = (k + Micro::KC - 1) / Micro::KC;
+  return (k + slices - 1) / slices;
+}
+
+inline int64_t padded_cols(int64_t nc) { return (nc + Micro::NR - 1) / Micro::NR * Micro::NR; }
+
+inline int64_t padded_rows(int64_t m) { return (m + Micro::MR - 1) / Micro::MR * Micro::MR; }
+
+// One task: M blocks [b0, b1) of problem P against its N block jt. `pa_all` is P's A packed in advance
+// (slice p0, block blk at pa_all + p0 * padded_rows(m) + blk * MC * kc). `pb_tile` is this N block of B
+// packed in advance (slice p0 at pb_tile + p0 * padded_cols(nc)), or null: then B is packed here once
+// per K slice and reused by every M block of the task.
+void gemm_task(const GemmProblem& P, int64_t b0, int64_t b1, int64_t jt, int64_t tile_n, const float* pa_all,
+               const float* pb_tile) {
+  constexpr int MR = Micro::MR, NR = Micro::NR;
+  const int64_t j0 = jt * tile_n, nc = std::min<int64_t>(tile_n, P.n - j0);
+  float* own = pb_tile ? nullptr : tls_pack_b.get(size_t(Micro::NC) * Micro::KC);
+  const int64_t slice = k_slice(P.k);
+  for (int64_t p0 = 0; p0 < P.k; p0 += slice) {
+    const int64_t kc = std::min<int64_t>(slice, P.k - p0);
+    const bool last = p0 + kc >= P.k, add = p0 > 0 || P.accumulate;
+    const float* pb = pb_tile ? pb_tile + p0 * padded_cols(nc) : own;
+    if (!pb_tile) pack_b(P.b, p0, kc, j0, nc, own);
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      const int64_t i0 = blk * Micro::MC, mc = std::min<int64_t>(Micro::MC, P.m - i0);
+      const float* pa = pa_all + p0 * padded_rows(P.m) + blk * Micro::MC * kc;
+      for (int64_t ir = 0; ir < mc; ir += MR) {
+        const float* bias = last && P.bias_row ? P.bias_row + i0 + ir : nullptr;
+        for (int64_t jr = 0; jr < nc; jr += NR)
+          Micro::run(kc, pa + (ir / MR) * kc * MR, pb + (jr / NR) * kc * NR, P.c + (i0 + ir) * P.ldc + j0 + jr,
+                     P.ldc, int(std::min<int64_t>(MR, mc - ir)), int(std::min<int64_t>(NR, nc - jr)), add, bias,
+                     last && P.relu);
+        if (last && P.epilogue) (*P.epilogue)(i0 + ir, std::min<int64_t>(MR, mc - ir), j0, nc);
+      }
+    }
+  }
+}
+
+// Enough tasks to balance many cores, few enough that B is not repacked for every M block.
+constexpr int64_t kTargetTasks = 32;
+// Below this many tasks, N tiles are narrowed so that a few threads can share the work evenly.
+constexpr int64_t kMinTasks = 16;
+// Packing B once up front (instead of once per M-block task) is worth its memory up to this many floats.
+constexpr int64_t kMaxPrepacked = int64_t(1) << 23;
+
+// The caller's packed operands, kept between calls (see workspace.cc for why).
+thread_local Scratch tls_packed_a, tls_packed_b;
+
+// Runs fn(i, t) for the t-th of count(i) jobs of every problem i, as one parallel job.
+template <typename Count, typename Fn>
+void for_jobs(int64_t problems, Count&& count, Fn&& fn) {
+  std::unique_ptr<int64_t[]> first(new int64_t[size_t(problems) + 1]);
+  first[0] = 0;
+  for (int64_t i = 0; i < problems; ++i) first[i + 1] = first[i] + count(i);
+  const int64_t* f = first.get();
+  parallel_tasks(f[problems], [&](int64_t t) {
+    const int64_t i = std::upper_bound(f, f + problems + 1, t) - f - 1;
+    fn(i, t - f[i]);
+  });
+}
+
+void gemm(const GemmProblem* problems, int64_t count) {
+  const auto live = [](const GemmProblem& P) { return P.m > 0 && P.n > 0 && P.k > 0; };
+  const auto m_blocks = [](const GemmProblem& P) { return (P.m + Micro::MC - 1) / Micro::MC; };
+  // N tile width: NC, narrowed (by halves, in whole panels) while the job has too few tasks to keep a
+  // pool busy, e.g. 512 channels on a 7x7 map. Depends on the sizes only, never on the thread count.
+  int64_t tile_n = Micro::NC;
+  const auto tasks_with = [&](int64_t tn) {
+    int64_t t = 0;
+    for (int64_t i = 0; i < count; ++i)
+      if (problems[i].m > 0 && problems[i].n > 0 && problems[i].k > 0)
+        t += ((problems[i].m + Micro::MC - 1) / Micro::MC) * ((problems[i].n + tn - 1) / tn);
+    return t;
+  };
+  while (tile_n >= 4 * Micro::NR && tasks_with(tile_n) < kMinTasks) tile_n = padded_cols(tile_n / 2);
+  const auto n_tiles = [&](const GemmProblem& P) { return (P.n + tile_n - 1) / tile_n; };
+  const auto slices = [](const GemmProblem& P) { return (P.k + k_slice(P.k) - 1) / k_slice(P.k); };
+  const auto b_size = [&](const GemmProblem& P) {
+    return P.k * (n_tiles(P) - 1) * tile_n + P.k * padded_cols(P.n - (n_tiles(P) - 1) * tile_n);
+  };
+  // A is packed once per distinct operand (the per-image problems of a forward pass share the weights).
+  std::unique_ptr<int64_t[]> a_at(new int64_t[size_t(count)]), a_owner(new int64_t[size_t(count)]);
+  int64_t a_floats = 0, all_blocks = 0, b_floats = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    const GemmProblem& P = problems[i];
+    a_owner[i] = i;
+    for (int64_t j = 0; j < i; ++j) {
+      const GemmProblem& Q = problems[j];
+      if (a_owner[j] == j && live(Q) && Q.a.p == P.a.p && Q.a.rs == P.a.rs && Q.a.cs == P.a.cs && Q.m == P.m && Q.k == P.k &&
+          Q.a.row_scale == P.a.row_scale && Q.a.col_scale == P.a.col_scale) {
+        a_owner[i] = j;
+        break;
+      }
+    }
+    a_at[i] = a_owner[i] == i ? a_floats : a_at[a_owner[i]];
+    if (a_owner[i] == i && live(P)) a_floats += P.k * padded_rows(P.m);
+    if (!live(P)) continue;
+    all_blocks += m_blocks(P) * n_tiles(P);
+    if (m_blocks(P) > 1) b_floats += b_size(P);
+  }
+  float* pre_a = tls_packed_a.get(size_t(std::max<int64_t>(a_floats, 1)));
+  for_jobs(count, [&](int64_t i) { return a_owner[i] == i && live(problems[i]) ? slices(problems[i]) * m_blocks(problems[i]) : 0; },
+           [&](int64_t i, int64_t t) {
+             const GemmProblem& P = problems[i];
+             const int64_t slice = k_slice(P.k), p0 = (t / m_blocks(P)) * slice, kc = std::min(slice, P.k - p0);
+             const int64_t blk = t % m_blocks(P), i0 = blk * Micro::MC, mc = std::min<int64_t>(Micro::MC, P.m - i0);
+             pack_a(P.a, i0, mc, p0, kc, pre_a + a_at[i] + p0 * padded_rows(P.m) + blk * Micro::MC * kc);
+           });
+  // M blocks per task, from the sizes only (never the thread count), so the split is reproducible.
+  const int64_t per_task = std::max<int64_t>(1, all_blocks / kTargetTasks);
+  // With several M blocks per problem, B would be packed again by each of their tasks: pack it once.
+  std::unique_ptr<int64_t[]> b_at(new int64_t[size_t(count)]);  // offset of problem i's packed B, or -1
+  const bool prepack_b = b_floats > 0 && b_floats <= kMaxPrepacked;
+  float* pre_b = prepack_b ? tls_packed_b.get(size_t(b_floats)) : nullptr;
+  for (int64_t i = 0, off = 0; i < count; ++i) {
+    const bool pre = prepack_b && live(problems[i]) && m_blocks(problems[i]) > 1;
+    b_at[i] = pre ? off : -1;
+    if (pre) off += b_size(problems[i]);
+  }
+  for_jobs(count, [&](int64_t i) { return b_at[i] >= 0 ? n_tiles(problems[i]) * slices(problems[i]) : 0; },
+           [&](int64_t i, int64_t t) {
+             const GemmProblem& P = problems[i];
+             const int64_t jt = t / slices(P), p0 = (t % slices(P)) * k_slice(P.k), kc = std::min(k_slice(P.k), P.k - p0);
+             const int64_t j0 = jt * tile_n, nc = std::min<int64_t>(tile_n, P.n - j0);
+             pack_b(P.b, p0, kc, j0, nc, pre_b + b_at[i] + jt * P.k * tile_n + p0 * padded_cols(nc));
+           });
+  for_jobs(count, [&](int64_t i) { return live(problems[i]) ? ((m_blocks(problems[i]) + per_task - 1) / per_task) * n_tiles(problems[i]) : 0; },
+           [&](int64_t i, int64_t t) {
+             const GemmProblem& P = problems[i];
+             const int64_t nt = n_tiles(P), mt = t / nt, jt = t % nt;
+             const float* pb = b_at[i] >= 0 ? pre_b + b_at[i] + jt * P.k * tile_n : nullptr;
+             gemm_task(P, mt * per_task, std::min(m_blocks(P), (mt + 1) * per_task), jt, tile_n, pre_a + a_at[i], pb);
+           });
+}
+
+}  // namespace xnorm::convbn::XNORM_CONVBN_NS

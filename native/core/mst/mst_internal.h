@@ -1,0 +1,37 @@
+// Helpers shared by the files of the MST planner (not part of mst.h's interface).
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "../common/error.h"
+#include "mst.h"
+
+namespace xnorm::mst {
+
+inline std::string num(int64_t v) { return std::to_string(v); }
+[[noreturn]] inline void corrupt(const std::string& m) { fail(ErrorCode::CorruptPlan, "MstPlan: " + m); }
+
+using bconv::WeightShape;
+
+// Mean seconds per call of fn, over as many calls as fill `window` seconds.
+template <typename F>
+double best_window(F&& fn, double window) {
+  using clock = std::chrono::steady_clock;
+  int64_t reps = 0;
+  auto t0 = clock::now();
+  double dt = 0;
+  do {
+    fn();
+    ++reps;
+    dt = std::chrono::duration<double>(clock::now() - t0).count();
+  } while (dt < window);
+  return dt / double(reps);
+}
+
+// The timed trial of an 'auto' plan (trial.cc): true when its edges run clearly faster than the dense
+// weights on a synthetic input of this layer's shape.
+bool plan_pays(const uint32_t* words, const bconv::WeightShape& s, const std::vector<int32_t>& parent);
+
+}  // namespace xnorm::mst

@@ -1,0 +1,121 @@
+// The reuse forest: Prim's algorithm per group over a virtual root, the depth bound, and the parent
+// array's checks.
+#include "mst.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "../bconv/kernels.h"
+#include "../common/thread_pool.h"
+#include "mst_internal.h"
+
+namespace xnorm::mst {
+namespace {
+
+// Auto attaches a channel only when reuse costs at most this fraction of computing it densely: in
+// real layers an edge's parent and child rows are scattered over the tile, which the calibration sees
+// only in part, and timing noise must not turn into a slower layer.
+constexpr double kAutoMargin = 0.6;
+
+// Prim over one group's channels plus the virtual root; returns parents local to the group.
+std::vector<int32_t> prim(const uint32_t* rows, int64_t n, const WeightShape& s, Reuse reuse) {
+  const bconv::Kernels& kn = bconv::active_kernels();
+  const int64_t kw = s.row_words();
+  double root_cost;
+  auto edge_cost = [&](int32_t ham, int32_t dw) {
+    if (reuse == Reuse::Always) return double(ham);
+    const Costs& c = calibrated_costs();
+    return c.reuse_per_edge + c.reuse_per_word * dw;
+  };
+  if (reuse == Reuse::Always) root_cost = double(s.k());
+  else root_cost = kAutoMargin * calibrated_costs().dense_per_word * double(kw);
+  std::vector<double> key(size_t(n), root_cost);
+  std::vector<int32_t> parent(static_cast<size_t>(n), -1), ham(static_cast<size_t>(n)), dw(static_cast<size_t>(n));
+  std::vector<uint8_t> in(size_t(n), 0);
+  for (int64_t it = 0; it < n; ++it) {
+    int64_t u = -1;
+    for (int64_t v = 0; v < n; ++v)
+      if (!in[size_t(v)] && (u < 0 || key[size_t(v)] < key[size_t(u)])) u = v;
+    in[size_t(u)] = 1;
+    kn.distances(rows + u * kw, rows, n, kw, ham.data(), dw.data());
+    for (int64_t v = 0; v < n; ++v) {
+      if (in[size_t(v)]) continue;
+      double c = edge_cost(ham[size_t(v)], dw[size_t(v)]);
+      if (c < key[size_t(v)]) {
+        key[size_t(v)] = c;
+        parent[size_t(v)] = int32_t(u);
+      }
+    }
+  }
+  return parent;
+}
+
+}  // namespace
+
+std::vector<int32_t> depths(const std::vector<int32_t>& parent, const WeightShape& s) {
+  int64_t cog = s.cout_g();
+  std::vector<int32_t> depth(size_t(s.cout), -1);
+  std::vector<int64_t> chain;
+  for (int64_t c = 0; c < s.cout; ++c) {
+    int32_t p = parent[size_t(c)];
+    if (p != -1 && (p < 0 || p >= s.cout || p / cog != c / cog || p == c))
+      corrupt("parent[" + num(c) + "] = " + num(p) + " is not -1 or a channel of the same group");
+  }
+  for (int64_t c = 0; c < s.cout; ++c) {
+    chain.clear();
+    int64_t v = c;
+    while (v >= 0 && depth[size_t(v)] < 0) {
+      if (int64_t(chain.size()) > s.cout) corrupt("the parent array has a cycle through channel " + num(c));
+      chain.push_back(v);
+      v = parent[size_t(v)];
+    }
+    int32_t d = v >= 0 ? depth[size_t(v)] : -1;
+    for (auto it = chain.rbegin(); it != chain.rend(); ++it) depth[size_t(*it)] = ++d;
+  }
+  return depth;
+}
+
+std::vector<int32_t> build_tree(const uint32_t* words, const WeightShape& s, Reuse reuse, int32_t max_depth) {
+  bconv::check_weight_shape(s);
+  std::vector<int32_t> parent(size_t(s.cout), -1);
+  if (reuse == Reuse::Never) return parent;
+  int64_t cog = s.cout_g(), kw = s.row_words();
+  if (reuse == Reuse::Auto) calibrated_costs();  // measure before the pool is busy with the groups
+  std::vector<std::vector<int32_t>> local(size_t(s.groups));
+  parallel_tasks(s.groups, [&](int64_t g) { local[size_t(g)] = prim(words + g * cog * kw, cog, s, reuse); });
+  for (int64_t g = 0; g < s.groups; ++g)
+    for (int64_t i = 0; i < cog; ++i) {
+      int32_t p = local[size_t(g)][size_t(i)];
+      parent[size_t(g * cog + i)] = p < 0 ? -1 : int32_t(g * cog + p);
+    }
+  // Depth bound: re-root every channel one level too deep; its subtree moves up with it. Repeat until
+  // nothing is too deep (each pass shortens every over-deep chain).
+  for (;;) {
+    std::vector<int32_t> depth = depths(parent, s);
+    bool changed = false;
+    for (int64_t c = 0; c < s.cout; ++c)
+      if (depth[size_t(c)] == max_depth + 1) {
+        parent[size_t(c)] = -1;
+        changed = true;
+      }
+    if (!changed) break;
+  }
+  if (reuse == Reuse::Auto) {
+    // A plan with any edge pays, per pixel, for a word-major copy of the input words and for turning
+    // the channel-major results back to pixel-major; keep the edges only if they save more.
+    const Costs& c = calibrated_costs();
+    double saved = 0;
+    std::vector<int32_t> ham(1), dw(1);
+    for (int64_t ch = 0; ch < s.cout; ++ch) {
+      int32_t p = parent[size_t(ch)];
+      if (p < 0) continue;
+      bconv::active_kernels().distances(words + p * kw, words + ch * kw, 1, kw, ham.data(), dw.data());
+      saved += c.dense_per_word * double(kw) - (c.reuse_per_edge + c.reuse_per_word * dw[0]);
+    }
+    if (saved <= c.transpose_per_word * double(s.groups * kw + s.cout) || !plan_pays(words, s, parent))
+      std::fill(parent.begin(), parent.end(), -1);
+  }
+  return parent;
+}
+
+}  // namespace xnorm::mst

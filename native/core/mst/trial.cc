@@ -1,0 +1,48 @@
+// The timed trial that keeps or drops the edges of an 'auto' plan (plan_pays, mst_internal.h).
+#include "mst.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "mst_internal.h"
+
+namespace xnorm::mst {
+
+// The final word for 'auto': the plan against the dense weights on a synthetic input of this layer's
+// shape (one 16 x 16 image, float output), interleaved, best of five each. The edges stay only if they
+// are clearly faster. The cost model chose them from per-word costs; this sees what it cannot for this
+// shape (cache effects, the output pass a plan cannot fuse) and a calibration skewed by a busy machine.
+constexpr double kTrialMargin = 0.95;
+
+bool plan_pays(const uint32_t* words, const WeightShape& s, const std::vector<int32_t>& parent) {
+  bconv::ConvParams p;
+  p.n = 1;
+  p.h = std::max<int64_t>(16, s.kh);
+  p.w = std::max<int64_t>(16, s.kw);
+  p.c = s.cin_g * s.groups;
+  p.ph = s.kh / 2;
+  p.pw = s.kw / 2;
+  const int64_t wc = (p.c + 31) / 32, pixels = p.h * p.w;
+  uint32_t seed = 2024;
+  std::vector<uint32_t> x(size_t(pixels * wc));
+  for (int64_t i = 0; i < pixels * wc; ++i) {
+    seed = seed * 1664525u + 1013904223u;
+    x[size_t(i)] = i % wc == wc - 1 && p.c % 32 ? seed & ((1u << (p.c % 32)) - 1) : seed;  // tail bits 0
+  }
+  const Built dense = build_execution(words, s, std::vector<int32_t>(size_t(s.cout), -1));
+  const Built plan = build_execution(words, s, parent);
+  std::vector<float> out(size_t(bconv::out_size(p.h, p.ph, 1, s.kh, 1) * bconv::out_size(p.w, p.pw, 1, s.kw, 1) * s.cout));
+  bconv::Transform t;
+  auto run = [&](const Built& b) {
+    const bconv::Execution e{b.panels.data(), b.npanels, b.edges.data(), b.nedges, int64_t(b.edges.size())};
+    bconv::conv(x.data(), words, s, e, p, t, out.data());
+  };
+  double dense_s = 1e30, plan_s = 1e30;
+  for (int round = 0; round < 5; ++round) {
+    dense_s = std::min(dense_s, best_window([&] { run(dense); }, 1e-3));
+    plan_s = std::min(plan_s, best_window([&] { run(plan); }, 1e-3));
+  }
+  return plan_s < kTrialMargin * dense_s;
+}
+
+}  // namespace xnorm::mst
