@@ -6,10 +6,10 @@
 // statistics, gamma, beta) are read to the host as float32 for the checks and the fold.
 import { describe, fail } from './errors';
 import { native } from './native';
-import type { ConvArgs, NativeBn } from './native';
+import type { ConvArgs, NativeBn, SavedHandle } from './native';
 import { defineOp } from './op';
 import { FLOAT_DTYPES, Tensor, checkSameDevice, checkTensor, freeOnFailure, nativeDevice, nativeRef, newOutput, optionalRef, storageBytes } from './tensor';
-import type { FloatDType } from './tensor';
+import type { Device, FloatDType } from './tensor';
 import { choice, flag, float32Of, integer, layoutOf, options, pair, perChannel, reluOf } from './validate';
 import type { Layout } from './validate';
 
@@ -156,30 +156,20 @@ function bnArrays(bn: ConvBnParams['bn'], cout: number, op: string): BnArrays {
 }
 
 /**
- * What Tune (or Eval) forward keeps for backward; never the conv output in Tune mode. x and weight are
- * the forward's tensors (on the CPU, private views of their storage, so disposing the caller's tensors
- * does not drop them); s, mask and z are owned.
+ * What the JS side knows of a saved state: its native handle (which holds the state itself, see
+ * convBnSaved in native/addon/convbn.cc), the geometry to shape the gradients and what it holds, in bytes.
  */
 interface SavedState {
+  handle: SavedHandle;
   mode: 'tune' | 'eval';
   conv: Conv;
-  x: Tensor;
-  weight: Tensor;
-  bias?: Float32Array;
-  bn: BnArrays;
-  /** tune: s = gamma / sqrt(var + eps) per output channel */
-  s?: Tensor;
-  /** tune with ReLU: bit i%32 of word i/32 = (y_i > 0), i in y's storage order */
-  mask?: Tensor;
-  /** eval: the conv output before BN */
-  z?: Tensor;
-  /** eval with ReLU: the layer output */
-  y?: Tensor;
+  device: Device;
+  bytes: number;
 }
 
 const liveSaved = new WeakMap<ConvBnSaved, SavedState | null>();
 
-/** The state Tune-mode (or Eval-mode) forward keeps for convBnBackward. Disposable. */
+/** The state Tune-mode (or Eval-mode) forward keeps for convBnBackward: a native object. Disposable. */
 export class ConvBnSaved {
   /** @internal */
   constructor(state: SavedState) {
@@ -188,9 +178,7 @@ export class ConvBnSaved {
 
   /** Bytes of activation state held: x and s (+ the 1-bit ReLU mask) in Tune mode; x, z (+ y) in Eval mode. */
   get bytes(): number {
-    const st = liveSaved.get(this);
-    if (!st) return 0;
-    return [st.x, st.s, st.mask, st.z, st.y].reduce((sum, t) => sum + (t && !t.disposed ? storageBytes(t.shape, t.dtype) : 0), 0);
+    return liveSaved.get(this)?.bytes ?? 0;
   }
 
   get mode(): 'tune' | 'eval' {
@@ -201,10 +189,10 @@ export class ConvBnSaved {
     return !liveSaved.get(this);
   }
 
-  /** Drops the saved tensors now (device memory it owns is freed at once). Idempotent. */
+  /** Drops the saved state now (device memory it owns is freed once no op in flight uses it). Idempotent. */
   dispose(): void {
     const st = liveSaved.get(this);
-    if (st) for (const t of [st.s, st.mask, st.z]) t?.dispose();
+    if (st) native().releaseSaved({ saved: st.handle });
     if (liveSaved.has(this)) liveSaved.set(this, null);
   }
 
@@ -221,11 +209,6 @@ function state(saved: unknown, name: string): SavedState {
   return st;
 }
 
-/** A CPU tensor's private view of the same storage (disposing the caller's tensor leaves it alive). */
-function keep(t: Tensor, name: string): Tensor {
-  return t.device === 'cpu' ? new Tensor(t.storage(name), t.shape, t.dtype) : t;
-}
-
 const convBnOp = defineOp((x: Tensor, p: ConvBnParams, opts?: ConvOpts & { saveForBackward?: boolean }) => {
   const op = 'convBn';
   const o = options(opts, `${op}: opts`, [...CONV_KEYS, 'saveForBackward']);
@@ -238,7 +221,7 @@ const convBnOp = defineOp((x: Tensor, p: ConvBnParams, opts?: ConvOpts & { saveF
   const bias = perChannel(params.bias, `${op}: p.bias`, conv.cout);
   const bn = bnArrays(params.bn, conv.cout, op);
   const weight = nativeWeight(params.weight, `${op}: p.weight`);
-  const { dtype } = conv.args;
+  const { dtype, relu } = conv.args;
   const y = newOutput(x.device, conv.yShape, dtype, `${op}: y`);
   if (mode === 'deploy' && x.device === 'cpu') {
     // Fold once, then a plain conv with bias (on a GPU Deploy runs as Tune: the same fold, formed on the device).
@@ -247,23 +230,22 @@ const convBnOp = defineOp((x: Tensor, p: ConvBnParams, opts?: ConvOpts & { saveF
     return { call: (async: boolean) => native().conv2d(args, async), finish: (): { y: Tensor; saved?: ConvBnSaved } => ({ y }) };
   }
   const tune = mode !== 'eval';
-  let st: SavedState | undefined;
-  if (save) {
-    st = { mode: tune ? 'tune' : 'eval', conv, x: keep(x, `${op}: x`), weight: keep(weight, `${op}: p.weight`), bias, bn };
-    if (tune) {
-      st.s = newOutput(x.device, [conv.cout], 'float32', `${op}: s`);
-      if (conv.args.relu) st.mask = newOutput(x.device, [conv.ySize], 'bit', `${op}: mask`);
-    } else {
-      st.z = newOutput(x.device, conv.yShape, dtype, `${op}: z`);
-      if (conv.args.relu) st.y = y;
-    }
-  }
   const args = {
     ...conv.args, mode: tune ? 'tune' : 'eval', x: nativeRef(x, `${op}: x`), weight: nativeRef(weight, `${op}: p.weight`),
-    bias, ...bn, y: nativeRef(y), s: optionalRef(st?.s), mask: optionalRef(st?.mask), z: optionalRef(st?.z),
+    bias, ...bn, y: nativeRef(y),
   } as const;
+  let st: SavedState | undefined;
+  if (save) {
+    // x and s (+ a 1-bit ReLU mask) in Tune mode; x, z (+ y with ReLU) in Eval mode.
+    const ySize = storageBytes(conv.yShape, dtype);
+    const held = tune ? conv.cout * 4 + (relu ? Math.ceil(conv.ySize / 32) * 4 : 0) : ySize * (relu ? 2 : 1);
+    st = {
+      handle: native().convBnSaved(args), mode: args.mode, conv, device: x.device,
+      bytes: storageBytes(x.shape, dtype) + held,
+    };
+  }
   return {
-    call: freeOnFailure([y, st?.s, st?.mask, st?.z], (async) => native().convBnForward(args, async)),
+    call: freeOnFailure([y], (async) => native().convBnForward({ ...args, saved: st?.handle }, async)),
     finish: (): { y: Tensor; saved?: ConvBnSaved } => (st ? { y, saved: new ConvBnSaved(st) } : { y }),
   };
 });
@@ -282,17 +264,13 @@ const convBnBackwardOp = defineOp((saved: ConvBnSaved, dy: Tensor, opts?: { need
   const o = options(opts, `${op}: opts`, ['needs']);
   const needs = options(o.needs, `${op}: opts.needs`, ['x', 'weight', 'bias', 'gamma', 'beta']);
   const want = (k: keyof ConvBnNeeds) => flag(needs[k], `${op}: opts.needs.${k}`, true);
-  const { conv } = st;
+  const { conv, device } = st;
   const { dtype, xShape, wShape } = conv.args;
   const dyt = checkTensor(dy, `${op}: dy`, { dtypes: [dtype] });
   if (dyt.shape.length !== 4 || dyt.shape.some((d, i) => d !== conv.yShape[i]))
     fail('ERR_XNORM_SHAPE', `${op}: dy: expected shape [${conv.yShape.join(', ')}], received [${dyt.shape.join(', ')}]`);
-  const device = st.x.device;
   if (dyt.device !== device)
     fail('ERR_XNORM_DEVICE', `${op}: dy: expected device ${device} (like the saved state), received ${dyt.device}`);
-  // The caller's tensors the state refers to must still be alive (on a GPU, disposing frees them).
-  for (const [name, t] of [['x', st.x], ['p.weight', st.weight], ['y (the output, kept by eval mode with ReLU)', st.y]] as const)
-    if (t?.disposed) fail('ERR_XNORM_DISPOSED', `${op}: saved: the forward pass's ${name} was disposed; keep it until the backward pass`);
   const make = (k: keyof ConvBnNeeds, shape: readonly number[], dt: FloatDType) => (want(k) ? newOutput(device, shape, dt, `${op}: d${k}`) : undefined);
   const out: ConvBnGrads = {
     dx: make('x', xShape, dtype),
@@ -302,9 +280,7 @@ const convBnBackwardOp = defineOp((saved: ConvBnSaved, dy: Tensor, opts?: { need
     dBeta: make('beta', [conv.cout], 'float32'),
   };
   const args = {
-    ...conv.args, mode: st.mode, x: nativeRef(st.x), weight: nativeRef(st.weight), bias: st.bias, ...st.bn,
-    s: optionalRef(st.s), mask: optionalRef(st.mask), z: optionalRef(st.z), y: optionalRef(st.y),
-    dy: nativeRef(dyt, `${op}: dy`),
+    device: nativeDevice(dyt), saved: st.handle, dy: nativeRef(dyt, `${op}: dy`),
     dx: optionalRef(out.dx), dWeight: optionalRef(out.dWeight), dBias: optionalRef(out.dBias),
     dGamma: optionalRef(out.dGamma), dBeta: optionalRef(out.dBeta),
   };

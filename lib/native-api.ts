@@ -11,6 +11,7 @@ export type DeviceHandle = { readonly __xnormDeviceMemory: unique symbol };
 /** Opaque handles to the native weight objects (freed by the GC; device copies by dispose). */
 export type WeightsHandle = { readonly __xnormBinaryWeights: unique symbol };
 export type PlanHandle = { readonly __xnormMstPlan: unique symbol };
+export type SavedHandle = { readonly __xnormConvBnSaved: unique symbol };
 
 type HostArray = Float32Array | Uint16Array | Int32Array | Uint8Array | Uint32Array;
 export type TensorRef = HostArray | DeviceHandle;
@@ -69,19 +70,19 @@ interface ConvTensors {
 export interface ConvBnForwardArgs extends ConvArgs, ConvTensors, NativeBn {
   mode: 'tune' | 'eval';
   y: TensorRef;
-  /** tune: s per channel; tune + relu: the 1-bit ReLU mask; eval: the conv output z (each optional) */
-  s?: TensorRef;
-  mask?: TensorRef;
-  z?: TensorRef;
+  /** Made by convBnSaved from the same arguments: receives s (+ the ReLU mask) in Tune mode, z in Eval mode. */
+  saved?: SavedHandle;
 }
 
-export interface ConvBnBackwardArgs extends ConvArgs, ConvTensors, NativeBn {
-  mode: 'tune' | 'eval';
-  s?: TensorRef;
-  mask?: TensorRef;
-  z?: TensorRef;
-  y?: TensorRef;
+/** What convBnSaved reads: the forward's arguments (y only for Eval with ReLU, which keeps the output). */
+export type ConvBnSavedArgs = Omit<ConvBnForwardArgs, 'saved' | 'y'> & { y?: TensorRef };
+
+export interface ConvBnBackwardArgs {
+  /** dy's device, which must be the saved state's */
+  device: number;
+  saved: SavedHandle;
   dy: TensorRef;
+  /** the gradients wanted (absent: not computed) */
   dx?: TensorRef;
   dWeight?: TensorRef;
   dBias?: TensorRef;
@@ -239,7 +240,13 @@ export interface NativeAddon {
 
   conv2d: Op<ConvArgs & ConvTensors & { y: TensorRef }>;
   convBnForward: Op<ConvBnForwardArgs>;
+  /** A ConvBnSaved native object: the geometry, BN parameters, x and weight, and the state it owns. */
+  convBnSaved(args: ConvBnSavedArgs): SavedHandle;
   convBnBackward: Op<ConvBnBackwardArgs>;
+  /** ConvBnSaved.dispose(): drops the state now (ops in flight keep what they read). */
+  releaseSaved(args: { saved: SavedHandle }): void;
+  /** Test hook: copies of a CPU saved state's s and ReLU mask (Tune mode). */
+  savedState(args: { saved: SavedHandle }): { s?: Float32Array; mask?: Uint32Array };
   convBnFold(args: ConvBnFoldArgs): void;
   convKernel(args: ConvKernelArgs): void;
   convInfo(args: Record<string, never>): string;

@@ -479,8 +479,15 @@ describe('bad input', () => {
     expect(() => raw().conv2d({ ...ok, strideH: 0 })).toThrow(expect.objectContaining({ code: 'ERR_XNORM_ARGUMENT' }));
     expect(() => raw().conv2d({ ...ok, groups: 2 })).toThrow(expect.objectContaining({ code: 'ERR_XNORM_SHAPE' }));
     const bnArgs = { mean: new Float32Array(3), var: new Float32Array(3).fill(1), eps: 1e-5 };
-    expect(() => raw().convBnBackward({ ...ok, ...bnArgs, mode: 'tune', relu: true, dy: new Float32Array(48), s: new Float32Array(3), mask: new Uint32Array(1) }))
-      .toThrow(expect.objectContaining({ code: 'ERR_XNORM_SHAPE' }));
+    // The saved state is a native object made from the forward's arguments, checked then; backward takes it as is.
+    const saved = raw().convBnSaved({ ...ok, ...bnArgs, mode: 'tune', relu: true });
+    expect(() => raw().convBnBackward({ saved, dy: new Float32Array(48) })).not.toThrow();
+    expect(() => raw().convBnBackward({ saved, dy: new Float32Array(47) })).toThrow(expect.objectContaining({ code: 'ERR_XNORM_SHAPE' }));
+    expect(() => raw().convBnBackward({ saved: { s: new Float32Array(3) }, dy: new Float32Array(48) }))
+      .toThrow(expect.objectContaining({ code: 'ERR_XNORM_ARGUMENT' }));
+    expect(() => raw().convBnForward({ ...ok, ...bnArgs, mode: 'eval', saved })).toThrow(expect.objectContaining({ code: 'ERR_XNORM_ARGUMENT' }));
+    raw().releaseSaved({ saved });
+    expect(() => raw().convBnBackward({ saved, dy: new Float32Array(48) })).toThrow(expect.objectContaining({ code: 'ERR_XNORM_DISPOSED' }));
   });
 
   it('rejects a dy of the wrong shape or dtype', async () => {

@@ -745,11 +745,16 @@ export function defineGpuSuites(skip: boolean): void {
       expectCode(() => convBnBackwardSync(saved!, tensor(randomArray(y.size, 1), [y.size], { device: 'cuda' })), 'ERR_XNORM_SHAPE');
       expectCode(() => convBnSync(xc, pc, { ...opts, groups: 2 }), 'ERR_XNORM_SHAPE');
       expectCode(() => convBnSync(xc, { ...pc, bn: { ...pc.bn, var: tensor(new Float32Array(q.cout).fill(-1), [q.cout], { device: 'cuda' }) } }, opts), 'ERR_XNORM_ARGUMENT');
-      // The forward pass's x must outlive the saved state that refers to it.
+      // The saved state holds the forward's x: disposing the caller's tensor leaves backward working.
       const x2 = x.toSync('cuda');
       const s2 = convBnSync(x2, pc, { ...opts, saveForBackward: true });
+      const dy2 = tensor(randomArray(y.size, 2), y.shape as number[], { device: 'cuda' });
+      const before = convBnBackwardSync(s2.saved!, dy2);
       x2.dispose();
-      expectCode(() => convBnBackwardSync(s2.saved!, tensor(randomArray(y.size, 2), y.shape as number[], { device: 'cuda' })), 'ERR_XNORM_DISPOSED');
+      const after = convBnBackwardSync(s2.saved!, dy2);
+      expect(Array.from(after.dWeight!.dataSync())).toEqual(Array.from(before.dWeight!.dataSync()));
+      s2.saved!.dispose();
+      expectCode(() => convBnBackwardSync(s2.saved!, dy2), 'ERR_XNORM_DISPOSED');
       // The addon re-checks what lib/ passes: handles of the wrong size, unknown modes.
       const n = native() as unknown as Record<string, (args: object, async?: boolean) => unknown>;
       const small = cudaAlloc(0, 4);

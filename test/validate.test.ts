@@ -96,4 +96,24 @@ describe('native weight objects', () => {
     const fake = Object.create(Object.getPrototypeOf(w), { shape: { value: w.shape }, groups: { value: 1 }, words: { value: w.words } });
     expect(refused(() => binaryConv2dSync(bits, fake)).code).toBe('ERR_XNORM_ARGUMENT');
   });
+
+  it('ConvBnSaved holds what backward reads: disposing the forward inputs or editing them afterwards changes nothing', () => {
+    const xs = randomArray(2 * 3 * 6 * 6, 11), ws = randomArray(5 * 3 * 3 * 3, 12);
+    const bn = { mean: tensor(randomArray(5, 13), [5]), var: tensor(new Float32Array(5).fill(2), [5]), gamma: tensor(randomArray(5, 14), [5]) };
+    const dy = tensor(randomArray(2 * 5 * 6 * 6, 15), [2, 5, 6, 6]);
+    const grads = (dispose: boolean) => {
+      const x = tensor(xs.slice(), [2, 3, 6, 6]), weight = tensor(ws.slice(), [5, 3, 3, 3]);
+      const { saved } = convBnSync(x, { weight, bn }, { padding: 1, activation: 'relu', saveForBackward: true });
+      if (dispose) {
+        x.dispose();
+        weight.dispose();
+        bn.gamma.dataSync(); // the BN parameters were copied when the state was made
+      }
+      const g = convBnBackwardSync(saved!, dy);
+      saved!.dispose();
+      expect(refused(() => convBnBackwardSync(saved!, dy)).code).toBe('ERR_XNORM_DISPOSED');
+      return [g.dx!, g.dWeight!, g.dGamma!].map((t) => Array.from(t.dataSync()));
+    };
+    expect(grads(true)).toEqual(grads(false));
+  });
 });

@@ -53,6 +53,8 @@ class Args {
   bool async() const { return async_; }
   Napi::Object object() const { return obj_; }
   Napi::Env env() const { return env_; }
+  // Adds a value an async op must keep referenced until it ends (arrays an object argument refers to).
+  void keep(const Napi::Value& v) { buffers_.push_back(v); }
   // The typed arrays read so far; an async op keeps them referenced until it ends.
   const std::vector<Napi::Value>& buffers() const { return buffers_; }
 

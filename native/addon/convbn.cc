@@ -6,12 +6,15 @@
 // cannot make a kernel read or write out of bounds. Per-channel parameters are host Float32Arrays.
 #include "../core/convbn/convbn.h"
 
+#include <cstring>
+
 #include "../core/common/checked.h"
 #include "../core/common/error.h"
 #include "args.h"
 #include "cuda_plugin.h"
 #include "errors.h"
 #include "families.h"
+#include "handles.h"
 #include "run_op.h"
 
 namespace xnorm::addon {
@@ -106,6 +109,89 @@ Napi::Value Conv2d(const Napi::CallbackInfo& info) {
   });
 }
 
+bool same_geometry(const ConvShape& a, const ConvShape& b) {
+  return a.n == b.n && a.c == b.c && a.h == b.h && a.w == b.w && a.cout == b.cout && a.kh == b.kh && a.kw == b.kw &&
+         a.sh == b.sh && a.sw == b.sw && a.ph == b.ph && a.pw == b.pw && a.dh == b.dh && a.dw == b.dw &&
+         a.groups == b.groups && a.layout == b.layout;
+}
+
+// New zero-filled storage for state the saved object owns: host memory on the CPU, device memory on a GPU.
+Buffer owned(const Conv& c, DType dt, int64_t length) {
+  const auto bytes = uint64_t(checked_mul(length, dtype_bytes(dt), "saved state"));
+  if (c.on_gpu()) {
+    DeviceRef mem = device_alloc(c.device, bytes);
+    xnorm_cuda_status st{};
+    cuda_check(c.api->fill_zero(c.device, mem->ptr, bytes, &st), st);
+    void* ptr = mem->ptr;
+    return Buffer{ptr, length, std::move(mem)};
+  }
+  auto mem = std::make_shared<std::vector<uint8_t>>(size_t(bytes));
+  void* ptr = mem->data();
+  return Buffer{ptr, length, std::shared_ptr<void>(mem, ptr)};
+}
+
+// What Tune (or Eval) forward keeps for backward, made once by convBnSaved and checked then: the geometry
+// and BN parameters (copies), the forward's x and weight (and Eval's y), and the state it owns: s and the
+// 1-bit ReLU mask in Tune mode (never the conv output), the conv output z in Eval mode.
+struct SavedConv {
+  Conv c;
+  bool tune = true;
+  std::vector<float> bias, mean, var, gamma, beta;
+  double eps = 1e-5;
+  Buffer x, weight, y;  // the forward's tensors (on the CPU their arrays are referenced by the handle)
+  Buffer s, mask, z;    // owned
+
+  static const float* ptr(const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); }
+  BnParams bn() const { return BnParams{ptr(mean), ptr(var), ptr(gamma), ptr(beta), eps}; }
+};
+
+// The JS handle: the state (shared with ops in flight) and, on the CPU, references that keep the forward's
+// typed arrays alive. Deleted on the JS thread, by dispose() (releaseSaved) or the GC.
+struct SavedHandle {
+  std::shared_ptr<SavedConv> state;
+  std::vector<Napi::ObjectReference> arrays;
+};
+
+const napi_type_tag kSavedTag = {0x786e6f726d736176ull, 0x6564636f6e76626eull};  // "xnormsav" "edconvbn"
+
+SavedHandle& saved_arg(Args& a, const char* op) {
+  return handle_arg<SavedHandle>(a.object().Get("saved"), kSavedTag, std::string(op) + ": saved",
+                                 "a ConvBnSaved handle (from convBnSaved)");
+}
+
+std::vector<float> host_copy(const float* p, int64_t n) { return p ? std::vector<float>(p, p + n) : std::vector<float>(); }
+
+// The saved state of one forward call: the same arguments as convBnForward, without the output.
+Napi::Value ConvBnSaved(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&] {
+    Args a(info, "convBnSaved");
+    auto st = std::make_shared<SavedConv>();
+    st->c = read_conv(a);
+    const Conv& c = st->c;
+    const ConvShape& g = c.g;
+    st->tune = a.choice("mode", {"tune", "eval"}) == "tune";
+    st->x = a.tensor("x", c.dtype, g.x_size());
+    st->weight = a.tensor("weight", c.w_dtype, g.w_size());
+    if (!st->tune && c.relu) st->y = a.tensor("y", c.dtype, g.y_size());
+    const size_t arrays = a.buffers().size();  // the CPU arrays of x, weight and y: the handle keeps them
+    st->bias = host_copy(f32(a.optional_host("bias", DType::Float32, g.cout)), g.cout);
+    const BnParams bn = read_bn(a, g.cout);
+    st->mean = host_copy(bn.mean, g.cout), st->var = host_copy(bn.var, g.cout);
+    st->gamma = host_copy(bn.gamma, g.cout), st->beta = host_copy(bn.beta, g.cout);
+    st->eps = bn.eps;
+    if (st->tune) {
+      st->s = owned(c, DType::Float32, g.cout);
+      if (c.relu) st->mask = owned(c, DType::Bit, c.mask_words());
+    } else {
+      st->z = owned(c, c.dtype, g.y_size());
+    }
+    auto* h = new SavedHandle{std::move(st), {}};
+    Napi::Value handle = make_handle(info.Env(), h, kSavedTag);
+    for (size_t i = 0; i < arrays; ++i) h->arrays.push_back(Napi::Persistent(a.buffers()[i].As<Napi::Object>()));
+    return handle;
+  });
+}
+
 Napi::Value ConvBnForward(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&] {
     Args a(info, "convBn");
@@ -115,10 +201,16 @@ Napi::Value ConvBnForward(const Napi::CallbackInfo& info) {
     Buffer x = a.tensor("x", c.dtype, g.x_size()), y = a.tensor("y", c.dtype, g.y_size());
     Buffer w = a.tensor("weight", c.w_dtype, g.w_size()), b = a.optional_host("bias", DType::Float32, g.cout);
     const BnParams bn = read_bn(a, g.cout);
-    // Saved state: Tune keeps s (and the ReLU mask), Eval keeps the conv output z.
-    Buffer s = tune ? a.optional_tensor("s", DType::Float32, g.cout) : Buffer{};
-    Buffer mask = tune && c.relu ? a.optional_tensor("mask", DType::Bit, c.mask_words()) : Buffer{};
-    Buffer z = tune ? Buffer{} : a.optional_tensor("z", c.dtype, g.y_size());
+    // With `saved`, the state backward needs is written into it: s (and the ReLU mask) or z.
+    Buffer s, mask, z;
+    if (a.has("saved")) {
+      const std::shared_ptr<SavedConv> st = saved_arg(a, "convBn").state;
+      if (!st) fail(ErrorCode::Disposed, "convBn: saved: the ConvBnSaved was disposed");
+      if (st->tune != tune || st->c.relu != c.relu || st->c.device != c.device || st->c.dtype != c.dtype ||
+          !same_geometry(st->c.g, g))
+        fail(ErrorCode::Argument, "convBn: saved: made for another call (mode, geometry, device or dtype differ)");
+      s = st->s, mask = st->mask, z = st->z;
+    }
     return run_op(a, [=]() -> ResultBuilder {
       auto* mask_words = static_cast<uint32_t*>(mask.data);
       if (c.on_gpu()) {
@@ -138,45 +230,78 @@ Napi::Value ConvBnForward(const Napi::CallbackInfo& info) {
   });
 }
 
+// Backward from a saved state: dy and the gradients wanted (absent: skipped), on the state's device.
 Napi::Value ConvBnBackward(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&] {
     Args a(info, "convBnBackward");
-    const Conv c = read_conv(a);
+    SavedHandle& h = saved_arg(a, "convBnBackward");
+    if (!h.state) fail(ErrorCode::Disposed, "convBnBackward: saved: the ConvBnSaved was disposed");
+    const std::shared_ptr<const SavedConv> st = h.state;
+    for (const Napi::ObjectReference& r : h.arrays) a.keep(r.Value());  // an async op keeps them referenced
+    const Conv& c = st->c;
     const ConvShape& g = c.g;
-    const bool tune = a.choice("mode", {"tune", "eval"}) == "tune";
-    Buffer x = a.tensor("x", c.dtype, g.x_size()), dy = a.tensor("dy", c.dtype, g.y_size());
-    Buffer w = a.tensor("weight", c.w_dtype, g.w_size()), b = a.optional_host("bias", DType::Float32, g.cout);
-    const BnParams bn = read_bn(a, g.cout);
-    Buffer s, mask, z, y;
-    if (tune) {
-      s = a.tensor("s", DType::Float32, g.cout);
-      if (c.relu) mask = a.tensor("mask", DType::Bit, c.mask_words());
-    } else {
-      z = a.tensor("z", c.dtype, g.y_size());
-      if (c.relu) y = a.tensor("y", c.dtype, g.y_size());
-    }
+    if (a.device() != c.device)
+      fail(ErrorCode::Device, "convBnBackward: dy: expected the device of the saved state (" + std::to_string(c.device) + ")");
+    Buffer dy = a.tensor("dy", c.dtype, g.y_size());
     Buffer dx = a.optional_tensor("dx", c.dtype, g.x_size());
     Buffer dw = a.optional_tensor("dWeight", DType::Float32, g.w_size());
     Buffer dbias = a.optional_tensor("dBias", DType::Float32, g.cout);
     Buffer dgamma = a.optional_tensor("dGamma", DType::Float32, g.cout);
     Buffer dbeta = a.optional_tensor("dBeta", DType::Float32, g.cout);
     return run_op(a, [=]() -> ResultBuilder {
-      const auto* mask_words = static_cast<const uint32_t*>(mask.data);
+      const BnParams bn = st->bn();
+      const float* bias = SavedConv::ptr(st->bias);
+      const auto* mask_words = static_cast<const uint32_t*>(st->mask.data);
+      const Buffer &x = st->x, &w = st->weight, &s = st->s, &z = st->z, &y = st->y;
       if (c.on_gpu()) {
-        xnorm_cuda_status st{};
+        xnorm_cuda_status cs{};
         const xnorm_cuda_conv p = c.plugin();
         const xnorm_cuda_bn pb = plugin_bn(bn);
         const xnorm_cuda_conv_grads grads{dx.data, f32(dw), f32(dbias), f32(dgamma), f32(dbeta)};
-        cuda_check(c.api->conv_backward(c.device, &p, tune ? XNORM_CUDA_CONV_TUNE : XNORM_CUDA_CONV_EVAL, x.data, w.data,
-                                        f32(b), &pb, f32(s), mask_words, z.data, y.data, dy.data, &grads, &st),
-                   st);
+        cuda_check(c.api->conv_backward(c.device, &p, st->tune ? XNORM_CUDA_CONV_TUNE : XNORM_CUDA_CONV_EVAL, x.data,
+                                        w.data, bias, &pb, f32(s), mask_words, z.data, y.data, dy.data, &grads, &cs),
+                   cs);
         return nullptr;
       }
       const Grads out{dx.data, f32(dw), f32(dbias), f32(dgamma), f32(dbeta)};
-      if (tune) convbn::tune_backward(g, c.dtype, x.data, f32(w), f32(b), bn, f32(s), mask_words, dy.data, out);
+      if (st->tune) convbn::tune_backward(g, c.dtype, x.data, f32(w), bias, bn, f32(s), mask_words, dy.data, out);
       else convbn::eval_backward(g, c.dtype, x.data, z.data, y.data, f32(w), bn, dy.data, out);
       return nullptr;
     });
+  });
+}
+
+// Test hook: copies of what a CPU saved state owns in Tune mode (s and the ReLU mask).
+Napi::Value SavedState(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&] {
+    Args a(info, "savedState");
+    const std::shared_ptr<SavedConv> st = saved_arg(a, "savedState").state;
+    if (!st) fail(ErrorCode::Disposed, "savedState: saved: the ConvBnSaved was disposed");
+    if (st->c.on_gpu()) fail(ErrorCode::Device, "savedState: a CPU test hook");
+    Napi::Env env = info.Env();
+    Napi::Object o = Napi::Object::New(env);
+    if (st->s.data) {
+      auto s = Napi::Float32Array::New(env, size_t(st->s.length));
+      std::memcpy(s.Data(), st->s.data, s.ByteLength());
+      o.Set("s", s);
+    }
+    if (st->mask.data) {
+      auto mask = Napi::Uint32Array::New(env, size_t(st->mask.length));
+      std::memcpy(mask.Data(), st->mask.data, mask.ByteLength());
+      o.Set("mask", mask);
+    }
+    return Napi::Value(o);
+  });
+}
+
+// dispose(): drops the state and the references now; ops in flight keep what they read. Idempotent.
+Napi::Value ReleaseSaved(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&] {
+    Args a(info, "releaseSaved");
+    SavedHandle& h = saved_arg(a, "releaseSaved");
+    h.state.reset();
+    h.arrays.clear();
+    return info.Env().Undefined();
   });
 }
 
@@ -262,7 +387,10 @@ Napi::Value ConvInfo(const Napi::CallbackInfo& info) {
 void init_convbn(Napi::Env env, Napi::Object exports) {
   exports.Set("conv2d", Napi::Function::New(env, Conv2d));
   exports.Set("convBnForward", Napi::Function::New(env, ConvBnForward));
+  exports.Set("convBnSaved", Napi::Function::New(env, ConvBnSaved));
   exports.Set("convBnBackward", Napi::Function::New(env, ConvBnBackward));
+  exports.Set("releaseSaved", Napi::Function::New(env, ReleaseSaved));
+  exports.Set("savedState", Napi::Function::New(env, SavedState));
   exports.Set("convBnFold", Napi::Function::New(env, ConvBnFold));
   exports.Set("convKernel", Napi::Function::New(env, ConvKernel));
   exports.Set("fmaPeak", Napi::Function::New(env, FmaPeak));

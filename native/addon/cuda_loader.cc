@@ -363,7 +363,7 @@ void cuda_fail(const xnorm_cuda_status& st) {
   }
 }
 
-DeviceRef device_copy(int32_t device, const void* host, uint64_t bytes) {
+DeviceRef device_alloc(int32_t device, uint64_t bytes) {
   const xnorm_cuda_api& api = cuda_api(device);
   xnorm_cuda_status st{};
   auto mem = std::make_shared<DeviceMemory>();
@@ -371,7 +371,13 @@ DeviceRef device_copy(int32_t device, const void* host, uint64_t bytes) {
   mem->device = device;
   mem->bytes = bytes;
   cuda_check(api.alloc(device, bytes, &mem->ptr, &st), st);
-  cuda_check(api.upload(device, mem->ptr, host, bytes, &st), st);  // mem frees ptr on failure
+  return mem;
+}
+
+DeviceRef device_copy(int32_t device, const void* host, uint64_t bytes) {
+  DeviceRef mem = device_alloc(device, bytes);
+  xnorm_cuda_status st{};
+  cuda_check(mem->api->upload(device, mem->ptr, host, bytes, &st), st);  // mem frees ptr on failure
   return mem;
 }
 

@@ -37,6 +37,8 @@ using DeviceRef = std::shared_ptr<DeviceMemory>;
 // `device` of exactly `bytes` bytes. `name` is used in error messages.
 DeviceRef device_arg(const Napi::Value& v, const std::string& name, int32_t device, uint64_t bytes);
 
+// New, uninitialised device memory on `device`, freed with the last reference.
+DeviceRef device_alloc(int32_t device, uint64_t bytes);
 // New device memory on `device` holding a copy of `bytes` bytes of host memory (weights, plan tables).
 DeviceRef device_copy(int32_t device, const void* host, uint64_t bytes);
 

@@ -5,33 +5,13 @@
 #include "args.h"
 #include "errors.h"
 #include "families.h"
+#include "handles.h"
 
 namespace xnorm::addon {
 namespace {
 
 const napi_type_tag kWeightsTag = {0x786e6f726d776569ull, 0x6768747370616b64ull};  // "xnormwei" "ghtspakd"
 const napi_type_tag kPlanTag = {0x786e6f726d6d7374ull, 0x706c616e6e6f6465ull};     // "xnormmst" "plannode"
-
-template <typename T>
-Napi::Value make_handle(Napi::Env env, std::shared_ptr<T> obj, const napi_type_tag& tag) {
-  auto* held = new std::shared_ptr<T>(std::move(obj));
-  Napi::External<std::shared_ptr<T>> ext;
-  try {
-    ext = Napi::External<std::shared_ptr<T>>::New(env, held, [](Napi::Env, std::shared_ptr<T>* p) { delete p; });
-  } catch (...) {
-    delete held;
-    throw;
-  }
-  ext.TypeTag(&tag);
-  return ext;
-}
-
-template <typename T>
-std::shared_ptr<T> handle_arg(const Napi::Value& v, const napi_type_tag& tag, const std::string& name, const char* what) {
-  if (!v.IsExternal() || !v.As<Napi::External<std::shared_ptr<T>>>().CheckTypeTag(&tag))
-    fail(ErrorCode::Argument, name + ": expected " + what + ", received " + describe(v));
-  return *v.As<Napi::External<std::shared_ptr<T>>>().Data();
-}
 
 mst::Reuse read_reuse(Args& a) {
   std::string r = a.choice("reuse", {"auto", "always", "never"});
@@ -78,7 +58,7 @@ Napi::Value plan_info(Napi::Env env, std::shared_ptr<Plan> p) {
   o.Set("nedges", double(p->built.nedges));
   o.Set("reuse", reuse_name(p->reuse));
   o.Set("maxDepth", p->max_depth);
-  o.Set("plan", make_handle(env, std::move(p), kPlanTag));
+  o.Set("plan", make_handle(env, new std::shared_ptr<Plan>(std::move(p)), kPlanTag));
   return o;
 }
 
@@ -96,7 +76,7 @@ Napi::Value PackWeights(const Napi::CallbackInfo& info) {
     w->words.resize(size_t(checked_mul(s.cout, s.row_words(), "weights")));
     bconv::pack_weights(src, s, w->words.data());
     w->dense = mst::build_execution(w->words.data(), s, std::vector<int32_t>(size_t(s.cout), -1));
-    return make_handle(info.Env(), std::move(w), kWeightsTag);
+    return make_handle(info.Env(), new std::shared_ptr<PackedWeights>(std::move(w)), kWeightsTag);
   });
 }
 
@@ -205,11 +185,11 @@ void Plan::record_trial(int32_t device, double plan_ms, double dense_ms) {
 }
 
 std::shared_ptr<PackedWeights> weights_arg(const Napi::Value& v, const std::string& name) {
-  return handle_arg<PackedWeights>(v, kWeightsTag, name, "BinaryWeights (from packWeights)");
+  return handle_arg<std::shared_ptr<PackedWeights>>(v, kWeightsTag, name, "BinaryWeights (from packWeights)");
 }
 
 std::shared_ptr<Plan> plan_arg(const Napi::Value& v, const std::string& name) {
-  return handle_arg<Plan>(v, kPlanTag, name, "an MstPlan (from mstPlan)");
+  return handle_arg<std::shared_ptr<Plan>>(v, kPlanTag, name, "an MstPlan (from mstPlan)");
 }
 
 void init_weights(Napi::Env env, Napi::Object exports) {

@@ -57,10 +57,14 @@ input.cases.forEach((t, idx) => {
     res[layout] = { y: maxDiff(fast.y, ref.y), dx: maxDiff(fast.dx, ref.dx), dw: maxDiff(fast.dw, ref.dw) };
     // Tune with fused ReLU: the 1-bit mask must say y > 0, and backward through it must match Eval's.
     const bn = { mean: b, var: Float32Array.from(b, (v) => 1 + v * v), gamma: Float32Array.from(b, (v) => 1 - v), beta: b, eps: 1e-5 };
-    const y = new Float32Array(ySize), s = new Float32Array(t.cout), mask = new Uint32Array(Math.ceil(ySize / 32));
-    addon.convBnForward({ ...geo, mode: 'tune', relu: true, x, weight: w, bias: b, ...bn, y, s, mask });
-    const ye = new Float32Array(ySize), z = new Float32Array(ySize);
-    addon.convBnForward({ ...geo, mode: 'eval', relu: true, x, weight: w, bias: b, ...bn, y: ye, z });
+    const y = new Float32Array(ySize), ye = new Float32Array(ySize);
+    const tune = { ...geo, wDtype: 'float32', mode: 'tune', relu: true, x, weight: w, bias: b, ...bn, y };
+    const tuneSaved = addon.convBnSaved(tune);
+    addon.convBnForward({ ...tune, saved: tuneSaved });
+    const evalArgs = { ...geo, wDtype: 'float32', mode: 'eval', relu: true, x, weight: w, bias: b, ...bn, y: ye };
+    const evalSaved = addon.convBnSaved(evalArgs);
+    addon.convBnForward({ ...evalArgs, saved: evalSaved });
+    const { mask } = addon.savedState({ saved: tuneSaved });
     let maskErrors = 0;
     // the mask is in NCHW element order whatever the layout; count positives in both orders instead
     let positives = 0, bits = 0;
@@ -71,8 +75,8 @@ input.cases.forEach((t, idx) => {
     if (layout === 'nchw') for (let i = 0; i < ySize; i++) maskErrors += ((mask[i >> 5] >>> (i & 31)) & 1) !== (y[i] > 0 ? 1 : 0) ? 1 : 0;
     const gt = { dx: new Float32Array(xSize), dWeight: new Float32Array(wSize), dGamma: new Float32Array(t.cout) };
     const ge = { dx: new Float32Array(xSize), dWeight: new Float32Array(wSize), dGamma: new Float32Array(t.cout) };
-    addon.convBnBackward({ ...geo, mode: 'tune', relu: true, x, weight: w, bias: b, ...bn, s, mask, dy, ...gt });
-    addon.convBnBackward({ ...geo, mode: 'eval', relu: true, x, weight: w, bias: b, ...bn, z, y: ye, dy, ...ge });
+    addon.convBnBackward({ saved: tuneSaved, dy, ...gt });
+    addon.convBnBackward({ saved: evalSaved, dy, ...ge });
     res[layout].mask = { diff: maskErrors + Math.abs(positives - bits), scale: 0 };
     res[layout].tuneY = maxDiff(y, ye);
     res[layout].tuneDx = maxDiff(gt.dx, ge.dx);
