@@ -42,8 +42,7 @@ else
 fi
 
 echo "== building the CPU core kernels for comparison"
-core=(native/core/common/cpu.cc native/core/common/thread_pool.cc native/core/common/ceilings.cc
-      cuda/check/core_capi.cc)
+core=(native/core/common/cpu.cc native/core/common/thread_pool.cc cuda/check/core_capi.cc)
 # Every base source of the two families, as scripts/sources.js picks them (the per-ISA ones follow below).
 for src in "$root"/native/core/{bnstats,convbn}/*.cc; do
   case "$src" in *_avx2.cc | *_avx512.cc) ;; *) core+=("${src#"$root"/}") ;; esac

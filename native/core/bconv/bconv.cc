@@ -3,7 +3,6 @@
 #include "bconv.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <string>
 
@@ -230,34 +229,6 @@ void unpack_bits(const uint32_t* b, bool nchw, int64_t n, int64_t c, int64_t s, 
       }
     }
   });
-}
-
-double popcount_peak(double seconds) {
-  const Kernels& kn = active_kernels();
-  alignas(64) uint32_t data[256];
-  for (int i = 0; i < 256; ++i) data[i] = uint32_t(i) * 2654435761u;
-  using clock = std::chrono::steady_clock;
-  // Size the run from a short single-thread probe, then run every pool thread at once.
-  int64_t reps = 1 << 12;
-  for (;;) {
-    auto t0 = clock::now();
-    volatile uint64_t sink = kn.popcount_loop(data, reps);
-    (void)sink;
-    double dt = std::chrono::duration<double>(clock::now() - t0).count();
-    if (dt > 0.01 || reps >= (int64_t(1) << 24)) {
-      reps = std::min<int64_t>(int64_t(1) << 24, std::max<int64_t>(1, int64_t(double(reps) * seconds / dt)));
-      break;
-    }
-    reps *= 4;
-  }
-  int threads = num_threads();
-  std::vector<uint64_t> sinks(static_cast<size_t>(threads));
-  auto t0 = clock::now();
-  parallel_tasks(threads, [&](int64_t i) { sinks[size_t(i)] = kn.popcount_loop(data, reps); });
-  double dt = std::chrono::duration<double>(clock::now() - t0).count();
-  volatile uint64_t keep = sinks[0];
-  (void)keep;
-  return double(threads) * double(reps) * 256.0 * 32.0 / dt;
 }
 
 }  // namespace xnorm::bconv
