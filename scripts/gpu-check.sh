@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU check for a machine with an NVIDIA GPU, the CUDA toolkit (nvcc), a C++ compiler, Python 3 and
 # PyTorch, and no Node.js. Builds the xnorm_cuda plugin (for this machine's GPU only, to keep it quick)
-# and the CPU core kernels as a library, then runs cuda/check/gpu_check.py: every CUDA op against the
+# and the CPU core kernels as a library, then runs scripts/gpu-check/gpu_check.py: every CUDA op against the
 # CPU kernels on random awkward shapes, and benchmarks against PyTorch. Finishes in under 5 minutes.
 #   scripts/gpu-check.sh [--quick] [--device N]
 #   scripts/gpu-check.sh --emulated    no GPU needed: the plugin's CPU emulation (scripts/build-cuda-emu.sh),
@@ -42,8 +42,7 @@ else
 fi
 
 echo "== building the CPU core kernels for comparison"
-core=(native/core/common/cpu.cc native/core/common/thread_pool.cc native/core/common/ceilings.cc
-      cuda/check/core_capi.cc)
+core=(native/core/common/cpu.cc native/core/common/thread_pool.cc scripts/gpu-check/core_capi.cc)
 # Every base source of the two families, as scripts/sources.js picks them (the per-ISA ones follow below).
 for src in "$root"/native/core/{bnstats,convbn}/*.cc; do
   case "$src" in *_avx2.cc | *_avx512.cc) ;; *) core+=("${src#"$root"/}") ;; esac
@@ -64,7 +63,7 @@ case "$(uname -m)" in
       compile native/core/$family/kernels_avx512.cc -Wno-maybe-uninitialized -mavx512f -mavx512bw -mavx512vl \
         -mavx512dq -mavx512vpopcntdq -mavx2 -mfma -mf16c -mpopcnt
     done ;;
-  *) compile cuda/check/isa_stubs.cc ;;
+  *) compile scripts/gpu-check/isa_stubs.cc ;;
 esac
 "$cxx" -shared -pthread -o "$out/libxnorm_core_check.so" "${objs[@]}" || { echo "linking the core failed"; exit 2; }
 echo "   built in $((SECONDS - t0)) s"
@@ -74,5 +73,5 @@ budget=$((270 - (SECONDS - t0)))
 plugin="$out/libxnorm_cuda.so"
 extra=()
 if [ "$emulated" = 1 ]; then plugin="$out/emu/libxnorm_cuda.so"; extra=(--no-bench); fi
-exec "$py" "$root/cuda/check/gpu_check.py" --plugin "$plugin" --core "$out/libxnorm_core_check.so" \
+exec "$py" "$root/scripts/gpu-check/gpu_check.py" --plugin "$plugin" --core "$out/libxnorm_core_check.so" \
   --budget "$budget" "${extra[@]}" "$@"

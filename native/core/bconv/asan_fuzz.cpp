@@ -5,7 +5,7 @@
 //   N=native/core F="-O1 -g -fsanitize=address,undefined -std=c++17 -I$N"
 //   g++ $F -c $N/bconv/kernels_avx512.cc -o /tmp/k512.o -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vpopcntdq -mavx2 -mfma -mpopcnt
 //   g++ $F -c $N/bconv/kernels_avx2.cc -o /tmp/k2.o -mavx2 -mfma -mpopcnt
-//   g++ $F $N/bconv/asan_fuzz.cpp $N/bconv/bconv.cc $N/bconv/kernels_portable.cc $N/mst/*.cc $N/common/cpu.cc \
+//   g++ $F $N/bconv/asan_fuzz.cpp $N/bconv/bconv.cc $N/bconv/conv.cc $N/bconv/kernels_portable.cc $N/mst/*.cc $N/common/cpu.cc \
 //       $N/common/thread_pool.cc /tmp/k512.o /tmp/k2.o -o /tmp/bconv_fuzz -pthread
 //   for isa in avx512 avx2 portable; do XNORM_ISA=$isa /tmp/bconv_fuzz; done
 #include <cstdio>

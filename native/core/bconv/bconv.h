@@ -11,6 +11,9 @@
 #include <cstdint>
 #include <vector>
 
+// Declares popcount_peak, which moved there; kept until native/addon includes probes/ceilings.h itself.
+#include "../probes/ceilings.h"
+
 namespace xnorm::bconv {
 
 constexpr int kPanelWidth = 32;
@@ -83,9 +86,5 @@ void pack_bits(const float* x, bool nchw, int64_t n, int64_t c, int64_t s, const
                float threshold, uint32_t* out);
 // bits [N, S, C] -> float ±1, in NHWC or NCHW order.
 void unpack_bits(const uint32_t* b, bool nchw, int64_t n, int64_t c, int64_t s, float* out);
-
-// Bit-operations per second of an L1-resident XOR+popcount loop on all threads: the ceiling the conv
-// kernels are measured against.
-double popcount_peak(double seconds);
 
 }  // namespace xnorm::bconv

@@ -10,6 +10,9 @@
 
 #include "../common/dtype.h"
 
+// Declares fma_peak_gflops, which moved there; kept until native/addon includes probes/ceilings.h itself.
+#include "../probes/ceilings.h"
+
 namespace xnorm::convbn {
 
 enum class Layout { NCHW, NHWC };
@@ -92,8 +95,6 @@ void conv_backward_filter_reference(const ConvShape& g, const float* x, const fl
 void conv_backward_data(const ConvShape& g, DType dt, const void* dy, const float* w, void* dx);
 void conv_backward_filter(const ConvShape& g, DType dt, const void* x, const void* dy, float* dw);
 
-// This machine's float32 FMA throughput with all pool threads busy for about `seconds`, in GFLOP/s.
-double fma_peak_gflops(double seconds);
 // The GEMM micro-tile in use, e.g. "8x48 avx512".
 std::string micro_tile();
 

@@ -1,6 +1,6 @@
 // C entry points to the CPU core's kernels (BN statistics, Conv + BN) for the GPU check
-// (cuda/check/gpu_check.py loads them with ctypes), so every CUDA result is compared with the same code
-// the addon runs on the CPU.
+// (scripts/gpu-check/gpu_check.py loads them with ctypes), so every CUDA result is compared with the
+// same code the addon runs on the CPU.
 #include <cstdint>
 #include <cstdio>
 #include <exception>

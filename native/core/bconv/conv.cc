@@ -1,0 +1,388 @@
+// The fast binary convolution (bconv::conv). The output is cut into tasks, each a tile of output
+// pixels and a block of weight panels; a task builds its tile's indirection rows, runs its panels,
+// applies the MST reuse edges, and writes whatever output the kernels did not write themselves.
+#include <xmmintrin.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "../common/checked.h"
+#include "../common/thread_pool.h"
+#include "bconv.h"
+#include "bconv_internal.h"
+#include "epilogue.h"
+#include "kernels.h"
+
+namespace xnorm::bconv {
+namespace {
+
+// Pixels per task tile. Depends only on the problem size (never on the thread count), so results
+// and summation orders are the same for any setNumThreads. Multiple of 16: the MST kernels step by 16.
+int64_t tile_pixels(int64_t pixels, int64_t cout) {
+  int64_t tp = 64;
+  while (tp > 16 && (pixels + tp - 1) / tp < 8) tp /= 2;                   // enough tasks for the pool
+  while (tp > 16 && cout * tp * int64_t(sizeof(int32_t)) > (512 << 10)) tp /= 2;  // accumulators stay in L2
+  return tp;
+}
+
+// Copies (or, from nullptr, zeroes) a few words. Explicit cases for the common 1-4 words per tap:
+// a library memmove call per tap costs more than the copy itself.
+inline void copy_words(const uint32_t* src, uint32_t* dst, int64_t n) {
+  switch (src ? n : 0) {
+    case 4: dst[3] = src[3]; [[fallthrough]];
+    case 3: dst[2] = src[2]; [[fallthrough]];
+    case 2: dst[1] = src[1]; [[fallthrough]];
+    case 1: dst[0] = src[0]; return;
+    case 0: if (!src) std::fill(dst, dst + n, 0u); return;
+    default: std::copy(src, src + n, dst);
+  }
+}
+
+// Input words of one group at one pixel: a view into x when groups start on word boundaries, otherwise
+// a repacked copy [groups][pixels][wg] (channels of a group shifted down to bit 0).
+struct GroupInput {
+  const uint32_t* base;
+  int64_t pixel_stride, group_stride;
+  std::vector<uint32_t> repacked;
+};
+
+void make_group_input(const uint32_t* x, const ConvParams& p, const WeightShape& s, GroupInput& gi) {
+  int64_t wc = (p.c + 31) / 32, wg = s.wg(), pixels = p.n * p.h * p.w;
+  if (s.groups == 1 || s.cin_g % 32 == 0) {
+    gi.base = x;
+    gi.pixel_stride = wc;
+    gi.group_stride = s.cin_g / 32;
+    return;
+  }
+  gi.repacked.assign(size_t(checked_mul(checked_mul(s.groups, pixels, "x"), wg, "x")), 0u);
+  parallel_for(pixels, 4096, [&](int64_t b, int64_t e) {
+    for (int64_t px = b; px < e; ++px)
+      for (int64_t g = 0; g < s.groups; ++g) {
+        uint32_t* dst = gi.repacked.data() + (g * pixels + px) * wg;
+        for (int64_t ci = 0; ci < s.cin_g; ++ci)
+          if (bit_at(x + px * wc, g * s.cin_g + ci)) dst[ci >> 5] |= 1u << (ci & 31);
+      }
+  });
+  gi.base = gi.repacked.data();
+  gi.pixel_stride = wg;
+  gi.group_stride = pixels * wg;
+}
+
+// 'zero' padding: a padded tap contributed dot(+1, w_tap) = Cin_g - 2*popc(w_tap) under 'one'; take it
+// off. Stored tap-major so a border pixel subtracts whole rows.
+std::vector<int32_t> zero_padding_corrections(const uint32_t* words, const WeightShape& s) {
+  const int64_t taps = s.taps(), wg = s.wg(), kw = s.row_words();
+  std::vector<int32_t> corr(size_t(taps * s.cout));
+  for (int64_t co = 0; co < s.cout; ++co)
+    for (int64_t tt = 0; tt < taps; ++tt) {
+      int32_t pc = 0;
+      for (int64_t j = 0; j < wg; ++j) pc += popc(words[co * kw + tt * wg + j]);
+      corr[size_t(tt * s.cout + co)] = int32_t(s.cin_g) - 2 * pc;
+    }
+  return corr;
+}
+
+// Output channels split into blocks of whole panels: `count` blocks of `panels` panels (the last may
+// have fewer).
+struct ChannelBlocks {
+  int64_t count, panels;
+};
+
+// Few pixel tiles (binaryLinear, small late layers): split the output channels too, in blocks of
+// whole panels, when the panels cover the channels in order (plain weights, all-root plans) and, for
+// 'bits', every block starts on a 32-channel word. Block count depends on the problem size only.
+ChannelBlocks plan_channel_blocks(const Execution& e, int64_t rec, int64_t ntiles, bool pixel_major, Output kind) {
+  ChannelBlocks b{1, e.npanels};
+  if (!(pixel_major && ntiles < 8 && e.npanels > 1)) return b;
+  bool ordered = true, word_aligned = true;
+  uint32_t next = 0;
+  for (int64_t q = 0; q < e.npanels && ordered; ++q) {
+    const uint32_t* ch = e.panels + q * rec + 1;
+    word_aligned = word_aligned && ch[0] % 32 == 0;
+    for (int c = 0; c < kPanelWidth && ch[c] != kNoChannel; ++c) ordered = ordered && ch[c] == next++;
+  }
+  if (ordered && (kind != Output::Bits || word_aligned)) {
+    b.count = std::min<int64_t>(e.npanels, (8 + ntiles - 1) / ntiles);
+    b.panels = (e.npanels + b.count - 1) / b.count;
+    b.count = (e.npanels + b.panels - 1) / b.panels;
+  }
+  return b;
+}
+
+// One conv call as its tasks see it: the sizes, choices and tables fixed before they start.
+struct Layer {
+  Layer(const uint32_t* x, const uint32_t* words, const WeightShape& s, const Execution& e, const ConvParams& p,
+        const Transform& t, void* out);
+  Layer(const Layer&) = delete;  // fused_output.clamp points into it
+
+  const WeightShape& s;
+  const Execution& e;
+  const ConvParams& p;
+  const Transform& t;
+  void* out;
+  int64_t oh, ow, pixels, G, wg, taps, kw;
+  int32_t K;
+  int64_t tp, ntiles;      // pixels per tile, tiles
+  int64_t out_words, rec;  // output words per pixel ('bits'), words per panel record
+  GroupInput gi;
+  std::vector<int32_t> corr;       // 'zero' padding only
+  std::vector<float> scale, bias;  // t's, with the missing ones as 1 and 0
+  // Dense-only executions keep the tile pixel-major (the kernels store whole vectors, the output pass
+  // reads rows); MST edges need it channel-major, so one pixel's parent values sit next to the next's.
+  bool pixel_major;
+  uint32_t tail;  // valid bits of a tap's last input word (groups == 1, Cin_g % 32 != 0), else ~0u
+  // Direct: the kernels read the input words in place through the indirection rows (no im2col copy).
+  // Needs groups on word boundaries, input tail bits that need no masking, and no MST edges (they read
+  // a word-major copy of the tile).
+  bool direct;
+  std::vector<uint32_t> zeros;  // the padding row, wide enough for any group offset
+  ChannelBlocks blocks;
+  std::vector<uint8_t> fusable;  // per panel: its output the kernel can write itself (consecutive
+                                 // channels; for 'bits', whole words)
+  float clamp_bounds[2];
+  Epilogue fused_output;
+};
+
+Layer::Layer(const uint32_t* x, const uint32_t* words, const WeightShape& s_, const Execution& e_,
+             const ConvParams& p_, const Transform& t_, void* out_)
+    : s(s_), e(e_), p(p_), t(t_), out(out_) {
+  oh = out_size(p.h, p.ph, p.dh, s.kh, p.sh);
+  ow = out_size(p.w, p.pw, p.dw, s.kw, p.sw);
+  pixels = p.n * oh * ow, G = s.groups, wg = s.wg(), taps = s.taps(), kw = s.row_words();
+  K = int32_t(s.k());
+  tp = tile_pixels(pixels, s.cout), ntiles = (pixels + tp - 1) / tp;
+  out_words = (s.cout + 31) / 32, rec = panel_record_words(s);
+  make_group_input(x, p, s, gi);
+  if (p.pad_zero) corr = zero_padding_corrections(words, s);
+  scale.assign(size_t(s.cout), 1.0f);
+  bias.assign(size_t(s.cout), 0.0f);
+  if (t.scale) std::copy(t.scale, t.scale + s.cout, scale.begin());
+  if (t.bias) std::copy(t.bias, t.bias + s.cout, bias.begin());
+  pixel_major = e.nedges == 0;
+  tail = G == 1 && s.cin_g % 32 ? (1u << (s.cin_g % 32)) - 1 : 0xffffffffu;
+  direct = pixel_major && gi.repacked.empty() && tail == ~0u;
+  zeros.assign(size_t(G * wg), 0u);
+  blocks = plan_channel_blocks(e, rec, ntiles, pixel_major, t.kind);
+  fusable.assign(size_t(e.npanels), 0);
+  for (int64_t q = 0; q < e.npanels; ++q) {
+    const uint32_t* ch = e.panels + q * rec + 1;
+    fusable[size_t(q)] = pixel_major && consecutive_channels(ch) > 0 && (t.kind != Output::Bits || ch[0] % 32 == 0);
+  }
+  clamp_bounds[0] = t.lo;
+  clamp_bounds[1] = t.hi;
+  fused_output.kind = t.kind;
+  fused_output.k = K;
+  fused_output.scale = scale.data();
+  fused_output.bias = bias.data();
+  fused_output.clamp = t.clamp ? clamp_bounds : nullptr;
+  fused_output.ldo = t.kind == Output::Bits ? out_words : s.cout;
+  // Float outputs of 4 MiB and more (far past the L2s, on a 2 MiB boundary from lib/) are streamed:
+  // A/B on 64->64 @56, batch 8, 2 threads: 16 % faster than plain stores after a write prefetch.
+  fused_output.stream = t.kind == Output::Float && pixels * s.cout >= (int64_t(1) << 20);
+}
+
+// One task: a tile of output pixels and a block of panels, with this thread's scratch for them.
+struct Tile {
+  int64_t p0, np, np16;  // pixels [p0, p0 + np); np rounded up to the MST kernels' step of 16
+  int64_t q0, q1;        // panels [q0, q1)
+  int64_t c0, c1;        // their output channels [c0, c1): all of them, or the block's run
+  // Raw pointers into the scratch: every access through a thread_local would recompute its address
+  // (__tls_get_addr).
+  uint32_t* a;               // im2col rows per group: a[g][pixel][k] (not direct)
+  const uint32_t** rows_of;  // indirection rows, [pixel][tap]
+  int32_t* acc;              // popcounts, pixel-major or channel-major (Layer::pixel_major)
+  uint8_t* pad_flag;         // [pixel][tap]: the tap reads padding
+  uint8_t* border_flag;      // [pixel]: some tap reads padding
+};
+
+Tile tile_of(const Layer& L, int64_t task) {
+  Tile tile;
+  const int64_t t = task / L.blocks.count;
+  tile.q0 = task % L.blocks.count * L.blocks.panels;
+  tile.q1 = std::min(L.e.npanels, tile.q0 + L.blocks.panels);
+  tile.c0 = 0, tile.c1 = L.s.cout;
+  if (L.blocks.count > 1) {
+    const uint32_t* last = L.e.panels + (tile.q1 - 1) * L.rec + 1;
+    int c = kPanelWidth;
+    while (last[c - 1] == kNoChannel) --c;
+    tile.c0 = L.e.panels[tile.q0 * L.rec + 1];
+    tile.c1 = int64_t(last[c - 1]) + 1;
+  }
+  tile.p0 = t * L.tp, tile.np = std::min(L.tp, L.pixels - tile.p0), tile.np16 = (tile.np + 15) / 16 * 16;
+  // Per-thread scratch, reused across tiles and calls: no allocation or clearing in the hot loop.
+  thread_local std::vector<uint32_t> a_buf;
+  thread_local std::vector<const uint32_t*> ind;
+  thread_local std::vector<int32_t> acc_buf;
+  thread_local std::vector<uint8_t> padded, border;
+  if (!L.direct) a_buf.resize(size_t(L.G * L.tp * L.kw));
+  ind.resize(size_t(L.tp * L.taps));
+  acc_buf.resize(size_t(L.s.cout * L.tp));
+  padded.assign(size_t(L.tp * L.taps), 0);
+  border.assign(size_t(L.tp), 0);
+  tile.a = a_buf.data();
+  tile.acc = acc_buf.data();
+  tile.rows_of = ind.data();
+  tile.pad_flag = padded.data(), tile.border_flag = border.data();
+  return tile;
+}
+
+// Indirection rows (and the im2col copy when not direct) by runs of pixels along an output row: per
+// tap, the source advances by a fixed stride and the in-bounds pixels form one range.
+void build_indirection(const Layer& L, const Tile& tile) {
+  const ConvParams& p = L.p;
+  const WeightShape& s = L.s;
+  const GroupInput& gi = L.gi;
+  const int64_t oh = L.oh, ow = L.ow, G = L.G, wg = L.wg, taps = L.taps, kw = L.kw, tp = L.tp;
+  const int64_t p0 = tile.p0, np = tile.np;
+  const uint32_t tail = L.tail;
+  const bool direct = L.direct;
+  // Locals: stores of pointers to rows_of could alias gi.base, L.zeros or the tile's pointers.
+  const uint32_t* const input = gi.base;
+  const uint32_t* const zero_row = L.zeros.data();
+  uint32_t* const a = tile.a;
+  const uint32_t** const rows_of = tile.rows_of;
+  uint8_t *const pad_flag = tile.pad_flag, *const border_flag = tile.border_flag;
+  for (int64_t i = 0; i < np;) {
+    const int64_t pix = p0 + i, n = pix / (oh * ow), oy = pix / ow % oh, ox0 = pix % ow;
+    const int64_t len = std::min(np - i, ow - ox0);
+    for (int64_t ki = 0; ki < s.kh; ++ki) {
+      const int64_t iy = oy * p.sh - p.ph + ki * p.dh;
+      const bool row_ok = iy >= 0 && iy < p.h;
+      for (int64_t kj = 0; kj < s.kw; ++kj) {
+        const int64_t tt = ki * s.kw + kj, ix0 = ox0 * p.sw - p.pw + kj * p.dw;
+        // Pixels i + q with q in [qlo, qhi) read inside the input row.
+        int64_t qlo = 0, qhi = 0;
+        if (row_ok) {
+          // (Stride 1 without the divisions: two of them per tap and run cost ~8 % of a 64-channel layer.)
+          const int64_t before = ix0 >= 0 ? 0 : p.sw == 1 ? -ix0 : (-ix0 + p.sw - 1) / p.sw;
+          const int64_t inside = ix0 > p.w - 1 ? 0 : p.sw == 1 ? p.w - ix0 : (p.w - 1 - ix0) / p.sw + 1;
+          qlo = std::min(len, before);
+          qhi = std::max(qlo, std::min(len, inside));
+        }
+        // Word offset of pixel i + q's tap in the input (used only where it is inside).
+        const int64_t off0 = ((n * p.h + iy) * p.w + ix0) * gi.pixel_stride, step = p.sw * gi.pixel_stride;
+        // Padded taps read as +1 (all bits 0): 'one' padding; 'zero' is corrected in the output pass.
+        auto mark_padded = [&](int64_t q) { pad_flag[(i + q) * taps + tt] = border_flag[i + q] = 1; };
+        for (int64_t q = 0; q < qlo; ++q) mark_padded(q);
+        for (int64_t q = qhi; q < len; ++q) mark_padded(q);
+        const uint32_t** slot = rows_of + i * taps + tt;
+        if (direct) {
+          for (int64_t q = 0; q < qlo; ++q) slot[q * taps] = zero_row;
+          for (int64_t q = qlo; q < qhi; ++q) slot[q * taps] = input + (off0 + q * step);
+          for (int64_t q = qhi; q < len; ++q) slot[q * taps] = zero_row;
+          continue;
+        }
+        for (int64_t q = 0; q < len; ++q) {
+          const bool inside = q >= qlo && q < qhi;
+          uint32_t* dst = a + (i + q) * kw + tt * wg;
+          slot[q * taps] = dst;
+          for (int64_t g = 0; g < G; ++g)
+            copy_words(inside ? input + (off0 + q * step + g * gi.group_stride) : nullptr, dst + g * tp * kw, wg);
+          if (inside && tail != ~0u) dst[wg - 1] &= tail;  // only groups == 1 sees the input's tail bits; callers may not clear them
+        }
+      }
+    }
+    i += len;
+  }
+}
+
+// The block's panels over the tile, into acc. The kernels write this task's output themselves when
+// all its panels allow it (then true: only raw pixels, border pixels under 'zero' padding, are left
+// for the output pass).
+bool run_panels(const Kernels& kn, const Layer& L, const Tile& tile) {
+  const int64_t ldc = L.pixel_major ? 1 : L.tp, ldp = L.pixel_major ? L.s.cout : 1;
+  bool fused = true;
+  for (int64_t q = tile.q0; q < tile.q1; ++q) fused = fused && L.fusable[size_t(q)];
+  Epilogue ep = L.fused_output;
+  ep.out = static_cast<char*>(L.out) + tile.p0 * ep.ldo * 4;  // every output element is 4 bytes
+  ep.raw = L.p.pad_zero ? tile.border_flag : nullptr;
+  for (int64_t q = tile.q0; q < tile.q1; ++q) {
+    const uint32_t* r = L.e.panels + q * L.rec;
+    const int64_t off = L.direct ? r[0] * L.gi.group_stride : r[0] * L.tp * L.kw;
+    kn.dense_panel(tile.rows_of, L.taps, L.wg, off, tile.np, r + 1 + kPanelWidth, r + 1, tile.acc, ldc, ldp,
+                   fused ? &ep : nullptr);
+  }
+  if (fused && L.fused_output.stream) _mm_sfence();  // streamed stores are visible before the task ends
+  return fused;
+}
+
+// The MST edges over the channel-major tile in acc, each child channel from its parent; returns the
+// popcounts back in pixel-major rows for the output pass.
+const int32_t* apply_reuse_edges(const Kernels& kn, const Layer& L, const Tile& tile) {
+  thread_local std::vector<uint32_t> at_buf;
+  thread_local std::vector<int32_t> rows;
+  const WeightShape& s = L.s;
+  const int64_t G = L.G, kw = L.kw, tp = L.tp, np = tile.np;
+  int32_t* const acc = tile.acc;
+  // Word-major copy of the tile so one edge word is a contiguous run of pixels (columns past np
+  // are zero, so the 16-pixel steps read defined values).
+  at_buf.assign(size_t(G * kw * tp), 0u);
+  for (int64_t g = 0; g < G; ++g) kn.transpose(tile.a + g * tp * kw, np, kw, kw, at_buf.data() + g * kw * tp, tp);
+  const uint32_t* r = L.e.edges;
+  for (int64_t j = 0; j < L.e.nedges; ++j) {
+    int64_t g = r[0] / s.cout_g();
+    kn.reuse_edge(at_buf.data() + g * kw * tp, tp, tile.np16, r + 4, r[2], int32_t(r[3]), acc + r[1] * tp,
+                  acc + r[0] * tp);
+    r += 4 + 3 * r[2];
+  }
+  rows.resize(size_t(np * s.cout));  // back to pixel-major for the output pass
+  kn.transpose(reinterpret_cast<const uint32_t*>(acc), s.cout, np, tp, reinterpret_cast<uint32_t*>(rows.data()), s.cout);
+  return rows.data();
+}
+
+// Output pass for what the kernels did not write (all pixels of unfused tasks, raw pixels of fused
+// ones), one pixel row at a time, from the pixel-major popcounts prow.
+void write_unfused_output(const Kernels& kn, const Layer& L, const Tile& tile, bool fused, const int32_t* prow) {
+  thread_local std::vector<int32_t> dot;
+  const ConvParams& p = L.p;
+  const WeightShape& s = L.s;
+  const Transform& t = L.t;
+  const int64_t c0 = tile.c0, nc = tile.c1 - tile.c0, taps = L.taps;
+  dot.resize(size_t(nc));
+  const float *sc = L.scale.data() + c0, *bi = L.bias.data() + c0;
+  for (int64_t i = 0; i < tile.np; ++i) {
+    const int32_t* pc = prow + i * s.cout + c0;
+    const int64_t pix = tile.p0 + i;
+    // Interior pixels (and all of them under 'one' padding) go straight from popcounts to the output;
+    // border pixels under 'zero' padding take their corrected dot products from `dot`.
+    const bool corrected = p.pad_zero && tile.border_flag[i];
+    if (fused && !corrected) continue;
+    if (corrected) {
+      kn.out_int32(pc, L.K, -2, nc, dot.data());
+      for (int64_t tt = 0; tt < taps; ++tt)
+        if (tile.pad_flag[i * taps + tt]) {
+          const int32_t* cr = L.corr.data() + tt * s.cout + c0;
+          for (int64_t j = 0; j < nc; ++j) dot[size_t(j)] -= cr[j];
+        }
+    }
+    // Popcounts (k = K, m = -2) or corrected dot products (k = 0, m = 1).
+    const int32_t* v = corrected ? dot.data() : pc;
+    const int32_t vk = corrected ? 0 : L.K, vm = corrected ? 1 : -2;
+    if (t.kind == Output::Int32)
+      kn.out_int32(v, vk, vm, nc, static_cast<int32_t*>(L.out) + pix * s.cout + c0);
+    else if (t.kind == Output::Float)
+      kn.out_float(v, vk, vm, sc, bi, L.fused_output.clamp, nc, static_cast<float*>(L.out) + pix * s.cout + c0);
+    else
+      kn.out_bits(v, vk, vm, sc, bi, L.fused_output.clamp, nc, static_cast<uint32_t*>(L.out) + pix * L.out_words + c0 / 32);
+  }
+}
+
+}  // namespace
+
+void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const Execution& e, const ConvParams& p,
+          const Transform& t, void* out) {
+  check_conv(p, s);
+  validate_execution(s, e);
+  check_transform(t, s.cout);
+  const Kernels& kn = active_kernels();
+  const Layer L(x, words, s, e, p, t, out);
+  parallel_tasks(L.ntiles * L.blocks.count, [&](int64_t task) {
+    const Tile tile = tile_of(L, task);
+    build_indirection(L, tile);
+    const bool fused = run_panels(kn, L, tile);
+    const int32_t* popcounts = L.pixel_major ? tile.acc : apply_reuse_edges(kn, L, tile);
+    write_unfused_output(kn, L, tile, fused, popcounts);
+  });
+}
+
+}  // namespace xnorm::bconv
