@@ -9,7 +9,6 @@
 #endif
 #include <mutex>
 
-#include "../core/common/ceilings.h"
 #include "../core/common/cpu.h"
 #include "../core/common/thread_pool.h"
 #include "args.h"
@@ -68,16 +67,6 @@ Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-// The memory-read ceiling for `npm run bench` (a streaming sum over a Uint32Array).
-Napi::Value ReadSum(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), [&] {
-    if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array)
-      fail(ErrorCode::Argument, "readSum: expected a Uint32Array, received " + describe(info[0]));
-    auto a = info[0].As<Napi::Uint32Array>();
-    return Napi::Number::New(info.Env(), read_sum(a.Data(), int64_t(a.ElementLength())));
-  });
-}
-
 // Where an output of `bytes` should start in a fresh buffer that JS allocated uninitialised with room to
 // spare: on a 64-byte line, so kernels write whole cache lines; and for outputs of 4 MiB and more (JS
 // adds 2 MiB of room, never touched) on a 2 MiB boundary, with the output's pages advised for
@@ -127,12 +116,12 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass));
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
-  exports.Set("readSum", Napi::Function::New(env, ReadSum));
   exports.Set("prepareOutput", Napi::Function::New(env, PrepareOutput));
   init_bnstats(env, exports);
   init_binary(env, exports);
   init_cuda(env, exports);
   init_convbn(env, exports);
+  init_probes(env, exports);
   return exports;
 }
 

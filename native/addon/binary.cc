@@ -218,27 +218,6 @@ Napi::Value BinaryConv2dReference(const Napi::CallbackInfo& info) {
   });
 }
 
-Napi::Value PopcountPeak(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), [&] {
-    Args a(info, "popcountPeak");
-    double seconds = a.number("seconds");
-    if (!(seconds > 0 && seconds <= 10)) fail(ErrorCode::Argument, "popcountPeak: seconds: expected (0, 10]");
-    return Napi::Value(Napi::Number::New(info.Env(), bconv::popcount_peak(seconds)));
-  });
-}
-
-Napi::Value MstCalibration(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), [&] {
-    const mst::Costs& k = mst::calibrated_costs();
-    Napi::Object o = Napi::Object::New(info.Env());
-    o.Set("densePerWord", k.dense_per_word);
-    o.Set("reusePerWord", k.reuse_per_word);
-    o.Set("reusePerEdge", k.reuse_per_edge);
-    o.Set("transposePerWord", k.transpose_per_word);
-    return Napi::Value(o);
-  });
-}
-
 }  // namespace
 
 void init_binary(Napi::Env env, Napi::Object exports) {
@@ -246,8 +225,6 @@ void init_binary(Napi::Env env, Napi::Object exports) {
   exports.Set("unpackBits", Napi::Function::New(env, UnpackBits));
   exports.Set("binaryConv2d", Napi::Function::New(env, BinaryConv2d));
   exports.Set("binaryConv2dReference", Napi::Function::New(env, BinaryConv2dReference));
-  exports.Set("popcountPeak", Napi::Function::New(env, PopcountPeak));
-  exports.Set("mstCalibration", Napi::Function::New(env, MstCalibration));
   init_weights(env, exports);
 }
 

@@ -366,18 +366,6 @@ Napi::Value ConvKernel(const Napi::CallbackInfo& info) {
   });
 }
 
-Napi::Value FmaPeak(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), [&] {
-    Args a(info, "fmaPeak");
-    double seconds = a.number("seconds");
-    if (!(seconds > 0 && seconds <= 10)) fail(ErrorCode::Argument, "fmaPeak: seconds: expected a number in (0, 10]");
-    return run_op(a, [seconds]() -> ResultBuilder {
-      double gflops = convbn::fma_peak_gflops(seconds);
-      return [gflops](Napi::Env env) { return Napi::Number::New(env, gflops); };
-    });
-  });
-}
-
 Napi::Value ConvInfo(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), convbn::micro_tile());
 }
@@ -393,7 +381,6 @@ void init_convbn(Napi::Env env, Napi::Object exports) {
   exports.Set("savedState", Napi::Function::New(env, SavedState));
   exports.Set("convBnFold", Napi::Function::New(env, ConvBnFold));
   exports.Set("convKernel", Napi::Function::New(env, ConvKernel));
-  exports.Set("fmaPeak", Napi::Function::New(env, FmaPeak));
   exports.Set("convInfo", Napi::Function::New(env, ConvInfo));
 }
 

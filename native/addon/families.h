@@ -1,5 +1,6 @@
-// Each op family registers its bindings from its own file (bnstats.cc, convbn.cc, binary.cc), and the
-// CUDA plugin's device-memory and op bindings from cuda_loader.cc / cuda_ops.cc.
+// Each op family registers its bindings from its own file (bnstats.cc, convbn.cc, binary.cc with
+// weights.cc), the CUDA plugin's loading and device memory from cuda_loader.cc, and the machine-ceiling
+// probes from probes.cc.
 #pragma once
 #include <napi.h>
 
@@ -9,5 +10,6 @@ void init_bnstats(Napi::Env env, Napi::Object exports);
 void init_binary(Napi::Env env, Napi::Object exports);
 void init_cuda(Napi::Env env, Napi::Object exports);
 void init_convbn(Napi::Env env, Napi::Object exports);
+void init_probes(Napi::Env env, Napi::Object exports);
 
 }  // namespace xnorm::addon

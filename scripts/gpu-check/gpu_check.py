@@ -306,7 +306,7 @@ class Checker:
             self.fail(f"{what}: y[{i}] {float(a[i])!r} vs {float(b[i])!r}")
 
     def binary_conv_case(self, rng, case):
-        """binary_conv2d, with each kernel, against a direct numpy evaluation of DESIGN.md's rules over ±1
+        """binary_conv2d, with each kernel, against a direct numpy evaluation of docs/DESIGN.md's rules over ±1
         values (the conventions of the CPU core's binary kernels)."""
         np = self.np
         n, h, w, c, cout, g, kh, kw, s, pd, dl, pad_zero, kind, clamp = case
@@ -540,7 +540,7 @@ def pack_bits(np, bits):
 
 
 def bconv_oracle(np, xb, wb, g, s, pd, dl, pad_zero, kind, clamp, scale, bias, lo, hi):
-    """DESIGN.md's binary convolution over ±1 values (the CPU core's conventions): xb [n, h, w, c] and
+    """docs/DESIGN.md's binary convolution over ±1 values (the CPU core's conventions): xb [n, h, w, c] and
     wb [cout, kh, kw, cin_g] 0/1 bits; the float, int32 or packed 'bits' output."""
     n, h, w, c = xb.shape
     cout, kh, kw, cin_g = wb.shape

@@ -1,6 +1,6 @@
 // Binary (XNOR/popcount) convolution on bit-packed ±1 tensors.
 //
-// Conventions (DESIGN.md "Binary"): bit 1 = -1, bit 0 = +1; channels packed innermost (NHWC) in 32-bit
+// Conventions (docs/DESIGN.md "Binary packing"): bit 1 = -1, bit 0 = +1; channels packed innermost (NHWC) in 32-bit
 // words, tail bits 0. The dot product of K = kh*kw*Cin_per_group values is K - 2*popcount(x XOR w).
 //
 // Weights have two forms. The canonical one, [Cout][kh][kw][wg] words (wg = ceil(Cin_g / 32)), is what
@@ -10,9 +10,6 @@
 #pragma once
 #include <cstdint>
 #include <vector>
-
-// Declares popcount_peak, which moved there; kept until native/addon includes probes/ceilings.h itself.
-#include "../probes/ceilings.h"
 
 namespace xnorm::bconv {
 

@@ -10,9 +10,6 @@
 
 #include "../common/dtype.h"
 
-// Declares fma_peak_gflops, which moved there; kept until native/addon includes probes/ceilings.h itself.
-#include "../probes/ceilings.h"
-
 namespace xnorm::convbn {
 
 enum class Layout { NCHW, NHWC };
@@ -77,7 +74,7 @@ struct Grads {
   float* dbeta = nullptr;
 };
 
-// Tune backward from the saved x and s (and the ReLU mask when relu was fused), by DESIGN.md's formulas.
+// Tune backward from the saved x and s (and the ReLU mask when relu was fused), by the formulas of docs/DESIGN.md "Conv and BN".
 void tune_backward(const ConvShape& g, DType dt, const void* x, const float* w, const float* bias, const BnParams& bn,
                    const float* s, const uint32_t* relu_mask, const void* dy, const Grads& out);
 

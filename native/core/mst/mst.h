@@ -1,5 +1,5 @@
 // MST channel reuse: output channels whose binary weights are close are computed from a parent channel's
-// popcounts plus a correction over the differing words (DESIGN.md "Binary"):
+// popcounts plus a correction over the differing words (docs/DESIGN.md "MST plans"):
 //   popc(x ^ w_j) = popc(x ^ w_i) + |D| - 2 * popc((x ^ w_i) & m_D),  m_D = w_i ^ w_j.
 #pragma once
 #include <cstdint>
