@@ -83,7 +83,8 @@ int32_t plugin_dtype(DType t) {
 }
 
 int32_t Args::device() {
-  device_ = has("device") ? int32_t(integer("device", -1, 1 << 20)) : -1;
+  Napi::Value v = get("device");
+  device_ = v.IsUndefined() || v.IsNull() ? -1 : int32_t(integer("device", -1, 1 << 20));
   return device_;
 }
 
@@ -163,11 +164,13 @@ DType Args::dtype(const char* name) {
 
 std::string Args::choice(const char* name, std::initializer_list<const char*> allowed) {
   Napi::Value v = get(name);
-  std::string list;
-  for (const char* a : allowed) {
-    if (v.IsString() && v.As<Napi::String>().Utf8Value() == a) return a;
-    list += (list.empty() ? "'" : ", '") + std::string(a) + "'";
+  if (v.IsString()) {
+    std::string s = v.As<Napi::String>().Utf8Value();  // read once: every op call passes a few of these
+    for (const char* a : allowed)
+      if (s == a) return s;
   }
+  std::string list;
+  for (const char* a : allowed) list += (list.empty() ? "'" : ", '") + std::string(a) + "'";
   fail(ErrorCode::Argument, where(name) + ": expected one of " + list + ", received " + describe(v));
 }
 
