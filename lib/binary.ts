@@ -255,6 +255,7 @@ const BINARY_LINEAR_KEYS = ['scale', 'bias', 'clamp', 'output'] as const;
 function prepareConv(op: string, x: Tensor, wp: BinaryWeights | MstPlan, opts: BinaryConvOptions | undefined, linear: boolean) {
   const o = options(opts, `${op}: opts`, linear ? BINARY_LINEAR_KEYS : BINARY_CONV_KEYS);
   const plan = wp instanceof MstPlan ? wp : undefined;
+  if (plan && !planHandles.has(plan)) fail('ERR_XNORM_ARGUMENT', `${op}: w: expected an MstPlan from mstPlan(), received ${describe(wp)}`);
   const w = plan ? plan.weights : checkWeights(wp, `${op}: w`);
   checkTensor(x, `${op}: x`, { dtypes: ['bit'], rank: linear ? 2 : 4 });
   const [cout, cinG, kh, kw] = w.shape;
@@ -290,6 +291,8 @@ function prepareConv(op: string, x: Tensor, wp: BinaryWeights | MstPlan, opts: B
   if (oh < 1 || ow < 1)
     fail('ERR_XNORM_SHAPE', `${op}: x: the padded input [${xShape[1] + 2 * padH}, ${xShape[2] + 2 * padW}] is smaller than the dilated kernel`);
   const outShape = linear ? [xShape[0], cout] : [xShape[0], oh, ow, cout];
+  if (!Number.isSafeInteger(xShape[0] * oh * ow * cout))
+    fail('ERR_XNORM_SHAPE', `${op}: the output [${outShape.join(', ')}] overflows 2^53 - 1 elements`);
   const outDType = output === 'bits' ? 'bit' : output === 'int32' ? 'int32' : 'float32';
   // Every output element is written by the kernels (and the reference), so it needs no zero fill.
   const y = newOutput(x.device, outShape, outDType, `${op}: output`, true);

@@ -291,7 +291,9 @@ const batchNormOp = defineOp((x: Tensor, stats: Stats | Moments, opts?: BatchNor
   const scale = new Float32Array(slots);
   const shift = new Float32Array(slots);
   for (let i = 0; i < slots; i++) {
-    if (!(vv[i] >= 0)) fail('ERR_XNORM_ARGUMENT', `batchNorm: stats.var[${i}]: expected a non-negative number, received ${vv[i]}`);
+    // One rule with convBn: a NaN statistic makes its channel NaN (as in PyTorch); var + eps <= 0 is refused.
+    if (vv[i] + eps <= 0)
+      fail('ERR_XNORM_ARGUMENT', `batchNorm: stats.var[${i}]: expected var + eps > 0, received var ${vv[i]}, eps ${eps}`);
     scale[i] = gamma[i % c] / Math.sqrt(vv[i] + eps);
     shift[i] = beta[i % c];
   }

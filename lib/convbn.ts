@@ -143,8 +143,9 @@ function bnArrays(bn: ConvBnParams['bn'], cout: number, op: string): BnArrays {
   const eps = bn.eps ?? 1e-5;
   if (typeof eps !== 'number' || !Number.isFinite(eps) || eps < 0)
     fail('ERR_XNORM_ARGUMENT', `${op}: p.bn.eps: expected a finite number >= 0, received ${describe(bn.eps)}`);
+  // One rule with batchNorm: a NaN statistic makes its channel NaN (as in PyTorch); var + eps <= 0 is refused.
   for (let i = 0; i < cout; i++)
-    if (!(v[i] + eps > 0))
+    if (v[i] + eps <= 0)
       fail('ERR_XNORM_ARGUMENT', `${op}: p.bn.var[${i}]: expected var + eps > 0, received var ${v[i]}, eps ${eps}`);
   return {
     mean,

@@ -47,7 +47,13 @@ function dtypeOfArray(a: unknown, hint: DType | undefined, name: string): DType 
 /** The storage for `data` as `dtype`: shared when the array already has the storage type, else converted. */
 function storageOf(data: ArrayLike<number>, dtype: DType, copy: boolean): TypedArray {
   const Ctor = storageCtor(dtype);
-  if (data instanceof Ctor) return copy ? (data.slice() as TypedArray) : (data as TypedArray);
+  if (data instanceof Ctor) {
+    if (copy) return data.slice() as TypedArray;
+    // Shared memory may change under a kernel and cannot be pinned for an async op: share only ArrayBuffers.
+    if (typeof SharedArrayBuffer !== 'undefined' && data.buffer instanceof SharedArrayBuffer)
+      fail('ERR_XNORM_ARGUMENT', 'from: data in a SharedArrayBuffer cannot be shared; pass { copy: true }');
+    return data as TypedArray;
+  }
   if (dtype === 'float16' || dtype === 'bfloat16')
     fail('ERR_XNORM_DTYPE', `from: ${dtype} data must be a Uint16Array of bits, received ${describe(data)}`);
   return Ctor.from(data) as TypedArray;
@@ -103,7 +109,7 @@ function fromNdArray(x: NdArrayLike, opts: FromOptions): Tensor {
 export function from(x: TensorLike, options_?: FromOptions): Tensor {
   const opts: FromOptions = options(options_, 'from: opts', ['copy', 'dtype']);
   if (opts.dtype !== undefined) checkDType(opts.dtype, 'from: opts.dtype');
-  if (x instanceof Tensor) {
+  if (Tensor.isTensor(x)) {
     const s = x.storage('from');
     return opts.copy ? new Tensor(s.slice(), x.shape, x.dtype) : x;
   }

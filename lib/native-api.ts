@@ -233,7 +233,8 @@ export interface NativeInfo {
 }
 
 export interface NativeAddon {
-  setErrorClass(cls: typeof XnormError): void;
+  /** Once per environment: native failures become XnormErrors; async ops pin the memory they read. */
+  setup(errorClass: typeof XnormError, markUntransferable: (buffer: ArrayBuffer) => void): void;
   info(): NativeInfo;
   setNumThreads(args: { threads: number }): void;
   prepareOutput(args: { buffer: Uint8Array; bytes: number }): number;

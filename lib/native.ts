@@ -5,6 +5,7 @@
 // this platform (prebuilds/<platform>-<arch>/), then a local build (build/Release, build/Debug).
 import * as fs from 'fs';
 import * as path from 'path';
+import { markAsUntransferable } from 'worker_threads';
 import { XnormError, fail } from './errors';
 import type { NativeAddon } from './native-api';
 
@@ -86,7 +87,7 @@ let addon: NativeAddon | undefined;
 export function native(): NativeAddon {
   if (addon) return addon;
   const loaded = loadAddon(addonCandidates(packageRoot()));
-  loaded.setErrorClass(XnormError);
+  loaded.setup(XnormError, markAsUntransferable);
   addon = loaded;
   return loaded;
 }

@@ -141,6 +141,7 @@ export function allocateDevice(device: `cuda:${number}`, shape: readonly number[
 }
 
 let nextId = 1;
+const DETACHED = "the tensor's memory was detached (its ArrayBuffer was transferred to another thread)";
 
 export class Tensor {
   readonly shape: readonly number[];
@@ -180,8 +181,19 @@ export class Tensor {
     this.size = shapeSize(dims);
   }
 
+  /** True after dispose(), and when the memory of a shared CPU array was detached (transferred away). */
   get disposed(): boolean {
-    return this.#storage === null && this.#buffer === null;
+    return (this.#storage === null && this.#buffer === null) || this.detached;
+  }
+
+  /** @internal A CPU tensor whose array has no elements left: its ArrayBuffer was detached. */
+  get detached(): boolean {
+    return this.#storage !== null && this.#storage.length === 0 && this.size > 0;
+  }
+
+  /** @internal A real Tensor (not a Proxy of one or an object made from its prototype). */
+  static isTensor(x: unknown): x is Tensor {
+    return typeof x === 'object' && x !== null && #storage in x;
   }
 
   /** 32-bit words per pixel of a 'bit' tensor (channels packed along the last axis). */
@@ -194,6 +206,7 @@ export class Tensor {
    * ERR_XNORM_DEVICE for a device tensor (an op without a kernel for that device).
    */
   storage(name = 'tensor'): TypedArray {
+    if (this.detached) fail('ERR_XNORM_DISPOSED', `${name}: ${DETACHED}`);
     if (this.#storage === null) {
       if (this.#buffer)
         fail('ERR_XNORM_DEVICE', `${name}: expected a CPU tensor, received one on ${this.device} (move it with .to('cpu'))`);
@@ -354,8 +367,9 @@ function encode(values: ArrayLike<number>, dtype: DType): TypedArray {
 export function tensor(
   data: ArrayLike<number> | ArrayBufferView,
   shape: readonly number[],
-  opts: { dtype?: DType; device?: Device } = {},
+  options?: { dtype?: DType; device?: Device } | null,
 ): Tensor {
+  const opts = creationOptions(options, 'tensor: opts');
   const dtype = checkDType(opts.dtype ?? 'float32', 'opts.dtype');
   const device = checkDevice(opts.device ?? 'cpu', 'opts.device');
   const dims = checkShape(shape, 'shape');
@@ -365,6 +379,8 @@ export function tensor(
   const want = storageLength(dims, dtype);
   if (values.length !== want)
     fail('ERR_XNORM_SHAPE', `tensor: shape ${describe(dims)} (${dtype}) needs ${want} values, received ${values.length}`);
+  if (data instanceof BigInt64Array || data instanceof BigUint64Array)
+    fail('ERR_XNORM_DTYPE', `tensor: data: 64-bit integer arrays are not supported, received ${describe(data)}`);
   const rawBits = (dtype === 'float16' || dtype === 'bfloat16') && data instanceof Uint16Array;
   const storage = rawBits || dtype === 'bit' ? new (storageCtor(dtype))(values) : encode(values, dtype);
   return onDevice(new Tensor(storage, dims, dtype), device);
@@ -378,12 +394,23 @@ function onDevice(t: Tensor, device: Device): Tensor {
   return d;
 }
 
-export function zeros(shape: readonly number[], opts: { dtype?: DType; device?: Device } = {}): Tensor {
+export function zeros(shape: readonly number[], options?: { dtype?: DType; device?: Device } | null): Tensor {
+  const opts = creationOptions(options, 'zeros: opts');
   const dtype = checkDType(opts.dtype ?? 'float32', 'opts.dtype');
   const device = checkDevice(opts.device ?? 'cpu', 'opts.device');
   const dims = checkShape(shape, 'shape');
   if (device !== 'cpu') return new Tensor(allocateDevice(device, dims, dtype, true), dims, dtype);
   return new Tensor(allocate(dtype, storageLength(dims, dtype), 'zeros'), dims, dtype);
+}
+
+/** The options of tensor() and zeros() (undefined or null: {}); lib/validate.ts does this for the ops. */
+function creationOptions(opts: unknown, name: string): { dtype?: DType; device?: Device } {
+  if (opts === undefined || opts === null) return {};
+  if (typeof opts !== 'object' || Array.isArray(opts))
+    fail('ERR_XNORM_ARGUMENT', `${name}: expected an options object, received ${describe(opts)}`);
+  for (const key of Object.keys(opts))
+    if (key !== 'dtype' && key !== 'device') fail('ERR_XNORM_ARGUMENT', `${name}: unknown option '${key}' (expected 'dtype', 'device')`);
+  return opts as { dtype?: DType; device?: Device };
 }
 
 /** Checks an op's tensor argument: a live Tensor with one of the given dtypes and, if set, a rank. */
@@ -392,8 +419,9 @@ export function checkTensor(
   name: string,
   opts: { dtypes?: readonly DType[]; rank?: number | readonly number[] } = {},
 ): Tensor {
-  if (!(x instanceof Tensor)) fail('ERR_XNORM_ARGUMENT', `${name}: expected a Tensor, received ${describe(x)}`);
-  if (x.disposed) fail('ERR_XNORM_DISPOSED', `${name}: the tensor was disposed`);
+  if (!Tensor.isTensor(x)) fail('ERR_XNORM_ARGUMENT', `${name}: expected a Tensor, received ${describe(x)}`);
+  if (x.disposed)
+    fail('ERR_XNORM_DISPOSED', `${name}: ${x.detached ? DETACHED : 'the tensor was disposed'}`);
   if (opts.dtypes && !opts.dtypes.includes(x.dtype))
     fail('ERR_XNORM_DTYPE', `${name}: expected dtype ${opts.dtypes.join(' or ')}, received ${x.dtype}`);
   if (opts.rank !== undefined) {

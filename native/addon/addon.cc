@@ -31,9 +31,14 @@ Napi::Error make_error(Napi::Env env, ErrorCode code, const std::string& message
 
 namespace {
 
-Napi::Value SetErrorClass(const Napi::CallbackInfo& info) {
-  if (!info[0].IsFunction()) throw Napi::TypeError::New(info.Env(), "setErrorClass: expected a constructor");
-  info.Env().GetInstanceData<AddonData>()->error_class = Napi::Persistent(info[0].As<Napi::Function>());
+// setup(XnormError, markAsUntransferable), once per environment by lib/native.ts: errors become
+// XnormErrors, and async ops may run (they pin the memory they read, see Args::pin).
+Napi::Value Setup(const Napi::CallbackInfo& info) {
+  if (!info[0].IsFunction() || !info[1].IsFunction())
+    throw Napi::TypeError::New(info.Env(), "setup: expected the XnormError class and worker_threads.markAsUntransferable");
+  auto* data = info.Env().GetInstanceData<AddonData>();
+  data->error_class = Napi::Persistent(info[0].As<Napi::Function>());
+  data->mark_untransferable = Napi::Persistent(info[1].As<Napi::Function>());
   return info.Env().Undefined();
 }
 
@@ -113,7 +118,7 @@ void pin_library_in_memory() {
 Napi::Object init(Napi::Env env, Napi::Object exports) {
   pin_library_in_memory();
   env.SetInstanceData(new AddonData());
-  exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass));
+  exports.Set("setup", Napi::Function::New(env, Setup));
   exports.Set("info", Napi::Function::New(env, Info));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads));
   exports.Set("prepareOutput", Napi::Function::New(env, PrepareOutput));

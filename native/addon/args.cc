@@ -5,6 +5,7 @@
 #include "../core/common/checked.h"
 #include "../core/common/error.h"
 #include "cuda_plugin.h"
+#include "errors.h"
 
 namespace xnorm::addon {
 namespace {
@@ -123,14 +124,39 @@ Buffer Args::typed(const char* name, napi_typedarray_type want, int64_t length) 
   auto ta = v.As<Napi::TypedArray>();
   if (ta.TypedArrayType() != want)
     fail(ErrorCode::DType, where(name) + ": expected " + array_type_name(want) + ", received " + describe(v));
-  if (int64_t(ta.ElementLength()) != length)
+  napi_value buffer = nullptr;
+  void* data = nullptr;
+  size_t elements = 0;
+  if (napi_get_typedarray_info(env_, ta, nullptr, &elements, &data, &buffer, nullptr) != napi_ok ||
+      !Napi::Value(env_, buffer).IsArrayBuffer())
+    fail(ErrorCode::Argument, where(name) + ": arrays backed by a SharedArrayBuffer are not supported (copy it first)");
+  if (detached(v)) fail(ErrorCode::Disposed, where(name) + ": the array's memory was detached (transferred or freed)");
+  if (int64_t(elements) != length)
     fail(ErrorCode::Shape, where(name) + ": expected " + std::to_string(length) + " elements, received " +
-                               std::to_string(ta.ElementLength()));
+                               std::to_string(elements));
   buffers_.push_back(v);
-  // Data() resolves the backing store; V8 moves small on-heap arrays off the heap here, so the
-  // pointer stays valid while the array is referenced.
-  auto* base = static_cast<uint8_t*>(ta.ArrayBuffer().Data());
-  return Buffer{base + ta.ByteOffset(), length, nullptr};
+  // V8 moves small on-heap arrays off the heap when their data pointer is taken, so the pointer stays
+  // valid while the array is referenced and its memory is not detached.
+  return Buffer{data, length, nullptr};
+}
+
+bool Args::detached(const Napi::Value& array) const {
+  bool result = false;
+  return napi_is_detached_arraybuffer(env_, array.As<Napi::TypedArray>().ArrayBuffer(), &result) == napi_ok && result;
+}
+
+void Args::check_live() const {
+  for (const Napi::Value& v : buffers_)
+    if (v.IsTypedArray() && detached(v))
+      fail(ErrorCode::Disposed, op_ + ": an array's memory was detached while the arguments were read");
+}
+
+void Args::pin() const {
+  auto* data = env_.GetInstanceData<AddonData>();
+  if (!data || data->mark_untransferable.IsEmpty())
+    fail(ErrorCode::Argument, op_ + ": ops whose work outlives the call (async forms, saved state) need the addon set up by lib/ (setup(XnormError, markAsUntransferable))");
+  for (const Napi::Value& v : buffers_)
+    if (v.IsTypedArray()) data->mark_untransferable.Call({v.As<Napi::TypedArray>().ArrayBuffer()});
 }
 
 std::vector<int64_t> Args::shape(const char* name) {
@@ -187,6 +213,13 @@ double Args::number(const char* name) {
   Napi::Value v = get(name);
   double x = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN;
   if (!std::isfinite(x)) fail(ErrorCode::Argument, where(name) + ": expected a finite number, received " + describe(v));
+  return x;
+}
+
+double Args::bound(const char* name) {
+  Napi::Value v = get(name);
+  double x = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN;
+  if (std::isnan(x)) fail(ErrorCode::Argument, where(name) + ": expected a number, received " + describe(v));
   return x;
 }
 

@@ -47,6 +47,7 @@ class Args {
   std::string choice(const char* name, std::initializer_list<const char*> allowed);
   int64_t integer(const char* name, int64_t min, int64_t max);
   double number(const char* name);  // finite
+  double bound(const char* name);   // any number but NaN (a clamp bound may be infinite)
   bool flag(const char* name);      // absent = false
   bool has(const char* name);
 
@@ -55,11 +56,18 @@ class Args {
   Napi::Env env() const { return env_; }
   // Adds a value an async op must keep referenced until it ends (arrays an object argument refers to).
   void keep(const Napi::Value& v) { buffers_.push_back(v); }
+  // Fails (ERR_XNORM_DISPOSED) if the memory of an array read so far was detached meanwhile (a getter
+  // of a later argument can do that): call after the last read, before any kernel uses a pointer.
+  void check_live() const;
+  // Marks the memory of every array read so far untransferable, so nothing can detach and free it while
+  // work that outlives this call reads it (async ops, saved state). Needs setup() (lib/native.ts).
+  void pin() const;
   // The typed arrays read so far; an async op keeps them referenced until it ends.
   const std::vector<Napi::Value>& buffers() const { return buffers_; }
 
  private:
   Napi::Value get(const char* name);
+  bool detached(const Napi::Value& array) const;
   Buffer typed(const char* name, napi_typedarray_type want, int64_t length);
   std::string where(const char* name) const;
 

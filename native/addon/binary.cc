@@ -143,8 +143,8 @@ ConvCall read_conv(Args& a, const char* op) {
   c.t.bias = static_cast<const float*>(a.optional_host("bias", DType::Float32, s.cout).data);
   c.t.clamp = a.has("clampLo");
   if (c.t.clamp) {
-    c.t.lo = float(a.number("clampLo"));
-    c.t.hi = float(a.number("clampHi"));
+    c.t.lo = float(a.bound("clampLo"));
+    c.t.hi = float(a.bound("clampHi"));
     if (!(c.t.lo <= c.t.hi)) fail(ErrorCode::Argument, std::string(op) + ": clamp: expected lo <= hi");
   }
   if (c.t.kind == bconv::Output::Int32 && (c.t.scale || c.t.bias || c.t.clamp))
@@ -213,6 +213,7 @@ Napi::Value BinaryConv2dReference(const Napi::CallbackInfo& info) {
     Args a(info, "binaryConv2dReference");
     ConvCall c = read_conv(a, "binaryConv2dReference");
     if (c.device >= 0) fail(ErrorCode::Device, "binaryConv2dReference: the reference runs on the CPU only");
+    a.check_live();
     bconv::conv_reference(static_cast<const uint32_t*>(c.x.data), c.weights->words.data(), c.s(), c.p, c.t, c.out.data);
     return info.Env().Undefined();
   });

@@ -96,6 +96,7 @@ Napi::Value MomentsReference(const Napi::CallbackInfo& info) {
     Args a(info, "momentsReference");
     MomentsCall c = read_moments(a);
     if (c.device >= 0) fail(ErrorCode::Device, "momentsReference: the reference runs on the CPU only");
+    a.check_live();
     int64_t count = bnstats::moments_reference(c.x.data, c.dtype, c.g, c.over, c.groups,
                                                static_cast<double*>(c.mean.data), static_cast<double*>(c.m2.data));
     return Napi::Number::New(info.Env(), double(count));

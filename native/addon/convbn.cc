@@ -79,8 +79,9 @@ BnParams read_bn(Args& a, int64_t cout) {
   bn.beta = f32(a.optional_host("beta", DType::Float32, cout));
   bn.eps = a.number("eps");
   if (!(bn.eps >= 0)) fail(ErrorCode::Argument, "eps: expected a finite number >= 0, received " + std::to_string(bn.eps));
+  // One rule with batchNorm: a NaN statistic makes its channel NaN (as in PyTorch); var + eps <= 0 is refused.
   for (int64_t c = 0; c < cout; ++c)
-    if (!(double(bn.var[c]) + bn.eps > 0))
+    if (double(bn.var[c]) + bn.eps <= 0)
       fail(ErrorCode::Argument, "var[" + std::to_string(c) + "]: expected var + eps > 0, received " + std::to_string(bn.var[c]));
   return bn;
 }
@@ -185,6 +186,9 @@ Napi::Value ConvBnSaved(const Napi::CallbackInfo& info) {
     } else {
       st->z = owned(c, c.dtype, g.y_size());
     }
+    // The state outlives this call: the arrays it keeps must never be detached.
+    a.check_live();
+    a.pin();
     auto* h = new SavedHandle{std::move(st), {}};
     Napi::Value handle = make_handle(info.Env(), h, kSavedTag);
     for (size_t i = 0; i < arrays; ++i) h->arrays.push_back(Napi::Persistent(a.buffers()[i].As<Napi::Object>()));
@@ -323,6 +327,7 @@ Napi::Value ConvBnFold(const Napi::CallbackInfo& info) {
     Buffer w = a.tensor("weight", w_dtype, size), b = a.optional_host("bias", DType::Float32, g.cout);
     const BnParams bn = read_bn(a, g.cout);
     Buffer wo = a.tensor("wOut", DType::Float32, size), bo = a.tensor("bOut", DType::Float32, g.cout);
+    a.check_live();
     if (device < 0) {
       convbn::fold(g, f32(w), f32(b), bn, f32(wo), f32(bo), nullptr);
     } else {
@@ -350,15 +355,18 @@ Napi::Value ConvKernel(const Napi::CallbackInfo& info) {
     if (which == "forward") {
       Buffer x = a.tensor("x", dt, g.x_size()), y = a.tensor("y", dt, g.y_size());
       Buffer b = a.optional_tensor("bias", DType::Float32, g.cout);
+      a.check_live();
       if (reference) convbn::conv_reference(g, f32(x), f32(w), f32(b), f32(y));
       else convbn::conv_forward(g, dt, x.data, f32(w), f32(b), false, y.data, nullptr);
     } else if (which == "backwardData") {
       Buffer dy = a.tensor("dy", dt, g.y_size()), dx = a.tensor("dx", dt, g.x_size());
+      a.check_live();
       if (reference) convbn::conv_backward_data_reference(g, f32(dy), f32(w), f32(dx));
       else convbn::conv_backward_data(g, dt, dy.data, f32(w), dx.data);
     } else {
       // weight receives dW here
       Buffer x = a.tensor("x", dt, g.x_size()), dy = a.tensor("dy", dt, g.y_size());
+      a.check_live();
       if (reference) convbn::conv_backward_filter_reference(g, f32(x), f32(dy), f32(w));
       else convbn::conv_backward_filter(g, dt, x.data, dy.data, f32(w));
     }

@@ -3,6 +3,7 @@
 #pragma once
 #include <napi.h>
 
+#include <stdexcept>
 #include <string>
 
 #include "../core/common/error.h"
@@ -11,6 +12,9 @@ namespace xnorm::addon {
 
 struct AddonData {
   Napi::FunctionReference error_class;
+  // worker_threads' markAsUntransferable: memory an async op reads can then never be detached (a
+  // postMessage or structuredClone transfer of it copies instead), so it cannot be freed under the op.
+  Napi::FunctionReference mark_untransferable;
 };
 
 // An XnormError instance (or, before lib/ registered the class, an Error with `code`).
@@ -28,6 +32,8 @@ Napi::Value guarded(Napi::Env env, F&& fn) {
     throw make_error(env, e.code(), e.what());
   } catch (const std::bad_alloc&) {
     throw make_error(env, ErrorCode::OutOfMemory, "out of memory while allocating native scratch space");
+  } catch (const std::length_error&) {
+    throw make_error(env, ErrorCode::OutOfMemory, "native scratch space of that size cannot be allocated");
   } catch (const std::exception& e) {
     throw make_error(env, ErrorCode::Argument, std::string("internal error: ") + e.what());
   }

@@ -1,5 +1,6 @@
 #include "run_op.h"
 
+#include <stdexcept>
 #include <string>
 
 #include "../core/common/error.h"
@@ -30,6 +31,9 @@ class OpWorker : public Napi::AsyncWorker {
     } catch (const std::bad_alloc&) {
       code_ = ErrorCode::OutOfMemory;
       message_ = "out of memory while allocating native scratch space";
+    } catch (const std::length_error&) {
+      code_ = ErrorCode::OutOfMemory;
+      message_ = "native scratch space of that size cannot be allocated";
     } catch (const std::exception& e) {
       code_ = ErrorCode::Argument;
       message_ = std::string("internal error: ") + e.what();
@@ -75,10 +79,12 @@ class OpWorker : public Napi::AsyncWorker {
 
 Napi::Value run_op(Args& args, std::function<ResultBuilder()> work) {
   Napi::Env env = args.env();
+  args.check_live();
   if (!args.async()) {
     ResultBuilder r = work();
     return r ? r(env) : env.Undefined();
   }
+  args.pin();
   auto* worker = new OpWorker(env, args.buffers(), std::move(work));
   Napi::Promise p = worker->promise();
   worker->Queue();

@@ -73,6 +73,7 @@ Napi::Value PackWeights(const Napi::CallbackInfo& info) {
     s.groups = a.integer("groups", 1, int64_t(1) << 30);
     bconv::check_weight_shape(s);
     const auto* src = static_cast<const float*>(a.host("w", DType::Float32, checked_mul(s.cout * s.cin_g, s.taps(), "w")).data);
+    a.check_live();
     w->words.resize(size_t(checked_mul(s.cout, s.row_words(), "weights")));
     bconv::pack_weights(src, s, w->words.data());
     w->dense = mst::build_execution(w->words.data(), s, std::vector<int32_t>(size_t(s.cout), -1));
@@ -100,6 +101,7 @@ Napi::Value MstPlan(const Napi::CallbackInfo& info) {
     std::vector<int32_t> parent;
     if (a.has("parent")) {
       const auto* p = static_cast<const int32_t*>(a.host("parent", DType::Int32, w->shape.cout).data);
+      a.check_live();
       parent.assign(p, p + w->shape.cout);
     } else {
       parent = mst::build_tree(w->words.data(), w->shape, reuse, max_depth);
@@ -128,6 +130,7 @@ Napi::Value MstDeserialize(const Napi::CallbackInfo& info) {
       fail(ErrorCode::CorruptPlan, "MstPlan.deserialize: bytes: expected a Uint8Array, received " + describe(bv));
     const auto len = int64_t(bv.As<Napi::TypedArray>().ElementLength());
     Buffer bytes = a.host("bytes", DType::UInt8, len);
+    a.check_live();
     mst::Reuse reuse;
     int32_t max_depth;
     std::vector<int32_t> parent =

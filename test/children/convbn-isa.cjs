@@ -4,6 +4,8 @@
 'use strict';
 const path = require('path');
 const addon = require('node-gyp-build')(path.join(__dirname, '..', '..'));
+// lib/ does this at load; ConvBnSaved keeps arrays beyond the call and needs it.
+addon.setup(Error, require('worker_threads').markAsUntransferable);
 
 function rng(seed) {
   let a = seed >>> 0;

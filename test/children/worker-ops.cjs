@@ -11,7 +11,7 @@ class WorkerXnormError extends Error {
     this.code = code;
   }
 }
-addon.setErrorClass(WorkerXnormError);
+addon.setup(WorkerXnormError, require('worker_threads').markAsUntransferable);
 
 async function main() {
   const { id, rounds, size } = workerData;
