@@ -62,6 +62,22 @@ export function expectSameValues(actual: ArrayLike<number>, expected: ArrayLike<
     if (!Object.is(actual[i], expected[i])) expect(actual[i], `${what}[${i}]`).toBe(expected[i]);
 }
 
+/** The XnormError fn throws (anything else thrown fails the test), or undefined. */
+export function xnormErrorOf(fn: () => unknown): XnormError | undefined {
+  try {
+    fn();
+  } catch (e) {
+    expect(e, String(e)).toBeInstanceOf(XnormError);
+    return e as XnormError;
+  }
+  return undefined;
+}
+
+/** The code of the XnormError fn throws, or 'no error'. */
+export function codeOf(fn: () => unknown): string {
+  return xnormErrorOf(fn)?.code ?? 'no error';
+}
+
 /** Runs fn, expects an XnormError with this code, and returns it. */
 export function expectCode(fn: () => unknown, code: string): XnormError {
   try {

@@ -18,16 +18,12 @@ import {
   unpackBitsSync,
   variance,
 } from '../lib';
-import { randomArray } from './helpers';
+import { randomArray, xnormErrorOf } from './helpers';
 
 function refused(fn: () => unknown): XnormError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(XnormError);
-    return e as XnormError;
-  }
-  throw new Error('expected an XnormError, got none');
+  const e = xnormErrorOf(fn);
+  if (!e) throw new Error('expected an XnormError, got none');
+  return e;
 }
 
 describe('unknown option keys', () => {
