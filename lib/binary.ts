@@ -4,7 +4,8 @@
 // each call as handles; the arrays they show here are copies, so editing them changes no result.
 import { describe, fail } from './errors';
 import { native } from './native';
-import type { PlanHandle, PlanInfo, WeightsHandle } from './native';
+import type { PlanInfo, WeightsHandle } from './native';
+import { planHandle, planHandles, weightsHandle, weightsHandles } from './handles';
 import { defineOp } from './op';
 import { FLOAT_DTYPES, Tensor, checkSameDevice, checkTensor, freeOnFailure, nativeDevice, nativeRef, newOutput, packedWordsFor, shapeSize } from './tensor';
 import type { FloatDType } from './tensor';
@@ -88,8 +89,6 @@ export const unpackBitsSync = unpackBitsOp.sync;
 // ---------------------------------------------------------------------------------------------------
 // Weights and plans
 
-const weightsHandles = new WeakMap<BinaryWeights, WeightsHandle>();
-const planHandles = new WeakMap<MstPlan, PlanHandle>();
 
 /** Sign-packed weights: a native object holding the canonical words and the kernels' panel layout. */
 export class BinaryWeights {
@@ -125,15 +124,7 @@ export class BinaryWeights {
   }
 }
 
-/** @internal The native objects behind weights and plans (tests hand them to the addon directly). */
-export function weightsHandle(w: BinaryWeights): WeightsHandle {
-  return weightsHandles.get(w)!;
-}
 
-/** @internal */
-export function planHandle(p: MstPlan): PlanHandle {
-  return planHandles.get(p)!;
-}
 
 /** float weights [Cout, Cin/groups, kh, kw] (or [Cout, K] for binaryLinear) -> signs, packed. */
 export function packWeights(w: Tensor, opts?: { groups?: number }): BinaryWeights {
@@ -331,7 +322,8 @@ export const binaryLinearSync = binaryLinearOp.sync;
 
 /** The direct-loop reference of binaryConv2d (slow; the oracle the fast kernels are tested against). */
 export function binaryConv2dReferenceSync(x: Tensor, w: BinaryWeights | MstPlan, opts?: BinaryConvOptions): Tensor {
-  if (x instanceof Tensor && x.device !== 'cpu')
+  checkTensor(x, 'binaryConv2dReference: x', { dtypes: ['bit'], rank: [2, 4] });
+  if (x.device !== 'cpu')
     fail('ERR_XNORM_DEVICE', `binaryConv2dReference: x: expected a CPU tensor, received one on ${x.device}`);
   const { y, args } = prepareConv('binaryConv2dReference', x, w, opts, x.shape.length === 2);
   native().binaryConv2dReference(args);

@@ -109,6 +109,8 @@ function fromNdArray(x: NdArrayLike, opts: FromOptions): Tensor {
 export function from(x: TensorLike, options_?: FromOptions): Tensor {
   const opts: FromOptions = options(options_, 'from: opts', ['copy', 'dtype']);
   if (opts.dtype !== undefined) checkDType(opts.dtype, 'from: opts.dtype');
+  if (x instanceof Tensor && !Tensor.isTensor(x))
+    fail('ERR_XNORM_ARGUMENT', 'from: x: an object made from Tensor.prototype (a Proxy or a copy) is not a Tensor');
   if (Tensor.isTensor(x)) {
     const s = x.storage('from');
     return opts.copy ? new Tensor(s.slice(), x.shape, x.dtype) : x;

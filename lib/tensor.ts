@@ -50,7 +50,12 @@ function checkDevice(device: unknown, name: string): 'cpu' | `cuda:${number}` {
 export function checkShape(shape: unknown, name: string): number[] {
   if (!Array.isArray(shape) && !ArrayBuffer.isView(shape))
     fail('ERR_XNORM_SHAPE', `${name}: expected an array of sizes, received ${describe(shape)}`);
-  const dims = Array.from(shape as ArrayLike<unknown>);
+  let dims: unknown[];
+  try {
+    dims = Array.from(shape as ArrayLike<unknown>);
+  } catch {
+    return fail('ERR_XNORM_SHAPE', `${name}: expected an array of sizes, received a typed array whose memory was detached`);
+  }
   if (dims.length > 16) fail('ERR_XNORM_SHAPE', `${name}: expected rank <= 16, received rank ${dims.length}`);
   let size = 1;
   dims.forEach((d, i) => {
@@ -382,7 +387,12 @@ export function tensor(
   if (data instanceof BigInt64Array || data instanceof BigUint64Array)
     fail('ERR_XNORM_DTYPE', `tensor: data: 64-bit integer arrays are not supported, received ${describe(data)}`);
   const rawBits = (dtype === 'float16' || dtype === 'bfloat16') && data instanceof Uint16Array;
-  const storage = rawBits || dtype === 'bit' ? new (storageCtor(dtype))(values) : encode(values, dtype);
+  let storage: TypedArray;
+  try {
+    storage = rawBits || dtype === 'bit' ? new (storageCtor(dtype))(values) : encode(values, dtype);
+  } catch {
+    return fail('ERR_XNORM_DISPOSED', `tensor: data: the array's memory was detached`);
+  }
   return onDevice(new Tensor(storage, dims, dtype), device);
 }
 

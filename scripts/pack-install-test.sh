@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The real install path: build the prebuild and dist/, npm pack, then install the tarball offline into a
 # fresh project on a PATH with no compiler (no g++, cc, make), and run a CommonJS, an ESM and a
-# type-checked TypeScript consumer. Needs the npm cache filled by a previous `npm ci`.
+# type-checked TypeScript consumer. The runtime dependencies' registry entries are cached first (`npm ci`
+# caches tarballs, not the metadata an install resolves versions from), so the install itself is offline.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
@@ -33,6 +34,10 @@ for dir in /usr/local/bin /usr/bin /bin; do
   done
 done
 if PATH="$work/bin" command -v g++ cc make >/dev/null 2>&1; then echo "compilers still visible"; exit 1; fi
+
+# Cache what resolving the runtime dependencies needs; the install below then never touches the network.
+node -e 'const d = require("./package.json").dependencies; console.log(Object.entries(d).map(([k, v]) => `${k}@${v}`).join("\n"))' |
+  xargs npm cache add >/dev/null
 
 app="$work/app"
 mkdir -p "$app"

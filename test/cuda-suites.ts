@@ -33,7 +33,7 @@ import {
   zeros,
 } from '../lib';
 import { cudaAlloc } from '../lib/cuda';
-import { planHandle, weightsHandle } from '../lib/binary';
+import { planHandle, weightsHandle } from '../lib/handles';
 import { native } from '../lib/native';
 import type { DType, Tensor } from '../lib/tensor';
 import { randomArray, expectCode, rng } from './helpers';
