@@ -165,6 +165,9 @@ export class MstPlan {
 
   /** @internal Use mstPlan() or MstPlan.deserialize(). */
   constructor(weights: BinaryWeights, info: PlanInfo) {
+    if (!info || typeof info !== 'object' || !(info.parent instanceof Int32Array) || !(info.depthOf instanceof Int32Array))
+      fail('ERR_XNORM_ARGUMENT', 'MstPlan: use mstPlan() or MstPlan.deserialize() to make a plan');
+    checkWeights(weights, 'MstPlan: weights');
     planHandles.set(this, info.plan);
     this.weights = weights;
     this.parent = info.parent;

@@ -19,6 +19,8 @@ import {
   tensor,
   zeros,
 } from '../lib';
+import { weightsHandle } from '../lib/handles';
+import { native } from '../lib/native';
 import { codeOf, randomArray } from './helpers';
 
 describe('memory detached under an op', () => {
@@ -45,6 +47,16 @@ describe('objects that only look like ours', () => {
     expect(codeOf(() => binaryConv2dSync(bits, Object.create(BinaryWeights.prototype)))).toBe('ERR_XNORM_ARGUMENT');
     expect(codeOf(() => binaryConv2dSync(bits, Object.create(MstPlan.prototype)))).toBe('ERR_XNORM_ARGUMENT');
     expect(codeOf(() => mstPlan(new Proxy(w, {})))).toBe('ERR_XNORM_ARGUMENT');
+  });
+  it('hand-built weights and plans are refused; every plan passes the one check deserialize applies', () => {
+    expect(codeOf(() => new BinaryWeights(new Uint32Array(8) as never, [4, 40, 1, 1], 1))).toBe('ERR_XNORM_ARGUMENT');
+    expect(codeOf(() => new MstPlan(w, new Int32Array(4).fill(-1) as never))).toBe('ERR_XNORM_ARGUMENT');
+    const n = native();
+    const chain = Int32Array.from([-1, 0, 1, 2]); // depth 3
+    expect(codeOf(() => n.mstPlan({ weights: weightsHandle(w), reuse: 'never', maxDepth: 8, parent: chain }))).toBe('ERR_XNORM_CORRUPT_PLAN');
+    expect(codeOf(() => n.mstPlan({ weights: weightsHandle(w), reuse: 'always', maxDepth: 2, parent: chain }))).toBe('ERR_XNORM_CORRUPT_PLAN');
+    const ok = new MstPlan(w, n.mstPlan({ weights: weightsHandle(w), reuse: 'always', maxDepth: 3, parent: chain }));
+    expect(Array.from(MstPlan.deserialize(ok.serialize(), w).parent)).toEqual(Array.from(chain));
   });
   it('tensor() and zeros() with odd data or null options', () => {
     expect(codeOf(() => tensor(new BigInt64Array(4) as never, [4]))).toBe('ERR_XNORM_DTYPE');

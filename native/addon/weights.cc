@@ -33,6 +33,7 @@ Napi::Int32Array int32_array(Napi::Env env, const std::vector<int32_t>& v) {
 std::shared_ptr<Plan> make_plan(std::shared_ptr<PackedWeights> w, std::vector<int32_t> parent, mst::Reuse reuse,
                                 int32_t max_depth) {
   auto p = std::make_shared<Plan>();
+  mst::check_plan(parent, w->shape, reuse, max_depth);
   p->built = mst::build_execution(w->words.data(), w->shape, parent);
   p->levels = mst::levels(parent, p->built, w->shape);
   bconv::validate_execution(w->shape, p->execution());

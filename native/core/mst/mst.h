@@ -34,6 +34,11 @@ std::vector<int32_t> build_tree(const uint32_t* words, const bconv::WeightShape&
 // Fails with CorruptPlan.
 std::vector<int32_t> depths(const std::vector<int32_t>& parent, const bconv::WeightShape& s);
 
+// Every plan, however made (built, deserialized or adopted), passes this one check: depths() plus no
+// channel deeper than max_depth and no edge in a 'never' plan. Returns the depths.
+std::vector<int32_t> check_plan(const std::vector<int32_t>& parent, const bconv::WeightShape& s, Reuse reuse,
+                                int32_t max_depth);
+
 struct Built {
   std::vector<uint32_t> panels;  // panel records for the roots (bconv::build_panels)
   int64_t npanels = 0;

@@ -88,11 +88,7 @@ std::vector<int32_t> deserialize(const uint8_t* bytes, int64_t len, const uint32
   if (md < 1 || md > 65535) corrupt("bad maxDepth " + num(md));
   std::vector<int32_t> parent(size_t(s.cout));
   for (int64_t c = 0; c < s.cout; ++c) parent[size_t(c)] = int32_t(get32(bytes + kHeader + 4 * c));
-  std::vector<int32_t> depth = depths(parent, s);
-  for (int64_t c = 0; c < s.cout; ++c) {
-    if (depth[size_t(c)] > int32_t(md)) corrupt("channel " + num(c) + " is deeper than maxDepth " + num(md));
-    if (r == uint32_t(Reuse::Never) && parent[size_t(c)] >= 0) corrupt("a 'never' plan has a reuse edge");
-  }
+  check_plan(parent, s, Reuse(r), int32_t(md));
   *reuse = Reuse(r);
   *max_depth = int32_t(md);
   return parent;

@@ -75,6 +75,16 @@ std::vector<int32_t> depths(const std::vector<int32_t>& parent, const WeightShap
   return depth;
 }
 
+std::vector<int32_t> check_plan(const std::vector<int32_t>& parent, const WeightShape& s, Reuse reuse, int32_t max_depth) {
+  if (int64_t(parent.size()) != s.cout) corrupt("parent: expected " + num(s.cout) + " entries");
+  std::vector<int32_t> depth = depths(parent, s);
+  for (int64_t c = 0; c < s.cout; ++c) {
+    if (depth[size_t(c)] > max_depth) corrupt("channel " + num(c) + " is deeper than maxDepth " + num(max_depth));
+    if (reuse == Reuse::Never && parent[size_t(c)] >= 0) corrupt("a 'never' plan has a reuse edge");
+  }
+  return depth;
+}
+
 std::vector<int32_t> build_tree(const uint32_t* words, const WeightShape& s, Reuse reuse, int32_t max_depth) {
   bconv::check_weight_shape(s);
   std::vector<int32_t> parent(size_t(s.cout), -1);
