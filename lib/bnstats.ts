@@ -6,7 +6,7 @@ import type { DeviceHandle } from './native';
 import { defineOp } from './op';
 import { Device, FLOAT_DTYPES, Tensor, allocateArray, checkSameDevice, checkTensor, freeOnFailure, nativeDevice, nativeRef, newOutput, optionalRef } from './tensor';
 import type { FloatDType } from './tensor';
-import { choice, flag, integer, layoutOf, numberIn, options, reluOf } from './validate';
+import { choice, flag, layoutOf, numberIn, options, reluOf } from './validate';
 import type { Layout } from './validate';
 
 export type { Layout };

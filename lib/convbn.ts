@@ -62,8 +62,6 @@ interface Conv {
   ySize: number;
 }
 
-interface BnArrays extends NativeBn {}
-
 /** Validates x, the weight and the options; returns the native arguments and the output shape. */
 function convGeometry(x: unknown, weight: unknown, o: Record<string, unknown>, op: string): Conv {
   const xt = checkTensor(x, `${op}: x`, { dtypes: FLOAT_DTYPES, rank: 4 });
@@ -135,7 +133,7 @@ function readParams(p: unknown, op: string): { weight: Tensor; bias?: Tensor; bn
   return o;
 }
 
-function bnArrays(bn: ConvBnParams['bn'], cout: number, op: string): BnArrays {
+function bnArrays(bn: ConvBnParams['bn'], cout: number, op: string): NativeBn {
   const mean = perChannel(bn.mean, `${op}: p.bn.mean`, cout);
   const v = perChannel(bn.var, `${op}: p.bn.var`, cout);
   if (!mean) return fail('ERR_XNORM_ARGUMENT', `${op}: p.bn.mean: expected a Tensor, received ${describe(bn.mean)}`);
@@ -303,7 +301,7 @@ export const convBnBackward = convBnBackwardOp.async;
 export const convBnBackwardSync = convBnBackwardOp.sync;
 
 /** The folded float32 weight and bias as new tensors on the weight's device. */
-function foldArrays(weight: Tensor, bias: Float32Array | undefined, bn: BnArrays): { weight: Tensor; bias: Tensor } {
+function foldArrays(weight: Tensor, bias: Float32Array | undefined, bn: NativeBn): { weight: Tensor; bias: Tensor } {
   const cout = weight.shape[0];
   const wOut = newOutput(weight.device, weight.shape, 'float32', 'foldConvBn: weight');
   const bOut = newOutput(weight.device, [cout], 'float32', 'foldConvBn: bias');

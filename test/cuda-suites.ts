@@ -287,6 +287,7 @@ export function defineGpuSuites(skip: boolean): void {
         for (let o = 0; o < q.cout; o++) for (let t = 0; t < q.k * q.k; t++) for (let i = 0; i < cinG; i++)
           wf[(o * cinG + i) * q.k * q.k + t] = wb[(o * q.k * q.k + t) * cinG + i] ? -1 : 1;
         const weights = n.packWeights({ w: wf, wShape: [q.cout, cinG, q.k, q.k], groups: q.groups });
+        expect(Array.from(n.weightsWords({ weights }) as Uint32Array), 'packed weight words').toEqual(Array.from(ww));
         // Both kernels (the 1-bit MMA one runs on the emulation through an emulated MMA with the PTX fragment layout).
         for (const algorithm of ['simt', 'mma', 'auto']) {
           n.cudaUpload({ handle: out, dtype: 'bit', host: new Uint32Array(want.out.length).fill(0xdeadbeef) });
