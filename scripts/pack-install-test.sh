@@ -16,9 +16,9 @@ restore() {
 trap restore EXIT
 cd "$root"
 
-npm run build                       # the prebuild hook fills prebuilds/, then dist/ is built
-node scripts/abi-requirements.js --max-glibc 2.17 --max-glibcxx 3.4.22 prebuilds/*/xnorm*.node
+rm -rf dist prebuilds                # packing must build what it ships (prepack: prebuilds/, then dist/)
 npm pack --pack-destination "$work" >/dev/null
+node scripts/abi-requirements.js --max-glibc 2.17 --max-glibcxx 3.4.22 prebuilds/*/xnorm*.node
 tarball=$(ls "$work"/xnorm-*.tgz)
 echo "packed $(basename "$tarball"): $(tar -tzf "$tarball" | grep -c .) files, prebuilds: $(tar -tzf "$tarball" | grep prebuilds/ | tr '\n' ' ')"
 
