@@ -8,6 +8,8 @@
 #include "../core/common/glibc_compat.h"
 #endif
 #include <mutex>
+#include <new>
+#include <stdexcept>
 
 #include "../core/common/cpu.h"
 #include "../core/common/thread_pool.h"
@@ -27,6 +29,14 @@ Napi::Error make_error(Napi::Env env, ErrorCode code, const std::string& message
   Napi::Error err = Napi::Error::New(env, message);
   err.Set("code", Napi::String::New(env, error_code_name(code)));
   return err;
+}
+
+Failure failure_of(const std::exception& e) {
+  if (const auto* core = dynamic_cast<const Error*>(&e)) return {core->code(), core->what()};
+  if (dynamic_cast<const std::bad_alloc*>(&e)) return {ErrorCode::OutOfMemory, "out of memory while allocating native scratch space"};
+  if (dynamic_cast<const std::length_error*>(&e))
+    return {ErrorCode::OutOfMemory, "native scratch space of that size cannot be allocated"};
+  return {ErrorCode::Argument, std::string("internal error: ") + e.what()};
 }
 
 namespace {

@@ -130,7 +130,7 @@ Buffer Args::typed(const char* name, napi_typedarray_type want, int64_t length) 
   if (napi_get_typedarray_info(env_, ta, nullptr, &elements, &data, &buffer, nullptr) != napi_ok ||
       !Napi::Value(env_, buffer).IsArrayBuffer())
     fail(ErrorCode::Argument, where(name) + ": arrays backed by a SharedArrayBuffer are not supported (copy it first)");
-  if (detached(v)) fail(ErrorCode::Disposed, where(name) + ": the array's memory was detached (transferred or freed)");
+  if (detached(buffer)) fail(ErrorCode::Disposed, where(name) + ": the array's memory was detached (transferred or freed)");
   if (int64_t(elements) != length)
     fail(ErrorCode::Shape, where(name) + ": expected " + std::to_string(length) + " elements, received " +
                                std::to_string(elements));
@@ -140,14 +140,14 @@ Buffer Args::typed(const char* name, napi_typedarray_type want, int64_t length) 
   return Buffer{data, length, nullptr};
 }
 
-bool Args::detached(const Napi::Value& array) const {
+bool Args::detached(napi_value array_buffer) const {
   bool result = false;
-  return napi_is_detached_arraybuffer(env_, array.As<Napi::TypedArray>().ArrayBuffer(), &result) == napi_ok && result;
+  return napi_is_detached_arraybuffer(env_, array_buffer, &result) == napi_ok && result;
 }
 
 void Args::check_live() const {
   for (const Napi::Value& v : buffers_)
-    if (v.IsTypedArray() && detached(v))
+    if (v.IsTypedArray() && detached(v.As<Napi::TypedArray>().ArrayBuffer()))
       fail(ErrorCode::Disposed, op_ + ": an array's memory was detached while the arguments were read");
 }
 

@@ -67,7 +67,7 @@ class Args {
 
  private:
   Napi::Value get(const char* name);
-  bool detached(const Napi::Value& array) const;
+  bool detached(napi_value array_buffer) const;
   Buffer typed(const char* name, napi_typedarray_type want, int64_t length);
   std::string where(const char* name) const;
 

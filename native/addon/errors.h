@@ -3,7 +3,6 @@
 #pragma once
 #include <napi.h>
 
-#include <stdexcept>
 #include <string>
 
 #include "../core/common/error.h"
@@ -20,22 +19,25 @@ struct AddonData {
 // An XnormError instance (or, before lib/ registered the class, an Error with `code`).
 Napi::Error make_error(Napi::Env env, ErrorCode code, const std::string& message);
 
-// Runs fn and turns C++ failures into XnormErrors: core errors keep their code, allocation failure is
-// ERR_XNORM_OUT_OF_MEMORY, anything else unexpected is reported rather than crashing the process.
+// How a C++ failure reaches JS, for the Sync forms (guarded) and the async ones (run_op.cc) alike: core
+// errors keep their code, allocation failures are ERR_XNORM_OUT_OF_MEMORY, anything else unexpected is
+// reported rather than crashing the process.
+struct Failure {
+  ErrorCode code;
+  std::string message;
+};
+Failure failure_of(const std::exception& e);
+
+// Runs fn and turns C++ failures into XnormErrors.
 template <typename F>
 Napi::Value guarded(Napi::Env env, F&& fn) {
   try {
     return fn();
   } catch (const Napi::Error&) {
     throw;
-  } catch (const Error& e) {
-    throw make_error(env, e.code(), e.what());
-  } catch (const std::bad_alloc&) {
-    throw make_error(env, ErrorCode::OutOfMemory, "out of memory while allocating native scratch space");
-  } catch (const std::length_error&) {
-    throw make_error(env, ErrorCode::OutOfMemory, "native scratch space of that size cannot be allocated");
   } catch (const std::exception& e) {
-    throw make_error(env, ErrorCode::Argument, std::string("internal error: ") + e.what());
+    const Failure f = failure_of(e);
+    throw make_error(env, f.code, f.message);
   }
 }
 

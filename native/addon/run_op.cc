@@ -1,6 +1,5 @@
 #include "run_op.h"
 
-#include <stdexcept>
 #include <string>
 
 #include "../core/common/error.h"
@@ -25,18 +24,10 @@ class OpWorker : public Napi::AsyncWorker {
     try {
       result_ = work_();
       return;
-    } catch (const Error& e) {
-      code_ = e.code();
-      message_ = e.what();
-    } catch (const std::bad_alloc&) {
-      code_ = ErrorCode::OutOfMemory;
-      message_ = "out of memory while allocating native scratch space";
-    } catch (const std::length_error&) {
-      code_ = ErrorCode::OutOfMemory;
-      message_ = "native scratch space of that size cannot be allocated";
     } catch (const std::exception& e) {
-      code_ = ErrorCode::Argument;
-      message_ = std::string("internal error: ") + e.what();
+      const Failure f = failure_of(e);
+      code_ = f.code;
+      message_ = f.message;
     }
     SetError(message_);
   }
