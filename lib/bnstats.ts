@@ -6,7 +6,7 @@ import type { DeviceHandle } from './native';
 import { defineOp } from './op';
 import { Device, FLOAT_DTYPES, Tensor, allocateArray, checkSameDevice, checkTensor, freeOnFailure, nativeDevice, nativeRef, newOutput, optionalRef } from './tensor';
 import type { FloatDType } from './tensor';
-import { choice, flag, layoutOf, numberIn, options, reluOf } from './validate';
+import { choice, flag, float32Of, layoutOf, numberIn, options, reluOf } from './validate';
 import type { Layout } from './validate';
 
 export type { Layout };
@@ -84,10 +84,6 @@ const momentsOp = defineOp((x: Tensor, opts?: MomentsOptions) => {
 export const moments = momentsOp.async;
 export const momentsSync = momentsOp.sync;
 
-/** The values of a small per-channel tensor on the host (a device tensor is downloaded). */
-function values(t: Tensor): Float32Array | Float64Array {
-  return t.dtype === 'float32' ? (t.hostData() as Float32Array) : t.float32Sync();
-}
 
 function withPrecise(count: number, mean: Float64Array, m2: Float64Array, shape: readonly number[], device: Device = 'cpu'): Moments {
   return { count, mean: f32(mean, shape, device), m2: f32(m2, shape, device), precise: { mean, m2 } };
@@ -97,11 +93,11 @@ function withPrecise(count: number, mean: Float64Array, m2: Float64Array, shape:
 function momentValues(m: Moments): { mean: ArrayLike<number>; m2: ArrayLike<number> } {
   const p = m.precise;
   if (p && p.mean.length === m.mean.size && sameRounded(p.mean, m.mean) && sameRounded(p.m2, m.m2)) return p;
-  return { mean: values(m.mean), m2: values(m.m2) };
+  return { mean: float32Of(m.mean, 'moments.mean'), m2: float32Of(m.m2, 'moments.m2') };
 }
 
 function sameRounded(a: Float64Array, t: Tensor): boolean {
-  const v = values(t);
+  const v = float32Of(t, 'moments');
   for (let i = 0; i < a.length; i++) if (Math.fround(a[i]) !== v[i] && !(Number.isNaN(a[i]) && Number.isNaN(v[i]))) return false;
   return true;
 }
@@ -192,7 +188,7 @@ export function updateRunningStats(
   const m = momentum === null ? 1 / (tracked + 1) : numberIn(momentum, 'updateRunningStats: opts.momentum', 0, 1);
   if (batch.count < 2)
     fail('ERR_XNORM_SHAPE', `updateRunningStats: batch: expected more than 1 value per channel, received count ${batch.count}`);
-  const rm = values(running.mean), rv = values(running.var);
+  const rm = float32Of(running.mean, 'running.mean'), rv = float32Of(running.var, 'running.var');
   const { mean: bm, m2: bq } = momentValues(batch);
   const mean = Float64Array.from(rm, (v, i) => (1 - m) * v + m * bm[i]);
   const v = Float64Array.from(rv, (r, i) => (1 - m) * r + (m * bq[i]) / (batch.count - 1));
@@ -212,7 +208,7 @@ function asStats(
   }
   const st = checkStats(s, name);
   checkSameDevice({ [`${name}.mean`]: st.mean, [`${name}.var`]: st.var });
-  return { mean: values(st.mean), var: Float64Array.from(values(st.var)), shape: st.mean.shape, device: st.mean.device };
+  return { mean: float32Of(st.mean, `${name}.mean`), var: Float64Array.from(float32Of(st.var, `${name}.var`)), shape: st.mean.shape, device: st.mean.device };
 }
 
 function mix(src: ReturnType<typeof asStats>, tgt: ReturnType<typeof asStats>, w: number, crossTerm: boolean): Stats {
@@ -277,7 +273,7 @@ const batchNormOp = defineOp((x: Tensor, stats: Stats | Moments, opts?: BatchNor
     if (t === undefined || t === null) return new Float64Array(c).fill(dflt);
     checkTensor(t, name, { dtypes: FLOAT_DTYPES });
     if (t.size !== c) fail('ERR_XNORM_SHAPE', `${name}: expected shape [${c}], received [${t.shape.join(', ')}]`);
-    return values(t);
+    return float32Of(t, name);
   };
   const gamma = coeff(o.gamma as Tensor | undefined, 'batchNorm: opts.gamma', 1);
   const beta = coeff(o.beta as Tensor | undefined, 'batchNorm: opts.beta', 0);

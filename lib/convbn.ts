@@ -53,6 +53,7 @@ export interface ConvBnGrads {
 }
 
 const CONV_KEYS = ['stride', 'padding', 'dilation', 'groups', 'mode', 'activation', 'layout'] as const;
+const MODES = ['tune', 'eval', 'deploy'] as const;
 
 interface Conv {
   /** The native geometry, device and dtypes (shared by every conv entry point) */
@@ -211,7 +212,7 @@ function state(saved: unknown, name: string): SavedState {
 const convBnOp = defineOp((x: Tensor, p: ConvBnParams, opts?: ConvOpts & { saveForBackward?: boolean }) => {
   const op = 'convBn';
   const o = options(opts, `${op}: opts`, [...CONV_KEYS, 'saveForBackward']);
-  const mode = choice(o.mode, `${op}: opts.mode`, ['tune', 'eval', 'deploy'] as const, 'tune');
+  const mode = choice(o.mode, `${op}: opts.mode`, MODES, 'tune');
   const save = flag(o.saveForBackward, `${op}: opts.saveForBackward`, false);
   const params = readParams(p, op);
   const conv = convGeometry(x, params.weight, o, op);
@@ -329,7 +330,7 @@ const conv2dOp = defineOp((x: Tensor, weight: Tensor, bias?: Tensor, opts?: Conv
   const op = 'conv2d';
   const o = options(opts, `${op}: opts`, CONV_KEYS);
   // mode is accepted for ConvOpts compatibility; a plain conv has no BN
-  choice(o.mode, `${op}: opts.mode`, ['tune', 'eval', 'deploy'] as const, 'tune');
+  choice(o.mode, `${op}: opts.mode`, MODES, 'tune');
   const conv = convGeometry(x, weight, o, op);
   checkSameDevice({ x, weight, bias });
   const b = perChannel(bias, `${op}: bias`, conv.cout);

@@ -1,5 +1,6 @@
 import { DeviceHandle, cudaAlloc, cudaFree, deviceIndex, resolveDevice } from './cuda';
 import { XnormError, describe, fail } from './errors';
+import { options } from './options';
 import { native } from './native';
 import {
   bfloat16BitsToNumber,
@@ -413,14 +414,9 @@ export function zeros(shape: readonly number[], options?: { dtype?: DType; devic
   return new Tensor(allocate(dtype, storageLength(dims, dtype), 'zeros'), dims, dtype);
 }
 
-/** The options of tensor() and zeros() (undefined or null: {}); lib/validate.ts does this for the ops. */
+/** The options of tensor() and zeros(). */
 function creationOptions(opts: unknown, name: string): { dtype?: DType; device?: Device } {
-  if (opts === undefined || opts === null) return {};
-  if (typeof opts !== 'object' || Array.isArray(opts))
-    fail('ERR_XNORM_ARGUMENT', `${name}: expected an options object, received ${describe(opts)}`);
-  for (const key of Object.keys(opts))
-    if (key !== 'dtype' && key !== 'device') fail('ERR_XNORM_ARGUMENT', `${name}: unknown option '${key}' (expected 'dtype', 'device')`);
-  return opts as { dtype?: DType; device?: Device };
+  return options(opts, name, ['dtype', 'device']);
 }
 
 /** Checks an op's tensor argument: a live Tensor with one of the given dtypes and, if set, a rank. */

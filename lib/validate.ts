@@ -6,19 +6,7 @@ import { FLOAT_DTYPES, Tensor, checkTensor } from './tensor';
 
 export type Layout = 'nchw' | 'nhwc';
 
-/**
- * An options object (undefined or null: {}). Keys outside `known` are refused, so a misspelt option
- * (`pad` for `padding`) fails instead of silently running with the default.
- */
-export function options(opts: unknown, name: string, known: readonly string[]): Record<string, unknown> {
-  if (opts === undefined || opts === null) return {};
-  if (typeof opts !== 'object' || Array.isArray(opts))
-    fail('ERR_XNORM_ARGUMENT', `${name}: expected an options object, received ${describe(opts)}`);
-  for (const key of Object.keys(opts))
-    if (!known.includes(key))
-      fail('ERR_XNORM_ARGUMENT', `${name}: unknown option '${key}' (expected ${known.map((k) => `'${k}'`).join(', ')})`);
-  return opts as Record<string, unknown>;
-}
+export { options } from './options';
 
 export function layoutOf(v: unknown, name: string, dflt: Layout = 'nchw'): Layout {
   const layout = v ?? dflt;
