@@ -6,7 +6,7 @@
 // statistics, gamma, beta) are read to the host as float32 for the checks and the fold.
 import { describe, fail } from './errors';
 import { native } from './native';
-import type { ConvArgs, NativeBn, SavedHandle } from './native';
+import type { ConvArgs, NativeBn, PreparedHandle, SavedHandle } from './native';
 import { defineOp } from './op';
 import { FLOAT_DTYPES, Tensor, checkSameDevice, checkTensor, freeOnFailure, nativeDevice, nativeRef, newOutput, optionalRef, storageBytes } from './tensor';
 import type { Device, FloatDType } from './tensor';
@@ -63,16 +63,24 @@ interface Conv {
   ySize: number;
 }
 
-/** Validates x, the weight and the options; returns the native arguments and the output shape. */
-function convGeometry(x: unknown, weight: unknown, o: Record<string, unknown>, op: string): Conv {
+/**
+ * Validates x, the weight (a tensor, or ConvWeights where `prepared` is allowed) and the options;
+ * returns the native arguments and the output shape. ConvWeights bring their own groups.
+ */
+function convGeometry(x: unknown, weight: unknown, o: Record<string, unknown>, op: string, prepared = false): Conv {
   const xt = checkTensor(x, `${op}: x`, { dtypes: FLOAT_DTYPES, rank: 4 });
-  const wt = checkTensor(weight, `${op}: weight`, { dtypes: FLOAT_DTYPES, rank: 4 });
-  checkSameDevice({ x: xt, weight: wt });
+  const cw = prepared && weight instanceof ConvWeights ? preparedState(weight, `${op}: weight`) : undefined;
+  const wt = cw ? { shape: cw.shape, device: cw.device, dtype: cw.tensor?.dtype ?? 'float32' } : checkTensor(weight, `${op}: weight`, { dtypes: FLOAT_DTYPES, rank: 4 });
+  if (wt.device !== xt.device)
+    fail('ERR_XNORM_DEVICE', `${op}: weight: expected device ${xt.device} (like x), received ${wt.device}` +
+      (cw ? '; prepare the weights on the device x is on' : ''));
   const layout = layoutOf(o.layout, `${op}: opts.layout`);
   const [sh, sw] = pair(o.stride, `${op}: opts.stride`, 1, 1);
   const [ph, pw] = pair(o.padding, `${op}: opts.padding`, 0, 0);
   const [dh, dw] = pair(o.dilation, `${op}: opts.dilation`, 1, 1);
-  const groups = integer(o.groups, `${op}: opts.groups`, 1, 1);
+  const groups = integer(o.groups, `${op}: opts.groups`, 1, cw?.groups ?? 1);
+  if (cw && groups !== cw.groups)
+    fail('ERR_XNORM_SHAPE', `${op}: opts.groups: the ConvWeights were prepared with groups = ${cw.groups}, received ${groups}`);
   const relu = reluOf(o.activation, `${op}: opts.activation`);
   const xs = xt.shape;
   const [n, c, h, w] = layout === 'nchw' ? [xs[0], xs[1], xs[2], xs[3]] : [xs[0], xs[3], xs[1], xs[2]];
@@ -314,32 +322,157 @@ function foldArrays(weight: Tensor, bias: Float32Array | undefined, bn: NativeBn
   return { weight: wOut, bias: bOut };
 }
 
-/** Deploy-mode weights: weight * s and (bias - mean) * s + beta, s = gamma / sqrt(var + eps), in float32. */
-export function foldConvBn(p: ConvBnParams): { weight: Tensor; bias: Tensor } {
+/**
+ * Deploy-mode weights: weight * s and (bias - mean) * s + beta, s = gamma / sqrt(var + eps), in float32.
+ * With `prepare: true` the weight comes back as ConvWeights (prepared with `groups`, default 1), ready
+ * for conv2d without per-call packing.
+ */
+export function foldConvBn(p: ConvBnParams, opts?: { prepare?: false; groups?: number }): { weight: Tensor; bias: Tensor };
+export function foldConvBn(p: ConvBnParams, opts: { prepare: true; groups?: number }): { weight: ConvWeights; bias: Tensor };
+export function foldConvBn(p: ConvBnParams, opts?: { prepare?: boolean; groups?: number }): { weight: Tensor | ConvWeights; bias: Tensor };
+export function foldConvBn(p: ConvBnParams, opts?: { prepare?: boolean; groups?: number }): { weight: Tensor | ConvWeights; bias: Tensor } {
   const op = 'foldConvBn';
+  const o = options(opts, `${op}: opts`, ['prepare', 'groups']);
+  const prepare = flag(o.prepare, `${op}: opts.prepare`, false);
   const params = readParams(p, op);
   const wt = checkTensor(params.weight, `${op}: p.weight`, { dtypes: FLOAT_DTYPES, rank: 4 });
   const cout = wt.shape[0];
   if (cout < 1) fail('ERR_XNORM_SHAPE', `${op}: p.weight: expected Cout >= 1, received [${wt.shape.join(', ')}]`);
+  const groups = integer(o.groups, `${op}: opts.groups`, 1, 1);
+  if (o.groups !== undefined && !prepare)
+    fail('ERR_XNORM_ARGUMENT', `${op}: opts.groups: only used with prepare: true`);
   const bias = perChannel(params.bias, `${op}: p.bias`, cout);
   const bn = bnArrays(params.bn, cout, op);
-  return foldArrays(nativeWeight(wt, `${op}: p.weight`), bias, bn);
+  const folded = foldArrays(nativeWeight(wt, `${op}: p.weight`), bias, bn);
+  if (!prepare) return folded;
+  try {
+    const weight = prepareConvSync(folded.weight, { groups });
+    // On the CPU the ConvWeights hold their own copy; on a GPU they reference the folded tensor.
+    if (folded.weight.device === 'cpu') folded.weight.dispose();
+    return { weight, bias: folded.bias };
+  } catch (e) {
+    folded.weight.dispose();
+    folded.bias.dispose();
+    throw e;
+  }
 }
 
-const conv2dOp = defineOp((x: Tensor, weight: Tensor, bias?: Tensor, opts?: ConvOpts) => {
+// ---------------------------------------------------------------------------------------------------
+// Prepared conv weights
+
+/** What the JS side knows of a ConvWeights: on the CPU its native handle, on a GPU the weight tensor. */
+interface PreparedState {
+  shape: readonly number[];
+  groups: number;
+  device: Device;
+  handle?: PreparedHandle;
+  tensor?: Tensor;
+}
+
+const livePrepared = new WeakMap<ConvWeights, PreparedState | null>();
+
+/**
+ * Conv weights prepared once for many conv2d calls (inference): on the CPU a native object holding a
+ * float32 copy packed for the GEMM kernels (and, made on the first call that needs it, the Winograd
+ * form), used by both layouts; on a CUDA device the weight tensor itself (referenced, not copied: the
+ * GPU kernels read it as it is). Immutable; calls may share one at once. Disposable.
+ */
+export class ConvWeights {
+  /** [Cout, Cin/groups, kh, kw] */
+  readonly shape: readonly number[];
+  readonly groups: number;
+  readonly device: Device;
+
+  /** @internal Use prepareConv(). */
+  constructor(st: PreparedState) {
+    livePrepared.set(this, st);
+    this.shape = Object.freeze(st.shape.slice());
+    this.groups = st.groups;
+    this.device = st.device;
+  }
+
+  /** Host bytes held (the copy, the packed panels and any Winograd form); 0 on a GPU or once disposed. */
+  get bytes(): number {
+    const st = livePrepared.get(this);
+    return st?.handle ? native().convWeightsBytes({ prepared: st.handle }) : 0;
+  }
+
+  get disposed(): boolean {
+    return !livePrepared.get(this);
+  }
+
+  /** Frees the packed weights now (an op in flight keeps what it reads). Idempotent. */
+  dispose(): void {
+    const st = livePrepared.get(this);
+    if (st?.handle) native().releaseConvWeights({ prepared: st.handle });
+    if (st) livePrepared.set(this, null);
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  toString(): string {
+    return `ConvWeights([${this.shape.join(', ')}], groups ${this.groups}, ${this.device}${this.disposed ? ', disposed' : ''})`;
+  }
+}
+
+function preparedState(w: ConvWeights, name: string): PreparedState {
+  if (!livePrepared.has(w)) fail('ERR_XNORM_ARGUMENT', `${name}: expected ConvWeights from prepareConv, received ${describe(w)}`);
+  const st = livePrepared.get(w);
+  if (!st) return fail('ERR_XNORM_DISPOSED', `${name}: the ConvWeights was disposed`);
+  return st;
+}
+
+const prepareConvOp = defineOp((weight: Tensor, opts?: { groups?: number }) => {
+  const op = 'prepareConv';
+  const o = options(opts, `${op}: opts`, ['groups']);
+  const wt = checkTensor(weight, `${op}: weight`, { dtypes: FLOAT_DTYPES, rank: 4 });
+  const groups = integer(o.groups, `${op}: opts.groups`, 1, 1);
+  const shape = wt.shape.slice();
+  if (shape.some((d) => d < 1))
+    fail('ERR_XNORM_SHAPE', `${op}: weight: expected all dimensions >= 1, received [${shape.join(', ')}]`);
+  if (shape[0] % groups !== 0)
+    fail('ERR_XNORM_SHAPE', `${op}: weight: Cout = ${shape[0]} is not divisible by groups = ${groups}`);
+  const made = (st: Omit<PreparedState, 'shape' | 'groups' | 'device'>) => new ConvWeights({ shape, groups, device: wt.device, ...st });
+  if (wt.device !== 'cpu') {
+    nativeRef(wt, `${op}: weight`);  // checks it is live
+    return { call: () => undefined, finish: () => made({ tensor: wt }) };
+  }
+  const args = { weight: float32Of(wt, `${op}: weight`), wShape: shape, groups };
+  return {
+    call: (async: boolean) => native().prepareConv(args, async),
+    finish: (handle: unknown) => made({ handle: handle as PreparedHandle }),
+  };
+});
+
+/**
+ * Conv weights [Cout, Cin/groups, kh, kw] prepared for many conv2d calls (see ConvWeights): packing
+ * happens once here instead of on every call. `groups` must be the groups of the convs that use them.
+ */
+export const prepareConv = prepareConvOp.async;
+export const prepareConvSync = prepareConvOp.sync;
+
+const conv2dOp = defineOp((x: Tensor, weight: Tensor | ConvWeights, bias?: Tensor, opts?: ConvOpts) => {
   const op = 'conv2d';
   const o = options(opts, `${op}: opts`, CONV_KEYS);
   // mode is accepted for ConvOpts compatibility; a plain conv has no BN
   choice(o.mode, `${op}: opts.mode`, MODES, 'tune');
-  const conv = convGeometry(x, weight, o, op);
-  checkSameDevice({ x, weight, bias });
+  const conv = convGeometry(x, weight, o, op, true);
+  checkSameDevice({ x, bias });
   const b = perChannel(bias, `${op}: bias`, conv.cout);
+  const cw = weight instanceof ConvWeights ? preparedState(weight, `${op}: weight`) : undefined;
+  const w = cw ? (cw.handle ? { prepared: cw.handle } : { weight: nativeRef(cw.tensor!, `${op}: weight`) })
+    : { weight: nativeRef(nativeWeight(weight as Tensor, `${op}: weight`)) };
   const y = newOutput(x.device, conv.yShape, conv.args.dtype, `${op}: y`);
-  const args = { ...conv.args, x: nativeRef(x, `${op}: x`), weight: nativeRef(nativeWeight(weight, `${op}: weight`)), bias: b, y: nativeRef(y) };
+  const args = { ...conv.args, x: nativeRef(x, `${op}: x`), ...w, bias: b, y: nativeRef(y) };
   return { call: freeOnFailure([y], (async) => native().conv2d(args, async)), finish: () => y };
 });
 
-/** 2-D convolution (+ bias, + optional ReLU in the GEMM epilogue). */
+/**
+ * 2-D convolution (+ bias, + optional ReLU in the GEMM epilogue). `weight` is a tensor
+ * [Cout, Cin/groups, kh, kw] or ConvWeights from prepareConv (then no weight is packed per call).
+ */
 export const conv2d = conv2dOp.async;
 export const conv2dSync = conv2dOp.sync;
 

@@ -12,6 +12,7 @@ export type DeviceHandle = { readonly __xnormDeviceMemory: unique symbol };
 export type WeightsHandle = { readonly __xnormBinaryWeights: unique symbol };
 export type PlanHandle = { readonly __xnormMstPlan: unique symbol };
 export type SavedHandle = { readonly __xnormConvBnSaved: unique symbol };
+export type PreparedHandle = { readonly __xnormConvWeights: unique symbol };
 
 type HostArray = Float32Array | Uint16Array | Int32Array | Uint8Array | Uint32Array;
 export type TensorRef = HostArray | DeviceHandle;
@@ -239,7 +240,14 @@ export interface NativeAddon {
   setNumThreads(args: { threads: number }): void;
   prepareOutput(args: { buffer: Uint8Array; bytes: number }): number;
 
-  conv2d: Op<ConvArgs & ConvTensors & { y: TensorRef }>;
+  /** With `prepared` (CPU) instead of `weight`: the ConvWeights' packed weights, whose shape is wShape. */
+  conv2d: Op<ConvArgs & Omit<ConvTensors, 'weight'> & { weight?: TensorRef; prepared?: PreparedHandle; y: TensorRef }>;
+  /** A ConvWeights native object: float32 CPU weights packed for the conv kernels. */
+  prepareConv: Op<{ weight: Float32Array; wShape: number[]; groups: number }, PreparedHandle>;
+  /** Host bytes a ConvWeights holds (grows when its Winograd form is first made). */
+  convWeightsBytes(args: { prepared: PreparedHandle }): number;
+  /** ConvWeights.dispose(): drops the packed weights now (ops in flight keep theirs). */
+  releaseConvWeights(args: { prepared: PreparedHandle }): void;
   convBnForward: Op<ConvBnForwardArgs>;
   /** A ConvBnSaved native object: the geometry, BN parameters, x and weight, and the state it owns. */
   convBnSaved(args: ConvBnSavedArgs): SavedHandle;

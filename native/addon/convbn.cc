@@ -88,14 +88,79 @@ BnParams read_bn(Args& a, int64_t cout) {
 
 xnorm_cuda_bn plugin_bn(const BnParams& bn) { return xnorm_cuda_bn{bn.mean, bn.var, bn.gamma, bn.beta, bn.eps}; }
 
+// The JS handle of prepared conv weights (ConvWeights). dispose() empties it; ops in flight keep theirs.
+struct PreparedHandle {
+  std::shared_ptr<const convbn::PreparedWeights> weights;
+};
+
+const napi_type_tag kPreparedTag = {0x786e6f726d636f6eull, 0x7677656967687473ull};  // "xnormcon" "vweights"
+
+std::shared_ptr<const convbn::PreparedWeights> prepared_arg(Args& a, const std::string& name) {
+  PreparedHandle& h = handle_arg<PreparedHandle>(a.object().Get("prepared"), kPreparedTag, name,
+                                                 "ConvWeights (from prepareConv)");
+  if (!h.weights) fail(ErrorCode::Disposed, name + ": the ConvWeights was disposed");
+  return h.weights;
+}
+
+// prepareConv: float32 weights [Cout, Cin/groups, kh, kw] packed for the CPU kernels (on the pool when async).
+Napi::Value PrepareConv(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&] {
+    Args a(info, "prepareConv");
+    std::vector<int64_t> ws = a.shape("wShape");
+    if (ws.size() != 4 || ws[0] < 1 || ws[1] < 1 || ws[2] < 1 || ws[3] < 1)
+      fail(ErrorCode::Shape, "prepareConv: weight: expected [Cout, Cin/groups, kh, kw] with all dimensions >= 1, received " +
+                                 shape_str(ws));
+    const int64_t groups = a.integer("groups", 1, kMaxGeom);
+    if (ws[0] % groups != 0)
+      fail(ErrorCode::Shape, "prepareConv: weight: Cout = " + std::to_string(ws[0]) + " is not divisible by groups = " +
+                                 std::to_string(groups));
+    Buffer w = a.host("weight", DType::Float32, shape_size(ws, "weight"));
+    return run_op(a, [=]() -> ResultBuilder {
+      auto p = std::make_shared<const convbn::PreparedWeights>(f32(w), ws[0], ws[1], ws[2], ws[3], groups);
+      return [p](Napi::Env env) { return make_handle(env, new PreparedHandle{p}, kPreparedTag); };
+    });
+  });
+}
+
+Napi::Value ConvWeightsBytes(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&] {
+    Args a(info, "convWeightsBytes");
+    return Napi::Value(Napi::Number::New(info.Env(), double(prepared_arg(a, "ConvWeights.bytes")->bytes())));
+  });
+}
+
+Napi::Value ReleaseConvWeights(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&] {
+    Args a(info, "releaseConvWeights");
+    handle_arg<PreparedHandle>(a.object().Get("prepared"), kPreparedTag, "ConvWeights.dispose", "ConvWeights").weights.reset();
+    return info.Env().Undefined();
+  });
+}
+
 Napi::Value Conv2d(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&] {
     Args a(info, "conv2d");
     const Conv c = read_conv(a);
     const ConvShape& g = c.g;
     Buffer x = a.tensor("x", c.dtype, g.x_size()), y = a.tensor("y", c.dtype, g.y_size());
-    Buffer w = a.tensor("weight", c.w_dtype, g.w_size()), b = a.optional_host("bias", DType::Float32, g.cout);
+    Buffer w, b = a.optional_host("bias", DType::Float32, g.cout);
+    // Prepared weights (CPU only): wShape and groups, checked against x by read_conv, must be theirs.
+    std::shared_ptr<const convbn::PreparedWeights> pre;
+    if (a.has("prepared")) {
+      pre = prepared_arg(a, "conv2d: weight");
+      if (c.on_gpu())
+        fail(ErrorCode::Device, "conv2d: weight: ConvWeights prepared on the CPU, x on CUDA device " + std::to_string(c.device) +
+                                    "; prepare the weights on that device");
+      if (pre->cout != g.cout || pre->cin_g != g.cin_g() || pre->kh != g.kh || pre->kw != g.kw || pre->groups != g.groups)
+        fail(ErrorCode::Shape, "conv2d: weight: the ConvWeights' shape or groups differ from wShape and groups");
+    } else {
+      w = a.tensor("weight", c.w_dtype, g.w_size());
+    }
     return run_op(a, [=]() -> ResultBuilder {
+      if (pre) {
+        convbn::conv_forward(g, c.dtype, x.data, *pre, f32(b), c.relu, y.data);
+        return nullptr;
+      }
       if (!c.on_gpu()) {
         convbn::conv_forward(g, c.dtype, x.data, f32(w), f32(b), c.relu, y.data, nullptr);
         return nullptr;
@@ -382,6 +447,9 @@ Napi::Value ConvInfo(const Napi::CallbackInfo& info) {
 
 void init_convbn(Napi::Env env, Napi::Object exports) {
   exports.Set("conv2d", Napi::Function::New(env, Conv2d));
+  exports.Set("prepareConv", Napi::Function::New(env, PrepareConv));
+  exports.Set("convWeightsBytes", Napi::Function::New(env, ConvWeightsBytes));
+  exports.Set("releaseConvWeights", Napi::Function::New(env, ReleaseConvWeights));
   exports.Set("convBnForward", Napi::Function::New(env, ConvBnForward));
   exports.Set("convBnSaved", Napi::Function::New(env, ConvBnSaved));
   exports.Set("convBnBackward", Napi::Function::New(env, ConvBnBackward));

@@ -41,8 +41,9 @@ const float* scaled_taps(const float* w, const float* w_scale, int64_t co, int64
 }
 
 // y = act(conv(x, w * w_scale) + bias), all float32 NCHW; w_scale (per output channel) may be null.
+// With `pre` (then w = pre->weights() and no w_scale), the GEMM and Winograd paths read its packed weights.
 void forward_f32(const ConvShape& g, const float* x, const float* w, const float* w_scale, const float* bias, bool relu,
-                 float* y) {
+                 float* y, const PreparedWeights* pre = nullptr) {
   const Kernels& k = active_kernels();
   const Window win = window_of(g);
   const int64_t hw = g.h * g.w, ohw = g.oh * g.ow, K = g.patch(), cin_g = g.cin_g(), cout_g = g.cout_g();
@@ -61,6 +62,7 @@ void forward_f32(const ConvShape& g, const float* x, const float* w, const float
     WinogradProblem P;
     P.n = g.n; P.c = g.c; P.h = g.h; P.w = g.w; P.ph = g.ph; P.pw = g.pw; P.oh = g.oh; P.ow = g.ow; P.cout = g.cout;
     P.x = x; P.wt = w; P.w_scale = w_scale; P.bias = bias; P.relu = relu; P.y = y;
+    P.u = pre ? pre->winograd() : nullptr;
     k.winograd_forward(P);
     return;
   }
@@ -73,6 +75,7 @@ void forward_f32(const ConvShape& g, const float* x, const float* w, const float
       P.m = cout_g; P.n = np; P.k = K;
       P.a.p = w + gr * cout_g * K; P.a.rs = K; P.a.cs = 1;
       P.a.row_scale = w_scale ? w_scale + gr * cout_g : nullptr;
+      P.a.packed = pre ? pre->panels(gr) : nullptr;
       P.b.kind = Operand::Im2col; P.b.p = x + gr * cin_g * hw; P.b.win = win; P.b.win.image_stride = g.c * hw;
       P.c = ybat + gr * cout_g * np; P.ldc = np;
       P.bias_row = bias ? bias + gr * cout_g : nullptr;
@@ -89,6 +92,7 @@ void forward_f32(const ConvShape& g, const float* x, const float* w, const float
       P.m = cout_g; P.n = ohw; P.k = K;
       P.a.p = w + gr * cout_g * K; P.a.rs = K; P.a.cs = 1;
       P.a.row_scale = w_scale ? w_scale + gr * cout_g : nullptr;
+      P.a.packed = pre ? pre->panels(gr) : nullptr;
       const float* xg = x + (img * g.c + gr * cin_g) * hw;
       if (pointwise(g)) {
         P.b.p = xg; P.b.rs = hw; P.b.cs = 1;
@@ -239,6 +243,17 @@ void build_mask(const float* y, int64_t size, uint32_t* mask) {
   });
 }
 
+// Both conv_forward forms: caller's dtype and layout around forward_f32.
+void forward(const ConvShape& g, DType dt, const void* x, const float* w, const float* w_scale, const PreparedWeights* pre,
+             const float* bias, bool relu, void* y, uint32_t* relu_mask) {
+  std::vector<float> xbuf, ybuf;
+  const float* x32 = input_f32(dt, g.layout, x, g.n, g.c, g.h * g.w, xbuf);
+  float* y32 = output_f32(dt, g.layout, y, g.y_size(), ybuf);
+  if (g.n > 0) forward_f32(g, x32, w, w_scale, bias, relu, y32, pre);
+  if (relu_mask) build_mask(y32, g.y_size(), relu_mask);
+  store_output(dt, g.layout, y32, g.n, g.cout, g.oh * g.ow, y);
+}
+
 }  // namespace
 
 bool conv_grads(const ConvShape& g, DType dt, const void* x, const float* w, const float* w_scale, const float* dy32,
@@ -259,12 +274,12 @@ bool conv_grads(const ConvShape& g, DType dt, const void* x, const float* w, con
 
 void conv_forward(const ConvShape& g, DType dt, const void* x, const float* w, const float* bias, bool relu, void* y,
                   uint32_t* relu_mask, const float* w_scale) {
-  std::vector<float> xbuf, ybuf;
-  const float* x32 = input_f32(dt, g.layout, x, g.n, g.c, g.h * g.w, xbuf);
-  float* y32 = output_f32(dt, g.layout, y, g.y_size(), ybuf);
-  if (g.n > 0) forward_f32(g, x32, w, w_scale, bias, relu, y32);
-  if (relu_mask) build_mask(y32, g.y_size(), relu_mask);
-  store_output(dt, g.layout, y32, g.n, g.cout, g.oh * g.ow, y);
+  forward(g, dt, x, w, w_scale, nullptr, bias, relu, y, relu_mask);
+}
+
+void conv_forward(const ConvShape& g, DType dt, const void* x, const PreparedWeights& w, const float* bias, bool relu,
+                  void* y) {
+  forward(g, dt, x, w.weights(), nullptr, &w, bias, relu, y, nullptr);
 }
 
 void conv_backward_data(const ConvShape& g, DType dt, const void* dy, const float* w, void* dx) {

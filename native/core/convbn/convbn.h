@@ -5,6 +5,7 @@
 // everything runs in float32 NCHW: half-precision or NHWC tensors are converted on the way in and out.
 #pragma once
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,32 @@ ConvShape conv_shape(const std::vector<int64_t>& x_shape, const std::vector<int6
 void conv_forward(const ConvShape& g, DType dt, const void* x, const float* w, const float* bias, bool relu, void* y,
                   uint32_t* relu_mask, const float* w_scale = nullptr);
 
+// Weights prepared once for many forward convolutions (inference): a float32 copy, the GEMM panels of
+// every group in the active micro-kernel's layout, and the Winograd-transformed weights, made on the
+// first call that takes that path. A plain conv with them is bit-identical to one with the raw weights
+// and repacks nothing. Calls may share one at once: nothing changes once made (the Winograd part is
+// made once, under a lock).
+class PreparedWeights {
+ public:
+  // w: float32 [cout, cin_g, kh, kw]; groups divides cout (conv_shape checks the rest against x).
+  PreparedWeights(const float* w, int64_t cout, int64_t cin_g, int64_t kh, int64_t kw, int64_t groups);
+
+  const int64_t cout, cin_g, kh, kw, groups;
+  const float* weights() const { return w_.data(); }
+  // Group gr's A panels; null where the conv runs direct loops (one input channel per group).
+  const float* panels(int64_t group) const;
+  // For winograd_forward (3x3, ungrouped); made on the first call.
+  const float* winograd() const;
+  // Host memory held now.
+  int64_t bytes() const;
+
+ private:
+  std::vector<float> w_, panels_;
+  int64_t group_floats_ = 0;
+  mutable std::mutex winograd_mutex_;
+  mutable std::vector<float> winograd_;
+};
+
 struct BnParams {
   const float* mean = nullptr;
   const float* var = nullptr;
@@ -49,6 +76,10 @@ struct BnParams {
   const float* beta = nullptr;   // null = zeros
   double eps = 1e-5;
 };
+
+// y = act(conv(x, w) + bias) with prepared weights, whose shape and groups conv_shape gave g.
+void conv_forward(const ConvShape& g, DType dt, const void* x, const PreparedWeights& w, const float* bias, bool relu,
+                  void* y);
 
 // Deploy-mode weights: s = gamma / sqrt(var + eps); w_out = w * s; b_out = (bias - mean) * s + beta.
 // s_out (optional) receives s. bias may be null (zeros).

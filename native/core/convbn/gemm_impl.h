@@ -137,6 +137,20 @@ void gemm_task(const GemmProblem& P, int64_t b0, int64_t b1, int64_t jt, int64_t
   }
 }
 
+int64_t packed_floats(int64_t m, int64_t k) { return k * padded_rows(m); }
+
+// w [m, k] into the A panels gemm_task reads: K slice p0, M block blk at p0 * padded_rows(m) + blk * MC * kc.
+void pack_weights(const float* w, int64_t m, int64_t k, float* dst) {
+  Operand A;
+  A.p = w, A.rs = k, A.cs = 1;
+  const int64_t slice = k_slice(k), blocks = (m + Micro::MC - 1) / Micro::MC, slices = (k + slice - 1) / slice;
+  parallel_tasks(slices * blocks, [&](int64_t t) {
+    const int64_t p0 = (t / blocks) * slice, kc = std::min(slice, k - p0);
+    const int64_t i0 = (t % blocks) * Micro::MC, mc = std::min<int64_t>(Micro::MC, m - i0);
+    pack_a(A, i0, mc, p0, kc, dst + p0 * padded_rows(m) + i0 * kc);
+  });
+}
+
 // Enough tasks to balance many cores, few enough that B is not repacked for every M block.
 constexpr int64_t kTargetTasks = 32;
 // Below this many tasks, N tiles are narrowed so that a few threads can share the work evenly.
@@ -185,7 +199,7 @@ void gemm(const GemmProblem* problems, int64_t count) {
   for (int64_t i = 0; i < count; ++i) {
     const GemmProblem& P = problems[i];
     a_owner[i] = i;
-    for (int64_t j = 0; j < i; ++j) {
+    for (int64_t j = 0; j < i && !P.a.packed; ++j) {
       const GemmProblem& Q = problems[j];
       if (a_owner[j] == j && live(Q) && Q.a.p == P.a.p && Q.a.rs == P.a.rs && Q.a.cs == P.a.cs && Q.m == P.m && Q.k == P.k &&
           Q.a.row_scale == P.a.row_scale && Q.a.col_scale == P.a.col_scale) {
@@ -194,13 +208,14 @@ void gemm(const GemmProblem* problems, int64_t count) {
       }
     }
     a_at[i] = a_owner[i] == i ? a_floats : a_at[a_owner[i]];
-    if (a_owner[i] == i && live(P)) a_floats += P.k * padded_rows(P.m);
+    if (a_owner[i] == i && live(P) && !P.a.packed) a_floats += P.k * padded_rows(P.m);
     if (!live(P)) continue;
     all_blocks += m_blocks(P) * n_tiles(P);
     if (m_blocks(P) > 1) b_floats += b_size(P);
   }
   float* pre_a = tls_packed_a.get(size_t(std::max<int64_t>(a_floats, 1)));
-  for_jobs(count, [&](int64_t i) { return a_owner[i] == i && live(problems[i]) ? slices(problems[i]) * m_blocks(problems[i]) : 0; },
+  const auto own_a = [&](int64_t i) { return a_owner[i] == i && live(problems[i]) && !problems[i].a.packed; };
+  for_jobs(count, [&](int64_t i) { return own_a(i) ? slices(problems[i]) * m_blocks(problems[i]) : 0; },
            [&](int64_t i, int64_t t) {
              const GemmProblem& P = problems[i];
              const int64_t slice = k_slice(P.k), p0 = (t / m_blocks(P)) * slice, kc = std::min(slice, P.k - p0);
@@ -230,7 +245,8 @@ void gemm(const GemmProblem* problems, int64_t count) {
              const GemmProblem& P = problems[i];
              const int64_t nt = n_tiles(P), mt = t / nt, jt = t % nt;
              const float* pb = b_at[i] >= 0 ? pre_b + b_at[i] + jt * P.k * tile_n : nullptr;
-             gemm_task(P, mt * per_task, std::min(m_blocks(P), (mt + 1) * per_task), jt, tile_n, pre_a + a_at[i], pb);
+             const float* pa = P.a.packed ? P.a.packed : pre_a + a_at[i];
+             gemm_task(P, mt * per_task, std::min(m_blocks(P), (mt + 1) * per_task), jt, tile_n, pa, pb);
            });
 }
 

@@ -26,6 +26,9 @@ struct Operand {
   // its per-channel BN scale into the weights this way, without a folded copy of the weights.
   const float* row_scale = nullptr;
   const float* col_scale = nullptr;
+  // A only: the operand already packed by Kernels::pack_weights (prepared conv weights); gemm reads
+  // its panels as they are instead of packing p.
+  const float* packed = nullptr;
 };
 
 // Caller's work on a finished block of C, rows [i0, i0 + rows) x columns [j0, j0 + cols), run by the
@@ -63,6 +66,8 @@ struct WinogradProblem {
   const float* bias = nullptr;
   bool relu = false;
   float* y = nullptr;
+  // Optional: wt already transformed by Kernels::winograd_weights (prepared conv weights, w_scale null).
+  const float* u = nullptr;
 };
 
 struct Kernels {
@@ -73,6 +78,13 @@ struct Kernels {
   // The 16 transformed-domain products run on the GEMM micro-kernel; bias and ReLU are applied in the
   // output transform. Task boundaries depend only on the sizes, as for gemm.
   void (*winograd_forward)(const WinogradProblem& P);
+  // Prepared weights. pack_weights: w [m, k] (row-major) into the GEMM's A panels, the layout gemm packs
+  // A into on every call (packed_floats(m, k) floats). winograd_weights: wt [cout, c, 3, 3] transformed
+  // for winograd_forward (winograd_floats(cout, c) floats).
+  void (*pack_weights)(const float* w, int64_t m, int64_t k, float* dst);
+  int64_t (*packed_floats)(int64_t m, int64_t k);
+  void (*winograd_weights)(const float* wt, int64_t cout, int64_t c, float* u);
+  int64_t (*winograd_floats)(int64_t cout, int64_t c);
   // Depthwise-style direct kernels (one input channel per group). One output plane of one image:
   // y[oh, ow] = act(bias + sum_{ky,kx} wt[ky, kx] * x[iy, ix]); x is one input plane.
   void (*direct_forward_plane)(const float* x, const float* wt, float bias, bool relu, float* y, const Window& g);

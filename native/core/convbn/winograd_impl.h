@@ -237,16 +237,32 @@ void wino_output(const WinogradProblem& P, const WinoPlan& q, const float* M, in
 // held by the thread that runs it (one tile block); never both in one call. V of every block: caller's.
 thread_local Scratch tls_wino_u, tls_wino_vall;
 
+// U of all output channels, U_xi's uxi floats apart (MR-row panels, c columns each).
+void all_weight_panels(const WinogradProblem& P, float* u, int64_t uxi) {
+  constexpr int MR = Micro::MR;
+  parallel_for(padded_rows(P.cout) / MR, 1, [&](int64_t b, int64_t e) {
+    for (int64_t panel = b; panel < e; ++panel) wino_weight_panel(P, panel * MR, u + panel * MR * P.c, uxi);
+  });
+}
+
+// The U winograd_forward reads as P.u: wino_plan's all-channel layout (uxi = padded cout * c + 16).
+int64_t winograd_floats(int64_t cout, int64_t c) { return 16 * (padded_rows(cout) * c + 16); }
+
+void winograd_weights(const float* wt, int64_t cout, int64_t c, float* u) {
+  WinogradProblem P;
+  P.c = c, P.cout = cout, P.wt = wt;
+  all_weight_panels(P, u, padded_rows(cout) * c + 16);
+}
+
 void winograd_forward(const WinogradProblem& P) {
   constexpr int MR = Micro::MR, NR = Micro::NR;
   const WinoPlan q = wino_plan(P);
   const int64_t c = P.c, vblock = 16 * q.vxi;
-  float* Up = nullptr;
-  if (q.nb > 1) {  // U of all channels once, shared by the tile blocks
-    Up = tls_wino_u.get(size_t(16 * q.uxi));
-    parallel_for(q.cpad / MR, 1, [&](int64_t b, int64_t e) {
-      for (int64_t panel = b; panel < e; ++panel) wino_weight_panel(P, panel * MR, Up + panel * MR * c, q.uxi);
-    });
+  const float* Up = P.u;  // prepared: U of all channels, made by winograd_weights
+  if (!Up && q.nb > 1) {  // U of all channels once, shared by the tile blocks
+    float* u = tls_wino_u.get(size_t(16 * q.uxi));
+    all_weight_panels(P, u, q.uxi);
+    Up = u;
   }
   float* Vall = nullptr;
   if (q.nbm > 1) {  // V of every block once, in channel chunks so that few blocks still make tasks

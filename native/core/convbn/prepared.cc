@@ -1,0 +1,38 @@
+// Prepared conv weights: packed once, read by every later forward call (see PreparedWeights in convbn.h).
+#include "../common/checked.h"
+#include "convbn_internal.h"
+
+namespace xnorm::convbn {
+
+PreparedWeights::PreparedWeights(const float* w, int64_t cout_, int64_t cin_g_, int64_t kh_, int64_t kw_, int64_t groups_)
+    : cout(cout_), cin_g(cin_g_), kh(kh_), kw(kw_), groups(groups_) {
+  const int64_t k = checked_mul(cin_g * kh, kw, "weight"), size = checked_mul(cout, k, "weight");
+  w_.assign(w, w + size);
+  if (cin_g == 1) return;  // direct loops read the taps as they are
+  const Kernels& kern = active_kernels();
+  const int64_t cout_g = cout / groups;
+  group_floats_ = kern.packed_floats(cout_g, k);
+  panels_.resize(size_t(checked_mul(group_floats_, groups, "packed weights")));
+  for (int64_t gr = 0; gr < groups; ++gr) kern.pack_weights(w_.data() + gr * cout_g * k, cout_g, k, panels_.data() + gr * group_floats_);
+}
+
+const float* PreparedWeights::panels(int64_t group) const {
+  return panels_.empty() ? nullptr : panels_.data() + group * group_floats_;
+}
+
+const float* PreparedWeights::winograd() const {
+  std::lock_guard<std::mutex> lock(winograd_mutex_);
+  if (winograd_.empty()) {
+    const Kernels& kern = active_kernels();
+    winograd_.resize(size_t(kern.winograd_floats(cout, cin_g)));
+    kern.winograd_weights(w_.data(), cout, cin_g, winograd_.data());
+  }
+  return winograd_.data();
+}
+
+int64_t PreparedWeights::bytes() const {
+  std::lock_guard<std::mutex> lock(winograd_mutex_);
+  return int64_t(sizeof(float) * (w_.size() + panels_.size() + winograd_.size()));
+}
+
+}  // namespace xnorm::convbn

@@ -1,0 +1,205 @@
+// Prepared conv weights (prepareConv / ConvWeights): bit-identical to the raw-weight conv on every path
+// (GEMM per image, batch-spanning GEMM, pointwise, direct/depthwise, Winograd), both layouts, dtypes,
+// sync and async, shared by concurrent calls; foldConvBn({ prepare: true }); lifetime and bad input.
+// Every ISA level is covered by the forced-ISA child in convbn.test.ts (preparedDiffers).
+import { describe, expect, it } from 'vitest';
+import {
+  ConvWeights,
+  conv2d,
+  conv2dSync,
+  convBnSync,
+  foldConvBn,
+  prepareConv,
+  prepareConvSync,
+  setNumThreads,
+  info,
+  tensor,
+} from '../lib';
+import { native } from '../lib/native';
+import { AWKWARD, ConvCase, conv64, sizes } from './convbn-reference';
+import { expectCode, randomArray } from './helpers';
+
+const raw = () => native() as unknown as Record<string, (args: object) => unknown>;
+
+const c3 = (n: number, c: number, h: number, w: number, cout: number, p: number, g = 1): ConvCase =>
+  ({ n, c, h, w, cout, k: [3, 3], s: [1, 1], p: [p, p], d: [1, 1], g });
+const CASES: ConvCase[] = [
+  ...AWKWARD,
+  c3(1, 40, 13, 11, 36, 1),   // Winograd, one tile block
+  c3(2, 33, 21, 17, 35, 1),   // Winograd, several tile blocks
+  c3(3, 64, 5, 5, 70, 1),     // batch-spanning GEMM (small map)
+  { n: 2, c: 24, h: 6, w: 7, cout: 40, k: [1, 1], s: [1, 1], p: [0, 0], d: [1, 1], g: 1 },  // pointwise
+  { n: 2, c: 24, h: 9, w: 8, cout: 24, k: [3, 3], s: [2, 1], p: [1, 1], d: [1, 1], g: 24 }, // depthwise
+  { n: 1, c: 12, h: 9, w: 8, cout: 18, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 3 },  // grouped
+];
+
+function opts(t: ConvCase, layout: 'nchw' | 'nhwc' = 'nchw') {
+  return { stride: t.s, padding: t.p, dilation: t.d, groups: t.g, layout };
+}
+
+function inputs(t: ConvCase, seed: number) {
+  const s = sizes(t);
+  return {
+    x: randomArray(s.x, seed),
+    w: tensor(randomArray(s.w, seed + 1, 0.3), [t.cout, t.c / t.g, t.k[0], t.k[1]]),
+    b: tensor(randomArray(t.cout, seed + 2), [t.cout]),
+  };
+}
+
+function xTensor(t: ConvCase, x: Float32Array, layout: 'nchw' | 'nhwc', dtype: 'float32' | 'float16' = 'float32') {
+  if (layout === 'nchw') return tensor(x, [t.n, t.c, t.h, t.w], { dtype });
+  const nhwc = new Float32Array(x.length);
+  const hw = t.h * t.w;
+  for (let n = 0; n < t.n; n++)
+    for (let c = 0; c < t.c; c++)
+      for (let p = 0; p < hw; p++) nhwc[(n * hw + p) * t.c + c] = x[(n * t.c + c) * hw + p];
+  return tensor(nhwc, [t.n, t.h, t.w, t.c], { dtype });
+}
+
+function expectIdentical(a: ArrayLike<number>, b: ArrayLike<number>, what: string) {
+  expect(a.length, what).toBe(b.length);
+  for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) throw new Error(`${what}: element ${i}: ${a[i]} vs ${b[i]}`);
+}
+
+describe('prepared conv weights', () => {
+  it('give the raw-weight conv2d bit for bit on every path, both layouts, with ReLU', async () => {
+    for (const [k, t] of CASES.entries()) {
+      const { x, w, b } = inputs(t, 10 + k);
+      const cw = await prepareConv(w, { groups: t.g });
+      for (const layout of ['nchw', 'nhwc'] as const) {
+        const xt = xTensor(t, x, layout);
+        const o = { ...opts(t, layout), activation: 'relu' as const };
+        expectIdentical(conv2dSync(xt, cw, b, o).dataSync() as Float32Array, conv2dSync(xt, w, b, o).dataSync() as Float32Array,
+          `case ${k} ${layout}`);
+      }
+      cw.dispose();
+    }
+  });
+
+  it('match the float64 reference', () => {
+    for (const [k, t] of CASES.entries()) {
+      const { x, w, b } = inputs(t, 30 + k);
+      const y = conv2dSync(xTensor(t, x, 'nchw'), prepareConvSync(w, { groups: t.g }), b, opts(t)).dataSync() as Float32Array;
+      const ref = conv64(t, x, w.dataSync() as Float32Array, b.dataSync() as Float32Array);
+      let scale = 1, diff = 0;
+      for (let i = 0; i < ref.length; i++) {
+        scale = Math.max(scale, Math.abs(ref[i]));
+        diff = Math.max(diff, Math.abs(y[i] - ref[i]));
+      }
+      expect(diff, `case ${k}`).toBeLessThanOrEqual(2e-6 * scale);
+    }
+  });
+
+  it('take float16 weights and inputs (weights converted to float32 once, as conv2d does per call)', () => {
+    const t = CASES[1];
+    const { x, w, b } = inputs(t, 50);
+    const wh = tensor(w.dataSync() as Float32Array, w.shape, { dtype: 'float16' });
+    const xh = xTensor(t, x, 'nchw', 'float16');
+    const y = conv2dSync(xh, prepareConvSync(wh), b, opts(t));
+    expect(y.dtype).toBe('float16');
+    expectIdentical(y.dataSync() as Uint16Array, conv2dSync(xh, wh, b, opts(t)).dataSync() as Uint16Array, 'float16');
+  });
+
+  it('are shared by concurrent async calls, and by 1 or 2 threads, with identical results', async () => {
+    const t = c3(2, 48, 14, 14, 64, 1);
+    const { x, w, b } = inputs(t, 60);
+    const cw = prepareConvSync(w);
+    const xt = xTensor(t, x, 'nchw');
+    const want = conv2dSync(xt, w, b, opts(t)).dataSync() as Float32Array;
+    const ys = await Promise.all(Array.from({ length: 6 }, () => conv2d(xt, cw, b, opts(t))));
+    for (const y of ys) expectIdentical(y.dataSync() as Float32Array, want, 'concurrent');
+    const threads = info().cpu.threads;
+    try {
+      setNumThreads(1);
+      expectIdentical(conv2dSync(xt, cw, b, opts(t)).dataSync() as Float32Array, want, '1 thread');
+    } finally {
+      setNumThreads(threads);
+    }
+  });
+
+  it('make the Winograd form on the first call that needs it, once', () => {
+    const t = c3(2, 33, 21, 17, 35, 1);
+    const { x, w } = inputs(t, 70);
+    const cw = prepareConvSync(w);
+    const before = cw.bytes;
+    expect(before).toBeGreaterThanOrEqual(2 * sizes(t).w * 4);  // the copy and the packed panels
+    conv2dSync(xTensor(t, x, 'nchw'), cw, undefined, opts(t));
+    const after = cw.bytes;
+    expect(after).toBeGreaterThan(before);
+    conv2dSync(xTensor(t, x, 'nhwc'), cw, undefined, opts(t, 'nhwc'));
+    expect(cw.bytes).toBe(after);
+  });
+
+  it('keep what an op in flight reads when disposed under it', async () => {
+    const t = c3(2, 64, 28, 28, 64, 1);
+    const { x, w, b } = inputs(t, 80);
+    const xt = xTensor(t, x, 'nchw');
+    const want = conv2dSync(xt, w, b, opts(t)).dataSync() as Float32Array;
+    const cw = prepareConvSync(w);
+    const pending = conv2d(xt, cw, b, opts(t));
+    cw.dispose();
+    expectIdentical((await pending).dataSync() as Float32Array, want, 'disposed in flight');
+    expect(cw.disposed).toBe(true);
+    expect(cw.bytes).toBe(0);
+  });
+
+  it('foldConvBn({ prepare: true }) gives what Deploy mode gives', () => {
+    const t = c3(1, 20, 9, 9, 24, 1, 2);
+    const { x, w, b } = inputs(t, 90);
+    const c = t.cout;
+    const bn = {
+      mean: tensor(randomArray(c, 91, 0.5), [c]), var: tensor(randomArray(c, 92, 0.3).map((v) => 0.5 + v * v), [c]),
+      gamma: tensor(randomArray(c, 93, 0.5, 1), [c]), beta: tensor(randomArray(c, 94), [c]), eps: 1e-3,
+    };
+    const p = { weight: w, bias: b, bn };
+    const folded = foldConvBn(p, { prepare: true, groups: 2 });
+    expect(folded.weight).toBeInstanceOf(ConvWeights);
+    expect(folded.weight.groups).toBe(2);
+    const xt = xTensor(t, x, 'nchw');
+    const o = { ...opts(t), activation: 'relu' as const };
+    expectIdentical(conv2dSync(xt, folded.weight, folded.bias, o).dataSync() as Float32Array,
+      convBnSync(xt, p, { ...o, mode: 'deploy' }).y.dataSync() as Float32Array, 'deploy');
+  });
+});
+
+describe('prepared conv weights: bad input', () => {
+  const t = c3(1, 8, 6, 6, 8, 1);
+  const { x, w } = inputs(t, 100);
+  const xt = xTensor(t, x, 'nchw');
+
+  it('refuses disposed weights, mismatched shapes or groups, and unknown options', () => {
+    const cw = prepareConvSync(w);
+    expectCode(() => conv2dSync(xt, cw, undefined, { groups: 2 }), 'ERR_XNORM_SHAPE');
+    const other = prepareConvSync(tensor(randomArray(8 * 4 * 9, 1), [8, 4, 3, 3]));
+    expectCode(() => conv2dSync(xt, other, undefined, { padding: 1 }), 'ERR_XNORM_SHAPE');
+    const grouped = prepareConvSync(tensor(randomArray(8 * 4 * 9, 1), [8, 4, 3, 3]), { groups: 2 });
+    expect(conv2dSync(xt, grouped, undefined, { padding: 1 }).shape).toEqual([1, 8, 6, 6]);  // groups from the weights
+    expectCode(() => prepareConvSync(w, { groups: 3 }), 'ERR_XNORM_SHAPE');
+    expectCode(() => prepareConvSync(tensor(new Float32Array(8), [8])), 'ERR_XNORM_SHAPE');
+    expectCode(() => prepareConvSync(w, { group: 2 } as never), 'ERR_XNORM_ARGUMENT');
+    expectCode(() => foldConvBn({ weight: w, bn: { mean: tensor(new Float32Array(8), [8]), var: tensor(new Float32Array(8).fill(1), [8]) } },
+      { groups: 2 }), 'ERR_XNORM_ARGUMENT');
+    cw.dispose();
+    cw.dispose();
+    expectCode(() => conv2dSync(xt, cw), 'ERR_XNORM_DISPOSED');
+    expectCode(() => conv2dSync(xt, Object.create(ConvWeights.prototype)), 'ERR_XNORM_ARGUMENT');
+  });
+
+  it('the native boundary checks the handle and its shape', () => {
+    const cw = prepareConvSync(w);
+    const good = raw().prepareConv({ weight: w.dataSync(), wShape: [8, 8, 3, 3], groups: 1 });
+    const geo = {
+      dtype: 'float32', wDtype: 'float32', layout: 'nchw', groups: 1, relu: false, xShape: [1, 8, 6, 6],
+      strideH: 1, strideW: 1, padH: 1, padW: 1, dilationH: 1, dilationW: 1, x: xt.dataSync(), y: new Float32Array(288),
+    };
+    expect(() => raw().conv2d({ ...geo, wShape: [8, 8, 3, 3], prepared: good })).not.toThrow();
+    expectCode(() => raw().conv2d({ ...geo, wShape: [8, 8, 3, 3], prepared: {} }), 'ERR_XNORM_ARGUMENT');
+    expectCode(() => raw().conv2d({ ...geo, xShape: [1, 16, 6, 6], x: new Float32Array(576), wShape: [8, 16, 3, 3], prepared: good }),
+      'ERR_XNORM_SHAPE');
+    expectCode(() => raw().prepareConv({ weight: new Float32Array(10), wShape: [8, 8, 3, 3], groups: 1 }), 'ERR_XNORM_SHAPE');
+    expectCode(() => raw().prepareConv({ weight: w.dataSync(), wShape: [8, 8, 3, 3], groups: 3 }), 'ERR_XNORM_SHAPE');
+    raw().releaseConvWeights({ prepared: good });
+    expectCode(() => raw().conv2d({ ...geo, wShape: [8, 8, 3, 3], prepared: good }), 'ERR_XNORM_DISPOSED');
+    cw.dispose();
+  });
+});
