@@ -50,7 +50,7 @@ async function bestPair(a: () => unknown, b: () => unknown, reps: number): Promi
   return t;
 }
 
-interface Layer { name: string; c: number; cout: number; hw: number; k: number; stride: number; pad: number; groups: number }
+export interface Layer { name: string; c: number; cout: number; hw: number; k: number; stride: number; pad: number; groups: number }
 
 const BATCH = 8;
 const LAYERS: Layer[] = [
@@ -125,33 +125,40 @@ function node(op: string, inputs: string[], outputs: string[], attrs: Pb[] = [])
   const n = new Pb();
   for (const i of inputs) n.str(1, i);
   for (const o of outputs) n.str(2, o);
-  n.str(3, `${op}_0`).str(4, op);
+  n.str(3, `${op}_${outputs[0]}`).str(4, op);
   for (const a of attrs) n.msg(5, a);
   return n;
 }
 
-/** Conv -> BatchNormalization -> Relu, opset 13, weights as initializers. */
-export function onnxModel(l: Layer, w: Float32Array, b: Float32Array, bn: Record<'gamma' | 'beta' | 'mean' | 'var', Float32Array>, eps: number): Uint8Array {
+/**
+ * Conv -> BatchNormalization -> Relu (Conv -> Relu when bn is null), opset 13, weights as initializers.
+ * nhwc: X and Y are NHWC, with the Transpose nodes a converted TensorFlow.js model would give ORT.
+ */
+export function onnxModel(l: Layer, w: Float32Array, b: Float32Array, bn: Record<'gamma' | 'beta' | 'mean' | 'var', Float32Array> | null,
+  eps: number, batch = BATCH, nhwc = false): Uint8Array {
   const g = new Pb();
-  g.msg(1, node('Conv', ['X', 'W', 'B'], ['Z'], [
+  const perm = (p: number[]) => [attrInts('perm', p)];
+  if (nhwc) g.msg(1, node('Transpose', ['X'], ['XT'], perm([0, 3, 1, 2])));
+  g.msg(1, node('Conv', [nhwc ? 'XT' : 'X', 'W', 'B'], ['Z'], [
     attrInts('kernel_shape', [l.k, l.k]), attrInts('pads', [l.pad, l.pad, l.pad, l.pad]),
     attrInts('strides', [l.stride, l.stride]), attrInts('dilations', [1, 1]),
     new Pb().str(1, 'group').int(20, 2).int(3, l.groups),
   ]));
-  g.msg(1, node('BatchNormalization', ['Z', 'gamma', 'beta', 'mean', 'var'], ['N'], [new Pb().str(1, 'epsilon').int(20, 1).float(2, eps)]));
-  g.msg(1, node('Relu', ['N'], ['Y']));
+  if (bn) g.msg(1, node('BatchNormalization', ['Z', 'gamma', 'beta', 'mean', 'var'], ['N'], [new Pb().str(1, 'epsilon').int(20, 1).float(2, eps)]));
+  g.msg(1, node('Relu', [bn ? 'N' : 'Z'], [nhwc ? 'YT' : 'Y']));
+  if (nhwc) g.msg(1, node('Transpose', ['YT'], ['Y'], perm([0, 2, 3, 1])));
   g.str(2, 'convbn');
   g.msg(5, tensorProto('W', [l.cout, l.c / l.groups, l.k, l.k], w));
   g.msg(5, tensorProto('B', [l.cout], b));
-  for (const k of ['gamma', 'beta', 'mean', 'var'] as const) g.msg(5, tensorProto(k, [l.cout], bn[k]));
+  if (bn) for (const k of ['gamma', 'beta', 'mean', 'var'] as const) g.msg(5, tensorProto(k, [l.cout], bn[k]));
   const oh = Math.floor((l.hw + 2 * l.pad - l.k) / l.stride) + 1;
-  g.msg(11, valueInfo('X', [BATCH, l.c, l.hw, l.hw]));
-  g.msg(12, valueInfo('Y', [BATCH, l.cout, oh, oh]));
+  g.msg(11, valueInfo('X', nhwc ? [batch, l.hw, l.hw, l.c] : [batch, l.c, l.hw, l.hw]));
+  g.msg(12, valueInfo('Y', nhwc ? [batch, oh, oh, l.cout] : [batch, l.cout, oh, oh]));
   const m = new Pb().int(1, 8).str(2, 'xnorm-bench').msg(7, g).msg(8, new Pb().str(1, '').int(2, 13));
   return Uint8Array.from(m.bytes);
 }
 
-function filled(n: number, seed: number, scale: number, offset = 0): Float32Array {
+export function filled(n: number, seed: number, scale: number, offset = 0): Float32Array {
   const a = new Float32Array(n);
   let s = seed >>> 0;
   for (let i = 0; i < n; i++) {

@@ -59,7 +59,7 @@ const packBitsOp = defineOp((x: Tensor, opts?: PackBitsOptions) => {
   // The CPU kernel reads float32 (converted here); the GPU one reads x's own dtype.
   const xs = x.device === 'cpu' ? float32Of(x, 'packBits: x') : nativeRef(x, 'packBits: x');
   const dtype = x.device === 'cpu' ? 'float32' : (x.dtype as FloatDType);
-  const y = newOutput(x.device, outShape, 'bit', 'packBits: output', true);
+  const y = newOutput(x.device, outShape, 'bit', 'packBits: output');
   const args = { device: nativeDevice(x), x: xs, dtype, layout, n, c, s, thresholds, threshold, out: nativeRef(y) };
   return { call: freeOnFailure([y], (async) => native().packBits(args, async)), finish: () => y };
 });
@@ -77,7 +77,7 @@ const unpackBitsOp = defineOp((b: Tensor, opts?: { layout?: Layout }) => {
   const { n, c, s } = ncs(b.shape, 'nhwc');
   const r = b.shape.length;
   const outShape = layout === 'nhwc' || r === 2 ? b.shape.slice() : [b.shape[0], b.shape[r - 1], ...b.shape.slice(1, r - 1)];
-  const y = newOutput(b.device, outShape, 'float32', 'unpackBits: output', true);
+  const y = newOutput(b.device, outShape, 'float32', 'unpackBits: output');
   const args = { device: nativeDevice(b), b: nativeRef(b, 'unpackBits: b'), layout, n, c, s, out: nativeRef(y) };
   return { call: freeOnFailure([y], (async) => native().unpackBits(args, async)), finish: () => y };
 });
@@ -246,7 +246,7 @@ export interface BinaryConvOptions {
 const BINARY_CONV_KEYS = ['stride', 'padding', 'dilation', 'groups', 'padValue', 'scale', 'bias', 'clamp', 'output'] as const;
 const BINARY_LINEAR_KEYS = ['scale', 'bias', 'clamp', 'output'] as const;
 
-function prepareConv(op: string, x: Tensor, wp: BinaryWeights | MstPlan, opts: BinaryConvOptions | undefined, linear: boolean) {
+function binaryConvArgs(op: string, x: Tensor, wp: BinaryWeights | MstPlan, opts: BinaryConvOptions | undefined, linear: boolean) {
   const o = options(opts, `${op}: opts`, linear ? BINARY_LINEAR_KEYS : BINARY_CONV_KEYS);
   const plan = wp instanceof MstPlan ? wp : undefined;
   if (plan && !planHandles.has(plan)) fail('ERR_XNORM_ARGUMENT', `${op}: w: expected an MstPlan from mstPlan(), received ${describe(wp)}`);
@@ -289,7 +289,7 @@ function prepareConv(op: string, x: Tensor, wp: BinaryWeights | MstPlan, opts: B
     fail('ERR_XNORM_SHAPE', `${op}: the output [${outShape.join(', ')}] overflows 2^53 - 1 elements`);
   const outDType = output === 'bits' ? 'bit' : output === 'int32' ? 'int32' : 'float32';
   // Every output element is written by the kernels (and the reference), so it needs no zero fill.
-  const y = newOutput(x.device, outShape, outDType, `${op}: output`, true);
+  const y = newOutput(x.device, outShape, outDType, `${op}: output`);
   const args = {
     device: nativeDevice(x), x: nativeRef(x, `${op}: x`), xShape,
     ...(plan ? { plan: planHandle(plan) } : { weights: weightsHandle(w) }),
@@ -299,7 +299,7 @@ function prepareConv(op: string, x: Tensor, wp: BinaryWeights | MstPlan, opts: B
 }
 
 const binaryConv2dOp = defineOp((x: Tensor, w: BinaryWeights | MstPlan, opts?: BinaryConvOptions) => {
-  const { y, args } = prepareConv('binaryConv2d', x, w, opts, false);
+  const { y, args } = binaryConvArgs('binaryConv2d', x, w, opts, false);
   return { call: freeOnFailure([y], (async) => native().binaryConv2d(args, async)), finish: () => y };
 });
 
@@ -314,7 +314,7 @@ export const binaryConv2dSync = binaryConv2dOp.sync;
 
 const binaryLinearOp = defineOp(
   (x: Tensor, w: BinaryWeights | MstPlan, opts?: Pick<BinaryConvOptions, 'scale' | 'bias' | 'clamp' | 'output'>) => {
-    const { y, args } = prepareConv('binaryLinear', x, w, opts, true);
+    const { y, args } = binaryConvArgs('binaryLinear', x, w, opts, true);
     return { call: freeOnFailure([y], (async) => native().binaryConv2d(args, async)), finish: () => y };
   },
 );
@@ -328,7 +328,7 @@ export function binaryConv2dReferenceSync(x: Tensor, w: BinaryWeights | MstPlan,
   checkTensor(x, 'binaryConv2dReference: x', { dtypes: ['bit'], rank: [2, 4] });
   if (x.device !== 'cpu')
     fail('ERR_XNORM_DEVICE', `binaryConv2dReference: x: expected a CPU tensor, received one on ${x.device}`);
-  const { y, args } = prepareConv('binaryConv2dReference', x, w, opts, x.shape.length === 2);
+  const { y, args } = binaryConvArgs('binaryConv2dReference', x, w, opts, x.shape.length === 2);
   native().binaryConv2dReference(args);
   return y;
 }

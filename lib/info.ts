@@ -3,6 +3,8 @@ import * as path from 'path';
 import { cudaStatus } from './cuda';
 import { describe, fail } from './errors';
 import { native, packageRoot } from './native';
+import type { OutputPoolStats } from './native';
+import { integer, options } from './validate';
 
 export interface Info {
   version: string;
@@ -41,4 +43,18 @@ export function setNumThreads(n: number): void {
   if (!Number.isInteger(n) || n < 1 || n > 256)
     fail('ERR_XNORM_ARGUMENT', `setNumThreads: expected an integer in [1, 256], received ${describe(n)}`);
   native().setNumThreads({ threads: n });
+}
+
+export type { OutputPoolStats } from './native';
+
+/**
+ * xnorm's output pool: CPU outputs of 128 KiB and more live in blocks it keeps for reuse, so a steady
+ * loop of requests touches memory that is already faulted in. idleBytes: kept for reuse; liveBytes:
+ * held by tensors (until dispose() or the GC) and ops in flight; maxIdleBytes: the most kept idle
+ * (default 256 MiB; lowering it frees the excess now). Process-wide, shared by worker threads.
+ */
+export function outputPool(opts?: { maxIdleBytes?: number }): OutputPoolStats {
+  const o = options(opts, 'outputPool: opts', ['maxIdleBytes']);
+  if (o.maxIdleBytes === undefined) return native().outputPool({});
+  return native().outputPool({ maxIdleBytes: integer(o.maxIdleBytes, 'outputPool: opts.maxIdleBytes', 0, undefined, 2 ** 52) });
 }

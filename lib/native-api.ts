@@ -233,12 +233,24 @@ export interface NativeInfo {
   compiler: string;
 }
 
+export interface OutputPoolStats {
+  idleBytes: number;
+  liveBytes: number;
+  maxIdleBytes: number;
+}
+
 export interface NativeAddon {
   /** Once per environment: native failures become XnormErrors; async ops pin the memory they read. */
   setup(errorClass: typeof XnormError, markUntransferable: (buffer: ArrayBuffer) => void): void;
   info(): NativeInfo;
   setNumThreads(args: { threads: number }): void;
   prepareOutput(args: { buffer: Uint8Array; bytes: number }): number;
+  /** An ArrayBuffer of `bytes` (>= 128 KiB) on a block of the output pool; contents unspecified. */
+  allocOutput(args: { bytes: number }): ArrayBuffer;
+  /** dispose() of a pooled output: detaches the buffer and returns its block once no op holds it. */
+  releaseOutput(buffer: ArrayBuffer): void;
+  /** The output pool's bytes (idle: kept for reuse; live: held by tensors or ops) and its idle limit. */
+  outputPool(args: { maxIdleBytes?: number }): OutputPoolStats;
 
   /** With `prepared` (CPU) instead of `weight`: the ConvWeights' packed weights, whose shape is wShape. */
   conv2d: Op<ConvArgs & Omit<ConvTensors, 'weight'> & { weight?: TensorRef; prepared?: PreparedHandle; y: TensorRef }>;

@@ -95,22 +95,37 @@ export function allocateArray<T>(Ctor: new (n: number) => T, length: number, wha
   }
 }
 
+/** Outputs of this many bytes and more come from xnorm's output pool (native/addon/output_pool.h). */
+const POOL_MIN_BYTES = 128 << 10;
+
+/** The ArrayBuffers of this thread's pooled outputs: dispose() hands them back to the pool at once. */
+const pooledBuffers = new WeakSet<ArrayBuffer>();
+
 /**
  * A new array with unspecified contents, for outputs a kernel overwrites in full, starting on a 64-byte
- * cache line. Unlike `new Ctor(n)` it is not zero-filled, and a large one faults in huge pages (see
- * prepareOutput in native/addon/addon.cc): a fresh 6 MiB output costs ~0.3 ms instead of ~2.5 ms here,
- * more than a binary conv producing it takes.
+ * cache line. Unlike `new Ctor(n)` it is not zero-filled, and from 128 KiB on it comes from xnorm's
+ * output pool: memory that earlier outputs already faulted in, where a fresh 6 MiB array costs page
+ * faults worth ~2.5 ms here, more than a binary conv producing it takes.
  */
-const HUGE_OUTPUT = 2 << 21; // 4 MiB: native prepareOutput moves outputs this big to a 2 MiB boundary
 export function allocateUninitialized<T>(
   Ctor: { new (buffer: ArrayBufferLike, byteOffset: number, length: number): T; BYTES_PER_ELEMENT: number },
   length: number,
   what: string,
 ): T {
   const bytes = length * Ctor.BYTES_PER_ELEMENT;
+  if (bytes >= POOL_MIN_BYTES) {
+    let ab: ArrayBuffer;
+    try {
+      ab = native().allocOutput({ bytes });
+    } catch (e) {
+      return fail('ERR_XNORM_OUT_OF_MEMORY', `${what}: cannot allocate ${length} elements (${(e as Error).message})`);
+    }
+    pooledBuffers.add(ab);
+    return new Ctor(ab, 0, length);
+  }
   let mem: Buffer;
   try {
-    mem = Buffer.allocUnsafeSlow(bytes + (bytes >= HUGE_OUTPUT ? 2 << 20 : 63)); // room to start on a line / huge page
+    mem = Buffer.allocUnsafeSlow(bytes + 63); // room to start on a cache line
   } catch (e) {
     return fail('ERR_XNORM_OUT_OF_MEMORY', `${what}: cannot allocate ${length} elements (${(e as Error).message})`);
   }
@@ -310,8 +325,15 @@ export class Tensor {
     return upload(this.storage('to'));
   }
 
-  /** Frees the storage now: device memory at once (after work in flight on it), host memory once the GC runs. Idempotent. */
+  /**
+   * Frees the storage now: device memory at once (after work in flight on it); an output xnorm made on
+   * the CPU (128 KiB and up) goes back to xnorm's output pool at once (its ArrayBuffer is detached, so
+   * arrays that share it, such as one handed to toOnnx(), read as empty); other host memory once the GC
+   * runs. Idempotent.
+   */
   dispose(): void {
+    const ab = this.#storage?.buffer;
+    if (ab instanceof ArrayBuffer && pooledBuffers.has(ab)) native().releaseOutput(ab);
     this.#storage = null;
     if (this.#buffer) {
       cudaFree(this.#buffer.handle);
@@ -468,14 +490,13 @@ export function optionalRef(t: Tensor | undefined, name?: string): TypedArray | 
 }
 
 /**
- * @internal A new output tensor on `device`. CPU outputs are zero-filled unless `uninitialized` (for
- * outputs the kernels overwrite in full, see allocateUninitialized); device outputs are never zeroed.
+ * @internal A new output tensor on `device`, not zero-filled: every op writes each element of its
+ * outputs (test/output-pool.test.ts poisons the pool to check that). Device outputs are never zeroed.
  */
-export function newOutput(device: Device, shape: readonly number[], dtype: DType, what: string, uninitialized = false): Tensor {
+export function newOutput(device: Device, shape: readonly number[], dtype: DType, what: string): Tensor {
   if (device !== 'cpu') return new Tensor(allocateDevice(device as `cuda:${number}`, shape, dtype), shape, dtype);
   const length = storageLength(shape, dtype);
-  const storage = uninitialized ? allocateUninitialized<TypedArray>(storageCtor(dtype) as never, length, what) : allocate(dtype, length, what);
-  return new Tensor(storage, shape, dtype);
+  return new Tensor(allocateUninitialized<TypedArray>(storageCtor(dtype) as never, length, what), shape, dtype);
 }
 
 /**

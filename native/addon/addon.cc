@@ -3,7 +3,6 @@
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <dlfcn.h>
-#include <sys/mman.h>
 
 #include "../core/common/glibc_compat.h"
 #endif
@@ -16,6 +15,7 @@
 #include "args.h"
 #include "errors.h"
 #include "families.h"
+#include "output_pool.h"
 
 namespace xnorm::addon {
 
@@ -82,12 +82,9 @@ Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-// Where an output of `bytes` should start in a fresh buffer that JS allocated uninitialised with room to
-// spare: on a 64-byte line, so kernels write whole cache lines; and for outputs of 4 MiB and more (JS
-// adds 2 MiB of room, never touched) on a 2 MiB boundary, with the output's pages advised for
-// transparent huge pages: its first writes then fault in 2 MiB at a time instead of 4 KiB (6 MiB:
-// ~0.3 ms instead of ~2.5 ms on the dev VM). Advice only: contents, ownership and the allocator's
-// bookkeeping are unchanged.
+// Where an output of `bytes` should start in a fresh buffer that JS allocated uninitialised with 63
+// bytes to spare: on a 64-byte line, so kernels write whole cache lines. (Outputs of 128 KiB and more
+// come from the output pool instead, see output_pool.h.)
 Napi::Value PrepareOutput(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&] {
     Args args(info, "prepareOutput");
@@ -96,17 +93,8 @@ Napi::Value PrepareOutput(const Napi::CallbackInfo& info) {
     if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
       fail(ErrorCode::Argument, "prepareOutput: buffer: expected a Uint8Array, received " + describe(v));
     auto a = v.As<Napi::Uint8Array>();
-    constexpr uintptr_t kHuge = uintptr_t(2) << 20;
-    const uintptr_t begin = reinterpret_cast<uintptr_t>(a.Data()), room = a.ByteLength() - uint64_t(bytes);
-    if (uint64_t(bytes) > a.ByteLength()) fail(ErrorCode::Argument, "prepareOutput: buffer smaller than the output");
-    if (uint64_t(bytes) >= 2 * kHuge && room >= kHuge) {
-      const uintptr_t start = (begin + kHuge - 1) & ~(kHuge - 1);
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-      madvise(reinterpret_cast<void*>(start), size_t(bytes) & ~size_t(4095), MADV_HUGEPAGE);
-#endif
-      return Napi::Number::New(info.Env(), double(start - begin));
-    }
-    if (room < 63) fail(ErrorCode::Argument, "prepareOutput: buffer without room to align the output");
+    const uintptr_t begin = reinterpret_cast<uintptr_t>(a.Data());
+    if (uint64_t(bytes) + 63 > a.ByteLength()) fail(ErrorCode::Argument, "prepareOutput: buffer without room to align the output");
     return Napi::Number::New(info.Env(), double((64 - (begin & 63)) & 63));
   });
 }
@@ -137,6 +125,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   init_cuda(env, exports);
   init_convbn(env, exports);
   init_probes(env, exports);
+  init_output_pool(env, exports);
   return exports;
 }
 

@@ -6,6 +6,7 @@
 #include "../core/common/error.h"
 #include "cuda_plugin.h"
 #include "errors.h"
+#include "output_pool.h"
 
 namespace xnorm::addon {
 namespace {
@@ -137,7 +138,7 @@ Buffer Args::typed(const char* name, napi_typedarray_type want, int64_t length) 
   buffers_.push_back(v);
   // V8 moves small on-heap arrays off the heap when their data pointer is taken, so the pointer stays
   // valid while the array is referenced and its memory is not detached.
-  return Buffer{data, length, nullptr};
+  return Buffer{data, length, pooled_block_of(data)};
 }
 
 bool Args::detached(napi_value array_buffer) const {

@@ -16,7 +16,9 @@ namespace xnorm::addon {
 struct Buffer {
   void* data = nullptr;
   int64_t length = 0;  // elements
-  std::shared_ptr<void> device_memory;  // a CUDA tensor's allocation, kept alive while the op runs
+  // What keeps the memory alive while a copy of this Buffer exists (an op in flight, a saved state): a
+  // CUDA tensor's allocation, or the pooled block of an xnorm-made output (see output_pool.h).
+  std::shared_ptr<void> owner;
 };
 
 // The plugin's dtype code of a float dtype.
