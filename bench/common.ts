@@ -1,8 +1,8 @@
 // Timing and reporting helpers shared by the benchmarks.
 import { spawnSync } from 'child_process';
 
-/** Median wall time (ms) of `reps` runs after `warmup` runs. */
-export async function timeMs(fn: () => unknown, reps = 7, warmup = 2): Promise<number> {
+/** Wall times (ms) of `reps` runs after `warmup` runs, sorted. */
+export async function sample(fn: () => unknown, reps: number, warmup: number): Promise<number[]> {
   for (let i = 0; i < warmup; i++) await fn();
   const times: number[] = [];
   for (let i = 0; i < reps; i++) {
@@ -10,7 +10,12 @@ export async function timeMs(fn: () => unknown, reps = 7, warmup = 2): Promise<n
     await fn();
     times.push(Number(process.hrtime.bigint() - t0) / 1e6);
   }
-  times.sort((a, b) => a - b);
+  return times.sort((a, b) => a - b);
+}
+
+/** Median wall time (ms) of `reps` runs after `warmup` runs. */
+export async function timeMs(fn: () => unknown, reps = 7, warmup = 2): Promise<number> {
+  const times = await sample(fn, reps, warmup);
   return times[Math.floor(times.length / 2)];
 }
 

@@ -23,7 +23,7 @@ import {
 } from '../lib';
 import type { Layout, Tensor } from '../lib';
 import { native } from '../lib/native';
-import { fmt, table } from './common';
+import { fmt, sample, table } from './common';
 import { filled, onnxModel } from './convbn';
 import type { Layer } from './convbn';
 
@@ -36,13 +36,7 @@ async function stats(f: () => unknown, budgetMs = 150, min = 15, max = 300): Pro
   await f();
   const est = (performance.now() - t0) / 2;
   const reps = Math.max(min, Math.min(max, Math.round(budgetMs / Math.max(est, 1e-3))));
-  const t: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    const s = process.hrtime.bigint();
-    await f();
-    t.push(Number(process.hrtime.bigint() - s) / 1e6);
-  }
-  t.sort((a, b) => a - b);
+  const t = await sample(f, reps, 0);
   return { median: t[Math.floor(t.length / 2)], p90: t[Math.floor(t.length * 0.9)], best: t[0] };
 }
 
