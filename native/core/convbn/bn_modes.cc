@@ -106,12 +106,7 @@ void tune_forward(const ConvShape& g, DType dt, const void* x, const float* w, c
 
 void eval_forward(const ConvShape& g, DType dt, const void* x, const float* w, const float* bias, const BnParams& bn,
                   bool relu, void* y, void* z_out) {
-  std::vector<uint8_t> zbuf;
-  void* z = z_out;
-  if (!z) {
-    zbuf.resize(size_t(g.y_size() * dtype_bytes(dt)));
-    z = zbuf.data();
-  }
+  void* z = z_out ? z_out : workspace(kConvOut, (g.y_size() * dtype_bytes(dt) + 3) / 4);
   conv_forward(g, dt, x, w, bias, false, z, nullptr);
   std::vector<float> scale(size_t(g.cout)), beta(size_t(g.cout));
   for (int64_t co = 0; co < g.cout; ++co) {
@@ -179,8 +174,7 @@ void eval_backward(const ConvShape& g, DType dt, const void* x, const void* z, c
   float* dy32 = dy_copy(g, dt, dy);
   const int64_t ohw = g.oh * g.ow;
   if (y) {  // ReLU backward from its saved output
-    std::vector<float> ybuf;
-    const float* y32 = input_f32(dt, g.layout, y, g.n, g.cout, ohw, ybuf);
+    const float* y32 = input_f32(dt, g.layout, y, g.n, g.cout, ohw, kInput);
     parallel_for(g.y_size(), kTaskElements, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i)
         if (!(y32[i] > 0)) dy32[i] = 0;
@@ -189,8 +183,7 @@ void eval_backward(const ConvShape& g, DType dt, const void* x, const void* z, c
   std::vector<double> sum_dy(size_t(g.cout)), sum_dyz(size_t(g.cout)), sum_dz(size_t(g.cout));
   if (out.dbeta || out.dgamma) channel_sums(g, dy32, nullptr, sum_dy.data());
   if (out.dgamma) {
-    std::vector<float> zbuf;
-    channel_sums(g, dy32, input_f32(dt, g.layout, z, g.n, g.cout, ohw, zbuf), sum_dyz.data());
+    channel_sums(g, dy32, input_f32(dt, g.layout, z, g.n, g.cout, ohw, kInput), sum_dyz.data());
   }
   std::vector<float> scale(size_t(g.cout));
   for (int64_t co = 0; co < g.cout; ++co) {

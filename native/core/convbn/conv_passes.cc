@@ -246,9 +246,8 @@ void build_mask(const float* y, int64_t size, uint32_t* mask) {
 // Both conv_forward forms: caller's dtype and layout around forward_f32.
 void forward(const ConvShape& g, DType dt, const void* x, const float* w, const float* w_scale, const PreparedWeights* pre,
              const float* bias, bool relu, void* y, uint32_t* relu_mask) {
-  std::vector<float> xbuf, ybuf;
-  const float* x32 = input_f32(dt, g.layout, x, g.n, g.c, g.h * g.w, xbuf);
-  float* y32 = output_f32(dt, g.layout, y, g.y_size(), ybuf);
+  const float* x32 = input_f32(dt, g.layout, x, g.n, g.c, g.h * g.w, kInput);
+  float* y32 = output_f32(dt, g.layout, y, g.y_size(), kOutput);
   if (g.n > 0) forward_f32(g, x32, w, w_scale, bias, relu, y32, pre);
   if (relu_mask) build_mask(y32, g.y_size(), relu_mask);
   store_output(dt, g.layout, y32, g.n, g.cout, g.oh * g.ow, y);
@@ -260,12 +259,10 @@ bool conv_grads(const ConvShape& g, DType dt, const void* x, const float* w, con
                 void* dx, float* dw, const Epilogue* const* epi) {
   bool fused = false;
   if (dw) {
-    std::vector<float> xbuf;
-    fused = backward_filter_f32(g, input_f32(dt, g.layout, x, g.n, g.c, g.h * g.w, xbuf), dy32, dw, epi);
+    fused = backward_filter_f32(g, input_f32(dt, g.layout, x, g.n, g.c, g.h * g.w, kInput), dy32, dw, epi);
   }
   if (dx) {
-    std::vector<float> dxbuf;
-    float* dx32 = output_f32(dt, g.layout, dx, g.x_size(), dxbuf);
+    float* dx32 = output_f32(dt, g.layout, dx, g.x_size(), kOutput);
     backward_data_f32(g, dy32, w, w_scale, dx32);
     store_output(dt, g.layout, dx32, g.n, g.c, g.h * g.w, dx);
   }
@@ -283,14 +280,12 @@ void conv_forward(const ConvShape& g, DType dt, const void* x, const PreparedWei
 }
 
 void conv_backward_data(const ConvShape& g, DType dt, const void* dy, const float* w, void* dx) {
-  std::vector<float> dybuf;
-  const float* dy32 = input_f32(dt, g.layout, dy, g.n, g.cout, g.oh * g.ow, dybuf);
+  const float* dy32 = input_f32(dt, g.layout, dy, g.n, g.cout, g.oh * g.ow, kDy);
   conv_grads(g, dt, nullptr, w, nullptr, dy32, dx, nullptr);
 }
 
 void conv_backward_filter(const ConvShape& g, DType dt, const void* x, const void* dy, float* dw) {
-  std::vector<float> dybuf;
-  const float* dy32 = input_f32(dt, g.layout, dy, g.n, g.cout, g.oh * g.ow, dybuf);
+  const float* dy32 = input_f32(dt, g.layout, dy, g.n, g.cout, g.oh * g.ow, kDy);
   conv_grads(g, dt, x, nullptr, nullptr, dy32, nullptr, dw);
 }
 

@@ -14,11 +14,15 @@ constexpr int64_t kTaskElements = 1 << 15;
 
 inline int64_t chunk_for(int64_t unit) { return std::max<int64_t>(1, kTaskElements / std::max<int64_t>(1, unit)); }
 
-// Activation conversion between the caller's (dtype, layout) and float32 NCHW (convert.cc).
+// Per-thread scratch kept between calls (workspace.cc), one slot per purpose.
+enum Slot { kColumns, kBatched, kWeightGrad, kDy, kInput, kOutput, kConvOut, kSlots };
+float* workspace(Slot slot, int64_t size);
+
+// Activation conversion between the caller's (dtype, layout) and float32 NCHW (convert.cc); a converted
+// copy lives in the workspace slot given.
 void convert_to_f32(DType dt, Layout layout, const void* src, int64_t n, int64_t c, int64_t s, float* dst);
-const float* input_f32(DType dt, Layout layout, const void* src, int64_t n, int64_t c, int64_t s,
-                       std::vector<float>& buf);
-float* output_f32(DType dt, Layout layout, void* dst, int64_t size, std::vector<float>& buf);
+const float* input_f32(DType dt, Layout layout, const void* src, int64_t n, int64_t c, int64_t s, Slot slot);
+float* output_f32(DType dt, Layout layout, void* dst, int64_t size, Slot slot);
 void store_output(DType dt, Layout layout, const float* src, int64_t n, int64_t c, int64_t s, void* dst);
 
 // Which path a convolution takes (algorithm.cc).
@@ -26,10 +30,6 @@ bool pointwise(const ConvShape& g);
 bool direct(const ConvShape& g);
 bool winograd(const ConvShape& g);
 bool span_images(const ConvShape& g);
-
-// Per-thread scratch kept between calls (workspace.cc), one slot per purpose.
-enum Slot { kColumns, kBatched, kWeightGrad, kDy, kSlots };
-float* workspace(Slot slot, int64_t size);
 
 // dw = conv_backward_filter(x, dy32) and dx = conv_backward_data(dy32, w * w_scale) in the caller's dtype
 // and layout, each when wanted (conv_passes.cc). With `epi` (one per group), the GEMM paths run it on each

@@ -42,20 +42,18 @@ void convert_to_f32(DType dt, Layout layout, const void* src, int64_t n, int64_t
 }
 
 // A [n, c, s] activation as float32 NCHW: the caller's buffer itself when it already is one, else a
-// converted copy in `buf`.
-const float* input_f32(DType dt, Layout layout, const void* src, int64_t n, int64_t c, int64_t s,
-                       std::vector<float>& buf) {
+// converted copy in the workspace slot.
+const float* input_f32(DType dt, Layout layout, const void* src, int64_t n, int64_t c, int64_t s, Slot slot) {
   if (dt == DType::Float32 && layout == Layout::NCHW) return static_cast<const float*>(src);
-  buf.resize(size_t(n * c * s));
-  convert_to_f32(dt, layout, src, n, c, s, buf.data());
-  return buf.data();
+  float* buf = workspace(slot, n * c * s);
+  convert_to_f32(dt, layout, src, n, c, s, buf);
+  return buf;
 }
 
 // Where a float32 NCHW result goes: straight into the caller's buffer when it has that form.
-float* output_f32(DType dt, Layout layout, void* dst, int64_t size, std::vector<float>& buf) {
+float* output_f32(DType dt, Layout layout, void* dst, int64_t size, Slot slot) {
   if (dt == DType::Float32 && layout == Layout::NCHW) return static_cast<float*>(dst);
-  buf.resize(size_t(size));
-  return buf.data();
+  return workspace(slot, size);
 }
 
 void store_output(DType dt, Layout layout, const float* src, int64_t n, int64_t c, int64_t s, void* dst) {

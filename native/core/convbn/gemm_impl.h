@@ -8,6 +8,7 @@
 #include "im2col_impl.h"
 #include "kernels.h"
 #include "scratch_impl.h"
+#include "vector_impl.h"
 
 namespace xnorm::convbn::XNORM_CONVBN_NS {
 
@@ -107,12 +108,12 @@ inline int64_t padded_cols(int64_t nc) { return (nc + Micro::NR - 1) / Micro::NR
 
 inline int64_t padded_rows(int64_t m) { return (m + Micro::MR - 1) / Micro::MR * Micro::MR; }
 
-// One task: M blocks [b0, b1) of problem P against its N block jt. `pa_all` is P's A packed in advance
-// (slice p0, block blk at pa_all + p0 * padded_rows(m) + blk * MC * kc). `pb_tile` is this N block of B
+// One task: M blocks [b0, b1) of `mc` rows of problem P against its N block jt. `pa_all` is P's A packed
+// in advance (slice p0, rows from i0 at pa_all + p0 * padded_rows(m) + i0 * kc, whatever the blocking). `pb_tile` is this N block of B
 // packed in advance (slice p0 at pb_tile + p0 * padded_cols(nc)), or null: then B is packed here once
 // per K slice and reused by every M block of the task.
-void gemm_task(const GemmProblem& P, int64_t b0, int64_t b1, int64_t jt, int64_t tile_n, const float* pa_all,
-               const float* pb_tile) {
+void gemm_task(const GemmProblem& P, int64_t mc_rows, int64_t b0, int64_t b1, int64_t jt, int64_t tile_n,
+               const float* pa_all, const float* pb_tile) {
   constexpr int MR = Micro::MR, NR = Micro::NR;
   const int64_t j0 = jt * tile_n, nc = std::min<int64_t>(tile_n, P.n - j0);
   float* own = pb_tile ? nullptr : tls_pack_b.get(size_t(Micro::NC) * Micro::KC);
@@ -123,8 +124,8 @@ void gemm_task(const GemmProblem& P, int64_t b0, int64_t b1, int64_t jt, int64_t
     const float* pb = pb_tile ? pb_tile + p0 * padded_cols(nc) : own;
     if (!pb_tile) pack_b(P.b, p0, kc, j0, nc, own);
     for (int64_t blk = b0; blk < b1; ++blk) {
-      const int64_t i0 = blk * Micro::MC, mc = std::min<int64_t>(Micro::MC, P.m - i0);
-      const float* pa = pa_all + p0 * padded_rows(P.m) + blk * Micro::MC * kc;
+      const int64_t i0 = blk * mc_rows, mc = std::min(mc_rows, P.m - i0);
+      const float* pa = pa_all + p0 * padded_rows(P.m) + i0 * kc;
       for (int64_t ir = 0; ir < mc; ir += MR) {
         const float* bias = last && P.bias_row ? P.bias_row + i0 + ir : nullptr;
         for (int64_t jr = 0; jr < nc; jr += NR)
@@ -176,18 +177,29 @@ void for_jobs(int64_t problems, Count&& count, Fn&& fn) {
 
 void gemm(const GemmProblem* problems, int64_t count) {
   const auto live = [](const GemmProblem& P) { return P.m > 0 && P.n > 0 && P.k > 0; };
-  const auto m_blocks = [](const GemmProblem& P) { return (P.m + Micro::MC - 1) / Micro::MC; };
   // N tile width: NC, narrowed (by halves, in whole panels) while the job has too few tasks to keep a
   // pool busy, e.g. 512 channels on a 7x7 map. Depends on the sizes only, never on the thread count.
   int64_t tile_n = Micro::NC;
   const auto tasks_with = [&](int64_t tn) {
     int64_t t = 0;
     for (int64_t i = 0; i < count; ++i)
-      if (problems[i].m > 0 && problems[i].n > 0 && problems[i].k > 0)
-        t += ((problems[i].m + Micro::MC - 1) / Micro::MC) * ((problems[i].n + tn - 1) / tn);
+      if (live(problems[i])) t += ((problems[i].m + Micro::MC - 1) / Micro::MC) * ((problems[i].n + tn - 1) / tn);
     return t;
   };
   while (tile_n >= 4 * Micro::NR && tasks_with(tile_n) < kMinTasks) tile_n = padded_cols(tile_n / 2);
+  // M block height: MC, or (still too few tasks: one N tile of a deep layer at batch 1) a little less,
+  // so that each problem's blocks come in a multiple of the thread count: 512 rows on 2 threads are
+  // 4 x 128, not 144 + 144 + 144 + 80 (288 rows for one thread, 224 for the other). Blocking never
+  // changes the order of any sum, so results do not depend on it.
+  int64_t mc = Micro::MC;
+  if (tasks_with(tile_n) < kMinTasks) {
+    int64_t m = 0;
+    for (int64_t i = 0; i < count; ++i) m = std::max(m, problems[i].m);
+    const int64_t threads = num_threads(), blocks = (m + Micro::MC - 1) / Micro::MC;
+    const int64_t even = (blocks + threads - 1) / threads * threads;
+    mc = padded_rows((m + even - 1) / even);
+  }
+  const auto m_blocks = [&](const GemmProblem& P) { return (P.m + mc - 1) / mc; };
   const auto n_tiles = [&](const GemmProblem& P) { return (P.n + tile_n - 1) / tile_n; };
   const auto slices = [](const GemmProblem& P) { return (P.k + k_slice(P.k) - 1) / k_slice(P.k); };
   const auto b_size = [&](const GemmProblem& P) {
@@ -219,8 +231,8 @@ void gemm(const GemmProblem* problems, int64_t count) {
            [&](int64_t i, int64_t t) {
              const GemmProblem& P = problems[i];
              const int64_t slice = k_slice(P.k), p0 = (t / m_blocks(P)) * slice, kc = std::min(slice, P.k - p0);
-             const int64_t blk = t % m_blocks(P), i0 = blk * Micro::MC, mc = std::min<int64_t>(Micro::MC, P.m - i0);
-             pack_a(P.a, i0, mc, p0, kc, pre_a + a_at[i] + p0 * padded_rows(P.m) + blk * Micro::MC * kc);
+             const int64_t i0 = (t % m_blocks(P)) * mc, rows = std::min(mc, P.m - i0);
+             pack_a(P.a, i0, rows, p0, kc, pre_a + a_at[i] + p0 * padded_rows(P.m) + i0 * kc);
            });
   // M blocks per task, from the sizes only (never the thread count), so the split is reproducible.
   const int64_t per_task = std::max<int64_t>(1, all_blocks / kTargetTasks);
@@ -246,7 +258,7 @@ void gemm(const GemmProblem* problems, int64_t count) {
              const int64_t nt = n_tiles(P), mt = t / nt, jt = t % nt;
              const float* pb = b_at[i] >= 0 ? pre_b + b_at[i] + jt * P.k * tile_n : nullptr;
              const float* pa = P.a.packed ? P.a.packed : pre_a + a_at[i];
-             gemm_task(P, mt * per_task, std::min(m_blocks(P), (mt + 1) * per_task), jt, tile_n, pa, pb);
+             gemm_task(P, mc, mt * per_task, std::min(m_blocks(P), (mt + 1) * per_task), jt, tile_n, pa, pb);
            });
 }
 
