@@ -41,6 +41,11 @@ bool span_images(const ConvShape& g) {
   return g.n > 1 && g.oh * g.ow < 256 && g.c * g.kh * g.kw * g.n * g.oh * g.ow <= (int64_t(1) << 24);
 }
 
+bool nhwc_native(const ConvShape& g) {
+  if (g.layout != Layout::NHWC || winograd(g)) return false;
+  return !direct(g) || (g.cout == g.c && g.kh * g.kw <= 64);
+}
+
 std::string micro_tile() {
   const Kernels& k = active_kernels();
   return std::to_string(k.mr) + "x" + std::to_string(k.nr) + " " + isa_name(active_isa());

@@ -236,6 +236,91 @@ bool backward_filter_f32(const ConvShape& g, const float* x, const float* dy, fl
   return epi != nullptr;
 }
 
+// Writes each finished block of the channels-last GEMM's C [cout_g, pixels] transposed into y [pixels,
+// cout] while the block is in cache.
+struct TransposeToNhwc final : Epilogue {
+  const float* c = nullptr;
+  int64_t ldc = 0, cout = 0, co0 = 0;
+  float* y = nullptr;
+  void operator()(int64_t i0, int64_t rows, int64_t j0, int64_t cols) const override {
+    for (int64_t j = j0; j < j0 + cols; ++j) {
+      float* dst = y + j * cout + co0 + i0;
+      const float* src = c + i0 * ldc + j;
+      for (int64_t r = 0; r < rows; ++r) dst[r] = src[r * ldc];
+    }
+  }
+};
+
+// y = act(conv(x, w * w_scale) + bias) on float32 NHWC x and y (nhwc_native(g)). Depthwise: direct loops
+// over channel vectors. Otherwise one GEMM per group over the pixels of every image: weights (taps in
+// (ky, kx, ci) order; `pre`'s panels when prepared) times the channels-last patches, its blocks
+// transposed into y as they finish.
+void forward_nhwc(const ConvShape& g, const float* x, const float* w, const float* w_scale, const float* bias, bool relu,
+                  float* y, const PreparedWeights* pre) {
+  const Kernels& k = active_kernels();
+  Window win = window_of(g);
+  win.image_stride = g.h * g.w * g.c;
+  win.pixel_stride = g.c;
+  const int64_t taps = g.kh * g.kw, np = g.n * g.oh * g.ow, K = g.patch(), cin_g = g.cin_g(), cout_g = g.cout_g();
+  if (direct(g)) {
+    win.c = g.c;
+    float* wt = workspace(kWeights, (taps + 1) * g.c);  // taps [tap][c] (scaled as the plane kernel's), then the bias
+    float* b = wt + taps * g.c;
+    for (int64_t co = 0; co < g.c; ++co) {
+      for (int64_t t = 0; t < taps; ++t) wt[t * g.c + co] = w_scale ? w[co * taps + t] * w_scale[co] : w[co * taps + t];
+      b[co] = bias ? bias[co] : 0.f;
+    }
+    parallel_for(g.n * g.oh, chunk_for(g.ow * g.c * taps), [&](int64_t r0, int64_t r1) {
+      k.direct_forward_nhwc(x, wt, b, relu, y, win, r0, r1);
+    });
+    return;
+  }
+  const float* wk = w;
+  if (!pre) {
+    float* r = workspace(kWeights, g.w_size());
+    weights_to_ohwi(g, w, r);
+    wk = r;
+  }
+  float* cbuf = workspace(kBatched, g.y_size());
+  std::vector<GemmProblem> probs(size_t(g.groups));
+  std::vector<TransposeToNhwc> epis(size_t(g.groups));
+  for (int64_t gr = 0; gr < g.groups; ++gr) {
+    GemmProblem& P = probs[size_t(gr)];
+    TransposeToNhwc& e = epis[size_t(gr)];
+    P.m = cout_g; P.n = np; P.k = K;
+    P.a.p = wk + gr * cout_g * K; P.a.rs = K; P.a.cs = 1;
+    P.a.row_scale = w_scale ? w_scale + gr * cout_g : nullptr;
+    P.a.packed = pre ? pre->nhwc_panels(gr) : nullptr;
+    P.b.kind = Operand::Im2colNhwc; P.b.p = x + gr * cin_g; P.b.win = win;
+    P.c = cbuf + gr * cout_g * np; P.ldc = np;
+    P.bias_row = bias ? bias + gr * cout_g : nullptr;
+    P.relu = relu;
+    e.c = P.c; e.ldc = np; e.cout = g.cout; e.co0 = gr * cout_g; e.y = y;
+    P.epilogue = &e;
+  }
+  k.gemm(probs.data(), g.groups);
+}
+
+// The ReLU mask (bits in NCHW element order, as build_mask) of a channels-last y.
+void build_mask_nhwc(const ConvShape& g, const float* y, uint32_t* mask) {
+  const int64_t pix = g.oh * g.ow, size = g.y_size();
+  parallel_for((size + 31) / 32, kTaskElements / 32, [&](int64_t b, int64_t e) {
+    for (int64_t word = b; word < e; ++word) {
+      const int64_t i0 = word * 32, i1 = std::min(size, i0 + 32);
+      int64_t img = i0 / (g.cout * pix), co = (i0 / pix) % g.cout, p = i0 % pix;
+      uint32_t bits = 0;
+      for (int64_t i = i0; i < i1; ++i) {
+        if (y[(img * pix + p) * g.cout + co] > 0) bits |= uint32_t(1) << (i - i0);
+        if (++p == pix) {
+          p = 0;
+          if (++co == g.cout) co = 0, ++img;
+        }
+      }
+      mask[word] = bits;
+    }
+  });
+}
+
 void build_mask(const float* y, int64_t size, uint32_t* mask) {
   const Kernels& k = active_kernels();
   parallel_for((size + 31) / 32, kTaskElements / 32, [&](int64_t b, int64_t e) {
@@ -243,9 +328,18 @@ void build_mask(const float* y, int64_t size, uint32_t* mask) {
   });
 }
 
-// Both conv_forward forms: caller's dtype and layout around forward_f32.
+// Both conv_forward forms: caller's dtype and layout around forward_f32, or around forward_nhwc, which
+// keeps the layout and converts the dtype only.
 void forward(const ConvShape& g, DType dt, const void* x, const float* w, const float* w_scale, const PreparedWeights* pre,
              const float* bias, bool relu, void* y, uint32_t* relu_mask) {
+  if (nhwc_native(g)) {
+    const float* x32 = input_f32(dt, Layout::NCHW, x, 1, 1, g.x_size(), kInput);
+    float* y32 = output_f32(dt, Layout::NCHW, y, g.y_size(), kOutput);
+    if (g.n > 0) forward_nhwc(g, x32, w, w_scale, bias, relu, y32, pre);
+    if (relu_mask) build_mask_nhwc(g, y32, relu_mask);
+    store_output(dt, Layout::NCHW, y32, 1, 1, g.y_size(), y);
+    return;
+  }
   const float* x32 = input_f32(dt, g.layout, x, g.n, g.c, g.h * g.w, kInput);
   float* y32 = output_f32(dt, g.layout, y, g.y_size(), kOutput);
   if (g.n > 0) forward_f32(g, x32, w, w_scale, bias, relu, y32, pre);
@@ -254,6 +348,15 @@ void forward(const ConvShape& g, DType dt, const void* x, const float* w, const 
 }
 
 }  // namespace
+
+void weights_to_ohwi(const ConvShape& g, const float* w, float* dst) {
+  const int64_t taps = g.kh * g.kw, cin_g = g.cin_g();
+  parallel_for(g.cout, chunk_for(g.patch()), [&](int64_t b, int64_t e) {
+    for (int64_t co = b; co < e; ++co)
+      for (int64_t ci = 0; ci < cin_g; ++ci)
+        for (int64_t t = 0; t < taps; ++t) dst[(co * taps + t) * cin_g + ci] = w[(co * cin_g + ci) * taps + t];
+  });
+}
 
 bool conv_grads(const ConvShape& g, DType dt, const void* x, const float* w, const float* w_scale, const float* dy32,
                 void* dx, float* dw, const Epilogue* const* epi) {

@@ -46,8 +46,8 @@ void conv_forward(const ConvShape& g, DType dt, const void* x, const float* w, c
 // Weights prepared once for many forward convolutions (inference): a float32 copy, the GEMM panels of
 // every group in the active micro-kernel's layout, and the Winograd-transformed weights, made on the
 // first call that takes that path. A plain conv with them is bit-identical to one with the raw weights
-// and repacks nothing. Calls may share one at once: nothing changes once made (the Winograd part is
-// made once, under a lock).
+// and repacks nothing. Calls may share one at once: nothing changes once made (the Winograd and
+// channels-last parts are made once, under a lock).
 class PreparedWeights {
  public:
   // w: float32 [cout, cin_g, kh, kw]; groups divides cout (conv_shape checks the rest against x).
@@ -59,14 +59,16 @@ class PreparedWeights {
   const float* panels(int64_t group) const;
   // For winograd_forward (3x3, ungrouped); made on the first call.
   const float* winograd() const;
+  // Group gr's A panels for the channels-last GEMM (taps in (ky, kx, ci) order); made on the first call.
+  const float* nhwc_panels(int64_t group) const;
   // Host memory held now.
   int64_t bytes() const;
 
  private:
   std::vector<float> w_, panels_;
   int64_t group_floats_ = 0;
-  mutable std::mutex winograd_mutex_;
-  mutable std::vector<float> winograd_;
+  mutable std::mutex lazy_mutex_;
+  mutable std::vector<float> winograd_, nhwc_panels_;
 };
 
 struct BnParams {

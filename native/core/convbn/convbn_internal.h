@@ -15,7 +15,7 @@ constexpr int64_t kTaskElements = 1 << 15;
 inline int64_t chunk_for(int64_t unit) { return std::max<int64_t>(1, kTaskElements / std::max<int64_t>(1, unit)); }
 
 // Per-thread scratch kept between calls (workspace.cc), one slot per purpose.
-enum Slot { kColumns, kBatched, kWeightGrad, kDy, kInput, kOutput, kConvOut, kSlots };
+enum Slot { kColumns, kBatched, kWeightGrad, kDy, kInput, kOutput, kConvOut, kWeights, kSlots };
 float* workspace(Slot slot, int64_t size);
 
 // Activation conversion between the caller's (dtype, layout) and float32 NCHW (convert.cc); a converted
@@ -30,6 +30,13 @@ bool pointwise(const ConvShape& g);
 bool direct(const ConvShape& g);
 bool winograd(const ConvShape& g);
 bool span_images(const ConvShape& g);
+// Channels-last forward without transposes: depthwise with one output channel per input channel, and
+// every GEMM-path convolution (not Winograd).
+bool nhwc_native(const ConvShape& g);
+
+// w [cout, cin_g, kh, kw] with each filter's taps reordered to (ky, kx, ci): the K order of the
+// channels-last GEMM (Operand::Im2colNhwc).
+void weights_to_ohwi(const ConvShape& g, const float* w, float* dst);
 
 // dw = conv_backward_filter(x, dy32) and dx = conv_backward_data(dy32, w * w_scale) in the caller's dtype
 // and layout, each when wanted (conv_passes.cc). With `epi` (one per group), the GEMM paths run it on each

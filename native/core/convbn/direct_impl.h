@@ -73,6 +73,45 @@ void direct_forward_plane(const float* x, const float* wt, float bias, bool relu
   }
 }
 
+void direct_forward_nhwc(const float* x, const float* wt, const float* bias, bool relu, float* y, const Window& g,
+                         int64_t r0, int64_t r1) {
+  constexpr int VW = Micro::VW;
+  const int64_t c = g.c, full = c / VW * VW;
+  const VecF zero{};
+  for (int64_t row = r0; row < r1; ++row) {
+    const int64_t img = row / g.oh, oy = row % g.oh;
+    const float* xi = x + img * g.h * g.w * c;
+    for (int64_t ox = 0; ox < g.ow; ++ox) {
+      float* out = y + (row * g.ow + ox) * c;
+      // The taps inside the input; the plane kernel adds w * 0 for the others, which changes no sum.
+      const float* src[64];
+      const float* tw[64];
+      int nt = 0;
+      for (int64_t ky = 0; ky < g.kh; ++ky) {
+        const int64_t iy = oy * g.sh - g.ph + ky * g.dh;
+        if (iy < 0 || iy >= g.h) continue;
+        for (int64_t kx = 0; kx < g.kw; ++kx) {
+          const int64_t ix = ox * g.sw - g.pw + kx * g.dw;
+          if (ix < 0 || ix >= g.w) continue;
+          src[nt] = xi + (iy * g.w + ix) * c;
+          tw[nt++] = wt + (ky * g.kw + kx) * c;
+        }
+      }
+      for (int64_t c0 = 0; c0 < full; c0 += VW) {
+        VecF acc = loadu(bias + c0);
+        for (int t = 0; t < nt; ++t) acc += loadu(tw[t] + c0) * loadu(src[t] + c0);
+        if (relu) acc = acc > zero ? acc : zero;
+        storeu(out + c0, acc);
+      }
+      for (int64_t ch = full; ch < c; ++ch) {
+        float acc = bias[ch];
+        for (int t = 0; t < nt; ++t) acc += tw[t][ch] * src[t][ch];
+        out[ch] = relu && !(acc > 0.f) ? 0.f : acc;
+      }
+    }
+  }
+}
+
 void direct_backward_data_plane(const float* dy, const float* wt, float* dx, const Window& g) {
   constexpr int VW = Micro::VW;
   const Padded acc = padded_plane(nullptr, g);

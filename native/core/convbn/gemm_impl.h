@@ -49,7 +49,7 @@ void pack_a(const Operand& A, int64_t i0, int64_t mc, int64_t p0, int64_t kc, fl
 }
 
 // B rows [p0, p0+kc) x cols [j0, j0+nc) into NR-column panels: panel[k * NR + c], zero-padded columns.
-// Operands read along k (transposed or Im2colT) gather one panel's columns into L1-resident scratch
+// Operands read along k (transposed, Im2colT or Im2colNhwc) gather one panel's columns into L1-resident scratch
 // first, so the panel itself is written row by row rather than with a stride through L2.
 void pack_b(const Operand& B, int64_t p0, int64_t kc, int64_t j0, int64_t nc, float* dst) {
   constexpr int NR = Micro::NR;
@@ -85,6 +85,8 @@ void pack_b(const Operand& B, int64_t p0, int64_t kc, int64_t j0, int64_t nc, fl
       const int64_t j = j0 + q * NR + c;
       if (B.kind == Operand::Im2colT) {
         patch_row(B.win, B.p, j, p0, kc, tmp + c * kc);
+      } else if (B.kind == Operand::Im2colNhwc) {
+        patch_col_nhwc(B.win, B.p, j, p0, kc, tmp + c * kc);
       } else {
         const float* src = B.p + j * B.cs + p0 * B.rs;
         for (int64_t k = 0; k < kc; ++k) tmp[c * kc + k] = src[k * B.rs];

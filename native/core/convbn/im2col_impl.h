@@ -47,6 +47,25 @@ void patch_row(const Window& g, const float* x, int64_t k, int64_t p, int64_t co
   }
 }
 
+// Column p (output pixel, numbered across images) of the Im2colNhwc matrix, rows [k0, k0 + count): the
+// pixel's taps as runs of contiguous channels, zeros where a tap falls in the padding.
+void patch_col_nhwc(const Window& g, const float* x, int64_t p, int64_t k0, int64_t count, float* out) {
+  const int64_t opix = g.oh * g.ow, img = p / opix, oy = (p % opix) / g.ow, ox = p % g.ow;
+  for (int64_t k = k0; k < k0 + count;) {
+    const int64_t tap = k / g.c, ci = k % g.c, ky = tap / g.kw, kx = tap % g.kw;
+    const int64_t run = std::min(g.c - ci, k0 + count - k);
+    const int64_t iy = oy * g.sh - g.ph + ky * g.dh, ix = ox * g.sw - g.pw + kx * g.dw;
+    float* d = out + (k - k0);
+    if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) {
+      std::memset(d, 0, size_t(run) * sizeof(float));
+    } else {
+      const float* s = x + img * g.image_stride + (iy * g.w + ix) * g.pixel_stride + ci;
+      for (int64_t i = 0; i < run; ++i) d[i] = s[i];
+    }
+    k += run;
+  }
+}
+
 void col2im(const float* dcol, int64_t ld, float* dx, const Window& g, int64_t c0, int64_t c1) {
   for (int64_t ci = c0; ci < c1; ++ci) {
     float* plane = dx + ci * g.h * g.w;

@@ -12,13 +12,17 @@ struct Window {
   // Elements from one image to the next. The im2col operands number output pixels across images
   // (pixel p is image p / (oh*ow)), so small feature maps of a whole batch make one wide GEMM.
   int64_t image_stride = 0;
+  // Channels-last operands (Im2colNhwc): elements from one pixel to the next (the tensor's channels).
+  int64_t pixel_stride = 0;
 };
 
 // A GEMM operand. Strided: element (r, k) at p[r * rs + k * cs]. The im2col kinds read the patch matrix
 // of one image without materialising it: Im2col is [c*kh*kw, oh*ow] (row = (channel, ky, kx), column =
 // output pixel), Im2colT is its transpose. x points at channel 0 of the image/group, planes h*w apart.
+// Im2colNhwc is the patch matrix of a channels-last x, [kh*kw*c, pixels] with row = (ky, kx, channel),
+// so that each pixel's column is runs of contiguous channels (B only).
 struct Operand {
-  enum Kind { Strided, Im2col, Im2colT } kind = Strided;
+  enum Kind { Strided, Im2col, Im2colT, Im2colNhwc } kind = Strided;
   const float* p = nullptr;
   int64_t rs = 0, cs = 0;
   Window win;
@@ -88,6 +92,11 @@ struct Kernels {
   // Depthwise-style direct kernels (one input channel per group). One output plane of one image:
   // y[oh, ow] = act(bias + sum_{ky,kx} wt[ky, kx] * x[iy, ix]); x is one input plane.
   void (*direct_forward_plane)(const float* x, const float* wt, float bias, bool relu, float* y, const Window& g);
+  // The same on channels-last float32 (depthwise: one input channel per output channel, c of them), for
+  // output rows [r0, r1) of n * oh numbered across images: y[.., ch] = act(bias[ch] + sum over taps of
+  // wt[tap * c + ch] * x[.., ch]), wt tap-major. Per element the same sum, in the same order, as the plane kernel.
+  void (*direct_forward_nhwc)(const float* x, const float* wt, const float* bias, bool relu, float* y, const Window& g,
+                              int64_t r0, int64_t r1);
   // dx_plane += sum over taps of wt * dy_plane scattered back (the transpose of the above).
   void (*direct_backward_data_plane)(const float* dy, const float* wt, float* dx, const Window& g);
   // dwt[ky, kx] += sum over pixels of dy * x (float accumulation per plane).

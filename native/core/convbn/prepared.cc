@@ -21,7 +21,7 @@ const float* PreparedWeights::panels(int64_t group) const {
 }
 
 const float* PreparedWeights::winograd() const {
-  std::lock_guard<std::mutex> lock(winograd_mutex_);
+  std::lock_guard<std::mutex> lock(lazy_mutex_);
   if (winograd_.empty()) {
     const Kernels& kern = active_kernels();
     winograd_.resize(size_t(kern.winograd_floats(cout, cin_g)));
@@ -30,9 +30,25 @@ const float* PreparedWeights::winograd() const {
   return winograd_.data();
 }
 
+const float* PreparedWeights::nhwc_panels(int64_t group) const {
+  std::lock_guard<std::mutex> lock(lazy_mutex_);
+  if (nhwc_panels_.empty()) {
+    ConvShape g;
+    g.cout = cout, g.c = cin_g * groups, g.kh = kh, g.kw = kw, g.groups = groups;
+    std::vector<float> ohwi(w_.size());
+    weights_to_ohwi(g, w_.data(), ohwi.data());
+    const Kernels& kern = active_kernels();
+    const int64_t cout_g = cout / groups, k = g.patch();
+    nhwc_panels_.resize(panels_.size());
+    for (int64_t gr = 0; gr < groups; ++gr)
+      kern.pack_weights(ohwi.data() + gr * cout_g * k, cout_g, k, nhwc_panels_.data() + gr * group_floats_);
+  }
+  return nhwc_panels_.data() + group * group_floats_;
+}
+
 int64_t PreparedWeights::bytes() const {
-  std::lock_guard<std::mutex> lock(winograd_mutex_);
-  return int64_t(sizeof(float) * (w_.size() + panels_.size() + winograd_.size()));
+  std::lock_guard<std::mutex> lock(lazy_mutex_);
+  return int64_t(sizeof(float) * (w_.size() + panels_.size() + winograd_.size() + nhwc_panels_.size()));
 }
 
 }  // namespace xnorm::convbn
