@@ -3,6 +3,7 @@
 
 #include <cstdint>
 
+#include "../common/avx512_masked.h"
 #include "bconv.h"
 #include "epilogue.h"
 #include "kernels.h"
@@ -47,8 +48,8 @@ void finish_block(const __m512i* acc0, const __m512i* acc1, const Epilogue& ep, 
   const Transform16 tf(ep.k, -2, ep.clamp);
   auto raw = [&](int r) {
     if (!ep.raw || !ep.raw[pix0 + r]) return false;
-    _mm512_mask_storeu_epi32(p + r * ldp + ch0, m0, acc0[r]);
-    _mm512_mask_storeu_epi32(p + r * ldp + ch0 + 16, m1, acc1[r]);
+    storeu_epi32(p + r * ldp + ch0, m0, acc0[r]);
+    storeu_epi32(p + r * ldp + ch0 + 16, m1, acc1[r]);
     return true;
   };
   if (ep.kind == Output::Int32) {
@@ -60,14 +61,14 @@ void finish_block(const __m512i* acc0, const __m512i* acc1, const Epilogue& ep, 
         _mm512_storeu_si512(o, tf.dot(acc0[r]));
         _mm512_storeu_si512(o + 16, tf.dot(acc1[r]));
       } else {
-        _mm512_mask_storeu_epi32(o, m0, tf.dot(acc0[r]));
-        _mm512_mask_storeu_epi32(o + 16, m1, tf.dot(acc1[r]));
+        storeu_epi32(o, m0, tf.dot(acc0[r]));
+        storeu_epi32(o + 16, m1, tf.dot(acc1[r]));
       }
     }
     return;
   }
-  const __m512 s0 = _mm512_maskz_loadu_ps(m0, ep.scale + ch0), s1 = _mm512_maskz_loadu_ps(m1, ep.scale + ch0 + 16);
-  const __m512 b0 = _mm512_maskz_loadu_ps(m0, ep.bias + ch0), b1 = _mm512_maskz_loadu_ps(m1, ep.bias + ch0 + 16);
+  const __m512 s0 = loadu_ps(m0, ep.scale + ch0), s1 = loadu_ps(m1, ep.scale + ch0 + 16);
+  const __m512 b0 = loadu_ps(m0, ep.bias + ch0), b1 = loadu_ps(m1, ep.bias + ch0 + 16);
   if (ep.kind == Output::Bits) {
     uint32_t* out = static_cast<uint32_t*>(ep.out) + pix0 * ep.ldo + ch0 / 32;
     for (int r = 0; r < MR; ++r)
@@ -86,8 +87,8 @@ void finish_block(const __m512i* acc0, const __m512i* acc1, const Epilogue& ep, 
       _mm512_storeu_ps(o, tf.value(acc0[r], s0, b0));
       _mm512_storeu_ps(o + 16, tf.value(acc1[r], s1, b1));
     } else {
-      _mm512_mask_storeu_ps(o, m0, tf.value(acc0[r], s0, b0));
-      _mm512_mask_storeu_ps(o + 16, m1, tf.value(acc1[r], s1, b1));
+      storeu_ps(o, m0, tf.value(acc0[r], s0, b0));
+      storeu_ps(o + 16, m1, tf.value(acc1[r], s1, b1));
     }
   }
 }
@@ -136,8 +137,8 @@ void dense_tile(const uint32_t* const* rows, int64_t taps, int64_t wg_runtime, i
   if (nvalid > 0) {  // pixel-major tile, channels ch[0] .. ch[0] + nvalid - 1: whole-vector stores
     __mmask16 m0 = first_n(nvalid), m1 = first_n(nvalid - 16);
     for (int r = 0; r < MR; ++r) {
-      _mm512_mask_storeu_epi32(p + r * ldp + ch[0], m0, acc0[r]);
-      _mm512_mask_storeu_epi32(p + r * ldp + ch[0] + 16, m1, acc1[r]);
+      storeu_epi32(p + r * ldp + ch[0], m0, acc0[r]);
+      storeu_epi32(p + r * ldp + ch[0] + 16, m1, acc1[r]);
     }
     return;
   }
@@ -215,10 +216,10 @@ void pack_nhwc(const float* x, int64_t pixels, int64_t c, const float* thr, uint
     for (int64_t w = 0; w < wc; ++w) {
       int64_t c0 = w * 32;
       __mmask16 m0 = first_n(c - c0), m1 = first_n(c - c0 - 16 > 0 ? c - c0 - 16 : 0);
-      __mmask16 b0 = _mm512_mask_cmp_ps_mask(m0, _mm512_maskz_loadu_ps(m0, px + c0),
-                                             _mm512_maskz_loadu_ps(m0, thr + c0), _CMP_LT_OQ);
-      __mmask16 b1 = _mm512_mask_cmp_ps_mask(m1, _mm512_maskz_loadu_ps(m1, px + c0 + 16),
-                                             _mm512_maskz_loadu_ps(m1, thr + c0 + 16), _CMP_LT_OQ);
+      __mmask16 b0 = _mm512_mask_cmp_ps_mask(m0, loadu_ps(m0, px + c0),
+                                             loadu_ps(m0, thr + c0), _CMP_LT_OQ);
+      __mmask16 b1 = _mm512_mask_cmp_ps_mask(m1, loadu_ps(m1, px + c0 + 16),
+                                             loadu_ps(m1, thr + c0 + 16), _CMP_LT_OQ);
       out[i * wc + w] = uint32_t(b0) | (uint32_t(b1) << 16);
     }
   }
@@ -247,9 +248,9 @@ void pack_nchw(const float* x, int64_t ld, int64_t count, int64_t c, const float
       }
       if (full < count) {
         __mmask16 lanes = first_n(count - full);
-        __mmask16 m = _mm512_mask_cmp_ps_mask(lanes, _mm512_maskz_loadu_ps(lanes, plane + full), t, _CMP_LT_OQ);
-        __m512i prev = b == 0 ? _mm512_setzero_si512() : _mm512_maskz_loadu_epi32(lanes, dst + full);
-        _mm512_mask_storeu_epi32(dst + full, lanes, _mm512_mask_or_epi32(prev, m, prev, bit));
+        __mmask16 m = _mm512_mask_cmp_ps_mask(lanes, loadu_ps(lanes, plane + full), t, _CMP_LT_OQ);
+        __m512i prev = b == 0 ? _mm512_setzero_si512() : loadu_epi32(lanes, dst + full);
+        storeu_epi32(dst + full, lanes, _mm512_mask_or_epi32(prev, m, prev, bit));
       }
     }
     if (wc > 1)
@@ -265,7 +266,7 @@ void distances(const uint32_t* row, const uint32_t* rows, int64_t n, int64_t kw,
     int32_t dw = 0;
     for (int64_t k = 0; k < kw; k += 16) {
       __mmask16 m = first_n(kw - k);
-      __m512i x = _mm512_xor_si512(_mm512_maskz_loadu_epi32(m, row + k), _mm512_maskz_loadu_epi32(m, other + k));
+      __m512i x = _mm512_xor_si512(loadu_epi32(m, row + k), loadu_epi32(m, other + k));
       h = _mm512_add_epi32(h, _mm512_popcnt_epi32(x));
       dw += __builtin_popcount(_mm512_test_epi32_mask(x, x));
     }
@@ -278,7 +279,7 @@ void out_int32(const int32_t* v, int32_t k, int32_t m, int64_t n, int32_t* out) 
   const Transform16 tf(k, m, nullptr);
   for (int64_t c = 0; c < n; c += 16) {
     __mmask16 lanes = first_n(n - c);
-    _mm512_mask_storeu_epi32(out + c, lanes, tf.dot(_mm512_maskz_loadu_epi32(lanes, v + c)));
+    storeu_epi32(out + c, lanes, tf.dot(loadu_epi32(lanes, v + c)));
   }
 }
 
@@ -287,9 +288,9 @@ void out_float(const int32_t* v, int32_t k, int32_t m, const float* scale, const
   const Transform16 tf(k, m, clamp);
   for (int64_t c = 0; c < n; c += 16) {
     __mmask16 lanes = first_n(n - c);
-    __m512 y = tf.value(_mm512_maskz_loadu_epi32(lanes, v + c), _mm512_maskz_loadu_ps(lanes, scale + c),
-                        _mm512_maskz_loadu_ps(lanes, bias + c));
-    _mm512_mask_storeu_ps(out + c, lanes, y);
+    __m512 y = tf.value(loadu_epi32(lanes, v + c), loadu_ps(lanes, scale + c),
+                        loadu_ps(lanes, bias + c));
+    storeu_ps(out + c, lanes, y);
   }
 }
 
@@ -301,8 +302,8 @@ void out_bits(const int32_t* v, int32_t k, int32_t m, const float* scale, const 
     for (int h = 0; h < 2; ++h) {
       const int64_t c = w * 32 + 16 * h;
       const __mmask16 lanes = first_n(n - c);
-      word |= uint32_t(tf.negative(lanes, _mm512_maskz_loadu_epi32(lanes, v + c), _mm512_maskz_loadu_ps(lanes, scale + c),
-                                   _mm512_maskz_loadu_ps(lanes, bias + c)))
+      word |= uint32_t(tf.negative(lanes, loadu_epi32(lanes, v + c), loadu_ps(lanes, scale + c),
+                                   loadu_ps(lanes, bias + c)))
               << (16 * h);
     }
     out[w] = word;

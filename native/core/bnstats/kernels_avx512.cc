@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "../common/avx512_masked.h"
 #include "kernels.h"
 
 namespace xnorm::bnstats {
@@ -12,11 +13,11 @@ namespace {
 template <DType T>
 inline __m512 load16(const void* p, int64_t i, __mmask16 m) {
   if constexpr (T == DType::Float32) {
-    return _mm512_maskz_loadu_ps(m, static_cast<const float*>(p) + i);
+    return loadu_ps(m, static_cast<const float*>(p) + i);
   } else if constexpr (T == DType::Float16) {
-    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, static_cast<const uint16_t*>(p) + i));
+    return _mm512_cvtph_ps(loadu_epi16(m, static_cast<const uint16_t*>(p) + i));
   } else {
-    __m512i w = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, static_cast<const uint16_t*>(p) + i));
+    __m512i w = _mm512_cvtepu16_epi32(loadu_epi16(m, static_cast<const uint16_t*>(p) + i));
     return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
   }
 }
@@ -24,9 +25,9 @@ inline __m512 load16(const void* p, int64_t i, __mmask16 m) {
 template <DType T>
 inline void store16(void* p, int64_t i, __m512 v, __mmask16 m) {
   if constexpr (T == DType::Float32) {
-    _mm512_mask_storeu_ps(static_cast<float*>(p) + i, m, v);
+    storeu_ps(static_cast<float*>(p) + i, m, v);
   } else if constexpr (T == DType::Float16) {
-    _mm256_mask_storeu_epi16(static_cast<uint16_t*>(p) + i, m, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+    storeu_epi16(static_cast<uint16_t*>(p) + i, m, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
   } else {
     alignas(64) float tmp[16];
     _mm512_store_ps(tmp, v);
@@ -145,8 +146,8 @@ void apply_columns_t(const void* x, void* y, int64_t rows, int64_t cols, const f
   const __m512 zero = _mm512_setzero_ps();
   for (int64_t c = 0; c < cols; c += 16) {
     __mmask16 m = tail_mask(cols - c);
-    const __m512 mv = _mm512_maskz_loadu_ps(m, mean + c), lv = _mm512_maskz_loadu_ps(m, mean_lo + c),
-                 sv = _mm512_maskz_loadu_ps(m, scale + c), bv = _mm512_maskz_loadu_ps(m, beta + c);
+    const __m512 mv = loadu_ps(m, mean + c), lv = loadu_ps(m, mean_lo + c),
+                 sv = loadu_ps(m, scale + c), bv = loadu_ps(m, beta + c);
     for (int64_t r = 0; r < rows; ++r) {
       __m512 v = _mm512_fmadd_ps(_mm512_sub_ps(_mm512_sub_ps(load16<T>(x, r * cols + c, m), mv), lv), sv, bv);
       if (relu) v = _mm512_max_ps(v, zero);

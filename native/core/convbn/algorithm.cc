@@ -46,6 +46,12 @@ bool nhwc_native(const ConvShape& g) {
   return !direct(g) || (g.cout == g.c && g.kh * g.kw <= 64);
 }
 
+// NCHW maps a few pixels wide (7x7 at batch 1) gather their patches faster from a channels-last copy
+// of x (runs of channels) than from rows of the planes (runs of ow pixels): measured 10 % on 512@7.
+bool nchw_via_nhwc(const ConvShape& g) {
+  return g.layout == Layout::NCHW && !winograd(g) && !direct(g) && !pointwise(g) && g.ow <= 8;
+}
+
 std::string micro_tile() {
   const Kernels& k = active_kernels();
   return std::to_string(k.mr) + "x" + std::to_string(k.nr) + " " + isa_name(active_isa());

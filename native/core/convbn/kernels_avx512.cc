@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "../common/avx512_masked.h"
+
 #define XNORM_CONVBN_NS avx512
 
 namespace xnorm::convbn::avx512 {
@@ -56,10 +58,10 @@ struct Micro {
       for (int v = 0; v < NV; ++v) {
         const __mmask16 m = lanes(16 * v);
         __m512 x = acc[v][i];
-        if (add) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, row + 16 * v));
+        if (add) x = _mm512_add_ps(x, loadu_ps(m, row + 16 * v));
         if (bias) x = _mm512_add_ps(x, _mm512_set1_ps(bias[i]));
         if (relu) x = _mm512_max_ps(x, zero);
-        _mm512_mask_storeu_ps(row + 16 * v, m, x);
+        storeu_ps(row + 16 * v, m, x);
       }
     }
   }
