@@ -16,7 +16,7 @@ import {
   tensor,
 } from '../lib';
 import { native } from '../lib/native';
-import { AWKWARD, ConvCase, conv64, sizes } from './convbn-reference';
+import { AWKWARD, ConvCase, conv64, outSize, sizes } from './convbn-reference';
 import { expectCode, randomArray } from './helpers';
 
 const raw = () => native() as unknown as Record<string, (args: object) => unknown>;
@@ -31,6 +31,8 @@ const CASES: ConvCase[] = [
   { n: 2, c: 24, h: 6, w: 7, cout: 40, k: [1, 1], s: [1, 1], p: [0, 0], d: [1, 1], g: 1 },  // pointwise
   { n: 2, c: 24, h: 9, w: 8, cout: 24, k: [3, 3], s: [2, 1], p: [1, 1], d: [1, 1], g: 24 }, // depthwise
   { n: 1, c: 12, h: 9, w: 8, cout: 18, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 3 },  // grouped
+  // Enough pixels times patch (> 2^22) for the channels-last GEMM with pixels as N (the others take pixels as M).
+  { n: 2, c: 64, h: 127, w: 129, cout: 40, k: [3, 3], s: [2, 2], p: [1, 1], d: [1, 1], g: 1 },
 ];
 
 function opts(t: ConvCase, layout: 'nchw' | 'nhwc' = 'nchw') {
@@ -76,17 +78,23 @@ describe('prepared conv weights', () => {
     }
   });
 
-  it('match the float64 reference', () => {
+  it('match the float64 reference in both layouts', () => {
     for (const [k, t] of CASES.entries()) {
       const { x, w, b } = inputs(t, 30 + k);
-      const y = conv2dSync(xTensor(t, x, 'nchw'), prepareConvSync(w, { groups: t.g }), b, opts(t)).dataSync() as Float32Array;
+      const cw = prepareConvSync(w, { groups: t.g });
       const ref = conv64(t, x, w.dataSync() as Float32Array, b.dataSync() as Float32Array);
-      let scale = 1, diff = 0;
-      for (let i = 0; i < ref.length; i++) {
-        scale = Math.max(scale, Math.abs(ref[i]));
-        diff = Math.max(diff, Math.abs(y[i] - ref[i]));
+      const [oh, ow] = outSize(t), pix = oh * ow;
+      for (const layout of ['nchw', 'nhwc'] as const) {
+        const y = conv2dSync(xTensor(t, x, layout), cw, b, opts(t, layout)).dataSync() as Float32Array;
+        let scale = 1, diff = 0;
+        for (let i = 0; i < ref.length; i++) {
+          const n = Math.floor(i / (t.cout * pix)), c = Math.floor(i / pix) % t.cout, p = i % pix;
+          const got = layout === 'nchw' ? y[i] : y[(n * pix + p) * t.cout + c];
+          scale = Math.max(scale, Math.abs(ref[i]));
+          diff = Math.max(diff, Math.abs(got - ref[i]));
+        }
+        expect(diff, `case ${k} ${layout}`).toBeLessThanOrEqual(2e-6 * scale);
       }
-      expect(diff, `case ${k}`).toBeLessThanOrEqual(2e-6 * scale);
     }
   });
 

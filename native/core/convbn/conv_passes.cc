@@ -261,6 +261,28 @@ struct WriteY final : Epilogue {
   }
 };
 
+// The finished blocks of the transposed GEMM's C [pixels, cout_g]: bias and ReLU, in place (C is NHWC
+// y itself) or written transposed into NCHW y.
+struct FinishPixelRows final : Epilogue {
+  float* c = nullptr;
+  int64_t ldc = 0, cout = 0, co0 = 0, pix = 0;
+  const float* bias = nullptr;  // the group's, or null
+  bool relu = false, nchw = false;
+  float* y = nullptr;
+  void operator()(int64_t i0, int64_t rows, int64_t j0, int64_t cols) const override {
+    for (int64_t r = i0; r < i0 + rows; ++r) {
+      float* row = c + r * ldc;
+      const int64_t img = r / pix, p = r % pix;
+      for (int64_t j = j0; j < j0 + cols; ++j) {
+        float v = bias ? row[j] + bias[j] : row[j];
+        if (relu) v = v > 0.f ? v : 0.f;
+        if (nchw) y[(img * cout + co0 + j) * pix + p] = v;
+        else row[j] = v;
+      }
+    }
+  }
+};
+
 // y = act(conv(x, w * w_scale) + bias) on float32 NHWC x and y (nhwc_native(g)). Depthwise: direct loops
 // over channel vectors. Otherwise one GEMM per group over the pixels of every image: weights (taps in
 // (ky, kx, ci) order; `pre`'s panels when prepared) times the channels-last patches, its blocks
@@ -283,6 +305,36 @@ void forward_nhwc(const ConvShape& g, const float* x, const float* w, const floa
     parallel_for(g.n * g.oh, chunk_for(g.ow * g.c * taps), [&](int64_t r0, int64_t r1) {
       k.direct_forward_nhwc(x, wt, b, relu, y, win, r0, r1);
     });
+    return;
+  }
+  if (pixels_as_rows(g)) {
+    // Few pixels (deep layers at batch 1): C^T = patches^T W^T, whose M (pixels) wastes at most a few
+    // rows of a micro-tile where the usual N (pixels) would waste most of a 48-column one.
+    const float* wb = nullptr;
+    if (!pre) {
+      float* r = workspace(kWeights, g.w_size());
+      weights_to_ohwi(g, w, r, w_scale);
+      wb = r;
+    }
+    float* cbuf = y_nchw ? workspace(kBatched, g.y_size()) : y;
+    std::vector<GemmProblem> probs(size_t(g.groups));
+    std::vector<FinishPixelRows> epis(size_t(g.groups));
+    for (int64_t gr = 0; gr < g.groups; ++gr) {
+      GemmProblem& P = probs[size_t(gr)];
+      FinishPixelRows& e = epis[size_t(gr)];
+      P.m = np; P.n = cout_g; P.k = K;
+      P.a.kind = Operand::Im2colNhwc; P.a.p = x + gr * cin_g; P.a.win = win;
+      if (pre) {
+        P.b.packed = pre->nhwc_b_panels(gr);
+      } else {
+        P.b.p = wb + gr * cout_g * K; P.b.rs = 1; P.b.cs = K;
+      }
+      P.c = cbuf + gr * cout_g; P.ldc = g.cout;
+      e.c = P.c; e.ldc = g.cout; e.cout = g.cout; e.co0 = gr * cout_g; e.pix = g.oh * g.ow;
+      e.bias = bias ? bias + gr * cout_g : nullptr; e.relu = relu; e.nchw = y_nchw; e.y = y;
+      P.epilogue = &e;
+    }
+    k.gemm(probs.data(), g.groups);
     return;
   }
   const float* wk = w;
@@ -371,12 +423,14 @@ void forward(const ConvShape& g, DType dt, const void* x, const float* w, const 
 
 }  // namespace
 
-void weights_to_ohwi(const ConvShape& g, const float* w, float* dst) {
+void weights_to_ohwi(const ConvShape& g, const float* w, float* dst, const float* w_scale) {
   const int64_t taps = g.kh * g.kw, cin_g = g.cin_g();
   parallel_for(g.cout, chunk_for(g.patch()), [&](int64_t b, int64_t e) {
-    for (int64_t co = b; co < e; ++co)
+    for (int64_t co = b; co < e; ++co) {
+      const float s = w_scale ? w_scale[co] : 1.f;  // w * s rounds as the GEMM's packing would
       for (int64_t ci = 0; ci < cin_g; ++ci)
-        for (int64_t t = 0; t < taps; ++t) dst[(co * taps + t) * cin_g + ci] = w[(co * cin_g + ci) * taps + t];
+        for (int64_t t = 0; t < taps; ++t) dst[(co * taps + t) * cin_g + ci] = w[(co * cin_g + ci) * taps + t] * s;
+    }
   });
 }
 

@@ -61,6 +61,8 @@ class PreparedWeights {
   const float* winograd() const;
   // Group gr's A panels for the channels-last GEMM (taps in (ky, kx, ci) order); made on the first call.
   const float* nhwc_panels(int64_t group) const;
+  // The same weights as the B panels of the transposed channels-last GEMM (few pixels); made on first call.
+  const float* nhwc_b_panels(int64_t group) const;
   // Host memory held now.
   int64_t bytes() const;
 
@@ -68,7 +70,10 @@ class PreparedWeights {
   std::vector<float> w_, panels_;
   int64_t group_floats_ = 0;
   mutable std::mutex lazy_mutex_;
-  mutable std::vector<float> winograd_, nhwc_panels_;
+  mutable std::vector<float> winograd_, nhwc_panels_, nhwc_b_panels_;
+  // The OHWI-ordered copy both channels-last forms are packed from (under lazy_mutex_).
+  const std::vector<float>& ohwi() const;
+  mutable std::vector<float> ohwi_;
 };
 
 struct BnParams {

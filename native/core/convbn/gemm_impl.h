@@ -24,7 +24,13 @@ void pack_a(const Operand& A, int64_t i0, int64_t mc, int64_t p0, int64_t kc, fl
     float rsc[MR];
     for (int r = 0; r < MR; ++r) rsc[r] = A.row_scale && r < rows ? A.row_scale[i0 + ir + r] : 1.f;
     const auto csc = [&](int64_t k) { return A.col_scale ? A.col_scale[p0 + k] : 1.f; };
-    if (A.cs == 1 && rows == MR) {
+    if (A.kind == Operand::Im2colNhwc) {
+      // Each pixel's patch as runs of channels into scratch, then one panel column per k.
+      float tmp[MR * Micro::KC];
+      for (int64_t r = 0; r < rows; ++r) patch_col_nhwc(A.win, A.p, i0 + ir + r, p0, kc, tmp + r * kc);
+      for (int64_t k = 0; k < kc; ++k)
+        for (int64_t r = 0; r < rows; ++r) d[k * MR + r] = tmp[r * kc + k];
+    } else if (A.cs == 1 && rows == MR) {
       // MR row streams read side by side, each panel column written contiguously.
       const float* src = A.p + (i0 + ir) * A.rs + p0;
       for (int64_t k = 0; k < kc; ++k) {
@@ -118,13 +124,13 @@ void gemm_task(const GemmProblem& P, int64_t mc_rows, int64_t b0, int64_t b1, in
                const float* pa_all, const float* pb_tile) {
   constexpr int MR = Micro::MR, NR = Micro::NR;
   const int64_t j0 = jt * tile_n, nc = std::min<int64_t>(tile_n, P.n - j0);
-  float* own = pb_tile ? nullptr : tls_pack_b.get(size_t(Micro::NC) * Micro::KC);
+  float* own = pb_tile || P.b.packed ? nullptr : tls_pack_b.get(size_t(Micro::NC) * Micro::KC);
   const int64_t slice = k_slice(P.k);
   for (int64_t p0 = 0; p0 < P.k; p0 += slice) {
     const int64_t kc = std::min<int64_t>(slice, P.k - p0);
     const bool last = p0 + kc >= P.k, add = p0 > 0 || P.accumulate;
-    const float* pb = pb_tile ? pb_tile + p0 * padded_cols(nc) : own;
-    if (!pb_tile) pack_b(P.b, p0, kc, j0, nc, own);
+    const float* pb = P.b.packed ? P.b.packed + p0 * padded_cols(P.n) + j0 * kc : pb_tile ? pb_tile + p0 * padded_cols(nc) : own;
+    if (!pb_tile && !P.b.packed) pack_b(P.b, p0, kc, j0, nc, own);
     for (int64_t blk = b0; blk < b1; ++blk) {
       const int64_t i0 = blk * mc_rows, mc = std::min(mc_rows, P.m - i0);
       const float* pa = pa_all + p0 * padded_rows(P.m) + i0 * kc;
@@ -151,6 +157,19 @@ void pack_weights(const float* w, int64_t m, int64_t k, float* dst) {
     const int64_t p0 = (t / blocks) * slice, kc = std::min(slice, k - p0);
     const int64_t i0 = (t % blocks) * Micro::MC, mc = std::min<int64_t>(Micro::MC, m - i0);
     pack_a(A, i0, mc, p0, kc, dst + p0 * padded_rows(m) + i0 * kc);
+  });
+}
+
+int64_t packed_b_floats(int64_t k, int64_t n) { return k * padded_cols(n); }
+
+void pack_weights_b(const float* w, int64_t k, int64_t n, float* dst) {
+  Operand B;
+  B.p = w, B.rs = 1, B.cs = k;
+  const int64_t slice = k_slice(k), slices = (k + slice - 1) / slice, panels = (n + Micro::NR - 1) / Micro::NR;
+  parallel_tasks(slices * panels, [&](int64_t t) {
+    const int64_t p0 = (t / panels) * slice, kc = std::min(slice, k - p0);
+    const int64_t j0 = (t % panels) * Micro::NR, nc = std::min<int64_t>(Micro::NR, n - j0);
+    pack_b(B, p0, kc, j0, nc, dst + p0 * padded_cols(n) + j0 * kc);
   });
 }
 
@@ -225,7 +244,7 @@ void gemm(const GemmProblem* problems, int64_t count) {
     if (a_owner[i] == i && live(P) && !P.a.packed) a_floats += P.k * padded_rows(P.m);
     if (!live(P)) continue;
     all_blocks += m_blocks(P) * n_tiles(P);
-    if (m_blocks(P) > 1) b_floats += b_size(P);
+    if (m_blocks(P) > 1 && !P.b.packed) b_floats += b_size(P);
   }
   float* pre_a = tls_packed_a.get(size_t(std::max<int64_t>(a_floats, 1)));
   const auto own_a = [&](int64_t i) { return a_owner[i] == i && live(problems[i]) && !problems[i].a.packed; };
@@ -243,7 +262,7 @@ void gemm(const GemmProblem* problems, int64_t count) {
   const bool prepack_b = b_floats > 0 && b_floats <= kMaxPrepacked;
   float* pre_b = prepack_b ? tls_packed_b.get(size_t(b_floats)) : nullptr;
   for (int64_t i = 0, off = 0; i < count; ++i) {
-    const bool pre = prepack_b && live(problems[i]) && m_blocks(problems[i]) > 1;
+    const bool pre = prepack_b && live(problems[i]) && m_blocks(problems[i]) > 1 && !problems[i].b.packed;
     b_at[i] = pre ? off : -1;
     if (pre) off += b_size(problems[i]);
   }

@@ -20,7 +20,8 @@ struct Window {
 // of one image without materialising it: Im2col is [c*kh*kw, oh*ow] (row = (channel, ky, kx), column =
 // output pixel), Im2colT is its transpose. x points at channel 0 of the image/group, planes h*w apart.
 // Im2colNhwc is the patch matrix of a channels-last x, [kh*kw*c, pixels] with row = (ky, kx, channel),
-// so that each pixel's column is runs of contiguous channels (B only).
+// so that each pixel's column is runs of contiguous channels; as A it is read transposed, [pixels,
+// kh*kw*c] (row scales do not apply).
 struct Operand {
   enum Kind { Strided, Im2col, Im2colT, Im2colNhwc } kind = Strided;
   const float* p = nullptr;
@@ -30,8 +31,8 @@ struct Operand {
   // its per-channel BN scale into the weights this way, without a folded copy of the weights.
   const float* row_scale = nullptr;
   const float* col_scale = nullptr;
-  // A only: the operand already packed by Kernels::pack_weights (prepared conv weights); gemm reads
-  // its panels as they are instead of packing p.
+  // The operand already packed (prepared conv weights): A by Kernels::pack_weights, B by
+  // Kernels::pack_weights_b; gemm reads its panels as they are instead of packing p.
   const float* packed = nullptr;
 };
 
@@ -87,6 +88,10 @@ struct Kernels {
   // for winograd_forward (winograd_floats(cout, c) floats).
   void (*pack_weights)(const float* w, int64_t m, int64_t k, float* dst);
   int64_t (*packed_floats)(int64_t m, int64_t k);
+  // The same as a B operand: B [k, n] with element (k, j) = w[j * k + k] (w row-major [n, k]), in the
+  // panels gemm reads (K slice p0, columns from j0 at p0 * padded n + j0 * kc); packed_b_floats(k, n).
+  void (*pack_weights_b)(const float* w, int64_t k, int64_t n, float* dst);
+  int64_t (*packed_b_floats)(int64_t k, int64_t n);
   void (*winograd_weights)(const float* wt, int64_t cout, int64_t c, float* u);
   int64_t (*winograd_floats)(int64_t cout, int64_t c);
   // Depthwise-style direct kernels (one input channel per group). One output plane of one image:
