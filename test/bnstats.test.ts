@@ -47,6 +47,10 @@ const SHAPES: [number[], Layout][] = [
   [[1, 1, 1, 1], 'nchw'],
   [[2, 40, 3, 70000 / 70], 'nchw'],
   [[3, 2, 2, 2, 5], 'nhwc'],
+  // Narrow channels-last rows read folded (several rows as one row of whole vectors) with a tail of rows.
+  [[2, 37, 11, 5], 'nhwc'],
+  [[1, 301, 3, 16], 'nhwc'],
+  [[2, 9, 7, 24], 'nhwc'],
 ];
 
 describe('moments', () => {

@@ -45,6 +45,15 @@ int64_t slot_of(const Geometry& g, Over over, int64_t groups, int64_t n, int64_t
   return c;
 }
 
+// Rows of C < 64 channels read `fold` at a time as one row of fold * C (<= 64) values, a whole number of
+// 16-float vectors where one fits: C = 3 reads 16 rows as 48 values instead of 3 lanes of a vector per row.
+int64_t rows_folded(int64_t c) {
+  if (c >= 64) return 1;
+  for (int64_t f = 64 / c; f > 1; --f)
+    if (f * c % 16 == 0) return f;
+  return 64 / c;
+}
+
 // Per-(image, channel) moments, the unit every mode is merged from. The NHWC path (and NCHW with S = 1,
 // which is the same memory order) reads row blocks; NCHW reads each plane as contiguous pieces.
 std::vector<Moments> plane_moments(const void* x, DType t, const Geometry& g) {
@@ -75,17 +84,33 @@ std::vector<Moments> plane_moments(const void* x, DType t, const Geometry& g) {
   // Rows of C values; image n owns rows [n*S, (n+1)*S). Tasks never cross an image boundary.
   int64_t rows_per_task = std::max<int64_t>(1, kTaskElements / g.c);
   int64_t tasks_per_image = (g.s + rows_per_task - 1) / rows_per_task;
-  std::vector<ShiftedSums> part(size_t(g.n * tasks_per_image * g.c));
+  const int64_t fold = rows_folded(g.c);
+  std::vector<Moments> part(size_t(g.n * tasks_per_image * g.c));
   parallel_tasks(g.n * tasks_per_image, [&](int64_t task) {
     int64_t n = task / tasks_per_image, j = task % tasks_per_image;
     int64_t r0 = j * rows_per_task, rows = std::min(rows_per_task, g.s - r0);
-    k.sums_columns(at(x, t, (n * g.s + r0) * g.c), t, rows, g.c, g.c, &part[size_t(task * g.c)]);
+    const void* block = at(x, t, (n * g.s + r0) * g.c);
+    Moments* out = &part[size_t(task * g.c)];
+    // Narrow rows: `fold` consecutive rows read as one row of fold * C columns (whole vectors, several
+    // independent sums per row), whose column groups are then merged per channel.
+    ShiftedSums sums[64];
+    const int64_t wide = rows / fold;
+    for (int64_t ch = 0; ch < g.c; ++ch) out[ch] = Moments{};
+    if (fold > 1 && wide > 0) {
+      k.sums_columns(block, t, wide, fold * g.c, fold * g.c, sums);
+      for (int64_t q = 0; q < fold * g.c; ++q) out[q % g.c] = merge(out[q % g.c], from_sums(sums[q]));
+    }
+    const int64_t done = fold > 1 ? wide * fold : 0;
+    if (rows - done > 0) {
+      std::vector<ShiftedSums> tail(size_t(g.c));
+      k.sums_columns(at(block, t, done * g.c), t, rows - done, g.c, g.c, tail.data());
+      for (int64_t ch = 0; ch < g.c; ++ch) out[ch] = merge(out[ch], from_sums(tail[size_t(ch)]));
+    }
   });
   for (int64_t n = 0; n < g.n; ++n)
     for (int64_t c = 0; c < g.c; ++c) {
-      Moments m = from_sums(part[size_t(n * tasks_per_image * g.c + c)]);
-      for (int64_t j = 1; j < tasks_per_image; ++j)
-        m = merge(m, from_sums(part[size_t((n * tasks_per_image + j) * g.c + c)]));
+      Moments m = part[size_t(n * tasks_per_image * g.c + c)];
+      for (int64_t j = 1; j < tasks_per_image; ++j) m = merge(m, part[size_t((n * tasks_per_image + j) * g.c + c)]);
       planes[size_t(n * g.c + c)] = m;
     }
   return planes;
