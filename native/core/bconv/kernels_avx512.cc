@@ -2,6 +2,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <cstring>
 
 #include "../common/avx512_masked.h"
 #include "bconv.h"
@@ -209,7 +210,39 @@ void reuse_edge(const uint32_t* at, int64_t ldat, int64_t npix, const uint32_t* 
   for (; i < npix; i += 16) reuse_block<1>(at + i, ldat, words, nwords, d, parent + i, child + i);
 }
 
+// Fewer than 32 channels (one word per pixel): 16 pixels at a time read as 16 * c contiguous floats,
+// compared in whole vectors against the thresholds laid out the same way, and each pixel's c bits then
+// cut out of the resulting bit string (no masked load per pixel, which is slow on some CPUs).
+void pack_nhwc_narrow(const float* x, int64_t pixels, int64_t c, const float* thr, uint32_t* out) {
+  __m512 tv[31];  // thresholds of element e of a block at lane e % 16 of vector e / 16: channel e % c
+  for (int64_t v = 0; v < c; ++v) {
+    alignas(64) float t[16];
+    for (int l = 0; l < 16; ++l) t[l] = thr[(v * 16 + l) % c];
+    tv[v] = _mm512_load_ps(t);
+  }
+  const uint32_t keep = (uint32_t(1) << c) - 1;
+  int64_t i = 0;
+  for (; i + 16 <= pixels; i += 16) {
+    uint16_t bits[32 + 4] = {};  // 16 * c bits, then slack for the 64-bit reads below
+    const float* px = x + i * c;
+    for (int64_t v = 0; v < c; ++v) bits[v] = uint16_t(_mm512_cmp_ps_mask(_mm512_loadu_ps(px + 16 * v), tv[v], _CMP_LT_OQ));
+    const auto* bytes = reinterpret_cast<const uint8_t*>(bits);
+    for (int p = 0; p < 16; ++p) {
+      const int64_t at = p * c;
+      uint64_t w;
+      std::memcpy(&w, bytes + at / 8, sizeof w);
+      out[i + p] = uint32_t(w >> (at % 8)) & keep;
+    }
+  }
+  for (; i < pixels; ++i) {  // the last pixels, one at a time
+    uint32_t w = 0;
+    for (int64_t ch = 0; ch < c; ++ch) w |= uint32_t(x[i * c + ch] < thr[ch]) << ch;
+    out[i] = w;
+  }
+}
+
 void pack_nhwc(const float* x, int64_t pixels, int64_t c, const float* thr, uint32_t* out) {
+  if (c < 32) return pack_nhwc_narrow(x, pixels, c, thr, out);
   int64_t wc = (c + 31) / 32;
   for (int64_t i = 0; i < pixels; ++i) {
     const float* px = x + i * c;
