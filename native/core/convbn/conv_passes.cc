@@ -307,15 +307,10 @@ void forward_nhwc(const ConvShape& g, const float* x, const float* w, const floa
     });
     return;
   }
-  if (pixels_as_rows(g)) {
+  if (pre && pixels_as_rows(g)) {
     // Few pixels (deep layers at batch 1): C^T = patches^T W^T, whose M (pixels) wastes at most a few
-    // rows of a micro-tile where the usual N (pixels) would waste most of a 48-column one.
-    const float* wb = nullptr;
-    if (!pre) {
-      float* r = workspace(kWeights, g.w_size());
-      weights_to_ohwi(g, w, r, w_scale);
-      wb = r;
-    }
+    // rows of a micro-tile where the usual N (pixels) would waste most of a 48-column one. Prepared
+    // weights only: raw ones would be packed as B, by a transposing gather slower than A's packing.
     float* cbuf = y_nchw ? workspace(kBatched, g.y_size()) : y;
     std::vector<GemmProblem> probs(size_t(g.groups));
     std::vector<FinishPixelRows> epis(size_t(g.groups));
@@ -324,11 +319,7 @@ void forward_nhwc(const ConvShape& g, const float* x, const float* w, const floa
       FinishPixelRows& e = epis[size_t(gr)];
       P.m = np; P.n = cout_g; P.k = K;
       P.a.kind = Operand::Im2colNhwc; P.a.p = x + gr * cin_g; P.a.win = win;
-      if (pre) {
-        P.b.packed = pre->nhwc_b_panels(gr);
-      } else {
-        P.b.p = wb + gr * cout_g * K; P.b.rs = 1; P.b.cs = K;
-      }
+      P.b.packed = pre->nhwc_b_panels(gr);
       P.c = cbuf + gr * cout_g; P.ldc = g.cout;
       e.c = P.c; e.ldc = g.cout; e.cout = g.cout; e.co0 = gr * cout_g; e.pix = g.oh * g.ow;
       e.bias = bias ? bias + gr * cout_g : nullptr; e.relu = relu; e.nchw = y_nchw; e.y = y;
@@ -402,7 +393,7 @@ void forward(const ConvShape& g, DType dt, const void* x, const float* w, const 
     store_output(dt, Layout::NCHW, y32, 1, 1, g.y_size(), y);
     return;
   }
-  if (nchw_via_nhwc(g)) {  // a channels-last copy of x is cheaper than gathering short rows of patches
+  if (pre && nchw_via_nhwc(g)) {  // a channels-last copy of x gathers faster than short rows of patches
     const float* x32 = input_f32(dt, g.layout, x, g.n, g.c, g.h * g.w, kInput);
     float* xt = workspace(kColumns, g.x_size());
     store_output(DType::Float32, Layout::NHWC, x32, g.n, g.c, g.h * g.w, xt);
@@ -423,14 +414,12 @@ void forward(const ConvShape& g, DType dt, const void* x, const float* w, const 
 
 }  // namespace
 
-void weights_to_ohwi(const ConvShape& g, const float* w, float* dst, const float* w_scale) {
+void weights_to_ohwi(const ConvShape& g, const float* w, float* dst) {
   const int64_t taps = g.kh * g.kw, cin_g = g.cin_g();
   parallel_for(g.cout, chunk_for(g.patch()), [&](int64_t b, int64_t e) {
-    for (int64_t co = b; co < e; ++co) {
-      const float s = w_scale ? w_scale[co] : 1.f;  // w * s rounds as the GEMM's packing would
-      for (int64_t ci = 0; ci < cin_g; ++ci)
-        for (int64_t t = 0; t < taps; ++t) dst[(co * taps + t) * cin_g + ci] = w[(co * cin_g + ci) * taps + t] * s;
-    }
+    for (int64_t co = b; co < e; ++co)  // written in order; one filter's reads stay in L1
+      for (int64_t t = 0; t < taps; ++t)
+        for (int64_t ci = 0; ci < cin_g; ++ci) dst[(co * taps + t) * cin_g + ci] = w[(co * cin_g + ci) * taps + t];
   });
 }
 

@@ -36,9 +36,9 @@ bool nhwc_native(const ConvShape& g);
 bool nchw_via_nhwc(const ConvShape& g);
 
 // w [cout, cin_g, kh, kw] with each filter's taps reordered to (ky, kx, ci), the K order of the
-// channels-last GEMM (Operand::Im2colNhwc), times w_scale per output channel when given.
-void weights_to_ohwi(const ConvShape& g, const float* w, float* dst, const float* w_scale = nullptr);
-// The channels-last GEMM with pixels as its M (few pixels: deep layers at small batch).
+// channels-last GEMM (Operand::Im2colNhwc).
+void weights_to_ohwi(const ConvShape& g, const float* w, float* dst);
+// The channels-last GEMM with pixels as its M (few pixels: deep layers at small batch; prepared weights).
 bool pixels_as_rows(const ConvShape& g);
 
 // dw = conv_backward_filter(x, dy32) and dx = conv_backward_data(dy32, w * w_scale) in the caller's dtype
