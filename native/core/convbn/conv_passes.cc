@@ -236,13 +236,23 @@ bool backward_filter_f32(const ConvShape& g, const float* x, const float* dy, fl
   return epi != nullptr;
 }
 
-// Writes each finished block of the channels-last GEMM's C [cout_g, pixels of every image] transposed
-// into y [pixels, cout] while the block is in cache.
-struct TransposeToNhwc final : Epilogue {
+// Writes each finished block of the channels-last GEMM's C [cout_g, pixels of every image] into y while
+// the block is in cache: transposed into NHWC y, or row pieces into NCHW y (pix pixels per image).
+struct WriteY final : Epilogue {
   const float* c = nullptr;
-  int64_t ldc = 0, cout = 0, co0 = 0;
+  int64_t ldc = 0, cout = 0, co0 = 0, pix = 0;
+  bool nchw = false;
   float* y = nullptr;
   void operator()(int64_t i0, int64_t rows, int64_t j0, int64_t cols) const override {
+    if (nchw) {
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t j = j0; j < j0 + cols;) {
+          const int64_t img = j / pix, p = j % pix, run = std::min(pix - p, j0 + cols - j);
+          std::copy(c + (i0 + r) * ldc + j, c + (i0 + r) * ldc + j + run, y + (img * cout + co0 + i0 + r) * pix + p);
+          j += run;
+        }
+      return;
+    }
     for (int64_t j = j0; j < j0 + cols; ++j) {
       float* dst = y + j * cout + co0 + i0;
       const float* src = c + i0 * ldc + j;
@@ -251,19 +261,23 @@ struct TransposeToNhwc final : Epilogue {
   }
 };
 
-// The finished blocks of the transposed GEMM's C [pixels, cout_g], which is y itself: bias and ReLU in
-// place, while the block is in cache.
-struct BiasReluRows final : Epilogue {
+// The finished blocks of the transposed GEMM's C [pixels, cout_g]: bias and ReLU, in place (C is NHWC
+// y itself) or written transposed into NCHW y.
+struct FinishPixelRows final : Epilogue {
   float* c = nullptr;
-  int64_t ldc = 0;
+  int64_t ldc = 0, cout = 0, co0 = 0, pix = 0;
   const float* bias = nullptr;  // the group's, or null
-  bool relu = false;
+  bool relu = false, nchw = false;
+  float* y = nullptr;
   void operator()(int64_t i0, int64_t rows, int64_t j0, int64_t cols) const override {
     for (int64_t r = i0; r < i0 + rows; ++r) {
       float* row = c + r * ldc;
+      const int64_t img = r / pix, p = r % pix;
       for (int64_t j = j0; j < j0 + cols; ++j) {
-        const float v = bias ? row[j] + bias[j] : row[j];
-        row[j] = relu && !(v > 0.f) ? 0.f : v;
+        float v = bias ? row[j] + bias[j] : row[j];
+        if (relu) v = v > 0.f ? v : 0.f;
+        if (nchw) y[(img * cout + co0 + j) * pix + p] = v;
+        else row[j] = v;
       }
     }
   }
@@ -274,7 +288,7 @@ struct BiasReluRows final : Epilogue {
 // (ky, kx, ci) order; `pre`'s panels when prepared) times the channels-last patches, its blocks
 // transposed into y as they finish.
 void forward_nhwc(const ConvShape& g, const float* x, const float* w, const float* w_scale, const float* bias, bool relu,
-                  float* y, const PreparedWeights* pre) {
+                  float* y, const PreparedWeights* pre, bool y_nchw = false) {
   const Kernels& k = active_kernels();
   Window win = window_of(g);
   win.image_stride = g.h * g.w * g.c;
@@ -297,16 +311,18 @@ void forward_nhwc(const ConvShape& g, const float* x, const float* w, const floa
     // Few pixels (deep layers at batch 1): C^T = patches^T W^T, whose M (pixels) wastes at most a few
     // rows of a micro-tile where the usual N (pixels) would waste most of a 48-column one. Prepared
     // weights only: raw ones would be packed as B, by a transposing gather slower than A's packing.
+    float* cbuf = y_nchw ? workspace(kBatched, g.y_size()) : y;
     std::vector<GemmProblem> probs(size_t(g.groups));
-    std::vector<BiasReluRows> epis(size_t(g.groups));
+    std::vector<FinishPixelRows> epis(size_t(g.groups));
     for (int64_t gr = 0; gr < g.groups; ++gr) {
       GemmProblem& P = probs[size_t(gr)];
-      BiasReluRows& e = epis[size_t(gr)];
+      FinishPixelRows& e = epis[size_t(gr)];
       P.m = np; P.n = cout_g; P.k = K;
       P.a.kind = Operand::Im2colNhwc; P.a.p = x + gr * cin_g; P.a.win = win;
       P.b.packed = pre->nhwc_b_panels(gr);
-      P.c = y + gr * cout_g; P.ldc = g.cout;
-      e.c = P.c; e.ldc = g.cout; e.bias = bias ? bias + gr * cout_g : nullptr; e.relu = relu;
+      P.c = cbuf + gr * cout_g; P.ldc = g.cout;
+      e.c = P.c; e.ldc = g.cout; e.cout = g.cout; e.co0 = gr * cout_g; e.pix = g.oh * g.ow;
+      e.bias = bias ? bias + gr * cout_g : nullptr; e.relu = relu; e.nchw = y_nchw; e.y = y;
       P.epilogue = &e;
     }
     k.gemm(probs.data(), g.groups);
@@ -320,10 +336,10 @@ void forward_nhwc(const ConvShape& g, const float* x, const float* w, const floa
   }
   float* cbuf = workspace(kBatched, g.y_size());
   std::vector<GemmProblem> probs(size_t(g.groups));
-  std::vector<TransposeToNhwc> epis(size_t(g.groups));
+  std::vector<WriteY> epis(size_t(g.groups));
   for (int64_t gr = 0; gr < g.groups; ++gr) {
     GemmProblem& P = probs[size_t(gr)];
-    TransposeToNhwc& e = epis[size_t(gr)];
+    WriteY& e = epis[size_t(gr)];
     P.m = cout_g; P.n = np; P.k = K;
     P.a.p = wk + gr * cout_g * K; P.a.rs = K; P.a.cs = 1;
     P.a.row_scale = w_scale ? w_scale + gr * cout_g : nullptr;
@@ -332,7 +348,7 @@ void forward_nhwc(const ConvShape& g, const float* x, const float* w, const floa
     P.c = cbuf + gr * cout_g * np; P.ldc = np;
     P.bias_row = bias ? bias + gr * cout_g : nullptr;
     P.relu = relu;
-    e.c = P.c; e.ldc = np; e.cout = g.cout; e.co0 = gr * cout_g; e.y = y;
+    e.c = P.c; e.ldc = np; e.cout = g.cout; e.co0 = gr * cout_g; e.pix = g.oh * g.ow; e.nchw = y_nchw; e.y = y;
     P.epilogue = &e;
   }
   k.gemm(probs.data(), g.groups);
@@ -375,6 +391,18 @@ void forward(const ConvShape& g, DType dt, const void* x, const float* w, const 
     if (g.n > 0) forward_nhwc(g, x32, w, w_scale, bias, relu, y32, pre);
     if (relu_mask) build_mask_nhwc(g, y32, relu_mask);
     store_output(dt, Layout::NCHW, y32, 1, 1, g.y_size(), y);
+    return;
+  }
+  if (nchw_via_nhwc(g)) {  // a channels-last copy of x gathers faster than short rows of patches
+    const float* x32 = input_f32(dt, g.layout, x, g.n, g.c, g.h * g.w, kInput);
+    float* xt = workspace(kColumns, g.x_size());
+    store_output(DType::Float32, Layout::NHWC, x32, g.n, g.c, g.h * g.w, xt);
+    float* y32 = output_f32(dt, g.layout, y, g.y_size(), kOutput);
+    ConvShape gt = g;
+    gt.layout = Layout::NHWC;
+    if (g.n > 0) forward_nhwc(gt, xt, w, w_scale, bias, relu, y32, pre, true);
+    if (relu_mask) build_mask(y32, g.y_size(), relu_mask);
+    store_output(dt, g.layout, y32, g.n, g.cout, g.oh * g.ow, y);
     return;
   }
   const float* x32 = input_f32(dt, g.layout, x, g.n, g.c, g.h * g.w, kInput);

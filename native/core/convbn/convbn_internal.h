@@ -33,6 +33,7 @@ bool span_images(const ConvShape& g);
 // Channels-last forward without transposes: depthwise with one output channel per input channel, and
 // every GEMM-path convolution (not Winograd).
 bool nhwc_native(const ConvShape& g);
+bool nchw_via_nhwc(const ConvShape& g);
 
 // w [cout, cin_g, kh, kw] with each filter's taps reordered to (ky, kx, ci), the K order of the
 // channels-last GEMM (Operand::Im2colNhwc).
