@@ -81,38 +81,38 @@ std::vector<Moments> plane_moments(const void* x, DType t, const Geometry& g) {
     }
     return planes;
   }
-  // Rows of C values; image n owns rows [n*S, (n+1)*S). Tasks never cross an image boundary.
-  int64_t rows_per_task = std::max<int64_t>(1, kTaskElements / g.c);
-  int64_t tasks_per_image = (g.s + rows_per_task - 1) / rows_per_task;
-  const int64_t fold = rows_folded(g.c);
-  std::vector<Moments> part(size_t(g.n * tasks_per_image * g.c));
+  // Rows of C values; image n owns rows [n*S, (n+1)*S). Tasks never cross an image boundary. Narrow
+  // rows are read `fold` at a time as one wide row of fold * C values (whole vectors, several
+  // independent sums per row); an image's last S % fold rows are read one at a time. Every task of an
+  // image shifts by the image's first (wide) row, so the tasks' sums add up exactly: each image's
+  // columns become moments once, and then its fold column groups and leftover rows merge per channel.
+  // (Merging every task's moments instead cost more than the sums for C >= 256.)
+  const int64_t fold = g.s >= rows_folded(g.c) ? rows_folded(g.c) : 1, width = fold * g.c;
+  const int64_t wide_rows = g.s / fold, rest = g.s - wide_rows * fold;  // per image
+  const int64_t rows_per_task = std::max<int64_t>(1, kTaskElements / width);
+  const int64_t tasks_per_image = (wide_rows + rows_per_task - 1) / rows_per_task;
+  std::vector<ShiftedSums> part(size_t(g.n * tasks_per_image * width)), tail(size_t(rest > 0 ? g.n * g.c : 0));
   parallel_tasks(g.n * tasks_per_image, [&](int64_t task) {
-    int64_t n = task / tasks_per_image, j = task % tasks_per_image;
-    int64_t r0 = j * rows_per_task, rows = std::min(rows_per_task, g.s - r0);
-    const void* block = at(x, t, (n * g.s + r0) * g.c);
-    Moments* out = &part[size_t(task * g.c)];
-    // Narrow rows: `fold` consecutive rows read as one row of fold * C columns (whole vectors, several
-    // independent sums per row), whose column groups are then merged per channel.
-    ShiftedSums sums[64];
-    const int64_t wide = rows / fold;
-    for (int64_t ch = 0; ch < g.c; ++ch) out[ch] = Moments{};
-    if (fold > 1 && wide > 0) {
-      k.sums_columns(block, t, wide, fold * g.c, fold * g.c, sums);
-      for (int64_t q = 0; q < fold * g.c; ++q) out[q % g.c] = merge(out[q % g.c], from_sums(sums[q]));
-    }
-    const int64_t done = fold > 1 ? wide * fold : 0;
-    if (rows - done > 0) {
-      std::vector<ShiftedSums> tail(size_t(g.c));
-      k.sums_columns(at(block, t, done * g.c), t, rows - done, g.c, g.c, tail.data());
-      for (int64_t ch = 0; ch < g.c; ++ch) out[ch] = merge(out[ch], from_sums(tail[size_t(ch)]));
-    }
+    const int64_t n = task / tasks_per_image, j = task % tasks_per_image;
+    const int64_t r0 = j * rows_per_task, rows = std::min(rows_per_task, wide_rows - r0);
+    const void* image = at(x, t, n * g.s * g.c);
+    k.sums_columns(at(image, t, r0 * width), t, rows, width, width, image, &part[size_t(task * width)]);
+    if (rest > 0 && j == tasks_per_image - 1)
+      k.sums_columns(at(image, t, wide_rows * width), t, rest, g.c, g.c, nullptr, &tail[size_t(n * g.c)]);
   });
-  for (int64_t n = 0; n < g.n; ++n)
-    for (int64_t c = 0; c < g.c; ++c) {
-      Moments m = part[size_t(n * tasks_per_image * g.c + c)];
-      for (int64_t j = 1; j < tasks_per_image; ++j) m = merge(m, part[size_t((n * tasks_per_image + j) * g.c + c)]);
-      planes[size_t(n * g.c + c)] = m;
+  for (int64_t n = 0; n < g.n; ++n) {
+    for (int64_t q = 0; q < width; ++q) {
+      ShiftedSums sum = part[size_t(n * tasks_per_image * width + q)];
+      for (int64_t j = 1; j < tasks_per_image; ++j) {
+        const ShiftedSums& p = part[size_t((n * tasks_per_image + j) * width + q)];
+        sum.count += p.count, sum.s1 += p.s1, sum.s2 += p.s2;
+      }
+      Moments& m = planes[size_t(n * g.c + q % g.c)];
+      m = merge(m, from_sums(sum));
     }
+    if (rest > 0)
+      for (int64_t c = 0; c < g.c; ++c) planes[size_t(n * g.c + c)] = merge(planes[size_t(n * g.c + c)], from_sums(tail[size_t(n * g.c + c)]));
+  }
   return planes;
 }
 

@@ -17,8 +17,10 @@ struct Kernels {
   // Sums over x[0..len) (len > 0), shifted by x[0].
   ShiftedSums (*sums_contiguous)(const void* x, DType dtype, int64_t len);
   // Per-column sums over rows [0, rows) of a row-major [rows, cols] block with row stride ld (elements),
-  // shifted by row 0. out has `cols` entries.
-  void (*sums_columns)(const void* x, DType dtype, int64_t rows, int64_t cols, int64_t ld, ShiftedSums* out);
+  // shifted by `shift` (a row of cols values of the same dtype; null: row 0). out has `cols` entries.
+  // Blocks summed with the same shift add up exactly, with no merge.
+  void (*sums_columns)(const void* x, DType dtype, int64_t rows, int64_t cols, int64_t ld, const void* shift,
+                       ShiftedSums* out);
   // y = max?(((x - mean) - mean_lo) * scale + beta) over a contiguous run with one set of coefficients.
   // The mean comes as a float32 pair (mean + mean_lo ~ the double mean): x - mean is exact for data
   // near the mean, so a large offset does not cost the result its precision.

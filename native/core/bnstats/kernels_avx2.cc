@@ -89,11 +89,13 @@ ShiftedSums sums_contiguous_t(const void* x, int64_t len) {
 // Two vectors (16 channels) of a row block at a time, accumulators in registers, so that for small C
 // each row is read in one sequential sweep.
 template <DType T>
-void sums_columns_t(const void* x, int64_t rows, int64_t cols, int64_t ld, ShiftedSums* out) {
+void sums_columns_t(const void* x, int64_t rows, int64_t cols, int64_t ld, const void* shift, ShiftedSums* out) {
+  if (!shift) shift = x;
   for (int64_t c = 0; c < cols; c += 16) {
     int64_t n0 = std::min<int64_t>(8, cols - c), n1 = std::max<int64_t>(0, std::min<int64_t>(8, cols - c - 8));
-    auto load = [&](int64_t i, int64_t n) { return n == 8 ? load8<T>(x, i) : load_tail<T>(x, i, n); };
-    __m256 k0 = load(c, n0), k1 = n1 ? load(c + 8, n1) : _mm256_setzero_ps();
+    auto load_from = [&](const void* p, int64_t i, int64_t n) { return n == 8 ? load8<T>(p, i) : load_tail<T>(p, i, n); };
+    auto load = [&](int64_t i, int64_t n) { return load_from(x, i, n); };
+    __m256 k0 = load_from(shift, c, n0), k1 = n1 ? load_from(shift, c + 8, n1) : _mm256_setzero_ps();
     const __m256d k0l = lo_pd(k0), k0h = hi_pd(k0), k1l = lo_pd(k1), k1h = hi_pd(k1);
     Acc4 p, q;
     for (int64_t r = 0; r < rows; ++r) {
@@ -153,8 +155,8 @@ void apply_columns_t(const void* x, void* y, int64_t rows, int64_t cols, const f
 }
 
 ShiftedSums sums_contiguous(const void* x, DType t, int64_t len) { XNORM_BY_FLOAT_DTYPE(sums_contiguous_t, t, x, len) }
-void sums_columns(const void* x, DType t, int64_t rows, int64_t cols, int64_t ld, ShiftedSums* out) {
-  XNORM_BY_FLOAT_DTYPE(sums_columns_t, t, x, rows, cols, ld, out)
+void sums_columns(const void* x, DType t, int64_t rows, int64_t cols, int64_t ld, const void* shift, ShiftedSums* out) {
+  XNORM_BY_FLOAT_DTYPE(sums_columns_t, t, x, rows, cols, ld, shift, out)
 }
 void apply_contiguous(const void* x, void* y, DType t, int64_t len, float mean, float mean_lo, float scale, float beta,
                       bool relu) {

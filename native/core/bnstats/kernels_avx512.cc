@@ -79,13 +79,14 @@ ShiftedSums sums_contiguous_t(const void* x, int64_t len) {
 // V vectors (16 channels each) of one row block at a time, all accumulators in registers: with
 // C <= 64 every row is read in one sequential sweep, which keeps NHWC reads at streaming speed.
 template <DType T, int V>
-void sums_column_block(const void* x, int64_t rows, int64_t ld, int64_t c, int64_t cols, ShiftedSums* out) {
+void sums_column_block(const void* x, int64_t rows, int64_t ld, int64_t c, int64_t cols, const void* shift,
+                       ShiftedSums* out) {
   __mmask16 m[V];
   __m512d kl[V], kh[V], s1l[V], s1h[V], s2l[V], s2h[V];
 #pragma GCC unroll 4
   for (int v = 0; v < V; ++v) {
     m[v] = tail_mask(cols - c - 16 * v);
-    __m512 k = load16<T>(x, c + 16 * v, m[v]);
+    __m512 k = load16<T>(shift, c + 16 * v, m[v]);
     kl[v] = lo_pd(k);
     kh[v] = hi_pd(k);
     s1l[v] = s1h[v] = s2l[v] = s2h[v] = _mm512_setzero_pd();
@@ -116,13 +117,14 @@ void sums_column_block(const void* x, int64_t rows, int64_t ld, int64_t c, int64
 }
 
 template <DType T>
-void sums_columns_t(const void* x, int64_t rows, int64_t cols, int64_t ld, ShiftedSums* out) {
+void sums_columns_t(const void* x, int64_t rows, int64_t cols, int64_t ld, const void* shift, ShiftedSums* out) {
+  if (!shift) shift = x;
   for (int64_t c = 0; c < cols; c += 64) {
     int64_t left = cols - c;
-    if (left > 48) sums_column_block<T, 4>(x, rows, ld, c, cols, out);
-    else if (left > 32) sums_column_block<T, 3>(x, rows, ld, c, cols, out);
-    else if (left > 16) sums_column_block<T, 2>(x, rows, ld, c, cols, out);
-    else sums_column_block<T, 1>(x, rows, ld, c, cols, out);
+    if (left > 48) sums_column_block<T, 4>(x, rows, ld, c, cols, shift, out);
+    else if (left > 32) sums_column_block<T, 3>(x, rows, ld, c, cols, shift, out);
+    else if (left > 16) sums_column_block<T, 2>(x, rows, ld, c, cols, shift, out);
+    else sums_column_block<T, 1>(x, rows, ld, c, cols, shift, out);
   }
 }
 
@@ -157,8 +159,8 @@ void apply_columns_t(const void* x, void* y, int64_t rows, int64_t cols, const f
 }
 
 ShiftedSums sums_contiguous(const void* x, DType t, int64_t len) { XNORM_BY_FLOAT_DTYPE(sums_contiguous_t, t, x, len) }
-void sums_columns(const void* x, DType t, int64_t rows, int64_t cols, int64_t ld, ShiftedSums* out) {
-  XNORM_BY_FLOAT_DTYPE(sums_columns_t, t, x, rows, cols, ld, out)
+void sums_columns(const void* x, DType t, int64_t rows, int64_t cols, int64_t ld, const void* shift, ShiftedSums* out) {
+  XNORM_BY_FLOAT_DTYPE(sums_columns_t, t, x, rows, cols, ld, shift, out)
 }
 void apply_contiguous(const void* x, void* y, DType t, int64_t len, float mean, float mean_lo, float scale, float beta,
                       bool relu) {

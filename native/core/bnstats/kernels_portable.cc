@@ -38,9 +38,9 @@ ShiftedSums sums_contiguous(const void* x, DType t, int64_t len) {
   return r;
 }
 
-void sums_columns(const void* x, DType t, int64_t rows, int64_t cols, int64_t ld, ShiftedSums* out) {
+void sums_columns(const void* x, DType t, int64_t rows, int64_t cols, int64_t ld, const void* shift, ShiftedSums* out) {
   for (int64_t c = 0; c < cols; ++c) {
-    out[c] = ShiftedSums{double(rows), double(load(x, t, c)), 0, 0};
+    out[c] = ShiftedSums{double(rows), double(load(shift ? shift : x, t, c)), 0, 0};
   }
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t c = 0; c < cols; ++c) {
