@@ -7,7 +7,7 @@ import { native } from './native';
 import type { PlanInfo, WeightsHandle } from './native';
 import { planHandle, planHandles, weightsHandle, weightsHandles } from './handles';
 import { defineOp } from './op';
-import { FLOAT_DTYPES, Tensor, checkSameDevice, checkTensor, freeOnFailure, nativeDevice, nativeRef, newOutput, packedWordsFor, shapeSize } from './tensor';
+import { FLOAT_DTYPES, Tensor, checkSameDevice, checkTensor, freeOnFailure, nativeDevice, nativeRef, outputFor, packedWordsFor, shapeSize } from './tensor';
 import type { FloatDType } from './tensor';
 import { choice, float32Of, integer, layoutOf, options, pair, perChannel } from './validate';
 import type { Layout } from './validate';
@@ -32,10 +32,12 @@ export interface PackBitsOptions {
   layout?: Layout;
   /** bit = x < threshold (per channel [C], or one number); default 0, so sign(0) = +1. */
   threshold?: Tensor | number;
+  /** Where to write the result: a 'bit' tensor of its shape on x's device; default a new one. */
+  out?: Tensor;
 }
 
 const packBitsOp = defineOp((x: Tensor, opts?: PackBitsOptions) => {
-  const o = options(opts, 'packBits: opts', ['layout', 'threshold']);
+  const o = options(opts, 'packBits: opts', ['layout', 'threshold', 'out']);
   checkTensor(x, 'packBits: x', { dtypes: FLOAT_DTYPES });
   if (x.shape.length < 2)
     fail('ERR_XNORM_SHAPE', `packBits: x: expected rank >= 2 ([N, C, ...]), received shape [${x.shape.join(', ')}]`);
@@ -59,17 +61,17 @@ const packBitsOp = defineOp((x: Tensor, opts?: PackBitsOptions) => {
   // The CPU kernel reads float32 (converted here); the GPU one reads x's own dtype.
   const xs = x.device === 'cpu' ? float32Of(x, 'packBits: x') : nativeRef(x, 'packBits: x');
   const dtype = x.device === 'cpu' ? 'float32' : (x.dtype as FloatDType);
-  const y = newOutput(x.device, outShape, 'bit', 'packBits: output');
+  const { y, fresh } = outputFor(o.out, x.device, outShape, 'bit', 'packBits: opts.out', [x]);
   const args = { device: nativeDevice(x), x: xs, dtype, layout, n, c, s, thresholds, threshold, out: nativeRef(y) };
-  return { call: freeOnFailure([y], (async) => native().packBits(args, async)), finish: () => y };
+  return { call: freeOnFailure(fresh, (async) => native().packBits(args, async)), finish: () => y };
 });
 
 /** float (NCHW by default, or NHWC) -> 'bit' NHWC: bit 1 (-1) where x < threshold. */
 export const packBits = packBitsOp.async;
 export const packBitsSync = packBitsOp.sync;
 
-const unpackBitsOp = defineOp((b: Tensor, opts?: { layout?: Layout }) => {
-  const o = options(opts, 'unpackBits: opts', ['layout']);
+const unpackBitsOp = defineOp((b: Tensor, opts?: { layout?: Layout; out?: Tensor }) => {
+  const o = options(opts, 'unpackBits: opts', ['layout', 'out']);
   checkTensor(b, 'unpackBits: b', { dtypes: ['bit'] });
   if (b.shape.length < 2 || b.size === 0)
     fail('ERR_XNORM_SHAPE', `unpackBits: b: expected a non-empty [N, ..., C] tensor, received shape [${b.shape.join(', ')}]`);
@@ -77,9 +79,9 @@ const unpackBitsOp = defineOp((b: Tensor, opts?: { layout?: Layout }) => {
   const { n, c, s } = ncs(b.shape, 'nhwc');
   const r = b.shape.length;
   const outShape = layout === 'nhwc' || r === 2 ? b.shape.slice() : [b.shape[0], b.shape[r - 1], ...b.shape.slice(1, r - 1)];
-  const y = newOutput(b.device, outShape, 'float32', 'unpackBits: output');
+  const { y, fresh } = outputFor(o.out, b.device, outShape, 'float32', 'unpackBits: opts.out', [b]);
   const args = { device: nativeDevice(b), b: nativeRef(b, 'unpackBits: b'), layout, n, c, s, out: nativeRef(y) };
-  return { call: freeOnFailure([y], (async) => native().unpackBits(args, async)), finish: () => y };
+  return { call: freeOnFailure(fresh, (async) => native().unpackBits(args, async)), finish: () => y };
 });
 
 /** 'bit' NHWC -> float32 ±1, in NCHW (default) or NHWC. */
@@ -241,10 +243,12 @@ export interface BinaryConvOptions {
   clamp?: [number, number];
   /** 'float' (default) float32 NHWC; 'int32' the raw dot product; 'bits' the packed sign of the transformed value. */
   output?: BinaryOutput;
+  /** Where to write the result: a tensor of its shape and dtype on x's device; default a new one. */
+  out?: Tensor;
 }
 
-const BINARY_CONV_KEYS = ['stride', 'padding', 'dilation', 'groups', 'padValue', 'scale', 'bias', 'clamp', 'output'] as const;
-const BINARY_LINEAR_KEYS = ['scale', 'bias', 'clamp', 'output'] as const;
+const BINARY_CONV_KEYS = ['stride', 'padding', 'dilation', 'groups', 'padValue', 'scale', 'bias', 'clamp', 'output', 'out'] as const;
+const BINARY_LINEAR_KEYS = ['scale', 'bias', 'clamp', 'output', 'out'] as const;
 
 function binaryConvArgs(op: string, x: Tensor, wp: BinaryWeights | MstPlan, opts: BinaryConvOptions | undefined, linear: boolean) {
   const o = options(opts, `${op}: opts`, linear ? BINARY_LINEAR_KEYS : BINARY_CONV_KEYS);
@@ -289,18 +293,18 @@ function binaryConvArgs(op: string, x: Tensor, wp: BinaryWeights | MstPlan, opts
     fail('ERR_XNORM_SHAPE', `${op}: the output [${outShape.join(', ')}] overflows 2^53 - 1 elements`);
   const outDType = output === 'bits' ? 'bit' : output === 'int32' ? 'int32' : 'float32';
   // Every output element is written by the kernels (and the reference), so it needs no zero fill.
-  const y = newOutput(x.device, outShape, outDType, `${op}: output`);
+  const { y, fresh } = outputFor(o.out, x.device, outShape, outDType, `${op}: opts.out`, [x, o.scale as Tensor | undefined, o.bias as Tensor | undefined]);
   const args = {
     device: nativeDevice(x), x: nativeRef(x, `${op}: x`), xShape,
     ...(plan ? { plan: planHandle(plan) } : { weights: weightsHandle(w) }),
     strideH, strideW, padH, padW, dilationH, dilationW, padValue, output, scale, bias, clampLo, clampHi, out: nativeRef(y),
   };
-  return { y, args };
+  return { y, fresh, args };
 }
 
 const binaryConv2dOp = defineOp((x: Tensor, w: BinaryWeights | MstPlan, opts?: BinaryConvOptions) => {
-  const { y, args } = binaryConvArgs('binaryConv2d', x, w, opts, false);
-  return { call: freeOnFailure([y], (async) => native().binaryConv2d(args, async)), finish: () => y };
+  const { y, fresh, args } = binaryConvArgs('binaryConv2d', x, w, opts, false);
+  return { call: freeOnFailure(fresh, (async) => native().binaryConv2d(args, async)), finish: () => y };
 });
 
 /**
@@ -313,9 +317,9 @@ export const binaryConv2d = binaryConv2dOp.async;
 export const binaryConv2dSync = binaryConv2dOp.sync;
 
 const binaryLinearOp = defineOp(
-  (x: Tensor, w: BinaryWeights | MstPlan, opts?: Pick<BinaryConvOptions, 'scale' | 'bias' | 'clamp' | 'output'>) => {
-    const { y, args } = binaryConvArgs('binaryLinear', x, w, opts, true);
-    return { call: freeOnFailure([y], (async) => native().binaryConv2d(args, async)), finish: () => y };
+  (x: Tensor, w: BinaryWeights | MstPlan, opts?: Pick<BinaryConvOptions, 'scale' | 'bias' | 'clamp' | 'output' | 'out'>) => {
+    const { y, fresh, args } = binaryConvArgs('binaryLinear', x, w, opts, true);
+    return { call: freeOnFailure(fresh, (async) => native().binaryConv2d(args, async)), finish: () => y };
   },
 );
 

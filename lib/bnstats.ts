@@ -4,7 +4,7 @@ import { describe, fail } from './errors';
 import { native } from './native';
 import type { DeviceHandle } from './native';
 import { defineOp } from './op';
-import { Device, FLOAT_DTYPES, Tensor, allocateArray, checkSameDevice, checkTensor, freeOnFailure, nativeDevice, nativeRef, newOutput, optionalRef } from './tensor';
+import { Device, FLOAT_DTYPES, Tensor, allocateArray, checkSameDevice, checkTensor, freeOnFailure, nativeDevice, nativeRef, newOutput, optionalRef, outputFor } from './tensor';
 import type { FloatDType } from './tensor';
 import { choice, flag, float32Of, layoutOf, numberIn, options, reluOf } from './validate';
 import type { Layout } from './validate';
@@ -253,10 +253,12 @@ export interface BatchNormOptions {
   eps?: number;
   layout?: Layout;
   activation?: 'relu' | null;
+  /** Where to write y: a tensor of x's shape, dtype and device; default a new one. */
+  out?: Tensor;
 }
 
 const batchNormOp = defineOp((x: Tensor, stats: Stats | Moments, opts?: BatchNormOptions) => {
-  const o = options(opts, 'batchNorm: opts', ['gamma', 'beta', 'eps', 'layout', 'activation']);
+  const o = options(opts, 'batchNorm: opts', ['gamma', 'beta', 'eps', 'layout', 'activation', 'out']);
   checkTensor(x, 'batchNorm: x', { dtypes: FLOAT_DTYPES });
   if (x.shape.length < 2)
     fail('ERR_XNORM_SHAPE', `batchNorm: x: expected rank >= 2 ([N, C, ...]), received shape [${x.shape.join(', ')}]`);
@@ -293,12 +295,12 @@ const batchNormOp = defineOp((x: Tensor, stats: Stats | Moments, opts?: BatchNor
     scale[i] = gamma[i % c] / Math.sqrt(vv[i] + eps);
     shift[i] = beta[i % c];
   }
-  const y = newOutput(x.device, x.shape, x.dtype, 'batchNorm: y');
+  const { y, fresh } = outputFor(o.out, x.device, x.shape, x.dtype, 'batchNorm: opts.out', [x]);
   const args = {
     device: nativeDevice(x), x: nativeRef(x, 'batchNorm: x'), y: nativeRef(y), dtype: x.dtype as FloatDType, shape: x.shape,
     layout, perInstance, mean, meanLo, scale, beta: shift, relu,
   };
-  return { call: freeOnFailure([y], (async) => native().batchNorm(args, async)), finish: () => y };
+  return { call: freeOnFailure(fresh, (async) => native().batchNorm(args, async)), finish: () => y };
 });
 
 /**

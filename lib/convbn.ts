@@ -8,7 +8,7 @@ import { describe, fail } from './errors';
 import { native } from './native';
 import type { ConvArgs, NativeBn, PreparedHandle, SavedHandle } from './native';
 import { defineOp } from './op';
-import { FLOAT_DTYPES, Tensor, checkSameDevice, checkTensor, freeOnFailure, nativeDevice, nativeRef, newOutput, optionalRef, storageBytes } from './tensor';
+import { FLOAT_DTYPES, Tensor, checkSameDevice, checkTensor, freeOnFailure, nativeDevice, nativeRef, newOutput, optionalRef, outputFor, storageBytes } from './tensor';
 import type { Device, FloatDType } from './tensor';
 import { choice, flag, float32Of, integer, layoutOf, options, pair, perChannel, reluOf } from './validate';
 import type { Layout } from './validate';
@@ -33,6 +33,8 @@ export interface ConvOpts {
   activation?: 'relu' | null;
   /** Default 'nchw'. */
   layout?: Layout;
+  /** Where to write y (conv2d, convBn): a tensor of y's shape, dtype and device; default a new one. */
+  out?: Tensor;
 }
 
 export interface ConvBnNeeds {
@@ -52,7 +54,7 @@ export interface ConvBnGrads {
   dBeta?: Tensor;
 }
 
-const CONV_KEYS = ['stride', 'padding', 'dilation', 'groups', 'mode', 'activation', 'layout'] as const;
+const CONV_KEYS = ['stride', 'padding', 'dilation', 'groups', 'mode', 'activation', 'layout', 'out'] as const;
 const MODES = ['tune', 'eval', 'deploy'] as const;
 
 interface Conv {
@@ -230,12 +232,13 @@ const convBnOp = defineOp((x: Tensor, p: ConvBnParams, opts?: ConvOpts & { saveF
   const bn = bnArrays(params.bn, conv.cout, op);
   const weight = nativeWeight(params.weight, `${op}: p.weight`);
   const { dtype, relu } = conv.args;
-  const y = newOutput(x.device, conv.yShape, dtype, `${op}: y`);
+  const { y, fresh } = outputFor(o.out, x.device, conv.yShape, dtype, `${op}: opts.out`,
+    [x, params.weight, params.bias, params.bn.mean, params.bn.var, params.bn.gamma, params.bn.beta]);
   if (mode === 'deploy' && x.device === 'cpu') {
     // Fold once, then a plain conv with bias (on a GPU Deploy runs as Tune: the same fold, formed on the device).
     const folded = foldArrays(weight, bias, bn);
     const args = { ...conv.args, x: nativeRef(x, `${op}: x`), weight: nativeRef(folded.weight), bias: folded.bias.storage() as Float32Array, y: nativeRef(y) };
-    return { call: (async: boolean) => native().conv2d(args, async), finish: (): { y: Tensor; saved?: ConvBnSaved } => ({ y }) };
+    return { call: freeOnFailure(fresh, (async) => native().conv2d(args, async)), finish: (): { y: Tensor; saved?: ConvBnSaved } => ({ y }) };
   }
   const tune = mode !== 'eval';
   const args = {
@@ -253,7 +256,7 @@ const convBnOp = defineOp((x: Tensor, p: ConvBnParams, opts?: ConvOpts & { saveF
     };
   }
   return {
-    call: freeOnFailure([y], (async) => native().convBnForward({ ...args, saved: st?.handle }, async)),
+    call: freeOnFailure(fresh, (async) => native().convBnForward({ ...args, saved: st?.handle }, async)),
     finish: (): { y: Tensor; saved?: ConvBnSaved } => (st ? { y, saved: new ConvBnSaved(st) } : { y }),
   };
 });
@@ -464,9 +467,10 @@ const conv2dOp = defineOp((x: Tensor, weight: Tensor | ConvWeights, bias?: Tenso
   const cw = weight instanceof ConvWeights ? preparedState(weight, `${op}: weight`) : undefined;
   const w = cw ? (cw.handle ? { prepared: cw.handle } : { weight: nativeRef(cw.tensor!, `${op}: weight`) })
     : { weight: nativeRef(nativeWeight(weight as Tensor, `${op}: weight`)) };
-  const y = newOutput(x.device, conv.yShape, conv.args.dtype, `${op}: y`);
+  const { y, fresh } = outputFor(o.out, x.device, conv.yShape, conv.args.dtype, `${op}: opts.out`,
+    [x, cw ? cw.tensor : (weight as Tensor), bias]);
   const args = { ...conv.args, x: nativeRef(x, `${op}: x`), ...w, bias: b, y: nativeRef(y) };
-  return { call: freeOnFailure([y], (async) => native().conv2d(args, async)), finish: () => y };
+  return { call: freeOnFailure(fresh, (async) => native().conv2d(args, async)), finish: () => y };
 });
 
 /**

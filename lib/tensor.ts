@@ -500,6 +500,35 @@ export function newOutput(device: Device, shape: readonly number[], dtype: DType
 }
 
 /**
+ * @internal The output of an op: `out` when the caller gives one, checked to be a live tensor of exactly
+ * this device, shape and dtype that shares no memory with the op's inputs (the kernels would read what
+ * they already overwrote), else a new tensor. `fresh` lists what a failed op should free.
+ */
+export function outputFor(
+  out: unknown, device: Device, shape: readonly number[], dtype: DType, what: string, inputs: (Tensor | undefined)[],
+): { y: Tensor; fresh: Tensor[] } {
+  if (out === undefined) {
+    const y = newOutput(device, shape, dtype, what);
+    return { y, fresh: [y] };
+  }
+  const y = checkTensor(out, what);
+  if (y.device !== device) fail('ERR_XNORM_DEVICE', `${what}: expected device ${device}, received ${y.device}`);
+  if (y.dtype !== dtype) fail('ERR_XNORM_DTYPE', `${what}: expected dtype ${dtype}, received ${y.dtype}`);
+  if (y.shape.length !== shape.length || y.shape.some((d, i) => d !== shape[i]))
+    fail('ERR_XNORM_SHAPE', `${what}: expected shape [${shape.join(', ')}], received [${y.shape.join(', ')}]`);
+  for (const t of inputs)
+    if (t && sharesMemory(y, t)) fail('ERR_XNORM_ARGUMENT', `${what}: shares memory with an input of the op`);
+  return { y, fresh: [] };
+}
+
+function sharesMemory(a: Tensor, b: Tensor): boolean {
+  if (a.device !== b.device || a.disposed || b.disposed) return false;
+  if (a.device !== 'cpu') return a.deviceBuffer().handle === b.deviceBuffer().handle;
+  const s = a.storage(), t = b.storage();
+  return s.buffer === t.buffer && s.byteOffset < t.byteOffset + t.byteLength && t.byteOffset < s.byteOffset + s.byteLength;
+}
+
+/**
  * The `call` of an op that writes new tensors: a failed op frees them at once (device memory) rather than
  * leaving them to the GC.
  */
