@@ -1,4 +1,5 @@
 import { DeviceHandle, cudaAlloc, cudaFree, deviceIndex, resolveDevice } from './cuda';
+import { constants as bufferConstants } from 'buffer';
 import { XnormError, describe, fail } from './errors';
 import { options } from './options';
 import { native } from './native';
@@ -95,6 +96,8 @@ export function allocateArray<T>(Ctor: new (n: number) => T, length: number, wha
   }
 }
 
+const MAX_LENGTH = bufferConstants.MAX_LENGTH;
+
 /** Outputs of this many bytes and more come from xnorm's output pool (native/addon/output_pool.h). */
 const POOL_MIN_BYTES = 128 << 10;
 
@@ -113,6 +116,8 @@ export function allocateUninitialized<T>(
   what: string,
 ): T {
   const bytes = length * Ctor.BYTES_PER_ELEMENT;
+  // The same ceiling as JS memory (4 GiB on Node 20): beyond it a request is refused, not attempted.
+  if (bytes > MAX_LENGTH) fail('ERR_XNORM_OUT_OF_MEMORY', `${what}: cannot allocate ${length} elements (over ${MAX_LENGTH} bytes)`);
   if (bytes >= POOL_MIN_BYTES) {
     let ab: ArrayBuffer;
     try {
