@@ -163,9 +163,9 @@ export async function run(): Promise<void> {
     const bitOps = BATCH * oh * oh * L.cout * L.cin * L.k * L.k;
     // xnorm first, with no onnxruntime session alive: its intra-op threads keep spinning after a run and
     // would take the cores from xnorm's pool.
-    const [ms, bitsMs] = await bestMs([() => binaryConv2dSync(x, w, opts), () => binaryConv2dSync(x, w, { ...opts, output: 'bits' })], 7);
+    const [ms, bitsMs] = await bestMs([() => binaryConv2dSync(x, w, opts).dispose(), () => binaryConv2dSync(x, w, { ...opts, output: 'bits' }).dispose()], 7);
     const xt = tensor(xf, [BATCH, L.cin, L.hw, L.hw]), wt = tensor(wf, [L.cout, L.cin, L.k, L.k]);
-    const [floatMs] = await bestMs([() => conv2dSync(xt, wt, undefined, opts)], 5);
+    const [floatMs] = await bestMs([() => conv2dSync(xt, wt, undefined, opts).dispose()], 5);
     peak = Math.max(peak, popcountPeak(0.1));
     const o = await ortSession(onnxModel('Conv', [BATCH, L.cin, L.hw, L.hw], wf, [L.cout, L.cin, L.k, L.k], [BATCH, L.cout, oh, oh], [pad, pad, pad, pad], [L.stride, L.stride]));
     const [ortMs] = o ? await bestMs([() => o.s.run({ X: new o.ort.Tensor('float32', xf, [BATCH, L.cin, L.hw, L.hw]) })], 7) : [NaN];
@@ -182,9 +182,9 @@ export async function run(): Promise<void> {
     const w = packWeights(tensor(wf, [COUT, K]));
     const wt = new Float32Array(K * COUT); // MatMul takes W as [K, Cout]
     for (let o = 0; o < COUT; o++) for (let k = 0; k < K; k++) wt[k * COUT + o] = wf[o * K + k];
-    const [ms, bitsMs] = await bestMs([() => binaryLinearSync(x, w), () => binaryLinearSync(x, w, { output: 'bits' })], 15);
+    const [ms, bitsMs] = await bestMs([() => binaryLinearSync(x, w).dispose(), () => binaryLinearSync(x, w, { output: 'bits' }).dispose()], 15);
     const xt = tensor(xf, [BATCH, K, 1, 1]), w4 = tensor(wf, [COUT, K, 1, 1]);
-    const [floatMs] = await bestMs([() => conv2dSync(xt, w4)], 5);
+    const [floatMs] = await bestMs([() => conv2dSync(xt, w4).dispose()], 5);
     const o = await ortSession(onnxModel('MatMul', [BATCH, K], wt, [K, COUT], [BATCH, COUT], [], []));
     const [ortMs] = o ? await bestMs([() => o.s.run({ X: new o.ort.Tensor('float32', xf, [BATCH, K]) })], 15) : [NaN];
     if (o) await o.s.release();
@@ -211,7 +211,7 @@ export async function run(): Promise<void> {
   const big = Float32Array.from({ length: BATCH * 64 * 112 * 112 }, (_, i) => ((i * 2654435761) % 1000) - 500);
   const tn = tensor(big, [BATCH, 64, 112, 112]), th = tensor(big, [BATCH, 112, 112, 64]);
   const [readMs, nchwMs, nhwcMs] = await bestMs(
-    [() => native().readSum(new Uint32Array(big.buffer) as never), () => packBitsSync(tn, { layout: 'nchw' }), () => packBitsSync(th, { layout: 'nhwc' })],
+    [() => native().readSum(new Uint32Array(big.buffer) as never), () => packBitsSync(tn, { layout: 'nchw' }).dispose(), () => packBitsSync(th, { layout: 'nhwc' }).dispose()],
     9,
   );
   const readGBs = big.byteLength / readMs / 1e6;
@@ -241,7 +241,7 @@ export async function run(): Promise<void> {
     );
     const w: BinaryWeights = packWeights(tensor(wf, [L.cout, L.cin, 3, 3]));
     const plans: MstPlan[] = [mstPlan(w, { reuse: 'always', maxDepth: 8 }), mstPlan(w, { reuse: 'auto', maxDepth: 8 })];
-    const [denseMs, ...planMs] = await bestMs([w, ...plans].map((ww) => () => binaryConv2dSync(x, ww, { padding: 1, output: 'bits' })), 9);
+    const [denseMs, ...planMs] = await bestMs([w, ...plans].map((ww) => () => binaryConv2dSync(x, ww, { padding: 1, output: 'bits' }).dispose()), 9);
     const row: (string | number)[] = [p < 0 ? 'random' : `${p * 100}%`, fmt(denseMs) + ' ms'];
     plans.forEach((plan, i) => row.push(`${fmt(100 * plan.opsReduction)}%`, String(plan.depth), `${fmt(denseMs / planMs[i])}x`));
     mstRows.push(row);

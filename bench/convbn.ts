@@ -201,7 +201,7 @@ export async function run(): Promise<void> {
     const feeds = { X: new ort.Tensor('float32', xv, [BATCH, l.c, l.hw, l.hw]) };
     let tuneMs = Infinity, ortMs = Infinity;
     for (let round = 0; round < 2; round++) {
-      tuneMs = Math.min(tuneMs, await best(() => convBnSync(x, p, o), reps));
+      tuneMs = Math.min(tuneMs, await best(() => convBnSync(x, p, o).y.dispose(), reps));
       const session = await ort.InferenceSession.create(model, {
         intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all', executionMode: 'sequential',
       });
@@ -224,7 +224,7 @@ export async function run(): Promise<void> {
     // The same comparison in CPU time on one thread each: work done, which other load on a shared
     // machine barely changes (ORT's spinning is switched off here so that idle waits are not counted).
     setNumThreads(1);
-    const tuneCpu = await bestCpu(() => convBnSync(x, p, o), reps);
+    const tuneCpu = await bestCpu(() => convBnSync(x, p, o).y.dispose(), reps);
     setNumThreads(threads);
     const single = await ort.InferenceSession.create(model, {
       intraOpNumThreads: 1, interOpNumThreads: 1, graphOptimizationLevel: 'all', executionMode: 'sequential',
@@ -237,10 +237,12 @@ export async function run(): Promise<void> {
     // Forward + backward, all five gradients, Tune against Eval.
     const dy = tensor(filled(BATCH * l.cout * oh * oh, 80 + li, 1), [BATCH, l.cout, oh, oh]);
     const step = (mode: 'tune' | 'eval') => {
-      const { saved } = convBnSync(x, p, { ...o, mode, saveForBackward: true });
-      convBnBackwardSync(saved!, dy);
+      const { y, saved } = convBnSync(x, p, { ...o, mode, saveForBackward: true });
+      const g = convBnBackwardSync(saved!, dy);
       const bytes = saved!.bytes;
       saved!.dispose();
+      y.dispose();
+      for (const t of Object.values(g)) t.dispose();
       return bytes;
     };
     const tuneBytes = step('tune'), evalBytes = step('eval');

@@ -31,9 +31,12 @@ uint64_t size_class(uint64_t bytes) {
   return top * 2;
 }
 
+constexpr uint64_t kHugeBlock = uint64_t(2) << 20;
+
 void* os_alloc(uint64_t bytes) {
-  // 2 MiB alignment for large blocks, so that transparent huge pages can back them (fewer faults, TLB misses).
-  const size_t align = bytes >= (uint64_t(4) << 20) ? size_t(2) << 20 : 64;
+  // 2 MiB alignment for large blocks, so that transparent huge pages can back them (a fresh block faults
+  // in 2 MiB at a time instead of 4 KiB; fewer TLB misses).
+  const size_t align = bytes >= kHugeBlock ? size_t(2) << 20 : 64;
   void* p = ::operator new(size_t(bytes), std::align_val_t(align), std::nothrow);
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   if (p && align > 64) madvise(p, size_t(bytes), MADV_HUGEPAGE);
@@ -42,7 +45,7 @@ void* os_alloc(uint64_t bytes) {
 }
 
 void os_free(Block b) {
-  ::operator delete(b.ptr, std::align_val_t(b.bytes >= (uint64_t(4) << 20) ? size_t(2) << 20 : 64));
+  ::operator delete(b.ptr, std::align_val_t(b.bytes >= kHugeBlock ? size_t(2) << 20 : 64));
 }
 
 // One ArrayBuffer's hold on its block: dropped by releaseOutput (dispose) or by the buffer's finalizer.
