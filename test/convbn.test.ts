@@ -153,6 +153,30 @@ describe('conv kernels against the references', () => {
       expectNear(y.float32Sync(), ref, dtype === 'float16' ? 1e-3 : 8e-3, dtype);
     }
   });
+
+  it('half-precision NHWC gives the NCHW result bit for bit where both convert the same values (Winograd forward, Tune dx)', () => {
+    // Winograd and backward take NHWC through layout conversions (blocked transposes, edges not a
+    // multiple of the block): the same float32 values as NCHW, so the same rounded results.
+    const t: ConvCase = { n: 2, c: 37, h: 11, w: 13, cout: 35, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 };
+    const s = sizes(t);
+    const x = randomArray(s.x, 15), w = randomArray(s.w, 16, 0.2), dy = randomArray(s.y, 17);
+    const [oh, ow] = [t.h, t.w];
+    const ch = (seed: number, off = 0) => tensor(randomArray(t.cout, seed, 0.3, off), [t.cout]);
+    const p = { weight: tensor(w, [t.cout, t.c, 3, 3]), bn: { mean: ch(18), var: ch(19, 1), gamma: ch(20, 1), beta: ch(21) } };
+    for (const dtype of ['float16', 'bfloat16'] as const) {
+      const xn = tensor(x, [t.n, t.c, t.h, t.w], { dtype }), xh = tensor(toNhwc(x, t.n, t.c, t.h, t.w), [t.n, t.h, t.w, t.c], { dtype });
+      const a = convBnSync(xn, p, { padding: 1, saveForBackward: true });
+      const b = convBnSync(xh, p, { padding: 1, layout: 'nhwc', saveForBackward: true });
+      const bits = (u: Tensor) => u.dataSync() as Uint16Array;
+      const nchwOf = (u: Tensor, c: number, h: number, ww: number) =>
+        Uint16Array.from(toNchw(Float32Array.from(bits(u)), t.n, c, h, ww));
+      expect(nchwOf(b.y, t.cout, oh, ow)).toEqual(bits(a.y));
+      const dn = convBnBackwardSync(a.saved!, tensor(dy, [t.n, t.cout, oh, ow], { dtype }), { needs: { weight: false, bias: false, gamma: false, beta: false } });
+      const dh = convBnBackwardSync(b.saved!, tensor(toNhwc(dy, t.n, t.cout, oh, ow), [t.n, oh, ow, t.cout], { dtype }),
+        { needs: { weight: false, bias: false, gamma: false, beta: false } });
+      expect(nchwOf(dh.dx!, t.c, t.h, t.w)).toEqual(bits(dn.dx!));
+    }
+  });
 });
 
 describe('Winograd F(2x2, 3x3) forward', () => {

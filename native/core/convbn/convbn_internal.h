@@ -34,6 +34,7 @@ bool span_images(const ConvShape& g);
 // every GEMM-path convolution (not Winograd).
 bool nhwc_native(const ConvShape& g);
 bool nchw_via_nhwc(const ConvShape& g);
+bool nhwc_depthwise(const ConvShape& g);
 
 // w [cout, cin_g, kh, kw] with each filter's taps reordered to (ky, kx, ci), the K order of the
 // channels-last GEMM (Operand::Im2colNhwc).

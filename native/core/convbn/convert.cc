@@ -1,6 +1,9 @@
 // Activations between the caller's (dtype, layout) and the float32 NCHW the kernels work in.
 #include <algorithm>
 #include <vector>
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
 
 #include "../common/thread_pool.h"
 #include "convbn_internal.h"
@@ -8,37 +11,114 @@
 namespace xnorm::convbn {
 namespace {
 
-inline float load_f(DType t, const void* p, int64_t i) {
-  switch (t) {
-    case DType::Float16: return f16_to_float(static_cast<const uint16_t*>(p)[i]);
-    case DType::BFloat16: return bf16_to_float(static_cast<const uint16_t*>(p)[i]);
-    default: return static_cast<const float*>(p)[i];
+template <DType T>
+inline float load_f(const void* p, int64_t i) {
+  if constexpr (T == DType::Float16) return f16_to_float(static_cast<const uint16_t*>(p)[i]);
+  else if constexpr (T == DType::BFloat16) return bf16_to_float(static_cast<const uint16_t*>(p)[i]);
+  else return static_cast<const float*>(p)[i];
+}
+
+template <DType T>
+inline void store_f(void* p, int64_t i, float v) {
+  if constexpr (T == DType::Float16) static_cast<uint16_t*>(p)[i] = float_to_f16(v);
+  else if constexpr (T == DType::BFloat16) static_cast<uint16_t*>(p)[i] = float_to_bf16(v);
+  else static_cast<float*>(p)[i] = v;
+}
+
+// Square blocks of a layout transpose: each side of a block is whole cache lines read or written.
+constexpr int64_t kBlock = 16;
+
+// One block: channels [c0, c1) x pixels [s0, s1) of one image, NHWC (pixel stride c) <-> NCHW (channel
+// stride s). A function of its own, so that its indices live in registers.
+// dst[j * ld_dst + i] = src[i * ld_src + j] for i, j < 4 (float32, SSE: baseline x86-64).
+inline void transpose4(const float* src, int64_t ld_src, float* dst, int64_t ld_dst) {
+#if defined(__SSE2__)
+  __m128 r0 = _mm_loadu_ps(src), r1 = _mm_loadu_ps(src + ld_src), r2 = _mm_loadu_ps(src + 2 * ld_src),
+         r3 = _mm_loadu_ps(src + 3 * ld_src);
+  _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+  _mm_storeu_ps(dst, r0);
+  _mm_storeu_ps(dst + ld_dst, r1);
+  _mm_storeu_ps(dst + 2 * ld_dst, r2);
+  _mm_storeu_ps(dst + 3 * ld_dst, r3);
+#else
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j) dst[j * ld_dst + i] = src[i * ld_src + j];
+#endif
+}
+
+template <DType T>
+void transpose_block(bool to_nchw, const void* nhwc, float* nchw_f, const float* nchw_src, void* nhwc_dst, int64_t c,
+                     int64_t s, int64_t c0, int64_t c1, int64_t s0, int64_t s1) {
+  if constexpr (T == DType::Float32) {
+    // Whole blocks in 4x4 register transposes; the edges below, element by element.
+    if (c1 - c0 == kBlock && s1 - s0 == kBlock) {
+      for (int64_t ch = c0; ch < c1; ch += 4)
+        for (int64_t i = s0; i < s1; i += 4) {
+          if (to_nchw)
+            transpose4(static_cast<const float*>(nhwc) + i * c + ch, c, nchw_f + ch * s + i, s);
+          else
+            transpose4(nchw_src + ch * s + i, s, static_cast<float*>(nhwc_dst) + i * c + ch, c);
+        }
+      return;
+    }
+  }
+  if (to_nchw) {
+    for (int64_t ch = c0; ch < c1; ++ch) {
+      float* d = nchw_f + ch * s;
+      for (int64_t i = s0; i < s1; ++i) d[i] = load_f<T>(nhwc, i * c + ch);
+    }
+  } else {
+    for (int64_t i = s0; i < s1; ++i)
+      for (int64_t ch = c0; ch < c1; ++ch) store_f<T>(nhwc_dst, i * c + ch, nchw_src[ch * s + i]);
   }
 }
 
-inline void store_f(DType t, void* p, int64_t i, float v) {
-  switch (t) {
-    case DType::Float16: static_cast<uint16_t*>(p)[i] = float_to_f16(v); break;
-    case DType::BFloat16: static_cast<uint16_t*>(p)[i] = float_to_bf16(v); break;
-    default: static_cast<float*>(p)[i] = v;
-  }
+// Per image, [c, s] <-> [s, c] in kBlock x kBlock blocks. A task is a block row of pixels with every
+// channel, blocks in channel order: its NHWC side is then one contiguous run of memory and each block
+// continues the pages the one before used (a block column of channels would touch a page per pixel
+// when C is 1024). to_nchw: src NHWC of dtype T, dst float32 NCHW; else src float32 NCHW, dst NHWC of T.
+template <DType T>
+void transpose(bool to_nchw, const void* src, void* dst, int64_t n, int64_t c, int64_t s) {
+  const int64_t sb = (s + kBlock - 1) / kBlock, bytes = int64_t(dtype_bytes(T));
+  parallel_for(n * sb, chunk_for(c * kBlock), [&](int64_t b, int64_t e) {
+    for (int64_t u = b; u < e; ++u) {
+      const int64_t img = u / sb, s0 = (u % sb) * kBlock, s1 = std::min(s, s0 + kBlock);
+      const int64_t off = img * c * s;  // the same element offset in both layouts
+      for (int64_t c0 = 0; c0 < c; c0 += kBlock) {
+        const int64_t c1 = std::min(c, c0 + kBlock);
+        if (to_nchw)
+          transpose_block<T>(true, static_cast<const char*>(src) + off * bytes, static_cast<float*>(dst) + off, nullptr,
+                             nullptr, c, s, c0, c1, s0, s1);
+        else
+          transpose_block<T>(false, nullptr, nullptr, static_cast<const float*>(src) + off,
+                             static_cast<char*>(dst) + off * bytes, c, s, c0, c1, s0, s1);
+      }
+    }
+  });
+}
+
+template <DType T>
+void convert_t(const void* src, float* dst, int64_t size) {
+  parallel_for(size, kTaskElements, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) dst[i] = load_f<T>(src, i);
+  });
+}
+
+template <DType T>
+void store_t(const float* src, void* dst, int64_t size) {
+  parallel_for(size, kTaskElements, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) store_f<T>(dst, i, src[i]);
+  });
 }
 
 }  // namespace
 
 // A [n, c, s] activation in (dtype, layout) converted to float32 NCHW in dst.
 void convert_to_f32(DType dt, Layout layout, const void* src, int64_t n, int64_t c, int64_t s, float* dst) {
-  parallel_for(n * c, chunk_for(s), [&](int64_t b, int64_t e) {
-    for (int64_t u = b; u < e; ++u) {
-      int64_t img = u / c, ch = u % c;
-      float* d = dst + u * s;
-      if (layout == Layout::NCHW) {
-        for (int64_t i = 0; i < s; ++i) d[i] = load_f(dt, src, u * s + i);
-      } else {
-        for (int64_t i = 0; i < s; ++i) d[i] = load_f(dt, src, (img * s + i) * c + ch);
-      }
-    }
-  });
+  if (layout == Layout::NCHW) {
+    XNORM_BY_FLOAT_DTYPE(convert_t, dt, src, dst, n * c * s)
+  }
+  XNORM_BY_FLOAT_DTYPE(transpose, dt, true, src, dst, n, c, s)
 }
 
 // A [n, c, s] activation as float32 NCHW: the caller's buffer itself when it already is one, else a
@@ -59,18 +139,9 @@ float* output_f32(DType dt, Layout layout, void* dst, int64_t size, Slot slot) {
 void store_output(DType dt, Layout layout, const float* src, int64_t n, int64_t c, int64_t s, void* dst) {
   if (dt == DType::Float32 && layout == Layout::NCHW) return;  // written in place
   if (layout == Layout::NCHW) {
-    parallel_for(n * c * s, kTaskElements, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) store_f(dt, dst, i, src[i]);
-    });
-    return;
+    XNORM_BY_FLOAT_DTYPE(store_t, dt, src, dst, n * c * s)
   }
-  parallel_for(n * s, chunk_for(c), [&](int64_t b, int64_t e) {
-    for (int64_t u = b; u < e; ++u) {
-      int64_t img = u / s, i = u % s;
-      const float* sp = src + img * c * s + i;
-      for (int64_t ch = 0; ch < c; ++ch) store_f(dt, dst, u * c + ch, sp[ch * s]);
-    }
-  });
+  XNORM_BY_FLOAT_DTYPE(transpose, dt, false, src, dst, n, c, s)
 }
 
 }  // namespace xnorm::convbn
