@@ -245,8 +245,9 @@ export interface NativeAddon {
   info(): NativeInfo;
   setNumThreads(args: { threads: number }): void;
   prepareOutput(args: { buffer: Uint8Array; bytes: number }): number;
-  /** An ArrayBuffer of `bytes` (>= 128 KiB) on a block of the output pool; contents unspecified. */
-  allocOutput(args: { bytes: number }): ArrayBuffer;
+  /** An ArrayBuffer of `bytes` (>= 128 KiB) on a block of the output pool (contents unspecified), or null
+   * where the runtime refuses external ArrayBuffers. */
+  allocOutput(args: { bytes: number }): ArrayBuffer | null;
   /** dispose() of a pooled output: detaches the buffer and returns its block once no op holds it. */
   releaseOutput(buffer: ArrayBuffer): void;
   /** The output pool's bytes (idle: kept for reuse; live: held by tensors or ops) and its idle limit. */

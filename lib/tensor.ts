@@ -119,14 +119,16 @@ export function allocateUninitialized<T>(
   // The same ceiling as JS memory (4 GiB on Node 20): beyond it a request is refused, not attempted.
   if (bytes > MAX_LENGTH) fail('ERR_XNORM_OUT_OF_MEMORY', `${what}: cannot allocate ${length} elements (over ${MAX_LENGTH} bytes)`);
   if (bytes >= POOL_MIN_BYTES) {
-    let ab: ArrayBuffer;
+    let ab: ArrayBuffer | null;
     try {
       ab = native().allocOutput({ bytes });
     } catch (e) {
       return fail('ERR_XNORM_OUT_OF_MEMORY', `${what}: cannot allocate ${length} elements (${(e as Error).message})`);
     }
-    pooledBuffers.add(ab);
-    return new Ctor(ab, 0, length);
+    if (ab) {
+      pooledBuffers.add(ab);
+      return new Ctor(ab, 0, length);
+    }
   }
   let mem: Buffer;
   try {

@@ -176,7 +176,8 @@ struct FinalizeHint {
   void* ptr;
 };
 
-// allocOutput({ bytes }): an ArrayBuffer of exactly `bytes` on a pooled block (contents unspecified).
+// allocOutput({ bytes }): an ArrayBuffer of exactly `bytes` on a pooled block (contents unspecified), or
+// null where the runtime refuses external ArrayBuffers.
 Napi::Value AllocOutput(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&] {
     Args a(info, "allocOutput");
@@ -197,12 +198,12 @@ Napi::Value AllocOutput(const Napi::CallbackInfo& info) {
           delete fh;
         },
         hint, &ab);
-    if (st != napi_ok) {
+    if (st != napi_ok) {  // a runtime without external ArrayBuffers (Electron's sandbox): JS allocates instead
       pool().forget(owner, data);
       pool().count_owner(-1);
       delete owner;
       delete hint;
-      fail(ErrorCode::OutOfMemory, "allocOutput: this runtime refuses external ArrayBuffers");
+      return info.Env().Null();
     }
     return Napi::Value(info.Env(), ab);
   });
