@@ -57,4 +57,33 @@ describe('worker_threads', () => {
       expect(r.stdout.trim()).toBe('finished 3');
     }
   });
+
+  it('pooled outputs in several workers, one terminated mid-op: the others and the process are unaffected', async () => {
+    const poolScript = path.join(__dirname, 'children', 'pool-worker.cjs');
+    const values = new Map<number, number[]>();
+    const done = new Set<number>();
+    const workers = [0, 1, 2].map((id) => {
+      values.set(id, []);
+      return new Worker(poolScript, { workerData: { id, rounds: id === 2 ? 1000 : 6 } });
+    });
+    await Promise.all(workers.map((w, id) => new Promise<void>((resolve, reject) => {
+      w.on('message', (m) => {
+        if (m.type === 'result') values.get(id)!.push(m.value);
+        if (m.type === 'done') done.add(id);
+        if (id === 2 && m.type === 'started' && m.round === 2) void w.terminate();
+      });
+      w.on('error', reject);
+      w.on('exit', () => resolve());
+    })));
+    for (const id of [0, 1]) {
+      expect(done.has(id)).toBe(true);
+      const want = Math.fround(32 * 9 * Math.fround(0.01)) * (id % 2 ? 1 : -1);
+      expect(values.get(id)!.length).toBe(6);
+      for (const v of values.get(id)!) expect(Math.abs(v - want)).toBeLessThan(1e-4);
+    }
+    // The process goes on using the pool.
+    const y = momentsSync(tensor(new Float32Array(1 << 16).fill(2), [1, 16, 64, 64]));
+    expect(y.mean.dataSync()[0]).toBe(2);
+  });
 });
+
