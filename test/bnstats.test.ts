@@ -8,6 +8,7 @@ import {
   mixStats,
   moments,
   momentsSync,
+  packBits,
   priorStats,
   setNumThreads,
   tensor,
@@ -241,6 +242,29 @@ describe('moments', () => {
         expectClose(yv, expected, tol, `${level} case ${k} batchNorm`);
       });
     }
+  });
+
+  it('Promise forms of small memory-bound ops settle without a trip through the thread pool; larger ones go to it', async () => {
+    // Settled within a few microtask turns = run inline (up to 256 KiB read and written); a pool trip
+    // needs a libuv callback, a later macrotask.
+    const settlesAtOnce = async (p: Promise<unknown>) => {
+      let done = false;
+      void p.then(() => { done = true; });
+      for (let i = 0; i < 4; i++) await Promise.resolve();
+      const atOnce = done;
+      await p;
+      return atOnce;
+    };
+    const small = tensor(randomArray(4 * 16 * 8 * 8, 3), [4, 16, 8, 8]);
+    const large = tensor(randomArray(8 * 16 * 64 * 64, 4), [8, 16, 64, 64]);
+    expect(await settlesAtOnce(moments(small))).toBe(true);
+    expect(await settlesAtOnce(batchNorm(small, momentsSync(small)))).toBe(true);
+    expect(await settlesAtOnce(packBits(small))).toBe(true);
+    expect(await settlesAtOnce(moments(large))).toBe(false);
+    expect(await settlesAtOnce(batchNorm(large, momentsSync(large)))).toBe(false);
+    // The same results either way.
+    expect((await moments(small)).mean.dataSync()).toEqual(momentsSync(small).mean.dataSync());
+    expect((await batchNorm(small, momentsSync(small))).dataSync()).toEqual(batchNormSync(small, momentsSync(small)).dataSync());
   });
 
   it('keeps the event loop turning while an async moments runs (and the Sync form does not)', async () => {

@@ -55,6 +55,7 @@ Napi::Value PackBits(const Napi::CallbackInfo& info) {
     const auto t0 = float(a.number("threshold"));
     Buffer out = a.tensor("out", DType::Bit, g.words());
     const xnorm_cuda_api* api = g.device >= 0 ? &cuda_api(g.device) : nullptr;
+    const int64_t bytes = api ? -1 : g.floats() * 4 + g.words() * 4;
     return run_op(a, [=]() -> ResultBuilder {
       auto* words = static_cast<uint32_t*>(out.data);
       if (!api) {
@@ -65,7 +66,7 @@ Napi::Value PackBits(const Napi::CallbackInfo& info) {
       const xnorm_cuda_geometry pg = g.plugin();
       cuda_check(api->pack_bits(g.device, x.data, plugin_dtype(dtype), &pg, thresholds, t0, words, &st), st);
       return nullptr;
-    });
+    }, bytes);
   });
 }
 
@@ -76,6 +77,7 @@ Napi::Value UnpackBits(const Napi::CallbackInfo& info) {
     Buffer b = a.tensor("b", DType::Bit, g.words());
     Buffer out = a.tensor("out", DType::Float32, g.floats());
     const xnorm_cuda_api* api = g.device >= 0 ? &cuda_api(g.device) : nullptr;
+    const int64_t bytes = api ? -1 : g.floats() * 4 + g.words() * 4;
     return run_op(a, [=]() -> ResultBuilder {
       const auto* words = static_cast<const uint32_t*>(b.data);
       if (!api) {
@@ -86,7 +88,7 @@ Napi::Value UnpackBits(const Napi::CallbackInfo& info) {
       const xnorm_cuda_geometry pg = g.plugin();
       cuda_check(api->unpack_bits(g.device, words, &pg, static_cast<float*>(out.data), &st), st);
       return nullptr;
-    });
+    }, bytes);
   });
 }
 

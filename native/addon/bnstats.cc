@@ -72,6 +72,7 @@ Napi::Value Moments(const Napi::CallbackInfo& info) {
     Args a(info, "moments");
     MomentsCall c = read_moments(a);
     const xnorm_cuda_api* api = c.device >= 0 ? &cuda_api(c.device) : nullptr;
+    const int64_t bytes = api ? -1 : c.x.length * int64_t(dtype_bytes(c.dtype));
     return run_op(a, [c, api]() -> ResultBuilder {
       auto* mean = static_cast<double*>(c.mean.data);
       auto* m2 = static_cast<double*>(c.m2.data);
@@ -87,7 +88,7 @@ Napi::Value Moments(const Napi::CallbackInfo& info) {
                    st);
       }
       return [count](Napi::Env env) { return Napi::Number::New(env, double(count)); };
-    });
+    }, bytes);
   });
 }
 
@@ -121,6 +122,7 @@ Napi::Value BatchNorm(const Napi::CallbackInfo& info) {
     const auto* scale = static_cast<const float*>(a.host("scale", DType::Float32, coeffs).data);
     const auto* beta = static_cast<const float*>(a.host("beta", DType::Float32, coeffs).data);
     const xnorm_cuda_api* api = device >= 0 ? &cuda_api(device) : nullptr;
+    const int64_t bytes = api ? -1 : 2 * size * int64_t(dtype_bytes(dtype));
     return run_op(a, [=]() -> ResultBuilder {
       if (!api) {
         bnstats::apply(x.data, y.data, dtype, g, per_instance, mean, mean_lo, scale, beta, relu);
@@ -132,7 +134,7 @@ Napi::Value BatchNorm(const Napi::CallbackInfo& info) {
                                  relu, &st),
                  st);
       return nullptr;
-    });
+    }, bytes);
   });
 }
 

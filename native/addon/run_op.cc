@@ -68,12 +68,23 @@ class OpWorker : public Napi::AsyncWorker {
 
 }  // namespace
 
-Napi::Value run_op(Args& args, std::function<ResultBuilder()> work) {
+Napi::Value run_op(Args& args, std::function<ResultBuilder()> work, int64_t inline_bytes) {
   Napi::Env env = args.env();
   args.check_live();
   if (!args.async()) {
     ResultBuilder r = work();
     return r ? r(env) : env.Undefined();
+  }
+  if (inline_bytes >= 0 && inline_bytes <= kInlineBytes) {
+    Napi::Promise::Deferred d = Napi::Promise::Deferred::New(env);
+    try {
+      ResultBuilder r = work();
+      d.Resolve(r ? r(env) : env.Undefined());
+    } catch (const std::exception& e) {
+      const Failure f = failure_of(e);
+      d.Reject(make_error(env, f.code, f.message).Value());
+    }
+    return d.Promise();
   }
   args.pin();
   auto* worker = new OpWorker(env, args.buffers(), std::move(work));
