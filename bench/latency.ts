@@ -10,6 +10,7 @@
 // - a tiny op's round trip, Sync and Promise.
 import {
   binaryConv2dSync,
+  conv2d,
   conv2dSync,
   convBnSync,
   foldConvBn,
@@ -143,11 +144,15 @@ async function reductions(): Promise<void> {
 
 async function overhead(): Promise<void> {
   const x = tensor(new Float32Array(16), [1, 4, 2, 2]);
-  const sync = await stats(() => momentsSync(x), 100, 2000, 20000);
-  const promise = await stats(() => moments(x), 100, 500, 5000);
-  console.log('\nA tiny op\'s round trip (moments of 16 floats), µs as median / p90 / best\n');
+  const w = tensor(new Float32Array(4 * 4 * 9), [4, 4, 3, 3]);
+  const rows: string[][] = [];
   const us = (s: Stats) => `${fmt(s.median * 1e3)} / ${fmt(s.p90 * 1e3)} / ${fmt(s.best * 1e3)}`;
-  console.log(table(['form', 'µs'], [['momentsSync', us(sync)], ['await moments', us(promise)]]));
+  rows.push(['momentsSync', us(await stats(() => momentsSync(x), 100, 2000, 20000))]);
+  rows.push(['await moments (small memory-bound ops run inline)', us(await stats(() => moments(x), 100, 500, 5000))]);
+  rows.push(['conv2dSync', us(await stats(() => conv2dSync(x, w, undefined, { padding: 1 }), 100, 2000, 20000))]);
+  rows.push(['await conv2d (through the thread pool)', us(await stats(() => conv2d(x, w, undefined, { padding: 1 }), 100, 500, 5000))]);
+  console.log('\nA tiny op\'s round trip (16 floats), µs as median / p90 / best\n');
+  console.log(table(['form', 'µs'], rows));
 }
 
 export async function run(): Promise<void> {
