@@ -175,6 +175,8 @@ interface SavedState {
   conv: Conv;
   device: Device;
   bytes: number;
+  /** The tensors whose memory the state reads in backward (x, the weight, Eval's y): no gradient may share it. */
+  reads: Tensor[];
 }
 
 const liveSaved = new WeakMap<ConvBnSaved, SavedState | null>();
@@ -252,7 +254,7 @@ const convBnOp = defineOp((x: Tensor, p: ConvBnParams, opts?: ConvOpts & { saveF
     const held = tune ? conv.cout * 4 + (relu ? Math.ceil(conv.ySize / 32) * 4 : 0) : ySize * (relu ? 2 : 1);
     st = {
       handle: native().convBnSaved(args), mode: args.mode, conv, device: x.device,
-      bytes: storageBytes(x.shape, dtype) + held,
+      bytes: storageBytes(x.shape, dtype) + held, reads: [x, params.weight, ...(!tune && relu ? [y] : [])],
     };
   }
   return {
@@ -269,10 +271,11 @@ const convBnOp = defineOp((x: Tensor, p: ConvBnParams, opts?: ConvOpts & { saveF
 export const convBn = convBnOp.async;
 export const convBnSync = convBnOp.sync;
 
-const convBnBackwardOp = defineOp((saved: ConvBnSaved, dy: Tensor, opts?: { needs?: ConvBnNeeds }) => {
+const convBnBackwardOp = defineOp((saved: ConvBnSaved, dy: Tensor, opts?: { needs?: ConvBnNeeds; out?: ConvBnGrads }) => {
   const op = 'convBnBackward';
   const st = state(saved, `${op}: saved`);
-  const o = options(opts, `${op}: opts`, ['needs']);
+  const o = options(opts, `${op}: opts`, ['needs', 'out']);
+  const outs = options(o.out, `${op}: opts.out`, ['dx', 'dWeight', 'dBias', 'dGamma', 'dBeta']) as ConvBnGrads;
   const needs = options(o.needs, `${op}: opts.needs`, ['x', 'weight', 'bias', 'gamma', 'beta']);
   const want = (k: keyof ConvBnNeeds) => flag(needs[k], `${op}: opts.needs.${k}`, true);
   const { conv, device } = st;
@@ -282,13 +285,26 @@ const convBnBackwardOp = defineOp((saved: ConvBnSaved, dy: Tensor, opts?: { need
     fail('ERR_XNORM_SHAPE', `${op}: dy: expected shape [${conv.yShape.join(', ')}], received [${dyt.shape.join(', ')}]`);
   if (dyt.device !== device)
     fail('ERR_XNORM_DEVICE', `${op}: dy: expected device ${device} (like the saved state), received ${dyt.device}`);
-  const make = (k: keyof ConvBnNeeds, shape: readonly number[], dt: FloatDType) => (want(k) ? newOutput(device, shape, dt, `${op}: d${k}`) : undefined);
+  // Each wanted gradient: opts.out's tensor (checked, sharing memory with no input and no other
+  // gradient) or a new one; a caller's tensor for a gradient not wanted is refused.
+  const fresh: Tensor[] = [];
+  const taken: Tensor[] = [...st.reads, dyt];
+  const make = (k: keyof ConvBnNeeds, name: keyof ConvBnGrads, shape: readonly number[], dt: FloatDType) => {
+    if (!want(k)) {
+      if (outs[name] !== undefined) fail('ERR_XNORM_ARGUMENT', `${op}: opts.out.${name}: given, but opts.needs.${k} is false`);
+      return undefined;
+    }
+    const r = outputFor(outs[name], device, shape, dt, `${op}: opts.out.${name}`, taken);
+    fresh.push(...r.fresh);
+    taken.push(r.y);
+    return r.y;
+  };
   const out: ConvBnGrads = {
-    dx: make('x', xShape, dtype),
-    dWeight: make('weight', wShape, 'float32'),
-    dBias: make('bias', [conv.cout], 'float32'),
-    dGamma: make('gamma', [conv.cout], 'float32'),
-    dBeta: make('beta', [conv.cout], 'float32'),
+    dx: make('x', 'dx', xShape, dtype),
+    dWeight: make('weight', 'dWeight', wShape, 'float32'),
+    dBias: make('bias', 'dBias', [conv.cout], 'float32'),
+    dGamma: make('gamma', 'dGamma', [conv.cout], 'float32'),
+    dBeta: make('beta', 'dBeta', [conv.cout], 'float32'),
   };
   const args = {
     device: nativeDevice(dyt), saved: st.handle, dy: nativeRef(dyt, `${op}: dy`),
@@ -296,7 +312,7 @@ const convBnBackwardOp = defineOp((saved: ConvBnSaved, dy: Tensor, opts?: { need
     dGamma: optionalRef(out.dGamma), dBeta: optionalRef(out.dBeta),
   };
   return {
-    call: freeOnFailure(Object.values(out), (async) => native().convBnBackward(args, async)),
+    call: freeOnFailure(fresh, (async) => native().convBnBackward(args, async)),
     finish: (): ConvBnGrads => {
       const g: ConvBnGrads = {};
       for (const [k, t] of Object.entries(out)) if (t) g[k as keyof ConvBnGrads] = t;
@@ -307,7 +323,8 @@ const convBnBackwardOp = defineOp((saved: ConvBnSaved, dy: Tensor, opts?: { need
 
 /**
  * Backward of convBn from its saved state: dx, dWeight, dBias, dGamma, dBeta (all by default; `needs`
- * skips the work for the ones set false). Parameter gradients are float32.
+ * skips the work for the ones set false). Parameter gradients are float32. `out` gives tensors to write
+ * gradients into (each checked like every op's `opts.out`).
  */
 export const convBnBackward = convBnBackwardOp.async;
 export const convBnBackwardSync = convBnBackwardOp.sync;

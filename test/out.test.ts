@@ -9,6 +9,7 @@ import {
   binaryLinearSync,
   conv2d,
   conv2dSync,
+  convBnBackwardSync,
   convBnSync,
   from,
   momentsSync,
@@ -77,6 +78,31 @@ describe('opts.out', () => {
     expectCode(() => batchNormSync(view(8), momentsSync(view(8)), { out: view(0) }), 'ERR_XNORM_ARGUMENT');
     const y = conv2dSync(view(0), w, undefined, { ...o, out: view(2 * 8 * 36) });
     expectSameValues(y.dataSync() as Float32Array, conv2dSync(view(0), w, undefined, o).dataSync() as Float32Array, 'disjoint');
+  });
+
+  it('convBnBackward writes the gradients it is given tensors for, and refuses shared or unwanted ones', () => {
+    const o = { padding: 1, activation: 'relu' as const, saveForBackward: true };
+    const dy = tensor(randomArray(2 * 8 * 36, 22), [2, 8, 6, 6]);
+    for (const mode of ['tune', 'eval'] as const) {
+      const { saved } = convBnSync(x, p, { ...o, mode });
+      const want = convBnBackwardSync(saved!, dy);
+      const out = { dx: zeros([2, 8, 6, 6]), dWeight: zeros([8, 8, 3, 3]), dGamma: zeros([8]) };
+      const got = convBnBackwardSync(saved!, dy, { out });
+      expect(got.dx).toBe(out.dx);
+      expect(got.dWeight).toBe(out.dWeight);
+      expect(got.dGamma).toBe(out.dGamma);
+      expectSameValues(got.dx!.dataSync() as Float32Array, want.dx!.dataSync() as Float32Array, `${mode} dx`);
+      expectSameValues(got.dWeight!.dataSync() as Float32Array, want.dWeight!.dataSync() as Float32Array, `${mode} dWeight`);
+      expectSameValues(got.dBias!.dataSync() as Float32Array, want.dBias!.dataSync() as Float32Array, `${mode} dBias`);
+      expectCode(() => convBnBackwardSync(saved!, dy, { out: { dx: x } }), 'ERR_XNORM_ARGUMENT');       // the saved x
+      expectCode(() => convBnBackwardSync(saved!, dy, { out: { dx: dy } }), 'ERR_XNORM_ARGUMENT');      // dy itself
+      const g = zeros([8]);
+      expectCode(() => convBnBackwardSync(saved!, dy, { out: { dGamma: g, dBeta: g } }), 'ERR_XNORM_ARGUMENT');
+      expectCode(() => convBnBackwardSync(saved!, dy, { needs: { x: false }, out: { dx: zeros([2, 8, 6, 6]) } }), 'ERR_XNORM_ARGUMENT');
+      expectCode(() => convBnBackwardSync(saved!, dy, { out: { dW: zeros([8, 8, 3, 3]) } as never }), 'ERR_XNORM_ARGUMENT');
+      expectCode(() => convBnBackwardSync(saved!, dy, { out: { dWeight: zeros([8, 8, 3, 2]) } }), 'ERR_XNORM_SHAPE');
+      saved!.dispose();
+    }
   });
 
   it('a caller\'s out survives a failing op (it is not disposed)', async () => {
