@@ -63,6 +63,8 @@ interface Conv {
   cout: number;
   yShape: number[];
   ySize: number;
+  /** The ConvWeights' state when the weight was one (conv2d) */
+  prepared?: PreparedState;
 }
 
 /**
@@ -122,6 +124,7 @@ function convGeometry(x: unknown, weight: unknown, o: Record<string, unknown>, o
     cout,
     yShape,
     ySize,
+    prepared: cw,
   };
 }
 
@@ -481,7 +484,7 @@ const conv2dOp = defineOp((x: Tensor, weight: Tensor | ConvWeights, bias?: Tenso
   const conv = convGeometry(x, weight, o, op, true);
   checkSameDevice({ x, bias });
   const b = perChannel(bias, `${op}: bias`, conv.cout);
-  const cw = weight instanceof ConvWeights ? preparedState(weight, `${op}: weight`) : undefined;
+  const cw = conv.prepared;
   const w = cw ? (cw.handle ? { prepared: cw.handle } : { weight: nativeRef(cw.tensor!, `${op}: weight`) })
     : { weight: nativeRef(nativeWeight(weight as Tensor, `${op}: weight`)) };
   const { y, fresh } = outputFor(o.out, x.device, conv.yShape, conv.args.dtype, `${op}: opts.out`,

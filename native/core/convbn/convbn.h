@@ -71,9 +71,9 @@ class PreparedWeights {
   int64_t group_floats_ = 0;
   mutable std::mutex lazy_mutex_;
   mutable std::vector<float> winograd_, nhwc_panels_, nhwc_b_panels_;
-  // The OHWI-ordered copy both channels-last forms are packed from (under lazy_mutex_).
-  const std::vector<float>& ohwi() const;
-  mutable std::vector<float> ohwi_;
+  // The weights with taps in (ky, kx, ci) order, which both channels-last forms are packed from: made
+  // for the packing and dropped, not kept beside the packed forms.
+  std::vector<float> ohwi() const;
 };
 
 struct BnParams {

@@ -30,14 +30,12 @@ const float* PreparedWeights::winograd() const {
   return winograd_.data();
 }
 
-const std::vector<float>& PreparedWeights::ohwi() const {
-  if (ohwi_.empty()) {
-    ConvShape g;
-    g.cout = cout, g.c = cin_g * groups, g.kh = kh, g.kw = kw, g.groups = groups;
-    ohwi_.resize(w_.size());
-    weights_to_ohwi(g, w_.data(), ohwi_.data());
-  }
-  return ohwi_;
+std::vector<float> PreparedWeights::ohwi() const {
+  ConvShape g;
+  g.cout = cout, g.c = cin_g * groups, g.kh = kh, g.kw = kw, g.groups = groups;
+  std::vector<float> w(w_.size());
+  weights_to_ohwi(g, w_.data(), w.data());
+  return w;
 }
 
 const float* PreparedWeights::nhwc_panels(int64_t group) const {
@@ -45,9 +43,10 @@ const float* PreparedWeights::nhwc_panels(int64_t group) const {
   if (nhwc_panels_.empty()) {
     const Kernels& kern = active_kernels();
     const int64_t cout_g = cout / groups, k = cin_g * kh * kw;
+    const std::vector<float> w = ohwi();
     nhwc_panels_.resize(panels_.size());
     for (int64_t gr = 0; gr < groups; ++gr)
-      kern.pack_weights(ohwi().data() + gr * cout_g * k, cout_g, k, nhwc_panels_.data() + gr * group_floats_);
+      kern.pack_weights(w.data() + gr * cout_g * k, cout_g, k, nhwc_panels_.data() + gr * group_floats_);
   }
   return nhwc_panels_.data() + group * group_floats_;
 }
@@ -62,9 +61,10 @@ const float* PreparedWeights::nhwc_b_panels(int64_t group) const {
     return reinterpret_cast<float*>((p + 63) & ~uintptr_t(63));
   };
   if (nhwc_b_panels_.empty()) {
+    const std::vector<float> w = ohwi();
     nhwc_b_panels_.resize(size_t(per_group * groups + 16));
     for (int64_t gr = 0; gr < groups; ++gr)
-      kern.pack_weights_b(ohwi().data() + gr * cout_g * k, k, cout_g, base() + gr * per_group);
+      kern.pack_weights_b(w.data() + gr * cout_g * k, k, cout_g, base() + gr * per_group);
   }
   return base() + group * per_group;
 }
@@ -72,7 +72,7 @@ const float* PreparedWeights::nhwc_b_panels(int64_t group) const {
 int64_t PreparedWeights::bytes() const {
   std::lock_guard<std::mutex> lock(lazy_mutex_);
   return int64_t(sizeof(float) * (w_.size() + panels_.size() + winograd_.size() + nhwc_panels_.size() +
-                                 nhwc_b_panels_.size() + ohwi_.size()));
+                                 nhwc_b_panels_.size()));
 }
 
 }  // namespace xnorm::convbn
