@@ -28,8 +28,6 @@ inline void store_f(void* p, int64_t i, float v) {
 // Square blocks of a layout transpose: each side of a block is whole cache lines read or written.
 constexpr int64_t kBlock = 16;
 
-// One block: channels [c0, c1) x pixels [s0, s1) of one image, NHWC (pixel stride c) <-> NCHW (channel
-// stride s). A function of its own, so that its indices live in registers.
 // dst[j * ld_dst + i] = src[i * ld_src + j] for i, j < 4 (float32, SSE: baseline x86-64).
 inline void transpose4(const float* src, int64_t ld_src, float* dst, int64_t ld_dst) {
 #if defined(__SSE2__)
@@ -46,31 +44,29 @@ inline void transpose4(const float* src, int64_t ld_src, float* dst, int64_t ld_
 #endif
 }
 
+// One block, channels [c0, c1) x pixels [s0, s1) of one image, NHWC (pixel stride c, dtype T) into
+// float32 NCHW (channel stride s). Float32 whole blocks go through 4x4 register transposes.
 template <DType T>
-void transpose_block(bool to_nchw, const void* nhwc, float* nchw_f, const float* nchw_src, void* nhwc_dst, int64_t c,
-                     int64_t s, int64_t c0, int64_t c1, int64_t s0, int64_t s1) {
-  if constexpr (T == DType::Float32) {
-    // Whole blocks in 4x4 register transposes; the edges below, element by element.
-    if (c1 - c0 == kBlock && s1 - s0 == kBlock) {
-      for (int64_t ch = c0; ch < c1; ch += 4)
-        for (int64_t i = s0; i < s1; i += 4) {
-          if (to_nchw)
-            transpose4(static_cast<const float*>(nhwc) + i * c + ch, c, nchw_f + ch * s + i, s);
-          else
-            transpose4(nchw_src + ch * s + i, s, static_cast<float*>(nhwc_dst) + i * c + ch, c);
-        }
-      return;
-    }
+void block_to_nchw(const void* nhwc, float* nchw, int64_t c, int64_t s, int64_t c0, int64_t c1, int64_t s0, int64_t s1) {
+  if (T == DType::Float32 && c1 - c0 == kBlock && s1 - s0 == kBlock) {
+    for (int64_t ch = c0; ch < c1; ch += 4)
+      for (int64_t i = s0; i < s1; i += 4) transpose4(static_cast<const float*>(nhwc) + i * c + ch, c, nchw + ch * s + i, s);
+    return;
   }
-  if (to_nchw) {
-    for (int64_t ch = c0; ch < c1; ++ch) {
-      float* d = nchw_f + ch * s;
-      for (int64_t i = s0; i < s1; ++i) d[i] = load_f<T>(nhwc, i * c + ch);
-    }
-  } else {
-    for (int64_t i = s0; i < s1; ++i)
-      for (int64_t ch = c0; ch < c1; ++ch) store_f<T>(nhwc_dst, i * c + ch, nchw_src[ch * s + i]);
+  for (int64_t ch = c0; ch < c1; ++ch)
+    for (int64_t i = s0; i < s1; ++i) nchw[ch * s + i] = load_f<T>(nhwc, i * c + ch);
+}
+
+// The inverse: float32 NCHW into NHWC of dtype T.
+template <DType T>
+void block_to_nhwc(const float* nchw, void* nhwc, int64_t c, int64_t s, int64_t c0, int64_t c1, int64_t s0, int64_t s1) {
+  if (T == DType::Float32 && c1 - c0 == kBlock && s1 - s0 == kBlock) {
+    for (int64_t ch = c0; ch < c1; ch += 4)
+      for (int64_t i = s0; i < s1; i += 4) transpose4(nchw + ch * s + i, s, static_cast<float*>(nhwc) + i * c + ch, c);
+    return;
   }
+  for (int64_t i = s0; i < s1; ++i)
+    for (int64_t ch = c0; ch < c1; ++ch) store_f<T>(nhwc, i * c + ch, nchw[ch * s + i]);
 }
 
 // Per image, [c, s] <-> [s, c] in kBlock x kBlock blocks. A task is a block row of pixels with every
@@ -87,11 +83,9 @@ void transpose(bool to_nchw, const void* src, void* dst, int64_t n, int64_t c, i
       for (int64_t c0 = 0; c0 < c; c0 += kBlock) {
         const int64_t c1 = std::min(c, c0 + kBlock);
         if (to_nchw)
-          transpose_block<T>(true, static_cast<const char*>(src) + off * bytes, static_cast<float*>(dst) + off, nullptr,
-                             nullptr, c, s, c0, c1, s0, s1);
+          block_to_nchw<T>(static_cast<const char*>(src) + off * bytes, static_cast<float*>(dst) + off, c, s, c0, c1, s0, s1);
         else
-          transpose_block<T>(false, nullptr, nullptr, static_cast<const float*>(src) + off,
-                             static_cast<char*>(dst) + off * bytes, c, s, c0, c1, s0, s1);
+          block_to_nhwc<T>(static_cast<const float*>(src) + off, static_cast<char*>(dst) + off * bytes, c, s, c0, c1, s0, s1);
       }
     }
   });
