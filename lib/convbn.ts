@@ -57,6 +57,13 @@ export interface ConvBnGrads {
 const CONV_KEYS = ['stride', 'padding', 'dilation', 'groups', 'mode', 'activation', 'layout', 'out'] as const;
 const MODES = ['tune', 'eval', 'deploy'] as const;
 
+/** A tensor known by its shape alone (conv2dBackward's x or weight when only the other gradient is wanted). */
+interface ShapeOnly {
+  shape: readonly number[];
+  dtype: FloatDType;
+  device: Device;
+}
+
 interface Conv {
   /** The native geometry, device and dtypes (shared by every conv entry point) */
   args: ConvArgs;
@@ -71,10 +78,12 @@ interface Conv {
  * Validates x, the weight (a tensor, or ConvWeights where `prepared` is allowed) and the options;
  * returns the native arguments and the output shape. ConvWeights bring their own groups.
  */
-function convGeometry(x: unknown, weight: unknown, o: Record<string, unknown>, op: string, prepared = false): Conv {
-  const xt = checkTensor(x, `${op}: x`, { dtypes: FLOAT_DTYPES, rank: 4 });
+function convGeometry(x: unknown, weight: unknown, o: Record<string, unknown>, op: string, prepared = false,
+  shapes?: { x?: ShapeOnly; weight?: ShapeOnly }): Conv {
+  const xt = shapes?.x ?? checkTensor(x, `${op}: x`, { dtypes: FLOAT_DTYPES, rank: 4 });
   const cw = prepared && weight instanceof ConvWeights ? preparedState(weight, `${op}: weight`) : undefined;
-  const wt = cw ? { shape: cw.shape, device: cw.device, dtype: cw.tensor?.dtype ?? 'float32' } : checkTensor(weight, `${op}: weight`, { dtypes: FLOAT_DTYPES, rank: 4 });
+  const wt = cw ? { shape: cw.shape, device: cw.device, dtype: cw.tensor?.dtype ?? 'float32' }
+    : shapes?.weight ?? checkTensor(weight, `${op}: weight`, { dtypes: FLOAT_DTYPES, rank: 4 });
   if (wt.device !== xt.device)
     fail('ERR_XNORM_DEVICE', `${op}: weight: expected device ${xt.device} (like x), received ${wt.device}` +
       (cw ? '; prepare the weights on the device x is on' : ''));
@@ -112,7 +121,7 @@ function convGeometry(x: unknown, weight: unknown, o: Record<string, unknown>, o
     fail('ERR_XNORM_SHAPE', `${op}: the output ${shape(yShape)} or its im2col columns overflow 2^53 - 1 elements`);
   return {
     args: {
-      device: nativeDevice(xt),
+      device: xt.device === 'cpu' ? -1 : nativeDevice(xt as Tensor),
       dtype: xt.dtype as FloatDType,
       // The CPU kernels take float32 weights (converted here); the GPU ones read the weight's own dtype.
       wDtype: xt.device === 'cpu' ? 'float32' : (wt.dtype as FloatDType),
@@ -499,6 +508,76 @@ const conv2dOp = defineOp((x: Tensor, weight: Tensor | ConvWeights, bias?: Tenso
  */
 export const conv2d = conv2dOp.async;
 export const conv2dSync = conv2dOp.sync;
+
+/** Options of conv2dBackward: the forward's geometry, and which gradients to compute. */
+export interface Conv2dBackwardOpts extends Pick<ConvOpts, 'stride' | 'padding' | 'dilation' | 'groups' | 'layout'> {
+  /** Each default true; false skips that gradient's work and omits its key. */
+  needs?: { x?: boolean; weight?: boolean };
+  /** Tensors to write the gradients into (checked like every op's `opts.out`). */
+  out?: { dx?: Tensor; dWeight?: Tensor };
+}
+
+const conv2dBackwardOp = defineOp((x: Tensor | { shape: readonly number[] }, weight: Tensor | { shape: readonly number[] },
+  dy: Tensor, opts?: Conv2dBackwardOpts) => {
+  const op = 'conv2dBackward';
+  const o = options(opts, `${op}: opts`, ['stride', 'padding', 'dilation', 'groups', 'layout', 'needs', 'out']);
+  const needs = options(o.needs, `${op}: opts.needs`, ['x', 'weight']);
+  const outs = options(o.out, `${op}: opts.out`, ['dx', 'dWeight']) as { dx?: Tensor; dWeight?: Tensor };
+  const wantDx = flag(needs.x, `${op}: opts.needs.x`, true), wantDw = flag(needs.weight, `${op}: opts.needs.weight`, true);
+  if (!wantDx && !wantDw) fail('ERR_XNORM_ARGUMENT', `${op}: opts.needs: at least one of x and weight must be wanted`);
+  const dyt = checkTensor(dy, `${op}: dy`, { dtypes: FLOAT_DTYPES });
+  if (dyt.device !== 'cpu')
+    fail('ERR_XNORM_DEVICE', `${op}: runs on the CPU only (no CUDA kernel yet), received dy on ${dyt.device}`);
+  // Only the gradient's inputs are read: x for dWeight, the weight for dx. The other may be { shape }.
+  const shapeOnly = (t: unknown, name: string, used: boolean): ShapeOnly | undefined => {
+    if (used || Tensor.isTensor(t)) return undefined;
+    const shape = (t as { shape?: unknown } | null)?.shape;
+    if (!Array.isArray(shape) || shape.length !== 4 || !shape.every((d) => Number.isSafeInteger(d) && d >= 0))
+      fail('ERR_XNORM_ARGUMENT', `${op}: ${name}: expected a Tensor or { shape: [4 integers >= 0] }, received ${describe(t)}`);
+    return { shape: shape.slice(), dtype: dyt.dtype as FloatDType, device: 'cpu' };
+  };
+  const conv = convGeometry(x, weight, o, op, false, { x: shapeOnly(x, 'x', wantDw), weight: shapeOnly(weight, 'weight', wantDx) });
+  const { dtype, xShape, wShape } = conv.args;
+  if (dyt.dtype !== dtype) fail('ERR_XNORM_DTYPE', `${op}: dy: expected dtype ${dtype} (like x), received ${dyt.dtype}`);
+  if (dyt.shape.length !== 4 || dyt.shape.some((d, i) => d !== conv.yShape[i]))
+    fail('ERR_XNORM_SHAPE', `${op}: dy: expected shape [${conv.yShape.join(', ')}] (the forward's y), received [${dyt.shape.join(', ')}]`);
+  const xt = wantDw ? (x as Tensor) : undefined, wt = wantDx ? (weight as Tensor) : undefined;
+  checkSameDevice({ x: xt, weight: wt, dy });
+  const fresh: Tensor[] = [];
+  const taken: Tensor[] = [dyt, ...(xt ? [xt] : []), ...(wt ? [wt] : [])];
+  const make = (want: boolean, name: 'dx' | 'dWeight', shape: readonly number[], dt: FloatDType) => {
+    if (!want) {
+      if (outs[name] !== undefined) fail('ERR_XNORM_ARGUMENT', `${op}: opts.out.${name}: given, but its opts.needs entry is false`);
+      return undefined;
+    }
+    const r = outputFor(outs[name], 'cpu', shape, dt, `${op}: opts.out.${name}`, taken);
+    fresh.push(...r.fresh);
+    taken.push(r.y);
+    return r.y;
+  };
+  const dx = make(wantDx, 'dx', xShape, dtype);
+  const dWeight = make(wantDw, 'dWeight', wShape, 'float32');
+  // An empty batch has no input to correlate: dWeight is all zeros (the kernels do not run).
+  if (dWeight && xShape[0] === 0) dWeight.storage().fill(0);
+  const args = {
+    ...conv.args,
+    x: xt ? nativeRef(xt, `${op}: x`) : undefined,
+    weight: wt ? nativeRef(nativeWeight(wt, `${op}: weight`)) : undefined,
+    dy: nativeRef(dyt, `${op}: dy`), dx: optionalRef(dx), dWeight: optionalRef(dWeight),
+  };
+  return {
+    call: freeOnFailure(fresh, (async) => native().conv2dBackward(args, async)),
+    finish: () => ({ ...(dx ? { dx } : {}), ...(dWeight ? { dWeight } : {}) }) as { dx?: Tensor; dWeight?: Tensor },
+  };
+});
+
+/**
+ * Gradients of a plain conv2d (no bias, no activation: apply their backward to dy first): dx from dy
+ * and the weight, dWeight (float32) from x and dy. Where only one is wanted (`needs`), the other's
+ * input may be given as `{ shape }`. CPU only for now.
+ */
+export const conv2dBackward = conv2dBackwardOp.async;
+export const conv2dBackwardSync = conv2dBackwardOp.sync;
 
 /** This machine's float32 FMA throughput with all xnorm threads busy, in GFLOP/s (for benchmarks). */
 export async function fmaPeak(seconds = 0.5): Promise<number> {

@@ -255,6 +255,8 @@ export interface NativeAddon {
 
   /** With `prepared` (CPU) instead of `weight`: the ConvWeights' packed weights, whose shape is wShape. */
   conv2d: Op<ConvArgs & Omit<ConvTensors, 'weight'> & { weight?: TensorRef; prepared?: PreparedHandle; y: TensorRef }>;
+  /** The plain conv's gradients (CPU): dx from dy and the weight, dWeight from x and dy; absent ones skipped. */
+  conv2dBackward: Op<ConvArgs & { x?: TensorRef; weight?: TensorRef; dy: TensorRef; dx?: TensorRef; dWeight?: TensorRef }>;
   /** A ConvWeights native object: float32 CPU weights packed for the conv kernels. */
   prepareConv: Op<{ weight: Float32Array; wShape: number[]; groups: number }, PreparedHandle>;
   /** Host bytes a ConvWeights holds (grows when its Winograd form is first made). */

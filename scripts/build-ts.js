@@ -15,11 +15,15 @@ execFileSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', 'ts
 });
 fs.writeFileSync(path.join(dist, 'cjs', 'package.json'), '{ "type": "commonjs" }\n');
 
-const names = Object.keys(require(path.join(dist, 'cjs', 'index.js'))).filter((n) => n !== '__esModule').sort();
-fs.mkdirSync(path.join(dist, 'esm'), { recursive: true });
-fs.writeFileSync(
-  path.join(dist, 'esm', 'index.mjs'),
-  `import xnorm from '../cjs/index.js';\nexport const { ${names.join(', ')} } = xnorm;\nexport default xnorm;\n`,
-);
-fs.writeFileSync(path.join(dist, 'esm', 'index.d.mts'), "export * from '../cjs/index.js';\n");
-console.log(`dist/: ${names.length} exports (CommonJS build + ESM wrapper)`);
+// One ESM wrapper per entry point: the main one and the tfjs backend (xnorm/tfjs).
+let count = 0;
+for (const entry of ['index', 'tfjs/index']) {
+  const names = Object.keys(require(path.join(dist, 'cjs', `${entry}.js`))).filter((n) => n !== '__esModule').sort();
+  const up = '../'.repeat(entry.split('/').length);
+  const file = path.join(dist, 'esm', entry);
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.writeFileSync(`${file}.mjs`, `import m from '${up}cjs/${entry}.js';\nexport const { ${names.join(', ')} } = m;\nexport default m;\n`);
+  fs.writeFileSync(`${file}.d.mts`, `export * from '${up}cjs/${entry}.js';\n`);
+  if (entry === 'index') count = names.length;
+}
+console.log(`dist/: ${count} exports (CommonJS build + ESM wrapper)`);

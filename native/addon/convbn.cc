@@ -175,6 +175,32 @@ Napi::Value Conv2d(const Napi::CallbackInfo& info) {
   });
 }
 
+// conv2dBackward: the plain conv's gradients, dx (from dy and the weight) and dWeight (from x and dy);
+// the absent ones are skipped. CPU only: the CUDA plugin has the Tune/Eval backward, no plain one yet.
+Napi::Value Conv2dBackward(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&] {
+    Args a(info, "conv2dBackward");
+    const Conv c = read_conv(a);
+    if (c.on_gpu())
+      fail(ErrorCode::Device, "conv2dBackward: runs on the CPU only (no CUDA kernel yet); received tensors on CUDA device " +
+                                  std::to_string(c.device));
+    const ConvShape& g = c.g;
+    Buffer dy = a.tensor("dy", c.dtype, g.y_size());
+    const bool want_dx = a.has("dx"), want_dw = a.has("dWeight");
+    if (!want_dx && !want_dw) fail(ErrorCode::Argument, "conv2dBackward: neither dx nor dWeight is wanted");
+    Buffer dx = a.optional_tensor("dx", c.dtype, g.x_size());
+    Buffer dw = a.optional_tensor("dWeight", DType::Float32, g.w_size());
+    Buffer x = want_dw ? a.tensor("x", c.dtype, g.x_size()) : Buffer{};
+    Buffer w = want_dx ? a.tensor("weight", DType::Float32, g.w_size()) : Buffer{};
+    return run_op(a, [=]() -> ResultBuilder {
+      if (g.x_size() == 0) return nullptr;  // an empty batch: dx is empty, and no input means dWeight = 0 (lib/ zero-fills it)
+      convbn::conv_backward(g, c.dtype, want_dw ? x.data : nullptr, f32(w), dy.data, want_dx ? dx.data : nullptr,
+                            want_dw ? f32(dw) : nullptr);
+      return nullptr;
+    });
+  });
+}
+
 bool same_geometry(const ConvShape& a, const ConvShape& b) {
   return a.n == b.n && a.c == b.c && a.h == b.h && a.w == b.w && a.cout == b.cout && a.kh == b.kh && a.kw == b.kw &&
          a.sh == b.sh && a.sw == b.sw && a.ph == b.ph && a.pw == b.pw && a.dh == b.dh && a.dw == b.dw &&
@@ -427,13 +453,13 @@ Napi::Value ConvKernel(const Napi::CallbackInfo& info) {
       Buffer dy = a.tensor("dy", dt, g.y_size()), dx = a.tensor("dx", dt, g.x_size());
       a.check_live();
       if (reference) convbn::conv_backward_data_reference(g, f32(dy), f32(w), f32(dx));
-      else convbn::conv_backward_data(g, dt, dy.data, f32(w), dx.data);
+      else convbn::conv_backward(g, dt, nullptr, f32(w), dy.data, dx.data, nullptr);
     } else {
       // weight receives dW here
       Buffer x = a.tensor("x", dt, g.x_size()), dy = a.tensor("dy", dt, g.y_size());
       a.check_live();
       if (reference) convbn::conv_backward_filter_reference(g, f32(x), f32(dy), f32(w));
-      else convbn::conv_backward_filter(g, dt, x.data, dy.data, f32(w));
+      else convbn::conv_backward(g, dt, x.data, nullptr, dy.data, nullptr, f32(w));
     }
     return info.Env().Undefined();
   });
@@ -447,6 +473,7 @@ Napi::Value ConvInfo(const Napi::CallbackInfo& info) {
 
 void init_convbn(Napi::Env env, Napi::Object exports) {
   exports.Set("conv2d", Napi::Function::New(env, Conv2d));
+  exports.Set("conv2dBackward", Napi::Function::New(env, Conv2dBackward));
   exports.Set("prepareConv", Napi::Function::New(env, PrepareConv));
   exports.Set("convWeightsBytes", Napi::Function::New(env, ConvWeightsBytes));
   exports.Set("releaseConvWeights", Napi::Function::New(env, ReleaseConvWeights));

@@ -447,14 +447,9 @@ void conv_forward(const ConvShape& g, DType dt, const void* x, const PreparedWei
   forward(g, dt, x, w.weights(), nullptr, &w, bias, relu, y, nullptr);
 }
 
-void conv_backward_data(const ConvShape& g, DType dt, const void* dy, const float* w, void* dx) {
+void conv_backward(const ConvShape& g, DType dt, const void* x, const float* w, const void* dy, void* dx, float* dw) {
   const float* dy32 = input_f32(dt, g.layout, dy, g.n, g.cout, g.oh * g.ow, kDy);
-  conv_grads(g, dt, nullptr, w, nullptr, dy32, dx, nullptr);
-}
-
-void conv_backward_filter(const ConvShape& g, DType dt, const void* x, const void* dy, float* dw) {
-  const float* dy32 = input_f32(dt, g.layout, dy, g.n, g.cout, g.oh * g.ow, kDy);
-  conv_grads(g, dt, x, nullptr, nullptr, dy32, nullptr, dw);
+  conv_grads(g, dt, dw ? x : nullptr, w, nullptr, dy32, dx, dw);
 }
 
 }  // namespace xnorm::convbn

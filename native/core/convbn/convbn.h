@@ -126,9 +126,9 @@ void conv_reference(const ConvShape& g, const float* x, const float* w, const fl
 void conv_backward_data_reference(const ConvShape& g, const float* dy, const float* w, float* dx);
 void conv_backward_filter_reference(const ConvShape& g, const float* x, const float* dy, float* dw);
 
-// Fast float32 paths alone (for tests): dx = conv_backward_data(dy, w), dw = conv_backward_filter(x, dy).
-void conv_backward_data(const ConvShape& g, DType dt, const void* dy, const float* w, void* dx);
-void conv_backward_filter(const ConvShape& g, DType dt, const void* x, const void* dy, float* dw);
+// Plain conv backward (conv2dBackward): dx = conv_backward_data(dy, w) and dw = conv_backward_filter(x, dy),
+// each skipped when its output is null (x is read only for dw, w only for dx). dx has x's dtype and layout.
+void conv_backward(const ConvShape& g, DType dt, const void* x, const float* w, const void* dy, void* dx, float* dw);
 
 // The GEMM micro-tile in use, e.g. "8x48 avx512".
 std::string micro_tile();

@@ -1,0 +1,129 @@
+// The 'xnorm' tfjs backend: the 'cpu' backend's tensor storage and kernels, with xnorm's native kernels
+// registered over the heavy ones (conv.ts, matmul.ts, batchnorm.ts). Filters seen again are kept as
+// ConvWeights (packed once) until tfjs disposes the tensor that holds them.
+import type { DataId, KernelConfig, KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
+import { getKernel } from '@tensorflow/tfjs-core';
+import { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
+import { ConvWeights, prepareConvSync } from '../convbn';
+import { XnormError } from '../errors';
+import { Tensor } from '../tensor';
+
+export const BACKEND_NAME = 'xnorm';
+
+/** A filter in xnorm's layout: the tensor for one call, or ConvWeights kept for the calls to come. */
+export type Filter = Tensor | ConvWeights;
+
+interface CachedFilter {
+  /** What the filter was turned into: the same tfjs tensor used another way is not cached. */
+  key: string;
+  /** Calls seen; packed on the second (a filter used once, as in training, is never packed). */
+  seen: number;
+  weights?: ConvWeights;
+}
+
+export class XnormBackend extends MathBackendCPU {
+  private filters = new Map<DataId, CachedFilter>();
+
+  /** The float32 values of a tensor held by this backend (no copy when they are float32 already). */
+  float32(t: TensorInfo): Float32Array {
+    const v = this.readSync(t.dataId);
+    return v instanceof Float32Array ? v : Float32Array.from(v as ArrayLike<number>);
+  }
+
+  /** An xnorm tensor sharing a tfjs tensor's values (no copy for float32), viewed with `shape`. */
+  xnormTensor(t: TensorInfo, shape: readonly number[] = t.shape): Tensor {
+    return new Tensor(this.float32(t), shape, 'float32');
+  }
+
+  /** A tfjs tensor holding an xnorm output's storage (no copy). */
+  fromXnorm(y: Tensor, shape: number[] = y.shape.slice()): TensorInfo {
+    return this.makeTensorInfo(shape, 'float32', y.storage() as Float32Array);
+  }
+
+  /**
+   * The filter `t` in xnorm's [Cout, Cin/groups, kh, kw] layout: made by `convert` from its values on
+   * the first call, and prepared (packed once) from the second call on, as long as tfjs keeps it.
+   */
+  filter(t: TensorInfo, key: string, groups: number, shape: number[], convert: (v: Float32Array) => Float32Array): Filter {
+    let entry = this.filters.get(t.dataId);
+    if (!entry) this.filters.set(t.dataId, (entry = { key, seen: 0 }));
+    const cacheable = entry.key === key;
+    if (cacheable && entry.weights && !entry.weights.disposed) return entry.weights;
+    const w = new Tensor(convert(this.float32(t)), shape, 'float32');
+    if (cacheable && ++entry.seen >= 2) entry.weights = prepareConvSync(w, { groups });
+    return entry.weights ?? w;
+  }
+
+  /** Prepared filters held now (for tests and stats). */
+  get preparedFilters(): number {
+    let n = 0;
+    for (const e of this.filters.values()) if (e.weights && !e.weights.disposed) n++;
+    return n;
+  }
+
+  override disposeData(dataId: DataId, force?: boolean): boolean {
+    const freed = super.disposeData(dataId, force);
+    if (freed) this.forget(dataId);
+    return freed;
+  }
+
+  override move(...args: Parameters<MathBackendCPU['move']>): void {
+    this.forget(args[0]);
+    super.move(...args);
+  }
+
+  override dispose(): void {
+    for (const id of [...this.filters.keys()]) this.forget(id);
+    super.dispose();
+  }
+
+  private forget(dataId: DataId): void {
+    this.filters.get(dataId)?.weights?.dispose();
+    this.filters.delete(dataId);
+  }
+}
+
+/** How often each kernel ran natively, and how often it handed a call to the 'cpu' kernel. */
+export interface KernelStats {
+  native: Record<string, number>;
+  fallback: Record<string, number>;
+}
+
+const stats: KernelStats = { native: {}, fallback: {} };
+
+export function kernelStats(reset = false): KernelStats {
+  const copy = { native: { ...stats.native }, fallback: { ...stats.fallback } };
+  if (reset) stats.native = {}, stats.fallback = {};
+  return copy;
+}
+
+type Args = Parameters<KernelFunc>[0];
+
+/**
+ * A kernel config for the 'xnorm' backend: `run` returns the native result, or null where the call is
+ * outside what the native kernel does (then the 'cpu' kernel runs, so tfjs semantics never change).
+ * An XnormError (a shape xnorm refuses that tfjs allows) also hands the call to the 'cpu' kernel.
+ */
+export function nativeKernel(kernelName: string, run: (args: Args & { backend: XnormBackend }) => TensorInfo | null): KernelConfig {
+  const kernelFunc = (args: Args) => {
+    let out: TensorInfo | null = null;
+    try {
+      out = run(args as Args & { backend: XnormBackend });
+    } catch (e) {
+      if (!(e instanceof XnormError)) throw e;
+    }
+    if (out) {
+      stats.native[kernelName] = (stats.native[kernelName] ?? 0) + 1;
+      return out;
+    }
+    stats.fallback[kernelName] = (stats.fallback[kernelName] ?? 0) + 1;
+    return cpuKernel(kernelName)(args);
+  };
+  return { kernelName, backendName: BACKEND_NAME, kernelFunc: kernelFunc as KernelFunc };
+}
+
+export function cpuKernel(name: string): KernelFunc {
+  const k = getKernel(name, 'cpu');
+  if (!k) throw new Error(`xnorm/tfjs: the 'cpu' backend has no kernel ${name}`);
+  return k.kernelFunc;
+}
