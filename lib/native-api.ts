@@ -239,6 +239,9 @@ export interface OutputPoolStats {
   maxIdleBytes: number;
 }
 
+export type UnaryOp = 'relu' | 'relu6' | 'neg' | 'square' | 'sqrt' | 'rsqrt' | 'abs' | 'exp' | 'sigmoid' | 'tanh' | 'step'
+  | 'leakyRelu' | 'elu' | 'copy';
+
 export interface NativeAddon {
   /** Once per environment: native failures become XnormErrors; async ops pin the memory they read. */
   setup(errorClass: typeof XnormError, markUntransferable: (buffer: ArrayBuffer) => void): void;
@@ -273,6 +276,26 @@ export interface NativeAddon {
   savedState(args: { saved: SavedHandle }): { s?: Float32Array; mask?: Uint32Array };
   convBnFold(args: ConvBnFoldArgs): void;
   convKernel(args: ConvKernelArgs): void;
+
+  /** The tfjs backend's glue kernels (host float32; lib/tfjs/elementwise.ts): y = op(a, b) over a
+   * [outer, mid, inner] view, each operand spanning the dimensions flagged (broadcast along the rest). */
+  elementwiseBinary: Op<{
+    op: 'add' | 'sub' | 'mul' | 'div' | 'max' | 'min' | 'squaredDiff';
+    outer: number; mid: number; inner: number;
+    a: Float32Array; aOuter: boolean; aMid: boolean; aInner: boolean;
+    b: Float32Array; bOuter: boolean; bMid: boolean; bInner: boolean;
+    y: Float32Array;
+  }>;
+  elementwiseUnary: Op<{ op: UnaryOp; size: number; alpha?: number; x: Float32Array; y: Float32Array }>;
+  /** y[o, i] = reduce over m of x[o, m, i]. */
+  /** Max / average pooling over NHWC and their gradients (y is dx for the gradients). */
+  pool2d: Op<{
+    op: 'max' | 'avg' | 'maxGrad' | 'avgGrad';
+    n: number; h: number; w: number; c: number; kh: number; kw: number; sh: number; sw: number;
+    padTop: number; padLeft: number; oh: number; ow: number;
+    x?: Float32Array; dy?: Float32Array; y: Float32Array;
+  }>;
+  reduceMid: Op<{ op: 'sum' | 'mean' | 'max' | 'min'; outer: number; mid: number; inner: number; x: Float32Array; y: Float32Array }>;
   convInfo(args: Record<string, never>): string;
 
   moments: Op<MomentsArgs, number>;

@@ -6,7 +6,7 @@ import { getKernel } from '@tensorflow/tfjs-core';
 import { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 import { ConvWeights, prepareConvSync } from '../convbn';
 import { XnormError } from '../errors';
-import { Tensor } from '../tensor';
+import { Tensor, newOutput } from '../tensor';
 
 export const BACKEND_NAME = 'xnorm';
 
@@ -21,13 +21,45 @@ interface CachedFilter {
   weights?: ConvWeights;
 }
 
+/**
+ * An output this backend made on xnorm's output pool. Its block goes back to the pool as soon as tfjs
+ * frees the one tensor holding it, unless the memory escaped: read out through readSync (dataSync, data,
+ * moving to another backend: the caller may keep the array) or held by a second tensor (a 'cpu' kernel
+ * such as Slice returns views of its input). Escaped blocks are left to the GC, which returns them later.
+ */
+interface PooledOutput {
+  tensor: Tensor;
+  holders: number;
+  escaped: boolean;
+}
+
 export class XnormBackend extends MathBackendCPU {
   private filters = new Map<DataId, CachedFilter>();
+  private pooled = new WeakMap<ArrayBufferLike, PooledOutput>();
 
   /** The float32 values of a tensor held by this backend (no copy when they are float32 already). */
   float32(t: TensorInfo): Float32Array {
-    const v = this.readSync(t.dataId);
-    return v instanceof Float32Array ? v : Float32Array.from(v as ArrayLike<number>);
+    const v = this.data.get(t.dataId)?.values;
+    if (v instanceof Float32Array) return v;
+    return Float32Array.from((v ?? this.readSync(t.dataId)) as ArrayLike<number>);
+  }
+
+  /** New float32 storage for a kernel's output, from xnorm's output pool when it is large. */
+  output(shape: readonly number[]): Tensor {
+    return newOutput('cpu', shape, 'float32', 'xnorm/tfjs output');
+  }
+
+  override write(values: Parameters<MathBackendCPU['write']>[0], shape: number[], dtype: Parameters<MathBackendCPU['write']>[2]): DataId {
+    const entry = ArrayBuffer.isView(values) ? this.pooled.get(values.buffer) : undefined;
+    if (entry && ++entry.holders > 1) entry.escaped = true;
+    return super.write(values, shape, dtype);
+  }
+
+  override readSync(dataId: DataId): ReturnType<MathBackendCPU['readSync']> {
+    const v = this.data.get(dataId)?.values;
+    const entry = ArrayBuffer.isView(v) ? this.pooled.get(v.buffer) : undefined;
+    if (entry) entry.escaped = true;
+    return super.readSync(dataId);
   }
 
   /** An xnorm tensor sharing a tfjs tensor's values (no copy for float32), viewed with `shape`. */
@@ -35,9 +67,11 @@ export class XnormBackend extends MathBackendCPU {
     return new Tensor(this.float32(t), shape, 'float32');
   }
 
-  /** A tfjs tensor holding an xnorm output's storage (no copy). */
+  /** A tfjs tensor holding an xnorm output's storage (no copy); its pool block comes back when tfjs frees it. */
   fromXnorm(y: Tensor, shape: number[] = y.shape.slice()): TensorInfo {
-    return this.makeTensorInfo(shape, 'float32', y.storage() as Float32Array);
+    const values = y.storage() as Float32Array;
+    if (!this.pooled.has(values.buffer)) this.pooled.set(values.buffer, { tensor: y, holders: 0, escaped: false });
+    return this.makeTensorInfo(shape, 'float32', values);
   }
 
   /**
@@ -62,8 +96,16 @@ export class XnormBackend extends MathBackendCPU {
   }
 
   override disposeData(dataId: DataId, force?: boolean): boolean {
+    const v = this.data.get(dataId)?.values;
     const freed = super.disposeData(dataId, force);
-    if (freed) this.forget(dataId);
+    if (freed) {
+      this.forget(dataId);
+      const entry = ArrayBuffer.isView(v) ? this.pooled.get(v.buffer) : undefined;
+      if (entry && --entry.holders === 0 && !entry.escaped) {
+        this.pooled.delete((v as Float32Array).buffer);
+        entry.tensor.dispose();
+      }
+    }
     return freed;
   }
 

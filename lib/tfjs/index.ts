@@ -5,12 +5,14 @@ import '@tensorflow/tfjs-backend-cpu';
 import { BACKEND_NAME, XnormBackend } from './backend';
 import { batchNormKernels } from './batchnorm';
 import { convKernels } from './conv';
+import { elementwiseKernels } from './elementwise';
 import { matmulKernels } from './matmul';
+import { poolKernels } from './pool';
 
 export { BACKEND_NAME, XnormBackend, kernelStats } from './backend';
 export type { KernelStats } from './backend';
 
-const natives = [...convKernels, ...matmulKernels, ...batchNormKernels];
+const natives = [...convKernels, ...matmulKernels, ...batchNormKernels, ...elementwiseKernels, ...poolKernels];
 
 /** The tfjs kernels xnorm runs natively on the 'xnorm' backend (the rest are the 'cpu' backend's). */
 export const nativeKernelNames: readonly string[] = Object.freeze(natives.map((k) => k.kernelName));

@@ -125,6 +125,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   init_cuda(env, exports);
   init_convbn(env, exports);
   init_probes(env, exports);
+  init_tensor_ops(env, exports);
   init_output_pool(env, exports);
   return exports;
 }

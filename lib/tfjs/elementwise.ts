@@ -1,0 +1,144 @@
+// tfjs elementwise, reduction and tiling kernels on xnorm's native loops (native/core/elementwise):
+// the glue between convs (BN in training, residual adds, activations, their gradients) that the 'cpu'
+// backend runs as generic JavaScript with a fresh array per call. Float32 only; any broadcast that
+// folds into [outer, mid, inner] (same shape, per-channel, per-row, scalar and combinations) runs natively.
+import { backend_util, util } from '@tensorflow/tfjs-core';
+import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
+import { native } from '../native';
+import type { UnaryOp } from '../native';
+import type { XnormBackend } from './backend';
+import { nativeKernel } from './backend';
+
+type BinaryOp = 'add' | 'sub' | 'mul' | 'div' | 'max' | 'min' | 'squaredDiff';
+
+const prod = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
+
+/**
+ * The output's dimensions grouped into at most three runs in which each operand either spans every
+ * dimension or is broadcast along every one; null when more runs are needed.
+ */
+export function broadcastView(out: readonly number[], as: readonly number[], bs: readonly number[]) {
+  const r = out.length;
+  const pa = [...Array(r - as.length).fill(1), ...as], pb = [...Array(r - bs.length).fill(1), ...bs];
+  const runs: { size: number; a: boolean; b: boolean }[] = [];
+  for (let d = 0; d < r; d++) {
+    if (out[d] === 1) continue;
+    const a = pa[d] === out[d], b = pb[d] === out[d];
+    const last = runs[runs.length - 1];
+    if (last && last.a === a && last.b === b) last.size *= out[d];
+    else runs.push({ size: out[d], a, b });
+  }
+  if (runs.length > 3) return null;
+  while (runs.length < 3) runs.unshift({ size: 1, a: true, b: true });
+  const [o, m, i] = runs;
+  return {
+    outer: o.size, mid: m.size, inner: i.size,
+    aOuter: o.a, aMid: m.a, aInner: i.a, bOuter: o.b, bMid: m.b, bInner: i.b,
+  };
+}
+
+function binary(backend: XnormBackend, a: TensorInfo, b: TensorInfo, op: BinaryOp): TensorInfo | null {
+  if (a.dtype !== 'float32' || b.dtype !== 'float32') return null;
+  const shape = backend_util.assertAndGetBroadcastShape(a.shape, b.shape);
+  const size = prod(shape);
+  if (size === 0) return null;
+  const view = broadcastView(shape, a.shape, b.shape);
+  if (!view) return null;
+  const y = backend.output(shape);
+  native().elementwiseBinary({ op, ...view, a: backend.float32(a), b: backend.float32(b), y: y.storage() as Float32Array });
+  return backend.fromXnorm(y, shape);
+}
+
+function unary(backend: XnormBackend, x: TensorInfo, op: UnaryOp, alpha?: number): TensorInfo | null {
+  if (x.dtype !== 'float32') return null;
+  const size = prod(x.shape);
+  const y = backend.output(x.shape);
+  native().elementwiseUnary({ op, size, alpha, x: backend.float32(x), y: y.storage() as Float32Array });
+  return backend.fromXnorm(y, x.shape.slice());
+}
+
+function reduce(backend: XnormBackend, x: TensorInfo, axis: number | number[], keepDims: boolean, op: 'sum' | 'mean' | 'max' | 'min'): TensorInfo | null {
+  if (x.dtype !== 'float32') return null;
+  const axes = util.parseAxisParam(axis, x.shape).sort((p, q) => p - q);
+  if (axes.length === 0) return null;
+  const lo = axes[0], hi = axes[axes.length - 1];
+  if (hi - lo + 1 !== axes.length) return null;  // not one run of axes
+  const outer = prod(x.shape.slice(0, lo)), mid = prod(x.shape.slice(lo, hi + 1)), inner = prod(x.shape.slice(hi + 1));
+  if (outer * mid * inner === 0) return null;
+  const shape = keepDims ? x.shape.map((d, i) => (i >= lo && i <= hi ? 1 : d)) : x.shape.filter((_, i) => i < lo || i > hi);
+  const y = backend.output(shape);
+  native().reduceMid({ op, outer, mid, inner, x: backend.float32(x), y: y.storage() as Float32Array });
+  return backend.fromXnorm(y, shape);
+}
+
+/** x repeated reps[d] times along each axis: the innermost rows copied, then each block doubled in place. */
+function tile(backend: XnormBackend, x: TensorInfo, reps: number[]): TensorInfo | null {
+  if (x.dtype !== 'float32' || reps.length !== x.shape.length || x.shape.length === 0) return null;
+  const shape = x.shape.map((d, i) => d * reps[i]);
+  if (prod(shape) === 0) return null;
+  const r = shape.length, src = backend.float32(x);
+  const y = backend.output(shape), out = y.storage() as Float32Array;
+  const xStride = x.shape.map((_, d) => prod(x.shape.slice(d + 1)));
+  const oStride = shape.map((_, d) => prod(shape.slice(d + 1)));
+  const fill = (d: number, xo: number, oo: number) => {
+    if (d === r - 1) out.set(src.subarray(xo, xo + x.shape[d]), oo);
+    else for (let i = 0; i < x.shape[d]; i++) fill(d + 1, xo + i * xStride[d], oo + i * oStride[d]);
+    const block = x.shape[d] * oStride[d], total = block * reps[d];
+    for (let have = block; have < total; have += Math.min(have, total - have))
+      out.copyWithin(oo + have, oo, oo + Math.min(have, total - have));
+  };
+  fill(0, 0, 0);
+  return backend.fromXnorm(y, shape);
+}
+
+/** The sum of n same-shape tensors (gradient accumulation). */
+function addN(backend: XnormBackend, xs: TensorInfo[]): TensorInfo | null {
+  if (xs.length < 2 || xs.some((t) => t.dtype !== 'float32' || !util.arraysEqual(t.shape, xs[0].shape))) return null;
+  const size = prod(xs[0].shape);
+  if (size === 0) return null;
+  const y = backend.output(xs[0].shape), out = y.storage() as Float32Array;
+  const view = { outer: 1, mid: 1, inner: size, aOuter: true, aMid: true, aInner: true, bOuter: true, bMid: true, bInner: true };
+  native().elementwiseBinary({ op: 'add', ...view, a: backend.float32(xs[0]), b: backend.float32(xs[1]), y: out });
+  for (let i = 2; i < xs.length; i++) native().elementwiseBinary({ op: 'add', ...view, a: out, b: backend.float32(xs[i]), y: out });
+  return backend.fromXnorm(y, xs[0].shape.slice());
+}
+
+type Attrs = Record<string, unknown>;
+const binaryKernel = (name: string, op: BinaryOp) =>
+  nativeKernel(name, ({ inputs, backend }) => binary(backend, inputs.a as TensorInfo, inputs.b as TensorInfo, op));
+const unaryKernel = (name: string, op: UnaryOp, alpha?: (attrs: Attrs) => number) =>
+  nativeKernel(name, ({ inputs, backend, attrs }) => unary(backend, inputs.x as TensorInfo, op, alpha?.(attrs as Attrs)));
+const reduceKernel = (name: string, op: 'sum' | 'mean' | 'max' | 'min', axisAttr: string) =>
+  nativeKernel(name, ({ inputs, backend, attrs }) => {
+    const a = attrs as Attrs;
+    return reduce(backend, inputs.x as TensorInfo, a[axisAttr] as number | number[], a.keepDims as boolean, op);
+  });
+
+export const elementwiseKernels: KernelConfig[] = [
+  binaryKernel('Add', 'add'),
+  binaryKernel('Sub', 'sub'),
+  binaryKernel('Multiply', 'mul'),
+  binaryKernel('RealDiv', 'div'),
+  binaryKernel('Maximum', 'max'),
+  binaryKernel('Minimum', 'min'),
+  binaryKernel('SquaredDifference', 'squaredDiff'),
+  unaryKernel('Relu', 'relu'),
+  unaryKernel('Relu6', 'relu6'),
+  unaryKernel('Neg', 'neg'),
+  unaryKernel('Square', 'square'),
+  unaryKernel('Sqrt', 'sqrt'),
+  unaryKernel('Rsqrt', 'rsqrt'),
+  unaryKernel('Abs', 'abs'),
+  unaryKernel('Exp', 'exp'),
+  unaryKernel('Sigmoid', 'sigmoid'),
+  unaryKernel('Tanh', 'tanh'),
+  unaryKernel('Step', 'step', (a) => (a.alpha as number) ?? 0),
+  unaryKernel('LeakyRelu', 'leakyRelu', (a) => a.alpha as number),
+  unaryKernel('Elu', 'elu'),
+  reduceKernel('Sum', 'sum', 'axis'),
+  reduceKernel('Mean', 'mean', 'axis'),
+  reduceKernel('Max', 'max', 'reductionIndices'),
+  reduceKernel('Min', 'min', 'axis'),
+  nativeKernel('Tile', ({ inputs, backend, attrs }) => tile(backend, inputs.x as TensorInfo, (attrs as Attrs).reps as number[])),
+  nativeKernel('AddN', ({ inputs, backend }) => addN(backend, inputs as unknown as TensorInfo[])),
+];
