@@ -19,7 +19,9 @@ struct Window {
 
 Window window(const PoolShape& g, int64_t oy, int64_t ox) {
   const int64_t ty = oy * g.sh - g.pad_top, tx = ox * g.sw - g.pad_left;
-  return Window{std::max<int64_t>(ty, 0), std::min(ty + g.kh, g.h), std::max<int64_t>(tx, 0), std::min(tx + g.kw, g.w)};
+  const int64_t y0 = std::max<int64_t>(ty, 0), x0 = std::max<int64_t>(tx, 0);
+  // A window wholly in the padding is empty (end = begin), not negative.
+  return Window{y0, std::max(y0, std::min(ty + g.kh, g.h)), x0, std::max(x0, std::min(tx + g.kw, g.w))};
 }
 
 // Forward: one task per output row of one image; channels innermost, so the loops vectorize.
