@@ -4,17 +4,9 @@ import * as path from 'path';
 import { expect } from 'vitest';
 import { XnormError } from '../lib';
 
-/** Mulberry32: small, fast, seeded; tests must be reproducible. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { rng } from './rng';
+
+export { rng };
 
 /** Standard normal samples (Box-Muller). */
 export function gaussian(rand: () => number): () => number {

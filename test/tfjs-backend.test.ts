@@ -108,12 +108,12 @@ describe('pooling and convs against the cpu backend', () => {
       k: fc.integer({ min: 1, max: 3 }), s: fc.integer({ min: 1, max: 3 }), pad: fc.integer({ min: 0, max: 2 }),
     });
     await fc.assert(fc.asyncProperty(arb, async ({ n, h, w, c, k, s, pad }) => {
-      const x = () => seeded([n, h, w, c], 8);
+      const x = () => seeded([n, h, w, c], 8) as tf.Tensor4D;
       const p = pads[pad] as 'same';
       for (const f of [(t: tf.Tensor4D) => tf.maxPool(t, k, s, p), (t: tf.Tensor4D) => tf.avgPool(t, k, s, p)]) {
         const [c0, x0] = await onBoth(() => f(x()));
         expectClose(c0, x0, 1e-6);
-        const [c1, x1] = await onBoth(() => tf.grad((t: tf.Tensor4D) => f(t).square().sum())(x()));
+        const [c1, x1] = await onBoth(() => tf.grad((t: tf.Tensor) => f(t as tf.Tensor4D).square().sum())(x()));
         expectClose(c1, x1, 1e-5);
       }
     }), { numRuns: 25 });
@@ -137,15 +137,15 @@ describe('pooling and convs against the cpu backend', () => {
         const [c0, x0] = await onBoth(() => g(x(), f()));
         expectClose(c0, x0, 1e-5);
       }
-      const [c1, x1] = await onBoth(() => tf.grad((t: tf.Tensor4D) => conv(t, f()).square().sum())(x()));
+      const [c1, x1] = await onBoth(() => tf.grad((t: tf.Tensor) => conv(t as tf.Tensor4D, f()).square().sum())(x()));
       expectClose(c1, x1, 1e-4);
-      const [c2, x2] = await onBoth(() => tf.grad((ff: tf.Tensor4D) => conv(x(), ff).square().sum())(f()));
+      const [c2, x2] = await onBoth(() => tf.grad((ff: tf.Tensor) => conv(x(), ff as tf.Tensor4D).square().sum())(f()));
       expectClose(c2, x2, 1e-4);
       if (!nchw) {
         const dw = (t: tf.Tensor4D, ff: tf.Tensor4D) => tf.depthwiseConv2d(t, ff, s, p);
         const [c3, x3] = await onBoth(() => dw(x(), fd()));
         expectClose(c3, x3, 1e-5);
-        const [c4, x4] = await onBoth(() => tf.grads((t: tf.Tensor4D, ff: tf.Tensor4D) => dw(t, ff).square().sum())([x(), fd()])[1]);
+        const [c4, x4] = await onBoth(() => tf.grads((t: tf.Tensor, ff: tf.Tensor) => dw(t as tf.Tensor4D, ff as tf.Tensor4D).square().sum())([x(), fd()])[1]);
         expectClose(c4, x4, 1e-4);
       }
     }), { numRuns: 30 });
@@ -192,7 +192,7 @@ describe('memory and caches', () => {
   it('packs a filter on its second use and releases it when tfjs disposes the tensor', async () => {
     await tf.setBackend('xnorm');
     const be = tf.backend() as XnormBackend;
-    const x = seeded([1, 8, 8, 4], 18), f = seeded([3, 3, 4, 5], 19);
+    const x = seeded([1, 8, 8, 4], 18) as tf.Tensor4D, f = seeded([3, 3, 4, 5], 19) as tf.Tensor4D;
     const start = be.preparedFilters;
     const y1 = tf.conv2d(x, f, 1, 'same');
     expect(be.preparedFilters).toBe(start);
@@ -202,6 +202,16 @@ describe('memory and caches', () => {
     f.dispose();
     expect(be.preparedFilters).toBe(start);
     tf.dispose([x, y1, y2]);
+  });
+
+  it('a weight packed for one use is not reused for another (matMul plain, then transposed)', async () => {
+    const a = seeded([4, 16], 22), w = seeded([16, 16], 23);
+    await tf.setBackend('cpu');
+    const want = tf.matMul(a, w, false, true).dataSync();
+    await tf.setBackend('xnorm');
+    tf.matMul(a, w);
+    tf.matMul(a, w);  // packs w as the plain product's weight
+    expectClose(want, tf.matMul(a, w, false, true).dataSync(), 1e-5);
   });
 
   it('hands what it does not run natively to the cpu kernels (int32, odd broadcasts)', async () => {

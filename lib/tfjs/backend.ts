@@ -85,7 +85,7 @@ export class XnormBackend extends MathBackendCPU {
     if (cacheable && entry.weights && !entry.weights.disposed) return entry.weights;
     const w = new Tensor(convert(this.float32(t)), shape, 'float32');
     if (cacheable && ++entry.seen >= 2) entry.weights = prepareConvSync(w, { groups });
-    return entry.weights ?? w;
+    return cacheable && entry.weights ? entry.weights : w;
   }
 
   /** Prepared filters held now (for tests and stats). */
