@@ -239,6 +239,13 @@ export interface OutputPoolStats {
   maxIdleBytes: number;
 }
 
+/** Two float32 operands over an [outer, mid, inner] view, each spanning the dimensions flagged. */
+export interface BroadcastArgs {
+  outer: number; mid: number; inner: number;
+  a: Float32Array; aOuter: boolean; aMid: boolean; aInner: boolean;
+  b: Float32Array; bOuter: boolean; bMid: boolean; bInner: boolean;
+}
+
 export type UnaryOp = 'relu' | 'relu6' | 'neg' | 'square' | 'sqrt' | 'rsqrt' | 'abs' | 'exp' | 'sigmoid' | 'tanh' | 'step'
   | 'leakyRelu' | 'elu' | 'copy';
 
@@ -279,13 +286,10 @@ export interface NativeAddon {
 
   /** The tfjs backend's glue kernels (host float32; lib/tfjs/elementwise.ts): y = op(a, b) over a
    * [outer, mid, inner] view, each operand spanning the dimensions flagged (broadcast along the rest). */
-  elementwiseBinary: Op<{
-    op: 'add' | 'sub' | 'mul' | 'div' | 'max' | 'min' | 'squaredDiff';
-    outer: number; mid: number; inner: number;
-    a: Float32Array; aOuter: boolean; aMid: boolean; aInner: boolean;
-    b: Float32Array; bOuter: boolean; bMid: boolean; bInner: boolean;
-    y: Float32Array;
-  }>;
+  elementwiseBinary: Op<BroadcastArgs & { op: 'add' | 'sub' | 'mul' | 'div' | 'max' | 'min' | 'squaredDiff'; y: Float32Array }>;
+  /** The same view as elementwiseBinary with a 0/1 byte per element (tfjs 'bool'). */
+  elementwiseCompare: Op<BroadcastArgs & { op: 'greater' | 'greaterEqual' | 'less' | 'lessEqual' | 'equal' | 'notEqual'; y: Uint8Array }>;
+  boolToFloat32: Op<{ size: number; x: Uint8Array; y: Float32Array }>;
   elementwiseUnary: Op<{ op: UnaryOp; size: number; alpha?: number; x: Float32Array; y: Float32Array }>;
   /** y[o, i] = reduce over m of x[o, m, i]. */
   /** Max / average pooling over NHWC and their gradients (y is dx for the gradients). */

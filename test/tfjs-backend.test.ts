@@ -68,6 +68,22 @@ describe('elementwise and reductions against the cpu backend', () => {
     }), { numRuns: 60 });
   });
 
+  it('comparisons with random broadcasts give bool tensors; casts from bool and int32', async () => {
+    const ops = [tf.greater, tf.greaterEqual, tf.less, tf.lessEqual, tf.equal, tf.notEqual] as const;
+    await fc.assert(fc.asyncProperty(shapes, fc.integer({ min: 0, max: ops.length - 1 }), async ([out, ka, kb, drop], k) => {
+      const as = out.map((d, i) => (ka[i] ? d : 1)), bs = out.map((d, i) => (kb[i] ? d : 1)).slice(drop);
+      // rounded values so that equal elements occur
+      const [c, x] = await onBoth(() => tf.cast(ops[k](tf.round(seeded(as, 1)), tf.round(seeded(bs, 2))), 'float32'));
+      expect(Array.from(x)).toEqual(Array.from(c));  // the cpu backend keeps the bytes (a cast without loss)
+    }), { numRuns: 40 });
+    const st = kernelStats();
+    expect(st.native.Greater).toBeGreaterThan(0);
+    expect(st.native.Cast).toBeGreaterThan(0);
+    // int32 -> float32 stays with the cpu kernel, which keeps the exact integers
+    const [c, x] = await onBoth(() => tf.cast(tf.tensor([-3, 0, 7, 2147483647], [4], 'int32'), 'float32'));
+    expect(Array.from(x)).toEqual(Array.from(c));
+  });
+
   it('unary ops, NaN included', async () => {
     const v = new Float32Array([-3, -0.5, 0, 0.5, 7, NaN, -Infinity, 100]);
     for (const f of [tf.relu, tf.relu6, tf.neg, tf.square, tf.sqrt, tf.rsqrt, tf.abs, tf.exp, tf.sigmoid, tf.tanh, tf.elu,

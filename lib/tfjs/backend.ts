@@ -44,9 +44,9 @@ export class XnormBackend extends MathBackendCPU {
     return Float32Array.from((v ?? this.readSync(t.dataId)) as ArrayLike<number>);
   }
 
-  /** New float32 storage for a kernel's output, from xnorm's output pool when it is large. */
-  output(shape: readonly number[]): Tensor {
-    return newOutput('cpu', shape, 'float32', 'xnorm/tfjs output');
+  /** New storage for a kernel's output (float32, or bytes for 'bool'), from xnorm's output pool when large. */
+  output(shape: readonly number[], dtype: 'float32' | 'uint8' = 'float32'): Tensor {
+    return newOutput('cpu', shape, dtype, 'xnorm/tfjs output');
   }
 
   override write(values: Parameters<MathBackendCPU['write']>[0], shape: number[], dtype: Parameters<MathBackendCPU['write']>[2]): DataId {
@@ -68,10 +68,10 @@ export class XnormBackend extends MathBackendCPU {
   }
 
   /** A tfjs tensor holding an xnorm output's storage (no copy); its pool block comes back when tfjs frees it. */
-  fromXnorm(y: Tensor, shape: number[] = y.shape.slice()): TensorInfo {
-    const values = y.storage() as Float32Array;
+  fromXnorm(y: Tensor, shape: number[] = y.shape.slice(), dtype: 'float32' | 'bool' = 'float32'): TensorInfo {
+    const values = y.storage() as Float32Array | Uint8Array;
     if (!this.pooled.has(values.buffer)) this.pooled.set(values.buffer, { tensor: y, holders: 0, escaped: false });
-    return this.makeTensorInfo(shape, 'float32', values);
+    return this.makeTensorInfo(shape, dtype, values);
   }
 
   /**

@@ -49,6 +49,32 @@ function binary(backend: XnormBackend, a: TensorInfo, b: TensorInfo, op: BinaryO
   return backend.fromXnorm(y, shape);
 }
 
+type CompareOp = 'greater' | 'greaterEqual' | 'less' | 'lessEqual' | 'equal' | 'notEqual';
+
+/** A comparison with tfjs's broadcasting: a 'bool' tensor (one byte per element). */
+function compare(backend: XnormBackend, a: TensorInfo, b: TensorInfo, op: CompareOp): TensorInfo | null {
+  if (a.dtype !== 'float32' || b.dtype !== 'float32') return null;
+  const shape = backend_util.assertAndGetBroadcastShape(a.shape, b.shape);
+  const view = prod(shape) > 0 ? broadcastView(shape, a.shape, b.shape) : null;
+  if (!view) return null;
+  const y = backend.output(shape, 'uint8');
+  native().elementwiseCompare({ op, ...view, a: backend.float32(a), b: backend.float32(b), y: y.storage() as Uint8Array });
+  return backend.fromXnorm(y, shape, 'bool');
+}
+
+/**
+ * Cast from 'bool' to float32 (the masks of ReLU-family gradients), as float32 storage the native kernels
+ * read without a conversion. The 'cpu' kernel keeps the bytes under the new dtype (so does it for int32,
+ * whose exact values that keeps: that cast stays with it).
+ */
+function cast(backend: XnormBackend, x: TensorInfo, dtype: string): TensorInfo | null {
+  const v = backend.data.get(x.dataId)?.values;
+  if (dtype !== 'float32' || x.dtype !== 'bool' || !(v instanceof Uint8Array)) return null;
+  const y = backend.output(x.shape);
+  native().boolToFloat32({ size: v.length, x: v, y: y.storage() as Float32Array });
+  return backend.fromXnorm(y, x.shape.slice());
+}
+
 function unary(backend: XnormBackend, x: TensorInfo, op: UnaryOp, alpha?: number): TensorInfo | null {
   if (x.dtype !== 'float32') return null;
   const size = prod(x.shape);
@@ -106,6 +132,8 @@ function addN(backend: XnormBackend, xs: TensorInfo[]): TensorInfo | null {
 type Attrs = Record<string, unknown>;
 const binaryKernel = (name: string, op: BinaryOp) =>
   nativeKernel(name, ({ inputs, backend }) => binary(backend, inputs.a as TensorInfo, inputs.b as TensorInfo, op));
+const compareKernel = (name: string, op: CompareOp) =>
+  nativeKernel(name, ({ inputs, backend }) => compare(backend, inputs.a as TensorInfo, inputs.b as TensorInfo, op));
 const unaryKernel = (name: string, op: UnaryOp, alpha?: (attrs: Attrs) => number) =>
   nativeKernel(name, ({ inputs, backend, attrs }) => unary(backend, inputs.x as TensorInfo, op, alpha?.(attrs as Attrs)));
 const reduceKernel = (name: string, op: 'sum' | 'mean' | 'max' | 'min', axisAttr: string) =>
@@ -122,6 +150,13 @@ export const elementwiseKernels: KernelConfig[] = [
   binaryKernel('Maximum', 'max'),
   binaryKernel('Minimum', 'min'),
   binaryKernel('SquaredDifference', 'squaredDiff'),
+  compareKernel('Greater', 'greater'),
+  compareKernel('GreaterEqual', 'greaterEqual'),
+  compareKernel('Less', 'less'),
+  compareKernel('LessEqual', 'lessEqual'),
+  compareKernel('Equal', 'equal'),
+  compareKernel('NotEqual', 'notEqual'),
+  nativeKernel('Cast', ({ inputs, backend, attrs }) => cast(backend, inputs.x as TensorInfo, (attrs as Attrs).dtype as string)),
   unaryKernel('Relu', 'relu'),
   unaryKernel('Relu6', 'relu6'),
   unaryKernel('Neg', 'neg'),

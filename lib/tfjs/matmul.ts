@@ -1,6 +1,7 @@
 // tfjs BatchMatMul and _FusedMatMul on xnorm's conv2d: [M, K] × [K, N] is a 1×1 conv over M pixels with
 // K input and N output channels, whose weight [N, K, 1, 1] is Bᵀ (kept packed when the same B comes back,
 // as a dense layer's kernel does).
+import { backend_util } from '@tensorflow/tfjs-core';
 import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
 import { conv2dSync } from '../convbn';
 import { Tensor } from '../tensor';
@@ -27,13 +28,15 @@ function matmul(backend: XnormBackend, inputs: Record<string, TensorInfo | undef
   const ra = a.shape.length, rb = b.shape.length;
   const [m, k] = transposeA ? [a.shape[ra - 1], a.shape[ra - 2]] : [a.shape[ra - 2], a.shape[ra - 1]];
   const n = transposeB ? b.shape[rb - 2] : b.shape[rb - 1];
+  const kb = transposeB ? b.shape[rb - 1] : b.shape[rb - 2];
+  if (kb !== k) return null;  // the 'cpu' kernel raises tfjs's own error
   const outerA = a.shape.slice(0, -2), outerB = b.shape.slice(0, -2);
   const batchA = prod(outerA), batchB = prod(outerB);
   // Batch dims: equal, or one side a single matrix (other broadcasts stay with the 'cpu' kernel)
   const sameOuter = outerA.length === outerB.length && outerA.every((d, i) => d === outerB[i]);
   if (!sameOuter && batchA !== 1 && batchB !== 1) return null;
   if (m < 1 || n < 1 || k < 1) return null;
-  const outer = batchA === 1 && !sameOuter ? outerB : outerA;
+  const outer = backend_util.assertAndGetBroadcastShape(outerA, outerB);
   const batch = Math.max(batchA, batchB);
   let biasT: Tensor | undefined;
   if (bias) {

@@ -18,6 +18,10 @@ function pool(backend: XnormBackend, op: 'max' | 'avg' | 'maxGrad' | 'avgGrad', 
   const info = backend_util.computePool2DInfo(x.shape as [number, number, number, number], attrs.filterSize, attrs.strides, 1,
     attrs.pad, attrs.dimRoundingMode);
   if (info.outHeight < 1 || info.outWidth < 1 || info.batchSize < 1 || info.inChannels < 1) return null;
+  // The 'cpu' forward returns x itself for a 1x1 window whose output has x's shape (whatever the stride
+  // and padding say); that identity stays with it.
+  const identity = info.filterHeight === 1 && info.filterWidth === 1 && info.outShape.every((d, i) => d === info.inShape[i]);
+  if (identity && (op === 'max' || op === 'avg')) return null;
   const grad = op === 'maxGrad' || op === 'avgGrad';
   const shape = grad ? x.shape.slice() : info.outShape.slice();
   const y = backend.output(shape);

@@ -68,6 +68,10 @@ constexpr std::pair<const char*, ew::Unary> kUnary[] = {
     {"sigmoid", ew::Unary::Sigmoid}, {"tanh", ew::Unary::Tanh}, {"step", ew::Unary::Step},
     {"leakyRelu", ew::Unary::LeakyRelu}, {"elu", ew::Unary::Elu}, {"copy", ew::Unary::Copy}};
 
+constexpr std::pair<const char*, ew::Compare> kCompare[] = {
+    {"greater", ew::Compare::Greater}, {"greaterEqual", ew::Compare::GreaterEqual}, {"less", ew::Compare::Less},
+    {"lessEqual", ew::Compare::LessEqual}, {"equal", ew::Compare::Equal}, {"notEqual", ew::Compare::NotEqual}};
+
 constexpr std::pair<const char*, ew::Reduce> kReduce[] = {
     {"sum", ew::Reduce::Sum}, {"mean", ew::Reduce::Mean}, {"max", ew::Reduce::Max}, {"min", ew::Reduce::Min}};
 
@@ -81,6 +85,35 @@ Napi::Value ElementwiseBinary(const Napi::CallbackInfo& info) {
     Buffer out = a.host("y", DType::Float32, v.size());
     return run_op(a, [=]() -> ResultBuilder {
       ew::binary(op, v.outer, v.mid, v.inner, f32(x.data), x.strides, f32(y.data), y.strides, f32(out));
+      return nullptr;
+    });
+  });
+}
+
+// compare: the same view as elementwiseBinary, a Uint8Array of 0/1 out (tfjs 'bool').
+Napi::Value ElementwiseCompare(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&] {
+    Args a(info, "elementwiseCompare");
+    const ew::Compare op = op_arg(a, kCompare);
+    const View v = read_view(a);
+    const Operand x = read_operand(a, v, "a", "aOuter", "aMid", "aInner");
+    const Operand y = read_operand(a, v, "b", "bOuter", "bMid", "bInner");
+    Buffer out = a.host("y", DType::UInt8, v.size());
+    return run_op(a, [=]() -> ResultBuilder {
+      ew::compare(op, v.outer, v.mid, v.inner, f32(x.data), x.strides, f32(y.data), y.strides, static_cast<uint8_t*>(out.data));
+      return nullptr;
+    });
+  });
+}
+
+// boolToFloat32: a Uint8Array of 0/1 ('bool') widened into a Float32Array of the same length.
+Napi::Value BoolToFloat32(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&] {
+    Args a(info, "boolToFloat32");
+    const int64_t n = a.integer("size", 0, kMaxDim);
+    Buffer x = a.host("x", DType::UInt8, n), y = a.host("y", DType::Float32, n);
+    return run_op(a, [=]() -> ResultBuilder {
+      ew::bool_to_float32(n, static_cast<const uint8_t*>(x.data), f32(y));
       return nullptr;
     });
   });
@@ -147,6 +180,8 @@ Napi::Value Pool2d(const Napi::CallbackInfo& info) {
 void init_tensor_ops(Napi::Env env, Napi::Object exports) {
   exports.Set("elementwiseBinary", Napi::Function::New(env, ElementwiseBinary));
   exports.Set("elementwiseUnary", Napi::Function::New(env, ElementwiseUnary));
+  exports.Set("elementwiseCompare", Napi::Function::New(env, ElementwiseCompare));
+  exports.Set("boolToFloat32", Napi::Function::New(env, BoolToFloat32));
   exports.Set("reduceMid", Napi::Function::New(env, ReduceMid));
   exports.Set("pool2d", Napi::Function::New(env, Pool2d));
 }

@@ -12,37 +12,31 @@ namespace {
 // Elements per task: big enough that a task's cost dwarfs the hand-off, small enough to spread a 1 MB array.
 constexpr int64_t kChunk = 1 << 16;
 
-template <Binary op>
-inline float apply(float a, float b) {
-  if constexpr (op == Binary::Add) return a + b;
-  if constexpr (op == Binary::Sub) return a - b;
-  if constexpr (op == Binary::Mul) return a * b;
-  if constexpr (op == Binary::Div) return a / b;
-  if constexpr (op == Binary::Max) return (a != a || b != b) ? NAN : (a > b ? a : b);
-  if constexpr (op == Binary::Min) return (a != a || b != b) ? NAN : (a < b ? a : b);
-  if constexpr (op == Binary::SquaredDiff) return (a - b) * (a - b);
-}
-
 // One inner row, with each operand's inner stride 0 or 1 known at compile time so the loop vectorizes.
-template <Binary op, bool a_step, bool b_step>
-void row(int64_t n, const float* a, const float* b, float* y) {
-  for (int64_t i = 0; i < n; ++i) y[i] = apply<op>(a[a_step ? i : 0], b[b_step ? i : 0]);
+template <typename Out, bool a_step, bool b_step, typename F>
+void row(int64_t n, const float* a, const float* b, Out* y, F f) {
+  for (int64_t i = 0; i < n; ++i) y[i] = f(a[a_step ? i : 0], b[b_step ? i : 0]);
 }
 
-template <Binary op>
-void binary_op(int64_t outer, int64_t mid, int64_t inner, const float* a, Strides sa, const float* b, Strides sb, float* y) {
-  auto fn = sa.inner ? (sb.inner ? row<op, true, true> : row<op, true, false>)
-                     : (sb.inner ? row<op, false, true> : row<op, false, false>);
+// y[o, m, i] = f(a[...], b[...]) over the broadcast view, rows split over the pool.
+template <typename Out, typename F>
+void broadcast(int64_t outer, int64_t mid, int64_t inner, const float* a, Strides sa, const float* b, Strides sb, Out* y, F f) {
+  auto fn = sa.inner ? (sb.inner ? row<Out, true, true, F> : row<Out, true, false, F>)
+                     : (sb.inner ? row<Out, false, true, F> : row<Out, false, false, F>);
   const int64_t rows = outer * mid;
   // Rows per task so that a task covers about kChunk elements.
   const int64_t per = std::max<int64_t>(1, kChunk / std::max<int64_t>(inner, 1));
   parallel_for(rows, per, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const int64_t o = r / mid, m = r % mid;
-      fn(inner, a + o * sa.outer + m * sa.mid, b + o * sb.outer + m * sb.mid, y + r * inner);
+      fn(inner, a + o * sa.outer + m * sa.mid, b + o * sb.outer + m * sb.mid, y + r * inner, f);
     }
   });
 }
+
+// NaN in either operand gives NaN, as tfjs's Math.max / Math.min do.
+inline float nan_max(float a, float b) { return (a != a || b != b) ? NAN : (a > b ? a : b); }
+inline float nan_min(float a, float b) { return (a != a || b != b) ? NAN : (a < b ? a : b); }
 
 template <Unary op>
 inline float apply1(float x, float alpha) {
@@ -135,15 +129,35 @@ void extreme_over_mid(int64_t outer, int64_t mid, int64_t inner, const float* x,
 
 void binary(Binary op, int64_t outer, int64_t mid, int64_t inner, const float* a, Strides sa, const float* b,
             Strides sb, float* y) {
+  auto run = [&](auto f) { broadcast<float>(outer, mid, inner, a, sa, b, sb, y, f); };
   switch (op) {
-    case Binary::Add: return binary_op<Binary::Add>(outer, mid, inner, a, sa, b, sb, y);
-    case Binary::Sub: return binary_op<Binary::Sub>(outer, mid, inner, a, sa, b, sb, y);
-    case Binary::Mul: return binary_op<Binary::Mul>(outer, mid, inner, a, sa, b, sb, y);
-    case Binary::Div: return binary_op<Binary::Div>(outer, mid, inner, a, sa, b, sb, y);
-    case Binary::Max: return binary_op<Binary::Max>(outer, mid, inner, a, sa, b, sb, y);
-    case Binary::Min: return binary_op<Binary::Min>(outer, mid, inner, a, sa, b, sb, y);
-    case Binary::SquaredDiff: return binary_op<Binary::SquaredDiff>(outer, mid, inner, a, sa, b, sb, y);
+    case Binary::Add: return run([](float p, float q) { return p + q; });
+    case Binary::Sub: return run([](float p, float q) { return p - q; });
+    case Binary::Mul: return run([](float p, float q) { return p * q; });
+    case Binary::Div: return run([](float p, float q) { return p / q; });
+    case Binary::Max: return run(nan_max);
+    case Binary::Min: return run(nan_min);
+    case Binary::SquaredDiff: return run([](float p, float q) { return (p - q) * (p - q); });
   }
+}
+
+void compare(Compare op, int64_t outer, int64_t mid, int64_t inner, const float* a, Strides sa, const float* b,
+             Strides sb, uint8_t* y) {
+  auto run = [&](auto f) { broadcast<uint8_t>(outer, mid, inner, a, sa, b, sb, y, f); };
+  switch (op) {
+    case Compare::Greater: return run([](float p, float q) { return uint8_t(p > q); });
+    case Compare::GreaterEqual: return run([](float p, float q) { return uint8_t(p >= q); });
+    case Compare::Less: return run([](float p, float q) { return uint8_t(p < q); });
+    case Compare::LessEqual: return run([](float p, float q) { return uint8_t(p <= q); });
+    case Compare::Equal: return run([](float p, float q) { return uint8_t(p == q); });
+    case Compare::NotEqual: return run([](float p, float q) { return uint8_t(p != q); });
+  }
+}
+
+void bool_to_float32(int64_t n, const uint8_t* x, float* y) {
+  parallel_for(n, kChunk, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) y[i] = float(x[i]);
+  });
 }
 
 void unary(Unary op, float alpha, int64_t n, const float* x, float* y) {

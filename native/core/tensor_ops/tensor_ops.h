@@ -10,6 +10,7 @@ namespace xnorm::tensor_ops {
 enum class Binary { Add, Sub, Mul, Div, Max, Min, SquaredDiff };
 enum class Unary { Relu, Relu6, Neg, Square, Sqrt, Rsqrt, Abs, Exp, Sigmoid, Tanh, Step, LeakyRelu, Elu, Copy };
 enum class Reduce { Sum, Mean, Max, Min };
+enum class Compare { Greater, GreaterEqual, Less, LessEqual, Equal, NotEqual };
 
 // An array seen as [outer, mid, inner]: an operand's stride per dimension is its natural one or 0 where
 // it is broadcast along that dimension.
@@ -21,6 +22,13 @@ struct Strides {
 // inner strides are 0 or 1.
 void binary(Binary op, int64_t outer, int64_t mid, int64_t inner, const float* a, Strides sa, const float* b,
             Strides sb, float* y);
+
+// The same view with a 0/1 result per element (tfjs 'bool' tensors are bytes).
+void compare(Compare op, int64_t outer, int64_t mid, int64_t inner, const float* a, Strides sa, const float* b,
+             Strides sb, uint8_t* y);
+
+// tfjs Cast from 'bool' (bytes 0/1) to float32.
+void bool_to_float32(int64_t n, const uint8_t* x, float* y);
 
 // y[i] = op(x[i]) for n elements; alpha is Step's value at x <= 0 and LeakyRelu's slope.
 void unary(Unary op, float alpha, int64_t n, const float* x, float* y);
