@@ -52,11 +52,21 @@ function geometry(info: backend_util.Conv2DInfo, depthwise: boolean): Geometry |
   };
 }
 
-/** x (or a gradient of x's shape) with the extra zeros added, as an xnorm tensor. */
-function paddedX(backend: XnormBackend, x: TensorInfo, g: Geometry): Tensor {
+/**
+ * Runs `f` on x with the extra zeros added, as an xnorm tensor: x's own values when there are none, else
+ * a padded copy in a pool block that goes back as soon as `f` returns (a fresh array of that size would
+ * cost more in page faults than the conv).
+ */
+function withPaddedX<T>(backend: XnormBackend, x: TensorInfo, g: Geometry, f: (x: Tensor) => T): T {
   const v = backend.float32(x);
-  if (!hasExtra(g.extra)) return new Tensor(v, shape4(g.x), 'float32');
-  return new Tensor(padSpatial(v, g.x, g.extra), paddedShape(g), 'float32');
+  if (!hasExtra(g.extra)) return f(new Tensor(v, shape4(g.x), 'float32'));
+  const padded = backend.output(paddedShape(g));
+  try {
+    padSpatial(v, g.x, g.extra, padded.storage() as Float32Array);
+    return f(padded);
+  } finally {
+    padded.dispose();
+  }
 }
 
 function paddedShape(g: Geometry): number[] {
@@ -124,7 +134,8 @@ function forward(backend: XnormBackend, inputs: Record<string, TensorInfo | unde
   const b = biasOf(backend, bias, info.outChannels);
   if (b === null) return null;
   const relu = activation === 'relu' || activation === 'relu6';
-  const y = conv2dSync(paddedX(backend, x, g), filterOf(backend, filter, g, true), b, { ...g.opts, activation: relu ? 'relu' : null });
+  const w = filterOf(backend, filter, g, true);
+  const y = withPaddedX(backend, x, g, (xt) => conv2dSync(xt, w, b, { ...g.opts, activation: relu ? 'relu' : null }));
   finishActivation(y.storage() as Float32Array, activation, attrs.leakyreluAlpha);
   return backend.fromXnorm(y, info.outShape);
 }
@@ -156,7 +167,10 @@ function backpropInput(backend: XnormBackend, inputs: Record<string, TensorInfo 
   const { dx } = conv2dBackwardSync({ shape: paddedShape(g) }, filterOf(backend, filter, g, false) as Tensor,
     backend.xnormTensor(dy), { ...g.opts, needs: { x: true, weight: false } });
   if (!hasExtra(g.extra)) return backend.fromXnorm(dx!, inputShape.slice());
-  return backend.makeTensorInfo(inputShape.slice(), 'float32', cropSpatial(dx!.storage() as Float32Array, g.x, g.extra));
+  const out = backend.output(inputShape);
+  cropSpatial(dx!.storage() as Float32Array, g.x, g.extra, out.storage() as Float32Array);
+  dx!.dispose();
+  return backend.fromXnorm(out, inputShape.slice());
 }
 
 /** dFilter = the conv's filter gradient, from x and dy, in tfjs's filter layout. */
@@ -165,8 +179,9 @@ function backpropFilter(backend: XnormBackend, inputs: Record<string, TensorInfo
   const filterShape = attrs.filterShape!;
   const g = geometry(backpropInfo(x.shape, filterShape, attrs, depthwise), depthwise);
   if (!g) return null;
-  const { dWeight } = conv2dBackwardSync(paddedX(backend, x, g), { shape: g.filterShape }, backend.xnormTensor(dy),
-    { ...g.opts, needs: { x: false, weight: true } });
+  const dyt = backend.xnormTensor(dy);
+  const { dWeight } = withPaddedX(backend, x, g, (xt) =>
+    conv2dBackwardSync(xt, { shape: g.filterShape }, dyt, { ...g.opts, needs: { x: false, weight: true } }));
   const [cout, cinG, kh, kw] = g.filterShape;
   return backend.makeTensorInfo(filterShape.slice(), 'float32', oihwToHwio(dWeight!.storage() as Float32Array, kh, kw, cinG, cout));
 }

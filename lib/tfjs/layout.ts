@@ -58,44 +58,33 @@ export interface Extra {
 
 export const hasExtra = (e: Extra) => e.top + e.bottom + e.left + e.right > 0;
 
-/** x with `e` rows and columns of zeros added around each image. */
-export function padSpatial(x: Float32Array, s: Spatial, e: Extra): Float32Array {
+/** x with `e` rows and columns of zeros added around each image, written into `out` (any contents). */
+export function padSpatial(x: Float32Array, s: Spatial, e: Extra, out: Float32Array): void {
   const H = s.h + e.top + e.bottom, W = s.w + e.left + e.right;
-  const out = new Float32Array(s.n * s.c * H * W);
-  if (s.channelsLast) {
-    const row = s.w * s.c;
-    for (let n = 0; n < s.n; n++)
-      for (let y = 0; y < s.h; y++) {
-        const src = (n * s.h + y) * row;
-        out.set(x.subarray(src, src + row), ((n * H + y + e.top) * W + e.left) * s.c);
-      }
-  } else {
-    for (let p = 0; p < s.n * s.c; p++)
-      for (let y = 0; y < s.h; y++) {
-        const src = (p * s.h + y) * s.w;
-        out.set(x.subarray(src, src + s.w), (p * H + y + e.top) * W + e.left);
-      }
+  // channels-last: a pixel is c values, a row w·c; channels-first: a pixel is 1 value, each plane an image
+  const [px, images] = s.channelsLast ? [s.c, s.n] : [1, s.n * s.c];
+  const row = s.w * px, outRow = W * px;
+  for (let n = 0; n < images; n++) {
+    const base = n * H * outRow;
+    out.fill(0, base, base + e.top * outRow);
+    for (let y = 0; y < s.h; y++) {
+      const at = base + (y + e.top) * outRow, src = (n * s.h + y) * row;
+      out.fill(0, at, at + e.left * px);
+      out.set(x.subarray(src, src + row), at + e.left * px);
+      out.fill(0, at + e.left * px + row, at + outRow);
+    }
+    out.fill(0, base + (e.top + s.h) * outRow, base + H * outRow);
   }
-  return out;
 }
 
-/** The inverse of padSpatial: the interior of a padded gradient (s is the unpadded geometry). */
-export function cropSpatial(x: Float32Array, s: Spatial, e: Extra): Float32Array {
-  const H = s.h + e.top + e.bottom, W = s.w + e.left + e.right;
-  const out = new Float32Array(s.n * s.c * s.h * s.w);
-  if (s.channelsLast) {
-    const row = s.w * s.c;
-    for (let n = 0; n < s.n; n++)
-      for (let y = 0; y < s.h; y++) {
-        const src = ((n * H + y + e.top) * W + e.left) * s.c;
-        out.set(x.subarray(src, src + row), (n * s.h + y) * row);
-      }
-  } else {
-    for (let p = 0; p < s.n * s.c; p++)
-      for (let y = 0; y < s.h; y++) {
-        const src = (p * H + y + e.top) * W + e.left;
-        out.set(x.subarray(src, src + s.w), (p * s.h + y) * s.w);
-      }
-  }
-  return out;
+/** The inverse of padSpatial: the interior of a padded gradient (s is the unpadded geometry), into `out`. */
+export function cropSpatial(x: Float32Array, s: Spatial, e: Extra, out: Float32Array): void {
+  const W = s.w + e.left + e.right, H = s.h + e.top + e.bottom;
+  const [px, images] = s.channelsLast ? [s.c, s.n] : [1, s.n * s.c];
+  const row = s.w * px, inRow = W * px;
+  for (let n = 0; n < images; n++)
+    for (let y = 0; y < s.h; y++) {
+      const src = (n * H + y + e.top) * inRow + e.left * px;
+      out.set(x.subarray(src, src + row), (n * s.h + y) * row);
+    }
 }
