@@ -24,9 +24,18 @@ void broadcast(int64_t outer, int64_t mid, int64_t inner, const float* a, Stride
   auto fn = sa.inner ? (sb.inner ? row<Out, true, true, F> : row<Out, true, false, F>)
                      : (sb.inner ? row<Out, false, true, F> : row<Out, false, false, F>);
   const int64_t rows = outer * mid;
+  if (inner >= kChunk) {
+    // Long rows (a same-shape or scalar operation is one row): split each row into chunks.
+    const int64_t chunks = (inner + kChunk - 1) / kChunk;
+    parallel_tasks(rows * chunks, [&](int64_t task) {
+      const int64_t r = task / chunks, i0 = (task % chunks) * kChunk, n = std::min(kChunk, inner - i0);
+      const int64_t o = r / mid, m = r % mid;
+      fn(n, a + o * sa.outer + m * sa.mid + i0 * sa.inner, b + o * sb.outer + m * sb.mid + i0 * sb.inner, y + r * inner + i0, f);
+    });
+    return;
+  }
   // Rows per task so that a task covers about kChunk elements.
-  const int64_t per = std::max<int64_t>(1, kChunk / std::max<int64_t>(inner, 1));
-  parallel_for(rows, per, [&](int64_t begin, int64_t end) {
+  parallel_for(rows, kChunk / inner, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const int64_t o = r / mid, m = r % mid;
       fn(inner, a + o * sa.outer + m * sa.mid, b + o * sb.outer + m * sb.mid, y + r * inner, f);
@@ -34,9 +43,10 @@ void broadcast(int64_t outer, int64_t mid, int64_t inner, const float* a, Stride
   });
 }
 
-// NaN in either operand gives NaN, as tfjs's Math.max / Math.min do.
-inline float nan_max(float a, float b) { return (a != a || b != b) ? NAN : (a > b ? a : b); }
-inline float nan_min(float a, float b) { return (a != a || b != b) ? NAN : (a < b ? a : b); }
+// NaN in either operand gives NaN, as tfjs's Math.max / Math.min do. Lambdas, not functions: the row
+// loops are instantiated per functor type and inline it (a function pointer would be called per element).
+constexpr auto nan_max = [](float a, float b) { return (a != a || b != b) ? NAN : (a > b ? a : b); };
+constexpr auto nan_min = [](float a, float b) { return (a != a || b != b) ? NAN : (a < b ? a : b); };
 
 template <Unary op>
 inline float apply1(float x, float alpha) {
@@ -77,19 +87,29 @@ void sum_over_mid(bool mean, int64_t outer, int64_t mid, int64_t inner, const fl
     });
     return;
   }
-  // Column sums: split the inner axis into blocks, each task adds every row of its block.
-  const int64_t block = 256;
-  const int64_t blocks = (inner + block - 1) / block;
-  parallel_tasks(outer * blocks, [&](int64_t task) {
-    const int64_t o = task / blocks, i0 = (task % blocks) * block, n = std::min(block, inner - i0);
-    double acc[block];
+  // Column sums: tasks over (outer, block of 256 columns, slab of rows); each slab's float64 partial sums
+  // are added in slab order afterwards, so the result does not depend on the thread count. Slabs let a
+  // per-channel sum over a whole batch (outer = 1, few columns) use every thread.
+  const int64_t block = 256, blocks = (inner + block - 1) / block;
+  const int64_t slab_rows = std::max<int64_t>(16, (kChunk / 4) / std::min(inner, block));  // ~16K values a task
+  const int64_t slabs = (mid + slab_rows - 1) / slab_rows;
+  std::vector<double> partial(size_t(outer * slabs * inner));
+  parallel_tasks(outer * blocks * slabs, [&](int64_t task) {
+    const int64_t o = task / (blocks * slabs), rest = task % (blocks * slabs);
+    const int64_t i0 = (rest / slabs) * block, n = std::min(block, inner - i0);
+    const int64_t m0 = (rest % slabs) * slab_rows, m1 = std::min(mid, m0 + slab_rows);
+    double* acc = partial.data() + ((o * slabs + rest % slabs) * inner + i0);
     std::fill(acc, acc + n, 0.0);
-    const float* p = x + o * mid * inner + i0;
-    for (int64_t m = 0; m < mid; ++m, p += inner)
+    const float* p = x + (o * mid + m0) * inner + i0;
+    for (int64_t m = m0; m < m1; ++m, p += inner)
       for (int64_t i = 0; i < n; ++i) acc[i] += p[i];
-    float* out = y + o * inner + i0;
-    for (int64_t i = 0; i < n; ++i) out[i] = float(mean ? acc[i] / double(mid) : acc[i]);
   });
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t i = 0; i < inner; ++i) {
+      double sum = 0;
+      for (int64_t k = 0; k < slabs; ++k) sum += partial[size_t((o * slabs + k) * inner + i)];
+      y[o * inner + i] = float(mean ? sum / double(mid) : sum);
+    }
 }
 
 template <bool is_max>
