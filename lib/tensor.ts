@@ -114,11 +114,12 @@ export function allocateUninitialized<T>(
   Ctor: { new (buffer: ArrayBufferLike, byteOffset: number, length: number): T; BYTES_PER_ELEMENT: number },
   length: number,
   what: string,
+  poolMinBytes = POOL_MIN_BYTES,
 ): T {
   const bytes = length * Ctor.BYTES_PER_ELEMENT;
   // The same ceiling as JS memory (4 GiB on Node 20): beyond it a request is refused, not attempted.
   if (bytes > MAX_LENGTH) fail('ERR_XNORM_OUT_OF_MEMORY', `${what}: cannot allocate ${length} elements (over ${MAX_LENGTH} bytes)`);
-  if (bytes >= POOL_MIN_BYTES) {
+  if (bytes >= poolMinBytes) {
     let ab: ArrayBuffer | null;
     try {
       ab = native().allocOutput({ bytes });
@@ -500,10 +501,10 @@ export function optionalRef(t: Tensor | undefined, name?: string): TypedArray | 
  * @internal A new output tensor on `device`, not zero-filled: every op writes each element of its
  * outputs (test/output-pool.test.ts poisons the pool to check that). Device outputs are never zeroed.
  */
-export function newOutput(device: Device, shape: readonly number[], dtype: DType, what: string): Tensor {
+export function newOutput(device: Device, shape: readonly number[], dtype: DType, what: string, poolMinBytes?: number): Tensor {
   if (device !== 'cpu') return new Tensor(allocateDevice(device as `cuda:${number}`, shape, dtype), shape, dtype);
   const length = storageLength(shape, dtype);
-  return new Tensor(allocateUninitialized<TypedArray>(storageCtor(dtype) as never, length, what), shape, dtype);
+  return new Tensor(allocateUninitialized<TypedArray>(storageCtor(dtype) as never, length, what, poolMinBytes), shape, dtype);
 }
 
 /**

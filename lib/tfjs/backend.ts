@@ -10,6 +10,9 @@ import { Tensor, newOutput } from '../tensor';
 
 export const BACKEND_NAME = 'xnorm';
 
+/** Outputs from this size on come from xnorm's output pool (see XnormBackend.output). */
+const POOL_MIN_BYTES = 4 << 10;
+
 /** A filter in xnorm's layout: the tensor for one call, or ConvWeights kept for the calls to come. */
 export type Filter = Tensor | ConvWeights;
 
@@ -44,9 +47,13 @@ export class XnormBackend extends MathBackendCPU {
     return Float32Array.from((v ?? this.readSync(t.dataId)) as ArrayLike<number>);
   }
 
-  /** New storage for a kernel's output (float32, or bytes for 'bool'), from xnorm's output pool when large. */
+  /**
+   * New storage for a kernel's output (float32, or bytes for 'bool'). From 4 KiB on it is a block of
+   * xnorm's output pool, which comes back when tfjs frees the tensor: the malloc heap, trimmed and grown
+   * again between ops, made a 100 KB output cost ~250 µs of page faults.
+   */
   output(shape: readonly number[], dtype: 'float32' | 'uint8' = 'float32'): Tensor {
-    return newOutput('cpu', shape, dtype, 'xnorm/tfjs output');
+    return newOutput('cpu', shape, dtype, 'xnorm/tfjs output', POOL_MIN_BYTES);
   }
 
   override write(values: Parameters<MathBackendCPU['write']>[0], shape: number[], dtype: Parameters<MathBackendCPU['write']>[2]): DataId {

@@ -16,6 +16,7 @@ function batchNorm(backend: XnormBackend, inputs: Record<string, TensorInfo | un
     beta: offset ? backend.xnormTensor(offset) : undefined,
     eps,
     layout: 'nhwc',
+    out: backend.output(x.shape),
   });
   return backend.fromXnorm(y, x.shape.slice());
 }

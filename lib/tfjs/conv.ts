@@ -135,7 +135,8 @@ function forward(backend: XnormBackend, inputs: Record<string, TensorInfo | unde
   if (b === null) return null;
   const relu = activation === 'relu' || activation === 'relu6';
   const w = filterOf(backend, filter, g, true);
-  const y = withPaddedX(backend, x, g, (xt) => conv2dSync(xt, w, b, { ...g.opts, activation: relu ? 'relu' : null }));
+  const y = withPaddedX(backend, x, g, (xt) =>
+    conv2dSync(xt, w, b, { ...g.opts, activation: relu ? 'relu' : null, out: backend.output(info.outShape) }));
   finishActivation(y.storage() as Float32Array, activation, attrs.leakyreluAlpha);
   return backend.fromXnorm(y, info.outShape);
 }
@@ -165,7 +166,7 @@ function backpropInput(backend: XnormBackend, inputs: Record<string, TensorInfo 
   const g = geometry(backpropInfo(inputShape, filter.shape, attrs, depthwise), depthwise);
   if (!g) return null;
   const { dx } = conv2dBackwardSync({ shape: paddedShape(g) }, filterOf(backend, filter, g, false) as Tensor,
-    backend.xnormTensor(dy), { ...g.opts, needs: { x: true, weight: false } });
+    backend.xnormTensor(dy), { ...g.opts, needs: { x: true, weight: false }, out: { dx: backend.output(paddedShape(g)) } });
   if (!hasExtra(g.extra)) return backend.fromXnorm(dx!, inputShape.slice());
   const out = backend.output(inputShape);
   cropSpatial(dx!.storage() as Float32Array, g.x, g.extra, out.storage() as Float32Array);
@@ -180,10 +181,13 @@ function backpropFilter(backend: XnormBackend, inputs: Record<string, TensorInfo
   const g = geometry(backpropInfo(x.shape, filterShape, attrs, depthwise), depthwise);
   if (!g) return null;
   const dyt = backend.xnormTensor(dy);
-  const { dWeight } = withPaddedX(backend, x, g, (xt) =>
-    conv2dBackwardSync(xt, { shape: g.filterShape }, dyt, { ...g.opts, needs: { x: false, weight: true } }));
+  const { dWeight } = withPaddedX(backend, x, g, (xt) => conv2dBackwardSync(xt, { shape: g.filterShape }, dyt,
+    { ...g.opts, needs: { x: false, weight: true }, out: { dWeight: backend.output(g.filterShape) } }));
   const [cout, cinG, kh, kw] = g.filterShape;
-  return backend.makeTensorInfo(filterShape.slice(), 'float32', oihwToHwio(dWeight!.storage() as Float32Array, kh, kw, cinG, cout));
+  const out = backend.output(filterShape);
+  oihwToHwio(dWeight!.storage() as Float32Array, kh, kw, cinG, cout, out.storage() as Float32Array);
+  dWeight!.dispose();
+  return backend.fromXnorm(out, filterShape.slice());
 }
 
 type Attrs = ForwardAttrs & BackpropAttrs;

@@ -16,16 +16,14 @@ export function hwioToOihw(f: Float32Array, kh: number, kw: number, cinG: number
   return out;
 }
 
-/** The inverse of hwioToOihw (filter gradients back to tfjs's layout). */
-export function oihwToHwio(w: Float32Array, kh: number, kw: number, cinG: number, cout: number): Float32Array {
-  const out = new Float32Array(w.length);
+/** The inverse of hwioToOihw (filter gradients back to tfjs's layout), into `out`. */
+export function oihwToHwio(w: Float32Array, kh: number, kw: number, cinG: number, cout: number, out: Float32Array): void {
   const taps = kh * kw;
   for (let t = 0; t < taps; t++)
     for (let i = 0; i < cinG; i++) {
       const dst = (t * cinG + i) * cout;
       for (let o = 0; o < cout; o++) out[dst + o] = w[(o * cinG + i) * taps + t];
     }
-  return out;
 }
 
 /** A [rows, cols] matrix transposed. */

@@ -48,13 +48,12 @@ function matmul(backend: XnormBackend, inputs: Record<string, TensorInfo | undef
   const opts = { layout: 'nhwc' as const, activation: activation === 'relu' || activation === 'relu6' ? 'relu' as const : null };
   const av = backend.float32(a), bv = backend.float32(b);
   const outShape = [...outer, m, n];
-  let y: Float32Array;
+  const out = backend.output(outShape), y = out.storage() as Float32Array;
   if (batchB === 1 && !transposeA) {
     // One conv over every row of every A: B is one weight, packed once if it comes back.
     const w = backend.filter(b, `matmul:${transposeB}`, 1, [n, k, 1, 1], (v) => (transposeB ? v : transpose2d(v, k, n)));
-    y = conv2dSync(new Tensor(av, [1, 1, batch * m, k], 'float32'), w, biasT, opts).storage() as Float32Array;
+    conv2dSync(new Tensor(av, [1, 1, batch * m, k], 'float32'), w, biasT, { ...opts, out: new Tensor(y, [1, 1, batch * m, n], 'float32') });
   } else {
-    y = new Float32Array(batch * m * n);
     for (let i = 0; i < batch; i++) {
       const ao = (batchA === 1 ? 0 : i) * m * k, bo = (batchB === 1 ? 0 : i) * n * k;
       const x = transposeA ? transpose2d(av, k, m, ao) : av.subarray(ao, ao + m * k);
@@ -64,7 +63,7 @@ function matmul(backend: XnormBackend, inputs: Record<string, TensorInfo | undef
     }
   }
   if (activation === 'relu6') for (let i = 0; i < y.length; i++) if (y[i] > 6) y[i] = 6;
-  return backend.makeTensorInfo(outShape, 'float32', y);
+  return backend.fromXnorm(out, outShape);
 }
 
 const kernel = (name: string) =>
