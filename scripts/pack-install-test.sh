@@ -41,11 +41,13 @@ node -e 'const d = require("./package.json").dependencies; console.log(Object.en
 
 app="$work/app"
 mkdir -p "$app"
-cp test/install/consumer.* test/install/tsconfig.json "$app/"
+cp test/install/consumer.* test/install/consumer-tfjs.cjs test/install/tsconfig.json "$app/"
 echo '{ "name": "xnorm-consumer", "private": true, "type": "commonjs" }' > "$app/package.json"
 cd "$app"
 PATH="$work/bin" npm install --offline --no-audit --no-fund "$tarball"
 PATH="$work/bin" node consumer.cjs
 PATH="$work/bin" node consumer.mjs
+# xnorm/tfjs with the user's tfjs (the repository's, as the optional peers are not installed here)
+PATH="$work/bin" NODE_PATH="$root/node_modules" node consumer-tfjs.cjs
 node "$root/node_modules/typescript/bin/tsc" -p tsconfig.json --typeRoots "$root/node_modules/@types"
-echo "pack-install test: ok (installed with no compiler on PATH; CommonJS, ESM and TypeScript consumers pass)"
+echo "pack-install test: ok (installed with no compiler on PATH; CommonJS, ESM, TypeScript and tfjs-backend consumers pass)"
