@@ -40,6 +40,12 @@ export class XnormBackend extends MathBackendCPU {
   private filters = new Map<DataId, CachedFilter>();
   private pooled = new WeakMap<ArrayBufferLike, PooledOutput>();
 
+  constructor() {
+    super();
+    // The 'cpu' backend's first write prints "install tfjs-node to speed things up": not this backend's case.
+    (this as unknown as { firstUse: boolean }).firstUse = false;
+  }
+
   /** The float32 values of a tensor held by this backend (no copy when they are float32 already). */
   float32(t: TensorInfo): Float32Array {
     const v = this.data.get(t.dataId)?.values;

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "../common/glibc_compat.h"
 #include "../common/thread_pool.h"
 
 namespace xnorm::tensor_ops {
