@@ -140,15 +140,16 @@ describe('pooling and convs against the cpu backend', () => {
       n: fc.integer({ min: 1, max: 2 }), h: fc.integer({ min: 4, max: 9 }), w: fc.integer({ min: 4, max: 9 }),
       c: fc.integer({ min: 1, max: 6 }), co: fc.integer({ min: 1, max: 6 }), k: fc.integer({ min: 1, max: 3 }),
       s: fc.integer({ min: 1, max: 2 }), pad: fc.integer({ min: 0, max: 2 }), nchw: fc.boolean(),
+      act: fc.constantFrom('linear', 'relu', 'relu6', 'leakyrelu', 'sigmoid', 'elu'),
     });
-    await fc.assert(fc.asyncProperty(arb, async ({ n, h, w, c, co, k, s, pad, nchw }) => {
+    await fc.assert(fc.asyncProperty(arb, async ({ n, h, w, c, co, k, s, pad, nchw, act }) => {
       const x = () => seeded(nchw ? [n, c, h, w] : [n, h, w, c], 9) as tf.Tensor4D;
       const f = () => seeded([k, k, c, co], 10) as tf.Tensor4D, fd = () => seeded([k, k, c, 2], 11) as tf.Tensor4D;
       const p = (nchw && pad === 2 ? 'same' : pads[pad]) as 'same';
       const fmt = nchw ? 'NCHW' : 'NHWC';
       const conv = (t: tf.Tensor4D, ff: tf.Tensor4D) => tf.conv2d(t, ff, s, p, fmt);
       const fused = (t: tf.Tensor4D, ff: tf.Tensor4D) =>
-        tf.fused.conv2d({ x: t, filter: ff, strides: s, pad: p, dataFormat: fmt, bias: seeded([co], 12), activation: 'relu6' });
+        tf.fused.conv2d({ x: t, filter: ff, strides: s, pad: p, dataFormat: fmt, bias: seeded([co], 12), activation: act as 'relu', leakyreluAlpha: 0.3 });
       for (const g of [conv, fused]) {
         const [c0, x0] = await onBoth(() => g(x(), f()));
         expectClose(c0, x0, 1e-5);
@@ -176,8 +177,10 @@ describe('pooling and convs against the cpu backend', () => {
       const [c0, x0] = await onBoth(() => tf.matMul(a(), b(), ta, tb));
       expectClose(c0, x0, 1e-5);
       const b1 = () => seeded(tb ? [6, 5] : [5, 6], 15);
-      const [c1, x1] = await onBoth(() => tf.fused.matMul({ a: a(), b: b1(), transposeA: ta, transposeB: tb, bias: seeded([6], 16), activation: 'relu' }));
-      expectClose(c1, x1, 1e-5);
+      for (const activation of ['relu', 'relu6', 'leakyrelu', 'sigmoid', 'elu'] as const) {
+        const [c1, x1] = await onBoth(() => tf.fused.matMul({ a: a(), b: b1(), transposeA: ta, transposeB: tb, bias: seeded([6], 16), activation }));
+        expectClose(c1, x1, 1e-5);
+      }
     }
   });
 });

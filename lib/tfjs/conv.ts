@@ -7,6 +7,8 @@ import { conv2dBackwardSync, conv2dSync } from '../convbn';
 import { Tensor } from '../tensor';
 import type { XnormBackend } from './backend';
 import { nativeKernel } from './backend';
+import { applyActivation } from './elementwise';
+import type { Activation } from './elementwise';
 import { cropSpatial, hasExtra, hwioToOihw, oihwToHwio, padSpatial, shape4 } from './layout';
 import type { Extra, Spatial } from './layout';
 
@@ -90,26 +92,6 @@ function biasOf(backend: XnormBackend, bias: TensorInfo | undefined, cout: numbe
   return null;
 }
 
-type Activation = 'linear' | 'relu' | 'relu6' | 'prelu' | 'leakyrelu' | 'sigmoid' | 'elu' | undefined;
-
-/** The elementwise activations tfjs fuses, applied in place after xnorm's (ReLU is fused natively). */
-function finishActivation(y: Float32Array, activation: Activation, alpha = 0.2): void {
-  switch (activation) {
-    case 'relu6':
-      for (let i = 0; i < y.length; i++) if (y[i] > 6) y[i] = 6;
-      break;
-    case 'leakyrelu':
-      for (let i = 0; i < y.length; i++) if (y[i] < 0) y[i] *= alpha;
-      break;
-    case 'sigmoid':
-      for (let i = 0; i < y.length; i++) y[i] = 1 / (1 + Math.exp(-y[i]));
-      break;
-    case 'elu':
-      for (let i = 0; i < y.length; i++) if (y[i] < 0) y[i] = Math.exp(y[i]) - 1;
-      break;
-  }
-}
-
 interface ForwardAttrs {
   strides: Pair;
   pad: Pad;
@@ -133,11 +115,11 @@ function forward(backend: XnormBackend, inputs: Record<string, TensorInfo | unde
   if (!g) return null;
   const b = biasOf(backend, bias, info.outChannels);
   if (b === null) return null;
-  const relu = activation === 'relu' || activation === 'relu6';
+  const relu = activation === 'relu';
   const w = filterOf(backend, filter, g, true);
   const y = withPaddedX(backend, x, g, (xt) =>
     conv2dSync(xt, w, b, { ...g.opts, activation: relu ? 'relu' : null, out: backend.output(info.outShape) }));
-  finishActivation(y.storage() as Float32Array, activation, attrs.leakyreluAlpha);
+  if (!relu) applyActivation(y.storage() as Float32Array, activation, attrs.leakyreluAlpha);
   return backend.fromXnorm(y, info.outShape);
 }
 

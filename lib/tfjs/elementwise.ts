@@ -11,6 +11,19 @@ import { nativeKernel } from './backend';
 
 type BinaryOp = 'add' | 'sub' | 'mul' | 'div' | 'max' | 'min' | 'squaredDiff';
 
+/** The activations tfjs fuses into FusedConv2D, FusedDepthwiseConv2D and _FusedMatMul. */
+export type Activation = 'linear' | 'relu' | 'relu6' | 'prelu' | 'leakyrelu' | 'sigmoid' | 'elu' | undefined;
+
+const ACTIVATION_OPS: Partial<Record<NonNullable<Activation>, UnaryOp>> = {
+  relu: 'relu', relu6: 'relu6', leakyrelu: 'leakyRelu', sigmoid: 'sigmoid', elu: 'elu',
+};
+
+/** Applies a fused activation in place (PReLU, which needs its weights, is the caller's to refuse). */
+export function applyActivation(y: Float32Array, activation: Activation, leakyreluAlpha = 0.2): void {
+  const op = activation && ACTIVATION_OPS[activation];
+  if (op) native().elementwiseUnary({ op, size: y.length, alpha: leakyreluAlpha, x: y, y });
+}
+
 const prod = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
 
 /**

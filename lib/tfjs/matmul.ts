@@ -7,9 +7,10 @@ import { conv2dSync } from '../convbn';
 import { Tensor } from '../tensor';
 import type { XnormBackend } from './backend';
 import { nativeKernel } from './backend';
+import { applyActivation } from './elementwise';
+import type { Activation } from './elementwise';
 import { transpose2d } from './layout';
 
-type Activation = 'linear' | 'relu' | 'relu6' | 'prelu' | 'leakyrelu' | 'sigmoid' | 'elu' | undefined;
 
 interface Attrs {
   transposeA: boolean;
@@ -24,7 +25,7 @@ function matmul(backend: XnormBackend, inputs: Record<string, TensorInfo | undef
   const { a, b, bias } = inputs as { a: TensorInfo; b: TensorInfo; bias?: TensorInfo };
   const { transposeA, transposeB, activation } = attrs;
   if (a.dtype !== 'float32' || b.dtype !== 'float32' || a.shape.length < 2 || b.shape.length < 2) return null;
-  if (activation && activation !== 'linear' && activation !== 'relu' && activation !== 'relu6') return null;
+  if (activation === 'prelu') return null;
   const ra = a.shape.length, rb = b.shape.length;
   const [m, k] = transposeA ? [a.shape[ra - 1], a.shape[ra - 2]] : [a.shape[ra - 2], a.shape[ra - 1]];
   const n = transposeB ? b.shape[rb - 2] : b.shape[rb - 1];
@@ -45,7 +46,7 @@ function matmul(backend: XnormBackend, inputs: Record<string, TensorInfo | undef
     else if (size === 1) biasT = new Tensor(new Float32Array(n).fill(backend.float32(bias)[0]), [n], 'float32');
     else return null;
   }
-  const opts = { layout: 'nhwc' as const, activation: activation === 'relu' || activation === 'relu6' ? 'relu' as const : null };
+  const opts = { layout: 'nhwc' as const, activation: activation === 'relu' ? 'relu' as const : null };
   const av = backend.float32(a), bv = backend.float32(b);
   const outShape = [...outer, m, n];
   const out = backend.output(outShape), y = out.storage() as Float32Array;
@@ -62,7 +63,7 @@ function matmul(backend: XnormBackend, inputs: Record<string, TensorInfo | undef
         { ...opts, out: new Tensor(y.subarray(i * m * n, (i + 1) * m * n), [1, 1, m, n], 'float32') });
     }
   }
-  if (activation === 'relu6') for (let i = 0; i < y.length; i++) if (y[i] > 6) y[i] = 6;
+  if (activation !== 'relu') applyActivation(y, activation, attrs.leakyreluAlpha);
   return backend.fromXnorm(out, outShape);
 }
 
