@@ -1,3 +1,5 @@
+// Symbol.dispose: consumers compiling with an older `lib` get it from this reference in the .d.ts.
+/// <reference lib="esnext.disposable" preserve="true" />
 // Binary (XNOR/popcount) convolution on bit-packed ±1 tensors, and MST channel reuse plans.
 // Conventions: bit 1 = -1, bit 0 = +1 (sign(0) = +1); channels packed innermost (NHWC) in 32-bit words.
 // Packed weights and plans are native objects (native/addon/weights.cc): made and checked once, passed to

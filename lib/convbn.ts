@@ -1,3 +1,5 @@
+// Symbol.dispose: consumers compiling with an older `lib` get it from this reference in the .d.ts.
+/// <reference lib="esnext.disposable" preserve="true" />
 // Convolution and fused Conv + BatchNorm: Tune (fold per call, one conv), Eval (conv then BN) and
 // Deploy (fold once) modes, and the Tune-mode backward. All heavy work is native; this file validates,
 // allocates the outputs and makes one native call per op, which runs where x lives: on a GPU,
@@ -280,8 +282,14 @@ const convBnOp = defineOp((x: Tensor, p: ConvBnParams, opts?: ConvOpts & { saveF
  * s = gamma / sqrt(var + eps) into the weights on every call and runs one convolution; 'eval' runs the
  * conv and then a separate BN pass; 'deploy' folds once (foldConvBn) and runs conv with bias.
  */
-export const convBn = convBnOp.async;
-export const convBnSync = convBnOp.sync;
+export const convBn = convBnOp.async as {
+  (x: Tensor, p: ConvBnParams, opts: ConvOpts & { saveForBackward: true }): Promise<{ y: Tensor; saved: ConvBnSaved }>;
+  (x: Tensor, p: ConvBnParams, opts?: ConvOpts & { saveForBackward?: boolean }): Promise<{ y: Tensor; saved?: ConvBnSaved }>;
+};
+export const convBnSync = convBnOp.sync as {
+  (x: Tensor, p: ConvBnParams, opts: ConvOpts & { saveForBackward: true }): { y: Tensor; saved: ConvBnSaved };
+  (x: Tensor, p: ConvBnParams, opts?: ConvOpts & { saveForBackward?: boolean }): { y: Tensor; saved?: ConvBnSaved };
+};
 
 const convBnBackwardOp = defineOp((saved: ConvBnSaved, dy: Tensor, opts?: { needs?: ConvBnNeeds; out?: ConvBnGrads }) => {
   const op = 'convBnBackward';

@@ -22,7 +22,7 @@ export interface CudaStatus {
   devices: CudaDevice[];
 }
 
-/** @internal Opaque handle to device memory owned by one Tensor. */
+// Opaque handle to device memory owned by one Tensor.
 import type { DeviceHandle } from './native-api';
 export type { DeviceHandle };
 
@@ -49,7 +49,7 @@ function pluginCandidates(paths: string[]): string[] {
   } catch {
     // the addon itself will fail to load and say why
   }
-  return out;
+  return [...new Set(out)];  // the addon's own folder may be one of the search paths
 }
 
 type NativeStatus = CudaStatus & { tried: boolean };

@@ -35,7 +35,7 @@ function libc(): 'glibc' | 'musl' {
 }
 
 /** The files to try, best first. */
-export function addonCandidates(root: string, env: NodeJS.ProcessEnv = process.env): string[] {
+export function addonCandidates(root: string, env: Record<string, string | undefined> = process.env): string[] {
   if (env.XNORM_ADDON) return [path.resolve(env.XNORM_ADDON)];
   const tuple = `${process.platform}-${process.arch}`;
   const dir = path.join(root, 'prebuilds', tuple);

@@ -1,3 +1,5 @@
+// Symbol.dispose: consumers compiling with an older `lib` get it from this reference in the .d.ts.
+/// <reference lib="esnext.disposable" preserve="true" />
 import { DeviceHandle, cudaAlloc, cudaFree, deviceIndex, resolveDevice } from './cuda';
 import { constants as bufferConstants } from 'buffer';
 import { XnormError, describe, fail } from './errors';
@@ -292,6 +294,59 @@ export class Tensor {
     }
   }
 
+  /**
+   * The same values under another shape, sharing this tensor's storage (no copy; CPU tensors). A 'bit'
+   * tensor pads each pixel to whole 32-bit words, so its last dimension (C) must stay the same, or be a
+   * multiple of 32 before and after (e.g. binaryConv2d's [N, H, W, C] as binaryLinear's [N, H·W·C]).
+   * The view lives as long as the storage: after the source's dispose() a pooled view reads as disposed.
+   * @example const flat = t.reshape([t.shape[0], -1]);  // one -1 is inferred
+   */
+  reshape(shape: readonly number[]): Tensor {
+    if (this.#buffer) fail('ERR_XNORM_DEVICE', `reshape: CUDA tensors cannot be viewed yet; copy to the CPU first (toSync('cpu'))`);
+    const storage = this.storage('reshape');
+    const infer = Array.isArray(shape) ? shape.filter((d) => d === -1).length : 0;
+    if (infer > 1) fail('ERR_XNORM_SHAPE', `reshape: shape: at most one -1, received ${describe(shape)}`);
+    let dims = shape as number[];
+    if (infer === 1) {
+      const known = shape.reduce((a, d) => (d === -1 ? a : a * d), 1);
+      if (!(known > 0) || this.size % known !== 0)
+        fail('ERR_XNORM_SHAPE', `reshape: shape ${describe(shape)} cannot hold ${this.size} values`);
+      dims = shape.map((d) => (d === -1 ? this.size / known : d));
+    }
+    dims = checkShape(dims, 'reshape: shape');
+    if (shapeSize(dims) !== this.size)
+      fail('ERR_XNORM_SHAPE', `reshape: shape ${describe(dims)} holds ${shapeSize(dims)} values, the tensor ${this.size}`);
+    if (this.dtype === 'bit') {
+      const c0 = this.shape[this.shape.length - 1], c1 = dims[dims.length - 1];
+      if (dims.length === 0 || (c0 !== c1 && !(c0 % 32 === 0 && c1 % 32 === 0)))
+        fail('ERR_XNORM_SHAPE', `reshape: a 'bit' tensor pads every pixel of C = ${c0} channels to ${packedWordsFor(c0)} words: ` +
+          `the last dimension must stay ${c0}, or both be multiples of 32; received ${describe(dims)}`);
+    }
+    return new Tensor(storage, dims, this.dtype);
+  }
+
+  /**
+   * A copy converted to another float dtype (float32, float16, bfloat16: rounding to nearest even), on the
+   * same device; e.g. float16 to float32 before toOnnx. The tensor itself when it already has that dtype.
+   */
+  cast(dtype: 'float32' | 'float16' | 'bfloat16'): Tensor {
+    const to = checkDType(dtype, 'cast: dtype');
+    const floats: readonly DType[] = FLOAT_DTYPES;
+    if (!floats.includes(to) || !floats.includes(this.dtype))
+      fail('ERR_XNORM_DTYPE', `cast: converts between float32, float16 and bfloat16; received ${this.dtype} to ${to}`);
+    if (to === this.dtype) return this;
+    return onDevice(new Tensor(encode(this.float32Sync(), to), this.shape, to), this.device);
+  }
+
+  /** util.inspect: dtype, shape, device and the first values (CPU tensors). */
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    if (this.disposed || this.#buffer || this.dtype === 'bit') return this.toString();
+    const values = this.dtype === 'float32' || this.dtype === 'int32' || this.dtype === 'uint8'
+      ? this.storage() : this.float32Sync();
+    const shown = Array.from(values.subarray(0, 6), (v) => String(Number(v.toPrecision(5))));
+    return `${this.toString()} [${shown.join(', ')}${values.length > 6 ? `, … ${values.length - 6} more` : ''}]`;
+  }
+
   /** This tensor on `device`: itself when it is already there, else a copy. */
   toSync(device: Device): Tensor {
     return this.move(device, false) as Tensor;
@@ -412,6 +467,12 @@ export function tensor(
   if (data === null || typeof data !== 'object' || !('length' in data))
     fail('ERR_XNORM_ARGUMENT', `tensor: data: expected an array or typed array, received ${describe(data)}`);
   const values = data as ArrayLike<number>;
+  if (Array.isArray(values)) {
+    const bad = values.findIndex((v) => typeof v !== 'number');
+    if (bad >= 0)
+      fail('ERR_XNORM_ARGUMENT', `tensor: data: expected a flat array of numbers, received ${describe(values[bad])} at index ${bad}` +
+        (Array.isArray(values[bad]) ? ' (nested arrays are not taken: pass data.flat(Infinity) and the shape)' : ''));
+  }
   const want = storageLength(dims, dtype);
   if (values.length !== want)
     fail('ERR_XNORM_SHAPE', `tensor: shape ${describe(dims)} (${dtype}) needs ${want} values, received ${values.length}`);

@@ -23,7 +23,8 @@ for (const entry of ['index', 'tfjs/index']) {
   const file = path.join(dist, 'esm', entry);
   fs.mkdirSync(path.dirname(file), { recursive: true });
   fs.writeFileSync(`${file}.mjs`, `import m from '${up}cjs/${entry}.js';\nexport const { ${names.join(', ')} } = m;\nexport default m;\n`);
-  fs.writeFileSync(`${file}.d.mts`, `export * from '${up}cjs/${entry}.js';\n`);
+  // The default export is the module object, as in the .mjs (import xnorm from 'xnorm').
+  fs.writeFileSync(`${file}.d.mts`, `export * from '${up}cjs/${entry}.js';\nimport * as m from '${up}cjs/${entry}.js';\nexport default m;\n`);
   if (entry === 'index') count = names.length;
 }
 console.log(`dist/: ${count} exports (CommonJS build + ESM wrapper)`);

@@ -21,6 +21,13 @@ npm pack --pack-destination "$work" >/dev/null
 node scripts/abi-requirements.js --max-glibc 2.17 --max-glibcxx 3.4.22 prebuilds/*/xnorm*.node
 tarball=$(ls "$work"/xnorm-*.tgz)
 echo "packed $(basename "$tarball"): $(tar -tzf "$tarball" | grep -c .) files, prebuilds: $(tar -tzf "$tarball" | grep prebuilds/ | tr '\n' ' ')"
+# What users need is in, what only contributors use is out.
+contents=$(tar -tzf "$tarball")
+for f in package/LICENSE package/dist/cjs/index.js package/dist/esm/index.d.mts package/dist/cjs/tfjs/index.js \
+         package/dist/esm/tfjs/index.mjs package/scripts/build-cuda.sh package/binding.gyp; do
+  grep -qx "$f" <<<"$contents" || { echo "the package lacks $f"; exit 1; }
+done
+if grep -E '^package/(cuda/emu/|native/core/bconv/asan_fuzz\.cpp|test/|bench/)' <<<"$contents"; then echo "contributor-only files packed"; exit 1; fi
 
 # A PATH holding everything but compilers and build tools.
 mkdir -p "$work/bin"
@@ -41,7 +48,7 @@ node -e 'const d = require("./package.json").dependencies; console.log(Object.en
 
 app="$work/app"
 mkdir -p "$app"
-cp test/install/consumer.* test/install/consumer-tfjs.cjs test/install/tsconfig.json "$app/"
+cp test/install/consumer.* test/install/consumer-tfjs.cjs test/install/consumer-default.mts test/install/tsconfig.json "$app/"
 echo '{ "name": "xnorm-consumer", "private": true, "type": "commonjs" }' > "$app/package.json"
 cd "$app"
 PATH="$work/bin" npm install --offline --no-audit --no-fund "$tarball"

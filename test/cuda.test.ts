@@ -50,7 +50,7 @@ describe('CUDA plugin loading (child processes)', () => {
     expect(p.info.available).toBe(false);
     expect(p.info.reason).toMatch(/not installed/);
     expect(p.info.reason).toContain(missing);
-    expect(p.info.reason).toMatch(/npm run build:cuda/);
+    expect(p.info.reason).toMatch(/bash node_modules\/xnorm\/scripts\/build-cuda.sh node_modules\/xnorm\/build\/cuda/);
     expect(p.info.devices).toEqual([]);
     expect(p.alloc).toBe('ERR_XNORM_CUDA_UNAVAILABLE');
     expect(p.allocMessage).toMatch(/not installed/);

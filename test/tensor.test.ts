@@ -202,3 +202,67 @@ describe('uninitialised outputs', () => {
     expect(n.prepareOutput({ buffer: big, bytes: 4 << 20 })).toBeLessThan(2 << 20);
   });
 });
+
+describe('tensor ergonomics: reshape views, cast, inspect, flat data only', () => {
+  it('reshape shares the storage, infers one -1, and refuses sizes that do not match', () => {
+    const t = tensor(Float32Array.from({ length: 24 }, (_, i) => i), [2, 3, 4]);
+    const v = t.reshape([6, -1]);
+    expect(v.shape).toEqual([6, 4]);
+    expect(v.storage()).toBe(t.storage());  // a view, not a copy
+    expect(Array.from(v.dataSync())).toEqual(Array.from(t.dataSync()));
+    expect(t.reshape([24]).shape).toEqual([24]);
+    expectCode(() => t.reshape([5, 5]), 'ERR_XNORM_SHAPE');
+    expectCode(() => t.reshape([-1, -1]), 'ERR_XNORM_SHAPE');
+    expectCode(() => t.reshape([7, -1]), 'ERR_XNORM_SHAPE');
+    expectCode(() => t.reshape([2, 'a' as never]), 'ERR_XNORM_SHAPE');
+  });
+
+  it("reshape of a 'bit' tensor keeps the per-pixel word padding right", () => {
+    // C = 40: each pixel is 2 words; only the leading dims may change
+    const b = tensor(new Uint32Array(2 * 3 * 2), [2, 3, 40], { dtype: 'bit' });
+    expect(b.reshape([6, 40]).shape).toEqual([6, 40]);
+    expectCode(() => b.reshape([2, 120]), 'ERR_XNORM_SHAPE');
+    // C = 64: the bits are contiguous, so [N, H·W·C] works (binaryConv2d output into binaryLinear)
+    const c = tensor(new Uint32Array(2 * 3 * 2), [2, 3, 64], { dtype: 'bit' });
+    expect(c.reshape([2, 192]).shape).toEqual([2, 192]);
+    expect(c.reshape([2, 192]).storage()).toBe(c.storage());
+  });
+
+  it('a view of a pooled output reads as disposed once the source is disposed (never stale memory)', () => {
+    const x = tensor(new Float32Array(64 * 1024).fill(1), [64, 1024]);
+    const y = batchNormSync(x, { mean: zeros([1024]), var: tensor(new Float32Array(1024).fill(1), [1024]) }, { layout: 'nhwc' });
+    const v = y.reshape([64 * 1024]);
+    y.dispose();
+    expect(v.disposed).toBe(true);
+    expectCode(() => v.dataSync(), 'ERR_XNORM_DISPOSED');
+  });
+
+  it('cast converts between float dtypes (round to nearest even) and refuses others', () => {
+    const t = tensor([1, 1 + 2 ** -11, 65504, -0.1], [4]);
+    const h = t.cast('float16');
+    expect(h.dtype).toBe('float16');
+    expect(Array.from(h.dataSync())).toEqual([1, 1 + 2 ** -11, 65504, -0.1].map(numberToFloat16Bits));
+    expect(Array.from(h.cast('float32').dataSync())).toEqual([1, 1, 65504, float16BitsToNumber(numberToFloat16Bits(-0.1))].map(Math.fround));
+    expect(Array.from(t.cast('bfloat16').dataSync())).toEqual([1, 1 + 2 ** -11, 65504, -0.1].map(numberToBfloat16Bits));
+    expect(t.cast('float32')).toBe(t);
+    expectCode(() => tensor([1], [1], { dtype: 'int32' }).cast('float32'), 'ERR_XNORM_DTYPE');
+    expectCode(() => t.cast('int32' as never), 'ERR_XNORM_DTYPE');
+  });
+
+  it('util.inspect shows dtype, shape, device and the first values', async () => {
+    const { inspect } = await import('util');
+    expect(inspect(tensor([1.5, 2, 3], [3]))).toBe('Tensor(float32, [3], cpu) [1.5, 2, 3]');
+    expect(inspect(tensor(Float32Array.from({ length: 10 }, (_, i) => i), [2, 5]))).toBe('Tensor(float32, [2, 5], cpu) [0, 1, 2, 3, 4, 5, … 4 more]');
+    expect(inspect(tensor([0.1], [1], { dtype: 'float16' }))).toBe('Tensor(float16, [1], cpu) [0.099976]');
+    const d = tensor([1], [1]);
+    d.dispose();
+    expect(inspect(d)).toBe('Tensor(float32, [1], cpu, disposed)');
+  });
+
+  it('refuses nested or non-numeric arrays with a clear message', () => {
+    const e = expectCode(() => tensor([[1, 2], [3, 4]] as never, [2, 2]), 'ERR_XNORM_ARGUMENT');
+    expect(e.message).toMatch(/flat array.*data\.flat/);
+    expectCode(() => tensor([[1]] as never, [1]), 'ERR_XNORM_ARGUMENT');  // a length that fits is no excuse
+    expectCode(() => tensor(['1', 2] as never, [2]), 'ERR_XNORM_ARGUMENT');
+  });
+});

@@ -1,4 +1,5 @@
 // Loading the xnorm_cuda plugin on first use, info().cuda, and device-memory handles for JS tensors.
+#include <algorithm>
 #include <dlfcn.h>
 
 #include "../core/common/glibc_compat.h"
@@ -69,7 +70,8 @@ void load(Plugin& p, const std::vector<std::string>& extra) {
   } else {
     std::string here = addon_dir();
     if (!here.empty()) candidates.push_back(here + "/" + kLibName);
-    for (const std::string& e : extra) candidates.push_back(e);
+    for (const std::string& e : extra)  // the addon's folder may be one of them (a prebuild)
+      if (std::find(candidates.begin(), candidates.end(), e) == candidates.end()) candidates.push_back(e);
   }
   std::string looked;
   for (const std::string& c : candidates) {
@@ -93,7 +95,8 @@ void load(Plugin& p, const std::vector<std::string>& extra) {
     const xnorm_cuda_api* api = v == XNORM_CUDA_ABI_VERSION ? get_api() : nullptr;
     if (!api || api->abi_version != XNORM_CUDA_ABI_VERSION || api->struct_size < sizeof(xnorm_cuda_api)) {
       p.reason = "the CUDA plugin " + c + " has C ABI version " + std::to_string(v) + " but this addon needs " +
-                 std::to_string(XNORM_CUDA_ABI_VERSION) + "; rebuild it with `npm run build:cuda` or reinstall";
+                 std::to_string(XNORM_CUDA_ABI_VERSION) + "; rebuild it with `bash node_modules/xnorm/scripts/build-cuda.sh node_modules/xnorm/build/cuda` "
+                 "(in a checkout of xnorm: `npm run build:cuda`) or reinstall";
       return;
     }
     xnorm_cuda_status st{};
@@ -114,7 +117,8 @@ void load(Plugin& p, const std::vector<std::string>& extra) {
     return;
   }
   p.reason = "the CUDA plugin (" + std::string(kLibName) + ") is not installed; looked in: " + looked +
-             ". Build it with `npm run build:cuda` (needs the CUDA toolkit) or install a prebuild that includes it";
+             ". Build it with `bash node_modules/xnorm/scripts/build-cuda.sh node_modules/xnorm/build/cuda` (needs "
+             "the CUDA toolkit; in a checkout of xnorm: `npm run build:cuda`) or install a prebuild that includes it";
 }
 
 // Loads on the first call; later calls return the same outcome. Probe failures are reasons, never
