@@ -21,7 +21,7 @@ namespace xnorm::convbn::XNORM_CONVBN_NS {
 struct WinoPlan {
   int64_t th, tw, tiles;  // tile grid per image, tiles in all
   int64_t npan, T, nb;    // NR panels per tile block, tiles per block, tile blocks
-  int64_t cout_blk, nbm;  // output channels per task (whole MR panels), channel blocks
+  int64_t cout_blk = 0, nbm = 0;  // output channels per task (whole MR panels), channel blocks
   int64_t cpad;           // cout rounded up to MR: rows of the packed U
   // Floats from U_xi to U_xi+1 and from V_xi to V_xi+1 in a block: a cache line more than their size, so
   // that the 16 streams a transform writes do not all map to the same L1 set (4 KiB aliasing). With one
@@ -34,6 +34,8 @@ constexpr int64_t kWinoMaxAllTiles = int64_t(1) << 24;
 
 // Floats of one tile block's V (16 * c * T) that stay in L2 next to its M and U.
 constexpr int64_t kWinoBlockFloats = int64_t(1) << 16;
+// U (16 transformed taps of every channel pair) up to this many floats (256 KiB) counts as small.
+constexpr int64_t kWinoSmallU = int64_t(1) << 16;
 
 WinoPlan wino_plan(const WinogradProblem& P) {
   constexpr int NR = Micro::NR;
@@ -51,14 +53,22 @@ WinoPlan wino_plan(const WinogradProblem& P) {
   // of the weights once and transforms it itself, while it is hot, rather than all of U going through
   // memory (16 MiB for 512 channels).
   const int64_t all_pan = (q.tiles + NR - 1) / NR;
-  if (q.nb < kMinTasks && 16 * P.c * all_pan * NR <= kWinoMaxAllTiles) {
+  if (16 * P.c * padded_rows(P.cout) <= kWinoSmallU) {
+    // Small weights (a batch-1 layer of few channels): tasks split the tiles only. Each transforms its own
+    // tiles and reads all of U, which stays in cache; no V is shared between threads (splitting the output
+    // channels instead made two threads slower than one: the shared V crossed cores and was made serially).
+    q.cout_blk = padded_rows(P.cout);
+    q.nbm = 1;
+  } else if (q.nb < kMinTasks && 16 * P.c * all_pan * NR <= kWinoMaxAllTiles) {
     q.npan = all_pan;
     q.T = q.npan * NR;
     q.nb = 1;
   }
-  const int64_t parts = std::max<int64_t>(1, (kMinTasks + q.nb - 1) / q.nb);
-  q.cout_blk = padded_rows((P.cout + parts - 1) / parts);
-  q.nbm = (P.cout + q.cout_blk - 1) / q.cout_blk;
+  if (q.nbm == 0) {
+    const int64_t parts = std::max<int64_t>(1, (kMinTasks + q.nb - 1) / q.nb);
+    q.cout_blk = padded_rows((P.cout + parts - 1) / parts);
+    q.nbm = (P.cout + q.cout_blk - 1) / q.cout_blk;
+  }
   q.cpad = padded_rows(P.cout);
   q.uxi = q.cpad * P.c + 16;
   q.vxi = q.npan * P.c * NR + 16;
