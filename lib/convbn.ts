@@ -104,12 +104,22 @@ function convGeometry(x: unknown, weight: unknown, o: Record<string, unknown>, o
   if (c < 1 || h < 1 || w < 1) fail('ERR_XNORM_SHAPE', `${op}: x: expected C, H, W >= 1, received ${shape(xs)}`);
   if (cout < 1 || cinG < 1 || kh < 1 || kw < 1)
     fail('ERR_XNORM_SHAPE', `${op}: weight: expected all dimensions >= 1, received ${shape(wt.shape)}`);
+  // A mismatch that the other layout would explain gets a hint naming it.
+  const otherC = layout === 'nchw' ? xs[3] : xs[1];
+  const layoutHint = otherC !== c && otherC % groups === 0 && cinG === otherC / groups
+    ? `; x looks ${layout === 'nchw' ? 'channels-last: pass { layout: \'nhwc\' }' : 'channels-first: pass { layout: \'nchw\' }'}`
+    : '';
+  // HWIO: dimension 2 is Cin/groups and the first two look like a kernel's height and width
+  const hwioHint = !layoutHint && wt.shape[2] === c / groups && wt.shape[0] <= 11 && wt.shape[1] <= 11
+    ? `; the weight looks HWIO ([kh, kw, Cin, Cout], TensorFlow's layout): xnorm takes OIHW [Cout, Cin/groups, kh, kw]`
+    : '';
   if (c % groups !== 0)
-    fail('ERR_XNORM_SHAPE', `${op}: x: channel count ${c} is not divisible by groups = ${groups}`);
+    fail('ERR_XNORM_SHAPE', `${op}: x: channel count ${c} is not divisible by groups = ${groups}${layoutHint}`);
   if (cout % groups !== 0)
-    fail('ERR_XNORM_SHAPE', `${op}: weight: Cout = ${cout} is not divisible by groups = ${groups}`);
+    fail('ERR_XNORM_SHAPE', `${op}: weight: Cout = ${cout} is not divisible by groups = ${groups}${hwioHint}`);
   if (cinG !== c / groups)
-    fail('ERR_XNORM_SHAPE', `${op}: weight: expected dimension 1 = Cin/groups = ${c / groups}, received ${shape(wt.shape)}`);
+    fail('ERR_XNORM_SHAPE',
+      `${op}: weight: expected dimension 1 = Cin/groups = ${c / groups}, received ${shape(wt.shape)}${layoutHint}${hwioHint}`);
   const eh = (kh - 1) * dh + 1, ew = (kw - 1) * dw + 1;
   if (eh > h + 2 * ph || ew > w + 2 * pw)
     fail(

@@ -17,6 +17,7 @@ import {
 } from '../lib';
 import type { XnormErrorCode } from '../lib';
 import { native } from '../lib/native';
+import { expectCode } from './helpers';
 
 function code(fn: () => unknown): string {
   try {
@@ -182,5 +183,21 @@ describe('property: random shapes and arguments never crash the process', () => 
       ),
       { numRuns: 400 },
     );
+  });
+});
+
+describe('shape errors that another layout would explain name it', () => {
+  it('channels-last data without layout, and a TensorFlow HWIO kernel', async () => {
+    const { conv2dSync, tensor: t } = await import('../lib');
+    const nhwc = t(new Float32Array(1 * 8 * 8 * 3), [1, 8, 8, 3]);
+    const w = t(new Float32Array(16 * 3 * 9), [16, 3, 3, 3]);
+    expect(expectCode(() => conv2dSync(nhwc, w), 'ERR_XNORM_SHAPE').message).toMatch(/looks channels-last: pass \{ layout: 'nhwc' \}/);
+    const nchw = t(new Float32Array(1 * 3 * 8 * 8), [1, 3, 8, 8]);
+    expect(expectCode(() => conv2dSync(nchw, w, undefined, { layout: 'nhwc' }), 'ERR_XNORM_SHAPE').message).toMatch(/looks channels-first/);
+    const x4 = t(new Float32Array(1 * 4 * 8 * 8), [1, 4, 8, 8]);
+    const hwio = t(new Float32Array(3 * 3 * 4 * 16), [3, 3, 4, 16]);
+    expect(expectCode(() => conv2dSync(x4, hwio), 'ERR_XNORM_SHAPE').message).toMatch(/looks HWIO/);
+    // a plain mismatch gets no hint
+    expect(expectCode(() => conv2dSync(nchw, t(new Float32Array(16 * 5 * 9), [16, 5, 3, 3])), 'ERR_XNORM_SHAPE').message).not.toMatch(/looks/);
   });
 });
