@@ -20,6 +20,11 @@ export interface Info {
   build: { napi: number; cuda: boolean; compiler: string };
 }
 
+/**
+ * The package version, the CPU instruction set in use and the thread count, the CUDA plugin's status and
+ * devices, and how the addon was built. The first call probes CUDA (once per process).
+ * @example if (!info().cuda.available) console.log(info().cuda.reason);
+ */
 export function info(): Info {
   const n = native().info();
   const cuda = cudaStatus();

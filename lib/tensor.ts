@@ -454,6 +454,10 @@ function encode(values: ArrayLike<number>, dtype: DType): TypedArray {
 /**
  * A new tensor holding a copy of `data`. For float16/bfloat16, a Uint16Array is taken as raw bits and
  * any other input as numbers to convert; for 'bit', data are the packed uint32 words.
+ * @param data a flat array of numbers or a typed array, `shape`'s element count long
+ * @param shape the dimensions (integers >= 0, rank <= 16)
+ * @param options `dtype` (default 'float32') and `device` (default 'cpu')
+ * @example const x = tensor(new Float32Array(2 * 3 * 4 * 4), [2, 3, 4, 4]);
  */
 export function tensor(
   data: ArrayLike<number> | ArrayBufferView,
@@ -496,6 +500,12 @@ function onDevice(t: Tensor, device: Device): Tensor {
   return d;
 }
 
+/**
+ * A new zero-filled tensor.
+ * @param shape the dimensions (integers >= 0, rank <= 16)
+ * @param options `dtype` (default 'float32') and `device` (default 'cpu')
+ * @example const bias = zeros([64]);
+ */
 export function zeros(shape: readonly number[], options?: { dtype?: DType; device?: Device } | null): Tensor {
   const opts = creationOptions(options, 'zeros: opts');
   const dtype = checkDType(opts.dtype ?? 'float32', 'opts.dtype');
