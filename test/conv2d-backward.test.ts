@@ -3,34 +3,16 @@
 // finite-difference check ties the gradient to conv2d itself.
 import { describe, expect, it } from 'vitest';
 import { conv2dBackward, conv2dBackwardSync, conv2dSync, tensor, zeros } from '../lib';
-import { AWKWARD, ConvCase, outSize, sizes, toNchw, toNhwc } from './convbn-reference';
+import { AWKWARD, ConvCase, forEachTap, outSize, sizes, toNchw, toNhwc } from './convbn-reference';
 import { expectCode, randomArray } from './helpers';
 
-/** dx and dW of y = conv(x, w) for a given dy, float64, NCHW: every tap of conv64 run backwards. */
+/** dx and dW of y = conv(x, w) for a given dy, float64, NCHW: every tap of the conv run backwards. */
 function convGrads64(t: ConvCase, x: ArrayLike<number>, w: ArrayLike<number>, dy: ArrayLike<number>) {
-  const [oh, ow] = outSize(t);
-  const cg = t.c / t.g, og = t.cout / t.g, [kh, kw] = t.k;
-  const dx = new Float64Array(t.n * t.c * t.h * t.w), dw = new Float64Array(t.cout * cg * kh * kw);
-  for (let n = 0; n < t.n; n++)
-    for (let co = 0; co < t.cout; co++) {
-      const gr = Math.floor(co / og);
-      for (let oy = 0; oy < oh; oy++)
-        for (let ox = 0; ox < ow; ox++) {
-          const g = dy[((n * t.cout + co) * oh + oy) * ow + ox];
-          for (let ci = 0; ci < cg; ci++)
-            for (let ky = 0; ky < kh; ky++) {
-              const iy = oy * t.s[0] - t.p[0] + ky * t.d[0];
-              if (iy < 0 || iy >= t.h) continue;
-              for (let kx = 0; kx < kw; kx++) {
-                const ix = ox * t.s[1] - t.p[1] + kx * t.d[1];
-                if (ix < 0 || ix >= t.w) continue;
-                const xi = ((n * t.c + gr * cg + ci) * t.h + iy) * t.w + ix, wi = ((co * cg + ci) * kh + ky) * kw + kx;
-                dx[xi] += g * w[wi];
-                dw[wi] += g * x[xi];
-              }
-            }
-        }
-    }
+  const dx = new Float64Array(t.n * t.c * t.h * t.w), dw = new Float64Array(t.cout * (t.c / t.g) * t.k[0] * t.k[1]);
+  forEachTap(t, (xi, wi, yi) => {
+    dx[xi] += dy[yi] * w[wi];
+    dw[wi] += dy[yi] * x[xi];
+  });
   return { dx, dw };
 }
 

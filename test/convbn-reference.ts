@@ -25,17 +25,16 @@ export function sizes(t: ConvCase) {
   return { oh, ow, x: t.n * t.c * t.h * t.w, w: t.cout * (t.c / t.g) * t.k[0] * t.k[1], y: t.n * t.cout * oh * ow };
 }
 
-/** y[n, co, oy, ox] = b[co] + sum over the group's taps of x * w, in float64 (NCHW). */
-export function conv64(t: ConvCase, x: ArrayLike<number>, w: ArrayLike<number>, b?: ArrayLike<number>): Float64Array {
+/** Calls fn(xi, wi, yi) for every tap of the conv (NCHW indices of x, w and y), skipping padding. */
+export function forEachTap(t: ConvCase, fn: (xi: number, wi: number, yi: number) => void): void {
   const [oh, ow] = outSize(t);
   const cg = t.c / t.g, og = t.cout / t.g, [kh, kw] = t.k;
-  const y = new Float64Array(t.n * t.cout * oh * ow);
   for (let n = 0; n < t.n; n++)
     for (let co = 0; co < t.cout; co++) {
       const gr = Math.floor(co / og);
       for (let oy = 0; oy < oh; oy++)
         for (let ox = 0; ox < ow; ox++) {
-          let acc = b ? b[co] : 0;
+          const yi = ((n * t.cout + co) * oh + oy) * ow + ox;
           for (let ci = 0; ci < cg; ci++)
             for (let ky = 0; ky < kh; ky++) {
               const iy = oy * t.s[0] - t.p[0] + ky * t.d[0];
@@ -43,12 +42,19 @@ export function conv64(t: ConvCase, x: ArrayLike<number>, w: ArrayLike<number>, 
               for (let kx = 0; kx < kw; kx++) {
                 const ix = ox * t.s[1] - t.p[1] + kx * t.d[1];
                 if (ix < 0 || ix >= t.w) continue;
-                acc += x[((n * t.c + gr * cg + ci) * t.h + iy) * t.w + ix] * w[((co * cg + ci) * kh + ky) * kw + kx];
+                fn(((n * t.c + gr * cg + ci) * t.h + iy) * t.w + ix, ((co * cg + ci) * kh + ky) * kw + kx, yi);
               }
             }
-          y[((n * t.cout + co) * oh + oy) * ow + ox] = acc;
         }
     }
+}
+
+/** y[n, co, oy, ox] = b[co] + sum over the group's taps of x * w, in float64 (NCHW). */
+export function conv64(t: ConvCase, x: ArrayLike<number>, w: ArrayLike<number>, b?: ArrayLike<number>): Float64Array {
+  const [oh, ow] = outSize(t);
+  const y = new Float64Array(t.n * t.cout * oh * ow);
+  if (b) for (let i = 0; i < y.length; i++) y[i] = b[Math.floor(i / (oh * ow)) % t.cout];
+  forEachTap(t, (xi, wi, yi) => { y[yi] += x[xi] * w[wi]; });
   return y;
 }
 

@@ -2,7 +2,7 @@
 // registered over the heavy ones (conv.ts, matmul.ts, batchnorm.ts). Filters seen again are kept as
 // ConvWeights (packed once) until tfjs disposes the tensor that holds them.
 import type { DataId, KernelConfig, KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
-import { getKernel } from '@tensorflow/tfjs-core';
+import { getKernel, util } from '@tensorflow/tfjs-core';
 import { MathBackendCPU } from '@tensorflow/tfjs-backend-cpu';
 import { ConvWeights, prepareConvSync } from '../convbn';
 import { XnormError } from '../errors';
@@ -75,16 +75,28 @@ export class XnormBackend extends MathBackendCPU {
     return super.readSync(dataId);
   }
 
-  /** An xnorm tensor sharing a tfjs tensor's values (no copy for float32), viewed with `shape`. */
-  xnormTensor(t: TensorInfo, shape: readonly number[] = t.shape): Tensor {
-    return new Tensor(this.float32(t), shape, 'float32');
+  /** An xnorm tensor sharing a tfjs tensor's values (no copy for float32). */
+  xnormTensor(t: TensorInfo): Tensor {
+    return new Tensor(this.float32(t), t.shape, 'float32');
+  }
+
+  /**
+   * A fused op's bias as n per-channel values (a scalar or [1] bias broadcast to n); undefined without
+   * a bias, null for other shapes (then the 'cpu' kernel's broadcasting applies).
+   */
+  perChannelBias(bias: TensorInfo | undefined, n: number): Tensor | undefined | null {
+    if (!bias) return undefined;
+    const size = util.sizeFromShape(bias.shape);
+    if (size === n && bias.shape.length === 1) return this.xnormTensor(bias);
+    if (size === 1) return new Tensor(new Float32Array(n).fill(this.float32(bias)[0]), [n], 'float32');
+    return null;
   }
 
   /** A tfjs tensor holding an xnorm output's storage (no copy); its pool block comes back when tfjs frees it. */
-  fromXnorm(y: Tensor, shape: number[] = y.shape.slice(), dtype: 'float32' | 'bool' = 'float32'): TensorInfo {
+  fromXnorm(y: Tensor, dtype: 'float32' | 'bool' = 'float32'): TensorInfo {
     const values = y.storage() as Float32Array | Uint8Array;
     if (!this.pooled.has(values.buffer)) this.pooled.set(values.buffer, { tensor: y, holders: 0, escaped: false });
-    return this.makeTensorInfo(shape, dtype, values);
+    return this.makeTensorInfo(y.shape.slice(), dtype, values);
   }
 
   /**

@@ -18,7 +18,7 @@ function batchNorm(backend: XnormBackend, inputs: Record<string, TensorInfo | un
     layout: 'nhwc',
     out: backend.output(x.shape),
   });
-  return backend.fromXnorm(y, x.shape.slice());
+  return backend.fromXnorm(y);
 }
 
 export const batchNormKernels: KernelConfig[] = [

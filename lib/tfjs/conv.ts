@@ -83,21 +83,25 @@ function filterOf(backend: XnormBackend, filter: TensorInfo, g: Geometry, cache:
   return new Tensor(convert(backend.float32(filter)), g.filterShape, 'float32');
 }
 
-/** A per-channel bias as [cout] values (a scalar or [1] bias broadcast); null for other shapes. */
-function biasOf(backend: XnormBackend, bias: TensorInfo | undefined, cout: number): Tensor | undefined | null {
-  if (!bias) return undefined;
-  const size = bias.shape.reduce((a, b) => a * b, 1);
-  if (size === cout && bias.shape.length === 1) return backend.xnormTensor(bias);
-  if (size === 1) return new Tensor(new Float32Array(cout).fill(backend.float32(bias)[0]), [cout], 'float32');
-  return null;
+/** tfjs's geometry of a conv (or depthwise conv) with x and filter of these shapes. */
+function convInfo(xShape: number[], filterShape: number[], attrs: ConvAttrs, depthwise: boolean) {
+  return backend_util.computeConv2DInfo(
+    xShape as [number, number, number, number], filterShape as [number, number, number, number], attrs.strides,
+    attrs.dilations ?? 1, attrs.pad, attrs.dimRoundingMode, depthwise,
+    backend_util.convertConv2DDataFormat(attrs.dataFormat ?? 'NHWC'),
+  );
 }
 
-interface ForwardAttrs {
+/** The attributes every conv kernel (forward or backprop) has. */
+interface ConvAttrs {
   strides: Pair;
   pad: Pad;
   dilations?: Pair;
   dimRoundingMode?: Rounding;
   dataFormat?: 'NHWC' | 'NCHW';
+}
+
+interface ForwardAttrs extends ConvAttrs {
   activation?: Activation;
   leakyreluAlpha?: number;
 }
@@ -106,61 +110,45 @@ function forward(backend: XnormBackend, inputs: Record<string, TensorInfo | unde
   const { x, filter, bias } = inputs as { x: TensorInfo; filter: TensorInfo; bias?: TensorInfo };
   const activation = attrs.activation;
   if (activation === 'prelu' || x.dtype !== 'float32') return null;
-  const info = backend_util.computeConv2DInfo(
-    x.shape as [number, number, number, number], filter.shape as [number, number, number, number], attrs.strides,
-    attrs.dilations ?? 1, attrs.pad, attrs.dimRoundingMode, depthwise,
-    backend_util.convertConv2DDataFormat(attrs.dataFormat ?? 'NHWC'),
-  );
+  const info = convInfo(x.shape, filter.shape, attrs, depthwise);
   const g = geometry(info, depthwise);
   if (!g) return null;
-  const b = biasOf(backend, bias, info.outChannels);
+  const b = backend.perChannelBias(bias, info.outChannels);
   if (b === null) return null;
   const relu = activation === 'relu';
   const w = filterOf(backend, filter, g, true);
   const y = withPaddedX(backend, x, g, (xt) =>
     conv2dSync(xt, w, b, { ...g.opts, activation: relu ? 'relu' : null, out: backend.output(info.outShape) }));
   if (!relu) applyActivation(y.storage() as Float32Array, activation, attrs.leakyreluAlpha);
-  return backend.fromXnorm(y, info.outShape);
+  return backend.fromXnorm(y);
 }
 
-interface BackpropAttrs {
-  strides: Pair;
-  pad: Pad;
-  dilations?: Pair;
-  dimRoundingMode?: Rounding;
-  dataFormat?: 'NHWC' | 'NCHW';
+interface BackpropAttrs extends ConvAttrs {
   inputShape?: number[];
   filterShape?: number[];
-}
-
-function backpropInfo(xShape: number[], filterShape: number[], attrs: BackpropAttrs, depthwise: boolean) {
-  return backend_util.computeConv2DInfo(
-    xShape as [number, number, number, number], filterShape as [number, number, number, number], attrs.strides,
-    attrs.dilations ?? 1, attrs.pad, attrs.dimRoundingMode, depthwise,
-    backend_util.convertConv2DDataFormat(attrs.dataFormat ?? 'NHWC'),
-  );
 }
 
 /** dx = the conv's input gradient, from dy and the filter. */
 function backpropInput(backend: XnormBackend, inputs: Record<string, TensorInfo | undefined>, attrs: BackpropAttrs, depthwise: boolean): TensorInfo | null {
   const { dy, filter } = inputs as { dy: TensorInfo; filter: TensorInfo };
   const inputShape = attrs.inputShape!;
-  const g = geometry(backpropInfo(inputShape, filter.shape, attrs, depthwise), depthwise);
+  const g = geometry(convInfo(inputShape, filter.shape, attrs, depthwise), depthwise);
   if (!g) return null;
-  const { dx } = conv2dBackwardSync({ shape: paddedShape(g) }, filterOf(backend, filter, g, false) as Tensor,
-    backend.xnormTensor(dy), { ...g.opts, needs: { x: true, weight: false }, out: { dx: backend.output(paddedShape(g)) } });
-  if (!hasExtra(g.extra)) return backend.fromXnorm(dx!, inputShape.slice());
+  const xShape = paddedShape(g);
+  const { dx } = conv2dBackwardSync({ shape: xShape }, filterOf(backend, filter, g, false) as Tensor,
+    backend.xnormTensor(dy), { ...g.opts, needs: { x: true, weight: false }, out: { dx: backend.output(xShape) } });
+  if (!hasExtra(g.extra)) return backend.fromXnorm(dx!);
   const out = backend.output(inputShape);
   cropSpatial(dx!.storage() as Float32Array, g.x, g.extra, out.storage() as Float32Array);
   dx!.dispose();
-  return backend.fromXnorm(out, inputShape.slice());
+  return backend.fromXnorm(out);
 }
 
 /** dFilter = the conv's filter gradient, from x and dy, in tfjs's filter layout. */
 function backpropFilter(backend: XnormBackend, inputs: Record<string, TensorInfo | undefined>, attrs: BackpropAttrs, depthwise: boolean): TensorInfo | null {
   const { x, dy } = inputs as { x: TensorInfo; dy: TensorInfo };
   const filterShape = attrs.filterShape!;
-  const g = geometry(backpropInfo(x.shape, filterShape, attrs, depthwise), depthwise);
+  const g = geometry(convInfo(x.shape, filterShape, attrs, depthwise), depthwise);
   if (!g) return null;
   const dyt = backend.xnormTensor(dy);
   const { dWeight } = withPaddedX(backend, x, g, (xt) => conv2dBackwardSync(xt, { shape: g.filterShape }, dyt,
@@ -169,7 +157,7 @@ function backpropFilter(backend: XnormBackend, inputs: Record<string, TensorInfo
   const out = backend.output(filterShape);
   oihwToHwio(dWeight!.storage() as Float32Array, kh, kw, cinG, cout, out.storage() as Float32Array);
   dWeight!.dispose();
-  return backend.fromXnorm(out, filterShape.slice());
+  return backend.fromXnorm(out);
 }
 
 type Attrs = ForwardAttrs & BackpropAttrs;

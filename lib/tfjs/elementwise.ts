@@ -24,8 +24,6 @@ export function applyActivation(y: Float32Array, activation: Activation, leakyre
   if (op) native().elementwiseUnary({ op, size: y.length, alpha: leakyreluAlpha, x: y, y });
 }
 
-const prod = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
-
 /**
  * The output's dimensions grouped into at most three runs in which each operand either spans every
  * dimension or is broadcast along every one; null when more runs are needed.
@@ -50,29 +48,31 @@ export function broadcastView(out: readonly number[], as: readonly number[], bs:
   };
 }
 
-function binary(backend: XnormBackend, a: TensorInfo, b: TensorInfo, op: BinaryOp): TensorInfo | null {
+/** The output shape and [outer, mid, inner] view of a float32 binary op, or null for the 'cpu' kernel. */
+function operands(a: TensorInfo, b: TensorInfo) {
   if (a.dtype !== 'float32' || b.dtype !== 'float32') return null;
   const shape = backend_util.assertAndGetBroadcastShape(a.shape, b.shape);
-  const size = prod(shape);
-  if (size === 0) return null;
-  const view = broadcastView(shape, a.shape, b.shape);
-  if (!view) return null;
-  const y = backend.output(shape);
-  native().elementwiseBinary({ op, ...view, a: backend.float32(a), b: backend.float32(b), y: y.storage() as Float32Array });
-  return backend.fromXnorm(y, shape);
+  const view = util.sizeFromShape(shape) > 0 ? broadcastView(shape, a.shape, b.shape) : null;
+  return view && { shape, view };
+}
+
+function binary(backend: XnormBackend, a: TensorInfo, b: TensorInfo, op: BinaryOp): TensorInfo | null {
+  const o = operands(a, b);
+  if (!o) return null;
+  const y = backend.output(o.shape);
+  native().elementwiseBinary({ op, ...o.view, a: backend.float32(a), b: backend.float32(b), y: y.storage() as Float32Array });
+  return backend.fromXnorm(y);
 }
 
 type CompareOp = 'greater' | 'greaterEqual' | 'less' | 'lessEqual' | 'equal' | 'notEqual';
 
 /** A comparison with tfjs's broadcasting: a 'bool' tensor (one byte per element). */
 function compare(backend: XnormBackend, a: TensorInfo, b: TensorInfo, op: CompareOp): TensorInfo | null {
-  if (a.dtype !== 'float32' || b.dtype !== 'float32') return null;
-  const shape = backend_util.assertAndGetBroadcastShape(a.shape, b.shape);
-  const view = prod(shape) > 0 ? broadcastView(shape, a.shape, b.shape) : null;
-  if (!view) return null;
-  const y = backend.output(shape, 'uint8');
-  native().elementwiseCompare({ op, ...view, a: backend.float32(a), b: backend.float32(b), y: y.storage() as Uint8Array });
-  return backend.fromXnorm(y, shape, 'bool');
+  const o = operands(a, b);
+  if (!o) return null;
+  const y = backend.output(o.shape, 'uint8');
+  native().elementwiseCompare({ op, ...o.view, a: backend.float32(a), b: backend.float32(b), y: y.storage() as Uint8Array });
+  return backend.fromXnorm(y, 'bool');
 }
 
 /**
@@ -85,15 +85,15 @@ function cast(backend: XnormBackend, x: TensorInfo, dtype: string): TensorInfo |
   if (dtype !== 'float32' || x.dtype !== 'bool' || !(v instanceof Uint8Array)) return null;
   const y = backend.output(x.shape);
   native().boolToFloat32({ size: v.length, x: v, y: y.storage() as Float32Array });
-  return backend.fromXnorm(y, x.shape.slice());
+  return backend.fromXnorm(y);
 }
 
 function unary(backend: XnormBackend, x: TensorInfo, op: UnaryOp, alpha?: number): TensorInfo | null {
   if (x.dtype !== 'float32') return null;
-  const size = prod(x.shape);
+  const size = util.sizeFromShape(x.shape);
   const y = backend.output(x.shape);
   native().elementwiseUnary({ op, size, alpha, x: backend.float32(x), y: y.storage() as Float32Array });
-  return backend.fromXnorm(y, x.shape.slice());
+  return backend.fromXnorm(y);
 }
 
 function reduce(backend: XnormBackend, x: TensorInfo, axis: number | number[], keepDims: boolean, op: 'sum' | 'mean' | 'max' | 'min'): TensorInfo | null {
@@ -102,23 +102,24 @@ function reduce(backend: XnormBackend, x: TensorInfo, axis: number | number[], k
   if (axes.length === 0) return null;
   const lo = axes[0], hi = axes[axes.length - 1];
   if (hi - lo + 1 !== axes.length) return null;  // not one run of axes
-  const outer = prod(x.shape.slice(0, lo)), mid = prod(x.shape.slice(lo, hi + 1)), inner = prod(x.shape.slice(hi + 1));
+  const size = (from: number, to?: number) => util.sizeFromShape(x.shape.slice(from, to));
+  const outer = size(0, lo), mid = size(lo, hi + 1), inner = size(hi + 1);
   if (outer * mid * inner === 0) return null;
   const shape = keepDims ? x.shape.map((d, i) => (i >= lo && i <= hi ? 1 : d)) : x.shape.filter((_, i) => i < lo || i > hi);
   const y = backend.output(shape);
   native().reduceMid({ op, outer, mid, inner, x: backend.float32(x), y: y.storage() as Float32Array });
-  return backend.fromXnorm(y, shape);
+  return backend.fromXnorm(y);
 }
 
 /** x repeated reps[d] times along each axis: the innermost rows copied, then each block doubled in place. */
 function tile(backend: XnormBackend, x: TensorInfo, reps: number[]): TensorInfo | null {
   if (x.dtype !== 'float32' || reps.length !== x.shape.length || x.shape.length === 0) return null;
   const shape = x.shape.map((d, i) => d * reps[i]);
-  if (prod(shape) === 0) return null;
+  if (util.sizeFromShape(shape) === 0) return null;
   const r = shape.length, src = backend.float32(x);
   const y = backend.output(shape), out = y.storage() as Float32Array;
-  const xStride = x.shape.map((_, d) => prod(x.shape.slice(d + 1)));
-  const oStride = shape.map((_, d) => prod(shape.slice(d + 1)));
+  const xStride = x.shape.map((_, d) => util.sizeFromShape(x.shape.slice(d + 1)));
+  const oStride = shape.map((_, d) => util.sizeFromShape(shape.slice(d + 1)));
   const fill = (d: number, xo: number, oo: number) => {
     if (d === r - 1) out.set(src.subarray(xo, xo + x.shape[d]), oo);
     else for (let i = 0; i < x.shape[d]; i++) fill(d + 1, xo + i * xStride[d], oo + i * oStride[d]);
@@ -127,19 +128,19 @@ function tile(backend: XnormBackend, x: TensorInfo, reps: number[]): TensorInfo 
       out.copyWithin(oo + have, oo, oo + Math.min(have, total - have));
   };
   fill(0, 0, 0);
-  return backend.fromXnorm(y, shape);
+  return backend.fromXnorm(y);
 }
 
 /** The sum of n same-shape tensors (gradient accumulation). */
 function addN(backend: XnormBackend, xs: TensorInfo[]): TensorInfo | null {
   if (xs.length < 2 || xs.some((t) => t.dtype !== 'float32' || !util.arraysEqual(t.shape, xs[0].shape))) return null;
-  const size = prod(xs[0].shape);
+  const size = util.sizeFromShape(xs[0].shape);
   if (size === 0) return null;
   const y = backend.output(xs[0].shape), out = y.storage() as Float32Array;
   const view = { outer: 1, mid: 1, inner: size, aOuter: true, aMid: true, aInner: true, bOuter: true, bMid: true, bInner: true };
   native().elementwiseBinary({ op: 'add', ...view, a: backend.float32(xs[0]), b: backend.float32(xs[1]), y: out });
   for (let i = 2; i < xs.length; i++) native().elementwiseBinary({ op: 'add', ...view, a: out, b: backend.float32(xs[i]), y: out });
-  return backend.fromXnorm(y, xs[0].shape.slice());
+  return backend.fromXnorm(y);
 }
 
 type Attrs = Record<string, unknown>;

@@ -1,7 +1,7 @@
 // tfjs BatchMatMul and _FusedMatMul on xnorm's conv2d: [M, K] × [K, N] is a 1×1 conv over M pixels with
 // K input and N output channels, whose weight [N, K, 1, 1] is Bᵀ (kept packed when the same B comes back,
 // as a dense layer's kernel does).
-import { backend_util } from '@tensorflow/tfjs-core';
+import { backend_util, util } from '@tensorflow/tfjs-core';
 import type { KernelConfig, TensorInfo } from '@tensorflow/tfjs-core';
 import { conv2dSync } from '../convbn';
 import { Tensor } from '../tensor';
@@ -19,8 +19,6 @@ interface Attrs {
   leakyreluAlpha?: number;
 }
 
-const prod = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
-
 function matmul(backend: XnormBackend, inputs: Record<string, TensorInfo | undefined>, attrs: Attrs): TensorInfo | null {
   const { a, b, bias } = inputs as { a: TensorInfo; b: TensorInfo; bias?: TensorInfo };
   const { transposeA, transposeB, activation } = attrs;
@@ -32,20 +30,15 @@ function matmul(backend: XnormBackend, inputs: Record<string, TensorInfo | undef
   const kb = transposeB ? b.shape[rb - 1] : b.shape[rb - 2];
   if (kb !== k) return null;  // the 'cpu' kernel raises tfjs's own error
   const outerA = a.shape.slice(0, -2), outerB = b.shape.slice(0, -2);
-  const batchA = prod(outerA), batchB = prod(outerB);
+  const batchA = util.sizeFromShape(outerA), batchB = util.sizeFromShape(outerB);
   // Batch dims: equal, or one side a single matrix (other broadcasts stay with the 'cpu' kernel)
   const sameOuter = outerA.length === outerB.length && outerA.every((d, i) => d === outerB[i]);
   if (!sameOuter && batchA !== 1 && batchB !== 1) return null;
   if (m < 1 || n < 1 || k < 1) return null;
   const outer = backend_util.assertAndGetBroadcastShape(outerA, outerB);
   const batch = Math.max(batchA, batchB);
-  let biasT: Tensor | undefined;
-  if (bias) {
-    const size = prod(bias.shape);
-    if (size === n && bias.shape.length === 1) biasT = backend.xnormTensor(bias);
-    else if (size === 1) biasT = new Tensor(new Float32Array(n).fill(backend.float32(bias)[0]), [n], 'float32');
-    else return null;
-  }
+  const biasT = backend.perChannelBias(bias, n);
+  if (biasT === null) return null;
   const opts = { layout: 'nhwc' as const, activation: activation === 'relu' ? 'relu' as const : null };
   const av = backend.float32(a), bv = backend.float32(b);
   const outShape = [...outer, m, n];
@@ -64,7 +57,7 @@ function matmul(backend: XnormBackend, inputs: Record<string, TensorInfo | undef
     }
   }
   if (activation !== 'relu') applyActivation(y, activation, attrs.leakyreluAlpha);
-  return backend.fromXnorm(out, outShape);
+  return backend.fromXnorm(out);
 }
 
 const kernel = (name: string) =>

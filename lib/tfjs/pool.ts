@@ -31,7 +31,7 @@ function pool(backend: XnormBackend, op: 'max' | 'avg' | 'maxGrad' | 'avgGrad', 
     oh: info.outHeight, ow: info.outWidth,
     x: op === 'avgGrad' ? undefined : backend.float32(x), dy: dy && backend.float32(dy), y: y.storage() as Float32Array,
   });
-  return backend.fromXnorm(y, shape);
+  return backend.fromXnorm(y);
 }
 
 type In = Record<string, TensorInfo>;

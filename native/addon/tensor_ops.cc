@@ -75,35 +75,40 @@ constexpr std::pair<const char*, ew::Compare> kCompare[] = {
 constexpr std::pair<const char*, ew::Reduce> kReduce[] = {
     {"sum", ew::Reduce::Sum}, {"mean", ew::Reduce::Mean}, {"max", ew::Reduce::Max}, {"min", ew::Reduce::Min}};
 
-Napi::Value ElementwiseBinary(const Napi::CallbackInfo& info) {
+// An op over two broadcast operands (elementwiseBinary, elementwiseCompare): the op from `table`, the
+// view, both operands, and y of the view's size in `out_dtype`, filled by kernel(op, view, a, b, y).
+template <typename Op, size_t N, typename Kernel>
+Napi::Value broadcast_entry(const Napi::CallbackInfo& info, const char* name, const std::pair<const char*, Op> (&table)[N],
+                            DType out_dtype, Kernel kernel) {
   return guarded(info.Env(), [&] {
-    Args a(info, "elementwiseBinary");
-    const ew::Binary op = op_arg(a, kBinary);
+    Args a(info, name);
+    const Op op = op_arg(a, table);
     const View v = read_view(a);
-    const Operand x = read_operand(a, v, "a", "aOuter", "aMid", "aInner");
-    const Operand y = read_operand(a, v, "b", "bOuter", "bMid", "bInner");
-    Buffer out = a.host("y", DType::Float32, v.size());
+    const Operand pa = read_operand(a, v, "a", "aOuter", "aMid", "aInner");
+    const Operand pb = read_operand(a, v, "b", "bOuter", "bMid", "bInner");
+    Buffer out = a.host("y", out_dtype, v.size());
     return run_op(a, [=]() -> ResultBuilder {
-      ew::binary(op, v.outer, v.mid, v.inner, f32(x.data), x.strides, f32(y.data), y.strides, f32(out));
+      kernel(op, v, pa, pb, out.data);
       return nullptr;
     });
   });
 }
 
+Napi::Value ElementwiseBinary(const Napi::CallbackInfo& info) {
+  return broadcast_entry(info, "elementwiseBinary", kBinary, DType::Float32,
+                         [](ew::Binary op, const View& v, const Operand& a, const Operand& b, void* y) {
+                           ew::binary(op, v.outer, v.mid, v.inner, f32(a.data), a.strides, f32(b.data), b.strides,
+                                      static_cast<float*>(y));
+                         });
+}
+
 // compare: the same view as elementwiseBinary, a Uint8Array of 0/1 out (tfjs 'bool').
 Napi::Value ElementwiseCompare(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), [&] {
-    Args a(info, "elementwiseCompare");
-    const ew::Compare op = op_arg(a, kCompare);
-    const View v = read_view(a);
-    const Operand x = read_operand(a, v, "a", "aOuter", "aMid", "aInner");
-    const Operand y = read_operand(a, v, "b", "bOuter", "bMid", "bInner");
-    Buffer out = a.host("y", DType::UInt8, v.size());
-    return run_op(a, [=]() -> ResultBuilder {
-      ew::compare(op, v.outer, v.mid, v.inner, f32(x.data), x.strides, f32(y.data), y.strides, static_cast<uint8_t*>(out.data));
-      return nullptr;
-    });
-  });
+  return broadcast_entry(info, "elementwiseCompare", kCompare, DType::UInt8,
+                         [](ew::Compare op, const View& v, const Operand& a, const Operand& b, void* y) {
+                           ew::compare(op, v.outer, v.mid, v.inner, f32(a.data), a.strides, f32(b.data), b.strides,
+                                       static_cast<uint8_t*>(y));
+                         });
 }
 
 // boolToFloat32: a Uint8Array of 0/1 ('bool') widened into a Float32Array of the same length.
