@@ -223,11 +223,11 @@ export async function run(): Promise<void> {
   console.log(table(['input', 'time', 'GB/s', 'of read bandwidth'], packRows));
 
   // ---- MST channel reuse ----
-  const cal = native().mstCalibration({}) as { densePerWord: number; reusePerWord: number; transposePerWord: number };
+  const cal = native().mstCalibration({}) as { densePerWord: number; reusePerBit: number; transposePerWord: number };
   console.log(
     `\nMST on conv4_x 3x3 256->256 @14, batch ${BATCH}; 16 prototype channels, each bit flipped with probability p.` +
       `\n'auto' cost model, calibrated at first use (per pixel): dense ${fmt(cal.densePerWord * 1e12)} ps per channel-word, ` +
-      `reuse ${fmt(cal.reusePerWord * 1e12)} ps per differing word, ${fmt(cal.transposePerWord * 1e12)} ps per word of tile transposes\n`,
+      `reuse ${fmt(cal.reusePerBit * 1e12)} ps per differing bit, ${fmt(cal.transposePerWord * 1e12)} ps per word of tile bit rows\n`,
   );
   const L = { cin: 256, cout: 256, hw: 14 };
   const per = L.cin * 9;

@@ -345,6 +345,6 @@ export function popcountPeak(seconds = 0.2): number {
 }
 
 /** The per-pixel kernel costs (seconds) 'auto' plans are built with, measured once per process. */
-export function mstCalibration(): { densePerWord: number; reusePerWord: number; reusePerEdge: number; transposePerWord: number } {
+export function mstCalibration(): { densePerWord: number; reusePerBit: number; reusePerEdge: number; transposePerWord: number } {
   return native().mstCalibration({});
 }

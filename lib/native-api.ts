@@ -325,7 +325,7 @@ export interface NativeAddon {
   fmaPeak: Op<{ seconds: number }, number>;
   popcountPeak(args: { seconds: number }): number;
   readSum(a: Uint32Array): number;
-  mstCalibration(args: Record<string, never>): { densePerWord: number; reusePerWord: number; reusePerEdge: number; transposePerWord: number };
+  mstCalibration(args: Record<string, never>): { densePerWord: number; reusePerBit: number; reusePerEdge: number; transposePerWord: number };
 
   cudaInfo(args: { peek?: boolean; paths?: string[]; refuse?: string; plugin?: string }): NativeCudaStatus;
   cudaAlloc(args: { device: number; bytes: number; zero?: boolean }): DeviceHandle;

@@ -4,6 +4,7 @@ import {
   BinaryWeights,
   MstPlan,
   XnormError,
+  binaryConv2dReferenceSync,
   binaryConv2dSync,
   binaryLinearSync,
   mstPlan,
@@ -75,6 +76,34 @@ describe('mstPlan', () => {
               expect(binaryConv2dSync(x, plan, opts).dataSync()).toEqual(binaryConv2dSync(x, w, opts).dataSync());
             }
         }
+      }
+    }
+  });
+
+  it('bit-sliced edges equal the direct-loop reference on every tile width and awkward geometry', () => {
+    // Pixel counts that give MST tiles of 64, 128, 256 and 512 pixels with a partial last tile; flip
+    // rates from a handful of differing bits (below one 8-term carry-save step) to hundreds.
+    const cases = [
+      { n: 1, h: 5, w: 7, cin: 40, cout: 20, k: 3, groups: 1, p: 0.002, stride: 1, dilation: 1 },
+      { n: 2, h: 19, w: 17, cin: 70, cout: 36, k: 3, groups: 1, p: 0.01, stride: 1, dilation: 1 },
+      { n: 3, h: 23, w: 21, cin: 60, cout: 24, k: 3, groups: 3, p: 0.05, stride: 1, dilation: 2 },
+      { n: 4, h: 33, w: 31, cin: 96, cout: 40, k: 3, groups: 2, p: 0.2, stride: 1, dilation: 1 },
+      { n: 2, h: 45, w: 43, cin: 33, cout: 17, k: 1, groups: 1, p: 0.1, stride: 2, dilation: 1 },
+    ];
+    for (const [i, c] of cases.entries()) {
+      const r = rng(9000 + i);
+      const cinG = c.cin / c.groups;
+      const w = packWeights(tensor(prototypeWeights(c.cout, cinG * c.k * c.k, 3, c.p, r), [c.cout, cinG, c.k, c.k]), {
+        groups: c.groups,
+      });
+      const plan = mstPlan(w, { reuse: 'always', maxDepth: 4 });
+      expect(plan.depth).toBeGreaterThan(0);
+      const x = packBitsSync(tensor(Float32Array.from({ length: c.n * c.h * c.w * c.cin }, () => r() - 0.5), [c.n, c.h, c.w, c.cin]), {
+        layout: 'nhwc',
+      });
+      for (const padValue of ['one', 'zero'] as const) {
+        const opts = { padding: 1, stride: c.stride, dilation: c.dilation, padValue, output: 'int32' as const };
+        expect(binaryConv2dSync(x, plan, opts).dataSync()).toEqual(binaryConv2dReferenceSync(x, w, opts).dataSync());
       }
     }
   });

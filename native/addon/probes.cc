@@ -49,7 +49,7 @@ Napi::Value MstCalibration(const Napi::CallbackInfo& info) {
     const mst::Costs& k = mst::calibrated_costs();
     Napi::Object o = Napi::Object::New(info.Env());
     o.Set("densePerWord", k.dense_per_word);
-    o.Set("reusePerWord", k.reuse_per_word);
+    o.Set("reusePerBit", k.reuse_per_bit);
     o.Set("reusePerEdge", k.reuse_per_edge);
     o.Set("transposePerWord", k.transpose_per_word);
     return Napi::Value(o);

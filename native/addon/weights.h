@@ -35,7 +35,7 @@ struct PackedWeights {
   mst::Built dense;             // panels of every channel, no edges
   DeviceCopies device_words;
 
-  bconv::Execution execution() const { return {dense.panels.data(), dense.npanels, nullptr, 0, 0}; }
+  bconv::Execution execution() const { return dense.execution(); }
 };
 
 struct Plan {
@@ -48,9 +48,7 @@ struct Plan {
   std::vector<xnorm_cuda_mst_edge> gpu_edges;  // the plugin's edge table, in level order
   DeviceCopies device_edges;                   // the edge records the plugin reads the word triples from
 
-  bconv::Execution execution() const {
-    return {built.panels.data(), built.npanels, built.edges.data(), built.nedges, int64_t(built.edges.size())};
-  }
+  bconv::Execution execution() const { return built.execution(); }
   // 'auto' plans on a GPU: whether the first call on each device found the edges >= 5 % faster than dense.
   enum class GpuMode { Dense, Edges, Trial };
   GpuMode gpu_mode(int32_t device);

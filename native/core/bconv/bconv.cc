@@ -112,6 +112,22 @@ int64_t build_panels(const uint32_t* words, const WeightShape& s, const std::vec
   return count;
 }
 
+std::vector<uint32_t> edge_positions(const uint32_t* edges, int64_t nedges) {
+  std::vector<uint32_t> pos;
+  for (int64_t i = 0; i < nedges; ++i) {
+    const uint32_t nw = edges[2];
+    for (uint32_t j = 0; j < nw; ++j) {
+      const uint32_t k = edges[4 + 3 * j], pb = edges[6 + 3 * j];
+      for (uint32_t m = edges[5 + 3 * j]; m; m &= m - 1) {
+        const uint32_t b = uint32_t(__builtin_ctz(m));
+        pos.push_back((32 * k + b) << 1 | ((pb >> b) & 1u));
+      }
+    }
+    edges += 4 + 3 * nw;
+  }
+  return pos;
+}
+
 void validate_execution(const WeightShape& s, const Execution& e) {
   auto bad = [](const std::string& m) { fail(ErrorCode::CorruptPlan, "execution plan: " + m); };
   int64_t rec = panel_record_words(s), cog = s.cout_g(), kw = s.row_words();
@@ -147,6 +163,11 @@ void validate_execution(const WeightShape& s, const Execution& e) {
     off += 4 + 3 * int64_t(nw);
   }
   if (off != e.edge_words) bad("trailing edge data");
+  int64_t total = 0;
+  for (int64_t i = 0, o = 0; i < e.nedges; ++i, o += 4 + 3 * int64_t(e.edges[o + 2])) total += e.edges[o + 3];
+  if (e.npositions != total) bad("edge positions do not match the edges");
+  for (int64_t i = 0; i < e.npositions; ++i)
+    if ((e.positions[i] >> 1) >= uint64_t(32 * kw)) bad("edge position " + num(i) + " is out of range");
   for (int64_t c = 0; c < s.cout; ++c)
     if (!done[size_t(c)]) bad("channel " + num(c) + " is never computed");
 }

@@ -38,14 +38,20 @@ int64_t build_panels(const uint32_t* words, const WeightShape& s, const std::vec
                      uint32_t* out);
 
 // Reuse edges of an MST plan, in execution order. Record: [child, parent, nwords, D, then nwords triples
-// (word index, mask = w_parent ^ w_child, parent bits & mask)].
+// (word index, mask = w_parent ^ w_child, parent bits & mask)]. The CPU's bit-sliced executor reads the
+// same differences as positions: for each edge in order, its D entries k << 1 | the parent's bit at k
+// (k = 32 * word index + bit), from edge_positions().
 struct Execution {
   const uint32_t* panels = nullptr;
   int64_t npanels = 0;
   const uint32_t* edges = nullptr;  // may be null when nedges == 0
   int64_t nedges = 0;
   int64_t edge_words = 0;           // length of `edges` in words
+  const uint32_t* positions = nullptr;  // sum of the edges' D entries
+  int64_t npositions = 0;
 };
+// The positions of edge records (see Execution).
+std::vector<uint32_t> edge_positions(const uint32_t* edges, int64_t nedges);
 // Checks that the panels and edges compute every output channel exactly once, parents before children,
 // inside array bounds; fails with CorruptPlan otherwise. Cost O(Cout + edge words).
 void validate_execution(const WeightShape& s, const Execution& e);

@@ -17,11 +17,20 @@ namespace xnorm::bconv {
 namespace {
 
 // Pixels per task tile. Depends only on the problem size (never on the thread count), so results
-// and summation orders are the same for any setNumThreads. Multiple of 16: the MST kernels step by 16.
+// and summation orders are the same for any setNumThreads.
 int64_t tile_pixels(int64_t pixels, int64_t cout) {
   int64_t tp = 64;
   while (tp > 16 && (pixels + tp - 1) / tp < 8) tp /= 2;                   // enough tasks for the pool
   while (tp > 16 && cout * tp * int64_t(sizeof(int32_t)) > (512 << 10)) tp /= 2;  // accumulators stay in L2
+  return tp;
+}
+
+// With MST edges: 64 to 512 pixels, one bit of each in a row of the bit-sliced edges (wide rows
+// spread an edge's fixed cost over more pixels), while there are enough tasks and the accumulators
+// stay in L2.
+int64_t mst_tile_pixels(int64_t pixels, int64_t cout) {
+  int64_t tp = 512;
+  while (tp > 64 && ((pixels + tp - 1) / tp < 4 || cout * tp * int64_t(sizeof(int32_t)) > (512 << 10))) tp /= 2;
   return tp;
 }
 
@@ -150,7 +159,9 @@ Layer::Layer(const uint32_t* x, const uint32_t* words, const WeightShape& s_, co
   ow = out_size(p.w, p.pw, p.dw, s.kw, p.sw);
   pixels = p.n * oh * ow, G = s.groups, wg = s.wg(), taps = s.taps(), kw = s.row_words();
   K = int32_t(s.k());
-  tp = tile_pixels(pixels, s.cout), ntiles = (pixels + tp - 1) / tp;
+  pixel_major = e.nedges == 0;
+  tp = pixel_major ? tile_pixels(pixels, s.cout) : mst_tile_pixels(pixels, s.cout);
+  ntiles = (pixels + tp - 1) / tp;
   out_words = (s.cout + 31) / 32, rec = panel_record_words(s);
   make_group_input(x, p, s, gi);
   if (p.pad_zero) corr = zero_padding_corrections(words, s);
@@ -158,7 +169,6 @@ Layer::Layer(const uint32_t* x, const uint32_t* words, const WeightShape& s_, co
   bias.assign(size_t(s.cout), 0.0f);
   if (t.scale) std::copy(t.scale, t.scale + s.cout, scale.begin());
   if (t.bias) std::copy(t.bias, t.bias + s.cout, bias.begin());
-  pixel_major = e.nedges == 0;
   tail = G == 1 && s.cin_g % 32 ? (1u << (s.cin_g % 32)) - 1 : 0xffffffffu;
   direct = pixel_major && gi.repacked.empty() && tail == ~0u;
   zeros.assign(size_t(G * wg), 0u);
@@ -183,7 +193,7 @@ Layer::Layer(const uint32_t* x, const uint32_t* words, const WeightShape& s_, co
 
 // One task: a tile of output pixels and a block of panels, with this thread's scratch for them.
 struct Tile {
-  int64_t p0, np, np16;  // pixels [p0, p0 + np); np rounded up to the MST kernels' step of 16
+  int64_t p0, np;        // pixels [p0, p0 + np)
   int64_t q0, q1;        // panels [q0, q1)
   int64_t c0, c1;        // their output channels [c0, c1): all of them, or the block's run
   // Raw pointers into the scratch: every access through a thread_local would recompute its address
@@ -208,7 +218,7 @@ Tile tile_of(const Layer& L, int64_t task) {
     tile.c0 = L.e.panels[tile.q0 * L.rec + 1];
     tile.c1 = int64_t(last[c - 1]) + 1;
   }
-  tile.p0 = t * L.tp, tile.np = std::min(L.tp, L.pixels - tile.p0), tile.np16 = (tile.np + 15) / 16 * 16;
+  tile.p0 = t * L.tp, tile.np = std::min(L.tp, L.pixels - tile.p0);
   // Per-thread scratch, reused across tiles and calls: no allocation or clearing in the hot loop.
   thread_local std::vector<uint32_t> a_buf;
   thread_local std::vector<const uint32_t*> ind;
@@ -306,33 +316,36 @@ bool run_panels(const Kernels& kn, const Layer& L, const Tile& tile) {
   return fused;
 }
 
-// The MST edges over the channel-major tile in acc, each child channel from its parent; returns the
-// popcounts back in pixel-major rows for the output pass.
-const int32_t* apply_reuse_edges(const Kernels& kn, const Layer& L, const Tile& tile) {
+// The MST edges over the channel-major tile in acc, each child channel from its parent, bit-sliced
+// over the tile's bit rows.
+void apply_reuse_edges(const Kernels& kn, const Layer& L, const Tile& tile) {
   thread_local std::vector<uint32_t> at_buf;
-  thread_local std::vector<int32_t> rows;
+  thread_local std::vector<uint64_t> bit_rows;
   const WeightShape& s = L.s;
-  const int64_t G = L.G, kw = L.kw, tp = L.tp, np = tile.np;
+  const int64_t G = L.G, kw = L.kw, tp = L.tp, np = tile.np, nb = tp / 64, group_rows = 32 * kw * nb;
   int32_t* const acc = tile.acc;
-  // Word-major copy of the tile so one edge word is a contiguous run of pixels (columns past np
-  // are zero, so the 16-pixel steps read defined values).
-  at_buf.assign(size_t(G * kw * tp), 0u);
-  for (int64_t g = 0; g < G; ++g) kn.transpose(tile.a + g * tp * kw, np, kw, kw, at_buf.data() + g * kw * tp, tp);
+  // Word-major copy of each group's tile (columns past np zero), then its bit rows.
+  if (np < tp) at_buf.assign(size_t(kw * tp), 0u);
+  else at_buf.resize(size_t(kw * tp));
+  bit_rows.resize(size_t(G * group_rows));
+  for (int64_t g = 0; g < G; ++g) {
+    kn.transpose(tile.a + g * tp * kw, np, kw, kw, at_buf.data(), tp);
+    kn.bit_rows(at_buf.data(), tp, kw, nb, bit_rows.data() + g * group_rows);
+  }
   const uint32_t* r = L.e.edges;
+  const uint32_t* pos = L.e.positions;
   for (int64_t j = 0; j < L.e.nedges; ++j) {
-    int64_t g = r[0] / s.cout_g();
-    kn.reuse_edge(at_buf.data() + g * kw * tp, tp, tile.np16, r + 4, r[2], int32_t(r[3]), acc + r[1] * tp,
-                  acc + r[0] * tp);
+    const int64_t g = r[0] / s.cout_g(), d = r[3];
+    kn.sliced_edge(bit_rows.data() + g * group_rows, nb, pos, d, acc + r[1] * tp, acc + r[0] * tp);
+    pos += d;
     r += 4 + 3 * r[2];
   }
-  rows.resize(size_t(np * s.cout));  // back to pixel-major for the output pass
-  kn.transpose(reinterpret_cast<const uint32_t*>(acc), s.cout, np, tp, reinterpret_cast<uint32_t*>(rows.data()), s.cout);
-  return rows.data();
 }
 
 // Output pass for what the kernels did not write (all pixels of unfused tasks, raw pixels of fused
-// ones), one pixel row at a time, from the pixel-major popcounts prow.
-void write_unfused_output(const Kernels& kn, const Layer& L, const Tile& tile, bool fused, const int32_t* prow) {
+// ones), for the tile's pixels [i0, i1), one pixel row at a time, from their pixel-major popcounts prow.
+void write_unfused_output(const Kernels& kn, const Layer& L, const Tile& tile, bool fused, int64_t i0, int64_t i1,
+                          const int32_t* prow) {
   thread_local std::vector<int32_t> dot;
   const ConvParams& p = L.p;
   const WeightShape& s = L.s;
@@ -340,8 +353,8 @@ void write_unfused_output(const Kernels& kn, const Layer& L, const Tile& tile, b
   const int64_t c0 = tile.c0, nc = tile.c1 - tile.c0, taps = L.taps;
   dot.resize(size_t(nc));
   const float *sc = L.scale.data() + c0, *bi = L.bias.data() + c0;
-  for (int64_t i = 0; i < tile.np; ++i) {
-    const int32_t* pc = prow + i * s.cout + c0;
+  for (int64_t i = i0; i < i1; ++i) {
+    const int32_t* pc = prow + (i - i0) * s.cout + c0;
     const int64_t pix = tile.p0 + i;
     // Interior pixels (and all of them under 'one' padding) go straight from popcounts to the output;
     // border pixels under 'zero' padding take their corrected dot products from `dot`.
@@ -367,6 +380,20 @@ void write_unfused_output(const Kernels& kn, const Layer& L, const Tile& tile, b
   }
 }
 
+// The output of a channel-major tile (after MST edges): blocks of pixels turned pixel-major in an
+// L1-sized buffer and written out before the next block.
+void write_channel_major_output(const Kernels& kn, const Layer& L, const Tile& tile) {
+  thread_local std::vector<int32_t> rows;
+  constexpr int64_t kBlock = 16;
+  rows.resize(size_t(kBlock * L.s.cout));
+  for (int64_t i0 = 0; i0 < tile.np; i0 += kBlock) {
+    const int64_t n = std::min(kBlock, tile.np - i0);
+    kn.transpose(reinterpret_cast<const uint32_t*>(tile.acc + i0), L.s.cout, n, L.tp,
+                 reinterpret_cast<uint32_t*>(rows.data()), L.s.cout);
+    write_unfused_output(kn, L, tile, false, i0, i0 + n, rows.data());
+  }
+}
+
 }  // namespace
 
 void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const Execution& e, const ConvParams& p,
@@ -380,8 +407,12 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
     const Tile tile = tile_of(L, task);
     build_indirection(L, tile);
     const bool fused = run_panels(kn, L, tile);
-    const int32_t* popcounts = L.pixel_major ? tile.acc : apply_reuse_edges(kn, L, tile);
-    write_unfused_output(kn, L, tile, fused, popcounts);
+    if (L.pixel_major) {
+      write_unfused_output(kn, L, tile, fused, 0, tile.np, tile.acc);
+    } else {
+      apply_reuse_edges(kn, L, tile);
+      write_channel_major_output(kn, L, tile);
+    }
   });
 }
 

@@ -37,11 +37,14 @@ struct Kernels {
   void (*dense_panel)(const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t off, int64_t npix,
                       const uint32_t* panel, const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp,
                       const Epilogue* ep);
-  // One MST edge over a tile of pixels. at is word-major (at[k * ldat + p]); npix is rounded up to 16
-  // by the caller and ldat >= that. words: nwords triples (k, mask, parent_bits & mask).
-  // child[p] = parent[p] + d - 2 * sum popcount((at[k][p] & mask) ^ pbits).
-  void (*reuse_edge)(const uint32_t* at, int64_t ldat, int64_t npix, const uint32_t* words, int64_t nwords,
-                     int32_t d, const int32_t* parent, int32_t* child);
+  // Tap-bit-major rows of a tile, for the bit-sliced MST edges: bit i of rows[k * nb + j] is bit k of
+  // the input words of pixel 64 j + i (k < 32 * kw). From the word-major tile at (at[w * ldat + p], zero
+  // past the tile's pixels, ldat >= 64 * nb).
+  void (*bit_rows)(const uint32_t* at, int64_t ldat, int64_t kw, int64_t nb, uint64_t* rows);
+  // One MST edge over 64 * nb pixels (nb = 1, 2, 4 or 8), bit-sliced (sliced.h): pos holds npos entries
+  // k << 1 | the parent's weight bit at position k; child[i] = parent[i] + npos - 2 * S[i].
+  void (*sliced_edge)(const uint64_t* rows, int64_t nb, const uint32_t* pos, int64_t npos, const int32_t* parent,
+                      int32_t* child);
   // NHWC pixels of C floats -> ceil(C/32) words each; bit = x < thr[c].
   void (*pack_nhwc)(const float* x, int64_t pixels, int64_t c, const float* thr, uint32_t* out);
   // One image's NCHW planes (plane stride ld floats), pixels [0, count) -> words [count][ceil(C/32)];
@@ -50,7 +53,7 @@ struct Kernels {
   // Hamming distance and number of differing words between row and each of n rows of kw words.
   void (*distances)(const uint32_t* row, const uint32_t* rows, int64_t n, int64_t kw, int32_t* hamming,
                     int32_t* diff_words);
-  // dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols: the word-major tile MST edges read, and
+  // dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols: the word-major tile bit_rows reads, and
   // the way back to pixel-major for the output pass.
   void (*transpose)(const uint32_t* src, int64_t rows, int64_t cols, int64_t lds, uint32_t* dst, int64_t ldd);
   // The output of one pixel from int32 values v[c], c < n, with dot = k + m * v[c] (popcounts: k = K,

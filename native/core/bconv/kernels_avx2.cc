@@ -8,6 +8,7 @@
 #include "bconv.h"
 #include "epilogue.h"
 #include "kernels.h"
+#include "sliced.h"
 #include "transpose8x8.h"
 
 namespace xnorm::bconv {
@@ -89,33 +90,36 @@ void dense_panel(const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t 
   if (i < npix) dense_tile<1>(pc, rows + i * taps, taps, wg, off, panel, ch, p + i * ldp, ldc, ldp, ep, i);
 }
 
-void reuse_edge(const uint32_t* at, int64_t ldat, int64_t npix, const uint32_t* words, int64_t nwords, int32_t d,
-                const int32_t* parent, int32_t* child) {
-  Popc pc;
-  __m256i dv = _mm256_set1_epi32(d);
-  for (int64_t i = 0; i < npix; i += 16) {
-    __m256i acc0 = _mm256_setzero_si256(), acc1 = acc0;
-    for (int64_t j0 = 0; j0 < nwords; j0 += kByteSteps) {
-      int64_t j1 = j0 + kByteSteps < nwords ? j0 + kByteSteps : nwords;
-      __m256i s0 = _mm256_setzero_si256(), s1 = s0;
-      for (int64_t j = j0; j < j1; ++j) {
-        const uint32_t* row = at + int64_t(words[3 * j]) * ldat + i;
-        __m256i mask = _mm256_set1_epi32(int(words[3 * j + 1])), pb = _mm256_set1_epi32(int(words[3 * j + 2]));
-        __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row));
-        __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 8));
-        s0 = _mm256_add_epi8(s0, pc.bytes(_mm256_xor_si256(_mm256_and_si256(v0, mask), pb)));
-        s1 = _mm256_add_epi8(s1, pc.bytes(_mm256_xor_si256(_mm256_and_si256(v1, mask), pb)));
+// Bit k of 32 pixels at a time: an in-lane byte shuffle and a dword permute per input register gather
+// byte k / 8 of the 32 pixels into one register; a shift brings bit k % 8 of every byte to its top and
+// movemask reads the 32 of them.
+void bit_rows(const uint32_t* at, int64_t ldat, int64_t kw, int64_t nb, uint64_t* rows) {
+  // Within each 128-bit lane (4 pixels): dword b = byte b of the 4 pixels.
+  const __m256i by_byte = _mm256_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15, 0, 4, 8, 12, 1, 5,
+                                           9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  for (int64_t w = 0; w < kw; ++w)
+    for (int64_t half = 0; half < 2 * nb; ++half) {
+      const uint32_t* px = at + w * ldat + 32 * half;
+      __m256i y[4];
+      for (int r = 0; r < 4; ++r)
+        y[r] = _mm256_shuffle_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(px + 8 * r)), by_byte);
+      auto* out = reinterpret_cast<uint32_t*>(rows) + half;  // the 32-bit half of each row's 64-bit word
+      for (int byte = 0; byte < 4; ++byte) {
+        // Register r's dwords byte and 4 + byte (pixels 8r .. 8r + 7) go to dwords 2r and 2r + 1.
+        const __m256i idx = _mm256_setr_epi32(byte, 4 + byte, byte, 4 + byte, byte, 4 + byte, byte, 4 + byte);
+        __m256i v = _mm256_permutevar8x32_epi32(y[0], idx);
+        v = _mm256_blend_epi32(v, _mm256_permutevar8x32_epi32(y[1], idx), 0x0c);
+        v = _mm256_blend_epi32(v, _mm256_permutevar8x32_epi32(y[2], idx), 0x30);
+        v = _mm256_blend_epi32(v, _mm256_permutevar8x32_epi32(y[3], idx), 0xc0);
+        for (int b = 0; b < 8; ++b)
+          out[((32 * w + 8 * byte + b) * nb) * 2] = uint32_t(_mm256_movemask_epi8(_mm256_slli_epi64(v, 7 - b)));
       }
-      acc0 = _mm256_add_epi32(acc0, pc.widen(s0));
-      acc1 = _mm256_add_epi32(acc1, pc.widen(s1));
     }
-    for (int h = 0; h < 2; ++h) {
-      __m256i acc = h ? acc1 : acc0;
-      __m256i par = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(parent + i + 8 * h));
-      __m256i r = _mm256_sub_epi32(_mm256_add_epi32(par, dv), _mm256_slli_epi32(acc, 1));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(child + i + 8 * h), r);
-    }
-  }
+}
+
+void sliced_edge(const uint64_t* rows, int64_t nb, const uint32_t* pos, int64_t npos, const int32_t* parent,
+                 int32_t* child) {
+  sliced_edge_any(rows, nb, pos, npos, parent, child, expand_scalar);
 }
 
 void pack_nhwc(const float* x, int64_t pixels, int64_t c, const float* thr, uint32_t* out) {
@@ -258,7 +262,7 @@ uint64_t popcount_loop(const uint32_t* data, int64_t reps) {
 }  // namespace
 
 const Kernels& kernels_avx2() {
-  static const Kernels k{dense_panel, reuse_edge, pack_nhwc, pack_nchw, distances, transpose_words_avx2, out_int32, out_float, out_bits, popcount_loop};
+  static const Kernels k{dense_panel, bit_rows, sliced_edge, pack_nhwc, pack_nchw, distances, transpose_words_avx2, out_int32, out_float, out_bits, popcount_loop};
   return k;
 }
 

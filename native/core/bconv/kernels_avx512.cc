@@ -8,6 +8,7 @@
 #include "bconv.h"
 #include "epilogue.h"
 #include "kernels.h"
+#include "sliced.h"
 #include "transpose8x8.h"
 
 namespace xnorm::bconv {
@@ -185,29 +186,45 @@ void dense_panel(const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t 
   }
 }
 
-template <int V>
-inline void reuse_block(const uint32_t* at, int64_t ldat, const uint32_t* words, int64_t nwords, int32_t d,
-                        const int32_t* parent, int32_t* child) {
-  __m512i acc[V];
-  for (int v = 0; v < V; ++v) acc[v] = _mm512_setzero_si512();
-  for (int64_t j = 0; j < nwords; ++j) {
-    const uint32_t* row = at + int64_t(words[3 * j]) * ldat;
-    __m512i mask = _mm512_set1_epi32(int(words[3 * j + 1])), pb = _mm512_set1_epi32(int(words[3 * j + 2]));
-    for (int v = 0; v < V; ++v)
-      acc[v] = _mm512_add_epi32(acc[v], popc_xor(_mm512_and_si512(_mm512_loadu_si512(row + 16 * v), mask), pb));
-  }
-  __m512i dv = _mm512_set1_epi32(d);
-  for (int v = 0; v < V; ++v) {
-    __m512i r = _mm512_add_epi32(_mm512_loadu_si512(parent + 16 * v), dv);
-    _mm512_storeu_si512(child + 16 * v, _mm512_sub_epi32(r, _mm512_slli_epi32(acc[v], 1)));
+// Bit k of 64 pixels at a time: an in-lane byte shuffle and two dword permutes gather byte k / 8 of the
+// 64 pixels into one register; a shift brings bit k % 8 of every byte to its top and movepi8_mask reads
+// the 64 of them.
+void bit_rows(const uint32_t* at, int64_t ldat, int64_t kw, int64_t nb, uint64_t* rows) {
+  // Within each 128-bit lane (4 pixels): dword b = byte b of the 4 pixels.
+  const __m512i by_byte = _mm512_set4_epi32(0x0f0b0703, 0x0e0a0602, 0x0d090501, 0x0c080400);
+  for (int64_t w = 0; w < kw; ++w)
+    for (int64_t j = 0; j < nb; ++j) {
+      const uint32_t* px = at + w * ldat + 64 * j;
+      __m512i z[4];
+      for (int r = 0; r < 4; ++r) z[r] = _mm512_shuffle_epi8(_mm512_loadu_si512(px + 16 * r), by_byte);
+      for (int byte = 0; byte < 4; ++byte) {
+        // Dword m of the pair (z0, z1) or (z2, z3): byte `byte` of pixels 4 m .. 4 m + 3 of the pair.
+        const __m512i idx = _mm512_add_epi32(_mm512_set_epi32(28, 24, 20, 16, 12, 8, 4, 0, 28, 24, 20, 16, 12, 8, 4, 0),
+                                             _mm512_set1_epi32(byte));
+        const __m512i v = _mm512_mask_blend_epi32(0xff00, _mm512_permutex2var_epi32(z[0], idx, z[1]),
+                                                  _mm512_permutex2var_epi32(z[2], idx, z[3]));
+        for (int b = 0; b < 8; ++b)
+          rows[(32 * w + 8 * byte + b) * nb + j] = _mm512_movepi8_mask(_mm512_slli_epi64(v, 7 - b));
+      }
+    }
+}
+
+// The child 16 pixels at a time from parent + d: bit l of a pixel's S takes 2^(l + 1) off under a mask.
+void expand_masked(const uint64_t* planes, int nplanes, int nb, int32_t d, const int32_t* parent, int32_t* child) {
+  const auto* quarter = reinterpret_cast<const uint16_t*>(planes);  // [plane][16-pixel group]
+  const int groups = 4 * nb;
+  const __m512i dv = _mm512_set1_epi32(d);
+  for (int g = 0; g < groups; ++g) {
+    __m512i v = _mm512_add_epi32(_mm512_loadu_si512(parent + 16 * g), dv);
+    for (int l = 0; l < nplanes; ++l)
+      v = _mm512_mask_sub_epi32(v, __mmask16(quarter[l * groups + g]), v, _mm512_set1_epi32(int32_t(2u << l)));
+    _mm512_storeu_si512(child + 16 * g, v);
   }
 }
 
-void reuse_edge(const uint32_t* at, int64_t ldat, int64_t npix, const uint32_t* words, int64_t nwords, int32_t d,
-                const int32_t* parent, int32_t* child) {
-  int64_t i = 0;
-  for (; i + 64 <= npix; i += 64) reuse_block<4>(at + i, ldat, words, nwords, d, parent + i, child + i);
-  for (; i < npix; i += 16) reuse_block<1>(at + i, ldat, words, nwords, d, parent + i, child + i);
+void sliced_edge(const uint64_t* rows, int64_t nb, const uint32_t* pos, int64_t npos, const int32_t* parent,
+                 int32_t* child) {
+  sliced_edge_any(rows, nb, pos, npos, parent, child, expand_masked);
 }
 
 // Fewer than 32 channels (one word per pixel): 16 pixels at a time read as 16 * c contiguous floats,
@@ -361,7 +378,7 @@ uint64_t popcount_loop(const uint32_t* data, int64_t reps) {
 }  // namespace
 
 const Kernels& kernels_avx512() {
-  static const Kernels k{dense_panel, reuse_edge, pack_nhwc, pack_nchw, distances, transpose_words_avx2, out_int32, out_float, out_bits, popcount_loop};
+  static const Kernels k{dense_panel, bit_rows, sliced_edge, pack_nhwc, pack_nchw, distances, transpose_words_avx2, out_int32, out_float, out_bits, popcount_loop};
   return k;
 }
 

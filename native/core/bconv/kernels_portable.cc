@@ -2,6 +2,7 @@
 #include "bconv.h"
 #include "epilogue.h"
 #include "kernels.h"
+#include "sliced.h"
 
 namespace xnorm::bconv {
 namespace {
@@ -35,14 +36,20 @@ void dense_panel(const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t 
   }
 }
 
-void reuse_edge(const uint32_t* at, int64_t ldat, int64_t npix, const uint32_t* words, int64_t nwords, int32_t d,
-                const int32_t* parent, int32_t* child) {
-  for (int64_t i = 0; i < npix; ++i) child[i] = parent[i] + d;
-  for (int64_t j = 0; j < nwords; ++j) {
-    const uint32_t* row = at + int64_t(words[3 * j]) * ldat;
-    uint32_t mask = words[3 * j + 1], pb = words[3 * j + 2];
-    for (int64_t i = 0; i < npix; ++i) child[i] -= 2 * int32_t(popc((row[i] & mask) ^ pb));
-  }
+void bit_rows(const uint32_t* at, int64_t ldat, int64_t kw, int64_t nb, uint64_t* rows) {
+  for (int64_t w = 0; w < kw; ++w)
+    for (int64_t j = 0; j < nb; ++j) {
+      uint64_t r[32] = {};
+      const uint32_t* px = at + w * ldat + 64 * j;
+      for (int i = 0; i < 64; ++i)
+        for (int b = 0; b < 32; ++b) r[b] |= uint64_t((px[i] >> b) & 1u) << i;
+      for (int b = 0; b < 32; ++b) rows[(32 * w + b) * nb + j] = r[b];
+    }
+}
+
+void sliced_edge(const uint64_t* rows, int64_t nb, const uint32_t* pos, int64_t npos, const int32_t* parent,
+                 int32_t* child) {
+  sliced_edge_any(rows, nb, pos, npos, parent, child, expand_scalar);
 }
 
 void pack_nhwc(const float* x, int64_t pixels, int64_t c, const float* thr, uint32_t* out) {
@@ -123,7 +130,7 @@ uint64_t popcount_loop(const uint32_t* data, int64_t reps) {
 }  // namespace
 
 const Kernels& kernels_portable() {
-  static const Kernels k{dense_panel, reuse_edge, pack_nhwc, pack_nchw, distances, transpose, out_int32, out_float, out_bits, popcount_loop};
+  static const Kernels k{dense_panel, bit_rows, sliced_edge, pack_nhwc, pack_nchw, distances, transpose, out_int32, out_float, out_bits, popcount_loop};
   return k;
 }
 

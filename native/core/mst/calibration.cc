@@ -10,7 +10,7 @@ namespace xnorm::mst {
 namespace {
 
 // Calibration times the real executor on a synthetic 3x3 layer (Cin 256, Cout 128, 4 x 16 x 16) with
-// different mixes of roots and edges, so everything a plan adds (the word-major copy, the channel-major
+// different mixes of roots and edges, so everything a plan adds (the tile's bit rows, the channel-major
 // tile and its transpose, the edge records, cache effects) is measured where it happens, with the
 // threads a real call uses. Configurations are interleaved and each keeps its best time: another
 // process only ever adds time.
@@ -35,33 +35,37 @@ Costs calibrate() {
   std::vector<int32_t> out(size_t(pixels * s.cout));
   bconv::Transform t;
   t.kind = bconv::Output::Int32;
-  // The first `roots` channels dense, each other one from a random earlier channel over `nw` scattered
-  // words (the masks are arbitrary: only the time is used).
-  auto execution = [&](int64_t roots, int64_t nw, std::vector<uint32_t>& panels, std::vector<uint32_t>& edges) {
+  // The first `roots` channels dense, each other one from a random earlier channel over `nbits`
+  // scattered bits (the differences are arbitrary: only the time is used).
+  auto execution = [&](int64_t roots, int64_t nbits) {
+    Built b;
     std::vector<uint32_t> dense;
     for (int64_t i = 0; i < roots; ++i) dense.push_back(uint32_t(i));
-    panels.resize(size_t(bconv::build_panels(words.data(), s, dense, nullptr) * bconv::panel_record_words(s)));
-    int64_t np = bconv::build_panels(words.data(), s, dense, panels.data());
-    edges.clear();
+    b.panels.resize(size_t(bconv::build_panels(words.data(), s, dense, nullptr) * bconv::panel_record_words(s)));
+    b.npanels = bconv::build_panels(words.data(), s, dense, b.panels.data());
     for (int64_t ch = roots; ch < s.cout; ++ch) {
-      size_t head = edges.size();
-      edges.insert(edges.end(), {uint32_t(ch), rnd() % uint32_t(ch), uint32_t(nw), 0u});
-      for (int64_t j = 0; j < nw; ++j) {
-        uint32_t m = rnd() | 1u;
-        edges.insert(edges.end(), {uint32_t((j * 71 + ch * 13) % kw), m, rnd() & m});
-        edges[head + 3] += uint32_t(__builtin_popcount(m));
+      std::vector<uint32_t> mask(size_t(kw), 0u);
+      for (int64_t j = 0; j < nbits; ++j) {
+        const int64_t k = (j * 257 + ch * 131) % (32 * kw);  // 257 is prime to 32 * kw: distinct bits
+        mask[size_t(k / 32)] |= 1u << (k % 32);
       }
+      const size_t head = b.edges.size();
+      b.edges.insert(b.edges.end(), {uint32_t(ch), rnd() % uint32_t(ch), 0u, uint32_t(nbits)});
+      for (int64_t k = 0; k < kw; ++k)
+        if (mask[size_t(k)]) {
+          b.edges.insert(b.edges.end(), {uint32_t(k), mask[size_t(k)], rnd() & mask[size_t(k)]});
+          ++b.edges[head + 2];
+        }
+      ++b.nedges;
     }
-    return bconv::Execution{panels.data(), np, edges.data(), s.cout - roots, int64_t(edges.size())};
+    b.positions = bconv::edge_positions(b.edges.data(), b.nedges);
+    return b;
   };
-  constexpr int64_t kFew = 8, kMany = 40;
-  std::vector<uint32_t> pd, ed, p1, e1, p2, e2, p3, e3;
-  const bconv::Execution all_dense = execution(s.cout, 0, pd, ed);
-  const bconv::Execution few = execution(half, kFew, p1, e1);
-  const bconv::Execution many = execution(half, kMany, p2, e2);
-  const bconv::Execution fewer_edges = execution(s.cout - quarter, kFew, p3, e3);
+  constexpr int64_t kFew = 16, kMany = 128;
+  const Built all_dense = execution(s.cout, 0), few = execution(half, kFew), many = execution(half, kMany),
+              fewer_edges = execution(s.cout - quarter, kFew);
   double m1 = 1e30, m2 = 1e30, m3 = 1e30, m4 = 1e30;
-  auto run = [&](const bconv::Execution& e) { bconv::conv(x.data(), words.data(), s, e, p, t, out.data()); };
+  auto run = [&](const Built& b) { bconv::conv(x.data(), words.data(), s, b.execution(), p, t, out.data()); };
   for (int trial = 0; trial < 5; ++trial) {
     m1 = std::min(m1, best_window([&] { run(all_dense); }, 2e-3));
     m2 = std::min(m2, best_window([&] { run(few); }, 2e-3));
@@ -71,12 +75,12 @@ Costs calibrate() {
   const double P = double(pixels);
   Costs c;
   // Per pixel, with D the net saving of an edge of no words over computing its channel densely:
-  //   m3 - m2 = half * (kMany - kFew) * c_w
-  //   m4 - m2 = quarter * (D - kFew * c_w)
-  //   m1 - m2 = half * (D - kFew * c_w) - (cost of having any edge)
-  c.reuse_per_word = std::max(1e-15, (m3 - m2) / (P * double(half) * double(kMany - kFew)));
+  //   m3 - m2 = half * (kMany - kFew) * c_b
+  //   m4 - m2 = quarter * (D - kFew * c_b)
+  //   m1 - m2 = half * (D - kFew * c_b) - (cost of having any edge)
+  c.reuse_per_bit = std::max(1e-15, (m3 - m2) / (P * double(half) * double(kMany - kFew)));
   const double net = (m4 - m2) / (P * double(quarter));
-  c.dense_per_word = std::max(0.0, net + double(kFew) * c.reuse_per_word) / double(kw);  // D, per word
+  c.dense_per_word = std::max(0.0, net + double(kFew) * c.reuse_per_bit) / double(kw);  // D, per word
   c.reuse_per_edge = 0;                                                                   // folded into D
   c.transpose_per_word = std::max(0.0, double(half) * net - (m1 - m2) / P) / double(kw + s.cout);
   return c;

@@ -1,6 +1,7 @@
 // MST channel reuse: output channels whose binary weights are close are computed from a parent channel's
-// popcounts plus a correction over the differing words (docs/DESIGN.md "MST plans"):
-//   popc(x ^ w_j) = popc(x ^ w_i) + |D| - 2 * popc((x ^ w_i) & m_D),  m_D = w_i ^ w_j.
+// popcounts plus a correction over the bits where they differ (docs/DESIGN.md "MST plans"):
+//   popc(x ^ w_j) = popc(x ^ w_i) + |D| - 2 * sum_{k in D} (x_k ^ w_ik),
+// counted bit-sliced on the CPU (bconv/sliced.h) and over the differing words on a GPU.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -13,10 +14,10 @@ enum class Reuse { Auto = 0, Always = 1, Never = 2 };
 
 // Per-pixel costs (seconds) of the executor in use, measured once per process on this CPU by timing
 // real convolutions (see calibrate() in calibration.cc). A channel is worth reusing when
-// reuse_per_edge + reuse_per_word * differing_words < dense_per_word * words_per_channel.
+// reuse_per_edge + reuse_per_bit * differing_bits < dense_per_word * words_per_channel.
 struct Costs {
   double dense_per_word;      // computing one channel densely, per word of its weights (net of edge costs)
-  double reuse_per_word;      // one edge, per differing word
+  double reuse_per_bit;       // one edge, per differing bit
   double reuse_per_edge;      // fixed part of an edge (0 when folded into dense_per_word)
   double transpose_per_word;  // having any edge at all, per (input word + output channel) of a pixel
 };
@@ -24,7 +25,7 @@ const Costs& calibrated_costs();
 
 // parent[c] = -1 (computed densely) or a channel of the same group. Prim's algorithm per group over
 // a virtual root whose edge cost is a channel's from-scratch cost; `Always` weighs edges by Hamming
-// distance (root: K), `Auto` by the calibrated cost of the differing words (root: the dense cost, less a
+// distance (root: K), `Auto` by the calibrated cost of the differing bits (root: the dense cost, less a
 // margin so reuse is chosen only where it clearly pays), and keeps the edges only if a timed trial on a
 // synthetic input of this layer's shape runs the plan at least 5 % faster than the dense weights.
 // Depth > maxDepth is cut by re-rooting.
@@ -44,9 +45,15 @@ struct Built {
   int64_t npanels = 0;
   std::vector<uint32_t> edges;   // edge records in level order
   int64_t nedges = 0;
+  std::vector<uint32_t> positions;  // the edges' differing positions (bconv::Execution)
   int32_t depth = 0;
   int64_t total_distance = 0;    // sum of Hamming distances on reuse edges
   double bits_processed = 0;     // roots * K + total_distance
+
+  bconv::Execution execution() const {
+    return {panels.data(), npanels, edges.data(), nedges, int64_t(edges.size()), positions.data(),
+            int64_t(positions.size())};
+  }
 };
 Built build_execution(const uint32_t* words, const bconv::WeightShape& s, const std::vector<int32_t>& parent);
 

@@ -22,10 +22,10 @@ std::vector<int32_t> prim(const uint32_t* rows, int64_t n, const WeightShape& s,
   const bconv::Kernels& kn = bconv::active_kernels();
   const int64_t kw = s.row_words();
   double root_cost;
-  auto edge_cost = [&](int32_t ham, int32_t dw) {
+  auto edge_cost = [&](int32_t ham) {
     if (reuse == Reuse::Always) return double(ham);
     const Costs& c = calibrated_costs();
-    return c.reuse_per_edge + c.reuse_per_word * dw;
+    return c.reuse_per_edge + c.reuse_per_bit * ham;
   };
   if (reuse == Reuse::Always) root_cost = double(s.k());
   else root_cost = kAutoMargin * calibrated_costs().dense_per_word * double(kw);
@@ -40,7 +40,7 @@ std::vector<int32_t> prim(const uint32_t* rows, int64_t n, const WeightShape& s,
     kn.distances(rows + u * kw, rows, n, kw, ham.data(), dw.data());
     for (int64_t v = 0; v < n; ++v) {
       if (in[size_t(v)]) continue;
-      double c = edge_cost(ham[size_t(v)], dw[size_t(v)]);
+      double c = edge_cost(ham[size_t(v)]);
       if (c < key[size_t(v)]) {
         key[size_t(v)] = c;
         parent[size_t(v)] = int32_t(u);
@@ -111,8 +111,8 @@ std::vector<int32_t> build_tree(const uint32_t* words, const WeightShape& s, Reu
     if (!changed) break;
   }
   if (reuse == Reuse::Auto) {
-    // A plan with any edge pays, per pixel, for a word-major copy of the input words and for turning
-    // the channel-major results back to pixel-major; keep the edges only if they save more.
+    // A plan with any edge pays, per pixel, for the tile's bit rows and for turning the channel-major
+    // results back to pixel-major; keep the edges only if they save more.
     const Costs& c = calibrated_costs();
     double saved = 0;
     std::vector<int32_t> ham(1), dw(1);
@@ -120,7 +120,7 @@ std::vector<int32_t> build_tree(const uint32_t* words, const WeightShape& s, Reu
       int32_t p = parent[size_t(ch)];
       if (p < 0) continue;
       bconv::active_kernels().distances(words + p * kw, words + ch * kw, 1, kw, ham.data(), dw.data());
-      saved += c.dense_per_word * double(kw) - (c.reuse_per_edge + c.reuse_per_word * dw[0]);
+      saved += c.dense_per_word * double(kw) - (c.reuse_per_edge + c.reuse_per_bit * ham[0]);
     }
     if (saved <= c.transpose_per_word * double(s.groups * kw + s.cout) || !plan_pays(words, s, parent))
       std::fill(parent.begin(), parent.end(), -1);

@@ -34,8 +34,7 @@ bool plan_pays(const uint32_t* words, const WeightShape& s, const std::vector<in
   std::vector<float> out(size_t(bconv::out_size(p.h, p.ph, 1, s.kh, 1) * bconv::out_size(p.w, p.pw, 1, s.kw, 1) * s.cout));
   bconv::Transform t;
   auto run = [&](const Built& b) {
-    const bconv::Execution e{b.panels.data(), b.npanels, b.edges.data(), b.nedges, int64_t(b.edges.size())};
-    bconv::conv(x.data(), words, s, e, p, t, out.data());
+    bconv::conv(x.data(), words, s, b.execution(), p, t, out.data());
   };
   double dense_s = 1e30, plan_s = 1e30;
   for (int round = 0; round < 5; ++round) {
