@@ -10,3 +10,4 @@ export type { Info, OutputPoolStats } from './info';
 export * from './bnstats';
 export * from './binary';
 export * from './convbn';
+export * from './mst-regularizer';
