@@ -11,7 +11,7 @@ import { planHandle, planHandles, weightsHandle, weightsHandles } from './handle
 import { defineOp } from './op';
 import { FLOAT_DTYPES, Tensor, checkSameDevice, checkTensor, freeOnFailure, nativeDevice, nativeRef, outputFor, packedWordsFor, shapeSize } from './tensor';
 import type { FloatDType } from './tensor';
-import { choice, float32Of, integer, layoutOf, options, pair, perChannel } from './validate';
+import { choice, flag, float32Of, integer, layoutOf, options, pair, perChannel } from './validate';
 import type { Layout } from './validate';
 
 // ---------------------------------------------------------------------------------------------------
@@ -199,17 +199,36 @@ export class MstPlan {
     this.dispose();
   }
 
-  /** Versioned, checksummed bytes (the tree and a hash of the weights it was made for). */
-  serialize(): Uint8Array {
-    return native().mstSerialize({ plan: planHandle(this) });
+  /**
+   * Versioned, checksummed bytes: the tree and a hash of the weights it was made for (version 1), or with
+   * `{ weights: true }` the weights too, compressed along the tree (version 2: deserialize needs no `w`).
+   */
+  serialize(opts?: { weights?: boolean }): Uint8Array {
+    const o = options(opts, 'MstPlan.serialize: opts', ['weights']);
+    const withWeights = flag(o.weights, 'MstPlan.serialize: opts.weights', false);
+    return native().mstSerialize({ plan: planHandle(this), withWeights });
   }
 
-  /** Rebuilds a plan for `w`; truncated, altered or mismatched bytes throw ERR_XNORM_CORRUPT_PLAN. */
-  static deserialize(bytes: Uint8Array, w: BinaryWeights): MstPlan {
-    checkWeights(w, 'MstPlan.deserialize: w');
+  /**
+   * Bytes of serialize({ weights: true }). Bits per weight: 8 * bytes / (Cout * K); against the dense
+   * packed words (Cout * rowWords * 4 bytes) the compression ratio is that size / bytes.
+   */
+  compressedSize(): number {
+    return this.serialize({ weights: true }).length;
+  }
+
+  /**
+   * Rebuilds a plan from serialize()'s bytes: for `w`, or without it from version-2 bytes, over the
+   * weights they carry (a new BinaryWeights). Truncated, altered or mismatched bytes throw
+   * ERR_XNORM_CORRUPT_PLAN; version-1 bytes without `w` throw ERR_XNORM_ARGUMENT.
+   */
+  static deserialize(bytes: Uint8Array, w?: BinaryWeights): MstPlan {
+    if (w !== undefined) checkWeights(w, 'MstPlan.deserialize: w');
     if (!(bytes instanceof Uint8Array))
       fail('ERR_XNORM_CORRUPT_PLAN', `MstPlan.deserialize: bytes: expected a Uint8Array, received ${describe(bytes)}`);
-    return new MstPlan(w, native().mstDeserialize({ weights: weightsHandle(w), bytes }));
+    const info = native().mstDeserialize(w ? { weights: weightsHandle(w), bytes } : { bytes });
+    const r = info.rebuilt;
+    return new MstPlan(w ?? new BinaryWeights(r!.weights, r!.shape, r!.groups), info);
   }
 }
 

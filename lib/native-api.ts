@@ -195,6 +195,14 @@ export interface PlanInfo {
   maxDepth: number;
 }
 
+/** Weights a plan's bytes carried (version 2), made into a native weights object. */
+export interface RebuiltWeights {
+  weights: WeightsHandle;
+  /** [Cout, Cin/groups, kh, kw] */
+  shape: number[];
+  groups: number;
+}
+
 export interface BinaryConvArgs extends Window {
   device: number;
   x: TensorRef;
@@ -312,8 +320,10 @@ export interface NativeAddon {
   weightsWords(args: { weights: WeightsHandle }): Uint32Array;
   /** `parent` (tests and tools) adopts that tree, checked, instead of building one. */
   mstPlan(args: { weights: WeightsHandle; reuse: 'auto' | 'always' | 'never'; maxDepth: number; parent?: Int32Array }): PlanInfo;
-  mstSerialize(args: { plan: PlanHandle }): Uint8Array;
-  mstDeserialize(args: { weights: WeightsHandle; bytes: Uint8Array }): PlanInfo;
+  /** `withWeights`: version 2, the weights stored too. */
+  mstSerialize(args: { plan: PlanHandle; withWeights: boolean }): Uint8Array;
+  /** Without `weights` the bytes must carry them; `rebuilt` is then the weights decoded from them. */
+  mstDeserialize(args: { weights?: WeightsHandle; bytes: Uint8Array }): PlanInfo & { rebuilt?: RebuiltWeights };
   /** Frees the device copies a weights or plan object holds (ops in flight keep theirs). */
   releaseDeviceCopies(args: { weights?: WeightsHandle; plan?: PlanHandle }): void;
   /** Test hook: how the plan's next call on CUDA device `device` runs. */

@@ -13,6 +13,26 @@ export function gaussian(rand: () => number): () => number {
   return () => Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
 }
 
+/** Cout channels, each a copy of one of `protos` prototype channels with every sign flipped with probability p. */
+export function prototypeWeights(cout: number, perChannel: number, protos: number, p: number, r: () => number): Float32Array {
+  const proto = Float32Array.from({ length: protos * perChannel }, () => (r() < 0.5 ? -1 : 1));
+  return Float32Array.from({ length: cout * perChannel }, (_, i) => {
+    const v = proto[(Math.floor(i / perChannel) % protos) * perChannel + (i % perChannel)];
+    return r() < p ? -v : v;
+  });
+}
+
+/** Writes the CRC-32 of everything before a plan's last 4 bytes into them (so only field checks can object). */
+export function fixCrc(b: Uint8Array): Uint8Array {
+  let crc = 0xffffffff;
+  for (let i = 0; i < b.length - 4; i++) {
+    crc ^= b[i];
+    for (let k = 0; k < 8; k++) crc = crc & 1 ? (crc >>> 1) ^ 0xedb88320 : crc >>> 1;
+  }
+  new DataView(b.buffer, b.byteOffset, b.byteLength).setUint32(b.length - 4, (crc ^ 0xffffffff) >>> 0, true);
+  return b;
+}
+
 export function randomArray(n: number, seed: number, scale = 1, offset = 0): Float32Array {
   const g = gaussian(rng(seed));
   return Float32Array.from({ length: n }, () => offset + scale * g());

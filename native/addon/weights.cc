@@ -63,22 +63,29 @@ Napi::Value plan_info(Napi::Env env, std::shared_ptr<Plan> p) {
   return o;
 }
 
+// A weights object over canonical words (packed from floats or decoded from a plan's bytes).
+std::shared_ptr<PackedWeights> packed_weights(const bconv::WeightShape& s, std::vector<uint32_t> words) {
+  auto w = std::make_shared<PackedWeights>();
+  w->shape = s;
+  w->words = std::move(words);
+  w->dense = mst::build_execution(w->words.data(), s, std::vector<int32_t>(size_t(s.cout), -1));
+  return w;
+}
+
 Napi::Value PackWeights(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&] {
     Args a(info, "packWeights");
     std::vector<int64_t> d = a.shape("wShape");
     if (d.size() != 4) fail(ErrorCode::Shape, "packWeights: w: expected [Cout, Cin/groups, kh, kw], received " + shape_str(d));
-    auto w = std::make_shared<PackedWeights>();
-    bconv::WeightShape& s = w->shape;
+    bconv::WeightShape s;
     s.cout = d[0], s.cin_g = d[1], s.kh = d[2], s.kw = d[3];
     s.groups = a.integer("groups", 1, int64_t(1) << 30);
     bconv::check_weight_shape(s);
     const auto* src = static_cast<const float*>(a.host("w", DType::Float32, checked_mul(s.cout * s.cin_g, s.taps(), "w")).data);
     a.check_live();
-    w->words.resize(size_t(checked_mul(s.cout, s.row_words(), "weights")));
-    bconv::pack_weights(src, s, w->words.data());
-    w->dense = mst::build_execution(w->words.data(), s, std::vector<int32_t>(size_t(s.cout), -1));
-    return make_handle(info.Env(), new std::shared_ptr<PackedWeights>(std::move(w)), kWeightsTag);
+    std::vector<uint32_t> words(size_t(checked_mul(s.cout, s.row_words(), "weights")));
+    bconv::pack_weights(src, s, words.data());
+    return make_handle(info.Env(), new std::shared_ptr<PackedWeights>(packed_weights(s, std::move(words))), kWeightsTag);
   });
 }
 
@@ -116,27 +123,43 @@ Napi::Value MstSerialize(const Napi::CallbackInfo& info) {
     Args a(info, "mstSerialize");
     auto p = plan_arg(info[0].As<Napi::Object>().Get("plan"), "MstPlan.serialize: plan");
     const PackedWeights& w = *p->weights;
-    Napi::Uint8Array out = Napi::Uint8Array::New(info.Env(), size_t(mst::serialized_size(w.shape)));
-    mst::serialize(w.words.data(), w.shape, p->parent, p->reuse, p->max_depth, out.Data());
+    std::vector<uint8_t> bytes = mst::serialize(w.words.data(), w.shape, p->parent, p->reuse, p->max_depth, a.flag("withWeights"));
+    Napi::Uint8Array out = Napi::Uint8Array::New(info.Env(), bytes.size());
+    std::copy(bytes.begin(), bytes.end(), out.Data());
     return Napi::Value(out);
   });
 }
 
+// Without `weights` the bytes must carry their own (version 2): the result then also holds the rebuilt
+// weights' handle and shape.
 Napi::Value MstDeserialize(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&] {
     Args a(info, "mstDeserialize");
-    auto w = weights_arg(info[0].As<Napi::Object>().Get("weights"), "MstPlan.deserialize: w");
+    std::shared_ptr<PackedWeights> w;
+    if (a.has("weights")) w = weights_arg(info[0].As<Napi::Object>().Get("weights"), "MstPlan.deserialize: w");
     Napi::Value bv = info[0].As<Napi::Object>().Get("bytes");
     if (!bv.IsTypedArray() || bv.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
       fail(ErrorCode::CorruptPlan, "MstPlan.deserialize: bytes: expected a Uint8Array, received " + describe(bv));
     const auto len = int64_t(bv.As<Napi::TypedArray>().ElementLength());
     Buffer bytes = a.host("bytes", DType::UInt8, len);
     a.check_live();
-    mst::Reuse reuse;
-    int32_t max_depth;
-    std::vector<int32_t> parent =
-        mst::deserialize(static_cast<const uint8_t*>(bytes.data), len, w->words.data(), w->shape, &reuse, &max_depth);
-    return plan_info(info.Env(), make_plan(std::move(w), std::move(parent), reuse, max_depth));
+    mst::Serialized d = mst::deserialize(static_cast<const uint8_t*>(bytes.data), len, w ? w->words.data() : nullptr,
+                                         w ? &w->shape : nullptr);
+    const bool rebuilt = !w;
+    if (rebuilt) w = packed_weights(d.shape, std::move(d.words));
+    Napi::Object o = plan_info(info.Env(), make_plan(w, std::move(d.parent), d.reuse, d.max_depth)).As<Napi::Object>();
+    if (rebuilt) {
+      const bconv::WeightShape& s = w->shape;
+      Napi::Array shape = Napi::Array::New(info.Env(), 4);
+      const int64_t dims[4] = {s.cout, s.cin_g, s.kh, s.kw};
+      for (uint32_t i = 0; i < 4; ++i) shape.Set(i, double(dims[i]));
+      Napi::Object r = Napi::Object::New(info.Env());
+      r.Set("shape", shape);
+      r.Set("groups", double(s.groups));
+      r.Set("weights", make_handle(info.Env(), new std::shared_ptr<PackedWeights>(std::move(w)), kWeightsTag));
+      o.Set("rebuilt", r);
+    }
+    return Napi::Value(o);
   });
 }
 

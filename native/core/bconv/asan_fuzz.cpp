@@ -66,18 +66,24 @@ int main() {
       bconv::conv(x.data(), words.data(), s, de, p, t, o3.data());
       if (o1 != o2 || o3 != o2) { ++fails; printf("mismatch iter %d kind %d\n", iter, kind); }
     }
-    for (int r = 0; r < 3; ++r) {
-      auto tree = mst::build_tree(words.data(), s, mst::Reuse(r), 1 + rng() % 4);
-      std::vector<uint8_t> bytes(mst::serialized_size(s));
-      mst::serialize(words.data(), s, tree, mst::Reuse(r), 4, bytes.data());
+    for (int r = 0; r < 6; ++r) {
+      // Odd r: version 2 (the weights in the bytes), read back without the weights.
+      const bool with_weights = r % 2;
+      auto tree = mst::build_tree(words.data(), s, mst::Reuse(r / 2), 1 + rng() % 4);
+      std::vector<uint8_t> bytes = mst::serialize(words.data(), s, tree, mst::Reuse(r / 2), 4, with_weights);
+      const uint32_t* given = with_weights ? nullptr : words.data();
+      const bconv::WeightShape* given_shape = with_weights ? nullptr : &s;
+      mst::Serialized back = mst::deserialize(bytes.data(), int64_t(bytes.size()), given, given_shape);
+      if (back.parent != tree || (with_weights && back.words != words)) {
+        ++fails;
+        printf("round trip mismatch iter %d\n", iter);
+      }
       for (int f = 0; f < 20; ++f) {
         auto bb = bytes;
         int64_t len = bb.size();
         if (f % 2) len = rng() % bb.size(); else bb[rng() % bb.size()] ^= 1 + rng() % 255;
         try {
-          mst::Reuse rr;
-          int32_t md;
-          mst::deserialize(bb.data(), len, words.data(), s, &rr, &md);
+          mst::deserialize(bb.data(), len, given, given_shape);
           ++fails;  // every mutation here changes the bytes: it must be rejected
           printf("accepted a corrupt plan\n");
         } catch (const Error&) {

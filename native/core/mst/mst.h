@@ -57,12 +57,22 @@ struct Built {
 };
 Built build_execution(const uint32_t* words, const bconv::WeightShape& s, const std::vector<int32_t>& parent);
 
-// Versioned, checksummed bytes: header, shape, a hash of the weights, the parent array.
-int64_t serialized_size(const bconv::WeightShape& s);
-void serialize(const uint32_t* words, const bconv::WeightShape& s, const std::vector<int32_t>& parent, Reuse reuse,
-               int32_t max_depth, uint8_t* out);
+// Versioned, checksummed bytes (docs/API.md "Serialized bytes"): header, shape, a hash of the weights,
+// the parent array; version 2 (with_weights) also the weights themselves, compressed along the tree.
+std::vector<uint8_t> serialize(const uint32_t* words, const bconv::WeightShape& s, const std::vector<int32_t>& parent,
+                               Reuse reuse, int32_t max_depth, bool with_weights);
+
+// What a plan's bytes hold; `words` (the decoded canonical words) only for version 2.
+struct Serialized {
+  bconv::WeightShape shape;
+  Reuse reuse = Reuse::Auto;
+  int32_t max_depth = 1;
+  std::vector<int32_t> parent;
+  std::vector<uint32_t> words;
+};
 // Rejects (CorruptPlan) any byte string that is truncated, altered, or made for other weights or shapes.
-std::vector<int32_t> deserialize(const uint8_t* bytes, int64_t len, const uint32_t* words, const bconv::WeightShape& s,
-                                 Reuse* reuse, int32_t* max_depth);
+// `words` and `s` are the weights the plan is for; with both null the bytes must bring their own weights
+// (version 2; version 1 fails with Argument) and the shape is theirs.
+Serialized deserialize(const uint8_t* bytes, int64_t len, const uint32_t* words, const bconv::WeightShape* s);
 
 }  // namespace xnorm::mst

@@ -1,4 +1,5 @@
-// A plan's bytes: versioned, checksummed, bound to the weights' shape and a hash of their bits.
+// A plan's bytes: versioned, checksummed, bound to the weights' shape and a hash of their bits. Version 2
+// also carries the weights, compressed along the tree (compress.cc), so they can be rebuilt from it.
 #include "mst.h"
 
 #include <algorithm>
@@ -34,64 +35,89 @@ uint32_t crc32(const uint8_t* p, int64_t n) {
   return c ^ 0xffffffffu;
 }
 
-void put32(uint8_t* p, uint32_t v) {
-  for (int b = 0; b < 4; ++b) p[b] = uint8_t(v >> (8 * b));
-}
-uint32_t get32(const uint8_t* p) {
-  return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
-}
-
 constexpr uint8_t kMagic[4] = {'X', 'N', 'M', 'S'};
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kTreeOnly = 1, kWithWeights = 2;  // the format versions
 constexpr int64_t kHeader = 44;  // magic, version, reuse, maxDepth, 5 shape fields, 64-bit weights hash
+constexpr int64_t kMaxDim = int64_t(1) << 30;  // K <= 2^30, so no factor of it is larger
+
+// The shape version-2 bytes bring when no weights are given: bounded so that no product overflows, then
+// the kernels' own check, reported as a corrupt plan.
+void check_stored_shape(const WeightShape& s) {
+  if (s.cin_g > kMaxDim || s.kh > kMaxDim || s.kw > kMaxDim) corrupt("stored shape: a dimension exceeds 2^30");
+  try {
+    bconv::check_weight_shape(s);
+  } catch (const Error& e) {
+    corrupt(std::string("stored shape: ") + e.what());
+  }
+}
 
 }  // namespace
 
-int64_t serialized_size(const WeightShape& s) { return kHeader + 4 * s.cout + 4; }
-
-void serialize(const uint32_t* words, const WeightShape& s, const std::vector<int32_t>& parent, Reuse reuse,
-               int32_t max_depth, uint8_t* out) {
-  std::copy(kMagic, kMagic + 4, out);
-  put32(out + 4, kVersion);
-  put32(out + 8, uint32_t(reuse));
-  put32(out + 12, uint32_t(max_depth));
+std::vector<uint8_t> serialize(const uint32_t* words, const WeightShape& s, const std::vector<int32_t>& parent,
+                               Reuse reuse, int32_t max_depth, bool with_weights) {
+  std::vector<uint8_t> out(size_t(kHeader + 4 * s.cout));
+  std::copy(kMagic, kMagic + 4, out.data());
+  put32(&out[4], with_weights ? kWithWeights : kTreeOnly);
+  put32(&out[8], uint32_t(reuse));
+  put32(&out[12], uint32_t(max_depth));
   const int64_t dims[5] = {s.cout, s.cin_g, s.kh, s.kw, s.groups};
-  for (int i = 0; i < 5; ++i) put32(out + 16 + 4 * i, uint32_t(dims[i]));
+  for (int i = 0; i < 5; ++i) put32(&out[size_t(16 + 4 * i)], uint32_t(dims[i]));
   uint64_t h = fnv1a(words, s.cout * s.row_words());
-  put32(out + 36, uint32_t(h));
-  put32(out + 40, uint32_t(h >> 32));
-  for (int64_t c = 0; c < s.cout; ++c) put32(out + kHeader + 4 * c, uint32_t(parent[size_t(c)]));
-  int64_t body = kHeader + 4 * s.cout;
-  put32(out + body, crc32(out, body));
+  put32(&out[36], uint32_t(h));
+  put32(&out[40], uint32_t(h >> 32));
+  for (int64_t c = 0; c < s.cout; ++c) put32(&out[size_t(kHeader + 4 * c)], uint32_t(parent[size_t(c)]));
+  if (with_weights) append_weights(words, s, parent, out);
+  const size_t body = out.size();
+  out.resize(body + 4);
+  put32(&out[body], crc32(out.data(), int64_t(body)));
+  return out;
 }
 
-std::vector<int32_t> deserialize(const uint8_t* bytes, int64_t len, const uint32_t* words, const WeightShape& s,
-                                 Reuse* reuse, int32_t* max_depth) {
+Serialized deserialize(const uint8_t* bytes, int64_t len, const uint32_t* words, const WeightShape* s) {
   if (len < kHeader + 4) corrupt("truncated: " + num(len) + " bytes, a plan has at least " + num(kHeader + 4));
   if (!std::equal(kMagic, kMagic + 4, bytes)) corrupt("not an xnorm MST plan (bad magic)");
-  if (get32(bytes + 4) != kVersion)
-    corrupt("unsupported format version " + num(get32(bytes + 4)) + " (this build reads " + num(kVersion) + ")");
-  int64_t cout = get32(bytes + 16);
-  if (len != kHeader + 4 * cout + 4)
-    corrupt("expected " + num(kHeader + 4 * cout + 4) + " bytes for Cout = " + num(cout) + ", received " + num(len));
+  const uint32_t version = get32(bytes + 4);
+  if (version != kTreeOnly && version != kWithWeights)
+    corrupt("unsupported format version " + num(version) + " (this build reads 1 and 2)");
+  const int64_t cout = get32(bytes + 16), fixed = kHeader + 4 * cout + 4;
+  if (version == kTreeOnly && len != fixed)
+    corrupt("expected " + num(fixed) + " bytes for Cout = " + num(cout) + ", received " + num(len));
+  if (version == kWithWeights && len < fixed)
+    corrupt("truncated: " + num(len) + " bytes, a plan with weights for Cout = " + num(cout) + " has more than " + num(fixed));
   if (crc32(bytes, len - 4) != get32(bytes + len - 4)) corrupt("checksum mismatch: the bytes were altered");
-  const int64_t want[5] = {s.cout, s.cin_g, s.kh, s.kw, s.groups};
-  for (int i = 0; i < 5; ++i)
-    if (int64_t(get32(bytes + 16 + 4 * i)) != want[i])
-      corrupt("made for weights of another shape ([Cout, Cin/g, kh, kw, groups] field " + num(i) + " is " +
-              num(get32(bytes + 16 + 4 * i)) + ", the weights have " + num(want[i]) + ")");
-  uint64_t h = fnv1a(words, s.cout * s.row_words());
-  if (get32(bytes + 36) != uint32_t(h) || get32(bytes + 40) != uint32_t(h >> 32))
-    corrupt("made for other weights (weights hash mismatch)");
-  uint32_t r = get32(bytes + 8), md = get32(bytes + 12);
-  if (r > 2) corrupt("bad reuse mode " + num(r));
+  Serialized r;
+  r.shape = {cout, get32(bytes + 20), get32(bytes + 24), get32(bytes + 28), get32(bytes + 32)};
+  if (s) {
+    const int64_t got[5] = {r.shape.cout, r.shape.cin_g, r.shape.kh, r.shape.kw, r.shape.groups};
+    const int64_t want[5] = {s->cout, s->cin_g, s->kh, s->kw, s->groups};
+    for (int i = 0; i < 5; ++i)
+      if (got[i] != want[i])
+        corrupt("made for weights of another shape ([Cout, Cin/g, kh, kw, groups] field " + num(i) + " is " +
+                num(got[i]) + ", the weights have " + num(want[i]) + ")");
+  } else if (version == kTreeOnly) {
+    fail(ErrorCode::Argument, "MstPlan.deserialize: version-1 bytes carry no weights: pass the BinaryWeights the plan was made for");
+  } else {
+    check_stored_shape(r.shape);
+  }
+  const uint32_t reuse = get32(bytes + 8), md = get32(bytes + 12);
+  if (reuse > 2) corrupt("bad reuse mode " + num(reuse));
   if (md < 1 || md > 65535) corrupt("bad maxDepth " + num(md));
-  std::vector<int32_t> parent(size_t(s.cout));
-  for (int64_t c = 0; c < s.cout; ++c) parent[size_t(c)] = int32_t(get32(bytes + kHeader + 4 * c));
-  check_plan(parent, s, Reuse(r), int32_t(md));
-  *reuse = Reuse(r);
-  *max_depth = int32_t(md);
-  return parent;
+  r.reuse = Reuse(reuse);
+  r.max_depth = int32_t(md);
+  r.parent.resize(size_t(cout));
+  for (int64_t c = 0; c < cout; ++c) r.parent[size_t(c)] = int32_t(get32(bytes + kHeader + 4 * c));
+  check_plan(r.parent, r.shape, r.reuse, r.max_depth);
+  const uint64_t h = uint64_t(get32(bytes + 36)) | uint64_t(get32(bytes + 40)) << 32;
+  const int64_t nwords = cout * r.shape.row_words();
+  if (words && fnv1a(words, nwords) != h) corrupt("made for other weights (weights hash mismatch)");
+  if (version == kWithWeights) {
+    r.words = read_weights(bytes + kHeader + 4 * cout, bytes + len - 4, r.shape, r.parent);
+    // A second check, past the CRC: the decoded words are the ones the plan was written for.
+    if (fnv1a(r.words.data(), nwords) != h) corrupt("the decoded weights fail the weights hash");
+    if (words && !std::equal(r.words.begin(), r.words.end(), words))
+      corrupt("made for other weights (its stored weights differ)");
+  }
+  return r;
 }
 
 }  // namespace xnorm::mst
