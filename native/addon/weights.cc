@@ -33,6 +33,7 @@ Napi::Int32Array int32_array(Napi::Env env, const std::vector<int32_t>& v) {
 std::shared_ptr<Plan> make_plan(std::shared_ptr<PackedWeights> w, std::vector<int32_t> parent, mst::Reuse reuse,
                                 int32_t max_depth) {
   auto p = std::make_shared<Plan>();
+  p->weights = w;  // first: an edgeless plan's execution is the weights' own
   mst::check_plan(parent, w->shape, reuse, max_depth);
   p->built = mst::build_execution(w->words.data(), w->shape, parent);
   p->levels = mst::levels(parent, p->built, w->shape);
@@ -41,7 +42,6 @@ std::shared_ptr<Plan> make_plan(std::shared_ptr<PackedWeights> w, std::vector<in
     const uint32_t* r = p->built.edges.data() + off;
     p->gpu_edges.push_back({int32_t(r[0]), int32_t(r[1]), int32_t(r[2]), int32_t(r[3]), off + 4});
   }
-  p->weights = std::move(w);
   p->parent = std::move(parent);
   p->reuse = reuse;
   p->max_depth = max_depth;

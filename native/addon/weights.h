@@ -48,7 +48,8 @@ struct Plan {
   std::vector<xnorm_cuda_mst_edge> gpu_edges;  // the plugin's edge table, in level order
   DeviceCopies device_edges;                   // the edge records the plugin reads the word triples from
 
-  bconv::Execution execution() const { return built.execution(); }
+  // A plan without edges runs the weights' own dense execution (the same panels, not a copy).
+  bconv::Execution execution() const { return built.nedges ? built.execution() : weights->execution(); }
   // 'auto' plans on a GPU: whether the first call on each device found the edges >= 5 % faster than dense.
   enum class GpuMode { Dense, Edges, Trial };
   GpuMode gpu_mode(int32_t device);

@@ -30,7 +30,7 @@ int64_t tile_pixels(int64_t pixels, int64_t cout) {
 // stay in L2.
 int64_t mst_tile_pixels(int64_t pixels, int64_t cout) {
   int64_t tp = 512;
-  while (tp > 64 && ((pixels + tp - 1) / tp < 4 || cout * tp * int64_t(sizeof(int32_t)) > (512 << 10))) tp /= 2;
+  while (tp > 64 && ((pixels + tp - 1) / tp < 2 || cout * tp * int64_t(sizeof(int32_t)) > (512 << 10))) tp /= 2;
   return tp;
 }
 
@@ -322,7 +322,10 @@ void apply_reuse_edges(const Kernels& kn, const Layer& L, const Tile& tile) {
   thread_local std::vector<uint32_t> at_buf;
   thread_local std::vector<uint64_t> bit_rows;
   const WeightShape& s = L.s;
-  const int64_t G = L.G, kw = L.kw, tp = L.tp, np = tile.np, nb = tp / 64, group_rows = 32 * kw * nb;
+  const int64_t G = L.G, kw = L.kw, tp = L.tp, np = tile.np;
+  int64_t nb = 1;  // 64-pixel words per bit row: a power of two covering the tile's pixels
+  while (64 * nb < np) nb *= 2;
+  const int64_t group_rows = 32 * kw * nb;
   int32_t* const acc = tile.acc;
   // Word-major copy of each group's tile (columns past np zero), then its bit rows.
   if (np < tp) at_buf.assign(size_t(kw * tp), 0u);

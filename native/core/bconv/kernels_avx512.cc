@@ -209,11 +209,31 @@ void bit_rows(const uint32_t* at, int64_t ldat, int64_t kw, int64_t nb, uint64_t
     }
 }
 
-// The child 16 pixels at a time from parent + d: bit l of a pixel's S takes 2^(l + 1) off under a mask.
+// child = parent + d - 2 S for 16 pixels, S widened from bytes.
+inline void child_from_bytes(__m128i s, const int32_t* parent, __m512i d, int32_t* child) {
+  const __m512i v = _mm512_add_epi32(_mm512_loadu_si512(parent), d);
+  _mm512_storeu_si512(child, _mm512_sub_epi32(v, _mm512_slli_epi32(_mm512_cvtepu8_epi32(s), 1)));
+}
+
+// The planes to per-pixel S and the child from parent + d. Below 256 (most edges) S is built as bytes,
+// 64 pixels per register; otherwise 16 pixels at a time, bit l of S taking 2^(l + 1) off under a mask.
 void expand_masked(const uint64_t* planes, int nplanes, int nb, int32_t d, const int32_t* parent, int32_t* child) {
+  const __m512i dv = _mm512_set1_epi32(d);
+  if (nplanes <= 8) {
+    for (int j = 0; j < nb; ++j) {
+      __m512i s = _mm512_setzero_si512();
+      for (int l = 0; l < nplanes; ++l)
+        s = _mm512_mask_add_epi8(s, __mmask64(planes[l * nb + j]), s, _mm512_set1_epi8(char(1 << l)));
+      const int64_t i = 64 * j;
+      child_from_bytes(_mm512_castsi512_si128(s), parent + i, dv, child + i);
+      child_from_bytes(_mm512_extracti32x4_epi32(s, 1), parent + i + 16, dv, child + i + 16);
+      child_from_bytes(_mm512_extracti32x4_epi32(s, 2), parent + i + 32, dv, child + i + 32);
+      child_from_bytes(_mm512_extracti32x4_epi32(s, 3), parent + i + 48, dv, child + i + 48);
+    }
+    return;
+  }
   const auto* quarter = reinterpret_cast<const uint16_t*>(planes);  // [plane][16-pixel group]
   const int groups = 4 * nb;
-  const __m512i dv = _mm512_set1_epi32(d);
   for (int g = 0; g < groups; ++g) {
     __m512i v = _mm512_add_epi32(_mm512_loadu_si512(parent + 16 * g), dv);
     for (int l = 0; l < nplanes; ++l)

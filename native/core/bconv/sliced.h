@@ -8,6 +8,8 @@
 // is that row or its complement, and the terms are summed with carry-save adders into bit planes
 // (plane l holds bit l of every pixel's S). The cost grows with |D|, not with the words D touches.
 #pragma once
+#include <immintrin.h>
+
 #include <cstdint>
 
 namespace xnorm::bconv {
@@ -23,6 +25,20 @@ struct Planes {
   // Carry-save adder: (hi, lo) = a + b + c, bit by bit. (Vectors by reference: no vector passes through
   // a call boundary, whose ABI would differ between the kernel files.)
   static inline void csa(V& hi, V& lo, const V& a, const V& b, const V& c) {
+#if defined(__AVX512F__) && defined(__AVX512VL__)
+    // One ternary-logic instruction each (the compiler does not find them): majority and three-way xor.
+    if constexpr (NB == 8) {
+      const __m512i x = __m512i(a), y = __m512i(b), z = __m512i(c);
+      hi = V(_mm512_ternarylogic_epi64(x, y, z, 0xe8));
+      lo = V(_mm512_ternarylogic_epi64(x, y, z, 0x96));
+      return;
+    } else if constexpr (NB == 4) {
+      const __m256i x = __m256i(a), y = __m256i(b), z = __m256i(c);
+      hi = V(_mm256_ternarylogic_epi64(x, y, z, 0xe8));
+      lo = V(_mm256_ternarylogic_epi64(x, y, z, 0x96));
+      return;
+    }
+#endif
     const V u = a ^ b;
     hi = (a & b) | (u & c);
     lo = u ^ c;
@@ -44,30 +60,37 @@ struct Planes {
     }
   }
 
+  // Eight terms into ones, twos and fours; the carry of weight 8 goes to `eights`.
+  static inline void add8(V& eights, V& ones, V& twos, V& fours, const V* x) {
+    V twos_a, twos_b, fours_a, fours_b;
+    csa(twos_a, ones, ones, x[0], x[1]);
+    csa(twos_b, ones, ones, x[2], x[3]);
+    csa(fours_a, twos, twos, twos_a, twos_b);
+    csa(twos_a, ones, ones, x[4], x[5]);
+    csa(twos_b, ones, ones, x[6], x[7]);
+    csa(fours_b, twos, twos, twos_a, twos_b);
+    csa(eights, fours, fours, fours_a, fours_b);
+  }
+
   // S of 64 * NB pixels into planes (little-endian bit order); returns the number of planes.
-  // Harley-Seal: eight terms go through seven adders into ones, twos, fours and one carry of weight 8.
+  // Harley-Seal: sixteen terms go through fifteen adders into ones, twos, fours, eights and one carry
+  // of weight 16; the last block is padded with zero terms.
   static int count(const uint64_t* rows, const uint32_t* pos, int64_t npos, V* plane) {
-    int nplanes = 3;
+    int nplanes = 4;
     while (nplanes < kMaxPlanes && (npos >> nplanes) != 0) ++nplanes;
     for (int l = 0; l < nplanes; ++l) plane[l] = V{};
-    V ones{}, twos{}, fours{}, twos_a, twos_b, fours_a, fours_b, eights, x[8], t;
-    int64_t i = 0;
-    for (; i + 8 <= npos; i += 8) {
-      for (int q = 0; q < 8; ++q) term(x[q], rows, pos[i + q]);
-      csa(twos_a, ones, ones, x[0], x[1]);
-      csa(twos_b, ones, ones, x[2], x[3]);
-      csa(fours_a, twos, twos, twos_a, twos_b);
-      csa(twos_a, ones, ones, x[4], x[5]);
-      csa(twos_b, ones, ones, x[6], x[7]);
-      csa(fours_b, twos, twos, twos_a, twos_b);
-      csa(eights, fours, fours, fours_a, fours_b);
-      ripple(plane, nplanes, 3, eights);
+    V ones{}, twos{}, fours{}, eights{}, eights_a, eights_b, sixteens, x[16];
+    for (int64_t i = 0; i < npos; i += 16) {
+      for (int q = 0; q < 16; ++q) {
+        if (i + q < npos) term(x[q], rows, pos[i + q]);
+        else x[q] = V{};
+      }
+      add8(eights_a, ones, twos, fours, x);
+      add8(eights_b, ones, twos, fours, x + 8);
+      csa(sixteens, eights, eights, eights_a, eights_b);
+      ripple(plane, nplanes, 4, sixteens);
     }
-    plane[0] = ones, plane[1] = twos, plane[2] = fours;
-    for (; i < npos; ++i) {
-      term(t, rows, pos[i]);
-      ripple(plane, nplanes, 0, t);
-    }
+    plane[0] = ones, plane[1] = twos, plane[2] = fours, plane[3] = eights;
     return nplanes;
   }
 };
