@@ -48,7 +48,7 @@ int main() {
       if (c > g0 && rng() % 3) parent[c] = int32_t(g0 + rng() % (c - g0));
     }
     auto b = mst::build_execution(words.data(), s, parent);
-    bconv::Execution e{b.panels.data(), b.npanels, b.edges.data(), b.nedges, int64_t(b.edges.size())};
+    const bconv::Execution e = b.execution();
     int64_t oh = bconv::out_size(p.h, p.ph, p.dh, s.kh, p.sh), ow = bconv::out_size(p.w, p.pw, p.dw, s.kw, p.sw);
     std::vector<float> scale(s.cout), bias(s.cout);
     for (auto& v : scale) v = float(int(rng() % 200) - 100) / 37.f;
@@ -62,7 +62,7 @@ int main() {
       bconv::conv(x.data(), words.data(), s, e, p, t, o1.data());
       bconv::conv_reference(x.data(), words.data(), s, p, t, o2.data());
       auto d = mst::build_execution(words.data(), s, std::vector<int32_t>(s.cout, -1));
-      bconv::Execution de{d.panels.data(), d.npanels, nullptr, 0, 0};
+      const bconv::Execution de = d.execution();
       bconv::conv(x.data(), words.data(), s, de, p, t, o3.data());
       if (o1 != o2 || o3 != o2) { ++fails; printf("mismatch iter %d kind %d\n", iter, kind); }
     }

@@ -77,7 +77,9 @@ struct Transform {
   float lo = 0, hi = 0;
 };
 
-// out: float [N, OH, OW, Cout], int32 likewise, or bits [N, OH, OW, ceil(Cout/32)] words.
+// out: float [N, OH, OW, Cout], int32 likewise, or bits [N, OH, OW, ceil(Cout/32)] words. `e` must have
+// passed validate_execution when it was made (mst::build_execution checks what it builds): a check per
+// call would cost as much as a small layer's edges.
 void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const Execution& e, const ConvParams& p,
           const Transform& t, void* out);
 // Direct loops over ±1 values: the oracle the fast path is tested against.

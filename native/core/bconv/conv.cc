@@ -4,6 +4,7 @@
 #include <xmmintrin.h>
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "../common/checked.h"
@@ -34,7 +35,7 @@ int64_t mst_tile_pixels(int64_t pixels, int64_t cout) {
   return tp;
 }
 
-// Copies (or, from nullptr, zeroes) a few words. Explicit cases for the common 1-4 words per tap:
+// Copies (or, from nullptr, zeroes) a few words. Explicit cases for the common 1-4, 8 and 16 words per tap:
 // a library memmove call per tap costs more than the copy itself.
 inline void copy_words(const uint32_t* src, uint32_t* dst, int64_t n) {
   switch (src ? n : 0) {
@@ -43,6 +44,8 @@ inline void copy_words(const uint32_t* src, uint32_t* dst, int64_t n) {
     case 2: dst[1] = src[1]; [[fallthrough]];
     case 1: dst[0] = src[0]; return;
     case 0: if (!src) std::fill(dst, dst + n, 0u); return;
+    case 8: std::memcpy(dst, src, 8 * sizeof(uint32_t)); return;     // 256 channels: one vector move
+    case 16: std::memcpy(dst, src, 16 * sizeof(uint32_t)); return;
     default: std::copy(src, src + n, dst);
   }
 }
@@ -132,6 +135,9 @@ struct Layer {
   int64_t oh, ow, pixels, G, wg, taps, kw;
   int32_t K;
   int64_t tp, ntiles;      // pixels per tile, tiles
+  // Row stride of channel-major tiles and of the word-major copy: a line more than the tile, so rows
+  // 2 KiB apart do not all fall in the same few L1 sets.
+  int64_t ld_rows;
   int64_t out_words, rec;  // output words per pixel ('bits'), words per panel record
   GroupInput gi;
   std::vector<int32_t> corr;       // 'zero' padding only
@@ -141,8 +147,7 @@ struct Layer {
   bool pixel_major;
   uint32_t tail;  // valid bits of a tap's last input word (groups == 1, Cin_g % 32 != 0), else ~0u
   // Direct: the kernels read the input words in place through the indirection rows (no im2col copy).
-  // Needs groups on word boundaries, input tail bits that need no masking, and no MST edges (they read
-  // a word-major copy of the tile).
+  // Needs groups on word boundaries and input tail bits that need no masking.
   bool direct;
   std::vector<uint32_t> zeros;  // the padding row, wide enough for any group offset
   ChannelBlocks blocks;
@@ -162,6 +167,7 @@ Layer::Layer(const uint32_t* x, const uint32_t* words, const WeightShape& s_, co
   pixel_major = e.nedges == 0;
   tp = pixel_major ? tile_pixels(pixels, s.cout) : mst_tile_pixels(pixels, s.cout);
   ntiles = (pixels + tp - 1) / tp;
+  ld_rows = tp + 16;
   out_words = (s.cout + 31) / 32, rec = panel_record_words(s);
   make_group_input(x, p, s, gi);
   if (p.pad_zero) corr = zero_padding_corrections(words, s);
@@ -170,7 +176,7 @@ Layer::Layer(const uint32_t* x, const uint32_t* words, const WeightShape& s_, co
   if (t.scale) std::copy(t.scale, t.scale + s.cout, scale.begin());
   if (t.bias) std::copy(t.bias, t.bias + s.cout, bias.begin());
   tail = G == 1 && s.cin_g % 32 ? (1u << (s.cin_g % 32)) - 1 : 0xffffffffu;
-  direct = pixel_major && gi.repacked.empty() && tail == ~0u;
+  direct = gi.repacked.empty() && tail == ~0u;
   zeros.assign(size_t(G * wg), 0u);
   blocks = plan_channel_blocks(e, rec, ntiles, pixel_major, t.kind);
   fusable.assign(size_t(e.npanels), 0);
@@ -226,7 +232,7 @@ Tile tile_of(const Layer& L, int64_t task) {
   thread_local std::vector<uint8_t> padded, border;
   if (!L.direct) a_buf.resize(size_t(L.G * L.tp * L.kw));
   ind.resize(size_t(L.tp * L.taps));
-  acc_buf.resize(size_t(L.s.cout * L.tp));
+  acc_buf.resize(size_t(L.s.cout * L.ld_rows));
   padded.assign(size_t(L.tp * L.taps), 0);
   border.assign(size_t(L.tp), 0);
   tile.a = a_buf.data();
@@ -300,7 +306,7 @@ void build_indirection(const Layer& L, const Tile& tile) {
 // all its panels allow it (then true: only raw pixels, border pixels under 'zero' padding, are left
 // for the output pass).
 bool run_panels(const Kernels& kn, const Layer& L, const Tile& tile) {
-  const int64_t ldc = L.pixel_major ? 1 : L.tp, ldp = L.pixel_major ? L.s.cout : 1;
+  const int64_t ldc = L.pixel_major ? 1 : L.ld_rows, ldp = L.pixel_major ? L.s.cout : 1;
   bool fused = true;
   for (int64_t q = tile.q0; q < tile.q1; ++q) fused = fused && L.fusable[size_t(q)];
   Epilogue ep = L.fused_output;
@@ -322,24 +328,39 @@ void apply_reuse_edges(const Kernels& kn, const Layer& L, const Tile& tile) {
   thread_local std::vector<uint32_t> at_buf;
   thread_local std::vector<uint64_t> bit_rows;
   const WeightShape& s = L.s;
-  const int64_t G = L.G, kw = L.kw, tp = L.tp, np = tile.np;
+  const int64_t G = L.G, kw = L.kw, tp = L.tp, ld = L.ld_rows, np = tile.np;
   int64_t nb = 1;  // 64-pixel words per bit row: a power of two covering the tile's pixels
   while (64 * nb < np) nb *= 2;
   const int64_t group_rows = 32 * kw * nb;
   int32_t* const acc = tile.acc;
-  // Word-major copy of each group's tile (columns past np zero), then its bit rows.
-  if (np < tp) at_buf.assign(size_t(kw * tp), 0u);
-  else at_buf.resize(size_t(kw * tp));
+  // Word-major copy of each group's tile (columns past np zero), then its bit rows. Direct tiles
+  // gather the words through the indirection rows; the others transpose their im2col copy.
+  if (np < tp) at_buf.assign(size_t(kw * ld), 0u);
+  else at_buf.resize(size_t(kw * ld));
   bit_rows.resize(size_t(G * group_rows));
+  const int64_t taps = L.taps, wg = L.wg;
+  thread_local std::vector<uint32_t> eight;
+  eight.resize(size_t(8 * kw));
   for (int64_t g = 0; g < G; ++g) {
-    kn.transpose(tile.a + g * tp * kw, np, kw, kw, at_buf.data(), tp);
-    kn.bit_rows(at_buf.data(), tp, kw, nb, bit_rows.data() + g * group_rows);
+    if (L.direct) {
+      // Eight pixels' rows at a time through L1, then one transpose into the columns.
+      for (int64_t i0 = 0; i0 < np; i0 += 8) {
+        const int64_t n = std::min<int64_t>(8, np - i0);
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t tt = 0; tt < taps; ++tt)
+            copy_words(tile.rows_of[(i0 + i) * taps + tt] + g * L.gi.group_stride, eight.data() + i * kw + tt * wg, wg);
+        kn.transpose(eight.data(), n, kw, kw, at_buf.data() + i0, ld);
+      }
+    } else {
+      kn.transpose(tile.a + g * tp * kw, np, kw, kw, at_buf.data(), ld);
+    }
+    kn.bit_rows(at_buf.data(), ld, kw, nb, bit_rows.data() + g * group_rows);
   }
   const uint32_t* r = L.e.edges;
   const uint32_t* pos = L.e.positions;
   for (int64_t j = 0; j < L.e.nedges; ++j) {
     const int64_t g = r[0] / s.cout_g(), d = r[3];
-    kn.sliced_edge(bit_rows.data() + g * group_rows, nb, pos, d, acc + r[1] * tp, acc + r[0] * tp);
+    kn.sliced_edge(bit_rows.data() + g * group_rows, nb, pos, d, acc + r[1] * ld, acc + r[0] * ld);
     pos += d;
     r += 4 + 3 * r[2];
   }
@@ -383,15 +404,37 @@ void write_unfused_output(const Kernels& kn, const Layer& L, const Tile& tile, b
   }
 }
 
+// 'bits' output of a channel-major tile without int32 transposes: each channel's signs over the
+// tile's pixels as 32-pixel words [word][channel], whose bit transpose (bit_rows, channels in the role of
+// pixels) is the output: bit c of row i is channel c of pixel i.
+void write_channel_major_bits(const Kernels& kn, const Layer& L, const Tile& tile) {
+  thread_local std::vector<uint32_t> signs;
+  thread_local std::vector<uint64_t> rows;
+  const int64_t np = tile.np, cout = L.s.cout, words = (np + 31) / 32, nbc = (cout + 63) / 64, ld = 64 * nbc;
+  signs.assign(size_t(words * ld), 0u);
+  thread_local std::vector<uint32_t> one;
+  one.resize(size_t(words));
+  for (int64_t c = 0; c < cout; ++c) {
+    kn.sign_bits(tile.acc + c * L.ld_rows, np, L.K, L.scale[size_t(c)], L.bias[size_t(c)], L.fused_output.clamp, one.data());
+    for (int64_t w = 0; w < words; ++w) signs[size_t(w * ld + c)] = one[size_t(w)];
+  }
+  rows.resize(size_t(32 * words * nbc));
+  kn.bit_rows(signs.data(), ld, words, nbc, rows.data());
+  const auto* bits = reinterpret_cast<const uint32_t*>(rows.data());
+  uint32_t* out = static_cast<uint32_t*>(L.out) + tile.p0 * L.out_words;
+  for (int64_t i = 0; i < np; ++i) std::copy(bits + i * 2 * nbc, bits + i * 2 * nbc + L.out_words, out + i * L.out_words);
+}
+
 // The output of a channel-major tile (after MST edges): blocks of pixels turned pixel-major in an
 // L1-sized buffer and written out before the next block.
 void write_channel_major_output(const Kernels& kn, const Layer& L, const Tile& tile) {
+  if (L.t.kind == Output::Bits && !L.p.pad_zero && kn.sign_bits) return write_channel_major_bits(kn, L, tile);
   thread_local std::vector<int32_t> rows;
   constexpr int64_t kBlock = 16;
   rows.resize(size_t(kBlock * L.s.cout));
   for (int64_t i0 = 0; i0 < tile.np; i0 += kBlock) {
     const int64_t n = std::min(kBlock, tile.np - i0);
-    kn.transpose(reinterpret_cast<const uint32_t*>(tile.acc + i0), L.s.cout, n, L.tp,
+    kn.transpose(reinterpret_cast<const uint32_t*>(tile.acc + i0), L.s.cout, n, L.ld_rows,
                  reinterpret_cast<uint32_t*>(rows.data()), L.s.cout);
     write_unfused_output(kn, L, tile, false, i0, i0 + n, rows.data());
   }
@@ -402,7 +445,6 @@ void write_channel_major_output(const Kernels& kn, const Layer& L, const Tile& t
 void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const Execution& e, const ConvParams& p,
           const Transform& t, void* out) {
   check_conv(p, s);
-  validate_execution(s, e);
   check_transform(t, s.cout);
   const Kernels& kn = active_kernels();
   const Layer L(x, words, s, e, p, t, out);

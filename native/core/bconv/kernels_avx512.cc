@@ -380,6 +380,20 @@ void out_bits(const int32_t* v, int32_t k, int32_t m, const float* scale, const 
   }
 }
 
+void sign_bits(const int32_t* v, int64_t n, int32_t k, float scale, float bias, const float* clamp, uint32_t* out) {
+  const Transform16 tf(k, -2, clamp);
+  const __m512 s = _mm512_set1_ps(scale), b = _mm512_set1_ps(bias);
+  for (int64_t w = 0; w * 32 < n; ++w) {
+    uint32_t word = 0;
+    for (int h = 0; h < 2; ++h) {
+      const int64_t i = w * 32 + 16 * h;
+      const __mmask16 lanes = first_n(n - i);
+      word |= uint32_t(tf.negative(lanes, loadu_epi32(lanes, v + i), s, b)) << (16 * h);
+    }
+    out[w] = word;
+  }
+}
+
 // The data stay in registers: this is the ALU ceiling of XOR + popcount + add, with no loads.
 uint64_t popcount_loop(const uint32_t* data, int64_t reps) {
   __m512i d[16], acc[8];
@@ -398,7 +412,7 @@ uint64_t popcount_loop(const uint32_t* data, int64_t reps) {
 }  // namespace
 
 const Kernels& kernels_avx512() {
-  static const Kernels k{dense_panel, bit_rows, sliced_edge, pack_nhwc, pack_nchw, distances, transpose_words_avx2, out_int32, out_float, out_bits, popcount_loop};
+  static const Kernels k{dense_panel, bit_rows, sliced_edge, pack_nhwc, pack_nchw, distances, transpose_words_avx2, out_int32, out_float, out_bits, sign_bits, popcount_loop};
   return k;
 }
 

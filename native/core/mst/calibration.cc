@@ -59,6 +59,7 @@ Costs calibrate() {
       ++b.nedges;
     }
     b.positions = bconv::edge_positions(b.edges.data(), b.nedges);
+    bconv::validate_execution(s, b.execution());
     return b;
   };
   constexpr int64_t kFew = 16, kMany = 128;
