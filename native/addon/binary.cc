@@ -103,7 +103,10 @@ struct ConvCall {
   int32_t algorithm = XNORM_CUDA_BCONV_AUTO;
 
   const bconv::WeightShape& s() const { return weights->shape; }
-  bconv::Execution execution() const { return plan ? plan->execution() : weights->execution(); }
+  bconv::Execution execution() const {
+    const int64_t pixels = p.n * bconv::out_size(p.h, p.ph, p.dh, s().kh, p.sh) * bconv::out_size(p.w, p.pw, p.dw, s().kw, p.sw);
+    return plan && mst::runs_edges(plan->reuse, pixels) ? plan->execution() : weights->execution();
+  }
   xnorm_cuda_bconv plugin() const {
     xnorm_cuda_bconv q{};
     q.n = p.n, q.h = p.h, q.w = p.w, q.c = p.c;

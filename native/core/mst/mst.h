@@ -23,6 +23,15 @@ struct Costs {
 };
 const Costs& calibrated_costs();
 
+// An 'auto' plan runs its edges only on calls with at least this many output pixels (N * OH * OW): below
+// it the bit-sliced executor has too few pixels per tile, or too few tiles for two threads, to beat the
+// dense kernels (measured on 3x3 256->256 layers: batch 2 at 14 x 14 pays, batch 1 does not). 'always'
+// plans run their edges on every call.
+constexpr int64_t kAutoMinPixels = 384;
+inline bool runs_edges(Reuse reuse, int64_t output_pixels) {
+  return reuse != Reuse::Auto || output_pixels >= kAutoMinPixels;
+}
+
 // parent[c] = -1 (computed densely) or a channel of the same group. Prim's algorithm per group over
 // a virtual root whose edge cost is a channel's from-scratch cost; `Always` weighs edges by Hamming
 // distance (root: K), `Auto` by the calibrated cost of the differing bits (root: the dense cost, less a

@@ -9,20 +9,21 @@
 namespace xnorm::mst {
 
 // The final word for 'auto': the plan against the dense weights on a synthetic input of this layer's
-// shape (one 16 x 16 image, float output), interleaved, best of five each. The edges stay only if they
-// are clearly faster. The cost model chose them from per-word costs; this sees what it cannot for this
-// shape (cache effects, the output pass a plan cannot fuse) and a calibration skewed by a busy machine.
+// shape (two 16 x 16 images: above kAutoMinPixels, where 'auto' plans run their edges; float output, the
+// slower of the plan's output passes), interleaved, best of five each. The edges stay only if they are
+// clearly faster. The cost model chose them from per-bit costs; this sees what it cannot for this shape
+// (cache effects, the output pass a plan cannot fuse) and a calibration skewed by a busy machine.
 constexpr double kTrialMargin = 0.95;
 
 bool plan_pays(const uint32_t* words, const WeightShape& s, const std::vector<int32_t>& parent) {
   bconv::ConvParams p;
-  p.n = 1;
+  p.n = 2;
   p.h = std::max<int64_t>(16, s.kh);
   p.w = std::max<int64_t>(16, s.kw);
   p.c = s.cin_g * s.groups;
   p.ph = s.kh / 2;
   p.pw = s.kw / 2;
-  const int64_t wc = (p.c + 31) / 32, pixels = p.h * p.w;
+  const int64_t wc = (p.c + 31) / 32, pixels = p.n * p.h * p.w;
   uint32_t seed = 2024;
   std::vector<uint32_t> x(size_t(pixels * wc));
   for (int64_t i = 0; i < pixels * wc; ++i) {
@@ -31,7 +32,7 @@ bool plan_pays(const uint32_t* words, const WeightShape& s, const std::vector<in
   }
   const Built dense = build_execution(words, s, std::vector<int32_t>(size_t(s.cout), -1));
   const Built plan = build_execution(words, s, parent);
-  std::vector<float> out(size_t(bconv::out_size(p.h, p.ph, 1, s.kh, 1) * bconv::out_size(p.w, p.pw, 1, s.kw, 1) * s.cout));
+  std::vector<float> out(size_t(p.n * bconv::out_size(p.h, p.ph, 1, s.kh, 1) * bconv::out_size(p.w, p.pw, 1, s.kw, 1) * s.cout));
   bconv::Transform t;
   auto run = [&](const Built& b) {
     bconv::conv(x.data(), words, s, b.execution(), p, t, out.data());
