@@ -79,6 +79,8 @@ describe('mstPlan', () => {
       { n: 3, h: 23, w: 21, cin: 60, cout: 24, k: 3, groups: 3, p: 0.05, stride: 1, dilation: 2 },
       { n: 4, h: 33, w: 31, cin: 96, cout: 40, k: 3, groups: 2, p: 0.2, stride: 1, dilation: 1 },
       { n: 2, h: 45, w: 43, cin: 33, cout: 17, k: 1, groups: 1, p: 0.1, stride: 2, dilation: 1 },
+      // Unrelated channels: edges of ~1000 differing bits (sums past the eight planes kept in registers).
+      { n: 1, h: 6, w: 5, cin: 256, cout: 12, k: 3, groups: 1, p: 0.5, stride: 1, dilation: 1 },
     ];
     for (const [i, c] of cases.entries()) {
       const r = rng(9000 + i);

@@ -116,13 +116,12 @@ std::vector<uint32_t> edge_positions(const uint32_t* edges, int64_t nedges) {
   std::vector<uint32_t> pos;
   for (int64_t i = 0; i < nedges; ++i) {
     const uint32_t nw = edges[2];
-    for (uint32_t j = 0; j < nw; ++j) {
-      const uint32_t k = edges[4 + 3 * j], pb = edges[6 + 3 * j];
-      for (uint32_t m = edges[5 + 3 * j]; m; m &= m - 1) {
-        const uint32_t b = uint32_t(__builtin_ctz(m));
-        pos.push_back((32 * k + b) << 1 | ((pb >> b) & 1u));
+    for (uint32_t parent_bit = 0; parent_bit < 2; ++parent_bit)
+      for (uint32_t j = 0; j < nw; ++j) {
+        const uint32_t k = edges[4 + 3 * j], pb = edges[6 + 3 * j];
+        for (uint32_t m = edges[5 + 3 * j] & (parent_bit ? pb : ~pb); m; m &= m - 1)
+          pos.push_back((32 * k + uint32_t(__builtin_ctz(m))) << 1 | parent_bit);
       }
-    }
     edges += 4 + 3 * nw;
   }
   return pos;

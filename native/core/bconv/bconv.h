@@ -40,7 +40,7 @@ int64_t build_panels(const uint32_t* words, const WeightShape& s, const std::vec
 // Reuse edges of an MST plan, in execution order. Record: [child, parent, nwords, D, then nwords triples
 // (word index, mask = w_parent ^ w_child, parent bits & mask)]. The CPU's bit-sliced executor reads the
 // same differences as positions: for each edge in order, its D entries k << 1 | the parent's bit at k
-// (k = 32 * word index + bit), from edge_positions().
+// (k = 32 * word index + bit), those of parent bit 0 first, from edge_positions().
 struct Execution {
   const uint32_t* panels = nullptr;
   int64_t npanels = 0;

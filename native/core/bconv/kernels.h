@@ -42,7 +42,7 @@ struct Kernels {
   // past the tile's pixels, ldat >= 64 * nb).
   void (*bit_rows)(const uint32_t* at, int64_t ldat, int64_t kw, int64_t nb, uint64_t* rows);
   // One MST edge over 64 * nb pixels (nb = 1, 2, 4 or 8), bit-sliced (sliced.h): pos holds npos entries
-  // k << 1 | the parent's weight bit at position k; child[i] = parent[i] + npos - 2 * S[i].
+  // k << 1 | the parent's weight bit at position k, parent bit 0 first; child[i] = parent[i] + npos - 2 S[i].
   void (*sliced_edge)(const uint64_t* rows, int64_t nb, const uint32_t* pos, int64_t npos, const int32_t* parent,
                       int32_t* child);
   // NHWC pixels of C floats -> ceil(C/32) words each; bit = x < thr[c].

@@ -10,7 +10,9 @@
 #pragma once
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 namespace xnorm::bconv {
 namespace {
@@ -44,10 +46,12 @@ struct Planes {
     lo = u ^ c;
   }
 
-  // The term of one position (k << 1 | parent's bit): row k, complemented where the parent's bit is 1.
+  // The term of one position (k << 1 | parent's bit): row k, complemented where the parent's bit is 1
+  // (Flip: the caller runs the positions of each parent bit separately).
+  template <bool Flip>
   static inline void term(V& x, const uint64_t* rows, uint32_t pos) {
     __builtin_memcpy(&x, rows + int64_t(pos >> 1) * NB, sizeof x);
-    x ^= uint64_t(0) - uint64_t(pos & 1u);
+    if (Flip) x = ~x;
   }
 
   // Adds `carry`, worth 2^level, into planes [level, nplanes). The caller sizes the planes for the
@@ -74,23 +78,45 @@ struct Planes {
 
   // S of 64 * NB pixels into planes (little-endian bit order); returns the number of planes.
   // Harley-Seal: sixteen terms go through fifteen adders into ones, twos, fours, eights and one carry
-  // of weight 16; the last block is padded with zero terms.
+  // of weight 16, rippled into planes 4 to 7 (in registers) and on into memory; the last block of each
+  // parent bit's run is padded with zero terms.
   static int count(const uint64_t* rows, const uint32_t* pos, int64_t npos, V* plane) {
     int nplanes = 4;
     while (nplanes < kMaxPlanes && (npos >> nplanes) != 0) ++nplanes;
     for (int l = 0; l < nplanes; ++l) plane[l] = V{};
-    V ones{}, twos{}, fours{}, eights{}, eights_a, eights_b, sixteens, x[16];
-    for (int64_t i = 0; i < npos; i += 16) {
-      for (int q = 0; q < 16; ++q) {
-        if (i + q < npos) term(x[q], rows, pos[i + q]);
-        else x[q] = V{};
-      }
+    V ones{}, twos{}, fours{}, eights{}, high[4] = {}, x[16];
+    auto add16 = [&]() __attribute__((always_inline)) {
+      V eights_a, eights_b, carry;
       add8(eights_a, ones, twos, fours, x);
       add8(eights_b, ones, twos, fours, x + 8);
-      csa(sixteens, eights, eights, eights_a, eights_b);
-      ripple(plane, nplanes, 4, sixteens);
-    }
+      csa(carry, eights, eights, eights_a, eights_b);
+#pragma GCC unroll 4
+      for (int l = 0; l < 4; ++l) {
+        const V t = high[l] & carry;
+        high[l] ^= carry;
+        carry = t;
+      }
+      if (nplanes > 8) ripple(plane, nplanes, 8, carry);
+    };
+    auto run = [&](auto flip, const uint32_t* p, int64_t n) __attribute__((always_inline)) {
+      int64_t i = 0;
+      for (; i + 16 <= n; i += 16) {
+        for (int q = 0; q < 16; ++q) term<flip()>(x[q], rows, p[i + q]);
+        add16();
+      }
+      if (i == n) return;
+      for (int q = 0; q < 16; ++q) {
+        if (i + q < n) term<flip()>(x[q], rows, p[i + q]);
+        else x[q] = V{};
+      }
+      add16();
+    };
+    // edge_positions puts each edge's positions of parent bit 0 first.
+    const int64_t zeros = std::partition_point(pos, pos + npos, [](uint32_t v) { return (v & 1u) == 0; }) - pos;
+    run(std::false_type{}, pos, zeros);
+    run(std::true_type{}, pos + zeros, npos - zeros);
     plane[0] = ones, plane[1] = twos, plane[2] = fours, plane[3] = eights;
+    for (int l = 4; l < std::min(nplanes, 8); ++l) plane[l] = high[l - 4];
     return nplanes;
   }
 };
