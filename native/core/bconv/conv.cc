@@ -26,12 +26,13 @@ int64_t tile_pixels(int64_t pixels, int64_t cout) {
   return tp;
 }
 
-// With MST edges: 64 to 512 pixels, one bit of each in a row of the bit-sliced edges (wide rows
-// spread an edge's fixed cost over more pixels), while there are enough tasks and the accumulators
-// stay in L2.
+// With MST edges: as many tiles as 512-pixel bit rows need (at least two, for two threads), their
+// pixels spread evenly in multiples of 64 so no tile is left with a sliver (the bit-sliced edges cost
+// nearly as much on a few pixels as on a full row), then halved while the accumulators would leave L2.
 int64_t mst_tile_pixels(int64_t pixels, int64_t cout) {
-  int64_t tp = 512;
-  while (tp > 64 && ((pixels + tp - 1) / tp < 2 || cout * tp * int64_t(sizeof(int32_t)) > (512 << 10))) tp /= 2;
+  const int64_t ntiles = std::max<int64_t>(2, (pixels + 511) / 512);
+  int64_t tp = std::max<int64_t>(64, (pixels + 64 * ntiles - 1) / (64 * ntiles) * 64);
+  while (tp > 64 && cout * tp * int64_t(sizeof(int32_t)) > (512 << 10)) tp = (tp / 2 + 63) / 64 * 64;
   return tp;
 }
 
@@ -135,8 +136,9 @@ struct Layer {
   int64_t oh, ow, pixels, G, wg, taps, kw;
   int32_t K;
   int64_t tp, ntiles;      // pixels per tile, tiles
-  // Row stride of channel-major tiles and of the word-major copy: a line more than the tile, so rows
-  // 2 KiB apart do not all fall in the same few L1 sets.
+  // Row stride of channel-major tiles and of the word-major copy: the bit-sliced edges' width (a power
+  // of two times 64 pixels, at least the tile) and a cache line more, so rows 2 KiB apart do not all
+  // fall in the same few L1 sets.
   int64_t ld_rows;
   int64_t out_words, rec;  // output words per pixel ('bits'), words per panel record
   GroupInput gi;
@@ -167,7 +169,9 @@ Layer::Layer(const uint32_t* x, const uint32_t* words, const WeightShape& s_, co
   pixel_major = e.nedges == 0;
   tp = pixel_major ? tile_pixels(pixels, s.cout) : mst_tile_pixels(pixels, s.cout);
   ntiles = (pixels + tp - 1) / tp;
-  ld_rows = tp + 16;
+  int64_t width = 64;
+  while (width < tp) width *= 2;
+  ld_rows = width + 16;
   out_words = (s.cout + 31) / 32, rec = panel_record_words(s);
   make_group_input(x, p, s, gi);
   if (p.pad_zero) corr = zero_padding_corrections(words, s);
@@ -331,12 +335,13 @@ void apply_reuse_edges(const Kernels& kn, const Layer& L, const Tile& tile) {
   const int64_t G = L.G, kw = L.kw, tp = L.tp, ld = L.ld_rows, np = tile.np;
   int64_t nb = 1;  // 64-pixel words per bit row: a power of two covering the tile's pixels
   while (64 * nb < np) nb *= 2;
+  const int64_t width = 64 * nb;
   const int64_t group_rows = 32 * kw * nb;
   int32_t* const acc = tile.acc;
-  // Word-major copy of each group's tile (columns past np zero), then its bit rows. Direct tiles
+  // Word-major copy of each group's tile (columns np to width zero), then its bit rows. Direct tiles
   // gather the words through the indirection rows; the others transpose their im2col copy.
-  if (np < tp) at_buf.assign(size_t(kw * ld), 0u);
-  else at_buf.resize(size_t(kw * ld));
+  at_buf.resize(size_t(kw * ld));
+  for (int64_t k = 0; k < kw; ++k) std::fill(at_buf.data() + k * ld + np, at_buf.data() + k * ld + width, 0u);
   bit_rows.resize(size_t(G * group_rows));
   const int64_t taps = L.taps, wg = L.wg;
   thread_local std::vector<uint32_t> eight;
