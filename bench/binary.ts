@@ -225,26 +225,57 @@ export async function run(): Promise<void> {
   // ---- MST channel reuse ----
   const cal = native().mstCalibration({}) as { densePerWord: number; reusePerBit: number; transposePerWord: number };
   console.log(
-    `\nMST on conv4_x 3x3 256->256 @14, batch ${BATCH}; 16 prototype channels, each bit flipped with probability p.` +
+    `\nMST on conv4_x 3x3 256->256 @14, 'bits' output; 16 prototype channels, each bit flipped with probability p.` +
       `\n'auto' cost model, calibrated at first use (per pixel): dense ${fmt(cal.densePerWord * 1e12)} ps per channel-word, ` +
-      `reuse ${fmt(cal.reusePerBit * 1e12)} ps per differing bit, ${fmt(cal.transposePerWord * 1e12)} ps per word of tile bit rows\n`,
+      `reuse ${fmt(cal.reusePerBit * 1e12)} ps per differing bit, ${fmt(cal.transposePerWord * 1e12)} ps per word of tile bit rows.` +
+      `\nTimes: median (p90) of ${MST_CALLS} calls per contender, run in blocks of 5 consecutive calls (a plan's own ` +
+      `data warm, as in a server), blocks interleaved. bound = 1 / (1 - ops cut).\n`,
   );
   const L = { cin: 256, cout: 256, hw: 14 };
   const per = L.cin * 9;
-  const xf = Float32Array.from({ length: BATCH * L.cin * L.hw * L.hw }, () => r() - 0.5);
-  const x = packBitsSync(tensor(xf, [BATCH, L.cin, L.hw, L.hw]));
+  const xs = [BATCH, 1].map((b) => packBitsSync(tensor(Float32Array.from({ length: b * L.cin * L.hw * L.hw }, () => r() - 0.5), [b, L.cin, L.hw, L.hw])));
   const mstRows: (string | number)[][] = [];
+  const sizeRows: (string | number)[][] = [];
   for (const p of [0.005, 0.02, 0.05, 0.1, 0.25, -1]) {
     const proto = Float32Array.from({ length: 16 * per }, () => r() - 0.5);
     const wf = Float32Array.from({ length: L.cout * per }, (_, i) =>
       p < 0 ? r() - 0.5 : (r() < p ? -1 : 1) * proto[(Math.floor(i / per) % 16) * per + (i % per)],
     );
     const w: BinaryWeights = packWeights(tensor(wf, [L.cout, L.cin, 3, 3]));
-    const plans: MstPlan[] = [mstPlan(w, { reuse: 'always', maxDepth: 8 }), mstPlan(w, { reuse: 'auto', maxDepth: 8 })];
-    const [denseMs, ...planMs] = await bestMs([w, ...plans].map((ww) => () => binaryConv2dSync(x, ww, { padding: 1, output: 'bits' }).dispose()), 9);
-    const row: (string | number)[] = [p < 0 ? 'random' : `${p * 100}%`, fmt(denseMs) + ' ms'];
-    plans.forEach((plan, i) => row.push(`${fmt(100 * plan.opsReduction)}%`, String(plan.depth), `${fmt(denseMs / planMs[i])}x`));
-    mstRows.push(row);
+    const always = mstPlan(w, { reuse: 'always', maxDepth: 8 }), auto = mstPlan(w, { reuse: 'auto', maxDepth: 8 });
+    const label = p < 0 ? 'random' : `${p * 100}%`;
+    for (const x of xs) {
+      const [dense, a, b] = mstTimes([w, always, auto].map((ww) => () => binaryConv2dSync(x, ww, { padding: 1, output: 'bits' }).dispose()));
+      mstRows.push([
+        label, String(x.shape[0]), `${fmt(dense.median)} (${fmt(dense.p90)}) ms`,
+        `${fmt(100 * always.opsReduction)}%`, `${fmt(1 / (1 - always.opsReduction))}x`, `${fmt(dense.median / a.median)}x`,
+        String(auto.depth), `${fmt(dense.median / b.median)}x`,
+      ]);
+    }
+    const dense = L.cout * w.rowWords * 4, bytes = always.compressedSize();
+    sizeRows.push([label, `${dense} B`, `${bytes} B`, fmt((8 * bytes) / (L.cout * per)), `${fmt(dense / bytes)}x`]);
   }
-  console.log(table(['p', 'dense', 'always: ops cut', 'depth', 'dense/MST', 'auto: ops cut', 'depth', 'dense/MST'], mstRows));
+  console.log(table(['p', 'batch', 'dense', 'always: ops cut', 'bound', 'dense/MST', 'auto: depth', 'dense/MST'], mstRows));
+  console.log(`\nCompressed weights of the 'always' plans (plan.serialize({ weights: true })) against the packed signs\n`);
+  console.log(table(['p', 'packed', 'compressed', 'bits/weight', 'ratio'], sizeRows));
+}
+
+const MST_CALLS = 60;
+
+/** Median and p90 (ms) of MST_CALLS calls of each function, in interleaved blocks of 5 consecutive calls. */
+function mstTimes(fns: (() => unknown)[]): { median: number; p90: number }[] {
+  const times = fns.map(() => [] as number[]);
+  for (const f of fns) for (let i = 0; i < 5; i++) f(); // warm-up
+  for (let block = 0; block < MST_CALLS / 5; block++)
+    fns.forEach((f, i) => {
+      for (let k = 0; k < 5; k++) {
+        const t0 = process.hrtime.bigint();
+        f();
+        times[i].push(Number(process.hrtime.bigint() - t0) / 1e6);
+      }
+    });
+  return times.map((t) => {
+    t.sort((a, b) => a - b);
+    return { median: t[Math.floor(t.length / 2)], p90: t[Math.floor(t.length * 0.9)] };
+  });
 }
