@@ -228,8 +228,8 @@ export async function run(): Promise<void> {
     `\nMST on conv4_x 3x3 256->256 @14, 'bits' output; 16 prototype channels, each bit flipped with probability p.` +
       `\n'auto' cost model, calibrated at first use (per pixel): dense ${fmt(cal.densePerWord * 1e12)} ps per channel-word, ` +
       `reuse ${fmt(cal.reusePerBit * 1e12)} ps per differing bit, ${fmt(cal.transposePerWord * 1e12)} ps per word of tile bit rows.` +
-      `\nTimes: median (p90) of ${MST_CALLS} calls per contender, run in blocks of 5 consecutive calls (a plan's own ` +
-      `data warm, as in a server), blocks interleaved. bound = 1 / (1 - ops cut).\n`,
+      `\nTimes: median (p90) of ${MST_CALLS} calls per contender, in blocks of 5 consecutive calls after one untimed ` +
+      `call (a plan's own data warm, as in a server), blocks interleaved. bound = 1 / (1 - ops cut).\n`,
   );
   const L = { cin: 256, cout: 256, hw: 14 };
   const per = L.cin * 9;
@@ -262,12 +262,15 @@ export async function run(): Promise<void> {
 
 const MST_CALLS = 60;
 
-/** Median and p90 (ms) of MST_CALLS calls of each function, in interleaved blocks of 5 consecutive calls. */
+/**
+ * Median and p90 (ms) of MST_CALLS calls of each function, in interleaved blocks of 5 consecutive calls,
+ * each block after one untimed call (the previous contender's data has left the caches).
+ */
 function mstTimes(fns: (() => unknown)[]): { median: number; p90: number }[] {
   const times = fns.map(() => [] as number[]);
-  for (const f of fns) for (let i = 0; i < 5; i++) f(); // warm-up
   for (let block = 0; block < MST_CALLS / 5; block++)
     fns.forEach((f, i) => {
+      f();
       for (let k = 0; k < 5; k++) {
         const t0 = process.hrtime.bigint();
         f();

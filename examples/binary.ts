@@ -6,6 +6,7 @@ import {
   binaryConv2d,
   binaryLinear,
   mstPlan,
+  mstRegularizer,
   packBits,
   packWeights,
   tensor,
@@ -81,7 +82,27 @@ export async function main(): Promise<void> {
     console.log(`truncated plan rejected: ${(e as { code: string }).code}`);
   }
 
-  // 8. binaryLinear: the fully connected case, [N, K] bits x [Cout, K] weights.
+  // 8. With { weights: true } the bytes carry the weights as well, compressed along the tree.
+  const withWeights = plan.serialize({ weights: true });
+  const alone = MstPlan.deserialize(withWeights);
+  const sameWords = alone.weights.words.every((v, i) => v === w.words[i]);
+  console.log(
+    `plan with weights: ${withWeights.length} bytes, ${((8 * withWeights.length) / (COUT * per)).toFixed(2)} bits per weight ` +
+      `(packed signs: 1); weights rebuilt without the float tensor, equal: ${sameWords}`,
+  );
+
+  // 9. MST-aware training: gradient steps on the regularizer pull channels toward their parents' signs.
+  let latent = tensor(wf, [COUT, C, 3, 3]);
+  const first = mstRegularizer(latent);
+  for (let step = 0; step < 50; step++) {
+    const { grad } = mstRegularizer(latent, { plan: first.plan });
+    const g = grad.dataSync() as Float32Array, v = latent.dataSync() as Float32Array;
+    latent = tensor(v.map((x, i) => x - 0.02 * g[i]), latent.shape);
+  }
+  const after = mstRegularizer(latent, { plan: first.plan });
+  console.log(`mstRegularizer: total MST distance ${first.totalDistance} -> ${after.totalDistance} bits after 50 steps`);
+
+  // 10. binaryLinear: the fully connected case, [N, K] bits x [Cout, K] weights.
   const feat = await packBits(tensor(fill(N * 512, 4), [N, 512]));
   const fcw = packWeights(tensor(fill(10 * 512, 5), [10, 512]));
   const logits = await binaryLinear(feat, fcw, { output: 'int32' });

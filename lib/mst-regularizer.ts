@@ -13,12 +13,12 @@ export interface MstRegularizerOptions {
   maxDepth?: number;
   /** groups of the layer (as packWeights; default 1). */
   groups?: number;
-  /** Agreeing positions closer than this to 0 are pushed away from it too; default 0. */
-  margin?: number;
+  /** tau, in latent units: the width around 0 where a weight's sign is soft (tanh(latent / tau)); default 0.5. */
+  temperature?: number;
 }
 
 export interface MstRegularizerResult {
-  /** The surrogate's value (sum of hinge terms). */
+  /** The surrogate's value: the soft count of differing positions (tends to totalDistance as tau -> 0). */
   loss: number;
   /** d loss / d latent: float32, latent's shape and device. Add lambda * grad to the task gradient. */
   grad: Tensor;
@@ -35,33 +35,31 @@ const NAME = 'mstRegularizer';
  *
  * The total distance counts, over the tree's edges (c, p = parent[c]), the positions k where
  * sign(latent[c, k]) differs from sign(latent[p, k]); its gradient is zero almost everywhere. The
- * surrogate is loss = Σ_edges Σ_k relu(margin − latent[c, k] · s[p, k]), with s[p, k] = ±1 the
- * parent's current sign taken as a constant target (signs as packWeights: latent < 0 is −1, 0 is +1).
- * With margin 0 its terms are non-zero only on differing positions, where they equal |latent[c, k]|:
- * the latent mass to move for the child to agree with its parent. The gradient, −s[p, k] on those
- * positions and 0 elsewhere, moves only the bits the tree asks to change, child toward parent: a
- * parent is never pulled toward its children, which would undo its own edge to its parent. At the
- * kink latent[c, k] = 0 with s[p, k] = −1 (a differing bit whose term is 0) the gradient is still
- * −s[p, k], so such a bit moves too. margin > 0 also pushes agreeing positions to at least margin
- * from 0; they never flip. Roots contribute nothing.
+ * surrogate replaces each sign by t = tanh(latent / tau): loss = Σ_edges Σ_k (1 − t[c, k] · t[p, k]) / 2,
+ * the count itself where |latent| ≫ tau. Its gradient moves a weight only near 0 (by 1 − t², so weights
+ * far from 0 keep their signs) and toward the sign most of its tree neighbours (its parent and its
+ * children) hold there: a bit that agrees with all its neighbours is pushed away from 0 and never
+ * flips, so only bits the tree asks to change can flip, and a parent is not pulled toward its own
+ * parent against the children that agree with it (a greedy per-edge pull would flip it and raise the
+ * distance). Roots move too, toward their children.
  *
  * Cost: O(Cout · K) in JS, plus packWeights and mstPlan when no plan is given.
  * @param latent float weights [Cout, Cin/groups, kh, kw] or [Cout, K]; every value finite
  * @param opts `plan` (its weights' shape must match latent's; its tree is used as is, its weights may
- * be stale), or `maxDepth` and `groups` for the tree built each call; `margin` (finite, >= 0)
+ * be stale), or `maxDepth` and `groups` for the tree built each call; `temperature` (finite, > 0)
  * @example
  * const { plan } = mstRegularizer(latent); // fix the tree once, then each step:
  * const { grad } = mstRegularizer(latent, { plan }); // total grad = taskGrad + lambda * grad
  */
 export function mstRegularizer(latent: Tensor, opts?: MstRegularizerOptions): MstRegularizerResult {
-  const o = options(opts, `${NAME}: opts`, ['plan', 'maxDepth', 'groups', 'margin']);
+  const o = options(opts, `${NAME}: opts`, ['plan', 'maxDepth', 'groups', 'temperature']);
   checkTensor(latent, `${NAME}: latent`, { dtypes: FLOAT_DTYPES, rank: [2, 4] });
   const shape = latent.shape.length === 2 ? [latent.shape[0], latent.shape[1], 1, 1] : latent.shape.slice();
   if (shape.some((d) => d < 1))
     fail('ERR_XNORM_SHAPE', `${NAME}: latent: expected positive sizes, received shape [${latent.shape.join(', ')}]`);
-  const margin = o.margin ?? 0;
-  if (typeof margin !== 'number' || !Number.isFinite(margin) || margin < 0)
-    fail('ERR_XNORM_ARGUMENT', `${NAME}: opts.margin: expected a finite number >= 0, received ${describe(o.margin)}`);
+  const tau = o.temperature ?? 0.5;
+  if (typeof tau !== 'number' || !Number.isFinite(tau) || tau <= 0)
+    fail('ERR_XNORM_ARGUMENT', `${NAME}: opts.temperature: expected a finite number > 0, received ${describe(o.temperature)}`);
   const groups = integer(o.groups, `${NAME}: opts.groups`, 1, 1, 2 ** 30);
   const maxDepth = integer(o.maxDepth, `${NAME}: opts.maxDepth`, 1, 8, 65535);
   if (shape[0] % groups !== 0)
@@ -75,24 +73,22 @@ export function mstRegularizer(latent: Tensor, opts?: MstRegularizerOptions): Ms
   const plan = (o.plan as MstPlan | undefined) ?? mstPlan(packWeights(latent, { groups }), { reuse: 'always', maxDepth });
   const cout = shape[0];
   const k = latent.size / cout;
-  const grad = new Float32Array(latent.size);
+  const soft = Float64Array.from(values, (v) => Math.tanh(v / tau));
+  const grad = new Float64Array(latent.size);
   let loss = 0;
   let totalDistance = 0;
   for (let c = 0; c < cout; c++) {
     const p = plan.parent[c];
     if (p < 0) continue;
     for (let i = c * k, j = p * k, end = i + k; i < end; i++, j++) {
-      const w = values[i];
-      const s = values[j] < 0 ? -1 : 1;
-      const differs = (w < 0) !== (s < 0);
-      if (differs) totalDistance++;
-      if (differs || w * s < margin) {
-        loss += margin - w * s;
-        grad[i] = -s;
-      }
+      if (values[i] < 0 !== values[j] < 0) totalDistance++;
+      loss += (1 - soft[i] * soft[j]) / 2;
+      // d/dl of (1 - t_c t_p) / 2 through t = tanh(l / tau): -(1 - t²) / (2 tau) times the other end's t.
+      grad[i] -= ((1 - soft[i] * soft[i]) * soft[j]) / (2 * tau);
+      grad[j] -= ((1 - soft[j] * soft[j]) * soft[i]) / (2 * tau);
     }
   }
-  return { loss, grad: tensor(grad, latent.shape, { device: latent.device }), totalDistance, plan };
+  return { loss, grad: tensor(Float32Array.from(grad), latent.shape, { device: latent.device }), totalDistance, plan };
 }
 
 /** A plan from mstPlan() for weights of latent's shape; groups and maxDepth, when given, must be its own. */

@@ -1,6 +1,7 @@
 // mstRegularizer: loss and gradient against a plain loop reference, finite differences, the exact total
 // distance, the training behaviour the issue asks for (gradient steps on a fixed or rebuilt tree halve the
-// total MST distance and flip only the bits the tree asks to change), tfjs interop, and bad input.
+// total MST distance, never raise it on a fixed tree, and flip only bits the tree asks to change), tfjs
+// interop, and bad input.
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -20,8 +21,8 @@ function latentValues(n: number, seed: number, grid?: number): Float32Array {
   });
 }
 
-/** The surrogate and its (sub)gradient, written out from the definition, in float64. */
-function reference(w: ArrayLike<number>, parent: Int32Array, margin: number) {
+/** The surrogate and its gradient, written out from the definition, in float64. */
+function reference(w: ArrayLike<number>, parent: Int32Array, tau: number) {
   const cout = parent.length, k = w.length / cout;
   const grad = new Float64Array(w.length);
   let loss = 0;
@@ -30,25 +31,40 @@ function reference(w: ArrayLike<number>, parent: Int32Array, margin: number) {
     const p = parent[c];
     if (p === -1) continue;
     for (let i = 0; i < k; i++) {
-      const wc = w[c * k + i], s = sign(w[p * k + i]);
-      const differs = sign(wc) !== s;
-      if (differs) distance++;
-      loss += Math.max(0, margin - wc * s);
-      // A differing bit at latent 0 sits on the kink with a zero term; it is still pulled toward s.
-      if (margin - wc * s > 0 || differs) grad[c * k + i] = -s;
+      const a = w[c * k + i], b = w[p * k + i];
+      if (sign(a) !== sign(b)) distance++;
+      const ta = Math.tanh(a / tau), tb = Math.tanh(b / tau);
+      loss += (1 - ta * tb) / 2;
+      grad[c * k + i] -= ((1 - ta * ta) * tb) / (2 * tau);
+      grad[p * k + i] -= ((1 - tb * tb) * ta) / (2 * tau);
     }
   }
   return { loss, grad, distance };
 }
 
-/** Bits (as flat indices) where a channel's sign differs from its parent's: the ones the tree asks to flip. */
-function differingBits(w: Float32Array, parent: Int32Array): Set<number> {
+/**
+ * Bits (as flat indices) the tree asks to change: where a channel's sign differs from its parent's or
+ * from one of its children's.
+ */
+function askedBits(w: Float32Array, parent: Int32Array): Set<number> {
   const k = w.length / parent.length;
   const bits = new Set<number>();
   parent.forEach((p, c) => {
-    if (p !== -1) for (let i = 0; i < k; i++) if (sign(w[c * k + i]) !== sign(w[p * k + i])) bits.add(c * k + i);
+    if (p !== -1)
+      for (let i = 0; i < k; i++)
+        if (sign(w[c * k + i]) !== sign(w[p * k + i])) bits.add(c * k + i).add(p * k + i);
   });
   return bits;
+}
+
+/** The total distance counted directly. */
+function distanceOf(w: Float32Array, parent: Int32Array): number {
+  const k = w.length / parent.length;
+  let d = 0;
+  parent.forEach((p, c) => {
+    if (p !== -1) for (let i = 0; i < k; i++) d += sign(w[c * k + i]) !== sign(w[p * k + i]) ? 1 : 0;
+  });
+  return d;
 }
 
 const SHAPES: { shape: number[]; groups: number }[] = [
@@ -64,20 +80,20 @@ describe('mstRegularizer', () => {
     await tf.setBackend('cpu');
   });
 
-  it('matches the loop reference (loss, grad, distance) on awkward shapes, margins 0 and 0.1', () => {
+  it('matches the loop reference (loss, grad, distance) on awkward shapes, temperatures 0.5 and 0.1', () => {
     SHAPES.forEach(({ shape, groups }, si) => {
       const n = shape.reduce((a, b) => a * b);
       const w = latentValues(n, 10 + si);
-      for (const margin of [0, 0.1]) {
-        const r = mstRegularizer(tensor(w, shape), { groups, margin, maxDepth: 3 });
+      for (const temperature of [0.5, 0.1]) {
+        const r = mstRegularizer(tensor(w, shape), { groups, temperature, maxDepth: 3 });
         expect(r.grad.shape).toEqual(shape);
         expect(r.grad.dtype).toBe('float32');
         expect(r.plan.depth).toBeLessThanOrEqual(3);
         expect(r.plan.parent.some((p) => p !== -1)).toBe(true);
-        const ref = reference(w, r.plan.parent, margin);
+        const ref = reference(w, r.plan.parent, temperature);
         expect(r.loss).toBeGreaterThan(0);
         expect(Math.abs(r.loss - ref.loss)).toBeLessThanOrEqual(1e-9 * ref.loss);
-        expectSameValues(r.grad.dataSync(), Float32Array.from(ref.grad), `grad ${shape} margin ${margin}`);
+        expectSameValues(r.grad.dataSync(), Float32Array.from(ref.grad), `grad ${shape} temperature ${temperature}`);
         expect(r.totalDistance).toBe(ref.distance);
       }
     });
@@ -86,43 +102,37 @@ describe('mstRegularizer', () => {
   it('reads float16 and bfloat16 latents by their values', () => {
     const shape = [8, 20, 3, 3];
     const w = latentValues(8 * 180, 3, 256); // multiples of 1/256 in [-1, 1]: exact in both formats
-    const want = mstRegularizer(tensor(w, shape), { margin: 0.1 });
+    const want = mstRegularizer(tensor(w, shape), { temperature: 0.25 });
     for (const dtype of ['float16', 'bfloat16'] as const) {
-      const r = mstRegularizer(tensor(w, shape, { dtype }), { plan: want.plan, margin: 0.1 });
+      const r = mstRegularizer(tensor(w, shape, { dtype }), { plan: want.plan, temperature: 0.25 });
       expect(r.loss).toBe(want.loss);
       expect(r.totalDistance).toBe(want.totalDistance);
       expectSameValues(r.grad.dataSync(), want.grad.dataSync(), dtype);
     }
   });
 
-  it('its gradient matches central finite differences of the loss (fixed plan, away from the kinks)', () => {
+  it('its gradient matches central finite differences of the loss (fixed plan)', () => {
     const shape = [16, 21, 3, 3], n = 16 * 189;
     // Values on a 2^-12 grid, so latent ± h is exact in float32 and the library's own loss can be differenced.
     const w = latentValues(n, 21, 4096);
-    const h = 2 ** -8;
-    for (const margin of [0, 0.1]) {
-      const { plan, grad } = mstRegularizer(tensor(w, shape), { margin });
+    const h = 2 ** -10;
+    for (const temperature of [0.5, 0.1]) {
+      const { plan, grad } = mstRegularizer(tensor(w, shape), { temperature });
       const g = grad.dataSync();
-      const k = n / shape[0];
       const r = rng(22);
-      let checked = 0;
-      while (checked < 200) {
+      for (let checked = 0; checked < 200; checked++) {
         const i = Math.floor(r() * n);
-        const p = plan.parent[Math.floor(i / k)];
-        const s = p === -1 ? 0 : sign(w[p * k + (i % k)]);
-        // Away from the hinge (latent·s = margin) and from 0, where the signs its children follow would flip.
-        if (Math.abs(w[i]) <= h || (p !== -1 && Math.abs(w[i] * s - margin) <= h)) continue;
-        checked++;
         const at = (d: number) => {
           const v = Float64Array.from(w);
           v[i] += d;
           return v;
         };
-        const fdReference = (reference(at(h), plan.parent, margin).loss - reference(at(-h), plan.parent, margin).loss) / (2 * h);
-        const libLoss = (d: number) => mstRegularizer(tensor(Float32Array.from(at(d)), shape), { plan, margin }).loss;
+        const fdReference = (reference(at(h), plan.parent, temperature).loss - reference(at(-h), plan.parent, temperature).loss) / (2 * h);
+        const libLoss = (d: number) => mstRegularizer(tensor(Float32Array.from(at(d)), shape), { plan, temperature }).loss;
         const fdLibrary = (libLoss(h) - libLoss(-h)) / (2 * h);
-        expect(Math.abs(fdReference - g[i]), `index ${i}`).toBeLessThan(1e-9);
-        expect(Math.abs(fdLibrary - g[i]), `index ${i}`).toBeLessThan(1e-9);
+        const tol = 1e-4 * Math.max(1, Math.abs(g[i]));
+        expect(Math.abs(fdReference - g[i]), `index ${i}`).toBeLessThan(tol);
+        expect(Math.abs(fdLibrary - g[i]), `index ${i}`).toBeLessThan(tol);
       }
     }
   });
@@ -135,7 +145,7 @@ describe('mstRegularizer', () => {
         const r = mstRegularizer(tensor(w, shape), { plan });
         expect(r.plan).toBe(plan);
         expect(r.totalDistance).toBe(plan.totalDistance);
-        expect(r.totalDistance).toBe(differingBits(w, plan.parent).size);
+        expect(r.totalDistance).toBe(distanceOf(w, plan.parent));
         const built = mstRegularizer(tensor(w, shape), { groups, maxDepth });
         expect(built.totalDistance).toBe(built.plan.totalDistance);
         expect(built.plan.maxDepth).toBe(maxDepth);
@@ -145,64 +155,33 @@ describe('mstRegularizer', () => {
   });
 
   describe('training (issue 13 acceptance): plain gradient steps halve the total MST distance', () => {
-    const shape = [64, 32, 3, 3], n = 64 * 288, lr = 0.01, steps = 300;
+    const shape = [64, 32, 3, 3], n = 64 * 288, lr = 0.02, steps = 300;
     const initial = () => {
       const r = rng(1313);
       return Float32Array.from({ length: n }, () => 2 * r() - 1);
     };
 
-    it('on a fixed tree, flipping only bits the tree asks to change', () => {
-      for (const margin of [0, 0.1]) {
+    it('on a fixed tree: never up, and flipping only bits the tree asks to change', () => {
+      for (const temperature of [0.5, 1]) {
         const w = initial();
-        const { plan } = mstRegularizer(tensor(w, shape), { margin });
+        const { plan } = mstRegularizer(tensor(w, shape), { temperature });
         const start = plan.totalDistance;
-        const k = n / shape[0];
         let before = start;
         for (let step = 0; step < steps; step++) {
-          const asked = differingBits(w, plan.parent);
-          const { grad, totalDistance } = mstRegularizer(tensor(w, shape), { plan, margin });
+          const asked = askedBits(w, plan.parent);
+          const { grad, totalDistance } = mstRegularizer(tensor(w, shape), { plan, temperature });
           expect(totalDistance).toBe(before);
           const old = Float32Array.from(w);
           const g = grad.dataSync();
           for (let i = 0; i < n; i++) w[i] -= lr * g[i];
-          const flipped = (i: number) => sign(w[i]) !== sign(old[i]);
-          for (let i = 0; i < n; i++) if (flipped(i)) expect(asked.has(i), `step ${step}: bit ${i} flipped unasked`).toBe(true);
-          // The distance can rise only where a parent flipped toward its own parent under a child that agreed
-          // with it (the child follows a step later): every new disagreement is such a one.
-          const now = differingBits(w, plan.parent);
-          for (const i of now)
-            if (!asked.has(i)) {
-              const j = plan.parent[Math.floor(i / k)] * k + (i % k);
-              expect(flipped(i) || !flipped(j), `step ${step}: bit ${i} differs, not by its parent's flip`).toBe(false);
-            }
-          before = now.size;
+          for (let i = 0; i < n; i++)
+            if (sign(w[i]) !== sign(old[i])) expect(asked.has(i), `step ${step}: bit ${i} flipped unasked`).toBe(true);
+          const now = distanceOf(w, plan.parent);
+          expect(now, `step ${step}`).toBeLessThanOrEqual(before);
+          before = now;
         }
-        expect(before, `margin ${margin}: ${start} -> ${before} in ${steps} steps`).toBeLessThanOrEqual(start / 2);
+        expect(before, `temperature ${temperature}: ${start} -> ${before} in ${steps} steps`).toBeLessThanOrEqual(start / 2);
       }
-    });
-
-    it('on the edges from the roots the distance falls at every step, to 0', () => {
-      // The whole tree's distance can rise (a parent flips under children that agreed with it), but roots
-      // never change: moving only the depth-1 channels, nothing undoes a flip.
-      const w = initial();
-      const { plan } = mstRegularizer(tensor(w, shape));
-      const depth1 = new Set(plan.levels[1] ?? []);
-      const k = n / shape[0];
-      const distance = () => {
-        let d = 0;
-        for (const c of depth1) for (let i = 0; i < k; i++) d += sign(w[c * k + i]) !== sign(w[plan.parent[c] * k + i]) ? 1 : 0;
-        return d;
-      };
-      let before = distance();
-      expect(before).toBeGreaterThan(0);
-      for (let step = 0; step < 110; step++) {
-        const g = mstRegularizer(tensor(w, shape), { plan }).grad.dataSync();
-        for (const c of depth1) for (let i = c * k; i < (c + 1) * k; i++) w[i] -= lr * g[i];
-        const now = distance();
-        expect(now).toBeLessThanOrEqual(before);
-        before = now;
-      }
-      expect(before).toBe(0);
     });
 
     it('rebuilding the tree each call', () => {
@@ -266,7 +245,7 @@ describe('mstRegularizer', () => {
     }
     expectCode(bad({ groups: 3 }), 'ERR_XNORM_SHAPE');
     for (const groups of [0, 1.5, '2']) expectCode(bad({ groups }), 'ERR_XNORM_ARGUMENT');
-    for (const margin of [-0.1, NaN, Infinity, '0.1']) expectCode(bad({ margin }), 'ERR_XNORM_ARGUMENT');
+    for (const temperature of [0, -0.1, NaN, Infinity, '0.1']) expectCode(bad({ temperature }), 'ERR_XNORM_ARGUMENT');
     for (const maxDepth of [0, 2.5, 70000]) expectCode(bad({ maxDepth }), 'ERR_XNORM_ARGUMENT');
     expectCode(bad({ lambda: 1 }), 'ERR_XNORM_ARGUMENT');
     expectCode(() => mstRegularizer(latent, 'x' as never), 'ERR_XNORM_ARGUMENT');
