@@ -383,7 +383,14 @@ void out_bits(const int32_t* v, int32_t k, int32_t m, const float* scale, const 
 void sign_bits(const int32_t* v, int64_t n, int32_t k, float scale, float bias, const float* clamp, uint32_t* out) {
   const Transform16 tf(k, -2, clamp);
   const __m512 s = _mm512_set1_ps(scale), b = _mm512_set1_ps(bias);
-  for (int64_t w = 0; w * 32 < n; ++w) {
+  int64_t w = 0;
+  for (; w * 32 + 32 <= n; ++w) {  // whole words: plain loads (masked ones are slower on some CPUs)
+    const __mmask16 all = 0xffff;
+    const uint32_t lo = tf.negative(all, _mm512_loadu_si512(v + w * 32), s, b);
+    const uint32_t hi = tf.negative(all, _mm512_loadu_si512(v + w * 32 + 16), s, b);
+    out[w] = lo | hi << 16;
+  }
+  for (; w * 32 < n; ++w) {
     uint32_t word = 0;
     for (int h = 0; h < 2; ++h) {
       const int64_t i = w * 32 + 16 * h;
