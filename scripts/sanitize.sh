@@ -21,7 +21,7 @@ start=$SECONDS
 (cd "$root" && XNORM_ADDON="$work/build/Release/xnorm.node" \
   LD_PRELOAD="$(g++ -print-file-name=libasan.so) $(g++ -print-file-name=libubsan.so)" \
   ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allocator_may_return_null=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-  npx vitest run --reporter=default test/binary.test.ts test/mst.test.ts test/convbn.test.ts test/convbn-grad.test.ts \
+  npx vitest run --reporter=default test/binary.test.ts test/mst.test.ts test/mst-compress.test.ts test/convbn.test.ts test/convbn-grad.test.ts \
     test/bnstats.test.ts test/bnstats-torch.test.ts test/errors.test.ts test/tensor.test.ts test/validate.test.ts \
     test/reliability.test.ts test/fuzz-boundary.test.ts test/prepared.test.ts test/output-pool.test.ts \
     test/conv2d-backward.test.ts test/tfjs-backend.test.ts test/tfjs-models.test.ts)
