@@ -31,26 +31,47 @@ function varint(v: number): number[] {
   return out;
 }
 
+/** A child's record: its channel, then either its raw row (form 0) or n differing bits (form n + 1) as gaps. */
 interface Child {
   c: number;
   n: number;
   gaps: number[];
+  raw?: number[];
 }
 
-/** The documented child records of a plan: level order, each bit where it differs from its parent. */
-function childRecords(plan: MstPlan): Child[] {
+const le32 = (words: number[]) => words.flatMap((v) => [v & 0xff, (v >>> 8) & 0xff, (v >>> 16) & 0xff, v >>> 24]);
+
+/** The bytes of a record, as documented. */
+function encode(r: Child): number[] {
+  return [...varint(r.c), ...(r.raw ? [0, ...le32(r.raw)] : [...varint(r.n + 1), ...r.gaps.flatMap(varint)])];
+}
+
+/** Channel c's delta form: the bits where its row differs from its parent's. */
+function delta(plan: MstPlan, c: number): Child {
   const w = plan.weights, rw = w.rowWords;
+  const gaps: number[] = [];
+  let prev = -1;
+  for (let k = 0; k < rw; k++)
+    for (let b = 0; b < 32; b++)
+      if (((w.words[c * rw + k] ^ w.words[plan.parent[c] * rw + k]) >>> b) & 1) {
+        gaps.push(32 * k + b - prev);
+        prev = 32 * k + b;
+      }
+  return { c, n: gaps.length, gaps, raw: undefined };
+}
+
+/** Channel c's raw form: its row's words. */
+function raw(plan: MstPlan, c: number): Child {
+  const rw = plan.weights.rowWords;
+  return { c, n: 0, gaps: [], raw: Array.from(plan.weights.words.subarray(c * rw, (c + 1) * rw)) };
+}
+
+/** The documented child records of a plan: level order, each raw exactly when that is strictly shorter. */
+function childRecords(plan: MstPlan): Child[] {
   return plan.levels.slice(1).flatMap((level) =>
     Array.from(level, (c) => {
-      const gaps: number[] = [];
-      let prev = -1;
-      for (let k = 0; k < rw; k++)
-        for (let b = 0; b < 32; b++)
-          if (((w.words[c * rw + k] ^ w.words[plan.parent[c] * rw + k]) >>> b) & 1) {
-            gaps.push(32 * k + b - prev);
-            prev = 32 * k + b;
-          }
-      return { c, n: gaps.length, gaps };
+      const d = delta(plan, c), r = raw(plan, c);
+      return encode(r).length < encode(d).length ? r : d;
     }),
   );
 }
@@ -59,8 +80,7 @@ function childRecords(plan: MstPlan): Child[] {
 function assemble(plan: MstPlan, records: Child[], extra: number[] = []): Uint8Array {
   const cout = plan.parent.length, roots = plan.levels[0].length;
   const prefix = plan.serialize({ weights: true }).subarray(0, 44 + 4 * cout + 4 * roots * plan.weights.rowWords);
-  const body = records.flatMap((r) => [...varint(r.c), ...varint(r.n), ...r.gaps.flatMap(varint)]);
-  return fixCrc(Uint8Array.from([...prefix, ...body, ...extra, 0, 0, 0, 0]));
+  return fixCrc(Uint8Array.from([...prefix, ...records.flatMap(encode), ...extra, 0, 0, 0, 0]));
 }
 
 function input(cin: number, seed: number) {
@@ -147,22 +167,69 @@ describe('MstPlan with weights (version 2)', () => {
     const plan = mstPlan(w, { reuse: 'always', maxDepth: 64 });
     const bytes = plan.compressedSize();
     // The documented size: header and parents, the roots' words, then the child records.
-    const records = childRecords(plan).reduce((s, r) => s + varint(r.c).length + varint(r.n).length + r.gaps.reduce((t, g) => t + varint(g).length, 0), 0);
+    const children = childRecords(plan);
+    const records = children.reduce((s, r) => s + encode(r).length, 0);
     expect(bytes).toBe(48 + 4 * l.cout + 4 * plan.levels[0].length * w.rowWords + records);
+    // Both forms occur: siblings of one prototype as bit positions, the edges between prototypes raw.
+    const rawCount = children.filter((r) => r.raw).length;
+    expect(rawCount).toBeGreaterThan(0);
+    expect(rawCount).toBeLessThan(children.length / 4);
     const k = (l.cin / l.groups) * l.k * l.k;
     const bitsPerWeight = (8 * bytes) / (l.cout * k);
     const ratio = (l.cout * w.rowWords * 4) / bytes;
-    // Measured: 0.40 bits per weight, ratio 2.5 (siblings are ~2 % apart; the 15 edges between prototypes,
-    // ~50 % apart, cost most of the rest).
-    expect(bitsPerWeight).toBeLessThan(0.5);
-    expect(ratio).toBeGreaterThan(2);
-    expect(MstPlan.deserialize(plan.serialize({ weights: true })).weights.words).toEqual(w.words);
+    // Measured: 0.24 bits per weight, ratio 4.2 (siblings are ~2 % apart; the 15 edges between prototypes,
+    // ~50 % apart, are raw rows and cost most of the rest: as bit positions they took 0.40 and 2.5).
+    expect(bitsPerWeight).toBeLessThan(0.3);
+    expect(ratio).toBeGreaterThan(3.5);
+    const back = MstPlan.deserialize(plan.serialize({ weights: true }));
+    expect(back.weights.words).toEqual(w.words);
+    const x = input(l.cin, 8);
+    const o = { padding: 1, output: 'int32' as const };
+    expect(binaryConv2dSync(x, back, o).dataSync()).toEqual(binaryConv2dSync(x, w, o).dataSync());
+  });
+
+  it('never stores a child in more than its raw row, one byte and its channel: random weights', () => {
+    for (const [i, l] of [
+      { cout: 256, cin: 128, k: 3, groups: 1 },
+      { cout: 40, cin: 70, k: 3, groups: 2 },
+      { cout: 33, cin: 5, k: 1, groups: 1 },
+    ].entries()) {
+      const { w } = makeWeights(l, 30 + i, 4, 0.5);
+      const plan = mstPlan(w, { reuse: 'always', maxDepth: 64 });
+      expect(plan.levels.length).toBeGreaterThan(1);
+      const bytes = plan.serialize({ weights: true });
+      // A child's record is at most its channel's varint (2 bytes below Cout = 16384), the form byte 0
+      // and its row: the packed words, the header and parents, and 3 bytes per channel bound every plan.
+      const packed = l.cout * w.rowWords * 4;
+      expect(bytes.length).toBeLessThanOrEqual(packed + 48 + 4 * l.cout + 3 * l.cout);
+      const children = childRecords(plan);
+      expect(assemble(plan, children)).toEqual(bytes);
+      if (w.rowWords > 8) expect(children.every((r) => r.raw)).toBe(true);
+      const back = MstPlan.deserialize(bytes);
+      expect(back.weights.words).toEqual(w.words);
+      expect(back.serialize({ weights: true })).toEqual(bytes);
+      const x = input(l.cin, 40 + i);
+      const o = { padding: 1, output: 'int32' as const };
+      expect(binaryConv2dSync(x, back, o).dataSync()).toEqual(binaryConv2dSync(x, plan, o).dataSync());
+      expect(binaryConv2dSync(x, back.weights, o).dataSync()).toEqual(binaryConv2dSync(x, w, o).dataSync());
+    }
   });
 });
 
 describe('corrupt version-2 bytes', () => {
-  // Cin/g = 40: the second word of each tap has 24 padding bits. Two groups, chains of depth 2.
-  const { w } = makeWeights({ cout: 6, cin: 80, k: 1, groups: 2 }, 7, 2, 0.2);
+  // Cin/g = 40: the second word of each tap has 24 padding bits. Two groups, chains of depth 2. A raw
+  // row takes 1 + 8 bytes, d differing bits (gaps below 128) 1 + d: channels 1 and 5 (3 and 8 bits from
+  // their parents, 8 the tie, which stays delta) are stored as positions, 2 and 4 (9 and 20 bits) raw.
+  const r = rng(7);
+  const random = (): number[] => Array.from({ length: 40 }, () => (r() < 0.5 ? -1 : 1));
+  const flip = (row: number[], at: number[]) => row.map((v, i) => (at.includes(i) ? -v : v));
+  const rows = [random()];
+  rows.push(flip(rows[0], [0, 17, 39]));
+  rows.push(flip(rows[1], [1, 2, 3, 4, 5, 6, 7, 8, 9]));
+  rows.push(random());
+  rows.push(flip(rows[3], Array.from({ length: 20 }, (_, i) => 2 * i)));
+  rows.push(flip(rows[4], [3, 8, 13, 18, 23, 28, 33, 38]));
+  const w = packWeights(tensor(Float32Array.from(rows.flat()), [6, 40, 1, 1]), { groups: 2 });
   const plan = adopt(w, [-1, 0, 1, -1, 3, 4]);
   const bytes = plan.serialize({ weights: true });
   const good = childRecords(plan);
@@ -172,7 +239,7 @@ describe('corrupt version-2 bytes', () => {
   it('the crafted records are the real ones, so each case below changes one field', () => {
     expect(assemble(plan, good)).toEqual(bytes);
     expect(good.map((r) => r.c)).toEqual([1, 4, 2, 5]);
-    expect(good.every((r) => r.n > 0)).toBe(true);
+    expect(good.map((r) => (r.raw ? 'raw' : r.n))).toEqual([3, 'raw', 'raw', 8]);
   });
 
   it('every truncation and every single-bit flip, with or without w', () => {
@@ -203,6 +270,16 @@ describe('corrupt version-2 bytes', () => {
       // A gap is the position + 1 for the first one: word 1, bit 8 is Cin index 40, padding.
       [edit(0, { n: 1, gaps: [41] }), /bit position 40 is padding/],
       [edit(0, { n: 2, gaps: [1, rowBits] }), /beyond the row/],
+      // Raw rows: checked like a root's, and taken only when strictly shorter than the positions.
+      [edit(1, { raw: [good[1].raw![0], good[1].raw![1] | (1 << 8)] }), /channel 4: raw row sets padding bits in word 1/],
+      [edit(3, { raw: [0xffffffff], n: 0 }), /channel 5: truncated raw row/], // 4 of its 8 bytes
+      [edit(3, { raw: [], n: 0 }), /channel 5: truncated raw row/],
+      [edit(0, raw(plan, 1)), /channel 1: stored raw, though its bit positions take no more bytes/],
+      [edit(3, raw(plan, 5)), /channel 5: stored raw, though/], // the tie: 9 bytes either way
+      [edit(0, raw(plan, 0)), /channel 0: a root/],
+      [edit(0, { raw: raw(plan, 0).raw }), /channel 1: stored raw, though/], // the parent's own row, 0 bits
+      [edit(1, delta(plan, 4)), /channel 4: stored as bit positions, though its raw row takes fewer bytes/],
+      [edit(2, delta(plan, 2)), /channel 2: stored as bit positions, though/], // 10 bytes against 9
     ];
     for (const [records, message] of cases) {
       expect(rejected(assemble(plan, records))).toMatch(message);

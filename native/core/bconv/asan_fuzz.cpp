@@ -17,6 +17,18 @@
 #include "bconv.h"
 
 using namespace xnorm;
+
+// The plan bytes' CRC-32 (serialize.cc), to alter a plan under a valid checksum.
+static void fix_crc(std::vector<uint8_t>& b) {
+  uint32_t c = 0xffffffffu;
+  for (size_t i = 0; i + 4 < b.size(); ++i) {
+    c ^= b[i];
+    for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
+  }
+  c ^= 0xffffffffu;
+  for (int k = 0; k < 4; ++k) b[b.size() - 4 + k] = uint8_t(c >> (8 * k));
+}
+
 int main() {
   std::mt19937 rng(1);
   int fails = 0;
@@ -33,6 +45,14 @@ int main() {
     p.h = s.kh * p.dh + rng() % 12; p.w = s.kw * p.dw + rng() % 12;
     std::vector<float> wf(s.cout * s.cin_g * s.kh * s.kw);
     for (auto& v : wf) v = (rng() % 2) ? 1.f : -1.f;
+    // Odd iterations: channels close to an earlier one (each bit flipped with probability 1/16), so the
+    // version-2 bytes mix children stored as bit positions and children stored raw.
+    const int64_t per = s.cin_g * s.kh * s.kw;
+    if (iter % 2)
+      for (int64_t c = 1; c < s.cout; ++c) {
+        const int64_t from = rng() % c;
+        for (int64_t i = 0; i < per; ++i) wf[c * per + i] = wf[from * per + i] * (rng() % 16 ? 1.f : -1.f);
+      }
     std::vector<uint32_t> words(s.cout * s.row_words());
     bconv::pack_weights(wf.data(), s, words.data());
     int64_t wc = (p.c + 31) / 32;
@@ -86,6 +106,24 @@ int main() {
           mst::deserialize(bb.data(), len, given, given_shape);
           ++fails;  // every mutation here changes the bytes: it must be rejected
           printf("accepted a corrupt plan\n");
+        } catch (const Error&) {
+        }
+      }
+      // Version 2 under a valid checksum: a changed byte of the weights section, or the section cut
+      // short, must still be refused (the field checks, or the weights hash: one encoding per plan).
+      const size_t section = 44 + 4 * size_t(s.cout);
+      for (int f = 0; with_weights && f < 40; ++f) {
+        auto bb = bytes;
+        if (f % 2) {
+          bb[section + rng() % (bb.size() - 4 - section)] ^= 1 + rng() % 255;
+        } else {
+          bb.erase(bb.begin() + int64_t(section + rng() % (bb.size() - 4 - section)), bb.end() - 4);
+        }
+        fix_crc(bb);
+        try {
+          mst::deserialize(bb.data(), int64_t(bb.size()), nullptr, nullptr);
+          ++fails;
+          printf("accepted altered weights under a valid checksum, iter %d\n", iter);
         } catch (const Error&) {
         }
       }
