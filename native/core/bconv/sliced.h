@@ -56,7 +56,8 @@ struct Planes {
 
   // Adds `carry`, worth 2^level, into planes [level, nplanes). The caller sizes the planes for the
   // final S, which no partial sum exceeds, so the last carry is always zero.
-  static inline void ripple(V* plane, int nplanes, int level, V carry) {
+  static inline void ripple(V* plane, int nplanes, int level, const V& value) {
+    V carry = value;
     for (int l = level; l < nplanes; ++l) {
       const V t = plane[l] & carry;
       plane[l] ^= carry;
