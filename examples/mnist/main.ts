@@ -3,7 +3,9 @@
 //  2. a binary network: float simulation (STE training, with and without mstRegularizer) vs the deployed
 //     packBits -> binaryConv2d (MST plans, 'bits' between layers) -> binaryLinear network
 //  3. test-time adaptation of the BN statistics under distribution shift
-// The tests (test/mnist.test.ts) run reduced versions of the same functions.
+// The tests (test/mnist.test.ts) run reduced versions of the same functions. This file is main.ts, not
+// index.ts, so test/examples.test.ts (which runs examples/*.ts and examples/<dir>/index.ts) does not run
+// the full ~80 s version.
 import { info } from '../../lib';
 import { BinaryOptions, runBinary } from './bnn';
 import { AdaptOptions, PRIOR_IMAGES, runAdaptation } from './adapt';
