@@ -90,8 +90,8 @@ interface Layer {
 }
 
 /**
- * The float simulation. statsMode 'batch': BN statistics of this batch (training); 'deploy': the net's
- * scale and bias; 'measure': calls onDot(layer, dot moments) and uses the deploy fold of earlier layers.
+ * The float simulation of the first `onlyLayers` conv layers. statsMode 'batch': BN statistics of this
+ * batch (training); 'deploy': the net's float32 scale and bias (what binaryConv2d gets).
  */
 function simulate(net: BinaryNet, x: Float32Array, n: number, statsMode: 'batch' | 'deploy', onlyLayers = 2) {
   let input = binarizeInput(x);
@@ -168,7 +168,7 @@ export function trainBinary(train: Digits, o: TrainOptions): BinaryNet {
   const net = initBinaryNet(o.seed ?? 31);
   const ps = [net.w[0], net.w[1], net.fc, net.gamma[0], net.beta[0], net.gamma[1], net.beta[1], net.alpha];
   const opt = new Adam(ps, o.lr ?? 3e-3);
-  let plans: (MstPlan | undefined)[] = [undefined, undefined];
+  const plans: (MstPlan | undefined)[] = [undefined, undefined];
   for (let step = 0; step < o.steps; step++) {
     const i0 = (step * o.batchSize) % (train.n - o.batchSize + 1);
     const b = batch(train, i0, i0 + o.batchSize);
@@ -233,7 +233,6 @@ export function trainBinary(train: Digits, o: TrainOptions): BinaryNet {
     for (const p of [net.w[0], net.w[1], net.fc]) for (let k = 0; k < p.length; k++) p[k] = Math.max(-1, Math.min(1, p[k]));
     net.alpha[0] = Math.max(1e-4, net.alpha[0]);
   }
-  plans = [];
   calibrate(net, train);
   return net;
 }
