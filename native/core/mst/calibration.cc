@@ -62,7 +62,7 @@ Costs calibrate() {
     bconv::validate_execution(s, b.execution());
     return b;
   };
-  constexpr int64_t kFew = 16, kMany = 128;
+  constexpr int64_t kFew = 16, kMany = 512;
   const Built all_dense = execution(s.cout, 0), few = execution(half, kFew), many = execution(half, kMany),
               fewer_edges = execution(s.cout - quarter, kFew);
   double m1 = 1e30, m2 = 1e30, m3 = 1e30, m4 = 1e30;
