@@ -260,23 +260,28 @@ export async function run(): Promise<void> {
   console.log(table(['p', 'packed', 'compressed', 'bits/weight', 'ratio'], sizeRows));
 }
 
-const MST_CALLS = 60;
+const MST_CALLS = 100;
 
 /**
  * Median and p90 (ms) of MST_CALLS calls of each function, in interleaved blocks of 5 consecutive calls,
- * each block after one untimed call (the previous contender's data has left the caches).
+ * each block after one untimed call (the previous contender's data has left the caches), the order of
+ * the contenders shuffled per round so none always follows the same one.
  */
 function mstTimes(fns: (() => unknown)[]): { median: number; p90: number }[] {
   const times = fns.map(() => [] as number[]);
+  const order = rng(99);
   for (let block = 0; block < MST_CALLS / 5; block++)
-    fns.forEach((f, i) => {
-      f();
-      for (let k = 0; k < 5; k++) {
-        const t0 = process.hrtime.bigint();
+    fns
+      .map((f, i) => ({ f, i, key: order() }))
+      .sort((a, b) => a.key - b.key)
+      .forEach(({ f, i }) => {
         f();
-        times[i].push(Number(process.hrtime.bigint() - t0) / 1e6);
-      }
-    });
+        for (let k = 0; k < 5; k++) {
+          const t0 = process.hrtime.bigint();
+          f();
+          times[i].push(Number(process.hrtime.bigint() - t0) / 1e6);
+        }
+      });
   return times.map((t) => {
     t.sort((a, b) => a - b);
     return { median: t[Math.floor(t.length / 2)], p90: t[Math.floor(t.length * 0.9)] };
