@@ -29,6 +29,7 @@ function nhwcShape(shape: readonly number[], layout: Layout): number[] {
   return [shape[0], ...shape.slice(2), shape[1]];
 }
 
+/** Options of packBits / packBitsSync. */
 export interface PackBitsOptions {
   /** Layout of the float input; default 'nchw'. The result is always channels-last. */
   layout?: Layout;
@@ -70,6 +71,7 @@ const packBitsOp = defineOp((x: Tensor, opts?: PackBitsOptions) => {
 
 /** float (NCHW by default, or NHWC) -> 'bit' NHWC: bit 1 (-1) where x < threshold. */
 export const packBits = packBitsOp.async;
+/** packBits run on the calling thread (blocks it; for small inputs and scripts). */
 export const packBitsSync = packBitsOp.sync;
 
 const unpackBitsOp = defineOp((b: Tensor, opts?: { layout?: Layout; out?: Tensor }) => {
@@ -88,6 +90,7 @@ const unpackBitsOp = defineOp((b: Tensor, opts?: { layout?: Layout; out?: Tensor
 
 /** 'bit' NHWC -> float32 ±1, in NCHW (default) or NHWC. */
 export const unpackBits = unpackBitsOp.async;
+/** unpackBits run on the calling thread. */
 export const unpackBitsSync = unpackBitsOp.sync;
 
 // ---------------------------------------------------------------------------------------------------
@@ -144,6 +147,7 @@ export function packWeights(w: Tensor, opts?: { groups?: number }): BinaryWeight
   return new BinaryWeights(handle, shape, groups);
 }
 
+/** How mstPlan picks reuse edges: measured on this CPU ('auto'), wherever possible ('always'), or none. */
 export type Reuse = 'auto' | 'always' | 'never';
 
 function checkWeights(w: unknown, name: string): BinaryWeights {
@@ -248,8 +252,10 @@ export function mstPlan(w: BinaryWeights, opts?: { maxDepth?: number; reuse?: Re
 // ---------------------------------------------------------------------------------------------------
 // binaryConv2d / binaryLinear
 
+/** binaryConv2d's output: float32 with scale/bias/clamp, packed signs of that float, or raw K - 2 popcount. */
 export type BinaryOutput = 'float' | 'bits' | 'int32';
 
+/** Options of binaryConv2d / binaryLinear (docs/API.md "binaryConv2d" lists defaults and ranges). */
 export interface BinaryConvOptions {
   stride?: number | [number, number];
   padding?: number | [number, number];
@@ -335,6 +341,7 @@ const binaryConv2dOp = defineOp((x: Tensor, w: BinaryWeights | MstPlan, opts?: B
  * int32 [N, OH, OW, Cout], or 'bit' [N, OH, OW, Cout].
  */
 export const binaryConv2d = binaryConv2dOp.async;
+/** binaryConv2d run on the calling thread. */
 export const binaryConv2dSync = binaryConv2dOp.sync;
 
 const binaryLinearOp = defineOp(
@@ -346,6 +353,7 @@ const binaryLinearOp = defineOp(
 
 /** Fully connected layer on 'bit' [N, K] inputs with [Cout, K] packed weights: output [N, Cout]. */
 export const binaryLinear = binaryLinearOp.async;
+/** binaryLinear run on the calling thread. */
 export const binaryLinearSync = binaryLinearOp.sync;
 
 /** The direct-loop reference of binaryConv2d (slow; the oracle the fast kernels are tested against). */

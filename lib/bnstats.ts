@@ -10,6 +10,7 @@ import { choice, flag, float32Of, layoutOf, numberIn, options, reluOf } from './
 import type { Layout } from './validate';
 
 export type { Layout };
+/** What one set of moments covers: a channel over N·H·W, one image's channel over H·W, or a group of channels of one image. */
 export type Over = 'channel' | 'instance' | 'group';
 
 /** count, mean and m2 (sum of squared deviations) per channel, instance or group. */
@@ -29,6 +30,7 @@ export interface Stats {
   var: Tensor;
 }
 
+/** Options of moments / momentsSync. */
 export interface MomentsOptions {
   layout?: Layout;
   over?: Over;
@@ -82,6 +84,7 @@ const momentsOp = defineOp((x: Tensor, opts?: MomentsOptions) => {
 
 /** Per-channel (or per-instance / per-group) count, mean and m2 of x in one pass. */
 export const moments = momentsOp.async;
+/** moments run on the calling thread. */
 export const momentsSync = momentsOp.sync;
 
 
@@ -247,6 +250,7 @@ export function priorStats(source: Stats, target: Moments, opts: { priorCount: n
   return mixStats(source, target, { sourceWeight: prior / (prior + target.count) });
 }
 
+/** Options of batchNorm / batchNormSync. */
 export interface BatchNormOptions {
   gamma?: Tensor;
   beta?: Tensor;
@@ -308,4 +312,5 @@ const batchNormOp = defineOp((x: Tensor, stats: Stats | Moments, opts?: BatchNor
  * Passing the Moments of x itself gives training-mode BN, with the mean in double precision.
  */
 export const batchNorm = batchNormOp.async;
+/** batchNorm run on the calling thread. */
 export const batchNormSync = batchNormOp.sync;

@@ -15,6 +15,7 @@ import type { Device, FloatDType } from './tensor';
 import { choice, flag, float32Of, integer, layoutOf, options, pair, perChannel, reluOf } from './validate';
 import type { Layout } from './validate';
 
+/** A conv layer and the BN after it: weight, optional bias, gamma, beta, frozen mean and var, eps. */
 export interface ConvBnParams {
   /** [Cout, Cin/groups, kh, kw] */
   weight: Tensor;
@@ -23,8 +24,10 @@ export interface ConvBnParams {
   bn: { mean: Tensor; var: Tensor; gamma?: Tensor; beta?: Tensor; eps?: number };
 }
 
+/** convBn's forward: Tune folds BN into the conv per call (gradients without the conv output), Eval runs conv then BN, Deploy folds once. */
 export type ConvBnMode = 'tune' | 'eval' | 'deploy';
 
+/** Conv geometry and execution options shared by convBn, conv2d and their backward passes. */
 export interface ConvOpts {
   stride?: number | [number, number];
   padding?: number | [number, number];
@@ -39,6 +42,7 @@ export interface ConvOpts {
   out?: Tensor;
 }
 
+/** Which gradients convBnBackward computes: each defaults to true; false skips that work and omits the key. */
 export interface ConvBnNeeds {
   x?: boolean;
   weight?: boolean;
@@ -296,6 +300,7 @@ export const convBn = convBnOp.async as {
   (x: Tensor, p: ConvBnParams, opts: ConvOpts & { saveForBackward: true }): Promise<{ y: Tensor; saved: ConvBnSaved }>;
   (x: Tensor, p: ConvBnParams, opts?: ConvOpts & { saveForBackward?: boolean }): Promise<{ y: Tensor; saved?: ConvBnSaved }>;
 };
+/** convBn run on the calling thread. */
 export const convBnSync = convBnOp.sync as {
   (x: Tensor, p: ConvBnParams, opts: ConvOpts & { saveForBackward: true }): { y: Tensor; saved: ConvBnSaved };
   (x: Tensor, p: ConvBnParams, opts?: ConvOpts & { saveForBackward?: boolean }): { y: Tensor; saved?: ConvBnSaved };
@@ -357,6 +362,7 @@ const convBnBackwardOp = defineOp((saved: ConvBnSaved, dy: Tensor, opts?: { need
  * gradients into (each checked like every op's `opts.out`).
  */
 export const convBnBackward = convBnBackwardOp.async;
+/** convBnBackward run on the calling thread. */
 export const convBnBackwardSync = convBnBackwardOp.sync;
 
 /** The folded float32 weight and bias as new tensors on the weight's device. */
@@ -501,6 +507,7 @@ const prepareConvOp = defineOp((weight: Tensor, opts?: { groups?: number }) => {
  * happens once here instead of on every call. `groups` must be the groups of the convs that use them.
  */
 export const prepareConv = prepareConvOp.async;
+/** prepareConv run on the calling thread. */
 export const prepareConvSync = prepareConvOp.sync;
 
 const conv2dOp = defineOp((x: Tensor, weight: Tensor | ConvWeights, bias?: Tensor, opts?: ConvOpts) => {
@@ -525,6 +532,7 @@ const conv2dOp = defineOp((x: Tensor, weight: Tensor | ConvWeights, bias?: Tenso
  * [Cout, Cin/groups, kh, kw] or ConvWeights from prepareConv (then no weight is packed per call).
  */
 export const conv2d = conv2dOp.async;
+/** conv2d run on the calling thread. */
 export const conv2dSync = conv2dOp.sync;
 
 /** Options of conv2dBackward: the forward's geometry, and which gradients to compute. */
@@ -595,6 +603,7 @@ const conv2dBackwardOp = defineOp((x: Tensor | { shape: readonly number[] }, wei
  * input may be given as `{ shape }`. CPU only for now.
  */
 export const conv2dBackward = conv2dBackwardOp.async;
+/** conv2dBackward run on the calling thread. */
 export const conv2dBackwardSync = conv2dBackwardOp.sync;
 
 /** This machine's float32 FMA throughput with all xnorm threads busy, in GFLOP/s (for benchmarks). */

@@ -8,12 +8,14 @@ import * as path from 'path';
 import { describe, fail } from './errors';
 import { native, packageRoot } from './native';
 
+/** One CUDA device as the plugin sees it. */
 export interface CudaDevice {
   name: string;
   computeCapability: string;
   memoryBytes: number;
   multiprocessors: number;
 }
+/** Whether the CUDA plugin loaded, its devices, and the reason when it did not. */
 export interface CudaStatus {
   available: boolean;
   reason?: string;

@@ -6,6 +6,7 @@ import { native, packageRoot } from './native';
 import type { OutputPoolStats } from './native';
 import { integer, options } from './validate';
 
+/** What info() reports: version, CPU threads and ISA level, CUDA availability and devices, build. */
 export interface Info {
   version: string;
   cpu: { threads: number; isa: string[]; level: string; warning?: string };

@@ -3,28 +3,34 @@ import { describe, fail } from './errors';
 import { DType, Tensor, TypedArray, allocate, checkDType, checkShape, shapeSize, storageCtor } from './tensor';
 import { options } from './validate';
 
+/** An onnxruntime-node Tensor's shape of data (`type`, `data`, `dims`). */
 export interface OnnxTensorLike {
   type: string;
   data: unknown;
   dims: readonly number[];
 }
+/** A tfjs tensor as from() reads it (shape, dtype, dataSync). */
 export interface TfjsTensorLike {
   shape: number[];
   dtype: string;
   dataSync(): ArrayLike<number>;
 }
+/** An ndarray-style view: data with shape, stride and offset. */
 export interface NdArrayLike {
   data: ArrayLike<number>;
   shape: number[];
   stride: number[];
   offset: number;
 }
+/** Plain data and a shape (a typed array view or an array of numbers). */
 export interface PlainTensorLike {
   data: ArrayBufferView | ArrayLike<number>;
   shape: readonly number[];
 }
+/** Anything from() turns into a Tensor. */
 export type TensorLike = Tensor | OnnxTensorLike | TfjsTensorLike | NdArrayLike | PlainTensorLike;
 
+/** Options of from(). */
 export interface FromOptions {
   /** Always copy, even where the storage could be shared. */
   copy?: boolean;

@@ -6,6 +6,7 @@ import { planHandles } from './handles';
 import { FLOAT_DTYPES, Tensor, checkTensor, tensor } from './tensor';
 import { float32Of, integer, options } from './validate';
 
+/** Options of mstRegularizer. */
 export interface MstRegularizerOptions {
   /** The tree to pull along; default a new mstPlan of latent's current signs (reuse 'always'). */
   plan?: MstPlan;
@@ -17,6 +18,7 @@ export interface MstRegularizerOptions {
   temperature?: number;
 }
 
+/** What mstRegularizer returns. */
 export interface MstRegularizerResult {
   /** The surrogate's value: the soft count of differing positions (tends to totalDistance as tau -> 0). */
   loss: number;

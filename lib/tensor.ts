@@ -12,8 +12,11 @@ import {
   numberToFloat16Bits,
 } from './half';
 
+/** Element types; 'bit' is packed ±1 (bit 1 = -1), channels innermost in 32-bit words. */
 export type DType = 'float32' | 'float16' | 'bfloat16' | 'int32' | 'uint8' | 'bit';
+/** Where a tensor's storage lives; 'cuda' is device 0. */
 export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
+/** Host storage: Float32Array, Uint16Array (float16/bfloat16 bits), Int32Array, Uint8Array, Uint32Array ('bit' words). */
 export type TypedArray = Float32Array | Uint16Array | Int32Array | Uint8Array | Uint32Array;
 export type FloatDType = 'float32' | 'float16' | 'bfloat16';
 
@@ -174,6 +177,10 @@ export function allocateDevice(device: `cuda:${number}`, shape: readonly number[
 let nextId = 1;
 const DETACHED = "the tensor's memory was detached (its ArrayBuffer was transferred to another thread)";
 
+/**
+ * An n-d array on the CPU or a CUDA device, made by tensor(), zeros() or from() and returned by every op.
+ * CPU data is a typed array (owned by V8); dispose() releases device memory and pooled outputs early.
+ */
 export class Tensor {
   readonly shape: readonly number[];
   readonly dtype: DType;
