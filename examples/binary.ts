@@ -39,7 +39,7 @@ export async function main(): Promise<void> {
   const proto = fill(8 * per, 2);
   const flips = fill(COUT * per, 3);
   const wf = Float32Array.from({ length: COUT * per }, (_, i) => (flips[i] < -0.49 ? -1 : 1) * proto[(Math.floor(i / per) % 8) * per + (i % per)]);
-  const w = packWeights(tensor(wf, [COUT, C, 3, 3]));
+  const w = await packWeights(tensor(wf, [COUT, C, 3, 3]));
 
   // 3. 3x3 binary conv with a folded BN (y * scale + bias), float output.
   const scale = tensor(Float32Array.from({ length: COUT }, (_, i) => 0.01 + (i % 5) * 0.002), [COUT]);
@@ -60,7 +60,7 @@ export async function main(): Promise<void> {
 
   // 6. MST plan: close output channels are computed from each other.
   t0 = performance.now();
-  const plan = mstPlan(w, { reuse: 'always', maxDepth: 8 });
+  const plan = await mstPlan(w, { reuse: 'always', maxDepth: 8 });
   console.log(
     `mstPlan: ${plan.levels[0].length} roots, depth ${plan.depth}, totalDistance ${plan.totalDistance} bits, ` +
       `opsReduction ${(100 * plan.opsReduction).toFixed(1)}% (built in ${ms(t0)})`,
@@ -69,7 +69,7 @@ export async function main(): Promise<void> {
   const yPlan = await binaryConv2d(xb, plan, { padding: 1, scale, bias });
   const identical = (yPlan.dataSync() as Float32Array).every((v, i) => Object.is(v, yv[i]));
   console.log(`binaryConv2d with the plan in ${ms(t0)}: bit-identical to dense = ${identical}`);
-  const auto = mstPlan(w); // reuse: 'auto' keeps only the edges this CPU runs faster than dense
+  const auto = await mstPlan(w); // reuse: 'auto' keeps only the edges this CPU runs faster than dense
   console.log(`auto plan: opsReduction ${(100 * auto.opsReduction).toFixed(1)}%, depth ${auto.depth}`);
 
   // 7. Plans serialize to checksummed bytes and are checked against the weights when loaded.
@@ -104,7 +104,7 @@ export async function main(): Promise<void> {
 
   // 10. binaryLinear: the fully connected case, [N, K] bits x [Cout, K] weights.
   const feat = await packBits(tensor(fill(N * 512, 4), [N, 512]));
-  const fcw = packWeights(tensor(fill(10 * 512, 5), [10, 512]));
+  const fcw = await packWeights(tensor(fill(10 * 512, 5), [10, 512]));
   const logits = await binaryLinear(feat, fcw, { output: 'int32' });
   console.log(`binaryLinear 512->10: ${Array.from(logits.dataSync()).join(', ')}`);
   console.log(`unpackBits of the first pixel: ${Array.from((await unpackBits(xb, { layout: 'nhwc' })).dataSync().slice(0, 8)).join(', ')}`);

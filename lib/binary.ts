@@ -133,8 +133,7 @@ export class BinaryWeights {
 
 
 
-/** float weights [Cout, Cin/groups, kh, kw] (or [Cout, K] for binaryLinear) -> signs, packed. */
-export function packWeights(w: Tensor, opts?: { groups?: number }): BinaryWeights {
+const packWeightsOp = defineOp((w: Tensor, opts?: { groups?: number }) => {
   const o = options(opts, 'packWeights: opts', ['groups']);
   checkTensor(w, 'packWeights: w', { dtypes: FLOAT_DTYPES, rank: [2, 4] });
   const groups = integer(o.groups, 'packWeights: opts.groups', 1, 1, 2 ** 30);
@@ -143,9 +142,20 @@ export function packWeights(w: Tensor, opts?: { groups?: number }): BinaryWeight
     fail('ERR_XNORM_SHAPE', `packWeights: w: expected positive sizes, received shape [${w.shape.join(', ')}]`);
   if (shape[0] % groups !== 0)
     fail('ERR_XNORM_SHAPE', `packWeights: w: Cout = ${shape[0]} is not divisible by groups = ${groups}`);
-  const handle = native().packWeights({ w: float32Of(w, 'packWeights: w'), wShape: shape, groups });
-  return new BinaryWeights(handle, shape, groups);
-}
+  const args = { w: float32Of(w, 'packWeights: w'), wShape: shape, groups };
+  return {
+    call: (async: boolean) => native().packWeights(args, async),
+    finish: (handle: unknown) => new BinaryWeights(handle as WeightsHandle, shape, groups),
+  };
+});
+
+/**
+ * float weights [Cout, Cin/groups, kh, kw] (or [Cout, K] for binaryLinear) -> signs, packed: a Promise
+ * (packing a large layer takes tens of ms, done on the thread pool).
+ */
+export const packWeights = packWeightsOp.async;
+/** packWeights run on the calling thread. */
+export const packWeightsSync = packWeightsOp.sync;
 
 /** How mstPlan picks reuse edges: measured on this CPU ('auto'), wherever possible ('always'), or none. */
 export type Reuse = 'auto' | 'always' | 'never';
@@ -236,18 +246,27 @@ export class MstPlan {
   }
 }
 
-/**
- * Orders a layer's output channels so close ones are computed from each other (Prim's algorithm per group
- * with a virtual root). reuse 'auto' (default) keeps only edges a cost model calibrated on this CPU says
- * are cheaper than dense; 'always' reuses wherever the Hamming distance is below K; 'never' is dense.
- */
-export function mstPlan(w: BinaryWeights, opts?: { maxDepth?: number; reuse?: Reuse }): MstPlan {
+const mstPlanOp = defineOp((w: BinaryWeights, opts?: { maxDepth?: number; reuse?: Reuse }) => {
   const o = options(opts, 'mstPlan: opts', ['maxDepth', 'reuse']);
   checkWeights(w, 'mstPlan: w');
   const maxDepth = integer(o.maxDepth, 'mstPlan: opts.maxDepth', 1, 8, 65535);
   const reuse = choice(o.reuse, 'mstPlan: opts.reuse', ['auto', 'always', 'never'] as const, 'auto');
-  return new MstPlan(w, native().mstPlan({ weights: weightsHandle(w), reuse, maxDepth }));
-}
+  const args = { weights: weightsHandle(w), reuse, maxDepth };
+  return {
+    call: (async: boolean) => native().mstPlan(args, async),
+    finish: (info: unknown) => new MstPlan(w, info as PlanInfo),
+  };
+});
+
+/**
+ * Orders a layer's output channels so close ones are computed from each other (Prim's algorithm per group
+ * with a virtual root). reuse 'auto' (default) keeps only edges a cost model calibrated on this CPU says
+ * are cheaper than dense, confirmed by a timed trial; 'always' reuses wherever the Hamming distance is
+ * below K; 'never' is dense. A Promise: an 'auto' plan times the executor (tens of ms), on the thread pool.
+ */
+export const mstPlan = mstPlanOp.async;
+/** mstPlan run on the calling thread. */
+export const mstPlanSync = mstPlanOp.sync;
 
 // ---------------------------------------------------------------------------------------------------
 // binaryConv2d / binaryLinear

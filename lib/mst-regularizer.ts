@@ -1,7 +1,7 @@
 // MST-aware training: a penalty on the latent float weights of a binarized layer that shrinks the total
 // Hamming distance over its MST reuse tree, so that the plan made after training reuses more.
 import { describe, fail } from './errors';
-import { MstPlan, mstPlan, packWeights } from './binary';
+import { MstPlan, mstPlanSync, packWeightsSync } from './binary';
 import { planHandles } from './handles';
 import { FLOAT_DTYPES, Tensor, checkTensor, tensor } from './tensor';
 import { float32Of, integer, options } from './validate';
@@ -72,7 +72,7 @@ export function mstRegularizer(latent: Tensor, opts?: MstRegularizerOptions): Ms
   const bad = values.findIndex((v) => !Number.isFinite(v));
   if (bad >= 0) fail('ERR_XNORM_ARGUMENT', `${NAME}: latent[${bad}]: expected a finite number, received ${values[bad]}`);
 
-  const plan = (o.plan as MstPlan | undefined) ?? mstPlan(packWeights(latent, { groups }), { reuse: 'always', maxDepth });
+  const plan = (o.plan as MstPlan | undefined) ?? mstPlanSync(packWeightsSync(latent, { groups }), { reuse: 'always', maxDepth });
   const cout = shape[0];
   const k = latent.size / cout;
   const soft = Float64Array.from(values, (v) => Math.tanh(v / tau));

@@ -316,10 +316,10 @@ export interface NativeAddon {
 
   packBits: Op<PackBitsArgs>;
   unpackBits: Op<UnpackBitsArgs>;
-  packWeights(args: PackWeightsArgs): WeightsHandle;
+  packWeights: Op<PackWeightsArgs, WeightsHandle>;
   weightsWords(args: { weights: WeightsHandle }): Uint32Array;
   /** `parent` (tests and tools) adopts that tree, checked, instead of building one. */
-  mstPlan(args: { weights: WeightsHandle; reuse: 'auto' | 'always' | 'never'; maxDepth: number; parent?: Int32Array }): PlanInfo;
+  mstPlan: Op<{ weights: WeightsHandle; reuse: 'auto' | 'always' | 'never'; maxDepth: number; parent?: Int32Array }, PlanInfo>;
   /** `withWeights`: version 2, the weights stored too. */
   mstSerialize(args: { plan: PlanHandle; withWeights: boolean }): Uint8Array;
   /** Without `weights` the bytes must carry them; `rebuilt` is then the weights decoded from them. */

@@ -10,7 +10,7 @@ import {
   info,
   packBits,
   packBitsSync,
-  packWeights,
+  packWeightsSync,
   popcountPeak,
   tensor,
   unpackBitsSync,
@@ -84,7 +84,7 @@ function setup(k: Case, seed: number) {
   const xf = signs(k.n * k.h * k.w * k.c, r);
   const wf = signs(k.cout * (k.c / k.groups) * k.kh * k.kw, r);
   const x = packBitsSync(tensor(xf, [k.n, k.h, k.w, k.c]), { layout: 'nhwc' });
-  const w = packWeights(tensor(wf, [k.cout, k.c / k.groups, k.kh, k.kw]), { groups: k.groups });
+  const w = packWeightsSync(tensor(wf, [k.cout, k.c / k.groups, k.kh, k.kw]), { groups: k.groups });
   const opts = { stride: k.stride, padding: k.padding, dilation: k.dilation };
   return { xf, wf, x, w, opts, r };
 }
@@ -196,7 +196,7 @@ describe('binaryConv2d against a float convolution of the same ±1 values', () =
     const n = 3, kk = 100, cout = 37;
     const xf = signs(n * kk, r), wf = signs(cout * kk, r);
     const x = packBitsSync(tensor(xf, [n, kk]));
-    const w = packWeights(tensor(wf, [cout, kk]));
+    const w = packWeightsSync(tensor(wf, [cout, kk]));
     const y = binaryLinearSync(x, w, { output: 'int32' });
     expect(y.shape).toEqual([n, cout]);
     const want: number[] = [];
@@ -235,7 +235,7 @@ describe('bad input', () => {
     expect(code(() => binaryConv2dSync(x, w, { clamp: [2, 1] }))).toBe('ERR_XNORM_ARGUMENT');
     expect(code(() => binaryConv2dSync(x, w, { dilation: 40 }))).toBe('ERR_XNORM_SHAPE');
     expect(code(() => binaryConv2dSync(x, {} as never))).toBe('ERR_XNORM_ARGUMENT');
-    expect(code(() => packWeights(tensor([1, 2, 3], [3, 1, 1, 1]), { groups: 2 }))).toBe('ERR_XNORM_SHAPE');
+    expect(code(() => packWeightsSync(tensor([1, 2, 3], [3, 1, 1, 1]), { groups: 2 }))).toBe('ERR_XNORM_SHAPE');
     expect(code(() => packBitsSync(tensor([1, 2], [2]) as never))).toBe('ERR_XNORM_SHAPE');
     expect(code(() => packBitsSync(tensor([1, 2], [1, 2]), { threshold: tensor([1], [1]) }))).toBe('ERR_XNORM_SHAPE');
     const gone = packBitsSync(tensor([1, 2], [1, 2]));

@@ -10,10 +10,10 @@ import {
   binaryLinear,
   binaryLinearSync,
   MstPlan,
-  mstPlan,
+  mstPlanSync,
   packBits,
   packBitsSync,
-  packWeights,
+  packWeightsSync,
   unpackBits,
   unpackBitsSync,
   batchNormSync,
@@ -329,8 +329,8 @@ export function defineGpuSuites(skip: boolean): void {
       let seed = 2000;
       for (const q of CONVS) {
         const x = packBitsSync(tensor(randomArray(q.n * q.h * q.w * q.c, seed++), [q.n, q.h, q.w, q.c]), { layout: 'nhwc' });
-        const wts = packWeights(tensor(randomArray(q.cout * (q.c / q.groups) * q.k * q.k, seed++), [q.cout, q.c / q.groups, q.k, q.k]), { groups: q.groups });
-        const plan = mstPlan(wts, { reuse: 'always' });
+        const wts = packWeightsSync(tensor(randomArray(q.cout * (q.c / q.groups) * q.k * q.k, seed++), [q.cout, q.c / q.groups, q.k, q.k]), { groups: q.groups });
+        const plan = mstPlanSync(wts, { reuse: 'always' });
         const scaleH = tensor(randomArray(q.cout, seed++, 0.3), [q.cout]);
         const biasH = tensor(randomArray(q.cout, seed++, 2), [q.cout]);
         const xc = x.toSync('cuda');
@@ -360,7 +360,7 @@ export function defineGpuSuites(skip: boolean): void {
     it('binaryLinear, weights reused across calls and uploaded again after dispose', async () => {
       const k = 200, cout = 45;
       const x = packBitsSync(tensor(randomArray(3 * k, 77), [3, k]));
-      const wts = packWeights(tensor(randomArray(cout * k, 78), [cout, k]));
+      const wts = packWeightsSync(tensor(randomArray(cout * k, 78), [cout, k]));
       const bias = tensor(randomArray(cout, 79), [cout]);
       const xc = x.toSync('cuda');
       for (const output of ['float', 'int32', 'bits'] as const) {
@@ -380,7 +380,7 @@ export function defineGpuSuites(skip: boolean): void {
     it('mixing devices is ERR_XNORM_DEVICE; bad arguments are XnormErrors', async () => {
       const x = packBitsSync(tensor(randomArray(2 * 4 * 4 * 8, 5), [2, 4, 4, 8]), { layout: 'nhwc' });
       const xc = x.toSync('cuda');
-      const wts = packWeights(tensor(randomArray(6 * 8 * 9, 6), [6, 8, 3, 3]));
+      const wts = packWeightsSync(tensor(randomArray(6 * 8 * 9, 6), [6, 8, 3, 3]));
       const s = tensor(randomArray(6, 7), [6]);
       expectCode(() => binaryConv2dSync(xc, wts, { scale: s }), 'ERR_XNORM_DEVICE');
       expectCode(() => binaryConv2dSync(x, wts, { bias: s.toSync('cuda') }), 'ERR_XNORM_DEVICE');
@@ -421,8 +421,8 @@ export function defineGpuSuites(skip: boolean): void {
       for (const q of MST_CONVS) {
         const cinG = q.c / q.groups;
         const x = packBitsSync(tensor(randomArray(q.n * q.h * q.w * q.c, seed++), [q.n, q.h, q.w, q.c]), { layout: 'nhwc' });
-        const wts = packWeights(tensor(prototypeWeights(q, seed++), [q.cout, cinG, q.k, q.k]), { groups: q.groups });
-        const plan = mstPlan(wts, { reuse: 'always', maxDepth: q.maxDepth });
+        const wts = packWeightsSync(tensor(prototypeWeights(q, seed++), [q.cout, cinG, q.k, q.k]), { groups: q.groups });
+        const plan = mstPlanSync(wts, { reuse: 'always', maxDepth: q.maxDepth });
         expect(plan.depth, JSON.stringify(q)).toBeGreaterThanOrEqual(Math.min(2, q.maxDepth));
         expect(plan.depth).toBeLessThanOrEqual(q.maxDepth);
         const scaleH = tensor(randomArray(q.cout, seed++, 0.3), [q.cout]);
@@ -455,10 +455,10 @@ export function defineGpuSuites(skip: boolean): void {
     it("'auto' times the plan against the dense weights on its first call per device, then keeps the faster", async () => {
       const q = MST_CONVS[1];
       const x = packBitsSync(tensor(randomArray(q.n * q.h * q.w * q.c, 41), [q.n, q.h, q.w, q.c]), { layout: 'nhwc' });
-      const wts = packWeights(tensor(prototypeWeights(q, 42), [q.cout, q.c / q.groups, q.k, q.k]), { groups: q.groups });
+      const wts = packWeightsSync(tensor(prototypeWeights(q, 42), [q.cout, q.c / q.groups, q.k, q.k]), { groups: q.groups });
       // The tree of an 'always' plan under 'auto': the CPU's own trial could drop every edge on this machine.
       const n = native();
-      const info = n.mstPlan({ weights: weightsHandle(wts), reuse: 'auto', maxDepth: 8, parent: mstPlan(wts, { reuse: 'always' }).parent });
+      const info = n.mstPlan({ weights: weightsHandle(wts), reuse: 'auto', maxDepth: 8, parent: mstPlanSync(wts, { reuse: 'always' }).parent });
       const plan = new MstPlan(wts, info);
       const mode = () => n.planGpuMode({ plan: planHandle(plan), device: 0 });
       expect(mode()).toBe('trial');
@@ -471,14 +471,14 @@ export function defineGpuSuites(skip: boolean): void {
       expect(Array.from(binaryConv2dSync(xc, plan, geo).dataSync()), decided).toEqual(want);
       expect(mode()).toBe(decided);
       // 'never' plans and plans without edges run the dense weights.
-      expect(n.planGpuMode({ plan: planHandle(mstPlan(wts, { reuse: 'never' })), device: 0 })).toBe('dense');
+      expect(n.planGpuMode({ plan: planHandle(mstPlanSync(wts, { reuse: 'never' })), device: 0 })).toBe('dense');
     });
 
     it('plans cannot be edited into wrong results; dispose frees the device copy and a later call uploads it again', () => {
       const q = MST_CONVS[0];
       const x = packBitsSync(tensor(randomArray(q.n * q.h * q.w * q.c, 51), [q.n, q.h, q.w, q.c]), { layout: 'nhwc' });
-      const wts = packWeights(tensor(prototypeWeights(q, 52), [q.cout, q.c, q.k, q.k]));
-      const plan = mstPlan(wts, { reuse: 'always', maxDepth: 3 });
+      const wts = packWeightsSync(tensor(prototypeWeights(q, 52), [q.cout, q.c, q.k, q.k]));
+      const plan = mstPlanSync(wts, { reuse: 'always', maxDepth: 3 });
       const xc = x.toSync('cuda');
       const want = Array.from(binaryConv2dSync(x, wts, { padding: 1, output: 'int32' }).dataSync());
       expect(Array.from(binaryConv2dSync(xc, plan, { padding: 1, output: 'int32' }).dataSync())).toEqual(want);
@@ -539,8 +539,8 @@ export function defineGpuSuites(skip: boolean): void {
         }
       // pack -> conv ('bits') -> conv on the device, against the same chain on the CPU.
       const x = tensor(randomArray(2 * 40 * 6 * 6, 3100), [2, 40, 6, 6]);
-      const w1 = packWeights(tensor(randomArray(36 * 40 * 9, 3101), [36, 40, 3, 3]));
-      const w2 = packWeights(tensor(randomArray(10 * 36 * 9, 3102), [10, 36, 3, 3]));
+      const w1 = packWeightsSync(tensor(randomArray(36 * 40 * 9, 3101), [36, 40, 3, 3]));
+      const w2 = packWeightsSync(tensor(randomArray(10 * 36 * 9, 3102), [10, 36, 3, 3]));
       const chain = async (t: typeof x) => {
         const h = await binaryConv2d(await packBits(t), w1, { padding: 1, output: 'bits' });
         const y = await binaryConv2d(h, w2, { padding: 1, stride: 2, padValue: 'zero' });

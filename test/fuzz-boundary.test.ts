@@ -29,8 +29,8 @@ function pool(): unknown[] {
   const w4 = X.tensor(randomArray(4 * 4 * 3 * 3, 3), [4, 4, 3, 3]);
   const half = X.tensor(randomArray(2 * 4 * 5 * 5, 4), [2, 4, 5, 5], { dtype: 'float16' });
   const bits = X.packBitsSync(X.tensor(randomArray(1 * 5 * 5 * 40, 5), [1, 5, 5, 40]), { layout: 'nhwc' });
-  const bw = X.packWeights(X.tensor(randomArray(8 * 40 * 9, 6), [8, 40, 3, 3]));
-  const plan = X.mstPlan(bw, { reuse: 'always' });
+  const bw = X.packWeightsSync(X.tensor(randomArray(8 * 40 * 9, 6), [8, 40, 3, 3]));
+  const plan = X.mstPlanSync(bw, { reuse: 'always' });
   const m = X.momentsSync(x4);
   const disposed = X.tensor([1, 2], [2]);
   disposed.dispose();
@@ -58,7 +58,8 @@ const OPS: Record<string, (...args: unknown[]) => unknown> = {
   batchNormSync: X.batchNormSync, batchNorm: X.batchNorm, convBnSync: X.convBnSync, convBn: X.convBn,
   convBnBackwardSync: X.convBnBackwardSync, convBnBackward: X.convBnBackward, foldConvBn: X.foldConvBn,
   conv2dSync: X.conv2dSync, conv2d: X.conv2d, packBitsSync: X.packBitsSync, packBits: X.packBits,
-  unpackBitsSync: X.unpackBitsSync, unpackBits: X.unpackBits, packWeights: X.packWeights, mstPlan: X.mstPlan,
+  unpackBitsSync: X.unpackBitsSync, unpackBits: X.unpackBits, packWeights: X.packWeights,
+  packWeightsSync: X.packWeightsSync, mstPlan: X.mstPlan, mstPlanSync: X.mstPlanSync,
   binaryConv2dSync: X.binaryConv2dSync, binaryConv2d: X.binaryConv2d, binaryLinearSync: X.binaryLinearSync,
   binaryLinear: X.binaryLinear, binaryConv2dReferenceSync: X.binaryConv2dReferenceSync, from: X.from,
   tensor: X.tensor, zeros: X.zeros, deserialize: (b: unknown, w: unknown) => X.MstPlan.deserialize(b as never, w as never),

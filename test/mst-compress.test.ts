@@ -1,7 +1,7 @@
 // MST plans that carry their weights (serialize({ weights: true }), format version 2): round trips,
 // the documented byte layout, the compression it reaches, and rejection of every kind of corrupt bytes.
 import { describe, expect, it } from 'vitest';
-import { MstPlan, binaryConv2dSync, mstPlan, packBitsSync, packWeights, tensor } from '../lib';
+import { MstPlan, binaryConv2dSync, mstPlanSync, packBitsSync, packWeightsSync, tensor } from '../lib';
 import type { BinaryWeights } from '../lib';
 import { weightsHandle } from '../lib/handles';
 import { native } from '../lib/native';
@@ -16,7 +16,7 @@ interface Layer {
 
 function makeWeights(l: Layer, seed: number, protos = 3, p = 0.03) {
   const wf = prototypeWeights(l.cout, (l.cin / l.groups) * l.k * l.k, protos, p, rng(seed));
-  return { wf, w: packWeights(tensor(wf, [l.cout, l.cin / l.groups, l.k, l.k]), { groups: l.groups }) };
+  return { wf, w: packWeightsSync(tensor(wf, [l.cout, l.cin / l.groups, l.k, l.k]), { groups: l.groups }) };
 }
 
 /** A plan over `w` with exactly this parent array (checked natively like any other plan). */
@@ -103,7 +103,7 @@ describe('MstPlan with weights (version 2)', () => {
       const { w } = makeWeights(l, 10 + i);
       const x = input(l.cin, 20 + i);
       for (const reuse of ['never', 'always', 'auto'] as const) {
-        const plan = mstPlan(w, { reuse, maxDepth: 3 });
+        const plan = mstPlanSync(w, { reuse, maxDepth: 3 });
         const bytes = plan.serialize({ weights: true });
         const back = MstPlan.deserialize(bytes);
         expect(back.weights).not.toBe(w);
@@ -137,7 +137,7 @@ describe('MstPlan with weights (version 2)', () => {
 
   it('leaves version 1 as it was: serialize() and { weights: false } write the same tree-only bytes', () => {
     const { w } = makeWeights({ cout: 10, cin: 40, k: 3, groups: 1 }, 4);
-    const plan = mstPlan(w, { reuse: 'always' });
+    const plan = mstPlanSync(w, { reuse: 'always' });
     const v1 = plan.serialize();
     expect(v1.length).toBe(48 + 4 * 10);
     expect(new DataView(v1.buffer).getUint32(4, true)).toBe(1);
@@ -153,9 +153,9 @@ describe('MstPlan with weights (version 2)', () => {
   it('refuses version-2 bytes for other weights', () => {
     const l = { cout: 10, cin: 40, k: 3, groups: 1 };
     const { wf, w } = makeWeights(l, 5);
-    const bytes = mstPlan(w, { reuse: 'always' }).serialize({ weights: true });
+    const bytes = mstPlanSync(w, { reuse: 'always' }).serialize({ weights: true });
     wf[7] = -wf[7];
-    const other = packWeights(tensor(wf, w.shape));
+    const other = packWeightsSync(tensor(wf, w.shape));
     expect(expectCode(() => MstPlan.deserialize(bytes, other), 'ERR_XNORM_CORRUPT_PLAN').message).toMatch(/other weights/);
     const { w: narrower } = makeWeights({ ...l, cin: 39 }, 5);
     expect(expectCode(() => MstPlan.deserialize(bytes, narrower), 'ERR_XNORM_CORRUPT_PLAN').message).toMatch(/another shape/);
@@ -164,7 +164,7 @@ describe('MstPlan with weights (version 2)', () => {
   it('compresses prototype-style weights to well under 1 bit per weight', () => {
     const l = { cout: 256, cin: 128, k: 3, groups: 1 };
     const { w } = makeWeights(l, 6, 16, 0.01);
-    const plan = mstPlan(w, { reuse: 'always', maxDepth: 64 });
+    const plan = mstPlanSync(w, { reuse: 'always', maxDepth: 64 });
     const bytes = plan.compressedSize();
     // The documented size: header and parents, the roots' words, then the child records.
     const children = childRecords(plan);
@@ -195,7 +195,7 @@ describe('MstPlan with weights (version 2)', () => {
       { cout: 33, cin: 5, k: 1, groups: 1 },
     ].entries()) {
       const { w } = makeWeights(l, 30 + i, 4, 0.5);
-      const plan = mstPlan(w, { reuse: 'always', maxDepth: 64 });
+      const plan = mstPlanSync(w, { reuse: 'always', maxDepth: 64 });
       expect(plan.levels.length).toBeGreaterThan(1);
       const bytes = plan.serialize({ weights: true });
       // A child's record is at most its channel's varint (2 bytes below Cout = 16384), the form byte 0
@@ -229,7 +229,7 @@ describe('corrupt version-2 bytes', () => {
   rows.push(random());
   rows.push(flip(rows[3], Array.from({ length: 20 }, (_, i) => 2 * i)));
   rows.push(flip(rows[4], [3, 8, 13, 18, 23, 28, 33, 38]));
-  const w = packWeights(tensor(Float32Array.from(rows.flat()), [6, 40, 1, 1]), { groups: 2 });
+  const w = packWeightsSync(tensor(Float32Array.from(rows.flat()), [6, 40, 1, 1]), { groups: 2 });
   const plan = adopt(w, [-1, 0, 1, -1, 3, 4]);
   const bytes = plan.serialize({ weights: true });
   const good = childRecords(plan);

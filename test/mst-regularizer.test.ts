@@ -5,7 +5,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { MstPlan, mstPlan, mstRegularizer, packWeights, tensor } from '../lib';
+import { MstPlan, mstPlanSync, mstRegularizer, packWeightsSync, tensor } from '../lib';
 import { expectCode, expectSameValues, rng } from './helpers';
 
 const sign = (v: number) => (v < 0 ? -1 : 1); // packWeights' convention: 0 (and -0) is +1
@@ -141,7 +141,7 @@ describe('mstRegularizer', () => {
     SHAPES.forEach(({ shape, groups }, si) => {
       const w = latentValues(shape.reduce((a, b) => a * b), 30 + si);
       for (const maxDepth of [1, 2, 8]) {
-        const plan = mstPlan(packWeights(tensor(w, shape), { groups }), { reuse: 'always', maxDepth });
+        const plan = mstPlanSync(packWeightsSync(tensor(w, shape), { groups }), { reuse: 'always', maxDepth });
         const r = mstRegularizer(tensor(w, shape), { plan });
         expect(r.plan).toBe(plan);
         expect(r.totalDistance).toBe(plan.totalDistance);
@@ -249,7 +249,7 @@ describe('mstRegularizer', () => {
     for (const maxDepth of [0, 2.5, 70000]) expectCode(bad({ maxDepth }), 'ERR_XNORM_ARGUMENT');
     expectCode(bad({ lambda: 1 }), 'ERR_XNORM_ARGUMENT');
     expectCode(() => mstRegularizer(latent, 'x' as never), 'ERR_XNORM_ARGUMENT');
-    expectCode(bad({ plan: packWeights(latent) }), 'ERR_XNORM_ARGUMENT');
+    expectCode(bad({ plan: packWeightsSync(latent) }), 'ERR_XNORM_ARGUMENT');
     expectCode(bad({ plan: Object.create(MstPlan.prototype) }), 'ERR_XNORM_ARGUMENT');
     expectCode(bad({ plan, groups: 2 }), 'ERR_XNORM_ARGUMENT');
     expectCode(bad({ plan, maxDepth: 8 }), 'ERR_XNORM_ARGUMENT');

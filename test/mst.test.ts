@@ -8,8 +8,10 @@ import {
   binaryConv2dSync,
   binaryLinearSync,
   mstPlan,
+  mstPlanSync,
   packBitsSync,
   packWeights,
+  packWeightsSync,
   tensor,
 } from '../lib';
 import { fixCrc, prototypeWeights, rng } from './helpers';
@@ -18,7 +20,7 @@ function layer(seed: number, o: { cout?: number; cin?: number; k?: number; group
   const r = rng(seed);
   const cout = o.cout ?? 48, cin = o.cin ?? 70, k = o.k ?? 3, groups = o.groups ?? 1, p = o.p ?? 0.02;
   const wf = prototypeWeights(cout, (cin / groups) * k * k, 4, p, r);
-  const w = packWeights(tensor(wf, [cout, cin / groups, k, k]), { groups });
+  const w = packWeightsSync(tensor(wf, [cout, cin / groups, k, k]), { groups });
   const xf = Float32Array.from({ length: 2 * 9 * 7 * cin }, () => r() - 0.5);
   const x = packBitsSync(tensor(xf, [2, 9, 7, cin]), { layout: 'nhwc' });
   const scale = tensor(Float32Array.from({ length: cout }, () => r() * 2 - 1), [cout]);
@@ -50,7 +52,7 @@ describe('mstPlan', () => {
       const { w, x, scale, bias } = layer(groups * 100 + cin, { groups, cin });
       for (const reuse of ['always', 'auto', 'never'] as const) {
         for (const maxDepth of [1, 3, 8]) {
-          const plan = mstPlan(w, { reuse, maxDepth });
+          const plan = mstPlanSync(w, { reuse, maxDepth });
           checkTree(plan, groups);
           if (reuse === 'never') {
             expect(plan.depth).toBe(0);
@@ -85,10 +87,10 @@ describe('mstPlan', () => {
     for (const [i, c] of cases.entries()) {
       const r = rng(9000 + i);
       const cinG = c.cin / c.groups;
-      const w = packWeights(tensor(prototypeWeights(c.cout, cinG * c.k * c.k, 3, c.p, r), [c.cout, cinG, c.k, c.k]), {
+      const w = packWeightsSync(tensor(prototypeWeights(c.cout, cinG * c.k * c.k, 3, c.p, r), [c.cout, cinG, c.k, c.k]), {
         groups: c.groups,
       });
-      const plan = mstPlan(w, { reuse: 'always', maxDepth: 4 });
+      const plan = mstPlanSync(w, { reuse: 'always', maxDepth: 4 });
       expect(plan.depth).toBeGreaterThan(0);
       const x = packBitsSync(tensor(Float32Array.from({ length: c.n * c.h * c.w * c.cin }, () => r() - 0.5), [c.n, c.h, c.w, c.cin]), {
         layout: 'nhwc',
@@ -100,9 +102,26 @@ describe('mstPlan', () => {
     }
   });
 
+  it('has Promise forms of packWeights and mstPlan that equal the Sync ones and reject bad input', async () => {
+    const r = rng(77);
+    const wf = tensor(prototypeWeights(40, 33 * 9, 4, 0.02, r), [40, 33, 3, 3]);
+    const pending = packWeights(wf);
+    expect(pending).toBeInstanceOf(Promise);
+    const w = await pending;
+    expect(w.words).toEqual(packWeightsSync(wf).words);
+    for (const reuse of ['always', 'never', 'auto'] as const) {
+      const plan = await mstPlan(w, { reuse, maxDepth: 4 });
+      expect(plan).toBeInstanceOf(MstPlan);
+      if (reuse !== 'auto') expect(plan.parent).toEqual(mstPlanSync(w, { reuse, maxDepth: 4 }).parent);
+      expect(plan.reuse).toBe(reuse);
+    }
+    await expect(packWeights(tensor([1, 2, 3], [3, 1, 1, 1]), { groups: 2 })).rejects.toMatchObject({ code: 'ERR_XNORM_SHAPE' });
+    await expect(mstPlan(w, { maxDepth: 0 })).rejects.toMatchObject({ code: 'ERR_XNORM_ARGUMENT' });
+  });
+
   it('close channels give a large opsReduction and totalDistance counts the differing bits', () => {
     const { w } = layer(3, { p: 0.005, cout: 64 });
-    const plan = mstPlan(w, { reuse: 'always', maxDepth: 16 });
+    const plan = mstPlanSync(w, { reuse: 'always', maxDepth: 16 });
     const k = w.shape[1] * w.shape[2] * w.shape[3];
     let dist = 0;
     const rw = w.rowWords;
@@ -126,23 +145,23 @@ describe('mstPlan', () => {
   it('works for binaryLinear', () => {
     const r = rng(11);
     const wf = prototypeWeights(96, 300, 3, 0.01, r);
-    const w = packWeights(tensor(wf, [96, 300]));
+    const w = packWeightsSync(tensor(wf, [96, 300]));
     const x = packBitsSync(tensor(Float32Array.from({ length: 5 * 300 }, () => r() - 0.5), [5, 300]));
-    const plan = mstPlan(w, { reuse: 'always' });
+    const plan = mstPlanSync(w, { reuse: 'always' });
     expect(binaryLinearSync(x, plan, { output: 'int32' }).dataSync()).toEqual(binaryLinearSync(x, w, { output: 'int32' }).dataSync());
   });
 
   it('rejects bad options', () => {
     const { w } = layer(1);
-    expect(() => mstPlan(w, { maxDepth: 0 })).toThrow(expect.objectContaining({ code: 'ERR_XNORM_ARGUMENT' }));
-    expect(() => mstPlan(w, { reuse: 'sometimes' as never })).toThrow(expect.objectContaining({ code: 'ERR_XNORM_ARGUMENT' }));
-    expect(() => mstPlan({} as BinaryWeights)).toThrow(expect.objectContaining({ code: 'ERR_XNORM_ARGUMENT' }));
+    expect(() => mstPlanSync(w, { maxDepth: 0 })).toThrow(expect.objectContaining({ code: 'ERR_XNORM_ARGUMENT' }));
+    expect(() => mstPlanSync(w, { reuse: 'sometimes' as never })).toThrow(expect.objectContaining({ code: 'ERR_XNORM_ARGUMENT' }));
+    expect(() => mstPlanSync({} as BinaryWeights)).toThrow(expect.objectContaining({ code: 'ERR_XNORM_ARGUMENT' }));
   });
 });
 
 describe('MstPlan serialization', () => {
   const { w, x } = layer(21, { cout: 40 });
-  const plan = mstPlan(w, { reuse: 'always', maxDepth: 4 });
+  const plan = mstPlanSync(w, { reuse: 'always', maxDepth: 4 });
   const bytes = plan.serialize();
   const corrupt = (b: Uint8Array, ww: BinaryWeights = w) => {
     try {
@@ -171,7 +190,7 @@ describe('MstPlan serialization', () => {
     for (let o = 0; o < cout; o++) for (let t = 0; t < kh * kw; t++) for (let ch = 0; ch < cinG; ch++)
       f[(o * cinG + ch) * kh * kw + t] = (w.words[(o * kh * kw + t) * wg + (ch >> 5)] >>> (ch & 31)) & 1 ? -1 : 1;
     f[5] = -f[5];
-    const other = packWeights(tensor(f, w.shape), { groups: w.groups });
+    const other = packWeightsSync(tensor(f, w.shape), { groups: w.groups });
     expect(corrupt(bytes, other)).toBe('ERR_XNORM_CORRUPT_PLAN');
     const { w: w2 } = layer(21, { cout: 40, cin: 64 });
     expect(corrupt(bytes, w2)).toBe('ERR_XNORM_CORRUPT_PLAN');

@@ -14,7 +14,7 @@ import {
   from,
   momentsSync,
   packBitsSync,
-  packWeights,
+  packWeightsSync,
   prepareConvSync,
   tensor,
   unpackBitsSync,
@@ -49,11 +49,11 @@ describe('opts.out', () => {
     const bits = packBitsSync(x);
     expectWritesInto('packBits', zeros(bits.shape, { dtype: 'bit' }), (e) => packBitsSync(x, e));
     expectWritesInto('unpackBits', zeros([2, 8, 6, 6]), (e) => unpackBitsSync(bits, e));
-    const wb = packWeights(w);
+    const wb = packWeightsSync(w);
     expectWritesInto('binaryConv2d', zeros([2, 6, 6, 8]), (e) => binaryConv2dSync(bits, wb, { padding: 1, ...e }));
     expectWritesInto('binaryConv2d int32', zeros([2, 6, 6, 8], { dtype: 'int32' }), (e) => binaryConv2dSync(bits, wb, { padding: 1, output: 'int32', ...e }));
     const xl = packBitsSync(tensor(randomArray(3 * 72, 10), [3, 72]));
-    expectWritesInto('binaryLinear', zeros([3, 8]), (e) => binaryLinearSync(xl, packWeights(tensor(randomArray(8 * 72, 11), [8, 72])), e));
+    expectWritesInto('binaryLinear', zeros([3, 8]), (e) => binaryLinearSync(xl, packWeightsSync(tensor(randomArray(8 * 72, 11), [8, 72])), e));
     // The Promise forms too.
     const y = zeros([2, 8, 6, 6]);
     expect(await conv2d(x, w, undefined, { ...o, out: y })).toBe(y);

@@ -17,7 +17,7 @@ import {
   momentsSync,
   outputPool,
   packBitsSync,
-  packWeights,
+  packWeightsSync,
   prepareConvSync,
   tensor,
   unpackBitsSync,
@@ -79,7 +79,7 @@ describe('output pool', () => {
       });
     }
     const xb = packBitsSync(tensor(randomArray(2 * 64 * 64 * 64, 11), [2, 64, 64, 64]));
-    const wb = packWeights(tensor(randomArray(128 * 64 * 9, 12), [128, 64, 3, 3]));
+    const wb = packWeightsSync(tensor(randomArray(128 * 64 * 9, 12), [128, 64, 3, 3]));
     for (const output of ['float', 'int32', 'bits'] as const)
       expectFullWrites(`binaryConv2d ${output}`, () => [binaryConv2dSync(xb, wb, { padding: 1, output })]);
   });

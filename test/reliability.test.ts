@@ -13,9 +13,9 @@ import {
   conv2dSync,
   convBnSync,
   momentsSync,
-  mstPlan,
+  mstPlanSync,
   packBitsSync,
-  packWeights,
+  packWeightsSync,
   tensor,
   zeros,
 } from '../lib';
@@ -38,7 +38,7 @@ describe('memory detached under an op', () => {
 describe('objects that only look like ours', () => {
   const x = tensor(randomArray(2 * 3 * 4 * 4, 1), [2, 3, 4, 4]);
   const bits = packBitsSync(tensor(randomArray(1 * 3 * 3 * 32, 2), [1, 3, 3, 32]), { layout: 'nhwc' });
-  const w = packWeights(tensor(randomArray(4 * 32, 3), [4, 32, 1, 1]));
+  const w = packWeightsSync(tensor(randomArray(4 * 32, 3), [4, 32, 1, 1]));
   it('a Proxy of a Tensor, or an object made from its prototype', () => {
     expect(codeOf(() => momentsSync(new Proxy(x, {})))).toBe('ERR_XNORM_ARGUMENT');
     expect(codeOf(() => momentsSync(Object.create(Tensor.prototype)))).toBe('ERR_XNORM_ARGUMENT');
@@ -46,7 +46,7 @@ describe('objects that only look like ours', () => {
   it('fake BinaryWeights and MstPlan', () => {
     expect(codeOf(() => binaryConv2dSync(bits, Object.create(BinaryWeights.prototype)))).toBe('ERR_XNORM_ARGUMENT');
     expect(codeOf(() => binaryConv2dSync(bits, Object.create(MstPlan.prototype)))).toBe('ERR_XNORM_ARGUMENT');
-    expect(codeOf(() => mstPlan(new Proxy(w, {})))).toBe('ERR_XNORM_ARGUMENT');
+    expect(codeOf(() => mstPlanSync(new Proxy(w, {})))).toBe('ERR_XNORM_ARGUMENT');
   });
   it('hand-built weights and plans are refused; every plan passes the one check deserialize applies', () => {
     expect(codeOf(() => new BinaryWeights(new Uint32Array(8) as never, [4, 40, 1, 1], 1))).toBe('ERR_XNORM_ARGUMENT');
@@ -74,7 +74,7 @@ describe('sizes', () => {
     expect(['ERR_XNORM_OUT_OF_MEMORY', 'ERR_XNORM_SHAPE']).toContain(codeOf(() => convBnSync(x, { weight, bn }, { padding: 2 ** 17 })));
     expect(['ERR_XNORM_OUT_OF_MEMORY', 'ERR_XNORM_SHAPE']).toContain(codeOf(() => conv2dSync(x, weight, undefined, { padding: 2 ** 17 })));
     const bits = packBitsSync(tensor(randomArray(1 * 3 * 3 * 32, 6), [1, 3, 3, 32]), { layout: 'nhwc' });
-    const w = packWeights(tensor(randomArray(4 * 32, 7), [4, 32, 1, 1]));
+    const w = packWeightsSync(tensor(randomArray(4 * 32, 7), [4, 32, 1, 1]));
     expect(codeOf(() => binaryConv2dSync(bits, w, { padding: 2 ** 30 }))).toBe('ERR_XNORM_SHAPE');
   });
 });
@@ -82,7 +82,7 @@ describe('sizes', () => {
 describe('limits and bounds', () => {
   it('an infinite clamp bound works as no bound on that side', () => {
     const bits = packBitsSync(tensor(randomArray(1 * 4 * 4 * 40, 8), [1, 4, 4, 40]), { layout: 'nhwc' });
-    const w = packWeights(tensor(randomArray(8 * 40 * 9, 9), [8, 40, 3, 3]));
+    const w = packWeightsSync(tensor(randomArray(8 * 40 * 9, 9), [8, 40, 3, 3]));
     const plain = binaryConv2dSync(bits, w, { padding: 1 }).dataSync();
     expect(binaryConv2dSync(bits, w, { padding: 1, clamp: [-Infinity, Infinity] }).dataSync()).toEqual(plain);
     const low = Array.from(binaryConv2dSync(bits, w, { padding: 1, clamp: [0, Infinity] }).dataSync());

@@ -11,9 +11,9 @@ import {
   convBnSync,
   conv2dSync,
   momentsSync,
-  mstPlan,
+  mstPlanSync,
   packBitsSync,
-  packWeights,
+  packWeightsSync,
   tensor,
   unpackBitsSync,
   variance,
@@ -31,7 +31,7 @@ describe('unknown option keys', () => {
   const weight = tensor(randomArray(4 * 3 * 3 * 3, 2), [4, 3, 3, 3]);
   const bn = { mean: tensor(new Float32Array(4), [4]), var: tensor(new Float32Array(4).fill(1), [4]) };
   const bits = packBitsSync(tensor(randomArray(2 * 5 * 5 * 40, 3), [2, 5, 5, 40]), { layout: 'nhwc' });
-  const w = packWeights(tensor(randomArray(8 * 40 * 9, 4), [8, 40, 3, 3]));
+  const w = packWeightsSync(tensor(randomArray(8 * 40 * 9, 4), [8, 40, 3, 3]));
 
   it("convBn(x, p, { pad: 1 }) is refused, naming the key, instead of running unpadded", () => {
     const e = refused(() => convBnSync(x, { weight, bn }, { pad: 1 } as never));
@@ -51,11 +51,11 @@ describe('unknown option keys', () => {
     ['batchNorm', () => batchNormSync(x, momentsSync(x), { epsilon: 1e-3 } as never), 'epsilon'],
     ['packBits', () => packBitsSync(x, { thresh: 0 } as never), 'thresh'],
     ['unpackBits', () => unpackBitsSync(bits, { layuot: 'nhwc' } as never), 'layuot'],
-    ['packWeights', () => packWeights(weight, { group: 1 } as never), 'group'],
-    ['mstPlan', () => mstPlan(w, { depth: 3 } as never), 'depth'],
+    ['packWeights', () => packWeightsSync(weight, { group: 1 } as never), 'group'],
+    ['mstPlan', () => mstPlanSync(w, { depth: 3 } as never), 'depth'],
     ['binaryConv2d', () => binaryConv2dSync(bits, w, { pad: 1 } as never), 'pad'],
     // binaryLinear has no window: a stride or padding is an unknown key there
-    ['binaryLinear', () => binaryLinearSync(packBitsSync(tensor(randomArray(2 * 40, 5), [2, 40])), packWeights(tensor(randomArray(3 * 40, 6), [3, 40])), { padding: 1 } as never), 'padding'],
+    ['binaryLinear', () => binaryLinearSync(packBitsSync(tensor(randomArray(2 * 40, 5), [2, 40])), packWeightsSync(tensor(randomArray(3 * 40, 6), [3, 40])), { padding: 1 } as never), 'padding'],
   ];
   for (const [op, fn, key] of cases)
     it(`${op} refuses '${key}'`, () => {
@@ -71,8 +71,8 @@ describe('native weight objects', () => {
     // prototype channels so the plan has edges
     const proto = randomArray(64 * 9, 8);
     const wf = Float32Array.from({ length: 32 * 64 * 9 }, (_, i) => proto[i % (64 * 9)] * (i % 97 === 0 ? -1 : 1));
-    const w = packWeights(tensor(wf, [32, 64, 3, 3]));
-    const plan = mstPlan(w, { reuse: 'always' });
+    const w = packWeightsSync(tensor(wf, [32, 64, 3, 3]));
+    const plan = mstPlanSync(w, { reuse: 'always' });
     expect(plan.levels.length).toBeGreaterThan(1);
     const o = { padding: 1, output: 'int32' as const };
     const want = Array.from(binaryConv2dSync(bits, w, o).dataSync());
@@ -83,12 +83,12 @@ describe('native weight objects', () => {
     expect(Array.from(binaryConv2dSync(bits, w, o).dataSync())).toEqual(want);
     expect(Array.from(binaryConv2dSync(bits, plan, o).dataSync())).toEqual(want);
     // a plan round-trips through its bytes after the edits too: the bytes come from the native copy
-    expect(Array.from(binaryConv2dSync(bits, mstPlan(w, { reuse: 'never' }), o).dataSync())).toEqual(want);
+    expect(Array.from(binaryConv2dSync(bits, mstPlanSync(w, { reuse: 'never' }), o).dataSync())).toEqual(want);
   });
 
   it('an object that merely looks like weights is refused', () => {
     const bits = packBitsSync(tensor(randomArray(1 * 3 * 3 * 32, 9), [1, 3, 3, 32]), { layout: 'nhwc' });
-    const w = packWeights(tensor(randomArray(4 * 32, 10), [4, 32, 1, 1]));
+    const w = packWeightsSync(tensor(randomArray(4 * 32, 10), [4, 32, 1, 1]));
     const fake = Object.create(Object.getPrototypeOf(w), { shape: { value: w.shape }, groups: { value: 1 }, words: { value: w.words } });
     expect(refused(() => binaryConv2dSync(bits, fake)).code).toBe('ERR_XNORM_ARGUMENT');
   });

@@ -24,10 +24,10 @@ import {
   conv2dSync,
   mergeMoments,
   momentsSync,
-  mstPlan,
+  mstPlanSync,
   mstRegularizer,
   packBitsSync,
-  packWeights,
+  packWeightsSync,
   tensor,
   variance,
 } from '../../lib';
@@ -261,10 +261,10 @@ export interface Deployed {
 }
 
 export function deploy(net: BinaryNet): Deployed {
-  const weights = [packWeights(tensor(net.w[0], SHAPES[0])), packWeights(tensor(net.w[1], SHAPES[1])), packWeights(tensor(net.fc, [10, FEAT]))];
+  const weights = [packWeightsSync(tensor(net.w[0], SHAPES[0])), packWeightsSync(tensor(net.w[1], SHAPES[1])), packWeightsSync(tensor(net.fc, [10, FEAT]))];
   return {
     weights,
-    plans: [mstPlan(weights[0], { reuse: 'always' }), mstPlan(weights[1], { reuse: 'always' })],
+    plans: [mstPlanSync(weights[0], { reuse: 'always' }), mstPlanSync(weights[1], { reuse: 'always' })],
     scale: net.scale.map((s) => tensor(s, [s.length])),
     bias: net.bias.map((b) => tensor(b, [b.length])),
   };

@@ -26,7 +26,7 @@ import {
   momentsSync,
   packBits,
   packBitsSync,
-  packWeights,
+  packWeightsSync,
   tensor,
   variance,
 } from '../../lib';
@@ -57,7 +57,7 @@ export function exampleLayers(c: number): { convBn: ConvBnParams; binary: Binary
         beta: tensor(seeded(k, c + 5), [k]),
       },
     },
-    binary: packWeights(tensor(seeded(k * c * 9, c + 6), [k, c, 3, 3])),
+    binary: packWeightsSync(tensor(seeded(k * c * 9, c + 6), [k, c, 3, 3])),
     scale: tensor(seeded(k, c + 7).map((v) => v / (c * 9)), [k]),
   };
 }

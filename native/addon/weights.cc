@@ -6,6 +6,7 @@
 #include "errors.h"
 #include "families.h"
 #include "handles.h"
+#include "run_op.h"
 
 namespace xnorm::addon {
 namespace {
@@ -81,10 +82,14 @@ Napi::Value PackWeights(const Napi::CallbackInfo& info) {
     s.groups = a.integer("groups", 1, int64_t(1) << 30);
     bconv::check_weight_shape(s);
     const auto* src = static_cast<const float*>(a.host("w", DType::Float32, checked_mul(s.cout * s.cin_g, s.taps(), "w")).data);
-    a.check_live();
-    std::vector<uint32_t> words(size_t(checked_mul(s.cout, s.row_words(), "weights")));
-    bconv::pack_weights(src, s, words.data());
-    return make_handle(info.Env(), new std::shared_ptr<PackedWeights>(packed_weights(s, std::move(words))), kWeightsTag);
+    const int64_t nwords = checked_mul(s.cout, s.row_words(), "weights");
+    // Packing and the panels of a large layer take tens of ms: the async form runs them on the thread pool.
+    return run_op(a, [s, src, nwords]() -> ResultBuilder {
+      std::vector<uint32_t> words(static_cast<size_t>(nwords));
+      bconv::pack_weights(src, s, words.data());
+      std::shared_ptr<PackedWeights> w = packed_weights(s, std::move(words));
+      return [w](Napi::Env env) { return make_handle(env, new std::shared_ptr<PackedWeights>(w), kWeightsTag); };
+    });
   });
 }
 
@@ -106,14 +111,19 @@ Napi::Value MstPlan(const Napi::CallbackInfo& info) {
     const auto max_depth = int32_t(a.integer("maxDepth", 1, 65535));
     // `parent` (tests and tools): adopt this tree, checked by build_execution, instead of building one.
     std::vector<int32_t> parent;
-    if (a.has("parent")) {
+    const bool adopt = a.has("parent");
+    if (adopt) {
       const auto* p = static_cast<const int32_t*>(a.host("parent", DType::Int32, w->shape.cout).data);
       a.check_live();
       parent.assign(p, p + w->shape.cout);
-    } else {
-      parent = mst::build_tree(w->words.data(), w->shape, reuse, max_depth);
     }
-    return plan_info(info.Env(), make_plan(std::move(w), std::move(parent), reuse, max_depth));
+    // An 'auto' tree times the executor (calibration once per process, then a trial): the async form
+    // runs it on the thread pool.
+    return run_op(a, [w, parent, adopt, reuse, max_depth]() mutable -> ResultBuilder {
+      if (!adopt) parent = mst::build_tree(w->words.data(), w->shape, reuse, max_depth);
+      std::shared_ptr<Plan> p = make_plan(std::move(w), std::move(parent), reuse, max_depth);
+      return [p](Napi::Env env) { return plan_info(env, p); };
+    });
   });
 }
 

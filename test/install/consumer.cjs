@@ -19,7 +19,7 @@ if (conv.join() !== '12,15,18,21') throw new Error(`unexpected convBn output ${c
 
 // Binary conv: +1 everywhere against +1 weights gives K = 9 * 32 inside, less at zero-padded borders
 const bits = xnorm.packBitsSync(xnorm.tensor(new Float32Array(32 * 3 * 3).fill(1), [1, 32, 3, 3]));
-const w = xnorm.packWeights(xnorm.tensor(new Float32Array(32 * 9).fill(1), [1, 32, 3, 3]));
+const w = xnorm.packWeightsSync(xnorm.tensor(new Float32Array(32 * 9).fill(1), [1, 32, 3, 3]));
 const b = Array.from(xnorm.binaryConv2dSync(bits, w, { padding: 1, output: 'int32', padValue: 'zero' }).dataSync());
 if (b[4] !== 288 || b[0] !== 128) throw new Error(`unexpected binaryConv2d output ${b}`);
 console.log(`cjs ok: xnorm ${xnorm.info().version}: moments ${mean}, convBn ${conv}, binaryConv2d centre ${b[4]}`);

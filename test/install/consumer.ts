@@ -1,5 +1,5 @@
 // TypeScript consumer, type-checked with tsc --noEmit against the installed package's types.
-import { BinaryWeights, ConvBnSaved, Moments, Tensor, XnormError, binaryConv2d, convBn, info, moments, packBits, packWeights, tensor, zeros } from 'xnorm';
+import { BinaryWeights, ConvBnSaved, Moments, Tensor, XnormError, binaryConv2d, convBn, info, moments, packBits, packWeightsSync, tensor, zeros } from 'xnorm';
 
 export async function check(): Promise<number> {
   const x: Tensor = tensor(new Float32Array(24), [2, 3, 2, 2]);
@@ -9,7 +9,7 @@ export async function check(): Promise<number> {
     { weight: zeros([4, 3, 1, 1]), bn: { mean: zeros([4]), var: tensor([1, 1, 1, 1], [4]) } },
     { mode: 'tune', saveForBackward: true },
   );
-  const w: BinaryWeights = packWeights(zeros([8, 3, 1, 1]));
+  const w: BinaryWeights = packWeightsSync(zeros([8, 3, 1, 1]));
   const b: Tensor = await binaryConv2d(await packBits(x), w, { output: 'float' });
   const version: string = info().version;
   try {
