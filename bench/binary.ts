@@ -6,9 +6,9 @@ import {
   binaryLinearSync,
   conv2dSync,
   info,
-  mstPlan,
+  mstPlanSync,
   packBitsSync,
-  packWeights,
+  packWeightsSync,
   popcountPeak,
   setNumThreads,
   tensor,
@@ -158,7 +158,7 @@ export async function run(): Promise<void> {
     const xf = Float32Array.from({ length: BATCH * L.cin * L.hw * L.hw }, () => r() - 0.5);
     const wf = Float32Array.from({ length: L.cout * L.cin * L.k * L.k }, () => r() - 0.5);
     const x = packBitsSync(tensor(xf, [BATCH, L.cin, L.hw, L.hw]));
-    const w = packWeights(tensor(wf, [L.cout, L.cin, L.k, L.k]));
+    const w = packWeightsSync(tensor(wf, [L.cout, L.cin, L.k, L.k]));
     const opts = { padding: pad, stride: L.stride };
     const bitOps = BATCH * oh * oh * L.cout * L.cin * L.k * L.k;
     // xnorm first, with no onnxruntime session alive: its intra-op threads keep spinning after a run and
@@ -179,7 +179,7 @@ export async function run(): Promise<void> {
     const xf = Float32Array.from({ length: BATCH * K }, () => r() - 0.5);
     const wf = Float32Array.from({ length: COUT * K }, () => r() - 0.5);
     const x = packBitsSync(tensor(xf, [BATCH, K]));
-    const w = packWeights(tensor(wf, [COUT, K]));
+    const w = packWeightsSync(tensor(wf, [COUT, K]));
     const wt = new Float32Array(K * COUT); // MatMul takes W as [K, Cout]
     for (let o = 0; o < COUT; o++) for (let k = 0; k < K; k++) wt[k * COUT + o] = wf[o * K + k];
     const [ms, bitsMs] = await bestMs([() => binaryLinearSync(x, w).dispose(), () => binaryLinearSync(x, w, { output: 'bits' }).dispose()], 15);
@@ -241,8 +241,8 @@ export async function run(): Promise<void> {
     const wf = Float32Array.from({ length: L.cout * per }, (_, i) =>
       p < 0 ? r() - 0.5 : (r() < p ? -1 : 1) * proto[(Math.floor(i / per) % 16) * per + (i % per)],
     );
-    const w: BinaryWeights = packWeights(tensor(wf, [L.cout, L.cin, 3, 3]));
-    const always = mstPlan(w, { reuse: 'always', maxDepth: 8 }), auto = mstPlan(w, { reuse: 'auto', maxDepth: 8 });
+    const w: BinaryWeights = packWeightsSync(tensor(wf, [L.cout, L.cin, 3, 3]));
+    const always = mstPlanSync(w, { reuse: 'always', maxDepth: 8 }), auto = mstPlanSync(w, { reuse: 'auto', maxDepth: 8 });
     const label = p < 0 ? 'random' : `${p * 100}%`;
     for (const x of xs) {
       const [dense, a, b] = mstTimes([w, always, auto].map((ww) => () => binaryConv2dSync(x, ww, { padding: 1, output: 'bits' }).dispose()));

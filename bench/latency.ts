@@ -18,7 +18,7 @@ import {
   moments,
   momentsSync,
   packBitsSync,
-  packWeights,
+  packWeightsSync,
   prepareConvSync,
   tensor,
 } from '../lib';
@@ -110,7 +110,7 @@ async function binaryConvs(orts: Map<string, Stats>): Promise<void> {
   const rows: (string | number)[][] = [];
   for (const batch of [1, 8])
     for (const [li, l] of RESNET.entries()) {
-      const w = packWeights(tensor(filled(l.cout * l.c * 9, 80 + li, 1), [l.cout, l.c, 3, 3]));
+      const w = packWeightsSync(tensor(filled(l.cout * l.c * 9, 80 + li, 1), [l.cout, l.c, 3, 3]));
       const xb = packBitsSync(tensor(filled(batch * l.c * l.hw * l.hw, 90 + li, 2), [batch, l.c, l.hw, l.hw]));
       const ours = await stats(() => binaryConv2dSync(xb, w, { padding: 1 }).dispose());
       const bits = await stats(() => binaryConv2dSync(xb, w, { padding: 1, output: 'bits' }).dispose());
