@@ -67,8 +67,8 @@ struct Kernels {
   void (*out_bits)(const int32_t* v, int32_t k, int32_t m, const float* scale, const float* bias, const float* clamp,
                    int64_t n, uint32_t* out);
   // 'bits' of one output channel over n pixels of a channel-major tile, from its popcounts v (dot =
-  // k - 2 * v), values as out_bits computes them: bit i of out[i / 32] (tail bits 0). Null where the
-  // ISA has no vector form: the caller then goes through pixel-major rows and out_bits.
+  // k - 2 * v), values as out_bits computes them: bit i of out[i / 32] (tail bits 0). Null for the
+  // portable kernels: the caller then goes through pixel-major rows and out_bits.
   void (*sign_bits)(const int32_t* v, int64_t n, int32_t k, float scale, float bias, const float* clamp,
                     uint32_t* out);
   // Peak loop: `reps` passes of XOR+popcount over 256 L1-resident words; returns a checksum.

@@ -3,6 +3,7 @@
 // maddubs/madd, which keeps the per-word cost to a handful of simple operations.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "bconv.h"
@@ -234,6 +235,23 @@ void out_bits(const int32_t* v, int32_t k, int32_t m, const float* scale, const 
   }
 }
 
+void sign_bits(const int32_t* v, int64_t n, int32_t k, float scale, float bias, const float* clamp, uint32_t* out) {
+  const Transform8 tf(k, -2, clamp);
+  float scales[8], biases[8];  // one channel's: the same in every lane
+  for (int l = 0; l < 8; ++l) scales[l] = scale, biases[l] = bias;
+  for (int64_t w = 0; w * 32 < n; ++w) {
+    uint32_t word = 0;
+    int64_t i = w * 32;
+    const int64_t end = std::min<int64_t>(n, i + 32);
+    for (; i + 8 <= end; i += 8) {
+      const __m256 neg = _mm256_cmp_ps(tf.value(v + i, scales, biases), _mm256_setzero_ps(), _CMP_LT_OQ);
+      word |= uint32_t(_mm256_movemask_ps(neg)) << (i - w * 32);
+    }
+    for (; i < end; ++i) word |= uint32_t(output_value(k - 2 * v[i], scale, bias, clamp) < 0.0f) << (i - w * 32);
+    out[w] = word;
+  }
+}
+
 // Eight data vectors stay in registers and are counted four times per pass (256 words): the ALU
 // ceiling of the pshufb popcount, with no loads.
 uint64_t popcount_loop(const uint32_t* data, int64_t reps) {
@@ -262,7 +280,7 @@ uint64_t popcount_loop(const uint32_t* data, int64_t reps) {
 }  // namespace
 
 const Kernels& kernels_avx2() {
-  static const Kernels k{dense_panel, bit_rows, sliced_edge, pack_nhwc, pack_nchw, distances, transpose_words_avx2, out_int32, out_float, out_bits, nullptr, popcount_loop};
+  static const Kernels k{dense_panel, bit_rows, sliced_edge, pack_nhwc, pack_nchw, distances, transpose_words_avx2, out_int32, out_float, out_bits, sign_bits, popcount_loop};
   return k;
 }
 
