@@ -131,8 +131,6 @@ export class BinaryWeights {
   }
 }
 
-
-
 const packWeightsOp = defineOp((w: Tensor, opts?: { groups?: number }) => {
   const o = options(opts, 'packWeights: opts', ['groups']);
   checkTensor(w, 'packWeights: w', { dtypes: FLOAT_DTYPES, rank: [2, 4] });
