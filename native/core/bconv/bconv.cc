@@ -142,7 +142,7 @@ void validate_execution(const WeightShape& s, const Execution& e) {
       done[ch] = 1;
     }
   }
-  int64_t off = 0;
+  int64_t off = 0, total = 0;
   for (int64_t i = 0; i < e.nedges; ++i) {
     if (off + 4 > e.edge_words) bad("edge list truncated");
     const uint32_t* r = e.edges + off;
@@ -158,12 +158,11 @@ void validate_execution(const WeightShape& s, const Execution& e) {
       d += popc(mask);
     }
     if (d != int64_t(r[3])) bad("edge " + num(i) + " has a wrong bit count");
+    total += d;
     done[child] = 1;
     off += 4 + 3 * int64_t(nw);
   }
   if (off != e.edge_words) bad("trailing edge data");
-  int64_t total = 0;
-  for (int64_t i = 0, o = 0; i < e.nedges; ++i, o += 4 + 3 * int64_t(e.edges[o + 2])) total += e.edges[o + 3];
   if (e.npositions != total) bad("edge positions do not match the edges");
   for (int64_t i = 0; i < e.npositions; ++i)
     if ((e.positions[i] >> 1) >= uint64_t(32 * kw)) bad("edge position " + num(i) + " is out of range");

@@ -54,15 +54,17 @@ struct Planes {
     if (Flip) x = ~x;
   }
 
-  // Adds `carry`, worth 2^level, into planes [level, nplanes). The caller sizes the planes for the
-  // final S, which no partial sum exceeds, so the last carry is always zero.
-  static inline void ripple(V* plane, int nplanes, int level, const V& value) {
+  // Adds `carry`, worth 2^level, into planes [level, end); returns the carry out of plane end - 1. The
+  // caller sizes the planes for the final S, which no partial sum exceeds, so the last carry out of
+  // all the planes is always zero.
+  static inline V ripple(V* plane, int level, int end, const V& value) {
     V carry = value;
-    for (int l = level; l < nplanes; ++l) {
+    for (int l = level; l < end; ++l) {
       const V t = plane[l] & carry;
       plane[l] ^= carry;
       carry = t;
     }
+    return carry;
   }
 
   // Eight terms into ones, twos and fours; the carry of weight 8 goes to `eights`.
@@ -91,13 +93,8 @@ struct Planes {
       add8(eights_a, ones, twos, fours, x);
       add8(eights_b, ones, twos, fours, x + 8);
       csa(carry, eights, eights, eights_a, eights_b);
-#pragma GCC unroll 4
-      for (int l = 0; l < 4; ++l) {
-        const V t = high[l] & carry;
-        high[l] ^= carry;
-        carry = t;
-      }
-      if (nplanes > 8) ripple(plane, nplanes, 8, carry);
+      carry = ripple(high, 0, 4, carry);
+      if (nplanes > 8) ripple(plane, 8, nplanes, carry);
     };
     auto run = [&](auto flip, const uint32_t* p, int64_t n) __attribute__((always_inline)) {
       int64_t i = 0;
