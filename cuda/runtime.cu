@@ -28,6 +28,37 @@ int32_t report_cuda(xnorm_cuda_status* st, cudaError_t e, const char* what) {
 
 namespace {
 
+// The oldest NVIDIA driver for each CUDA major version (minor-version compatibility: any 13.x runtime
+// runs on a driver for 13.0), from NVIDIA's CUDA release notes.
+const char* driver_for(int cuda_major) {
+  switch (cuda_major) {
+    case 12: return "R525 (525.60.13) or newer";
+    case 13: return "R580 (580.65.06) or newer";
+    default: return "one that supports this CUDA version";
+  }
+}
+
+// cudaGetDeviceCount failed: say whether the driver is missing, too old, or something else is wrong,
+// since the runtime reports a missing driver as "CUDA driver version is insufficient".
+int32_t report_driver_problem(xnorm_cuda_status* st, cudaError_t e) {
+  int runtime = 0, driver = 0;
+  cudaRuntimeGetVersion(&runtime);
+  cudaDriverGetVersion(&driver);  // 0 when no driver (libcuda.so.1) is installed
+  cudaGetLastError();
+  const int major = runtime / 1000, minor = runtime % 1000 / 10;
+  if (driver == 0)
+    return report(st, XNORM_CUDA_UNAVAILABLE,
+                  "no NVIDIA driver found (libcuda.so.1 is not installed or not on the library path); this plugin "
+                  "is built with CUDA %d.%d and needs the NVIDIA driver %s",
+                  major, minor, driver_for(major));
+  if (driver / 1000 < major)
+    return report(st, XNORM_CUDA_UNAVAILABLE,
+                  "the NVIDIA driver is too old: it supports CUDA %d.%d, this plugin is built with CUDA %d.%d and "
+                  "needs the driver %s",
+                  driver / 1000, driver % 1000 / 10, major, minor, driver_for(major));
+  return report_cuda(st, e, "cannot count CUDA devices");
+}
+
 // Process-wide and never destroyed: the devices outlive every caller, and freeing CUDA objects from a
 // static destructor at exit races the driver's own teardown.
 struct Registry {
@@ -59,7 +90,7 @@ int32_t count_devices(int32_t* count, xnorm_cuda_status* st) {
     r.init_rc = new int32_t[size_t(n > 0 ? n : 1)]();
     r.init_status = new xnorm_cuda_status[size_t(n > 0 ? n : 1)]();
   }
-  if (r.count_error != cudaSuccess) return report_cuda(st, r.count_error, "cannot count CUDA devices");
+  if (r.count_error != cudaSuccess) return report_driver_problem(st, r.count_error);
   if (r.count == 0) return report(st, XNORM_CUDA_UNAVAILABLE, "no CUDA device found");
   *count = r.count;
   return XNORM_CUDA_OK;
@@ -266,4 +297,13 @@ const xnorm_cuda_api kApi = {
 extern "C" {
 XNORM_CUDA_EXPORT uint32_t xnorm_cuda_abi_version(void) { return XNORM_CUDA_ABI_VERSION; }
 XNORM_CUDA_EXPORT const xnorm_cuda_api* xnorm_cuda_get_api(void) { return &xnorm_cuda::kApi; }
+XNORM_CUDA_EXPORT void xnorm_cuda_versions(int32_t* runtime, int32_t* driver, const char** driver_needed) {
+  int r = 0, d = 0;
+  cudaRuntimeGetVersion(&r);
+  cudaDriverGetVersion(&d);
+  cudaGetLastError();
+  *runtime = r;
+  *driver = d;
+  *driver_needed = xnorm_cuda::driver_for(r / 1000);
+}
 }

@@ -2,9 +2,10 @@
 // memory handles. The plugin itself is the separate library xnorm_cuda (see docs/DESIGN.md, "CUDA plugin"), loaded by the
 // addon with dlopen; when it is missing or no GPU works, CPU ops keep working and CUDA ops throw
 // ERR_XNORM_CUDA_UNAVAILABLE with the reason.
-import { spawnSync } from 'child_process';
+import { spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
+import { debugLog } from './debug';
 import { describe, fail } from './errors';
 import { native, packageRoot } from './native';
 
@@ -18,9 +19,16 @@ export interface CudaDevice {
 /** Whether the CUDA plugin loaded, its devices, and the reason when it did not. */
 export interface CudaStatus {
   available: boolean;
+  /** Why CUDA is unavailable: no plugin, ABI mismatch, no NVIDIA driver, a driver too old, no device. */
   reason?: string;
   /** The plugin file that was loaded, when one was found. */
   plugin?: string;
+  /** The CUDA runtime version the plugin is built with, e.g. '13.0' (when the plugin loaded). */
+  cudaVersion?: string;
+  /** The CUDA version the installed NVIDIA driver supports, e.g. '13.1'; absent when there is no driver. */
+  driverVersion?: string;
+  /** The NVIDIA driver the plugin needs, in words, e.g. 'R580 (580.65.06) or newer'. */
+  driverNeeded?: string;
   devices: CudaDevice[];
 }
 
@@ -38,6 +46,7 @@ export function pluginSearchPaths(): string[] {
 }
 
 let status: CudaStatus | undefined;
+let probing: Promise<CudaStatus> | undefined;
 
 /** Every file the addon may load, in its order (XNORM_CUDA_PLUGIN alone when set). */
 function pluginCandidates(paths: string[]): string[] {
@@ -57,28 +66,40 @@ function pluginCandidates(paths: string[]): string[] {
 type NativeStatus = CudaStatus & { tried: boolean };
 
 /**
- * Probes the plugin in a child process first, so that a driver that crashes while initialising takes
- * down the child, not this process. Returns the child's report when CUDA is unusable, or undefined
- * when this process may load the plugin itself (the child found a working GPU, or could not run).
- * XNORM_CUDA_PROBE=inprocess skips it (the child itself runs with that setting).
+ * The plugin is probed in a child process first, so that a driver that crashes while initialising takes
+ * down the child, not this process. XNORM_CUDA_PROBE=inprocess skips it (the child itself runs with that
+ * setting), and so does having no plugin file at all (nothing could crash).
  */
-function probeInChild(paths: string[]): CudaStatus | undefined {
+function childProbe(paths: string[]): { args: string[]; env: NodeJS.ProcessEnv } | undefined {
   if (process.env.XNORM_CUDA_PROBE === 'inprocess' || process.env.XNORM_CUDA === '0') return undefined;
-  // Nothing to load, nothing that could crash: the in-process probe only reports the missing plugin.
   if (!pluginCandidates(paths).some((f) => fs.existsSync(f))) return undefined;
   const script =
     `const a = require(${JSON.stringify(require.resolve('node-gyp-build'))})(${JSON.stringify(packageRoot())});` +
     `process.stdout.write(JSON.stringify(a.cudaInfo({ paths: ${JSON.stringify(paths)} })));`;
-  const r = spawnSync(process.execPath, ['-e', script], {
-    encoding: 'utf8',
-    env: { ...process.env, XNORM_CUDA_PROBE: 'inprocess' },
-    timeout: 120_000,
-    windowsHide: true,
-  });
-  if (r.error) return undefined;  // cannot spawn here (sandbox, limits): probe in this process instead
+  debugLog('CUDA probe: in a child process first (XNORM_CUDA_PROBE=inprocess skips this)');
+  return { args: ['-e', script], env: { ...process.env, XNORM_CUDA_PROBE: 'inprocess' } };
+}
+
+const kChildTimeoutMs = 120_000;
+
+interface ChildResult {
+  spawned: boolean;
+  status: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * What the child found: its report when CUDA is unusable there, or undefined when this process may load
+ * the plugin itself (the child found a working GPU, or could not run at all: sandbox, limits).
+ */
+function childVerdict(r: ChildResult): CudaStatus | undefined {
+  if (!r.spawned) return undefined;
   if (r.status !== 0) {
     const why = r.signal ? `it was killed by ${r.signal}` : `it exited with status ${r.status}`;
-    const detail = (r.stderr || '').trim().split('\n').slice(-3).join(' ').slice(0, 500);
+    const lines = (r.stderr || '').trim().split('\n').filter((l) => !l.startsWith('[xnorm]'));
+    const detail = lines.slice(-3).join(' ').slice(0, 500);
     return {
       available: false,
       reason: `probing the CUDA plugin crashed in a child process (${why}${detail ? `: ${detail}` : ''}); ` +
@@ -94,25 +115,68 @@ function probeInChild(paths: string[]): CudaStatus | undefined {
   }
 }
 
-/** Loads the plugin on the first call (once per process) and reports what it found. */
-export function cudaStatus(): CudaStatus {
+function runChild(args: string[], env: NodeJS.ProcessEnv): Promise<ChildResult> {
+  return new Promise((resolve) => {
+    const c = spawn(process.execPath, args, { env, timeout: kChildTimeoutMs, windowsHide: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '', stderr = '';
+    c.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    c.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    c.once('error', () => resolve({ spawned: false, status: null, signal: null, stdout, stderr }));
+    c.once('close', (status, signal) => resolve({ spawned: true, status, signal, stdout, stderr }));
+  });
+}
+
+function fromNative(s: NativeStatus): CudaStatus {
+  const { tried: _tried, devices, ...rest } = s;
+  return { ...rest, devices: devices.map((d) => ({ ...d })) };
+}
+
+/** The status if this process has probed CUDA already (in any thread), else undefined. Never blocks. */
+export function cudaStatusIfProbed(): CudaStatus | undefined {
   if (!status) {
-    const n = native();
-    let s = n.cudaInfo({ peek: true }) as NativeStatus;
-    if (!s.tried) {
-      const paths = pluginSearchPaths();
-      const child = probeInChild(paths);
-      s = (child
-        ? n.cudaInfo({ refuse: child.reason, plugin: child.plugin })
-        : n.cudaInfo({ paths })) as NativeStatus;
-    }
-    status = {
-      available: s.available,
-      ...(s.reason !== undefined ? { reason: s.reason } : {}),
-      ...(s.plugin !== undefined ? { plugin: s.plugin } : {}),
-      devices: s.devices.map((d) => ({ ...d })),
-    };
+    const s = native().cudaInfo({ peek: true }) as NativeStatus;
+    if (s.tried) status = fromNative(s);
   }
+  return status;
+}
+
+/**
+ * Probes CUDA (once per process, shared by worker threads) without blocking the event loop: the child
+ * process and the plugin's load run off the JS thread. Resolves with whether the plugin loaded, its
+ * devices and versions, and the reason when CUDA is unavailable; a missing GPU is not an error.
+ * @example const { available, reason } = await cudaStatus();
+ */
+export function cudaStatus(): Promise<CudaStatus> {
+  const known = cudaStatusIfProbed();
+  if (known) return Promise.resolve(known);
+  probing ??= (async () => {
+    const paths = pluginSearchPaths();
+    const spec = childProbe(paths);
+    const child = spec ? childVerdict(await runChild(spec.args, spec.env)) : undefined;
+    const n = native();
+    const s = child ? n.cudaInfo({ refuse: child.reason, plugin: child.plugin }) : await n.cudaInfo({ paths }, true);
+    status = fromNative(s as NativeStatus);
+    return status;
+  })();
+  return probing;
+}
+
+/**
+ * The blocking form of cudaStatus(): the first call in a process probes on this thread (a child process,
+ * then the plugin's load: ~100 ms, seconds with some drivers). Making a CUDA tensor calls it.
+ */
+export function cudaStatusSync(): CudaStatus {
+  const known = cudaStatusIfProbed();
+  if (known) return known;
+  const paths = pluginSearchPaths();
+  const spec = childProbe(paths);
+  let child: CudaStatus | undefined;
+  if (spec) {
+    const r = spawnSync(process.execPath, spec.args, { encoding: 'utf8', env: spec.env, timeout: kChildTimeoutMs, windowsHide: true });
+    child = childVerdict({ spawned: !r.error || r.status !== null || r.signal !== null, status: r.status, signal: r.signal, stdout: r.stdout ?? '', stderr: r.stderr ?? '' });
+  }
+  const n = native();
+  status = fromNative((child ? n.cudaInfo({ refuse: child.reason, plugin: child.plugin }) : n.cudaInfo({ paths })) as NativeStatus);
   return status;
 }
 
@@ -131,7 +195,7 @@ export function resolveDevice(device: unknown, name: string): 'cpu' | `cuda:${nu
   if (typeof device !== 'string' || !isCudaDevice(device))
     return fail('ERR_XNORM_DEVICE', `${name}: expected 'cpu', 'cuda' or 'cuda:N', received ${describe(device)}`);
   const index = device === 'cuda' ? 0 : Number(device.slice(5));
-  const s = cudaStatus();
+  const s = cudaStatusSync();
   if (!s.available) return fail('ERR_XNORM_CUDA_UNAVAILABLE', `${name}: ${device} requested, but CUDA is not available: ${s.reason}`);
   if (!Number.isSafeInteger(index) || index >= s.devices.length)
     return fail(
@@ -151,7 +215,7 @@ export function deviceIndex(device: string): number {
  * has no room).
  */
 export function cudaAlloc(device: number, bytes: number, zero = false): DeviceHandle {
-  const s = cudaStatus();
+  const s = cudaStatusSync();
   if (!s.available) fail('ERR_XNORM_CUDA_UNAVAILABLE', `CUDA is not available: ${s.reason}`);
   return native().cudaAlloc({ device, bytes, zero });
 }

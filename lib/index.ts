@@ -5,7 +5,7 @@ export type { DType, Device, TypedArray } from './tensor';
 export { from } from './interop';
 export type { TensorLike, FromOptions, OnnxTensorLike, TfjsTensorLike, NdArrayLike, PlainTensorLike } from './interop';
 export { info, outputPool, setNumThreads } from './info';
-export { cudaStatus, type CudaStatus, type CudaDevice } from './cuda';
+export { cudaStatus, cudaStatusSync, type CudaStatus, type CudaDevice } from './cuda';
 export type { Info, OutputPoolStats } from './info';
 export * from './bnstats';
 export * from './binary';

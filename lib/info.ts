@@ -1,46 +1,55 @@
 import * as fs from 'fs';
 import * as path from 'path';
-import { cudaStatus } from './cuda';
+import { cudaStatusIfProbed } from './cuda';
 import { describe, fail } from './errors';
-import { native, packageRoot } from './native';
+import { loadedAddonFile, native, packageRoot } from './native';
 import type { OutputPoolStats } from './native';
 import { integer, options } from './validate';
 
-/** What info() reports: version, CPU threads and ISA level, CUDA availability and devices, build. */
+/** What info() reports: version, the addon file, CPU threads and ISA level, CUDA status and devices, build. */
 export interface Info {
   version: string;
+  /** The native addon file this process loaded. */
+  addon: string;
   cpu: { threads: number; isa: string[]; level: string; warning?: string };
   cuda: {
+    /** Whether this process has probed CUDA yet: info() never probes (`await cudaStatus()` does). */
+    probed: boolean;
     available: boolean;
-    /** Why CUDA is unavailable: no plugin, ABI mismatch, no driver or device (with the CUDA error). */
+    /** Why CUDA is unavailable: not probed yet, no plugin, ABI mismatch, no driver, driver too old, no device. */
     reason?: string;
     /** The xnorm_cuda plugin file that was loaded. */
     plugin?: string;
+    /** The CUDA runtime version the plugin is built with, e.g. '13.0'. */
+    cudaVersion?: string;
+    /** The CUDA version the installed NVIDIA driver supports; absent when there is no driver. */
+    driverVersion?: string;
+    /** The NVIDIA driver the plugin needs, e.g. 'R580 (580.65.06) or newer'. */
+    driverNeeded?: string;
     devices: { name: string; computeCapability: string; memoryBytes: number; multiprocessors: number }[];
   };
   build: { napi: number; cuda: boolean; compiler: string };
 }
 
 /**
- * The package version, the CPU instruction set in use and the thread count, the CUDA plugin's status and
- * devices, and how the addon was built. The first call probes CUDA (once per process).
- * @example if (!info().cuda.available) console.log(info().cuda.reason);
+ * The package version, the addon file, the CPU instruction set in use and the thread count, the CUDA
+ * plugin's status and devices, and how the addon was built. Never blocks: CUDA is reported as probed
+ * only once something probed it (`await cudaStatus()`, or making a CUDA tensor).
+ * @example const { available, reason } = (await cudaStatus(), info().cuda);
  */
 export function info(): Info {
   const n = native().info();
-  const cuda = cudaStatus();
+  const cuda = cudaStatusIfProbed();
   const version: string = JSON.parse(fs.readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')).version;
   return {
     version,
+    addon: loadedAddonFile(),
     cpu: { threads: n.threads, isa: n.isa, level: n.isaLevel, ...(n.isaWarning ? { warning: n.isaWarning } : {}) },
-    cuda: {
-      available: cuda.available,
-      ...(cuda.reason !== undefined ? { reason: cuda.reason } : {}),
-      ...(cuda.plugin !== undefined ? { plugin: cuda.plugin } : {}),
-      devices: cuda.devices.map((d) => ({ ...d })),
-    },
-    // build.cuda: the CUDA plugin was found and loaded (whether or not a GPU is present).
-    build: { napi: n.napi, cuda: cuda.plugin !== undefined, compiler: n.compiler },
+    cuda: cuda
+      ? { probed: true, ...cuda, devices: cuda.devices.map((d) => ({ ...d })) }
+      : { probed: false, available: false, reason: 'not probed yet: `await cudaStatus()` probes it (once per process)', devices: [] },
+    // build.cuda: a CUDA plugin was found (whether or not a GPU is present); false until probed.
+    build: { napi: n.napi, cuda: cuda?.plugin !== undefined, compiler: n.compiler },
   };
 }
 

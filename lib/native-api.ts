@@ -229,6 +229,9 @@ export interface NativeCudaStatus {
   available?: boolean;
   reason?: string;
   plugin?: string;
+  cudaVersion?: string;
+  driverVersion?: string;
+  driverNeeded?: string;
   devices?: { name: string; computeCapability: string; memoryBytes: number; multiprocessors: number }[];
 }
 
@@ -337,7 +340,9 @@ export interface NativeAddon {
   readSum(a: Uint32Array): number;
   mstCalibration(args: Record<string, never>): { densePerWord: number; reusePerBit: number; reusePerEdge: number; transposePerWord: number };
 
-  cudaInfo(args: { peek?: boolean; paths?: string[]; refuse?: string; plugin?: string }): NativeCudaStatus;
+  cudaInfo(args: { peek?: boolean; paths?: string[]; refuse?: string; plugin?: string }, async?: false): NativeCudaStatus;
+  /** Loads the plugin on the thread pool. */
+  cudaInfo(args: { paths: string[] }, async: true): Promise<NativeCudaStatus>;
   cudaAlloc(args: { device: number; bytes: number; zero?: boolean }): DeviceHandle;
   cudaFree(handle: DeviceHandle): void;
   cudaUpload: Op<{ handle: DeviceHandle; dtype: NativeDType; host: HostArray }>;

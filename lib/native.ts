@@ -6,6 +6,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { markAsUntransferable } from 'worker_threads';
+import { debugEnabled, debugLog } from './debug';
 import { XnormError, fail } from './errors';
 import type { NativeAddon } from './native-api';
 
@@ -53,8 +54,11 @@ export function addonCandidates(root: string, env: Record<string, string | undef
   return [...prebuilds, path.join(root, 'build', 'Release', 'xnorm.node'), path.join(root, 'build', 'Debug', 'xnorm.node')];
 }
 
+/** The platforms a published xnorm ships prebuilt binaries for. */
+export const prebuiltPlatforms = ['linux-x64', 'linux-arm64'];
+
 /** Tries each candidate; on total failure the error lists every try, why it failed, and how to fix it. */
-export function loadAddon(candidates: string[]): NativeAddon {
+export function loadAddon(candidates: string[], tuple = `${process.platform}-${process.arch}`): { addon: NativeAddon; file: string } {
   const tries: string[] = [];
   for (const file of candidates) {
     if (!fs.existsSync(file)) {
@@ -63,7 +67,7 @@ export function loadAddon(candidates: string[]): NativeAddon {
     }
     try {
       // eslint-disable-next-line @typescript-eslint/no-require-imports
-      return require(file) as NativeAddon;
+      return { addon: require(file) as NativeAddon, file };
     } catch (e) {
       tries.push(`  - ${file}: ${(e as Error).message.split('\n')[0]}`);
     }
@@ -71,23 +75,39 @@ export function loadAddon(candidates: string[]): NativeAddon {
   return fail(
     'ERR_XNORM_NATIVE_LOAD',
     [
-      `could not load the xnorm native addon for ${process.platform}-${process.arch}, Node ${process.version} (N-API 8 needed).`,
+      `could not load the xnorm native addon for ${tuple}, Node ${process.version} (N-API 8 needed).`,
       'Tried:',
       ...tries,
-      'Possible fixes:',
-      '  - reinstall to get the prebuilt binary: npm install xnorm (prebuilds exist for linux-x64 glibc)',
-      '  - build from source: npm rebuild xnorm (needs python3, make and a C++17 compiler)',
+      prebuiltPlatforms.includes(tuple)
+        ? `A prebuilt binary for ${tuple} (glibc 2.17 or newer) ships in the package: reinstall it (npm install xnorm), or, on musl (Alpine) or an older glibc, build from source as below.`
+        : `No prebuilt binary exists for ${tuple} (prebuilt: ${prebuiltPlatforms.join(', ')}, glibc 2.17 or newer): build from source as below.`,
+      'To build from source (needs python3, make and a C++17 compiler): xnorm\'s install script compiles it, so it must be allowed to run.',
+      '  - npm 11 with allowScripts / strict-allow-scripts, or after an install with --ignore-scripts: npm install-scripts approve xnorm, then npm rebuild xnorm',
+      '  - pnpm 10 (build scripts off by default): pnpm approve-builds, then pnpm rebuild xnorm',
+      '  - yarn (enableScripts: false): allow it in .yarnrc.yml, then yarn rebuild xnorm',
       '  - unset XNORM_ADDON if it points at a file that is not the xnorm addon',
     ].join('\n'),
   );
 }
 
 let addon: NativeAddon | undefined;
+let addonFile: string | undefined;
 
 export function native(): NativeAddon {
   if (addon) return addon;
-  const loaded = loadAddon(addonCandidates(packageRoot()));
+  const { addon: loaded, file } = loadAddon(addonCandidates(packageRoot()));
   loaded.setup(XnormError, markAsUntransferable);
   addon = loaded;
+  addonFile = file;
+  if (debugEnabled()) {
+    const i = loaded.info();
+    debugLog(`addon loaded: ${file}; ISA ${i.isaLevel} (${i.isa.join(', ')})${i.isaWarning ? `: ${i.isaWarning}` : ''}; ${i.threads} threads`);
+  }
   return loaded;
+}
+
+/** The addon file this environment loaded (loads it if needed). */
+export function loadedAddonFile(): string {
+  native();
+  return addonFile!;
 }

@@ -21,7 +21,7 @@ gencode+=("-gencode" "arch=compute_$last,code=compute_$last")
 flags=(-std=c++17 -O3 -Xcompiler -fPIC,-fvisibility=hidden -I"$root" "${gencode[@]}")
 obj="$root/build/cuda-obj"  # objects stay out of the output folder, which may be prebuilds/
 mkdir -p "$out" "$obj"
-srcs=(cuda/runtime.cu cuda/bnstats/bnstats.cu cuda/bconv/bconv.cu cuda/bconv/bitpack.cu cuda/convbn/convbn.cu)
+srcs=(cuda/runtime.cu cuda/bnstats/bnstats.cu cuda/bconv/bconv.cu cuda/bconv/bitpack.cu cuda/convbn/convbn.cu cuda/glibc_floor.cc)
 objs=()
 pids=()
 for s in "${srcs[@]}"; do
@@ -32,5 +32,8 @@ for s in "${srcs[@]}"; do
   while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; done
 done
 for p in "${pids[@]}"; do wait "$p"; done
-"$nvcc" -shared -cudart static "${gencode[@]}" -o "$out/libxnorm_cuda.so" "${objs[@]}" -Xlinker -z,defs -lpthread -ldl -lrt
+# The libraries where glibc < 2.34 defines what cuda/glibc_floor.cc binds to, kept as needed libraries;
+# stripped of symbols nothing outside uses (the exports stay).
+"$nvcc" -shared -cudart static "${gencode[@]}" -o "$out/libxnorm_cuda.so" "${objs[@]}" \
+  -Xlinker -z,defs -Xlinker --no-as-needed -l:libpthread.so.0 -l:libdl.so.2 -l:librt.so.1 -Xlinker --strip-all
 echo "$out/libxnorm_cuda.so"

@@ -18,7 +18,12 @@ cd "$root"
 
 rm -rf dist prebuilds                # packing must build what it ships (prepack: prebuilds/, then dist/)
 npm pack --pack-destination "$work" >/dev/null
-node scripts/abi-requirements.js --max-glibc 2.17 --max-glibcxx 3.4.22 prebuilds/*/xnorm*.node
+# Both binaries load on glibc 2.17 and libstdc++ from GCC 6 on (the CUDA plugin where nvcc built one).
+node scripts/abi-requirements.js --max-glibc 2.17 --max-glibcxx 3.4.22 prebuilds/linux-x64/*.node $(ls prebuilds/linux-x64/libxnorm_cuda.so 2>/dev/null)
+if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
+  [ -f prebuilds/linux-x64/libxnorm_cuda.so ] || { echo "nvcc is present but the prebuild has no CUDA plugin"; exit 1; }
+  if nm prebuilds/linux-x64/libxnorm_cuda.so 2>&1 | grep -qv 'no symbols'; then echo "the CUDA plugin is not stripped"; exit 1; fi
+fi
 tarball=$(ls "$work"/xnorm-*.tgz)
 echo "packed $(basename "$tarball"): $(tar -tzf "$tarball" | grep -c .) files, prebuilds: $(tar -tzf "$tarball" | grep prebuilds/ | tr '\n' ' ')"
 # What users need is in, what only contributors use is out.

@@ -6,7 +6,7 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
-import { info } from '../lib';
+import { cudaStatus, info } from '../lib';
 import { defineGpuSuites } from './cuda-suites';
 
 const emulated = path.join(__dirname, '..', 'build', 'cuda-emu', 'libxnorm_cuda.so');
@@ -16,8 +16,10 @@ if (present) process.env.XNORM_CUDA_PLUGIN = emulated;
 else console.log(`[cuda-emu.test] skipped: ${emulated} does not exist (build it with scripts/build-cuda-emu.sh)`);
 
 describe.skipIf(!present)('the emulated CUDA device', () => {
-  it('is the one this process loaded', () => {
-    const c = info().cuda;
+  it('is the one this process loaded', async () => {
+    expect(info().cuda.probed).toBe(false);  // info() never probes
+    const c = await cudaStatus();
+    expect(info().cuda).toMatchObject({ probed: true, available: true, plugin: emulated, cudaVersion: '13.0' });
     expect(c.available).toBe(true);
     expect(c.plugin).toBe(emulated);
     expect(c.devices.map((d) => d.name)).toEqual(['xnorm CPU emulation of a CUDA device']);

@@ -6,7 +6,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
-import { XnormError, info, momentsSync, tensor, zeros } from '../lib';
+import { XnormError, cudaStatusSync, momentsSync, tensor, zeros } from '../lib';
 
 const cc = ['/usr/bin/cc', '/usr/bin/gcc', '/usr/bin/clang'].find((f) => fs.existsSync(f));
 let plugin: string | undefined;
@@ -35,7 +35,7 @@ const xnorm_cuda_api* xnorm_cuda_get_api(void) {
 
 describe.skipIf(!plugin)('a plugin that crashes while probing', () => {
   it('is reported, not fatal; CUDA stays off and CPU ops keep working', () => {
-    const c = info().cuda;
+    const c = cudaStatusSync();
     expect(c.available).toBe(false);
     expect(c.reason).toMatch(/crashed in a child process \(it was killed by SIGSEGV/);
     try {

@@ -746,14 +746,17 @@ export function defineGpuSuites(skip: boolean): void {
       expectCode(() => convBnBackwardSync(saved!, tensor(randomArray(y.size, 1), [y.size], { device: 'cuda' })), 'ERR_XNORM_SHAPE');
       expectCode(() => convBnSync(xc, pc, { ...opts, groups: 2 }), 'ERR_XNORM_SHAPE');
       expectCode(() => convBnSync(xc, { ...pc, bn: { ...pc.bn, var: tensor(new Float32Array(q.cout).fill(-1), [q.cout], { device: 'cuda' }) } }, opts), 'ERR_XNORM_ARGUMENT');
-      // The saved state holds the forward's x: disposing the caller's tensor leaves backward working.
+      // The saved state holds the forward's x and weight, as on the CPU (test/validate.test.ts): disposing
+      // the caller's tensors leaves backward working and its results unchanged.
       const x2 = x.toSync('cuda');
-      const s2 = convBnSync(x2, pc, { ...opts, saveForBackward: true });
+      const w2 = tensor(p.weight.dataSync(), p.weight.shape as number[], { device: 'cuda' });
+      const s2 = convBnSync(x2, { ...pc, weight: w2 }, { ...opts, saveForBackward: true });
       const dy2 = tensor(randomArray(y.size, 2), y.shape as number[], { device: 'cuda' });
       const before = convBnBackwardSync(s2.saved!, dy2);
       x2.dispose();
+      w2.dispose();
       const after = convBnBackwardSync(s2.saved!, dy2);
-      expect(Array.from(after.dWeight!.dataSync())).toEqual(Array.from(before.dWeight!.dataSync()));
+      for (const k of ['dx', 'dWeight', 'dGamma'] as const) expect(Array.from(after[k]!.dataSync()), k).toEqual(Array.from(before[k]!.dataSync()));
       s2.saved!.dispose();
       expectCode(() => convBnBackwardSync(s2.saved!, dy2), 'ERR_XNORM_DISPOSED');
       // The addon re-checks what lib/ passes: handles of the wrong size, unknown modes.

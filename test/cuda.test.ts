@@ -8,7 +8,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { describe, expect, it } from 'vitest';
-import { info, momentsSync, tensor, zeros } from '../lib';
+import { cudaStatusSync, momentsSync, tensor, zeros } from '../lib';
 import { cudaAlloc } from '../lib/cuda';
 import { defineGpuSuites } from './cuda-suites';
 
@@ -16,7 +16,7 @@ const root = path.join(__dirname, '..');
 const builtPlugin = path.join(root, 'build', 'cuda', 'libxnorm_cuda.so');
 
 interface Probe {
-  info: { available: boolean; reason?: string; plugin?: string; devices: unknown[] };
+  info: { available: boolean; reason?: string; plugin?: string; cudaVersion?: string; driverVersion?: string; driverNeeded?: string; devices: unknown[] };
   alloc: string;
   allocMessage?: string;
   cpuCount: number;
@@ -101,6 +101,7 @@ describe('CUDA plugin loading (child processes)', () => {
   });
 
   const hasPlugin = fs.existsSync(builtPlugin);
+  const hasDriver = ['/usr/lib/x86_64-linux-gnu/libcuda.so.1', '/usr/lib64/libcuda.so.1', '/lib/x86_64-linux-gnu/libcuda.so.1'].some((f) => fs.existsSync(f));
   if (!hasPlugin)
     console.log(`[cuda.test] built-plugin test skipped: ${builtPlugin} does not exist (build it with scripts/build-cuda.sh)`);
   it.skipIf(!hasPlugin)('the built plugin loads; without a GPU its probe fails cleanly with the CUDA error', () => {
@@ -111,13 +112,42 @@ describe('CUDA plugin loading (child processes)', () => {
       expect(p.alloc).toBe('ok');
     } else {
       expect(p.info.reason).toMatch(/no usable NVIDIA driver or GPU: .*(driver|device)/i);
+      // no libcuda at all (this machine and CI): said in those words, with the driver the plugin needs
+      if (!hasDriver) expect(p.info.reason).toMatch(/no NVIDIA driver found .* built with CUDA \d+\.\d and needs the NVIDIA driver R\d+/);
       expect(p.alloc).toBe('ERR_XNORM_CUDA_UNAVAILABLE');
     }
+    expect(p.info.cudaVersion).toMatch(/^\d+\.\d$/);
+    expect(p.info.driverNeeded).toMatch(/or newer/);
     expectCpuStillWorks(p);
+  });
+
+  it.skipIf(!hasPlugin)('the built plugin has the addon\'s glibc floor (2.17)', () => {
+    const r = spawnSync(process.execPath, [path.join(root, 'scripts', 'abi-requirements.js'), '--max-glibc', '2.17', builtPlugin], { encoding: 'utf8' });
+    expect(r.status, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/glibc >= 2\.(1[0-7]|[0-9])\b/);
+  });
+
+  // The driver diagnosis, through the plugin's CPU emulation (it fails its device count as the real
+  // runtime does when XNORM_EMU_DRIVER says there is no driver, or an old one).
+  const emulated = path.join(root, 'build', 'cuda-emu', 'libxnorm_cuda.so');
+  it.skipIf(!fs.existsSync(emulated))('no driver, or one too old, is said in those words with the driver needed', () => {
+    const none = probe({ XNORM_CUDA_PLUGIN: emulated, XNORM_EMU_DRIVER: 'none' });
+    expect(none.info.available).toBe(false);
+    expect(none.info.reason).toMatch(/no NVIDIA driver found \(libcuda\.so\.1 .*\); this plugin is built with CUDA 13\.0 and needs the NVIDIA driver R580 \(580\.65\.06\) or newer/);
+    expect(none.info.driverVersion).toBeUndefined();
+    expect(none.info.cudaVersion).toBe('13.0');
+    expectCpuStillWorks(none);
+    const old = probe({ XNORM_CUDA_PLUGIN: emulated, XNORM_EMU_DRIVER: '12040' });
+    expect(old.info.reason).toMatch(/the NVIDIA driver is too old: it supports CUDA 12\.4, this plugin is built with CUDA 13\.0 and needs the driver R580/);
+    expect(old.info.driverVersion).toBe('12.4');
+    expect(old.info.driverNeeded).toBe('R580 (580.65.06) or newer');
+    const fine = probe({ XNORM_CUDA_PLUGIN: emulated });
+    expect(fine.info.available).toBe(true);
+    expect(fine.info.driverVersion).toBe('13.0');
   });
 });
 
-const cudaInfo = info().cuda;
+const cudaInfo = cudaStatusSync();
 const gpu = cudaInfo.available;
 
 describe('device names', () => {
@@ -126,7 +156,7 @@ describe('device names', () => {
       expectCode(() => zeros([2], { device: d as never }), 'ERR_XNORM_DEVICE');
   });
 
-  it('info().cuda is consistent: a reason when unavailable, devices when available', () => {
+  it('cudaStatusSync() is consistent: a reason when unavailable, devices when available', () => {
     if (gpu) {
       expect(cudaInfo.devices.length).toBeGreaterThan(0);
       for (const d of cudaInfo.devices) {

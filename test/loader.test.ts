@@ -32,14 +32,30 @@ describe('native loader', () => {
       expect(err.code).toBe('ERR_XNORM_NATIVE_LOAD');
       expect(err.message).toContain(`${path.join(dir, 'missing.node')}: not found`);
       expect(err.message).toMatch(new RegExp(`${broken.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: .*(invalid ELF|too short|file)`));
-      expect(err.message).toMatch(/npm rebuild xnorm/);
+      // npm 11's own advice for a package whose install script is not yet allowed, then the rebuild
+      expect(err.message).toContain('npm install-scripts approve xnorm, then npm rebuild xnorm');
+      expect(err.message).toContain('pnpm approve-builds, then pnpm rebuild xnorm');
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 
+  it('says whether a prebuilt binary exists for the platform', () => {
+    const message = (tuple: string) => {
+      try {
+        loadAddon([], tuple);
+      } catch (e) {
+        return (e as XnormError).message;
+      }
+      return expect.unreachable();
+    };
+    expect(message('linux-arm64')).toMatch(/A prebuilt binary for linux-arm64 .* ships in the package/);
+    expect(message('darwin-arm64')).toMatch(/No prebuilt binary exists for darwin-arm64 \(prebuilt: linux-x64, linux-arm64/);
+  });
+
   it('loads a working build', () => {
-    const addon = loadAddon(addonCandidates(packageRoot(), {}));
+    const { addon, file } = loadAddon(addonCandidates(packageRoot(), {}));
     expect(typeof addon.moments).toBe('function');
+    expect(fs.existsSync(file)).toBe(true);
   });
 });

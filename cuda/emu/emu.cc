@@ -4,6 +4,7 @@
 #include <memory>
 #include <chrono>
 #include <mutex>
+#include <string>
 #include <ucontext.h>
 #include <vector>
 
@@ -146,7 +147,24 @@ void launch(unsigned grid, unsigned block, const std::function<void()>& body) {
 
 using xnorm_emu::set_error;
 
+// XNORM_EMU_DRIVER=none (no driver) or a CUDA driver version such as 12040 makes the emulated device
+// count fail as the real runtime does then, so the plugin's driver diagnosis can be tested without a GPU.
+int emu_driver_version() {
+  const char* v = getenv("XNORM_EMU_DRIVER");
+  if (!v || !*v) return 13000;
+  return std::string(v) == "none" ? 0 : atoi(v);
+}
+cudaError_t cudaRuntimeGetVersion(int* v) {
+  *v = 13000;
+  return cudaSuccess;
+}
+cudaError_t cudaDriverGetVersion(int* v) {
+  *v = emu_driver_version();
+  return cudaSuccess;
+}
 cudaError_t cudaGetDeviceCount(int* n) {
+  *n = 0;
+  if (emu_driver_version() < 13000) return set_error(cudaErrorInsufficientDriver);
   *n = 1;
   return cudaSuccess;
 }
@@ -231,6 +249,7 @@ const char* cudaGetErrorString(cudaError_t e) {
     case cudaSuccess: return "no error";
     case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorInsufficientDriver: return "CUDA driver version is insufficient for CUDA runtime version";
     default: return "invalid argument";
   }
 }
@@ -239,6 +258,7 @@ const char* cudaGetErrorName(cudaError_t e) {
     case cudaSuccess: return "cudaSuccess";
     case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
     case cudaErrorNoDevice: return "cudaErrorNoDevice";
+    case cudaErrorInsufficientDriver: return "cudaErrorInsufficientDriver";
     default: return "cudaErrorInvalidValue";
   }
 }

@@ -5,6 +5,7 @@
 // lib/ cannot make a kernel read or write out of bounds.
 #include "../core/bconv/bconv.h"
 #include "../core/common/checked.h"
+#include "../core/common/debug.h"
 #include "../core/common/error.h"
 #include "../core/mst/mst.h"
 #include "args.h"
@@ -105,7 +106,12 @@ struct ConvCall {
   const bconv::WeightShape& s() const { return weights->shape; }
   bconv::Execution execution() const {
     const int64_t pixels = p.n * bconv::out_size(p.h, p.ph, p.dh, s().kh, p.sh) * bconv::out_size(p.w, p.pw, p.dw, s().kw, p.sw);
-    return plan && mst::runs_edges(plan->reuse, pixels) ? plan->execution() : weights->execution();
+    const bool edges = plan && mst::runs_edges(plan->reuse, pixels);
+    if (plan && debug_enabled() && debug_first("mst " + std::to_string(uintptr_t(plan.get())) + " " + std::to_string(pixels)))
+      debug_log("binaryConv2d with an MST plan, " + std::to_string(pixels) + " output pixels: " +
+                (edges ? "runs its reuse edges" : "runs dense ('auto' plans run their edges from " +
+                                                      std::to_string(mst::kAutoMinPixels) + " output pixels)"));
+    return edges ? plan->execution() : weights->execution();
   }
   xnorm_cuda_bconv plugin() const {
     xnorm_cuda_bconv q{};

@@ -10,6 +10,7 @@
 #include <set>
 #include <unordered_map>
 
+#include "../core/common/debug.h"
 #include "../core/common/error.h"
 #include "args.h"
 #include "cuda_plugin.h"
@@ -29,7 +30,15 @@ struct Plugin {
   std::string path;
   std::string reason;
   std::vector<xnorm_cuda_device_info> devices;
+  // From the plugin's xnorm_cuda_versions (when it has it): 1000 * major + 10 * minor; driver 0 = none.
+  int32_t runtime_version = -1, driver_version = -1;
+  std::string driver_needed;
 };
+
+// XNORM_DEBUG: the probe's steps, as they happen.
+void debug_step(const std::string& what) {
+  if (debug_enabled()) debug_log("CUDA probe: " + what);
+}
 
 Plugin& plugin() {
   static Plugin* p = new Plugin();  // never destroyed: see above
@@ -76,7 +85,11 @@ void load(Plugin& p, const std::vector<std::string>& extra) {
   std::string looked;
   for (const std::string& c : candidates) {
     looked += (looked.empty() ? "" : ", ") + c;
-    if (!file_exists(c)) continue;
+    if (!file_exists(c)) {
+      debug_step(c + ": not found");
+      continue;
+    }
+    debug_step("loading " + c);
     // RTLD_LOCAL: the plugin's static CUDA runtime stays private to it.
     void* h = dlopen(c.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (!h) {
@@ -98,6 +111,13 @@ void load(Plugin& p, const std::vector<std::string>& extra) {
                  std::to_string(XNORM_CUDA_ABI_VERSION) + "; rebuild it with `bash node_modules/xnorm/scripts/build-cuda.sh node_modules/xnorm/build/cuda` "
                  "(in a checkout of xnorm: `npm run build:cuda`) or reinstall";
       return;
+    }
+    if (auto versions = reinterpret_cast<xnorm_cuda_versions_fn>(dlsym(h, "xnorm_cuda_versions"))) {
+      const char* needed = nullptr;
+      versions(&p.runtime_version, &p.driver_version, &needed);
+      if (needed) p.driver_needed = needed;
+      debug_step("plugin built with CUDA runtime " + std::to_string(p.runtime_version) + ", driver " +
+                 std::to_string(p.driver_version) + " (0: none)");
     }
     xnorm_cuda_status st{};
     int32_t count = 0;
@@ -134,6 +154,7 @@ Plugin& loaded(const std::vector<std::string>& extra) {
       p.api = nullptr;
       p.reason = std::string("loading the CUDA plugin failed: ") + e.what();
     }
+    debug_step(p.api ? std::to_string(p.devices.size()) + " device(s) found" : "CUDA unavailable: " + p.reason);
   }
   return p;
 }
@@ -231,23 +252,24 @@ Handle* handle_of(const Napi::Value& v, const std::string& name) {
   return v.As<Napi::External<Handle>>().Data();
 }
 
-// cudaInfo({paths}) loads the plugin (once per process) and reports; {peek: true} only says whether
-// that has happened; {refuse: reason, plugin} records a failure found by a probe in a child process.
-Napi::Value CudaInfo(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
+// "13.0" from 13000; "" for unknown.
+std::string cuda_version(int32_t v) {
+  return v < 0 ? "" : std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10);
+}
+
+// What cudaInfo reports once the plugin was tried.
+Napi::Object status_object(Napi::Env env, Plugin& p) {
+  std::lock_guard<std::mutex> lock(p.mutex);
   Napi::Object out = Napi::Object::New(env);
-  bool peek = info.Length() > 0 && info[0].IsObject() && info[0].As<Napi::Object>().Get("peek").ToBoolean().Value();
-  if (peek && !tried()) {
-    out.Set("tried", false);
-    return out;
-  }
-  std::string refused = string_prop(info, "refuse");
-  if (!refused.empty()) refuse(refused, string_prop(info, "plugin"));
-  Plugin& p = loaded(paths_from(info));
   out.Set("tried", true);
   out.Set("available", p.api != nullptr);
   if (!p.api) out.Set("reason", p.reason);
   if (!p.path.empty()) out.Set("plugin", p.path);
+  if (p.runtime_version >= 0) {
+    out.Set("cudaVersion", cuda_version(p.runtime_version));
+    if (p.driver_version > 0) out.Set("driverVersion", cuda_version(p.driver_version));
+    out.Set("driverNeeded", p.driver_needed);
+  }
   Napi::Array devs = Napi::Array::New(env);
   for (const xnorm_cuda_device_info& d : p.devices) {
     Napi::Object o = Napi::Object::New(env);
@@ -259,6 +281,32 @@ Napi::Value CudaInfo(const Napi::CallbackInfo& info) {
   }
   out.Set("devices", devs);
   return out;
+}
+
+// cudaInfo({paths}) loads the plugin (once per process) and reports; {peek: true} only says whether
+// that has happened; {refuse: reason, plugin} records a failure found by a probe in a child process.
+// cudaInfo(args, true) loads on the thread pool (dlopen and the driver's start take 100 ms and more)
+// and returns a Promise of the report.
+Napi::Value CudaInfo(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Napi::Env env = info.Env();
+    bool peek = info.Length() > 0 && info[0].IsObject() && info[0].As<Napi::Object>().Get("peek").ToBoolean().Value();
+    if (peek && !tried()) {
+      Napi::Object out = Napi::Object::New(env);
+      out.Set("tried", false);
+      return out;
+    }
+    std::string refused = string_prop(info, "refuse");
+    if (!refused.empty()) refuse(refused, string_prop(info, "plugin"));
+    std::vector<std::string> paths = paths_from(info);
+    const bool async = info.Length() > 1 && info[1].ToBoolean().Value();
+    if (!async) return status_object(env, loaded(paths));
+    Args a(info, "cudaInfo");
+    return run_op(a, [paths]() -> ResultBuilder {
+      loaded(paths);
+      return [](Napi::Env e) -> Napi::Value { return status_object(e, plugin()); };
+    });
+  });
 }
 
 Napi::Value CudaAlloc(const Napi::CallbackInfo& info) {

@@ -230,7 +230,13 @@ typedef struct xnorm_cuda_api {
 XNORM_CUDA_EXPORT uint32_t xnorm_cuda_abi_version(void);
 XNORM_CUDA_EXPORT const xnorm_cuda_api* xnorm_cuda_get_api(void);
 
+/* Optional (a host looks it up and copes without it): the CUDA runtime version the plugin is built with
+ * and the driver's (as 1000 * major + 10 * minor; driver 0 = no NVIDIA driver installed), and the driver
+ * that runtime needs, in words. */
+XNORM_CUDA_EXPORT void xnorm_cuda_versions(int32_t* runtime, int32_t* driver, const char** driver_needed);
+
 typedef uint32_t (*xnorm_cuda_abi_version_fn)(void);
+typedef void (*xnorm_cuda_versions_fn)(int32_t* runtime, int32_t* driver, const char** driver_needed);
 typedef const xnorm_cuda_api* (*xnorm_cuda_get_api_fn)(void);
 
 #ifdef __cplusplus

@@ -129,7 +129,13 @@ inline typename std::common_type<A, B>::type min(A a, B b) {
 }
 
 // Runtime API.
-enum cudaError_t { cudaSuccess = 0, cudaErrorMemoryAllocation = 2, cudaErrorInvalidValue = 1, cudaErrorNoDevice = 100 };
+enum cudaError_t {
+  cudaSuccess = 0,
+  cudaErrorInvalidValue = 1,
+  cudaErrorMemoryAllocation = 2,
+  cudaErrorInsufficientDriver = 35,
+  cudaErrorNoDevice = 100
+};
 typedef cudaError_t cudaError;
 enum cudaMemcpyKind { cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2 };
 enum cudaDeviceAttr {
@@ -150,6 +156,8 @@ struct cudaDeviceProp {
 };
 
 cudaError_t cudaGetDeviceCount(int* n);
+cudaError_t cudaRuntimeGetVersion(int* v);
+cudaError_t cudaDriverGetVersion(int* v);
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int device);
 cudaError_t cudaInitDevice(int device, unsigned flags, unsigned);
 cudaError_t cudaSetDevice(int device);

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "../common/cpu.h"
+#include "../common/debug.h"
 #include "convbn_internal.h"
 
 namespace xnorm::convbn {
@@ -59,6 +60,31 @@ bool nchw_via_nhwc(const ConvShape& g) {
 // Its A (the patches, packed whole before the GEMM) is kept to 16 MiB; measured equal or faster than
 // pixels as N up to that size (5-15 % on 7x7 and 14x14 maps at batch 1).
 bool pixels_as_rows(const ConvShape& g) { return g.n * g.oh * g.ow * g.patch() <= (int64_t(1) << 22); }
+
+// The forward path by name, as the XNORM_DEBUG log reports it.
+std::string forward_path(const ConvShape& g) {
+  if (nhwc_native(g)) return direct(g) ? "channels-last direct (depthwise)"
+                                       : pixels_as_rows(g) ? "channels-last GEMM, pixels as M" : "channels-last GEMM";
+  if (nchw_via_nhwc(g)) return "GEMM on a channels-last copy of x (narrow map)";
+  const char* via = g.layout == Layout::NHWC ? ", via NCHW transposes" : "";
+  if (direct(g)) return std::string("direct loops (depthwise)") + via;
+  if (winograd(g)) return std::string("Winograd F(2x2, 3x3)") + via;
+  return std::string(pointwise(g) ? "GEMM (1x1)" : "im2col GEMM") + (span_images(g) ? " spanning the batch" : "") + via;
+}
+
+void debug_forward(const ConvShape& g, bool prepared) {
+  auto dims = [](std::initializer_list<int64_t> v) {
+    std::string s;
+    for (int64_t d : v) s += (s.empty() ? "" : "x") + std::to_string(d);
+    return s;
+  };
+  const std::string shape = std::string(g.layout == Layout::NHWC ? "NHWC" : "NCHW") + " x " + dims({g.n, g.c, g.h, g.w}) +
+                            ", w " + dims({g.cout, g.cin_g(), g.kh, g.kw}) + ", stride " + dims({g.sh, g.sw}) + ", pad " +
+                            dims({g.ph, g.pw}) + ", dilation " + dims({g.dh, g.dw}) + ", groups " + std::to_string(g.groups) +
+                            (prepared ? ", prepared weights" : "");
+  if (debug_first("conv " + shape))
+    debug_log("conv forward " + shape + ": " + forward_path(g) + " (micro-kernel " + micro_tile() + ")");
+}
 
 std::string micro_tile() {
   const Kernels& k = active_kernels();

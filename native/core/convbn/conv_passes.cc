@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "../common/debug.h"
 #include "../common/thread_pool.h"
 #include "convbn_internal.h"
 
@@ -385,6 +386,7 @@ void build_mask(const float* y, int64_t size, uint32_t* mask) {
 // keeps the layout and converts the dtype only.
 void forward(const ConvShape& g, DType dt, const void* x, const float* w, const float* w_scale, const PreparedWeights* pre,
              const float* bias, bool relu, void* y, uint32_t* relu_mask) {
+  if (debug_enabled()) debug_forward(g, pre != nullptr);
   if (nhwc_native(g)) {
     const float* x32 = input_f32(dt, Layout::NCHW, x, 1, 1, g.x_size(), kInput);
     float* y32 = output_f32(dt, Layout::NCHW, y, g.y_size(), kOutput);

@@ -2,8 +2,10 @@
 #include "mst.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <vector>
 
+#include "../common/debug.h"
 #include "mst_internal.h"
 
 namespace xnorm::mst {
@@ -84,6 +86,13 @@ Costs calibrate() {
   c.dense_per_word = std::max(0.0, net + double(kFew) * c.reuse_per_bit) / double(kw);  // D, per word
   c.reuse_per_edge = 0;                                                                   // folded into D
   c.transpose_per_word = std::max(0.0, double(half) * net - (m1 - m2) / P) / double(kw + s.cout);
+  if (debug_enabled()) {
+    char line[256];
+    snprintf(line, sizeof line,
+             "MST calibration (ns per pixel): reuse %.4f per differing bit, dense %.4f per weight word, transpose %.4f per word",
+             c.reuse_per_bit * 1e9, c.dense_per_word * 1e9, c.transpose_per_word * 1e9);
+    debug_log(line);
+  }
   return c;
 }
 

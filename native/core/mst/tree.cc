@@ -3,9 +3,11 @@
 #include "mst.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <vector>
 
 #include "../bconv/kernels.h"
+#include "../common/debug.h"
 #include "../common/thread_pool.h"
 #include "mst_internal.h"
 
@@ -122,8 +124,14 @@ std::vector<int32_t> build_tree(const uint32_t* words, const WeightShape& s, Reu
       bconv::active_kernels().distances(words + p * kw, words + ch * kw, 1, kw, ham.data(), dw.data());
       saved += c.dense_per_word * double(kw) - (c.reuse_per_edge + c.reuse_per_bit * ham[0]);
     }
-    if (saved <= c.transpose_per_word * double(s.groups * kw + s.cout) || !plan_pays(words, s, parent))
-      std::fill(parent.begin(), parent.end(), -1);
+    const double overhead = c.transpose_per_word * double(s.groups * kw + s.cout);
+    if (debug_enabled() && saved <= overhead) {
+      char line[200];
+      snprintf(line, sizeof line, "MST 'auto' plan, %lld channels: the cost model saves %.2f ns per pixel, less than the "
+               "plan's %.2f: no edges, no trial", (long long)s.cout, saved * 1e9, overhead * 1e9);
+      debug_log(line);
+    }
+    if (saved <= overhead || !plan_pays(words, s, parent)) std::fill(parent.begin(), parent.end(), -1);
   }
   return parent;
 }

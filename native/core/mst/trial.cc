@@ -2,8 +2,10 @@
 #include "mst.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <vector>
 
+#include "../common/debug.h"
 #include "mst_internal.h"
 
 namespace xnorm::mst {
@@ -42,7 +44,18 @@ bool plan_pays(const uint32_t* words, const WeightShape& s, const std::vector<in
     dense_s = std::min(dense_s, best_window([&] { run(dense); }, 1e-3));
     plan_s = std::min(plan_s, best_window([&] { run(plan); }, 1e-3));
   }
-  return plan_s < kTrialMargin * dense_s;
+  const bool pays = plan_s < kTrialMargin * dense_s;
+  if (debug_enabled()) {
+    int64_t edges = 0;
+    for (int32_t q : parent) edges += q >= 0;
+    char line[256];
+    snprintf(line, sizeof line,
+             "MST trial, %lld channels (%lld from a parent), %lldx%lldx%lld per channel: plan %.1f us vs dense %.1f us: %s",
+             (long long)s.cout, (long long)edges, (long long)s.cin_g, (long long)s.kh, (long long)s.kw, plan_s * 1e6,
+             dense_s * 1e6, pays ? "edges kept" : "edges dropped (needs < 0.95x dense)");
+    debug_log(line);
+  }
+  return pays;
 }
 
 }  // namespace xnorm::mst

@@ -1,0 +1,36 @@
+// XNORM_DEBUG=1 reports each choice on stderr ("[xnorm] ..."); without it xnorm prints nothing.
+import { spawnSync } from 'child_process';
+import * as path from 'path';
+import { describe, expect, it } from 'vitest';
+
+function run(debug: string) {
+  const r = spawnSync(process.execPath, [path.join(__dirname, 'children', 'debug-log.cjs')], {
+    env: { ...process.env, XNORM_DEBUG: debug, XNORM_CUDA_PLUGIN: path.join(__dirname, 'no-such-plugin.so'), XNORM_CUDA_PROBE: '' },
+    encoding: 'utf8',
+  });
+  expect(r.status, r.stderr).toBe(0);
+  return r.stderr.split('\n').filter((l) => l.length > 0);
+}
+
+describe('XNORM_DEBUG', () => {
+  it('logs the addon, the conv path per call shape, MST calibration, trial and execution, and the CUDA probe', () => {
+    const lines = run('1');
+    expect(lines.every((l) => l.startsWith('[xnorm] ')), lines.join('\n')).toBe(true);
+    const has = (re: RegExp) => expect(lines.filter((l) => re.test(l)).length, `${re}\n${lines.join('\n')}`);
+    has(/^\[xnorm\] addon loaded: .*xnorm.*\.node; ISA \w+ \(.*\); \d+ threads/).toBe(1);
+    // three identical 3x3 calls give one line; the 1x1 its own
+    has(/conv forward NCHW x 1x64x8x8, w 64x64x3x3, stride 1x1, pad 1x1, dilation 1x1, groups 1: .+ \(micro-kernel \d+x\d+ \w+\)$/).toBe(1);
+    has(/conv forward NCHW x 1x64x8x8, w 32x64x1x1, .*: GEMM \(1x1\)/).toBe(1);
+    has(/MST calibration \(ns per pixel\): reuse [\d.]+ per differing bit/).toBe(1);
+    // the cost model either rules the edges out or the timed trial decides (machine-dependent)
+    has(/MST trial, 128 channels \(\d+ from a parent\), 256x3x3 per channel: plan [\d.]+ us vs dense [\d.]+ us: edges (kept|dropped)|MST 'auto' plan, 128 channels: the cost model saves [\d.]+ ns per pixel, less than the plan's [\d.]+: no edges, no trial/).toBe(1);
+    has(/binaryConv2d with an MST plan, 16 output pixels: runs (its reuse edges|dense)/).toBe(1);
+    has(/CUDA probe: .*no-such-plugin\.so: not found/).toBe(1);
+    has(/CUDA probe: CUDA unavailable: the CUDA plugin .* is not installed/).toBe(1);
+  });
+
+  it('is silent when unset or 0', () => {
+    expect(run('')).toEqual([]);
+    expect(run('0')).toEqual([]);
+  });
+});
