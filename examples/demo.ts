@@ -1,5 +1,5 @@
 // npm run demo: one short example per op family, with results and timings.
-import { info } from '../lib';
+import { cudaStatus, info } from '../lib';
 import * as binary from './binary';
 import * as bnstats from './bnstats';
 import * as convbn from './convbn';
@@ -7,7 +7,8 @@ import * as workers from './workers';
 
 async function main() {
   const i = info();
-  console.log(`xnorm ${i.version} on ${i.cpu.level} (${i.cpu.threads} threads); CUDA: ${i.cuda.available ? 'yes' : `no (${i.cuda.reason})`}\n`);
+  const cuda = await cudaStatus();  // probes once, off the JS thread
+  console.log(`xnorm ${i.version} on ${i.cpu.level} (${i.cpu.threads} threads); CUDA: ${cuda.available ? 'yes' : `no (${cuda.reason})`}\n`);
   console.log('== BN statistics ==');
   await bnstats.main();
   console.log('\n== Conv + BN ==');
