@@ -154,7 +154,7 @@ export function cudaStatus(): Promise<CudaStatus> {
     const spec = childProbe(paths);
     const child = spec ? childVerdict(await runChild(spec.args, spec.env)) : undefined;
     const n = native();
-    const s = child ? n.cudaInfo({ refuse: child.reason, plugin: child.plugin }) : await n.cudaInfo({ paths }, true);
+    const s = child ? n.cudaInfo({ refuse: child }) : await n.cudaInfo({ paths }, true);
     status = fromNative(s as NativeStatus);
     return status;
   })();
@@ -176,7 +176,7 @@ export function cudaStatusSync(): CudaStatus {
     child = childVerdict({ spawned: !r.error || r.status !== null || r.signal !== null, status: r.status, signal: r.signal, stdout: r.stdout ?? '', stderr: r.stderr ?? '' });
   }
   const n = native();
-  status = fromNative((child ? n.cudaInfo({ refuse: child.reason, plugin: child.plugin }) : n.cudaInfo({ paths })) as NativeStatus);
+  status = fromNative((child ? n.cudaInfo({ refuse: child }) : n.cudaInfo({ paths })) as NativeStatus);
   return status;
 }
 

@@ -340,7 +340,7 @@ export interface NativeAddon {
   readSum(a: Uint32Array): number;
   mstCalibration(args: Record<string, never>): { densePerWord: number; reusePerBit: number; reusePerEdge: number; transposePerWord: number };
 
-  cudaInfo(args: { peek?: boolean; paths?: string[]; refuse?: string; plugin?: string }, async?: false): NativeCudaStatus;
+  cudaInfo(args: { peek?: boolean; paths?: string[]; refuse?: Omit<NativeCudaStatus, 'tried'> }, async?: false): NativeCudaStatus;
   /** Loads the plugin on the thread pool. */
   cudaInfo(args: { paths: string[] }, async: true): Promise<NativeCudaStatus>;
   cudaAlloc(args: { device: number; bytes: number; zero?: boolean }): DeviceHandle;

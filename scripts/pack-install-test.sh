@@ -19,7 +19,7 @@ cd "$root"
 rm -rf dist prebuilds                # packing must build what it ships (prepack: prebuilds/, then dist/)
 npm pack --pack-destination "$work" >/dev/null
 # Both binaries load on glibc 2.17 and libstdc++ from GCC 6 on (the CUDA plugin where nvcc built one).
-node scripts/abi-requirements.js --max-glibc 2.17 --max-glibcxx 3.4.22 prebuilds/linux-x64/*.node $(ls prebuilds/linux-x64/libxnorm_cuda.so 2>/dev/null)
+node scripts/abi-requirements.js --max-glibc 2.17 --max-glibcxx 3.4.22 --max-cxxabi 1.3.11 prebuilds/linux-x64/*.node $(ls prebuilds/linux-x64/libxnorm_cuda.so 2>/dev/null)
 if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
   [ -f prebuilds/linux-x64/libxnorm_cuda.so ] || { echo "nvcc is present but the prebuild has no CUDA plugin"; exit 1; }
   if nm prebuilds/linux-x64/libxnorm_cuda.so 2>&1 | grep -qv 'no symbols'; then echo "the CUDA plugin is not stripped"; exit 1; fi
@@ -62,4 +62,6 @@ PATH="$work/bin" node consumer.mjs
 # xnorm/tfjs with the user's tfjs (the repository's, as the optional peers are not installed here)
 PATH="$work/bin" NODE_PATH="$root/node_modules" node consumer-tfjs.cjs
 node "$root/node_modules/typescript/bin/tsc" -p tsconfig.json --typeRoots "$root/node_modules/@types"
-echo "pack-install test: ok (installed with no compiler on PATH; CommonJS, ESM, TypeScript and tfjs-backend consumers pass)"
+# The same install on Debian 11 (older glibc and libstdc++), where root can make a chroot.
+if [ "$(id -u)" = 0 ]; then bash "$root/scripts/old-distro-test.sh" "$app"; else echo "old-distro test skipped: needs root for chroot"; fi
+echo "pack-install test: ok (installed with no compiler on PATH; CommonJS, ESM, TypeScript and tfjs-backend consumers pass; Debian 11 too)"

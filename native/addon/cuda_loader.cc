@@ -30,9 +30,8 @@ struct Plugin {
   std::string path;
   std::string reason;
   std::vector<xnorm_cuda_device_info> devices;
-  // From the plugin's xnorm_cuda_versions (when it has it): 1000 * major + 10 * minor; driver 0 = none.
-  int32_t runtime_version = -1, driver_version = -1;
-  std::string driver_needed;
+  // From the plugin's xnorm_cuda_versions (when it has it), as "13.0"; driver "" = no driver.
+  std::string cuda_version, driver_version, driver_needed;
 };
 
 // XNORM_DEBUG: the probe's steps, as they happen.
@@ -64,6 +63,9 @@ std::string addon_dir() {
 }
 
 constexpr const char* kLibName = "libxnorm_cuda.so";
+
+// "13.0" from CUDA's 13000.
+std::string version_string(int32_t v) { return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10); }
 
 // Tries each candidate in order; fills p.api/devices or p.reason. Called once, under the mutex.
 void load(Plugin& p, const std::vector<std::string>& extra) {
@@ -113,11 +115,14 @@ void load(Plugin& p, const std::vector<std::string>& extra) {
       return;
     }
     if (auto versions = reinterpret_cast<xnorm_cuda_versions_fn>(dlsym(h, "xnorm_cuda_versions"))) {
+      int32_t runtime = 0, driver = 0;
       const char* needed = nullptr;
-      versions(&p.runtime_version, &p.driver_version, &needed);
-      if (needed) p.driver_needed = needed;
-      debug_step("plugin built with CUDA runtime " + std::to_string(p.runtime_version) + ", driver " +
-                 std::to_string(p.driver_version) + " (0: none)");
+      versions(&runtime, &driver, &needed);
+      p.cuda_version = version_string(runtime);
+      p.driver_version = driver > 0 ? version_string(driver) : "";
+      p.driver_needed = needed ? needed : "";
+      debug_step("plugin built with CUDA " + p.cuda_version + "; driver: " +
+                 (driver > 0 ? "supports CUDA " + p.driver_version : std::string("none")));
     }
     xnorm_cuda_status st{};
     int32_t count = 0;
@@ -159,26 +164,28 @@ Plugin& loaded(const std::vector<std::string>& extra) {
   return p;
 }
 
-// Records an outcome decided elsewhere (the probe in a child process failed) without loading anything.
-void refuse(const std::string& reason, const std::string& path) {
+// Records an outcome decided elsewhere (the probe in a child process found CUDA unusable, or crashed)
+// without loading anything: the child's reason, plugin file and versions.
+void refuse(const Napi::Object& child) {
+  auto text = [&](const char* key) {
+    Napi::Value v = child.Get(key);
+    return v.IsString() ? v.As<Napi::String>().Utf8Value() : std::string();
+  };
   Plugin& p = plugin();
   std::lock_guard<std::mutex> lock(p.mutex);
   if (p.tried) return;
   p.tried = true;
-  p.reason = reason;
-  p.path = path;
+  p.reason = text("reason");
+  p.path = text("plugin");
+  p.cuda_version = text("cudaVersion");
+  p.driver_version = text("driverVersion");
+  p.driver_needed = text("driverNeeded");
 }
 
 bool tried() {
   Plugin& p = plugin();
   std::lock_guard<std::mutex> lock(p.mutex);
   return p.tried;
-}
-
-std::string string_prop(const Napi::CallbackInfo& info, const char* name) {
-  if (info.Length() == 0 || !info[0].IsObject()) return "";
-  Napi::Value v = info[0].As<Napi::Object>().Get(name);
-  return v.IsString() ? v.As<Napi::String>().Utf8Value() : "";
 }
 
 // Search paths the JS side passes (package root's build/cuda and prebuilds/<platform>-<arch>).
@@ -252,11 +259,6 @@ Handle* handle_of(const Napi::Value& v, const std::string& name) {
   return v.As<Napi::External<Handle>>().Data();
 }
 
-// "13.0" from 13000; "" for unknown.
-std::string cuda_version(int32_t v) {
-  return v < 0 ? "" : std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10);
-}
-
 // What cudaInfo reports once the plugin was tried.
 Napi::Object status_object(Napi::Env env, Plugin& p) {
   std::lock_guard<std::mutex> lock(p.mutex);
@@ -265,11 +267,9 @@ Napi::Object status_object(Napi::Env env, Plugin& p) {
   out.Set("available", p.api != nullptr);
   if (!p.api) out.Set("reason", p.reason);
   if (!p.path.empty()) out.Set("plugin", p.path);
-  if (p.runtime_version >= 0) {
-    out.Set("cudaVersion", cuda_version(p.runtime_version));
-    if (p.driver_version > 0) out.Set("driverVersion", cuda_version(p.driver_version));
-    out.Set("driverNeeded", p.driver_needed);
-  }
+  if (!p.cuda_version.empty()) out.Set("cudaVersion", p.cuda_version);
+  if (!p.driver_version.empty()) out.Set("driverVersion", p.driver_version);
+  if (!p.driver_needed.empty()) out.Set("driverNeeded", p.driver_needed);
   Napi::Array devs = Napi::Array::New(env);
   for (const xnorm_cuda_device_info& d : p.devices) {
     Napi::Object o = Napi::Object::New(env);
@@ -284,7 +284,8 @@ Napi::Object status_object(Napi::Env env, Plugin& p) {
 }
 
 // cudaInfo({paths}) loads the plugin (once per process) and reports; {peek: true} only says whether
-// that has happened; {refuse: reason, plugin} records a failure found by a probe in a child process.
+// that has happened; {refuse: {reason, plugin?, cudaVersion?, ...}} records what a probe in a child
+// process found (CUDA unusable).
 // cudaInfo(args, true) loads on the thread pool (dlopen and the driver's start take 100 ms and more)
 // and returns a Promise of the report.
 Napi::Value CudaInfo(const Napi::CallbackInfo& info) {
@@ -296,8 +297,10 @@ Napi::Value CudaInfo(const Napi::CallbackInfo& info) {
       out.Set("tried", false);
       return out;
     }
-    std::string refused = string_prop(info, "refuse");
-    if (!refused.empty()) refuse(refused, string_prop(info, "plugin"));
+    if (info.Length() > 0 && info[0].IsObject()) {
+      Napi::Value child = info[0].As<Napi::Object>().Get("refuse");
+      if (child.IsObject()) refuse(child.As<Napi::Object>());
+    }
     std::vector<std::string> paths = paths_from(info);
     const bool async = info.Length() > 1 && info[1].ToBoolean().Value();
     if (!async) return status_object(env, loaded(paths));

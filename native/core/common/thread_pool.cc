@@ -6,12 +6,16 @@
 #include <cstdlib>
 #include <deque>
 #include <exception>
+#include <new>
+#include <stdexcept>
+#include <string>
 #include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
 
 #include "cond_var.h"
+#include "error.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -45,6 +49,35 @@ bool spin_until(F&& ready) {
   }
 }
 
+// The first failure among a job's tasks, kept as values and thrown again on the caller's thread. Not a
+// std::exception_ptr: copying or destroying one calls libstdc++ functions exported only from GCC 11 on
+// (CXXABI_1.3.13), which would stop the prebuilt addon loading on Debian 11, Ubuntu 20.04 or RHEL 8.
+struct TaskFailure {
+  enum Kind { None, Xnorm, BadAlloc, Other } kind = None;
+  ErrorCode code = ErrorCode::Argument;
+  std::string message;
+
+  // Called from a catch block: records the exception being handled.
+  void capture() {
+    try {
+      throw;
+    } catch (const Error& e) {
+      kind = Xnorm, code = e.code(), message = e.what();
+    } catch (const std::bad_alloc&) {
+      kind = BadAlloc;
+    } catch (const std::exception& e) {
+      kind = Other, message = e.what();
+    } catch (...) {
+      kind = Other, message = "unknown exception in a kernel task";
+    }
+  }
+  void rethrow() const {
+    if (kind == Xnorm) throw Error(code, message);
+    if (kind == BadAlloc) throw std::bad_alloc();
+    if (kind == Other) throw std::runtime_error(message);
+  }
+};
+
 struct Job {
   const std::function<void(int64_t)>* fn;
   int64_t ntasks;
@@ -54,7 +87,7 @@ struct Job {
   std::atomic<int64_t> done{0};
   std::mutex done_mu;
   CondVar done_cv;
-  std::exception_ptr error;  // guarded by done_mu
+  TaskFailure error;  // guarded by done_mu
 
   // Runs tasks until none are left; returns when this thread has nothing more to take.
   void work() {
@@ -65,7 +98,7 @@ struct Job {
         (*fn)(t);
       } catch (...) {
         std::lock_guard<std::mutex> lock(done_mu);
-        if (!error) error = std::current_exception();
+        if (error.kind == TaskFailure::None) error.capture();
       }
       if (done.fetch_add(1) + 1 == ntasks) {
         std::lock_guard<std::mutex> lock(done_mu);
@@ -122,7 +155,7 @@ class Pool {
       auto it = std::find(queue_.begin(), queue_.end(), job);
       if (it != queue_.end()) queue_.erase(it);
     }
-    if (job->error) std::rethrow_exception(job->error);
+    job->error.rethrow();
   }
 
  private:
