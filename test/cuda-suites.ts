@@ -355,7 +355,7 @@ export function defineGpuSuites(skip: boolean): void {
           }
         wts.dispose();
       }
-    });
+    }, 300_000);  // the CPU emulation runs every CUDA thread as a host thread: ~70 s alone, more on a busy machine
 
     it('binaryLinear, weights reused across calls and uploaded again after dispose', async () => {
       const k = 200, cout = 45;
