@@ -180,6 +180,10 @@ const DETACHED = "the tensor's memory was detached (its ArrayBuffer was transfer
 /**
  * An n-d array on the CPU or a CUDA device, made by tensor(), zeros() or from() and returned by every op.
  * CPU data is a typed array (owned by V8); dispose() releases device memory and pooled outputs early.
+ * @example
+ * using x = tensor([1, 2, 3, 4, 5, 6], [2, 3]);
+ * console.log(x.shape, x.dtype, x.device); // [2, 3] 'float32' 'cpu'
+ * const values: Float32Array = x.float32Sync();
  */
 export class Tensor {
   readonly shape: readonly number[];
