@@ -310,7 +310,9 @@ export class Tensor {
    * tensor pads each pixel to whole 32-bit words, so its last dimension (C) must stay the same, or be a
    * multiple of 32 before and after (e.g. binaryConv2d's [N, H, W, C] as binaryLinear's [N, H·W·C]).
    * The view lives as long as the storage: after the source's dispose() a pooled view reads as disposed.
-   * @example const flat = t.reshape([t.shape[0], -1]);  // one -1 is inferred
+   * @example
+   * const t = zeros([2, 3, 4]);
+   * const flat = t.reshape([t.shape[0], -1]); // [2, 12]: one -1 is inferred
    */
   reshape(shape: readonly number[]): Tensor {
     if (this.#buffer) fail('ERR_XNORM_DEVICE', `reshape: CUDA tensors cannot be viewed yet; copy to the CPU first (toSync('cpu'))`);

@@ -1,5 +1,6 @@
 // Every public export carries JSDoc an editor can show: a summary, @param for each parameter (names as
-// declared) and an @example; and every @example type-checks against the real API.
+// declared) and an @example; and every @example (those on public class members too) type-checks
+// against the real API.
 import * as path from 'path';
 import ts from 'typescript';
 import { describe, expect, it } from 'vitest';
@@ -23,6 +24,7 @@ interface Export {
   params: string[];
   paramTags: string[];
   examples: string[];
+  memberExamples: { name: string; code: string }[];
 }
 
 function compilerOptions(): ts.CompilerOptions {
@@ -57,7 +59,6 @@ function collectExports(program: ts.Program): Export[] {
       const sym = exp.flags & ts.SymbolFlags.Alias ? checker.getAliasedSymbol(exp) : exp;
       if (!(sym.flags & ts.SymbolFlags.Value)) continue;
       const tags = sym.getJsDocTags(checker);
-      const text = (t: ts.JSDocTagInfo) => ts.displayPartsToString(t.text);
       const sigs = sym.flags & ts.SymbolFlags.Class ? [] : checker.getTypeOfSymbol(sym).getCallSignatures();
       out.push({
         name: exp.name,
@@ -66,11 +67,26 @@ function collectExports(program: ts.Program): Export[] {
         doc: ts.displayPartsToString(sym.getDocumentationComment(checker)).trim(),
         params: sigs.length ? parameterNames(checker, sigs[0]) : [],
         paramTags: tags.filter((t) => t.name === 'param').map((t) => (t.text?.find((p) => p.kind === 'parameterName')?.text ?? text(t).split(/\s/)[0])),
-        examples: tags.filter((t) => t.name === 'example').map((t) => text(t).replace(/^\s*```\w*\n?|\n?```\s*$/g, '')),
+        examples: examplesOf(tags),
+        memberExamples: sym.flags & ts.SymbolFlags.Class ? memberExamples(checker, sym) : [],
       });
     }
   }
   return out;
+}
+
+const text = (t: ts.JSDocTagInfo) => ts.displayPartsToString(t.text);
+const examplesOf = (tags: ts.JSDocTagInfo[]) =>
+  tags.filter((t) => t.name === 'example').map((t) => text(t).replace(/^\s*```\w*\n?|\n?```\s*$/g, ''));
+
+/** The @examples on a class's public members (instance and static), by member name. */
+function memberExamples(checker: ts.TypeChecker, cls: ts.Symbol): { name: string; code: string }[] {
+  const members = [...(cls.members?.values() ?? []), ...(cls.exports?.values() ?? [])];
+  return members.flatMap((m) => {
+    const tags = m.getJsDocTags(checker);
+    if (tags.some((t) => t.name === 'internal')) return [];
+    return examplesOf(tags).map((code) => ({ name: `${cls.name}.${m.name}`, code }));
+  });
 }
 
 /** One async function per example, so that top-level await and repeated names are fine. */
@@ -81,12 +97,11 @@ function examplesSource(exports: Export[]): { source: string; owner: (line: numb
     lines.push(`import { ${names.join(', ')} } from '${entry.specifier}';`);
   }
   const owners: { from: number; name: string }[] = [];
-  exports.forEach((e) =>
-    e.examples.forEach((code, i) => {
-      owners.push({ from: lines.length, name: `${e.name} (@example ${i + 1})` });
-      lines.push(`export async function example_${e.name}_${i}(): Promise<void> {`, ...code.split('\n'), '}');
-    }),
-  );
+  const all = exports.flatMap((e) => [...e.examples.map((code) => ({ name: e.name, code })), ...e.memberExamples]);
+  all.forEach(({ name, code }, i) => {
+    owners.push({ from: lines.length, name: `${name} (@example)` });
+    lines.push(`export async function example_${i}(): Promise<void> {`, ...code.split('\n'), '}');
+  });
   const owner = (line: number) => [...owners].reverse().find((o) => o.from <= line)?.name ?? 'imports';
   return { source: lines.join('\n') + '\n', owner };
 }
@@ -117,7 +132,7 @@ describe('JSDoc of the public API', () => {
     expect(problems).toEqual([]);
   });
 
-  it('every @example type-checks', () => {
+  it('every @example type-checks (exports and public class members)', () => {
     const { source, owner } = examplesSource(exported);
     const host = ts.createCompilerHost(options);
     const { getSourceFile, fileExists, readFile } = host;
