@@ -69,9 +69,25 @@ const packBitsOp = defineOp((x: Tensor, opts?: PackBitsOptions) => {
   return { call: freeOnFailure(fresh, (async) => native().packBits(args, async)), finish: () => y };
 });
 
-/** float (NCHW by default, or NHWC) -> 'bit' NHWC: bit 1 (-1) where x < threshold. */
+/**
+ * float (NCHW by default, or NHWC) -> 'bit' NHWC: bit 1 (-1) where x < threshold (0 and NaN give +1).
+ * Shape: nchw [N, C, ...S] -> [N, ...S, C]; nhwc and rank 2 keep x's shape.
+ * @param x float, rank >= 2, not empty
+ * @param opts `layout` ('nchw' default; channels-last data needs 'nhwc'), `threshold` (default 0; a
+ * number or a float [C] tensor), `out` (a 'bit' tensor to write into)
+ * @throws XnormError ERR_XNORM_SHAPE (rank, empty, threshold size), ERR_XNORM_ARGUMENT
+ * @example
+ * const x = tensor(new Float32Array(1 * 64 * 8 * 8).map(() => Math.random() - 0.5), [1, 64, 8, 8]);
+ * const b = await packBits(x); // 'bit' [1, 8, 8, 64]
+ */
 export const packBits = packBitsOp.async;
-/** packBits run on the calling thread (blocks it; for small inputs and scripts). */
+/**
+ * packBits run on the calling thread (blocks it; for small inputs and scripts).
+ * @param x float, rank >= 2, not empty
+ * @param opts `layout` ('nchw' default), `threshold` (default 0), `out`, as packBits
+ * @example
+ * const b = packBitsSync(tensor([0.5, -1, 0, -0.1], [1, 4]), { threshold: 0 }); // signs + - + -
+ */
 export const packBitsSync = packBitsOp.sync;
 
 const unpackBitsOp = defineOp((b: Tensor, opts?: { layout?: Layout; out?: Tensor }) => {
@@ -88,16 +104,38 @@ const unpackBitsOp = defineOp((b: Tensor, opts?: { layout?: Layout; out?: Tensor
   return { call: freeOnFailure(fresh, (async) => native().unpackBits(args, async)), finish: () => y };
 });
 
-/** 'bit' NHWC -> float32 ±1, in NCHW (default) or NHWC. */
+/**
+ * 'bit' NHWC -> float32 ±1, in NCHW (default) or NHWC.
+ * @param b 'bit', rank >= 2, not empty
+ * @param opts `layout` (default 'nchw': [N, ...S, C] -> [N, C, ...S]; 'nhwc' keeps b's shape), `out` (a
+ * float32 tensor to write into)
+ * @throws XnormError ERR_XNORM_SHAPE, ERR_XNORM_ARGUMENT
+ * @example
+ * const x = tensor(new Float32Array(1 * 64 * 8 * 8).map(() => Math.random() - 0.5), [1, 64, 8, 8]);
+ * const signs = await unpackBits(await packBits(x)); // ±1, [1, 64, 8, 8]
+ */
 export const unpackBits = unpackBitsOp.async;
-/** unpackBits run on the calling thread. */
+/**
+ * unpackBits run on the calling thread.
+ * @param b 'bit', rank >= 2, not empty
+ * @param opts `layout` (default 'nchw'), `out`, as unpackBits
+ * @example
+ * const b = packBitsSync(tensor([0.5, -1, 0, -0.1], [1, 4]));
+ * const signs = unpackBitsSync(b).float32Sync(); // [1, -1, 1, -1]
+ */
 export const unpackBitsSync = unpackBitsOp.sync;
 
 // ---------------------------------------------------------------------------------------------------
 // Weights and plans
 
 
-/** Sign-packed weights: a native object holding the canonical words and the kernels' panel layout. */
+/**
+ * Sign-packed weights: a native object holding the canonical words and the kernels' panel layout. Made
+ * by packWeights(); used by binaryConv2d, binaryLinear and mstPlan. Disposable (frees device copies).
+ * @example
+ * const w = await packWeights(tensor(new Float32Array(32 * 64 * 3 * 3).map(() => Math.random() - 0.5), [32, 64, 3, 3]));
+ * console.log(w.shape, w.groups, w.rowWords); // [32, 64, 3, 3] 1 18
+ */
 export class BinaryWeights {
   /** [Cout, Cin/groups, kh, kw] */
   readonly shape: readonly number[];
@@ -149,10 +187,22 @@ const packWeightsOp = defineOp((w: Tensor, opts?: { groups?: number }) => {
 
 /**
  * float weights [Cout, Cin/groups, kh, kw] (or [Cout, K] for binaryLinear) -> signs, packed: a Promise
- * (packing a large layer takes tens of ms, done on the thread pool).
+ * (packing a large layer takes tens of ms, done on the thread pool). Bit = w < 0 (0 and NaN give +1).
+ * @param w float [Cout, Cin/groups, kh, kw], or [Cout, K] (taken as [Cout, K, 1, 1]), on any device
+ * @param opts `groups` (default 1; must divide Cout)
+ * @throws XnormError ERR_XNORM_ARGUMENT, ERR_XNORM_DTYPE, ERR_XNORM_SHAPE (rank, sizes < 1, groups)
+ * @example
+ * const latent = tensor(new Float32Array(32 * 64 * 3 * 3).map(() => Math.random() - 0.5), [32, 64, 3, 3]);
+ * const w = await packWeights(latent);
  */
 export const packWeights = packWeightsOp.async;
-/** packWeights run on the calling thread. */
+/**
+ * packWeights run on the calling thread.
+ * @param w float [Cout, Cin/groups, kh, kw], or [Cout, K]
+ * @param opts `groups` (default 1; must divide Cout)
+ * @example
+ * const fc = packWeightsSync(tensor(new Float32Array(10 * 256).map(() => Math.random() - 0.5), [10, 256]));
+ */
 export const packWeightsSync = packWeightsOp.sync;
 
 /** How mstPlan picks reuse edges: measured on this CPU ('auto'), wherever possible ('always'), or none. */
@@ -164,7 +214,15 @@ function checkWeights(w: unknown, name: string): BinaryWeights {
   return w;
 }
 
-/** A channel-reuse order over a layer's output channels (see mstPlan): a native object. */
+/**
+ * A channel-reuse order over a layer's output channels (see mstPlan): a native object. Runs wherever
+ * its BinaryWeights do, with bit-identical results; serialize() and MstPlan.deserialize() store it.
+ * @example
+ * const w = await packWeights(tensor(new Float32Array(32 * 64 * 3 * 3).map(() => Math.random() - 0.5), [32, 64, 3, 3]));
+ * const plan = await mstPlan(w, { reuse: 'always' });
+ * console.log(plan.depth, plan.opsReduction);
+ * const again = MstPlan.deserialize(plan.serialize(), w);
+ */
 export class MstPlan {
   readonly weights: BinaryWeights;
   /** -1 = computed from scratch (a root); otherwise the channel this one is computed from. A copy. */
@@ -261,9 +319,23 @@ const mstPlanOp = defineOp((w: BinaryWeights, opts?: { maxDepth?: number; reuse?
  * with a virtual root). reuse 'auto' (default) keeps only edges a cost model calibrated on this CPU says
  * are cheaper than dense, confirmed by a timed trial; 'always' reuses wherever the Hamming distance is
  * below K; 'never' is dense. A Promise: an 'auto' plan times the executor (tens of ms), on the thread pool.
+ * @param w BinaryWeights from packWeights()
+ * @param opts `maxDepth` (default 8, an integer in [1, 65535]), `reuse` ('auto' default, 'always', 'never')
+ * @throws XnormError ERR_XNORM_ARGUMENT (w not BinaryWeights; options)
+ * @example
+ * const w = await packWeights(tensor(new Float32Array(32 * 64 * 3 * 3).map(() => Math.random() - 0.5), [32, 64, 3, 3]));
+ * const plan = await mstPlan(w); // reuse: 'auto'
+ * const y = await binaryConv2d(await packBits(zeros([1, 64, 16, 16])), plan, { padding: 1 });
  */
 export const mstPlan = mstPlanOp.async;
-/** mstPlan run on the calling thread. */
+/**
+ * mstPlan run on the calling thread.
+ * @param w BinaryWeights from packWeightsSync()
+ * @param opts `maxDepth` (default 8), `reuse` ('auto' default, 'always', 'never')
+ * @example
+ * const w = packWeightsSync(tensor(new Float32Array(16 * 32).map(() => Math.random() - 0.5), [16, 32]));
+ * const plan = mstPlanSync(w, { reuse: 'always', maxDepth: 4 });
+ */
 export const mstPlanSync = mstPlanOp.sync;
 
 // ---------------------------------------------------------------------------------------------------
@@ -355,10 +427,32 @@ const binaryConv2dOp = defineOp((x: Tensor, w: BinaryWeights | MstPlan, opts?: B
  * XNOR/popcount convolution of a 'bit' NHWC input with packed weights or an MstPlan (bit-identical
  * results), on the device of x (on a GPU an MstPlan runs level by level where that pays: see README,
  * "CUDA"). Output NHWC: float32 /
- * int32 [N, OH, OW, Cout], or 'bit' [N, OH, OW, Cout].
+ * int32 [N, OH, OW, Cout], or 'bit' [N, OH, OW, Cout]. dot = K - 2·popcount(x XOR w).
+ * @param x 'bit' [N, H, W, C] (from packBits)
+ * @param w BinaryWeights or an MstPlan of them
+ * @param opts `stride` (1), `padding` (0), `dilation` (1), `groups` (the weights'), `padValue` ('one'
+ * default: padded taps are +1; 'zero'), `scale` and `bias` (float [Cout]), `clamp` ([lo, hi]), `output`
+ * ('float' default, 'int32' or 'bits'), `out`
+ * @throws XnormError ERR_XNORM_ARGUMENT, ERR_XNORM_DTYPE (x not 'bit'), ERR_XNORM_SHAPE,
+ * ERR_XNORM_CORRUPT_PLAN, ERR_XNORM_CUDA_UNAVAILABLE
+ * @example
+ * const x = tensor(new Float32Array(1 * 64 * 8 * 8).map(() => Math.random() - 0.5), [1, 64, 8, 8]);
+ * const w = await packWeights(tensor(new Float32Array(32 * 64 * 3 * 3).map(() => Math.random() - 0.5), [32, 64, 3, 3]));
+ * const y = await binaryConv2d(await packBits(x), w, { padding: 1 }); // float32 [1, 8, 8, 32]
+ * const next = await binaryConv2d(await packBits(x), w, { padding: 1, output: 'bits' }); // 'bit'
  */
 export const binaryConv2d = binaryConv2dOp.async;
-/** binaryConv2d run on the calling thread. */
+/**
+ * binaryConv2d run on the calling thread.
+ * @param x 'bit' [N, H, W, C]
+ * @param w BinaryWeights or an MstPlan of them
+ * @param opts as binaryConv2d: `stride`, `padding`, `dilation`, `groups`, `padValue`, `scale`, `bias`,
+ * `clamp`, `output`, `out`
+ * @example
+ * const x = packBitsSync(tensor(new Float32Array(1 * 32 * 6 * 6).map(() => Math.random() - 0.5), [1, 32, 6, 6]));
+ * const w = packWeightsSync(tensor(new Float32Array(8 * 32 * 3 * 3).map(() => Math.random() - 0.5), [8, 32, 3, 3]));
+ * const dots = binaryConv2dSync(x, w, { output: 'int32' }); // int32 [1, 4, 4, 8]
+ */
 export const binaryConv2dSync = binaryConv2dOp.sync;
 
 const binaryLinearOp = defineOp(
@@ -368,12 +462,43 @@ const binaryLinearOp = defineOp(
   },
 );
 
-/** Fully connected layer on 'bit' [N, K] inputs with [Cout, K] packed weights: output [N, Cout]. */
+/**
+ * Fully connected layer on 'bit' [N, K] inputs with [Cout, K] packed weights: output [N, Cout].
+ * @param x 'bit' [N, K]
+ * @param w weights packed from [Cout, K] (kh = kw = 1, groups = 1), or their MstPlan
+ * @param opts `scale`, `bias`, `clamp`, `output` ('float' default), `out`, as binaryConv2d
+ * @throws XnormError ERR_XNORM_SHAPE, ERR_XNORM_ARGUMENT, ERR_XNORM_DTYPE
+ * @example
+ * const x = await packBits(tensor(new Float32Array(4 * 256).map(() => Math.random() - 0.5), [4, 256]));
+ * const w = await packWeights(tensor(new Float32Array(10 * 256).map(() => Math.random() - 0.5), [10, 256]));
+ * const logits = await binaryLinear(x, w, { scale: tensor(new Float32Array(10).fill(0.01), [10]) }); // [4, 10]
+ */
 export const binaryLinear = binaryLinearOp.async;
-/** binaryLinear run on the calling thread. */
+/**
+ * binaryLinear run on the calling thread.
+ * @param x 'bit' [N, K]
+ * @param w weights packed from [Cout, K], or their MstPlan
+ * @param opts `scale`, `bias`, `clamp`, `output`, `out`, as binaryConv2d
+ * @example
+ * const x = packBitsSync(tensor(new Float32Array(2 * 64).map(() => Math.random() - 0.5), [2, 64]));
+ * const w = packWeightsSync(tensor(new Float32Array(8 * 64).map(() => Math.random() - 0.5), [8, 64]));
+ * const dots = binaryLinearSync(x, w, { output: 'int32' }); // int32 [2, 8]
+ */
 export const binaryLinearSync = binaryLinearOp.sync;
 
-/** The direct-loop reference of binaryConv2d (slow; the oracle the fast kernels are tested against). */
+/**
+ * The direct-loop reference of binaryConv2d (slow; the oracle the fast kernels are tested against); a
+ * rank-2 x runs as binaryLinear. CPU only.
+ * @param x 'bit' [N, H, W, C] (or [N, K]) on the CPU
+ * @param w BinaryWeights or an MstPlan of them
+ * @param opts as binaryConv2d
+ * @throws XnormError ERR_XNORM_DEVICE (x not on the CPU), and as binaryConv2d
+ * @example
+ * const x = packBitsSync(tensor(new Float32Array(1 * 32 * 6 * 6).map(() => Math.random() - 0.5), [1, 32, 6, 6]));
+ * const w = packWeightsSync(tensor(new Float32Array(8 * 32 * 3 * 3).map(() => Math.random() - 0.5), [8, 32, 3, 3]));
+ * const expected = binaryConv2dReferenceSync(x, w, { padding: 1 }).float32Sync();
+ * const actual = binaryConv2dSync(x, w, { padding: 1 }).float32Sync(); // the same values
+ */
 export function binaryConv2dReferenceSync(x: Tensor, w: BinaryWeights | MstPlan, opts?: BinaryConvOptions): Tensor {
   checkTensor(x, 'binaryConv2dReference: x', { dtypes: ['bit'], rank: [2, 4] });
   if (x.device !== 'cpu')
@@ -383,12 +508,25 @@ export function binaryConv2dReferenceSync(x: Tensor, w: BinaryWeights | MstPlan,
   return y;
 }
 
-/** Bit operations per second of an L1-resident XOR+popcount loop on all xnorm threads. */
+/**
+ * Bit operations per second of an L1-resident XOR+popcount loop on all xnorm threads (for benchmarks).
+ * Blocks the calling thread for about `seconds`.
+ * @param seconds how long to measure: a number in (0, 10], default 0.2
+ * @throws XnormError ERR_XNORM_ARGUMENT (seconds out of range)
+ * @example
+ * console.log(`${(popcountPeak(0.1) / 1e9).toFixed(0)} G bit-ops/s`);
+ */
 export function popcountPeak(seconds = 0.2): number {
   return native().popcountPeak({ seconds });
 }
 
-/** The per-pixel kernel costs (seconds) 'auto' plans are built with, measured once per process. */
+/**
+ * The per-pixel kernel costs (seconds) 'auto' plans are built with, measured once per process (about
+ * 50 ms, on first use): a dense channel per word of its weights, a reuse edge per differing bit and its
+ * fixed part, and the bit rows a plan with edges builds, per input word and output channel.
+ * @example
+ * const { densePerWord, reusePerBit, reusePerEdge, transposePerWord } = mstCalibration();
+ */
 export function mstCalibration(): { densePerWord: number; reusePerBit: number; reusePerEdge: number; transposePerWord: number } {
   return native().mstCalibration({});
 }

@@ -82,9 +82,28 @@ const momentsOp = defineOp((x: Tensor, opts?: MomentsOptions) => {
   };
 });
 
-/** Per-channel (or per-instance / per-group) count, mean and m2 of x in one pass. */
+/**
+ * Per-channel (or per-instance / per-group) count, mean and m2 of x in one pass. mean and m2 are float32
+ * on x's device, shaped [C] ('channel'), [N, C] ('instance') or [N, groups] ('group').
+ * @param x float, rank >= 2: [N, C, ...] (nchw) or [N, ..., C] (nhwc)
+ * @param opts `layout` ('nchw' default; channels-last data needs 'nhwc'), `over` ('channel' default,
+ * 'instance' or 'group'), `groups` (required with 'group': a positive divisor of C)
+ * @throws XnormError ERR_XNORM_SHAPE (rank < 2, no channels, empty reduction), ERR_XNORM_ARGUMENT
+ * @example
+ * const x = tensor(new Float32Array(8 * 16 * 4 * 4).map(Math.random), [8, 16, 4, 4]);
+ * const m = await moments(x); // count 8·4·4, mean and m2 [16]
+ * const perGroup = await moments(x, { over: 'group', groups: 4 }); // [8, 4]
+ */
 export const moments = momentsOp.async;
-/** moments run on the calling thread. */
+/**
+ * moments run on the calling thread.
+ * @param x float, rank >= 2: [N, C, ...] (nchw) or [N, ..., C] (nhwc)
+ * @param opts `layout` ('nchw' default), `over` ('channel' default, 'instance' or 'group'), `groups`
+ * (required with 'group')
+ * @example
+ * const x = tensor(new Float32Array(8 * 16 * 4 * 4).map(Math.random), [8, 16, 4, 4]);
+ * const { count, mean, m2 } = momentsSync(x, { layout: 'nchw' });
+ */
 export const momentsSync = momentsOp.sync;
 
 
@@ -140,7 +159,16 @@ function f32(values: Float64Array, shape: readonly number[], device: Device = 'c
   return d;
 }
 
-/** Variance from moments: population (m2 / n) by default, unbiased (m2 / (n - 1)) on request. */
+/**
+ * Variance from moments: population (m2 / n) by default, unbiased (m2 / (n - 1)) on request.
+ * @param m Moments from moments() or mergeMoments()
+ * @param opts `unbiased` (default false)
+ * @returns float32, the shape and device of m.mean
+ * @throws XnormError ERR_XNORM_SHAPE (unbiased with count < 2), ERR_XNORM_ARGUMENT
+ * @example
+ * const m = momentsSync(tensor([1, 2, 3, 4, 5, 6], [3, 2]));
+ * const v = variance(m, { unbiased: true }); // [2]
+ */
 export function variance(m: Moments, opts?: { unbiased?: boolean }): Tensor {
   const o = options(opts, 'variance: opts', ['unbiased']);
   checkMoments(m, 'variance: m');
@@ -151,7 +179,16 @@ export function variance(m: Moments, opts?: { unbiased?: boolean }): Tensor {
   return f32(Float64Array.from(momentValues(m).m2, (v) => v / div), m.mean.shape, m.mean.device);
 }
 
-/** Chan et al.'s merge: the moments of the union of two disjoint batches. */
+/**
+ * Chan et al.'s merge: the moments of the union of two disjoint batches (exact for any split).
+ * @param a the moments of one part
+ * @param b the moments of the other part: same shape and device as a
+ * @throws XnormError ERR_XNORM_ARGUMENT (count not a positive integer), ERR_XNORM_SHAPE, ERR_XNORM_DEVICE
+ * @example
+ * const a = momentsSync(tensor(new Float32Array(4 * 8).map(Math.random), [4, 8]));
+ * const b = momentsSync(tensor(new Float32Array(2 * 8).map(Math.random), [2, 8]));
+ * const all = mergeMoments(a, b); // count 6, as moments of the 6 rows together
+ */
 export function mergeMoments(a: Moments, b: Moments): Moments {
   checkMoments(a, 'mergeMoments: a');
   checkMoments(b, 'mergeMoments: b');
@@ -173,6 +210,16 @@ export function mergeMoments(a: Moments, b: Moments): Moments {
 /**
  * PyTorch's BatchNorm running-statistics rule: new = (1 - m) * old + m * batch, with the unbiased batch
  * variance; momentum null = cumulative average over numBatchesTracked + 1 batches.
+ * @param running the running mean and var (float [C])
+ * @param batch this batch's moments, count >= 2, of running's shape and device
+ * @param opts `momentum` (default 0.1; a number in [0, 1], or null for the cumulative average),
+ * `numBatchesTracked` (default 0; returned plus 1)
+ * @returns new running mean and var on running.mean's device, and numBatchesTracked
+ * @throws XnormError ERR_XNORM_SHAPE (shapes differ, batch.count < 2), ERR_XNORM_ARGUMENT, ERR_XNORM_DEVICE
+ * @example
+ * let running = { mean: zeros([16]), var: tensor(new Float32Array(16).fill(1), [16]), numBatchesTracked: 0 };
+ * const x = tensor(new Float32Array(8 * 16 * 4 * 4).map(Math.random), [8, 16, 4, 4]);
+ * running = updateRunningStats(running, await moments(x), { momentum: 0.1, numBatchesTracked: running.numBatchesTracked });
  */
 export function updateRunningStats(
   running: Stats,
@@ -228,6 +275,16 @@ function mix(src: ReturnType<typeof asStats>, tgt: ReturnType<typeof asStats>, w
 /**
  * alpha-BN: mean = w*mean_s + (1-w)*mean_t, var = w*var_s + (1-w)*var_t with w = sourceWeight; crossTerm
  * (TTN) adds w(1-w)(mean_s - mean_t)^2, which makes the result the variance of the mixture.
+ * @param source the source (training) statistics
+ * @param target the target statistics: Stats, or Moments (population variance)
+ * @param opts `sourceWeight` (required, in [0, 1]), `crossTerm` (default false)
+ * @returns float32 Stats on source's device
+ * @throws XnormError ERR_XNORM_ARGUMENT, ERR_XNORM_SHAPE, ERR_XNORM_DEVICE
+ * @example
+ * const source = { mean: zeros([16]), var: tensor(new Float32Array(16).fill(1), [16]) };
+ * const x = tensor(new Float32Array(4 * 16 * 8 * 8).map(Math.random), [4, 16, 8, 8]);
+ * const stats = mixStats(source, await moments(x), { sourceWeight: 0.9, crossTerm: true });
+ * const y = await batchNorm(x, stats);
  */
 export function mixStats(source: Stats, target: Stats | Moments, opts: { sourceWeight: number; crossTerm?: boolean }): Stats {
   const o = options(opts, 'mixStats: opts', ['sourceWeight', 'crossTerm']);
@@ -242,7 +299,19 @@ export function mixStats(source: Stats, target: Stats | Moments, opts: { sourceW
   return mix(s, t, w, cross);
 }
 
-/** Prior BN (Schneider et al.): the source statistics count as priorCount samples, w = N / (N + n). */
+/**
+ * Prior BN (Schneider et al.): the source statistics count as priorCount samples, w = N / (N + n) with
+ * n = target.count (values, not images: for per-channel moments of [N, C, H, W] it is N·H·W).
+ * @param source the source (training) statistics
+ * @param target the target batch's moments
+ * @param opts `priorCount` (required, finite, >= 0): N
+ * @returns float32 Stats on source's device
+ * @throws XnormError as mixStats
+ * @example
+ * const source = { mean: zeros([16]), var: tensor(new Float32Array(16).fill(1), [16]) };
+ * const x = tensor(new Float32Array(4 * 16 * 8 * 8).map(Math.random), [4, 16, 8, 8]);
+ * const stats = priorStats(source, await moments(x), { priorCount: 16 * 8 * 8 });
+ */
 export function priorStats(source: Stats, target: Moments, opts: { priorCount: number }): Stats {
   const o = options(opts, 'priorStats: opts', ['priorCount']);
   const prior = numberIn(o.priorCount, 'priorStats: opts.priorCount', 0, Number.MAX_SAFE_INTEGER);
@@ -310,7 +379,26 @@ const batchNormOp = defineOp((x: Tensor, stats: Stats | Moments, opts?: BatchNor
 /**
  * y = act((x - mean) / sqrt(var + eps) * gamma + beta); stats per channel [C] or per instance [N, C].
  * Passing the Moments of x itself gives training-mode BN, with the mean in double precision.
+ * @param x float, rank >= 2: [N, C, ...] (nchw) or [N, ..., C] (nhwc)
+ * @param stats Stats or Moments (population variance), shaped [C] or [N, C] (per instance)
+ * @param opts `gamma` (default ones), `beta` (default zeros), `eps` (default 1e-5), `layout` ('nchw'),
+ * `activation` ('relu' or null, default null), `out` (a tensor to write y into)
+ * @returns y: x's shape, dtype and device
+ * @throws XnormError ERR_XNORM_SHAPE (rank < 2; stats, gamma or beta size), ERR_XNORM_ARGUMENT
+ * (var + eps <= 0; eps, layout, activation), ERR_XNORM_DEVICE
+ * @example
+ * const x = tensor(new Float32Array(8 * 16 * 4 * 4).map(Math.random), [8, 16, 4, 4]);
+ * const y = await batchNorm(x, await moments(x), { activation: 'relu' }); // training-mode BN + ReLU
  */
 export const batchNorm = batchNormOp.async;
-/** batchNorm run on the calling thread. */
+/**
+ * batchNorm run on the calling thread.
+ * @param x float, rank >= 2: [N, C, ...] (nchw) or [N, ..., C] (nhwc)
+ * @param stats Stats or Moments, shaped [C] or [N, C]
+ * @param opts `gamma`, `beta`, `eps` (default 1e-5), `layout`, `activation`, `out`, as batchNorm
+ * @example
+ * const x = tensor(new Float32Array(2 * 4 * 3 * 3).map(Math.random), [2, 4, 3, 3]);
+ * const stats = { mean: zeros([4]), var: tensor([1, 1, 1, 1], [4]) };
+ * const y = batchNormSync(x, stats, { gamma: tensor([1, 2, 3, 4], [4]), eps: 1e-3 });
+ */
 export const batchNormSync = batchNormOp.sync;

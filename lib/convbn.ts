@@ -209,7 +209,17 @@ interface SavedState {
 
 const liveSaved = new WeakMap<ConvBnSaved, SavedState | null>();
 
-/** The state Tune-mode (or Eval-mode) forward keeps for convBnBackward: a native object. Disposable. */
+/**
+ * The state Tune-mode (or Eval-mode) forward keeps for convBnBackward: a native object. Disposable.
+ * It holds the forward's x and weight itself; on the CPU it shares x's storage, so leave x unchanged.
+ * @example
+ * const x = tensor(new Float32Array(2 * 16 * 8 * 8).map(Math.random), [2, 16, 8, 8]);
+ * const p = { weight: tensor(new Float32Array(32 * 16 * 3 * 3).map(() => Math.random() - 0.5), [32, 16, 3, 3]),
+ *   bn: { mean: zeros([32]), var: tensor(new Float32Array(32).fill(1), [32]) } };
+ * const { y, saved } = await convBn(x, p, { padding: 1, saveForBackward: true });
+ * console.log(saved.mode, saved.bytes); // 'tune', bytes of x, s and the ReLU mask held
+ * saved.dispose(); // once convBnBackward is done with it
+ */
 export class ConvBnSaved {
   /** @internal */
   constructor(state: SavedState) {
@@ -295,12 +305,36 @@ const convBnOp = defineOp((x: Tensor, p: ConvBnParams, opts?: ConvOpts & { saveF
  * Conv followed by frozen-statistics BatchNorm (+ optional ReLU). mode 'tune' (default) folds
  * s = gamma / sqrt(var + eps) into the weights on every call and runs one convolution; 'eval' runs the
  * conv and then a separate BN pass; 'deploy' folds once (foldConvBn) and runs conv with bias.
+ * @param x float [N, C, H, W] (nchw) or [N, H, W, C] (nhwc)
+ * @param p `weight` [Cout, C/groups, kh, kw], `bias` ([Cout], default zeros), `bn`: `mean`, `var`,
+ * `gamma` (default ones), `beta` (default zeros), `eps` (default 1e-5)
+ * @param opts `stride` (1), `padding` (0), `dilation` (1), `groups` (1), `mode` ('tune' default, 'eval',
+ * 'deploy'), `activation` ('relu' or null), `layout` ('nchw'), `out`, `saveForBackward` (default false;
+ * returns `saved` in tune and eval mode)
+ * @returns `{ y }`, and `saved` with saveForBackward; y is x's dtype and device
+ * @throws XnormError ERR_XNORM_ARGUMENT (options, var + eps <= 0), ERR_XNORM_SHAPE, ERR_XNORM_CUDA_UNAVAILABLE
+ * @example
+ * const x = tensor(new Float32Array(2 * 16 * 8 * 8).map(Math.random), [2, 16, 8, 8]);
+ * const p = { weight: tensor(new Float32Array(32 * 16 * 3 * 3).map(() => Math.random() - 0.5), [32, 16, 3, 3]),
+ *   bn: { mean: zeros([32]), var: tensor(new Float32Array(32).fill(1), [32]) } };
+ * const { y } = await convBn(x, p, { padding: 1, activation: 'relu' }); // [2, 32, 8, 8]
  */
 export const convBn = convBnOp.async as {
   (x: Tensor, p: ConvBnParams, opts: ConvOpts & { saveForBackward: true }): Promise<{ y: Tensor; saved: ConvBnSaved }>;
   (x: Tensor, p: ConvBnParams, opts?: ConvOpts & { saveForBackward?: boolean }): Promise<{ y: Tensor; saved?: ConvBnSaved }>;
 };
-/** convBn run on the calling thread. */
+/**
+ * convBn run on the calling thread.
+ * @param x float [N, C, H, W] (nchw) or [N, H, W, C] (nhwc)
+ * @param p `weight`, `bias`, `bn` (`mean`, `var`, `gamma`, `beta`, `eps`), as convBn
+ * @param opts as convBn: `stride`, `padding`, `dilation`, `groups`, `mode`, `activation`, `layout`, `out`,
+ * `saveForBackward`
+ * @example
+ * const x = tensor(new Float32Array(2 * 16 * 8 * 8).map(Math.random), [2, 16, 8, 8]);
+ * const p = { weight: tensor(new Float32Array(32 * 16 * 3 * 3).map(() => Math.random() - 0.5), [32, 16, 3, 3]),
+ *   bn: { mean: zeros([32]), var: tensor(new Float32Array(32).fill(1), [32]) } };
+ * const { y } = convBnSync(x, p, { padding: 1, mode: 'eval' });
+ */
 export const convBnSync = convBnOp.sync as {
   (x: Tensor, p: ConvBnParams, opts: ConvOpts & { saveForBackward: true }): { y: Tensor; saved: ConvBnSaved };
   (x: Tensor, p: ConvBnParams, opts?: ConvOpts & { saveForBackward?: boolean }): { y: Tensor; saved?: ConvBnSaved };
@@ -360,9 +394,33 @@ const convBnBackwardOp = defineOp((saved: ConvBnSaved, dy: Tensor, opts?: { need
  * Backward of convBn from its saved state: dx, dWeight, dBias, dGamma, dBeta (all by default; `needs`
  * skips the work for the ones set false). Parameter gradients are float32. `out` gives tensors to write
  * gradients into (each checked like every op's `opts.out`).
+ * @param saved a live ConvBnSaved from convBn(..., { saveForBackward: true }) in tune or eval mode
+ * @param dy the gradient of y: y's shape, x's dtype, the saved state's device
+ * @param opts `needs` (`{ x, weight, bias, gamma, beta }`, each default true), `out` (`{ dx?, dWeight?,
+ * dBias?, dGamma?, dBeta? }`)
+ * @returns ConvBnGrads: dx (x's shape, layout and dtype), dWeight, dBias, dGamma, dBeta (float32)
+ * @throws XnormError ERR_XNORM_ARGUMENT, ERR_XNORM_DISPOSED (saved disposed), ERR_XNORM_DTYPE,
+ * ERR_XNORM_SHAPE, ERR_XNORM_DEVICE
+ * @example
+ * const x = tensor(new Float32Array(2 * 16 * 8 * 8).map(Math.random), [2, 16, 8, 8]);
+ * const p = { weight: tensor(new Float32Array(32 * 16 * 3 * 3).map(() => Math.random() - 0.5), [32, 16, 3, 3]),
+ *   bn: { mean: zeros([32]), var: tensor(new Float32Array(32).fill(1), [32]) } };
+ * const { y, saved } = await convBn(x, p, { padding: 1, saveForBackward: true });
+ * const { dx, dWeight, dGamma } = await convBnBackward(saved, zeros(y.shape), { needs: { bias: false } });
  */
 export const convBnBackward = convBnBackwardOp.async;
-/** convBnBackward run on the calling thread. */
+/**
+ * convBnBackward run on the calling thread.
+ * @param saved a live ConvBnSaved (tune or eval)
+ * @param dy the gradient of y: y's shape, x's dtype, the saved state's device
+ * @param opts `needs`, `out`, as convBnBackward
+ * @example
+ * const x = tensor(new Float32Array(2 * 16 * 8 * 8).map(Math.random), [2, 16, 8, 8]);
+ * const p = { weight: tensor(new Float32Array(32 * 16 * 3 * 3).map(() => Math.random() - 0.5), [32, 16, 3, 3]),
+ *   bn: { mean: zeros([32]), var: tensor(new Float32Array(32).fill(1), [32]) } };
+ * const { y, saved } = convBnSync(x, p, { padding: 1, saveForBackward: true });
+ * const { dWeight } = convBnBackwardSync(saved, zeros(y.shape), { needs: { x: false } });
+ */
 export const convBnBackwardSync = convBnBackwardOp.sync;
 
 /** The folded float32 weight and bias as new tensors on the weight's device. */
@@ -381,7 +439,17 @@ function foldArrays(weight: Tensor, bias: Float32Array | undefined, bn: NativeBn
 /**
  * Deploy-mode weights: weight * s and (bias - mean) * s + beta, s = gamma / sqrt(var + eps), in float32.
  * With `prepare: true` the weight comes back as ConvWeights (prepared with `groups`, default 1), ready
- * for conv2d without per-call packing.
+ * for conv2d without per-call packing. Synchronous on every device.
+ * @param p `weight`, `bias`, `bn` (`mean`, `var`, `gamma`, `beta`, `eps`), as convBn
+ * @param opts `prepare` (default false), `groups` (default 1; only with prepare)
+ * @returns float32 weight (or ConvWeights) and bias on the weight's device
+ * @throws XnormError ERR_XNORM_ARGUMENT, ERR_XNORM_DTYPE, ERR_XNORM_SHAPE, ERR_XNORM_DEVICE
+ * @example
+ * const x = tensor(new Float32Array(2 * 16 * 8 * 8).map(Math.random), [2, 16, 8, 8]);
+ * const p = { weight: tensor(new Float32Array(32 * 16 * 3 * 3).map(() => Math.random() - 0.5), [32, 16, 3, 3]),
+ *   bn: { mean: zeros([32]), var: tensor(new Float32Array(32).fill(1), [32]) } };
+ * const { weight, bias } = foldConvBn(p, { prepare: true });
+ * const y = await conv2d(x, weight, bias, { padding: 1 }); // as convBn(x, p, { padding: 1 })
  */
 export function foldConvBn(p: ConvBnParams, opts?: { prepare?: false; groups?: number }): { weight: Tensor; bias: Tensor };
 export function foldConvBn(p: ConvBnParams, opts: { prepare: true; groups?: number }): { weight: ConvWeights; bias: Tensor };
@@ -432,6 +500,11 @@ const livePrepared = new WeakMap<ConvWeights, PreparedState | null>();
  * float32 copy packed for the GEMM kernels (and, made on the first call that needs it, the Winograd
  * form), used by both layouts; on a CUDA device the weight tensor itself (referenced, not copied: the
  * GPU kernels read it as it is). Immutable; calls may share one at once. Disposable.
+ * @example
+ * const w = tensor(new Float32Array(32 * 16 * 3 * 3).map(() => Math.random() - 0.5), [32, 16, 3, 3]);
+ * using prepared = await prepareConv(w);
+ * for (let i = 0; i < 3; i++) await conv2d(zeros([1, 16, 8, 8]), prepared, undefined, { padding: 1 });
+ * console.log(prepared.shape, prepared.bytes);
  */
 export class ConvWeights {
   /** [Cout, Cin/groups, kh, kw] */
@@ -505,9 +578,25 @@ const prepareConvOp = defineOp((weight: Tensor, opts?: { groups?: number }) => {
 /**
  * Conv weights [Cout, Cin/groups, kh, kw] prepared for many conv2d calls (see ConvWeights): packing
  * happens once here instead of on every call. `groups` must be the groups of the convs that use them.
+ * @param weight float [Cout, C/groups, kh, kw]
+ * @param opts `groups` (default 1)
+ * @throws XnormError ERR_XNORM_ARGUMENT, ERR_XNORM_DTYPE, ERR_XNORM_SHAPE (rank != 4, a size < 1, groups),
+ * ERR_XNORM_DISPOSED
+ * @example
+ * const w = tensor(new Float32Array(32 * 16 * 3 * 3).map(() => Math.random() - 0.5), [32, 16, 3, 3]);
+ * const prepared = await prepareConv(w);
+ * const y = await conv2d(zeros([1, 16, 8, 8]), prepared, undefined, { padding: 1 }); // as with w
  */
 export const prepareConv = prepareConvOp.async;
-/** prepareConv run on the calling thread. */
+/**
+ * prepareConv run on the calling thread.
+ * @param weight float [Cout, C/groups, kh, kw]
+ * @param opts `groups` (default 1)
+ * @example
+ * const dw = tensor(new Float32Array(16 * 1 * 3 * 3).fill(1 / 9), [16, 1, 3, 3]); // depthwise
+ * const prepared = prepareConvSync(dw, { groups: 16 });
+ * const y = conv2dSync(zeros([1, 16, 8, 8]), prepared, undefined, { padding: 1 });
+ */
 export const prepareConvSync = prepareConvOp.sync;
 
 const conv2dOp = defineOp((x: Tensor, weight: Tensor | ConvWeights, bias?: Tensor, opts?: ConvOpts) => {
@@ -530,9 +619,30 @@ const conv2dOp = defineOp((x: Tensor, weight: Tensor | ConvWeights, bias?: Tenso
 /**
  * 2-D convolution (+ bias, + optional ReLU in the GEMM epilogue). `weight` is a tensor
  * [Cout, Cin/groups, kh, kw] or ConvWeights from prepareConv (then no weight is packed per call).
+ * @param x float [N, C, H, W] (nchw) or [N, H, W, C] (nhwc)
+ * @param weight float [Cout, C/groups, kh, kw], or ConvWeights
+ * @param bias float [Cout]; default none
+ * @param opts `stride` (1), `padding` (0), `dilation` (1), `groups` (1, or the ConvWeights'),
+ * `activation` ('relu' or null), `layout` ('nchw'), `out`
+ * @throws XnormError ERR_XNORM_ARGUMENT, ERR_XNORM_SHAPE, ERR_XNORM_DISPOSED, ERR_XNORM_DEVICE,
+ * ERR_XNORM_CUDA_UNAVAILABLE
+ * @example
+ * const x = tensor(new Float32Array(2 * 16 * 8 * 8).map(Math.random), [2, 16, 8, 8]);
+ * const w = tensor(new Float32Array(32 * 16 * 3 * 3).map(() => Math.random() - 0.5), [32, 16, 3, 3]);
+ * const y = await conv2d(x, w, zeros([32]), { padding: 1, activation: 'relu' }); // [2, 32, 8, 8]
  */
 export const conv2d = conv2dOp.async;
-/** conv2d run on the calling thread. */
+/**
+ * conv2d run on the calling thread.
+ * @param x float [N, C, H, W] (nchw) or [N, H, W, C] (nhwc)
+ * @param weight float [Cout, C/groups, kh, kw], or ConvWeights
+ * @param bias float [Cout]; default none
+ * @param opts as conv2d: `stride`, `padding`, `dilation`, `groups`, `activation`, `layout`, `out`
+ * @example
+ * const x = tensor(new Float32Array(1 * 8 * 8 * 16).map(Math.random), [1, 8, 8, 16]); // NHWC
+ * const w = tensor(new Float32Array(32 * 16 * 3 * 3).map(() => Math.random() - 0.5), [32, 16, 3, 3]);
+ * const y = conv2dSync(x, w, undefined, { stride: 2, padding: 1, layout: 'nhwc' }); // [1, 4, 4, 32]
+ */
 export const conv2dSync = conv2dOp.sync;
 
 /** Options of conv2dBackward: the forward's geometry, and which gradients to compute. */
@@ -601,19 +711,51 @@ const conv2dBackwardOp = defineOp((x: Tensor | { shape: readonly number[] }, wei
  * Gradients of a plain conv2d (no bias, no activation: apply their backward to dy first): dx from dy
  * and the weight, dWeight (float32) from x and dy. Where only one is wanted (`needs`), the other's
  * input may be given as `{ shape }`. CPU only for now.
+ * @param x the forward's input, or `{ shape }` when needs.weight is false
+ * @param weight the forward's weight [Cout, C/groups, kh, kw], or `{ shape }` when needs.x is false
+ * @param dy the gradient of y (the forward's output shape, x's dtype)
+ * @param opts the forward's `stride`, `padding`, `dilation`, `groups`, `layout`; `needs` (`{ x, weight }`,
+ * each default true), `out` (`{ dx?, dWeight? }`)
+ * @returns `{ dx, dWeight }`, less the ones needs turns off
+ * @throws XnormError ERR_XNORM_ARGUMENT, ERR_XNORM_SHAPE, ERR_XNORM_DTYPE, ERR_XNORM_DEVICE (a CUDA tensor)
+ * @example
+ * const x = tensor(new Float32Array(2 * 16 * 8 * 8).map(Math.random), [2, 16, 8, 8]);
+ * const w = tensor(new Float32Array(32 * 16 * 3 * 3).map(() => Math.random() - 0.5), [32, 16, 3, 3]);
+ * const dy = zeros([2, 32, 8, 8]);
+ * const { dx, dWeight } = await conv2dBackward(x, w, dy, { padding: 1 });
  */
 export const conv2dBackward = conv2dBackwardOp.async;
-/** conv2dBackward run on the calling thread. */
+/**
+ * conv2dBackward run on the calling thread.
+ * @param x the forward's input, or `{ shape }` when needs.weight is false
+ * @param weight the forward's weight, or `{ shape }` when needs.x is false
+ * @param dy the gradient of y
+ * @param opts `stride`, `padding`, `dilation`, `groups`, `layout`, `needs`, `out`, as conv2dBackward
+ * @example
+ * const w = tensor(new Float32Array(32 * 16 * 3 * 3).map(() => Math.random() - 0.5), [32, 16, 3, 3]);
+ * const dy = zeros([2, 32, 8, 8]);
+ * const { dx } = conv2dBackwardSync({ shape: [2, 16, 8, 8] }, w, dy, { padding: 1, needs: { weight: false } });
+ */
 export const conv2dBackwardSync = conv2dBackwardOp.sync;
 
-/** This machine's float32 FMA throughput with all xnorm threads busy, in GFLOP/s (for benchmarks). */
+/**
+ * This machine's float32 FMA throughput with all xnorm threads busy, in GFLOP/s (for benchmarks).
+ * @param seconds how long to measure: a number in (0, 10], default 0.5
+ * @throws XnormError ERR_XNORM_ARGUMENT (rejects: seconds out of range)
+ * @example
+ * console.log(`${(await fmaPeak(0.2)).toFixed(0)} GFLOP/s with ${info().cpu.threads} threads`);
+ */
 export async function fmaPeak(seconds = 0.5): Promise<number> {
   if (typeof seconds !== 'number' || !(seconds > 0 && seconds <= 10))
     fail('ERR_XNORM_ARGUMENT', `fmaPeak: seconds: expected a number in (0, 10], received ${describe(seconds)}`);
   return (await native().fmaPeak({ seconds }, true)) as number;
 }
 
-/** The conv GEMM micro-tile and instruction set in use, e.g. '8x48 avx512'. */
+/**
+ * The conv GEMM micro-tile and instruction set in use, e.g. '8x48 avx512'.
+ * @example
+ * console.log(`conv kernels: ${convKernelInfo()}`);
+ */
 export function convKernelInfo(): string {
   return native().convInfo({}) as string;
 }

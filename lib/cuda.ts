@@ -164,6 +164,9 @@ export function cudaStatus(): Promise<CudaStatus> {
 /**
  * The blocking form of cudaStatus(): the first call in a process probes on this thread (a child process,
  * then the plugin's load: ~100 ms, seconds with some drivers). Making a CUDA tensor calls it.
+ * @example
+ * const device = cudaStatusSync().available ? 'cuda' : 'cpu';
+ * const x = zeros([1, 3, 32, 32], { device });
  */
 export function cudaStatusSync(): CudaStatus {
   const known = cudaStatusIfProbed();

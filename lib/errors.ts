@@ -10,7 +10,16 @@ export type XnormErrorCode =
   | 'ERR_XNORM_NATIVE_LOAD'
   | 'ERR_XNORM_CORRUPT_PLAN';
 
-/** Every failure xnorm reports, from TypeScript or from the native addon. */
+/**
+ * Every failure xnorm reports, from TypeScript or from the native addon. `code` is stable (see
+ * XnormErrorCode); the message names the argument, what was expected and what was received.
+ * @example
+ * try {
+ *   await moments(zeros([4]));
+ * } catch (e) {
+ *   if (e instanceof XnormError && e.code === 'ERR_XNORM_SHAPE') console.error(e.message);
+ * }
+ */
 export class XnormError extends Error {
   readonly code: XnormErrorCode;
   constructor(code: XnormErrorCode, message: string) {

@@ -53,7 +53,15 @@ export function info(): Info {
   };
 }
 
-/** Threads the kernels use from now on (default: the machine's hardware threads). */
+/**
+ * Threads the kernels use from now on (default: XNORM_NUM_THREADS, else the machine's hardware threads).
+ * Process-wide: the pool is shared by all worker threads.
+ * @param n an integer in [1, 256]
+ * @throws XnormError ERR_XNORM_ARGUMENT for any other n
+ * @example
+ * setNumThreads(4);
+ * console.log(info().cpu.threads); // 4
+ */
 export function setNumThreads(n: number): void {
   if (!Number.isInteger(n) || n < 1 || n > 256)
     fail('ERR_XNORM_ARGUMENT', `setNumThreads: expected an integer in [1, 256], received ${describe(n)}`);
@@ -67,6 +75,12 @@ export type { OutputPoolStats } from './native';
  * loop of requests touches memory that is already faulted in. idleBytes: kept for reuse; liveBytes:
  * held by tensors (until dispose() or the GC) and ops in flight; maxIdleBytes: the most kept idle
  * (default 256 MiB; lowering it frees the excess now). Process-wide, shared by worker threads.
+ * @param opts `maxIdleBytes` (an integer >= 0): the most bytes kept idle from now on; omit to only read
+ * @returns `{ idleBytes, liveBytes, maxIdleBytes }`
+ * @throws XnormError ERR_XNORM_ARGUMENT (unknown key, bad value)
+ * @example
+ * const { idleBytes, liveBytes } = outputPool();
+ * outputPool({ maxIdleBytes: 64 << 20 }); // keep at most 64 MiB idle
  */
 export function outputPool(opts?: { maxIdleBytes?: number }): OutputPoolStats {
   const o = options(opts, 'outputPool: opts', ['maxIdleBytes']);

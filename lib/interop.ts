@@ -111,7 +111,17 @@ function fromNdArray(x: NdArrayLike, opts: FromOptions): Tensor {
   return new Tensor(out, shape, dtype);
 }
 
-/** Wraps another library's tensor; shares its storage where layout and dtype allow, unless copy is set. */
+/**
+ * Wraps another library's tensor (onnxruntime, tfjs, ndarray, `{ data, shape }` or a Tensor) as a CPU
+ * Tensor; shares its storage where layout and dtype allow, unless copy is set.
+ * @param x the tensor-like source; its dtype comes from the source (a Uint16Array needs `dtype`)
+ * @param options_ `copy` (default false: share where possible), `dtype` (when the source cannot tell)
+ * @returns a CPU Tensor
+ * @throws XnormError ERR_XNORM_ARGUMENT (not tensor-like), ERR_XNORM_DTYPE, ERR_XNORM_SHAPE
+ * @example
+ * const x = from({ data: new Float32Array(2 * 3 * 8 * 8), shape: [2, 3, 8, 8] }); // shares the array
+ * const h = from({ data: new Uint16Array(4), shape: [4] }, { dtype: 'float16' });
+ */
 export function from(x: TensorLike, options_?: FromOptions): Tensor {
   const opts: FromOptions = options(options_, 'from: opts', ['copy', 'dtype']);
   if (opts.dtype !== undefined) checkDType(opts.dtype, 'from: opts.dtype');

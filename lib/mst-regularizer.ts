@@ -50,6 +50,7 @@ const NAME = 'mstRegularizer';
  * @param opts `plan` (its weights' shape must match latent's; its tree is used as is, its weights may
  * be stale), or `maxDepth` and `groups` for the tree built each call; `temperature` (finite, > 0)
  * @example
+ * const latent = tensor(new Float32Array(32 * 64 * 3 * 3).map(() => Math.random() - 0.5), [32, 64, 3, 3]);
  * const { plan } = mstRegularizer(latent); // fix the tree once, then each step:
  * const { grad } = mstRegularizer(latent, { plan }); // total grad = taskGrad + lambda * grad
  */

@@ -180,6 +180,10 @@ const DETACHED = "the tensor's memory was detached (its ArrayBuffer was transfer
 /**
  * An n-d array on the CPU or a CUDA device, made by tensor(), zeros() or from() and returned by every op.
  * CPU data is a typed array (owned by V8); dispose() releases device memory and pooled outputs early.
+ * @example
+ * using x = tensor([1, 2, 3, 4, 5, 6], [2, 3]);
+ * console.log(x.shape, x.dtype, x.device); // [2, 3] 'float32' 'cpu'
+ * const values: Float32Array = x.float32Sync();
  */
 export class Tensor {
   readonly shape: readonly number[];
@@ -306,7 +310,9 @@ export class Tensor {
    * tensor pads each pixel to whole 32-bit words, so its last dimension (C) must stay the same, or be a
    * multiple of 32 before and after (e.g. binaryConv2d's [N, H, W, C] as binaryLinear's [N, H·W·C]).
    * The view lives as long as the storage: after the source's dispose() a pooled view reads as disposed.
-   * @example const flat = t.reshape([t.shape[0], -1]);  // one -1 is inferred
+   * @example
+   * const t = zeros([2, 3, 4]);
+   * const flat = t.reshape([t.shape[0], -1]); // [2, 12]: one -1 is inferred
    */
   reshape(shape: readonly number[]): Tensor {
     if (this.#buffer) fail('ERR_XNORM_DEVICE', `reshape: CUDA tensors cannot be viewed yet; copy to the CPU first (toSync('cpu'))`);

@@ -8,6 +8,12 @@ import { ConvWeights, prepareConvSync } from '../convbn';
 import { XnormError } from '../errors';
 import { Tensor, newOutput } from '../tensor';
 
+/**
+ * The name `import 'xnorm/tfjs'` registers the backend under (priority 3: tfjs's default from then on).
+ * @example
+ * await tf.setBackend(BACKEND_NAME);
+ * console.log(tf.getBackend()); // 'xnorm'
+ */
 export const BACKEND_NAME = 'xnorm';
 
 /** Outputs from this size on come from xnorm's output pool (see XnormBackend.output). */
@@ -36,6 +42,15 @@ interface PooledOutput {
   escaped: boolean;
 }
 
+/**
+ * The 'xnorm' tfjs backend: tfjs's 'cpu' backend with xnorm's native kernels in place of the heavy ones
+ * (see nativeKernelNames). Registered by `import 'xnorm/tfjs'`; `preparedFilters` counts the conv
+ * filters it holds packed now.
+ * @example
+ * await tf.setBackend(BACKEND_NAME);
+ * const backend = tf.backend() as XnormBackend;
+ * console.log(backend.preparedFilters);
+ */
 export class XnormBackend extends MathBackendCPU {
   private filters = new Map<DataId, CachedFilter>();
   private pooled = new WeakMap<ArrayBufferLike, PooledOutput>();
@@ -158,6 +173,16 @@ export interface KernelStats {
 
 const stats: KernelStats = { native: {}, fallback: {} };
 
+/**
+ * Calls per kernel name since the last reset: `native` ran xnorm's kernel, `fallback` handed the call to
+ * the 'cpu' kernel (a case the native kernel does not take).
+ * @param reset set the counts to zero after reading them (default false)
+ * @returns a copy of the counts
+ * @example
+ * await tf.setBackend(BACKEND_NAME);
+ * tf.conv2d(tf.zeros([1, 8, 8, 3]) as tf.Tensor4D, tf.zeros([3, 3, 3, 16]) as tf.Tensor4D, 1, 'same');
+ * const { native, fallback } = kernelStats(true); // e.g. native: { Conv2D: 1 }
+ */
 export function kernelStats(reset = false): KernelStats {
   const copy = { native: { ...stats.native }, fallback: { ...stats.fallback } };
   if (reset) stats.native = {}, stats.fallback = {};

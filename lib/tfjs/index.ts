@@ -14,7 +14,11 @@ export type { KernelStats } from './backend';
 
 const natives = [...convKernels, ...matmulKernels, ...batchNormKernels, ...elementwiseKernels, ...poolKernels];
 
-/** The tfjs kernels xnorm runs natively on the 'xnorm' backend (the rest are the 'cpu' backend's). */
+/**
+ * The tfjs kernels xnorm runs natively on the 'xnorm' backend (the rest are the 'cpu' backend's).
+ * @example
+ * console.log(nativeKernelNames.includes('Conv2D')); // true
+ */
 export const nativeKernelNames: readonly string[] = Object.freeze(natives.map((k) => k.kernelName));
 
 // Priority 3: above 'wasm' (2) and 'cpu' (1), so importing it makes 'xnorm' tfjs's default backend.
