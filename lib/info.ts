@@ -11,7 +11,7 @@ export interface Info {
   version: string;
   /** The native addon file this process loaded. */
   addon: string;
-  cpu: { threads: number; isa: string[]; level: string; warning?: string };
+  cpu: { threads: number; isa: string[]; level: 'avx512' | 'avx2' | 'neon' | 'portable'; warning?: string };
   cuda: {
     /** Whether this process has probed CUDA yet: info() never probes (`await cudaStatus()` does). */
     probed: boolean;
@@ -44,7 +44,7 @@ export function info(): Info {
   return {
     version,
     addon: loadedAddonFile(),
-    cpu: { threads: n.threads, isa: n.isa, level: n.isaLevel, ...(n.isaWarning ? { warning: n.isaWarning } : {}) },
+    cpu: { threads: n.threads, isa: n.isa, level: n.isaLevel as Info['cpu']['level'], ...(n.isaWarning ? { warning: n.isaWarning } : {}) },
     cuda: cuda
       ? { probed: true, ...cuda, devices: cuda.devices.map((d) => ({ ...d })) }
       : { probed: false, available: false, reason: 'not probed yet: `await cudaStatus()` probes it (once per process)', devices: [] },
