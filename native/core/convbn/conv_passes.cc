@@ -1,6 +1,7 @@
 // The three convolution passes (forward, backward-data, backward-filter) on float32 NCHW, and the public
 // entry points that convert to and from the caller's dtype and layout around them.
 #include <algorithm>
+#include <cstdint>
 #include <vector>
 
 #include "../common/debug.h"
@@ -308,10 +309,21 @@ void forward_nhwc(const ConvShape& g, const float* x, const float* w, const floa
     });
     return;
   }
-  if (pre && pixels_as_rows(g)) {
+  if (pixels_as_rows(g)) {
     // Few pixels (deep layers at batch 1): C^T = patches^T W^T, whose M (pixels) wastes at most a few
-    // rows of a micro-tile where the usual N (pixels) would waste most of a 48-column one. Prepared
-    // weights only: raw ones would be packed as B, by a transposing gather slower than A's packing.
+    // rows of a micro-tile where the usual N (pixels) would waste most of a 48-column one. Raw weights
+    // (Tune: W * s) are packed as B straight from [cout, cin, kh, kw], in one parallel pass that reads
+    // each weight once (no channels-last copy of W, no second packing pass).
+    const float* wb = nullptr;
+    int64_t per_group = 0;
+    if (!pre) {
+      per_group = k.packed_b_floats(K, cout_g);
+      float* raw = workspace(kWeights, per_group * g.groups + 16);  // 64-byte aligned: aligned loads
+      float* dst = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(raw) + 63) & ~uintptr_t(63));
+      for (int64_t gr = 0; gr < g.groups; ++gr)
+        k.pack_weights_b(w + gr * cout_g * K, w_scale ? w_scale + gr * cout_g : nullptr, taps, K, cout_g, dst + gr * per_group);
+      wb = dst;
+    }
     float* cbuf = y_nchw ? workspace(kBatched, g.y_size()) : y;
     std::vector<GemmProblem> probs(size_t(g.groups));
     std::vector<FinishPixelRows> epis(size_t(g.groups));
@@ -320,7 +332,7 @@ void forward_nhwc(const ConvShape& g, const float* x, const float* w, const floa
       FinishPixelRows& e = epis[size_t(gr)];
       P.m = np; P.n = cout_g; P.k = K;
       P.a.kind = Operand::Im2colNhwc; P.a.p = x + gr * cin_g; P.a.win = win;
-      P.b.packed = pre->nhwc_b_panels(gr);
+      P.b.packed = pre ? pre->nhwc_b_panels(gr) : wb + gr * per_group;
       P.c = cbuf + gr * cout_g; P.ldc = g.cout;
       e.c = P.c; e.ldc = g.cout; e.cout = g.cout; e.co0 = gr * cout_g; e.pix = g.oh * g.ow;
       e.bias = bias ? bias + gr * cout_g : nullptr; e.relu = relu; e.nchw = y_nchw; e.y = y;

@@ -3,6 +3,9 @@
 #pragma once
 #include <algorithm>
 #include <memory>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "../common/thread_pool.h"
 #include "im2col_impl.h"
@@ -169,14 +172,80 @@ void pack_weights(const float* w, int64_t m, int64_t k, float* dst) {
 
 int64_t packed_b_floats(int64_t k, int64_t n) { return k * padded_cols(n); }
 
-void pack_weights_b(const float* w, int64_t k, int64_t n, float* dst) {
-  Operand B;
-  B.p = w, B.rs = 1, B.cs = k;
-  const int64_t slice = k_slice(k), slices = (k + slice - 1) / slice, panels = (n + Micro::NR - 1) / Micro::NR;
-  parallel_tasks(slices * panels, [&](int64_t t) {
-    const int64_t p0 = (t / panels) * slice, kc = std::min(slice, k - p0);
-    const int64_t j0 = (t % panels) * Micro::NR, nc = std::min<int64_t>(Micro::NR, n - j0);
-    pack_b(B, p0, kc, j0, nc, dst + p0 * padded_cols(n) + j0 * kc);
+#if defined(__AVX512F__)
+// r[c] = row c of a 16 x 16 block in, r[j] = its column j out.
+inline void transpose16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+    const __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+    r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  for (int i = 0; i < 2; ++i)
+    for (int m = 0; m < 4; ++m) {
+      t[8 * i + m] = _mm512_shuffle_f32x4(r[8 * i + m], r[8 * i + 4 + m], 0x88);
+      t[8 * i + 4 + m] = _mm512_shuffle_f32x4(r[8 * i + m], r[8 * i + 4 + m], 0xdd);
+    }
+  for (int m = 0; m < 8; ++m) {
+    r[m] = _mm512_shuffle_f32x4(t[m], t[8 + m], 0x88);
+    r[m + 8] = _mm512_shuffle_f32x4(t[m], t[8 + m], 0xdd);
+  }
+}
+#endif
+
+void pack_weights_b(const float* w, const float* scale, int64_t taps, int64_t k, int64_t n, float* dst) {
+  constexpr int NR = Micro::NR;
+  // Task: one NR-column panel (NR filters) x a span of their K, in w's own order (channel, tap): every
+  // filter's span is read contiguously, transposed, and each (channel, tap) row of the panel written
+  // whole (NR floats) at its place in the channels-last order (tap, channel) and in its K slice.
+  constexpr int64_t kSpan = 1024, kAhead = 96;
+  const int64_t cin = k / taps, slice = k_slice(k), pad_n = padded_cols(n), panels = (n + NR - 1) / NR;
+  const int64_t spans = (k + kSpan - 1) / kSpan;
+  parallel_tasks(panels * spans, [&](int64_t t) {
+    const int64_t q = t / spans, lo = (t % spans) * kSpan, hi = std::min(k, lo + kSpan);
+    const int64_t j0 = q * NR, cols = std::min<int64_t>(NR, n - j0);
+    const float* src = w + j0 * k;
+    const auto row_of = [&](int64_t j) {  // the panel row of w's column j (= ci * taps + tap)
+      const int64_t kk = (j % taps) * cin + j / taps, p0 = kk / slice * slice, kc = std::min(slice, k - p0);
+      return dst + p0 * pad_n + j0 * kc + (kk - p0) * NR;
+    };
+    int64_t j = lo;
+#if defined(__AVX512F__)
+    if (NR % 16 == 0) {
+      for (; j + 16 <= hi; j += 16) {
+        float* rows[16];
+        for (int l = 0; l < 16; ++l) rows[l] = row_of(j + l);
+        for (int g = 0; g < NR / 16; ++g) {
+          __m512 r[16];
+          for (int c = 0; c < 16; ++c) {
+            const int64_t co = g * 16 + c;
+            if (co >= cols) {
+              r[c] = _mm512_setzero_ps();
+            } else {
+              // w is read once per call, from memory: 48 short streams the hardware prefetcher misses.
+              __builtin_prefetch(src + co * k + j + kAhead);
+              const __m512 v = _mm512_loadu_ps(src + co * k + j);
+              r[c] = scale ? _mm512_mul_ps(v, _mm512_set1_ps(scale[j0 + co])) : v;
+            }
+          }
+          transpose16(r);
+          for (int l = 0; l < 16; ++l) _mm512_storeu_ps(rows[l] + 16 * g, r[l]);
+        }
+      }
+    }
+#endif
+    for (; j < hi; ++j) {
+      float* d = row_of(j);
+      for (int64_t c = 0; c < cols; ++c) d[c] = scale ? src[c * k + j] * scale[j0 + c] : src[c * k + j];
+      for (int64_t c = cols; c < NR; ++c) d[c] = 0;
+    }
   });
 }
 
