@@ -1,7 +1,6 @@
 // The three convolution passes (forward, backward-data, backward-filter) on float32 NCHW, and the public
 // entry points that convert to and from the caller's dtype and layout around them.
 #include <algorithm>
-#include <cstdint>
 #include <vector>
 
 #include "../common/debug.h"
@@ -312,18 +311,9 @@ void forward_nhwc(const ConvShape& g, const float* x, const float* w, const floa
   if (pixels_as_rows(g)) {
     // Few pixels (deep layers at batch 1): C^T = patches^T W^T, whose M (pixels) wastes at most a few
     // rows of a micro-tile where the usual N (pixels) would waste most of a 48-column one. Raw weights
-    // (Tune: W * s) are packed as B straight from [cout, cin, kh, kw], in one parallel pass that reads
-    // each weight once (no channels-last copy of W, no second packing pass).
-    const float* wb = nullptr;
-    int64_t per_group = 0;
-    if (!pre) {
-      per_group = k.packed_b_floats(K, cout_g);
-      float* raw = workspace(kWeights, per_group * g.groups + 16);  // 64-byte aligned: aligned loads
-      float* dst = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(raw) + 63) & ~uintptr_t(63));
-      for (int64_t gr = 0; gr < g.groups; ++gr)
-        k.pack_weights_b(w + gr * cout_g * K, w_scale ? w_scale + gr * cout_g : nullptr, taps, K, cout_g, dst + gr * per_group);
-      wb = dst;
-    }
+    // (Tune: W * s) are B as they are ([cout, cin, kh, kw], Operand::WeightsT): each task packs its
+    // panels a K slice at a time while they are in cache, reading each weight once (no channels-last
+    // copy of W, no packed copy through memory).
     float* cbuf = y_nchw ? workspace(kBatched, g.y_size()) : y;
     std::vector<GemmProblem> probs(size_t(g.groups));
     std::vector<FinishPixelRows> epis(size_t(g.groups));
@@ -332,7 +322,12 @@ void forward_nhwc(const ConvShape& g, const float* x, const float* w, const floa
       FinishPixelRows& e = epis[size_t(gr)];
       P.m = np; P.n = cout_g; P.k = K;
       P.a.kind = Operand::Im2colNhwc; P.a.p = x + gr * cin_g; P.a.win = win;
-      P.b.packed = pre ? pre->nhwc_b_panels(gr) : wb + gr * per_group;
+      if (pre) {
+        P.b.packed = pre->nhwc_b_panels(gr);
+      } else {
+        P.b.kind = Operand::WeightsT; P.b.p = w + gr * cout_g * K; P.b.cs = K; P.b.win = window_of(g);
+        P.b.col_scale = w_scale ? w_scale + gr * cout_g : nullptr;
+      }
       P.c = cbuf + gr * cout_g; P.ldc = g.cout;
       e.c = P.c; e.ldc = g.cout; e.cout = g.cout; e.co0 = gr * cout_g; e.pix = g.oh * g.ow;
       e.bias = bias ? bias + gr * cout_g : nullptr; e.relu = relu; e.nchw = y_nchw; e.y = y;
@@ -429,11 +424,13 @@ void forward(const ConvShape& g, DType dt, const void* x, const float* w, const 
 }  // namespace
 
 void weights_to_ohwi(const ConvShape& g, const float* w, float* dst) {
-  const int64_t taps = g.kh * g.kw, cin_g = g.cin_g();
-  parallel_for(g.cout, chunk_for(g.patch()), [&](int64_t b, int64_t e) {
+  const int64_t taps = g.kh * g.kw, cin_g = g.cin_g(), K = g.patch();
+  parallel_for(g.cout, chunk_for(K), [&](int64_t b, int64_t e) {
     for (int64_t co = b; co < e; ++co)  // written in order; one filter's reads stay in L1
-      for (int64_t t = 0; t < taps; ++t)
-        for (int64_t ci = 0; ci < cin_g; ++ci) dst[(co * taps + t) * cin_g + ci] = w[(co * cin_g + ci) * taps + t];
+      for (int64_t c0 = 0; c0 < cin_g; c0 += kNhwcBlock)
+        for (int64_t t = 0; t < taps; ++t)
+          for (int64_t ci = c0; ci < std::min(cin_g, c0 + kNhwcBlock); ++ci)
+            dst[co * K + nhwc_row(t, ci, cin_g, taps)] = w[(co * cin_g + ci) * taps + t];
   });
 }
 
