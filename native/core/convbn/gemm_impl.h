@@ -344,11 +344,12 @@ void gemm(const GemmProblem* problems, int64_t count) {
       if (live(problems[i])) t += ((problems[i].m + Micro::MC - 1) / Micro::MC) * ((problems[i].n + tn - 1) / tn);
     return t;
   };
-  // B as conv weights packed per call (Tune with few pixels as M): the M side is one block (B packed
-  // once, by the task that uses it, while in cache), and N is split down to single panels instead.
+  // B as conv weights, packed per call (Tune with few pixels as M) or prepared: the M side is one block
+  // (B packed once, by the task that uses it, while in cache; prepared panels read from memory once),
+  // and N is split down to single panels instead.
   bool weights_b = false;
   for (int64_t i = 0; i < count; ++i)
-    if (live(problems[i]) && problems[i].b.kind == Operand::WeightsT && !problems[i].b.packed && problems[i].m <= Micro::MC)
+    if (live(problems[i]) && (problems[i].b.kind == Operand::WeightsT || problems[i].b.packed) && problems[i].m <= Micro::MC)
       weights_b = true;
   const int64_t min_tile = weights_b ? Micro::NR : 4 * Micro::NR;
   while (tile_n > Micro::NR && tile_n >= min_tile && tasks_with(tile_n) < kMinTasks)
