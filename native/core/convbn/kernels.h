@@ -26,6 +26,10 @@ constexpr int64_t kNhwcBlock = 32;
 // Row k of a channels-last K order over c channels and taps taps: its tap and channel, and how many
 // rows from k on are the following channels of that tap (contiguous in x).
 inline void nhwc_k(int64_t k, int64_t c, int64_t taps, int64_t& tap, int64_t& ci, int64_t& run) {
+  if (taps == 1) {  // one tap: the blocks follow each other, one run to the last channel
+    tap = 0, ci = k, run = c - k;
+    return;
+  }
   const int64_t c0 = k / (taps * kNhwcBlock) * kNhwcBlock, width = c - c0 < kNhwcBlock ? c - c0 : kNhwcBlock;
   const int64_t r = k - c0 * taps, cl = r % width;
   tap = r / width;
