@@ -271,14 +271,31 @@ struct FinishPixelRows final : Epilogue {
   bool relu = false, nchw = false;
   float* y = nullptr;
   void operator()(int64_t i0, int64_t rows, int64_t j0, int64_t cols) const override {
+    if (nchw) {
+      // Channel by channel: each writes its run of the block's pixels (one image's at a time), not one
+      // float per channel plane and pixel.
+      for (int64_t r0 = i0; r0 < i0 + rows;) {
+        const int64_t img = r0 / pix, p0 = r0 % pix, run = std::min(i0 + rows - r0, pix - p0);
+        for (int64_t j = j0; j < j0 + cols; ++j) {
+          const float b = bias ? bias[j] : 0.f;
+          float* dst = y + (img * cout + co0 + j) * pix + p0;
+          for (int64_t r = 0; r < run; ++r) {
+            const float u = c[(r0 + r) * ldc + j];
+            float v = bias ? u + b : u;
+            if (relu) v = v > 0.f ? v : 0.f;
+            dst[r] = v;
+          }
+        }
+        r0 += run;
+      }
+      return;
+    }
     for (int64_t r = i0; r < i0 + rows; ++r) {
       float* row = c + r * ldc;
-      const int64_t img = r / pix, p = r % pix;
       for (int64_t j = j0; j < j0 + cols; ++j) {
         float v = bias ? row[j] + bias[j] : row[j];
         if (relu) v = v > 0.f ? v : 0.f;
-        if (nchw) y[(img * cout + co0 + j) * pix + p] = v;
-        else row[j] = v;
+        row[j] = v;
       }
     }
   }
