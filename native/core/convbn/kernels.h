@@ -117,10 +117,11 @@ struct Kernels {
   // for winograd_forward (winograd_floats(cout, c) floats).
   void (*pack_weights)(const float* w, int64_t m, int64_t k, float* dst);
   int64_t (*packed_floats)(int64_t m, int64_t k);
-  // The same as a B operand in the channels-last K order: B [k, n] with element (tap * cin + ci, j) =
-  // w[(j * cin + ci) * taps + tap] * scale[j] (w as given, [n, cin, kh, kw] with taps = kh * kw; scale
+  // The same as a B operand in the channels-last K order: B [k, n] with element (nhwc_row(tap, ci), j)
+  // = w[(j * cin + ci) * taps + tap] * scale[j] (w as given, [n, cin, kh, kw] with taps = kh * kw; scale
   // null: 1), in the panels gemm reads (K slice p0, columns from j0 at p0 * padded n + j0 * kc);
-  // packed_b_floats(k, n). One parallel pass that reads w once: Tune packs W * s with it on every call.
+  // packed_b_floats(k, n). One parallel pass that reads w once (prepared weights; Tune packs W * s per
+  // task instead, as Operand::WeightsT).
   void (*pack_weights_b)(const float* w, const float* scale, int64_t taps, int64_t k, int64_t n, float* dst);
   int64_t (*packed_b_floats)(int64_t k, int64_t n);
   void (*winograd_weights)(const float* wt, int64_t cout, int64_t c, float* u);
