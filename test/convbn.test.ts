@@ -318,6 +318,44 @@ describe('convBn modes', () => {
     });
   }
 
+  // Deep layers on small maps (few pixels): Tune packs W * s per call straight from the weights, a K slice
+  // at a time in channel blocks of 32 (partial blocks, slices across blocks, several 48-wide panels and a
+  // partial one, groups); Deploy reads prepared panels of the folded weights in the same order.
+  it('few pixels, many channels: tune = deploy = prepared conv2d bit for bit, both layouts, 1 or 2 threads, sync or async', async () => {
+    const cases: ConvCase[] = [
+      { n: 1, c: 72, h: 7, w: 7, cout: 100, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 },
+      { n: 1, c: 136, h: 4, w: 5, cout: 98, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 2 },
+      { n: 2, c: 200, h: 4, w: 4, cout: 130, k: [1, 1], s: [1, 1], p: [0, 0], d: [1, 1], g: 1 },
+      { n: 1, c: 45, h: 6, w: 6, cout: 50, k: [2, 3], s: [2, 1], p: [1, 0], d: [1, 2], g: 1 },
+    ];
+    for (const [k, t] of cases.entries()) {
+      const p = params(t, 700 + k);
+      const xv = randomArray(sizes(t).x, 800 + k);
+      const s = sizes(t);
+      const bnv = {
+        mean: p.bn.mean.dataSync() as Float32Array, var: p.bn.var.dataSync() as Float32Array,
+        gamma: p.bn.gamma.dataSync() as Float32Array, beta: p.bn.beta.dataSync() as Float32Array, eps: p.bn.eps,
+      };
+      const ref = convBn64(t, xv, p.weight.dataSync(), p.bias.dataSync(), bnv, true);
+      const { weight: cw, bias } = foldConvBn(p, { prepare: true, groups: t.g });
+      for (const layout of ['nchw', 'nhwc'] as const) {
+        const x = layout === 'nchw' ? tensor(xv, [t.n, t.c, t.h, t.w]) : tensor(toNhwc(xv, t.n, t.c, t.h, t.w), [t.n, t.h, t.w, t.c]);
+        const o = { ...opts(t), activation: 'relu' as const, layout };
+        const nchw = (y: Tensor) => (layout === 'nchw' ? (y.dataSync() as Float32Array) : toNchw(y.dataSync(), t.n, t.cout, s.oh, s.ow));
+        const ys: Float32Array[] = [];
+        for (const threads of [1, 2]) {
+          setNumThreads(threads);
+          ys.push(nchw(convBnSync(x, p, o).y), nchw((await convBn(x, p, o)).y), nchw((await convBn(x, p, { ...o, mode: 'deploy' })).y),
+            nchw(conv2dSync(x, cw, bias, o)));
+        }
+        setNumThreads(info().cpu.threads);
+        expectNear(ys[0], ref, 1e-5, `tune ${layout} ${JSON.stringify(t)}`);
+        for (const [i, y] of ys.entries()) expect(y, `${layout} case ${k} variant ${i}`).toEqual(ys[0]);
+      }
+      cw.dispose();
+    }
+  });
+
   it('float16 and bfloat16 activations run in float32 inside: Tune equals Tune on the decoded values', async () => {
     const t = AWKWARD[3];
     const p = params(t, 11);

@@ -271,14 +271,31 @@ struct FinishPixelRows final : Epilogue {
   bool relu = false, nchw = false;
   float* y = nullptr;
   void operator()(int64_t i0, int64_t rows, int64_t j0, int64_t cols) const override {
+    if (nchw) {
+      // Channel by channel: each writes its run of the block's pixels (one image's at a time), not one
+      // float per channel plane and pixel.
+      for (int64_t r0 = i0; r0 < i0 + rows;) {
+        const int64_t img = r0 / pix, p0 = r0 % pix, run = std::min(i0 + rows - r0, pix - p0);
+        for (int64_t j = j0; j < j0 + cols; ++j) {
+          const float b = bias ? bias[j] : 0.f;
+          float* dst = y + (img * cout + co0 + j) * pix + p0;
+          for (int64_t r = 0; r < run; ++r) {
+            const float u = c[(r0 + r) * ldc + j];
+            float v = bias ? u + b : u;
+            if (relu) v = v > 0.f ? v : 0.f;
+            dst[r] = v;
+          }
+        }
+        r0 += run;
+      }
+      return;
+    }
     for (int64_t r = i0; r < i0 + rows; ++r) {
       float* row = c + r * ldc;
-      const int64_t img = r / pix, p = r % pix;
       for (int64_t j = j0; j < j0 + cols; ++j) {
         float v = bias ? row[j] + bias[j] : row[j];
         if (relu) v = v > 0.f ? v : 0.f;
-        if (nchw) y[(img * cout + co0 + j) * pix + p] = v;
-        else row[j] = v;
+        row[j] = v;
       }
     }
   }
@@ -308,10 +325,12 @@ void forward_nhwc(const ConvShape& g, const float* x, const float* w, const floa
     });
     return;
   }
-  if (pre && pixels_as_rows(g)) {
+  if (pixels_as_rows(g)) {
     // Few pixels (deep layers at batch 1): C^T = patches^T W^T, whose M (pixels) wastes at most a few
-    // rows of a micro-tile where the usual N (pixels) would waste most of a 48-column one. Prepared
-    // weights only: raw ones would be packed as B, by a transposing gather slower than A's packing.
+    // rows of a micro-tile where the usual N (pixels) would waste most of a 48-column one. Raw weights
+    // (Tune: W * s) are B as they are ([cout, cin, kh, kw], Operand::WeightsT): each task packs its
+    // panels a K slice at a time while they are in cache, reading each weight once (no channels-last
+    // copy of W, no packed copy through memory).
     float* cbuf = y_nchw ? workspace(kBatched, g.y_size()) : y;
     std::vector<GemmProblem> probs(size_t(g.groups));
     std::vector<FinishPixelRows> epis(size_t(g.groups));
@@ -320,7 +339,12 @@ void forward_nhwc(const ConvShape& g, const float* x, const float* w, const floa
       FinishPixelRows& e = epis[size_t(gr)];
       P.m = np; P.n = cout_g; P.k = K;
       P.a.kind = Operand::Im2colNhwc; P.a.p = x + gr * cin_g; P.a.win = win;
-      P.b.packed = pre->nhwc_b_panels(gr);
+      if (pre) {
+        P.b.packed = pre->nhwc_b_panels(gr);
+      } else {
+        P.b.kind = Operand::WeightsT; P.b.p = w + gr * cout_g * K; P.b.cs = K; P.b.win = window_of(g);
+        P.b.col_scale = w_scale ? w_scale + gr * cout_g : nullptr;
+      }
       P.c = cbuf + gr * cout_g; P.ldc = g.cout;
       e.c = P.c; e.ldc = g.cout; e.cout = g.cout; e.co0 = gr * cout_g; e.pix = g.oh * g.ow;
       e.bias = bias ? bias + gr * cout_g : nullptr; e.relu = relu; e.nchw = y_nchw; e.y = y;
@@ -417,11 +441,13 @@ void forward(const ConvShape& g, DType dt, const void* x, const float* w, const 
 }  // namespace
 
 void weights_to_ohwi(const ConvShape& g, const float* w, float* dst) {
-  const int64_t taps = g.kh * g.kw, cin_g = g.cin_g();
-  parallel_for(g.cout, chunk_for(g.patch()), [&](int64_t b, int64_t e) {
+  const int64_t taps = g.kh * g.kw, cin_g = g.cin_g(), K = g.patch();
+  parallel_for(g.cout, chunk_for(K), [&](int64_t b, int64_t e) {
     for (int64_t co = b; co < e; ++co)  // written in order; one filter's reads stay in L1
-      for (int64_t t = 0; t < taps; ++t)
-        for (int64_t ci = 0; ci < cin_g; ++ci) dst[(co * taps + t) * cin_g + ci] = w[(co * cin_g + ci) * taps + t];
+      for (int64_t c0 = 0; c0 < cin_g; c0 += kNhwcBlock)
+        for (int64_t t = 0; t < taps; ++t)
+          for (int64_t ci = c0; ci < std::min(cin_g, c0 + kNhwcBlock); ++ci)
+            dst[co * K + nhwc_row(t, ci, cin_g, taps)] = w[(co * cin_g + ci) * taps + t];
   });
 }
 

@@ -36,8 +36,8 @@ bool nhwc_native(const ConvShape& g);
 bool nchw_via_nhwc(const ConvShape& g);
 bool nhwc_depthwise(const ConvShape& g);
 
-// w [cout, cin_g, kh, kw] with each filter's taps reordered to (ky, kx, ci), the K order of the
-// channels-last GEMM (Operand::Im2colNhwc).
+// w [cout, cin_g, kh, kw] with each filter reordered to the K order of the channels-last GEMM
+// (kNhwcBlock: channel blocks, each (ky, kx, ci); Operand::Im2colNhwc).
 void weights_to_ohwi(const ConvShape& g, const float* w, float* dst);
 // The channels-last GEMM with pixels as its M (few pixels: deep layers at small batch; prepared weights).
 bool pixels_as_rows(const ConvShape& g);

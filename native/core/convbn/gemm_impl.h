@@ -3,6 +3,9 @@
 #pragma once
 #include <algorithm>
 #include <memory>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "../common/thread_pool.h"
 #include "im2col_impl.h"
@@ -61,6 +64,91 @@ void pack_a(const Operand& A, int64_t i0, int64_t mc, int64_t p0, int64_t kc, fl
   }
 }
 
+#if defined(__AVX512F__)
+// r[c] = row c of a 16 x 16 block in, r[j] = its column j out.
+inline void transpose16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+    const __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+    r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  for (int i = 0; i < 2; ++i)
+    for (int m = 0; m < 4; ++m) {
+      t[8 * i + m] = _mm512_shuffle_f32x4(r[8 * i + m], r[8 * i + 4 + m], 0x88);
+      t[8 * i + 4 + m] = _mm512_shuffle_f32x4(r[8 * i + m], r[8 * i + 4 + m], 0xdd);
+    }
+  for (int m = 0; m < 8; ++m) {
+    r[m] = _mm512_shuffle_f32x4(t[m], t[8 + m], 0x88);
+    r[m + 8] = _mm512_shuffle_f32x4(t[m], t[8 + m], 0xdd);
+  }
+}
+#endif
+
+// The WeightsT operand's rows [p0, p0+kc) (channels-last K order) x columns [j0, j0+nc) into NR-column
+// panels, with its column scales. The slice covers whole or partial channel blocks; a block's weights are
+// one contiguous run of each filter ([c0, c0 + width) x taps floats), read once, transposed (AVX-512:
+// 16 x 16 in registers) and written as panel rows, NR floats each.
+void pack_weights_slice(const Operand& B, int64_t p0, int64_t kc, int64_t j0, int64_t nc, float* dst) {
+  constexpr int NR = Micro::NR;
+  const int64_t taps = B.win.kh * B.win.kw, cin = B.win.c, span = taps * kNhwcBlock;
+  const int64_t panels = (nc + NR - 1) / NR;
+  for (int64_t q = 0; q < panels; ++q) {
+    const int64_t cols = std::min<int64_t>(NR, nc - q * NR), col0 = j0 + q * NR;
+    const float* src = B.p + col0 * B.cs;
+    const float* sc = B.col_scale ? B.col_scale + col0 : nullptr;
+    float* d = dst + q * kc * NR;
+    for (int64_t c0 = p0 / span * kNhwcBlock; c0 < cin && c0 * taps < p0 + kc; c0 += kNhwcBlock) {
+      const int64_t width = std::min(kNhwcBlock, cin - c0), jlo = c0 * taps, jhi = (c0 + width) * taps;
+      // w column j = ci * taps + tap is K row c0 * taps + tap * width + (ci - c0): its panel row, or -1
+      // when outside the slice (a partial block at either end of it).
+      const auto row_of = [&](int64_t j) -> int64_t {
+        const int64_t kk = jlo + (j % taps) * width + (j / taps - c0);
+        return kk >= p0 && kk < p0 + kc ? kk - p0 : -1;
+      };
+      int64_t j = jlo;
+#if defined(__AVX512F__)
+      if (NR % 16 == 0) {
+        for (; j + 16 <= jhi; j += 16) {
+          int64_t rows[16];
+          for (int l = 0; l < 16; ++l) rows[l] = row_of(j + l);
+          for (int g = 0; g < NR / 16; ++g) {
+            __m512 r[16];
+            for (int c = 0; c < 16; ++c) {
+              const int64_t co = g * 16 + c;
+              if (co >= cols) {
+                r[c] = _mm512_setzero_ps();
+              } else {
+                __builtin_prefetch(src + co * B.cs + j + 96);  // the filters' runs, ahead of use
+                const __m512 v = _mm512_loadu_ps(src + co * B.cs + j);
+                r[c] = sc ? _mm512_mul_ps(v, _mm512_set1_ps(sc[co])) : v;
+              }
+            }
+            transpose16(r);
+            for (int l = 0; l < 16; ++l)
+              if (rows[l] >= 0) _mm512_storeu_ps(d + rows[l] * NR + 16 * g, r[l]);
+          }
+        }
+      }
+#endif
+      for (; j < jhi; ++j) {
+        const int64_t row = row_of(j);
+        if (row < 0) continue;
+        float* dr = d + row * NR;
+        for (int64_t c = 0; c < cols; ++c) dr[c] = sc ? src[c * B.cs + j] * sc[c] : src[c * B.cs + j];
+        for (int64_t c = cols; c < NR; ++c) dr[c] = 0;
+      }
+    }
+  }
+}
+
 // B rows [p0, p0+kc) x cols [j0, j0+nc) into NR-column panels: panel[k * NR + c], zero-padded columns.
 // Operands read along k (transposed, Im2colT or Im2colNhwc) gather one panel's columns into L1-resident scratch
 // first, so the panel itself is written row by row rather than with a stride through L2.
@@ -69,6 +157,10 @@ void pack_b(const Operand& B, int64_t p0, int64_t kc, int64_t j0, int64_t nc, fl
   constexpr int64_t kTmp = Micro::NC > NR * Micro::KC ? Micro::NC : NR * Micro::KC;
   alignas(64) float tmp[kTmp];
   const int64_t panels = (nc + NR - 1) / NR;
+  if (B.kind == Operand::WeightsT) {
+    pack_weights_slice(B, p0, kc, j0, nc, dst);
+    return;
+  }
   if (B.kind == Operand::Im2col || (B.kind == Operand::Strided && B.cs == 1)) {
     for (int64_t k = 0; k < kc; ++k) {
       const float* src = tmp;
@@ -169,14 +261,52 @@ void pack_weights(const float* w, int64_t m, int64_t k, float* dst) {
 
 int64_t packed_b_floats(int64_t k, int64_t n) { return k * padded_cols(n); }
 
-void pack_weights_b(const float* w, int64_t k, int64_t n, float* dst) {
-  Operand B;
-  B.p = w, B.rs = 1, B.cs = k;
-  const int64_t slice = k_slice(k), slices = (k + slice - 1) / slice, panels = (n + Micro::NR - 1) / Micro::NR;
-  parallel_tasks(slices * panels, [&](int64_t t) {
-    const int64_t p0 = (t / panels) * slice, kc = std::min(slice, k - p0);
-    const int64_t j0 = (t % panels) * Micro::NR, nc = std::min<int64_t>(Micro::NR, n - j0);
-    pack_b(B, p0, kc, j0, nc, dst + p0 * padded_cols(n) + j0 * kc);
+
+void pack_weights_b(const float* w, const float* scale, int64_t taps, int64_t k, int64_t n, float* dst) {
+  constexpr int NR = Micro::NR;
+  // Task: one NR-column panel (NR filters) x a span of their K, in w's own order (channel, tap): every
+  // filter's span is read contiguously, transposed, and each (channel, tap) row of the panel written
+  // whole (NR floats) at its place in the channels-last K order (nhwc_row) and in its K slice.
+  constexpr int64_t kSpan = 1024;
+  const int64_t cin = k / taps, slice = k_slice(k), pad_n = padded_cols(n), panels = (n + NR - 1) / NR;
+  const int64_t spans = (k + kSpan - 1) / kSpan;
+  parallel_tasks(panels * spans, [&](int64_t t) {
+    const int64_t q = t / spans, lo = (t % spans) * kSpan, hi = std::min(k, lo + kSpan);
+    const int64_t j0 = q * NR, cols = std::min<int64_t>(NR, n - j0);
+    const float* src = w + j0 * k;
+    const auto row_of = [&](int64_t j) {  // the panel row of w's column j (= ci * taps + tap)
+      const int64_t kk = nhwc_row(j % taps, j / taps, cin, taps), p0 = kk / slice * slice, kc = std::min(slice, k - p0);
+      return dst + p0 * pad_n + j0 * kc + (kk - p0) * NR;
+    };
+    int64_t j = lo;
+#if defined(__AVX512F__)
+    if (NR % 16 == 0) {
+      for (; j + 16 <= hi; j += 16) {
+        float* rows[16];
+        for (int l = 0; l < 16; ++l) rows[l] = row_of(j + l);
+        for (int g = 0; g < NR / 16; ++g) {
+          __m512 r[16];
+          for (int c = 0; c < 16; ++c) {
+            const int64_t co = g * 16 + c;
+            if (co >= cols) {
+              r[c] = _mm512_setzero_ps();
+            } else {
+              __builtin_prefetch(src + co * k + j + 96);  // NR streams: ahead of the prefetcher
+              const __m512 v = _mm512_loadu_ps(src + co * k + j);
+              r[c] = scale ? _mm512_mul_ps(v, _mm512_set1_ps(scale[j0 + co])) : v;
+            }
+          }
+          transpose16(r);
+          for (int l = 0; l < 16; ++l) _mm512_storeu_ps(rows[l] + 16 * g, r[l]);
+        }
+      }
+    }
+#endif
+    for (; j < hi; ++j) {
+      float* d = row_of(j);
+      for (int64_t c = 0; c < cols; ++c) d[c] = scale ? src[c * k + j] * scale[j0 + c] : src[c * k + j];
+      for (int64_t c = cols; c < NR; ++c) d[c] = 0;
+    }
   });
 }
 
@@ -214,13 +344,22 @@ void gemm(const GemmProblem* problems, int64_t count) {
       if (live(problems[i])) t += ((problems[i].m + Micro::MC - 1) / Micro::MC) * ((problems[i].n + tn - 1) / tn);
     return t;
   };
-  while (tile_n >= 4 * Micro::NR && tasks_with(tile_n) < kMinTasks) tile_n = padded_cols(tile_n / 2);
+  // B as conv weights, packed per call (Tune with few pixels as M) or prepared: the M side is one block
+  // (B packed once, by the task that uses it, while in cache; prepared panels read from memory once),
+  // and N is split down to single panels instead.
+  bool weights_b = false;
+  for (int64_t i = 0; i < count; ++i)
+    if (live(problems[i]) && (problems[i].b.kind == Operand::WeightsT || problems[i].b.packed) && problems[i].m <= Micro::MC)
+      weights_b = true;
+  const int64_t min_tile = weights_b ? Micro::NR : 4 * Micro::NR;
+  while (tile_n > Micro::NR && tile_n >= min_tile && tasks_with(tile_n) < kMinTasks)
+    tile_n = std::max<int64_t>(Micro::NR, padded_cols(tile_n / 2));
   // M block height: MC, or (still too few tasks: one N tile of a deep layer at batch 1) a little less,
   // so that each problem's blocks come in a multiple of the thread count: 512 rows on 2 threads are
   // 4 x 128, not 144 + 144 + 144 + 80 (288 rows for one thread, 224 for the other). Blocking never
   // changes the order of any sum, so results do not depend on it.
   int64_t mc = Micro::MC;
-  if (tasks_with(tile_n) < kMinTasks) {
+  if (tasks_with(tile_n) < kMinTasks && !weights_b) {
     int64_t m = 0;
     for (int64_t i = 0; i < count; ++i) m = std::max(m, problems[i].m);
     const int64_t threads = num_threads(), blocks = (m + Micro::MC - 1) / Micro::MC;

@@ -52,8 +52,10 @@ void patch_row(const Window& g, const float* x, int64_t k, int64_t p, int64_t co
 void patch_col_nhwc(const Window& g, const float* x, int64_t p, int64_t k0, int64_t count, float* out) {
   const int64_t opix = g.oh * g.ow, img = p / opix, oy = (p % opix) / g.ow, ox = p % g.ow;
   for (int64_t k = k0; k < k0 + count;) {
-    const int64_t tap = k / g.c, ci = k % g.c, ky = tap / g.kw, kx = tap % g.kw;
-    const int64_t run = std::min(g.c - ci, k0 + count - k);
+    int64_t tap, ci, run;
+    nhwc_k(k, g.c, g.kh * g.kw, tap, ci, run);
+    const int64_t ky = tap / g.kw, kx = tap % g.kw;
+    run = std::min(run, k0 + count - k);
     const int64_t iy = oy * g.sh - g.ph + ky * g.dh, ix = ox * g.sw - g.pw + kx * g.dw;
     float* d = out + (k - k0);
     if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) {

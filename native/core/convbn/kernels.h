@@ -16,18 +16,47 @@ struct Window {
   int64_t pixel_stride = 0;
 };
 
+// The K order of the channels-last GEMM (Im2colNhwc, WeightsT, prepared channels-last weights): the
+// channels in blocks of kNhwcBlock (the last one may be narrower), each block tap-major, k = (block, ky,
+// kx, channel in block). A block's patch entries are runs of up to kNhwcBlock contiguous channels of x,
+// and its weights one contiguous run of each [cin, kh, kw] filter, so that the weights can be packed a
+// K slice at a time straight from w (Tune: W * s on every call) with each weight read once.
+constexpr int64_t kNhwcBlock = 32;
+
+// Row k of a channels-last K order over c channels and taps taps: its tap and channel, and how many
+// rows from k on are the following channels of that tap (contiguous in x).
+inline void nhwc_k(int64_t k, int64_t c, int64_t taps, int64_t& tap, int64_t& ci, int64_t& run) {
+  if (taps == 1) {  // one tap: the blocks follow each other, one run to the last channel
+    tap = 0, ci = k, run = c - k;
+    return;
+  }
+  const int64_t c0 = k / (taps * kNhwcBlock) * kNhwcBlock, width = c - c0 < kNhwcBlock ? c - c0 : kNhwcBlock;
+  const int64_t r = k - c0 * taps, cl = r % width;
+  tap = r / width;
+  ci = c0 + cl;
+  run = width - cl;
+}
+
+// The inverse: the row of (tap, ci).
+inline int64_t nhwc_row(int64_t tap, int64_t ci, int64_t c, int64_t taps) {
+  const int64_t c0 = ci / kNhwcBlock * kNhwcBlock, width = c - c0 < kNhwcBlock ? c - c0 : kNhwcBlock;
+  return c0 * taps + tap * width + (ci - c0);
+}
+
 // A GEMM operand. Strided: element (r, k) at p[r * rs + k * cs]. The im2col kinds read the patch matrix
 // of one image without materialising it: Im2col is [c*kh*kw, oh*ow] (row = (channel, ky, kx), column =
 // output pixel), Im2colT is its transpose. x points at channel 0 of the image/group, planes h*w apart.
-// Im2colNhwc is the patch matrix of a channels-last x, [kh*kw*c, pixels] with row = (ky, kx, channel),
-// so that each pixel's column is runs of contiguous channels; as A it is read transposed, [pixels,
-// kh*kw*c] (row scales do not apply).
+// Im2colNhwc is the patch matrix of a channels-last x, [kh*kw*c, pixels] with rows in the channels-last
+// K order (kNhwcBlock), so that each pixel's column is runs of contiguous channels; as A it is read
+// transposed, [pixels, kh*kw*c] (row scales do not apply). WeightsT (B only) is conv weights
+// [n, c, kh, kw] (filters cs apart, c and kh, kw from win) read as [kh*kw*c, n] in that K order, column j
+// multiplied by col_scale[j] when given.
 struct Operand {
-  enum Kind { Strided, Im2col, Im2colT, Im2colNhwc } kind = Strided;
+  enum Kind { Strided, Im2col, Im2colT, Im2colNhwc, WeightsT } kind = Strided;
   const float* p = nullptr;
   int64_t rs = 0, cs = 0;
   Window win;
-  // A only: element (r, k) is multiplied by row_scale[r] or col_scale[k] while packing. Tune mode folds
+  // A: element (r, k) is multiplied by row_scale[r] or col_scale[k] while packing (B: WeightsT only). Tune mode folds
   // its per-channel BN scale into the weights this way, without a folded copy of the weights.
   const float* row_scale = nullptr;
   const float* col_scale = nullptr;
@@ -88,9 +117,12 @@ struct Kernels {
   // for winograd_forward (winograd_floats(cout, c) floats).
   void (*pack_weights)(const float* w, int64_t m, int64_t k, float* dst);
   int64_t (*packed_floats)(int64_t m, int64_t k);
-  // The same as a B operand: B [k, n] with element (k, j) = w[j * k + k] (w row-major [n, k]), in the
-  // panels gemm reads (K slice p0, columns from j0 at p0 * padded n + j0 * kc); packed_b_floats(k, n).
-  void (*pack_weights_b)(const float* w, int64_t k, int64_t n, float* dst);
+  // The same as a B operand in the channels-last K order: B [k, n] with element (nhwc_row(tap, ci), j)
+  // = w[(j * cin + ci) * taps + tap] * scale[j] (w as given, [n, cin, kh, kw] with taps = kh * kw; scale
+  // null: 1), in the panels gemm reads (K slice p0, columns from j0 at p0 * padded n + j0 * kc);
+  // packed_b_floats(k, n). One parallel pass that reads w once (prepared weights; Tune packs W * s per
+  // task instead, as Operand::WeightsT).
+  void (*pack_weights_b)(const float* w, const float* scale, int64_t taps, int64_t k, int64_t n, float* dst);
   int64_t (*packed_b_floats)(int64_t k, int64_t n);
   void (*winograd_weights)(const float* wt, int64_t cout, int64_t c, float* u);
   int64_t (*winograd_floats)(int64_t cout, int64_t c);

@@ -61,10 +61,9 @@ const float* PreparedWeights::nhwc_b_panels(int64_t group) const {
     return reinterpret_cast<float*>((p + 63) & ~uintptr_t(63));
   };
   if (nhwc_b_panels_.empty()) {
-    const std::vector<float> w = ohwi();
     nhwc_b_panels_.resize(size_t(per_group * groups + 16));
     for (int64_t gr = 0; gr < groups; ++gr)
-      kern.pack_weights_b(w.data() + gr * cout_g * k, k, cout_g, base() + gr * per_group);
+      kern.pack_weights_b(w_.data() + gr * cout_g * k, nullptr, kh * kw, k, cout_g, base() + gr * per_group);
   }
   return base() + group * per_group;
 }
