@@ -3,6 +3,7 @@
 // `objdump -T`): the oldest Linux it can load on.
 // Usage: node scripts/abi-requirements.js [--max-glibc V] [--max-glibcxx V] [--max-cxxabi V] <file>...
 // With a --max option it exits 1 when a file needs something newer (CI keeps the prebuild portable).
+// OBJDUMP=<program> reads other architectures' files (aarch64-linux-gnu-objdump for the arm64 prebuild).
 'use strict';
 const { execFileSync } = require('child_process');
 
@@ -27,7 +28,7 @@ const newer = (v, max) => max !== undefined && v !== undefined && newest([v, max
 let tooNew = false;
 
 for (const file of args) {
-  const dump = execFileSync('objdump', ['-T', file], { encoding: 'utf8' });
+  const dump = execFileSync(process.env.OBJDUMP || 'objdump', ['-T', file], { encoding: 'utf8' });
   const glibc = [...dump.matchAll(/GLIBC_([0-9.]+)/g)].map((m) => m[1]);
   const glibcxx = [...dump.matchAll(/GLIBCXX_([0-9.]+)/g)].map((m) => m[1]);
   const cxxabi = [...dump.matchAll(/CXXABI_([0-9.]+)/g)].map((m) => m[1]);

@@ -1,7 +1,9 @@
 // The fast binary convolution (bconv::conv). The output is cut into tasks, each a tile of output
 // pixels and a block of weight panels; a task builds its tile's indirection rows, runs its panels,
 // applies the MST reuse edges, and writes whatever output the kernels did not write themselves.
+#if defined(__x86_64__) || defined(__i386__)
 #include <xmmintrin.h>
+#endif
 
 #include <algorithm>
 #include <cstring>
@@ -322,7 +324,9 @@ bool run_panels(const Kernels& kn, const Layer& L, const Tile& tile) {
     kn.dense_panel(tile.rows_of, L.taps, L.wg, off, tile.np, r + 1 + kPanelWidth, r + 1, tile.acc, ldc, ldp,
                    fused ? &ep : nullptr);
   }
+#if defined(__x86_64__) || defined(__i386__)
   if (fused && L.fused_output.stream) _mm_sfence();  // streamed stores are visible before the task ends
+#endif
   return fused;
 }
 

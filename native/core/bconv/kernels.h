@@ -78,6 +78,7 @@ struct Kernels {
 const Kernels& kernels_portable();
 const Kernels& kernels_avx2();
 const Kernels& kernels_avx512();
+const Kernels& kernels_neon();  // aarch64 builds only
 const Kernels& active_kernels();
 
 }  // namespace xnorm::bconv

@@ -8,7 +8,9 @@
 // is that row or its complement, and the terms are summed with carry-save adders into bit planes
 // (plane l holds bit l of every pixel's S). The cost grows with |D|, not with the words D touches.
 #pragma once
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cstdint>

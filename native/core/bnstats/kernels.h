@@ -34,5 +34,6 @@ struct Kernels {
 const Kernels& kernels_portable();
 const Kernels& kernels_avx2();
 const Kernels& kernels_avx512();
+const Kernels& kernels_neon();  // aarch64 builds only
 
 }  // namespace xnorm::bnstats

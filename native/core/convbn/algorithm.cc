@@ -12,8 +12,12 @@ namespace xnorm::convbn {
 
 const Kernels& active_kernels() {
   switch (active_isa()) {
+#if defined(__x86_64__)
     case Isa::Avx512: return kernels_avx512();
     case Isa::Avx2: return kernels_avx2();
+#elif defined(__aarch64__)
+    case Isa::Neon: return kernels_neon();
+#endif
     default: return kernels_portable();
   }
 }

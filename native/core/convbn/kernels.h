@@ -152,6 +152,7 @@ struct Kernels {
 const Kernels& kernels_portable();
 const Kernels& kernels_avx2();
 const Kernels& kernels_avx512();
+const Kernels& kernels_neon();  // aarch64 builds only
 // The table for this CPU, by active_isa() (algorithm.cc).
 const Kernels& active_kernels();
 
