@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Runs the CPU test suites against the linux-arm64 addon (prebuilds/linux-arm64/node.glibc.node, built by
+# scripts/build-arm64.sh when missing) on an arm64 Node under qemu-user (Debian: apt-get install
+# qemu-user g++-aarch64-linux-gnu; the arm64 Node comes from scripts/arm64-node.sh), twice: at the
+# default ISA level (neon) and with XNORM_ISA=portable. Prints "N passed, N failed" over both runs and
+# exits 1 on any failure.
+#
+# How: vitest's main process (test collection, TypeScript transforms: vite's native rolldown binding has
+# no arm64 copy installed) stays on this machine's Node, and a preload sets process.execPath to a
+# wrapper that starts the arm64 Node under qemu-aarch64, so every test worker vitest forks, and every
+# child process a test starts with process.execPath (the forced-ISA children, workers' processes), runs
+# the tests and the addon as arm64 code. PREBUILDS_ONLY=1 keeps node-gyp-build (the test children's
+# loader) off an x64 build/Release; lib/native.ts tries prebuilds/linux-<arch>/ before build/ anyway.
+#
+# The files: the core correctness suites of the three families plus error handling (the ones that
+# compare every kernel with the plain references), chosen to finish in about 10 minutes on 2 cores under
+# qemu; XNORM_ARM64_TESTS="test/a.test.ts test/b.test.ts" picks others. No arm64 speed is measured here.
+set -uo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+fail() { echo "test-arm64: $*" >&2; exit 1; }
+command -v qemu-aarch64 >/dev/null 2>&1 || fail "qemu-aarch64 not found (apt-get install qemu-user)"
+sysroot="${XNORM_ARM64_SYSROOT:-/usr/aarch64-linux-gnu}"
+[ -f "$sysroot/lib/ld-linux-aarch64.so.1" ] || fail "no aarch64 glibc in $sysroot (apt-get install g++-aarch64-linux-gnu)"
+nodedir="$(bash scripts/arm64-node.sh)" || fail "could not get the arm64 Node"
+addon="prebuilds/linux-arm64/node.glibc.node"
+if [ ! -f "$addon" ] || [ -n "${XNORM_ARM64_REBUILD:-}" ]; then
+  bash scripts/build-arm64.sh || fail "the arm64 build failed"
+fi
+[ -d dist/cjs ] || node scripts/build-ts.js >/dev/null || fail "build-ts failed"
+
+files=(${XNORM_ARM64_TESTS:-test/convbn.test.ts test/conv2d-backward.test.ts test/convbn-grad.test.ts test/binary.test.ts test/mst.test.ts test/bnstats.test.ts test/errors.test.ts test/validate.test.ts})
+
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+cat >"$tmp/node" <<WRAP
+#!/bin/sh
+exec qemu-aarch64 -L "$sysroot" "$nodedir/bin/node" "\$@"
+WRAP
+chmod +x "$tmp/node"
+cat >"$tmp/preload.cjs" <<'PRE'
+// Children started with process.execPath (vitest's forks, the tests' own) run the arm64 Node under qemu.
+if (process.env.XNORM_QEMU_NODE) process.execPath = process.env.XNORM_QEMU_NODE;
+PRE
+
+# The addon must load on the arm64 Node and pick NEON by default (else the NEON kernels go untested).
+probe='const a = require(process.argv[1]); console.log(process.arch, a.info().isaLevel, a.info().isaWarning || "")'
+for isa in "" portable; do
+  got="$(XNORM_ISA="$isa" "$tmp/node" -e "$probe" "$root/$addon")" || fail "the arm64 addon does not load under qemu"
+  echo "test-arm64: XNORM_ISA=${isa:-(default)}: $got"
+  [ "$got" = "arm64 ${isa:-neon} " ] || fail "expected arm64 ${isa:-neon}, got: $got"
+done
+
+mkdir -p test-results
+status=0
+reports=()
+for isa in neon portable; do
+  echo "== arm64 under qemu, XNORM_ISA=$isa: ${files[*]} =="
+  started=$(date +%s)
+  report="test-results/arm64-$isa.json"
+  rm -f "$report"
+  XNORM_ISA="$isa" PREBUILDS_ONLY=1 XNORM_QEMU_NODE="$tmp/node" NODE_OPTIONS="--require $tmp/preload.cjs" \
+    npx vitest run --project main --outputFile.json="$report" "${files[@]}" || status=1
+  echo "test-arm64: XNORM_ISA=$isa took $(( $(date +%s) - started ))s: $(node scripts/test-summary.js "$report")"
+  reports+=("$report")
+done
+echo -n "test-arm64 (both ISA levels): "
+node scripts/test-summary.js "${reports[@]}" || status=1
+exit $status
