@@ -27,7 +27,7 @@ ShiftedSums sums_contiguous(const void* x, DType t, int64_t len) {
   float k = load(x, t, 0);
   double s1 = 0, s2 = 0;
   for (int64_t i = 0; i < len; ++i) {
-    double d = double(load(x, t, i) - k);
+    double d = double(load(x, t, i)) - double(k);  // in double, as the SIMD kernels: exact for float data
     s1 += d;
     s2 += d * d;
   }
@@ -44,7 +44,7 @@ void sums_columns(const void* x, DType t, int64_t rows, int64_t cols, int64_t ld
   }
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t c = 0; c < cols; ++c) {
-      double d = double(load(x, t, r * ld + c) - float(out[c].shift));
+      double d = double(load(x, t, r * ld + c)) - out[c].shift;
       out[c].s1 += d;
       out[c].s2 += d * d;
     }
