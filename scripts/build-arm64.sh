@@ -34,5 +34,5 @@ started=$(date +%s)
 mkdir -p "$out"
 "${cross}strip" --strip-unneeded -o "$out/node.glibc.node" "$tree/build/Release/xnorm.node"
 file "$out/node.glibc.node" 2>/dev/null || true
-OBJDUMP="${cross}objdump" node scripts/abi-requirements.js --max-glibc 2.17 --max-glibcxx 3.4.22 "$out/node.glibc.node"
+OBJDUMP="${cross}objdump" node scripts/abi-requirements.js --max-glibc 2.17 --max-glibcxx 3.4.22 --max-cxxabi 1.3.11 "$out/node.glibc.node"
 echo "build-arm64: $out/node.glibc.node in $(( $(date +%s) - started ))s"
