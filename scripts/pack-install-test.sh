@@ -10,7 +10,7 @@ work=$(mktemp -d)
 # otherwise shadow later local builds of this checkout.
 restore() {
   mkdir -p "$root/build/Release"
-  cp "$root"/prebuilds/*/*.node "$root/build/Release/xnorm.node" 2>/dev/null || true
+  cp "$root"/prebuilds/linux-x64/*.node "$root/build/Release/xnorm.node" 2>/dev/null || true
   rm -rf "$work" "$root/prebuilds"
 }
 trap restore EXIT

@@ -35,7 +35,7 @@ fi
 core="test/convbn.test.ts test/convbn-grad.test.ts test/mst.test.ts test/bnstats.test.ts test/errors.test.ts test/validate.test.ts"
 # At the default level also the backward conv and the binary conv; binary.test.ts checks every kernel of
 # the portable level too (in children with XNORM_ISA=portable), so the portable run can leave it out.
-neon_files=(${XNORM_ARM64_TESTS:-$core test/conv2d-backward.test.ts test/binary.test.ts})
+neon_files=(${XNORM_ARM64_TESTS:-$core test/conv2d-backward.test.ts test/binary.test.ts test/tensor.test.ts})
 portable_files=(${XNORM_ARM64_TESTS:-$core})
 
 tmp="$(mktemp -d)"

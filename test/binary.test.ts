@@ -317,7 +317,7 @@ describe('every ISA level', () => {
     }
     console.log(JSON.stringify({ isa: n.info().isaLevel, warning: n.info().isaWarning, checks, mismatches }));
   `;
-  for (const isa of ['portable', 'avx2', 'avx512']) {
+  for (const isa of ['portable', 'avx2', 'avx512', 'neon']) {
     it(`${isa}: packBits, dense and MST kernels match the reference`, () => {
       const root = path.join(__dirname, '..');
       const r = spawnSync(process.execPath, ['-e', childScript, root], {

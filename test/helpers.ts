@@ -42,6 +42,7 @@ export const ISA_LEVELS = ['portable', 'avx2', 'avx512'] as const;
 
 /** The ISA levels this CPU supports (a forced level above it is lowered, so it would test nothing new). */
 export function supportedIsaLevels(best: string): string[] {
+  if (best === 'neon') return ['portable', 'neon'];  // aarch64: the x86 levels never apply
   return ISA_LEVELS.slice(0, ISA_LEVELS.indexOf(best as (typeof ISA_LEVELS)[number]) + 1);
 }
 

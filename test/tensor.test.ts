@@ -91,7 +91,7 @@ describe('Tensor', () => {
     const i = info();
     expect(i.cpu.threads).toBeGreaterThan(0);
     expect(i.cpu.isa.length).toBeGreaterThan(0);
-    expect(['portable', 'avx2', 'avx512']).toContain(i.cpu.level);
+    expect(['portable', 'avx2', 'avx512', 'neon']).toContain(i.cpu.level);
     // without a usable GPU, a reason must say why; with one, devices must be listed
     if (i.cuda.available) expect(i.cuda.devices.length).toBeGreaterThan(0);
     else expect(i.cuda.reason).toMatch(/CUDA|plugin|driver|device/i);
