@@ -10,7 +10,9 @@ set -euo pipefail
 app="$1"
 chroot_dir="${XNORM_OLD_ROOT:-/tmp/xnorm-debian11}"
 if [ ! -x "$chroot_dir/bin/sh" ]; then
-  command -v debootstrap >/dev/null 2>&1 || apt-get install -y -q debootstrap >/dev/null
+  if ! command -v debootstrap >/dev/null 2>&1; then
+    apt-get install -y -q debootstrap >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q debootstrap >/dev/null; }
+  fi
   rm -rf "$chroot_dir"
   debootstrap --variant=minbase bullseye "$chroot_dir" http://deb.debian.org/debian >/dev/null
 fi
