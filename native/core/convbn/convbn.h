@@ -59,7 +59,7 @@ class PreparedWeights {
   const float* panels(int64_t group) const;
   // For winograd_forward (3x3, ungrouped); made on the first call.
   const float* winograd() const;
-  // Group gr's A panels for the channels-last GEMM (taps in (ky, kx, ci) order); made on the first call.
+  // Group gr's A panels for the channels-last GEMM (its K order, kNhwcBlock); made on the first call.
   const float* nhwc_panels(int64_t group) const;
   // The same weights as the B panels of the transposed channels-last GEMM (few pixels); made on first call.
   const float* nhwc_b_panels(int64_t group) const;
@@ -71,7 +71,7 @@ class PreparedWeights {
   int64_t group_floats_ = 0;
   mutable std::mutex lazy_mutex_;
   mutable std::vector<float> winograd_, nhwc_panels_, nhwc_b_panels_;
-  // The weights with taps in (ky, kx, ci) order, which both channels-last forms are packed from: made
+  // The weights in the channels-last GEMM's K order, which both channels-last forms are packed from: made
   // for the packing and dropped, not kept beside the packed forms.
   std::vector<float> ohwi() const;
 };
