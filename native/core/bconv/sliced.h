@@ -56,17 +56,16 @@ struct Planes {
     if (Flip) x = ~x;
   }
 
-  // Adds `carry`, worth 2^level, into planes [level, end); returns the carry out of plane end - 1. The
-  // caller sizes the planes for the final S, which no partial sum exceeds, so the last carry out of
-  // all the planes is always zero.
-  static inline V ripple(V* plane, int level, int end, const V& value) {
-    V carry = value;
+  // Adds `carry`, worth 2^level, into planes [level, end) and leaves in it the carry out of plane
+  // end - 1 (in place rather than returned: a vector return value changes the ABI between ISA units,
+  // which GCC warns about in the portable one). The caller sizes the planes for the final S, which no
+  // partial sum exceeds, so the last carry out of all the planes is always zero.
+  static inline void ripple(V* plane, int level, int end, V& carry) {
     for (int l = level; l < end; ++l) {
       const V t = plane[l] & carry;
       plane[l] ^= carry;
       carry = t;
     }
-    return carry;
   }
 
   // Eight terms into ones, twos and fours; the carry of weight 8 goes to `eights`.
@@ -95,7 +94,7 @@ struct Planes {
       add8(eights_a, ones, twos, fours, x);
       add8(eights_b, ones, twos, fours, x + 8);
       csa(carry, eights, eights, eights_a, eights_b);
-      carry = ripple(high, 0, 4, carry);
+      ripple(high, 0, 4, carry);
       if (nplanes > 8) ripple(plane, 8, nplanes, carry);
     };
     auto run = [&](auto flip, const uint32_t* p, int64_t n) __attribute__((always_inline)) {
