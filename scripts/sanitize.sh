@@ -34,7 +34,7 @@ F="-O1 -g $san -std=c++17 -I$N"
 g++ $F -c "$N/bconv/kernels_avx512.cc" -o "$work/k512.o" -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vpopcntdq -mavx2 -mfma -mpopcnt
 g++ $F -c "$N/bconv/kernels_avx2.cc" -o "$work/k2.o" -mavx2 -mfma -mpopcnt
 g++ $F "$N/bconv/asan_fuzz.cpp" "$N/bconv/bconv.cc" "$N/bconv/conv.cc" "$N/bconv/kernels_portable.cc" "$N"/mst/*.cc \
-  "$N/common/cpu.cc" "$N/common/thread_pool.cc" "$work/k512.o" "$work/k2.o" -o "$work/bconv_fuzz" -pthread
+  "$N/common/cpu.cc" "$N/common/thread_pool.cc" "$N/common/debug.cc" "$work/k512.o" "$work/k2.o" -o "$work/bconv_fuzz" -pthread
 for isa in avx512 avx2 portable; do
   XNORM_ISA=$isa ASAN_OPTIONS=abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1 "$work/bconv_fuzz"
 done
