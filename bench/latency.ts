@@ -150,7 +150,7 @@ async function overhead(): Promise<void> {
   rows.push(['momentsSync', us(await stats(() => momentsSync(x), 100, 2000, 20000))]);
   rows.push(['await moments (small memory-bound ops run inline)', us(await stats(() => moments(x), 100, 500, 5000))]);
   rows.push(['conv2dSync', us(await stats(() => conv2dSync(x, w, undefined, { padding: 1 }), 100, 2000, 20000))]);
-  rows.push(['await conv2d (through the thread pool)', us(await stats(() => conv2d(x, w, undefined, { padding: 1 }), 100, 500, 5000))]);
+  rows.push(['await conv2d (computes on its libuv thread)', us(await stats(() => conv2d(x, w, undefined, { padding: 1 }), 100, 500, 5000))]);
   console.log('\nA tiny op\'s round trip (16 floats), µs as median / p90 / best\n');
   console.log(table(['form', 'µs'], rows));
 }

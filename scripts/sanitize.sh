@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The CPU test suites under AddressSanitizer + UBSan, then the binary-conv core fuzzer at every ISA level.
+# The CPU test suites under AddressSanitizer + UBSan, then the binary-conv core fuzzer at every ISA level,
+# then the thread pool's stress test under ThreadSanitizer.
 # The addon is built with -fsanitize=address,undefined in a scratch copy (the regular build stays as it
 # is) and loaded through XNORM_ADDON, with libasan and libubsan preloaded into Node. Leak detection is off
 # (Node itself keeps memory until exit); any other report aborts the process, which fails the run.
@@ -39,3 +40,10 @@ for isa in avx512 avx2 portable; do
   XNORM_ISA=$isa ASAN_OPTIONS=abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1 "$work/bconv_fuzz"
 done
 echo "bconv fuzzer under ASan + UBSan: $((SECONDS - start)) s"
+
+# native/core/common/thread_pool_test.cpp under ThreadSanitizer: the pool's compute slots and failures.
+start=$SECONDS
+g++ -O1 -g -fsanitize=thread -std=c++17 -I"$N/common" "$N/common/thread_pool_test.cpp" "$N/common/thread_pool.cc" \
+  -o "$work/thread_pool_test" -pthread
+TSAN_OPTIONS=halt_on_error=1 "$work/thread_pool_test"
+echo "thread pool under TSan: $((SECONDS - start)) s"

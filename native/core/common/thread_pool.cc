@@ -128,10 +128,21 @@ class Pool {
   }
 
   void run(int64_t ntasks, const std::function<void(int64_t)>& fn) {
-    bool caller_works = !tls_background_caller;
+    // A background caller computes only in a free slot (one request at a time: the libuv thread does
+    // the work itself, with no hand-off to a sleeping pool thread); otherwise it waits.
+    const bool claimed = tls_background_caller && try_claim();
+    const bool caller_works = !tls_background_caller || claimed;
     int helpers = int(std::min<int64_t>(threads_.load() - (caller_works ? 1 : 0), ntasks - (caller_works ? 1 : 0)));
     if (helpers <= 0) {
-      for (int64_t t = 0; t < ntasks; ++t) fn(t);
+      for (int64_t t = 0; t < ntasks; ++t) {
+        try {
+          fn(t);
+        } catch (...) {
+          if (claimed) release();
+          throw;
+        }
+      }
+      if (claimed) release();
       return;
     }
     auto job = std::make_shared<Job>();
@@ -146,6 +157,7 @@ class Pool {
     }
     cv_.notify_all();
     if (caller_works) job->work();
+    if (claimed) release();
     if (!spin_until([&] { return job->done.load() == ntasks; })) {
       std::unique_lock<std::mutex> lock(job->done_mu);
       job->done_cv.wait(lock, [&] { return job->done.load() == ntasks; });
@@ -177,16 +189,40 @@ class Pool {
       // Once its tasks are all taken a job leaves the queue, so idle threads do not spin on it.
       auto it = std::find(queue_.begin(), queue_.end(), job);
       if (it != queue_.end() && job->next.load() >= job->ntasks) queue_.erase(it);
+      release_locked();
     }
   }
 
+  // A job with tasks left and room for a helper, with a compute slot claimed for it; null if none.
   std::shared_ptr<Job> pick_locked() {
     for (auto& j : queue_)
-      if (j->helpers < j->max_helpers && j->next.load() < j->ntasks) return j;
+      if (j->helpers < j->max_helpers && j->next.load() < j->ntasks) return try_claim() ? j : nullptr;
     return nullptr;
   }
 
+  // Compute slots: pool threads and background callers running tasks, at most threads_ at a time.
+  // (Sync callers compute on their own thread, outside the count.)
+  bool try_claim() {
+    int c = computing_.load();
+    while (c < threads_.load())
+      if (computing_.compare_exchange_weak(c, c + 1)) return true;
+    return false;
+  }
+  void release_locked() {
+    computing_.fetch_sub(1);
+    for (auto& j : queue_)
+      if (j->helpers < j->max_helpers && j->next.load() < j->ntasks) {
+        cv_.notify_all();  // a worker waits for this slot
+        return;
+      }
+  }
+  void release() {
+    std::lock_guard<std::mutex> lock(mu_);
+    release_locked();
+  }
+
   std::atomic<int> threads_;
+  std::atomic<int> computing_{0};  // claimed compute slots
   std::atomic<uint64_t> pushed_{0};  // jobs queued so far: what idle workers spin on
   std::mutex mu_;
   CondVar cv_;

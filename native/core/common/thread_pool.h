@@ -8,9 +8,10 @@ namespace xnorm {
 
 // Runs fn(task) for task in [0, ntasks) on the pool. Several callers (libuv threads, worker_threads)
 // may run jobs at once. The first exception a task throws is rethrown here after all tasks finished.
-// A synchronous caller (the JS thread of a Sync op) works on its own job; a caller inside
-// BackgroundCaller (an async op on a libuv thread) only waits, so that async work runs on the pool's
-// threads alone: however many async ops are in flight, at most setNumThreads() threads compute.
+// A synchronous caller (the JS thread of a Sync op) works on its own job. A caller inside
+// BackgroundCaller (an async op on a libuv thread) works on it only in a free compute slot, else it
+// waits: pool threads and background callers share setNumThreads() slots, so however many async ops
+// are in flight, at most that many threads compute, and a lone async op needs no hand-off.
 void parallel_tasks(int64_t ntasks, const std::function<void(int64_t task)>& fn);
 
 // Marks the current thread, for its lifetime, as a background caller (see parallel_tasks).
