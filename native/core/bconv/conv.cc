@@ -28,13 +28,14 @@ int64_t tile_pixels(int64_t pixels, int64_t cout) {
   return tp;
 }
 
-// With MST edges: as many tiles as 512-pixel bit rows need (at least two, for two threads), their
-// pixels spread evenly in multiples of 64 so no tile is left with a sliver (the bit-sliced edges cost
-// nearly as much on a few pixels as on a full row), then halved while the accumulators would leave L2.
+// With MST edges: as many tiles as 512-pixel bit rows need, an even number (at least two) so two
+// threads get equal work, their pixels spread evenly in multiples of 16 (a tile of 448 pixels next to
+// one of 224 cost as much edge work and left one thread waiting for the other), then halved while the
+// accumulators would leave L2.
 int64_t mst_tile_pixels(int64_t pixels, int64_t cout) {
-  const int64_t ntiles = std::max<int64_t>(2, (pixels + 511) / 512);
-  int64_t tp = std::max<int64_t>(64, (pixels + 64 * ntiles - 1) / (64 * ntiles) * 64);
-  while (tp > 64 && cout * tp * int64_t(sizeof(int32_t)) > (512 << 10)) tp = (tp / 2 + 63) / 64 * 64;
+  const int64_t ntiles = std::max<int64_t>(2, ((pixels + 511) / 512 + 1) / 2 * 2);
+  int64_t tp = std::max<int64_t>(16, (pixels + 16 * ntiles - 1) / (16 * ntiles) * 16);
+  while (tp > 64 && cout * tp * int64_t(sizeof(int32_t)) > (512 << 10)) tp = (tp / 2 + 15) / 16 * 16;
   return tp;
 }
 
