@@ -16,9 +16,9 @@ enum class Reuse { Auto = 0, Always = 1, Never = 2 };
 // real convolutions (see calibrate() in calibration.cc). A channel is worth reusing when
 // reuse_per_edge + reuse_per_bit * differing_bits < dense_per_word * words_per_channel.
 struct Costs {
-  double dense_per_word;      // computing one channel densely, per word of its weights (net of edge costs)
+  double dense_per_word;      // computing one channel densely, per word of its weights
   double reuse_per_bit;       // one edge, per differing bit
-  double reuse_per_edge;      // fixed part of an edge (0 when folded into dense_per_word)
+  double reuse_per_edge;      // fixed part of an edge (the expansion of its sums, the parent add)
   double transpose_per_word;  // having any edge at all, per (input word + output channel) of a pixel
 };
 const Costs& calibrated_costs();
