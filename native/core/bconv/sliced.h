@@ -97,7 +97,7 @@ struct Planes {
   // of weight 16, rippled into planes 4 to 7 (in registers) and on into memory. The positions run as
   // one list (edge_positions puts each edge's parent-bit-0 positions first): blocks of one parent bit
   // take their rows as they are or complemented inside the adders, the one block where the bits meet
-  // complements per term, and a tail of at most eight terms goes through eight adders only.
+  // complements per term, and a tail of at most eight terms goes through seven adders only.
   static int count(const uint64_t* rows, const uint32_t* pos, int64_t npos, V* plane) {
     int nplanes = 4;
     while (nplanes < kMaxPlanes && (npos >> nplanes) != 0) ++nplanes;
