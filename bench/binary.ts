@@ -223,11 +223,12 @@ export async function run(): Promise<void> {
   console.log(table(['input', 'time', 'GB/s', 'of read bandwidth'], packRows));
 
   // ---- MST channel reuse ----
-  const cal = native().mstCalibration({}) as { densePerWord: number; reusePerBit: number; transposePerWord: number };
+  const cal = native().mstCalibration({}) as { densePerWord: number; reusePerBit: number; reusePerEdge: number; transposePerWord: number };
   console.log(
     `\nMST on conv4_x 3x3 256->256 @14, 'bits' output; 16 prototype channels, each bit flipped with probability p.` +
       `\n'auto' cost model, calibrated at first use (per pixel): dense ${fmt(cal.densePerWord * 1e12)} ps per channel-word, ` +
-      `reuse ${fmt(cal.reusePerBit * 1e12)} ps per differing bit, ${fmt(cal.transposePerWord * 1e12)} ps per word of tile bit rows.` +
+      `reuse ${fmt(cal.reusePerEdge * 1e12)} ps per edge + ${fmt(cal.reusePerBit * 1e12)} ps per differing bit, ` +
+      `${fmt(cal.transposePerWord * 1e12)} ps per word of tile bit rows (an upper bound).` +
       `\nTimes: median (p90) of ${MST_CALLS} calls per contender, in blocks of 5 consecutive calls after one untimed ` +
       `call (a plan's own data warm, as in a server), blocks interleaved. bound = 1 / (1 - ops cut).\n`,
   );

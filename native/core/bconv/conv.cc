@@ -28,13 +28,14 @@ int64_t tile_pixels(int64_t pixels, int64_t cout) {
   return tp;
 }
 
-// With MST edges: as many tiles as 512-pixel bit rows need (at least two, for two threads), their
-// pixels spread evenly in multiples of 64 so no tile is left with a sliver (the bit-sliced edges cost
-// nearly as much on a few pixels as on a full row), then halved while the accumulators would leave L2.
+// With MST edges: as many tiles as 512-pixel bit rows need, an even number (at least two) so two
+// threads get equal work, their pixels spread evenly in multiples of 16 (a tile of 448 pixels next to
+// one of 224 cost as much edge work and left one thread waiting for the other), then halved while the
+// accumulators would leave L2.
 int64_t mst_tile_pixels(int64_t pixels, int64_t cout) {
-  const int64_t ntiles = std::max<int64_t>(2, (pixels + 511) / 512);
-  int64_t tp = std::max<int64_t>(64, (pixels + 64 * ntiles - 1) / (64 * ntiles) * 64);
-  while (tp > 64 && cout * tp * int64_t(sizeof(int32_t)) > (512 << 10)) tp = (tp / 2 + 63) / 64 * 64;
+  const int64_t ntiles = std::max<int64_t>(2, ((pixels + 511) / 512 + 1) / 2 * 2);
+  int64_t tp = std::max<int64_t>(16, (pixels + 16 * ntiles - 1) / (16 * ntiles) * 16);
+  while (tp > 64 && cout * tp * int64_t(sizeof(int32_t)) > (512 << 10)) tp = (tp / 2 + 15) / 16 * 16;
   return tp;
 }
 
@@ -415,7 +416,9 @@ void write_unfused_output(const Kernels& kn, const Layer& L, const Tile& tile, b
 
 // 'bits' output of a channel-major tile without int32 transposes: each channel's signs over the
 // tile's pixels as 32-pixel words [word][channel], whose bit transpose (bit_rows, channels in the role of
-// pixels) is the output: bit c of row i is channel c of pixel i.
+// pixels) is the output: bit c of row i is channel c of pixel i. Rows are as wide as the output's pixels
+// when the output words come in pairs, so the tile's whole 32-pixel words go straight to the output;
+// the rest (and every row otherwise) goes through a buffer.
 void write_channel_major_bits(const Kernels& kn, const Layer& L, const Tile& tile) {
   thread_local std::vector<uint32_t> signs;
   thread_local std::vector<uint64_t> rows;
@@ -427,11 +430,17 @@ void write_channel_major_bits(const Kernels& kn, const Layer& L, const Tile& til
     kn.sign_bits(tile.acc + c * L.ld_rows, np, L.K, L.scale[size_t(c)], L.bias[size_t(c)], L.fused_output.clamp, one.data());
     for (int64_t w = 0; w < words; ++w) signs[size_t(w * ld + c)] = one[size_t(w)];
   }
-  rows.resize(size_t(32 * words * nbc));
-  kn.bit_rows(signs.data(), ld, words, nbc, rows.data());
-  const auto* bits = reinterpret_cast<const uint32_t*>(rows.data());
   uint32_t* out = static_cast<uint32_t*>(L.out) + tile.p0 * L.out_words;
-  for (int64_t i = 0; i < np; ++i) std::copy(bits + i * 2 * nbc, bits + i * 2 * nbc + L.out_words, out + i * L.out_words);
+  const int64_t direct = L.out_words == 2 * nbc ? np / 32 : 0;  // whole words written in place
+  if (direct) kn.bit_rows(signs.data(), ld, direct, nbc, reinterpret_cast<uint64_t*>(out));
+  if (direct == words) return;
+  rows.resize(size_t(32 * (words - direct) * nbc));
+  kn.bit_rows(signs.data() + direct * ld, ld, words - direct, nbc, rows.data());
+  const auto* bits = reinterpret_cast<const uint32_t*>(rows.data());
+  for (int64_t i = 32 * direct; i < np; ++i) {
+    const uint32_t* row = bits + (i - 32 * direct) * 2 * nbc;
+    for (int64_t w = 0; w < L.out_words; ++w) out[i * L.out_words + w] = row[w];
+  }
 }
 
 // The output of a channel-major tile (after MST edges): blocks of pixels turned pixel-major in an

@@ -26,34 +26,45 @@ template <int NB>
 struct Planes {
   typedef uint64_t V __attribute__((vector_size(8 * NB), aligned(8)));
 
-  // Carry-save adder: (hi, lo) = a + b + c, bit by bit. (Vectors by reference: no vector passes through
-  // a call boundary, whose ABI would differ between the kernel files.)
+  // Carry-save adder: (hi, lo) = a + b' + c', bit by bit, where b' and c' are b and c, or their
+  // complements with Flip (the terms of positions whose parent bit is 1: the complement costs nothing,
+  // it only changes the majority's truth table; the three-way xor is the same). (Vectors by reference:
+  // no vector passes through a call boundary, whose ABI would differ between the kernel files.)
+  template <bool Flip = false>
   static inline void csa(V& hi, V& lo, const V& a, const V& b, const V& c) {
 #if defined(__AVX512F__) && defined(__AVX512VL__)
     // One ternary-logic instruction each (the compiler does not find them): majority and three-way xor.
+    constexpr int kMajority = Flip ? 0x71 : 0xe8;
     if constexpr (NB == 8) {
       const __m512i x = __m512i(a), y = __m512i(b), z = __m512i(c);
-      hi = V(_mm512_ternarylogic_epi64(x, y, z, 0xe8));
+      hi = V(_mm512_ternarylogic_epi64(x, y, z, kMajority));
       lo = V(_mm512_ternarylogic_epi64(x, y, z, 0x96));
       return;
     } else if constexpr (NB == 4) {
       const __m256i x = __m256i(a), y = __m256i(b), z = __m256i(c);
-      hi = V(_mm256_ternarylogic_epi64(x, y, z, 0xe8));
+      hi = V(_mm256_ternarylogic_epi64(x, y, z, kMajority));
       lo = V(_mm256_ternarylogic_epi64(x, y, z, 0x96));
+      return;
+    } else if constexpr (NB == 2) {
+      const __m128i x = __m128i(a), y = __m128i(b), z = __m128i(c);
+      hi = V(_mm_ternarylogic_epi64(x, y, z, kMajority));
+      lo = V(_mm_ternarylogic_epi64(x, y, z, 0x96));
       return;
     }
 #endif
-    const V u = a ^ b;
-    hi = (a & b) | (u & c);
-    lo = u ^ c;
+    const V u = b ^ c;
+    hi = Flip ? ~(b | c) | (u & a) : (b & c) | (u & a);
+    lo = u ^ a;
   }
 
-  // The term of one position (k << 1 | parent's bit): row k, complemented where the parent's bit is 1
-  // (Flip: the caller runs the positions of each parent bit separately).
-  template <bool Flip>
-  static inline void term(V& x, const uint64_t* rows, uint32_t pos) {
+  // Row k of position pos (k << 1 | parent bit), as it is: the caller's Flip complements it.
+  static inline void row(V& x, const uint64_t* rows, uint32_t pos) {
     __builtin_memcpy(&x, rows + int64_t(pos >> 1) * NB, sizeof x);
-    if (Flip) x = ~x;
+  }
+  // The term of a position whatever its parent bit (the one block where both meet, and the padded tail).
+  static inline void term(V& x, const uint64_t* rows, uint32_t pos) {
+    row(x, rows, pos);
+    x ^= uint64_t(0) - (pos & 1u);
   }
 
   // Adds `carry`, worth 2^level, into planes [level, end) and leaves in it the carry out of plane
@@ -69,51 +80,73 @@ struct Planes {
   }
 
   // Eight terms into ones, twos and fours; the carry of weight 8 goes to `eights`.
+  template <bool Flip>
   static inline void add8(V& eights, V& ones, V& twos, V& fours, const V* x) {
     V twos_a, twos_b, fours_a, fours_b;
-    csa(twos_a, ones, ones, x[0], x[1]);
-    csa(twos_b, ones, ones, x[2], x[3]);
+    csa<Flip>(twos_a, ones, ones, x[0], x[1]);
+    csa<Flip>(twos_b, ones, ones, x[2], x[3]);
     csa(fours_a, twos, twos, twos_a, twos_b);
-    csa(twos_a, ones, ones, x[4], x[5]);
-    csa(twos_b, ones, ones, x[6], x[7]);
+    csa<Flip>(twos_a, ones, ones, x[4], x[5]);
+    csa<Flip>(twos_b, ones, ones, x[6], x[7]);
     csa(fours_b, twos, twos, twos_a, twos_b);
     csa(eights, fours, fours, fours_a, fours_b);
   }
 
   // S of 64 * NB pixels into planes (little-endian bit order); returns the number of planes.
   // Harley-Seal: sixteen terms go through fifteen adders into ones, twos, fours, eights and one carry
-  // of weight 16, rippled into planes 4 to 7 (in registers) and on into memory; the last block of each
-  // parent bit's run is padded with zero terms.
+  // of weight 16, rippled into planes 4 to 7 (in registers) and on into memory. The positions run as
+  // one list (edge_positions puts each edge's parent-bit-0 positions first): blocks of one parent bit
+  // take their rows as they are or complemented inside the adders, the one block where the bits meet
+  // complements per term, and a tail of at most eight terms goes through seven adders only.
   static int count(const uint64_t* rows, const uint32_t* pos, int64_t npos, V* plane) {
     int nplanes = 4;
     while (nplanes < kMaxPlanes && (npos >> nplanes) != 0) ++nplanes;
-    for (int l = 0; l < nplanes; ++l) plane[l] = V{};
+    for (int l = 8; l < nplanes; ++l) plane[l] = V{};
     V ones{}, twos{}, fours{}, eights{}, high[4] = {}, x[16];
-    auto add16 = [&]() __attribute__((always_inline)) {
-      V eights_a, eights_b, carry;
-      add8(eights_a, ones, twos, fours, x);
-      add8(eights_b, ones, twos, fours, x + 8);
-      csa(carry, eights, eights, eights_a, eights_b);
+    // A carry of weight 16 into planes 4 and up.
+    auto carry16 = [&](V& carry) __attribute__((always_inline)) {
       ripple(high, 0, 4, carry);
       if (nplanes > 8) ripple(plane, 8, nplanes, carry);
     };
-    auto run = [&](auto flip, const uint32_t* p, int64_t n) __attribute__((always_inline)) {
-      int64_t i = 0;
-      for (; i + 16 <= n; i += 16) {
-        for (int q = 0; q < 16; ++q) term<flip()>(x[q], rows, p[i + q]);
-        add16();
+    auto add16 = [&](auto flip) __attribute__((always_inline)) {
+      V eights_a, eights_b, carry;
+      add8<flip()>(eights_a, ones, twos, fours, x);
+      add8<flip()>(eights_b, ones, twos, fours, x + 8);
+      csa(carry, eights, eights, eights_a, eights_b);
+      carry16(carry);
+    };
+    const int64_t zeros = std::partition_point(pos, pos + npos, [](uint32_t v) { return (v & 1u) == 0; }) - pos;
+    int64_t i = 0;
+    for (; i + 16 <= npos; i += 16) {
+      if (i + 16 <= zeros) {
+        for (int q = 0; q < 16; ++q) row(x[q], rows, pos[i + q]);
+        add16(std::false_type{});
+      } else if (i >= zeros) {
+        for (int q = 0; q < 16; ++q) row(x[q], rows, pos[i + q]);
+        add16(std::true_type{});
+      } else {
+        for (int q = 0; q < 16; ++q) term(x[q], rows, pos[i + q]);
+        add16(std::false_type{});
       }
-      if (i == n) return;
+    }
+    const int64_t rest = npos - i;
+    if (rest > 8) {
       for (int q = 0; q < 16; ++q) {
-        if (i + q < n) term<flip()>(x[q], rows, p[i + q]);
+        if (q < rest) term(x[q], rows, pos[i + q]);
         else x[q] = V{};
       }
-      add16();
-    };
-    // edge_positions puts each edge's positions of parent bit 0 first.
-    const int64_t zeros = std::partition_point(pos, pos + npos, [](uint32_t v) { return (v & 1u) == 0; }) - pos;
-    run(std::false_type{}, pos, zeros);
-    run(std::true_type{}, pos + zeros, npos - zeros);
+      add16(std::false_type{});
+    } else if (rest > 0) {
+      for (int q = 0; q < 8; ++q) {
+        if (q < rest) term(x[q], rows, pos[i + q]);
+        else x[q] = V{};
+      }
+      V eights_a, carry;
+      add8<false>(eights_a, ones, twos, fours, x);
+      carry = eights & eights_a;  // half adder into the eights
+      eights ^= eights_a;
+      carry16(carry);
+    }
     plane[0] = ones, plane[1] = twos, plane[2] = fours, plane[3] = eights;
     for (int l = 4; l < std::min(nplanes, 8); ++l) plane[l] = high[l - 4];
     return nplanes;
@@ -131,15 +164,27 @@ void sliced_edge_nb(const uint64_t* rows, const uint32_t* pos, int64_t npos, con
   expand(reinterpret_cast<const uint64_t*>(plane), nplanes, NB, int32_t(npos), parent, child);
 }
 
-// The expansion without vector masks: bit l of pixel i's S is bit i % 64 of planes[l][i / 64].
+// The expansion without vector masks (AVX2, portable), written so the compiler vectorizes it: per 64
+// pixels, each plane adds 2^(l+1) to the pixels whose bit is set (an and with the pixel's bit, a compare,
+// an and-not, an add: four operations per vector of pixels), then child = parent + d - 2 S. (Pixel by
+// pixel and bit by bit, it cost more than the counting it follows.)
 inline void expand_scalar(const uint64_t* planes, int nplanes, int nb, int32_t d, const int32_t* parent,
                           int32_t* child) {
-  for (int j = 0; j < nb; ++j)
-    for (int i = 0; i < 64; ++i) {
-      int32_t v = 0;
-      for (int l = 0; l < nplanes; ++l) v |= int32_t((planes[l * nb + j] >> i) & 1u) << l;
-      child[64 * j + i] = parent[64 * j + i] + d - 2 * v;
+  static constexpr uint32_t kBit[32] = {
+      1u << 0,  1u << 1,  1u << 2,  1u << 3,  1u << 4,  1u << 5,  1u << 6,  1u << 7,  1u << 8,  1u << 9,  1u << 10,
+      1u << 11, 1u << 12, 1u << 13, 1u << 14, 1u << 15, 1u << 16, 1u << 17, 1u << 18, 1u << 19, 1u << 20, 1u << 21,
+      1u << 22, 1u << 23, 1u << 24, 1u << 25, 1u << 26, 1u << 27, 1u << 28, 1u << 29, 1u << 30, 1u << 31};
+  for (int j = 0; j < nb; ++j) {
+    uint32_t twice[64] = {};  // 2 S (unsigned: no overflow for any S a layer can have)
+    for (int l = 0; l < nplanes; ++l) {
+      const uint64_t w = planes[l * nb + j];
+      const uint32_t lo = uint32_t(w), hi = uint32_t(w >> 32), add = 2u << l;
+      for (int i = 0; i < 32; ++i) twice[i] += (lo & kBit[i]) ? add : 0u;
+      for (int i = 0; i < 32; ++i) twice[32 + i] += (hi & kBit[i]) ? add : 0u;
     }
+    for (int i = 0; i < 64; ++i)
+      child[64 * j + i] = int32_t(uint32_t(parent[64 * j + i]) + uint32_t(d) - twice[i]);
+  }
 }
 
 // Kernels::sliced_edge for nb = 1, 2, 4 or 8 (the caller's tile widths).

@@ -11,9 +11,9 @@
 namespace xnorm::mst {
 namespace {
 
-// Calibration times the real executor on a synthetic 3x3 layer (Cin 256, Cout 128, 4 x 16 x 16) with
-// different mixes of roots and edges, so everything a plan adds (the tile's bit rows, the channel-major
-// tile and its transpose, the edge records, cache effects) is measured where it happens, with the
+// Calibration times the real executor on synthetic 3x3 layers (Cin 256, 4 x 16 x 16) with different
+// mixes of roots and edges, so everything a plan adds (the tile's bit rows, the channel-major tile
+// and its output pass, the edge records, cache effects) is measured where it happens, with the
 // threads a real call uses. Configurations are interleaved and each keeps its best time: another
 // process only ever adds time.
 Costs calibrate() {
@@ -23,7 +23,9 @@ Costs calibrate() {
   s.cout = 128;
   s.cin_g = 256;
   s.kh = s.kw = 3;
-  const int64_t kw = s.row_words(), half = s.cout / 2, quarter = s.cout / 4;
+  WeightShape s_half = s;  // the first 64 channels
+  s_half.cout = s.cout / 2;
+  const int64_t kw = s.row_words();
   std::vector<uint32_t> words(size_t(s.cout * kw));
   for (auto& v : words) v = rnd();
   bconv::ConvParams p;
@@ -37,15 +39,15 @@ Costs calibrate() {
   std::vector<int32_t> out(size_t(pixels * s.cout));
   bconv::Transform t;
   t.kind = bconv::Output::Int32;
-  // The first `roots` channels dense, each other one from a random earlier channel over `nbits`
-  // scattered bits (the differences are arbitrary: only the time is used).
-  auto execution = [&](int64_t roots, int64_t nbits) {
+  // The first `roots` channels of `sh` dense, each other one from a random earlier channel over
+  // `nbits` scattered bits (the differences are arbitrary: only the time is used).
+  auto execution = [&](const WeightShape& sh, int64_t roots, int64_t nbits) {
     Built b;
     std::vector<uint32_t> dense;
     for (int64_t i = 0; i < roots; ++i) dense.push_back(uint32_t(i));
-    b.panels.resize(size_t(bconv::build_panels(words.data(), s, dense, nullptr) * bconv::panel_record_words(s)));
-    b.npanels = bconv::build_panels(words.data(), s, dense, b.panels.data());
-    for (int64_t ch = roots; ch < s.cout; ++ch) {
+    b.panels.resize(size_t(bconv::build_panels(words.data(), sh, dense, nullptr) * bconv::panel_record_words(sh)));
+    b.npanels = bconv::build_panels(words.data(), sh, dense, b.panels.data());
+    for (int64_t ch = roots; ch < sh.cout; ++ch) {
       std::vector<uint32_t> mask(size_t(kw), 0u);
       for (int64_t j = 0; j < nbits; ++j) {
         const int64_t k = (j * 257 + ch * 131) % (32 * kw);  // 257 is prime to 32 * kw: distinct bits
@@ -61,36 +63,46 @@ Costs calibrate() {
       ++b.nedges;
     }
     b.positions = bconv::edge_positions(b.edges.data(), b.nedges);
-    bconv::validate_execution(s, b.execution());
+    bconv::validate_execution(sh, b.execution());
     return b;
   };
-  constexpr int64_t kFew = 16, kMany = 512;
-  const Built all_dense = execution(s.cout, 0), few = execution(half, kFew), many = execution(half, kMany),
-              fewer_edges = execution(s.cout - quarter, kFew);
+  // One root panel each, so the edge runs differ from one another in edges only.
+  constexpr int64_t kRoots = 32, kFew = 16, kMany = 512;
+  const Built all_dense = execution(s, s.cout, 0), few = execution(s, kRoots, kFew), many = execution(s, kRoots, kMany),
+              fewer_edges = execution(s_half, kRoots, kFew);
   double m1 = 1e30, m2 = 1e30, m3 = 1e30, m4 = 1e30;
-  auto run = [&](const Built& b) { bconv::conv(x.data(), words.data(), s, b.execution(), p, t, out.data()); };
+  auto run = [&](const WeightShape& sh, const Built& b) {
+    bconv::conv(x.data(), words.data(), sh, b.execution(), p, t, out.data());
+  };
   for (int trial = 0; trial < 5; ++trial) {
-    m1 = std::min(m1, best_window([&] { run(all_dense); }, 2e-3));
-    m2 = std::min(m2, best_window([&] { run(few); }, 2e-3));
-    m3 = std::min(m3, best_window([&] { run(many); }, 2e-3));
-    m4 = std::min(m4, best_window([&] { run(fewer_edges); }, 2e-3));
+    m1 = std::min(m1, best_window([&] { run(s, all_dense); }, 2e-3));
+    m2 = std::min(m2, best_window([&] { run(s, few); }, 2e-3));
+    m3 = std::min(m3, best_window([&] { run(s, many); }, 2e-3));
+    m4 = std::min(m4, best_window([&] { run(s_half, fewer_edges); }, 2e-3));
   }
-  const double P = double(pixels);
+  const double P = double(pixels), edges = double(s.cout - kRoots), more_edges = double(s.cout - s_half.cout);
   Costs c;
-  // Per pixel, with D the net saving of an edge of no words over computing its channel densely:
-  //   m3 - m2 = half * (kMany - kFew) * c_b
-  //   m4 - m2 = quarter * (D - kFew * c_b)
-  //   m1 - m2 = half * (D - kFew * c_b) - (cost of having any edge)
-  c.reuse_per_bit = std::max(1e-15, (m3 - m2) / (P * double(half) * double(kMany - kFew)));
-  const double net = (m4 - m2) / (P * double(quarter));
-  c.dense_per_word = std::max(0.0, net + double(kFew) * c.reuse_per_bit) / double(kw);  // D, per word
-  c.reuse_per_edge = 0;                                                                   // folded into D
-  c.transpose_per_word = std::max(0.0, double(half) * net - (m1 - m2) / P) / double(kw + s.cout);
+  // Per pixel, each run against another that differs in one thing:
+  //   m3 - m2 = edges * (kMany - kFew) * reuse_per_bit       (the same edges, more differing bits)
+  //   m2 - m4 = more_edges * (reuse_per_edge + kFew * bit)   (more channels, each from a parent)
+  //   m1      = all channels dense
+  //   m4 - m1 / 4 = what one root panel costs more in the MST executor, with everything a plan adds
+  //                 per pixel (transpose_per_word), and its 32 edges.
+  // No figure rests on a difference smaller than the edges it counts; a busy machine blurs them and
+  // the timed trial has the last word.
+  c.dense_per_word = m1 / (P * double(s.cout) * double(kw));
+  c.reuse_per_bit = std::max(1e-15, (m3 - m2) / (P * edges * double(kMany - kFew)));
+  const double few_bits = double(kFew) * c.reuse_per_bit;
+  const double edge = std::max(few_bits, (m2 - m4) / (P * more_edges));
+  c.reuse_per_edge = edge - few_bits;
+  c.transpose_per_word =
+      std::max(0.0, (m4 - m1 / 4) / P - double(s_half.cout - kRoots) * edge) / double(kw + s_half.cout);
   if (debug_enabled()) {
     char line[256];
     snprintf(line, sizeof line,
-             "MST calibration (ns per pixel): reuse %.4f per differing bit, dense %.4f per weight word, transpose %.4f per word",
-             c.reuse_per_bit * 1e9, c.dense_per_word * 1e9, c.transpose_per_word * 1e9);
+             "MST calibration (ns per pixel): reuse %.4f per differing bit + %.4f per edge, dense %.4f per weight word, "
+             "transpose %.4f per word",
+             c.reuse_per_bit * 1e9, c.reuse_per_edge * 1e9, c.dense_per_word * 1e9, c.transpose_per_word * 1e9);
     debug_log(line);
   }
   return c;

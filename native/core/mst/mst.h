@@ -16,9 +16,9 @@ enum class Reuse { Auto = 0, Always = 1, Never = 2 };
 // real convolutions (see calibrate() in calibration.cc). A channel is worth reusing when
 // reuse_per_edge + reuse_per_bit * differing_bits < dense_per_word * words_per_channel.
 struct Costs {
-  double dense_per_word;      // computing one channel densely, per word of its weights (net of edge costs)
+  double dense_per_word;      // computing one channel densely, per word of its weights
   double reuse_per_bit;       // one edge, per differing bit
-  double reuse_per_edge;      // fixed part of an edge (0 when folded into dense_per_word)
+  double reuse_per_edge;      // fixed part of an edge (the expansion of its sums, the parent add)
   double transpose_per_word;  // having any edge at all, per (input word + output channel) of a pixel
 };
 const Costs& calibrated_costs();
@@ -34,9 +34,10 @@ inline bool runs_edges(Reuse reuse, int64_t output_pixels) {
 
 // parent[c] = -1 (computed densely) or a channel of the same group. Prim's algorithm per group over
 // a virtual root whose edge cost is a channel's from-scratch cost; `Always` weighs edges by Hamming
-// distance (root: K), `Auto` by the calibrated cost of the differing bits (root: the dense cost, less a
-// margin so reuse is chosen only where it clearly pays), and keeps the edges only if a timed trial on a
-// synthetic input of this layer's shape runs the plan at least 5 % faster than the dense weights.
+// distance (root: K), `Auto` by the calibrated cost of an edge and its differing bits (root: the dense
+// cost, less a margin so reuse is chosen only where it clearly pays), fills the last root panel of each
+// group with the costliest children, and keeps the edges only if a timed trial on a synthetic input of
+// this layer's shape runs the plan at least 5 % faster than the dense weights.
 // Depth > maxDepth is cut by re-rooting.
 std::vector<int32_t> build_tree(const uint32_t* words, const bconv::WeightShape& s, Reuse reuse, int32_t max_depth);
 

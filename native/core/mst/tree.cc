@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <utility>
 #include <vector>
 
 #include "../bconv/kernels.h"
@@ -17,7 +18,7 @@ namespace {
 // Auto attaches a channel only when reuse costs at most this fraction of computing it densely: in
 // real layers an edge's parent and child rows are scattered over the tile, which the calibration sees
 // only in part, and timing noise must not turn into a slower layer.
-constexpr double kAutoMargin = 0.6;
+constexpr double kAutoMargin = 0.75;
 
 // Prim over one group's channels plus the virtual root; returns parents local to the group.
 std::vector<int32_t> prim(const uint32_t* rows, int64_t n, const WeightShape& s, Reuse reuse) {
@@ -50,6 +51,33 @@ std::vector<int32_t> prim(const uint32_t* rows, int64_t n, const WeightShape& s,
     }
   }
   return parent;
+}
+
+// 'auto': the roots of a group run in panels of kPanelWidth channels whose dense cost does not depend
+// on how many of their slots are used, so the free slots of the last panel take the children with the
+// most differing bits (their edges cost the most; their subtrees stay attached to them).
+void fill_root_panels(const uint32_t* words, const WeightShape& s, std::vector<int32_t>& parent) {
+  const bconv::Kernels& kn = bconv::active_kernels();
+  const int64_t cog = s.cout_g(), kw = s.row_words();
+  std::vector<int32_t> ham(1), dw(1);
+  for (int64_t g = 0; g < s.groups; ++g) {
+    std::vector<std::pair<int32_t, int32_t>> children;  // (-distance, channel): most differing first
+    int64_t roots = 0;
+    for (int64_t c = g * cog; c < (g + 1) * cog; ++c) {
+      const int32_t p = parent[size_t(c)];
+      if (p < 0) {
+        ++roots;
+        continue;
+      }
+      kn.distances(words + p * kw, words + c * kw, 1, kw, ham.data(), dw.data());
+      children.push_back({-ham[0], int32_t(c)});
+    }
+    if (roots == 0) continue;
+    const int64_t free_slots = (roots + bconv::kPanelWidth - 1) / bconv::kPanelWidth * bconv::kPanelWidth - roots;
+    const int64_t n = std::min<int64_t>(free_slots, int64_t(children.size()));
+    std::partial_sort(children.begin(), children.begin() + n, children.end());
+    for (int64_t i = 0; i < n; ++i) parent[size_t(children[size_t(i)].second)] = -1;
+  }
 }
 
 }  // namespace
@@ -113,8 +141,11 @@ std::vector<int32_t> build_tree(const uint32_t* words, const WeightShape& s, Reu
     if (!changed) break;
   }
   if (reuse == Reuse::Auto) {
+    fill_root_panels(words, s, parent);
     // A plan with any edge pays, per pixel, for the tile's bit rows and for turning the channel-major
-    // results back to pixel-major; keep the edges only if they save more.
+    // results back to pixel-major. The calibrated figure for it is an upper bound (it also holds what
+    // root panels cost more stored channel-major, and what a busy machine adds), so only plans saving
+    // less than half of it go without a trial; the trial decides the rest on this layer's shape.
     const Costs& c = calibrated_costs();
     double saved = 0;
     std::vector<int32_t> ham(1), dw(1);
@@ -124,7 +155,7 @@ std::vector<int32_t> build_tree(const uint32_t* words, const WeightShape& s, Reu
       bconv::active_kernels().distances(words + p * kw, words + ch * kw, 1, kw, ham.data(), dw.data());
       saved += c.dense_per_word * double(kw) - (c.reuse_per_edge + c.reuse_per_bit * ham[0]);
     }
-    const double overhead = c.transpose_per_word * double(s.groups * kw + s.cout);
+    const double overhead = 0.5 * c.transpose_per_word * double(s.groups * kw + s.cout);
     if (debug_enabled() && saved <= overhead) {
       char line[200];
       snprintf(line, sizeof line, "MST 'auto' plan, %lld channels: the cost model saves %.2f ns per pixel, less than the "
