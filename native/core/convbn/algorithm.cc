@@ -49,6 +49,10 @@ bool span_images(const ConvShape& g) {
 // Depthwise with one output channel per input channel: the channels-last direct kernel applies.
 bool nhwc_depthwise(const ConvShape& g) { return direct(g) && g.cout == g.c && g.kh * g.kw <= 64; }
 
+// NCHW depthwise on maps narrower than 16: several channels' planes per vector (direct_forward_planes)
+// instead of one row per vector, most of it padding (dw 1024@7: see DESIGN.md).
+bool direct_planes(const ConvShape& g) { return nhwc_depthwise(g) && g.ow < 16; }
+
 bool nhwc_native(const ConvShape& g) {
   if (g.layout != Layout::NHWC || winograd(g)) return false;
   return !direct(g) || nhwc_depthwise(g);
@@ -75,7 +79,7 @@ std::string forward_path(const ConvShape& g) {
                                        : pixels_as_rows(g) ? "channels-last GEMM, pixels as M" : "channels-last GEMM";
   if (nchw_via_nhwc(g)) return "GEMM on a channels-last copy of x (narrow map)";
   const char* via = g.layout == Layout::NHWC ? ", via NCHW transposes" : "";
-  if (direct(g)) return std::string("direct loops (depthwise)") + via;
+  if (direct(g)) return std::string(direct_planes(g) ? "direct loops (depthwise, channels in lanes)" : "direct loops (depthwise)") + via;
   if (winograd(g)) return std::string("Winograd F(2x2, 3x3)") + via;
   return std::string(pointwise(g) ? "GEMM (1x1)" : "im2col GEMM") + (span_images(g) ? " spanning the batch" : "") + via;
 }

@@ -48,6 +48,25 @@ void forward_f32(const ConvShape& g, const float* x, const float* w, const float
   const Kernels& k = active_kernels();
   const Window win = window_of(g);
   const int64_t hw = g.h * g.w, ohw = g.oh * g.ow, K = g.patch(), cin_g = g.cin_g(), cout_g = g.cout_g();
+  if (direct_planes(g)) {
+    // Tasks of kPlanes channels of one image (the kernel interleaves them into vector lanes).
+    constexpr int64_t kPlanes = 16;
+    const int64_t blocks = (g.c + kPlanes - 1) / kPlanes;
+    parallel_for(g.n * blocks, chunk_for(kPlanes * ohw * K), [&](int64_t b, int64_t e) {
+      float taps[kPlanes * 64], zeros[kPlanes] = {};
+      for (int64_t u = b; u < e; ++u) {
+        const int64_t img = u / blocks, c0 = (u % blocks) * kPlanes, planes = std::min(kPlanes, g.c - c0);
+        const float* wt = w + c0 * K;
+        if (w_scale) {
+          for (int64_t t = 0; t < planes * K; ++t) taps[t] = wt[t] * w_scale[c0 + t / K];
+          wt = taps;
+        }
+        k.direct_forward_planes(x + (img * g.c + c0) * hw, wt, bias ? bias + c0 : zeros, relu, y + (img * g.c + c0) * ohw,
+                                win, planes);
+      }
+    });
+    return;
+  }
   if (direct(g)) {
     parallel_for(g.n * g.cout, chunk_for(ohw * g.kh * g.kw), [&](int64_t b, int64_t e) {
       std::vector<float> taps(static_cast<size_t>(K));
