@@ -54,8 +54,8 @@ bool nhwc_depthwise(const ConvShape& g) { return direct(g) && g.cout == g.c && g
 bool direct_planes(const ConvShape& g) { return nhwc_depthwise(g) && g.ow < 16; }
 
 bool nhwc_native(const ConvShape& g) {
-  if (g.layout != Layout::NHWC || winograd(g)) return false;
-  return !direct(g) || nhwc_depthwise(g);
+  if (g.layout != Layout::NHWC) return false;
+  return winograd(g) || !direct(g) || nhwc_depthwise(g);
 }
 
 // NCHW maps a few pixels wide gather their GEMM patches faster from a channels-last copy of x (runs of
@@ -75,8 +75,9 @@ bool pixels_as_rows(const ConvShape& g) { return g.n * g.oh * g.ow * g.patch() <
 
 // The forward path by name, as the XNORM_DEBUG log reports it.
 std::string forward_path(const ConvShape& g) {
-  if (nhwc_native(g)) return direct(g) ? "channels-last direct (depthwise)"
-                                       : pixels_as_rows(g) ? "channels-last GEMM, pixels as M" : "channels-last GEMM";
+  if (nhwc_native(g)) return direct(g)     ? "channels-last direct (depthwise)"
+                            : winograd(g)   ? "channels-last Winograd F(2x2, 3x3)"
+                            : pixels_as_rows(g) ? "channels-last GEMM, pixels as M" : "channels-last GEMM";
   if (nchw_via_nhwc(g)) return "GEMM on a channels-last copy of x (narrow map)";
   const char* via = g.layout == Layout::NHWC ? ", via NCHW transposes" : "";
   if (direct(g)) return std::string(direct_planes(g) ? "direct loops (depthwise, channels in lanes)" : "direct loops (depthwise)") + via;

@@ -41,6 +41,17 @@ const float* scaled_taps(const float* w, const float* w_scale, int64_t co, int64
   return buf;
 }
 
+// The Winograd forward (winograd(g)) on float32 x and y in g's layout.
+void winograd_f32(const ConvShape& g, const float* x, const float* w, const float* w_scale, const float* bias, bool relu,
+                  float* y, const PreparedWeights* pre) {
+  WinogradProblem P;
+  P.n = g.n; P.c = g.c; P.h = g.h; P.w = g.w; P.ph = g.ph; P.pw = g.pw; P.oh = g.oh; P.ow = g.ow; P.cout = g.cout;
+  P.x = x; P.wt = w; P.w_scale = w_scale; P.bias = bias; P.relu = relu; P.y = y;
+  P.u = pre ? pre->winograd() : nullptr;
+  P.nhwc = g.layout == Layout::NHWC;
+  active_kernels().winograd_forward(P);
+}
+
 // y = act(conv(x, w * w_scale) + bias), all float32 NCHW; w_scale (per output channel) may be null.
 // With `pre` (then w = pre->weights() and no w_scale), the GEMM and Winograd paths read its packed weights.
 void forward_f32(const ConvShape& g, const float* x, const float* w, const float* w_scale, const float* bias, bool relu,
@@ -79,11 +90,7 @@ void forward_f32(const ConvShape& g, const float* x, const float* w, const float
     return;
   }
   if (winograd(g)) {
-    WinogradProblem P;
-    P.n = g.n; P.c = g.c; P.h = g.h; P.w = g.w; P.ph = g.ph; P.pw = g.pw; P.oh = g.oh; P.ow = g.ow; P.cout = g.cout;
-    P.x = x; P.wt = w; P.w_scale = w_scale; P.bias = bias; P.relu = relu; P.y = y;
-    P.u = pre ? pre->winograd() : nullptr;
-    k.winograd_forward(P);
+    winograd_f32(g, x, w, w_scale, bias, relu, y, pre);
     return;
   }
   if (span_images(g)) {
@@ -320,7 +327,8 @@ struct FinishPixelRows final : Epilogue {
   }
 };
 
-// y = act(conv(x, w * w_scale) + bias) on float32 NHWC x and y (nhwc_native(g)). Depthwise: direct loops
+// y = act(conv(x, w * w_scale) + bias) on float32 NHWC x and y (nhwc_native(g)). Winograd as it is in
+// NCHW, its transforms reading and writing channels-last. Depthwise: direct loops
 // over channel vectors. Otherwise one GEMM per group over the pixels of every image: weights (taps in
 // (ky, kx, ci) order; `pre`'s panels when prepared) times the channels-last patches, its blocks
 // transposed into y as they finish.
@@ -331,6 +339,10 @@ void forward_nhwc(const ConvShape& g, const float* x, const float* w, const floa
   win.image_stride = g.h * g.w * g.c;
   win.pixel_stride = g.c;
   const int64_t taps = g.kh * g.kw, np = g.n * g.oh * g.ow, K = g.patch(), cin_g = g.cin_g(), cout_g = g.cout_g();
+  if (winograd(g)) {  // its transforms read and write the channels-last tensors as they are
+    winograd_f32(g, x, w, w_scale, bias, relu, y, pre);
+    return;
+  }
   if (direct(g)) {
     win.c = g.c;
     float* wt = workspace(kWeights, (taps + 1) * g.c);  // taps [tap][c] (scaled as the plane kernel's), then the bias

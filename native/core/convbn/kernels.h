@@ -89,7 +89,7 @@ struct GemmProblem {
   const Epilogue* epilogue = nullptr;
 };
 
-// Winograd F(2x2, 3x3) forward of a 3x3, stride-1, dilation-1, ungrouped convolution, all float32 NCHW:
+// Winograd F(2x2, 3x3) forward of a 3x3, stride-1, dilation-1, ungrouped convolution, float32 NCHW (or NHWC):
 // y [n, cout, oh, ow] = act(conv(x [n, c, h, w], wt * w_scale) + bias), wt [cout, c, 3, 3]; w_scale and
 // bias (per output channel) may be null.
 struct WinogradProblem {
@@ -102,6 +102,8 @@ struct WinogradProblem {
   float* y = nullptr;
   // Optional: wt already transformed by Kernels::winograd_weights (prepared conv weights, w_scale null).
   const float* u = nullptr;
+  // x [n, h, w, c] and y [n, oh, ow, cout] channels-last instead.
+  bool nhwc = false;
 };
 
 struct Kernels {
