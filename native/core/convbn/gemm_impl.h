@@ -139,14 +139,20 @@ void pack_weights_slice(const Operand& B, int64_t p0, int64_t kc, int64_t j0, in
       int64_t j = jlo;
 #if defined(__AVX512F__)
       if (NR % 16 == 0) {
-        for (; j + 16 <= jhi; j += 16) {
-          float* rows[16];
-          for (int l = 0; l < 16; ++l) {
-            const int64_t row = row_of(j + l);
-            rows[l] = row >= 0 ? d + row * NR : nullptr;
+        // 16 filters at a time along their whole run: 16 streams, not NR, for the prefetchers.
+        const int64_t full = jlo + (jhi - jlo) / 16 * 16;
+        for (int g = 0; g < NR / 16; ++g)
+          for (j = jlo; j < full; j += 16) {
+            float* rows[16];
+            int64_t tap = (j - jlo) % taps, cl = (j - jlo) / taps;
+            for (int l = 0; l < 16; ++l) {
+              const int64_t kk = jlo + tap * width + cl;
+              rows[l] = kk >= p0 && kk < p0 + kc ? d + (kk - p0) * NR + 16 * g : nullptr;
+              if (++tap == taps) tap = 0, ++cl;
+            }
+            transpose_filters<16>(src + 16 * g * B.cs + j, B.cs, cols - 16 * g, sc ? sc + 16 * g : nullptr, rows);
           }
-          transpose_filters<NR>(src + j, B.cs, cols, sc, rows);
-        }
+        j = full;
       }
 #endif
       for (; j < jhi; ++j) {
