@@ -152,39 +152,58 @@ void direct_forward_planes(const float* x, const float* wt, const float* bias, b
 
 void direct_forward_nhwc(const float* x, const float* wt, const float* bias, bool relu, float* y, const Window& g,
                          int64_t r0, int64_t r1) {
-  constexpr int VW = Micro::VW;
+  constexpr int VW = Micro::VW, kPix = 4;
   const int64_t c = g.c, full = c / VW * VW;
   const VecF zero{};
+  // The taps inside the input of each of kPix output pixels; the plane kernel adds w * 0 for the
+  // others, which changes no sum.
+  const float* src[kPix][64];
+  const float* tw[kPix][64];
+  int nt[kPix];
   for (int64_t row = r0; row < r1; ++row) {
     const int64_t img = row / g.oh, oy = row % g.oh;
     const float* xi = x + img * g.h * g.w * c;
-    for (int64_t ox = 0; ox < g.ow; ++ox) {
-      float* out = y + (row * g.ow + ox) * c;
-      // The taps inside the input; the plane kernel adds w * 0 for the others, which changes no sum.
-      const float* src[64];
-      const float* tw[64];
-      int nt = 0;
-      for (int64_t ky = 0; ky < g.kh; ++ky) {
-        const int64_t iy = oy * g.sh - g.ph + ky * g.dh;
-        if (iy < 0 || iy >= g.h) continue;
-        for (int64_t kx = 0; kx < g.kw; ++kx) {
-          const int64_t ix = ox * g.sw - g.pw + kx * g.dw;
-          if (ix < 0 || ix >= g.w) continue;
-          src[nt] = xi + (iy * g.w + ix) * c;
-          tw[nt++] = wt + (ky * g.kw + kx) * c;
+    for (int64_t ox0 = 0; ox0 < g.ow; ox0 += kPix) {
+      const int np = int(std::min<int64_t>(kPix, g.ow - ox0));
+      for (int p = 0; p < np; ++p) {
+        nt[p] = 0;
+        for (int64_t ky = 0; ky < g.kh; ++ky) {
+          const int64_t iy = oy * g.sh - g.ph + ky * g.dh;
+          if (iy < 0 || iy >= g.h) continue;
+          for (int64_t kx = 0; kx < g.kw; ++kx) {
+            const int64_t ix = (ox0 + p) * g.sw - g.pw + kx * g.dw;
+            if (ix < 0 || ix >= g.w) continue;
+            src[p][nt[p]] = xi + (iy * g.w + ix) * c;
+            tw[p][nt[p]++] = wt + (ky * g.kw + kx) * c;
+          }
         }
       }
-      for (int64_t c0 = 0; c0 < full; c0 += VW) {
-        VecF acc = loadu(bias + c0);
-        for (int t = 0; t < nt; ++t) acc += loadu(tw[t] + c0) * loadu(src[t] + c0);
-        if (relu) acc = acc > zero ? acc : zero;
-        storeu(out + c0, acc);
+      float* out = y + (row * g.ow + ox0) * c;
+      // Few channel vectors (dw 32@112: 2) make few independent FMA chains: then kPix pixels with as
+      // many taps (inside the map) are summed side by side, each sum in the same order.
+      const bool together = full < kPix * VW && np == kPix && nt[1] == nt[0] && nt[2] == nt[0] && nt[3] == nt[0];
+      if (together) {
+        for (int64_t c0 = 0; c0 < full; c0 += VW) {
+          VecF acc[kPix];
+          for (int p = 0; p < kPix; ++p) acc[p] = loadu(bias + c0);
+          for (int t = 0; t < nt[0]; ++t)
+            for (int p = 0; p < kPix; ++p) acc[p] += loadu(tw[p][t] + c0) * loadu(src[p][t] + c0);
+          for (int p = 0; p < kPix; ++p) storeu(out + p * c + c0, relu ? (acc[p] > zero ? acc[p] : zero) : acc[p]);
+        }
+      } else {
+        for (int p = 0; p < np; ++p)
+          for (int64_t c0 = 0; c0 < full; c0 += VW) {
+            VecF acc = loadu(bias + c0);
+            for (int t = 0; t < nt[p]; ++t) acc += loadu(tw[p][t] + c0) * loadu(src[p][t] + c0);
+            storeu(out + p * c + c0, relu ? (acc > zero ? acc : zero) : acc);
+          }
       }
-      for (int64_t ch = full; ch < c; ++ch) {
-        float acc = bias[ch];
-        for (int t = 0; t < nt; ++t) acc += tw[t][ch] * src[t][ch];
-        out[ch] = relu && !(acc > 0.f) ? 0.f : acc;
-      }
+      for (int p = 0; p < np; ++p)
+        for (int64_t ch = full; ch < c; ++ch) {
+          float acc = bias[ch];
+          for (int t = 0; t < nt[p]; ++t) acc += tw[p][t][ch] * src[p][t][ch];
+          out[p * c + ch] = relu && !(acc > 0.f) ? 0.f : acc;
+        }
     }
   }
 }
