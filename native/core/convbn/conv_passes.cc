@@ -69,7 +69,8 @@ void forward_f32(const ConvShape& g, const float* x, const float* w, const float
         const int64_t img = u / blocks, c0 = (u % blocks) * kPlanes, planes = std::min(kPlanes, g.c - c0);
         const float* wt = w + c0 * K;
         if (w_scale) {
-          for (int64_t t = 0; t < planes * K; ++t) taps[t] = wt[t] * w_scale[c0 + t / K];
+          for (int64_t i = 0; i < planes; ++i)
+            for (int64_t t = 0; t < K; ++t) taps[i * K + t] = wt[i * K + t] * w_scale[c0 + i];
           wt = taps;
         }
         k.direct_forward_planes(x + (img * g.c + c0) * hw, wt, bias ? bias + c0 : zeros, relu, y + (img * g.c + c0) * ohw,
