@@ -60,13 +60,19 @@ void forward_f32(const ConvShape& g, const float* x, const float* w, const float
   const Window win = window_of(g);
   const int64_t hw = g.h * g.w, ohw = g.oh * g.ow, K = g.patch(), cin_g = g.cin_g(), cout_g = g.cout_g();
   if (direct_planes(g)) {
-    // Tasks of kPlanes channels of one image (the kernel interleaves them into vector lanes).
-    constexpr int64_t kPlanes = 16;
-    const int64_t blocks = (g.c + kPlanes - 1) / kPlanes;
-    parallel_for(g.n * blocks, chunk_for(kPlanes * ohw * K), [&](int64_t b, int64_t e) {
+    // Tasks of kPlanes channels of one image (the kernel interleaves them into vector lanes) and a band
+    // of output rows: about kBandWork multiply-adds each, so that large maps of few channels (dw 32@112
+    // at batch 1: 2 channel blocks) still give every thread work. From the sizes only.
+    constexpr int64_t kPlanes = 16, kBandWork = int64_t(1) << 18;
+    const int64_t blocks = (g.c + kPlanes - 1) / kPlanes, plane_work = kPlanes * ohw * K;
+    const int64_t bands = std::max<int64_t>(1, std::min(g.oh, (plane_work + kBandWork - 1) / kBandWork));
+    const int64_t band = std::max<int64_t>(1, (g.oh + bands - 1) / bands);
+    const int64_t nbands = (g.oh + band - 1) / band;
+    parallel_for(g.n * blocks * nbands, chunk_for(kPlanes * band * g.ow * K), [&](int64_t b, int64_t e) {
       float taps[kPlanes * 64], zeros[kPlanes] = {};
       for (int64_t u = b; u < e; ++u) {
-        const int64_t img = u / blocks, c0 = (u % blocks) * kPlanes, planes = std::min(kPlanes, g.c - c0);
+        const int64_t img = u / (blocks * nbands), c0 = (u / nbands % blocks) * kPlanes, planes = std::min(kPlanes, g.c - c0);
+        const int64_t oy0 = u % nbands * band, oy1 = std::min(g.oh, oy0 + band);
         const float* wt = w + c0 * K;
         if (w_scale) {
           for (int64_t i = 0; i < planes; ++i)
@@ -74,7 +80,7 @@ void forward_f32(const ConvShape& g, const float* x, const float* w, const float
           wt = taps;
         }
         k.direct_forward_planes(x + (img * g.c + c0) * hw, wt, bias ? bias + c0 : zeros, relu, y + (img * g.c + c0) * ohw,
-                                win, planes);
+                                win, planes, oy0, oy1);
       }
     });
     return;

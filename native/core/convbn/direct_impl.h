@@ -73,41 +73,45 @@ void direct_forward_plane(const float* x, const float* wt, float bias, bool relu
   }
 }
 
-// Small planes (a row narrower than a vector wastes most of each one in direct_forward_plane, 7x7:
-// 9 of 16 lanes): VW planes at a time, interleaved into the lanes of a zero-padded channels-last copy,
-// so that each output pixel of VW planes is one vector. Per element the same sum, in the same order
-// (bias, then every tap, padding included), as the plane kernel.
+// NCHW depthwise with one output per input channel (a row narrower than a vector wastes most of each
+// one in direct_forward_plane, 7x7: 9 of 16 lanes): VW planes at a time, interleaved into the lanes of
+// a zero-padded channels-last copy of the input band that output rows [oy0, oy1) read, so that each
+// output pixel of VW planes is one vector. Per element the same sum, in the same order (bias, then
+// every tap, padding included), as the plane kernel.
 void direct_forward_planes(const float* x, const float* wt, const float* bias, bool relu, float* y, const Window& g,
-                           int64_t planes) {
+                           int64_t planes, int64_t oy0, int64_t oy1) {
   constexpr int VW = Micro::VW, kRun = 8;
   const int64_t h = g.h, w = g.w, ph = g.ph, pw = g.pw, kh = g.kh, kw = g.kw, dh = g.dh, dw = g.dw, sh = g.sh, sw = g.sw;
-  const int64_t oh = g.oh, ow = g.ow, hp = h + 2 * ph, wp = w + 2 * pw, hw = h * w, ohw = oh * ow, taps = kh * kw;
-  // Stride 1: output (oy, ox) is computed at q = oy * wp + ox, from the input at q + ky * dh * wp + kx * dw,
+  const int64_t ow = g.ow, wp = w + 2 * pw, hw = h * w, ohw = g.oh * ow, taps = kh * kw, rows = oy1 - oy0;
+  // The band: input rows [ib0, ib0 + hb), those outside the map zeros.
+  const int64_t ib0 = oy0 * sh - ph, hb = (rows - 1) * sh + (kh - 1) * dh + 1;
+  // Stride 1: output (oy0 + r, ox) is computed at q = r * wp + ox, from the band at q + ky * dh * wp + kx * dw,
   // so that runs of kRun outputs, the padding columns' included, are independent sums in registers.
-  // The last run reads up to kRun - 1 + (kw - 1) * dw vectors past the padded plane (zeros).
+  // The last run reads up to kRun - 1 + (kw - 1) * dw vectors past the band (zeros).
   const bool flat = sh == 1 && sw == 1;
-  const int64_t qn = flat ? round_up(oh * wp, kRun) : ohw, in_size = (hp * wp + kRun + (kw - 1) * dw) * VW;
-  const auto q_of = [&](int64_t i) { return flat ? i / ow * wp + i % ow : i; };  // output pixel i in `out`
+  const int64_t qn = flat ? round_up(rows * wp, kRun) : rows * ow, in_size = (hb * wp + kRun + (kw - 1) * dw) * VW;
+  const auto q_of = [&](int64_t i) { return flat ? i / ow * wp + i % ow : i; };  // band output pixel i in `out`
   float* in = tls_padded.get(size_t(in_size));
   float* out = tls_row.get(size_t(qn * VW));
   const VecF zero{};
-  const auto at = [&](int64_t i) { return in + ((i / w + ph) * wp + i % w + pw) * VW; };  // input pixel i
+  const auto at = [&](int64_t i) { return in + ((i / w - ib0) * wp + i % w + pw) * VW; };  // input pixel i
+  const int64_t i0 = std::max<int64_t>(0, ib0) * w, i1 = std::min(h, ib0 + hb) * w;  // the band's pixels in the map
   for (int64_t p0 = 0; p0 < planes; p0 += VW) {
     const int64_t lanes = std::min<int64_t>(VW, planes - p0);
     const float* xs = x + p0 * hw;
-    float* ys = y + p0 * ohw;
+    float* ys = y + p0 * ohw + oy0 * ow;
     std::memset(in, 0, size_t(in_size) * sizeof(float));
-    int64_t i = 0;
+    int64_t i = i0;
 #if defined(__AVX512F__)
     if (VW == 16 && lanes == 16)  // 16 pixels of 16 planes at a time, transposed in registers
-      for (; i + 16 <= hw; i += 16) {
+      for (; i + 16 <= i1; i += 16) {
         __m512 r[16];
         for (int l = 0; l < 16; ++l) r[l] = _mm512_loadu_ps(xs + l * hw + i);
         transpose16(r);
         for (int j = 0; j < 16; ++j) _mm512_storeu_ps(at(i + j), r[j]);
       }
 #endif
-    for (; i < hw; ++i)
+    for (; i < i1; ++i)
       for (int64_t l = 0; l < lanes; ++l) at(i)[l] = xs[l * hw + i];
     VecF wv[64], b = zero;
     int64_t off[64];
@@ -127,25 +131,26 @@ void direct_forward_planes(const float* x, const float* wt, const float* bias, b
         for (int j = 0; j < kRun; ++j) storeu(out + (q0 + j) * VW, relu ? (acc[j] > zero ? acc[j] : zero) : acc[j]);
       }
     } else {
-      for (int64_t oy = 0; oy < oh; ++oy)
+      for (int64_t r = 0; r < rows; ++r)
         for (int64_t ox = 0; ox < ow; ++ox) {
           VecF acc = b;
-          const float* src = in + (oy * sh * wp + ox * sw) * VW;
+          const float* src = in + (r * sh * wp + ox * sw) * VW;
           for (int64_t t = 0; t < taps; ++t) acc += wv[t] * loadu(src + off[t]);
-          storeu(out + (oy * ow + ox) * VW, relu ? (acc > zero ? acc : zero) : acc);
+          storeu(out + (r * ow + ox) * VW, relu ? (acc > zero ? acc : zero) : acc);
         }
     }
+    const int64_t n_out = rows * ow;
     i = 0;
 #if defined(__AVX512F__)
     if (VW == 16 && lanes == 16)
-      for (; i + 16 <= ohw; i += 16) {
+      for (; i + 16 <= n_out; i += 16) {
         __m512 r[16];
         for (int j = 0; j < 16; ++j) r[j] = _mm512_loadu_ps(out + q_of(i + j) * VW);
         transpose16(r);
         for (int l = 0; l < 16; ++l) _mm512_storeu_ps(ys + l * ohw + i, r[l]);
       }
 #endif
-    for (; i < ohw; ++i)
+    for (; i < n_out; ++i)
       for (int64_t l = 0; l < lanes; ++l) ys[l * ohw + i] = out[q_of(i) * VW + l];
   }
 }
