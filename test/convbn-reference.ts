@@ -103,6 +103,15 @@ export const AWKWARD: ConvCase[] = [
   { n: 2, c: 6, h: 8, w: 7, cout: 10, k: [3, 3], s: [1, 2], p: [1, 0], d: [1, 1], g: 2 },
   { n: 2, c: 8, h: 10, w: 10, cout: 8, k: [3, 3], s: [2, 2], p: [1, 1], d: [1, 1], g: 8 },
   { n: 1, c: 5, h: 9, w: 8, cout: 10, k: [5, 5], s: [1, 1], p: [2, 2], d: [1, 1], g: 5 },
+  // depthwise with one output per input channel (NCHW: channels interleaved in vector lanes): partial
+  // blocks of channels, dilation, an uneven kernel, stride 2 with more than 16 pixels, a wide map,
+  { n: 2, c: 37, h: 7, w: 7, cout: 37, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 37 },
+  { n: 1, c: 20, h: 9, w: 6, cout: 20, k: [5, 3], s: [1, 1], p: [2, 0], d: [2, 1], g: 20 },
+  { n: 2, c: 18, h: 15, w: 14, cout: 18, k: [3, 3], s: [2, 2], p: [0, 1], d: [1, 1], g: 18 },
+  { n: 1, c: 19, h: 20, w: 35, cout: 19, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 19 },
+  // ... and maps large enough that the rows are split into bands (stride 1 with dilation, stride 2)
+  { n: 1, c: 17, h: 50, w: 47, cout: 17, k: [3, 3], s: [1, 1], p: [2, 1], d: [2, 1], g: 17 },
+  { n: 1, c: 5, h: 99, w: 90, cout: 5, k: [3, 3], s: [2, 2], p: [1, 1], d: [1, 1], g: 5 },
   { n: 3, c: 35, h: 6, w: 7, cout: 70, k: [1, 1], s: [1, 1], p: [0, 0], d: [1, 1], g: 1 },
   { n: 2, c: 20, h: 9, w: 9, cout: 30, k: [1, 1], s: [2, 2], p: [0, 0], d: [1, 1], g: 1 },
   { n: 1, c: 300, h: 5, w: 5, cout: 20, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 },

@@ -49,9 +49,16 @@ bool span_images(const ConvShape& g) {
 // Depthwise with one output channel per input channel: the channels-last direct kernel applies.
 bool nhwc_depthwise(const ConvShape& g) { return direct(g) && g.cout == g.c && g.kh * g.kw <= 64; }
 
+// NCHW depthwise: several channels' planes per vector (direct_forward_planes) instead of one row per
+// vector (most of it padding on 7x7 maps) with one FMA chain per row: faster on every MobileNet map
+// (see DESIGN.md). Up to 2^16 padded pixels, so that its per-thread scratch stays a few MiB.
+bool direct_planes(const ConvShape& g) {
+  return nhwc_depthwise(g) && (g.h + 2 * g.ph) * (g.w + 2 * g.pw) <= (int64_t(1) << 16);
+}
+
 bool nhwc_native(const ConvShape& g) {
-  if (g.layout != Layout::NHWC || winograd(g)) return false;
-  return !direct(g) || nhwc_depthwise(g);
+  if (g.layout != Layout::NHWC) return false;
+  return winograd(g) || !direct(g) || nhwc_depthwise(g);
 }
 
 // NCHW maps a few pixels wide gather their GEMM patches faster from a channels-last copy of x (runs of
@@ -71,11 +78,12 @@ bool pixels_as_rows(const ConvShape& g) { return g.n * g.oh * g.ow * g.patch() <
 
 // The forward path by name, as the XNORM_DEBUG log reports it.
 std::string forward_path(const ConvShape& g) {
-  if (nhwc_native(g)) return direct(g) ? "channels-last direct (depthwise)"
-                                       : pixels_as_rows(g) ? "channels-last GEMM, pixels as M" : "channels-last GEMM";
+  if (nhwc_native(g)) return direct(g)     ? "channels-last direct (depthwise)"
+                            : winograd(g)   ? "channels-last Winograd F(2x2, 3x3)"
+                            : pixels_as_rows(g) ? "channels-last GEMM, pixels as M" : "channels-last GEMM";
   if (nchw_via_nhwc(g)) return "GEMM on a channels-last copy of x (narrow map)";
   const char* via = g.layout == Layout::NHWC ? ", via NCHW transposes" : "";
-  if (direct(g)) return std::string("direct loops (depthwise)") + via;
+  if (direct(g)) return std::string(direct_planes(g) ? "direct loops (depthwise, channels in lanes)" : "direct loops (depthwise)") + via;
   if (winograd(g)) return std::string("Winograd F(2x2, 3x3)") + via;
   return std::string(pointwise(g) ? "GEMM (1x1)" : "im2col GEMM") + (span_images(g) ? " spanning the batch" : "") + via;
 }

@@ -41,6 +41,17 @@ const float* scaled_taps(const float* w, const float* w_scale, int64_t co, int64
   return buf;
 }
 
+// The Winograd forward (winograd(g)) on float32 x and y in g's layout.
+void winograd_f32(const ConvShape& g, const float* x, const float* w, const float* w_scale, const float* bias, bool relu,
+                  float* y, const PreparedWeights* pre) {
+  WinogradProblem P;
+  P.n = g.n; P.c = g.c; P.h = g.h; P.w = g.w; P.ph = g.ph; P.pw = g.pw; P.oh = g.oh; P.ow = g.ow; P.cout = g.cout;
+  P.x = x; P.wt = w; P.w_scale = w_scale; P.bias = bias; P.relu = relu; P.y = y;
+  P.u = pre ? pre->winograd() : nullptr;
+  P.nhwc = g.layout == Layout::NHWC;
+  active_kernels().winograd_forward(P);
+}
+
 // y = act(conv(x, w * w_scale) + bias), all float32 NCHW; w_scale (per output channel) may be null.
 // With `pre` (then w = pre->weights() and no w_scale), the GEMM and Winograd paths read its packed weights.
 void forward_f32(const ConvShape& g, const float* x, const float* w, const float* w_scale, const float* bias, bool relu,
@@ -48,6 +59,32 @@ void forward_f32(const ConvShape& g, const float* x, const float* w, const float
   const Kernels& k = active_kernels();
   const Window win = window_of(g);
   const int64_t hw = g.h * g.w, ohw = g.oh * g.ow, K = g.patch(), cin_g = g.cin_g(), cout_g = g.cout_g();
+  if (direct_planes(g)) {
+    // Tasks of kPlanes channels of one image (the kernel interleaves them into vector lanes) and a band
+    // of output rows: about kBandWork multiply-adds each, so that large maps of few channels (dw 32@112
+    // at batch 1: 2 channel blocks) still give every thread work. From the sizes only.
+    constexpr int64_t kPlanes = 16, kBandWork = int64_t(1) << 18;
+    const int64_t blocks = (g.c + kPlanes - 1) / kPlanes, plane_work = kPlanes * ohw * K;
+    const int64_t bands = std::max<int64_t>(1, std::min(g.oh, (plane_work + kBandWork - 1) / kBandWork));
+    const int64_t band = std::max<int64_t>(1, (g.oh + bands - 1) / bands);
+    const int64_t nbands = (g.oh + band - 1) / band;
+    parallel_for(g.n * blocks * nbands, chunk_for(kPlanes * band * g.ow * K), [&](int64_t b, int64_t e) {
+      float taps[kPlanes * 64], zeros[kPlanes] = {};
+      for (int64_t u = b; u < e; ++u) {
+        const int64_t img = u / (blocks * nbands), c0 = (u / nbands % blocks) * kPlanes, planes = std::min(kPlanes, g.c - c0);
+        const int64_t oy0 = u % nbands * band, oy1 = std::min(g.oh, oy0 + band);
+        const float* wt = w + c0 * K;
+        if (w_scale) {
+          for (int64_t i = 0; i < planes; ++i)
+            for (int64_t t = 0; t < K; ++t) taps[i * K + t] = wt[i * K + t] * w_scale[c0 + i];
+          wt = taps;
+        }
+        k.direct_forward_planes(x + (img * g.c + c0) * hw, wt, bias ? bias + c0 : zeros, relu, y + (img * g.c + c0) * ohw,
+                                win, planes, oy0, oy1);
+      }
+    });
+    return;
+  }
   if (direct(g)) {
     parallel_for(g.n * g.cout, chunk_for(ohw * g.kh * g.kw), [&](int64_t b, int64_t e) {
       std::vector<float> taps(static_cast<size_t>(K));
@@ -60,11 +97,7 @@ void forward_f32(const ConvShape& g, const float* x, const float* w, const float
     return;
   }
   if (winograd(g)) {
-    WinogradProblem P;
-    P.n = g.n; P.c = g.c; P.h = g.h; P.w = g.w; P.ph = g.ph; P.pw = g.pw; P.oh = g.oh; P.ow = g.ow; P.cout = g.cout;
-    P.x = x; P.wt = w; P.w_scale = w_scale; P.bias = bias; P.relu = relu; P.y = y;
-    P.u = pre ? pre->winograd() : nullptr;
-    k.winograd_forward(P);
+    winograd_f32(g, x, w, w_scale, bias, relu, y, pre);
     return;
   }
   if (span_images(g)) {
@@ -301,7 +334,8 @@ struct FinishPixelRows final : Epilogue {
   }
 };
 
-// y = act(conv(x, w * w_scale) + bias) on float32 NHWC x and y (nhwc_native(g)). Depthwise: direct loops
+// y = act(conv(x, w * w_scale) + bias) on float32 NHWC x and y (nhwc_native(g)). Winograd as it is in
+// NCHW, its transforms reading and writing channels-last. Depthwise: direct loops
 // over channel vectors. Otherwise one GEMM per group over the pixels of every image: weights (taps in
 // (ky, kx, ci) order; `pre`'s panels when prepared) times the channels-last patches, its blocks
 // transposed into y as they finish.
@@ -312,6 +346,10 @@ void forward_nhwc(const ConvShape& g, const float* x, const float* w, const floa
   win.image_stride = g.h * g.w * g.c;
   win.pixel_stride = g.c;
   const int64_t taps = g.kh * g.kw, np = g.n * g.oh * g.ow, K = g.patch(), cin_g = g.cin_g(), cout_g = g.cout_g();
+  if (winograd(g)) {  // its transforms read and write the channels-last tensors as they are
+    winograd_f32(g, x, w, w_scale, bias, relu, y, pre);
+    return;
+  }
   if (direct(g)) {
     win.c = g.c;
     float* wt = workspace(kWeights, (taps + 1) * g.c);  // taps [tap][c] (scaled as the plane kernel's), then the bias

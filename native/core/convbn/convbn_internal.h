@@ -35,6 +35,7 @@ bool span_images(const ConvShape& g);
 bool nhwc_native(const ConvShape& g);
 bool nchw_via_nhwc(const ConvShape& g);
 bool nhwc_depthwise(const ConvShape& g);
+bool direct_planes(const ConvShape& g);
 
 // w [cout, cin_g, kh, kw] with each filter reordered to the K order of the channels-last GEMM
 // (kNhwcBlock: channel blocks, each (ky, kx, ci); Operand::Im2colNhwc).

@@ -73,41 +73,142 @@ void direct_forward_plane(const float* x, const float* wt, float bias, bool relu
   }
 }
 
+// NCHW depthwise with one output per input channel (a row narrower than a vector wastes most of each
+// one in direct_forward_plane, 7x7: 9 of 16 lanes): VW planes at a time, interleaved into the lanes of
+// a zero-padded channels-last copy of the input band that output rows [oy0, oy1) read, so that each
+// output pixel of VW planes is one vector. Per element the same sum, in the same order (bias, then
+// every tap, padding included), as the plane kernel.
+void direct_forward_planes(const float* x, const float* wt, const float* bias, bool relu, float* y, const Window& g,
+                           int64_t planes, int64_t oy0, int64_t oy1) {
+  constexpr int VW = Micro::VW, kRun = 8;
+  const int64_t h = g.h, w = g.w, ph = g.ph, pw = g.pw, kh = g.kh, kw = g.kw, dh = g.dh, dw = g.dw, sh = g.sh, sw = g.sw;
+  const int64_t ow = g.ow, wp = w + 2 * pw, hw = h * w, ohw = g.oh * ow, taps = kh * kw, rows = oy1 - oy0;
+  // The band: input rows [ib0, ib0 + hb), those outside the map zeros.
+  const int64_t ib0 = oy0 * sh - ph, hb = (rows - 1) * sh + (kh - 1) * dh + 1;
+  // Stride 1: output (oy0 + r, ox) is computed at q = r * wp + ox, from the band at q + ky * dh * wp + kx * dw,
+  // so that runs of kRun outputs, the padding columns' included, are independent sums in registers.
+  // The last run reads up to kRun - 1 + (kw - 1) * dw vectors past the band (zeros).
+  const bool flat = sh == 1 && sw == 1;
+  const int64_t qn = flat ? round_up(rows * wp, kRun) : rows * ow, in_size = (hb * wp + kRun + (kw - 1) * dw) * VW;
+  const auto q_of = [&](int64_t i) { return flat ? i / ow * wp + i % ow : i; };  // band output pixel i in `out`
+  float* in = tls_padded.get(size_t(in_size));
+  float* out = tls_row.get(size_t(qn * VW));
+  const VecF zero{};
+  const auto at = [&](int64_t i) { return in + ((i / w - ib0) * wp + i % w + pw) * VW; };  // input pixel i
+  const int64_t i0 = std::max<int64_t>(0, ib0) * w, i1 = std::min(h, ib0 + hb) * w;  // the band's pixels in the map
+  for (int64_t p0 = 0; p0 < planes; p0 += VW) {
+    const int64_t lanes = std::min<int64_t>(VW, planes - p0);
+    const float* xs = x + p0 * hw;
+    float* ys = y + p0 * ohw + oy0 * ow;
+    std::memset(in, 0, size_t(in_size) * sizeof(float));
+    int64_t i = i0;
+#if defined(__AVX512F__)
+    if (VW == 16 && lanes == 16)  // 16 pixels of 16 planes at a time, transposed in registers
+      for (; i + 16 <= i1; i += 16) {
+        __m512 r[16];
+        for (int l = 0; l < 16; ++l) r[l] = _mm512_loadu_ps(xs + l * hw + i);
+        transpose16(r);
+        for (int j = 0; j < 16; ++j) _mm512_storeu_ps(at(i + j), r[j]);
+      }
+#endif
+    for (; i < i1; ++i)
+      for (int64_t l = 0; l < lanes; ++l) at(i)[l] = xs[l * hw + i];
+    VecF wv[64], b = zero;
+    int64_t off[64];
+    for (int64_t t = 0; t < taps; ++t) {
+      wv[t] = zero;
+      for (int64_t l = 0; l < lanes; ++l) wv[t][l] = wt[(p0 + l) * taps + t];
+      off[t] = ((t / kw) * dh * wp + (t % kw) * dw) * VW;
+    }
+    for (int64_t l = 0; l < lanes; ++l) b[l] = bias[p0 + l];
+    if (flat) {
+      for (int64_t q0 = 0; q0 < qn; q0 += kRun) {
+        VecF acc[kRun];
+        for (int j = 0; j < kRun; ++j) acc[j] = b;
+        const float* src = in + q0 * VW;
+        for (int64_t t = 0; t < taps; ++t)
+          for (int j = 0; j < kRun; ++j) acc[j] += wv[t] * loadu(src + off[t] + j * VW);
+        for (int j = 0; j < kRun; ++j) storeu(out + (q0 + j) * VW, relu ? (acc[j] > zero ? acc[j] : zero) : acc[j]);
+      }
+    } else {
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t ox = 0; ox < ow; ++ox) {
+          VecF acc = b;
+          const float* src = in + (r * sh * wp + ox * sw) * VW;
+          for (int64_t t = 0; t < taps; ++t) acc += wv[t] * loadu(src + off[t]);
+          storeu(out + (r * ow + ox) * VW, relu ? (acc > zero ? acc : zero) : acc);
+        }
+    }
+    const int64_t n_out = rows * ow;
+    i = 0;
+#if defined(__AVX512F__)
+    if (VW == 16 && lanes == 16)
+      for (; i + 16 <= n_out; i += 16) {
+        __m512 r[16];
+        for (int j = 0; j < 16; ++j) r[j] = _mm512_loadu_ps(out + q_of(i + j) * VW);
+        transpose16(r);
+        for (int l = 0; l < 16; ++l) _mm512_storeu_ps(ys + l * ohw + i, r[l]);
+      }
+#endif
+    for (; i < n_out; ++i)
+      for (int64_t l = 0; l < lanes; ++l) ys[l * ohw + i] = out[q_of(i) * VW + l];
+  }
+}
+
 void direct_forward_nhwc(const float* x, const float* wt, const float* bias, bool relu, float* y, const Window& g,
                          int64_t r0, int64_t r1) {
-  constexpr int VW = Micro::VW;
+  constexpr int VW = Micro::VW, kPix = 4;
   const int64_t c = g.c, full = c / VW * VW;
   const VecF zero{};
+  // The taps inside the input of each of kPix output pixels; the plane kernel adds w * 0 for the
+  // others, which changes no sum.
+  const float* src[kPix][64];
+  const float* tw[kPix][64];
+  int nt[kPix];
   for (int64_t row = r0; row < r1; ++row) {
     const int64_t img = row / g.oh, oy = row % g.oh;
     const float* xi = x + img * g.h * g.w * c;
-    for (int64_t ox = 0; ox < g.ow; ++ox) {
-      float* out = y + (row * g.ow + ox) * c;
-      // The taps inside the input; the plane kernel adds w * 0 for the others, which changes no sum.
-      const float* src[64];
-      const float* tw[64];
-      int nt = 0;
-      for (int64_t ky = 0; ky < g.kh; ++ky) {
-        const int64_t iy = oy * g.sh - g.ph + ky * g.dh;
-        if (iy < 0 || iy >= g.h) continue;
-        for (int64_t kx = 0; kx < g.kw; ++kx) {
-          const int64_t ix = ox * g.sw - g.pw + kx * g.dw;
-          if (ix < 0 || ix >= g.w) continue;
-          src[nt] = xi + (iy * g.w + ix) * c;
-          tw[nt++] = wt + (ky * g.kw + kx) * c;
+    for (int64_t ox0 = 0; ox0 < g.ow; ox0 += kPix) {
+      const int np = int(std::min<int64_t>(kPix, g.ow - ox0));
+      for (int p = 0; p < np; ++p) {
+        nt[p] = 0;
+        for (int64_t ky = 0; ky < g.kh; ++ky) {
+          const int64_t iy = oy * g.sh - g.ph + ky * g.dh;
+          if (iy < 0 || iy >= g.h) continue;
+          for (int64_t kx = 0; kx < g.kw; ++kx) {
+            const int64_t ix = (ox0 + p) * g.sw - g.pw + kx * g.dw;
+            if (ix < 0 || ix >= g.w) continue;
+            src[p][nt[p]] = xi + (iy * g.w + ix) * c;
+            tw[p][nt[p]++] = wt + (ky * g.kw + kx) * c;
+          }
         }
       }
-      for (int64_t c0 = 0; c0 < full; c0 += VW) {
-        VecF acc = loadu(bias + c0);
-        for (int t = 0; t < nt; ++t) acc += loadu(tw[t] + c0) * loadu(src[t] + c0);
-        if (relu) acc = acc > zero ? acc : zero;
-        storeu(out + c0, acc);
+      float* out = y + (row * g.ow + ox0) * c;
+      // Few channel vectors (dw 32@112: 2) make few independent FMA chains: then kPix pixels with as
+      // many taps (inside the map) are summed side by side, each sum in the same order.
+      const bool together = full < kPix * VW && np == kPix && nt[1] == nt[0] && nt[2] == nt[0] && nt[3] == nt[0];
+      if (together) {
+        for (int64_t c0 = 0; c0 < full; c0 += VW) {
+          VecF acc[kPix];
+          for (int p = 0; p < kPix; ++p) acc[p] = loadu(bias + c0);
+          for (int t = 0; t < nt[0]; ++t)
+            for (int p = 0; p < kPix; ++p) acc[p] += loadu(tw[p][t] + c0) * loadu(src[p][t] + c0);
+          for (int p = 0; p < kPix; ++p) storeu(out + p * c + c0, relu ? (acc[p] > zero ? acc[p] : zero) : acc[p]);
+        }
+      } else {
+        for (int p = 0; p < np; ++p)
+          for (int64_t c0 = 0; c0 < full; c0 += VW) {
+            VecF acc = loadu(bias + c0);
+            for (int t = 0; t < nt[p]; ++t) acc += loadu(tw[p][t] + c0) * loadu(src[p][t] + c0);
+            storeu(out + p * c + c0, relu ? (acc > zero ? acc : zero) : acc);
+          }
       }
-      for (int64_t ch = full; ch < c; ++ch) {
-        float acc = bias[ch];
-        for (int t = 0; t < nt; ++t) acc += tw[t][ch] * src[t][ch];
-        out[ch] = relu && !(acc > 0.f) ? 0.f : acc;
-      }
+      for (int p = 0; p < np; ++p)
+        for (int64_t ch = full; ch < c; ++ch) {
+          float acc = bias[ch];
+          for (int t = 0; t < nt[p]; ++t) acc += tw[p][t][ch] * src[p][t][ch];
+          out[p * c + ch] = relu && !(acc > 0.f) ? 0.f : acc;
+        }
     }
   }
 }

@@ -90,6 +90,29 @@ inline void transpose16(__m512 r[16]) {
     r[m + 8] = _mm512_shuffle_f32x4(t[m], t[8 + m], 0xdd);
   }
 }
+
+// 16 consecutive weights of each of a panel's NR filters (src + co * stride, zeros for co >= cols),
+// times scale[co] when given, transposed into 16 panel rows of NR floats: rows[l] gets weight l of
+// every filter (null: skipped).
+template <int NR>
+inline void transpose_filters(const float* src, int64_t stride, int64_t cols, const float* scale, float* const rows[16]) {
+  for (int g = 0; g < NR / 16; ++g) {
+    __m512 r[16];
+    for (int c = 0; c < 16; ++c) {
+      const int64_t co = g * 16 + c;
+      if (co >= cols) {
+        r[c] = _mm512_setzero_ps();
+      } else {
+        __builtin_prefetch(src + co * stride + 96);  // NR streams: ahead of the prefetcher
+        const __m512 v = _mm512_loadu_ps(src + co * stride);
+        r[c] = scale ? _mm512_mul_ps(v, _mm512_set1_ps(scale[co])) : v;
+      }
+    }
+    transpose16(r);
+    for (int l = 0; l < 16; ++l)
+      if (rows[l]) _mm512_storeu_ps(rows[l] + 16 * g, r[l]);
+  }
+}
 #endif
 
 // The WeightsT operand's rows [p0, p0+kc) (channels-last K order) x columns [j0, j0+nc) into NR-column
@@ -116,26 +139,20 @@ void pack_weights_slice(const Operand& B, int64_t p0, int64_t kc, int64_t j0, in
       int64_t j = jlo;
 #if defined(__AVX512F__)
       if (NR % 16 == 0) {
-        for (; j + 16 <= jhi; j += 16) {
-          int64_t rows[16];
-          for (int l = 0; l < 16; ++l) rows[l] = row_of(j + l);
-          for (int g = 0; g < NR / 16; ++g) {
-            __m512 r[16];
-            for (int c = 0; c < 16; ++c) {
-              const int64_t co = g * 16 + c;
-              if (co >= cols) {
-                r[c] = _mm512_setzero_ps();
-              } else {
-                __builtin_prefetch(src + co * B.cs + j + 96);  // the filters' runs, ahead of use
-                const __m512 v = _mm512_loadu_ps(src + co * B.cs + j);
-                r[c] = sc ? _mm512_mul_ps(v, _mm512_set1_ps(sc[co])) : v;
-              }
+        // 16 filters at a time along their whole run: 16 streams, not NR, for the prefetchers.
+        const int64_t full = jlo + (jhi - jlo) / 16 * 16;
+        for (int g = 0; g < NR / 16; ++g)
+          for (j = jlo; j < full; j += 16) {
+            float* rows[16];
+            int64_t tap = (j - jlo) % taps, cl = (j - jlo) / taps;
+            for (int l = 0; l < 16; ++l) {
+              const int64_t kk = jlo + tap * width + cl;
+              rows[l] = kk >= p0 && kk < p0 + kc ? d + (kk - p0) * NR + 16 * g : nullptr;
+              if (++tap == taps) tap = 0, ++cl;
             }
-            transpose16(r);
-            for (int l = 0; l < 16; ++l)
-              if (rows[l] >= 0) _mm512_storeu_ps(d + rows[l] * NR + 16 * g, r[l]);
+            transpose_filters<16>(src + 16 * g * B.cs + j, B.cs, cols - 16 * g, sc ? sc + 16 * g : nullptr, rows);
           }
-        }
+        j = full;
       }
 #endif
       for (; j < jhi; ++j) {
@@ -284,21 +301,7 @@ void pack_weights_b(const float* w, const float* scale, int64_t taps, int64_t k,
       for (; j + 16 <= hi; j += 16) {
         float* rows[16];
         for (int l = 0; l < 16; ++l) rows[l] = row_of(j + l);
-        for (int g = 0; g < NR / 16; ++g) {
-          __m512 r[16];
-          for (int c = 0; c < 16; ++c) {
-            const int64_t co = g * 16 + c;
-            if (co >= cols) {
-              r[c] = _mm512_setzero_ps();
-            } else {
-              __builtin_prefetch(src + co * k + j + 96);  // NR streams: ahead of the prefetcher
-              const __m512 v = _mm512_loadu_ps(src + co * k + j);
-              r[c] = scale ? _mm512_mul_ps(v, _mm512_set1_ps(scale[j0 + co])) : v;
-            }
-          }
-          transpose16(r);
-          for (int l = 0; l < 16; ++l) _mm512_storeu_ps(rows[l] + 16 * g, r[l]);
-        }
+        transpose_filters<NR>(src + j, k, cols, scale ? scale + j0 : nullptr, rows);
       }
     }
 #endif

@@ -89,7 +89,7 @@ struct GemmProblem {
   const Epilogue* epilogue = nullptr;
 };
 
-// Winograd F(2x2, 3x3) forward of a 3x3, stride-1, dilation-1, ungrouped convolution, all float32 NCHW:
+// Winograd F(2x2, 3x3) forward of a 3x3, stride-1, dilation-1, ungrouped convolution, float32 NCHW (or NHWC):
 // y [n, cout, oh, ow] = act(conv(x [n, c, h, w], wt * w_scale) + bias), wt [cout, c, 3, 3]; w_scale and
 // bias (per output channel) may be null.
 struct WinogradProblem {
@@ -102,6 +102,8 @@ struct WinogradProblem {
   float* y = nullptr;
   // Optional: wt already transformed by Kernels::winograd_weights (prepared conv weights, w_scale null).
   const float* u = nullptr;
+  // x [n, h, w, c] and y [n, oh, ow, cout] channels-last instead.
+  bool nhwc = false;
 };
 
 struct Kernels {
@@ -129,6 +131,11 @@ struct Kernels {
   // Depthwise-style direct kernels (one input channel per group). One output plane of one image:
   // y[oh, ow] = act(bias + sum_{ky,kx} wt[ky, kx] * x[iy, ix]); x is one input plane.
   void (*direct_forward_plane)(const float* x, const float* wt, float bias, bool relu, float* y, const Window& g);
+  // The same for `planes` consecutive planes of one image with one output per input channel, output
+  // rows [oy0, oy1): x planes h*w apart, y planes oh*ow apart, wt [planes][kh*kw], bias [planes]. The
+  // same sums, made VW planes at a time.
+  void (*direct_forward_planes)(const float* x, const float* wt, const float* bias, bool relu, float* y, const Window& g,
+                                int64_t planes, int64_t oy0, int64_t oy1);
   // The same on channels-last float32 (depthwise: one input channel per output channel, c of them), for
   // output rows [r0, r1) of n * oh numbered across images: y[.., ch] = act(bias[ch] + sum over taps of
   // wt[tap * c + ch] * x[.., ch]), wt tap-major. Per element the same sum, in the same order, as the plane kernel.

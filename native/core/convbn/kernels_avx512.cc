@@ -17,29 +17,43 @@ struct Micro {
   static void run(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int mr, int nr, bool add,
                   const float* bias, bool relu) {
     // A tile of at most 32 (16) columns skips the FMAs of the vectors past it: the narrow last panel
-    // of 7x7 maps (128 Winograd tiles in panels of 48) and of GEMM tails.
-    if (nr > 32) {
-      cols<3>(kc, a, b, c, ldc, mr, nr, add, bias, relu);
-    } else if (nr > 16) {
-      cols<2>(kc, a, b, c, ldc, mr, nr, add, bias, relu);
+    // of 7x7 maps (128 Winograd tiles in panels of 48) and of GEMM tails. A tile of at most 4 (1) rows
+    // skips the rows past it: the last tile of 49 pixels as M (7x7 at batch 1) is one row.
+    if (mr > 4) {
+      rows<8>(kc, a, b, c, ldc, mr, nr, add, bias, relu);
+    } else if (mr > 1) {
+      rows<4>(kc, a, b, c, ldc, mr, nr, add, bias, relu);
     } else {
-      cols<1>(kc, a, b, c, ldc, mr, nr, add, bias, relu);
+      rows<1>(kc, a, b, c, ldc, mr, nr, add, bias, relu);
     }
   }
 
-  // The micro-kernel on the first NV of the tile's three column vectors (B panels keep their NR stride).
-  template <int NV>
+  template <int ROWS>
+  static void rows(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int mr, int nr, bool add,
+                   const float* bias, bool relu) {
+    if (nr > 32) {
+      cols<3, ROWS>(kc, a, b, c, ldc, mr, nr, add, bias, relu);
+    } else if (nr > 16) {
+      cols<2, ROWS>(kc, a, b, c, ldc, mr, nr, add, bias, relu);
+    } else {
+      cols<1, ROWS>(kc, a, b, c, ldc, mr, nr, add, bias, relu);
+    }
+  }
+
+  // The micro-kernel on the first NV of the tile's three column vectors and its first ROWS rows (A and
+  // B panels keep their MR and NR strides).
+  template <int NV, int ROWS>
   static void cols(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int mr, int nr, bool add,
                    const float* bias, bool relu) {
-    __m512 acc[NV][MR];
+    __m512 acc[NV][ROWS];
 #pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i)
+    for (int i = 0; i < ROWS; ++i)
       for (int v = 0; v < NV; ++v) acc[v][i] = _mm512_setzero_ps();
     for (int64_t k = 0; k < kc; ++k) {
       __m512 bv[NV];
       for (int v = 0; v < NV; ++v) bv[v] = _mm512_load_ps(b + 16 * v);
 #pragma GCC unroll 8
-      for (int i = 0; i < MR; ++i) {
+      for (int i = 0; i < ROWS; ++i) {
         const __m512 ai = _mm512_set1_ps(a[i]);
         for (int v = 0; v < NV; ++v) acc[v][i] = _mm512_fmadd_ps(ai, bv[v], acc[v][i]);
       }
@@ -52,7 +66,7 @@ struct Micro {
     };
     const __m512 zero = _mm512_setzero_ps();
 #pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i) {
+    for (int i = 0; i < ROWS; ++i) {
       if (i >= mr) break;
       float* row = c + i * ldc;
       for (int v = 0; v < NV; ++v) {

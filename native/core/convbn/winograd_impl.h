@@ -140,14 +140,16 @@ thread_local Scratch tls_wino_tmp, tls_wino_v, tls_wino_m;
 // V of tiles [p0, p1) and input channels [c0, c1) into one block: V_xi (at V + xi * vxi) is npan B panels
 // [c][NR] of the GEMMs; the columns past p1 are zeros. Per channel, the 16 values d[r][c] of every tile
 // of the block are gathered into lanes D[4r + c][tile] (tile rows of the input read front to back), then
-// B^T d B runs VW tiles at a time and stores whole vectors into the panels: VW divides NR.
+// B^T d B runs VW tiles at a time and stores whole vectors into the panels: VW divides NR. NHWC: x is
+// channels-last (a channel's pixels c apart).
+template <bool NHWC>
 void wino_input(const WinogradProblem& P, const WinoPlan& q, int64_t p0, int64_t p1, int64_t c0, int64_t c1, float* V) {
   constexpr int NR = Micro::NR, VW = Micro::VW;
-  const int64_t T = q.T, c = P.c, cols = p1 - p0;
+  const int64_t T = q.T, c = P.c, cols = p1 - p0, ps = NHWC ? c : 1;
   float* D = tls_wino_tmp.get(size_t(16 * T));
   for (int64_t ci = c0; ci < c1; ++ci) {
     wino_rows(q, p0, p1, [&](int64_t img, int64_t ty, int64_t tx0, int64_t count, int64_t j) {
-      const float* plane = P.x + (img * c + ci) * P.h * P.w;
+      const float* plane = P.x + img * c * P.h * P.w + ci * (NHWC ? 1 : P.h * P.w);
       // Tile t reads input columns first + 2t .. first + 2t + 3; all four exist for t in [lo, hi).
       const int64_t first = 2 * tx0 - P.pw;
       const int64_t lo = std::min(count, std::max<int64_t>(0, (1 - first) / 2));
@@ -159,19 +161,19 @@ void wino_input(const WinogradProblem& P, const WinoPlan& q, int64_t p0, int64_t
           for (int64_t t = 0; t < count; ++t) d0[t] = d1[t] = d2[t] = d3[t] = 0.f;
           continue;
         }
-        const float* row = plane + iy * P.w;
-        const auto at = [&](int64_t ix) { return ix >= 0 && ix < P.w ? row[ix] : 0.f; };
+        const float* row = plane + iy * P.w * ps;
+        const auto at = [&](int64_t ix) { return ix >= 0 && ix < P.w ? row[ix * ps] : 0.f; };
         const auto edge = [&](int64_t t) {
           const int64_t ix = first + 2 * t;
           d0[t] = at(ix), d1[t] = at(ix + 1), d2[t] = at(ix + 2), d3[t] = at(ix + 3);
         };
         for (int64_t t = 0; t < lo; ++t) edge(t);
-        const float* src = row + first;
+        const float* src = row + first * ps;
         for (int64_t t = lo; t < hi; ++t) {
-          d0[t] = src[2 * t];
-          d1[t] = src[2 * t + 1];
-          d2[t] = src[2 * t + 2];
-          d3[t] = src[2 * t + 3];
+          d0[t] = src[2 * t * ps];
+          d1[t] = src[(2 * t + 1) * ps];
+          d2[t] = src[(2 * t + 2) * ps];
+          d3[t] = src[(2 * t + 3) * ps];
         }
         for (int64_t t = hi; t < count; ++t) edge(t);
       }
@@ -201,43 +203,65 @@ void wino_input(const WinogradProblem& P, const WinoPlan& q, int64_t p0, int64_t
 }
 
 // y for tiles [p0, p1) and output channels [co0, co1) from M [16][rows][T]: A^T m A plus bias, ReLU.
+// NHWC (y channels-last): kGroup channels at a time, so that each output pixel gets a run of kGroup
+// channels instead of kGroup stores a cache line apart.
+template <bool NHWC>
 void wino_output(const WinogradProblem& P, const WinoPlan& q, const float* M, int64_t rows, int64_t p0, int64_t p1,
                  int64_t co0, int64_t co1) {
   constexpr int VW = Micro::VW;
+  constexpr int64_t kGroup = NHWC ? 16 : 1;
   const int64_t T = q.T, cols = p1 - p0, stride = rows * T;
-  float* tmp = tls_wino_tmp.get(size_t(4 * T));
+  float* tmp = tls_wino_tmp.get(size_t(4 * T * kGroup));  // [channel in group][4 output positions][T]
   const VecF zero{};
-  for (int64_t co = co0; co < co1; ++co) {
-    const float bias = P.bias ? P.bias[co] : 0.f;
-    const float* m = M + (co - co0) * T;
-    for (int64_t k0 = 0; k0 < cols; k0 += VW) {
-      VecF s[2][4];
-      for (int j = 0; j < 4; ++j) {  // A^T m: rows m0+m1+m2, m1-m2-m3
-        const float* col = m + j * stride + k0;
-        const VecF m0 = loadu(col), m1 = loadu(col + 4 * stride), m2 = loadu(col + 8 * stride), m3 = loadu(col + 12 * stride);
-        s[0][j] = m0 + m1 + m2;
-        s[1][j] = m1 - m2 - m3;
-      }
-      for (int i = 0; i < 2; ++i) {
-        VecF a = s[i][0] + s[i][1] + s[i][2] + bias, b = s[i][1] - s[i][2] - s[i][3] + bias;
-        if (P.relu) {
-          a = a > zero ? a : zero;
-          b = b > zero ? b : zero;
+  for (int64_t g0 = co0; g0 < co1; g0 += kGroup) {
+    const int64_t gn = std::min(kGroup, co1 - g0);
+    for (int64_t co = g0; co < g0 + gn; ++co) {
+      const float bias = P.bias ? P.bias[co] : 0.f;
+      const float* m = M + (co - co0) * T;
+      float* t4 = tmp + (co - g0) * 4 * T;
+      for (int64_t k0 = 0; k0 < cols; k0 += VW) {
+        VecF s[2][4];
+        for (int j = 0; j < 4; ++j) {  // A^T m: rows m0+m1+m2, m1-m2-m3
+          const float* col = m + j * stride + k0;
+          const VecF m0 = loadu(col), m1 = loadu(col + 4 * stride), m2 = loadu(col + 8 * stride), m3 = loadu(col + 12 * stride);
+          s[0][j] = m0 + m1 + m2;
+          s[1][j] = m1 - m2 - m3;
         }
-        storeu(tmp + (2 * i) * T + k0, a);
-        storeu(tmp + (2 * i + 1) * T + k0, b);
+        for (int i = 0; i < 2; ++i) {
+          VecF a = s[i][0] + s[i][1] + s[i][2] + bias, b = s[i][1] - s[i][2] - s[i][3] + bias;
+          if (P.relu) {
+            a = a > zero ? a : zero;
+            b = b > zero ? b : zero;
+          }
+          storeu(t4 + (2 * i) * T + k0, a);
+          storeu(t4 + (2 * i + 1) * T + k0, b);
+        }
       }
     }
     wino_rows(q, p0, p1, [&](int64_t img, int64_t ty, int64_t tx0, int64_t count, int64_t j) {
       for (int dy = 0; dy < 2 && 2 * ty + dy < P.oh; ++dy) {
-        float* yrow = P.y + ((img * P.cout + co) * P.oh + 2 * ty + dy) * P.ow;
-        const float *a = tmp + 2 * dy * T + j, *b = a + T;
+        const int64_t oy = 2 * ty + dy;
+        const float *a = tmp + 2 * dy * T + j, *b = a + T;  // channel g0's; channel g0 + i's 4 * T * i further
         const int64_t pairs = std::min(count, P.ow / 2 - tx0);  // tiles whose both columns exist
-        for (int64_t t = 0; t < pairs; ++t) {
-          yrow[2 * (tx0 + t)] = a[t];
-          yrow[2 * (tx0 + t) + 1] = b[t];
+        if (NHWC) {
+          float* yrow = P.y + (img * P.oh + oy) * P.ow * P.cout + g0;
+          const auto put = [&](int64_t ox, const float* src) {
+            float* d = yrow + ox * P.cout;
+            for (int64_t i = 0; i < gn; ++i) d[i] = src[i * 4 * T];
+          };
+          for (int64_t t = 0; t < pairs; ++t) {
+            put(2 * (tx0 + t), a + t);
+            put(2 * (tx0 + t) + 1, b + t);
+          }
+          if (pairs < count) put(2 * (tx0 + pairs), a + pairs);  // odd width: the last tile's left column
+        } else {
+          float* yrow = P.y + ((img * P.cout + g0) * P.oh + oy) * P.ow;
+          for (int64_t t = 0; t < pairs; ++t) {
+            yrow[2 * (tx0 + t)] = a[t];
+            yrow[2 * (tx0 + t) + 1] = b[t];
+          }
+          if (pairs < count) yrow[2 * (tx0 + pairs)] = a[pairs];
         }
-        if (pairs < count) yrow[2 * (tx0 + pairs)] = a[pairs];  // odd width: the last tile's left column
       }
     });
   }
@@ -281,7 +305,8 @@ void winograd_forward(const WinogradProblem& P) {
     Vall = tls_wino_vall.get(size_t(q.nb * vblock));
     parallel_tasks(q.nb * chunks, [&](int64_t t) {
       const int64_t b = t / chunks, c0 = (t % chunks) * kChunk;
-      wino_input(P, q, b * q.T, std::min(q.tiles, (b + 1) * q.T), c0, std::min(c, c0 + kChunk), Vall + b * vblock);
+      (P.nhwc ? wino_input<true> : wino_input<false>)(P, q, b * q.T, std::min(q.tiles, (b + 1) * q.T), c0,
+                                                      std::min(c, c0 + kChunk), Vall + b * vblock);
     });
   }
   parallel_tasks(q.nb * q.nbm, [&](int64_t t) {
@@ -290,7 +315,7 @@ void winograd_forward(const WinogradProblem& P) {
     const float* V = Vall ? Vall + b * vblock : nullptr;
     if (!V) {
       float* own = tls_wino_v.get(size_t(vblock));
-      wino_input(P, q, p0, p1, 0, c, own);
+      (P.nhwc ? wino_input<true> : wino_input<false>)(P, q, p0, p1, 0, c, own);
       V = own;
     }
     const float* U = Up ? Up + co0 * c : nullptr;
@@ -309,7 +334,7 @@ void winograd_forward(const WinogradProblem& P) {
           Micro::run(c, U + xi * uxi + ir * c, V + xi * q.vxi + jp * c * NR, M + (xi * rows + ir) * q.T + jp * NR,
                      q.T, int(std::min<int64_t>(MR, rows - ir)),
                      int(std::min<int64_t>(NR, round_up(p1 - p0 - jp * NR, Micro::VW))), false, nullptr, false);
-    wino_output(P, q, M, rows, p0, p1, co0, co1);
+    (P.nhwc ? wino_output<true> : wino_output<false>)(P, q, M, rows, p0, p1, co0, co1);
   });
 }
 
