@@ -123,7 +123,7 @@ void sliced_edge(const uint64_t* rows, int64_t nb, const uint32_t* pos, int64_t 
   sliced_edge_any(rows, nb, pos, npos, parent, child, expand_scalar);
 }
 
-void pack_nhwc(const float* x, int64_t pixels, int64_t c, const float* thr, uint32_t* out) {
+void pack_nhwc(const float* x, int64_t pixels, int64_t c, const float* thr, uint32_t* out, bool /*stream*/) {
   int64_t wc = (c + 31) / 32;
   for (int64_t i = 0; i < pixels; ++i) {
     const float* px = x + i * c;
@@ -142,7 +142,8 @@ void pack_nhwc(const float* x, int64_t pixels, int64_t c, const float* thr, uint
 }
 
 // Plane by plane into an L1-resident word buffer, as the AVX-512 version.
-void pack_nchw(const float* x, int64_t ld, int64_t count, int64_t c, const float* thr, uint32_t* out) {
+void pack_nchw(const float* x, int64_t ld, int64_t count, int64_t c, const float* thr, uint32_t* out,
+               bool /*stream*/) {
   const int64_t wc = (c + 31) / 32, full = count / 8 * 8;
   alignas(32) uint32_t buf[kPackRun];
   for (int64_t w = 0; w < wc; ++w) {
