@@ -149,11 +149,7 @@ void dense_tile(const uint32_t* const* rows, int64_t taps, int64_t wg_runtime, i
     _mm512_store_si512(buf[r], acc0[r]);
     _mm512_store_si512(buf[r] + 16, acc1[r]);
   }
-  for (int c = 0; c < kPanelWidth; ++c) {
-    if (ch[c] == kNoChannel) continue;
-    int32_t* dst = p + int64_t(ch[c]) * ldc;
-    for (int r = 0; r < MR; ++r) dst[r * ldp] = buf[r][c];
-  }
+  scatter_tile<MR>(buf, ch, p, ldc, ldp);
 }
 
 template <int WG>
