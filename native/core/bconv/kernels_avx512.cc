@@ -303,6 +303,9 @@ void pack_nhwc(const float* x, int64_t pixels, int64_t c, const float* thr, uint
     const float* px = x + i * c;
     for (int64_t w = 0; w < wc; ++w) {
       int64_t c0 = w * 32;
+      // 2 KiB ahead: pixels of 4 KiB and more cross a page (where the hardware prefetchers stop) each.
+      _mm_prefetch(reinterpret_cast<const char*>(px + c0 + 512), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(px + c0 + 528), _MM_HINT_T0);
       __mmask16 m0 = first_n(c - c0), m1 = first_n(c - c0 - 16 > 0 ? c - c0 - 16 : 0);
       __mmask16 b0 = _mm512_mask_cmp_ps_mask(m0, loadu_ps(m0, px + c0),
                                              loadu_ps(m0, thr + c0), _CMP_LT_OQ);
