@@ -251,9 +251,10 @@ inline void store_line(uint32_t* out, __m512i words, bool stream) {
 
 // Fewer than 32 channels (one word per pixel): 16 pixels at a time read as 16 * c contiguous floats,
 // compared in whole vectors against the thresholds laid out the same way; each pixel's c bits are then
-// cut out of the resulting bit string in 64-bit lanes, eight pixels per vector: by a variable shift of
-// the string itself while 8 pixels fit in 64 bits (c <= 8), else of a 64-bit window gathered per pixel.
-// No masked load per pixel, which is slow on some CPUs.
+// cut out of the resulting bit string in 64-bit lanes, eight pixels per vector, by a variable shift:
+// of the string itself while 8 pixels fit in 64 bits (c <= 8), of one of 4 windows of 64 bits built in
+// registers while 4 pixels do (c <= 16), else of a 64-bit window gathered per pixel. No masked load
+// per pixel, which is slow on some CPUs.
 void pack_nhwc_narrow(const float* x, int64_t pixels, int64_t c, const float* thr, uint32_t* out, bool stream) {
   __m512 tv[31];  // thresholds of element e of a block at lane e % 16 of vector e / 16: channel e % c
   for (int64_t v = 0; v < c; ++v) {
@@ -267,6 +268,8 @@ void pack_nhwc_narrow(const float* x, int64_t pixels, int64_t c, const float* th
   const __m512i at_lo = _mm512_load_si512(at), at_hi = _mm512_load_si512(at + 8);
   // c <= 8: pixels 8..15 shift from the string's bit 8c on
   const __m512i in_half = _mm512_sub_epi64(at_hi, _mm512_set1_epi64(8 * c));
+  // 8 < c <= 16: pixel p shifts from the string's bit 4c * (p / 4) on
+  const __m512i in_four = _mm512_sub_epi64(at_lo, _mm512_set_epi64(4 * c, 4 * c, 4 * c, 4 * c, 0, 0, 0, 0));
   const __m512i byte_lo = _mm512_srli_epi64(at_lo, 3), byte_hi = _mm512_srli_epi64(at_hi, 3);
   const __m512i sh_lo = _mm512_and_si512(at_lo, _mm512_set1_epi64(7)), sh_hi = _mm512_and_si512(at_hi, _mm512_set1_epi64(7));
   int64_t i = 0;
@@ -279,6 +282,17 @@ void pack_nhwc_narrow(const float* x, int64_t pixels, int64_t c, const float* th
         bits |= (unsigned __int128)_mm512_cmp_ps_mask(_mm512_loadu_ps(px + 16 * v), tv[v], _CMP_LT_OQ) << (16 * v);
       lo = _mm512_srlv_epi64(_mm512_set1_epi64(int64_t(uint64_t(bits))), at_lo);
       hi = _mm512_srlv_epi64(_mm512_set1_epi64(int64_t(uint64_t(bits >> (8 * c)))), in_half);
+    } else if (c <= 16) {
+      uint64_t a[5] = {};  // the 16 * c bits as 64-bit words (same-size stores and loads: no forwarding stall)
+      for (int64_t v = 0; v < c; ++v)
+        a[v >> 2] |= uint64_t(_mm512_cmp_ps_mask(_mm512_loadu_ps(px + 16 * v), tv[v], _CMP_LT_OQ)) << (16 * (v & 3));
+      uint64_t win[4];  // 64 bits from pixel 4k on: 4 pixels of up to 16 bits
+      for (int k = 0; k < 4; ++k) {
+        const int64_t o = 4 * k * c, w = o >> 6, b = o & 63;
+        win[k] = b ? a[w] >> b | a[w + 1] << (64 - b) : a[w];
+      }
+      lo = _mm512_srlv_epi64(_mm512_mask_set1_epi64(_mm512_set1_epi64(int64_t(win[0])), 0xf0, int64_t(win[1])), in_four);
+      hi = _mm512_srlv_epi64(_mm512_mask_set1_epi64(_mm512_set1_epi64(int64_t(win[2])), 0xf0, int64_t(win[3])), in_four);
     } else {
       alignas(64) uint16_t bits[32 + 4] = {};  // 16 * c bits, then slack for the 64-bit windows
       for (int64_t v = 0; v < c; ++v) bits[v] = uint16_t(_mm512_cmp_ps_mask(_mm512_loadu_ps(px + 16 * v), tv[v], _CMP_LT_OQ));
