@@ -2,7 +2,6 @@
 #include <immintrin.h>
 
 #include <cstdint>
-#include <cstring>
 
 #include "../common/avx512_masked.h"
 #include "bconv.h"
@@ -330,9 +329,6 @@ void pack_nhwc(const float* x, int64_t pixels, int64_t c, const float* thr, uint
   }
 }
 
-// Plane by plane: for each channel of a word, one sequential pass over its plane sets that channel's
-// bit in an L1-resident word buffer (a masked OR per 16 pixels). One long sequential read at a time is
-// what the hardware prefetchers follow best; nothing is transposed bit by bit.
 // At most 16 channels: all planes side by side, 16 pixels at a time, each word built in a register and
 // stored once (a handful of sequential streams, each prefetched 2 KiB ahead like the plane passes below).
 void pack_nchw_few(const float* x, int64_t ld, int64_t count, int64_t c, const float* thr, uint32_t* out,
@@ -358,6 +354,9 @@ void pack_nchw_few(const float* x, int64_t ld, int64_t count, int64_t c, const f
   if (stream) _mm_sfence();
 }
 
+// More channels, plane by plane: for each channel of a word, one sequential pass over its plane sets
+// that channel's bit in an L1-resident word buffer (a masked OR per 16 pixels). One long sequential
+// read at a time is what the hardware prefetchers follow best; nothing is transposed bit by bit.
 void pack_nchw(const float* x, int64_t ld, int64_t count, int64_t c, const float* thr, uint32_t* out,
                bool stream) {
   if (c <= 16) return pack_nchw_few(x, ld, count, c, thr, out, stream);
