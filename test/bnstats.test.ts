@@ -52,6 +52,9 @@ const SHAPES: [number[], Layout][] = [
   [[2, 37, 11, 5], 'nhwc'],
   [[1, 301, 3, 16], 'nhwc'],
   [[2, 9, 7, 24], 'nhwc'],
+  // Wide channels-last rows read in runs of rows, block by block, split into several tasks per image.
+  [[2, 300, 7, 131], 'nhwc'],
+  [[1, 530, 1, 1030], 'nhwc'],
 ];
 
 describe('moments', () => {
@@ -122,12 +125,13 @@ describe('moments', () => {
   });
 
   it('reads float16 and bfloat16 and accumulates in at least float32', () => {
-    const shape = [2, 5, 3, 3];
-    const x = randomArray(90, 8, 2, 1);
-    for (const dtype of ['float16', 'bfloat16'] as const) {
-      const t = tensor(x, shape, { dtype });
-      const decoded = t.float32Sync();
-      for (const layout of ['nchw', 'nhwc'] as Layout[]) checkAgainstReference(momentsSync(t, { layout }), decoded, shape, layout, 'channel');
+    for (const shape of [[2, 5, 3, 3], [2, 70, 3, 70]]) {
+      const x = randomArray(shape.reduce((a, b) => a * b, 1), 8, 2, 1);
+      for (const dtype of ['float16', 'bfloat16'] as const) {
+        const t = tensor(x, shape, { dtype });
+        const decoded = t.float32Sync();
+        for (const layout of ['nchw', 'nhwc'] as Layout[]) checkAgainstReference(momentsSync(t, { layout }), decoded, shape, layout, 'channel');
+      }
     }
   });
 

@@ -221,6 +221,9 @@ void conv_reference(const uint32_t* x, const uint32_t* words, const WeightShape&
         }
 }
 
+// Output bytes from which packBits streams its output (kernels.h, pack_nhwc).
+constexpr int64_t kStreamBytes = int64_t(1) << 20;
+
 void pack_bits(const float* x, bool nchw, int64_t n, int64_t c, int64_t s, const float* thr_c, float thr,
                uint32_t* out) {
   if (n < 1 || c < 1 || s < 1) fail(ErrorCode::Shape, "packBits: x: expected N, C and spatial size >= 1");
@@ -228,16 +231,19 @@ void pack_bits(const float* x, bool nchw, int64_t n, int64_t c, int64_t s, const
   std::vector<float> th(size_t(c), thr);
   if (thr_c) std::copy(thr_c, thr_c + c, th.begin());
   int64_t wc = (c + 31) / 32;
+  // An output past the per-core caches goes around them: it is written once, and its lines are then
+  // not read in first (for C < 32 the output is up to a third of the bytes read).
+  const bool stream = n * s * wc * 4 >= kStreamBytes;
   if (!nchw) {
     // ~64 KiB of floats per task: big enough to stream, small enough to spread over the pool.
     int64_t chunk = std::max<int64_t>(16, (int64_t(1) << 14) / c / 16 * 16);
-    parallel_for(n * s, chunk, [&](int64_t b, int64_t e) { kn.pack_nhwc(x + b * c, e - b, c, th.data(), out + b * wc); });
+    parallel_for(n * s, chunk, [&](int64_t b, int64_t e) { kn.pack_nhwc(x + b * c, e - b, c, th.data(), out + b * wc, stream); });
     return;
   }
   const int64_t chunk = kPackRun, per_image = (s + chunk - 1) / chunk;
   parallel_tasks(n * per_image, [&](int64_t task) {
     int64_t img = task / per_image, s0 = (task % per_image) * chunk, cnt = std::min(chunk, s - s0);
-    kn.pack_nchw(x + img * c * s + s0, s, cnt, c, th.data(), out + (img * s + s0) * wc);
+    kn.pack_nchw(x + img * c * s + s0, s, cnt, c, th.data(), out + (img * s + s0) * wc, stream);
   });
 }
 

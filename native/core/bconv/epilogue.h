@@ -1,4 +1,5 @@
-// Scalar form of the fused output (kernels.h, Epilogue) for the kernels without a vector one.
+// Scalar form of the fused output (kernels.h, Epilogue) for the kernels without a vector one, and the
+// end of a dense tile that every kernel shares.
 #pragma once
 #include <cstdint>
 
@@ -48,6 +49,30 @@ inline int consecutive_channels(const uint32_t* ch) {
   for (int c = n; c < kPanelWidth; ++c)
     if (ch[c] != kNoChannel) return 0;
   return n;
+}
+
+// The popcounts of a tile of MR pixels, buf[r][c] for pixel pix0 + r and panel column c, to
+// P[ch[c] * ldc + r * ldp] for every listed channel.
+template <int MR>
+inline void scatter_tile(const int32_t (*buf)[kPanelWidth], const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp) {
+  for (int c = 0; c < kPanelWidth; ++c) {
+    if (ch[c] == kNoChannel) continue;
+    int32_t* dst = p + int64_t(ch[c]) * ldc;
+    for (int r = 0; r < MR; ++r) dst[r * ldp] = buf[r][c];
+  }
+}
+
+// The end of such a tile in the kernels without a vector epilogue: the fused output with `ep`, else
+// the scatter.
+template <int MR>
+inline void finish_tile(const int32_t (*buf)[kPanelWidth], const uint32_t* ch, const Epilogue* ep, int64_t pix0,
+                        int32_t* p, int64_t ldc, int64_t ldp) {
+  if (ep) {
+    const int n = consecutive_channels(ch);
+    for (int r = 0; r < MR; ++r) finish_pixel(buf[r], n, *ep, pix0 + r, ch[0], p + r * ldp);
+    return;
+  }
+  scatter_tile<MR>(buf, ch, p, ldc, ldp);
 }
 
 }  // namespace xnorm::bconv

@@ -45,11 +45,14 @@ struct Kernels {
   // k << 1 | the parent's weight bit at position k, parent bit 0 first; child[i] = parent[i] + npos - 2 S[i].
   void (*sliced_edge)(const uint64_t* rows, int64_t nb, const uint32_t* pos, int64_t npos, const int32_t* parent,
                       int32_t* child);
-  // NHWC pixels of C floats -> ceil(C/32) words each; bit = x < thr[c].
-  void (*pack_nhwc)(const float* x, int64_t pixels, int64_t c, const float* thr, uint32_t* out);
+  // NHWC pixels of C floats -> ceil(C/32) words each; bit = x < thr[c]. With `stream` (an output
+  // larger than the caches) the kernels that can write it with non-temporal stores where whole 64-byte
+  // lines allow (C < 32: 1 word per pixel, up to a third of the bytes read), fenced before they return.
+  void (*pack_nhwc)(const float* x, int64_t pixels, int64_t c, const float* thr, uint32_t* out, bool stream);
   // One image's NCHW planes (plane stride ld floats), pixels [0, count) -> words [count][ceil(C/32)];
-  // count <= kPackRun.
-  void (*pack_nchw)(const float* x, int64_t ld, int64_t count, int64_t c, const float* thr, uint32_t* out);
+  // count <= kPackRun. `stream` as for pack_nhwc.
+  void (*pack_nchw)(const float* x, int64_t ld, int64_t count, int64_t c, const float* thr, uint32_t* out,
+                    bool stream);
   // Hamming distance and number of differing words between row and each of n rows of kw words.
   void (*distances)(const uint32_t* row, const uint32_t* rows, int64_t n, int64_t kw, int32_t* hamming,
                     int32_t* diff_words);

@@ -71,16 +71,7 @@ void dense_tile(const Popc& pc, const uint32_t* const* rows, int64_t taps, int64
   alignas(32) int32_t buf[MR][kPanelWidth];
   for (int r = 0; r < MR; ++r)
     for (int q = 0; q < 4; ++q) _mm256_store_si256(reinterpret_cast<__m256i*>(buf[r] + 8 * q), acc[r][q]);
-  if (ep) {
-    const int n = consecutive_channels(ch);
-    for (int r = 0; r < MR; ++r) finish_pixel(buf[r], n, *ep, pix0 + r, ch[0], p + r * ldp);
-    return;
-  }
-  for (int c = 0; c < kPanelWidth; ++c) {
-    if (ch[c] == kNoChannel) continue;
-    int32_t* dst = p + int64_t(ch[c]) * ldc;
-    for (int r = 0; r < MR; ++r) dst[r * ldp] = buf[r][c];
-  }
+  finish_tile<MR>(buf, ch, ep, pix0, p, ldc, ldp);
 }
 
 void dense_panel(const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t off, int64_t npix,
@@ -123,7 +114,7 @@ void sliced_edge(const uint64_t* rows, int64_t nb, const uint32_t* pos, int64_t 
   sliced_edge_any(rows, nb, pos, npos, parent, child, expand_scalar);
 }
 
-void pack_nhwc(const float* x, int64_t pixels, int64_t c, const float* thr, uint32_t* out) {
+void pack_nhwc(const float* x, int64_t pixels, int64_t c, const float* thr, uint32_t* out, bool /*stream*/) {
   int64_t wc = (c + 31) / 32;
   for (int64_t i = 0; i < pixels; ++i) {
     const float* px = x + i * c;
@@ -142,7 +133,8 @@ void pack_nhwc(const float* x, int64_t pixels, int64_t c, const float* thr, uint
 }
 
 // Plane by plane into an L1-resident word buffer, as the AVX-512 version.
-void pack_nchw(const float* x, int64_t ld, int64_t count, int64_t c, const float* thr, uint32_t* out) {
+void pack_nchw(const float* x, int64_t ld, int64_t count, int64_t c, const float* thr, uint32_t* out,
+               bool /*stream*/) {
   const int64_t wc = (c + 31) / 32, full = count / 8 * 8;
   alignas(32) uint32_t buf[kPackRun];
   for (int64_t w = 0; w < wc; ++w) {

@@ -2,7 +2,6 @@
 #include <immintrin.h>
 
 #include <cstdint>
-#include <cstring>
 
 #include "../common/avx512_masked.h"
 #include "bconv.h"
@@ -149,11 +148,7 @@ void dense_tile(const uint32_t* const* rows, int64_t taps, int64_t wg_runtime, i
     _mm512_store_si512(buf[r], acc0[r]);
     _mm512_store_si512(buf[r] + 16, acc1[r]);
   }
-  for (int c = 0; c < kPanelWidth; ++c) {
-    if (ch[c] == kNoChannel) continue;
-    int32_t* dst = p + int64_t(ch[c]) * ldc;
-    for (int r = 0; r < MR; ++r) dst[r * ldp] = buf[r][c];
-  }
+  scatter_tile<MR>(buf, ch, p, ldc, ldp);
 }
 
 template <int WG>
@@ -247,44 +242,83 @@ void sliced_edge(const uint64_t* rows, int64_t nb, const uint32_t* pos, int64_t 
   sliced_edge_any(rows, nb, pos, npos, parent, child, expand_masked);
 }
 
+// 16 output words: around the caches when asked and the line is whole (the caller fences).
+inline void store_line(uint32_t* out, __m512i words, bool stream) {
+  if (stream && (reinterpret_cast<uintptr_t>(out) & 63) == 0) _mm512_stream_si512(reinterpret_cast<__m512i*>(out), words);
+  else _mm512_storeu_si512(out, words);
+}
+
 // Fewer than 32 channels (one word per pixel): 16 pixels at a time read as 16 * c contiguous floats,
-// compared in whole vectors against the thresholds laid out the same way, and each pixel's c bits then
-// cut out of the resulting bit string (no masked load per pixel, which is slow on some CPUs).
-void pack_nhwc_narrow(const float* x, int64_t pixels, int64_t c, const float* thr, uint32_t* out) {
+// compared in whole vectors against the thresholds laid out the same way; each pixel's c bits are then
+// cut out of the resulting bit string in 64-bit lanes, eight pixels per vector, by a variable shift:
+// of the string itself while 8 pixels fit in 64 bits (c <= 8), of one of 4 windows of 64 bits built in
+// registers while 4 pixels do (c <= 16), else of a 64-bit window gathered per pixel. No masked load
+// per pixel, which is slow on some CPUs.
+void pack_nhwc_narrow(const float* x, int64_t pixels, int64_t c, const float* thr, uint32_t* out, bool stream) {
   __m512 tv[31];  // thresholds of element e of a block at lane e % 16 of vector e / 16: channel e % c
   for (int64_t v = 0; v < c; ++v) {
     alignas(64) float t[16];
     for (int l = 0; l < 16; ++l) t[l] = thr[(v * 16 + l) % c];
     tv[v] = _mm512_load_ps(t);
   }
-  const uint32_t keep = (uint32_t(1) << c) - 1;
+  alignas(64) int64_t at[16];  // bit offset of pixel p in the string
+  for (int p = 0; p < 16; ++p) at[p] = p * c;
+  const __m512i keep = _mm512_set1_epi64((int64_t(1) << c) - 1);
+  const __m512i at_lo = _mm512_load_si512(at), at_hi = _mm512_load_si512(at + 8);
+  // c <= 8: pixels 8..15 shift from the string's bit 8c on
+  const __m512i in_half = _mm512_sub_epi64(at_hi, _mm512_set1_epi64(8 * c));
+  // 8 < c <= 16: pixel p shifts from the string's bit 4c * (p / 4) on
+  const __m512i in_four = _mm512_sub_epi64(at_lo, _mm512_set_epi64(4 * c, 4 * c, 4 * c, 4 * c, 0, 0, 0, 0));
+  const __m512i byte_lo = _mm512_srli_epi64(at_lo, 3), byte_hi = _mm512_srli_epi64(at_hi, 3);
+  const __m512i sh_lo = _mm512_and_si512(at_lo, _mm512_set1_epi64(7)), sh_hi = _mm512_and_si512(at_hi, _mm512_set1_epi64(7));
   int64_t i = 0;
   for (; i + 16 <= pixels; i += 16) {
-    uint16_t bits[32 + 4] = {};  // 16 * c bits, then slack for the 64-bit reads below
     const float* px = x + i * c;
-    for (int64_t v = 0; v < c; ++v) bits[v] = uint16_t(_mm512_cmp_ps_mask(_mm512_loadu_ps(px + 16 * v), tv[v], _CMP_LT_OQ));
-    const auto* bytes = reinterpret_cast<const uint8_t*>(bits);
-    for (int p = 0; p < 16; ++p) {
-      const int64_t at = p * c;
-      uint64_t w;
-      std::memcpy(&w, bytes + at / 8, sizeof w);
-      out[i + p] = uint32_t(w >> (at % 8)) & keep;
+    __m512i lo, hi;
+    if (c <= 8) {
+      unsigned __int128 bits = 0;
+      for (int64_t v = 0; v < c; ++v)
+        bits |= (unsigned __int128)_mm512_cmp_ps_mask(_mm512_loadu_ps(px + 16 * v), tv[v], _CMP_LT_OQ) << (16 * v);
+      lo = _mm512_srlv_epi64(_mm512_set1_epi64(int64_t(uint64_t(bits))), at_lo);
+      hi = _mm512_srlv_epi64(_mm512_set1_epi64(int64_t(uint64_t(bits >> (8 * c)))), in_half);
+    } else if (c <= 16) {
+      uint64_t a[5] = {};  // the 16 * c bits as 64-bit words (same-size stores and loads: no forwarding stall)
+      for (int64_t v = 0; v < c; ++v)
+        a[v >> 2] |= uint64_t(_mm512_cmp_ps_mask(_mm512_loadu_ps(px + 16 * v), tv[v], _CMP_LT_OQ)) << (16 * (v & 3));
+      uint64_t win[4];  // 64 bits from pixel 4k on: 4 pixels of up to 16 bits
+      for (int k = 0; k < 4; ++k) {
+        const int64_t o = 4 * k * c, w = o >> 6, b = o & 63;
+        win[k] = b ? a[w] >> b | a[w + 1] << (64 - b) : a[w];
+      }
+      lo = _mm512_srlv_epi64(_mm512_mask_set1_epi64(_mm512_set1_epi64(int64_t(win[0])), 0xf0, int64_t(win[1])), in_four);
+      hi = _mm512_srlv_epi64(_mm512_mask_set1_epi64(_mm512_set1_epi64(int64_t(win[2])), 0xf0, int64_t(win[3])), in_four);
+    } else {
+      alignas(64) uint16_t bits[32 + 4] = {};  // 16 * c bits, then slack for the 64-bit windows
+      for (int64_t v = 0; v < c; ++v) bits[v] = uint16_t(_mm512_cmp_ps_mask(_mm512_loadu_ps(px + 16 * v), tv[v], _CMP_LT_OQ));
+      lo = _mm512_srlv_epi64(_mm512_i64gather_epi64(byte_lo, bits, 1), sh_lo);
+      hi = _mm512_srlv_epi64(_mm512_i64gather_epi64(byte_hi, bits, 1), sh_hi);
     }
+    const __m256i wl = _mm512_cvtepi64_epi32(_mm512_and_si512(lo, keep)), wh = _mm512_cvtepi64_epi32(_mm512_and_si512(hi, keep));
+    store_line(out + i, _mm512_inserti64x4(_mm512_castsi256_si512(wl), wh, 1), stream);
   }
   for (; i < pixels; ++i) {  // the last pixels, one at a time
     uint32_t w = 0;
     for (int64_t ch = 0; ch < c; ++ch) w |= uint32_t(x[i * c + ch] < thr[ch]) << ch;
     out[i] = w;
   }
+  if (stream) _mm_sfence();
 }
 
-void pack_nhwc(const float* x, int64_t pixels, int64_t c, const float* thr, uint32_t* out) {
-  if (c < 32) return pack_nhwc_narrow(x, pixels, c, thr, out);
+void pack_nhwc(const float* x, int64_t pixels, int64_t c, const float* thr, uint32_t* out, bool stream) {
+  if (c < 32) return pack_nhwc_narrow(x, pixels, c, thr, out, stream);
   int64_t wc = (c + 31) / 32;
   for (int64_t i = 0; i < pixels; ++i) {
     const float* px = x + i * c;
     for (int64_t w = 0; w < wc; ++w) {
       int64_t c0 = w * 32;
+      // 2 KiB ahead: pixels of 4 KiB and more cross a page (where the hardware prefetchers stop) each.
+      _mm_prefetch(reinterpret_cast<const char*>(px + c0 + 512), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(px + c0 + 528), _MM_HINT_T0);
       __mmask16 m0 = first_n(c - c0), m1 = first_n(c - c0 - 16 > 0 ? c - c0 - 16 : 0);
       __mmask16 b0 = _mm512_mask_cmp_ps_mask(m0, loadu_ps(m0, px + c0),
                                              loadu_ps(m0, thr + c0), _CMP_LT_OQ);
@@ -295,14 +329,41 @@ void pack_nhwc(const float* x, int64_t pixels, int64_t c, const float* thr, uint
   }
 }
 
-// Plane by plane: for each channel of a word, one sequential pass over its plane sets that channel's
-// bit in an L1-resident word buffer (a masked OR per 16 pixels). One long sequential read at a time is
-// what the hardware prefetchers follow best; nothing is transposed bit by bit.
-void pack_nchw(const float* x, int64_t ld, int64_t count, int64_t c, const float* thr, uint32_t* out) {
+// At most 16 channels: all planes side by side, 16 pixels at a time, each word built in a register and
+// stored once (a handful of sequential streams, each prefetched 2 KiB ahead like the plane passes below).
+void pack_nchw_few(const float* x, int64_t ld, int64_t count, int64_t c, const float* thr, uint32_t* out,
+                   bool stream) {
+  __m512 t[16];
+  for (int64_t b = 0; b < c; ++b) t[b] = _mm512_set1_ps(thr[b]);
+  int64_t p = 0;
+  for (; p + 16 <= count; p += 16) {
+    __m512i word = _mm512_setzero_si512();
+    for (int64_t b = 0; b < c; ++b) {
+      const float* plane = x + b * ld + p;
+      _mm_prefetch(reinterpret_cast<const char*>(plane + 512), _MM_HINT_T0);
+      const __mmask16 m = _mm512_cmp_ps_mask(_mm512_loadu_ps(plane), t[b], _CMP_LT_OQ);
+      word = _mm512_mask_or_epi32(word, m, word, _mm512_set1_epi32(int(1u << b)));
+    }
+    store_line(out + p, word, stream);
+  }
+  for (; p < count; ++p) {
+    uint32_t w = 0;
+    for (int64_t b = 0; b < c; ++b) w |= uint32_t(x[b * ld + p] < thr[b]) << b;
+    out[p] = w;
+  }
+  if (stream) _mm_sfence();
+}
+
+// More channels, plane by plane: for each channel of a word, one sequential pass over its plane sets
+// that channel's bit in an L1-resident word buffer (a masked OR per 16 pixels). One long sequential
+// read at a time is what the hardware prefetchers follow best; nothing is transposed bit by bit.
+void pack_nchw(const float* x, int64_t ld, int64_t count, int64_t c, const float* thr, uint32_t* out,
+               bool stream) {
+  if (c <= 16) return pack_nchw_few(x, ld, count, c, thr, out, stream);
   const int64_t wc = (c + 31) / 32, full = count / 16 * 16;
   alignas(64) uint32_t buf[kPackRun];
   for (int64_t w = 0; w < wc; ++w) {
-    uint32_t* dst = wc == 1 ? out : buf;
+    uint32_t* dst = wc == 1 && !stream ? out : buf;
     const int64_t nb = c - w * 32 < 32 ? c - w * 32 : 32;
     for (int64_t b = 0; b < nb; ++b) {
       const float* plane = x + (w * 32 + b) * ld;
@@ -323,8 +384,15 @@ void pack_nchw(const float* x, int64_t ld, int64_t count, int64_t c, const float
         storeu_epi32(dst + full, lanes, _mm512_mask_or_epi32(prev, m, prev, bit));
       }
     }
-    if (wc > 1)
+    if (wc > 1) {
       for (int64_t p = 0; p < count; ++p) out[p * wc + w] = buf[p];
+    } else if (stream) {  // one word per pixel: whole lines streamed, the rest stored
+      int64_t p = 0;
+      for (; p < count && (reinterpret_cast<uintptr_t>(out + p) & 63); ++p) out[p] = buf[p];
+      for (; p + 16 <= count; p += 16) store_line(out + p, _mm512_loadu_si512(buf + p), true);
+      for (; p < count; ++p) out[p] = buf[p];
+      _mm_sfence();
+    }
   }
 }
 

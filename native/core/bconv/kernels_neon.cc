@@ -58,16 +58,7 @@ void dense_tile(const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t o
   alignas(16) int32_t buf[MR][kPanelWidth];
   for (int r = 0; r < MR; ++r)
     for (int q = 0; q < 8; ++q) vst1q_s32(buf[r] + 4 * q, vreinterpretq_s32_u32(acc[r][q]));
-  if (ep) {
-    const int n = consecutive_channels(ch);
-    for (int r = 0; r < MR; ++r) finish_pixel(buf[r], n, *ep, pix0 + r, ch[0], p + r * ldp);
-    return;
-  }
-  for (int c = 0; c < kPanelWidth; ++c) {
-    if (ch[c] == kNoChannel) continue;
-    int32_t* dst = p + int64_t(ch[c]) * ldc;
-    for (int r = 0; r < MR; ++r) dst[r * ldp] = buf[r][c];
-  }
+  finish_tile<MR>(buf, ch, ep, pix0, p, ldc, ldp);
 }
 
 void dense_panel(const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t off, int64_t npix,

@@ -17,22 +17,16 @@ inline uint32_t popc(uint32_t v) {
 
 void dense_panel(const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t off, int64_t npix,
                  const uint32_t* panel, const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp, const Epilogue* ep) {
-  const int n = ep ? consecutive_channels(ch) : 0;
   for (int64_t i = 0; i < npix; ++i) {
-    int32_t acc[kPanelWidth] = {};
+    int32_t acc[1][kPanelWidth] = {};
     for (int64_t t = 0; t < taps; ++t) {
       const uint32_t* src = rows[i * taps + t] + off;
       for (int64_t j = 0; j < wg; ++j) {
         const uint32_t x = src[j], *wk = panel + (t * wg + j) * kPanelWidth;
-        for (int c = 0; c < kPanelWidth; ++c) acc[c] += int32_t(popc(x ^ wk[c]));
+        for (int c = 0; c < kPanelWidth; ++c) acc[0][c] += int32_t(popc(x ^ wk[c]));
       }
     }
-    if (ep) {
-      finish_pixel(acc, n, *ep, i, ch[0], p + i * ldp);
-      continue;
-    }
-    for (int c = 0; c < kPanelWidth; ++c)
-      if (ch[c] != kNoChannel) p[int64_t(ch[c]) * ldc + i * ldp] = acc[c];
+    finish_tile<1>(acc, ch, ep, i, p + i * ldp, ldc, ldp);
   }
 }
 
@@ -52,7 +46,7 @@ void sliced_edge(const uint64_t* rows, int64_t nb, const uint32_t* pos, int64_t 
   sliced_edge_any(rows, nb, pos, npos, parent, child, expand_scalar);
 }
 
-void pack_nhwc(const float* x, int64_t pixels, int64_t c, const float* thr, uint32_t* out) {
+void pack_nhwc(const float* x, int64_t pixels, int64_t c, const float* thr, uint32_t* out, bool /*stream*/) {
   int64_t wc = (c + 31) / 32;
   for (int64_t i = 0; i < pixels; ++i) {
     const float* px = x + i * c;
@@ -65,7 +59,8 @@ void pack_nhwc(const float* x, int64_t pixels, int64_t c, const float* thr, uint
   }
 }
 
-void pack_nchw(const float* x, int64_t ld, int64_t count, int64_t c, const float* thr, uint32_t* out) {
+void pack_nchw(const float* x, int64_t ld, int64_t count, int64_t c, const float* thr, uint32_t* out,
+               bool /*stream*/) {
   int64_t wc = (c + 31) / 32;
   for (int64_t i = 0; i < count * wc; ++i) out[i] = 0;
   for (int64_t ch = 0; ch < c; ++ch) {

@@ -58,66 +58,97 @@ int64_t rows_folded(int64_t c) {
   return 64 / c;
 }
 
-// Per-(image, channel) moments, the unit every mode is merged from. The NHWC path (and NCHW with S = 1,
-// which is the same memory order) reads row blocks; NCHW reads each plane as contiguous pieces.
-std::vector<Moments> plane_moments(const void* x, DType t, const Geometry& g) {
+inline double value_at(const void* p, DType t, int64_t i) {
+  switch (t) {
+    case DType::Float16: return f16_to_float(static_cast<const uint16_t*>(p)[i]);
+    case DType::BFloat16: return bf16_to_float(static_cast<const uint16_t*>(p)[i]);
+    default: return static_cast<const float*>(p)[i];
+  }
+}
+
+// Per-(image, channel) moments, the unit every mode is merged from, into planes[n * C + c]. The NHWC
+// path (and NCHW with S = 1, which is the same memory order) reads row blocks; NCHW reads each plane as
+// contiguous pieces. Scratch is per calling thread and kept: a fresh allocation of this size is
+// page-faulted in on every call, which cost more than the merges themselves.
+void plane_moments(const void* x, DType t, const Geometry& g, Moments* planes) {
   const Kernels& k = active_kernels();
-  std::vector<Moments> planes(size_t(g.n * g.c));
   bool rows_layout = g.layout == Layout::NHWC || g.s == 1;
   if (!rows_layout) {
     int64_t pieces = (g.s + kTaskElements - 1) / kTaskElements;  // per plane
     int64_t piece_len = (g.s + pieces - 1) / pieces;
-    std::vector<Moments> part(size_t(g.n * g.c * pieces));
     int64_t planes_per_task = std::max<int64_t>(1, kTaskElements / g.s);
-    int64_t units = pieces == 1 ? g.n * g.c : g.n * g.c * pieces;
-    int64_t chunk = pieces == 1 ? planes_per_task : 1;
-    parallel_for(units, chunk, [&](int64_t b, int64_t e) {
+    if (pieces == 1) {  // whole planes, written directly
+      parallel_for(g.n * g.c, planes_per_task, [&](int64_t b, int64_t e) {
+        for (int64_t p = b; p < e; ++p) planes[p] = from_sums(k.sums_contiguous(at(x, t, p * g.s), t, g.s));
+      });
+      return;
+    }
+    thread_local std::vector<Moments> part;
+    part.resize(size_t(g.n * g.c * pieces));
+    Moments* pm = part.data();
+    parallel_for(g.n * g.c * pieces, 1, [&](int64_t b, int64_t e) {
       for (int64_t u = b; u < e; ++u) {
-        int64_t plane = u / pieces, piece = u % pieces;
-        int64_t off = piece * piece_len, len = std::min(piece_len, g.s - off);
-        part[size_t(u)] = from_sums(k.sums_contiguous(at(x, t, plane * g.s + off), t, len));
+        int64_t plane = u / pieces, off = (u % pieces) * piece_len, len = std::min(piece_len, g.s - off);
+        pm[u] = from_sums(k.sums_contiguous(at(x, t, plane * g.s + off), t, len));
       }
     });
-    for (int64_t p = 0; p < g.n * g.c; ++p) {
-      Moments m = part[size_t(p * pieces)];
-      for (int64_t q = 1; q < pieces; ++q) m = merge(m, part[size_t(p * pieces + q)]);
-      planes[size_t(p)] = m;
-    }
-    return planes;
+    parallel_for(g.n * g.c, std::max<int64_t>(1, 1024 / pieces), [&](int64_t b, int64_t e) {
+      for (int64_t p = b; p < e; ++p) {
+        Moments m = pm[p * pieces];
+        for (int64_t q = 1; q < pieces; ++q) m = merge(m, pm[p * pieces + q]);
+        planes[p] = m;
+      }
+    });
+    return;
   }
   // Rows of C values; image n owns rows [n*S, (n+1)*S). Tasks never cross an image boundary. Narrow
   // rows are read `fold` at a time as one wide row of fold * C values (whole vectors, several
   // independent sums per row); an image's last S % fold rows are read one at a time. Every task of an
   // image shifts by the image's first (wide) row, so the tasks' sums add up exactly: each image's
   // columns become moments once, and then its fold column groups and leftover rows merge per channel.
-  // (Merging every task's moments instead cost more than the sums for C >= 256.)
+  // Tasks are 4x the NCHW ones: each leaves 2 * width partial sums to add up.
   const int64_t fold = g.s >= rows_folded(g.c) ? rows_folded(g.c) : 1, width = fold * g.c;
   const int64_t wide_rows = g.s / fold, rest = g.s - wide_rows * fold;  // per image
-  const int64_t rows_per_task = std::max<int64_t>(1, kTaskElements / width);
+  const int64_t rows_per_task = std::max<int64_t>(1, 4 * kTaskElements / width);
   const int64_t tasks_per_image = (wide_rows + rows_per_task - 1) / rows_per_task;
-  std::vector<ShiftedSums> part(size_t(g.n * tasks_per_image * width)), tail(size_t(rest > 0 ? g.n * g.c : 0));
+  // Per task: s1[width], s2[width]; per image with leftover rows: s1[C], s2[C] after them.
+  const int64_t task_sums = 2 * width, tail_at = g.n * tasks_per_image * task_sums;
+  thread_local std::vector<double> scratch;
+  scratch.resize(size_t(tail_at + (rest > 0 ? g.n * 2 * g.c : 0)));
+  double* sums = scratch.data();
   parallel_tasks(g.n * tasks_per_image, [&](int64_t task) {
     const int64_t n = task / tasks_per_image, j = task % tasks_per_image;
     const int64_t r0 = j * rows_per_task, rows = std::min(rows_per_task, wide_rows - r0);
     const void* image = at(x, t, n * g.s * g.c);
-    k.sums_columns(at(image, t, r0 * width), t, rows, width, width, image, &part[size_t(task * width)]);
-    if (rest > 0 && j == tasks_per_image - 1)
-      k.sums_columns(at(image, t, wide_rows * width), t, rest, g.c, g.c, nullptr, &tail[size_t(n * g.c)]);
-  });
-  for (int64_t n = 0; n < g.n; ++n) {
-    for (int64_t q = 0; q < width; ++q) {
-      ShiftedSums sum = part[size_t(n * tasks_per_image * width + q)];
-      for (int64_t j = 1; j < tasks_per_image; ++j) {
-        const ShiftedSums& p = part[size_t((n * tasks_per_image + j) * width + q)];
-        sum.count += p.count, sum.s1 += p.s1, sum.s2 += p.s2;
-      }
-      Moments& m = planes[size_t(n * g.c + q % g.c)];
-      m = merge(m, from_sums(sum));
+    double* s = sums + task * task_sums;
+    std::fill(s, s + task_sums, 0.0);
+    k.sums_columns(at(image, t, r0 * width), t, rows, width, width, image, s, s + width);
+    if (rest > 0 && j == tasks_per_image - 1) {
+      double* r = sums + tail_at + n * 2 * g.c;
+      const void* tail = at(image, t, wide_rows * width);
+      std::fill(r, r + 2 * g.c, 0.0);
+      k.sums_columns(tail, t, rest, g.c, g.c, tail, r, r + g.c);
     }
-    if (rest > 0)
-      for (int64_t c = 0; c < g.c; ++c) planes[size_t(n * g.c + c)] = merge(planes[size_t(n * g.c + c)], from_sums(tail[size_t(n * g.c + c)]));
-  }
-  return planes;
+  });
+  parallel_tasks(g.n, [&](int64_t n) {
+    const void* image = at(x, t, n * g.s * g.c);
+    double* total = sums + n * tasks_per_image * task_sums;  // task 0 of the image: the others add to it
+    for (int64_t j = 1; j < tasks_per_image; ++j) {
+      const double* s = total + j * task_sums;
+      for (int64_t q = 0; q < task_sums; ++q) total[q] += s[q];
+    }
+    Moments* m = planes + n * g.c;
+    for (int64_t q = 0; q < width; ++q) {
+      Moments part = from_sums({double(wide_rows), value_at(image, t, q), total[q], total[width + q]});
+      m[q % g.c] = q < g.c ? part : merge(m[q % g.c], part);
+    }
+    if (rest > 0) {
+      const double* r = sums + tail_at + n * 2 * g.c;
+      const void* tail = at(image, t, wide_rows * width);
+      for (int64_t c = 0; c < g.c; ++c)
+        m[c] = merge(m[c], from_sums({double(rest), value_at(tail, t, c), r[c], r[g.c + c]}));
+    }
+  });
 }
 
 }  // namespace
@@ -168,18 +199,25 @@ static void check_reduction(const Geometry& g, Over over, int64_t groups) {
 int64_t moments(const void* x, DType t, const Geometry& g, Over over, int64_t groups, double* mean_out,
                 double* m2_out) {
   check_reduction(g, over, groups);
-  std::vector<Moments> planes = plane_moments(x, t, g);
-  std::vector<Moments> slots(size_t(moment_slots(g, over, groups)));
-  for (int64_t n = 0; n < g.n; ++n)
-    for (int64_t c = 0; c < g.c; ++c) {
-      Moments& s = slots[size_t(slot_of(g, over, groups, n, c))];
-      s = merge(s, planes[size_t(n * g.c + c)]);
+  thread_local std::vector<Moments> scratch;
+  scratch.resize(size_t(g.n * g.c));
+  const Moments* planes = scratch.data();
+  plane_moments(x, t, g, scratch.data());
+  // Each slot merges its planes in (n, c) order, whatever the split over threads.
+  const int64_t nslots = moment_slots(g, over, groups), cg = over == Over::Group ? g.c / groups : 1;
+  const int64_t per_slot = over == Over::Channel ? g.n : cg;
+  parallel_for(nslots, std::max<int64_t>(1, 4096 / per_slot), [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      Moments m;
+      if (over == Over::Channel)
+        for (int64_t n = 0; n < g.n; ++n) m = merge(m, planes[n * g.c + i]);
+      else  // instance: plane i; group: planes i * cg ... of image i / groups, which are consecutive
+        for (int64_t p = i * cg; p < (i + 1) * cg; ++p) m = merge(m, planes[p]);
+      mean_out[i] = m.mean;
+      m2_out[i] = m.m2;
     }
-  for (size_t i = 0; i < slots.size(); ++i) {
-    mean_out[i] = slots[i].mean;
-    m2_out[i] = slots[i].m2;
-  }
-  return int64_t(slots.empty() ? 0 : slots[0].count);
+  });
+  return over == Over::Channel ? g.n * g.s : per_slot * g.s;
 }
 
 void apply(const void* x, void* y, DType t, const Geometry& g, bool per_instance, const float* mean,

@@ -86,36 +86,37 @@ ShiftedSums sums_contiguous_t(const void* x, int64_t len) {
   return r;
 }
 
-// Two vectors (16 channels) of a row block at a time, accumulators in registers, so that for small C
-// each row is read in one sequential sweep.
+// Two vectors (16 channels) of a run of rows, the sums in registers from s1/s2 and back (through a
+// zero-padded buffer at the column tail), so that for small C each row is read in one sequential sweep.
 template <DType T>
-void sums_columns_t(const void* x, int64_t rows, int64_t cols, int64_t ld, const void* shift, ShiftedSums* out) {
-  if (!shift) shift = x;
-  for (int64_t c = 0; c < cols; c += 16) {
-    int64_t n0 = std::min<int64_t>(8, cols - c), n1 = std::max<int64_t>(0, std::min<int64_t>(8, cols - c - 8));
-    auto load_from = [&](const void* p, int64_t i, int64_t n) { return n == 8 ? load8<T>(p, i) : load_tail<T>(p, i, n); };
-    auto load = [&](int64_t i, int64_t n) { return load_from(x, i, n); };
-    __m256 k0 = load_from(shift, c, n0), k1 = n1 ? load_from(shift, c + 8, n1) : _mm256_setzero_ps();
-    const __m256d k0l = lo_pd(k0), k0h = hi_pd(k0), k1l = lo_pd(k1), k1h = hi_pd(k1);
-    Acc4 p, q;
-    for (int64_t r = 0; r < rows; ++r) {
-      p.add(load(r * ld + c, n0), k0l, k0h);
-      if (n1) q.add(load(r * ld + c + 8, n1), k1l, k1h);
-    }
-    alignas(32) double s1[16], s2[16], kk[16];
-    _mm256_store_pd(s1, p.a1);
-    _mm256_store_pd(s1 + 4, p.b1);
-    _mm256_store_pd(s1 + 8, q.a1);
-    _mm256_store_pd(s1 + 12, q.b1);
-    _mm256_store_pd(s2, p.a2);
-    _mm256_store_pd(s2 + 4, p.b2);
-    _mm256_store_pd(s2 + 8, q.a2);
-    _mm256_store_pd(s2 + 12, q.b2);
-    _mm256_store_pd(kk, k0l);
-    _mm256_store_pd(kk + 4, k0h);
-    _mm256_store_pd(kk + 8, k1l);
-    _mm256_store_pd(kk + 12, k1h);
-    for (int64_t l = 0; l < n0 + n1; ++l) out[c + l] = ShiftedSums{double(rows), kk[l], s1[l], s2[l]};
+void sums_column_block(const void* x, int64_t rows, int64_t ld, int64_t c, int64_t cols, const void* shift,
+                       double* s1, double* s2) {
+  const int64_t n0 = std::min<int64_t>(8, cols - c), n1 = std::max<int64_t>(0, std::min<int64_t>(8, cols - c - 8));
+  auto load_from = [&](const void* p, int64_t i, int64_t n) { return n == 8 ? load8<T>(p, i) : load_tail<T>(p, i, n); };
+  __m256 k0 = load_from(shift, c, n0), k1 = n1 ? load_from(shift, c + 8, n1) : _mm256_setzero_ps();
+  const __m256d k0l = lo_pd(k0), k0h = hi_pd(k0), k1l = lo_pd(k1), k1h = hi_pd(k1);
+  PaddedSums<16> sums(s1 + c, s2 + c, n0 + n1);
+  double *a = sums.s1, *b = sums.s2;
+  Acc4 p, q;
+  p.a1 = _mm256_load_pd(a), p.b1 = _mm256_load_pd(a + 4), q.a1 = _mm256_load_pd(a + 8), q.b1 = _mm256_load_pd(a + 12);
+  p.a2 = _mm256_load_pd(b), p.b2 = _mm256_load_pd(b + 4), q.a2 = _mm256_load_pd(b + 8), q.b2 = _mm256_load_pd(b + 12);
+  for (int64_t r = 0; r < rows; ++r) {
+    p.add(load_from(x, r * ld + c, n0), k0l, k0h);
+    if (n1) q.add(load_from(x, r * ld + c + 8, n1), k1l, k1h);
+  }
+  _mm256_store_pd(a, p.a1), _mm256_store_pd(a + 4, p.b1), _mm256_store_pd(a + 8, q.a1), _mm256_store_pd(a + 12, q.b1);
+  _mm256_store_pd(b, p.a2), _mm256_store_pd(b + 4, p.b2), _mm256_store_pd(b + 8, q.a2), _mm256_store_pd(b + 12, q.b2);
+  sums.store(s1 + c, s2 + c);
+}
+
+// Rows wider than one block go in runs of 16 rows, as in the AVX-512 kernels: a few sequential
+// streams rather than one 64-byte piece per row at the row stride.
+template <DType T>
+void sums_columns_t(const void* x, int64_t rows, int64_t cols, int64_t ld, const void* shift, double* s1, double* s2) {
+  const int64_t run = cols > 16 ? 16 : rows;
+  for (int64_t r0 = 0; r0 < rows; r0 += run) {
+    const void* xr = static_cast<const uint8_t*>(x) + r0 * ld * int64_t(dtype_bytes(T));
+    for (int64_t c = 0; c < cols; c += 16) sums_column_block<T>(xr, std::min(run, rows - r0), ld, c, cols, shift, s1, s2);
   }
 }
 
@@ -155,8 +156,9 @@ void apply_columns_t(const void* x, void* y, int64_t rows, int64_t cols, const f
 }
 
 ShiftedSums sums_contiguous(const void* x, DType t, int64_t len) { XNORM_BY_FLOAT_DTYPE(sums_contiguous_t, t, x, len) }
-void sums_columns(const void* x, DType t, int64_t rows, int64_t cols, int64_t ld, const void* shift, ShiftedSums* out) {
-  XNORM_BY_FLOAT_DTYPE(sums_columns_t, t, x, rows, cols, ld, shift, out)
+void sums_columns(const void* x, DType t, int64_t rows, int64_t cols, int64_t ld, const void* shift, double* s1,
+                  double* s2) {
+  XNORM_BY_FLOAT_DTYPE(sums_columns_t, t, x, rows, cols, ld, shift, s1, s2)
 }
 void apply_contiguous(const void* x, void* y, DType t, int64_t len, float mean, float mean_lo, float scale, float beta,
                       bool relu) {

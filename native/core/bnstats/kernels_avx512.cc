@@ -76,24 +76,34 @@ ShiftedSums sums_contiguous_t(const void* x, int64_t len) {
   return r;
 }
 
-// V vectors (16 channels each) of one row block at a time, all accumulators in registers: with
-// C <= 64 every row is read in one sequential sweep, which keeps NHWC reads at streaming speed.
+inline __m512d load_pd(const double* p, __mmask8 m) { return m == 0xff ? _mm512_loadu_pd(p) : _mm512_maskz_loadu_pd(m, p); }
+inline void store_pd(double* p, __mmask8 m, __m512d v) {
+  if (m == 0xff) _mm512_storeu_pd(p, v);
+  else _mm512_mask_storeu_pd(p, m, v);
+}
+
+// V vectors (16 channels each) of a run of rows, the sums in registers from s1/s2 and back: with
+// cols <= 64 every row is read in one sequential sweep, which keeps NHWC reads at streaming speed.
 template <DType T, int V>
 void sums_column_block(const void* x, int64_t rows, int64_t ld, int64_t c, int64_t cols, const void* shift,
-                       ShiftedSums* out) {
+                       double* s1, double* s2, int64_t ahead) {
   __mmask16 m[V];
   __m512d kl[V], kh[V], s1l[V], s1h[V], s2l[V], s2h[V];
 #pragma GCC unroll 4
   for (int v = 0; v < V; ++v) {
-    m[v] = tail_mask(cols - c - 16 * v);
-    __m512 k = load16<T>(shift, c + 16 * v, m[v]);
+    const int64_t at = c + 16 * v;
+    m[v] = tail_mask(cols - at);
+    __m512 k = load16<T>(shift, at, m[v]);
     kl[v] = lo_pd(k);
     kh[v] = hi_pd(k);
-    s1l[v] = s1h[v] = s2l[v] = s2h[v] = _mm512_setzero_pd();
+    const __mmask8 ml = __mmask8(m[v]), mh = __mmask8(m[v] >> 8);
+    s1l[v] = load_pd(s1 + at, ml), s1h[v] = load_pd(s1 + at + 8, mh);
+    s2l[v] = load_pd(s2 + at, ml), s2h[v] = load_pd(s2 + at + 8, mh);
   }
   for (int64_t r = 0; r < rows; ++r) {
 #pragma GCC unroll 4
     for (int v = 0; v < V; ++v) {
+      if (ahead) _mm_prefetch(reinterpret_cast<const char*>(x) + (r * ld + c + 16 * v) * dtype_bytes(T) + ahead, _MM_HINT_T0);
       __m512 u = load16<T>(x, r * ld + c + 16 * v, m[v]);
       __m512d l = _mm512_sub_pd(lo_pd(u), kl[v]), h = _mm512_sub_pd(hi_pd(u), kh[v]);
       s1l[v] = _mm512_add_pd(s1l[v], l);
@@ -102,29 +112,35 @@ void sums_column_block(const void* x, int64_t rows, int64_t ld, int64_t c, int64
       s2h[v] = _mm512_fmadd_pd(h, h, s2h[v]);
     }
   }
-  alignas(64) double s1[16 * V], s2[16 * V], kk[16 * V];
 #pragma GCC unroll 4
   for (int v = 0; v < V; ++v) {
-    _mm512_store_pd(s1 + 16 * v, s1l[v]);
-    _mm512_store_pd(s1 + 16 * v + 8, s1h[v]);
-    _mm512_store_pd(s2 + 16 * v, s2l[v]);
-    _mm512_store_pd(s2 + 16 * v + 8, s2h[v]);
-    _mm512_store_pd(kk + 16 * v, kl[v]);
-    _mm512_store_pd(kk + 16 * v + 8, kh[v]);
+    const int64_t at = c + 16 * v;
+    const __mmask8 ml = __mmask8(m[v]), mh = __mmask8(m[v] >> 8);
+    store_pd(s1 + at, ml, s1l[v]), store_pd(s1 + at + 8, mh, s1h[v]);
+    store_pd(s2 + at, ml, s2l[v]), store_pd(s2 + at + 8, mh, s2h[v]);
   }
-  int64_t n = std::min<int64_t>(16 * V, cols - c);
-  for (int64_t l = 0; l < n; ++l) out[c + l] = ShiftedSums{double(rows), kk[l], s1[l], s2[l]};
 }
 
+// Rows wider than one 64-column block go in runs of rows swept block by block, the sums carried in
+// s1/s2 (L1), each run fetching the next one ahead of use: such runs are too short for the hardware
+// prefetchers to follow (C = 1024 read 256-byte pieces at a 4 KB stride), and the data stays one
+// sequential stream per row. A run is at least kRunBytes, so that the fetches run far enough ahead.
+constexpr int64_t kRunBytes = 16 << 10, kMinRun = 8;
+
 template <DType T>
-void sums_columns_t(const void* x, int64_t rows, int64_t cols, int64_t ld, const void* shift, ShiftedSums* out) {
-  if (!shift) shift = x;
-  for (int64_t c = 0; c < cols; c += 64) {
-    int64_t left = cols - c;
-    if (left > 48) sums_column_block<T, 4>(x, rows, ld, c, cols, shift, out);
-    else if (left > 32) sums_column_block<T, 3>(x, rows, ld, c, cols, shift, out);
-    else if (left > 16) sums_column_block<T, 2>(x, rows, ld, c, cols, shift, out);
-    else sums_column_block<T, 1>(x, rows, ld, c, cols, shift, out);
+void sums_columns_t(const void* x, int64_t rows, int64_t cols, int64_t ld, const void* shift, double* s1, double* s2) {
+  const int64_t row_bytes = ld * dtype_bytes(T);
+  const int64_t run = cols > 64 ? std::max(kMinRun, kRunBytes / row_bytes) : rows, ahead = cols > 64 ? run * row_bytes : 0;
+  for (int64_t r0 = 0; r0 < rows; r0 += run) {
+    const void* xr = static_cast<const uint8_t*>(x) + r0 * row_bytes;
+    const int64_t nr = std::min(run, rows - r0);
+    for (int64_t c = 0; c < cols; c += 64) {
+      int64_t left = cols - c;
+      if (left > 48) sums_column_block<T, 4>(xr, nr, ld, c, cols, shift, s1, s2, ahead);
+      else if (left > 32) sums_column_block<T, 3>(xr, nr, ld, c, cols, shift, s1, s2, ahead);
+      else if (left > 16) sums_column_block<T, 2>(xr, nr, ld, c, cols, shift, s1, s2, ahead);
+      else sums_column_block<T, 1>(xr, nr, ld, c, cols, shift, s1, s2, ahead);
+    }
   }
 }
 
@@ -159,8 +175,9 @@ void apply_columns_t(const void* x, void* y, int64_t rows, int64_t cols, const f
 }
 
 ShiftedSums sums_contiguous(const void* x, DType t, int64_t len) { XNORM_BY_FLOAT_DTYPE(sums_contiguous_t, t, x, len) }
-void sums_columns(const void* x, DType t, int64_t rows, int64_t cols, int64_t ld, const void* shift, ShiftedSums* out) {
-  XNORM_BY_FLOAT_DTYPE(sums_columns_t, t, x, rows, cols, ld, shift, out)
+void sums_columns(const void* x, DType t, int64_t rows, int64_t cols, int64_t ld, const void* shift, double* s1,
+                  double* s2) {
+  XNORM_BY_FLOAT_DTYPE(sums_columns_t, t, x, rows, cols, ld, shift, s1, s2)
 }
 void apply_contiguous(const void* x, void* y, DType t, int64_t len, float mean, float mean_lo, float scale, float beta,
                       bool relu) {

@@ -92,26 +92,37 @@ ShiftedSums sums_contiguous_t(const void* x, int64_t len) {
   return r;
 }
 
-// Two vectors (8 channels) of a row block at a time, accumulators in registers, so that for small C
-// each row is read in one sequential sweep.
+// Two vectors (8 channels) of a run of rows, the sums in registers from s1/s2 and back (through a
+// zero-padded buffer at the column tail), so that for small C each row is read in one sequential sweep.
 template <DType T>
-void sums_columns_t(const void* x, int64_t rows, int64_t cols, int64_t ld, const void* shift, ShiftedSums* out) {
-  if (!shift) shift = x;
-  for (int64_t c = 0; c < cols; c += 8) {
-    const int64_t n0 = std::min<int64_t>(4, cols - c), n1 = std::max<int64_t>(0, std::min<int64_t>(4, cols - c - 4));
-    auto load_from = [&](const void* p, int64_t i, int64_t n) { return n == 4 ? load4<T>(p, i) : load_tail<T>(p, i, n); };
-    const float32x4_t k0 = load_from(shift, c, n0), k1 = n1 ? load_from(shift, c + 4, n1) : vdupq_n_f32(0.f);
-    const float64x2_t k0l = lo_pd(k0), k0h = hi_pd(k0), k1l = lo_pd(k1), k1h = hi_pd(k1);
-    Acc4 p, q;
-    for (int64_t r = 0; r < rows; ++r) {
-      p.add(load_from(x, r * ld + c, n0), k0l, k0h);
-      if (n1) q.add(load_from(x, r * ld + c + 4, n1), k1l, k1h);
-    }
-    alignas(16) double s1[8], s2[8], kk[8];
-    vst1q_f64(s1, p.a1), vst1q_f64(s1 + 2, p.b1), vst1q_f64(s1 + 4, q.a1), vst1q_f64(s1 + 6, q.b1);
-    vst1q_f64(s2, p.a2), vst1q_f64(s2 + 2, p.b2), vst1q_f64(s2 + 4, q.a2), vst1q_f64(s2 + 6, q.b2);
-    vst1q_f64(kk, k0l), vst1q_f64(kk + 2, k0h), vst1q_f64(kk + 4, k1l), vst1q_f64(kk + 6, k1h);
-    for (int64_t l = 0; l < n0 + n1; ++l) out[c + l] = ShiftedSums{double(rows), kk[l], s1[l], s2[l]};
+void sums_column_block(const void* x, int64_t rows, int64_t ld, int64_t c, int64_t cols, const void* shift,
+                       double* s1, double* s2) {
+  const int64_t n0 = std::min<int64_t>(4, cols - c), n1 = std::max<int64_t>(0, std::min<int64_t>(4, cols - c - 4));
+  auto load_from = [&](const void* p, int64_t i, int64_t n) { return n == 4 ? load4<T>(p, i) : load_tail<T>(p, i, n); };
+  const float32x4_t k0 = load_from(shift, c, n0), k1 = n1 ? load_from(shift, c + 4, n1) : vdupq_n_f32(0.f);
+  const float64x2_t k0l = lo_pd(k0), k0h = hi_pd(k0), k1l = lo_pd(k1), k1h = hi_pd(k1);
+  PaddedSums<8> sums(s1 + c, s2 + c, n0 + n1);
+  double *a = sums.s1, *b = sums.s2;
+  Acc4 p, q;
+  p.a1 = vld1q_f64(a), p.b1 = vld1q_f64(a + 2), q.a1 = vld1q_f64(a + 4), q.b1 = vld1q_f64(a + 6);
+  p.a2 = vld1q_f64(b), p.b2 = vld1q_f64(b + 2), q.a2 = vld1q_f64(b + 4), q.b2 = vld1q_f64(b + 6);
+  for (int64_t r = 0; r < rows; ++r) {
+    p.add(load_from(x, r * ld + c, n0), k0l, k0h);
+    if (n1) q.add(load_from(x, r * ld + c + 4, n1), k1l, k1h);
+  }
+  vst1q_f64(a, p.a1), vst1q_f64(a + 2, p.b1), vst1q_f64(a + 4, q.a1), vst1q_f64(a + 6, q.b1);
+  vst1q_f64(b, p.a2), vst1q_f64(b + 2, p.b2), vst1q_f64(b + 4, q.a2), vst1q_f64(b + 6, q.b2);
+  sums.store(s1 + c, s2 + c);
+}
+
+// Rows wider than one block go in runs of 16 rows, as in the AVX-512 kernels: a few sequential
+// streams rather than one 32-byte piece per row at the row stride.
+template <DType T>
+void sums_columns_t(const void* x, int64_t rows, int64_t cols, int64_t ld, const void* shift, double* s1, double* s2) {
+  const int64_t run = cols > 8 ? 16 : rows;
+  for (int64_t r0 = 0; r0 < rows; r0 += run) {
+    const void* xr = static_cast<const uint8_t*>(x) + r0 * ld * int64_t(dtype_bytes(T));
+    for (int64_t c = 0; c < cols; c += 8) sums_column_block<T>(xr, std::min(run, rows - r0), ld, c, cols, shift, s1, s2);
   }
 }
 
@@ -148,8 +159,9 @@ void apply_columns_t(const void* x, void* y, int64_t rows, int64_t cols, const f
 }
 
 ShiftedSums sums_contiguous(const void* x, DType t, int64_t len) { XNORM_BY_FLOAT_DTYPE(sums_contiguous_t, t, x, len) }
-void sums_columns(const void* x, DType t, int64_t rows, int64_t cols, int64_t ld, const void* shift, ShiftedSums* out) {
-  XNORM_BY_FLOAT_DTYPE(sums_columns_t, t, x, rows, cols, ld, shift, out)
+void sums_columns(const void* x, DType t, int64_t rows, int64_t cols, int64_t ld, const void* shift, double* s1,
+                  double* s2) {
+  XNORM_BY_FLOAT_DTYPE(sums_columns_t, t, x, rows, cols, ld, shift, s1, s2)
 }
 void apply_contiguous(const void* x, void* y, DType t, int64_t len, float mean, float mean_lo, float scale, float beta,
                       bool relu) {

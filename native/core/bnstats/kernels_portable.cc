@@ -38,15 +38,13 @@ ShiftedSums sums_contiguous(const void* x, DType t, int64_t len) {
   return r;
 }
 
-void sums_columns(const void* x, DType t, int64_t rows, int64_t cols, int64_t ld, const void* shift, ShiftedSums* out) {
-  for (int64_t c = 0; c < cols; ++c) {
-    out[c] = ShiftedSums{double(rows), double(load(shift ? shift : x, t, c)), 0, 0};
-  }
+void sums_columns(const void* x, DType t, int64_t rows, int64_t cols, int64_t ld, const void* shift, double* s1,
+                  double* s2) {
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t c = 0; c < cols; ++c) {
-      double d = double(load(x, t, r * ld + c)) - out[c].shift;
-      out[c].s1 += d;
-      out[c].s2 += d * d;
+      double d = double(load(x, t, r * ld + c)) - double(load(shift, t, c));
+      s1[c] += d;
+      s2[c] += d * d;
     }
   }
 }
