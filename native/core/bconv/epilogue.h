@@ -6,6 +6,9 @@
 #include "kernels.h"
 
 namespace xnorm::bconv {
+// Internal linkage: each kernels_<isa>.cc compiles these with its own instruction set, and one shared
+// inline copy, kept by the linker from an AVX2 unit, would be called by the portable kernels too.
+namespace {
 
 // float(dot) * scale + bias with the product rounded on its own (the reference rounds twice; the
 // compiler may not fuse an FMA), clamped to [clamp[0], clamp[1]] when clamp is not null.
@@ -75,4 +78,5 @@ inline void finish_tile(const int32_t (*buf)[kPanelWidth], const uint32_t* ch, c
   scatter_tile<MR>(buf, ch, p, ldc, ldp);
 }
 
+}  // namespace
 }  // namespace xnorm::bconv
