@@ -20,7 +20,7 @@ class OpWorker : public Napi::AsyncWorker {
 
  protected:
   void Execute() override {
-    BackgroundCaller background;  // the kernels' tasks run on xnorm's pool threads only
+    BackgroundCaller background;  // computes only in one of the pool's compute slots
     try {
       result_ = work_();
       return;
