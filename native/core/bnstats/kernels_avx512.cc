@@ -124,16 +124,19 @@ void sums_column_block(const void* x, int64_t rows, int64_t ld, int64_t c, int64
 // Rows wider than one 64-column block go in runs of rows swept block by block, the sums carried in
 // s1/s2 (L1), each run fetching the next one ahead of use: such runs are too short for the hardware
 // prefetchers to follow (C = 1024 read 256-byte pieces at a 4 KB stride), and the data stays one
-// sequential stream per row. A run is at least kRunBytes, so that the fetches run far enough ahead.
-constexpr int64_t kRunBytes = 16 << 10, kMinRun = 8;
+// sequential stream per row. A run is at least kMinRun rows and kRunBytes, so that the fetches run far
+// enough ahead and each block's sums load and store once per many rows (8-row runs left C = 512 ... 1000
+// 20-25 % slower with two threads); the last run of a call fetches nothing beyond its rows, which the
+// next task, maybe on the other thread, reads.
+constexpr int64_t kRunBytes = 16 << 10, kMinRun = 32;
 
 template <DType T>
 void sums_columns_t(const void* x, int64_t rows, int64_t cols, int64_t ld, const void* shift, double* s1, double* s2) {
   const int64_t row_bytes = ld * dtype_bytes(T);
-  const int64_t run = cols > 64 ? std::max(kMinRun, kRunBytes / row_bytes) : rows, ahead = cols > 64 ? run * row_bytes : 0;
+  const int64_t run = cols > 64 ? std::max(kMinRun, kRunBytes / row_bytes) : rows, run_ahead = cols > 64 ? run * row_bytes : 0;
   for (int64_t r0 = 0; r0 < rows; r0 += run) {
     const void* xr = static_cast<const uint8_t*>(x) + r0 * row_bytes;
-    const int64_t nr = std::min(run, rows - r0);
+    const int64_t nr = std::min(run, rows - r0), ahead = r0 + run < rows ? run_ahead : 0;
     for (int64_t c = 0; c < cols; c += 64) {
       int64_t left = cols - c;
       if (left > 48) sums_column_block<T, 4>(xr, nr, ld, c, cols, shift, s1, s2, ahead);
