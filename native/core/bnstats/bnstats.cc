@@ -58,14 +58,6 @@ int64_t rows_folded(int64_t c) {
   return 64 / c;
 }
 
-inline double value_at(const void* p, DType t, int64_t i) {
-  switch (t) {
-    case DType::Float16: return f16_to_float(static_cast<const uint16_t*>(p)[i]);
-    case DType::BFloat16: return bf16_to_float(static_cast<const uint16_t*>(p)[i]);
-    default: return static_cast<const float*>(p)[i];
-  }
-}
-
 // Per-(image, channel) moments, the unit every mode is merged from, into planes[n * C + c]. The NHWC
 // path (and NCHW with S = 1, which is the same memory order) reads row blocks; NCHW reads each plane as
 // contiguous pieces. Scratch is per calling thread and kept: a fresh allocation of this size is
@@ -139,14 +131,14 @@ void plane_moments(const void* x, DType t, const Geometry& g, Moments* planes) {
     }
     Moments* m = planes + n * g.c;
     for (int64_t q = 0; q < width; ++q) {
-      Moments part = from_sums({double(wide_rows), value_at(image, t, q), total[q], total[width + q]});
+      Moments part = from_sums({double(wide_rows), float_at(image, t, q), total[q], total[width + q]});
       m[q % g.c] = q < g.c ? part : merge(m[q % g.c], part);
     }
     if (rest > 0) {
       const double* r = sums + tail_at + n * 2 * g.c;
       const void* tail = at(image, t, wide_rows * width);
       for (int64_t c = 0; c < g.c; ++c)
-        m[c] = merge(m[c], from_sums({double(rest), value_at(tail, t, c), r[c], r[g.c + c]}));
+        m[c] = merge(m[c], from_sums({double(rest), float_at(tail, t, c), r[c], r[g.c + c]}));
     }
   });
 }
@@ -257,11 +249,7 @@ int64_t moments_reference(const void* x, DType t, const Geometry& g, Over over, 
   std::vector<double> sum(size_t(nslots), 0.0), cnt(size_t(nslots), 0.0);
   auto value = [&](int64_t n, int64_t c, int64_t s) {
     int64_t i = g.layout == Layout::NCHW ? (n * g.c + c) * g.s + s : (n * g.s + s) * g.c + c;
-    switch (t) {
-      case DType::Float16: return double(f16_to_float(static_cast<const uint16_t*>(x)[i]));
-      case DType::BFloat16: return double(bf16_to_float(static_cast<const uint16_t*>(x)[i]));
-      default: return double(static_cast<const float*>(x)[i]);
-    }
+    return double(float_at(x, t, i));
   };
   for (int64_t n = 0; n < g.n; ++n)
     for (int64_t c = 0; c < g.c; ++c)

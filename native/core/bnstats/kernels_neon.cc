@@ -115,8 +115,8 @@ void sums_column_block(const void* x, int64_t rows, int64_t ld, int64_t c, int64
   sums.store(s1 + c, s2 + c);
 }
 
-// Rows wider than one block go in runs of 16 rows, as in the AVX-512 kernels: a few sequential
-// streams rather than one 32-byte piece per row at the row stride.
+// Rows wider than one block go in runs of 16 rows (the AVX-512 kernels size their runs and fetch ahead):
+// a few sequential streams rather than one 32-byte piece per row at the row stride.
 template <DType T>
 void sums_columns_t(const void* x, int64_t rows, int64_t cols, int64_t ld, const void* shift, double* s1, double* s2) {
   const int64_t run = cols > 8 ? 16 : rows;

@@ -6,14 +6,6 @@
 namespace xnorm::bnstats {
 namespace {
 
-inline float load(const void* p, DType t, int64_t i) {
-  switch (t) {
-    case DType::Float16: return f16_to_float(static_cast<const uint16_t*>(p)[i]);
-    case DType::BFloat16: return bf16_to_float(static_cast<const uint16_t*>(p)[i]);
-    default: return static_cast<const float*>(p)[i];
-  }
-}
-
 inline void store(void* p, DType t, int64_t i, float v) {
   switch (t) {
     case DType::Float16: static_cast<uint16_t*>(p)[i] = float_to_f16(v); break;
@@ -24,10 +16,10 @@ inline void store(void* p, DType t, int64_t i, float v) {
 
 ShiftedSums sums_contiguous(const void* x, DType t, int64_t len) {
   ShiftedSums r;
-  float k = load(x, t, 0);
+  float k = float_at(x, t, 0);
   double s1 = 0, s2 = 0;
   for (int64_t i = 0; i < len; ++i) {
-    double d = double(load(x, t, i)) - double(k);  // in double, as the SIMD kernels: exact for float data
+    double d = double(float_at(x, t, i)) - double(k);  // in double, as the SIMD kernels: exact for float data
     s1 += d;
     s2 += d * d;
   }
@@ -42,7 +34,7 @@ void sums_columns(const void* x, DType t, int64_t rows, int64_t cols, int64_t ld
                   double* s2) {
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t c = 0; c < cols; ++c) {
-      double d = double(load(x, t, r * ld + c)) - double(load(shift, t, c));
+      double d = double(float_at(x, t, r * ld + c)) - double(float_at(shift, t, c));
       s1[c] += d;
       s2[c] += d * d;
     }
@@ -53,7 +45,7 @@ inline float finish(float v, bool relu) { return relu ? std::max(v, 0.0f) : v; }
 
 void apply_contiguous(const void* x, void* y, DType t, int64_t len, float mean, float mean_lo, float scale, float beta,
                       bool relu) {
-  for (int64_t i = 0; i < len; ++i) store(y, t, i, finish(((load(x, t, i) - mean) - mean_lo) * scale + beta, relu));
+  for (int64_t i = 0; i < len; ++i) store(y, t, i, finish(((float_at(x, t, i) - mean) - mean_lo) * scale + beta, relu));
 }
 
 void apply_columns(const void* x, void* y, DType t, int64_t rows, int64_t cols, const float* mean,
@@ -61,7 +53,7 @@ void apply_columns(const void* x, void* y, DType t, int64_t rows, int64_t cols, 
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c) {
       int64_t i = r * cols + c;
-      store(y, t, i, finish(((load(x, t, i) - mean[c]) - mean_lo[c]) * scale[c] + beta[c], relu));
+      store(y, t, i, finish(((float_at(x, t, i) - mean[c]) - mean_lo[c]) * scale[c] + beta[c], relu));
     }
 }
 

@@ -63,6 +63,15 @@ inline uint16_t float_to_f16(float f) {
   return uint16_t(sign | ((rounded - (112u << 23)) >> 13));
 }
 
+// Element i of a float-dtype buffer (float32 unless t is float16 or bfloat16), as a float.
+inline float float_at(const void* p, DType t, int64_t i) {
+  switch (t) {
+    case DType::Float16: return f16_to_float(static_cast<const uint16_t*>(p)[i]);
+    case DType::BFloat16: return bf16_to_float(static_cast<const uint16_t*>(p)[i]);
+    default: return static_cast<const float*>(p)[i];
+  }
+}
+
 }  // namespace xnorm
 
 // Calls fn<DType::X>(args...) for the float dtype t (float32 unless t is float16 or bfloat16).

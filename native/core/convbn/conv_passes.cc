@@ -75,8 +75,7 @@ void forward_f32(const ConvShape& g, const float* x, const float* w, const float
         const int64_t oy0 = u % nbands * band, oy1 = std::min(g.oh, oy0 + band);
         const float* wt = w + c0 * K;
         if (w_scale) {
-          for (int64_t i = 0; i < planes; ++i)
-            for (int64_t t = 0; t < K; ++t) taps[i * K + t] = wt[i * K + t] * w_scale[c0 + i];
+          for (int64_t i = 0; i < planes; ++i) scaled_taps(w, w_scale, c0 + i, K, taps + i * K);
           wt = taps;
         }
         k.direct_forward_planes(x + (img * g.c + c0) * hw, wt, bias ? bias + c0 : zeros, relu, y + (img * g.c + c0) * ohw,
