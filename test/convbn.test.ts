@@ -18,7 +18,7 @@ import {
 } from '../lib';
 import { native } from '../lib/native';
 import { AWKWARD, ConvCase, conv64, convBn64, sizes, toNchw, toNhwc } from './convbn-reference';
-import { randomArray, runChild, supportedIsaLevels } from './helpers';
+import { randomArray, runChild, supportedIsaLevels, withAlgo } from './helpers';
 
 /** The addon without its types: these tests hand it arguments lib/ never would. */
 const raw = () => native() as unknown as Record<string, (args: object) => unknown>;
@@ -47,18 +47,6 @@ const WINOGRAD: ConvCase[] = [
   { n: 1, c: 300, h: 5, w: 6, cout: 20, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 },
   { n: 3, c: 9, h: 35, w: 33, cout: 12, k: [3, 3], s: [1, 1], p: [2, 1], d: [1, 1], g: 1 },
 ];
-
-/** Runs fn with XNORM_CONV_ALGO set (the addon reads it on every call; child processes inherit it). */
-async function withAlgo<T>(algo: 'gemm' | 'winograd', fn: () => T | Promise<T>): Promise<T> {
-  const before = process.env.XNORM_CONV_ALGO;
-  process.env.XNORM_CONV_ALGO = algo;
-  try {
-    return await fn();
-  } finally {
-    if (before === undefined) delete process.env.XNORM_CONV_ALGO;
-    else process.env.XNORM_CONV_ALGO = before;
-  }
-}
 
 function opts(t: ConvCase) {
   return { stride: t.s, padding: t.p, dilation: t.d, groups: t.g };

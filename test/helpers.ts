@@ -46,6 +46,18 @@ export function supportedIsaLevels(best: string): string[] {
   return ISA_LEVELS.slice(0, ISA_LEVELS.indexOf(best as (typeof ISA_LEVELS)[number]) + 1);
 }
 
+/** Runs fn with XNORM_CONV_ALGO set (the addon reads it on every call; child processes inherit it). */
+export async function withAlgo<T>(algo: 'gemm' | 'winograd' | 'winograd_rows', fn: () => T | Promise<T>): Promise<T> {
+  const before = process.env.XNORM_CONV_ALGO;
+  process.env.XNORM_CONV_ALGO = algo;
+  try {
+    return await fn();
+  } finally {
+    if (before === undefined) delete process.env.XNORM_CONV_ALGO;
+    else process.env.XNORM_CONV_ALGO = before;
+  }
+}
+
 /** Runs test/children/<script> in a new Node process with XNORM_ISA set; returns its parsed JSON output. */
 export function runChild<T>(script: string, isa: string, input: unknown): T {
   const file = path.join(__dirname, 'children', script);

@@ -31,12 +31,34 @@ bool direct(const ConvShape& g) { return g.cin_g() == 1; }
 // transforms cost per channel, so it pays from a few dozen channels on, and its GEMMs run over 2x2
 // tiles (batch included), so it needs a few dozen tiles (measured: 512 channels on 7x7 lose at batch 1,
 // win from batch 2). XNORM_CONV_ALGO=gemm|winograd forces a path where both apply (tests use it).
+// XNORM_CONV_ALGO=winograd_rows forces winograd_rows where it applies.
+bool winograd_shape(const ConvShape& g) {
+  return g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && g.groups == 1;
+}
+
 bool winograd(const ConvShape& g) {
-  if (g.kh != 3 || g.kw != 3 || g.sh != 1 || g.sw != 1 || g.dh != 1 || g.dw != 1 || g.groups != 1) return false;
+  if (!winograd_shape(g)) return false;
   const char* algo = std::getenv("XNORM_CONV_ALGO");
   if (algo && std::strcmp(algo, "gemm") == 0) return false;
   if (algo && std::strcmp(algo, "winograd") == 0) return true;
+  if (winograd_rows(g)) return true;
   return g.c >= 32 && g.cout >= 32 && g.n * ((g.oh + 1) / 2) * ((g.ow + 1) / 2) >= 32;
+}
+
+// Prepared weights on few tiles of many channels (deep layers at batch 1) run Winograd with the tiles as
+// the GEMM's rows: U is packed once, as B panels, and the 16 products run as gemm's pixels-as-rows
+// problems (winograd_rows_impl.h), where the tiles would fill a third of winograd_forward's 48-column
+// panels. Raw weights would have to transform and pack 16 U's per call (16.8 MB on 512 channels), more
+// than the multiplies it saves: they keep the GEMM. Single-thread CPU time of prepared 512@7 at batch 1:
+// 2.04 -> 1.12 ms (NHWC); rows beat winograd_forward up to ~100 tiles and tie at 128 (see DESIGN.md).
+constexpr int64_t kMaxRowTiles = 100;
+bool winograd_rows(const ConvShape& g) {
+  if (!g.prepared || !winograd_shape(g)) return false;
+  const char* algo = std::getenv("XNORM_CONV_ALGO");
+  if (algo && std::strcmp(algo, "winograd_rows") == 0) return true;
+  if (algo) return false;
+  const int64_t tiles = g.n * ((g.oh + 1) / 2) * ((g.ow + 1) / 2);
+  return g.c >= 128 && g.cout >= 128 && tiles <= kMaxRowTiles;
 }
 
 // Small feature maps are batched: one GEMM spans every image (N = images x pixels), which fills the
@@ -79,11 +101,13 @@ bool pixels_as_rows(const ConvShape& g) { return g.n * g.oh * g.ow * g.patch() <
 // The forward path by name, as the XNORM_DEBUG log reports it.
 std::string forward_path(const ConvShape& g) {
   if (nhwc_native(g)) return direct(g)     ? "channels-last direct (depthwise)"
+                            : winograd_rows(g) ? "channels-last Winograd F(2x2, 3x3), tiles as M"
                             : winograd(g)   ? "channels-last Winograd F(2x2, 3x3)"
                             : pixels_as_rows(g) ? "channels-last GEMM, pixels as M" : "channels-last GEMM";
   if (nchw_via_nhwc(g)) return "GEMM on a channels-last copy of x (narrow map)";
   const char* via = g.layout == Layout::NHWC ? ", via NCHW transposes" : "";
   if (direct(g)) return std::string(direct_planes(g) ? "direct loops (depthwise, channels in lanes)" : "direct loops (depthwise)") + via;
+  if (winograd_rows(g)) return std::string("Winograd F(2x2, 3x3), tiles as M") + via;
   if (winograd(g)) return std::string("Winograd F(2x2, 3x3)") + via;
   return std::string(pointwise(g) ? "GEMM (1x1)" : "im2col GEMM") + (span_images(g) ? " spanning the batch" : "") + via;
 }

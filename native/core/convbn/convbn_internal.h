@@ -29,6 +29,7 @@ void store_output(DType dt, Layout layout, const float* src, int64_t n, int64_t 
 bool pointwise(const ConvShape& g);
 bool direct(const ConvShape& g);
 bool winograd(const ConvShape& g);
+bool winograd_rows(const ConvShape& g);
 bool span_images(const ConvShape& g);
 // Channels-last forward without transposes: depthwise with one output channel per input channel, and
 // every GEMM-path convolution (not Winograd).

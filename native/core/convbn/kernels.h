@@ -128,6 +128,11 @@ struct Kernels {
   int64_t (*packed_b_floats)(int64_t k, int64_t n);
   void (*winograd_weights)(const float* wt, int64_t cout, int64_t c, float* u);
   int64_t (*winograd_floats)(int64_t cout, int64_t c);
+  // The same Winograd forward with the tiles as the GEMM's rows (winograd_rows_impl.h), for prepared
+  // weights only: P.u made by winograd_rows_weights (winograd_rows_floats(cout, c) floats, 64-byte aligned).
+  void (*winograd_rows_forward)(const WinogradProblem& P);
+  void (*winograd_rows_weights)(const float* wt, int64_t cout, int64_t c, float* u);
+  int64_t (*winograd_rows_floats)(int64_t cout, int64_t c);
   // Depthwise-style direct kernels (one input channel per group). One output plane of one image:
   // y[oh, ow] = act(bias + sum_{ky,kx} wt[ky, kx] * x[iy, ix]); x is one input plane.
   void (*direct_forward_plane)(const float* x, const float* wt, float bias, bool relu, float* y, const Window& g);
