@@ -121,7 +121,7 @@ struct Kernels {
   int64_t (*packed_floats)(int64_t m, int64_t k);
   // The same as a B operand in the channels-last K order: B [k, n] with element (nhwc_row(tap, ci), j)
   // = w[(j * cin + ci) * taps + tap] * scale[j] (w as given, [n, cin, kh, kw] with taps = kh * kw; scale
-  // null: 1), in the panels gemm reads (K slice p0, columns from j0 at p0 * padded n + j0 * kc);
+  // null: 1), in the panels gemm reads as Operand::packed (panel-major: columns from j0, K slice p0 at j0 * k + p0 * NR);
   // packed_b_floats(k, n). One parallel pass that reads w once (prepared weights; Tune packs W * s per
   // task instead, as Operand::WeightsT).
   void (*pack_weights_b)(const float* w, const float* scale, int64_t taps, int64_t k, int64_t n, float* dst);
