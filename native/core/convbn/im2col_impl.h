@@ -46,6 +46,8 @@ void patch_row(const Window& g, const float* x, int64_t k, int64_t p, int64_t co
       for (int64_t t = ox; t < a; ++t) dst[t] = 0;
       if (g.sw == 1) {
         for (int64_t t = a; t < b; ++t) dst[t] = row[t];  // short runs: a loop beats a memcpy call
+      } else if (g.sw == 2) {  // stride-2 downsampling layers: a constant stride vectorises (permutes)
+        for (int64_t t = a; t < b; ++t) dst[t] = row[2 * t];
       } else {
         for (int64_t t = a; t < b; ++t) dst[t] = row[t * g.sw];
       }
