@@ -380,7 +380,11 @@ void forward_nhwc(const ConvShape& g, const float* x, const float* w, const floa
       GemmProblem& P = probs[size_t(gr)];
       FinishPixelRows& e = epis[size_t(gr)];
       P.m = np; P.n = cout_g; P.k = K;
-      P.a.kind = Operand::Im2colNhwc; P.a.p = x + gr * cin_g; P.a.win = win;
+      if (pointwise(g)) {  // the patches are x itself, [pixels, c]: packed as a plain matrix, no gather
+        P.a.p = x + gr * cin_g; P.a.rs = g.c; P.a.cs = 1;
+      } else {
+        P.a.kind = Operand::Im2colNhwc; P.a.p = x + gr * cin_g; P.a.win = win;
+      }
       if (pre) {
         P.b.packed = pre->nhwc_b_panels(gr);
       } else {
