@@ -18,7 +18,7 @@ import {
 } from '../lib';
 import { native } from '../lib/native';
 import { AWKWARD, ConvCase, conv64, convBn64, sizes, toNchw, toNhwc } from './convbn-reference';
-import { randomArray, runChild, supportedIsaLevels, withAlgo } from './helpers';
+import { randomArray, runChild, settlesAtOnce, supportedIsaLevels, withAlgo } from './helpers';
 
 /** The addon without its types: these tests hand it arguments lib/ never would. */
 const raw = () => native() as unknown as Record<string, (args: object) => unknown>;
@@ -278,6 +278,23 @@ describe('Winograd F(2x2, 3x3) forward', () => {
         return out;
       });
       for (const y of ys.slice(1)) expect(y).toEqual(ys[0]);
+    }
+  });
+});
+
+describe('Promise forms of tiny convs', () => {
+  it('settle without a trip through the thread pool (up to 2^16 multiply-adds); larger ones go to it; same results', async () => {
+    const tiny: ConvCase = { n: 1, c: 4, h: 5, w: 6, cout: 8, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 };  // 8640 MACs
+    const large: ConvCase = { n: 2, c: 32, h: 16, w: 16, cout: 32, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 };
+    for (const [t, atOnce] of [[tiny, true], [large, false]] as const) {
+      const p = params(t, 7);
+      const x = tensor(randomArray(sizes(t).x, 8), [t.n, t.c, t.h, t.w]);
+      const o = { ...opts(t), activation: 'relu' as const };
+      expect(await settlesAtOnce(conv2d(x, p.weight, p.bias, o)), `conv2d ${t.c}`).toBe(atOnce);
+      for (const mode of ['tune', 'eval'] as const)
+        expect(await settlesAtOnce(convBn(x, p, { ...o, mode })), `convBn ${mode} ${t.c}`).toBe(atOnce);
+      expect((await conv2d(x, p.weight, p.bias, o)).dataSync()).toEqual(conv2dSync(x, p.weight, p.bias, o).dataSync());
+      expect((await convBn(x, p, { ...o, mode: 'tune' })).y.dataSync()).toEqual(convBnSync(x, p, { ...o, mode: 'tune' }).y.dataSync());
     }
   });
 });

@@ -58,6 +58,17 @@ export async function withAlgo<T>(algo: 'gemm' | 'winograd' | 'winograd_rows', f
   }
 }
 
+/** Whether p settles within a few microtask turns, i.e. its op ran inline; a trip through the thread
+ * pool needs a libuv callback, a later macrotask. */
+export async function settlesAtOnce(p: Promise<unknown>): Promise<boolean> {
+  let done = false;
+  void p.then(() => { done = true; });
+  for (let i = 0; i < 4; i++) await Promise.resolve();
+  const atOnce = done;
+  await p;
+  return atOnce;
+}
+
 /** Runs test/children/<script> in a new Node process with XNORM_ISA set; returns its parsed JSON output. */
 export function runChild<T>(script: string, isa: string, input: unknown): T {
   const file = path.join(__dirname, 'children', script);
