@@ -83,11 +83,19 @@ describe('mstPlan', () => {
       { n: 2, h: 45, w: 43, cin: 33, cout: 17, k: 1, groups: 1, p: 0.1, stride: 2, dilation: 1 },
       // Unrelated channels: edges of ~1000 differing bits (sums past the eight planes kept in registers).
       { n: 1, h: 6, w: 5, cin: 256, cout: 12, k: 3, groups: 1, p: 0.5, stride: 1, dilation: 1 },
+      // Output as large as the input (taps by shifted input rows): dilated, a tap span past the tile
+      // width, 1 x 1 with a Cin tail, non-square kernels and padding.
+      { n: 3, h: 23, w: 21, cin: 60, cout: 24, k: 3, groups: 3, p: 0.05, stride: 1, dilation: 2, padding: 2 },
+      { n: 2, h: 9, w: 70, cin: 64, cout: 20, k: 5, groups: 1, p: 0.02, stride: 1, dilation: 3, padding: 6 },
+      { n: 3, h: 11, w: 13, cin: 33, cout: 17, k: 1, groups: 1, p: 0.1, stride: 1, dilation: 1, padding: 0 },
+      { n: 2, h: 15, w: 9, cin: 40, cout: 18, k: [3, 1], groups: 1, p: 0.02, stride: 1, dilation: 1, padding: [1, 0] },
+      { n: 1, h: 7, w: 30, cin: 70, cout: 22, k: [1, 5], groups: 2, p: 0.02, stride: 1, dilation: 1, padding: [0, 2] },
     ];
     for (const [i, c] of cases.entries()) {
       const r = rng(9000 + i);
       const cinG = c.cin / c.groups;
-      const w = packWeightsSync(tensor(prototypeWeights(c.cout, cinG * c.k * c.k, 3, c.p, r), [c.cout, cinG, c.k, c.k]), {
+      const [kh, kw] = typeof c.k === 'number' ? [c.k, c.k] : c.k;
+      const w = packWeightsSync(tensor(prototypeWeights(c.cout, cinG * kh * kw, 3, c.p, r), [c.cout, cinG, kh, kw]), {
         groups: c.groups,
       });
       const plan = mstPlanSync(w, { reuse: 'always', maxDepth: 4 });
@@ -96,7 +104,7 @@ describe('mstPlan', () => {
         layout: 'nhwc',
       });
       for (const padValue of ['one', 'zero'] as const) {
-        const opts = { padding: 1, stride: c.stride, dilation: c.dilation, padValue, output: 'int32' as const };
+        const opts = { padding: c.padding ?? 1, stride: c.stride, dilation: c.dilation, padValue, output: 'int32' as const };
         expect(binaryConv2dSync(x, plan, opts).dataSync()).toEqual(binaryConv2dReferenceSync(x, w, opts).dataSync());
       }
     }

@@ -160,6 +160,13 @@ struct Layer {
                                  // channels; for 'bits', whole words)
   float clamp_bounds[2];
   Epilogue fused_output;
+  // MST tiles of stride-1 layers whose output is as large as their input: a tap reads the input pixel
+  // tap_offset[t] away in pixel order (its padded taps masked), so the tile's tap-bit-major rows are
+  // one transpose of the input's pixels and a shifted copy per tap (shifted_rows), not a transpose of
+  // every tap's words.
+  bool shifted_taps;
+  std::vector<int64_t> tap_offset;
+  int64_t first_offset, offset_span;  // the smallest tap_offset, and the largest less it
 };
 
 Layer::Layer(const uint32_t* x, const uint32_t* words, const WeightShape& s_, const Execution& e_,
@@ -202,6 +209,11 @@ Layer::Layer(const uint32_t* x, const uint32_t* words, const WeightShape& s_, co
   // Float outputs of 4 MiB and more (far past the L2s, on a 2 MiB boundary from lib/) are streamed:
   // A/B on 64->64 @56, batch 8, 2 threads: 16 % faster than plain stores after a write prefetch.
   fused_output.stream = t.kind == Output::Float && pixels * s.cout >= (int64_t(1) << 20);
+  shifted_taps = !pixel_major && p.sh == 1 && p.sw == 1 && oh == p.h && ow == p.w;
+  for (int64_t ki = 0; ki < s.kh; ++ki)
+    for (int64_t kj = 0; kj < s.kw; ++kj) tap_offset.push_back((ki * p.dh - p.ph) * p.w + kj * p.dw - p.pw);
+  first_offset = *std::min_element(tap_offset.begin(), tap_offset.end());
+  offset_span = *std::max_element(tap_offset.begin(), tap_offset.end()) - first_offset;
 }
 
 // One task: a tile of output pixels and a block of panels, with this thread's scratch for them.
@@ -331,25 +343,14 @@ bool run_panels(const Kernels& kn, const Layer& L, const Tile& tile) {
   return fused;
 }
 
-// The MST edges over the channel-major tile in acc, each child channel from its parent, bit-sliced
-// over the tile's bit rows.
-void apply_reuse_edges(const Kernels& kn, const Layer& L, const Tile& tile) {
-  thread_local std::vector<uint32_t> at_buf;
-  thread_local std::vector<uint64_t> bit_rows;
-  const WeightShape& s = L.s;
-  const int64_t G = L.G, kw = L.kw, tp = L.tp, ld = L.ld_rows, np = tile.np;
-  int64_t nb = 1;  // 64-pixel words per bit row: a power of two covering the tile's pixels
-  while (64 * nb < np) nb *= 2;
-  const int64_t width = 64 * nb;
-  const int64_t group_rows = 32 * kw * nb;
-  int32_t* const acc = tile.acc;
-  // Word-major copy of each group's tile (columns np to width zero), then its bit rows. Direct tiles
-  // gather the words through the indirection rows; the others transpose their im2col copy.
+// The tile's tap-bit-major rows (Kernels::bit_rows: [group][32 kw][nb]) from a word-major copy of
+// each group's tile (columns np to 64 nb zero). Direct tiles gather the words through the indirection
+// rows; the others transpose their im2col copy.
+void tap_rows_by_transpose(const Kernels& kn, const Layer& L, const Tile& tile, int64_t nb, uint64_t* rows) {
+  thread_local std::vector<uint32_t> at_buf, eight;
+  const int64_t G = L.G, kw = L.kw, tp = L.tp, ld = L.ld_rows, np = tile.np, taps = L.taps, wg = L.wg;
   at_buf.resize(size_t(kw * ld));
-  for (int64_t k = 0; k < kw; ++k) std::fill(at_buf.data() + k * ld + np, at_buf.data() + k * ld + width, 0u);
-  bit_rows.resize(size_t(G * group_rows));
-  const int64_t taps = L.taps, wg = L.wg;
-  thread_local std::vector<uint32_t> eight;
+  for (int64_t k = 0; k < kw; ++k) std::fill(at_buf.data() + k * ld + np, at_buf.data() + k * ld + 64 * nb, 0u);
   eight.resize(size_t(8 * kw));
   for (int64_t g = 0; g < G; ++g) {
     if (L.direct) {
@@ -364,13 +365,60 @@ void apply_reuse_edges(const Kernels& kn, const Layer& L, const Tile& tile) {
     } else {
       kn.transpose(tile.a + g * tp * kw, np, kw, kw, at_buf.data(), ld);
     }
-    kn.bit_rows(at_buf.data(), ld, kw, nb, bit_rows.data() + g * group_rows);
+    kn.bit_rows(at_buf.data(), ld, kw, nb, rows + g * 32 * kw * nb);
   }
+}
+
+// The same rows for Layer::shifted_taps: the bit rows of the input pixels the tile's taps read, from
+// its first pixel plus first_offset on (zero outside the input), then per tap those rows shifted by
+// its offset, its padded pixels and the pixels past the tile masked to 0 (padding reads as all bits 0,
+// as in the dense kernels). A ninth of the transposing for 3 x 3 taps.
+void tap_rows_by_shift(const Kernels& kn, const Layer& L, const Tile& tile, int64_t nb, uint64_t* rows) {
+  thread_local std::vector<uint32_t> words;
+  thread_local std::vector<uint64_t> input_rows, mask;
+  const GroupInput& gi = L.gi;
+  const int64_t np = tile.np, taps = L.taps, wg = L.wg, kw = L.kw;
+  const int64_t nbx = nb + L.offset_span / 64 + 1, ldx = 64 * nbx + 16;  // input pixels per row: every shift's window
+  mask.assign(size_t(taps * nb), 0u);
+  for (int64_t tt = 0; tt < taps; ++tt)
+    for (int64_t i = 0; i < np; ++i)
+      if (!tile.pad_flag[i * taps + tt]) mask[size_t(tt * nb + i / 64)] |= uint64_t(1) << (i % 64);
+  // Input pixels [q0, q0 + 64 nbx), of which [qa, qb) exist.
+  const int64_t q0 = tile.p0 + L.first_offset, qa = std::max<int64_t>(q0, 0), qb = std::min(q0 + 64 * nbx, L.pixels);
+  words.resize(size_t(wg * ldx));
+  input_rows.resize(size_t(32 * wg * nbx));
+  for (int64_t g = 0; g < L.G; ++g) {
+    for (int64_t k = 0; k < wg; ++k) {
+      std::fill(words.data() + k * ldx, words.data() + k * ldx + (qa - q0), 0u);
+      std::fill(words.data() + k * ldx + (qb - q0), words.data() + k * ldx + 64 * nbx, 0u);
+    }
+    kn.transpose(gi.base + g * gi.group_stride + qa * gi.pixel_stride, qb - qa, wg, gi.pixel_stride,
+                 words.data() + (qa - q0), ldx);
+    if (L.tail != ~0u)  // the input's bits past Cin (callers may not clear them)
+      for (int64_t i = 0; i < 64 * nbx; ++i) words[size_t((wg - 1) * ldx + i)] &= L.tail;
+    kn.bit_rows(words.data(), ldx, wg, nbx, input_rows.data());
+    for (int64_t tt = 0; tt < taps; ++tt)
+      kn.shifted_rows(input_rows.data(), nbx, 32 * wg, L.tap_offset[size_t(tt)] - L.first_offset,
+                      mask.data() + tt * nb, nb, rows + (g * 32 * kw + 32 * tt * wg) * nb);
+  }
+}
+
+// The MST edges over the channel-major tile in acc, each child channel from its parent, bit-sliced
+// over the tile's tap-bit-major rows.
+void apply_reuse_edges(const Kernels& kn, const Layer& L, const Tile& tile) {
+  thread_local std::vector<uint64_t> bit_rows;
+  const int64_t ld = L.ld_rows;
+  int64_t nb = 1;  // 64-pixel words per bit row: a power of two covering the tile's pixels
+  while (64 * nb < tile.np) nb *= 2;
+  const int64_t group_rows = 32 * L.kw * nb;
+  bit_rows.resize(size_t(L.G * group_rows));
+  if (L.shifted_taps) tap_rows_by_shift(kn, L, tile, nb, bit_rows.data());
+  else tap_rows_by_transpose(kn, L, tile, nb, bit_rows.data());
   const uint32_t* r = L.e.edges;
   const uint32_t* pos = L.e.positions;
   for (int64_t j = 0; j < L.e.nedges; ++j) {
-    const int64_t g = r[0] / s.cout_g(), d = r[3];
-    kn.sliced_edge(bit_rows.data() + g * group_rows, nb, pos, d, acc + r[1] * ld, acc + r[0] * ld);
+    const int64_t g = r[0] / L.s.cout_g(), d = r[3];
+    kn.sliced_edge(bit_rows.data() + g * group_rows, nb, pos, d, tile.acc + r[1] * ld, tile.acc + r[0] * ld);
     pos += d;
     r += 4 + 3 * r[2];
   }

@@ -41,6 +41,12 @@ struct Kernels {
   // the input words of pixel 64 j + i (k < 32 * kw). From the word-major tile at (at[w * ldat + p], zero
   // past the tile's pixels, ldat >= 64 * nb).
   void (*bit_rows)(const uint32_t* at, int64_t ldat, int64_t kw, int64_t nb, uint64_t* rows);
+  // The tap-bit-major rows of one tap from an input pixel's (stride 1, output as large as the input:
+  // a tap reads the input pixel a fixed distance away): dst[r * nb + j] = bits [shift + 64 j, shift +
+  // 64 j + 64) of src row r (lds words, at least nb + shift / 64 + 1) and'ed with mask[j], r < nrows,
+  // nb = 1, 2, 4 or 8.
+  void (*shifted_rows)(const uint64_t* src, int64_t lds, int64_t nrows, int64_t shift, const uint64_t* mask,
+                       int64_t nb, uint64_t* dst);
   // One MST edge over 64 * nb pixels (nb = 1, 2, 4 or 8), bit-sliced (sliced.h): pos holds npos entries
   // k << 1 | the parent's weight bit at position k, parent bit 0 first; child[i] = parent[i] + npos - 2 S[i].
   void (*sliced_edge)(const uint64_t* rows, int64_t nb, const uint32_t* pos, int64_t npos, const int32_t* parent,

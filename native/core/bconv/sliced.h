@@ -187,6 +187,34 @@ inline void expand_scalar(const uint64_t* planes, int nplanes, int nb, int32_t d
   }
 }
 
+// Kernels::shifted_rows for NB words per row: row r of dst is bits [shift, shift + 64 NB) of row r of src,
+// and'ed with mask.
+template <int NB>
+void shifted_rows_nb(const uint64_t* src, int64_t lds, int64_t nrows, int64_t shift, const uint64_t* mask,
+                     uint64_t* dst) {
+  using V = typename Planes<NB>::V;
+  const int64_t word = shift >> 6;
+  const int bit = int(shift & 63);
+  V m, lo, hi;
+  __builtin_memcpy(&m, mask, sizeof m);
+  for (int64_t r = 0; r < nrows; ++r) {
+    __builtin_memcpy(&lo, src + r * lds + word, sizeof lo);
+    __builtin_memcpy(&hi, src + r * lds + word + 1, sizeof hi);
+    const V x = ((lo >> bit) | ((hi << 1) << (63 - bit))) & m;  // (two shifts: bit 0 would shift by 64)
+    __builtin_memcpy(dst + r * NB, &x, sizeof x);
+  }
+}
+
+inline void shifted_rows_any(const uint64_t* src, int64_t lds, int64_t nrows, int64_t shift, const uint64_t* mask,
+                             int64_t nb, uint64_t* dst) {
+  switch (nb) {
+    case 1: return shifted_rows_nb<1>(src, lds, nrows, shift, mask, dst);
+    case 2: return shifted_rows_nb<2>(src, lds, nrows, shift, mask, dst);
+    case 4: return shifted_rows_nb<4>(src, lds, nrows, shift, mask, dst);
+    default: return shifted_rows_nb<8>(src, lds, nrows, shift, mask, dst);
+  }
+}
+
 // Kernels::sliced_edge for nb = 1, 2, 4 or 8 (the caller's tile widths).
 template <typename Expand>
 void sliced_edge_any(const uint64_t* rows, int64_t nb, const uint32_t* pos, int64_t npos, const int32_t* parent,
