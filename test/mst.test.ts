@@ -75,7 +75,9 @@ describe('mstPlan', () => {
   it('bit-sliced edges equal the direct-loop reference on every tile width and awkward geometry', () => {
     // Pixel counts that give MST tiles of 64, 128, 256 and 512 pixels with a partial last tile; flip
     // rates from a handful of differing bits (below one 8-term carry-save step) to hundreds.
-    const cases = [
+    type Case = { n: number; h: number; w: number; cin: number; cout: number; k: number | [number, number]; groups: number;
+      p: number; stride: number; dilation: number; padding?: number | [number, number] };
+    const cases: Case[] = [
       { n: 1, h: 5, w: 7, cin: 40, cout: 20, k: 3, groups: 1, p: 0.002, stride: 1, dilation: 1 },
       { n: 2, h: 19, w: 17, cin: 70, cout: 36, k: 3, groups: 1, p: 0.01, stride: 1, dilation: 1 },
       { n: 3, h: 23, w: 21, cin: 60, cout: 24, k: 3, groups: 3, p: 0.05, stride: 1, dilation: 2 },
