@@ -112,6 +112,25 @@ describe('mstPlan', () => {
     }
   });
 
+  it("'bits' output from bit-plane compares equals dense for every kind of threshold", () => {
+    // Tiles of 64 to 512 pixels; per channel a scale and bias whose bit changes anywhere in [0, K], at
+    // an end, or nowhere (zero or huge scales and biases, clamps of one sign).
+    const cout = 40, cin = 96, r = rng(77);
+    const w = packWeightsSync(tensor(prototypeWeights(cout, cin * 9, 4, 0.02, r), [cout, cin, 3, 3]));
+    const plan = mstPlanSync(w, { reuse: 'always', maxDepth: 8 });
+    const special = [0, -0, 1e-30, -1e-30, 1e30, -1e30, 3e-8, 1, -1];
+    const scale = tensor(Float32Array.from({ length: cout }, (_, c) =>
+      c < special.length ? special[c] : (r() * 2 - 1) * 10 ** Math.floor(r() * 6 - 3)), [cout]);
+    const bias = tensor(Float32Array.from({ length: cout }, (_, c) => (c % 5 === 0 ? (c % 2 ? 1e30 : -1e30) : (r() - 0.5) * 2000)), [cout]);
+    for (const [n, h, wd] of [[1, 7, 9], [2, 13, 11], [3, 15, 17], [8, 14, 14]]) {
+      const x = packBitsSync(tensor(Float32Array.from({ length: n * h * wd * cin }, () => r() - 0.5), [n, h, wd, cin]), { layout: 'nhwc' });
+      for (const clamp of [undefined, [-2, 3], [0.5, 3], [-3, -1]] as const) {
+        const opts = { padding: 1, output: 'bits' as const, scale, bias, ...(clamp ? { clamp: [...clamp] as [number, number] } : {}) };
+        expect(binaryConv2dSync(x, plan, opts).dataSync()).toEqual(binaryConv2dSync(x, w, opts).dataSync());
+      }
+    }
+  });
+
   it('has Promise forms of packWeights and mstPlan that equal the Sync ones and reject bad input', async () => {
     const r = rng(77);
     const wf = tensor(prototypeWeights(40, 33 * 9, 4, 0.02, r), [40, 33, 3, 3]);

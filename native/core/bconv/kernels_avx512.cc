@@ -242,6 +242,16 @@ void sliced_edge(const uint64_t* rows, int64_t nb, const uint32_t* pos, int64_t 
   sliced_edge_any(rows, nb, pos, npos, parent, child, expand_masked);
 }
 
+// Kernels::value_planes: bit l of 16 pixels at a time to the sign bit, read as a mask.
+void value_planes(const int32_t* v, int64_t nb, int nvp, uint64_t* planes) {
+  auto* quarter = reinterpret_cast<uint16_t*>(planes);  // [plane][16-pixel group]
+  for (int64_t g = 0; g < 4 * nb; ++g) {
+    const __m512i x = _mm512_loadu_si512(v + 16 * g);
+    for (int l = 0; l < nvp; ++l)
+      quarter[l * 4 * nb + g] = _mm512_movepi32_mask(_mm512_sll_epi32(x, _mm_cvtsi32_si128(31 - l)));
+  }
+}
+
 // 16 output words: around the caches when asked and the line is whole (the caller fences).
 inline void store_line(uint32_t* out, __m512i words, bool stream) {
   if (stream && (reinterpret_cast<uintptr_t>(out) & 63) == 0) _mm512_stream_si512(reinterpret_cast<__m512i*>(out), words);
@@ -487,7 +497,7 @@ uint64_t popcount_loop(const uint32_t* data, int64_t reps) {
 }  // namespace
 
 const Kernels& kernels_avx512() {
-  static const Kernels k{dense_panel, bit_rows, shifted_rows_any, sliced_edge, pack_nhwc, pack_nchw, distances, transpose_words_avx2, out_int32, out_float, out_bits, sign_bits, popcount_loop};
+  static const Kernels k{dense_panel, bit_rows, shifted_rows_any, sliced_edge, value_planes, sliced_child_any, planes_below_any, pack_nhwc, pack_nchw, distances, transpose_words_avx2, out_int32, out_float, out_bits, sign_bits, popcount_loop};
   return k;
 }
 
