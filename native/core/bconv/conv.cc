@@ -273,8 +273,13 @@ Layer::Layer(const Kernels& kn, const uint32_t* x, const uint32_t* words, const 
   while (nvp < 32 && (int64_t(K) >> nvp) != 0) ++nvp;
   below.resize(size_t(s.cout));
   invert.resize(size_t(s.cout));
-  for (int64_t c = 0; c < s.cout; ++c)
-    popcount_threshold(kn, K, scale[size_t(c)], bias[size_t(c)], fused_output.clamp, below[size_t(c)], invert[size_t(c)]);
+  for (size_t c = 0; c < size_t(s.cout); ++c) {
+    if (c > 0 && scale[c] == scale[c - 1] && bias[c] == bias[c - 1]) {  // (no transform: all channels alike)
+      below[c] = below[c - 1], invert[c] = invert[c - 1];
+      continue;
+    }
+    popcount_threshold(kn, K, scale[c], bias[c], fused_output.clamp, below[c], invert[c]);
+  }
   for (int64_t q = 0; q < e.npanels; ++q)
     for (int c = 0; c < kPanelWidth; ++c)
       if (e.panels[q * rec + 1 + c] != kNoChannel) roots.push_back(e.panels[q * rec + 1 + c]);

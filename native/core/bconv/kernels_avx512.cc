@@ -242,14 +242,20 @@ void sliced_edge(const uint64_t* rows, int64_t nb, const uint32_t* pos, int64_t 
   sliced_edge_any(rows, nb, pos, npos, parent, child, expand_masked);
 }
 
-// Kernels::value_planes: bit l of 16 pixels at a time to the sign bit, read as a mask.
+// Kernels::value_planes: per 64 pixels, one byte of each value at a time narrowed into one register;
+// a shift brings bit l % 8 of every byte to its top and movepi8_mask reads the 64 of them (as bit_rows).
 void value_planes(const int32_t* v, int64_t nb, int nvp, uint64_t* planes) {
-  auto* quarter = reinterpret_cast<uint16_t*>(planes);  // [plane][16-pixel group]
-  for (int64_t g = 0; g < 4 * nb; ++g) {
-    const __m512i x = _mm512_loadu_si512(v + 16 * g);
-    for (int l = 0; l < nvp; ++l)
-      quarter[l * 4 * nb + g] = _mm512_movepi32_mask(_mm512_sll_epi32(x, _mm_cvtsi32_si128(31 - l)));
-  }
+  for (int64_t j = 0; j < nb; ++j)
+    for (int byte = 0; 8 * byte < nvp; ++byte) {
+      const __m128i shift = _mm_cvtsi32_si128(8 * byte);
+      auto narrow = [&](int q) { return _mm512_cvtepi32_epi8(_mm512_srl_epi32(_mm512_loadu_si512(v + 64 * j + 16 * q), shift)); };
+      __m512i bytes = _mm512_castsi128_si512(narrow(0));  // byte i: bits 8 byte .. 8 byte + 7 of pixel 64 j + i
+      bytes = _mm512_inserti32x4(bytes, narrow(1), 1);
+      bytes = _mm512_inserti32x4(bytes, narrow(2), 2);
+      bytes = _mm512_inserti32x4(bytes, narrow(3), 3);
+      for (int b = 0; b < 8 && 8 * byte + b < nvp; ++b)
+        planes[(8 * byte + b) * nb + j] = _mm512_movepi8_mask(_mm512_slli_epi64(bytes, 7 - b));
+    }
 }
 
 // 16 output words: around the caches when asked and the line is whole (the caller fences).
