@@ -448,10 +448,15 @@ void tap_rows_by_shift(const Kernels& kn, const Layer& L, const Tile& tile, int6
   const GroupInput& gi = L.gi;
   const int64_t np = tile.np, taps = L.taps, wg = L.wg, kw = L.kw;
   const int64_t nbx = nb + L.offset_span / 64 + 1, ldx = 64 * nbx + 16;  // input pixels per row: every shift's window
-  mask.assign(size_t(taps * nb), 0u);
-  for (int64_t tt = 0; tt < taps; ++tt)
-    for (int64_t i = 0; i < np; ++i)
-      if (!tile.pad_flag[i * taps + tt]) mask[size_t(tt * nb + i / 64)] |= uint64_t(1) << (i % 64);
+  mask.resize(size_t(taps * nb));
+  for (int64_t j = 0; j < nb; ++j) {
+    const int64_t n = std::clamp<int64_t>(np - 64 * j, 0, 64);
+    for (int64_t tt = 0; tt < taps; ++tt) mask[size_t(tt * nb + j)] = n == 64 ? ~uint64_t(0) : (uint64_t(1) << n) - 1;
+  }
+  for (int64_t i = 0; i < np; ++i)  // only border pixels have padded taps
+    if (tile.border_flag[i])
+      for (int64_t tt = 0; tt < taps; ++tt)
+        if (tile.pad_flag[i * taps + tt]) mask[size_t(tt * nb + i / 64)] &= ~(uint64_t(1) << (i % 64));
   // Input pixels [q0, q0 + 64 nbx), of which [qa, qb) exist.
   const int64_t q0 = tile.p0 + L.first_offset, qa = std::max<int64_t>(q0, 0), qb = std::min(q0 + 64 * nbx, L.pixels);
   words.resize(size_t(wg * ldx));
@@ -562,12 +567,13 @@ void write_channel_major_bits(const Kernels& kn, const Layer& L, const Tile& til
   const int64_t nb = bit_row_words(np);
   one_buf.resize(size_t(nb));
   auto* one = reinterpret_cast<uint32_t*>(one_buf.data());  // the channel's words, 32 pixels each
+  uint32_t* const sign_words = signs.data();  // (a local: the stores could alias the vector's own pointer)
   for (int64_t c = 0; c < cout; ++c) {
     if (planes)
       kn.planes_below(planes + c * L.nvp * nb, nb, L.nvp, L.below[size_t(c)], L.invert[size_t(c)], one_buf.data());
     else
       kn.sign_bits(tile.acc + c * L.ld_rows, np, L.K, L.scale[size_t(c)], L.bias[size_t(c)], L.fused_output.clamp, one);
-    for (int64_t w = 0; w < words; ++w) signs[size_t(w * ld + c)] = one[size_t(w)];
+    for (int64_t w = 0; w < words; ++w) sign_words[w * ld + c] = one[w];
   }
   uint32_t* out = static_cast<uint32_t*>(L.out) + tile.p0 * L.out_words;
   const int64_t direct = L.out_words == 2 * nbc ? np / 32 : 0;  // whole words written in place
