@@ -75,7 +75,9 @@ describe('mstPlan', () => {
   it('bit-sliced edges equal the direct-loop reference on every tile width and awkward geometry', () => {
     // Pixel counts that give MST tiles of 64, 128, 256 and 512 pixels with a partial last tile; flip
     // rates from a handful of differing bits (below one 8-term carry-save step) to hundreds.
-    const cases = [
+    type Case = { n: number; h: number; w: number; cin: number; cout: number; k: number | [number, number]; groups: number;
+      p: number; stride: number; dilation: number; padding?: number | [number, number] };
+    const cases: Case[] = [
       { n: 1, h: 5, w: 7, cin: 40, cout: 20, k: 3, groups: 1, p: 0.002, stride: 1, dilation: 1 },
       { n: 2, h: 19, w: 17, cin: 70, cout: 36, k: 3, groups: 1, p: 0.01, stride: 1, dilation: 1 },
       { n: 3, h: 23, w: 21, cin: 60, cout: 24, k: 3, groups: 3, p: 0.05, stride: 1, dilation: 2 },
@@ -83,11 +85,19 @@ describe('mstPlan', () => {
       { n: 2, h: 45, w: 43, cin: 33, cout: 17, k: 1, groups: 1, p: 0.1, stride: 2, dilation: 1 },
       // Unrelated channels: edges of ~1000 differing bits (sums past the eight planes kept in registers).
       { n: 1, h: 6, w: 5, cin: 256, cout: 12, k: 3, groups: 1, p: 0.5, stride: 1, dilation: 1 },
+      // Output as large as the input (taps by shifted input rows): dilated, a tap span past the tile
+      // width, 1 x 1 with a Cin tail, non-square kernels and padding.
+      { n: 3, h: 23, w: 21, cin: 60, cout: 24, k: 3, groups: 3, p: 0.05, stride: 1, dilation: 2, padding: 2 },
+      { n: 2, h: 9, w: 70, cin: 64, cout: 20, k: 5, groups: 1, p: 0.02, stride: 1, dilation: 3, padding: 6 },
+      { n: 3, h: 11, w: 13, cin: 33, cout: 17, k: 1, groups: 1, p: 0.1, stride: 1, dilation: 1, padding: 0 },
+      { n: 2, h: 15, w: 9, cin: 40, cout: 18, k: [3, 1], groups: 1, p: 0.02, stride: 1, dilation: 1, padding: [1, 0] },
+      { n: 1, h: 7, w: 30, cin: 70, cout: 22, k: [1, 5], groups: 2, p: 0.02, stride: 1, dilation: 1, padding: [0, 2] },
     ];
     for (const [i, c] of cases.entries()) {
       const r = rng(9000 + i);
       const cinG = c.cin / c.groups;
-      const w = packWeightsSync(tensor(prototypeWeights(c.cout, cinG * c.k * c.k, 3, c.p, r), [c.cout, cinG, c.k, c.k]), {
+      const [kh, kw] = typeof c.k === 'number' ? [c.k, c.k] : c.k;
+      const w = packWeightsSync(tensor(prototypeWeights(c.cout, cinG * kh * kw, 3, c.p, r), [c.cout, cinG, kh, kw]), {
         groups: c.groups,
       });
       const plan = mstPlanSync(w, { reuse: 'always', maxDepth: 4 });
@@ -96,8 +106,27 @@ describe('mstPlan', () => {
         layout: 'nhwc',
       });
       for (const padValue of ['one', 'zero'] as const) {
-        const opts = { padding: 1, stride: c.stride, dilation: c.dilation, padValue, output: 'int32' as const };
+        const opts = { padding: c.padding ?? 1, stride: c.stride, dilation: c.dilation, padValue, output: 'int32' as const };
         expect(binaryConv2dSync(x, plan, opts).dataSync()).toEqual(binaryConv2dReferenceSync(x, w, opts).dataSync());
+      }
+    }
+  });
+
+  it("'bits' output from bit-plane compares equals dense for every kind of threshold", () => {
+    // Tiles of 64 to 512 pixels; per channel a scale and bias whose bit changes anywhere in [0, K], at
+    // an end, or nowhere (zero or huge scales and biases, clamps of one sign).
+    const cout = 40, cin = 96, r = rng(77);
+    const w = packWeightsSync(tensor(prototypeWeights(cout, cin * 9, 4, 0.02, r), [cout, cin, 3, 3]));
+    const plan = mstPlanSync(w, { reuse: 'always', maxDepth: 8 });
+    const special = [0, -0, 1e-30, -1e-30, 1e30, -1e30, 3e-8, 1, -1];
+    const scale = tensor(Float32Array.from({ length: cout }, (_, c) =>
+      c < special.length ? special[c] : (r() * 2 - 1) * 10 ** Math.floor(r() * 6 - 3)), [cout]);
+    const bias = tensor(Float32Array.from({ length: cout }, (_, c) => (c % 5 === 0 ? (c % 2 ? 1e30 : -1e30) : (r() - 0.5) * 2000)), [cout]);
+    for (const [n, h, wd] of [[1, 7, 9], [2, 13, 11], [3, 15, 17], [8, 14, 14]]) {
+      const x = packBitsSync(tensor(Float32Array.from({ length: n * h * wd * cin }, () => r() - 0.5), [n, h, wd, cin]), { layout: 'nhwc' });
+      for (const clamp of [undefined, [-2, 3], [0.5, 3], [-3, -1]] as const) {
+        const opts = { padding: 1, output: 'bits' as const, scale, bias, ...(clamp ? { clamp: [...clamp] as [number, number] } : {}) };
+        expect(binaryConv2dSync(x, plan, opts).dataSync()).toEqual(binaryConv2dSync(x, w, opts).dataSync());
       }
     }
   });

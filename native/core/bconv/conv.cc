@@ -6,6 +6,7 @@
 #endif
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -127,8 +128,8 @@ ChannelBlocks plan_channel_blocks(const Execution& e, int64_t rec, int64_t ntile
 
 // One conv call as its tasks see it: the sizes, choices and tables fixed before they start.
 struct Layer {
-  Layer(const uint32_t* x, const uint32_t* words, const WeightShape& s, const Execution& e, const ConvParams& p,
-        const Transform& t, void* out);
+  Layer(const Kernels& kn, const uint32_t* x, const uint32_t* words, const WeightShape& s, const Execution& e,
+        const ConvParams& p, const Transform& t, void* out);
   Layer(const Layer&) = delete;  // fused_output.clamp points into it
 
   const WeightShape& s;
@@ -160,9 +161,67 @@ struct Layer {
                                  // channels; for 'bits', whole words)
   float clamp_bounds[2];
   Epilogue fused_output;
+  // MST tiles of stride-1 layers whose output is as large as their input: a tap reads the input pixel
+  // tap_offset[t] away in pixel order (its padded taps masked), so the tile's tap-bit-major rows are
+  // one transpose of the input's pixels and a shifted copy per tap (shifted_rows), not a transpose of
+  // every tap's words.
+  bool shifted_taps;
+  std::vector<int64_t> tap_offset;
+  int64_t first_offset, offset_span;  // the smallest tap_offset, and the largest less it
+  // 'bits' output of MST tiles (without 'zero' padding, whose border pixels need the int32 values):
+  // every channel's popcounts stay in nvp bit planes, children come from their parents' planes with no
+  // int32 values at all (Kernels::sliced_child), and a channel's bit is a compare of its planes:
+  // (popcount < below[c]) xor invert[c] (popcount_threshold).
+  bool sliced_bits;
+  int nvp;
+  std::vector<uint32_t> roots, below;
+  std::vector<uint8_t> invert;
 };
 
-Layer::Layer(const uint32_t* x, const uint32_t* words, const WeightShape& s_, const Execution& e_,
+// The 'bits' output of one channel as a function of its popcount v in [0, K] is
+// (v < below) xor invert. The value the output takes the sign of, clamp(float(K - 2 v) * scale + bias),
+// is monotone in v when scale and bias are finite (float rounding, min and max are monotone; no NaN can
+// arise), so the bit changes at most once; `below` is found with the kernels' own out_bits, which the
+// dense path uses, so the two agree on every popcount.
+void popcount_threshold(const Kernels& kn, int32_t k, float scale, float bias, const float* clamp, uint32_t& below,
+                        uint8_t& invert) {
+  float sc[32], bi[32];
+  std::fill(sc, sc + 32, scale);
+  std::fill(bi, bi + 32, bias);
+  auto bits_at = [&](const int32_t* v, int n) {  // bit i: the output bit at popcount v[i]
+    uint32_t w;
+    kn.out_bits(v, k, -2, sc, bi, clamp, n, &w);
+    return w;
+  };
+  const int32_t ends[2] = {0, k};
+  const uint32_t at_ends = bits_at(ends, 2);
+  const bool first = at_ends & 1u;
+  below = 0, invert = first;
+  if (first == bool(at_ends & 2u)) return;  // the same bit everywhere
+  // The first popcount whose bit differs from popcount 0's lies in (lo, hi]: 32 candidates per step,
+  // first around where the unrounded value crosses 0, then evenly spread.
+  int64_t lo = 0, hi = k;
+  const double guess = (double(k) + double(bias) / double(scale)) / 2;
+  for (bool near = guess > 0 && guess < k; hi - lo > 1; near = false) {
+    int32_t v[32];
+    int n = 0;
+    const int64_t start = near ? std::clamp<int64_t>(int64_t(guess) - 15, lo + 1, hi - 1) : lo + 1;
+    const int64_t step = near ? 1 : std::max<int64_t>(1, (hi - lo) / 33);
+    for (int64_t c = start; n < 32 && c < hi; c += step) v[n++] = int32_t(c);
+    uint32_t differ = bits_at(v, n) ^ (first ? ~0u : 0u);
+    if (n < 32) differ &= (1u << n) - 1;
+    if (!differ) {
+      lo = v[n - 1];
+    } else {
+      const int i = __builtin_ctz(differ);
+      hi = v[i];
+      if (i > 0) lo = v[i - 1];
+    }
+  }
+  below = uint32_t(hi), invert = !first;
+}
+
+Layer::Layer(const Kernels& kn, const uint32_t* x, const uint32_t* words, const WeightShape& s_, const Execution& e_,
              const ConvParams& p_, const Transform& t_, void* out_)
     : s(s_), e(e_), p(p_), t(t_), out(out_) {
   oh = out_size(p.h, p.ph, p.dh, s.kh, p.sh);
@@ -202,6 +261,28 @@ Layer::Layer(const uint32_t* x, const uint32_t* words, const WeightShape& s_, co
   // Float outputs of 4 MiB and more (far past the L2s, on a 2 MiB boundary from lib/) are streamed:
   // A/B on 64->64 @56, batch 8, 2 threads: 16 % faster than plain stores after a write prefetch.
   fused_output.stream = t.kind == Output::Float && pixels * s.cout >= (int64_t(1) << 20);
+  shifted_taps = !pixel_major && p.sh == 1 && p.sw == 1 && oh == p.h && ow == p.w;
+  for (int64_t ki = 0; ki < s.kh; ++ki)
+    for (int64_t kj = 0; kj < s.kw; ++kj) tap_offset.push_back((ki * p.dh - p.ph) * p.w + kj * p.dw - p.pw);
+  first_offset = *std::min_element(tap_offset.begin(), tap_offset.end());
+  offset_span = *std::max_element(tap_offset.begin(), tap_offset.end()) - first_offset;
+  sliced_bits = !pixel_major && t.kind == Output::Bits && !p.pad_zero;
+  for (int64_t c = 0; c < s.cout && sliced_bits; ++c) sliced_bits = std::isfinite(scale[size_t(c)]) && std::isfinite(bias[size_t(c)]);
+  if (!sliced_bits) return;
+  nvp = 1;
+  while (nvp < 32 && (int64_t(K) >> nvp) != 0) ++nvp;
+  below.resize(size_t(s.cout));
+  invert.resize(size_t(s.cout));
+  for (size_t c = 0; c < size_t(s.cout); ++c) {
+    if (c > 0 && scale[c] == scale[c - 1] && bias[c] == bias[c - 1]) {  // (no transform: all channels alike)
+      below[c] = below[c - 1], invert[c] = invert[c - 1];
+      continue;
+    }
+    popcount_threshold(kn, K, scale[c], bias[c], fused_output.clamp, below[c], invert[c]);
+  }
+  for (int64_t q = 0; q < e.npanels; ++q)
+    for (int c = 0; c < kPanelWidth; ++c)
+      if (e.panels[q * rec + 1 + c] != kNoChannel) roots.push_back(e.panels[q * rec + 1 + c]);
 }
 
 // One task: a tile of output pixels and a block of panels, with this thread's scratch for them.
@@ -331,25 +412,14 @@ bool run_panels(const Kernels& kn, const Layer& L, const Tile& tile) {
   return fused;
 }
 
-// The MST edges over the channel-major tile in acc, each child channel from its parent, bit-sliced
-// over the tile's bit rows.
-void apply_reuse_edges(const Kernels& kn, const Layer& L, const Tile& tile) {
-  thread_local std::vector<uint32_t> at_buf;
-  thread_local std::vector<uint64_t> bit_rows;
-  const WeightShape& s = L.s;
-  const int64_t G = L.G, kw = L.kw, tp = L.tp, ld = L.ld_rows, np = tile.np;
-  int64_t nb = 1;  // 64-pixel words per bit row: a power of two covering the tile's pixels
-  while (64 * nb < np) nb *= 2;
-  const int64_t width = 64 * nb;
-  const int64_t group_rows = 32 * kw * nb;
-  int32_t* const acc = tile.acc;
-  // Word-major copy of each group's tile (columns np to width zero), then its bit rows. Direct tiles
-  // gather the words through the indirection rows; the others transpose their im2col copy.
+// The tile's tap-bit-major rows (Kernels::bit_rows: [group][32 kw][nb]) from a word-major copy of
+// each group's tile (columns np to 64 nb zero). Direct tiles gather the words through the indirection
+// rows; the others transpose their im2col copy.
+void tap_rows_by_transpose(const Kernels& kn, const Layer& L, const Tile& tile, int64_t nb, uint64_t* rows) {
+  thread_local std::vector<uint32_t> at_buf, eight;
+  const int64_t G = L.G, kw = L.kw, tp = L.tp, ld = L.ld_rows, np = tile.np, taps = L.taps, wg = L.wg;
   at_buf.resize(size_t(kw * ld));
-  for (int64_t k = 0; k < kw; ++k) std::fill(at_buf.data() + k * ld + np, at_buf.data() + k * ld + width, 0u);
-  bit_rows.resize(size_t(G * group_rows));
-  const int64_t taps = L.taps, wg = L.wg;
-  thread_local std::vector<uint32_t> eight;
+  for (int64_t k = 0; k < kw; ++k) std::fill(at_buf.data() + k * ld + np, at_buf.data() + k * ld + 64 * nb, 0u);
   eight.resize(size_t(8 * kw));
   for (int64_t g = 0; g < G; ++g) {
     if (L.direct) {
@@ -364,16 +434,84 @@ void apply_reuse_edges(const Kernels& kn, const Layer& L, const Tile& tile) {
     } else {
       kn.transpose(tile.a + g * tp * kw, np, kw, kw, at_buf.data(), ld);
     }
-    kn.bit_rows(at_buf.data(), ld, kw, nb, bit_rows.data() + g * group_rows);
+    kn.bit_rows(at_buf.data(), ld, kw, nb, rows + g * 32 * kw * nb);
   }
+}
+
+// The same rows for Layer::shifted_taps: the bit rows of the input pixels the tile's taps read, from
+// its first pixel plus first_offset on (zero outside the input), then per tap those rows shifted by
+// its offset, its padded pixels and the pixels past the tile masked to 0 (padding reads as all bits 0,
+// as in the dense kernels). A ninth of the transposing for 3 x 3 taps.
+void tap_rows_by_shift(const Kernels& kn, const Layer& L, const Tile& tile, int64_t nb, uint64_t* rows) {
+  thread_local std::vector<uint32_t> words;
+  thread_local std::vector<uint64_t> input_rows, mask;
+  const GroupInput& gi = L.gi;
+  const int64_t np = tile.np, taps = L.taps, wg = L.wg, kw = L.kw;
+  const int64_t nbx = nb + L.offset_span / 64 + 1, ldx = 64 * nbx + 16;  // input pixels per row: every shift's window
+  mask.resize(size_t(taps * nb));
+  for (int64_t j = 0; j < nb; ++j) {
+    const int64_t n = std::clamp<int64_t>(np - 64 * j, 0, 64);
+    for (int64_t tt = 0; tt < taps; ++tt) mask[size_t(tt * nb + j)] = n == 64 ? ~uint64_t(0) : (uint64_t(1) << n) - 1;
+  }
+  for (int64_t i = 0; i < np; ++i)  // only border pixels have padded taps
+    if (tile.border_flag[i])
+      for (int64_t tt = 0; tt < taps; ++tt)
+        if (tile.pad_flag[i * taps + tt]) mask[size_t(tt * nb + i / 64)] &= ~(uint64_t(1) << (i % 64));
+  // Input pixels [q0, q0 + 64 nbx), of which [qa, qb) exist.
+  const int64_t q0 = tile.p0 + L.first_offset, qa = std::max<int64_t>(q0, 0), qb = std::min(q0 + 64 * nbx, L.pixels);
+  words.resize(size_t(wg * ldx));
+  input_rows.resize(size_t(32 * wg * nbx));
+  for (int64_t g = 0; g < L.G; ++g) {
+    for (int64_t k = 0; k < wg; ++k) {
+      std::fill(words.data() + k * ldx, words.data() + k * ldx + (qa - q0), 0u);
+      std::fill(words.data() + k * ldx + (qb - q0), words.data() + k * ldx + 64 * nbx, 0u);
+    }
+    kn.transpose(gi.base + g * gi.group_stride + qa * gi.pixel_stride, qb - qa, wg, gi.pixel_stride,
+                 words.data() + (qa - q0), ldx);
+    if (L.tail != ~0u)  // the input's bits past Cin (callers may not clear them)
+      for (int64_t i = 0; i < 64 * nbx; ++i) words[size_t((wg - 1) * ldx + i)] &= L.tail;
+    kn.bit_rows(words.data(), ldx, wg, nbx, input_rows.data());
+    for (int64_t tt = 0; tt < taps; ++tt)
+      kn.shifted_rows(input_rows.data(), nbx, 32 * wg, L.tap_offset[size_t(tt)] - L.first_offset,
+                      mask.data() + tt * nb, nb, rows + (g * 32 * kw + 32 * tt * wg) * nb);
+  }
+}
+
+// 64-pixel words per bit row of a tile of np pixels: a power of two covering them.
+int64_t bit_row_words(int64_t np) {
+  int64_t nb = 1;
+  while (64 * nb < np) nb *= 2;
+  return nb;
+}
+
+// The MST edges over the channel-major tile in acc, each child channel from its parent, bit-sliced
+// over the tile's tap-bit-major rows. With Layer::sliced_bits, returns every channel's value planes
+// ([channel][nvp][nb]; acc holds only the roots' values), else null.
+const uint64_t* apply_reuse_edges(const Kernels& kn, const Layer& L, const Tile& tile) {
+  thread_local std::vector<uint64_t> bit_rows, planes;
+  const int64_t ld = L.ld_rows, nb = bit_row_words(tile.np);
+  const int64_t group_rows = 32 * L.kw * nb;
+  bit_rows.resize(size_t(L.G * group_rows));
+  if (L.shifted_taps) tap_rows_by_shift(kn, L, tile, nb, bit_rows.data());
+  else tap_rows_by_transpose(kn, L, tile, nb, bit_rows.data());
   const uint32_t* r = L.e.edges;
   const uint32_t* pos = L.e.positions;
+  const int64_t channel_planes = L.sliced_bits ? L.nvp * nb : 0;
+  if (L.sliced_bits) {
+    planes.resize(size_t(L.s.cout * channel_planes));
+    for (uint32_t c : L.roots) kn.value_planes(tile.acc + c * ld, nb, L.nvp, planes.data() + c * channel_planes);
+  }
   for (int64_t j = 0; j < L.e.nedges; ++j) {
-    const int64_t g = r[0] / s.cout_g(), d = r[3];
-    kn.sliced_edge(bit_rows.data() + g * group_rows, nb, pos, d, acc + r[1] * ld, acc + r[0] * ld);
+    const int64_t g = r[0] / L.s.cout_g(), d = r[3];
+    const uint64_t* rows = bit_rows.data() + g * group_rows;
+    if (L.sliced_bits)
+      kn.sliced_child(rows, nb, pos, d, planes.data() + r[1] * channel_planes, L.nvp, planes.data() + r[0] * channel_planes);
+    else
+      kn.sliced_edge(rows, nb, pos, d, tile.acc + r[1] * ld, tile.acc + r[0] * ld);
     pos += d;
     r += 4 + 3 * r[2];
   }
+  return L.sliced_bits ? planes.data() : nullptr;
 }
 
 // Output pass for what the kernels did not write (all pixels of unfused tasks, raw pixels of fused
@@ -419,16 +557,23 @@ void write_unfused_output(const Kernels& kn, const Layer& L, const Tile& tile, b
 // pixels) is the output: bit c of row i is channel c of pixel i. Rows are as wide as the output's pixels
 // when the output words come in pairs, so the tile's whole 32-pixel words go straight to the output;
 // the rest (and every row otherwise) goes through a buffer.
-void write_channel_major_bits(const Kernels& kn, const Layer& L, const Tile& tile) {
+// The signs come from acc (sign_bits) or, with planes (Layer::sliced_bits), from them (planes_below).
+void write_channel_major_bits(const Kernels& kn, const Layer& L, const Tile& tile, const uint64_t* planes) {
   thread_local std::vector<uint32_t> signs;
   thread_local std::vector<uint64_t> rows;
   const int64_t np = tile.np, cout = L.s.cout, words = (np + 31) / 32, nbc = (cout + 63) / 64, ld = 64 * nbc;
   signs.assign(size_t(words * ld), 0u);
-  thread_local std::vector<uint32_t> one;
-  one.resize(size_t(words));
+  thread_local std::vector<uint64_t> one_buf;
+  const int64_t nb = bit_row_words(np);
+  one_buf.resize(size_t(nb));
+  auto* one = reinterpret_cast<uint32_t*>(one_buf.data());  // the channel's words, 32 pixels each
+  uint32_t* const sign_words = signs.data();  // (a local: the stores could alias the vector's own pointer)
   for (int64_t c = 0; c < cout; ++c) {
-    kn.sign_bits(tile.acc + c * L.ld_rows, np, L.K, L.scale[size_t(c)], L.bias[size_t(c)], L.fused_output.clamp, one.data());
-    for (int64_t w = 0; w < words; ++w) signs[size_t(w * ld + c)] = one[size_t(w)];
+    if (planes)
+      kn.planes_below(planes + c * L.nvp * nb, nb, L.nvp, L.below[size_t(c)], L.invert[size_t(c)], one_buf.data());
+    else
+      kn.sign_bits(tile.acc + c * L.ld_rows, np, L.K, L.scale[size_t(c)], L.bias[size_t(c)], L.fused_output.clamp, one);
+    for (int64_t w = 0; w < words; ++w) sign_words[w * ld + c] = one[w];
   }
   uint32_t* out = static_cast<uint32_t*>(L.out) + tile.p0 * L.out_words;
   const int64_t direct = L.out_words == 2 * nbc ? np / 32 : 0;  // whole words written in place
@@ -445,8 +590,9 @@ void write_channel_major_bits(const Kernels& kn, const Layer& L, const Tile& til
 
 // The output of a channel-major tile (after MST edges): blocks of pixels turned pixel-major in an
 // L1-sized buffer and written out before the next block.
-void write_channel_major_output(const Kernels& kn, const Layer& L, const Tile& tile) {
-  if (L.t.kind == Output::Bits && !L.p.pad_zero && kn.sign_bits) return write_channel_major_bits(kn, L, tile);
+void write_channel_major_output(const Kernels& kn, const Layer& L, const Tile& tile, const uint64_t* planes) {
+  if (planes || (L.t.kind == Output::Bits && !L.p.pad_zero && kn.sign_bits))
+    return write_channel_major_bits(kn, L, tile, planes);
   thread_local std::vector<int32_t> rows;
   constexpr int64_t kBlock = 16;
   rows.resize(size_t(kBlock * L.s.cout));
@@ -465,7 +611,7 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
   check_conv(p, s);
   check_transform(t, s.cout);
   const Kernels& kn = active_kernels();
-  const Layer L(x, words, s, e, p, t, out);
+  const Layer L(kn, x, words, s, e, p, t, out);
   parallel_tasks(L.ntiles * L.blocks.count, [&](int64_t task) {
     const Tile tile = tile_of(L, task);
     build_indirection(L, tile);
@@ -473,8 +619,7 @@ void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const 
     if (L.pixel_major) {
       write_unfused_output(kn, L, tile, fused, 0, tile.np, tile.acc);
     } else {
-      apply_reuse_edges(kn, L, tile);
-      write_channel_major_output(kn, L, tile);
+      write_channel_major_output(kn, L, tile, apply_reuse_edges(kn, L, tile));
     }
   });
 }

@@ -41,10 +41,24 @@ struct Kernels {
   // the input words of pixel 64 j + i (k < 32 * kw). From the word-major tile at (at[w * ldat + p], zero
   // past the tile's pixels, ldat >= 64 * nb).
   void (*bit_rows)(const uint32_t* at, int64_t ldat, int64_t kw, int64_t nb, uint64_t* rows);
+  // The tap-bit-major rows of one tap from an input pixel's (stride 1, output as large as the input:
+  // a tap reads the input pixel a fixed distance away): dst[r * nb + j] = bits [shift + 64 j, shift +
+  // 64 j + 64) of src row r (lds words, at least nb + shift / 64 + 1) and'ed with mask[j], r < nrows,
+  // nb = 1, 2, 4 or 8.
+  void (*shifted_rows)(const uint64_t* src, int64_t lds, int64_t nrows, int64_t shift, const uint64_t* mask,
+                       int64_t nb, uint64_t* dst);
   // One MST edge over 64 * nb pixels (nb = 1, 2, 4 or 8), bit-sliced (sliced.h): pos holds npos entries
   // k << 1 | the parent's weight bit at position k, parent bit 0 first; child[i] = parent[i] + npos - 2 S[i].
   void (*sliced_edge)(const uint64_t* rows, int64_t nb, const uint32_t* pos, int64_t npos, const int32_t* parent,
                       int32_t* child);
+  // 'bits' output of MST tiles in bit planes: a channel's values (popcounts, below 2^nvp) over 64 * nb
+  // pixels as nvp planes of nb words, bit i of planes[l * nb + j] = bit l of pixel 64 j + i's value.
+  // value_planes: from int32 values; sliced_child: a child's planes from its parent's over an edge as
+  // sliced_edge takes it; planes_below: out[j] bit i = (value < below) xor invert.
+  void (*value_planes)(const int32_t* v, int64_t nb, int nvp, uint64_t* planes);
+  void (*sliced_child)(const uint64_t* rows, int64_t nb, const uint32_t* pos, int64_t npos, const uint64_t* parent,
+                       int nvp, uint64_t* child);
+  void (*planes_below)(const uint64_t* planes, int64_t nb, int nvp, uint32_t below, bool invert, uint64_t* out);
   // NHWC pixels of C floats -> ceil(C/32) words each; bit = x < thr[c]. With `stream` (an output
   // larger than the caches) the kernels that can write it with non-temporal stores where whole 64-byte
   // lines allow (C < 32: 1 word per pixel, up to a third of the bytes read), fenced before they return.

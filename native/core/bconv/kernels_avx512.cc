@@ -242,6 +242,22 @@ void sliced_edge(const uint64_t* rows, int64_t nb, const uint32_t* pos, int64_t 
   sliced_edge_any(rows, nb, pos, npos, parent, child, expand_masked);
 }
 
+// Kernels::value_planes: per 64 pixels, one byte of each value at a time narrowed into one register;
+// a shift brings bit l % 8 of every byte to its top and movepi8_mask reads the 64 of them (as bit_rows).
+void value_planes(const int32_t* v, int64_t nb, int nvp, uint64_t* planes) {
+  for (int64_t j = 0; j < nb; ++j)
+    for (int byte = 0; 8 * byte < nvp; ++byte) {
+      const __m128i shift = _mm_cvtsi32_si128(8 * byte);
+      auto narrow = [&](int q) { return _mm512_cvtepi32_epi8(_mm512_srl_epi32(_mm512_loadu_si512(v + 64 * j + 16 * q), shift)); };
+      __m512i bytes = _mm512_castsi128_si512(narrow(0));  // byte i: bits 8 byte .. 8 byte + 7 of pixel 64 j + i
+      bytes = _mm512_inserti32x4(bytes, narrow(1), 1);
+      bytes = _mm512_inserti32x4(bytes, narrow(2), 2);
+      bytes = _mm512_inserti32x4(bytes, narrow(3), 3);
+      for (int b = 0; b < 8 && 8 * byte + b < nvp; ++b)
+        planes[(8 * byte + b) * nb + j] = _mm512_movepi8_mask(_mm512_slli_epi64(bytes, 7 - b));
+    }
+}
+
 // 16 output words: around the caches when asked and the line is whole (the caller fences).
 inline void store_line(uint32_t* out, __m512i words, bool stream) {
   if (stream && (reinterpret_cast<uintptr_t>(out) & 63) == 0) _mm512_stream_si512(reinterpret_cast<__m512i*>(out), words);
@@ -487,7 +503,7 @@ uint64_t popcount_loop(const uint32_t* data, int64_t reps) {
 }  // namespace
 
 const Kernels& kernels_avx512() {
-  static const Kernels k{dense_panel, bit_rows, sliced_edge, pack_nhwc, pack_nchw, distances, transpose_words_avx2, out_int32, out_float, out_bits, sign_bits, popcount_loop};
+  static const Kernels k{dense_panel, bit_rows, shifted_rows_any, sliced_edge, value_planes, sliced_child_any, planes_below_any, pack_nhwc, pack_nchw, distances, transpose_words_avx2, out_int32, out_float, out_bits, sign_bits, popcount_loop};
   return k;
 }
 

@@ -125,7 +125,7 @@ uint64_t popcount_loop(const uint32_t* data, int64_t reps) {
 }  // namespace
 
 const Kernels& kernels_portable() {
-  static const Kernels k{dense_panel, bit_rows, sliced_edge, pack_nhwc, pack_nchw, distances, transpose, out_int32, out_float, out_bits, nullptr, popcount_loop};
+  static const Kernels k{dense_panel, bit_rows, shifted_rows_any, sliced_edge, value_planes_scalar, sliced_child_any, planes_below_any, pack_nhwc, pack_nchw, distances, transpose, out_int32, out_float, out_bits, nullptr, popcount_loop};
   return k;
 }
 

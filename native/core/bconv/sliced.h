@@ -187,16 +187,105 @@ inline void expand_scalar(const uint64_t* planes, int nplanes, int nb, int32_t d
   }
 }
 
-// Kernels::sliced_edge for nb = 1, 2, 4 or 8 (the caller's tile widths).
+// Kernels::shifted_rows for NB words per row: row r of dst is bits [shift, shift + 64 NB) of row r of src,
+// and'ed with mask.
+template <int NB>
+void shifted_rows_nb(const uint64_t* src, int64_t lds, int64_t nrows, int64_t shift, const uint64_t* mask,
+                     uint64_t* dst) {
+  using V = typename Planes<NB>::V;
+  const int64_t word = shift >> 6;
+  const int bit = int(shift & 63);
+  V m, lo, hi;
+  __builtin_memcpy(&m, mask, sizeof m);
+  for (int64_t r = 0; r < nrows; ++r) {
+    __builtin_memcpy(&lo, src + r * lds + word, sizeof lo);
+    __builtin_memcpy(&hi, src + r * lds + word + 1, sizeof hi);
+    const V x = ((lo >> bit) | ((hi << 1) << (63 - bit))) & m;  // (two shifts: bit 0 would shift by 64)
+    __builtin_memcpy(dst + r * NB, &x, sizeof x);
+  }
+}
+
+// f(std::integral_constant<int, NB>) for nb = 1, 2, 4 or 8 (the caller's tile widths).
+template <typename F>
+inline void with_nb(int64_t nb, F&& f) {
+  switch (nb) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    default: return f(std::integral_constant<int, 8>{});
+  }
+}
+
 template <typename Expand>
 void sliced_edge_any(const uint64_t* rows, int64_t nb, const uint32_t* pos, int64_t npos, const int32_t* parent,
                      int32_t* child, Expand expand) {
-  switch (nb) {
-    case 1: return sliced_edge_nb<1>(rows, pos, npos, parent, child, expand);
-    case 2: return sliced_edge_nb<2>(rows, pos, npos, parent, child, expand);
-    case 4: return sliced_edge_nb<4>(rows, pos, npos, parent, child, expand);
-    default: return sliced_edge_nb<8>(rows, pos, npos, parent, child, expand);
+  with_nb(nb, [&](auto n) { sliced_edge_nb<n()>(rows, pos, npos, parent, child, expand); });
+}
+
+inline void shifted_rows_any(const uint64_t* src, int64_t lds, int64_t nrows, int64_t shift, const uint64_t* mask,
+                             int64_t nb, uint64_t* dst) {
+  with_nb(nb, [&](auto n) { shifted_rows_nb<n()>(src, lds, nrows, shift, mask, dst); });
+}
+
+// Kernels::sliced_child: child = parent + npos - 2 S modulo 2^nvp, plane by plane from bit 0 up with a
+// borrow (the subtraction of 2 S, plane l of which is plane l - 1 of S) and a carry (the addition of
+// npos). The child's value is below 2^nvp, so the modular result is exact whatever the partial ones.
+template <int NB>
+void sliced_child_nb(const uint64_t* rows, const uint32_t* pos, int64_t npos, const uint64_t* parent, int nvp,
+                     uint64_t* child) {
+  using V = typename Planes<NB>::V;
+  V sum[kMaxPlanes];
+  const int nsum = Planes<NB>::count(rows, pos, npos, sum);
+  V borrow{}, carry{}, p;
+  for (int l = 0; l < nvp; ++l) {
+    __builtin_memcpy(&p, parent + l * NB, sizeof p);
+    const V twice = l > 0 && l <= nsum ? sum[l - 1] : V{};
+    const V diff = p ^ twice ^ borrow;
+    borrow = (~p & (twice | borrow)) | (twice & borrow);
+    V c;
+    if ((npos >> l) & 1) {
+      c = ~(diff ^ carry);
+      carry = diff | carry;
+    } else {
+      c = diff ^ carry;
+      carry = diff & carry;
+    }
+    __builtin_memcpy(child + l * NB, &c, sizeof c);
   }
+}
+
+inline void sliced_child_any(const uint64_t* rows, int64_t nb, const uint32_t* pos, int64_t npos,
+                             const uint64_t* parent, int nvp, uint64_t* child) {
+  with_nb(nb, [&](auto n) { sliced_child_nb<n()>(rows, pos, npos, parent, nvp, child); });
+}
+
+// Kernels::planes_below: out = (value < below) xor invert per pixel, compared from bit 0 up (a higher
+// bit that differs from below's decides).
+template <int NB>
+void planes_below_nb(const uint64_t* planes, int nvp, uint32_t below, bool invert, uint64_t* out) {
+  using V = typename Planes<NB>::V;
+  V lt{}, p;
+  for (int l = 0; l < nvp; ++l) {
+    __builtin_memcpy(&p, planes + l * NB, sizeof p);
+    lt = (below >> l) & 1u ? ~p | lt : ~p & lt;
+  }
+  if (invert) lt = ~lt;
+  __builtin_memcpy(out, &lt, sizeof lt);
+}
+
+inline void planes_below_any(const uint64_t* planes, int64_t nb, int nvp, uint32_t below, bool invert,
+                             uint64_t* out) {
+  with_nb(nb, [&](auto n) { planes_below_nb<n()>(planes, nvp, below, invert, out); });
+}
+
+// Kernels::value_planes without vector masks: bit i of planes[l * nb + j] is bit l of v[64 j + i].
+inline void value_planes_scalar(const int32_t* v, int64_t nb, int nvp, uint64_t* planes) {
+  for (int64_t j = 0; j < nb; ++j)
+    for (int l = 0; l < nvp; ++l) {
+      uint64_t w = 0;
+      for (int i = 0; i < 64; ++i) w |= uint64_t((uint32_t(v[64 * j + i]) >> l) & 1u) << i;
+      planes[l * nb + j] = w;
+    }
 }
 
 }  // namespace

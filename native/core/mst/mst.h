@@ -25,9 +25,10 @@ const Costs& calibrated_costs();
 
 // An 'auto' plan runs its edges only on calls with at least this many output pixels (N * OH * OW): below
 // it the bit-sliced executor has too few pixels per tile, or too few tiles for two threads, to beat the
-// dense kernels (measured on 3x3 256->256 layers: batch 2 at 14 x 14 pays, batch 1 does not). 'always'
-// plans run their edges on every call.
-constexpr int64_t kAutoMinPixels = 384;
+// dense kernels (measured with 'auto' plans of 16-prototype layers, 2 threads: 3x3 256->256 at 14 x 14
+// batch 1 (196 pixels) 1.2-1.5x at 0.5 % flipped bits, ~1.1x at 2 %; 3x3 512->512 at 7 x 7 batch 4
+// 1.2-1.8x, batch 2 (98 pixels) 0.5-1.2x). 'always' plans run their edges on every call.
+constexpr int64_t kAutoMinPixels = 192;
 inline bool runs_edges(Reuse reuse, int64_t output_pixels) {
   return reuse != Reuse::Auto || output_pixels >= kAutoMinPixels;
 }
