@@ -253,7 +253,8 @@ inline void store_line(uint32_t* out, __m512i words, bool stream) {
 // cut out of the resulting bit string in 64-bit lanes, eight pixels per vector, by a variable shift:
 // of the string itself while 8 pixels fit in 64 bits (c <= 8), of one of 4 windows of 64 bits built in
 // registers while 4 pixels do (c <= 16), else of a 64-bit window gathered per pixel. No masked load
-// per pixel, which is slow on some CPUs.
+// per pixel, which is slow on some CPUs. Each line is fetched 4 KiB ahead: the hardware prefetchers
+// alone left one core waiting on the loads (C = 3 and 16: 20-25 % slower).
 void pack_nhwc_narrow(const float* x, int64_t pixels, int64_t c, const float* thr, uint32_t* out, bool stream) {
   __m512 tv[31];  // thresholds of element e of a block at lane e % 16 of vector e / 16: channel e % c
   for (int64_t v = 0; v < c; ++v) {
@@ -274,6 +275,7 @@ void pack_nhwc_narrow(const float* x, int64_t pixels, int64_t c, const float* th
   int64_t i = 0;
   for (; i + 16 <= pixels; i += 16) {
     const float* px = x + i * c;
+    for (int64_t v = 0; v < c; ++v) _mm_prefetch(reinterpret_cast<const char*>(px + 16 * v) + 4096, _MM_HINT_T0);
     __m512i lo, hi;
     if (c <= 8) {
       unsigned __int128 bits = 0;
