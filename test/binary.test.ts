@@ -136,6 +136,22 @@ describe('packBits / unpackBits', () => {
     });
   }
 
+  // Into an output whose words are all ones: every word, and a last word's channels past C, written.
+  // C = 33 / 40 / 70: the NHWC kernel's last 16-channel half holds the tail, then an unused upper half.
+  for (const c of [3, 16, 31, 33, 40, 48, 70, 96]) {
+    it(`C = ${c}: into a dirty output, the same words`, () => {
+      const r = rng(c + 500);
+      const n = 2, h = 9, w = 7;
+      const xf = Float32Array.from({ length: n * c * h * w }, () => r() * 2 - 1);
+      for (const layout of ['nhwc', 'nchw'] as const) {
+        const x = tensor(xf, layout === 'nhwc' ? [n, h, w, c] : [n, c, h, w]);
+        const want = packBitsSync(x, { layout });
+        const out = tensor(new Uint32Array(want.dataSync().length).fill(0xffffffff), want.shape, { dtype: 'bit' });
+        expectSameValues(packBitsSync(x, { layout, out }).dataSync() as Uint32Array, want.dataSync() as Uint32Array, `${layout}`);
+      }
+    });
+  }
+
   it('sign(0) = +1 and the async form matches', async () => {
     const b = await packBits(tensor([0, -0, -1e-30, 1, NaN], [1, 5]));
     expect(Array.from(b.dataSync() as Uint32Array)).toEqual([0b00100]);

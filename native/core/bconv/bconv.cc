@@ -235,8 +235,9 @@ void pack_bits(const float* x, bool nchw, int64_t n, int64_t c, int64_t s, const
   // not read in first (for C < 32 the output is up to a third of the bytes read).
   const bool stream = n * s * wc * 4 >= kStreamBytes;
   if (!nchw) {
-    // ~64 KiB of floats per task: big enough to stream, small enough to spread over the pool.
-    int64_t chunk = std::max<int64_t>(16, (int64_t(1) << 14) / c / 16 * 16);
+    // ~256 KiB of floats per task: each task starts a new stream, which the prefetchers take a while to
+    // follow (64 KiB tasks left C = 3 and 16 12-35 % slower); small enough to spread (32 MiB: 128 tasks).
+    int64_t chunk = std::max<int64_t>(16, (int64_t(1) << 16) / c / 16 * 16);
     parallel_for(n * s, chunk, [&](int64_t b, int64_t e) { kn.pack_nhwc(x + b * c, e - b, c, th.data(), out + b * wc, stream); });
     return;
   }

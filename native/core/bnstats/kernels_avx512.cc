@@ -85,8 +85,8 @@ inline void store_pd(double* p, __mmask8 m, __m512d v) {
 // V vectors (16 channels each) of a run of rows, the sums in registers from s1/s2 and back: with
 // cols <= 64 every row is read in one sequential sweep, which keeps NHWC reads at streaming speed.
 template <DType T, int V>
-void sums_column_block(const void* x, int64_t rows, int64_t ld, int64_t c, int64_t cols, const void* shift,
-                       double* s1, double* s2, int64_t ahead) {
+const char* sums_column_block(const void* x, int64_t rows, int64_t ld, int64_t c, int64_t cols, const void* shift,
+                              double* s1, double* s2, const char* fetch) {
   __mmask16 m[V];
   __m512d kl[V], kh[V], s1l[V], s1h[V], s2l[V], s2h[V];
 #pragma GCC unroll 4
@@ -103,7 +103,7 @@ void sums_column_block(const void* x, int64_t rows, int64_t ld, int64_t c, int64
   for (int64_t r = 0; r < rows; ++r) {
 #pragma GCC unroll 4
     for (int v = 0; v < V; ++v) {
-      if (ahead) _mm_prefetch(reinterpret_cast<const char*>(x) + (r * ld + c + 16 * v) * dtype_bytes(T) + ahead, _MM_HINT_T0);
+      if (fetch) _mm_prefetch(fetch, _MM_HINT_T0), fetch += 16 * dtype_bytes(T);
       __m512 u = load16<T>(x, r * ld + c + 16 * v, m[v]);
       __m512d l = _mm512_sub_pd(lo_pd(u), kl[v]), h = _mm512_sub_pd(hi_pd(u), kh[v]);
       s1l[v] = _mm512_add_pd(s1l[v], l);
@@ -119,30 +119,38 @@ void sums_column_block(const void* x, int64_t rows, int64_t ld, int64_t c, int64
     store_pd(s1 + at, ml, s1l[v]), store_pd(s1 + at + 8, mh, s1h[v]);
     store_pd(s2 + at, ml, s2l[v]), store_pd(s2 + at + 8, mh, s2h[v]);
   }
+  return fetch;
 }
 
 // Rows wider than one 64-column block go in runs of rows swept block by block, the sums carried in
 // s1/s2 (L1), each run fetching the next one ahead of use: such runs are too short for the hardware
-// prefetchers to follow (C = 1024 read 256-byte pieces at a 4 KB stride), and the data stays one
-// sequential stream per row. A run is at least kMinRun rows and kRunBytes, so that the fetches run far
-// enough ahead and each block's sums load and store once per many rows (8-row runs left C = 512 ... 1000
-// 20-25 % slower with two threads); the last run of a call fetches nothing beyond its rows, which the
-// next task, maybe on the other thread, reads.
+// prefetchers to follow (C = 1024 read 256-byte pieces at a 4 KB stride). The fetches walk the next run
+// in memory order, one line per vector read, so that memory sees one sequential stream (fetching the
+// lines in the order they are read, 256 bytes per 4 KB row, was 15-25 % slower on one core at C = 1024);
+// the first run of a call is fetched the same way before it is read (it is 1/8 of a C = 1024 task). A
+// run is at least kMinRun rows and kRunBytes, so that each block's sums load and store once per many
+// rows (8-row runs left C = 512 ... 1000 20-25 % slower with two threads); the last run of a call
+// fetches nothing (the next rows are the next task's, maybe on the other thread).
 constexpr int64_t kRunBytes = 16 << 10, kMinRun = 32;
 
 template <DType T>
 void sums_columns_t(const void* x, int64_t rows, int64_t cols, int64_t ld, const void* shift, double* s1, double* s2) {
   const int64_t row_bytes = ld * dtype_bytes(T);
-  const int64_t run = cols > 64 ? std::max(kMinRun, kRunBytes / row_bytes) : rows, run_ahead = cols > 64 ? run * row_bytes : 0;
+  const int64_t run = cols > 64 ? std::max(kMinRun, kRunBytes / row_bytes) : rows;
+  if (cols > 64)  // the first run, in memory order, before it is read across
+    for (const char *p = static_cast<const char*>(x), *end = p + std::min(run, rows) * row_bytes; p < end; p += 64)
+      _mm_prefetch(p, _MM_HINT_T0);
   for (int64_t r0 = 0; r0 < rows; r0 += run) {
-    const void* xr = static_cast<const uint8_t*>(x) + r0 * row_bytes;
-    const int64_t nr = std::min(run, rows - r0), ahead = r0 + run < rows ? run_ahead : 0;
+    const char* xr = static_cast<const char*>(x) + r0 * row_bytes;
+    const int64_t nr = std::min(run, rows - r0);
+    // One fetch per vector read, walking the next run in memory order.
+    const char* fetch = cols > 64 && r0 + run < rows ? xr + run * row_bytes : nullptr;
     for (int64_t c = 0; c < cols; c += 64) {
       int64_t left = cols - c;
-      if (left > 48) sums_column_block<T, 4>(xr, nr, ld, c, cols, shift, s1, s2, ahead);
-      else if (left > 32) sums_column_block<T, 3>(xr, nr, ld, c, cols, shift, s1, s2, ahead);
-      else if (left > 16) sums_column_block<T, 2>(xr, nr, ld, c, cols, shift, s1, s2, ahead);
-      else sums_column_block<T, 1>(xr, nr, ld, c, cols, shift, s1, s2, ahead);
+      if (left > 48) fetch = sums_column_block<T, 4>(xr, nr, ld, c, cols, shift, s1, s2, fetch);
+      else if (left > 32) fetch = sums_column_block<T, 3>(xr, nr, ld, c, cols, shift, s1, s2, fetch);
+      else if (left > 16) fetch = sums_column_block<T, 2>(xr, nr, ld, c, cols, shift, s1, s2, fetch);
+      else fetch = sums_column_block<T, 1>(xr, nr, ld, c, cols, shift, s1, s2, fetch);
     }
   }
 }
