@@ -47,7 +47,8 @@ void winograd_f32(const ConvShape& g, const float* x, const float* w, const floa
   WinogradProblem P;
   P.n = g.n; P.c = g.c; P.h = g.h; P.w = g.w; P.ph = g.ph; P.pw = g.pw; P.oh = g.oh; P.ow = g.ow; P.cout = g.cout;
   P.x = x; P.wt = w; P.w_scale = w_scale; P.bias = bias; P.relu = relu; P.y = y;
-  P.u = pre ? pre->winograd() : nullptr;
+  P.tile = winograd_tile(g);
+  P.u = pre ? pre->winograd(P.tile) : nullptr;
   P.nhwc = g.layout == Layout::NHWC;
   active_kernels().winograd_forward(P);
 }

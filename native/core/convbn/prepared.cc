@@ -20,14 +20,15 @@ const float* PreparedWeights::panels(int64_t group) const {
   return panels_.empty() ? nullptr : panels_.data() + group * group_floats_;
 }
 
-const float* PreparedWeights::winograd() const {
+const float* PreparedWeights::winograd(int tile) const {
   std::lock_guard<std::mutex> lock(lazy_mutex_);
-  if (winograd_.empty()) {
+  std::vector<float>& u = tile == 4 ? winograd4_ : winograd_;
+  if (u.empty()) {
     const Kernels& kern = active_kernels();
-    winograd_.resize(size_t(kern.winograd_floats(cout, cin_g)));
-    kern.winograd_weights(w_.data(), cout, cin_g, winograd_.data());
+    u.resize(size_t(kern.winograd_floats(cout, cin_g, tile)));
+    kern.winograd_weights(w_.data(), cout, cin_g, tile, u.data());
   }
-  return winograd_.data();
+  return u.data();
 }
 
 std::vector<float> PreparedWeights::ohwi() const {
@@ -70,7 +71,7 @@ const float* PreparedWeights::nhwc_b_panels(int64_t group) const {
 
 int64_t PreparedWeights::bytes() const {
   std::lock_guard<std::mutex> lock(lazy_mutex_);
-  return int64_t(sizeof(float) * (w_.size() + panels_.size() + winograd_.size() + nhwc_panels_.size() +
+  return int64_t(sizeof(float) * (w_.size() + panels_.size() + winograd_.size() + winograd4_.size() + nhwc_panels_.size() +
                                  nhwc_b_panels_.size()));
 }
 
