@@ -39,7 +39,7 @@ int winograd_tile(const ConvShape& g) {
   if (algo && std::strcmp(algo, "winograd") == 0) return 2;
   if (algo && std::strcmp(algo, "winograd4") == 0) return 4;
   if (g.c < 32 || g.cout < 32 || g.n * ((g.oh + 1) / 2) * ((g.ow + 1) / 2) < 32) return 0;
-  return 2;
+  return g.n * ((g.oh + 3) / 4) * ((g.ow + 3) / 4) >= 48 ? 4 : 2;
 }
 
 bool winograd(const ConvShape& g) { return winograd_tile(g) != 0; }
