@@ -16,7 +16,7 @@ import {
   tensor,
 } from '../lib';
 import { native } from '../lib/native';
-import { AWKWARD, ConvCase, conv64, outSize, sizes } from './convbn-reference';
+import { AWKWARD, ConvCase, conv64, forwardTolerance, outSize, sizes } from './convbn-reference';
 import { expectCode, randomArray } from './helpers';
 
 const raw = () => native() as unknown as Record<string, (args: object) => unknown>;
@@ -93,7 +93,7 @@ describe('prepared conv weights', () => {
           scale = Math.max(scale, Math.abs(ref[i]));
           diff = Math.max(diff, Math.abs(got - ref[i]));
         }
-        expect(diff, `case ${k} ${layout}`).toBeLessThanOrEqual(2e-6 * scale);
+        expect(diff, `case ${k} ${layout}`).toBeLessThanOrEqual(forwardTolerance(t) * scale);
       }
     }
   });
@@ -136,6 +136,32 @@ describe('prepared conv weights', () => {
     expect(after).toBeGreaterThan(before);
     conv2dSync(xTensor(t, x, 'nhwc'), cw, undefined, opts(t, 'nhwc'));
     expect(cw.bytes).toBe(after);
+  });
+
+  it('keep the F(2x2) and F(4x4) Winograd forms apart, each made once and equal to the raw-weight conv', () => {
+    const t = c3(3, 37, 11, 13, 41, 1);
+    const { x, w, b } = inputs(t, 75);
+    const cw = prepareConvSync(w);
+    const before = process.env.XNORM_CONV_ALGO;
+    try {
+      const held: number[] = [cw.bytes];
+      for (const algo of ['winograd', 'winograd4', 'winograd', 'winograd4']) {
+        process.env.XNORM_CONV_ALGO = algo;
+        for (const layout of ['nchw', 'nhwc'] as const) {
+          const xt = xTensor(t, x, layout), o = { ...opts(t, layout), activation: 'relu' as const };
+          expectIdentical(conv2dSync(xt, cw, b, o).dataSync() as Float32Array, conv2dSync(xt, w, b, o).dataSync() as Float32Array,
+            `${algo} ${layout}`);
+        }
+        held.push(cw.bytes);
+      }
+      const pair = t.c * t.cout * 4;  // bytes of one transformed value per channel pair
+      expect(held[1] - held[0]).toBeGreaterThanOrEqual(16 * pair);  // F(2x2): 16 values per pair
+      expect(held[2] - held[1]).toBeGreaterThanOrEqual(36 * pair);  // F(4x4): 36
+      expect(held.slice(3)).toEqual([held[2], held[2]]);  // each made once
+    } finally {
+      if (before === undefined) delete process.env.XNORM_CONV_ALGO;
+      else process.env.XNORM_CONV_ALGO = before;
+    }
   });
 
   it('keep what an op in flight reads when disposed under it', async () => {
