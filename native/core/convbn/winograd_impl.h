@@ -201,121 +201,130 @@ void wino_weight_panel(const WinogradProblem& P, int64_t co0, float* dst, int64_
 
 thread_local Scratch tls_wino_tmp, tls_wino_v, tls_wino_m;
 
+// A 2-D transform of VW tiles side by side: f (a 1-D transform of A values into N) down each column of
+// the A x A values at(r, c), then along each row of the result, into out[N][N].
+template <int A, int N, class F, class At>
+void wino_2d(F f, At at, VecF (&out)[N][N]) {
+  VecF t[N][A];
+  for (int j = 0; j < A; ++j) {
+    VecF col[A], y[N];
+    for (int r = 0; r < A; ++r) col[r] = at(r, j);
+    f(col, y);
+    for (int i = 0; i < N; ++i) t[i][j] = y[i];
+  }
+  for (int i = 0; i < N; ++i) f(t[i], out[i]);
+}
+
 // V of tiles [p0, p1) and input channels [c0, c1) into one block: V_xi (at V + xi * vxi) is npan B panels
-// [c][NR] of the GEMMs; the columns past p1 are zeros. Per channel, the A^2 values d[r][c] of every tile
-// of the block are gathered into lanes D[A r + c][tile] (tile rows of the input read front to back), then
-// B^T d B runs VW tiles at a time and stores whole vectors into the panels: VW divides NR. NHWC: x is
-// channels-last (a channel's pixels c apart).
+// [c][NR] of the GEMMs; the columns of the last panel past p1 are zeros (later panels are not written).
+// One panel at a time, channel by channel: the A^2 values d[r][c] of each of its tiles are gathered into
+// lanes D[A r + c][tile] (tile rows of the input read front to back), then B^T d B runs VW tiles at a
+// time and stores whole vectors into the panel: VW divides NR. NHWC: x is channels-last (a channel's
+// pixels c apart), and the panel's pixels stay in cache from one channel to the next (all the block's
+// channel by channel thrashed L2 where one block holds a whole map: batch 8 128@28, F(4x4)).
 template <int M, bool NHWC>
 void wino_input(const WinogradProblem& P, const WinoPlan& q, int64_t p0, int64_t p1, int64_t c0, int64_t c1, float* V) {
   constexpr int NR = Micro::NR, VW = Micro::VW, A = WinoTf<M>::A;
-  const int64_t T = q.T, c = P.c, cols = p1 - p0, ps = NHWC ? c : 1;
-  float* D = tls_wino_tmp.get(size_t(A * A * T));
-  for (int64_t ci = c0; ci < c1; ++ci) {
-    wino_rows(q, p0, p1, [&](int64_t img, int64_t ty, int64_t tx0, int64_t count, int64_t j) {
-      const float* plane = P.x + img * c * P.h * P.w + ci * (NHWC ? 1 : P.h * P.w);
-      // Tile t reads input columns first + M t .. first + M t + A - 1; all exist for t in [lo, hi).
-      const int64_t first = M * tx0 - P.pw;
-      const int64_t lo = std::min(count, std::max<int64_t>(0, (M - 1 - first) / M));
-      const int64_t hi = std::max(lo, std::min(count, (P.w - first - 2) / M));
-      for (int r = 0; r < A; ++r) {
-        float* d = D + A * r * T + j;  // column k of the tile row at d + k * T
-        const int64_t iy = M * ty - P.ph + r;
-        if (iy < 0 || iy >= P.h) {
-          for (int k = 0; k < A; ++k)
-            for (int64_t t = 0; t < count; ++t) d[k * T + t] = 0.f;
-          continue;
+  const int64_t c = P.c, ps = NHWC ? c : 1;
+  float* D = tls_wino_tmp.get(size_t(A * A * NR));
+  for (int64_t k0p = 0; p0 + k0p < p1; k0p += NR) {
+    const int64_t q0 = p0 + k0p, q1 = std::min(p1, q0 + NR);
+    for (int64_t ci = c0; ci < c1; ++ci) {
+      wino_rows(q, q0, q1, [&](int64_t img, int64_t ty, int64_t tx0, int64_t count, int64_t j) {
+        const float* plane = P.x + img * c * P.h * P.w + ci * (NHWC ? 1 : P.h * P.w);
+        // Tile t reads input columns first + M t .. first + M t + A - 1; all exist for t in [lo, hi).
+        const int64_t first = M * tx0 - P.pw;
+        const int64_t lo = std::min(count, std::max<int64_t>(0, (M - 1 - first) / M));
+        const int64_t hi = std::max(lo, std::min(count, (P.w - first - 2) / M));
+        for (int r = 0; r < A; ++r) {
+          float* d = D + A * r * NR + j;  // column k of the tile row at d + k * NR
+          const int64_t iy = M * ty - P.ph + r;
+          if (iy < 0 || iy >= P.h) {
+            for (int k = 0; k < A; ++k)
+              for (int64_t t = 0; t < count; ++t) d[k * NR + t] = 0.f;
+            continue;
+          }
+          const float* row = plane + iy * P.w * ps;
+          const auto at = [&](int64_t ix) { return ix >= 0 && ix < P.w ? row[ix * ps] : 0.f; };
+          const auto edge = [&](int64_t t) {
+            for (int k = 0; k < A; ++k) d[k * NR + t] = at(first + M * t + k);
+          };
+          for (int64_t t = 0; t < lo; ++t) edge(t);
+          const float* src = row + first * ps;
+          for (int64_t t = lo; t < hi; ++t)
+            for (int k = 0; k < A; ++k) d[k * NR + t] = src[(M * t + k) * ps];
+          for (int64_t t = hi; t < count; ++t) edge(t);
         }
-        const float* row = plane + iy * P.w * ps;
-        const auto at = [&](int64_t ix) { return ix >= 0 && ix < P.w ? row[ix * ps] : 0.f; };
-        const auto edge = [&](int64_t t) {
-          for (int k = 0; k < A; ++k) d[k * T + t] = at(first + M * t + k);
-        };
-        for (int64_t t = 0; t < lo; ++t) edge(t);
-        const float* src = row + first * ps;
-        for (int64_t t = lo; t < hi; ++t)
-          for (int k = 0; k < A; ++k) d[k * T + t] = src[(M * t + k) * ps];
-        for (int64_t t = hi; t < count; ++t) edge(t);
-      }
-    });
-    for (int a = 0; a < A * A; ++a)
-      for (int64_t t = cols; t < T; ++t) D[a * T + t] = 0.f;
-    for (int64_t k0 = 0; k0 < T; k0 += VW) {
-      VecF t[A][A];
-      for (int cc = 0; cc < A; ++cc) {  // B^T d, column by column
-        VecF d[A], v[A];
-        for (int r = 0; r < A; ++r) d[r] = loadu(D + (A * r + cc) * T + k0);
-        WinoTf<M>::input(d, v);
-        for (int i = 0; i < A; ++i) t[i][cc] = v[i];
-      }
-      float* out = V + ((k0 / NR) * c + ci) * NR + k0 % NR;
-      for (int i = 0; i < A; ++i) {  // (B^T d) B, row by row
-        VecF v[A];
-        WinoTf<M>::input(t[i], v);
-        for (int l = 0; l < A; ++l) storeu(out + (A * i + l) * q.vxi, v[l]);
+      });
+      for (int a = 0; a < A * A; ++a)
+        for (int64_t t = q1 - q0; t < NR; ++t) D[a * NR + t] = 0.f;
+      float* panel = V + ((k0p / NR) * c + ci) * NR;
+      for (int64_t k0 = 0; k0 < NR; k0 += VW) {
+        VecF v[A][A];  // B^T d B
+        wino_2d<A, A>([](const VecF* in, VecF* out) { WinoTf<M>::input(in, out); },
+                      [&](int r, int cc) { return loadu(D + (A * r + cc) * NR + k0); }, v);
+        for (int i = 0; i < A; ++i)
+          for (int l = 0; l < A; ++l) storeu(panel + (A * i + l) * q.vxi + k0, v[i][l]);
       }
     }
   }
 }
 
-// y for tiles [p0, p1) and output channels [co0, co1) from M [A^2][rows][T]: A^T m A plus bias, ReLU.
-// NHWC (y channels-last): kGroup channels at a time, so that each output pixel gets a run of kGroup
-// channels instead of kGroup stores a cache line apart.
+// y for tiles [p0, p1) and output channels [co0, co1) from M [A^2][rows][T]: A^T m A plus bias, ReLU, one
+// panel of NR tiles at a time (its M*M outputs per channel stay in L1 until written, however wide the
+// block). NHWC (y channels-last): kGroup channels at a time, so that each output pixel gets a run of
+// kGroup channels instead of kGroup stores a cache line apart.
 template <int M, bool NHWC>
 void wino_output(const WinogradProblem& P, const WinoPlan& q, const float* Mxi, int64_t rows, int64_t p0, int64_t p1,
                  int64_t co0, int64_t co1) {
-  constexpr int VW = Micro::VW, A = WinoTf<M>::A;
+  constexpr int NR = Micro::NR, VW = Micro::VW, A = WinoTf<M>::A;
   constexpr int64_t kGroup = NHWC ? 16 : 1;
-  const int64_t T = q.T, cols = p1 - p0, stride = rows * T;
-  float* tmp = tls_wino_tmp.get(size_t(M * M * T * kGroup));  // [channel in group][M * M output positions][T]
+  const int64_t stride = rows * q.T;
+  float* tmp = tls_wino_tmp.get(size_t(M * M * NR * kGroup));  // [channel in group][M * M output positions][NR]
   const VecF zero{};
-  for (int64_t g0 = co0; g0 < co1; g0 += kGroup) {
-    const int64_t gn = std::min(kGroup, co1 - g0);
-    for (int64_t co = g0; co < g0 + gn; ++co) {
-      const float bias = P.bias ? P.bias[co] : 0.f;
-      const float* m = Mxi + (co - co0) * T;
-      float* tile = tmp + (co - g0) * M * M * T;
-      for (int64_t k0 = 0; k0 < cols; k0 += VW) {
-        VecF s[M][A];
-        for (int j = 0; j < A; ++j) {  // A^T m, column by column
-          VecF col[A], y[M];
-          for (int r = 0; r < A; ++r) col[r] = loadu(m + (A * r + j) * stride + k0);
-          WinoTf<M>::output(col, y);
-          for (int i = 0; i < M; ++i) s[i][j] = y[i];
-        }
-        for (int i = 0; i < M; ++i) {  // (A^T m) A, row by row
-          VecF y[M];
-          WinoTf<M>::output(s[i], y);
-          for (int l = 0; l < M; ++l) {
-            VecF v = y[l] + bias;
-            if (P.relu) v = v > zero ? v : zero;
-            storeu(tile + (M * i + l) * T + k0, v);
-          }
+  for (int64_t k0p = 0; p0 + k0p < p1; k0p += NR) {
+    const int64_t q0 = p0 + k0p, q1 = std::min(p1, q0 + NR);
+    for (int64_t g0 = co0; g0 < co1; g0 += kGroup) {
+      const int64_t gn = std::min(kGroup, co1 - g0);
+      for (int64_t co = g0; co < g0 + gn; ++co) {
+        const float bias = P.bias ? P.bias[co] : 0.f;
+        const float* m = Mxi + (co - co0) * q.T + k0p;
+        float* tile = tmp + (co - g0) * M * M * NR;
+        for (int64_t k0 = 0; k0 < q1 - q0; k0 += VW) {
+          VecF y[M][M];  // A^T m A
+          wino_2d<A, M>([](const VecF* in, VecF* out) { WinoTf<M>::output(in, out); },
+                        [&](int r, int j) { return loadu(m + (A * r + j) * stride + k0); }, y);
+          for (int i = 0; i < M; ++i)
+            for (int l = 0; l < M; ++l) {
+              VecF v = y[i][l] + bias;
+              if (P.relu) v = v > zero ? v : zero;
+              storeu(tile + (M * i + l) * NR + k0, v);
+            }
         }
       }
-    }
-    wino_rows(q, p0, p1, [&](int64_t img, int64_t ty, int64_t tx0, int64_t count, int64_t j) {
-      for (int dy = 0; dy < M && M * ty + dy < P.oh; ++dy) {
-        const int64_t oy = M * ty + dy;
-        const float* a = tmp + M * dy * T + j;  // channel g0's column dx at a + dx * T; channel g0 + i's M * M * T * i further
-        if (NHWC) {
-          float* yrow = P.y + (img * P.oh + oy) * P.ow * P.cout + g0;
-          for (int64_t t = 0; t < count; ++t) {
-            const int64_t ox = M * (tx0 + t), n = std::min<int64_t>(M, P.ow - ox);
-            for (int64_t dx = 0; dx < n; ++dx) {
-              float* d = yrow + (ox + dx) * P.cout;
-              for (int64_t i = 0; i < gn; ++i) d[i] = a[i * M * M * T + dx * T + t];
+      wino_rows(q, q0, q1, [&](int64_t img, int64_t ty, int64_t tx0, int64_t count, int64_t j) {
+        for (int dy = 0; dy < M && M * ty + dy < P.oh; ++dy) {
+          const int64_t oy = M * ty + dy;
+          const float* a = tmp + M * dy * NR + j;  // channel g0's column dx at a + dx * NR; channel g0 + i's M * M * NR * i further
+          if (NHWC) {
+            float* yrow = P.y + (img * P.oh + oy) * P.ow * P.cout + g0;
+            for (int64_t t = 0; t < count; ++t) {
+              const int64_t ox = M * (tx0 + t), n = std::min<int64_t>(M, P.ow - ox);
+              for (int64_t dx = 0; dx < n; ++dx) {
+                float* d = yrow + (ox + dx) * P.cout;
+                for (int64_t i = 0; i < gn; ++i) d[i] = a[i * M * M * NR + dx * NR + t];
+              }
+            }
+          } else {
+            float* yrow = P.y + ((img * P.cout + g0) * P.oh + oy) * P.ow;
+            for (int64_t t = 0; t < count; ++t) {
+              const int64_t ox = M * (tx0 + t), n = std::min<int64_t>(M, P.ow - ox);
+              for (int64_t dx = 0; dx < n; ++dx) yrow[ox + dx] = a[dx * NR + t];
             }
           }
-        } else {
-          float* yrow = P.y + ((img * P.cout + g0) * P.oh + oy) * P.ow;
-          for (int64_t t = 0; t < count; ++t) {
-            const int64_t ox = M * (tx0 + t), n = std::min<int64_t>(M, P.ow - ox);
-            for (int64_t dx = 0; dx < n; ++dx) yrow[ox + dx] = a[dx * T + t];
-          }
         }
-      }
-    });
+      });
+    }
   }
 }
 
