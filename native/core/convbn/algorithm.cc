@@ -32,9 +32,9 @@ bool direct(const ConvShape& g) { return g.cin_g() == 1; }
 // tiles (batch included), so it needs a few dozen tiles (measured: 512 channels on 7x7 lose at batch 1,
 // win from batch 2). F(4x4, 3x3) needs 4x fewer, but its transforms cost more per tile (and per weight:
 // 36 values per channel pair, which Tune transforms on every call) and it rounds about 10x more
-// (DESIGN.md): it runs where it has at least 48 tiles of its own and at most 512 input channels
-// (measured on ResNet layers: faster from 49 tiles on (batch 1 128@28), even at 32 (batch 8 512@7: Deploy
-// faster, Tune slower), slower below (batch 1 256@14 in Tune mode; 512@7, 4 tiles: 2x)). XNORM_CONV_ALGO=gemm|winograd|winograd4 forces a path (GEMM, F(2x2), F(4x4))
+// (DESIGN.md): it runs where it has at least 32 tiles of its own and at most 512 input channels
+// (measured on ResNet layers: from 32 tiles on faster, or even in Tune mode (batch 8 512@7, batch 2
+// 256@14); below, Tune slower (16 tiles: batch 4 512@7 +21 %, batch 1 256@14), 4 tiles 2x slower). XNORM_CONV_ALGO=gemm|winograd|winograd4 forces a path (GEMM, F(2x2), F(4x4))
 // where they apply (tests use it).
 int winograd_tile(const ConvShape& g) {
   if (g.kh != 3 || g.kw != 3 || g.sh != 1 || g.sw != 1 || g.dh != 1 || g.dw != 1 || g.groups != 1) return 0;
@@ -43,7 +43,7 @@ int winograd_tile(const ConvShape& g) {
   if (algo && std::strcmp(algo, "winograd") == 0) return 2;
   if (algo && std::strcmp(algo, "winograd4") == 0) return 4;
   if (g.c < 32 || g.cout < 32 || g.n * ((g.oh + 1) / 2) * ((g.ow + 1) / 2) < 32) return 0;
-  return g.c <= 512 && g.n * ((g.oh + 3) / 4) * ((g.ow + 3) / 4) >= 48 ? 4 : 2;
+  return g.c <= 512 && g.n * ((g.oh + 3) / 4) * ((g.ow + 3) / 4) >= 32 ? 4 : 2;
 }
 
 bool winograd(const ConvShape& g) { return winograd_tile(g) != 0; }
