@@ -150,8 +150,13 @@ async function overhead(): Promise<void> {
   rows.push(['momentsSync', us(await stats(() => momentsSync(x), 100, 2000, 20000))]);
   rows.push(['await moments (small memory-bound ops run inline)', us(await stats(() => moments(x), 100, 500, 5000))]);
   rows.push(['conv2dSync', us(await stats(() => conv2dSync(x, w, undefined, { padding: 1 }), 100, 2000, 20000))]);
-  rows.push(['await conv2d (computes on its libuv thread)', us(await stats(() => conv2d(x, w, undefined, { padding: 1 }), 100, 500, 5000))]);
-  console.log('\nA tiny op\'s round trip (16 floats), µs as median / p90 / best\n');
+  rows.push(['await conv2d (tiny convs run inline)', us(await stats(() => conv2d(x, w, undefined, { padding: 1 }), 100, 500, 5000))]);
+  // Just above the inline limit (2^16 multiply-adds): the Promise form's trip through the pools.
+  const xp = tensor(new Float32Array(32 * 16), [1, 32, 4, 4]);
+  const wp = tensor(new Float32Array(32 * 32 * 9), [32, 32, 3, 3]);
+  rows.push(['conv2dSync 32->32 3x3 on 4x4 (147,456 MACs)', us(await stats(() => conv2dSync(xp, wp, undefined, { padding: 1 }), 100, 2000, 20000))]);
+  rows.push(['await conv2d 32->32 3x3 on 4x4 (through the thread pool)', us(await stats(() => conv2d(xp, wp, undefined, { padding: 1 }), 100, 500, 5000))]);
+  console.log('\nA tiny op\'s round trip (16 floats; then a small conv above the inline limit), µs as median / p90 / best\n');
   console.log(table(['form', 'µs'], rows));
 }
 

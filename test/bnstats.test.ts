@@ -16,7 +16,7 @@ import {
 } from '../lib';
 import type { Moments } from '../lib';
 import { Layout, Over, geometry, index, refBatchNorm, refMoments } from './bnstats-reference';
-import { maxAbsDiff, randomArray, rng, runChild, supportedIsaLevels } from './helpers';
+import { maxAbsDiff, randomArray, rng, runChild, settlesAtOnce, supportedIsaLevels } from './helpers';
 
 /** Relative closeness of float32 results to float64 references, scaled by the reference's magnitude. */
 function expectClose(actual: ArrayLike<number>, expected: ArrayLike<number>, rel: number, what: string) {
@@ -249,16 +249,7 @@ describe('moments', () => {
   });
 
   it('Promise forms of small memory-bound ops settle without a trip through the thread pool; larger ones go to it', async () => {
-    // Settled within a few microtask turns = run inline (up to 256 KiB read and written); a pool trip
-    // needs a libuv callback, a later macrotask.
-    const settlesAtOnce = async (p: Promise<unknown>) => {
-      let done = false;
-      void p.then(() => { done = true; });
-      for (let i = 0; i < 4; i++) await Promise.resolve();
-      const atOnce = done;
-      await p;
-      return atOnce;
-    };
+    // Run inline up to 256 KiB read and written.
     const small = tensor(randomArray(4 * 16 * 8 * 8, 3), [4, 16, 8, 8]);
     const large = tensor(randomArray(8 * 16 * 64 * 64, 4), [8, 16, 64, 64]);
     expect(await settlesAtOnce(moments(small))).toBe(true);

@@ -18,7 +18,7 @@ import {
 } from '../lib';
 import { native } from '../lib/native';
 import { AWKWARD, ConvCase, conv64, convBn64, forwardTolerance, sizes, takesWinograd4, toNchw, toNhwc } from './convbn-reference';
-import { randomArray, runChild, supportedIsaLevels } from './helpers';
+import { randomArray, runChild, settlesAtOnce, supportedIsaLevels, withAlgo } from './helpers';
 
 /** The addon without its types: these tests hand it arguments lib/ never would. */
 const raw = () => native() as unknown as Record<string, (args: object) => unknown>;
@@ -47,18 +47,6 @@ const WINOGRAD: ConvCase[] = [
   { n: 1, c: 300, h: 5, w: 6, cout: 20, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 },
   { n: 3, c: 9, h: 35, w: 33, cout: 12, k: [3, 3], s: [1, 1], p: [2, 1], d: [1, 1], g: 1 },
 ];
-
-/** Runs fn with XNORM_CONV_ALGO set (the addon reads it on every call; child processes inherit it). */
-async function withAlgo<T>(algo: 'gemm' | 'winograd' | 'winograd4', fn: () => T | Promise<T>): Promise<T> {
-  const before = process.env.XNORM_CONV_ALGO;
-  process.env.XNORM_CONV_ALGO = algo;
-  try {
-    return await fn();
-  } finally {
-    if (before === undefined) delete process.env.XNORM_CONV_ALGO;
-    else process.env.XNORM_CONV_ALGO = before;
-  }
-}
 
 function opts(t: ConvCase) {
   return { stride: t.s, padding: t.p, dilation: t.d, groups: t.g };
@@ -315,6 +303,23 @@ describe('Winograd path choice', () => {
       };
       const auto = run();
       expect(auto, `${chosen} ${JSON.stringify(t)}`).toEqual(await withAlgo(chosen, run));
+    }
+  });
+});
+
+describe('Promise forms of tiny convs', () => {
+  it('settle without a trip through the thread pool (up to 2^16 multiply-adds); larger ones go to it; same results', async () => {
+    const tiny: ConvCase = { n: 1, c: 4, h: 5, w: 6, cout: 8, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 };  // 8640 MACs
+    const large: ConvCase = { n: 2, c: 32, h: 16, w: 16, cout: 32, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 };
+    for (const [t, atOnce] of [[tiny, true], [large, false]] as const) {
+      const p = params(t, 7);
+      const x = tensor(randomArray(sizes(t).x, 8), [t.n, t.c, t.h, t.w]);
+      const o = { ...opts(t), activation: 'relu' as const };
+      expect(await settlesAtOnce(conv2d(x, p.weight, p.bias, o)), `conv2d ${t.c}`).toBe(atOnce);
+      for (const mode of ['tune', 'eval'] as const)
+        expect(await settlesAtOnce(convBn(x, p, { ...o, mode })), `convBn ${mode} ${t.c}`).toBe(atOnce);
+      expect((await conv2d(x, p.weight, p.bias, o)).dataSync()).toEqual(conv2dSync(x, p.weight, p.bias, o).dataSync());
+      expect((await convBn(x, p, { ...o, mode: 'tune' })).y.dataSync()).toEqual(convBnSync(x, p, { ...o, mode: 'tune' }).y.dataSync());
     }
   });
 });

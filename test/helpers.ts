@@ -46,6 +46,29 @@ export function supportedIsaLevels(best: string): string[] {
   return ISA_LEVELS.slice(0, ISA_LEVELS.indexOf(best as (typeof ISA_LEVELS)[number]) + 1);
 }
 
+/** Runs fn with XNORM_CONV_ALGO set (the addon reads it on every call; child processes inherit it). */
+export async function withAlgo<T>(algo: 'gemm' | 'winograd' | 'winograd4' | 'winograd_rows', fn: () => T | Promise<T>): Promise<T> {
+  const before = process.env.XNORM_CONV_ALGO;
+  process.env.XNORM_CONV_ALGO = algo;
+  try {
+    return await fn();
+  } finally {
+    if (before === undefined) delete process.env.XNORM_CONV_ALGO;
+    else process.env.XNORM_CONV_ALGO = before;
+  }
+}
+
+/** Whether p settles within a few microtask turns, i.e. its op ran inline; a trip through the thread
+ * pool needs a libuv callback, a later macrotask. */
+export async function settlesAtOnce(p: Promise<unknown>): Promise<boolean> {
+  let done = false;
+  void p.then(() => { done = true; });
+  for (let i = 0; i < 4; i++) await Promise.resolve();
+  const atOnce = done;
+  await p;
+  return atOnce;
+}
+
 /** Runs test/children/<script> in a new Node process with XNORM_ISA set; returns its parsed JSON output. */
 export function runChild<T>(script: string, isa: string, input: unknown): T {
   const file = path.join(__dirname, 'children', script);

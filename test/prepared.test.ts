@@ -1,7 +1,8 @@
 // Prepared conv weights (prepareConv / ConvWeights): bit-identical to the raw-weight conv on every path
 // (GEMM per image, batch-spanning GEMM, pointwise, direct/depthwise, Winograd), both layouts, dtypes,
 // sync and async, shared by concurrent calls; foldConvBn({ prepare: true }); lifetime and bad input.
-// Every ISA level is covered by the forced-ISA child in convbn.test.ts (preparedDiffers).
+// Every ISA level is covered by the forced-ISA child in convbn.test.ts (preparedDiffers). The one path
+// only prepared weights take, Winograd with the tiles as rows, is checked against the float64 reference.
 import { describe, expect, it } from 'vitest';
 import {
   ConvWeights,
@@ -17,7 +18,7 @@ import {
 } from '../lib';
 import { native } from '../lib/native';
 import { AWKWARD, ConvCase, conv64, forwardTolerance, outSize, sizes } from './convbn-reference';
-import { expectCode, randomArray } from './helpers';
+import { expectCode, randomArray, runChild, supportedIsaLevels, withAlgo } from './helpers';
 
 const raw = () => native() as unknown as Record<string, (args: object) => unknown>;
 
@@ -58,6 +59,19 @@ function xTensor(t: ConvCase, x: Float32Array, layout: 'nchw' | 'nhwc', dtype: '
   return tensor(nhwc, [t.n, t.h, t.w, t.c], { dtype });
 }
 
+/** y (in `layout`) against the float64 reference (NCHW): max |y - ref| <= 2e-6 * max(1, max |ref|). */
+function expectNearRef(t: ConvCase, y: Float32Array, ref: ArrayLike<number>, layout: 'nchw' | 'nhwc', what: string, tol = 2e-6) {
+  const [oh, ow] = outSize(t), pix = oh * ow;
+  let scale = 1, diff = 0;
+  for (let i = 0; i < ref.length; i++) {
+    const n = Math.floor(i / (t.cout * pix)), c = Math.floor(i / pix) % t.cout, p = i % pix;
+    const got = layout === 'nchw' ? y[i] : y[(n * pix + p) * t.cout + c];
+    scale = Math.max(scale, Math.abs(ref[i]));
+    diff = Math.max(diff, Math.abs(got - ref[i]));
+  }
+  expect(diff, what).toBeLessThanOrEqual(tol * scale);
+}
+
 function expectIdentical(a: ArrayLike<number>, b: ArrayLike<number>, what: string) {
   expect(a.length, what).toBe(b.length);
   for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) throw new Error(`${what}: element ${i}: ${a[i]} vs ${b[i]}`);
@@ -83,17 +97,9 @@ describe('prepared conv weights', () => {
       const { x, w, b } = inputs(t, 30 + k);
       const cw = prepareConvSync(w, { groups: t.g });
       const ref = conv64(t, x, w.dataSync() as Float32Array, b.dataSync() as Float32Array);
-      const [oh, ow] = outSize(t), pix = oh * ow;
       for (const layout of ['nchw', 'nhwc'] as const) {
         const y = conv2dSync(xTensor(t, x, layout), cw, b, opts(t, layout)).dataSync() as Float32Array;
-        let scale = 1, diff = 0;
-        for (let i = 0; i < ref.length; i++) {
-          const n = Math.floor(i / (t.cout * pix)), c = Math.floor(i / pix) % t.cout, p = i % pix;
-          const got = layout === 'nchw' ? y[i] : y[(n * pix + p) * t.cout + c];
-          scale = Math.max(scale, Math.abs(ref[i]));
-          diff = Math.max(diff, Math.abs(got - ref[i]));
-        }
-        expect(diff, `case ${k} ${layout}`).toBeLessThanOrEqual(forwardTolerance(t) * scale);
+        expectNearRef(t, y, ref, layout, `case ${k} ${layout}`, forwardTolerance(t));
       }
     }
   });
@@ -138,30 +144,25 @@ describe('prepared conv weights', () => {
     expect(cw.bytes).toBe(after);
   });
 
-  it('keep the F(2x2) and F(4x4) Winograd forms apart, each made once and equal to the raw-weight conv', () => {
+  it('keep the F(2x2) and F(4x4) Winograd forms apart, each made once and equal to the raw-weight conv', async () => {
     const t = c3(3, 37, 11, 13, 41, 1);
     const { x, w, b } = inputs(t, 75);
     const cw = prepareConvSync(w);
-    const before = process.env.XNORM_CONV_ALGO;
-    try {
-      const held: number[] = [cw.bytes];
-      for (const algo of ['winograd', 'winograd4', 'winograd', 'winograd4']) {
-        process.env.XNORM_CONV_ALGO = algo;
+    const held: number[] = [cw.bytes];
+    for (const algo of ['winograd', 'winograd4', 'winograd', 'winograd4'] as const) {
+      await withAlgo(algo, () => {
         for (const layout of ['nchw', 'nhwc'] as const) {
           const xt = xTensor(t, x, layout), o = { ...opts(t, layout), activation: 'relu' as const };
           expectIdentical(conv2dSync(xt, cw, b, o).dataSync() as Float32Array, conv2dSync(xt, w, b, o).dataSync() as Float32Array,
             `${algo} ${layout}`);
         }
-        held.push(cw.bytes);
-      }
-      const pair = t.c * t.cout * 4;  // bytes of one transformed value per channel pair
-      expect(held[1] - held[0]).toBeGreaterThanOrEqual(16 * pair);  // F(2x2): 16 values per pair
-      expect(held[2] - held[1]).toBeGreaterThanOrEqual(36 * pair);  // F(4x4): 36
-      expect(held.slice(3)).toEqual([held[2], held[2]]);  // each made once
-    } finally {
-      if (before === undefined) delete process.env.XNORM_CONV_ALGO;
-      else process.env.XNORM_CONV_ALGO = before;
+      });
+      held.push(cw.bytes);
     }
+    const pair = t.c * t.cout * 4;  // bytes of one transformed value per channel pair
+    expect(held[1] - held[0]).toBeGreaterThanOrEqual(16 * pair);  // F(2x2): 16 values per pair
+    expect(held[2] - held[1]).toBeGreaterThanOrEqual(36 * pair);  // F(4x4): 36
+    expect(held.slice(3)).toEqual([held[2], held[2]]);  // each made once
   });
 
   it('keep what an op in flight reads when disposed under it', async () => {
@@ -193,6 +194,88 @@ describe('prepared conv weights', () => {
     const o = { ...opts(t), activation: 'relu' as const };
     expectIdentical(conv2dSync(xt, folded.weight, folded.bias, o).dataSync() as Float32Array,
       convBnSync(xt, p, { ...o, mode: 'deploy' }).y.dataSync() as Float32Array, 'deploy');
+  });
+});
+
+// Winograd F(2x2, 3x3) with the tiles as the GEMM's rows (prepared weights on few tiles: deep layers at
+// batch 1). Forced on awkward shapes: channels off the vector width and output channels off the 48-wide
+// panels, odd and tiny maps, paddings 0..3 and asymmetric, K over one slice (c > 320), batch 1..3.
+const ROWS: ConvCase[] = [
+  c3(1, 130, 5, 9, 140, 1),
+  c3(2, 129, 6, 3, 200, 1),
+  c3(1, 128, 7, 7, 136, 0),
+  { n: 3, c: 33, h: 4, w: 5, cout: 17, k: [3, 3], s: [1, 1], p: [0, 2], d: [1, 1], g: 1 },
+  c3(2, 20, 1, 2, 50, 1),
+  c3(1, 300, 5, 6, 20, 1),
+  c3(1, 520, 3, 3, 64, 1),
+  c3(1, 16, 9, 10, 33, 3),
+];
+
+describe('prepared conv weights: Winograd with the tiles as rows', () => {
+  it('matches the float64 reference in both layouts, with bias and ReLU', async () => {
+    for (const [k, t] of ROWS.entries()) {
+      const { x, w, b } = inputs(t, 110 + k);
+      const cw = prepareConvSync(w);
+      const ref = conv64(t, x, w.dataSync() as Float32Array, b.dataSync() as Float32Array).map((v) => Math.max(v, 0));
+      for (const layout of ['nchw', 'nhwc'] as const) {
+        const o = { ...opts(t, layout), activation: 'relu' as const };
+        const y = (await withAlgo('winograd_rows', () => conv2dSync(xTensor(t, x, layout), cw, b, o))).dataSync() as Float32Array;
+        expectNearRef(t, y, ref, layout, `case ${k} ${layout}`);
+      }
+    }
+  });
+
+  it('1 and 2 threads, sync, async and concurrent calls: bit-identical', async () => {
+    for (const t of [ROWS[0], ROWS[5]]) {
+      const { x, w, b } = inputs(t, 130);
+      const cw = prepareConvSync(w);
+      const xt = xTensor(t, x, 'nhwc');
+      const o = { ...opts(t, 'nhwc'), activation: 'relu' as const };
+      const threads = info().cpu.threads;
+      const ys = await withAlgo('winograd_rows', async () => {
+        const out: Float32Array[] = [];
+        try {
+          for (const n of [1, 2]) {
+            setNumThreads(n);
+            out.push(conv2dSync(xt, cw, b, o).dataSync() as Float32Array, (await conv2d(xt, cw, b, o)).dataSync() as Float32Array);
+          }
+        } finally {
+          setNumThreads(threads);
+        }
+        for (const y of await Promise.all(Array.from({ length: 4 }, () => conv2d(xt, cw, b, o)))) out.push(y.dataSync() as Float32Array);
+        return out;
+      });
+      for (const [i, y] of ys.entries()) expectIdentical(y, ys[0], `run ${i}`);
+    }
+  });
+
+  it('is what prepared weights of a deep layer on a small map run unforced, and only they', async () => {
+    // 128 -> 128 channels on 5x5 at batch 1: 9 tiles. The raw weights run the GEMM (no Winograd below 32
+    // tiles), so the two differ in the last bits but both match the reference.
+    const t = c3(1, 128, 5, 5, 128, 1);
+    const { x, w, b } = inputs(t, 140);
+    const xt = xTensor(t, x, 'nhwc');
+    const o = opts(t, 'nhwc');
+    const unforced = conv2dSync(xt, prepareConvSync(w), b, o).dataSync() as Float32Array;
+    expect(unforced).toEqual(await withAlgo('winograd_rows', () => conv2dSync(xt, prepareConvSync(w), b, o).dataSync()));
+    expect(conv2dSync(xt, w, b, o).dataSync()).toEqual(await withAlgo('gemm', () => conv2dSync(xt, w, b, o).dataSync()));
+  });
+
+  it('every supported ISA level (forced in a child process) matches the references', () => {
+    for (const level of supportedIsaLevels(info().cpu.level)) {
+      type R = { diff: number; scale: number };
+      const out = runChild<{ level: string; cases: Record<string, Record<string, R>>[] }>(
+        'convbn-isa.cjs', level, { cases: ROWS, algo: 'winograd_rows' });
+      expect(out.level).toBe(level);
+      out.cases.forEach((c, k) => {
+        for (const [layout, r] of Object.entries(c)) {
+          expect(r.prepared, `${level} ${layout} case ${k}`).toBeDefined();
+          for (const [what, d] of Object.entries(r))
+            if (!(d.diff <= (what.startsWith('tune') ? 2e-5 : 2e-6) * Math.max(1, d.scale)))
+              throw new Error(`winograd_rows ${level} ${layout} ${what} case ${k}: diff ${d.diff} (scale ${d.scale})`);
+        }
+      });
+    }
   });
 });
 

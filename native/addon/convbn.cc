@@ -39,6 +39,13 @@ struct Conv {
 
   bool on_gpu() const { return device >= 0; }
   int64_t mask_words() const { return (g.y_size() + 31) / 32; }
+  // run_op's inline_bytes for the forward: a CPU conv of at most kInlineMacs multiply-adds (a few µs)
+  // runs inline in its async form too.
+  int64_t inline_bytes() const {
+    const int64_t out = g.y_size(), patch = g.patch();
+    if (on_gpu() || out > kInlineMacs || patch > kInlineMacs || out * patch > kInlineMacs) return -1;
+    return (g.x_size() + g.y_size() + g.w_size()) * int64_t(sizeof(float));
+  }
   xnorm_cuda_conv plugin() const {
     xnorm_cuda_conv p{};
     p.n = g.n, p.c = g.c, p.h = g.h, p.w = g.w, p.cout = g.cout, p.kh = g.kh, p.kw = g.kw;
@@ -171,7 +178,7 @@ Napi::Value Conv2d(const Napi::CallbackInfo& info) {
                                      nullptr, nullptr, nullptr, &st),
                  st);
       return nullptr;
-    });
+    }, c.inline_bytes());
   });
 }
 
@@ -321,7 +328,7 @@ Napi::Value ConvBnForward(const Napi::CallbackInfo& info) {
         convbn::eval_forward(g, c.dtype, x.data, f32(w), f32(b), bn, c.relu, y.data, z.data);
       }
       return nullptr;
-    });
+    }, c.inline_bytes());
   });
 }
 

@@ -47,9 +47,14 @@ void winograd_f32(const ConvShape& g, const float* x, const float* w, const floa
   WinogradProblem P;
   P.n = g.n; P.c = g.c; P.h = g.h; P.w = g.w; P.ph = g.ph; P.pw = g.pw; P.oh = g.oh; P.ow = g.ow; P.cout = g.cout;
   P.x = x; P.wt = w; P.w_scale = w_scale; P.bias = bias; P.relu = relu; P.y = y;
+  P.nhwc = g.layout == Layout::NHWC;
+  if (winograd_rows(g)) {
+    P.u = pre->winograd_rows();
+    active_kernels().winograd_rows_forward(P);
+    return;
+  }
   P.tile = winograd_tile(g);
   P.u = pre ? pre->winograd(P.tile) : nullptr;
-  P.nhwc = g.layout == Layout::NHWC;
   active_kernels().winograd_forward(P);
 }
 
@@ -376,7 +381,11 @@ void forward_nhwc(const ConvShape& g, const float* x, const float* w, const floa
       GemmProblem& P = probs[size_t(gr)];
       FinishPixelRows& e = epis[size_t(gr)];
       P.m = np; P.n = cout_g; P.k = K;
-      P.a.kind = Operand::Im2colNhwc; P.a.p = x + gr * cin_g; P.a.win = win;
+      if (pointwise(g)) {  // the patches are x itself, [pixels, c]: packed as a plain matrix, no gather
+        P.a.p = x + gr * cin_g; P.a.rs = g.c; P.a.cs = 1;
+      } else {
+        P.a.kind = Operand::Im2colNhwc; P.a.p = x + gr * cin_g; P.a.win = win;
+      }
       if (pre) {
         P.b.packed = pre->nhwc_b_panels(gr);
       } else {
@@ -446,8 +455,10 @@ void build_mask(const float* y, int64_t size, uint32_t* mask) {
 
 // Both conv_forward forms: caller's dtype and layout around forward_f32, or around forward_nhwc, which
 // keeps the layout and converts the dtype only.
-void forward(const ConvShape& g, DType dt, const void* x, const float* w, const float* w_scale, const PreparedWeights* pre,
+void forward(const ConvShape& shape, DType dt, const void* x, const float* w, const float* w_scale, const PreparedWeights* pre,
              const float* bias, bool relu, void* y, uint32_t* relu_mask) {
+  ConvShape g = shape;
+  g.prepared = pre != nullptr;
   if (debug_enabled()) debug_forward(g, pre != nullptr);
   if (nhwc_native(g)) {
     const float* x32 = input_f32(dt, Layout::NCHW, x, 1, 1, g.x_size(), kInput);

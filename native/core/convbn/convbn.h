@@ -21,6 +21,8 @@ struct ConvShape {
   int64_t sh = 1, sw = 1, ph = 0, pw = 0, dh = 1, dw = 1, groups = 1;
   int64_t oh = 0, ow = 0;
   Layout layout = Layout::NCHW;
+  // The forward runs with prepared weights (PreparedWeights): one path (winograd_rows) needs them.
+  bool prepared = false;
 
   int64_t cin_g() const { return c / groups; }
   int64_t cout_g() const { return cout / groups; }
@@ -46,7 +48,8 @@ void conv_forward(const ConvShape& g, DType dt, const void* x, const float* w, c
 // Weights prepared once for many forward convolutions (inference): a float32 copy, the GEMM panels of
 // every group in the active micro-kernel's layout, and the Winograd-transformed weights, made on the
 // first call that takes that path. A plain conv with them is bit-identical to one with the raw weights
-// and repacks nothing. Calls may share one at once: nothing changes once made (the Winograd and
+// and repacks nothing, except on the path only prepared weights take (Winograd with the tiles as rows,
+// winograd_rows in algorithm.cc), which agrees with the raw weights' within the Winograd tolerance. Calls may share one at once: nothing changes once made (the Winograd and
 // channels-last parts are made once, under a lock).
 class PreparedWeights {
  public:
@@ -63,6 +66,8 @@ class PreparedWeights {
   const float* nhwc_panels(int64_t group) const;
   // The same weights as the B panels of the transposed channels-last GEMM (few pixels); made on first call.
   const float* nhwc_b_panels(int64_t group) const;
+  // For winograd_rows_forward (3x3, ungrouped); made on the first call.
+  const float* winograd_rows() const;
   // Host memory held now.
   int64_t bytes() const;
 
@@ -70,7 +75,7 @@ class PreparedWeights {
   std::vector<float> w_, panels_;
   int64_t group_floats_ = 0;
   mutable std::mutex lazy_mutex_;
-  mutable std::vector<float> winograd_, winograd4_, nhwc_panels_, nhwc_b_panels_;
+  mutable std::vector<float> winograd_, winograd4_, winograd_rows_, nhwc_panels_, nhwc_b_panels_;
   // The weights in the channels-last GEMM's K order, which both channels-last forms are packed from: made
   // for the packing and dropped, not kept beside the packed forms.
   std::vector<float> ohwi() const;

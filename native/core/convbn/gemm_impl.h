@@ -245,7 +245,9 @@ void gemm_task(const GemmProblem& P, int64_t mc_rows, int64_t b0, int64_t b1, in
   for (int64_t p0 = 0; p0 < P.k; p0 += slice) {
     const int64_t kc = std::min<int64_t>(slice, P.k - p0);
     const bool last = p0 + kc >= P.k, add = p0 > 0 || P.accumulate;
-    const float* pb = P.b.packed ? P.b.packed + p0 * padded_cols(P.n) + j0 * kc : pb_tile ? pb_tile + p0 * padded_cols(nc) : own;
+    // Prepared B is panel-major (see pack_weights_b); B packed here, slice by slice.
+    const float* pb = P.b.packed ? P.b.packed + j0 * P.k + p0 * NR : pb_tile ? pb_tile + p0 * padded_cols(nc) : own;
+    const int64_t panel_floats = P.b.packed ? NR * P.k : kc * NR;
     if (!pb_tile && !P.b.packed) pack_b(P.b, p0, kc, j0, nc, own);
     for (int64_t blk = b0; blk < b1; ++blk) {
       const int64_t i0 = blk * mc_rows, mc = std::min(mc_rows, P.m - i0);
@@ -253,7 +255,7 @@ void gemm_task(const GemmProblem& P, int64_t mc_rows, int64_t b0, int64_t b1, in
       for (int64_t ir = 0; ir < mc; ir += MR) {
         const float* bias = last && P.bias_row ? P.bias_row + i0 + ir : nullptr;
         for (int64_t jr = 0; jr < nc; jr += NR)
-          Micro::run(kc, pa + (ir / MR) * kc * MR, pb + (jr / NR) * kc * NR, P.c + (i0 + ir) * P.ldc + j0 + jr,
+          Micro::run(kc, pa + (ir / MR) * kc * MR, pb + (jr / NR) * panel_floats, P.c + (i0 + ir) * P.ldc + j0 + jr,
                      P.ldc, int(std::min<int64_t>(MR, mc - ir)), int(std::min<int64_t>(NR, nc - jr)), add, bias,
                      last && P.relu);
         if (last && P.epilogue) (*P.epilogue)(i0 + ir, std::min<int64_t>(MR, mc - ir), j0, nc);
@@ -283,17 +285,18 @@ void pack_weights_b(const float* w, const float* scale, int64_t taps, int64_t k,
   constexpr int NR = Micro::NR;
   // Task: one NR-column panel (NR filters) x a span of their K, in w's own order (channel, tap): every
   // filter's span is read contiguously, transposed, and each (channel, tap) row of the panel written
-  // whole (NR floats) at its place in the channels-last K order (nhwc_row) and in its K slice.
+  // whole (NR floats) at its place in the channels-last K order (nhwc_row). Panel-major: a panel's K
+  // rows are one run (K slice p0 at p0 * NR in it), so a gemm task streams its panel front to back, one
+  // stream for the prefetchers rather than one per K slice.
   constexpr int64_t kSpan = 1024;
-  const int64_t cin = k / taps, slice = k_slice(k), pad_n = padded_cols(n), panels = (n + NR - 1) / NR;
+  const int64_t cin = k / taps, panels = (n + NR - 1) / NR;
   const int64_t spans = (k + kSpan - 1) / kSpan;
   parallel_tasks(panels * spans, [&](int64_t t) {
     const int64_t q = t / spans, lo = (t % spans) * kSpan, hi = std::min(k, lo + kSpan);
     const int64_t j0 = q * NR, cols = std::min<int64_t>(NR, n - j0);
     const float* src = w + j0 * k;
     const auto row_of = [&](int64_t j) {  // the panel row of w's column j (= ci * taps + tap)
-      const int64_t kk = nhwc_row(j % taps, j / taps, cin, taps), p0 = kk / slice * slice, kc = std::min(slice, k - p0);
-      return dst + p0 * pad_n + j0 * kc + (kk - p0) * NR;
+      return dst + j0 * k + nhwc_row(j % taps, j / taps, cin, taps) * NR;
     };
     int64_t j = lo;
 #if defined(__AVX512F__)

@@ -18,8 +18,18 @@ inline void valid_range(int64_t off, int64_t sw, int64_t w, int64_t ow, int64_t&
 // Row k = (channel, ky, kx) of the im2col matrix, for output pixels [p, p + count) (numbered across
 // images, see Window::image_stride).
 void patch_row(const Window& g, const float* x, int64_t k, int64_t p, int64_t count, float* out) {
+  const int64_t opix = g.oh * g.ow;
+  if (g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0) {
+    // 1x1 stride 1 (a pointwise GEMM spanning the batch): each image's plane of channel k is one run.
+    for (int64_t o = 0; o < count;) {
+      const int64_t img = (p + o) / opix, at = (p + o) % opix, run = std::min(opix - at, count - o);
+      std::memcpy(out + o, x + img * g.image_stride + k * opix + at, size_t(run) * sizeof(float));
+      o += run;
+    }
+    return;
+  }
   int64_t taps = g.kh * g.kw, ci = k / taps, r = k % taps, ky = r / g.kw, kx = r % g.kw;
-  const int64_t opix = g.oh * g.ow, off = kx * g.dw - g.pw;
+  const int64_t off = kx * g.dw - g.pw;
   int64_t img = p / opix, oy = (p % opix) / g.ow, ox = p % g.ow;
   int64_t lo, hi;
   valid_range(off, g.sw, g.w, g.ow, lo, hi);
@@ -36,6 +46,8 @@ void patch_row(const Window& g, const float* x, int64_t k, int64_t p, int64_t co
       for (int64_t t = ox; t < a; ++t) dst[t] = 0;
       if (g.sw == 1) {
         for (int64_t t = a; t < b; ++t) dst[t] = row[t];  // short runs: a loop beats a memcpy call
+      } else if (g.sw == 2) {  // stride-2 downsampling layers: a constant stride vectorises (permutes)
+        for (int64_t t = a; t < b; ++t) dst[t] = row[2 * t];
       } else {
         for (int64_t t = a; t < b; ++t) dst[t] = row[t * g.sw];
       }

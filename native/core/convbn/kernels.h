@@ -123,13 +123,18 @@ struct Kernels {
   int64_t (*packed_floats)(int64_t m, int64_t k);
   // The same as a B operand in the channels-last K order: B [k, n] with element (nhwc_row(tap, ci), j)
   // = w[(j * cin + ci) * taps + tap] * scale[j] (w as given, [n, cin, kh, kw] with taps = kh * kw; scale
-  // null: 1), in the panels gemm reads (K slice p0, columns from j0 at p0 * padded n + j0 * kc);
+  // null: 1), in the panels gemm reads as Operand::packed (panel-major: columns from j0, K slice p0 at j0 * k + p0 * NR);
   // packed_b_floats(k, n). One parallel pass that reads w once (prepared weights; Tune packs W * s per
   // task instead, as Operand::WeightsT).
   void (*pack_weights_b)(const float* w, const float* scale, int64_t taps, int64_t k, int64_t n, float* dst);
   int64_t (*packed_b_floats)(int64_t k, int64_t n);
   void (*winograd_weights)(const float* wt, int64_t cout, int64_t c, int tile, float* u);
   int64_t (*winograd_floats)(int64_t cout, int64_t c, int tile);
+  // The same Winograd forward with the tiles as the GEMM's rows (winograd_rows_impl.h), for prepared
+  // weights only: P.u made by winograd_rows_weights (winograd_rows_floats(cout, c) floats, 64-byte aligned).
+  void (*winograd_rows_forward)(const WinogradProblem& P);
+  void (*winograd_rows_weights)(const float* wt, int64_t cout, int64_t c, float* u);
+  int64_t (*winograd_rows_floats)(int64_t cout, int64_t c);
   // Depthwise-style direct kernels (one input channel per group). One output plane of one image:
   // y[oh, ow] = act(bias + sum_{ky,kx} wt[ky, kx] * x[iy, ix]); x is one input plane.
   void (*direct_forward_plane)(const float* x, const float* wt, float bias, bool relu, float* y, const Window& g);
