@@ -96,6 +96,20 @@ export function toNchw(a: ArrayLike<number>, n: number, c: number, h: number, w:
 }
 
 /** The awkward shapes every path is tested on. */
+/** Whether the forward of t takes Winograd F(4x4, 3x3) (algorithm.cc's rule; 'Winograd path choice' in
+ * convbn.test.ts pins it). */
+export function takesWinograd4(t: ConvCase): boolean {
+  const [oh, ow] = outSize(t);
+  return t.k[0] === 3 && t.k[1] === 3 && t.s[0] === 1 && t.s[1] === 1 && t.d[0] === 1 && t.d[1] === 1 && t.g === 1 &&
+    t.c >= 32 && t.c <= 512 && t.cout >= 32 && t.n * Math.ceil(oh / 4) * Math.ceil(ow / 4) >= 32;
+}
+
+/** The forward error the tests allow of the automatically chosen path, of max(1, max |y|): 2e-6, or
+ * F(4x4)'s 1.5e-5 (convbn.test.ts, WINOGRAD_FORMS; DESIGN.md "Winograd accuracy"). */
+export function forwardTolerance(t: ConvCase): number {
+  return takesWinograd4(t) ? 1.5e-5 : 2e-6;
+}
+
 export const AWKWARD: ConvCase[] = [
   { n: 1, c: 3, h: 7, w: 9, cout: 5, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 },
   { n: 2, c: 17, h: 13, w: 11, cout: 19, k: [3, 3], s: [2, 2], p: [0, 0], d: [1, 1], g: 1 },

@@ -47,7 +47,7 @@ export function supportedIsaLevels(best: string): string[] {
 }
 
 /** Runs fn with XNORM_CONV_ALGO set (the addon reads it on every call; child processes inherit it). */
-export async function withAlgo<T>(algo: 'gemm' | 'winograd' | 'winograd_rows', fn: () => T | Promise<T>): Promise<T> {
+export async function withAlgo<T>(algo: 'gemm' | 'winograd' | 'winograd4' | 'winograd_rows', fn: () => T | Promise<T>): Promise<T> {
   const before = process.env.XNORM_CONV_ALGO;
   process.env.XNORM_CONV_ALGO = algo;
   try {

@@ -17,7 +17,7 @@ import {
   tensor,
 } from '../lib';
 import { native } from '../lib/native';
-import { AWKWARD, ConvCase, conv64, outSize, sizes } from './convbn-reference';
+import { AWKWARD, ConvCase, conv64, forwardTolerance, outSize, sizes } from './convbn-reference';
 import { expectCode, randomArray, runChild, supportedIsaLevels, withAlgo } from './helpers';
 
 const raw = () => native() as unknown as Record<string, (args: object) => unknown>;
@@ -60,7 +60,7 @@ function xTensor(t: ConvCase, x: Float32Array, layout: 'nchw' | 'nhwc', dtype: '
 }
 
 /** y (in `layout`) against the float64 reference (NCHW): max |y - ref| <= 2e-6 * max(1, max |ref|). */
-function expectNearRef(t: ConvCase, y: Float32Array, ref: ArrayLike<number>, layout: 'nchw' | 'nhwc', what: string) {
+function expectNearRef(t: ConvCase, y: Float32Array, ref: ArrayLike<number>, layout: 'nchw' | 'nhwc', what: string, tol = 2e-6) {
   const [oh, ow] = outSize(t), pix = oh * ow;
   let scale = 1, diff = 0;
   for (let i = 0; i < ref.length; i++) {
@@ -69,7 +69,7 @@ function expectNearRef(t: ConvCase, y: Float32Array, ref: ArrayLike<number>, lay
     scale = Math.max(scale, Math.abs(ref[i]));
     diff = Math.max(diff, Math.abs(got - ref[i]));
   }
-  expect(diff, what).toBeLessThanOrEqual(2e-6 * scale);
+  expect(diff, what).toBeLessThanOrEqual(tol * scale);
 }
 
 function expectIdentical(a: ArrayLike<number>, b: ArrayLike<number>, what: string) {
@@ -99,7 +99,7 @@ describe('prepared conv weights', () => {
       const ref = conv64(t, x, w.dataSync() as Float32Array, b.dataSync() as Float32Array);
       for (const layout of ['nchw', 'nhwc'] as const) {
         const y = conv2dSync(xTensor(t, x, layout), cw, b, opts(t, layout)).dataSync() as Float32Array;
-        expectNearRef(t, y, ref, layout, `case ${k} ${layout}`);
+        expectNearRef(t, y, ref, layout, `case ${k} ${layout}`, forwardTolerance(t));
       }
     }
   });
@@ -142,6 +142,27 @@ describe('prepared conv weights', () => {
     expect(after).toBeGreaterThan(before);
     conv2dSync(xTensor(t, x, 'nhwc'), cw, undefined, opts(t, 'nhwc'));
     expect(cw.bytes).toBe(after);
+  });
+
+  it('keep the F(2x2) and F(4x4) Winograd forms apart, each made once and equal to the raw-weight conv', async () => {
+    const t = c3(3, 37, 11, 13, 41, 1);
+    const { x, w, b } = inputs(t, 75);
+    const cw = prepareConvSync(w);
+    const held: number[] = [cw.bytes];
+    for (const algo of ['winograd', 'winograd4', 'winograd', 'winograd4'] as const) {
+      await withAlgo(algo, () => {
+        for (const layout of ['nchw', 'nhwc'] as const) {
+          const xt = xTensor(t, x, layout), o = { ...opts(t, layout), activation: 'relu' as const };
+          expectIdentical(conv2dSync(xt, cw, b, o).dataSync() as Float32Array, conv2dSync(xt, w, b, o).dataSync() as Float32Array,
+            `${algo} ${layout}`);
+        }
+      });
+      held.push(cw.bytes);
+    }
+    const pair = t.c * t.cout * 4;  // bytes of one transformed value per channel pair
+    expect(held[1] - held[0]).toBeGreaterThanOrEqual(16 * pair);  // F(2x2): 16 values per pair
+    expect(held[2] - held[1]).toBeGreaterThanOrEqual(36 * pair);  // F(4x4): 36
+    expect(held.slice(3)).toEqual([held[2], held[2]]);  // each made once
   });
 
   it('keep what an op in flight reads when disposed under it', async () => {

@@ -30,20 +30,29 @@ bool direct(const ConvShape& g) { return g.cin_g() == 1; }
 // Winograd F(2x2, 3x3) needs 2.25x fewer multiplies than the GEMM for 3x3 stride-1 kernels. Its
 // transforms cost per channel, so it pays from a few dozen channels on, and its GEMMs run over 2x2
 // tiles (batch included), so it needs a few dozen tiles (measured: 512 channels on 7x7 lose at batch 1,
-// win from batch 2). XNORM_CONV_ALGO=gemm|winograd forces a path where both apply (tests use it).
-// XNORM_CONV_ALGO=winograd_rows forces winograd_rows where it applies.
+// win from batch 2). F(4x4, 3x3) needs 4x fewer, but its transforms cost more per tile (and per weight:
+// 36 values per channel pair, which Tune transforms on every call) and it rounds about 10x more
+// (DESIGN.md): it runs where it has at least 32 tiles of its own and at most 512 input channels
+// (measured on ResNet layers: from 32 tiles on faster, or even in Tune mode (batch 8 512@7, batch 2
+// 256@14); below, Tune slower (16 tiles: batch 4 512@7 +21 %, batch 1 256@14), 4 tiles 2x slower).
+// XNORM_CONV_ALGO=gemm|winograd|winograd4 forces a path (GEMM, F(2x2), F(4x4)) where they apply (tests
+// use it); XNORM_CONV_ALGO=winograd_rows forces winograd_rows where it applies.
 bool winograd_shape(const ConvShape& g) {
   return g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && g.groups == 1;
 }
 
-bool winograd(const ConvShape& g) {
-  if (!winograd_shape(g)) return false;
+int winograd_tile(const ConvShape& g) {
+  if (!winograd_shape(g)) return 0;
   const char* algo = std::getenv("XNORM_CONV_ALGO");
-  if (algo && std::strcmp(algo, "gemm") == 0) return false;
-  if (algo && std::strcmp(algo, "winograd") == 0) return true;
-  if (winograd_rows(g)) return true;
-  return g.c >= 32 && g.cout >= 32 && g.n * ((g.oh + 1) / 2) * ((g.ow + 1) / 2) >= 32;
+  if (algo && std::strcmp(algo, "gemm") == 0) return 0;
+  if (algo && std::strcmp(algo, "winograd") == 0) return 2;
+  if (algo && std::strcmp(algo, "winograd4") == 0) return 4;
+  if (winograd_rows(g)) return 2;
+  if (g.c < 32 || g.cout < 32 || g.n * ((g.oh + 1) / 2) * ((g.ow + 1) / 2) < 32) return 0;
+  return g.c <= 512 && g.n * ((g.oh + 3) / 4) * ((g.ow + 3) / 4) >= 32 ? 4 : 2;
 }
+
+bool winograd(const ConvShape& g) { return winograd_tile(g) != 0; }
 
 // Prepared weights on few tiles of many channels (deep layers at batch 1) run Winograd with the tiles as
 // the GEMM's rows: U is packed once, as B panels, and the 16 products run as gemm's pixels-as-rows
@@ -98,17 +107,21 @@ bool nchw_via_nhwc(const ConvShape& g) {
 // pixels as N up to that size (5-15 % on 7x7 and 14x14 maps at batch 1).
 bool pixels_as_rows(const ConvShape& g) { return g.n * g.oh * g.ow * g.patch() <= (int64_t(1) << 22); }
 
+std::string winograd_name(const ConvShape& g) {
+  return winograd_tile(g) == 4 ? "Winograd F(4x4, 3x3)" : "Winograd F(2x2, 3x3)";
+}
+
 // The forward path by name, as the XNORM_DEBUG log reports it.
 std::string forward_path(const ConvShape& g) {
   if (nhwc_native(g)) return direct(g)     ? "channels-last direct (depthwise)"
                             : winograd_rows(g) ? "channels-last Winograd F(2x2, 3x3), tiles as M"
-                            : winograd(g)   ? "channels-last Winograd F(2x2, 3x3)"
+                            : winograd(g)   ? "channels-last " + winograd_name(g)
                             : pixels_as_rows(g) ? "channels-last GEMM, pixels as M" : "channels-last GEMM";
   if (nchw_via_nhwc(g)) return "GEMM on a channels-last copy of x (narrow map)";
   const char* via = g.layout == Layout::NHWC ? ", via NCHW transposes" : "";
   if (direct(g)) return std::string(direct_planes(g) ? "direct loops (depthwise, channels in lanes)" : "direct loops (depthwise)") + via;
   if (winograd_rows(g)) return std::string("Winograd F(2x2, 3x3), tiles as M") + via;
-  if (winograd(g)) return std::string("Winograd F(2x2, 3x3)") + via;
+  if (winograd(g)) return winograd_name(g) + via;
   return std::string(pointwise(g) ? "GEMM (1x1)" : "im2col GEMM") + (span_images(g) ? " spanning the batch" : "") + via;
 }
 

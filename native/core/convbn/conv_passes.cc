@@ -53,7 +53,8 @@ void winograd_f32(const ConvShape& g, const float* x, const float* w, const floa
     active_kernels().winograd_rows_forward(P);
     return;
   }
-  P.u = pre ? pre->winograd() : nullptr;
+  P.tile = winograd_tile(g);
+  P.u = pre ? pre->winograd(P.tile) : nullptr;
   active_kernels().winograd_forward(P);
 }
 

@@ -60,8 +60,8 @@ class PreparedWeights {
   const float* weights() const { return w_.data(); }
   // Group gr's A panels; null where the conv runs direct loops (one input channel per group).
   const float* panels(int64_t group) const;
-  // For winograd_forward (3x3, ungrouped); made on the first call.
-  const float* winograd() const;
+  // For winograd_forward (3x3, ungrouped) with output tiles tile x tile (2 or 4); made on the first call.
+  const float* winograd(int tile) const;
   // Group gr's A panels for the channels-last GEMM (its K order, kNhwcBlock); made on the first call.
   const float* nhwc_panels(int64_t group) const;
   // The same weights as the B panels of the transposed channels-last GEMM (few pixels); made on first call.
@@ -75,7 +75,7 @@ class PreparedWeights {
   std::vector<float> w_, panels_;
   int64_t group_floats_ = 0;
   mutable std::mutex lazy_mutex_;
-  mutable std::vector<float> winograd_, winograd_rows_, nhwc_panels_, nhwc_b_panels_;
+  mutable std::vector<float> winograd_, winograd4_, winograd_rows_, nhwc_panels_, nhwc_b_panels_;
   // The weights in the channels-last GEMM's K order, which both channels-last forms are packed from: made
   // for the packing and dropped, not kept beside the packed forms.
   std::vector<float> ohwi() const;

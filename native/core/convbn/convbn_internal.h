@@ -29,6 +29,8 @@ void store_output(DType dt, Layout layout, const float* src, int64_t n, int64_t 
 bool pointwise(const ConvShape& g);
 bool direct(const ConvShape& g);
 bool winograd(const ConvShape& g);
+// Output tile side of the Winograd path: 2 (F(2x2, 3x3)) or 4 (F(4x4, 3x3)); 0 where it does not apply.
+int winograd_tile(const ConvShape& g);
 bool winograd_rows(const ConvShape& g);
 bool span_images(const ConvShape& g);
 // Channels-last forward without transposes: depthwise with one output channel per input channel, and

@@ -89,7 +89,7 @@ struct GemmProblem {
   const Epilogue* epilogue = nullptr;
 };
 
-// Winograd F(2x2, 3x3) forward of a 3x3, stride-1, dilation-1, ungrouped convolution, float32 NCHW (or NHWC):
+// Winograd F(m x m, 3x3) forward (m = tile: 2 or 4) of a 3x3, stride-1, dilation-1, ungrouped convolution, float32 NCHW (or NHWC):
 // y [n, cout, oh, ow] = act(conv(x [n, c, h, w], wt * w_scale) + bias), wt [cout, c, 3, 3]; w_scale and
 // bias (per output channel) may be null.
 struct WinogradProblem {
@@ -100,7 +100,9 @@ struct WinogradProblem {
   const float* bias = nullptr;
   bool relu = false;
   float* y = nullptr;
-  // Optional: wt already transformed by Kernels::winograd_weights (prepared conv weights, w_scale null).
+  // Output tile side m of F(m x m, 3x3): 2 or 4.
+  int tile = 2;
+  // Optional: wt already transformed by Kernels::winograd_weights for this tile (prepared conv weights, w_scale null).
   const float* u = nullptr;
   // x [n, h, w, c] and y [n, oh, ow, cout] channels-last instead.
   bool nhwc = false;
@@ -111,12 +113,12 @@ struct Kernels {
   // only on the problem sizes, and each C element is summed in a fixed order, so the result does not
   // depend on the thread count.
   void (*gemm)(const GemmProblem* problems, int64_t count);
-  // The 16 transformed-domain products run on the GEMM micro-kernel; bias and ReLU are applied in the
+  // The (m+2)^2 transformed-domain products run on the GEMM micro-kernel; bias and ReLU are applied in the
   // output transform. Task boundaries depend only on the sizes, as for gemm.
   void (*winograd_forward)(const WinogradProblem& P);
   // Prepared weights. pack_weights: w [m, k] (row-major) into the GEMM's A panels, the layout gemm packs
   // A into on every call (packed_floats(m, k) floats). winograd_weights: wt [cout, c, 3, 3] transformed
-  // for winograd_forward (winograd_floats(cout, c) floats).
+  // for winograd_forward with output tiles tile x tile (winograd_floats(cout, c, tile) floats).
   void (*pack_weights)(const float* w, int64_t m, int64_t k, float* dst);
   int64_t (*packed_floats)(int64_t m, int64_t k);
   // The same as a B operand in the channels-last K order: B [k, n] with element (nhwc_row(tap, ci), j)
@@ -126,8 +128,8 @@ struct Kernels {
   // task instead, as Operand::WeightsT).
   void (*pack_weights_b)(const float* w, const float* scale, int64_t taps, int64_t k, int64_t n, float* dst);
   int64_t (*packed_b_floats)(int64_t k, int64_t n);
-  void (*winograd_weights)(const float* wt, int64_t cout, int64_t c, float* u);
-  int64_t (*winograd_floats)(int64_t cout, int64_t c);
+  void (*winograd_weights)(const float* wt, int64_t cout, int64_t c, int tile, float* u);
+  int64_t (*winograd_floats)(int64_t cout, int64_t c, int tile);
   // The same Winograd forward with the tiles as the GEMM's rows (winograd_rows_impl.h), for prepared
   // weights only: P.u made by winograd_rows_weights (winograd_rows_floats(cout, c) floats, 64-byte aligned).
   void (*winograd_rows_forward)(const WinogradProblem& P);

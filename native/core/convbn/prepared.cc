@@ -31,14 +31,15 @@ float* aligned64(std::vector<float>& v) {
 }
 }  // namespace
 
-const float* PreparedWeights::winograd() const {
+const float* PreparedWeights::winograd(int tile) const {
   std::lock_guard<std::mutex> lock(lazy_mutex_);
-  if (winograd_.empty()) {
+  std::vector<float>& u = tile == 4 ? winograd4_ : winograd_;
+  if (u.empty()) {
     const Kernels& kern = active_kernels();
-    winograd_.resize(size_t(kern.winograd_floats(cout, cin_g)));
-    kern.winograd_weights(w_.data(), cout, cin_g, winograd_.data());
+    u.resize(size_t(kern.winograd_floats(cout, cin_g, tile)));
+    kern.winograd_weights(w_.data(), cout, cin_g, tile, u.data());
   }
-  return winograd_.data();
+  return u.data();
 }
 
 const float* PreparedWeights::winograd_rows() const {
@@ -86,8 +87,8 @@ const float* PreparedWeights::nhwc_b_panels(int64_t group) const {
 
 int64_t PreparedWeights::bytes() const {
   std::lock_guard<std::mutex> lock(lazy_mutex_);
-  return int64_t(sizeof(float) * (w_.size() + panels_.size() + winograd_.size() + winograd_rows_.size() + nhwc_panels_.size() +
-                                 nhwc_b_panels_.size()));
+  return int64_t(sizeof(float) * (w_.size() + panels_.size() + winograd_.size() + winograd4_.size() + winograd_rows_.size() +
+                                 nhwc_panels_.size() + nhwc_b_panels_.size()));
 }
 
 }  // namespace xnorm::convbn
