@@ -135,12 +135,15 @@ void winograd_rows_forward(const WinogradProblem& P) {
   gemm(prob, 16);
   // y = A^T m A + bias per tile (m_xi = M_xi's row of the tile), ReLU; the 2x2 outputs inside the map.
   const VecF zero{};
+  // NCHW y: a chunk of units is one channel block over consecutive tiles, so that threads write different
+  // channel planes (tile by tile, neighbouring tiles' pixels share each plane's cache lines across threads).
   parallel_for(tiles * ovec, kTransformChunk, [&](int64_t b, int64_t e) {
     for (int64_t u = b; u < e; ++u) {
+      const int64_t tile = P.nhwc ? u / ovec : u % tiles, co0 = (P.nhwc ? u % ovec : u / tiles) * VW;
+      const int64_t cn = std::min(VW, cout - co0);
       int64_t img, ty, tx;
-      tile_at(u / ovec, img, ty, tx);
-      const int64_t co0 = u % ovec * VW, cn = std::min(VW, cout - co0);
-      const float* m = M + (u / ovec) * cout + co0;
+      tile_at(tile, img, ty, tx);
+      const float* m = M + tile * cout + co0;
       const VecF bias = P.bias ? gather(P.bias + co0, 1, cn) : zero;
       VecF s[2][4];
       for (int j = 0; j < 4; ++j) {  // A^T m: rows m0 + m1 + m2, m1 - m2 - m3
