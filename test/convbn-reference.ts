@@ -99,9 +99,9 @@ export function toNchw(a: ArrayLike<number>, n: number, c: number, h: number, w:
 /** Whether the forward of t takes Winograd F(4x4, 3x3) (algorithm.cc's rule; 'Winograd path choice' in
  * convbn.test.ts pins it). */
 export function takesWinograd4(t: ConvCase): boolean {
-  const [oh, ow] = outSize(t);
+  const [oh, ow] = outSize(t), tiles4 = t.n * Math.ceil(oh / 4) * Math.ceil(ow / 4);
   return t.k[0] === 3 && t.k[1] === 3 && t.s[0] === 1 && t.s[1] === 1 && t.d[0] === 1 && t.d[1] === 1 && t.g === 1 &&
-    t.c >= 32 && t.c <= 512 && t.cout >= 32 && t.n * Math.ceil(oh / 4) * Math.ceil(ow / 4) >= 32;
+    t.c >= 32 && t.c <= 512 && t.cout >= 32 && tiles4 >= 32 && (t.c >= 128 || tiles4 >= 512);
 }
 
 /** The forward error the tests allow of the automatically chosen path, of max(1, max |y|): 2e-6, or

@@ -34,7 +34,9 @@ bool direct(const ConvShape& g) { return g.cin_g() == 1; }
 // 36 values per channel pair, which Tune transforms on every call) and it rounds about 10x more
 // (DESIGN.md): it runs where it has at least 32 tiles of its own and at most 512 input channels
 // (measured on ResNet layers: from 32 tiles on faster, or even in Tune mode (batch 8 512@7, batch 2
-// 256@14); below, Tune slower (16 tiles: batch 4 512@7 +21 %, batch 1 256@14), 4 tiles 2x slower).
+// 256@14); below, Tune slower (16 tiles: batch 4 512@7 +21 %, batch 1 256@14), 4 tiles 2x slower),
+// and with fewer than 128 input channels only from 512 tiles (64@56: batch 1 and 2, 196 and 392 tiles,
+// 0.59 -> 0.82 and 1.2 -> 1.6 ms with F(4x4); batch 4, 784 tiles, 2.3 -> 1.7 ms; quiet machine, one run).
 // XNORM_CONV_ALGO=gemm|winograd|winograd4 forces a path (GEMM, F(2x2), F(4x4)) where they apply (tests
 // use it); XNORM_CONV_ALGO=winograd_rows forces winograd_rows where it applies.
 bool winograd_shape(const ConvShape& g) {
@@ -49,7 +51,8 @@ int winograd_tile(const ConvShape& g) {
   if (algo && std::strcmp(algo, "winograd4") == 0) return 4;
   if (winograd_rows(g)) return 2;
   if (g.c < 32 || g.cout < 32 || g.n * ((g.oh + 1) / 2) * ((g.ow + 1) / 2) < 32) return 0;
-  return g.c <= 512 && g.n * ((g.oh + 3) / 4) * ((g.ow + 3) / 4) >= 32 ? 4 : 2;
+  const int64_t tiles4 = g.n * ((g.oh + 3) / 4) * ((g.ow + 3) / 4);
+  return g.c <= 512 && tiles4 >= 32 && (g.c >= 128 || tiles4 >= 512) ? 4 : 2;
 }
 
 bool winograd(const ConvShape& g) { return winograd_tile(g) != 0; }
