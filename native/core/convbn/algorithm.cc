@@ -62,15 +62,17 @@ bool winograd(const ConvShape& g) { return winograd_tile(g) != 0; }
 // problems (winograd_rows_impl.h), where the tiles would fill a third of winograd_forward's 48-column
 // panels. Raw weights would have to transform and pack 16 U's per call (16.8 MB on 512 channels), more
 // than the multiplies it saves: they keep the GEMM. Single-thread CPU time of prepared 512@7 at batch 1:
-// 2.04 -> 1.12 ms (NHWC); rows beat winograd_forward up to ~100 tiles and tie at 128 (see DESIGN.md).
-constexpr int64_t kMaxRowTiles = 100;
+// 2.04 -> 1.12 ms (NHWC); with 2 threads rows beat or tie F(2x2) and F(4x4) up to 98 tiles NHWC (256@14
+// at batch 2: 1.0 ms against 1.2-1.3) and 49 NCHW, which also pays for a channels-last copy of x and a
+// scattered output (98 tiles: 1.37 against 1.20-1.28 ms; see DESIGN.md).
+constexpr int64_t kMaxRowTilesNhwc = 100, kMaxRowTilesNchw = 49;
 bool winograd_rows(const ConvShape& g) {
   if (!g.prepared || !winograd_shape(g)) return false;
   const char* algo = std::getenv("XNORM_CONV_ALGO");
   if (algo && std::strcmp(algo, "winograd_rows") == 0) return true;
   if (algo) return false;
   const int64_t tiles = g.n * ((g.oh + 1) / 2) * ((g.ow + 1) / 2);
-  return g.c >= 128 && g.cout >= 128 && tiles <= kMaxRowTiles;
+  return g.c >= 128 && g.cout >= 128 && tiles <= (g.layout == Layout::NHWC ? kMaxRowTilesNhwc : kMaxRowTilesNchw);
 }
 
 // Small feature maps are batched: one GEMM spans every image (N = images x pixels), which fills the
