@@ -276,7 +276,7 @@ for c, cout, hw, k, stride, pad, groups in ${JSON.stringify(LAYERS.map((l) => [l
   peak = Math.max(peak, await fmaPeak(0.5));
   for (const r of fwd) r[6] = `${fmt((100 * (r[5] as number)) / peak)}%`;
   console.log(`\nFP32 FMA peak (best of two probes): ${fmt(peak)} GFLOP/s`);
-  const algo = process.env.XNORM_CONV_ALGO === 'gemm' ? 'im2col GEMM (XNORM_CONV_ALGO=gemm)' : 'Winograd F(2x2, 3x3)';
+  const algo = process.env.XNORM_CONV_ALGO === 'gemm' ? 'im2col GEMM (XNORM_CONV_ALGO=gemm)' : 'Winograd F(4x4, 3x3) or F(2x2, 3x3) (see DESIGN.md)';
   console.log(`\nForward, batch ${BATCH}, conv + BN + ReLU (best ms; ratio > 1: xnorm faster). 3x3 layers: ${algo}; ` +
     `GFLOP/s counts the direct convolution's FLOPs, so Winograd's effective rate can pass the FMA peak\n`);
   console.log(table(['layer', 'xnorm tune ms', 'ORT ms', 'ORT/xnorm', 'PyTorch ms (/xnorm)', 'xnorm GFLOP/s', 'of FMA peak'], fwd));

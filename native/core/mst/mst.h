@@ -25,10 +25,11 @@ const Costs& calibrated_costs();
 
 // An 'auto' plan runs its edges only on calls with at least this many output pixels (N * OH * OW): below
 // it the bit-sliced executor has too few pixels per tile, or too few tiles for two threads, to beat the
-// dense kernels (measured with 'auto' plans of 16-prototype layers, 2 threads: 3x3 256->256 at 14 x 14
-// batch 1 (196 pixels) 1.2-1.5x at 0.5 % flipped bits, ~1.1x at 2 %; 3x3 512->512 at 7 x 7 batch 4
-// 1.2-1.8x, batch 2 (98 pixels) 0.5-1.2x). 'always' plans run their edges on every call.
-constexpr int64_t kAutoMinPixels = 192;
+// dense kernels (measured on 3x3 256->256 layers: batch 2 at 14 x 14 pays, batch 1 does not). 192 was
+// tried: batch 1 gained 1.2x at 0.5 % flipped bits but lost at 2 and 5 % (0.95x, 0.69x in one bench run),
+// below the 0.97x an 'auto' plan promises, because its edges are chosen for the larger calls. 'always'
+// plans run their edges on every call.
+constexpr int64_t kAutoMinPixels = 384;
 inline bool runs_edges(Reuse reuse, int64_t output_pixels) {
   return reuse != Reuse::Auto || output_pixels >= kAutoMinPixels;
 }
