@@ -5,8 +5,8 @@
 // on its NR-wide columns: 16 tiles fill a third of each column panel. Here the 16 products are 16
 // ordinary GEMMs M_xi [tiles, cout] = V_xi [tiles, c] x U_xi [c, cout] run by gemm() as one job, with
 // U_xi packed once, when the weights are prepared, as B panels; the tiles are the short M side, the way
-// the channels-last GEMM runs pixels as rows. The transforms work on VW channels at a time (the same
-// sums as winograd_impl.h's, lane by lane), reading x and writing y in either layout.
+// the channels-last GEMM runs pixels as rows. The transforms (winograd_impl.h's WinoTf<2> and wino_2d)
+// work on VW channels at a time, reading x and writing y in either layout.
 #pragma once
 #include <algorithm>
 
@@ -15,6 +15,7 @@
 #include "kernels.h"
 #include "scratch_impl.h"
 #include "vector_impl.h"
+#include "winograd_impl.h"
 
 namespace xnorm::convbn::XNORM_CONVBN_NS {
 
@@ -31,19 +32,15 @@ void winograd_rows_weights(const float* wt, int64_t cout, int64_t c, float* u) {
     for (int64_t co = b; co < e; ++co)
       for (int64_t ci = 0; ci < c; ++ci) {
         const float* g = wt + (co * c + ci) * 9;
-        float t[4][3];  // G g: rows g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2, g2 of the kernel rows
-        for (int kx = 0; kx < 3; ++kx) {
-          t[0][kx] = g[kx];
-          t[1][kx] = 0.5f * (g[kx] + g[kx + 3] + g[kx + 6]);
-          t[2][kx] = 0.5f * (g[kx] - g[kx + 3] + g[kx + 6]);
-          t[3][kx] = g[kx + 6];
+        float t[4][3], u[4];
+        for (int kx = 0; kx < 3; ++kx) {  // G g, down each column of the taps
+          WinoTf<2>::kernel(g[kx], g[kx + 3], g[kx + 6], u);
+          for (int k = 0; k < 4; ++k) t[k][kx] = u[k];
         }
         float* d = plain.data() + co * c + ci;
         for (int k = 0; k < 4; ++k) {  // (G g) G^T, row by row
-          d[(4 * k) * xi_floats] = t[k][0];
-          d[(4 * k + 1) * xi_floats] = 0.5f * (t[k][0] + t[k][1] + t[k][2]);
-          d[(4 * k + 2) * xi_floats] = 0.5f * (t[k][0] - t[k][1] + t[k][2]);
-          d[(4 * k + 3) * xi_floats] = t[k][2];
+          WinoTf<2>::kernel(t[k][0], t[k][1], t[k][2], u);
+          for (int j = 0; j < 4; ++j) d[(4 * k + j) * xi_floats] = u[j];
         }
       }
   });
@@ -101,26 +98,18 @@ void winograd_rows_forward(const WinogradProblem& P) {
       int64_t img, ty, tx;
       tile_at(u / cvec, img, ty, tx);
       const int64_t c0 = u % cvec * VW, cn = std::min(VW, c - c0);
-      VecF d[4][4];
-      for (int r = 0; r < 4; ++r)
-        for (int col = 0; col < 4; ++col) {
-          const int64_t iy = 2 * ty - P.ph + r, ix = 2 * tx - P.pw + col;
-          d[r][col] = iy >= 0 && iy < P.h && ix >= 0 && ix < P.w
-                          ? gather(x + img * image + (iy * P.w + ix) * c + c0, 1, cn)
-                          : VecF{};
-        }
+      VecF v[4][4];
+      wino_2d<4, 4>([](const VecF* in, VecF* o) { WinoTf<2>::input(in, o); },
+                    [&](int r, int col) {
+                      const int64_t iy = 2 * ty - P.ph + r, ix = 2 * tx - P.pw + col;
+                      return iy >= 0 && iy < P.h && ix >= 0 && ix < P.w
+                                 ? gather(x + img * image + (iy * P.w + ix) * c + c0, 1, cn)
+                                 : VecF{};
+                    },
+                    v);
       float* out = V + (u / cvec) * c + c0;
-      for (int col = 0; col < 4; ++col) {  // B^T d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3
-        const VecF t0 = d[0][col] - d[2][col], t1 = d[1][col] + d[2][col], t2 = d[2][col] - d[1][col], t3 = d[1][col] - d[3][col];
-        d[0][col] = t0, d[1][col] = t1, d[2][col] = t2, d[3][col] = t3;
-      }
-      for (int i = 0; i < 4; ++i) {  // (B^T d) B, the same combination of columns
-        const VecF* t = d[i];
-        scatter(out + (4 * i) * vxi, 1, cn, t[0] - t[2]);
-        scatter(out + (4 * i + 1) * vxi, 1, cn, t[1] + t[2]);
-        scatter(out + (4 * i + 2) * vxi, 1, cn, t[2] - t[1]);
-        scatter(out + (4 * i + 3) * vxi, 1, cn, t[1] - t[3]);
-      }
+      for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 4; ++j) scatter(out + (4 * i + j) * vxi, 1, cn, v[i][j]);
     }
   });
   GemmProblem prob[16];
@@ -145,15 +134,11 @@ void winograd_rows_forward(const WinogradProblem& P) {
       tile_at(tile, img, ty, tx);
       const float* m = M + tile * cout + co0;
       const VecF bias = P.bias ? gather(P.bias + co0, 1, cn) : zero;
-      VecF s[2][4];
-      for (int j = 0; j < 4; ++j) {  // A^T m: rows m0 + m1 + m2, m1 - m2 - m3
-        const VecF m0 = gather(m + j * mxi, 1, cn), m1 = gather(m + (4 + j) * mxi, 1, cn);
-        const VecF m2 = gather(m + (8 + j) * mxi, 1, cn), m3 = gather(m + (12 + j) * mxi, 1, cn);
-        s[0][j] = m0 + m1 + m2;
-        s[1][j] = m1 - m2 - m3;
-      }
+      VecF s[2][2];
+      wino_2d<4, 2>([](const VecF* in, VecF* o) { WinoTf<2>::output(in, o); },
+                    [&](int r, int j) { return gather(m + (4 * r + j) * mxi, 1, cn); }, s);
       for (int i = 0; i < 2 && 2 * ty + i < P.oh; ++i) {
-        VecF a = s[i][0] + s[i][1] + s[i][2] + bias, b2 = s[i][1] - s[i][2] - s[i][3] + bias;
+        VecF a = s[i][0] + bias, b2 = s[i][1] + bias;
         if (P.relu) {
           a = a > zero ? a : zero;
           b2 = b2 > zero ? b2 : zero;
