@@ -43,6 +43,9 @@ bool winograd_shape(const ConvShape& g) {
   return g.kh == 3 && g.kw == 3 && g.sh == 1 && g.sw == 1 && g.dh == 1 && g.dw == 1 && g.groups == 1;
 }
 
+// F(2x2, 3x3)'s output tiles over the batch.
+static int64_t tiles2(const ConvShape& g) { return g.n * ((g.oh + 1) / 2) * ((g.ow + 1) / 2); }
+
 int winograd_tile(const ConvShape& g) {
   if (!winograd_shape(g)) return 0;
   const char* algo = std::getenv("XNORM_CONV_ALGO");
@@ -50,7 +53,7 @@ int winograd_tile(const ConvShape& g) {
   if (algo && std::strcmp(algo, "winograd") == 0) return 2;
   if (algo && std::strcmp(algo, "winograd4") == 0) return 4;
   if (winograd_rows(g)) return 2;
-  if (g.c < 32 || g.cout < 32 || g.n * ((g.oh + 1) / 2) * ((g.ow + 1) / 2) < 32) return 0;
+  if (g.c < 32 || g.cout < 32 || tiles2(g) < 32) return 0;
   const int64_t tiles4 = g.n * ((g.oh + 3) / 4) * ((g.ow + 3) / 4);
   return g.c <= 512 && tiles4 >= 32 && (g.c >= 128 || tiles4 >= 512) ? 4 : 2;
 }
@@ -71,8 +74,7 @@ bool winograd_rows(const ConvShape& g) {
   const char* algo = std::getenv("XNORM_CONV_ALGO");
   if (algo && std::strcmp(algo, "winograd_rows") == 0) return true;
   if (algo) return false;
-  const int64_t tiles = g.n * ((g.oh + 1) / 2) * ((g.ow + 1) / 2);
-  return g.c >= 128 && g.cout >= 128 && tiles <= (g.layout == Layout::NHWC ? kMaxRowTilesNhwc : kMaxRowTilesNchw);
+  return g.c >= 128 && g.cout >= 128 && tiles2(g) <= (g.layout == Layout::NHWC ? kMaxRowTilesNhwc : kMaxRowTilesNchw);
 }
 
 // Small feature maps are batched: one GEMM spans every image (N = images x pixels), which fills the
@@ -113,24 +115,23 @@ bool nchw_via_nhwc(const ConvShape& g) {
 bool pixels_as_rows(const ConvShape& g) { return g.n * g.oh * g.ow * g.patch() <= (int64_t(1) << 22); }
 
 std::string winograd_name(const ConvShape& g) {
+  if (winograd_rows(g)) return "Winograd F(2x2, 3x3), tiles as M";
   return winograd_tile(g) == 4 ? "Winograd F(4x4, 3x3)" : "Winograd F(2x2, 3x3)";
 }
 
 // The forward path by name, as the XNORM_DEBUG log reports it.
 std::string forward_path(const ConvShape& g) {
   if (nhwc_native(g)) return direct(g)     ? "channels-last direct (depthwise)"
-                            : winograd_rows(g) ? "channels-last Winograd F(2x2, 3x3), tiles as M"
                             : winograd(g)   ? "channels-last " + winograd_name(g)
                             : pixels_as_rows(g) ? "channels-last GEMM, pixels as M" : "channels-last GEMM";
   if (nchw_via_nhwc(g)) return "GEMM on a channels-last copy of x (narrow map)";
   const char* via = g.layout == Layout::NHWC ? ", via NCHW transposes" : "";
   if (direct(g)) return std::string(direct_planes(g) ? "direct loops (depthwise, channels in lanes)" : "direct loops (depthwise)") + via;
-  if (winograd_rows(g)) return std::string("Winograd F(2x2, 3x3), tiles as M") + via;
   if (winograd(g)) return winograd_name(g) + via;
   return std::string(pointwise(g) ? "GEMM (1x1)" : "im2col GEMM") + (span_images(g) ? " spanning the batch" : "") + via;
 }
 
-void debug_forward(const ConvShape& g, bool prepared) {
+void debug_forward(const ConvShape& g) {
   auto dims = [](std::initializer_list<int64_t> v) {
     std::string s;
     for (int64_t d : v) s += (s.empty() ? "" : "x") + std::to_string(d);
@@ -139,7 +140,7 @@ void debug_forward(const ConvShape& g, bool prepared) {
   const std::string shape = std::string(g.layout == Layout::NHWC ? "NHWC" : "NCHW") + " x " + dims({g.n, g.c, g.h, g.w}) +
                             ", w " + dims({g.cout, g.cin_g(), g.kh, g.kw}) + ", stride " + dims({g.sh, g.sw}) + ", pad " +
                             dims({g.ph, g.pw}) + ", dilation " + dims({g.dh, g.dw}) + ", groups " + std::to_string(g.groups) +
-                            (prepared ? ", prepared weights" : "");
+                            (g.prepared ? ", prepared weights" : "");
   if (debug_first("conv " + shape))
     debug_log("conv forward " + shape + ": " + forward_path(g) + " (micro-kernel " + micro_tile() + ")");
 }

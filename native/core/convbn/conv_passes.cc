@@ -47,8 +47,13 @@ void winograd_f32(const ConvShape& g, const float* x, const float* w, const floa
   WinogradProblem P;
   P.n = g.n; P.c = g.c; P.h = g.h; P.w = g.w; P.ph = g.ph; P.pw = g.pw; P.oh = g.oh; P.ow = g.ow; P.cout = g.cout;
   P.x = x; P.wt = w; P.w_scale = w_scale; P.bias = bias; P.relu = relu; P.y = y;
-  P.nhwc = g.layout == Layout::NHWC;
+  P.x_nhwc = P.y_nhwc = g.layout == Layout::NHWC;
   if (winograd_rows(g)) {
+    if (!P.x_nhwc) {  // its input transform reads a pixel's channels as vectors
+      float* xt = workspace(kColumns, g.x_size());
+      store_output(DType::Float32, Layout::NHWC, x, g.n, g.c, g.h * g.w, xt);
+      P.x = xt, P.x_nhwc = true;
+    }
     P.u = pre->winograd_rows();
     active_kernels().winograd_rows_forward(P);
     return;
@@ -459,7 +464,7 @@ void forward(const ConvShape& shape, DType dt, const void* x, const float* w, co
              const float* bias, bool relu, void* y, uint32_t* relu_mask) {
   ConvShape g = shape;
   g.prepared = pre != nullptr;
-  if (debug_enabled()) debug_forward(g, pre != nullptr);
+  if (debug_enabled()) debug_forward(g);
   if (nhwc_native(g)) {
     const float* x32 = input_f32(dt, Layout::NCHW, x, 1, 1, g.x_size(), kInput);
     float* y32 = output_f32(dt, Layout::NCHW, y, g.y_size(), kOutput);

@@ -46,7 +46,7 @@ void weights_to_ohwi(const ConvShape& g, const float* w, float* dst);
 // The channels-last GEMM with pixels as its M (few pixels: deep layers at small batch; prepared weights).
 bool pixels_as_rows(const ConvShape& g);
 // XNORM_DEBUG: logs the forward path, once per call shape.
-void debug_forward(const ConvShape& g, bool prepared);
+void debug_forward(const ConvShape& g);
 
 // dw = conv_backward_filter(x, dy32) and dx = conv_backward_data(dy32, w * w_scale) in the caller's dtype
 // and layout, each when wanted (conv_passes.cc). With `epi` (one per group), the GEMM paths run it on each

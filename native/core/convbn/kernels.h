@@ -104,8 +104,9 @@ struct WinogradProblem {
   int tile = 2;
   // Optional: wt already transformed by Kernels::winograd_weights for this tile (prepared conv weights, w_scale null).
   const float* u = nullptr;
-  // x [n, h, w, c] and y [n, oh, ow, cout] channels-last instead.
-  bool nhwc = false;
+  // x [n, h, w, c] and y [n, oh, ow, cout] channels-last instead of NCHW (winograd_rows_forward reads only
+  // channels-last x).
+  bool x_nhwc = false, y_nhwc = false;
 };
 
 struct Kernels {

@@ -363,7 +363,7 @@ void winograd_forward_m(const WinogradProblem& P) {
     all_weight_panels<M>(P, u, q.uxi);
     Up = u;
   }
-  const auto input = P.nhwc ? wino_input<M, true> : wino_input<M, false>;
+  const auto input = P.x_nhwc ? wino_input<M, true> : wino_input<M, false>;
   float* Vall = nullptr;
   if (q.nbm > 1) {  // V of every block once, in channel chunks so that few blocks still make tasks
     constexpr int64_t kChunk = 32;
@@ -399,7 +399,7 @@ void winograd_forward_m(const WinogradProblem& P) {
           Micro::run(c, U + xi * uxi + ir * c, V + xi * q.vxi + jp * c * NR, Mxi + (xi * rows + ir) * q.T + jp * NR,
                      q.T, int(std::min<int64_t>(MR, rows - ir)),
                      int(std::min<int64_t>(NR, round_up(p1 - p0 - jp * NR, Micro::VW))), false, nullptr, false);
-    (P.nhwc ? wino_output<M, true> : wino_output<M, false>)(P, q, Mxi, rows, p0, p1, co0, co1);
+    (P.y_nhwc ? wino_output<M, true> : wino_output<M, false>)(P, q, Mxi, rows, p0, p1, co0, co1);
   });
 }
 

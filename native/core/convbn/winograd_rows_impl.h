@@ -6,7 +6,8 @@
 // ordinary GEMMs M_xi [tiles, cout] = V_xi [tiles, c] x U_xi [c, cout] run by gemm() as one job, with
 // U_xi packed once, when the weights are prepared, as B panels; the tiles are the short M side, the way
 // the channels-last GEMM runs pixels as rows. The transforms (winograd_impl.h's WinoTf<2> and wino_2d)
-// work on VW channels at a time, reading x and writing y in either layout.
+// work on VW channels at a time, reading channels-last x (the caller copies NCHW x: it is small, few
+// tiles) and writing y in either layout.
 #pragma once
 #include <algorithm>
 
@@ -62,7 +63,7 @@ inline void scatter(float* p, int64_t stride, int64_t n, VecF x) {
   for (int64_t i = 0; i < n; ++i) p[i * stride] = v[i];
 }
 
-thread_local Scratch tls_rows_x, tls_rows_v, tls_rows_m;
+thread_local Scratch tls_rows_v, tls_rows_m;
 
 // Transform units (one tile, VW channels: 16 vectors in, 16 out) per parallel chunk.
 constexpr int64_t kTransformChunk = 16;
@@ -70,25 +71,12 @@ constexpr int64_t kTransformChunk = 16;
 void winograd_rows_forward(const WinogradProblem& P) {
   constexpr int64_t VW = Micro::VW;
   const int64_t th = (P.oh + 1) / 2, tw = (P.ow + 1) / 2, tiles = P.n * th * tw, c = P.c, cout = P.cout;
-  const int64_t image = c * P.h * P.w, hw = P.h * P.w;
+  const int64_t image = c * P.h * P.w;
   // Output channel co of pixel (img, oy, ox) is at y + img * oimage + (oy * ow + ox) * opixel + co * ochannel.
-  const int64_t opixel = P.nhwc ? cout : 1, ochannel = P.nhwc ? 1 : P.oh * P.ow, oimage = cout * P.oh * P.ow;
+  const int64_t opixel = P.y_nhwc ? cout : 1, ochannel = P.y_nhwc ? 1 : P.oh * P.ow, oimage = cout * P.oh * P.ow;
   const int64_t vxi = tiles * c, mxi = tiles * cout, cvec = (c + VW - 1) / VW, ovec = (cout + VW - 1) / VW;
   float* V = tls_rows_v.get(size_t(16 * vxi));
   float* M = tls_rows_m.get(size_t(16 * mxi));
-  // NCHW x as a channels-last copy first (it is small: few tiles), so that the input transform reads
-  // VW channels of a pixel as one vector.
-  const float* x = P.x;
-  if (!P.nhwc) {
-    float* xt = tls_rows_x.get(size_t(P.n * image));
-    parallel_for(P.n * hw, kTransformChunk, [&](int64_t b, int64_t e) {
-      for (int64_t u = b; u < e; ++u) {
-        const float* src = P.x + u / hw * image + u % hw;
-        for (int64_t ci = 0; ci < c; ++ci) xt[u * c + ci] = src[ci * hw];
-      }
-    });
-    x = xt;
-  }
   const auto tile_at = [&](int64_t p, int64_t& img, int64_t& ty, int64_t& tx) {
     img = p / (th * tw), ty = p % (th * tw) / tw, tx = p % tw;
   };
@@ -103,7 +91,7 @@ void winograd_rows_forward(const WinogradProblem& P) {
                     [&](int r, int col) {
                       const int64_t iy = 2 * ty - P.ph + r, ix = 2 * tx - P.pw + col;
                       return iy >= 0 && iy < P.h && ix >= 0 && ix < P.w
-                                 ? gather(x + img * image + (iy * P.w + ix) * c + c0, 1, cn)
+                                 ? gather(P.x + img * image + (iy * P.w + ix) * c + c0, 1, cn)
                                  : VecF{};
                     },
                     v);
@@ -128,7 +116,7 @@ void winograd_rows_forward(const WinogradProblem& P) {
   // channel planes (tile by tile, neighbouring tiles' pixels share each plane's cache lines across threads).
   parallel_for(tiles * ovec, kTransformChunk, [&](int64_t b, int64_t e) {
     for (int64_t u = b; u < e; ++u) {
-      const int64_t tile = P.nhwc ? u / ovec : u % tiles, co0 = (P.nhwc ? u % ovec : u / tiles) * VW;
+      const int64_t tile = P.y_nhwc ? u / ovec : u % tiles, co0 = (P.y_nhwc ? u % ovec : u / tiles) * VW;
       const int64_t cn = std::min(VW, cout - co0);
       int64_t img, ty, tx;
       tile_at(tile, img, ty, tx);
