@@ -561,7 +561,9 @@ void write_unfused_output(const Kernels& kn, const Layer& L, const Tile& tile, b
 void write_channel_major_bits(const Kernels& kn, const Layer& L, const Tile& tile, const uint64_t* planes) {
   thread_local std::vector<uint32_t> signs;
   thread_local std::vector<uint64_t> rows;
-  const int64_t np = tile.np, cout = L.s.cout, words = (np + 31) / 32, nbc = (cout + 63) / 64, ld = 64 * nbc;
+  // (Rows a cache line longer than the channels: at 1 KiB apart, the stores of one channel's words all
+  // fell in the same few L1 sets.)
+  const int64_t np = tile.np, cout = L.s.cout, words = (np + 31) / 32, nbc = (cout + 63) / 64, ld = 64 * nbc + 16;
   signs.assign(size_t(words * ld), 0u);
   thread_local std::vector<uint64_t> one_buf;
   const int64_t nb = bit_row_words(np);
