@@ -305,7 +305,8 @@ describe('every ISA level', () => {
       }
     }
     const shapes = [[2, 9, 8, 70, 40, 3, 1, 1, 1], [1, 11, 11, 64, 96, 3, 2, 1, 1], [1, 6, 6, 40, 8, 1, 1, 0, 2], [3, 5, 5, 130, 33, 3, 1, 2, 1],
-                    [1, 32, 33, 32, 1000, 1, 1, 0, 1]]; // the last: > 2^20 outputs, written with streamed stores
+                    [1, 32, 33, 32, 1000, 1, 1, 0, 1], // > 2^20 outputs, written with streamed stores
+                    [4, 16, 18, 32, 300, 3, 1, 1, 1]]; // MST tiles of 512 pixels: bit rows 8 and 9 words wide
     for (const [N, H, W, C, Cout, K, S, P, G] of shapes) {
       const cinG = C / G, xf = Float32Array.from({ length: N * H * W * C }, () => rnd() - 0.5);
       const x = new Uint32Array(N * H * W * Math.ceil(C / 32));
@@ -335,11 +336,12 @@ describe('every ISA level', () => {
     }
     console.log(JSON.stringify({ isa: n.info().isaLevel, warning: n.info().isaWarning, checks, mismatches }));
   `;
-  for (const isa of ['portable', 'avx2', 'avx512', 'neon']) {
-    it(`${isa}: packBits, dense and MST kernels match the reference`, () => {
+  // XNORM_GFNI=0: AVX-512 without its GFNI bit transposes, as on CPUs that lack GFNI.
+  for (const [isa, gfni] of [['portable'], ['avx2'], ['avx512'], ['avx512', '0'], ['neon']]) {
+    it(`${isa}${gfni ? ' (XNORM_GFNI=0)' : ''}: packBits, dense and MST kernels match the reference`, () => {
       const root = path.join(__dirname, '..');
       const r = spawnSync(process.execPath, ['-e', childScript, root], {
-        env: { ...process.env, XNORM_ISA: isa },
+        env: { ...process.env, XNORM_ISA: isa, ...(gfni ? { XNORM_GFNI: gfni } : {}) },
         encoding: 'utf8',
         timeout: 120_000,
       });

@@ -560,21 +560,26 @@ void write_unfused_output(const Kernels& kn, const Layer& L, const Tile& tile, b
 // The signs come from acc (sign_bits) or, with planes (Layer::sliced_bits), from them (planes_below).
 void write_channel_major_bits(const Kernels& kn, const Layer& L, const Tile& tile, const uint64_t* planes) {
   thread_local std::vector<uint32_t> signs;
-  thread_local std::vector<uint64_t> rows;
-  const int64_t np = tile.np, cout = L.s.cout, words = (np + 31) / 32, nbc = (cout + 63) / 64, ld = 64 * nbc;
-  signs.assign(size_t(words * ld), 0u);
-  thread_local std::vector<uint64_t> one_buf;
+  thread_local std::vector<uint64_t> rows, by_channel;
+  // (Rows a cache line longer than the channels: at 1 KiB apart, the stores of one channel's words all
+  // fell in the same few L1 sets.)
+  const int64_t np = tile.np, cout = L.s.cout, words = (np + 31) / 32, nbc = (cout + 63) / 64, ld = 64 * nbc + 16;
   const int64_t nb = bit_row_words(np);
-  one_buf.resize(size_t(nb));
-  auto* one = reinterpret_cast<uint32_t*>(one_buf.data());  // the channel's words, 32 pixels each
-  uint32_t* const sign_words = signs.data();  // (a local: the stores could alias the vector's own pointer)
+  // Each channel's words [channel][2 nb], then one word transpose into `signs` (channels past cout 0).
+  // (Copied out word by word right after the kernel stored them as one vector, they stalled on the
+  // store forwarding.)
+  by_channel.resize(size_t(cout * nb));
+  signs.resize(size_t(words * ld));
+  for (int64_t w = 0; w < words; ++w) std::fill(signs.data() + w * ld + cout, signs.data() + w * ld + 64 * nbc, 0u);
   for (int64_t c = 0; c < cout; ++c) {
+    uint64_t* one = by_channel.data() + c * nb;
     if (planes)
-      kn.planes_below(planes + c * L.nvp * nb, nb, L.nvp, L.below[size_t(c)], L.invert[size_t(c)], one_buf.data());
+      kn.planes_below(planes + c * L.nvp * nb, nb, L.nvp, L.below[size_t(c)], L.invert[size_t(c)], one);
     else
-      kn.sign_bits(tile.acc + c * L.ld_rows, np, L.K, L.scale[size_t(c)], L.bias[size_t(c)], L.fused_output.clamp, one);
-    for (int64_t w = 0; w < words; ++w) sign_words[w * ld + c] = one[w];
+      kn.sign_bits(tile.acc + c * L.ld_rows, np, L.K, L.scale[size_t(c)], L.bias[size_t(c)], L.fused_output.clamp,
+                   reinterpret_cast<uint32_t*>(one));
   }
+  kn.transpose(reinterpret_cast<const uint32_t*>(by_channel.data()), cout, words, 2 * nb, signs.data(), ld);
   uint32_t* out = static_cast<uint32_t*>(L.out) + tile.p0 * L.out_words;
   const int64_t direct = L.out_words == 2 * nbc ? np / 32 : 0;  // whole words written in place
   if (direct) kn.bit_rows(signs.data(), ld, direct, nbc, reinterpret_cast<uint64_t*>(out));

@@ -2,6 +2,8 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 
 #include "../common/avx512_masked.h"
 #include "bconv.h"
@@ -94,6 +96,34 @@ void finish_block(const __m512i* acc0, const __m512i* acc1, const Epilogue& ep, 
   }
 }
 
+// 8 pixels x 16 channels (a[r] lane c: pixel r, channel ch[c]) to p[ch[c] * ldc + r], skipping
+// kNoChannel: an in-register transpose and one 8-pixel store per channel. (Through a buffer and scalar
+// stores, 256 of them per 32 channels, a root panel cost a fifth more than in the dense path.)
+inline void store_channel_major(const __m512i a[8], const uint32_t* ch, int32_t* p, int64_t ldc) {
+  __m512i t[8], u[8];
+  for (int k = 0; k < 4; ++k) {  // lane L: (a[2k], a[2k+1]) at channels 4L, 4L + 1 and 4L + 2, 4L + 3
+    t[k] = _mm512_unpacklo_epi32(a[2 * k], a[2 * k + 1]);
+    t[4 + k] = _mm512_unpackhi_epi32(a[2 * k], a[2 * k + 1]);
+  }
+  for (int h = 0; h < 2; ++h) {  // u[4 h + m] lane L: channel 4L + m, pixels 0-3 (u[m]) or 4-7 (u[4 + m])
+    u[4 * h + 0] = _mm512_unpacklo_epi64(t[2 * h], t[2 * h + 1]);
+    u[4 * h + 1] = _mm512_unpackhi_epi64(t[2 * h], t[2 * h + 1]);
+    u[4 * h + 2] = _mm512_unpacklo_epi64(t[4 + 2 * h], t[4 + 2 * h + 1]);
+    u[4 * h + 3] = _mm512_unpackhi_epi64(t[4 + 2 * h], t[4 + 2 * h + 1]);
+  }
+  const __m512i first = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0), second = _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4);
+  for (int m = 0; m < 4; ++m) {
+    const __m512i v[2] = {_mm512_permutex2var_epi64(u[m], first, u[4 + m]),     // channels m, 4 + m
+                          _mm512_permutex2var_epi64(u[m], second, u[4 + m])};   // channels 8 + m, 12 + m
+    for (int q = 0; q < 4; ++q) {
+      const int c = 4 * q + m;
+      if (ch[c] == kNoChannel) continue;
+      const __m256i px = q % 2 ? _mm512_extracti64x4_epi64(v[q / 2], 1) : _mm512_castsi512_si256(v[q / 2]);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + int64_t(ch[c]) * ldc), px);
+    }
+  }
+}
+
 // MR pixels x 32 channels held in 2*MR accumulators; each step broadcasts one input word per pixel.
 // WG > 0 fixes the words per tap at compile time (small channel counts: the word loop unrolls).
 template <int MR, int WG = 0>
@@ -142,6 +172,13 @@ void dense_tile(const uint32_t* const* rows, int64_t taps, int64_t wg_runtime, i
       storeu_epi32(p + r * ldp + ch[0] + 16, m1, acc1[r]);
     }
     return;
+  }
+  if constexpr (MR == 8) {
+    if (ldp == 1) {  // channel-major tile (MST plans): each channel's 8 pixels are contiguous
+      store_channel_major(acc0, ch, p, ldc);
+      store_channel_major(acc1, ch + 16, p, ldc);
+      return;
+    }
   }
   alignas(64) int32_t buf[MR][kPanelWidth];
   for (int r = 0; r < MR; ++r) {
@@ -202,6 +239,91 @@ void bit_rows(const uint32_t* at, int64_t ldat, int64_t kw, int64_t nb, uint64_t
           rows[(32 * w + 8 * byte + b) * nb + j] = _mm512_movepi8_mask(_mm512_slli_epi64(v, 7 - b));
       }
     }
+}
+
+// bit_rows with GFNI and VBMI (where the CPU has them: kernels_avx512 checks at run time), a third of the
+// instructions. Per 64 pixels of word w (four registers of 16 pixels): a byte permute puts byte B of
+// eight pixels into one 64-bit lane (pixel order reversed), an affine transform in GF(2) transposes each
+// lane's 8 x 8 bits (lane byte b: bit 8 B + b of the eight pixels), and two two-register byte permutes
+// and a blend gather byte b of all eight lanes: bit row 8 B + b of the 64 pixels. Eight 64-pixel words
+// of one row are contiguous in `rows`, so eight of them are transposed (8 x 8 64-bit lanes) and stored
+// whole (of a last, partial group of eight, the lanes it has).
+// The first n (1 to 8) 64-bit lanes of v to dst, in plain stores of 4, 2 and 1 lanes: masked stores
+// made bit_rows_gfni slower than bit_rows on AMD Zen 5.
+inline void store_lanes(uint64_t* dst, __m512i v, int64_t n) {
+  if (n == 8) return _mm512_storeu_si512(dst, v);
+  if (n >= 4) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm512_castsi512_si256(v));
+    v = _mm512_alignr_epi64(v, v, 4), dst += 4, n -= 4;
+  }
+  if (n >= 2) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm512_castsi512_si128(v));
+    v = _mm512_alignr_epi64(v, v, 2), dst += 2, n -= 2;
+  }
+  if (n) _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), _mm512_castsi512_si128(v));
+}
+
+// Bit rows 8 B .. 8 B + 7 of one word of 64 pixels (px: the word of pixels 0 .. 63): lane b of out[B]
+// holds row 8 B + b (bit_rows_gfni).
+__attribute__((target("gfni,avx512vbmi"), always_inline)) inline void gfni_rows_of_block(
+    const uint32_t* px, __m512i by_lane, __m512i by_row, __m512i one_hot, __m512i out[4]) {
+  __m512i t[4];
+  for (int r = 0; r < 4; ++r)
+    t[r] = _mm512_gf2p8affine_epi64_epi8(one_hot, _mm512_permutexvar_epi8(by_lane, _mm512_loadu_si512(px + 16 * r)), 0);
+  for (int B = 0; B < 4; ++B) {
+    const __m512i idx = _mm512_add_epi8(by_row, _mm512_set1_epi8(char(16 * B)));
+    out[B] = _mm512_mask_blend_epi8(0xf0f0f0f0f0f0f0f0ull, _mm512_permutex2var_epi8(t[0], idx, t[1]),
+                                    _mm512_permutex2var_epi8(t[2], idx, t[3]));
+  }
+}
+
+__attribute__((target("gfni,avx512vbmi"))) void bit_rows_gfni(const uint32_t* at, int64_t ldat, int64_t kw,
+                                                               int64_t nb, uint64_t* rows) {
+  alignas(64) uint8_t lane_idx[64], row_idx[64];
+  for (int B = 0; B < 4; ++B)
+    for (int h = 0; h < 2; ++h)
+      for (int i = 0; i < 8; ++i) lane_idx[(2 * B + h) * 8 + i] = uint8_t((8 * h + 7 - i) * 4 + B);
+  for (int b = 0; b < 8; ++b)  // byte m of lane b: lane b of the 8-pixel group m's register (two per pair)
+    for (int m = 0; m < 8; ++m) row_idx[b * 8 + m] = uint8_t((m & 2 ? 64 : 0) + (m & 1) * 8 + b);
+  const __m512i by_lane = _mm512_load_si512(lane_idx), by_row = _mm512_load_si512(row_idx);
+  const __m512i one_hot = _mm512_set1_epi64(int64_t(0x8040201008040201));  // byte b: bit b
+  for (int64_t w = 0; w < kw; ++w) {
+    if (nb == 1) {  // one word per row: the rows are the lanes
+      __m512i o[4];
+      gfni_rows_of_block(at + w * ldat, by_lane, by_row, one_hot, o);
+      for (int B = 0; B < 4; ++B) _mm512_storeu_si512(rows + 32 * w + 8 * B, o[B]);
+      continue;
+    }
+    for (int64_t j0 = 0; j0 < nb; j0 += 8) {
+      const int64_t n = std::min<int64_t>(8, nb - j0);
+      __m512i o[8][4];
+      for (int j = 0; j < 8; ++j) {
+        if (j < n) gfni_rows_of_block(at + w * ldat + 64 * (j0 + j), by_lane, by_row, one_hot, o[j]);
+        else o[j][0] = o[j][1] = o[j][2] = o[j][3] = _mm512_setzero_si512();
+      }
+      for (int B = 0; B < 4; ++B) {
+        // Transpose the 8 x 8 lanes o[j][B] lane b -> row b lane j.
+        __m512i u[8], v[8];
+        for (int j = 0; j < 8; j += 2) {
+          u[j] = _mm512_unpacklo_epi64(o[j][B], o[j + 1][B]);      // lanes (j, j+1) of rows 0, 2, 4, 6
+          u[j + 1] = _mm512_unpackhi_epi64(o[j][B], o[j + 1][B]);  // rows 1, 3, 5, 7
+        }
+        for (int q = 0; q < 2; ++q)
+          for (int half = 0; half < 2; ++half) {
+            const __m512i a = u[4 * half + q], c = u[4 * half + q + 2];
+            v[4 * half + q] = _mm512_shuffle_i64x2(a, c, 0x88);      // rows q, q + 4 of blocks 4 half .. + 3
+            v[4 * half + q + 2] = _mm512_shuffle_i64x2(a, c, 0xdd);  // rows q + 2, q + 6
+          }
+        for (int q = 0; q < 4; ++q) {  // rows q and q + 4
+          const __m512i lo = _mm512_shuffle_i64x2(v[q], v[4 + q], 0x88), hi = _mm512_shuffle_i64x2(v[q], v[4 + q], 0xdd);
+          uint64_t* row_lo = rows + (32 * w + 8 * B + q) * nb + j0;
+          uint64_t* row_hi = rows + (32 * w + 8 * B + q + 4) * nb + j0;
+          store_lanes(row_lo, lo, n);
+          store_lanes(row_hi, hi, n);
+        }
+      }
+    }
+  }
 }
 
 // child = parent + d - 2 S for 16 pixels, S widened from bytes.
@@ -509,7 +631,11 @@ uint64_t popcount_loop(const uint32_t* data, int64_t reps) {
 }  // namespace
 
 const Kernels& kernels_avx512() {
-  static const Kernels k{dense_panel, bit_rows, shifted_rows_any, sliced_edge, value_planes, sliced_child_any, planes_below_any, pack_nhwc, pack_nchw, distances, transpose_words_avx2, out_int32, out_float, out_bits, sign_bits, popcount_loop};
+  // GFNI and VBMI come with most AVX-512 CPUs but not all of them (Skylake-X has neither); XNORM_GFNI=0
+  // keeps the plain bit_rows (tests compare the two).
+  static const bool gfni = __builtin_cpu_supports("gfni") && __builtin_cpu_supports("avx512vbmi") &&
+                           !(std::getenv("XNORM_GFNI") && std::string(std::getenv("XNORM_GFNI")) == "0");
+  static const Kernels k{dense_panel, gfni ? bit_rows_gfni : bit_rows, shifted_rows_any, sliced_edge, value_planes, sliced_child_any, planes_below_any, pack_nhwc, pack_nchw, distances, transpose_words_avx2, out_int32, out_float, out_bits, sign_bits, popcount_loop};
   return k;
 }
 
