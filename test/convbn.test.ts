@@ -351,13 +351,17 @@ describe('convBn modes', () => {
 
   // Deep layers on small maps (few pixels): Tune packs W * s per call straight from the weights, a K slice
   // at a time in channel blocks of 32 (partial blocks, slices across blocks, several 48-wide panels and a
-  // partial one, groups); Deploy reads prepared panels of the folded weights in the same order.
+  // partial one, groups); Deploy reads prepared panels of the folded weights in the same order. The last
+  // two (3x3, >= 128 channels, few tiles) run Winograd with the tiles as rows, Tune transforming W * s per
+  // panel and K slice (one slice of 130 channels; 330 in two; odd maps, 48-wide panels and a partial one).
   it('few pixels, many channels: tune = deploy = prepared conv2d bit for bit, both layouts, 1 or 2 threads, sync or async', async () => {
     const cases: ConvCase[] = [
       { n: 1, c: 72, h: 7, w: 7, cout: 100, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 },
       { n: 1, c: 136, h: 4, w: 5, cout: 98, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 2 },
       { n: 2, c: 200, h: 4, w: 4, cout: 130, k: [1, 1], s: [1, 1], p: [0, 0], d: [1, 1], g: 1 },
       { n: 1, c: 45, h: 6, w: 6, cout: 50, k: [2, 3], s: [2, 1], p: [1, 0], d: [1, 2], g: 1 },
+      { n: 1, c: 130, h: 7, w: 9, cout: 140, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 },
+      { n: 2, c: 330, h: 5, w: 4, cout: 150, k: [3, 3], s: [1, 1], p: [0, 2], d: [1, 1], g: 1 },
     ];
     for (const [k, t] of cases.entries()) {
       const p = params(t, 700 + k);

@@ -1,8 +1,8 @@
 // Prepared conv weights (prepareConv / ConvWeights): bit-identical to the raw-weight conv on every path
 // (GEMM per image, batch-spanning GEMM, pointwise, direct/depthwise, Winograd), both layouts, dtypes,
 // sync and async, shared by concurrent calls; foldConvBn({ prepare: true }); lifetime and bad input.
-// Every ISA level is covered by the forced-ISA child in convbn.test.ts (preparedDiffers). The one path
-// only prepared weights take, Winograd with the tiles as rows, is checked against the float64 reference.
+// Every ISA level is covered by the forced-ISA child in convbn.test.ts (preparedDiffers). Winograd with
+// the tiles as rows, where raw weights make U per call, is also checked against the float64 reference.
 import { describe, expect, it } from 'vitest';
 import {
   ConvWeights,
@@ -197,8 +197,8 @@ describe('prepared conv weights', () => {
   });
 });
 
-// Winograd F(2x2, 3x3) with the tiles as the GEMM's rows (prepared weights on few tiles: deep layers at
-// batch 1). Forced on awkward shapes: channels off the vector width and output channels off the 48-wide
+// Winograd F(2x2, 3x3) with the tiles as the GEMM's rows (few tiles: deep layers at batch 1; U prepared
+// once, or made from raw weights per call with the same bits). Forced on awkward shapes: channels off the vector width and output channels off the 48-wide
 // panels, odd and tiny maps, paddings 0..3 and asymmetric, K over one slice (c > 320), batch 1..3.
 const ROWS: ConvCase[] = [
   c3(1, 130, 5, 9, 140, 1),
@@ -249,16 +249,22 @@ describe('prepared conv weights: Winograd with the tiles as rows', () => {
     }
   });
 
-  it('is what prepared weights of a deep layer on a small map run unforced, and only they', async () => {
-    // 128 -> 128 channels on 5x5 at batch 1: 9 tiles. The raw weights run the GEMM (no Winograd below 32
-    // tiles), so the two differ in the last bits but both match the reference.
+  it('is what a deep layer on a small map runs unforced, raw or prepared weights, with the same bits', async () => {
+    // 128 -> 128 channels on 5x5 at batch 1: 9 tiles. Raw weights make U per call, panel by panel, in
+    // the prepared panels' order and K slices. With 64 channels the GEMM runs (no Winograd below 32 tiles).
     const t = c3(1, 128, 5, 5, 128, 1);
     const { x, w, b } = inputs(t, 140);
     const xt = xTensor(t, x, 'nhwc');
     const o = opts(t, 'nhwc');
     const unforced = conv2dSync(xt, prepareConvSync(w), b, o).dataSync() as Float32Array;
     expect(unforced).toEqual(await withAlgo('winograd_rows', () => conv2dSync(xt, prepareConvSync(w), b, o).dataSync()));
-    expect(conv2dSync(xt, w, b, o).dataSync()).toEqual(await withAlgo('gemm', () => conv2dSync(xt, w, b, o).dataSync()));
+    expect(conv2dSync(xt, w, b, o).dataSync()).toEqual(unforced);
+    expect(conv2dSync(xt, w, b, o).dataSync()).not.toEqual(await withAlgo('gemm', () => conv2dSync(xt, w, b, o).dataSync()));
+    const t64 = c3(1, 64, 5, 5, 64, 1);
+    const small = inputs(t64, 141);
+    const xs = xTensor(t64, small.x, 'nhwc');
+    expect(conv2dSync(xs, small.w, small.b, opts(t64, 'nhwc')).dataSync())
+      .toEqual(await withAlgo('gemm', () => conv2dSync(xs, small.w, small.b, opts(t64, 'nhwc')).dataSync()));
   });
 
   it('every supported ISA level (forced in a child process) matches the references', () => {

@@ -58,13 +58,13 @@ input.cases.forEach((t, idx) => {
     const fast = run(false), ref = run(true);
     res[layout] = { y: maxDiff(fast.y, ref.y), dx: maxDiff(fast.dx, ref.dx), dw: maxDiff(fast.dw, ref.dw) };
     // Prepared weights (this ISA's packing) must give the raw-weight conv2d bit for bit: count differences.
-    // Forced to winograd_rows, a path only prepared weights take: compared with the reference instead.
+    // Forced to winograd_rows (raw weights transformed per call): also compared with the reference.
     const yRaw = new Float32Array(ySize), yPre = new Float32Array(ySize);
     const prepared = addon.prepareConv({ weight: w, wShape: geo.wShape, groups: t.g });
     addon.conv2d({ ...geo, wDtype: 'float32', relu: true, x, weight: w, bias: b, y: yRaw });
     addon.conv2d({ ...geo, wDtype: 'float32', relu: true, x, prepared, bias: b, y: yPre });
     if (input.algo === 'winograd_rows') res[layout].prepared = maxDiff(yPre, ref.y.map((v) => Math.max(v, 0)));
-    else res[layout].preparedDiffers = { diff: yRaw.filter((v, i) => !Object.is(v, yPre[i])).length, scale: 0 };
+    res[layout].preparedDiffers = { diff: yRaw.filter((v, i) => !Object.is(v, yPre[i])).length, scale: 0 };
     // Tune with fused ReLU: the 1-bit mask must say y > 0, and backward through it must match Eval's.
     const bn = { mean: b, var: Float32Array.from(b, (v) => 1 + v * v), gamma: Float32Array.from(b, (v) => 1 - v), beta: b, eps: 1e-5 };
     const y = new Float32Array(ySize), ye = new Float32Array(ySize);

@@ -60,17 +60,20 @@ int winograd_tile(const ConvShape& g) {
 
 bool winograd(const ConvShape& g) { return winograd_tile(g) != 0; }
 
-// Prepared weights on few tiles of many channels (deep layers at batch 1) run Winograd with the tiles as
-// the GEMM's rows: U is packed once, as B panels, and the 16 products run as gemm's pixels-as-rows
-// problems (winograd_rows_impl.h), where the tiles would fill a third of winograd_forward's 48-column
-// panels. Raw weights would have to transform and pack 16 U's per call (16.8 MB on 512 channels), more
-// than the multiplies it saves: they keep the GEMM. Single-thread CPU time of prepared 512@7 at batch 1:
-// 2.04 -> 1.12 ms (NHWC); with 2 threads rows beat or tie F(2x2) and F(4x4) up to 98 tiles NHWC (256@14
-// at batch 2: 1.0 ms against 1.2-1.3) and 49 NCHW, which also pays for a channels-last copy of x and a
-// scattered output (98 tiles: 1.37 against 1.20-1.28 ms; see DESIGN.md).
+// Few tiles of many channels (deep layers at batch 1) run Winograd with the tiles as the GEMM's rows:
+// prepared U is packed once, as B panels, and the 16 products run as gemm's pixels-as-rows problems
+// (winograd_rows_impl.h), where the tiles would fill a third of winograd_forward's 48-column panels.
+// Single-thread CPU time of prepared 512@7 at batch 1: 2.04 -> 1.12 ms (NHWC); with 2 threads rows beat
+// or tie F(2x2) and F(4x4) up to 98 tiles NHWC (256@14 at batch 2: 1.0 ms against 1.2-1.3) and 49 NCHW,
+// which also pays for a channels-last copy of x and a scattered output (98 tiles: 1.37 against
+// 1.20-1.28 ms; see DESIGN.md). Raw weights (Tune's W * s, conv2d's W) take it too: each task makes
+// its panel's 16 U slices per K slice in cache (never 16.8 MB of U through memory), with the prepared
+// panels' bits. Tune single-thread CPU time against the GEMM / F(2x2) / F(4x4) they took before: 512@7
+// batch 1 2.5-2.9 -> 1.9-2.0 ms, batch 2 4.5 -> 2.8-2.9; 256@14 batch 1 1.65 -> 1.0-1.06, batch 2
+// NHWC 2.55 -> 1.8 (DESIGN.md).
 constexpr int64_t kMaxRowTilesNhwc = 100, kMaxRowTilesNchw = 49;
 bool winograd_rows(const ConvShape& g) {
-  if (!g.prepared || !winograd_shape(g)) return false;
+  if (!winograd_shape(g)) return false;
   const char* algo = std::getenv("XNORM_CONV_ALGO");
   if (algo && std::strcmp(algo, "winograd_rows") == 0) return true;
   if (algo) return false;

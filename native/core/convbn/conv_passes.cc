@@ -54,7 +54,7 @@ void winograd_f32(const ConvShape& g, const float* x, const float* w, const floa
       store_output(DType::Float32, Layout::NHWC, x, g.n, g.c, g.h * g.w, xt);
       P.x = xt, P.x_nhwc = true;
     }
-    P.u = pre->winograd_rows();
+    P.u = pre ? pre->winograd_rows() : nullptr;
     active_kernels().winograd_rows_forward(P);
     return;
   }

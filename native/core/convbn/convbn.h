@@ -21,7 +21,7 @@ struct ConvShape {
   int64_t sh = 1, sw = 1, ph = 0, pw = 0, dh = 1, dw = 1, groups = 1;
   int64_t oh = 0, ow = 0;
   Layout layout = Layout::NCHW;
-  // The forward runs with prepared weights (PreparedWeights): one path (winograd_rows) needs them.
+  // The forward runs with prepared weights (PreparedWeights); the XNORM_DEBUG log names them.
   bool prepared = false;
 
   int64_t cin_g() const { return c / groups; }
@@ -48,8 +48,8 @@ void conv_forward(const ConvShape& g, DType dt, const void* x, const float* w, c
 // Weights prepared once for many forward convolutions (inference): a float32 copy, the GEMM panels of
 // every group in the active micro-kernel's layout, and the Winograd-transformed weights, made on the
 // first call that takes that path. A plain conv with them is bit-identical to one with the raw weights
-// and repacks nothing, except on the path only prepared weights take (Winograd with the tiles as rows,
-// winograd_rows in algorithm.cc), which agrees with the raw weights' within the Winograd tolerance. Calls may share one at once: nothing changes once made (the Winograd and
+// and repacks nothing (Winograd with the tiles as rows included: raw weights make the same panels per
+// call, see winograd_rows in algorithm.cc). Calls may share one at once: nothing changes once made (the Winograd and
 // channels-last parts are made once, under a lock).
 class PreparedWeights {
  public:

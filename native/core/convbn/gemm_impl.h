@@ -128,6 +128,24 @@ void pack_weights_slice(const Operand& B, int64_t p0, int64_t kc, int64_t j0, in
     const float* src = B.p + col0 * B.cs;
     const float* sc = B.col_scale ? B.col_scale + col0 : nullptr;
     float* d = dst + q * kc * NR;
+#if defined(__AVX512F__)
+    if (NR % 16 == 0 && taps == 1) {
+      // 1x1: K row = channel, so the slice is one run of each filter: 16 filters at a time along it.
+      const int64_t full = kc / 16 * 16;
+      for (int g = 0; g < NR / 16; ++g)
+        for (int64_t j = 0; j < full; j += 16) {
+          float* rows[16];
+          for (int l = 0; l < 16; ++l) rows[l] = d + (j + l) * NR + 16 * g;
+          transpose_filters<16>(src + 16 * g * B.cs + p0 + j, B.cs, cols - 16 * g, sc ? sc + 16 * g : nullptr, rows);
+        }
+      for (int64_t j = full; j < kc; ++j) {
+        float* dr = d + j * NR;
+        for (int64_t c = 0; c < cols; ++c) dr[c] = sc ? src[c * B.cs + p0 + j] * sc[c] : src[c * B.cs + p0 + j];
+        for (int64_t c = cols; c < NR; ++c) dr[c] = 0;
+      }
+      continue;
+    }
+#endif
     for (int64_t c0 = p0 / span * kNhwcBlock; c0 < cin && c0 * taps < p0 + kc; c0 += kNhwcBlock) {
       const int64_t width = std::min(kNhwcBlock, cin - c0), jlo = c0 * taps, jhi = (c0 + width) * taps;
       // w column j = ci * taps + tap is K row c0 * taps + tap * width + (ci - c0): its panel row, or -1

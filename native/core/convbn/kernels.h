@@ -131,8 +131,9 @@ struct Kernels {
   int64_t (*packed_b_floats)(int64_t k, int64_t n);
   void (*winograd_weights)(const float* wt, int64_t cout, int64_t c, int tile, float* u);
   int64_t (*winograd_floats)(int64_t cout, int64_t c, int tile);
-  // The same Winograd forward with the tiles as the GEMM's rows (winograd_rows_impl.h), for prepared
-  // weights only: P.u made by winograd_rows_weights (winograd_rows_floats(cout, c) floats, 64-byte aligned).
+  // The same Winograd forward with the tiles as the GEMM's rows (winograd_rows_impl.h): P.u made by
+  // winograd_rows_weights (winograd_rows_floats(cout, c) floats, 64-byte aligned), or null: then U is
+  // made from P.wt (times P.w_scale) per call, panel by panel, with the same bits.
   void (*winograd_rows_forward)(const WinogradProblem& P);
   void (*winograd_rows_weights)(const float* wt, int64_t cout, int64_t c, float* u);
   int64_t (*winograd_rows_floats)(int64_t cout, int64_t c);

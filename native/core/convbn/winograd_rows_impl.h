@@ -25,27 +25,61 @@ inline int64_t rows_uxi(int64_t cout, int64_t c) { return packed_b_floats(c, cou
 
 int64_t winograd_rows_floats(int64_t cout, int64_t c) { return 16 * rows_uxi(cout, c); }
 
-// U_xi = (G g G^T)[xi / 4][xi % 4] of every (output, input) channel pair, packed as gemm's B panels.
-void winograd_rows_weights(const float* wt, int64_t cout, int64_t c, float* u) {
-  std::vector<float> plain(size_t(16 * cout * c));  // U_xi [cout][c], filter by filter as pack_weights_b reads
-  const int64_t xi_floats = cout * c;
-  parallel_for(cout, 1, [&](int64_t b, int64_t e) {
-    for (int64_t co = b; co < e; ++co)
-      for (int64_t ci = 0; ci < c; ++ci) {
-        const float* g = wt + (co * c + ci) * 9;
-        float t[4][3], u[4];
+// Raw weights wt [cout, c, 3, 3] (Tune's W * s: each weight times scale[co], when given, rounded once,
+// as Deploy's fold rounds it) into the 16 U_xi slices of one B panel, output channels [j0, j0 + cols) and
+// input channels [p0, p0 + kc): u + xi * ustride, row ci - p0, NR floats each (zeros past cols).
+// Prepared weights are made by it too (winograd_rows_weights), so raw and prepared panels hold the same bits.
+// kChunk channels at a time: their taps, transposed to [tap][channel][NR] (AVX-512: 16 x 16 in registers),
+// stay in L1 while the transform, over NR output channels in vectors, writes their U rows.
+void rows_weights_slice(const float* wt, const float* scale, int64_t c, int64_t j0, int64_t cols, int64_t p0, int64_t kc,
+                        int64_t ustride, float* u) {
+  constexpr int NR = Micro::NR, NV = NR / Micro::VW;
+  constexpr int64_t kChunk = 16;
+  alignas(64) float taps[9 * kChunk * NR];
+  const float* src = wt + j0 * c * 9;
+  const float* sc = scale ? scale + j0 : nullptr;
+  for (int64_t ci0 = p0; ci0 < p0 + kc; ci0 += kChunk) {
+    const int64_t width = std::min(kChunk, p0 + kc - ci0), lo = ci0 * 9, hi = (ci0 + width) * 9;
+    const auto row_of = [&](int64_t j) { return taps + ((j % 9) * kChunk + (j / 9 - ci0)) * NR; };
+    int64_t j = lo;
+#if defined(__AVX512F__)
+    if (NR % 16 == 0)
+      for (; j + 16 <= hi; j += 16) {
+        float* rows[16];
+        for (int l = 0; l < 16; ++l) rows[l] = row_of(j + l);
+        transpose_filters<NR>(src + j, c * 9, cols, sc, rows);
+      }
+#endif
+    for (; j < hi; ++j) {
+      float* d = row_of(j);
+      for (int64_t co = 0; co < cols; ++co) d[co] = sc ? src[co * c * 9 + j] * sc[co] : src[co * c * 9 + j];
+      for (int64_t co = cols; co < NR; ++co) d[co] = 0;
+    }
+    for (int64_t ci = 0; ci < width; ++ci)
+      for (int v = 0; v < NV; ++v) {
+        const auto g = [&](int tap) { return loadu(taps + (tap * kChunk + ci) * NR + v * Micro::VW); };
+        VecF t[4][3], o[4];
         for (int kx = 0; kx < 3; ++kx) {  // G g, down each column of the taps
-          WinoTf<2>::kernel(g[kx], g[kx + 3], g[kx + 6], u);
-          for (int k = 0; k < 4; ++k) t[k][kx] = u[k];
+          WinoTf<2>::kernel(g(kx), g(kx + 3), g(kx + 6), o);
+          for (int k = 0; k < 4; ++k) t[k][kx] = o[k];
         }
-        float* d = plain.data() + co * c + ci;
+        float* d = u + (ci0 + ci - p0) * NR + v * Micro::VW;
         for (int k = 0; k < 4; ++k) {  // (G g) G^T, row by row
-          WinoTf<2>::kernel(t[k][0], t[k][1], t[k][2], u);
-          for (int j = 0; j < 4; ++j) d[(4 * k + j) * xi_floats] = u[j];
+          WinoTf<2>::kernel(t[k][0], t[k][1], t[k][2], o);
+          for (int jj = 0; jj < 4; ++jj) storeu(d + (4 * k + jj) * ustride, o[jj]);
         }
       }
+  }
+}
+
+// U_xi = (G g G^T)[xi / 4][xi % 4] of every (output, input) channel pair, packed as gemm's B panels: each
+// panel's U_xi over the whole K, which in the panel-major layout is one run of rows per xi.
+void winograd_rows_weights(const float* wt, int64_t cout, int64_t c, float* u) {
+  constexpr int NR = Micro::NR;
+  parallel_tasks((cout + NR - 1) / NR, [&](int64_t q) {
+    const int64_t j0 = q * NR;
+    rows_weights_slice(wt, nullptr, c, j0, std::min<int64_t>(NR, cout - j0), 0, c, rows_uxi(cout, c), u + j0 * c);
   });
-  for (int xi = 0; xi < 16; ++xi) pack_weights_b(plain.data() + xi * xi_floats, nullptr, 1, c, cout, u + xi * rows_uxi(cout, c));
 }
 
 // n (<= VW) floats `stride` apart as one vector, zeros past them.
@@ -63,7 +97,39 @@ inline void scatter(float* p, int64_t stride, int64_t n, VecF x) {
   for (int64_t i = 0; i < n; ++i) p[i * stride] = v[i];
 }
 
-thread_local Scratch tls_rows_v, tls_rows_m;
+thread_local Scratch tls_rows_v, tls_rows_m, tls_rows_a, tls_rows_u;
+
+// The 16 products M_xi = V_xi U_xi with U_xi made from raw weights per call (P.u null): one task per NR-wide
+// panel of output channels, which per K slice (gemm's slices) transforms its 16 U_xi slices into
+// L2-resident scratch and multiplies them at once, so each weight is read once and no U is written to
+// memory. The micro-kernel calls, K slices and accumulation are gemm's on the prepared panels, so the
+// sums are the same, in the same order: raw and prepared weights give the same bits.
+void rows_products_raw(const WinogradProblem& P, const float* V, int64_t tiles, float* M) {
+  constexpr int MR = Micro::MR, NR = Micro::NR;
+  const int64_t c = P.c, cout = P.cout, slice = k_slice(c), slices = (c + slice - 1) / slice, rows = padded_rows(tiles);
+  // V_xi packed as gemm packs A: K slice p0 of product xi at xi * c * rows + p0 * rows.
+  float* A = tls_rows_a.get(size_t(16 * c * rows));
+  // U_xi slices one cache line more than a multiple of 4 KiB apart: the transform writes all 16 at once.
+  const int64_t ustride = round_up(slice * NR, 1024) + 16;
+  parallel_tasks(16 * slices, [&](int64_t t) {
+    const int64_t xi = t / slices, p0 = t % slices * slice;
+    Operand a;
+    a.p = V + xi * tiles * c, a.rs = c, a.cs = 1;
+    pack_a(a, 0, tiles, p0, std::min(slice, c - p0), A + xi * c * rows + p0 * rows);
+  });
+  parallel_tasks((cout + NR - 1) / NR, [&](int64_t q) {
+    const int64_t j0 = q * NR, cols = std::min<int64_t>(NR, cout - j0);
+    float* u = tls_rows_u.get(size_t(16 * ustride));
+    for (int64_t p0 = 0; p0 < c; p0 += slice) {
+      const int64_t kc = std::min(slice, c - p0);
+      rows_weights_slice(P.wt, P.w_scale, c, j0, cols, p0, kc, ustride, u);
+      for (int xi = 0; xi < 16; ++xi)
+        for (int64_t ir = 0; ir < tiles; ir += MR)
+          Micro::run(kc, A + xi * c * rows + p0 * rows + ir * kc, u + xi * ustride, M + xi * tiles * cout + ir * cout + j0,
+                     cout, int(std::min<int64_t>(MR, tiles - ir)), int(cols), p0 > 0, nullptr, false);
+    }
+  });
+}
 
 // Transform units (one tile, VW channels: 16 vectors in, 16 out) per parallel chunk.
 constexpr int64_t kTransformChunk = 16;
@@ -100,16 +166,20 @@ void winograd_rows_forward(const WinogradProblem& P) {
         for (int j = 0; j < 4; ++j) scatter(out + (4 * i + j) * vxi, 1, cn, v[i][j]);
     }
   });
-  GemmProblem prob[16];
-  const int64_t uxi = rows_uxi(cout, c);
-  for (int xi = 0; xi < 16; ++xi) {
-    GemmProblem& G = prob[xi];
-    G.m = tiles, G.n = cout, G.k = c;
-    G.a.p = V + xi * vxi, G.a.rs = c, G.a.cs = 1;
-    G.b.packed = P.u + xi * uxi;
-    G.c = M + xi * mxi, G.ldc = cout;
+  if (P.u) {  // prepared U_xi: 16 GEMMs on its B panels, one job
+    GemmProblem prob[16];
+    const int64_t uxi = rows_uxi(cout, c);
+    for (int xi = 0; xi < 16; ++xi) {
+      GemmProblem& G = prob[xi];
+      G.m = tiles, G.n = cout, G.k = c;
+      G.a.p = V + xi * vxi, G.a.rs = c, G.a.cs = 1;
+      G.b.packed = P.u + xi * uxi;
+      G.c = M + xi * mxi, G.ldc = cout;
+    }
+    gemm(prob, 16);
+  } else {
+    rows_products_raw(P, V, tiles, M);
   }
-  gemm(prob, 16);
   // y = A^T m A + bias per tile (m_xi = M_xi's row of the tile), ReLU; the 2x2 outputs inside the map.
   const VecF zero{};
   // NCHW y: a chunk of units is one channel block over consecutive tiles, so that threads write different
