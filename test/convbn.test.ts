@@ -362,6 +362,9 @@ describe('convBn modes', () => {
       { n: 1, c: 45, h: 6, w: 6, cout: 50, k: [2, 3], s: [2, 1], p: [1, 0], d: [1, 2], g: 1 },
       { n: 1, c: 130, h: 7, w: 9, cout: 140, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 },
       { n: 2, c: 330, h: 5, w: 4, cout: 150, k: [3, 3], s: [1, 1], p: [0, 2], d: [1, 1], g: 1 },
+      // 1x1 on one NCHW image: the pixels-as-rows GEMM reads x as it is (no channels-last copy)
+      { n: 1, c: 200, h: 7, w: 7, cout: 130, k: [1, 1], s: [1, 1], p: [0, 0], d: [1, 1], g: 2 },
+      { n: 1, c: 36, h: 3, w: 8, cout: 52, k: [1, 1], s: [1, 1], p: [0, 0], d: [1, 1], g: 4 },
     ];
     for (const [k, t] of cases.entries()) {
       const p = params(t, 700 + k);

@@ -108,7 +108,8 @@ bool nhwc_native(const ConvShape& g) {
 // Pointwise too where the pixels are few enough to be one block of the GEMM's M: 49 pixels fill 7 rows
 // of 8-row tiles where as N they take a 48-column tile and one of a single column, and Tune packs W * s
 // per call in cache as B (pw 1024@7 at batch 1, CPU time per call: Deploy 1.2 -> 1.08 ms, Tune 1.5 ->
-// 1.43 ms; at batch 8, 392 pixels, the NCHW GEMM stays faster: 6.2 vs 6.8 ms).
+// 1.43 ms; at batch 8, 392 pixels, the NCHW GEMM stays faster: 6.2 vs 6.8 ms). A 1x1 conv of one image
+// needs no copy: forward() hands x over as it is.
 bool nchw_via_nhwc(const ConvShape& g) {
   return g.layout == Layout::NCHW && !winograd(g) && !direct(g) && g.ow <= 8 && (!pointwise(g) || g.n * g.oh * g.ow <= 128);
 }
