@@ -29,46 +29,51 @@ int64_t winograd_rows_floats(int64_t cout, int64_t c) { return 16 * rows_uxi(cou
 // as Deploy's fold rounds it) into the 16 U_xi slices of one B panel, output channels [j0, j0 + cols) and
 // input channels [p0, p0 + kc): u + xi * ustride, row ci - p0, NR floats each (zeros past cols).
 // Prepared weights are made by it too (winograd_rows_weights), so raw and prepared panels hold the same bits.
-// kChunk channels at a time: their taps, transposed to [tap][channel][NR] (AVX-512: 16 x 16 in registers),
-// stay in L1 while the transform, over NR output channels in vectors, writes their U rows.
+// VW output channels and kChunk input channels at a time: their taps, transposed to [tap][channel][VW]
+// (AVX-512: 16 x 16 in registers), stay in L1 while the transform writes their U rows.
 void rows_weights_slice(const float* wt, const float* scale, int64_t c, int64_t j0, int64_t cols, int64_t p0, int64_t kc,
                         int64_t ustride, float* u) {
-  constexpr int NR = Micro::NR, NV = NR / Micro::VW;
+  constexpr int NR = Micro::NR, VW = Micro::VW, NV = NR / VW;
   constexpr int64_t kChunk = 16;
-  alignas(64) float taps[9 * kChunk * NR];
-  const float* src = wt + j0 * c * 9;
-  const float* sc = scale ? scale + j0 : nullptr;
-  for (int64_t ci0 = p0; ci0 < p0 + kc; ci0 += kChunk) {
-    const int64_t width = std::min(kChunk, p0 + kc - ci0), lo = ci0 * 9, hi = (ci0 + width) * 9;
-    const auto row_of = [&](int64_t j) { return taps + ((j % 9) * kChunk + (j / 9 - ci0)) * NR; };
-    int64_t j = lo;
+  alignas(64) float taps[9 * kChunk * VW];
+  // One vector of filters at a time over the whole slice: VW row streams read side by side. (All NR
+  // filters per channel chunk were 48 streams 18 KiB apart on 512 channels, more than the prefetchers
+  // follow: Tune's transform waited on memory for most of its time.)
+  for (int v = 0; v < NV; ++v) {
+    const int64_t f0 = v * VW, fn = cols - f0;  // the vector's filters (fn <= 0: all padding)
+    const float* src = wt + (j0 + f0) * c * 9;
+    const float* sc = scale ? scale + j0 + f0 : nullptr;
+    for (int64_t ci0 = p0; ci0 < p0 + kc; ci0 += kChunk) {
+      const int64_t width = std::min(kChunk, p0 + kc - ci0), lo = ci0 * 9, hi = (ci0 + width) * 9;
+      const auto row_of = [&](int64_t j) { return taps + ((j % 9) * kChunk + (j / 9 - ci0)) * VW; };
+      int64_t j = lo;
 #if defined(__AVX512F__)
-    if (NR % 16 == 0)
-      for (; j + 16 <= hi; j += 16) {
-        float* rows[16];
-        for (int l = 0; l < 16; ++l) rows[l] = row_of(j + l);
-        transpose_filters<NR>(src + j, c * 9, cols, sc, rows);
-      }
+      if (VW == 16)
+        for (; j + 16 <= hi; j += 16) {
+          float* rows[16];
+          for (int l = 0; l < 16; ++l) rows[l] = row_of(j + l);
+          transpose_filters<16>(src + j, c * 9, fn, sc, rows);
+        }
 #endif
-    for (; j < hi; ++j) {
-      float* d = row_of(j);
-      for (int64_t co = 0; co < cols; ++co) d[co] = sc ? src[co * c * 9 + j] * sc[co] : src[co * c * 9 + j];
-      for (int64_t co = cols; co < NR; ++co) d[co] = 0;
-    }
-    for (int64_t ci = 0; ci < width; ++ci)
-      for (int v = 0; v < NV; ++v) {
-        const auto g = [&](int tap) { return loadu(taps + (tap * kChunk + ci) * NR + v * Micro::VW); };
+      for (; j < hi; ++j) {
+        float* d = row_of(j);
+        for (int64_t co = 0; co < VW; ++co)
+          d[co] = co >= fn ? 0.f : sc ? src[co * c * 9 + j] * sc[co] : src[co * c * 9 + j];
+      }
+      for (int64_t ci = 0; ci < width; ++ci) {
+        const auto g = [&](int tap) { return loadu(taps + (tap * kChunk + ci) * VW); };
         VecF t[4][3], o[4];
         for (int kx = 0; kx < 3; ++kx) {  // G g, down each column of the taps
           WinoTf<2>::kernel(g(kx), g(kx + 3), g(kx + 6), o);
           for (int k = 0; k < 4; ++k) t[k][kx] = o[k];
         }
-        float* d = u + (ci0 + ci - p0) * NR + v * Micro::VW;
+        float* d = u + (ci0 + ci - p0) * NR + f0;
         for (int k = 0; k < 4; ++k) {  // (G g) G^T, row by row
           WinoTf<2>::kernel(t[k][0], t[k][1], t[k][2], o);
           for (int jj = 0; jj < 4; ++jj) storeu(d + (4 * k + jj) * ustride, o[jj]);
         }
       }
+    }
   }
 }
 
