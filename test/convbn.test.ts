@@ -351,8 +351,8 @@ describe('convBn modes', () => {
 
   // Deep layers on small maps (few pixels): Tune packs W * s per call straight from the weights, a K slice
   // at a time in channel blocks of 32 (partial blocks, slices across blocks, several 48-wide panels and a
-  // partial one, groups); Deploy reads prepared panels of the folded weights in the same order. The last
-  // two (3x3, >= 128 channels, few tiles) run Winograd with the tiles as rows, Tune transforming W * s per
+  // partial one, groups); Deploy reads prepared panels of the folded weights in the same order. The 3x3
+  // cases with >= 128 channels and few tiles run Winograd with the tiles as rows, Tune transforming W * s per
   // panel and K slice (one slice of 130 channels; 330 in two; odd maps, 48-wide panels and a partial one).
   it('few pixels, many channels: tune = deploy = prepared conv2d bit for bit, both layouts, 1 or 2 threads, sync or async', async () => {
     const cases: ConvCase[] = [
