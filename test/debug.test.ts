@@ -20,8 +20,10 @@ describe('XNORM_DEBUG', () => {
     has(/^\[xnorm\] addon loaded: .*xnorm.*\.node; ISA \w+ \(.*\); \d+ threads/).toBe(1);
     // three identical 3x3 calls give one line; the 1x1 its own
     has(/conv forward NCHW x 1x64x8x8, w 64x64x3x3, stride 1x1, pad 1x1, dilation 1x1, groups 1: .+ \(micro-kernel \d+x\d+ \w+\)$/).toBe(1);
-    // a 1x1 on a narrow map at batch 1 takes the channels-last GEMM with its pixels as M (algorithm.cc)
-    has(/conv forward NCHW x 1x64x8x8, w 32x64x1x1, .*: GEMM on a channels-last copy of x \(narrow map\)/).toBe(1);
+    // a 1x1 on a narrow map takes the channels-last GEMM with its pixels as M (algorithm.cc): one image
+    // is read as it is, two are copied channels-last first; prepared weights are named
+    has(/conv forward NCHW x 1x64x8x8, w 32x64x1x1, .*groups 1: channels-last GEMM, pixels as M, reading NCHW x as it is \(1x1, one image\)/).toBe(1);
+    has(/conv forward NCHW x 2x64x8x8, w 32x64x1x1, .*groups 1, prepared weights: GEMM on a channels-last copy of x \(narrow map\)/).toBe(1);
     has(/MST calibration \(ns per pixel\): reuse [\d.]+ per differing bit/).toBe(1);
     // the cost model either rules the edges out or the timed trial decides (machine-dependent)
     has(/MST trial, 128 channels \(\d+ from a parent\), 256x3x3 per channel: plan [\d.]+ us vs dense [\d.]+ us: edges (kept|dropped)|MST 'auto' plan, 128 channels: the cost model saves [\d.]+ ns per pixel, less than the plan's [\d.]+: no edges, no trial/).toBe(1);

@@ -15,7 +15,9 @@ function rand(n, seed) {
   const xs = x.tensor(rand(64 * 8 * 8, 1), [1, 64, 8, 8]);
   const w3 = x.tensor(rand(64 * 64 * 9, 2), [64, 64, 3, 3]);
   for (let i = 0; i < 3; i++) x.conv2dSync(xs, w3, undefined, { padding: 1 });  // logged once
-  x.conv2dSync(xs, x.tensor(rand(32 * 64, 3), [32, 64, 1, 1]));
+  const w1 = x.tensor(rand(32 * 64, 3), [32, 64, 1, 1]);
+  x.conv2dSync(xs, w1);
+  x.conv2dSync(x.tensor(rand(2 * 64 * 8 * 8, 6), [2, 64, 8, 8]), x.prepareConvSync(w1));
   // binary weights where each channel is the previous one with two bits flipped: 'auto' considers reuse
   const cout = 128, cin = 256, k = cin * 9, wb = rand(cout * k, 4);
   for (let c = 1; c < cout; c++) {

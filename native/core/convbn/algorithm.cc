@@ -108,11 +108,14 @@ bool nhwc_native(const ConvShape& g) {
 // Pointwise too where the pixels are few enough to be one block of the GEMM's M: 49 pixels fill 7 rows
 // of 8-row tiles where as N they take a 48-column tile and one of a single column, and Tune packs W * s
 // per call in cache as B (pw 1024@7 at batch 1, CPU time per call: Deploy 1.2 -> 1.08 ms, Tune 1.5 ->
-// 1.43 ms; at batch 8, 392 pixels, the NCHW GEMM stays faster: 6.2 vs 6.8 ms). A 1x1 conv of one image
-// needs no copy: forward() hands x over as it is.
+// 1.43 ms; at batch 8, 392 pixels, the NCHW GEMM stays faster: 6.2 vs 6.8 ms).
 bool nchw_via_nhwc(const ConvShape& g) {
   return g.layout == Layout::NCHW && !winograd(g) && !direct(g) && g.ow <= 8 && (!pointwise(g) || g.n * g.oh * g.ow <= 128);
 }
+
+// Of those, a 1x1 conv of one image needs no copy: the GEMM packs NCHW x as it is (its pixel rows are
+// x's columns); the copy cost pw 1024@7 ~6 % of its CPU time.
+bool nchw_x_as_is(const ConvShape& g) { return nchw_via_nhwc(g) && pointwise(g) && g.n == 1; }
 
 // Its A (the patches, packed whole before the GEMM) is kept to 16 MiB; measured equal or faster than
 // pixels as N up to that size (5-15 % on 7x7 and 14x14 maps at batch 1).
@@ -128,6 +131,7 @@ std::string forward_path(const ConvShape& g) {
   if (nhwc_native(g)) return direct(g)     ? "channels-last direct (depthwise)"
                             : winograd(g)   ? "channels-last " + winograd_name(g)
                             : pixels_as_rows(g) ? "channels-last GEMM, pixels as M" : "channels-last GEMM";
+  if (nchw_x_as_is(g)) return "channels-last GEMM, pixels as M, reading NCHW x as it is (1x1, one image)";
   if (nchw_via_nhwc(g)) return "GEMM on a channels-last copy of x (narrow map)";
   const char* via = g.layout == Layout::NHWC ? ", via NCHW transposes" : "";
   if (direct(g)) return std::string(direct_planes(g) ? "direct loops (depthwise, channels in lanes)" : "direct loops (depthwise)") + via;
@@ -135,7 +139,7 @@ std::string forward_path(const ConvShape& g) {
   return std::string(pointwise(g) ? "GEMM (1x1)" : "im2col GEMM") + (span_images(g) ? " spanning the batch" : "") + via;
 }
 
-void debug_forward(const ConvShape& g) {
+void debug_forward(const ConvShape& g, bool prepared) {
   auto dims = [](std::initializer_list<int64_t> v) {
     std::string s;
     for (int64_t d : v) s += (s.empty() ? "" : "x") + std::to_string(d);
@@ -144,7 +148,7 @@ void debug_forward(const ConvShape& g) {
   const std::string shape = std::string(g.layout == Layout::NHWC ? "NHWC" : "NCHW") + " x " + dims({g.n, g.c, g.h, g.w}) +
                             ", w " + dims({g.cout, g.cin_g(), g.kh, g.kw}) + ", stride " + dims({g.sh, g.sw}) + ", pad " +
                             dims({g.ph, g.pw}) + ", dilation " + dims({g.dh, g.dw}) + ", groups " + std::to_string(g.groups) +
-                            (g.prepared ? ", prepared weights" : "");
+                            (prepared ? ", prepared weights" : "");
   if (debug_first("conv " + shape))
     debug_log("conv forward " + shape + ": " + forward_path(g) + " (micro-kernel " + micro_tile() + ")");
 }

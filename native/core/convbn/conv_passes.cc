@@ -460,11 +460,9 @@ void build_mask(const float* y, int64_t size, uint32_t* mask) {
 
 // Both conv_forward forms: caller's dtype and layout around forward_f32, or around forward_nhwc, which
 // keeps the layout and converts the dtype only.
-void forward(const ConvShape& shape, DType dt, const void* x, const float* w, const float* w_scale, const PreparedWeights* pre,
+void forward(const ConvShape& g, DType dt, const void* x, const float* w, const float* w_scale, const PreparedWeights* pre,
              const float* bias, bool relu, void* y, uint32_t* relu_mask) {
-  ConvShape g = shape;
-  g.prepared = pre != nullptr;
-  if (debug_enabled()) debug_forward(g);
+  if (debug_enabled()) debug_forward(g, pre != nullptr);
   if (nhwc_native(g)) {
     const float* x32 = input_f32(dt, Layout::NCHW, x, 1, 1, g.x_size(), kInput);
     float* y32 = output_f32(dt, Layout::NCHW, y, g.y_size(), kOutput);
@@ -475,9 +473,7 @@ void forward(const ConvShape& shape, DType dt, const void* x, const float* w, co
   }
   if (nchw_via_nhwc(g)) {  // see algorithm.cc: the channels-last GEMM on a channels-last copy of x
     const float* x32 = input_f32(dt, g.layout, x, g.n, g.c, g.h * g.w, kInput);
-    // A 1x1 conv of one image reads NCHW x as it is: its pixel rows are x's columns (pack_a packs
-    // either); the copy cost pw 1024@7 ~6 % of its CPU time.
-    const bool x_as_is = pointwise(g) && g.n == 1;
+    const bool x_as_is = nchw_x_as_is(g);
     const float* xt = x32;
     if (!x_as_is) {
       float* copy = workspace(kColumns, g.x_size());

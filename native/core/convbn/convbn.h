@@ -21,8 +21,6 @@ struct ConvShape {
   int64_t sh = 1, sw = 1, ph = 0, pw = 0, dh = 1, dw = 1, groups = 1;
   int64_t oh = 0, ow = 0;
   Layout layout = Layout::NCHW;
-  // The forward runs with prepared weights (PreparedWeights); the XNORM_DEBUG log names them.
-  bool prepared = false;
 
   int64_t cin_g() const { return c / groups; }
   int64_t cout_g() const { return cout / groups; }

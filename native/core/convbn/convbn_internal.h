@@ -37,6 +37,7 @@ bool span_images(const ConvShape& g);
 // every GEMM-path convolution (not Winograd).
 bool nhwc_native(const ConvShape& g);
 bool nchw_via_nhwc(const ConvShape& g);
+bool nchw_x_as_is(const ConvShape& g);
 bool nhwc_depthwise(const ConvShape& g);
 bool direct_planes(const ConvShape& g);
 
@@ -45,8 +46,8 @@ bool direct_planes(const ConvShape& g);
 void weights_to_ohwi(const ConvShape& g, const float* w, float* dst);
 // The channels-last GEMM with pixels as its M (few pixels: deep layers at small batch; prepared weights).
 bool pixels_as_rows(const ConvShape& g);
-// XNORM_DEBUG: logs the forward path, once per call shape.
-void debug_forward(const ConvShape& g);
+// XNORM_DEBUG: logs the forward path, once per call shape (and whether the weights are prepared).
+void debug_forward(const ConvShape& g, bool prepared);
 
 // dw = conv_backward_filter(x, dy32) and dx = conv_backward_data(dy32, w * w_scale) in the caller's dtype
 // and layout, each when wanted (conv_passes.cc). With `epi` (one per group), the GEMM paths run it on each
