@@ -31,6 +31,8 @@ const CASES: ConvCase[] = [
   { n: 2, c: 24, h: 9, w: 8, cout: 48, k: [3, 3], s: [2, 1], p: [1, 1], d: [1, 1], g: 24 },  // depthwise, multiplier 2
   { n: 3, c: 40, h: 6, w: 5, cout: 33, k: [1, 1], s: [1, 1], p: [0, 0], d: [1, 1], g: 1 },   // pointwise
   { n: 1, c: 64, h: 14, w: 14, cout: 64, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 }, // a real layer
+  // channels-last 1x1 runs its GEMMs on x and dy as they are (no transposes), here in groups
+  { n: 2, c: 12, h: 5, w: 7, cout: 9, k: [1, 1], s: [1, 1], p: [0, 0], d: [1, 1], g: 3 },
 ];
 
 describe('conv2dBackward', () => {
@@ -72,6 +74,17 @@ describe('conv2dBackward', () => {
     expect(h.dx!.dtype).toBe('float16');
     expect(h.dWeight!.dtype).toBe('float32');
     expectClose(h.dx!.float32Sync(), s.dx!.float32Sync(), 3e-3, 'float16 dx');
+    // channels-last, through transposes (3x3) and without (1x1): float16 gives float32's result
+    for (const c of [t, CASES[CASES.length - 1]]) {
+      const [ch, cw] = outSize(c), cz = sizes(c);
+      const cx = toNhwc(randomArray(cz.x, 16), c.n, c.c, c.h, c.w), cdy = toNhwc(randomArray(cz.y, 17), c.n, c.cout, ch, cw);
+      const xs = [c.n, c.h, c.w, c.c], dys = [c.n, ch, cw, c.cout], cwt = tensor(randomArray(cz.w, 18), [c.cout, c.c / c.g, ...c.k]);
+      const s32 = conv2dBackwardSync(tensor(cx, xs), cwt, tensor(cdy, dys), opts(c, 'nhwc'));
+      const h16 = conv2dBackwardSync(tensor(cx, xs, { dtype: 'float16' }), cwt, tensor(cdy, dys, { dtype: 'float16' }), opts(c, 'nhwc'));
+      expect(h16.dx!.dtype).toBe('float16');
+      expectClose(h16.dx!.float32Sync(), s32.dx!.float32Sync(), 3e-3, 'float16 NHWC dx');
+      expectClose(h16.dWeight!.float32Sync(), s32.dWeight!.float32Sync(), 3e-3, 'float16 NHWC dWeight');
+    }
   });
 
   it('matches a finite difference of conv2d (dWeight, one entry per output channel)', () => {
@@ -108,6 +121,9 @@ describe('conv2dBackward', () => {
     const e = conv2dBackwardSync(zeros([0, 3, 5, 5]), w, zeros([0, 4, 5, 5]), { padding: 1 });
     expect(e.dx!.shape).toEqual([0, 3, 5, 5]);
     expect(Array.from(e.dWeight!.float32Sync()).every((v) => v === 0)).toBe(true);
+    const en = conv2dBackwardSync(zeros([0, 5, 5, 3]), tensor(randomArray(12, 19), [4, 3, 1, 1]), zeros([0, 5, 5, 4]), { layout: 'nhwc' });
+    expect(en.dx!.shape).toEqual([0, 5, 5, 3]);
+    expect(Array.from(en.dWeight!.float32Sync()).every((v) => v === 0)).toBe(true);
   });
 
   it('refuses bad input with a code', () => {

@@ -500,13 +500,48 @@ void forward(const ConvShape& g, DType dt, const void* x, const float* w, const 
 void weights_to_ohwi(const ConvShape& g, const float* w, float* dst) {
   const int64_t taps = g.kh * g.kw, cin_g = g.cin_g(), K = g.patch();
   parallel_for(g.cout, chunk_for(K), [&](int64_t b, int64_t e) {
-    for (int64_t co = b; co < e; ++co)  // written in order; one filter's reads stay in L1
+    for (int64_t co = b; co < e; ++co) {  // written in order; one filter's reads stay in L1
+      const float* s = w + co * K;
+      float* d = dst + co * K;  // d[nhwc_row(t, ci, cin_g, taps)], in that order
       for (int64_t c0 = 0; c0 < cin_g; c0 += kNhwcBlock)
         for (int64_t t = 0; t < taps; ++t)
-          for (int64_t ci = c0; ci < std::min(cin_g, c0 + kNhwcBlock); ++ci)
-            dst[co * K + nhwc_row(t, ci, cin_g, taps)] = w[(co * cin_g + ci) * taps + t];
+          for (int64_t ci = c0; ci < std::min(cin_g, c0 + kNhwcBlock); ++ci) *d++ = s[ci * taps + t];
+    }
   });
 }
+
+namespace {
+
+// dx and dw of a channels-last 1x1 convolution (stride 1, no padding) on float32 NHWC x, dy and dx
+// without transposes (either of dx, dw may be null): per group, dw = dy^T x and dx = dy W, x and dx
+// being the patch matrices of their pixels as they are.
+void backward_pointwise_nhwc(const ConvShape& g, const float* x, const float* w, const float* dy, float* dx, float* dw) {
+  const int64_t np = g.n * g.oh * g.ow, cin_g = g.cin_g(), cout_g = g.cout_g();
+  std::vector<GemmProblem> probs(size_t(g.groups));
+  if (dw && np == 0) std::fill(dw, dw + g.w_size(), 0.f);
+  if (dw && np > 0) {
+    for (int64_t gr = 0; gr < g.groups; ++gr) {
+      GemmProblem& P = probs[size_t(gr)];
+      P.m = cout_g; P.n = cin_g; P.k = np;
+      P.a.p = dy + gr * cout_g; P.a.rs = 1; P.a.cs = g.cout;
+      P.b.p = x + gr * cin_g; P.b.rs = g.c; P.b.cs = 1;
+      P.c = dw + gr * cout_g * cin_g; P.ldc = cin_g;
+    }
+    active_kernels().gemm(probs.data(), g.groups);
+  }
+  if (!dx || np == 0) return;
+  for (int64_t gr = 0; gr < g.groups; ++gr) {
+    GemmProblem& P = probs[size_t(gr)];
+    P = GemmProblem();
+    P.m = np; P.n = cin_g; P.k = cout_g;
+    P.a.p = dy + gr * cout_g; P.a.rs = g.cout; P.a.cs = 1;
+    P.b.p = w + gr * cout_g * cin_g; P.b.rs = cin_g; P.b.cs = 1;
+    P.c = dx + gr * cin_g; P.ldc = g.c;
+  }
+  active_kernels().gemm(probs.data(), g.groups);
+}
+
+}  // namespace
 
 bool conv_grads(const ConvShape& g, DType dt, const void* x, const float* w, const float* w_scale, const float* dy32,
                 void* dx, float* dw, const Epilogue* const* epi) {
@@ -533,6 +568,14 @@ void conv_forward(const ConvShape& g, DType dt, const void* x, const PreparedWei
 }
 
 void conv_backward(const ConvShape& g, DType dt, const void* x, const float* w, const void* dy, void* dx, float* dw) {
+  if (g.layout == Layout::NHWC && pointwise(g)) {  // channels-last as it is: only the dtype is converted
+    const float* dy32 = input_f32(dt, Layout::NCHW, dy, 1, 1, g.y_size(), kDy);
+    const float* x32 = dw ? input_f32(dt, Layout::NCHW, x, 1, 1, g.x_size(), kInput) : nullptr;
+    float* dx32 = dx ? output_f32(dt, Layout::NCHW, dx, g.x_size(), kOutput) : nullptr;
+    backward_pointwise_nhwc(g, x32, w, dy32, dx32, dw);
+    if (dx) store_output(dt, Layout::NCHW, dx32, 1, 1, g.x_size(), dx);
+    return;
+  }
   const float* dy32 = input_f32(dt, g.layout, dy, g.n, g.cout, g.oh * g.ow, kDy);
   conv_grads(g, dt, dw ? x : nullptr, w, nullptr, dy32, dx, dw);
 }
