@@ -108,7 +108,9 @@ thread_local Scratch tls_rows_v, tls_rows_m, tls_rows_a, tls_rows_u;
 // panel of output channels, which per K slice (gemm's slices) transforms its 16 U_xi slices into
 // L2-resident scratch and multiplies them at once, so each weight is read once and no U is written to
 // memory. The micro-kernel calls, K slices and accumulation are gemm's on the prepared panels, so the
-// sums are the same, in the same order: raw and prepared weights give the same bits.
+// sums are the same, in the same order: raw and prepared weights give the same bits. It drives the
+// micro-kernel itself rather than through gemm because gemm packs each problem's B on its own, and here
+// one read of a weight slice makes the B slices of all 16 products.
 void rows_products_raw(const WinogradProblem& P, const float* V, int64_t tiles, float* M) {
   constexpr int MR = Micro::MR, NR = Micro::NR;
   const int64_t c = P.c, cout = P.cout, slice = k_slice(c), slices = (c + slice - 1) / slice, rows = padded_rows(tiles);
