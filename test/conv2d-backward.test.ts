@@ -31,6 +31,9 @@ const CASES: ConvCase[] = [
   { n: 2, c: 24, h: 9, w: 8, cout: 48, k: [3, 3], s: [2, 1], p: [1, 1], d: [1, 1], g: 24 },  // depthwise, multiplier 2
   { n: 3, c: 40, h: 6, w: 5, cout: 33, k: [1, 1], s: [1, 1], p: [0, 0], d: [1, 1], g: 1 },   // pointwise
   { n: 1, c: 64, h: 14, w: 14, cout: 64, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 }, // a real layer
+  // dx as the forward Winograd conv of dy (padded by 2 - p): F(2x2), and F(2x2) with the tiles as rows
+  { n: 2, c: 48, h: 12, w: 10, cout: 40, k: [3, 3], s: [1, 1], p: [0, 2], d: [1, 1], g: 1 },
+  { n: 1, c: 130, h: 7, w: 9, cout: 140, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 },
   // channels-last 1x1 runs its GEMMs on x and dy as they are (no transposes), here in groups
   { n: 2, c: 12, h: 5, w: 7, cout: 9, k: [1, 1], s: [1, 1], p: [0, 0], d: [1, 1], g: 3 },
 ];

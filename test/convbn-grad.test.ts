@@ -96,6 +96,8 @@ describe('Tune-mode backward against Eval-mode backward', () => {
   const wide: ConvCase[] = [
     { n: 3, c: 64, h: 6, w: 5, cout: 20, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 },
     { n: 2, c: 128, h: 17, w: 16, cout: 26, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 2 },
+    // dx as a forward Winograd conv of dy, Tune's with W * s (conv_passes.cc, data_as_forward)
+    { n: 2, c: 40, h: 9, w: 11, cout: 36, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 },
   ];
   for (const [k, t] of [AWKWARD[1], AWKWARD[2], AWKWARD[3], AWKWARD[5], AWKWARD[7], AWKWARD[9], ...wide].entries()) {
     it(JSON.stringify(t), async () => {

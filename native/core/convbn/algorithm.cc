@@ -80,6 +80,18 @@ bool winograd_rows(const ConvShape& g) {
   return g.c >= 128 && g.cout >= 128 && tiles2(g) <= (g.layout == Layout::NHWC ? kMaxRowTilesNhwc : kMaxRowTilesNchw);
 }
 
+// dx of a stride-1, undilated 3x3 conv is itself a forward 3x3 conv: of dy, with each filter's taps
+// rotated 180 degrees and its input and output channels swapped, padded by 2 - p (output h x w). Where
+// that conv takes Winograd, backward-data does too, instead of a GEMM over the patches and col2im, as
+// F(2x2, 3x3) (F(4x4)'s rounding would be 10x the GEMM's in the gradients).
+bool data_as_forward(const ConvShape& g, ConvShape& t) {
+  if (!winograd_shape(g) || g.ph > 2 || g.pw > 2) return false;
+  t = g;
+  t.c = g.cout, t.h = g.oh, t.w = g.ow, t.cout = g.c, t.ph = 2 - g.ph, t.pw = 2 - g.pw, t.oh = g.h, t.ow = g.w;
+  t.layout = Layout::NCHW;  // the backward passes run on float32 NCHW
+  return winograd(t);
+}
+
 // Small feature maps are batched: one GEMM spans every image (N = images x pixels), which fills the
 // vector tiles and packs each weight panel once instead of once per image. Capped so the batched
 // im2col-sized scratch of the backward pass stays moderate.

@@ -41,9 +41,9 @@ const float* scaled_taps(const float* w, const float* w_scale, int64_t co, int64
   return buf;
 }
 
-// The Winograd forward (winograd(g)) on float32 x and y in g's layout.
+// The Winograd forward (winograd(g)) on float32 x and y in g's layout; `two` keeps it to F(2x2, 3x3).
 void winograd_f32(const ConvShape& g, const float* x, const float* w, const float* w_scale, const float* bias, bool relu,
-                  float* y, const PreparedWeights* pre) {
+                  float* y, const PreparedWeights* pre, bool two = false) {
   WinogradProblem P;
   P.n = g.n; P.c = g.c; P.h = g.h; P.w = g.w; P.ph = g.ph; P.pw = g.pw; P.oh = g.oh; P.ow = g.ow; P.cout = g.cout;
   P.x = x; P.wt = w; P.w_scale = w_scale; P.bias = bias; P.relu = relu; P.y = y;
@@ -58,7 +58,7 @@ void winograd_f32(const ConvShape& g, const float* x, const float* w, const floa
     active_kernels().winograd_rows_forward(P);
     return;
   }
-  P.tile = winograd_tile(g);
+  P.tile = two ? 2 : winograd_tile(g);
   P.u = pre ? pre->winograd(P.tile) : nullptr;
   active_kernels().winograd_forward(P);
 }
@@ -167,6 +167,20 @@ void backward_data_f32(const ConvShape& g, const float* dy, const float* w, cons
                                        win);
       }
     });
+    return;
+  }
+  ConvShape t;
+  if (data_as_forward(g, t)) {  // see algorithm.cc: dx = conv(dy, W'), W'[ci][co] = W[co][ci] * s[co] rotated
+    float* wt = workspace(kWeights, g.w_size());  // the forward Winograd of NCHW float32 leaves this slot alone
+    parallel_for(g.c, chunk_for(g.cout * 9), [&](int64_t b, int64_t e) {
+      for (int64_t ci = b; ci < e; ++ci)
+        for (int64_t co = 0; co < g.cout; ++co) {
+          const float* src = w + (co * g.c + ci) * 9;
+          float* dst = wt + (ci * g.cout + co) * 9;
+          for (int tap = 0; tap < 9; ++tap) dst[8 - tap] = w_scale ? src[tap] * w_scale[co] : src[tap];
+        }
+    });
+    winograd_f32(t, dy, wt, nullptr, nullptr, false, dx, nullptr, true);
     return;
   }
   // dcol = W_g^T dy_g per group (A = W_g read transposed), then col2im; 1x1 writes dx directly.
