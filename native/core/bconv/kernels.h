@@ -27,6 +27,15 @@ struct Epilogue {
 // in one sequential run of 16 KiB.
 constexpr int64_t kPackRun = 4096;
 
+// A panel whose channels 16 to 31 are all empty: the AVX-512 and AVX2 dense kernels count only its
+// first 16 channels, at half the cost (MST plans fill their root panels to a multiple of 16).
+constexpr int kHalfPanel = kPanelWidth / 2;
+inline bool half_panel(const uint32_t* ch) {
+  for (int c = kHalfPanel; c < kPanelWidth; ++c)
+    if (ch[c] != kNoChannel) return false;
+  return true;
+}
+
 struct Kernels {
   // One panel (32 channels of one group, data [Kw][32], Kw = taps * wg) against npix pixels. Pixel i's
   // words for tap t are the wg words at rows[i * taps + t] + off: an indirection buffer pointing into

@@ -17,13 +17,14 @@ inline uint32_t popc(uint32_t v) {
 
 void dense_panel(const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t off, int64_t npix,
                  const uint32_t* panel, const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp, const Epilogue* ep) {
+  const int nc = half_panel(ch) ? kHalfPanel : kPanelWidth;
   for (int64_t i = 0; i < npix; ++i) {
     int32_t acc[1][kPanelWidth] = {};
     for (int64_t t = 0; t < taps; ++t) {
       const uint32_t* src = rows[i * taps + t] + off;
       for (int64_t j = 0; j < wg; ++j) {
         const uint32_t x = src[j], *wk = panel + (t * wg + j) * kPanelWidth;
-        for (int c = 0; c < kPanelWidth; ++c) acc[0][c] += int32_t(popc(x ^ wk[c]));
+        for (int c = 0; c < nc; ++c) acc[0][c] += int32_t(popc(x ^ wk[c]));
       }
     }
     finish_tile<1>(acc, ch, ep, i, p + i * ldp, ldc, ldp);
