@@ -115,9 +115,9 @@ void bit_rows(const uint32_t* at, int64_t ldat, int64_t kw, int64_t nb, uint64_t
     }
 }
 
-void sliced_edge(const uint64_t* rows, int64_t nb, const uint32_t* pos, int64_t npos, const int32_t* parent,
-                 int32_t* child) {
-  sliced_edge_any(rows, nb, pos, npos, parent, child, expand_scalar);
+void sliced_edge(const uint64_t* rows, int64_t nb, const uint32_t* pos, int64_t npos, int64_t zeros,
+                 const int32_t* parent, int32_t* child) {
+  sliced_edge_any(rows, nb, pos, npos, zeros, parent, child, expand_scalar);
 }
 
 void pack_nhwc(const float* x, int64_t pixels, int64_t c, const float* thr, uint32_t* out, bool /*stream*/) {
@@ -278,7 +278,7 @@ uint64_t popcount_loop(const uint32_t* data, int64_t reps) {
 }  // namespace
 
 const Kernels& kernels_avx2() {
-  static const Kernels k{dense_panel, bit_rows, shifted_rows_any, sliced_edge, value_planes_scalar, sliced_child_any, planes_below_any, pack_nhwc, pack_nchw, distances, transpose_words_avx2, out_int32, out_float, out_bits, sign_bits, popcount_loop};
+  static const Kernels k{dense_panel, bit_rows, shifted_rows_any, sliced_edge, value_planes_scalar, sliced_child_any, pack_nhwc, pack_nchw, distances, transpose_words_avx2, out_int32, out_float, out_bits, sign_bits, popcount_loop};
   return k;
 }
 

@@ -365,9 +365,9 @@ void expand_masked(const uint64_t* planes, int nplanes, int nb, int32_t d, const
   }
 }
 
-void sliced_edge(const uint64_t* rows, int64_t nb, const uint32_t* pos, int64_t npos, const int32_t* parent,
-                 int32_t* child) {
-  sliced_edge_any(rows, nb, pos, npos, parent, child, expand_masked);
+void sliced_edge(const uint64_t* rows, int64_t nb, const uint32_t* pos, int64_t npos, int64_t zeros,
+                 const int32_t* parent, int32_t* child) {
+  sliced_edge_any(rows, nb, pos, npos, zeros, parent, child, expand_masked);
 }
 
 // Kernels::value_planes: per 64 pixels, one byte of each value at a time narrowed into one register;
@@ -641,7 +641,7 @@ const Kernels& kernels_avx512() {
   // keeps the plain bit_rows (tests compare the two).
   static const bool gfni = __builtin_cpu_supports("gfni") && __builtin_cpu_supports("avx512vbmi") &&
                            !(std::getenv("XNORM_GFNI") && std::string(std::getenv("XNORM_GFNI")) == "0");
-  static const Kernels k{dense_panel, gfni ? bit_rows_gfni : bit_rows, shifted_rows_any, sliced_edge, value_planes, sliced_child_any, planes_below_any, pack_nhwc, pack_nchw, distances, transpose_words_avx2, out_int32, out_float, out_bits, sign_bits, popcount_loop};
+  static const Kernels k{dense_panel, gfni ? bit_rows_gfni : bit_rows, shifted_rows_any, sliced_edge, value_planes, sliced_child_any, pack_nhwc, pack_nchw, distances, transpose_words_avx2, out_int32, out_float, out_bits, sign_bits, popcount_loop};
   return k;
 }
 

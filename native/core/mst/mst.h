@@ -57,13 +57,13 @@ struct Built {
   int64_t npanels = 0;
   std::vector<uint32_t> edges;   // edge records in level order
   int64_t nedges = 0;
-  std::vector<uint32_t> positions;  // the edges' differing positions (bconv::Execution)
+  std::vector<uint32_t> steps, positions;  // the edges as the CPU runs them (bconv::Execution)
   int32_t depth = 0;
   int64_t total_distance = 0;    // sum of Hamming distances on reuse edges
   double bits_processed = 0;     // roots * K + total_distance
 
   bconv::Execution execution() const {
-    return {panels.data(), npanels, edges.data(), nedges, int64_t(edges.size()), positions.data(),
+    return {panels.data(), npanels, edges.data(), nedges, int64_t(edges.size()), steps.data(), positions.data(),
             int64_t(positions.size())};
   }
 };
