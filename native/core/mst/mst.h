@@ -37,9 +37,9 @@ inline bool runs_edges(Reuse reuse, int64_t output_pixels) {
 // parent[c] = -1 (computed densely) or a channel of the same group. Prim's algorithm per group over
 // a virtual root whose edge cost is a channel's from-scratch cost; `Always` weighs edges by Hamming
 // distance (root: K), `Auto` by the calibrated cost of an edge and its differing bits (root: the dense
-// cost, less a margin so reuse is chosen only where it clearly pays), fills the last root panel of each
-// group with the costliest children, and keeps the edges only if a timed trial on a synthetic input of
-// this layer's shape runs the plan at least 5 % faster than the dense weights.
+// cost, less a margin so reuse is chosen only where it clearly pays), fills each group's roots up to a
+// multiple of 16 (bconv::kHalfPanel) with the costliest children, and keeps the edges only if a timed
+// trial on a synthetic input of this layer's shape runs the plan at least 5 % faster than the dense weights.
 // Depth > maxDepth is cut by re-rooting.
 std::vector<int32_t> build_tree(const uint32_t* words, const bconv::WeightShape& s, Reuse reuse, int32_t max_depth);
 
