@@ -116,19 +116,50 @@ int64_t build_panels(const uint32_t* words, const WeightShape& s, const std::vec
   return count;
 }
 
-std::vector<uint32_t> edge_positions(const uint32_t* edges, int64_t nedges) {
-  std::vector<uint32_t> pos;
-  for (int64_t i = 0; i < nedges; ++i) {
-    const uint32_t nw = edges[2];
+void sliced_steps(const uint32_t* edges, int64_t nedges, int64_t cout, int64_t cout_g, std::vector<uint32_t>& steps,
+                  std::vector<uint32_t>& positions) {
+  // Each channel's edge (its record's offset) and, per parent, its children in increasing order.
+  std::vector<int64_t> record(size_t(cout), -1), first_child(size_t(cout) + 1, 0);
+  std::vector<uint32_t> parent_of(size_t(cout), kNoChannel);
+  for (int64_t i = 0, off = 0; i < nedges; ++i) {
+    record[edges[off]] = off;
+    parent_of[edges[off]] = edges[off + 1];
+    ++first_child[edges[off + 1] + 1];
+    off += 4 + 3 * int64_t(edges[off + 2]);
+  }
+  for (int64_t c = 0; c < cout; ++c) first_child[c + 1] += first_child[c];
+  std::vector<uint32_t> children(static_cast<size_t>(nedges));
+  std::vector<int64_t> fill(first_child.begin(), first_child.end() - 1);
+  for (int64_t c = 0; c < cout; ++c)
+    if (parent_of[c] != kNoChannel) children[fill[parent_of[c]]++] = uint32_t(c);
+  steps.clear();
+  positions.clear();
+  auto add_step = [&](uint32_t c) {
+    const uint32_t* r = edges + record[c];
+    const uint32_t nw = r[2];
+    const uint32_t flags = first_child[c + 1] > first_child[c] ? kStepHasChildren : 0u;
+    steps.insert(steps.end(), {c, r[1], uint32_t(c / cout_g), r[3], 0u, flags});
     for (uint32_t parent_bit = 0; parent_bit < 2; ++parent_bit)
       for (uint32_t j = 0; j < nw; ++j) {
-        const uint32_t k = edges[4 + 3 * j], pb = edges[6 + 3 * j];
-        for (uint32_t m = edges[5 + 3 * j] & (parent_bit ? pb : ~pb); m; m &= m - 1)
-          pos.push_back((32 * k + uint32_t(__builtin_ctz(m))) << 1 | parent_bit);
+        const uint32_t k = r[4 + 3 * j], pb = r[6 + 3 * j];
+        for (uint32_t m = r[5 + 3 * j] & (parent_bit ? pb : ~pb); m; m &= m - 1) {
+          positions.push_back((32 * k + uint32_t(__builtin_ctz(m))) << 1 | parent_bit);
+          steps.end()[-2] += 1 - parent_bit;
+        }
       }
-    edges += 4 + 3 * nw;
+  };
+  std::vector<uint32_t> stack;  // depth first from each root, children in increasing order
+  for (int64_t root = 0; root < cout; ++root) {
+    if (parent_of[root] != kNoChannel) continue;
+    stack.assign(children.begin() + first_child[root], children.begin() + first_child[root + 1]);
+    std::reverse(stack.begin(), stack.end());
+    while (!stack.empty()) {
+      const uint32_t c = stack.back();
+      stack.pop_back();
+      add_step(c);
+      for (int64_t k = first_child[c + 1]; k-- > first_child[c];) stack.push_back(children[k]);
+    }
   }
-  return pos;
 }
 
 void validate_execution(const WeightShape& s, const Execution& e) {
@@ -167,11 +198,37 @@ void validate_execution(const WeightShape& s, const Execution& e) {
     off += 4 + 3 * int64_t(nw);
   }
   if (off != e.edge_words) bad("trailing edge data");
-  if (e.npositions != total) bad("edge positions do not match the edges");
-  for (int64_t i = 0; i < e.npositions; ++i)
-    if ((e.positions[i] >> 1) >= uint64_t(32 * kw)) bad("edge position " + num(i) + " is out of range");
   for (int64_t c = 0; c < s.cout; ++c)
     if (!done[size_t(c)]) bad("channel " + num(c) + " is never computed");
+  // The steps: each edge's child once, from the parent its record names, after that parent's own step,
+  // with its record's D and positions in range, parent bit 0 first; flags true to the plan (a step never
+  // reads planes that no step or root wrote).
+  std::vector<uint32_t> parent_of(size_t(s.cout), kNoChannel), d_of(size_t(s.cout), 0);
+  off = 0;
+  for (int64_t i = 0; i < e.nedges; ++i) {
+    parent_of[e.edges[off]] = e.edges[off + 1];
+    d_of[e.edges[off]] = e.edges[off + 3];
+    off += 4 + 3 * int64_t(e.edges[off + 2]);
+  }
+  std::vector<uint8_t> computed(size_t(s.cout)), planes(size_t(s.cout));
+  for (int64_t c = 0; c < s.cout; ++c) computed[size_t(c)] = planes[size_t(c)] = parent_of[size_t(c)] == kNoChannel;
+  int64_t at = 0;
+  for (int64_t i = 0; i < e.nedges; ++i) {
+    const uint32_t* st = e.steps + i * kStepWords;
+    const uint32_t child = st[0], parent = st[1], d = st[3], zeros = st[4], flags = st[5];
+    if (child >= uint64_t(s.cout) || parent_of[child] != parent || computed[child] || !planes[parent] ||
+        st[2] != child / cog || flags > kStepHasChildren)
+      bad("step " + num(i) + " computes channel " + num(child) + " from " + num(parent) + " out of order");
+    if (d != d_of[child] || zeros > d || d > e.npositions - at) bad("step " + num(i) + " has a bad size");
+    for (uint32_t j = 0; j < d; ++j) {
+      const uint32_t v = e.positions[at + j];
+      if ((v >> 1) >= uint64_t(32 * kw) || (v & 1u) != uint32_t(j >= zeros)) bad("step " + num(i) + " has a bad position");
+    }
+    at += d;
+    computed[child] = 1;
+    planes[child] = flags & kStepHasChildren;
+  }
+  if (at != e.npositions) bad("edge positions do not match the edges");
 }
 
 void check_conv(const ConvParams& p, const WeightShape& s) {

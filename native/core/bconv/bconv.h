@@ -37,21 +37,28 @@ void pack_weights(const float* w, const WeightShape& s, uint32_t* words);
 int64_t build_panels(const uint32_t* words, const WeightShape& s, const std::vector<uint32_t>& channels,
                      uint32_t* out);
 
-// Reuse edges of an MST plan, in execution order. Record: [child, parent, nwords, D, then nwords triples
+// Reuse edges of an MST plan, in level order. Record: [child, parent, nwords, D, then nwords triples
 // (word index, mask = w_parent ^ w_child, parent bits & mask)]. The CPU's bit-sliced executor reads the
-// same differences as positions: for each edge in order, its D entries k << 1 | the parent's bit at k
-// (k = 32 * word index + bit), those of parent bit 0 first, from edge_positions().
+// same edges as steps (sliced_steps()), depth first: each root's subtrees one after another, a child
+// right after its parent or its parent's earlier children's subtrees, so the planes a child starts from
+// were written moments before. Step: [child, parent, group, D, zeros, flags], and per step its D
+// positions k << 1 | the parent's bit at k (k = 32 * word index + bit), the `zeros` of parent bit 0 first.
+constexpr int kStepWords = 6;
+constexpr uint32_t kStepHasChildren = 1;  // flags: later steps read the child's planes
 struct Execution {
   const uint32_t* panels = nullptr;
   int64_t npanels = 0;
   const uint32_t* edges = nullptr;  // may be null when nedges == 0
   int64_t nedges = 0;
   int64_t edge_words = 0;           // length of `edges` in words
-  const uint32_t* positions = nullptr;  // sum of the edges' D entries
+  const uint32_t* steps = nullptr;      // nedges steps
+  const uint32_t* positions = nullptr;  // the steps' D entries, in step order
   int64_t npositions = 0;
 };
-// The positions of edge records (see Execution).
-std::vector<uint32_t> edge_positions(const uint32_t* edges, int64_t nedges);
+// The steps and positions (see Execution) of edge records as build_execution writes them, on Cout
+// channels of cout_g per group.
+void sliced_steps(const uint32_t* edges, int64_t nedges, int64_t cout, int64_t cout_g, std::vector<uint32_t>& steps,
+                  std::vector<uint32_t>& positions);
 // Checks that the panels and edges compute every output channel exactly once, parents before children,
 // inside array bounds; fails with CorruptPlan otherwise. Cost O(Cout + edge words).
 void validate_execution(const WeightShape& s, const Execution& e);

@@ -169,11 +169,11 @@ struct Layer {
   std::vector<int64_t> tap_offset;
   int64_t first_offset, offset_span;  // the smallest tap_offset, and the largest less it
   // 'bits' output of MST tiles (without 'zero' padding, whose border pixels need the int32 values):
-  // every channel's popcounts stay in nvp bit planes, children come from their parents' planes with no
-  // int32 values at all (Kernels::sliced_child), and a channel's bit is a compare of its planes:
-  // (popcount < below[c]) xor invert[c] (popcount_threshold).
+  // every channel's popcount less below[c] stays in nt bit planes (two's complement), children come
+  // from their parents' planes with no int32 values at all (Kernels::sliced_child), and a channel's bit,
+  // (popcount < below[c]) xor invert[c] (popcount_threshold), is its top plane xor invert[c].
   bool sliced_bits;
-  int nvp;
+  int nt;
   std::vector<uint32_t> roots, below;
   std::vector<uint8_t> invert;
 };
@@ -269,8 +269,8 @@ Layer::Layer(const Kernels& kn, const uint32_t* x, const uint32_t* words, const 
   sliced_bits = !pixel_major && t.kind == Output::Bits && !p.pad_zero;
   for (int64_t c = 0; c < s.cout && sliced_bits; ++c) sliced_bits = std::isfinite(scale[size_t(c)]) && std::isfinite(bias[size_t(c)]);
   if (!sliced_bits) return;
-  nvp = 1;
-  while (nvp < 32 && (int64_t(K) >> nvp) != 0) ++nvp;
+  nt = 2;  // popcount - below lies in [-K, K]
+  while ((int64_t(K) >> (nt - 1)) != 0) ++nt;
   below.resize(size_t(s.cout));
   invert.resize(size_t(s.cout));
   for (size_t c = 0; c < size_t(s.cout); ++c) {
@@ -485,33 +485,48 @@ int64_t bit_row_words(int64_t np) {
 }
 
 // The MST edges over the channel-major tile in acc, each child channel from its parent, bit-sliced
-// over the tile's tap-bit-major rows. With Layer::sliced_bits, returns every channel's value planes
-// ([channel][nvp][nb]; acc holds only the roots' values), else null.
+// over the tile's tap-bit-major rows, step by step (Execution::steps). With Layer::sliced_bits, returns
+// every channel's output bits over the tile's pixels ([channel][nb] words; acc holds only the roots'
+// values), else null.
 const uint64_t* apply_reuse_edges(const Kernels& kn, const Layer& L, const Tile& tile) {
-  thread_local std::vector<uint64_t> bit_rows, planes;
+  thread_local std::vector<uint64_t> bit_rows, planes, signs;
+  thread_local std::vector<int32_t> below_root;
   const int64_t ld = L.ld_rows, nb = bit_row_words(tile.np);
   const int64_t group_rows = 32 * L.kw * nb;
   bit_rows.resize(size_t(L.G * group_rows));
   if (L.shifted_taps) tap_rows_by_shift(kn, L, tile, nb, bit_rows.data());
   else tap_rows_by_transpose(kn, L, tile, nb, bit_rows.data());
-  const uint32_t* r = L.e.edges;
   const uint32_t* pos = L.e.positions;
-  const int64_t channel_planes = L.sliced_bits ? L.nvp * nb : 0;
+  const int64_t channel_planes = L.sliced_bits ? L.nt * nb : 0;
   if (L.sliced_bits) {
+    // Each root's popcounts less its threshold in planes, and their signs.
     planes.resize(size_t(L.s.cout * channel_planes));
-    for (uint32_t c : L.roots) kn.value_planes(tile.acc + c * ld, nb, L.nvp, planes.data() + c * channel_planes);
+    signs.resize(size_t(L.s.cout * nb));
+    below_root.resize(size_t(64 * nb));
+    for (uint32_t c : L.roots) {
+      const int32_t* v = tile.acc + c * ld;
+      const int32_t below = int32_t(L.below[c]);
+      for (int64_t i = 0; i < 64 * nb; ++i) below_root[size_t(i)] = v[i] - below;
+      uint64_t* pl = planes.data() + c * channel_planes;
+      kn.value_planes(below_root.data(), nb, L.nt, pl);
+      for (int64_t j = 0; j < nb; ++j) signs[size_t(c * nb + j)] = pl[(L.nt - 1) * nb + j] ^ (L.invert[c] ? ~uint64_t(0) : 0);
+    }
   }
   for (int64_t j = 0; j < L.e.nedges; ++j) {
-    const int64_t g = r[0] / L.s.cout_g(), d = r[3];
-    const uint64_t* rows = bit_rows.data() + g * group_rows;
-    if (L.sliced_bits)
-      kn.sliced_child(rows, nb, pos, d, planes.data() + r[1] * channel_planes, L.nvp, planes.data() + r[0] * channel_planes);
-    else
-      kn.sliced_edge(rows, nb, pos, d, tile.acc + r[1] * ld, tile.acc + r[0] * ld);
+    const uint32_t* st = L.e.steps + j * kStepWords;
+    const uint32_t child = st[0], parent = st[1], d = st[3], zeros = st[4];
+    const uint64_t* rows = bit_rows.data() + st[2] * group_rows;
+    if (L.sliced_bits) {
+      const uint32_t add = d + L.below[parent] - L.below[child];  // modulo 2^32: the kernel reads nt <= 32 bits
+      kn.sliced_child(rows, nb, pos, d, zeros, add, planes.data() + parent * channel_planes, L.nt,
+                      st[5] & kStepHasChildren ? planes.data() + child * channel_planes : nullptr, L.invert[child],
+                      signs.data() + child * nb);
+    } else {
+      kn.sliced_edge(rows, nb, pos, d, zeros, tile.acc + parent * ld, tile.acc + child * ld);
+    }
     pos += d;
-    r += 4 + 3 * r[2];
   }
-  return L.sliced_bits ? planes.data() : nullptr;
+  return L.sliced_bits ? signs.data() : nullptr;
 }
 
 // Output pass for what the kernels did not write (all pixels of unfused tasks, raw pixels of fused
@@ -557,8 +572,8 @@ void write_unfused_output(const Kernels& kn, const Layer& L, const Tile& tile, b
 // pixels) is the output: bit c of row i is channel c of pixel i. Rows are as wide as the output's pixels
 // when the output words come in pairs, so the tile's whole 32-pixel words go straight to the output;
 // the rest (and every row otherwise) goes through a buffer.
-// The signs come from acc (sign_bits) or, with planes (Layer::sliced_bits), from them (planes_below).
-void write_channel_major_bits(const Kernels& kn, const Layer& L, const Tile& tile, const uint64_t* planes) {
+// The signs come from acc (sign_bits), or with Layer::sliced_bits from apply_reuse_edges ([channel][nb]).
+void write_channel_major_bits(const Kernels& kn, const Layer& L, const Tile& tile, const uint64_t* sliced_signs) {
   thread_local std::vector<uint32_t> signs;
   thread_local std::vector<uint64_t> rows, by_channel;
   // (Rows a cache line longer than the channels: at 1 KiB apart, the stores of one channel's words all
@@ -568,18 +583,16 @@ void write_channel_major_bits(const Kernels& kn, const Layer& L, const Tile& til
   // Each channel's words [channel][2 nb], then one word transpose into `signs` (channels past cout 0).
   // (Copied out word by word right after the kernel stored them as one vector, they stalled on the
   // store forwarding.)
-  by_channel.resize(size_t(cout * nb));
   signs.resize(size_t(words * ld));
   for (int64_t w = 0; w < words; ++w) std::fill(signs.data() + w * ld + cout, signs.data() + w * ld + 64 * nbc, 0u);
-  for (int64_t c = 0; c < cout; ++c) {
-    uint64_t* one = by_channel.data() + c * nb;
-    if (planes)
-      kn.planes_below(planes + c * L.nvp * nb, nb, L.nvp, L.below[size_t(c)], L.invert[size_t(c)], one);
-    else
+  if (!sliced_signs) {
+    by_channel.resize(size_t(cout * nb));
+    for (int64_t c = 0; c < cout; ++c)
       kn.sign_bits(tile.acc + c * L.ld_rows, np, L.K, L.scale[size_t(c)], L.bias[size_t(c)], L.fused_output.clamp,
-                   reinterpret_cast<uint32_t*>(one));
+                   reinterpret_cast<uint32_t*>(by_channel.data() + c * nb));
   }
-  kn.transpose(reinterpret_cast<const uint32_t*>(by_channel.data()), cout, words, 2 * nb, signs.data(), ld);
+  kn.transpose(reinterpret_cast<const uint32_t*>(sliced_signs ? sliced_signs : by_channel.data()), cout, words, 2 * nb,
+               signs.data(), ld);
   uint32_t* out = static_cast<uint32_t*>(L.out) + tile.p0 * L.out_words;
   const int64_t direct = L.out_words == 2 * nbc ? np / 32 : 0;  // whole words written in place
   if (direct) kn.bit_rows(signs.data(), ld, direct, nbc, reinterpret_cast<uint64_t*>(out));
@@ -595,9 +608,9 @@ void write_channel_major_bits(const Kernels& kn, const Layer& L, const Tile& til
 
 // The output of a channel-major tile (after MST edges): blocks of pixels turned pixel-major in an
 // L1-sized buffer and written out before the next block.
-void write_channel_major_output(const Kernels& kn, const Layer& L, const Tile& tile, const uint64_t* planes) {
-  if (planes || (L.t.kind == Output::Bits && !L.p.pad_zero && kn.sign_bits))
-    return write_channel_major_bits(kn, L, tile, planes);
+void write_channel_major_output(const Kernels& kn, const Layer& L, const Tile& tile, const uint64_t* sliced_signs) {
+  if (sliced_signs || (L.t.kind == Output::Bits && !L.p.pad_zero && kn.sign_bits))
+    return write_channel_major_bits(kn, L, tile, sliced_signs);
   thread_local std::vector<int32_t> rows;
   constexpr int64_t kBlock = 16;
   rows.resize(size_t(kBlock * L.s.cout));

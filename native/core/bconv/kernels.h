@@ -27,6 +27,15 @@ struct Epilogue {
 // in one sequential run of 16 KiB.
 constexpr int64_t kPackRun = 4096;
 
+// A panel whose channels 16 to 31 are all empty: the AVX-512 and AVX2 dense kernels count only its
+// first 16 channels, at half the cost (MST plans fill their root panels to a multiple of 16).
+constexpr int kHalfPanel = kPanelWidth / 2;
+inline bool half_panel(const uint32_t* ch) {
+  for (int c = kHalfPanel; c < kPanelWidth; ++c)
+    if (ch[c] != kNoChannel) return false;
+  return true;
+}
+
 struct Kernels {
   // One panel (32 channels of one group, data [Kw][32], Kw = taps * wg) against npix pixels. Pixel i's
   // words for tap t are the wg words at rows[i * taps + t] + off: an indirection buffer pointing into
@@ -48,17 +57,18 @@ struct Kernels {
   void (*shifted_rows)(const uint64_t* src, int64_t lds, int64_t nrows, int64_t shift, const uint64_t* mask,
                        int64_t nb, uint64_t* dst);
   // One MST edge over 64 * nb pixels (nb = 1, 2, 4 or 8), bit-sliced (sliced.h): pos holds npos entries
-  // k << 1 | the parent's weight bit at position k, parent bit 0 first; child[i] = parent[i] + npos - 2 S[i].
-  void (*sliced_edge)(const uint64_t* rows, int64_t nb, const uint32_t* pos, int64_t npos, const int32_t* parent,
-                      int32_t* child);
-  // 'bits' output of MST tiles in bit planes: a channel's values (popcounts, below 2^nvp) over 64 * nb
-  // pixels as nvp planes of nb words, bit i of planes[l * nb + j] = bit l of pixel 64 j + i's value.
-  // value_planes: from int32 values; sliced_child: a child's planes from its parent's over an edge as
-  // sliced_edge takes it; planes_below: out[j] bit i = (value < below) xor invert.
+  // k << 1 | the parent's weight bit at position k, the first `zeros` of them of parent bit 0;
+  // child[i] = parent[i] + npos - 2 S[i].
+  void (*sliced_edge)(const uint64_t* rows, int64_t nb, const uint32_t* pos, int64_t npos, int64_t zeros,
+                      const int32_t* parent, int32_t* child);
+  // 'bits' output of MST tiles in bit planes: a channel's values (popcounts less a threshold, two's
+  // complement modulo 2^nt) over 64 * nb pixels as nt planes of nb words, bit i of planes[l * nb + j] =
+  // bit l of pixel 64 j + i's value. value_planes: from int32 values; sliced_child: a child's planes
+  // (parent + add - 2 S over an edge as sliced_edge takes it) to `child` unless it is null, and their
+  // top plane (the sign) xor invert to `sign` (nb words).
   void (*value_planes)(const int32_t* v, int64_t nb, int nvp, uint64_t* planes);
-  void (*sliced_child)(const uint64_t* rows, int64_t nb, const uint32_t* pos, int64_t npos, const uint64_t* parent,
-                       int nvp, uint64_t* child);
-  void (*planes_below)(const uint64_t* planes, int64_t nb, int nvp, uint32_t below, bool invert, uint64_t* out);
+  void (*sliced_child)(const uint64_t* rows, int64_t nb, const uint32_t* pos, int64_t npos, int64_t zeros,
+                       uint32_t add, const uint64_t* parent, int nt, uint64_t* child, bool invert, uint64_t* sign);
   // NHWC pixels of C floats -> ceil(C/32) words each; bit = x < thr[c]. With `stream` (an output
   // larger than the caches) the kernels that can write it with non-temporal stores where whole 64-byte
   // lines allow (C < 32: 1 word per pixel, up to a third of the bytes read), fenced before they return.

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "bconv.h"
 #include "epilogue.h"
@@ -33,7 +34,8 @@ struct Popc {
   __m256i widen(__m256i b) const { return _mm256_madd_epi16(_mm256_maddubs_epi16(b, ones8), ones16); }
 };
 
-template <int MR>
+// NQ: the panel's 8-channel quarters counted (2 for a half_panel, whose other accumulators stay zero).
+template <int MR, int NQ>
 void dense_tile(const Popc& pc, const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t off,
                 const uint32_t* panel, const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp, const Epilogue* ep,
                 int64_t pix0) {
@@ -56,7 +58,7 @@ void dense_tile(const Popc& pc, const uint32_t* const* rows, int64_t taps, int64
         for (int r = 0; r < MR; ++r) src[r] = rows[r * taps + t] + off;
       }
       const uint32_t* wk = panel + k * kPanelWidth;
-      for (int q = 0; q < 4; ++q) {
+      for (int q = 0; q < NQ; ++q) {
         __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wk + 8 * q));
         for (int r = 0; r < MR; ++r) {
           __m256i x = _mm256_set1_epi32(int(src[r][j]));
@@ -66,7 +68,7 @@ void dense_tile(const Popc& pc, const uint32_t* const* rows, int64_t taps, int64
       ++j;
     }
     for (int r = 0; r < MR; ++r)
-      for (int q = 0; q < 4; ++q) acc[r][q] = _mm256_add_epi32(acc[r][q], pc.widen(b8[r][q]));
+      for (int q = 0; q < NQ; ++q) acc[r][q] = _mm256_add_epi32(acc[r][q], pc.widen(b8[r][q]));
   }
   alignas(32) int32_t buf[MR][kPanelWidth];
   for (int r = 0; r < MR; ++r)
@@ -77,9 +79,13 @@ void dense_tile(const Popc& pc, const uint32_t* const* rows, int64_t taps, int64
 void dense_panel(const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t off, int64_t npix,
                  const uint32_t* panel, const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp, const Epilogue* ep) {
   Popc pc;
-  int64_t i = 0;
-  for (; i + 2 <= npix; i += 2) dense_tile<2>(pc, rows + i * taps, taps, wg, off, panel, ch, p + i * ldp, ldc, ldp, ep, i);
-  if (i < npix) dense_tile<1>(pc, rows + i * taps, taps, wg, off, panel, ch, p + i * ldp, ldc, ldp, ep, i);
+  auto tiles = [&](auto nq) {
+    int64_t i = 0;
+    for (; i + 2 <= npix; i += 2) dense_tile<2, nq()>(pc, rows + i * taps, taps, wg, off, panel, ch, p + i * ldp, ldc, ldp, ep, i);
+    if (i < npix) dense_tile<1, nq()>(pc, rows + i * taps, taps, wg, off, panel, ch, p + i * ldp, ldc, ldp, ep, i);
+  };
+  if (half_panel(ch)) return tiles(std::integral_constant<int, 2>{});
+  tiles(std::integral_constant<int, 4>{});
 }
 
 // Bit k of 32 pixels at a time: an in-lane byte shuffle and a dword permute per input register gather
@@ -109,9 +115,9 @@ void bit_rows(const uint32_t* at, int64_t ldat, int64_t kw, int64_t nb, uint64_t
     }
 }
 
-void sliced_edge(const uint64_t* rows, int64_t nb, const uint32_t* pos, int64_t npos, const int32_t* parent,
-                 int32_t* child) {
-  sliced_edge_any(rows, nb, pos, npos, parent, child, expand_scalar);
+void sliced_edge(const uint64_t* rows, int64_t nb, const uint32_t* pos, int64_t npos, int64_t zeros,
+                 const int32_t* parent, int32_t* child) {
+  sliced_edge_any(rows, nb, pos, npos, zeros, parent, child, expand_scalar);
 }
 
 void pack_nhwc(const float* x, int64_t pixels, int64_t c, const float* thr, uint32_t* out, bool /*stream*/) {
@@ -272,7 +278,7 @@ uint64_t popcount_loop(const uint32_t* data, int64_t reps) {
 }  // namespace
 
 const Kernels& kernels_avx2() {
-  static const Kernels k{dense_panel, bit_rows, shifted_rows_any, sliced_edge, value_planes_scalar, sliced_child_any, planes_below_any, pack_nhwc, pack_nchw, distances, transpose_words_avx2, out_int32, out_float, out_bits, sign_bits, popcount_loop};
+  static const Kernels k{dense_panel, bit_rows, shifted_rows_any, sliced_edge, value_planes_scalar, sliced_child_any, pack_nhwc, pack_nchw, distances, transpose_words_avx2, out_int32, out_float, out_bits, sign_bits, popcount_loop};
   return k;
 }
 

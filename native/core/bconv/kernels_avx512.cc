@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <string>
+#include <type_traits>
 
 #include "../common/avx512_masked.h"
 #include "bconv.h"
@@ -125,8 +126,9 @@ inline void store_channel_major(const __m512i a[8], const uint32_t* ch, int32_t*
 }
 
 // MR pixels x 32 channels held in 2*MR accumulators; each step broadcasts one input word per pixel.
-// WG > 0 fixes the words per tap at compile time (small channel counts: the word loop unrolls).
-template <int MR, int WG = 0>
+// WG > 0 fixes the words per tap at compile time (small channel counts: the word loop unrolls). Half:
+// the panel's channels 16 to 31 are empty (half_panel), their accumulators stay zero.
+template <int MR, int WG, bool Half>
 void dense_tile(const uint32_t* const* rows, int64_t taps, int64_t wg_runtime, int64_t off, const uint32_t* panel,
                 const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp, int nvalid, const Epilogue* ep,
                 int64_t pix0) {
@@ -153,11 +155,11 @@ void dense_tile(const uint32_t* const* rows, int64_t taps, int64_t wg_runtime, i
     const uint32_t* wt = panel + t * wg * kPanelWidth;
     for (int64_t j = 0; j < wg; ++j) {
       __m512i b0 = _mm512_loadu_si512(wt + j * kPanelWidth);
-      __m512i b1 = _mm512_loadu_si512(wt + j * kPanelWidth + 16);
+      __m512i b1 = Half ? b0 : _mm512_loadu_si512(wt + j * kPanelWidth + 16);
       for (int r = 0; r < MR; ++r) {
         __m512i x = _mm512_set1_epi32(int(src[r][j]));
         acc0[r] = _mm512_add_epi32(acc0[r], popc_xor(x, b0));
-        acc1[r] = _mm512_add_epi32(acc1[r], popc_xor(x, b1));
+        if (!Half) acc1[r] = _mm512_add_epi32(acc1[r], popc_xor(x, b1));
       }
     }
   }
@@ -188,12 +190,12 @@ void dense_tile(const uint32_t* const* rows, int64_t taps, int64_t wg_runtime, i
   scatter_tile<MR>(buf, ch, p, ldc, ldp);
 }
 
-template <int WG>
+template <int WG, bool Half>
 void dense_blocks(const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t off, int64_t npix,
                   const uint32_t* panel, const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp, const Epilogue* ep) {
   const int nv = ldc == 1 ? consecutive_channels(ch) : 0;  // pixel-major with consecutive channels: whole-vector stores
   int64_t i = 0;
-#define XNORM_TILE(MR) dense_tile<MR, WG>(rows + i * taps, taps, wg, off, panel, ch, p + i * ldp, ldc, ldp, nv, ep, i)
+#define XNORM_TILE(MR) dense_tile<MR, WG, Half>(rows + i * taps, taps, wg, off, panel, ch, p + i * ldp, ldc, ldp, nv, ep, i)
   for (; i + 8 <= npix; i += 8) XNORM_TILE(8);
   switch (npix - i) {
     case 7: XNORM_TILE(7); break;
@@ -210,12 +212,16 @@ void dense_blocks(const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t
 
 void dense_panel(const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t off, int64_t npix,
                  const uint32_t* panel, const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp, const Epilogue* ep) {
-  switch (wg) {
-    case 1: return dense_blocks<1>(rows, taps, wg, off, npix, panel, ch, p, ldc, ldp, ep);
-    case 2: return dense_blocks<2>(rows, taps, wg, off, npix, panel, ch, p, ldc, ldp, ep);
-    case 4: return dense_blocks<4>(rows, taps, wg, off, npix, panel, ch, p, ldc, ldp, ep);
-    default: return dense_blocks<0>(rows, taps, wg, off, npix, panel, ch, p, ldc, ldp, ep);
-  }
+  auto blocks = [&](auto half) {
+    switch (wg) {
+      case 1: return dense_blocks<1, half()>(rows, taps, wg, off, npix, panel, ch, p, ldc, ldp, ep);
+      case 2: return dense_blocks<2, half()>(rows, taps, wg, off, npix, panel, ch, p, ldc, ldp, ep);
+      case 4: return dense_blocks<4, half()>(rows, taps, wg, off, npix, panel, ch, p, ldc, ldp, ep);
+      default: return dense_blocks<0, half()>(rows, taps, wg, off, npix, panel, ch, p, ldc, ldp, ep);
+    }
+  };
+  if (half_panel(ch)) return blocks(std::true_type{});
+  blocks(std::false_type{});
 }
 
 // Bit k of 64 pixels at a time: an in-lane byte shuffle and two dword permutes gather byte k / 8 of the
@@ -359,9 +365,9 @@ void expand_masked(const uint64_t* planes, int nplanes, int nb, int32_t d, const
   }
 }
 
-void sliced_edge(const uint64_t* rows, int64_t nb, const uint32_t* pos, int64_t npos, const int32_t* parent,
-                 int32_t* child) {
-  sliced_edge_any(rows, nb, pos, npos, parent, child, expand_masked);
+void sliced_edge(const uint64_t* rows, int64_t nb, const uint32_t* pos, int64_t npos, int64_t zeros,
+                 const int32_t* parent, int32_t* child) {
+  sliced_edge_any(rows, nb, pos, npos, zeros, parent, child, expand_masked);
 }
 
 // Kernels::value_planes: per 64 pixels, one byte of each value at a time narrowed into one register;
@@ -635,7 +641,7 @@ const Kernels& kernels_avx512() {
   // keeps the plain bit_rows (tests compare the two).
   static const bool gfni = __builtin_cpu_supports("gfni") && __builtin_cpu_supports("avx512vbmi") &&
                            !(std::getenv("XNORM_GFNI") && std::string(std::getenv("XNORM_GFNI")) == "0");
-  static const Kernels k{dense_panel, gfni ? bit_rows_gfni : bit_rows, shifted_rows_any, sliced_edge, value_planes, sliced_child_any, planes_below_any, pack_nhwc, pack_nchw, distances, transpose_words_avx2, out_int32, out_float, out_bits, sign_bits, popcount_loop};
+  static const Kernels k{dense_panel, gfni ? bit_rows_gfni : bit_rows, shifted_rows_any, sliced_edge, value_planes, sliced_child_any, pack_nhwc, pack_nchw, distances, transpose_words_avx2, out_int32, out_float, out_bits, sign_bits, popcount_loop};
   return k;
 }
 

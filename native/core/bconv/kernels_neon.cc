@@ -123,7 +123,7 @@ uint64_t popcount_loop(const uint32_t* data, int64_t reps) {
 
 const Kernels& kernels_neon() {
   const Kernels& p = kernels_portable();
-  static const Kernels k{dense_panel, p.bit_rows, p.shifted_rows, p.sliced_edge, p.value_planes, p.sliced_child, p.planes_below, p.pack_nhwc, p.pack_nchw, distances, p.transpose,
+  static const Kernels k{dense_panel, p.bit_rows, p.shifted_rows, p.sliced_edge, p.value_planes, p.sliced_child, p.pack_nhwc, p.pack_nchw, distances, p.transpose,
                          p.out_int32, p.out_float, p.out_bits, nullptr, popcount_loop};
   return k;
 }

@@ -17,13 +17,14 @@ inline uint32_t popc(uint32_t v) {
 
 void dense_panel(const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t off, int64_t npix,
                  const uint32_t* panel, const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp, const Epilogue* ep) {
+  const int nc = half_panel(ch) ? kHalfPanel : kPanelWidth;
   for (int64_t i = 0; i < npix; ++i) {
     int32_t acc[1][kPanelWidth] = {};
     for (int64_t t = 0; t < taps; ++t) {
       const uint32_t* src = rows[i * taps + t] + off;
       for (int64_t j = 0; j < wg; ++j) {
         const uint32_t x = src[j], *wk = panel + (t * wg + j) * kPanelWidth;
-        for (int c = 0; c < kPanelWidth; ++c) acc[0][c] += int32_t(popc(x ^ wk[c]));
+        for (int c = 0; c < nc; ++c) acc[0][c] += int32_t(popc(x ^ wk[c]));
       }
     }
     finish_tile<1>(acc, ch, ep, i, p + i * ldp, ldc, ldp);
@@ -41,9 +42,9 @@ void bit_rows(const uint32_t* at, int64_t ldat, int64_t kw, int64_t nb, uint64_t
     }
 }
 
-void sliced_edge(const uint64_t* rows, int64_t nb, const uint32_t* pos, int64_t npos, const int32_t* parent,
-                 int32_t* child) {
-  sliced_edge_any(rows, nb, pos, npos, parent, child, expand_scalar);
+void sliced_edge(const uint64_t* rows, int64_t nb, const uint32_t* pos, int64_t npos, int64_t zeros,
+                 const int32_t* parent, int32_t* child) {
+  sliced_edge_any(rows, nb, pos, npos, zeros, parent, child, expand_scalar);
 }
 
 void pack_nhwc(const float* x, int64_t pixels, int64_t c, const float* thr, uint32_t* out, bool /*stream*/) {
@@ -125,7 +126,7 @@ uint64_t popcount_loop(const uint32_t* data, int64_t reps) {
 }  // namespace
 
 const Kernels& kernels_portable() {
-  static const Kernels k{dense_panel, bit_rows, shifted_rows_any, sliced_edge, value_planes_scalar, sliced_child_any, planes_below_any, pack_nhwc, pack_nchw, distances, transpose, out_int32, out_float, out_bits, nullptr, popcount_loop};
+  static const Kernels k{dense_panel, bit_rows, shifted_rows_any, sliced_edge, value_planes_scalar, sliced_child_any, pack_nhwc, pack_nchw, distances, transpose, out_int32, out_float, out_bits, nullptr, popcount_loop};
   return k;
 }
 

@@ -95,10 +95,10 @@ struct Planes {
   // S of 64 * NB pixels into planes (little-endian bit order); returns the number of planes.
   // Harley-Seal: sixteen terms go through fifteen adders into ones, twos, fours, eights and one carry
   // of weight 16, rippled into planes 4 to 7 (in registers) and on into memory. The positions run as
-  // one list (edge_positions puts each edge's parent-bit-0 positions first): blocks of one parent bit
-  // take their rows as they are or complemented inside the adders, the one block where the bits meet
+  // one list, the first `zeros` of them of parent bit 0 (sliced_steps): blocks of one parent bit take
+  // their rows as they are or complemented inside the adders, the one block where the bits meet
   // complements per term, and a tail of at most eight terms goes through seven adders only.
-  static int count(const uint64_t* rows, const uint32_t* pos, int64_t npos, V* plane) {
+  static int count(const uint64_t* rows, const uint32_t* pos, int64_t npos, int64_t zeros, V* plane) {
     int nplanes = 4;
     while (nplanes < kMaxPlanes && (npos >> nplanes) != 0) ++nplanes;
     for (int l = 8; l < nplanes; ++l) plane[l] = V{};
@@ -115,7 +115,6 @@ struct Planes {
       csa(carry, eights, eights, eights_a, eights_b);
       carry16(carry);
     };
-    const int64_t zeros = std::partition_point(pos, pos + npos, [](uint32_t v) { return (v & 1u) == 0; }) - pos;
     int64_t i = 0;
     for (; i + 16 <= npos; i += 16) {
       if (i + 16 <= zeros) {
@@ -157,10 +156,10 @@ struct Planes {
 // expand(planes as 64-bit words [nplanes][NB], nplanes, NB, npos, parent, child) (expand_scalar, or a
 // kernel file's vector form).
 template <int NB, typename Expand>
-void sliced_edge_nb(const uint64_t* rows, const uint32_t* pos, int64_t npos, const int32_t* parent, int32_t* child,
-                    Expand expand) {
+void sliced_edge_nb(const uint64_t* rows, const uint32_t* pos, int64_t npos, int64_t zeros, const int32_t* parent,
+                    int32_t* child, Expand expand) {
   typename Planes<NB>::V plane[kMaxPlanes];
-  const int nplanes = Planes<NB>::count(rows, pos, npos, plane);
+  const int nplanes = Planes<NB>::count(rows, pos, npos, zeros, plane);
   expand(reinterpret_cast<const uint64_t*>(plane), nplanes, NB, int32_t(npos), parent, child);
 }
 
@@ -217,9 +216,9 @@ inline void with_nb(int64_t nb, F&& f) {
 }
 
 template <typename Expand>
-void sliced_edge_any(const uint64_t* rows, int64_t nb, const uint32_t* pos, int64_t npos, const int32_t* parent,
-                     int32_t* child, Expand expand) {
-  with_nb(nb, [&](auto n) { sliced_edge_nb<n()>(rows, pos, npos, parent, child, expand); });
+void sliced_edge_any(const uint64_t* rows, int64_t nb, const uint32_t* pos, int64_t npos, int64_t zeros,
+                     const int32_t* parent, int32_t* child, Expand expand) {
+  with_nb(nb, [&](auto n) { sliced_edge_nb<n()>(rows, pos, npos, zeros, parent, child, expand); });
 }
 
 inline void shifted_rows_any(const uint64_t* src, int64_t lds, int64_t nrows, int64_t shift, const uint64_t* mask,
@@ -227,55 +226,34 @@ inline void shifted_rows_any(const uint64_t* src, int64_t lds, int64_t nrows, in
   with_nb(nb, [&](auto n) { shifted_rows_nb<n()>(src, lds, nrows, shift, mask, dst); });
 }
 
-// Kernels::sliced_child: child = parent + npos - 2 S modulo 2^nvp, plane by plane from bit 0 up with a
+// Kernels::sliced_child: child = parent + add - 2 S modulo 2^nt, plane by plane from bit 0 up with a
 // borrow (the subtraction of 2 S, plane l of which is plane l - 1 of S) and a carry (the addition of
-// npos). The child's value is below 2^nvp, so the modular result is exact whatever the partial ones.
+// `add`), kept only where asked; its top plane, the sign of a value in [-2^(nt-1), 2^(nt-1)), xor invert
+// to `sign`. The child's value fits, so the modular result is exact whatever the partial ones.
 template <int NB>
-void sliced_child_nb(const uint64_t* rows, const uint32_t* pos, int64_t npos, const uint64_t* parent, int nvp,
-                     uint64_t* child) {
+void sliced_child_nb(const uint64_t* rows, const uint32_t* pos, int64_t npos, int64_t zeros, uint32_t add,
+                     const uint64_t* parent, int nt, uint64_t* child, bool invert, uint64_t* sign) {
   using V = typename Planes<NB>::V;
   V sum[kMaxPlanes];
-  const int nsum = Planes<NB>::count(rows, pos, npos, sum);
-  V borrow{}, carry{}, p;
-  for (int l = 0; l < nvp; ++l) {
+  const int nsum = Planes<NB>::count(rows, pos, npos, zeros, sum);
+  V borrow{}, carry{}, p, c{};
+  for (int l = 0; l < nt; ++l) {
     __builtin_memcpy(&p, parent + l * NB, sizeof p);
     const V twice = l > 0 && l <= nsum ? sum[l - 1] : V{};
     const V diff = p ^ twice ^ borrow;
     borrow = (~p & (twice | borrow)) | (twice & borrow);
-    V c;
-    if ((npos >> l) & 1) {
-      c = ~(diff ^ carry);
-      carry = diff | carry;
-    } else {
-      c = diff ^ carry;
-      carry = diff & carry;
-    }
-    __builtin_memcpy(child + l * NB, &c, sizeof c);
+    const V a = V{} - ((add >> l) & 1u);  // plane l of `add`: all ones or zero
+    c = diff ^ carry ^ a;
+    carry = (diff & carry) | (a & (diff | carry));
+    if (child) __builtin_memcpy(child + l * NB, &c, sizeof c);
   }
+  if (invert) c = ~c;
+  __builtin_memcpy(sign, &c, sizeof c);
 }
 
-inline void sliced_child_any(const uint64_t* rows, int64_t nb, const uint32_t* pos, int64_t npos,
-                             const uint64_t* parent, int nvp, uint64_t* child) {
-  with_nb(nb, [&](auto n) { sliced_child_nb<n()>(rows, pos, npos, parent, nvp, child); });
-}
-
-// Kernels::planes_below: out = (value < below) xor invert per pixel, compared from bit 0 up (a higher
-// bit that differs from below's decides).
-template <int NB>
-void planes_below_nb(const uint64_t* planes, int nvp, uint32_t below, bool invert, uint64_t* out) {
-  using V = typename Planes<NB>::V;
-  V lt{}, p;
-  for (int l = 0; l < nvp; ++l) {
-    __builtin_memcpy(&p, planes + l * NB, sizeof p);
-    lt = (below >> l) & 1u ? ~p | lt : ~p & lt;
-  }
-  if (invert) lt = ~lt;
-  __builtin_memcpy(out, &lt, sizeof lt);
-}
-
-inline void planes_below_any(const uint64_t* planes, int64_t nb, int nvp, uint32_t below, bool invert,
-                             uint64_t* out) {
-  with_nb(nb, [&](auto n) { planes_below_nb<n()>(planes, nvp, below, invert, out); });
+inline void sliced_child_any(const uint64_t* rows, int64_t nb, const uint32_t* pos, int64_t npos, int64_t zeros,
+                             uint32_t add, const uint64_t* parent, int nt, uint64_t* child, bool invert, uint64_t* sign) {
+  with_nb(nb, [&](auto n) { sliced_child_nb<n()>(rows, pos, npos, zeros, add, parent, nt, child, invert, sign); });
 }
 
 // Kernels::value_planes without vector masks: bit i of planes[l * nb + j] is bit l of v[64 j + i].

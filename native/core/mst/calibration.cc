@@ -62,7 +62,7 @@ Costs calibrate() {
         }
       ++b.nedges;
     }
-    b.positions = bconv::edge_positions(b.edges.data(), b.nedges);
+    bconv::sliced_steps(b.edges.data(), b.nedges, sh.cout, sh.cout_g(), b.steps, b.positions);
     bconv::validate_execution(sh, b.execution());
     return b;
   };

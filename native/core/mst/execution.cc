@@ -44,7 +44,7 @@ Built build_execution(const uint32_t* words, const WeightShape& s, const std::ve
     b.total_distance += d;
     ++b.nedges;
   }
-  b.positions = bconv::edge_positions(b.edges.data(), b.nedges);
+  bconv::sliced_steps(b.edges.data(), b.nedges, s.cout, s.cout_g(), b.steps, b.positions);
   bconv::validate_execution(s, b.execution());
   b.bits_processed = double(roots.size()) * double(s.k()) + double(b.total_distance);
   return b;

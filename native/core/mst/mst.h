@@ -37,9 +37,9 @@ inline bool runs_edges(Reuse reuse, int64_t output_pixels) {
 // parent[c] = -1 (computed densely) or a channel of the same group. Prim's algorithm per group over
 // a virtual root whose edge cost is a channel's from-scratch cost; `Always` weighs edges by Hamming
 // distance (root: K), `Auto` by the calibrated cost of an edge and its differing bits (root: the dense
-// cost, less a margin so reuse is chosen only where it clearly pays), fills the last root panel of each
-// group with the costliest children, and keeps the edges only if a timed trial on a synthetic input of
-// this layer's shape runs the plan at least 5 % faster than the dense weights.
+// cost, less a margin so reuse is chosen only where it clearly pays), fills each group's roots up to a
+// multiple of 16 (bconv::kHalfPanel) with the costliest children, and keeps the edges only if a timed
+// trial on a synthetic input of this layer's shape runs the plan at least 5 % faster than the dense weights.
 // Depth > maxDepth is cut by re-rooting.
 std::vector<int32_t> build_tree(const uint32_t* words, const bconv::WeightShape& s, Reuse reuse, int32_t max_depth);
 
@@ -57,13 +57,13 @@ struct Built {
   int64_t npanels = 0;
   std::vector<uint32_t> edges;   // edge records in level order
   int64_t nedges = 0;
-  std::vector<uint32_t> positions;  // the edges' differing positions (bconv::Execution)
+  std::vector<uint32_t> steps, positions;  // the edges as the CPU runs them (bconv::Execution)
   int32_t depth = 0;
   int64_t total_distance = 0;    // sum of Hamming distances on reuse edges
   double bits_processed = 0;     // roots * K + total_distance
 
   bconv::Execution execution() const {
-    return {panels.data(), npanels, edges.data(), nedges, int64_t(edges.size()), positions.data(),
+    return {panels.data(), npanels, edges.data(), nedges, int64_t(edges.size()), steps.data(), positions.data(),
             int64_t(positions.size())};
   }
 };

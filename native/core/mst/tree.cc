@@ -54,8 +54,9 @@ std::vector<int32_t> prim(const uint32_t* rows, int64_t n, const WeightShape& s,
 }
 
 // 'auto': the roots of a group run in panels of kPanelWidth channels whose dense cost does not depend
-// on how many of their slots are used, so the free slots of the last panel take the children with the
-// most differing bits (their edges cost the most; their subtrees stay attached to them).
+// on how many of their slots are used, beyond whether the second half has any (a half_panel costs
+// half), so the free slots up to the next multiple of kHalfPanel take the children with the most
+// differing bits (their edges cost the most; their subtrees stay attached to them).
 void fill_root_panels(const uint32_t* words, const WeightShape& s, std::vector<int32_t>& parent) {
   const bconv::Kernels& kn = bconv::active_kernels();
   const int64_t cog = s.cout_g(), kw = s.row_words();
@@ -73,7 +74,7 @@ void fill_root_panels(const uint32_t* words, const WeightShape& s, std::vector<i
       children.push_back({-ham[0], int32_t(c)});
     }
     if (roots == 0) continue;
-    const int64_t free_slots = (roots + bconv::kPanelWidth - 1) / bconv::kPanelWidth * bconv::kPanelWidth - roots;
+    const int64_t free_slots = (roots + bconv::kHalfPanel - 1) / bconv::kHalfPanel * bconv::kHalfPanel - roots;
     const int64_t n = std::min<int64_t>(free_slots, int64_t(children.size()));
     std::partial_sort(children.begin(), children.begin() + n, children.end());
     for (int64_t i = 0; i < n; ++i) parent[size_t(children[size_t(i)].second)] = -1;
