@@ -1,3 +1,5 @@
+import { spawnSync } from 'child_process';
+import * as path from 'path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
@@ -185,6 +187,30 @@ describe('mstPlan', () => {
     expect(() => mstPlanSync(w, { maxDepth: 0 })).toThrow(expect.objectContaining({ code: 'ERR_XNORM_ARGUMENT' }));
     expect(() => mstPlanSync(w, { reuse: 'sometimes' as never })).toThrow(expect.objectContaining({ code: 'ERR_XNORM_ARGUMENT' }));
     expect(() => mstPlanSync({} as BinaryWeights)).toThrow(expect.objectContaining({ code: 'ERR_XNORM_ARGUMENT' }));
+  });
+});
+
+describe("'auto' plans per call size", () => {
+  it('time their edges on the first call of each size and output kind below 512 output pixels and run as it found', () => {
+    const r = spawnSync(process.execPath, [path.join(__dirname, 'children', 'mst-size-trial.cjs')], {
+      env: { ...process.env, XNORM_DEBUG: '1', XNORM_CUDA_PLUGIN: path.join(__dirname, 'no-such-plugin.so'), XNORM_CUDA_PROBE: '' },
+      encoding: 'utf8',
+    });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toBe('same\n');
+    const lines = r.stderr.split('\n').filter((l) => /MST trial|binaryConv2d with an MST plan/.test(l));
+    const log = lines.join('\n');
+    // the adopted plan had no build trial; 196 pixels: one trial per output kind, none on the repeat calls
+    expect(lines.filter((l) => /MST trial/.test(l)).length, log).toBe(2);
+    for (let i = 0; i < 4; i += 2) {
+      expect(lines[i], log).toMatch(/^\[xnorm\] MST trial at 196 output pixels, 64 channels: .*: edges (kept|dropped)/);
+      const kept = /edges kept/.test(lines[i]);
+      expect(lines[i + 1], log).toMatch(kept ? /196 output pixels: runs its reuse edges$/ : /196 output pixels: runs dense \(its edges were not faster/);
+    }
+    expect(lines.slice(4), log).toEqual([
+      '[xnorm] binaryConv2d with an MST plan, 512 output pixels: runs its reuse edges',
+      '[xnorm] binaryConv2d with an MST plan, 196 output pixels: runs its reuse edges',  // the 'always' plan
+    ]);
   });
 });
 

@@ -106,11 +106,13 @@ struct ConvCall {
   const bconv::WeightShape& s() const { return weights->shape; }
   bconv::Execution execution() const {
     const int64_t pixels = p.n * bconv::out_size(p.h, p.ph, p.dh, s().kh, p.sh) * bconv::out_size(p.w, p.pw, p.dw, s().kw, p.sw);
-    const bool edges = plan && mst::runs_edges(plan->reuse, pixels);
-    if (plan && debug_enabled() && debug_first("mst " + std::to_string(uintptr_t(plan.get())) + " " + std::to_string(pixels)))
+    const bool edges = plan && plan->cpu_runs_edges(static_cast<const uint32_t*>(x.data), p, t, pixels);
+    if (plan && debug_enabled() &&
+        debug_first("mst " + std::to_string(uintptr_t(plan.get())) + " " + std::to_string(pixels) + " " + std::to_string(int(t.kind))))
       debug_log("binaryConv2d with an MST plan, " + std::to_string(pixels) + " output pixels: " +
-                (edges ? "runs its reuse edges" : "runs dense ('auto' plans run their edges from " +
-                                                      std::to_string(mst::kAutoMinPixels) + " output pixels)"));
+                (edges                    ? "runs its reuse edges"
+                 : plan->built.nedges == 0 ? "runs dense (the plan has no reuse edges)"
+                                           : "runs dense (its edges were not faster at this size in its trial)"));
     return edges ? plan->execution() : weights->execution();
   }
   xnorm_cuda_bconv plugin() const {

@@ -220,6 +220,24 @@ void Plan::record_trial(int32_t device, double plan_ms, double dense_ms) {
   edges_pay_[device] = plan_ms < 0.95 * dense_ms;
 }
 
+bool Plan::cpu_runs_edges(const uint32_t* x, const bconv::ConvParams& p, const bconv::Transform& t, int64_t pixels) {
+  if (built.nedges == 0) return false;
+  if (reuse != mst::Reuse::Auto || pixels >= mst::kTrialPixels) return true;
+  const auto key = std::make_pair(pixels, t.kind);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = cpu_pays_.find(key);
+    if (it != cpu_pays_.end()) return it->second;
+  }
+  // Not under the lock: calls of other sizes go on meanwhile; a concurrent first call of this size
+  // runs its own trial and the first verdict recorded stands.
+  const bool pays = mst::edges_pay(x, weights->words.data(), weights->shape, built.execution(), weights->execution(), p,
+                                   t, "MST trial at " + std::to_string(pixels) + " output pixels, " +
+                                          std::to_string(weights->shape.cout) + " channels");
+  std::lock_guard<std::mutex> lock(mutex_);
+  return cpu_pays_.emplace(key, pays).first->second;
+}
+
 std::shared_ptr<PackedWeights> weights_arg(const Napi::Value& v, const std::string& name) {
   return handle_arg<std::shared_ptr<PackedWeights>>(v, kWeightsTag, name, "BinaryWeights (from packWeights)");
 }

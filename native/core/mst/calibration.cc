@@ -14,8 +14,8 @@ namespace {
 // Calibration times the real executor on synthetic 3x3 layers (Cin 256, 4 x 16 x 16) with different
 // mixes of roots and edges, so everything a plan adds (the tile's bit rows, the channel-major tile
 // and its output pass, the edge records, cache effects) is measured where it happens, with the
-// threads a real call uses. Configurations are interleaved and each keeps its best time: another
-// process only ever adds time.
+// threads a real call uses. Configurations are interleaved (timed_rounds) and each keeps its best
+// time: another process only ever adds time.
 Costs calibrate() {
   uint32_t seed = 12345;
   auto rnd = [&] { return seed = seed * 1664525u + 1013904223u; };
@@ -70,16 +70,13 @@ Costs calibrate() {
   constexpr int64_t kRoots = 32, kFew = 16, kMany = 512;
   const Built all_dense = execution(s, s.cout, 0), few = execution(s, kRoots, kFew), many = execution(s, kRoots, kMany),
               fewer_edges = execution(s_half, kRoots, kFew);
-  double m1 = 1e30, m2 = 1e30, m3 = 1e30, m4 = 1e30;
   auto run = [&](const WeightShape& sh, const Built& b) {
-    bconv::conv(x.data(), words.data(), sh, b.execution(), p, t, out.data());
+    return [&, sh = &sh, b = &b] { bconv::conv(x.data(), words.data(), *sh, b->execution(), p, t, out.data()); };
   };
-  for (int trial = 0; trial < 5; ++trial) {
-    m1 = std::min(m1, best_window([&] { run(s, all_dense); }, 2e-3));
-    m2 = std::min(m2, best_window([&] { run(s, few); }, 2e-3));
-    m3 = std::min(m3, best_window([&] { run(s, many); }, 2e-3));
-    m4 = std::min(m4, best_window([&] { run(s_half, fewer_edges); }, 2e-3));
-  }
+  // 15 rounds at least, more while they take under 40 ms
+  const std::vector<std::vector<double>> times =
+      timed_rounds({run(s, all_dense), run(s, few), run(s, many), run(s_half, fewer_edges)}, 15, 40e-3);
+  const double m1 = fastest(times[0]), m2 = fastest(times[1]), m3 = fastest(times[2]), m4 = fastest(times[3]);
   const double P = double(pixels), edges = double(s.cout - kRoots), more_edges = double(s.cout - s_half.cout);
   Costs c;
   // Per pixel, each run against another that differs in one thing:

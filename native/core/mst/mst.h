@@ -4,6 +4,7 @@
 // counted bit-sliced on the CPU (bconv/sliced.h) and over the differing words on a GPU.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "../bconv/bconv.h"
@@ -23,16 +24,20 @@ struct Costs {
 };
 const Costs& calibrated_costs();
 
-// An 'auto' plan runs its edges only on calls with at least this many output pixels (N * OH * OW): below
-// it the bit-sliced executor has too few pixels per tile, or too few tiles for two threads, to beat the
-// dense kernels (measured on 3x3 256->256 layers: batch 2 at 14 x 14 pays, batch 1 does not). 192 was
-// tried: batch 1 gained 1.2x at 0.5 % flipped bits but lost at 2 and 5 % (0.95x, 0.69x in one bench run),
-// below the 0.97x an 'auto' plan promises, because its edges are chosen for the larger calls. 'always'
-// plans run their edges on every call.
-constexpr int64_t kAutoMinPixels = 384;
-inline bool runs_edges(Reuse reuse, int64_t output_pixels) {
-  return reuse != Reuse::Auto || output_pixels >= kAutoMinPixels;
-}
+// An 'auto' plan's edges are kept at build time only if a timed trial of two 16 x 16 images
+// (kTrialPixels output pixels) runs them clearly faster than the dense weights; calls with at least as
+// many output pixels run them. A smaller call has fewer pixels per tile and fewer tiles for the threads,
+// so there the first call of each output pixel count (and output kind) times the edges against the dense
+// weights on its own input, and that verdict holds for later calls of that size (Plan in the addon).
+// 'always' plans run their edges on every call.
+constexpr int64_t kTrialPixels = 512;
+
+// The timed trial: the plan's execution against the dense one on input x with geometry p and output
+// t.kind, interleaved. True when the plan is clearly faster (see kTrialMargin in trial.cc). `what` names
+// the trial in the XNORM_DEBUG line.
+bool edges_pay(const uint32_t* x, const uint32_t* words, const bconv::WeightShape& s, const bconv::Execution& plan,
+               const bconv::Execution& dense, const bconv::ConvParams& p, const bconv::Transform& t,
+               const std::string& what);
 
 // parent[c] = -1 (computed densely) or a channel of the same group. Prim's algorithm per group over
 // a virtual root whose edge cost is a channel's from-scratch cost; `Always` weighs edges by Hamming

@@ -1,7 +1,8 @@
 // Helpers shared by the files of the MST planner (not part of mst.h's interface).
 #pragma once
-#include <chrono>
+#include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -23,20 +24,13 @@ inline uint32_t get32(const uint8_t* p) {
   return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
 }
 
-// Mean seconds per call of fn, over as many calls as fill `window` seconds.
-template <typename F>
-double best_window(F&& fn, double window) {
-  using clock = std::chrono::steady_clock;
-  int64_t reps = 0;
-  auto t0 = clock::now();
-  double dt = 0;
-  do {
-    fn();
-    ++reps;
-    dt = std::chrono::duration<double>(clock::now() - t0).count();
-  } while (dt < window);
-  return dt / double(reps);
-}
+// Seconds per call of each of fns, called in turns (one sample of each per round) for at least
+// min_rounds rounds and until `budget` seconds have passed, at most 200 rounds: neighbouring samples of
+// different fns see the same load. Single-threaded (num_threads() == 1), calls are timed in the calling
+// thread's CPU time, which other processes' load does not inflate; with more threads in wall time.
+std::vector<std::vector<double>> timed_rounds(const std::vector<std::function<void()>>& fns, int min_rounds,
+                                              double budget);
+inline double fastest(const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); }
 
 // The timed trial of an 'auto' plan (trial.cc): true when its edges run clearly faster than the dense
 // weights on a synthetic input of this layer's shape.

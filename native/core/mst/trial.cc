@@ -1,22 +1,78 @@
-// The timed trial that keeps or drops the edges of an 'auto' plan (plan_pays, mst_internal.h).
+// The timed trials that keep or drop the edges of an 'auto' plan (edges_pay, mst.h; plan_pays,
+// mst_internal.h).
 #include "mst.h"
 
+#include <time.h>
+
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <vector>
 
 #include "../common/debug.h"
+#include "../common/thread_pool.h"
 #include "mst_internal.h"
 
 namespace xnorm::mst {
+namespace {
 
-// The final word for 'auto': the plan against the dense weights on a synthetic input of this layer's
-// shape (two 16 x 16 images: above kAutoMinPixels, where 'auto' plans run their edges; float output, the
-// slower of the plan's output passes), interleaved, best of five each. The edges stay only if they are
-// clearly faster. The cost model chose them from per-bit costs; this sees what it cannot for this shape
-// (cache effects, the output pass a plan cannot fuse) and a calibration skewed by a busy machine.
+// The edges stay only if they run at least 5 % faster than dense at their best, and are not slower in
+// the median of the rounds (each round's plan time over its dense time): the cost model chose them
+// from per-bit costs; a trial sees what it cannot (cache effects, the output pass a plan cannot fuse,
+// few pixels per tile) and a calibration skewed by a busy machine.
 constexpr double kTrialMargin = 0.95;
 
+double thread_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
+double wall_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+std::vector<std::vector<double>> timed_rounds(const std::vector<std::function<void()>>& fns, int min_rounds,
+                                              double budget) {
+  double (*now)() = num_threads() == 1 ? thread_seconds : wall_seconds;
+  std::vector<std::vector<double>> times(fns.size());
+  const double start = wall_seconds();
+  for (int round = 0; round < 200 && (round < min_rounds || wall_seconds() - start < budget); ++round)
+    for (size_t i = 0; i < fns.size(); ++i) {
+      const double t0 = now();
+      fns[i]();
+      times[i].push_back(now() - t0);
+    }
+  return times;
+}
+
+bool edges_pay(const uint32_t* x, const uint32_t* words, const WeightShape& s, const bconv::Execution& plan,
+               const bconv::Execution& dense, const bconv::ConvParams& p, const bconv::Transform& t,
+               const std::string& what) {
+  const int64_t pixels = p.n * bconv::out_size(p.h, p.ph, p.dh, s.kh, p.sh) * bconv::out_size(p.w, p.pw, p.dw, s.kw, p.sw);
+  std::vector<uint32_t> out(size_t(pixels * s.cout));  // 4 bytes per output, the most any kind needs
+  auto run = [&](const bconv::Execution& e) { return [&, e] { bconv::conv(x, words, s, e, p, t, out.data()); }; };
+  // 21 rounds at least, more while they take under 20 ms
+  const std::vector<std::vector<double>> times = timed_rounds({run(plan), run(dense)}, 21, 20e-3);
+  std::vector<double> ratios;
+  for (size_t r = 0; r < times[0].size(); ++r) ratios.push_back(times[0][r] / times[1][r]);
+  std::nth_element(ratios.begin(), ratios.begin() + ratios.size() / 2, ratios.end());
+  const double plan_s = fastest(times[0]), dense_s = fastest(times[1]), median = ratios[ratios.size() / 2];
+  const bool pays = plan_s < kTrialMargin * dense_s && median < 1;
+  if (debug_enabled()) {
+    char line[320];
+    snprintf(line, sizeof line, "%s: plan %.1f us vs dense %.1f us (best of %zu; median ratio %.2f): %s", what.c_str(),
+             plan_s * 1e6, dense_s * 1e6, ratios.size(), median,
+             pays ? "edges kept" : "edges dropped (needs < 0.95x dense)");
+    debug_log(line);
+  }
+  return pays;
+}
+
+// At build time: a synthetic input of this layer's shape, two 16 x 16 images (kTrialPixels output
+// pixels), float output (the slower of the plan's output passes).
 bool plan_pays(const uint32_t* words, const WeightShape& s, const std::vector<int32_t>& parent) {
   bconv::ConvParams p;
   p.n = 2;
@@ -34,28 +90,12 @@ bool plan_pays(const uint32_t* words, const WeightShape& s, const std::vector<in
   }
   const Built dense = build_execution(words, s, std::vector<int32_t>(size_t(s.cout), -1));
   const Built plan = build_execution(words, s, parent);
-  std::vector<float> out(size_t(p.n * bconv::out_size(p.h, p.ph, 1, s.kh, 1) * bconv::out_size(p.w, p.pw, 1, s.kw, 1) * s.cout));
-  bconv::Transform t;
-  auto run = [&](const Built& b) {
-    bconv::conv(x.data(), words, s, b.execution(), p, t, out.data());
-  };
-  double dense_s = 1e30, plan_s = 1e30;
-  for (int round = 0; round < 5; ++round) {
-    dense_s = std::min(dense_s, best_window([&] { run(dense); }, 1e-3));
-    plan_s = std::min(plan_s, best_window([&] { run(plan); }, 1e-3));
-  }
-  const bool pays = plan_s < kTrialMargin * dense_s;
-  if (debug_enabled()) {
-    int64_t edges = 0;
-    for (int32_t q : parent) edges += q >= 0;
-    char line[256];
-    snprintf(line, sizeof line,
-             "MST trial, %lld channels (%lld from a parent), %lldx%lldx%lld per channel: plan %.1f us vs dense %.1f us: %s",
-             (long long)s.cout, (long long)edges, (long long)s.cin_g, (long long)s.kh, (long long)s.kw, plan_s * 1e6,
-             dense_s * 1e6, pays ? "edges kept" : "edges dropped (needs < 0.95x dense)");
-    debug_log(line);
-  }
-  return pays;
+  int64_t edges = 0;
+  for (int32_t q : parent) edges += q >= 0;
+  char what[200];
+  snprintf(what, sizeof what, "MST trial, %lld channels (%lld from a parent), %lldx%lldx%lld per channel",
+           (long long)s.cout, (long long)edges, (long long)s.cin_g, (long long)s.kh, (long long)s.kw);
+  return edges_pay(x.data(), words, s, plan.execution(), dense.execution(), p, bconv::Transform(), what);
 }
 
 }  // namespace xnorm::mst
