@@ -49,6 +49,28 @@ inline __m512d hi_pd(__m512 v) {
   return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
 }
 
+// 16 values widened to two vectors of doubles. With Halves, float32 loads each half into its conversion,
+// which spares the shuffle that extracts the upper half (one uop in ten per 16 values, on the FP pipes
+// these loops keep busy): 3-5 % faster on data streaming through L1, 5 % slower on rows swept in runs,
+// whose loads miss L1 (two loads per line instead of one).
+template <DType T, bool Halves>
+inline void load16_pd(const void* p, int64_t i, __mmask16 m, __m512d& lo, __m512d& hi) {
+  if constexpr (T == DType::Float32 && Halves) {
+    const float* f = static_cast<const float*>(p) + i;
+    if (m == 0xffff) {
+      lo = _mm512_cvtps_pd(_mm256_loadu_ps(f));
+      hi = _mm512_cvtps_pd(_mm256_loadu_ps(f + 8));
+    } else {
+      lo = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(__mmask8(m), f));
+      hi = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(__mmask8(m >> 8), f + 8));
+    }
+  } else {
+    const __m512 v = load16<T>(p, i, m);
+    lo = lo_pd(v);
+    hi = hi_pd(v);
+  }
+}
+
 template <DType T>
 ShiftedSums sums_contiguous_t(const void* x, int64_t len) {
   float k = _mm512_cvtss_f32(load16<T>(x, 0, 1));
@@ -57,9 +79,11 @@ ShiftedSums sums_contiguous_t(const void* x, int64_t len) {
   __m512d a2 = a1, b2 = a1, c2 = a1, d2 = a1;
   int64_t i = 0;
   for (; i + 32 <= len; i += 32) {
-    __m512 u = load16<T>(x, i, 0xffff), v = load16<T>(x, i + 16, 0xffff);
-    __m512d ul = _mm512_sub_pd(lo_pd(u), kd), uh = _mm512_sub_pd(hi_pd(u), kd);
-    __m512d vl = _mm512_sub_pd(lo_pd(v), kd), vh = _mm512_sub_pd(hi_pd(v), kd);
+    __m512d ul, uh, vl, vh;
+    load16_pd<T, true>(x, i, 0xffff, ul, uh);
+    load16_pd<T, true>(x, i + 16, 0xffff, vl, vh);
+    ul = _mm512_sub_pd(ul, kd), uh = _mm512_sub_pd(uh, kd);
+    vl = _mm512_sub_pd(vl, kd), vh = _mm512_sub_pd(vh, kd);
     a1 = _mm512_add_pd(a1, ul); a2 = _mm512_fmadd_pd(ul, ul, a2);
     b1 = _mm512_add_pd(b1, uh); b2 = _mm512_fmadd_pd(uh, uh, b2);
     c1 = _mm512_add_pd(c1, vl); c2 = _mm512_fmadd_pd(vl, vl, c2);
@@ -90,7 +114,8 @@ inline void store_pd(double* p, __mmask8 m, __m512d v) {
 // V vectors (16 channels each) of a run of rows, the sums in registers from s1/s2 and back: with
 // cols <= 64 every row is read in one sequential sweep, which keeps NHWC reads at streaming speed.
 // Column c may be negative (a realigned sweep): the lanes before column 0 are masked off, and a masked
-// lane neither faults nor reads, so the addresses before x, shift, s1 and s2 are never touched.
+// lane neither faults nor reads, so the addresses before x, shift, s1 and s2 are never touched. Ahead:
+// lines fetched per vector read while sweeping runs (below); 0 for the one sweep of narrow rows.
 template <DType T, int V, int Ahead>
 const char* sums_column_block(const void* x, int64_t rows, int64_t ld, int64_t c, int64_t cols, const void* shift,
                               double* s1, double* s2, const char* fetch) {
@@ -110,13 +135,14 @@ const char* sums_column_block(const void* x, int64_t rows, int64_t ld, int64_t c
   for (int64_t r = 0; r < rows; ++r) {
 #pragma GCC unroll 4
     for (int v = 0; v < V; ++v) {
-      if (fetch) {
+      if (Ahead > 0 && fetch) {
 #pragma GCC unroll 2
         for (int a = 0; a < Ahead; ++a) _mm_prefetch(fetch + a * 16 * dtype_bytes(T), _MM_HINT_T0);
         fetch += Ahead * 16 * dtype_bytes(T);
       }
-      __m512 u = load16<T>(x, r * ld + c + 16 * v, m[v]);
-      __m512d l = _mm512_sub_pd(lo_pd(u), kl[v]), h = _mm512_sub_pd(hi_pd(u), kh[v]);
+      __m512d l, h;
+      load16_pd<T, Ahead == 0>(x, r * ld + c + 16 * v, m[v], l, h);
+      l = _mm512_sub_pd(l, kl[v]), h = _mm512_sub_pd(h, kh[v]);
       s1l[v] = _mm512_add_pd(s1l[v], l);
       s2l[v] = _mm512_fmadd_pd(l, l, s2l[v]);
       s1h[v] = _mm512_add_pd(s1h[v], h);
@@ -167,7 +193,7 @@ template <DType T>
 void sums_columns_t(const void* x, int64_t rows, int64_t cols, int64_t ld, const void* shift, double* s1, double* s2) {
   const int64_t row_bytes = ld * dtype_bytes(T);
   if (cols <= 64) {  // one block: every row read in one sequential sweep
-    sums_column_run<T, 1>(static_cast<const char*>(x), rows, ld, 0, cols, shift, s1, s2, nullptr);
+    sums_column_run<T, 0>(static_cast<const char*>(x), rows, ld, 0, cols, shift, s1, s2, nullptr);
     return;
   }
   const int64_t run = std::max(kMinRun, kRunBytes / row_bytes);
