@@ -152,6 +152,28 @@ describe('packBits / unpackBits', () => {
     });
   }
 
+  it('packs the same words wherever the data starts in memory (NCHW planes read from whole lines)', () => {
+    // Planes of 16k pixels share their offset within a line: the kernel steps from the line before pixel
+    // 0. Every start offset within a line, one and two words per pixel, a run split with a short tail.
+    const n = native();
+    for (const [c, s] of [[20, 48], [40, 4096 + 80], [64, 16]]) {
+      const r = rng(c + 900);
+      const size = 2 * c * s, wc = Math.ceil(c / 32);
+      const xf = Float32Array.from({ length: size }, () => r() * 2 - 1);
+      const want = new Uint32Array(2 * s * wc);
+      for (let i = 0; i < 2; i++)
+        for (let ch = 0; ch < c; ch++)
+          for (let p = 0; p < s; p++) if (xf[(i * c + ch) * s + p] < 0.1) want[(i * s + p) * wc + (ch >> 5)] |= 1 << (ch & 31);
+      for (let skip = 0; skip < 16; skip++) {
+        const x = new Float32Array(size + 16).subarray(skip, skip + size);
+        x.set(xf);
+        const out = new Uint32Array(want.length).fill(0xffffffff);
+        n.packBits({ x, dtype: 'float32', layout: 'nchw', n: 2, c, s, threshold: 0.1, out });
+        expectSameValues(out, want, `C = ${c}, S = ${s}, starting ${skip} floats in`);
+      }
+    }
+  });
+
   it('sign(0) = +1 and the async form matches', async () => {
     const b = await packBits(tensor([0, -0, -1e-30, 1, NaN], [1, 5]));
     expect(Array.from(b.dataSync() as Uint32Array)).toEqual([0b00100]);

@@ -498,21 +498,33 @@ void pack_nchw_few(const float* x, int64_t ld, int64_t count, int64_t c, const f
 
 // More channels, plane by plane: for each channel of a word, one sequential pass over its plane sets
 // that channel's bit in an L1-resident word buffer (a masked OR per 16 pixels). One long sequential
-// read at a time is what the hardware prefetchers follow best; nothing is transposed bit by bit.
+// read at a time is what the hardware prefetchers follow best; nothing is transposed bit by bit. Where
+// every plane starts at the same offset within a line (ld a multiple of 16), the 16-pixel steps start
+// `lead` pixels before pixel 0 so that each load covers one whole line (V8's large Float32Arrays start
+// 16 bytes into one), the buffer shifted alike; the first step's lanes before pixel 0 are masked off.
 void pack_nchw(const float* x, int64_t ld, int64_t count, int64_t c, const float* thr, uint32_t* out,
                bool stream) {
   if (c <= 16) return pack_nchw_few(x, ld, count, c, thr, out, stream);
-  const int64_t wc = (c + 31) / 32, full = count / 16 * 16;
-  alignas(64) uint32_t buf[kPackRun];
+  const int64_t wc = (c + 31) / 32;
+  const int64_t lead = ld % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 4 == 0 ? reinterpret_cast<uintptr_t>(x) % 64 / 4 : 0;
+  const int64_t full = (count + lead) / 16 * 16 - lead;  // the whole steps end here
+  alignas(64) uint32_t buf[kPackRun + 16];
   for (int64_t w = 0; w < wc; ++w) {
-    uint32_t* dst = wc == 1 && !stream ? out : buf;
+    uint32_t* dst = wc == 1 && !stream ? out : buf + lead;
     const int64_t nb = c - w * 32 < 32 ? c - w * 32 : 32;
     for (int64_t b = 0; b < nb; ++b) {
       const float* plane = x + (w * 32 + b) * ld;
       const __m512 t = _mm512_set1_ps(thr[w * 32 + b]);
       const __m512i bit = _mm512_set1_epi32(int(1u << b));
+      auto masked_step = [&](int64_t p, __mmask16 lanes) {
+        __mmask16 m = _mm512_mask_cmp_ps_mask(lanes, loadu_ps(lanes, plane + p), t, _CMP_LT_OQ);
+        __m512i prev = b == 0 ? _mm512_setzero_si512() : loadu_epi32(lanes, dst + p);
+        storeu_epi32(dst + p, lanes, _mm512_mask_or_epi32(prev, m, prev, bit));
+      };
+      int64_t p = -lead;
+      if (lead) masked_step(p, __mmask16(first_n(count + lead) & ~first_n(lead))), p += 16;
       // Whole vectors with plain loads and stores (masked stores are slow on some CPUs), then the tail.
-      for (int64_t p = 0; p < full; p += 16) {
+      for (; p < full; p += 16) {
         // 8 KiB ahead, across 4 KiB pages (where the hardware prefetchers stop) and into the next plane:
         // at 2 KiB the loads still waited (C = 64 and 1024 10-20 % slower on one core).
         const int64_t ahead = p + 2048;
@@ -521,20 +533,16 @@ void pack_nchw(const float* x, int64_t ld, int64_t count, int64_t c, const float
         __m512i prev = b == 0 ? _mm512_setzero_si512() : _mm512_loadu_si512(dst + p);
         _mm512_storeu_si512(dst + p, _mm512_mask_or_epi32(prev, m, prev, bit));
       }
-      if (full < count) {
-        __mmask16 lanes = first_n(count - full);
-        __mmask16 m = _mm512_mask_cmp_ps_mask(lanes, loadu_ps(lanes, plane + full), t, _CMP_LT_OQ);
-        __m512i prev = b == 0 ? _mm512_setzero_si512() : loadu_epi32(lanes, dst + full);
-        storeu_epi32(dst + full, lanes, _mm512_mask_or_epi32(prev, m, prev, bit));
-      }
+      if (p < count) masked_step(p, first_n(count - p));
     }
+    const uint32_t* words = buf + lead;
     if (wc > 1) {
-      for (int64_t p = 0; p < count; ++p) out[p * wc + w] = buf[p];
+      for (int64_t p = 0; p < count; ++p) out[p * wc + w] = words[p];
     } else if (stream) {  // one word per pixel: whole lines streamed, the rest stored
       int64_t p = 0;
-      for (; p < count && (reinterpret_cast<uintptr_t>(out + p) & 63); ++p) out[p] = buf[p];
-      for (; p + 16 <= count; p += 16) store_line(out + p, _mm512_loadu_si512(buf + p), true);
-      for (; p < count; ++p) out[p] = buf[p];
+      for (; p < count && (reinterpret_cast<uintptr_t>(out + p) & 63); ++p) out[p] = words[p];
+      for (; p + 16 <= count; p += 16) store_line(out + p, _mm512_loadu_si512(words + p), true);
+      for (; p < count; ++p) out[p] = words[p];
       _mm_sfence();
     }
   }
