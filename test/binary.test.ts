@@ -152,6 +152,31 @@ describe('packBits / unpackBits', () => {
     });
   }
 
+  it('packs the same words wherever the data starts in memory (read from whole lines)', () => {
+    // NCHW planes of 16k pixels share their offset within a line: the kernel steps from the line before
+    // pixel 0. NHWC with C a multiple of 32 is read as one flat run from the line before value 0. Every
+    // start offset within a line; one and several words per pixel; a run split with a short tail.
+    const n = native();
+    for (const [layout, c, s] of [['nchw', 20, 48], ['nchw', 40, 4096 + 80], ['nchw', 64, 16], ['nhwc', 32, 7], ['nhwc', 64, 33], ['nhwc', 96, 5]] as const) {
+      const r = rng(c + 900);
+      const size = 2 * c * s, wc = Math.ceil(c / 32);
+      const xf = Float32Array.from({ length: size }, () => r() * 2 - 1);
+      const thresholds = Float32Array.from({ length: c }, () => r() - 0.5);
+      const at = (i: number, ch: number, p: number) => (layout === 'nchw' ? (i * c + ch) * s + p : (i * s + p) * c + ch);
+      const want = new Uint32Array(2 * s * wc);
+      for (let i = 0; i < 2; i++)
+        for (let ch = 0; ch < c; ch++)
+          for (let p = 0; p < s; p++) if (xf[at(i, ch, p)] < thresholds[ch]) want[(i * s + p) * wc + (ch >> 5)] |= 1 << (ch & 31);
+      for (let skip = 0; skip < 16; skip++) {
+        const x = new Float32Array(size + 16).subarray(skip, skip + size);
+        x.set(xf);
+        const out = new Uint32Array(want.length).fill(0xffffffff);
+        n.packBits({ x, dtype: 'float32', layout, n: 2, c, s, thresholds, threshold: 0, out });
+        expectSameValues(out, want, `${layout} C = ${c}, S = ${s}, starting ${skip} floats in`);
+      }
+    }
+  });
+
   it('sign(0) = +1 and the async form matches', async () => {
     const b = await packBits(tensor([0, -0, -1e-30, 1, NaN], [1, 5]));
     expect(Array.from(b.dataSync() as Uint32Array)).toEqual([0b00100]);

@@ -17,6 +17,7 @@ import {
 import type { Moments } from '../lib';
 import { Layout, Over, geometry, index, refBatchNorm, refMoments } from './bnstats-reference';
 import { maxAbsDiff, randomArray, rng, runChild, settlesAtOnce, supportedIsaLevels } from './helpers';
+import { native } from '../lib/native';
 
 /** Relative closeness of float32 results to float64 references, scaled by the reference's magnitude. */
 function expectClose(actual: ArrayLike<number>, expected: ArrayLike<number>, rel: number, what: string) {
@@ -177,6 +178,32 @@ describe('moments', () => {
     const r = refMoments(x, shape, 'nchw', 'channel');
     expectClose(merged.mean.dataSync(), r.mean, 1e-6, 'mean');
     expectClose(merged.m2.dataSync(), r.m2, 1e-5, 'm2');
+  });
+
+  it('gives the same bits wherever the data starts in memory (wide channels-last rows are read from whole lines)', () => {
+    // C = 272: rows of 17 vectors, swept in runs block by block; the sweep starts before column 0 when the
+    // data does not start on a vector boundary. Every start offset within a vector's bytes, both widths.
+    const shape = [2, 37, 3, 272];
+    const size = shape.reduce((a, b) => a * b, 1);
+    const xf = randomArray(size, 41, 2, 3);
+    const n = native();
+    for (const dtype of ['float32', 'float16'] as const) {
+      const t = tensor(xf, shape, { dtype });
+      const values = t.dataSync() as Float32Array | Uint16Array;
+      let first: number[] | undefined;
+      for (let skip = 0; skip < 16; skip++) {
+        const x = values instanceof Float32Array ? new Float32Array(size + 16).subarray(skip) : new Uint16Array(size + 16).subarray(skip);
+        x.set(values);
+        const mean = new Float64Array(272), m2 = new Float64Array(272);
+        n.moments({ x: x.subarray(0, size), dtype, shape, layout: 'nhwc', over: 'channel', groups: 1, mean, m2 });
+        const bits = [...mean, ...m2];
+        first ??= bits;
+        expect(bits, `${dtype} starting ${skip} elements in`).toEqual(first);
+      }
+      const r = refMoments(t.float32Sync(), shape, 'nhwc', 'channel');
+      expectClose(first!.slice(0, 272), r.mean, 1e-6, `${dtype} mean`);
+      expectClose(first!.slice(272), r.m2, 1e-6, `${dtype} m2`);
+    }
   });
 
   it('gives bit-identical results sync and async, and for any thread count', async () => {

@@ -298,7 +298,9 @@ void pack_bits(const float* x, bool nchw, int64_t n, int64_t c, int64_t s, const
     parallel_for(n * s, chunk, [&](int64_t b, int64_t e) { kn.pack_nhwc(x + b * c, e - b, c, th.data(), out + b * wc, stream); });
     return;
   }
-  const int64_t chunk = kPackRun, per_image = (s + chunk - 1) / chunk;
+  // ~256 KiB of floats per task; with more than 16 channels the kernel's word buffer bounds it.
+  const int64_t chunk = c <= 16 ? std::max<int64_t>(kPackRun, (int64_t(1) << 16) / c / 16 * 16) : kPackRun;
+  const int64_t per_image = (s + chunk - 1) / chunk;
   parallel_tasks(n * per_image, [&](int64_t task) {
     int64_t img = task / per_image, s0 = (task % per_image) * chunk, cnt = std::min(chunk, s - s0);
     kn.pack_nchw(x + img * c * s + s0, s, cnt, c, th.data(), out + (img * s + s0) * wc, stream);

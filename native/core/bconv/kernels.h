@@ -74,7 +74,7 @@ struct Kernels {
   // lines allow (C < 32: 1 word per pixel, up to a third of the bytes read), fenced before they return.
   void (*pack_nhwc)(const float* x, int64_t pixels, int64_t c, const float* thr, uint32_t* out, bool stream);
   // One image's NCHW planes (plane stride ld floats), pixels [0, count) -> words [count][ceil(C/32)];
-  // count <= kPackRun. `stream` as for pack_nhwc.
+  // count <= kPackRun where C > 16 (the word buffer), any count for C <= 16. `stream` as for pack_nhwc.
   void (*pack_nchw)(const float* x, int64_t ld, int64_t count, int64_t c, const float* thr, uint32_t* out,
                     bool stream);
   // Hamming distance and number of differing words between row and each of n rows of kw words.

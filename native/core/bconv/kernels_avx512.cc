@@ -3,8 +3,10 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "../common/avx512_masked.h"
 #include "bconv.h"
@@ -455,11 +457,56 @@ void pack_nhwc_narrow(const float* x, int64_t pixels, int64_t c, const float* th
   if (stream) _mm_sfence();
 }
 
+// C a multiple of 32: the words are the bit string of all the values in order (bit j: value j < its
+// channel's threshold), so the pixels are one flat run, read in vectors that sit on whole lines: V8's
+// large Float32Arrays start 16 bytes into a line, and loads split across lines cost C = 64 and 1024
+// about a tenth. Vector k holds values 16k - lead ... 16k + 15 - lead (the first one masked before value
+// 0, the last past the end); half word j is the top 16 - lead bits of vector j's mask and the low lead
+// bits of vector j + 1's, four half words stored at a time. Each line is fetched 4 KiB ahead.
+void pack_nhwc_flat(const float* x, int64_t pixels, int64_t c, const float* thr, uint32_t* out) {
+  const int64_t lead = reinterpret_cast<uintptr_t>(x) % 64 / 4, n = pixels * c, period = c / 16;
+  const float* base = x - lead;  // vector k at base + 16k
+  alignas(64) float tv[16 * 64];  // thresholds of the lanes of vector k at tv + 16 (k % period), c <= 1024
+  std::vector<float> big_tv;
+  float* t = tv;
+  if (c > 1024) big_tv.resize(size_t(c)), t = big_tv.data();
+  for (int64_t i = 0; i < c; ++i) t[i] = thr[(i - lead + c) % c];
+  const int64_t last_full = (n + lead) / 16 - 1;  // vectors up to this one lie inside the values
+  int64_t v = 0;  // k % period
+  auto mask = [&](int64_t k) -> uint64_t {
+    const float* p = base + 16 * k;
+    _mm_prefetch(reinterpret_cast<const char*>(p) + 4096, _MM_HINT_T0);
+    const __m512 tk = _mm512_loadu_ps(t + 16 * v);
+    v = v + 1 == period ? 0 : v + 1;
+    if (k > 0 && k <= last_full) return _mm512_cmp_ps_mask(_mm512_loadu_ps(p), tk, _CMP_LT_OQ);
+    const __mmask16 lanes = __mmask16(first_n(n + lead - 16 * k) & (k == 0 ? ~first_n(lead) : 0xffff));
+    return _mm512_mask_cmp_ps_mask(lanes, _mm512_maskz_loadu_ps(lanes, p), tk, _CMP_LT_OQ);
+  };
+  char* half = reinterpret_cast<char*>(out);
+  const int64_t halves = n / 16;
+  uint64_t prev = mask(0);
+  int64_t j = 0;
+  for (; j + 4 <= halves; j += 4) {
+    const uint64_t m1 = mask(j + 1), m2 = mask(j + 2), m3 = mask(j + 3), m4 = mask(j + 4);
+    const uint64_t bits = prev | m1 << 16 | m2 << 32 | m3 << 48;
+    const uint64_t h = lead ? bits >> lead | m4 << (64 - lead) : bits;
+    std::memcpy(half + 2 * j, &h, 8);
+    prev = m4;
+  }
+  for (; j < halves; ++j) {
+    const uint64_t next = mask(j + 1);
+    const uint16_t h = uint16_t((prev | next << 16) >> lead);
+    std::memcpy(half + 2 * j, &h, 2);
+    prev = next;
+  }
+}
+
 // 32 channels and more: each 16 channels' mask is stored as the half word it is (little-endian: the low
 // half of word w holds channels 32w ... 32w + 15), each line fetched 4 KiB ahead, no masked load but the
 // channel tail's.
 void pack_nhwc(const float* x, int64_t pixels, int64_t c, const float* thr, uint32_t* out, bool stream) {
   if (c < 32) return pack_nhwc_narrow(x, pixels, c, thr, out, stream);
+  if (c % 32 == 0 && reinterpret_cast<uintptr_t>(x) % 4 == 0) return pack_nhwc_flat(x, pixels, c, thr, out);
   const int64_t wc = (c + 31) / 32, full = c / 16, halves = (c + 15) / 16;
   const __mmask16 tail = first_n(c - 16 * full);
   auto put = [](char* pixel, int64_t h, __mmask16 m) { _mm_storeu_si16(pixel + 2 * h, _mm_cvtsi32_si128(m)); };
@@ -504,21 +551,33 @@ void pack_nchw_few(const float* x, int64_t ld, int64_t count, int64_t c, const f
 
 // More channels, plane by plane: for each channel of a word, one sequential pass over its plane sets
 // that channel's bit in an L1-resident word buffer (a masked OR per 16 pixels). One long sequential
-// read at a time is what the hardware prefetchers follow best; nothing is transposed bit by bit.
+// read at a time is what the hardware prefetchers follow best; nothing is transposed bit by bit. Where
+// every plane starts at the same offset within a line (ld a multiple of 16), the 16-pixel steps start
+// `lead` pixels before pixel 0 so that each load covers one whole line (V8's large Float32Arrays start
+// 16 bytes into one), the buffer shifted alike; the first step's lanes before pixel 0 are masked off.
 void pack_nchw(const float* x, int64_t ld, int64_t count, int64_t c, const float* thr, uint32_t* out,
                bool stream) {
   if (c <= 16) return pack_nchw_few(x, ld, count, c, thr, out, stream);
-  const int64_t wc = (c + 31) / 32, full = count / 16 * 16;
-  alignas(64) uint32_t buf[kPackRun];
+  const int64_t wc = (c + 31) / 32;
+  const int64_t lead = ld % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 4 == 0 ? reinterpret_cast<uintptr_t>(x) % 64 / 4 : 0;
+  const int64_t full = (count + lead) / 16 * 16 - lead;  // the whole steps end here
+  alignas(64) uint32_t buf[kPackRun + 16];
   for (int64_t w = 0; w < wc; ++w) {
-    uint32_t* dst = wc == 1 && !stream ? out : buf;
+    uint32_t* dst = wc == 1 && !stream ? out : buf + lead;
     const int64_t nb = c - w * 32 < 32 ? c - w * 32 : 32;
     for (int64_t b = 0; b < nb; ++b) {
       const float* plane = x + (w * 32 + b) * ld;
       const __m512 t = _mm512_set1_ps(thr[w * 32 + b]);
       const __m512i bit = _mm512_set1_epi32(int(1u << b));
+      auto masked_step = [&](int64_t p, __mmask16 lanes) {
+        __mmask16 m = _mm512_mask_cmp_ps_mask(lanes, loadu_ps(lanes, plane + p), t, _CMP_LT_OQ);
+        __m512i prev = b == 0 ? _mm512_setzero_si512() : loadu_epi32(lanes, dst + p);
+        storeu_epi32(dst + p, lanes, _mm512_mask_or_epi32(prev, m, prev, bit));
+      };
+      int64_t p = -lead;
+      if (lead) masked_step(p, __mmask16(first_n(count + lead) & ~first_n(lead))), p += 16;
       // Whole vectors with plain loads and stores (masked stores are slow on some CPUs), then the tail.
-      for (int64_t p = 0; p < full; p += 16) {
+      for (; p < full; p += 16) {
         // 8 KiB ahead, across 4 KiB pages (where the hardware prefetchers stop) and into the next plane:
         // at 2 KiB the loads still waited (C = 64 and 1024 10-20 % slower on one core).
         const int64_t ahead = p + 2048;
@@ -527,20 +586,16 @@ void pack_nchw(const float* x, int64_t ld, int64_t count, int64_t c, const float
         __m512i prev = b == 0 ? _mm512_setzero_si512() : _mm512_loadu_si512(dst + p);
         _mm512_storeu_si512(dst + p, _mm512_mask_or_epi32(prev, m, prev, bit));
       }
-      if (full < count) {
-        __mmask16 lanes = first_n(count - full);
-        __mmask16 m = _mm512_mask_cmp_ps_mask(lanes, loadu_ps(lanes, plane + full), t, _CMP_LT_OQ);
-        __m512i prev = b == 0 ? _mm512_setzero_si512() : loadu_epi32(lanes, dst + full);
-        storeu_epi32(dst + full, lanes, _mm512_mask_or_epi32(prev, m, prev, bit));
-      }
+      if (p < count) masked_step(p, first_n(count - p));
     }
+    const uint32_t* words = buf + lead;
     if (wc > 1) {
-      for (int64_t p = 0; p < count; ++p) out[p * wc + w] = buf[p];
+      for (int64_t p = 0; p < count; ++p) out[p * wc + w] = words[p];
     } else if (stream) {  // one word per pixel: whole lines streamed, the rest stored
       int64_t p = 0;
-      for (; p < count && (reinterpret_cast<uintptr_t>(out + p) & 63); ++p) out[p] = buf[p];
-      for (; p + 16 <= count; p += 16) store_line(out + p, _mm512_loadu_si512(buf + p), true);
-      for (; p < count; ++p) out[p] = buf[p];
+      for (; p < count && (reinterpret_cast<uintptr_t>(out + p) & 63); ++p) out[p] = words[p];
+      for (; p + 16 <= count; p += 16) store_line(out + p, _mm512_loadu_si512(words + p), true);
+      for (; p < count; ++p) out[p] = words[p];
       _mm_sfence();
     }
   }
