@@ -41,9 +41,10 @@ const float* scaled_taps(const float* w, const float* w_scale, int64_t co, int64
   return buf;
 }
 
-// The Winograd forward (winograd(g)) on float32 x and y in g's layout; `two` keeps it to F(2x2, 3x3).
+// The Winograd forward (winograd(g)) on float32 x and y in g's layout, with F(tile x tile, 3x3) tiles
+// (the tiles-as-rows form, where winograd_rows(g), is always F(2x2)).
 void winograd_f32(const ConvShape& g, const float* x, const float* w, const float* w_scale, const float* bias, bool relu,
-                  float* y, const PreparedWeights* pre, bool two = false) {
+                  float* y, const PreparedWeights* pre, int tile) {
   WinogradProblem P;
   P.n = g.n; P.c = g.c; P.h = g.h; P.w = g.w; P.ph = g.ph; P.pw = g.pw; P.oh = g.oh; P.ow = g.ow; P.cout = g.cout;
   P.x = x; P.wt = w; P.w_scale = w_scale; P.bias = bias; P.relu = relu; P.y = y;
@@ -58,7 +59,7 @@ void winograd_f32(const ConvShape& g, const float* x, const float* w, const floa
     active_kernels().winograd_rows_forward(P);
     return;
   }
-  P.tile = two ? 2 : winograd_tile(g);
+  P.tile = tile;
   P.u = pre ? pre->winograd(P.tile) : nullptr;
   active_kernels().winograd_forward(P);
 }
@@ -107,7 +108,7 @@ void forward_f32(const ConvShape& g, const float* x, const float* w, const float
     return;
   }
   if (winograd(g)) {
-    winograd_f32(g, x, w, w_scale, bias, relu, y, pre);
+    winograd_f32(g, x, w, w_scale, bias, relu, y, pre, winograd_tile(g));
     return;
   }
   if (span_images(g)) {
@@ -180,7 +181,7 @@ void backward_data_f32(const ConvShape& g, const float* dy, const float* w, cons
           for (int tap = 0; tap < 9; ++tap) dst[8 - tap] = w_scale ? src[tap] * w_scale[co] : src[tap];
         }
     });
-    winograd_f32(t, dy, wt, nullptr, nullptr, false, dx, nullptr, true);
+    winograd_f32(t, dy, wt, nullptr, nullptr, false, dx, nullptr, 2);
     return;
   }
   // dcol = W_g^T dy_g per group (A = W_g read transposed), then col2im; 1x1 writes dx directly.
@@ -371,7 +372,7 @@ void forward_nhwc(const ConvShape& g, const float* x, const float* w, const floa
   win.pixel_stride = g.c;
   const int64_t taps = g.kh * g.kw, np = g.n * g.oh * g.ow, K = g.patch(), cin_g = g.cin_g(), cout_g = g.cout_g();
   if (winograd(g)) {  // its transforms read and write the channels-last tensors as they are
-    winograd_f32(g, x, w, w_scale, bias, relu, y, pre);
+    winograd_f32(g, x, w, w_scale, bias, relu, y, pre, winograd_tile(g));
     return;
   }
   if (direct(g)) {

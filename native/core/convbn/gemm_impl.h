@@ -238,13 +238,11 @@ void pack_b(const Operand& B, int64_t p0, int64_t kc, int64_t j0, int64_t nc, fl
     // 16 x 16 blocks through registers: the scalar transpose was most of the packing of Im2colT (the
     // weight gradient's patches) and Im2colNhwc.
     if (NR % 16 == 0)
-      for (; k + 16 <= kc; k += 16)
-        for (int c0 = 0; c0 < NR; c0 += 16) {
-          __m512 r[16];
-          for (int c = 0; c < 16; ++c) r[c] = c0 + c < cols ? _mm512_loadu_ps(tmp + (c0 + c) * kc + k) : _mm512_setzero_ps();
-          transpose16(r);
-          for (int l = 0; l < 16; ++l) _mm512_storeu_ps(d + (k + l) * NR + c0, r[l]);
-        }
+      for (; k + 16 <= kc; k += 16) {
+        float* rows[16];
+        for (int l = 0; l < 16; ++l) rows[l] = d + (k + l) * NR;
+        transpose_filters<NR>(tmp + k, kc, cols, nullptr, rows);
+      }
 #endif
     for (; k < kc; ++k) {
       for (int64_t c = 0; c < cols; ++c) d[k * NR + c] = tmp[c * kc + k];
