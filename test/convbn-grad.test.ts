@@ -6,7 +6,7 @@ import * as path from 'path';
 import { describe, expect, it } from 'vitest';
 import { Tensor, convBn, convBnBackward, tensor } from '../lib';
 import type { ConvBnGrads } from '../lib';
-import { AWKWARD, ConvCase, convBn64, sizes } from './convbn-reference';
+import { AWKWARD, ConvCase, convBn64, outSize, sizes, toNchw, toNhwc } from './convbn-reference';
 import { randomArray } from './helpers';
 
 type Grad = keyof ConvBnGrads;
@@ -113,6 +113,34 @@ describe('Tune-mode backward against Eval-mode backward', () => {
         for (const name of GRADS) expectNear(gt[name]!.dataSync(), ge[name]!.dataSync(), 2e-5, `${name} ${activation}`);
         expect(tune.saved!.bytes).toBeLessThan(ev.saved!.bytes);
       }
+    });
+  }
+});
+
+describe('channels-last backward gives the NCHW gradients', () => {
+  // 1x1 (ungrouped and grouped) runs on the NHWC tensors as they are (conv_passes.cc, backward_as_is);
+  // 3x3 and a depthwise conv with a channel multiplier through NCHW copies, the ReLU mask (y's order)
+  // applied to dy before its transpose.
+  const cases = [AWKWARD[12], AWKWARD[14], AWKWARD[0], AWKWARD[5]];
+  for (const [k, t] of cases.entries()) {
+    it(JSON.stringify(t), async () => {
+      const v = values(t, 600 + k);
+      const p = params(t, v);
+      const [oh, ow] = outSize(t);
+      const x = tensor(v.x, [t.n, t.c, t.h, t.w]);
+      const xh = tensor(toNhwc(v.x, t.n, t.c, t.h, t.w), [t.n, t.h, t.w, t.c]);
+      const dyv = randomArray(sizes(t).y, 700 + k);
+      for (const mode of ['tune', 'eval'] as const)
+        for (const activation of [null, 'relu'] as const) {
+          const what = `${mode} ${activation}`;
+          const a = await convBn(x, p, { ...opts(t), mode, activation, saveForBackward: true });
+          const b = await convBn(xh, p, { ...opts(t), mode, activation, layout: 'nhwc', saveForBackward: true });
+          const ga = await convBnBackward(a.saved!, tensor(dyv, a.y.shape));
+          const gb = await convBnBackward(b.saved!, tensor(toNhwc(dyv, t.n, t.cout, oh, ow), b.y.shape));
+          expect(gb.dx!.shape, what).toEqual([t.n, t.h, t.w, t.c]);
+          expectNear(toNchw(gb.dx!.dataSync(), t.n, t.c, t.h, t.w), ga.dx!.dataSync(), 2e-5, `dx ${what}`);
+          for (const name of GRADS.slice(1)) expectNear(gb[name]!.dataSync(), ga[name]!.dataSync(), 2e-5, `${name} ${what}`);
+        }
     });
   }
 });

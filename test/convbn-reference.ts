@@ -128,6 +128,8 @@ export const AWKWARD: ConvCase[] = [
   { n: 1, c: 5, h: 99, w: 90, cout: 5, k: [3, 3], s: [2, 2], p: [1, 1], d: [1, 1], g: 5 },
   { n: 3, c: 35, h: 6, w: 7, cout: 70, k: [1, 1], s: [1, 1], p: [0, 0], d: [1, 1], g: 1 },
   { n: 2, c: 20, h: 9, w: 9, cout: 30, k: [1, 1], s: [2, 2], p: [0, 0], d: [1, 1], g: 1 },
+  // grouped 1x1: channels-last backward runs it on NHWC as it is, one GEMM (and epilogue) per group
+  { n: 2, c: 12, h: 5, w: 6, cout: 18, k: [1, 1], s: [1, 1], p: [0, 0], d: [1, 1], g: 3 },
   { n: 1, c: 300, h: 5, w: 5, cout: 20, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 },
   { n: 2, c: 40, h: 23, w: 29, cout: 150, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 },
   { n: 1, c: 4, h: 5, w: 5, cout: 3, k: [5, 5], s: [1, 1], p: [0, 0], d: [1, 1], g: 1 },

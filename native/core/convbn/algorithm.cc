@@ -27,6 +27,10 @@ bool pointwise(const ConvShape& g) { return g.kh == 1 && g.kw == 1 && g.sh == 1 
 // One input channel per group (depthwise and its multipliers): K is tiny, so direct loops beat GEMM.
 bool direct(const ConvShape& g) { return g.cin_g() == 1; }
 
+// Channels-last 1x1 convs (stride 1, no padding) run their backward passes on the NHWC tensors as they
+// are (backward_pointwise_nhwc in conv_passes.cc); every other backward on float32 NCHW copies.
+bool backward_as_is(const ConvShape& g) { return g.layout == Layout::NHWC && pointwise(g); }
+
 // Winograd F(2x2, 3x3) needs 2.25x fewer multiplies than the GEMM for 3x3 stride-1 kernels. Its
 // transforms cost per channel, so it pays from a few dozen channels on, and its GEMMs run over 2x2
 // tiles (batch included), so it needs a few dozen tiles (measured: 512 channels on 7x7 lose at batch 1,

@@ -10,9 +10,36 @@
 namespace xnorm::convbn {
 namespace {
 
-// Per-output-channel sums over an NCHW float32 tensor, in double: sum(a) or sum(a * b).
+// Per-output-channel sums, in double, of sum(a) or sum(a * b) over float32 tensors in the layout the
+// backward passes read (backward_input).
 void channel_sums(const ConvShape& g, const float* a, const float* b, double* out) {
   const int64_t ohw = g.oh * g.ow;
+  if (backward_as_is(g)) {
+    // [pixels, cout] rows: runs of rows (fixed by the sizes, never the thread count) summed with every
+    // channel side by side, then the runs' partial sums in run order.
+    const int64_t np = g.n * ohw, run = chunk_for(g.cout), runs = (np + run - 1) / run;
+    std::vector<double> part(size_t(runs * g.cout), 0.0);
+    parallel_for(runs, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t r = lo; r < hi; ++r) {
+        double* p = part.data() + r * g.cout;
+        for (int64_t i = r * run; i < std::min(np, (r + 1) * run); ++i) {
+          const float* ar = a + i * g.cout;
+          if (b) {
+            const float* br = b + i * g.cout;
+            for (int64_t co = 0; co < g.cout; ++co) p[co] += double(ar[co]) * double(br[co]);
+          } else {
+            for (int64_t co = 0; co < g.cout; ++co) p[co] += ar[co];
+          }
+        }
+      }
+    });
+    for (int64_t co = 0; co < g.cout; ++co) {
+      double total = 0;
+      for (int64_t r = 0; r < runs; ++r) total += part[size_t(r * g.cout + co)];
+      out[co] = total;
+    }
+    return;
+  }
   parallel_for(g.cout, chunk_for(g.n * ohw), [&](int64_t lo, int64_t hi) {
     for (int64_t co = lo; co < hi; ++co) {
       double total = 0;
@@ -31,10 +58,25 @@ void channel_sums(const ConvShape& g, const float* a, const float* b, double* ou
   });
 }
 
-// dy as float32 NCHW in this thread's dy workspace (the callers modify it).
-float* dy_copy(const ConvShape& g, DType dt, const void* dy) {
+// dy as float32 in this thread's dy workspace, in the layout the backward passes read (the callers modify
+// it), with the ReLU mask (bits in y's element order) applied when given.
+float* dy_copy(const ConvShape& g, DType dt, const void* dy, const uint32_t* relu_mask) {
   float* dst = workspace(kDy, g.y_size());
-  convert_to_f32(dt, g.layout, dy, g.n, g.cout, g.oh * g.ow, dst);
+  const bool transpose = g.layout == Layout::NHWC && !backward_as_is(g);
+  if (transpose && !relu_mask) {
+    backward_convert(g, dt, dy, dst);
+    return dst;
+  }
+  // The mask applies in y's own order: channels-last dy is masked before its transpose.
+  float* own = transpose ? workspace(kConvOut, g.y_size()) : dst;
+  convert_to_f32(dt, Layout::NCHW, dy, 1, 1, g.y_size(), own);
+  if (relu_mask) {
+    const Kernels& k = active_kernels();
+    parallel_for((g.y_size() + 31) / 32, kTaskElements / 32, [&](int64_t b, int64_t e) {
+      k.apply_mask(own + b * 32, std::min(g.y_size(), e * 32) - b * 32, relu_mask + b);
+    });
+  }
+  if (transpose) convert_to_f32(DType::Float32, Layout::NHWC, own, g.n, g.cout, g.oh * g.ow, dst);
   return dst;
 }
 
@@ -125,13 +167,7 @@ void tune_backward(const ConvShape& g, DType dt, const void* x, const float* w, 
                    const float* s, const uint32_t* relu_mask, const void* dy, const Grads& out) {
   const bool want_wp = out.dw || out.dgamma, want_bp = out.dbias || out.dbeta || out.dgamma;
   if (!want_wp && !want_bp && !out.dx) return;
-  float* dy32 = dy_copy(g, dt, dy);
-  if (relu_mask) {
-    const Kernels& k = active_kernels();
-    parallel_for((g.y_size() + 31) / 32, kTaskElements / 32, [&](int64_t b, int64_t e) {
-      k.apply_mask(dy32 + b * 32, std::min(g.y_size(), e * 32) - b * 32, relu_mask + b);
-    });
-  }
+  float* dy32 = dy_copy(g, dt, dy, relu_mask);
   const int64_t K = g.patch();
   std::vector<double> dbp(size_t(g.cout), 0.0);
   if (want_bp) channel_sums(g, dy32, nullptr, dbp.data());
@@ -171,10 +207,10 @@ void tune_backward(const ConvShape& g, DType dt, const void* x, const float* w, 
 
 void eval_backward(const ConvShape& g, DType dt, const void* x, const void* z, const void* y, const float* w,
                    const BnParams& bn, const void* dy, const Grads& out) {
-  float* dy32 = dy_copy(g, dt, dy);
+  float* dy32 = dy_copy(g, dt, dy, nullptr);
   const int64_t ohw = g.oh * g.ow;
   if (y) {  // ReLU backward from its saved output
-    const float* y32 = input_f32(dt, g.layout, y, g.n, g.cout, ohw, kInput);
+    const float* y32 = backward_input(g, dt, y, kInput);
     parallel_for(g.y_size(), kTaskElements, [&](int64_t b, int64_t e) {
       for (int64_t i = b; i < e; ++i)
         if (!(y32[i] > 0)) dy32[i] = 0;
@@ -183,7 +219,7 @@ void eval_backward(const ConvShape& g, DType dt, const void* x, const void* z, c
   std::vector<double> sum_dy(size_t(g.cout)), sum_dyz(size_t(g.cout)), sum_dz(size_t(g.cout));
   if (out.dbeta || out.dgamma) channel_sums(g, dy32, nullptr, sum_dy.data());
   if (out.dgamma) {
-    channel_sums(g, dy32, input_f32(dt, g.layout, z, g.n, g.cout, ohw, kInput), sum_dyz.data());
+    channel_sums(g, dy32, backward_input(g, dt, z, kInput), sum_dyz.data());
   }
   std::vector<float> scale(size_t(g.cout));
   for (int64_t co = 0; co < g.cout; ++co) {
@@ -193,11 +229,19 @@ void eval_backward(const ConvShape& g, DType dt, const void* x, const void* z, c
     // sum(dy * (z - mean)) * rstd = (sum(dy * z) - mean * sum(dy)) * rstd
     if (out.dgamma) out.dgamma[co] = float((sum_dyz[size_t(co)] - double(bn.mean[co]) * sum_dy[size_t(co)]) * r);
   }
-  // dz = dy * scale: the full-size intermediate Tune mode avoids.
-  parallel_for(g.n * g.cout, chunk_for(ohw), [&](int64_t b, int64_t e) {
+  // dz = dy * scale: the full-size intermediate Tune mode avoids. Rows of ohw pixels (NCHW) or of cout
+  // channels (channels-last as it is).
+  const bool rows_of_channels = backward_as_is(g);
+  const int64_t rows = rows_of_channels ? g.n * ohw : g.n * g.cout, width = rows_of_channels ? g.cout : ohw;
+  parallel_for(rows, chunk_for(width), [&](int64_t b, int64_t e) {
     for (int64_t u = b; u < e; ++u) {
-      const float sc = scale[size_t(u % g.cout)];
-      for (int64_t i = 0; i < ohw; ++i) dy32[u * ohw + i] *= sc;
+      float* d = dy32 + u * width;
+      if (rows_of_channels) {
+        for (int64_t i = 0; i < width; ++i) d[i] *= scale[size_t(i)];
+      } else {
+        const float sc = scale[size_t(u % g.cout)];
+        for (int64_t i = 0; i < width; ++i) d[i] *= sc;
+      }
     }
   });
   if (out.dbias) {

@@ -446,19 +446,20 @@ void forward_nhwc(const ConvShape& g, const float* x, const float* w, const floa
   k.gemm(probs.data(), g.groups);
 }
 
-// The ReLU mask (bits in NCHW element order, as build_mask) of a channels-last y.
+// The ReLU mask (bits in y's element order, channels-last) of a channels-last conv computed into a
+// float32 NCHW y: the convs forward() runs on NCHW copies.
 void build_mask_nhwc(const ConvShape& g, const float* y, uint32_t* mask) {
   const int64_t pix = g.oh * g.ow, size = g.y_size();
   parallel_for((size + 31) / 32, kTaskElements / 32, [&](int64_t b, int64_t e) {
     for (int64_t word = b; word < e; ++word) {
       const int64_t i0 = word * 32, i1 = std::min(size, i0 + 32);
-      int64_t img = i0 / (g.cout * pix), co = (i0 / pix) % g.cout, p = i0 % pix;
+      int64_t img = i0 / (g.cout * pix), p = (i0 / g.cout) % pix, co = i0 % g.cout;
       uint32_t bits = 0;
       for (int64_t i = i0; i < i1; ++i) {
-        if (y[(img * pix + p) * g.cout + co] > 0) bits |= uint32_t(1) << (i - i0);
-        if (++p == pix) {
-          p = 0;
-          if (++co == g.cout) co = 0, ++img;
+        if (y[(img * g.cout + co) * pix + p] > 0) bits |= uint32_t(1) << (i - i0);
+        if (++co == g.cout) {
+          co = 0;
+          if (++p == pix) p = 0, ++img;
         }
       }
       mask[word] = bits;
@@ -482,7 +483,7 @@ void forward(const ConvShape& g, DType dt, const void* x, const float* w, const 
     const float* x32 = input_f32(dt, Layout::NCHW, x, 1, 1, g.x_size(), kInput);
     float* y32 = output_f32(dt, Layout::NCHW, y, g.y_size(), kOutput);
     if (g.n > 0) forward_nhwc(g, x32, w, w_scale, bias, relu, y32, pre);
-    if (relu_mask) build_mask_nhwc(g, y32, relu_mask);
+    if (relu_mask) build_mask(y32, g.y_size(), relu_mask);
     store_output(dt, Layout::NCHW, y32, 1, 1, g.y_size(), y);
     return;
   }
@@ -506,7 +507,8 @@ void forward(const ConvShape& g, DType dt, const void* x, const float* w, const 
   const float* x32 = input_f32(dt, g.layout, x, g.n, g.c, g.h * g.w, kInput);
   float* y32 = output_f32(dt, g.layout, y, g.y_size(), kOutput);
   if (g.n > 0) forward_f32(g, x32, w, w_scale, bias, relu, y32, pre);
-  if (relu_mask) build_mask(y32, g.y_size(), relu_mask);
+  if (relu_mask && g.layout == Layout::NHWC) build_mask_nhwc(g, y32, relu_mask);
+  else if (relu_mask) build_mask(y32, g.y_size(), relu_mask);
   store_output(dt, g.layout, y32, g.n, g.cout, g.oh * g.ow, y);
 }
 
@@ -528,9 +530,11 @@ void weights_to_ohwi(const ConvShape& g, const float* w, float* dst) {
 namespace {
 
 // dx and dw of a channels-last 1x1 convolution (stride 1, no padding) on float32 NHWC x, dy and dx
-// without transposes (either of dx, dw may be null): per group, dw = dy^T x and dx = dy W, x and dx
-// being the patch matrices of their pixels as they are.
-void backward_pointwise_nhwc(const ConvShape& g, const float* x, const float* w, const float* dy, float* dx, float* dw) {
+// without transposes (either of dx, dw may be null): per group, dw = dy^T x and dx = dy (W * w_scale), x
+// and dx being the patch matrices of their pixels as they are. With `epi`, the dw GEMM runs it on each
+// finished block.
+void backward_pointwise_nhwc(const ConvShape& g, const float* x, const float* w, const float* w_scale, const float* dy,
+                             float* dx, float* dw, const Epilogue* const* epi) {
   const int64_t np = g.n * g.oh * g.ow, cin_g = g.cin_g(), cout_g = g.cout_g();
   std::vector<GemmProblem> probs(size_t(g.groups));
   if (dw && np == 0) std::fill(dw, dw + g.w_size(), 0.f);
@@ -541,6 +545,7 @@ void backward_pointwise_nhwc(const ConvShape& g, const float* x, const float* w,
       P.a.p = dy + gr * cout_g; P.a.rs = 1; P.a.cs = g.cout;
       P.b.p = x + gr * cin_g; P.b.rs = g.c; P.b.cs = 1;
       P.c = dw + gr * cout_g * cin_g; P.ldc = cin_g;
+      P.epilogue = epi ? epi[gr] : nullptr;
     }
     active_kernels().gemm(probs.data(), g.groups);
   }
@@ -551,6 +556,7 @@ void backward_pointwise_nhwc(const ConvShape& g, const float* x, const float* w,
     P.m = np; P.n = cin_g; P.k = cout_g;
     P.a.p = dy + gr * cout_g; P.a.rs = g.cout; P.a.cs = 1;
     P.b.p = w + gr * cout_g * cin_g; P.b.rs = cin_g; P.b.cs = 1;
+    P.b.row_scale = w_scale ? w_scale + gr * cout_g : nullptr;  // W' = W * s row by row, as the NCHW path's A
     P.c = dx + gr * cin_g; P.ldc = g.c;
   }
   active_kernels().gemm(probs.data(), g.groups);
@@ -558,8 +564,25 @@ void backward_pointwise_nhwc(const ConvShape& g, const float* x, const float* w,
 
 }  // namespace
 
+const float* backward_input(const ConvShape& g, DType dt, const void* t, Slot slot) {
+  return backward_as_is(g) ? input_f32(dt, Layout::NCHW, t, 1, 1, g.y_size(), slot)
+                           : input_f32(dt, g.layout, t, g.n, g.cout, g.oh * g.ow, slot);
+}
+
+void backward_convert(const ConvShape& g, DType dt, const void* t, float* dst) {
+  if (backward_as_is(g)) convert_to_f32(dt, Layout::NCHW, t, 1, 1, g.y_size(), dst);
+  else convert_to_f32(dt, g.layout, t, g.n, g.cout, g.oh * g.ow, dst);
+}
+
 bool conv_grads(const ConvShape& g, DType dt, const void* x, const float* w, const float* w_scale, const float* dy32,
                 void* dx, float* dw, const Epilogue* const* epi) {
+  if (backward_as_is(g)) {  // channels-last as it is: only the dtype is converted
+    const float* x32 = dw ? input_f32(dt, Layout::NCHW, x, 1, 1, g.x_size(), kInput) : nullptr;
+    float* dx32 = dx ? output_f32(dt, Layout::NCHW, dx, g.x_size(), kOutput) : nullptr;
+    backward_pointwise_nhwc(g, x32, w, w_scale, dy32, dx32, dw, epi);
+    if (dx) store_output(dt, Layout::NCHW, dx32, 1, 1, g.x_size(), dx);
+    return dw && epi && g.n * g.oh * g.ow > 0;
+  }
   bool fused = false;
   if (dw) {
     fused = backward_filter_f32(g, input_f32(dt, g.layout, x, g.n, g.c, g.h * g.w, kInput), dy32, dw, epi);
@@ -583,16 +606,7 @@ void conv_forward(const ConvShape& g, DType dt, const void* x, const PreparedWei
 }
 
 void conv_backward(const ConvShape& g, DType dt, const void* x, const float* w, const void* dy, void* dx, float* dw) {
-  if (g.layout == Layout::NHWC && pointwise(g)) {  // channels-last as it is: only the dtype is converted
-    const float* dy32 = input_f32(dt, Layout::NCHW, dy, 1, 1, g.y_size(), kDy);
-    const float* x32 = dw ? input_f32(dt, Layout::NCHW, x, 1, 1, g.x_size(), kInput) : nullptr;
-    float* dx32 = dx ? output_f32(dt, Layout::NCHW, dx, g.x_size(), kOutput) : nullptr;
-    backward_pointwise_nhwc(g, x32, w, dy32, dx32, dw);
-    if (dx) store_output(dt, Layout::NCHW, dx32, 1, 1, g.x_size(), dx);
-    return;
-  }
-  const float* dy32 = input_f32(dt, g.layout, dy, g.n, g.cout, g.oh * g.ow, kDy);
-  conv_grads(g, dt, dw ? x : nullptr, w, nullptr, dy32, dx, dw);
+  conv_grads(g, dt, dw ? x : nullptr, w, nullptr, backward_input(g, dt, dy, kDy), dx, dw);
 }
 
 }  // namespace xnorm::convbn

@@ -37,7 +37,7 @@ ConvShape conv_shape(const std::vector<int64_t>& x_shape, const std::vector<int6
                      const int64_t padding[2], const int64_t dilation[2], int64_t groups, Layout layout);
 
 // y = act(conv(x, w) + bias). bias may be null. relu_mask (optional, ceil(y_size/32) words) receives
-// bit i = (y_i > 0) for the elements in NCHW order, the 1-bit state ReLU's backward needs.
+// bit i = (y_i > 0) for the elements in y's storage order, the 1-bit state ReLU's backward needs.
 // w_scale (optional, per output channel) multiplies the weights as they are packed for the GEMM (or
 // transformed, on the Winograd path for 3x3 stride-1 layers).
 void conv_forward(const ConvShape& g, DType dt, const void* x, const float* w, const float* bias, bool relu, void* y,

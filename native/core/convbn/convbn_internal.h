@@ -28,6 +28,7 @@ void store_output(DType dt, Layout layout, const float* src, int64_t n, int64_t 
 // Which path a convolution takes (algorithm.cc).
 bool pointwise(const ConvShape& g);
 bool direct(const ConvShape& g);
+bool backward_as_is(const ConvShape& g);
 bool winograd(const ConvShape& g);
 // Output tile side of the Winograd path: 2 (F(2x2, 3x3)) or 4 (F(4x4, 3x3)); 0 where it does not apply.
 int winograd_tile(const ConvShape& g);
@@ -51,9 +52,15 @@ bool pixels_as_rows(const ConvShape& g);
 // XNORM_DEBUG: logs the forward path, once per call shape (and whether the weights are prepared).
 void debug_forward(const ConvShape& g, bool prepared);
 
+// A tensor shaped like g's output (dy, y, z) as float32 in the layout the backward passes read: its own
+// where backward_as_is(g), else NCHW (conv_passes.cc).
+const float* backward_input(const ConvShape& g, DType dt, const void* t, Slot slot);
+// That conversion into dst.
+void backward_convert(const ConvShape& g, DType dt, const void* t, float* dst);
+
 // dw = conv_backward_filter(x, dy32) and dx = conv_backward_data(dy32, w * w_scale) in the caller's dtype
-// and layout, each when wanted (conv_passes.cc). With `epi` (one per group), the GEMM paths run it on each
-// finished block of dw and the result is true.
+// and layout, each when wanted (conv_passes.cc); dy32 as backward_input gives it. With `epi` (one per
+// group), the GEMM paths run it on each finished block of dw and the result is true.
 bool conv_grads(const ConvShape& g, DType dt, const void* x, const float* w, const float* w_scale, const float* dy32,
                 void* dx, float* dw, const Epilogue* const* epi = nullptr);
 

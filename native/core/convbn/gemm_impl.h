@@ -47,6 +47,12 @@ void pack_a(const Operand& A, int64_t i0, int64_t mc, int64_t p0, int64_t kc, fl
         for (int64_t k = 0; k < kc; ++k)
           for (int r = 0; r < MR; ++r) d[k * MR + r] = src[r * A.rs + k] * rsc[r];
       }
+    } else if (A.rs == 1 && rows == MR && !A.row_scale && !A.col_scale) {
+      // Each panel column is MR consecutive floats of A (dy read down its channels: channels-last dW).
+      for (int64_t k = 0; k < kc; ++k) {
+        const float* src = A.p + i0 + ir + (p0 + k) * A.cs;
+        for (int r = 0; r < MR; ++r) d[k * MR + r] = src[r];  // fixed length: one vector move
+      }
     } else if (A.cs == 1) {
       for (int64_t r = 0; r < rows; ++r) {
         const float* src = A.p + (i0 + ir + r) * A.rs + p0;
@@ -204,16 +210,17 @@ void pack_b(const Operand& B, int64_t p0, int64_t kc, int64_t j0, int64_t nc, fl
       } else {
         src = B.p + (p0 + k) * B.rs + j0;
       }
+      const float sk = B.row_scale ? B.row_scale[p0 + k] : 1.f;  // x 1 is exact
       const int64_t full = nc / NR;
       for (int64_t q = 0; q < full; ++q) {
         float* d = dst + q * kc * NR + k * NR;
         const float* sq = src + q * NR;
-        for (int c = 0; c < NR; ++c) d[c] = sq[c];  // fixed length: compiled to a few vector moves
+        for (int c = 0; c < NR; ++c) d[c] = sq[c] * sk;  // fixed length: compiled to a few vector ops
       }
       if (full < panels) {
         float* d = dst + full * kc * NR + k * NR;
         const int64_t cols = nc - full * NR;
-        for (int64_t c = 0; c < cols; ++c) d[c] = src[full * NR + c];
+        for (int64_t c = 0; c < cols; ++c) d[c] = src[full * NR + c] * sk;
         for (int64_t c = cols; c < NR; ++c) d[c] = 0;
       }
     }

@@ -56,8 +56,9 @@ struct Operand {
   const float* p = nullptr;
   int64_t rs = 0, cs = 0;
   Window win;
-  // A: element (r, k) is multiplied by row_scale[r] or col_scale[k] while packing (B: WeightsT only). Tune mode folds
-  // its per-channel BN scale into the weights this way, without a folded copy of the weights.
+  // A: element (r, k) is multiplied by row_scale[r] or col_scale[k] while packing; B: element (k, j) by
+  // col_scale[j] (WeightsT) or row_scale[k] (Strided with cs = 1). Tune mode folds its per-channel BN scale
+  // into the weights this way, without a folded copy of the weights.
   const float* row_scale = nullptr;
   const float* col_scale = nullptr;
   // The operand already packed (prepared conv weights): A by Kernels::pack_weights, B by
