@@ -232,7 +232,7 @@ bool Plan::cpu_runs_edges(const uint32_t* x, const bconv::ConvParams& p, const b
   // Not under the lock: calls of other sizes go on meanwhile; a concurrent first call of this size
   // runs its own trial and the first verdict recorded stands.
   const bool pays = mst::edges_pay(x, weights->words.data(), weights->shape, built.execution(), weights->execution(), p,
-                                   t, "MST trial at " + std::to_string(pixels) + " output pixels, " +
+                                   t, true, "MST trial at " + std::to_string(pixels) + " output pixels, " +
                                           std::to_string(weights->shape.cout) + " channels");
   std::lock_guard<std::mutex> lock(mutex_);
   return cpu_pays_.emplace(key, pays).first->second;

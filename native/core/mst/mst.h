@@ -33,10 +33,11 @@ const Costs& calibrated_costs();
 constexpr int64_t kTrialPixels = 512;
 
 // The timed trial: the plan's execution against the dense one on input x with geometry p and output
-// t.kind, interleaved. True when the plan is clearly faster (see kTrialMargin in trial.cc). `what` names
-// the trial in the XNORM_DEBUG line.
+// t.kind, interleaved. True when the plan is clearly faster (see kTrialMargin in trial.cc; own_call:
+// the trial is of the call it decides, which must gain in the median too). `what` names the trial in
+// the XNORM_DEBUG line.
 bool edges_pay(const uint32_t* x, const uint32_t* words, const bconv::WeightShape& s, const bconv::Execution& plan,
-               const bconv::Execution& dense, const bconv::ConvParams& p, const bconv::Transform& t,
+               const bconv::Execution& dense, const bconv::ConvParams& p, const bconv::Transform& t, bool own_call,
                const std::string& what);
 
 // parent[c] = -1 (computed densely) or a channel of the same group. Prim's algorithm per group over
