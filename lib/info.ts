@@ -71,8 +71,9 @@ export function setNumThreads(n: number): void {
 export type { OutputPoolStats } from './native';
 
 /**
- * xnorm's output pool: CPU outputs of 128 KiB and more live in blocks it keeps for reuse, so a steady
- * loop of requests touches memory that is already faulted in. idleBytes: kept for reuse; liveBytes:
+ * xnorm's output pool: CPU outputs of 128 KiB and more (16 KiB and more once outputs of that size have
+ * been disposed) live in blocks it keeps for reuse, so a steady loop of requests touches memory that is
+ * already faulted in. idleBytes: kept for reuse; liveBytes:
  * held by tensors (until dispose() or the GC) and ops in flight; maxIdleBytes: the most kept idle
  * (default 256 MiB; lowering it frees the excess now). Process-wide, shared by worker threads.
  * @param opts `maxIdleBytes` (an integer >= 0): the most bytes kept idle from now on; omit to only read

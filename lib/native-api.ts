@@ -266,11 +266,14 @@ export interface NativeAddon {
   info(): NativeInfo;
   setNumThreads(args: { threads: number }): void;
   prepareOutput(args: { buffer: Uint8Array; bytes: number }): number;
-  /** An ArrayBuffer of `bytes` (>= 128 KiB) on a block of the output pool (contents unspecified), or null
-   * where the runtime refuses external ArrayBuffers. */
-  allocOutput(args: { bytes: number }): ArrayBuffer | null;
+  /** An ArrayBuffer of `bytes` (>= 4 KiB) on a block of the output pool (contents unspecified), or null
+   * where the runtime refuses external ArrayBuffers or, with idleOnly, when no idle block of its size
+   * class is left. */
+  allocOutput(args: { bytes: number; idleOnly?: boolean }): ArrayBuffer | null;
   /** dispose() of a pooled output: detaches the buffer and returns its block once no op holds it. */
   releaseOutput(buffer: ArrayBuffer): void;
+  /** One more idle block of the size class of `bytes` (within the idle limit). */
+  warmOutput(args: { bytes: number }): void;
   /** The output pool's bytes (idle: kept for reuse; live: held by tensors or ops) and its idle limit. */
   outputPool(args: { maxIdleBytes?: number }): OutputPoolStats;
 

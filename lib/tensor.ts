@@ -106,14 +106,26 @@ const MAX_LENGTH = bufferConstants.MAX_LENGTH;
 /** Outputs of this many bytes and more come from xnorm's output pool (native/addon/output_pool.h). */
 const POOL_MIN_BYTES = 128 << 10;
 
+/**
+ * Smaller outputs from this size on come from the pool only when it has an idle block of their size
+ * class, which the dispose() of such an output adds: a loop that disposes them (a binary conv's 50 KB
+ * 'bits' output) reuses warm blocks, while outputs that are never disposed stay in JS memory (as
+ * external buffers each would wait for the GC: 5x slower per call).
+ */
+const SMALL_POOL_MIN_BYTES = 16 << 10;
+
 /** The ArrayBuffers of this thread's pooled outputs: dispose() hands them back to the pool at once. */
 const pooledBuffers = new WeakSet<ArrayBuffer>();
 
+/** Small outputs in JS memory, by buffer: their size, for the pool block their dispose() adds. */
+const smallBuffers = new WeakMap<ArrayBuffer, number>();
+
 /**
  * A new array with unspecified contents, for outputs a kernel overwrites in full, starting on a 64-byte
- * cache line. Unlike `new Ctor(n)` it is not zero-filled, and from 128 KiB on it comes from xnorm's
- * output pool: memory that earlier outputs already faulted in, where a fresh 6 MiB array costs page
- * faults worth ~2.5 ms here, more than a binary conv producing it takes.
+ * cache line. Unlike `new Ctor(n)` it is not zero-filled, and from 128 KiB on (from 16 KiB on, once
+ * outputs of its size have been disposed) it comes from xnorm's output pool: memory that earlier
+ * outputs already faulted in, where a fresh 6 MiB array costs page faults worth ~2.5 ms here, more
+ * than a binary conv producing it takes.
  */
 export function allocateUninitialized<T>(
   Ctor: { new (buffer: ArrayBufferLike, byteOffset: number, length: number): T; BYTES_PER_ELEMENT: number },
@@ -124,10 +136,11 @@ export function allocateUninitialized<T>(
   const bytes = length * Ctor.BYTES_PER_ELEMENT;
   // The same ceiling as JS memory (4 GiB on Node 20): beyond it a request is refused, not attempted.
   if (bytes > MAX_LENGTH) fail('ERR_XNORM_OUT_OF_MEMORY', `${what}: cannot allocate ${length} elements (over ${MAX_LENGTH} bytes)`);
-  if (bytes >= poolMinBytes) {
+  const small = bytes < poolMinBytes && bytes >= SMALL_POOL_MIN_BYTES;
+  if (bytes >= poolMinBytes || small) {
     let ab: ArrayBuffer | null;
     try {
-      ab = native().allocOutput({ bytes });
+      ab = native().allocOutput({ bytes, idleOnly: small });
     } catch (e) {
       return fail('ERR_XNORM_OUT_OF_MEMORY', `${what}: cannot allocate ${length} elements (${(e as Error).message})`);
     }
@@ -142,6 +155,7 @@ export function allocateUninitialized<T>(
   } catch (e) {
     return fail('ERR_XNORM_OUT_OF_MEMORY', `${what}: cannot allocate ${length} elements (${(e as Error).message})`);
   }
+  if (small) smallBuffers.set(mem.buffer as ArrayBuffer, bytes);
   return new Ctor(mem.buffer, mem.byteOffset + native().prepareOutput({ buffer: mem, bytes }), length);
 }
 
@@ -403,13 +417,17 @@ export class Tensor {
 
   /**
    * Frees the storage now: device memory at once (after work in flight on it); an output xnorm made on
-   * the CPU (128 KiB and up) goes back to xnorm's output pool at once (its ArrayBuffer is detached, so
-   * arrays that share it, such as one handed to toOnnx(), read as empty); other host memory once the GC
-   * runs. Idempotent.
+   * the CPU from its output pool (128 KiB and up; 16 KiB and up once outputs of that size have been
+   * disposed) goes back there at once (its ArrayBuffer is detached, so arrays that share it, such as one
+   * handed to toOnnx(), read as empty); other host memory once the GC runs. Idempotent.
    */
   dispose(): void {
     const ab = this.#storage?.buffer;
     if (ab instanceof ArrayBuffer && pooledBuffers.has(ab)) native().releaseOutput(ab);
+    else if (ab instanceof ArrayBuffer && smallBuffers.has(ab)) {
+      native().warmOutput({ bytes: smallBuffers.get(ab)! });  // the next output of this size: a pool block
+      smallBuffers.delete(ab);
+    }
     this.#storage = null;
     if (this.#buffer) {
       cudaFree(this.#buffer.handle);

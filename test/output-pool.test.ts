@@ -46,6 +46,11 @@ function expectFullWrites(what: string, run: () => Tensor[]) {
   });
 }
 
+function expectSameBits(got: ArrayLike<number>, want: ArrayLike<number>) {
+  expect(got.length).toBe(want.length);
+  for (let i = 0; i < got.length; i++) if (got[i] !== want[i]) throw new Error(`word ${i}: ${got[i]} vs ${want[i]}`);
+}
+
 describe('output pool', () => {
   const n = 2, c = 32, h = 24, w = 24;
   const x = tensor(randomArray(n * c * h * w, 1), [n, c, h, w]);
@@ -103,6 +108,38 @@ describe('output pool', () => {
     expect(y.disposed).toBe(true);
     expectCode(() => y.dataSync(), 'ERR_XNORM_DISPOSED');
     expect(() => y.dispose()).not.toThrow();
+  });
+
+  it('outputs of 16 to 128 KiB: JS memory until one of their size is disposed, then pool blocks', () => {
+    // packBits of [1, 64, 80, 64]: 5120 pixels x 2 words = 40 KiB, a size class no other test here makes.
+    const xs = tensor(randomArray(64 * 80 * 64, 21), [1, 64, 80, 64]);
+    const want = packBitsSync(xs).dataSync();
+    const live = () => outputPool().liveBytes;
+    const fresh = Array.from({ length: 3 }, () => packBitsSync(xs));  // never disposed: JS memory
+    const before = outputPool();
+    const undisposed = packBitsSync(xs);
+    expect(live(), 'an undisposed-size output is not pooled').toBe(before.liveBytes);
+    undisposed.dispose();  // adds an idle block of its class
+    const warmed = outputPool().idleBytes;
+    expect(warmed).toBeGreaterThanOrEqual(before.idleBytes + 40 * 1024);
+    const pooled = packBitsSync(xs);
+    expect(live(), 'the next output of that size takes the idle block').toBeGreaterThanOrEqual(before.liveBytes + 40 * 1024);
+    expect(outputPool().idleBytes).toBe(warmed - (live() - before.liveBytes));
+    expectSameBits(pooled.dataSync(), want);
+    const s = pooled.storage();
+    pooled.dispose();
+    expect(s.length, 'a pooled small output is detached by dispose()').toBe(0);
+    expect(live()).toBe(before.liveBytes);
+    // A steady loop that disposes reuses that block: the pool does not grow.
+    const total = () => outputPool().idleBytes + outputPool().liveBytes;
+    const t0 = total();
+    for (let i = 0; i < 10; i++) {
+      const y = packBitsSync(xs);
+      expectSameBits(y.dataSync(), want);
+      y.dispose();
+    }
+    expect(total()).toBe(t0);
+    for (const t of fresh) expectSameBits(t.dataSync(), want);
   });
 
   it('an input disposed while an async op reads it keeps its block until the op ends', async () => {

@@ -55,8 +55,9 @@ struct JsOwner {
 
 class Pool {
  public:
-  // A block of at least `bytes`, shared: the last holder's release returns it to the idle lists.
-  std::shared_ptr<void> take(uint64_t bytes, void** data) {
+  // A block of at least `bytes`, shared: the last holder's release returns it to the idle lists. With
+  // idle_only, null when no idle block of its class is left.
+  std::shared_ptr<void> take(uint64_t bytes, void** data, bool idle_only) {
     const uint64_t cls = size_class(bytes);
     Block b{nullptr, cls};
     {
@@ -68,6 +69,7 @@ class Pool {
         idle_bytes_ -= cls;
       }
     }
+    if (!b.ptr && idle_only) return nullptr;
     if (!b.ptr) b.ptr = os_alloc(cls);
     if (!b.ptr) fail(ErrorCode::OutOfMemory, "output: cannot allocate " + std::to_string(bytes) + " bytes");
     *data = b.ptr;
@@ -107,6 +109,18 @@ class Pool {
     return it->second.owner->block;
   }
 
+  // One more idle block of the class of `bytes`, within the idle limit.
+  void warm(uint64_t bytes) {
+    const uint64_t cls = size_class(bytes);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (idle_bytes_ + cls > max_idle_) return;
+    }
+    void* p = os_alloc(cls);
+    if (!p) return;
+    give_back_idle({p, cls});
+  }
+
   void set_max_idle(uint64_t bytes) {
     std::vector<Block> freed;
     {
@@ -136,6 +150,10 @@ class Pool {
 
   void give_back(Block b) {
     live_bytes_ -= b.bytes;
+    give_back_idle(b);
+  }
+
+  void give_back_idle(Block b) {
     std::vector<Block> freed;
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -176,14 +194,18 @@ struct FinalizeHint {
   void* ptr;
 };
 
-// allocOutput({ bytes }): an ArrayBuffer of exactly `bytes` on a pooled block (contents unspecified), or
-// null where the runtime refuses external ArrayBuffers.
+// allocOutput({ bytes, idleOnly? }): an ArrayBuffer of exactly `bytes` on a pooled block (contents
+// unspecified), or null where the runtime refuses external ArrayBuffers or, with idleOnly, when no idle
+// block of its size class is left.
 Napi::Value AllocOutput(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&] {
     Args a(info, "allocOutput");
     const auto bytes = uint64_t(a.integer("bytes", int64_t(kPoolMinBytes), int64_t(1) << 52));
+    const bool idle_only = a.flag("idleOnly");
     void* data = nullptr;
-    auto* owner = new JsOwner{pool().take(bytes, &data)};
+    std::shared_ptr<void> block = pool().take(bytes, &data, idle_only);
+    if (!block) return info.Env().Null();
+    auto* owner = new JsOwner{std::move(block)};
     auto* hint = new FinalizeHint{owner, data};
     pool().track(data, bytes, owner);
     pool().count_owner(1);
@@ -226,6 +248,17 @@ Napi::Value ReleaseOutput(const Napi::CallbackInfo& info) {
   });
 }
 
+// warmOutput({ bytes }): one more idle block of the size class of `bytes` (within the idle limit): the
+// dispose() of a small output made in JS memory asks for it, so that the next output of that size comes
+// from the pool (and its dispose() returns it there), while callers that never dispose stay on JS memory.
+Napi::Value WarmOutput(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&] {
+    Args a(info, "warmOutput");
+    pool().warm(uint64_t(a.integer("bytes", int64_t(kPoolMinBytes), int64_t(1) << 52)));
+    return info.Env().Undefined();
+  });
+}
+
 Napi::Value OutputPool(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&] {
     Args a(info, "outputPool");
@@ -241,6 +274,7 @@ std::shared_ptr<void> pooled_block_of(const void* p) { return pool().hold(p); }
 void init_output_pool(Napi::Env env, Napi::Object exports) {
   exports.Set("allocOutput", Napi::Function::New(env, AllocOutput));
   exports.Set("releaseOutput", Napi::Function::New(env, ReleaseOutput));
+  exports.Set("warmOutput", Napi::Function::New(env, WarmOutput));
   exports.Set("outputPool", Napi::Function::New(env, OutputPool));
 }
 
