@@ -121,26 +121,32 @@ describe('channels-last backward gives the NCHW gradients', () => {
   // 1x1 (ungrouped and grouped) runs on the NHWC tensors as they are (conv_passes.cc, backward_as_is);
   // 3x3 and a depthwise conv with a channel multiplier through NCHW copies, the ReLU mask (y's order)
   // applied to dy before its transpose.
-  const cases = [AWKWARD[12], AWKWARD[14], AWKWARD[0], AWKWARD[5]];
+  const depthwise1x1: ConvCase = { n: 2, c: 6, h: 4, w: 5, cout: 12, k: [1, 1], s: [1, 1], p: [0, 0], d: [1, 1], g: 6 };
+  const cases = [AWKWARD[12], AWKWARD[14], depthwise1x1, AWKWARD[0], AWKWARD[5]];
   for (const [k, t] of cases.entries()) {
     it(JSON.stringify(t), async () => {
       const v = values(t, 600 + k);
       const p = params(t, v);
       const [oh, ow] = outSize(t);
-      const x = tensor(v.x, [t.n, t.c, t.h, t.w]);
-      const xh = tensor(toNhwc(v.x, t.n, t.c, t.h, t.w), [t.n, t.h, t.w, t.c]);
       const dyv = randomArray(sizes(t).y, 700 + k);
-      for (const mode of ['tune', 'eval'] as const)
-        for (const activation of [null, 'relu'] as const) {
-          const what = `${mode} ${activation}`;
-          const a = await convBn(x, p, { ...opts(t), mode, activation, saveForBackward: true });
-          const b = await convBn(xh, p, { ...opts(t), mode, activation, layout: 'nhwc', saveForBackward: true });
-          const ga = await convBnBackward(a.saved!, tensor(dyv, a.y.shape));
-          const gb = await convBnBackward(b.saved!, tensor(toNhwc(dyv, t.n, t.cout, oh, ow), b.y.shape));
-          expect(gb.dx!.shape, what).toEqual([t.n, t.h, t.w, t.c]);
-          expectNear(toNchw(gb.dx!.dataSync(), t.n, t.c, t.h, t.w), ga.dx!.dataSync(), 2e-5, `dx ${what}`);
-          for (const name of GRADS.slice(1)) expectNear(gb[name]!.dataSync(), ga[name]!.dataSync(), 2e-5, `${name} ${what}`);
-        }
+      // float16 activations (x, dy, dx) on the 1x1 cases: converted at the boundary, dx rounded once
+      for (const dtype of k < 3 ? (['float32', 'float16'] as const) : (['float32'] as const)) {
+        const x = tensor(v.x, [t.n, t.c, t.h, t.w], { dtype });
+        const xh = tensor(toNhwc(v.x, t.n, t.c, t.h, t.w), [t.n, t.h, t.w, t.c], { dtype });
+        const tol = dtype === 'float16' ? 2e-3 : 2e-5;
+        for (const mode of ['tune', 'eval'] as const)
+          for (const activation of [null, 'relu'] as const) {
+            const what = `${dtype} ${mode} ${activation}`;
+            const a = await convBn(x, p, { ...opts(t), mode, activation, saveForBackward: true });
+            const b = await convBn(xh, p, { ...opts(t), mode, activation, layout: 'nhwc', saveForBackward: true });
+            const ga = await convBnBackward(a.saved!, tensor(dyv, a.y.shape, { dtype }));
+            const gb = await convBnBackward(b.saved!, tensor(toNhwc(dyv, t.n, t.cout, oh, ow), b.y.shape, { dtype }));
+            expect(gb.dx!.shape, what).toEqual([t.n, t.h, t.w, t.c]);
+            expect(gb.dx!.dtype, what).toBe(dtype);
+            expectNear(toNchw(gb.dx!.float32Sync(), t.n, t.c, t.h, t.w), ga.dx!.float32Sync(), tol, `dx ${what}`);
+            for (const name of GRADS.slice(1)) expectNear(gb[name]!.dataSync(), ga[name]!.dataSync(), tol, `${name} ${what}`);
+          }
+      }
     });
   }
 });
