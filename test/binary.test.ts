@@ -312,7 +312,8 @@ describe('every ISA level', () => {
   // The level is fixed when the addon loads, so each one runs in its own process.
   const childScript = `
     const root = process.argv[1];
-    const n = require(require.resolve('node-gyp-build', { paths: [root] }))(root);
+    // The addon under test: $XNORM_ADDON where set (scripts/sanitize.sh's ASan build), else this checkout's.
+    const n = process.env.XNORM_ADDON ? require(require('path').resolve(process.env.XNORM_ADDON)) : require(require.resolve('node-gyp-build', { paths: [root] }))(root);
     let seed = 99;
     const rnd = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 4294967296);
     let mismatches = 0, checks = 0;

@@ -2,7 +2,8 @@
 // runs moments (fast and reference) and batchNorm on the data given on stdin, prints JSON.
 'use strict';
 const path = require('path');
-const addon = require('node-gyp-build')(path.join(__dirname, '..', '..'));
+// The addon under test: $XNORM_ADDON where set (scripts/sanitize.sh's ASan build), else this checkout's.
+const addon = process.env.XNORM_ADDON ? require(path.resolve(process.env.XNORM_ADDON)) : require('node-gyp-build')(path.join(__dirname, '..', '..'));
 
 const input = JSON.parse(require('fs').readFileSync(0, 'utf8'));
 const out = { level: addon.info().isaLevel, cases: [] };

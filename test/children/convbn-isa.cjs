@@ -3,7 +3,8 @@
 // prints the largest differences as JSON.
 'use strict';
 const path = require('path');
-const addon = require('node-gyp-build')(path.join(__dirname, '..', '..'));
+// The addon under test: $XNORM_ADDON where set (scripts/sanitize.sh's ASan build), else this checkout's.
+const addon = process.env.XNORM_ADDON ? require(path.resolve(process.env.XNORM_ADDON)) : require('node-gyp-build')(path.join(__dirname, '..', '..'));
 // lib/ does this at load; ConvBnSaved keeps arrays beyond the call and needs it.
 addon.setup(Error, require('worker_threads').markAsUntransferable);
 
