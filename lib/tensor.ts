@@ -109,8 +109,10 @@ const POOL_MIN_BYTES = 128 << 10;
 /**
  * Smaller outputs from this size on come from the pool only when it has an idle block of their size
  * class, which the dispose() of such an output adds: a loop that disposes them (a binary conv's 50 KB
- * 'bits' output) reuses warm blocks, while outputs that are never disposed stay in JS memory (as
- * external buffers each would wait for the GC: 5x slower per call).
+ * 'bits' output) reuses warm blocks, while outputs that are never disposed stay in JS memory but for
+ * the idle blocks there are (as external buffers that each wait for the GC they were 5x slower per
+ * call). The pool is process-wide, so whether a given small output is pooled (and detached by its
+ * dispose()) depends on what any thread disposed before: memory must not be used after dispose().
  */
 const SMALL_POOL_MIN_BYTES = 16 << 10;
 
@@ -189,7 +191,7 @@ export function allocateDevice(device: `cuda:${number}`, shape: readonly number[
 }
 
 let nextId = 1;
-const DETACHED = "the tensor's memory was detached (its ArrayBuffer was transferred to another thread)";
+const DETACHED = "the tensor's memory was detached (disposed from xnorm's output pool, or its ArrayBuffer transferred to another thread)";
 
 /**
  * An n-d array on the CPU or a CUDA device, made by tensor(), zeros() or from() and returned by every op.

@@ -109,17 +109,26 @@ class Pool {
     return it->second.owner->block;
   }
 
-  // One more idle block of the class of `bytes`, within the idle limit.
+  // One more idle block of the class of `bytes`, within the idle limit (its bytes reserved under the
+  // lock, so concurrent calls cannot overshoot it). Nothing where the runtime refuses external buffers:
+  // no block could ever be handed out.
   void warm(uint64_t bytes) {
+    if (external_refused_.load()) return;
     const uint64_t cls = size_class(bytes);
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (idle_bytes_ + cls > max_idle_) return;
+      idle_bytes_ += cls;
     }
     void* p = os_alloc(cls);
-    if (!p) return;
-    give_back_idle({p, cls});
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (p) idle_[cls].push_back(p);
+    else idle_bytes_ -= cls;
   }
+
+  // The runtime refused an external ArrayBuffer (Electron's sandbox): idle-only requests get null.
+  void refuse_external() { external_refused_.store(true); }
+  bool external_refused() const { return external_refused_.load(); }
 
   void set_max_idle(uint64_t bytes) {
     std::vector<Block> freed;
@@ -150,10 +159,6 @@ class Pool {
 
   void give_back(Block b) {
     live_bytes_ -= b.bytes;
-    give_back_idle(b);
-  }
-
-  void give_back_idle(Block b) {
     std::vector<Block> freed;
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -181,6 +186,7 @@ class Pool {
   uint64_t max_idle_ = uint64_t(256) << 20;
   std::atomic<uint64_t> live_bytes_{0};
   std::atomic<int64_t> owners_count_{0};
+  std::atomic<bool> external_refused_{false};
 };
 
 // Never destroyed: blocks may be given back by pool threads while the process exits.
@@ -202,6 +208,7 @@ Napi::Value AllocOutput(const Napi::CallbackInfo& info) {
     Args a(info, "allocOutput");
     const auto bytes = uint64_t(a.integer("bytes", int64_t(kPoolMinBytes), int64_t(1) << 52));
     const bool idle_only = a.flag("idleOnly");
+    if (idle_only && pool().external_refused()) return info.Env().Null();
     void* data = nullptr;
     std::shared_ptr<void> block = pool().take(bytes, &data, idle_only);
     if (!block) return info.Env().Null();
@@ -221,6 +228,7 @@ Napi::Value AllocOutput(const Napi::CallbackInfo& info) {
         },
         hint, &ab);
     if (st != napi_ok) {  // a runtime without external ArrayBuffers (Electron's sandbox): JS allocates instead
+      pool().refuse_external();
       pool().forget(owner, data);
       pool().count_owner(-1);
       delete owner;
