@@ -232,8 +232,14 @@ export class MstPlan {
   readonly depth: number;
   /** Sum of Hamming distances over the reuse edges. */
   readonly totalDistance: number;
-  /** 1 - (bits processed with reuse) / (Cout * K). */
+  /** 1 - (bits the CPU processes with reuse, majority channels included) / (Cout * K). */
   readonly opsReduction: number;
+  /**
+   * Extra channels the CPU computes densely, each the bitwise majority of a root and its children,
+   * when the star is closer to it than to its root: the star's channels then start from it (the
+   * GPU runs the tree as `parent` gives it). 0 when no star gains.
+   */
+  readonly majorityChannels: number;
   readonly reuse: Reuse;
   readonly maxDepth: number;
 
@@ -249,6 +255,7 @@ export class MstPlan {
     this.maxDepth = info.maxDepth;
     this.depth = info.depth;
     this.totalDistance = info.totalDistance;
+    this.majorityChannels = info.majorityChannels;
     const [cout, cinG, kh, kw] = weights.shape;
     this.opsReduction = 1 - info.bitsProcessed / (cout * cinG * kh * kw);
     const byLevel: number[][] = Array.from({ length: this.depth + 1 }, () => []);

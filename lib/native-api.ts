@@ -190,6 +190,7 @@ export interface PlanInfo {
   depth: number;
   totalDistance: number;
   bitsProcessed: number;
+  majorityChannels: number;
   nedges: number;
   reuse: 'auto' | 'always' | 'never';
   maxDepth: number;

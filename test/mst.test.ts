@@ -16,6 +16,8 @@ import {
   packWeightsSync,
   tensor,
 } from '../lib';
+import { weightsHandle } from '../lib/handles';
+import { native } from '../lib/native';
 import { fixCrc, prototypeWeights, rng } from './helpers';
 
 function layer(seed: number, o: { cout?: number; cin?: number; k?: number; groups?: number; p?: number } = {}) {
@@ -111,6 +113,68 @@ describe('mstPlan', () => {
         const opts = { padding: c.padding ?? 1, stride: c.stride, dilation: c.dilation, padValue, output: 'int32' as const };
         expect(binaryConv2dSync(x, plan, opts).dataSync()).toEqual(binaryConv2dReferenceSync(x, w, opts).dataSync());
       }
+    }
+  });
+
+  it('runs stars from their majority channel bit-identically, and counts the work it does', () => {
+    // Copies of a few prototypes with 10 % of their bits flipped: two copies differ in ~18 % of their bits,
+    // each differs from the prototype (the star's majority) in ~10 %.
+    for (const [groups, cin, protos] of [[1, 70, 4], [2, 128, 3]]) {
+      const r = rng(4100 + cin), cout = 36, cinG = cin / groups, K = cinG * 9, cog = cout / groups;
+      const wf = prototypeWeights(cout, K, protos, 0.1, r);
+      const w = packWeightsSync(tensor(wf, [cout, cinG, 3, 3]), { groups });
+      // Per group and prototype, the first channel is the root; the next five its children, the rest
+      // children of the second (a level below the star).
+      const parent = new Int32Array(cout).fill(-1);
+      for (let g = 0; g < groups; g++)
+        for (let j = 0; j < protos; j++) {
+          const members = Array.from({ length: cog }, (_, i) => g * cog + i).filter((c) => c % protos === j);
+          members.slice(1).forEach((c, i) => (parent[c] = i < 5 ? members[0] : members[1]));
+        }
+      const n = native();
+      const plan = new MstPlan(w, n.mstPlan({ weights: weightsHandle(w), reuse: 'always', maxDepth: 8, parent }));
+      expect(plan.majorityChannels).toBe(groups * protos);
+      // The work counted: per star a majority channel (its root's tie bits) computed densely, the star's
+      // channels from it, deeper channels from their parents.
+      const bit = (c: number, k: number) => wf[c * K + k] < 0;
+      let bits = 0;
+      for (let c = 0; c < cout; c++) {
+        if (parent[c] >= 0 && parent[parent[c]] >= 0) {
+          for (let k = 0; k < K; k++) bits += Number(bit(c, k) !== bit(parent[c], k));
+          continue;
+        }
+        if (parent[c] >= 0) continue;
+        const star = [c, ...Array.from({ length: cout }, (_, i) => i).filter((i) => parent[i] === c)];
+        bits += K;
+        for (let k = 0; k < K; k++) {
+          const ones = star.filter((i) => bit(i, k)).length;
+          const m = 2 * ones === star.length ? bit(c, k) : 2 * ones > star.length;
+          bits += star.filter((i) => bit(i, k) !== m).length;
+        }
+      }
+      expect(plan.opsReduction).toBeCloseTo(1 - bits / (cout * K), 12);
+      const scale = tensor(Float32Array.from({ length: cout }, () => r() * 2 - 1), [cout]);
+      const bias = tensor(Float32Array.from({ length: cout }, () => (r() - 0.5) * 6), [cout]);
+      // Tiles of 64 to 512 pixels, shifted input rows (stride 1) and gathered taps (stride 2).
+      for (const [nb, h, wd, stride] of [[1, 5, 7, 1], [2, 19, 17, 1], [3, 21, 19, 2], [4, 16, 16, 1]]) {
+        const x = packBitsSync(tensor(Float32Array.from({ length: nb * h * wd * cin }, () => r() - 0.5), [nb, h, wd, cin]), {
+          layout: 'nhwc',
+        });
+        for (const padValue of ['one', 'zero'] as const) {
+          const base = { padding: 1, stride, padValue };
+          expect(binaryConv2dSync(x, plan, { ...base, output: 'int32' }).dataSync()).toEqual(
+            binaryConv2dReferenceSync(x, w, { ...base, output: 'int32' }).dataSync(),
+          );
+          for (const output of ['float', 'bits'] as const) {
+            const opts = { ...base, output, scale, bias, clamp: [-2, 3] as [number, number] };
+            expect(binaryConv2dSync(x, plan, opts).dataSync()).toEqual(binaryConv2dSync(x, w, opts).dataSync());
+          }
+        }
+      }
+      // Stars of two: the majority is the root itself, so the CPU runs the tree as it is.
+      const pairs = new Int32Array(cout).fill(-1);
+      for (let c = 1; c < cout; c += 2) if (Math.floor(c / cog) === Math.floor((c - 1) / cog)) pairs[c] = c - 1;
+      expect(new MstPlan(w, n.mstPlan({ weights: weightsHandle(w), reuse: 'always', maxDepth: 8, parent: pairs })).majorityChannels).toBe(0);
     }
   });
 

@@ -57,6 +57,7 @@ Napi::Value plan_info(Napi::Env env, std::shared_ptr<Plan> p) {
   o.Set("totalDistance", double(p->built.total_distance));
   o.Set("bitsProcessed", p->built.bits_processed);
   o.Set("nedges", double(p->built.nedges));
+  o.Set("majorityChannels", double(p->built.virtual_group.size()));
   o.Set("reuse", reuse_name(p->reuse));
   o.Set("maxDepth", p->max_depth);
   o.Set("plan", make_handle(env, new std::shared_ptr<Plan>(std::move(p)), kPlanTag));

@@ -94,18 +94,19 @@ void pack_weights(const float* w, const WeightShape& s, uint32_t* words) {
 }
 
 int64_t build_panels(const uint32_t* words, const WeightShape& s, const std::vector<uint32_t>& channels,
-                     uint32_t* out) {
+                     uint32_t* out, const uint32_t* virtual_group) {
   int64_t kw = s.row_words(), rec = panel_record_words(s), cog = s.cout_g(), count = 0;
+  auto group_of = [&](uint32_t c) { return c < s.cout ? int64_t(c) / cog : int64_t(virtual_group[c - s.cout]); };
   size_t i = 0;
   while (i < channels.size()) {
-    int64_t g = channels[i] / cog;
+    int64_t g = group_of(channels[i]);
     uint32_t* r = out ? out + count * rec : nullptr;
     if (r) {
       std::fill(r, r + rec, 0u);
       r[0] = uint32_t(g);
       std::fill(r + 1, r + 1 + kPanelWidth, kNoChannel);
     }
-    for (int c = 0; c < kPanelWidth && i < channels.size() && channels[i] / cog == g; ++c, ++i) {
+    for (int c = 0; c < kPanelWidth && i < channels.size() && group_of(channels[i]) == g; ++c, ++i) {
       if (!r) continue;
       r[1 + c] = channels[i];
       const uint32_t* row = words + int64_t(channels[i]) * kw;
@@ -116,21 +117,21 @@ int64_t build_panels(const uint32_t* words, const WeightShape& s, const std::vec
   return count;
 }
 
-void sliced_steps(const uint32_t* edges, int64_t nedges, int64_t cout, int64_t cout_g, std::vector<uint32_t>& steps,
+void sliced_steps(const uint32_t* edges, int64_t nedges, int64_t channels, int64_t cout_g, std::vector<uint32_t>& steps,
                   std::vector<uint32_t>& positions) {
   // Each channel's edge (its record's offset) and, per parent, its children in increasing order.
-  std::vector<int64_t> record(size_t(cout), -1), first_child(size_t(cout) + 1, 0);
-  std::vector<uint32_t> parent_of(size_t(cout), kNoChannel);
+  std::vector<int64_t> record(size_t(channels), -1), first_child(size_t(channels) + 1, 0);
+  std::vector<uint32_t> parent_of(size_t(channels), kNoChannel);
   for (int64_t i = 0, off = 0; i < nedges; ++i) {
     record[edges[off]] = off;
     parent_of[edges[off]] = edges[off + 1];
     ++first_child[edges[off + 1] + 1];
     off += 4 + 3 * int64_t(edges[off + 2]);
   }
-  for (int64_t c = 0; c < cout; ++c) first_child[c + 1] += first_child[c];
+  for (int64_t c = 0; c < channels; ++c) first_child[c + 1] += first_child[c];
   std::vector<uint32_t> children(static_cast<size_t>(nedges));
   std::vector<int64_t> fill(first_child.begin(), first_child.end() - 1);
-  for (int64_t c = 0; c < cout; ++c)
+  for (int64_t c = 0; c < channels; ++c)
     if (parent_of[c] != kNoChannel) children[fill[parent_of[c]]++] = uint32_t(c);
   steps.clear();
   positions.clear();
@@ -149,7 +150,7 @@ void sliced_steps(const uint32_t* edges, int64_t nedges, int64_t cout, int64_t c
       }
   };
   std::vector<uint32_t> stack;  // depth first from each root, children in increasing order
-  for (int64_t root = 0; root < cout; ++root) {
+  for (int64_t root = 0; root < channels; ++root) {
     if (parent_of[root] != kNoChannel) continue;
     stack.assign(children.begin() + first_child[root], children.begin() + first_child[root + 1]);
     std::reverse(stack.begin(), stack.end());
@@ -162,73 +163,100 @@ void sliced_steps(const uint32_t* edges, int64_t nedges, int64_t cout, int64_t c
   }
 }
 
-void validate_execution(const WeightShape& s, const Execution& e) {
-  auto bad = [](const std::string& m) { fail(ErrorCode::CorruptPlan, "execution plan: " + m); };
-  int64_t rec = panel_record_words(s), cog = s.cout_g(), kw = s.row_words();
-  std::vector<uint8_t> done(size_t(s.cout), 0);
-  for (int64_t p = 0; p < e.npanels; ++p) {
-    const uint32_t* r = e.panels + p * rec;
-    if (r[0] >= uint64_t(s.groups)) bad("panel " + num(p) + " names group " + num(r[0]));
-    for (int c = 0; c < kPanelWidth; ++c) {
-      uint32_t ch = r[1 + c];
-      if (ch == kNoChannel) continue;
-      if (ch >= uint64_t(s.cout) || ch / cog != r[0] || done[ch])
-        bad("panel " + num(p) + " lists channel " + num(ch) + " out of range, in another group, or twice");
-      done[ch] = 1;
-    }
-  }
-  int64_t off = 0, total = 0;
-  for (int64_t i = 0; i < e.nedges; ++i) {
-    if (off + 4 > e.edge_words) bad("edge list truncated");
-    const uint32_t* r = e.edges + off;
+namespace {
+
+[[noreturn]] void bad_execution(const std::string& m) { fail(ErrorCode::CorruptPlan, "execution plan: " + m); }
+
+// Edge records over `channels` channels (output channels first, then majority channels of the groups
+// in virtual_group), given which are computed before them (`done`, updated): each record computes an
+// output channel not computed yet from a computed channel of its group, its words inside the record.
+void check_records(const WeightShape& s, const uint32_t* edges, int64_t nedges, int64_t edge_words, int64_t channels,
+                   const uint32_t* virtual_group, std::vector<uint8_t>& done) {
+  const int64_t cog = s.cout_g(), kw = s.row_words();
+  auto group_of = [&](uint32_t c) { return c < s.cout ? int64_t(c) / cog : int64_t(virtual_group[c - s.cout]); };
+  int64_t off = 0;
+  for (int64_t i = 0; i < nedges; ++i) {
+    if (off + 4 > edge_words) bad_execution("edge list truncated");
+    const uint32_t* r = edges + off;
     uint32_t child = r[0], parent = r[1], nw = r[2];
-    if (child >= uint64_t(s.cout) || parent >= uint64_t(s.cout) || child / cog != parent / cog)
-      bad("edge " + num(i) + " joins channels " + num(child) + " and " + num(parent));
-    if (!done[parent] || done[child]) bad("edge " + num(i) + " is out of order or computes a channel twice");
-    if (nw > uint64_t(kw) || off + 4 + 3 * int64_t(nw) > e.edge_words) bad("edge " + num(i) + " has a bad size");
+    if (child >= uint64_t(s.cout) || parent >= uint64_t(channels) || group_of(child) != group_of(parent))
+      bad_execution("edge " + num(i) + " joins channels " + num(child) + " and " + num(parent));
+    if (!done[parent] || done[child]) bad_execution("edge " + num(i) + " is out of order or computes a channel twice");
+    if (nw > uint64_t(kw) || off + 4 + 3 * int64_t(nw) > edge_words) bad_execution("edge " + num(i) + " has a bad size");
     int64_t d = 0;
     for (uint32_t j = 0; j < nw; ++j) {
       uint32_t k = r[4 + 3 * j], mask = r[5 + 3 * j], pb = r[6 + 3 * j];
-      if (k >= uint64_t(kw) || (pb & ~mask)) bad("edge " + num(i) + " has a bad word entry");
+      if (k >= uint64_t(kw) || (pb & ~mask)) bad_execution("edge " + num(i) + " has a bad word entry");
       d += popc(mask);
     }
-    if (d != int64_t(r[3])) bad("edge " + num(i) + " has a wrong bit count");
-    total += d;
+    if (d != int64_t(r[3])) bad_execution("edge " + num(i) + " has a wrong bit count");
     done[child] = 1;
     off += 4 + 3 * int64_t(nw);
   }
-  if (off != e.edge_words) bad("trailing edge data");
-  for (int64_t c = 0; c < s.cout; ++c)
-    if (!done[size_t(c)]) bad("channel " + num(c) + " is never computed");
+  if (off != edge_words) bad_execution("trailing edge data");
+  for (int64_t c = 0; c < channels; ++c)
+    if (!done[size_t(c)]) bad_execution("channel " + num(c) + " is never computed");
+}
+
+}  // namespace
+
+void validate_records(const WeightShape& s, const uint32_t* edges, int64_t nedges, int64_t edge_words) {
+  std::vector<uint8_t> done(size_t(s.cout), 1);
+  for (int64_t i = 0, off = 0; i < nedges && off + 4 <= edge_words; ++i) {
+    if (edges[off] < uint64_t(s.cout)) done[edges[off]] = 0;
+    off += 4 + 3 * int64_t(edges[off + 2]);
+  }
+  check_records(s, edges, nedges, edge_words, s.cout, nullptr, done);
+}
+
+void validate_execution(const WeightShape& s, const Execution& e) {
+  const int64_t rec = panel_record_words(s), cog = s.cout_g(), kw = s.row_words(), channels = e.channels(s.cout);
+  if (e.nvirtual < 0 || (e.nvirtual > 0 && !e.virtual_group)) bad_execution("bad majority channels");
+  for (int64_t v = 0; v < e.nvirtual; ++v)
+    if (e.virtual_group[v] >= uint64_t(s.groups)) bad_execution("majority channel " + num(v) + " has a bad group");
+  auto group_of = [&](uint32_t c) { return c < s.cout ? int64_t(c) / cog : int64_t(e.virtual_group[c - s.cout]); };
+  std::vector<uint8_t> done(size_t(channels), 0);
+  for (int64_t p = 0; p < e.npanels; ++p) {
+    const uint32_t* r = e.panels + p * rec;
+    if (r[0] >= uint64_t(s.groups)) bad_execution("panel " + num(p) + " names group " + num(r[0]));
+    for (int c = 0; c < kPanelWidth; ++c) {
+      uint32_t ch = r[1 + c];
+      if (ch == kNoChannel) continue;
+      if (ch >= uint64_t(channels) || group_of(ch) != r[0] || done[ch])
+        bad_execution("panel " + num(p) + " lists channel " + num(ch) + " out of range, in another group, or twice");
+      done[ch] = 1;
+    }
+  }
+  check_records(s, e.edges, e.nedges, e.edge_words, channels, e.virtual_group, done);
   // The steps: each edge's child once, from the parent its record names, after that parent's own step,
   // with its record's D and positions in range, parent bit 0 first; flags true to the plan (a step never
   // reads planes that no step or root wrote).
-  std::vector<uint32_t> parent_of(size_t(s.cout), kNoChannel), d_of(size_t(s.cout), 0);
-  off = 0;
-  for (int64_t i = 0; i < e.nedges; ++i) {
+  std::vector<uint32_t> parent_of(size_t(channels), kNoChannel), d_of(size_t(channels), 0);
+  for (int64_t i = 0, off = 0; i < e.nedges; ++i) {
     parent_of[e.edges[off]] = e.edges[off + 1];
     d_of[e.edges[off]] = e.edges[off + 3];
     off += 4 + 3 * int64_t(e.edges[off + 2]);
   }
-  std::vector<uint8_t> computed(size_t(s.cout)), planes(size_t(s.cout));
-  for (int64_t c = 0; c < s.cout; ++c) computed[size_t(c)] = planes[size_t(c)] = parent_of[size_t(c)] == kNoChannel;
+  std::vector<uint8_t> computed(static_cast<size_t>(channels)), planes(static_cast<size_t>(channels));
+  for (int64_t c = 0; c < channels; ++c) computed[size_t(c)] = planes[size_t(c)] = parent_of[size_t(c)] == kNoChannel;
   int64_t at = 0;
   for (int64_t i = 0; i < e.nedges; ++i) {
     const uint32_t* st = e.steps + i * kStepWords;
     const uint32_t child = st[0], parent = st[1], d = st[3], zeros = st[4], flags = st[5];
     if (child >= uint64_t(s.cout) || parent_of[child] != parent || computed[child] || !planes[parent] ||
         st[2] != child / cog || flags > kStepHasChildren)
-      bad("step " + num(i) + " computes channel " + num(child) + " from " + num(parent) + " out of order");
-    if (d != d_of[child] || zeros > d || d > e.npositions - at) bad("step " + num(i) + " has a bad size");
+      bad_execution("step " + num(i) + " computes channel " + num(child) + " from " + num(parent) + " out of order");
+    if (d != d_of[child] || zeros > d || d > e.npositions - at) bad_execution("step " + num(i) + " has a bad size");
     for (uint32_t j = 0; j < d; ++j) {
       const uint32_t v = e.positions[at + j];
-      if ((v >> 1) >= uint64_t(32 * kw) || (v & 1u) != uint32_t(j >= zeros)) bad("step " + num(i) + " has a bad position");
+      if ((v >> 1) >= uint64_t(32 * kw) || (v & 1u) != uint32_t(j >= zeros))
+        bad_execution("step " + num(i) + " has a bad position");
     }
     at += d;
     computed[child] = 1;
     planes[child] = flags & kStepHasChildren;
   }
-  if (at != e.npositions) bad("edge positions do not match the edges");
+  if (at != e.npositions) bad_execution("edge positions do not match the edges");
 }
 
 void check_conv(const ConvParams& p, const WeightShape& s) {

@@ -34,8 +34,10 @@ int64_t panel_record_words(const WeightShape& s);
 void pack_weights(const float* w, const WeightShape& s, uint32_t* words);
 // Panels covering `channels` (global ids, grouped by group in increasing group order): for each group,
 // its listed channels in blocks of 32. Returns the number of records written to `out` (nullptr: count only).
+// Channels from Cout on are an execution's majority channels (Execution): their rows follow the Cout
+// rows in `words`, their groups are virtual_group[c - Cout].
 int64_t build_panels(const uint32_t* words, const WeightShape& s, const std::vector<uint32_t>& channels,
-                     uint32_t* out);
+                     uint32_t* out, const uint32_t* virtual_group = nullptr);
 
 // Reuse edges of an MST plan, in level order. Record: [child, parent, nwords, D, then nwords triples
 // (word index, mask = w_parent ^ w_child, parent bits & mask)]. The CPU's bit-sliced executor reads the
@@ -54,14 +56,23 @@ struct Execution {
   const uint32_t* steps = nullptr;      // nedges steps
   const uint32_t* positions = nullptr;  // the steps' D entries, in step order
   int64_t npositions = 0;
+  // Majority channels (docs/DESIGN.md "MST plans"): channels Cout, Cout + 1, ... computed densely as
+  // roots (in the panels) for children to start from, never written to the output; virtual_group[i]
+  // is channel Cout + i's group.
+  int64_t nvirtual = 0;
+  const uint32_t* virtual_group = nullptr;
+  int64_t channels(int64_t cout) const { return cout + nvirtual; }
 };
-// The steps and positions (see Execution) of edge records as build_execution writes them, on Cout
-// channels of cout_g per group.
-void sliced_steps(const uint32_t* edges, int64_t nedges, int64_t cout, int64_t cout_g, std::vector<uint32_t>& steps,
+// The steps and positions (see Execution) of edge records as build_execution writes them, on `channels`
+// channels (Cout and the majority channels; children are output channels, cout_g per group).
+void sliced_steps(const uint32_t* edges, int64_t nedges, int64_t channels, int64_t cout_g, std::vector<uint32_t>& steps,
                   std::vector<uint32_t>& positions);
 // Checks that the panels and edges compute every output channel exactly once, parents before children,
 // inside array bounds; fails with CorruptPlan otherwise. Cost O(Cout + edge words).
 void validate_execution(const WeightShape& s, const Execution& e);
+// The same checks for edge records alone (a plan's tree as the GPU runs it): channels no record
+// computes are the roots.
+void validate_records(const WeightShape& s, const uint32_t* edges, int64_t nedges, int64_t edge_words);
 
 struct ConvParams {
   int64_t n = 0, h = 0, w = 0, c = 0;  // input NHWC

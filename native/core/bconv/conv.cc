@@ -138,6 +138,7 @@ struct Layer {
   const Transform& t;
   void* out;
   int64_t oh, ow, pixels, G, wg, taps, kw;
+  int64_t channels;  // the output channels, then the execution's majority channels (tile rows only)
   int32_t K;
   int64_t tp, ntiles;      // pixels per tile, tiles
   // Row stride of channel-major tiles and of the word-major copy: the bit-sliced edges' width (a power
@@ -228,8 +229,9 @@ Layer::Layer(const Kernels& kn, const uint32_t* x, const uint32_t* words, const 
   ow = out_size(p.w, p.pw, p.dw, s.kw, p.sw);
   pixels = p.n * oh * ow, G = s.groups, wg = s.wg(), taps = s.taps(), kw = s.row_words();
   K = int32_t(s.k());
+  channels = e.channels(s.cout);
   pixel_major = e.nedges == 0;
-  tp = pixel_major ? tile_pixels(pixels, s.cout) : mst_tile_pixels(pixels, s.cout);
+  tp = pixel_major ? tile_pixels(pixels, s.cout) : mst_tile_pixels(pixels, channels);
   ntiles = (pixels + tp - 1) / tp;
   int64_t width = 64;
   while (width < tp) width *= 2;
@@ -271,8 +273,8 @@ Layer::Layer(const Kernels& kn, const uint32_t* x, const uint32_t* words, const 
   if (!sliced_bits) return;
   nt = 2;  // popcount - below lies in [-K, K]
   while ((int64_t(K) >> (nt - 1)) != 0) ++nt;
-  below.resize(size_t(s.cout));
-  invert.resize(size_t(s.cout));
+  below.assign(size_t(channels), 0);  // a majority channel's planes: its popcount, never an output bit
+  invert.assign(size_t(channels), 0);
   for (size_t c = 0; c < size_t(s.cout); ++c) {
     if (c > 0 && scale[c] == scale[c - 1] && bias[c] == bias[c - 1]) {  // (no transform: all channels alike)
       below[c] = below[c - 1], invert[c] = invert[c - 1];
@@ -320,7 +322,7 @@ Tile tile_of(const Layer& L, int64_t task) {
   thread_local std::vector<uint8_t> padded, border;
   if (!L.direct) a_buf.resize(size_t(L.G * L.tp * L.kw));
   ind.resize(size_t(L.tp * L.taps));
-  acc_buf.resize(size_t(L.s.cout * L.ld_rows));
+  acc_buf.resize(size_t(L.channels * L.ld_rows));
   padded.assign(size_t(L.tp * L.taps), 0);
   border.assign(size_t(L.tp), 0);
   tile.a = a_buf.data();
@@ -500,8 +502,8 @@ const uint64_t* apply_reuse_edges(const Kernels& kn, const Layer& L, const Tile&
   const int64_t channel_planes = L.sliced_bits ? L.nt * nb : 0;
   if (L.sliced_bits) {
     // Each root's popcounts less its threshold in planes, and their signs.
-    planes.resize(size_t(L.s.cout * channel_planes));
-    signs.resize(size_t(L.s.cout * nb));
+    planes.resize(size_t(L.channels * channel_planes));
+    signs.resize(size_t(L.channels * nb));
     below_root.resize(size_t(64 * nb));
     for (uint32_t c : L.roots) {
       const int32_t* v = tile.acc + c * ld;

@@ -61,18 +61,27 @@ std::vector<int32_t> check_plan(const std::vector<int32_t>& parent, const bconv:
 struct Built {
   std::vector<uint32_t> panels;  // panel records for the roots (bconv::build_panels)
   int64_t npanels = 0;
-  std::vector<uint32_t> edges;   // edge records in level order
+  std::vector<uint32_t> edges;   // the plan's edge records in level order (the GPU's)
   int64_t nedges = 0;
-  std::vector<uint32_t> steps, positions;  // the edges as the CPU runs them (bconv::Execution)
+  // The CPU's form when it starts some stars from majority channels (build_execution): its own edge
+  // records (level order), the majority channels' groups; empty otherwise (the CPU runs `edges`).
+  std::vector<uint32_t> cpu_edges, virtual_group;
+  int64_t cpu_nedges = 0;
+  std::vector<uint32_t> steps, positions;  // the CPU's edges as it runs them (bconv::Execution)
   int32_t depth = 0;
-  int64_t total_distance = 0;    // sum of Hamming distances on reuse edges
-  double bits_processed = 0;     // roots * K + total_distance
+  int64_t total_distance = 0;    // sum of Hamming distances on the plan's reuse edges
+  double bits_processed = 0;     // what the CPU runs: roots (majority channels included) * K + their edges' bits
 
   bconv::Execution execution() const {
-    return {panels.data(), npanels, edges.data(), nedges, int64_t(edges.size()), steps.data(), positions.data(),
-            int64_t(positions.size())};
+    const bool own = !virtual_group.empty();
+    const std::vector<uint32_t>& e = own ? cpu_edges : edges;
+    return {panels.data(), npanels, e.data(), own ? cpu_nedges : nedges, int64_t(e.size()), steps.data(),
+            positions.data(), int64_t(positions.size()), int64_t(virtual_group.size()), virtual_group.data()};
   }
 };
+// The plan's records, and the CPU's: a root whose star (itself and its children) is closer to the
+// star's bitwise majority than to it, by more than an edge's fixed cost in bits, runs the majority
+// densely as an extra channel and the whole star from it (docs/DESIGN.md "MST plans").
 Built build_execution(const uint32_t* words, const bconv::WeightShape& s, const std::vector<int32_t>& parent);
 
 // Versioned, checksummed bytes (docs/API.md "Serialized bytes"): header, shape, a hash of the weights,

@@ -36,6 +36,9 @@ inline double fastest(const std::vector<double>& v) { return *std::min_element(v
 // weights on a synthetic input of this layer's shape.
 bool plan_pays(const uint32_t* words, const bconv::WeightShape& s, const std::vector<int32_t>& parent);
 
+// Bit by bit, the value most of `members` hold (rows of kw words); a tie takes the first member's.
+std::vector<uint32_t> majority(const uint32_t* words, const std::vector<int64_t>& members, int64_t kw);
+
 // Version 2's weights section (compress.cc): appended to `out`, and read back from exactly [p, end) for a
 // checked parent array; the reader fails with CorruptPlan on anything the writer would not have written.
 void append_weights(const uint32_t* words, const WeightShape& s, const std::vector<int32_t>& parent,

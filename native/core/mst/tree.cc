@@ -20,19 +20,26 @@ namespace {
 // only in part, and timing noise must not turn into a slower layer.
 constexpr double kAutoMargin = 0.75;
 
-// Prim over one group's channels plus the virtual root; returns parents local to the group.
-std::vector<int32_t> prim(const uint32_t* rows, int64_t n, const WeightShape& s, Reuse reuse) {
-  const bconv::Kernels& kn = bconv::active_kernels();
-  const int64_t kw = s.row_words();
-  double root_cost;
-  auto edge_cost = [&](int32_t ham) {
+// What a channel costs computed densely (a root) and from a parent `ham` bits away: 'always' counts
+// bits (root: K), 'auto' the calibrated time (root: the dense time less a margin).
+struct CostModel {
+  Reuse reuse;
+  double root;
+  CostModel(const WeightShape& s, Reuse r) : reuse(r) {
+    root = r == Reuse::Always ? double(s.k()) : kAutoMargin * calibrated_costs().dense_per_word * double(s.row_words());
+  }
+  double edge(int64_t ham) const {
     if (reuse == Reuse::Always) return double(ham);
     const Costs& c = calibrated_costs();
-    return c.reuse_per_edge + c.reuse_per_bit * ham;
-  };
-  if (reuse == Reuse::Always) root_cost = double(s.k());
-  else root_cost = kAutoMargin * calibrated_costs().dense_per_word * double(kw);
-  std::vector<double> key(size_t(n), root_cost);
+    return c.reuse_per_edge + c.reuse_per_bit * double(ham);
+  }
+};
+
+// Prim over one group's channels plus the virtual root; returns parents local to the group.
+std::vector<int32_t> prim(const uint32_t* rows, int64_t n, const WeightShape& s, const CostModel& cost) {
+  const bconv::Kernels& kn = bconv::active_kernels();
+  const int64_t kw = s.row_words();
+  std::vector<double> key(size_t(n), cost.root);
   std::vector<int32_t> parent(static_cast<size_t>(n), -1), ham(static_cast<size_t>(n)), dw(static_cast<size_t>(n));
   std::vector<uint8_t> in(size_t(n), 0);
   for (int64_t it = 0; it < n; ++it) {
@@ -43,7 +50,7 @@ std::vector<int32_t> prim(const uint32_t* rows, int64_t n, const WeightShape& s,
     kn.distances(rows + u * kw, rows, n, kw, ham.data(), dw.data());
     for (int64_t v = 0; v < n; ++v) {
       if (in[size_t(v)]) continue;
-      double c = edge_cost(ham[size_t(v)]);
+      double c = cost.edge(ham[size_t(v)]);
       if (c < key[size_t(v)]) {
         key[size_t(v)] = c;
         parent[size_t(v)] = int32_t(u);
@@ -51,6 +58,54 @@ std::vector<int32_t> prim(const uint32_t* rows, int64_t n, const WeightShape& s,
     }
   }
   return parent;
+}
+
+// 'auto': channels that differ from one another in more bits than an edge pays for can still lie close
+// to a common centre (copies of one filter with independent flips: twice as close to their majority as
+// to each other). The CPU computes a star's majority as an extra dense channel when it is closer to the
+// star than its root (mst::build_execution), so here clusters of the group (channels joined by
+// distances up to twice what an edge pays for) whose majority makes them cheaper than Prim's forest
+// does become stars: the member nearest the majority as the root, the members an edge from the
+// majority pays for as its children.
+void majority_stars(const uint32_t* rows, int64_t n, const WeightShape& s, const CostModel& cost,
+                    std::vector<int32_t>& parent) {
+  const bconv::Kernels& kn = bconv::active_kernels();
+  const int64_t kw = s.row_words();
+  const Costs& c = calibrated_costs();
+  const double pays = (cost.root - c.reuse_per_edge) / c.reuse_per_bit;  // bits an edge from the majority may differ in
+  if (pays <= 0) return;
+  std::vector<int32_t> ham(static_cast<size_t>(n)), dw(static_cast<size_t>(n));
+  std::vector<int64_t> cluster_of(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) cluster_of[size_t(i)] = i;
+  auto find = [&](int64_t i) {
+    while (cluster_of[size_t(i)] != i) i = cluster_of[size_t(i)] = cluster_of[size_t(cluster_of[size_t(i)])];
+    return i;
+  };
+  std::vector<double> now(static_cast<size_t>(n));  // each channel's cost in Prim's forest
+  for (int64_t i = 0; i < n; ++i) {
+    kn.distances(rows + i * kw, rows, n, kw, ham.data(), dw.data());
+    for (int64_t j = i + 1; j < n; ++j)
+      if (ham[size_t(j)] <= 2 * pays) cluster_of[size_t(find(j))] = find(i);
+    now[size_t(i)] = parent[size_t(i)] < 0 ? cost.root : cost.edge(ham[size_t(parent[size_t(i)])]);
+  }
+  std::vector<std::vector<int64_t>> clusters(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) clusters[size_t(find(i))].push_back(i);
+  for (const std::vector<int64_t>& members : clusters) {
+    if (members.size() < 3) continue;
+    const std::vector<uint32_t> m = majority(rows, members, kw);
+    kn.distances(m.data(), rows, n, kw, ham.data(), dw.data());
+    double before = 0, after = cost.root;  // the majority: one more dense channel
+    int64_t nearest = -1;
+    for (int64_t i : members) {
+      before += now[size_t(i)];
+      const double from_m = cost.edge(ham[size_t(i)]);
+      after += std::min(from_m, cost.root);
+      if (from_m < cost.root && (nearest < 0 || ham[size_t(i)] < ham[size_t(nearest)])) nearest = i;
+    }
+    if (nearest < 0 || after >= before) continue;
+    for (int64_t i : members)
+      parent[size_t(i)] = i != nearest && cost.edge(ham[size_t(i)]) < cost.root ? int32_t(nearest) : -1;
+  }
 }
 
 // 'auto': the roots of a group run in panels of kPanelWidth channels whose dense cost does not depend
@@ -123,7 +178,12 @@ std::vector<int32_t> build_tree(const uint32_t* words, const WeightShape& s, Reu
   int64_t cog = s.cout_g(), kw = s.row_words();
   if (reuse == Reuse::Auto) calibrated_costs();  // measure before the pool is busy with the groups
   std::vector<std::vector<int32_t>> local(size_t(s.groups));
-  parallel_tasks(s.groups, [&](int64_t g) { local[size_t(g)] = prim(words + g * cog * kw, cog, s, reuse); });
+  const CostModel cost(s, reuse);
+  parallel_tasks(s.groups, [&](int64_t g) {
+    const uint32_t* rows = words + g * cog * kw;
+    local[size_t(g)] = prim(rows, cog, s, cost);
+    if (reuse == Reuse::Auto) majority_stars(rows, cog, s, cost, local[size_t(g)]);
+  });
   for (int64_t g = 0; g < s.groups; ++g)
     for (int64_t i = 0; i < cog; ++i) {
       int32_t p = local[size_t(g)][size_t(i)];
@@ -147,15 +207,13 @@ std::vector<int32_t> build_tree(const uint32_t* words, const WeightShape& s, Reu
     // results back to pixel-major. The calibrated figure for it is an upper bound (it also holds what
     // root panels cost more stored channel-major, and what a busy machine adds), so only plans saving
     // less than half of it go without a trial; the trial decides the rest on this layer's shape.
+    // (Counted on what the CPU runs: majority channels as roots, stars from them.)
     const Costs& c = calibrated_costs();
-    double saved = 0;
-    std::vector<int32_t> ham(1), dw(1);
-    for (int64_t ch = 0; ch < s.cout; ++ch) {
-      int32_t p = parent[size_t(ch)];
-      if (p < 0) continue;
-      bconv::active_kernels().distances(words + p * kw, words + ch * kw, 1, kw, ham.data(), dw.data());
-      saved += c.dense_per_word * double(kw) - (c.reuse_per_edge + c.reuse_per_bit * ham[0]);
-    }
+    const Built b = build_execution(words, s, parent);
+    const int64_t edges = b.execution().nedges, roots = s.cout + int64_t(b.virtual_group.size()) - edges;
+    const double bits = b.bits_processed - double(roots) * double(s.k());
+    const double saved = double(s.cout - roots) * c.dense_per_word * double(kw) - double(edges) * c.reuse_per_edge -
+                         bits * c.reuse_per_bit;
     const double overhead = 0.5 * c.transpose_per_word * double(s.groups * kw + s.cout);
     if (debug_enabled() && saved <= overhead) {
       char line[200];
