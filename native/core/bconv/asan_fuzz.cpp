@@ -69,6 +69,26 @@ int main() {
     }
     auto b = mst::build_execution(words.data(), s, parent);
     with_majority += !b.virtual_group.empty();
+    {
+      // Every output channel dense plus a majority channel no edge starts from must be refused: without
+      // edges the tile is pixel-major, with no row for it.
+      std::vector<uint32_t> all(words), roots, groups{0};
+      all.insert(all.end(), words.begin(), words.begin() + s.row_words());
+      for (int64_t c = 0; c <= s.cout; ++c) roots.push_back(uint32_t(c));
+      std::vector<uint32_t> panels(size_t(bconv::build_panels(all.data(), s, roots, nullptr, groups.data()) *
+                                          bconv::panel_record_words(s)));
+      bconv::Execution lone;
+      lone.panels = panels.data();
+      lone.npanels = bconv::build_panels(all.data(), s, roots, panels.data(), groups.data());
+      lone.nvirtual = 1;
+      lone.virtual_group = groups.data();
+      try {
+        bconv::validate_execution(s, lone);
+        ++fails;
+        printf("accepted a majority channel without children, iter %d\n", iter);
+      } catch (const Error&) {
+      }
+    }
     const bconv::Execution e = b.execution();
     int64_t oh = bconv::out_size(p.h, p.ph, p.dh, s.kh, p.sh), ow = bconv::out_size(p.w, p.pw, p.dw, s.kw, p.sw);
     std::vector<float> scale(s.cout), bias(s.cout);

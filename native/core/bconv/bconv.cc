@@ -228,6 +228,15 @@ void validate_execution(const WeightShape& s, const Execution& e) {
     }
   }
   check_records(s, e.edges, e.nedges, e.edge_words, channels, e.virtual_group, done);
+  // A majority channel exists for its children (and only an execution with edges keeps the tile
+  // channel-major, with rows for it).
+  std::vector<uint8_t> has_child(size_t(e.nvirtual), 0);
+  for (int64_t i = 0, off = 0; i < e.nedges; ++i) {
+    if (e.edges[off + 1] >= uint64_t(s.cout)) has_child[e.edges[off + 1] - s.cout] = 1;
+    off += 4 + 3 * int64_t(e.edges[off + 2]);
+  }
+  for (int64_t v = 0; v < e.nvirtual; ++v)
+    if (!has_child[size_t(v)]) bad_execution("majority channel " + num(v) + " has no children");
   // The steps: each edge's child once, from the parent its record names, after that parent's own step,
   // with its record's D and positions in range, parent bit 0 first; flags true to the plan (a step never
   // reads planes that no step or root wrote).

@@ -231,7 +231,7 @@ Layer::Layer(const Kernels& kn, const uint32_t* x, const uint32_t* words, const 
   K = int32_t(s.k());
   channels = e.channels(s.cout);
   pixel_major = e.nedges == 0;
-  tp = pixel_major ? tile_pixels(pixels, s.cout) : mst_tile_pixels(pixels, channels);
+  tp = pixel_major ? tile_pixels(pixels, s.cout) : mst_tile_pixels(pixels, s.cout);
   ntiles = (pixels + tp - 1) / tp;
   int64_t width = 64;
   while (width < tp) width *= 2;

@@ -59,6 +59,19 @@ std::vector<uint32_t> majority(const uint32_t* words, const std::vector<int64_t>
   return m;
 }
 
+std::vector<uint32_t> star_majority(const uint32_t* words, const std::vector<int64_t>& star, int64_t kw) {
+  if (star.size() < 3) return {};  // of two, the majority is the root itself
+  const int64_t r = star[0];
+  std::vector<uint32_t> m = majority(words, star, kw);
+  int64_t before = 0, after = kEdgeBits;
+  for (int64_t c : star) {
+    if (c != r) before += distance(words + c * kw, words + r * kw, kw);
+    after += distance(words + c * kw, m.data(), kw);
+  }
+  if (after >= before) return {};
+  return m;
+}
+
 Built build_execution(const uint32_t* words, const WeightShape& s, const std::vector<int32_t>& parent) {
   bconv::check_weight_shape(s);
   if (int64_t(parent.size()) != s.cout) corrupt("parent: expected " + num(s.cout) + " entries");
@@ -87,14 +100,8 @@ Built build_execution(const uint32_t* words, const WeightShape& s, const std::ve
   std::vector<int64_t> cpu_parent(parent.begin(), parent.end());
   for (int64_t r = 0; r < s.cout; ++r) {
     const std::vector<int64_t>& st = star[size_t(r)];
-    if (st.size() < 3) continue;  // of two, the majority is the root itself
-    const std::vector<uint32_t> m = majority(words, st, kw);
-    int64_t before = 0, after = kEdgeBits;
-    for (int64_t c : st) {
-      if (c != r) before += distance(words + c * kw, words + r * kw, kw);
-      after += distance(words + c * kw, m.data(), kw);
-    }
-    if (after >= before) continue;
+    const std::vector<uint32_t> m = star_majority(words, st, kw);
+    if (m.empty()) continue;
     const int64_t v = s.cout + int64_t(b.virtual_group.size());
     b.virtual_group.push_back(uint32_t(r / cog));
     all.insert(all.end(), m.begin(), m.end());

@@ -38,6 +38,10 @@ bool plan_pays(const uint32_t* words, const bconv::WeightShape& s, const std::ve
 
 // Bit by bit, the value most of `members` hold (rows of kw words); a tie takes the first member's.
 std::vector<uint32_t> majority(const uint32_t* words, const std::vector<int64_t>& members, int64_t kw);
+// A star (its root first, then the root's children; rows of kw words) runs from its bitwise majority
+// (ties: the root's bit) on the CPU when the star differs from it in fewer bits, by more than an edge's
+// fixed cost in bits, than the children differ from the root. Returns the majority then, else empty.
+std::vector<uint32_t> star_majority(const uint32_t* words, const std::vector<int64_t>& star, int64_t kw);
 
 // Version 2's weights section (compress.cc): appended to `out`, and read back from exactly [p, end) for a
 // checked parent array; the reader fails with CorruptPlan on anything the writer would not have written.

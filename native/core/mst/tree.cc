@@ -93,18 +93,25 @@ void majority_stars(const uint32_t* rows, int64_t n, const WeightShape& s, const
   for (const std::vector<int64_t>& members : clusters) {
     if (members.size() < 3) continue;
     const std::vector<uint32_t> m = majority(rows, members, kw);
-    kn.distances(m.data(), rows, n, kw, ham.data(), dw.data());
-    double before = 0, after = cost.root;  // the majority: one more dense channel
-    int64_t nearest = -1;
+    // The members an edge from the majority pays for form the star, the nearest one its root. It is
+    // taken if it makes the cluster cheaper than Prim's forest and the CPU will run it from its own
+    // majority (star_majority, as build_execution decides).
+    std::vector<std::pair<int32_t, int64_t>> near;  // (distance to the majority, member)
+    double before = 0, after = cost.root;         // the majority: one more dense channel
     for (int64_t i : members) {
+      int32_t d;
+      kn.distances(m.data(), rows + i * kw, 1, kw, &d, dw.data());
       before += now[size_t(i)];
-      const double from_m = cost.edge(ham[size_t(i)]);
-      after += std::min(from_m, cost.root);
-      if (from_m < cost.root && (nearest < 0 || ham[size_t(i)] < ham[size_t(nearest)])) nearest = i;
+      after += std::min(cost.edge(d), cost.root);
+      if (cost.edge(d) < cost.root) near.push_back({d, i});
     }
-    if (nearest < 0 || after >= before) continue;
-    for (int64_t i : members)
-      parent[size_t(i)] = i != nearest && cost.edge(ham[size_t(i)]) < cost.root ? int32_t(nearest) : -1;
+    if (near.size() < 3 || after >= before) continue;
+    std::sort(near.begin(), near.end());
+    std::vector<int64_t> star;
+    for (const auto& di : near) star.push_back(di.second);
+    if (star_majority(rows, star, kw).empty()) continue;
+    for (int64_t i : members) parent[size_t(i)] = -1;
+    for (size_t q = 1; q < star.size(); ++q) parent[size_t(star[q])] = int32_t(star[0]);
   }
 }
 
