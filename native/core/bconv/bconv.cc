@@ -143,8 +143,10 @@ void sliced_steps(const uint32_t* edges, int64_t nedges, int64_t channels, int64
     for (uint32_t parent_bit = 0; parent_bit < 2; ++parent_bit)
       for (uint32_t j = 0; j < nw; ++j) {
         const uint32_t k = r[4 + 3 * j], pb = r[6 + 3 * j];
+        if (k >= uint64_t(kMaxPositionBits / 32))
+          fail(ErrorCode::Shape, "mstPlan: reuse edges address at most " + num(kMaxPositionBits) + " weight bits per channel");
         for (uint32_t m = r[5 + 3 * j] & (parent_bit ? pb : ~pb); m; m &= m - 1) {
-          positions.push_back((32 * k + uint32_t(__builtin_ctz(m))) << 1 | parent_bit);
+          positions.push_back((32 * k + uint32_t(__builtin_ctz(m))) << kPositionShift | parent_bit);
           steps.end()[-2] += 1 - parent_bit;
         }
       }
@@ -258,7 +260,8 @@ void validate_execution(const WeightShape& s, const Execution& e) {
     if (d != d_of[child] || zeros > d || d > e.npositions - at) bad_execution("step " + num(i) + " has a bad size");
     for (uint32_t j = 0; j < d; ++j) {
       const uint32_t v = e.positions[at + j];
-      if ((v >> 1) >= uint64_t(32 * kw) || (v & 1u) != uint32_t(j >= zeros))
+      if ((v >> kPositionShift) >= uint64_t(32 * kw) || (v & ((1u << kPositionShift) - 2)) != 0 ||
+          (v & 1u) != uint32_t(j >= zeros))
         bad_execution("step " + num(i) + " has a bad position");
     }
     at += d;

@@ -44,8 +44,13 @@ int64_t build_panels(const uint32_t* words, const WeightShape& s, const std::vec
 // same edges as steps (sliced_steps()), depth first: each root's subtrees one after another, a child
 // right after its parent or its parent's earlier children's subtrees, so the planes a child starts from
 // were written moments before. Step: [child, parent, group, D, zeros, flags], and per step its D
-// positions k << 1 | the parent's bit at k (k = 32 * word index + bit), the `zeros` of parent bit 0 first.
+// positions k << kPositionShift | the parent's bit at k (k = 32 * word index + bit), the `zeros` of
+// parent bit 0 first. (k << 6 is the byte offset of bit row k in 512-pixel tiles: a position of parent
+// bit 0 addresses its row as it is.)
 constexpr int kStepWords = 6;
+constexpr int kPositionShift = 6;
+// Bits per channel an MST execution can address (positions are 32-bit).
+constexpr int64_t kMaxPositionBits = int64_t(1) << (32 - kPositionShift);
 constexpr uint32_t kStepHasChildren = 1;  // flags: later steps read the child's planes
 struct Execution {
   const uint32_t* panels = nullptr;
