@@ -181,20 +181,21 @@ describe('mstPlan', () => {
   it("'auto' makes copies of a filter with independent flips into stars run from their majority", () => {
     // 8 prototypes x 32 copies, 5 % of K = 2304 bits flipped: copies are ~220 bits apart, ~115 from
     // their prototype. Whether the edges are kept is the timed trial's call (here they ran at ~0.83x
-    // dense); if they are, each cluster is a star (depth 1) that the CPU runs from its majority.
+    // dense) and the tree the calibrated costs' (x86 runs gave stars; where edges cost little against
+    // bits Prim's forest may stay): stars (depth 1) run from their majorities, and any plan equals dense.
     const r = rng(5150), cout = 256, cin = 256, K = cin * 9;
     const w = packWeightsSync(tensor(prototypeWeights(cout, K, 8, 0.05, r), [cout, cin, 3, 3]));
     const plan = mstPlanSync(w, { reuse: 'auto', maxDepth: 8 });
     checkTree(plan, 1);
-    if (plan.depth > 0) {
+    if (plan.majorityChannels > 0) {
       expect(plan.depth).toBe(1);
       const withChildren = new Set(Array.from(plan.parent).filter((p) => p >= 0));
       expect(plan.majorityChannels).toBe(withChildren.size);
       expect(plan.majorityChannels).toBeGreaterThanOrEqual(6);
-      const x = packBitsSync(tensor(Float32Array.from({ length: 2 * 10 * 10 * cin }, () => r() - 0.5), [2, 10, 10, cin]), { layout: 'nhwc' });
-      const opts = { padding: 1, output: 'int32' as const };
-      expect(binaryConv2dSync(x, plan, opts).dataSync()).toEqual(binaryConv2dSync(x, w, opts).dataSync());
     }
+    const x = packBitsSync(tensor(Float32Array.from({ length: 2 * 10 * 10 * cin }, () => r() - 0.5), [2, 10, 10, cin]), { layout: 'nhwc' });
+    const opts = { padding: 1, output: 'int32' as const };
+    expect(binaryConv2dSync(x, plan, opts).dataSync()).toEqual(binaryConv2dSync(x, w, opts).dataSync());
   });
 
   it("'bits' output from bit-plane compares equals dense for every kind of threshold", () => {

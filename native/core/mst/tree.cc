@@ -81,11 +81,15 @@ void majority_stars(const uint32_t* rows, int64_t n, const WeightShape& s, const
     while (cluster_of[size_t(i)] != i) i = cluster_of[size_t(i)] = cluster_of[size_t(cluster_of[size_t(i)])];
     return i;
   };
+  // Joined at most K / 4 apart, whatever the costs: unrelated filters lie about K / 2 apart, and one
+  // cluster over several centres has no useful majority (under qemu the calibration let edges pay up
+  // to ~K / 2, and single linkage chained whole groups together).
+  const double link = std::min(2 * pays, double(s.k()) / 4);
   std::vector<double> now(static_cast<size_t>(n));  // each channel's cost in Prim's forest
   for (int64_t i = 0; i < n; ++i) {
     kn.distances(rows + i * kw, rows, n, kw, ham.data(), dw.data());
     for (int64_t j = i + 1; j < n; ++j)
-      if (ham[size_t(j)] <= 2 * pays) cluster_of[size_t(find(j))] = find(i);
+      if (ham[size_t(j)] <= link) cluster_of[size_t(find(j))] = find(i);
     now[size_t(i)] = parent[size_t(i)] < 0 ? cost.root : cost.edge(ham[size_t(parent[size_t(i)])]);
   }
   std::vector<std::vector<int64_t>> clusters(static_cast<size_t>(n));
