@@ -187,8 +187,9 @@ describe('mstPlan', () => {
     const w = packWeightsSync(tensor(prototypeWeights(cout, K, 8, 0.05, r), [cout, cin, 3, 3]));
     const plan = mstPlanSync(w, { reuse: 'auto', maxDepth: 8 });
     checkTree(plan, 1);
-    if (plan.majorityChannels > 0) {
-      expect(plan.depth).toBe(1);
+    if (plan.depth === 1) {
+      // Stars (every x86 run; under qemu the calibration kept Prim's deeper forest, whose root stars
+      // may still get majority channels of their own).
       const withChildren = new Set(Array.from(plan.parent).filter((p) => p >= 0));
       expect(plan.majorityChannels).toBe(withChildren.size);
       expect(plan.majorityChannels).toBeGreaterThanOrEqual(6);
