@@ -240,6 +240,11 @@ export class MstPlan {
    * GPU runs the tree as `parent` gives it). 0 when no star gains.
    */
   readonly majorityChannels: number;
+  /**
+   * Which binaryConv2d outputs the CPU runs the edges for: 'all', or 'bits' for an 'auto' plan whose
+   * edges paid in its trial only with 'bits' output (int32 and float calls then run the dense weights).
+   */
+  readonly edgesFor: 'all' | 'bits';
   readonly reuse: Reuse;
   readonly maxDepth: number;
 
@@ -256,6 +261,7 @@ export class MstPlan {
     this.depth = info.depth;
     this.totalDistance = info.totalDistance;
     this.majorityChannels = info.majorityChannels;
+    this.edgesFor = info.edgesFor;
     const [cout, cinG, kh, kw] = weights.shape;
     this.opsReduction = 1 - info.bitsProcessed / (cout * cinG * kh * kw);
     const byLevel: number[][] = Array.from({ length: this.depth + 1 }, () => []);
@@ -528,12 +534,21 @@ export function popcountPeak(seconds = 0.2): number {
 }
 
 /**
- * The per-pixel kernel costs (seconds) 'auto' plans are built with, measured once per process (about
- * 50 ms, on first use): a dense channel per word of its weights, a reuse edge per differing bit and its
- * fixed part, and the bit rows a plan with edges builds, per input word and output channel.
+ * The per-pixel kernel costs (seconds) 'auto' plans are built with, measured once per process and output
+ * kind (about 50 ms, on first use): a dense channel per word of its weights, a reuse edge per differing
+ * bit and its fixed part, and the bit rows a plan with edges builds, per input word and output channel.
+ * `output`: 'int32' (default; float calls share these costs) or 'bits' (the costs of the tree 'auto'
+ * tries for 'bits' output when the first one does not pay).
  * @example
  * const { densePerWord, reusePerBit, reusePerEdge, transposePerWord } = mstCalibration();
  */
-export function mstCalibration(): { densePerWord: number; reusePerBit: number; reusePerEdge: number; transposePerWord: number } {
-  return native().mstCalibration({});
+export function mstCalibration(opts?: { output?: 'int32' | 'float' | 'bits' }): {
+  densePerWord: number;
+  reusePerBit: number;
+  reusePerEdge: number;
+  transposePerWord: number;
+} {
+  const o = options(opts, 'mstCalibration: opts', ['output']);
+  const output = choice(o.output, 'mstCalibration: opts.output', ['int32', 'float', 'bits'] as const, 'int32');
+  return native().mstCalibration({ output });
 }

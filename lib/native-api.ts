@@ -193,6 +193,8 @@ export interface PlanInfo {
   majorityChannels: number;
   nedges: number;
   reuse: 'auto' | 'always' | 'never';
+  /** the output kinds whose CPU calls run the edges */
+  edgesFor: 'all' | 'bits';
   maxDepth: number;
 }
 
@@ -342,7 +344,7 @@ export interface NativeAddon {
   fmaPeak: Op<{ seconds: number }, number>;
   popcountPeak(args: { seconds: number }): number;
   readSum(a: Uint32Array): number;
-  mstCalibration(args: Record<string, never>): { densePerWord: number; reusePerBit: number; reusePerEdge: number; transposePerWord: number };
+  mstCalibration(args: { output?: 'int32' | 'float' | 'bits' }): { densePerWord: number; reusePerBit: number; reusePerEdge: number; transposePerWord: number };
 
   cudaInfo(args: { peek?: boolean; paths?: string[]; refuse?: Omit<NativeCudaStatus, 'tried'> }, async?: false): NativeCudaStatus;
   /** Loads the plugin on the thread pool. */

@@ -295,6 +295,10 @@ describe("'auto' plans per call size", () => {
     expect(lines.slice(4), log).toEqual([
       '[xnorm] binaryConv2d with an MST plan, 512 output pixels: runs its reuse edges',
       '[xnorm] binaryConv2d with an MST plan, 196 output pixels: runs its reuse edges',  // the 'always' plan
+      // the plan whose edges are for 'bits' output only: float runs dense at either size, with no trial
+      "[xnorm] binaryConv2d with an MST plan, 512 output pixels: runs dense (its edges are for 'bits' output only)",
+      '[xnorm] binaryConv2d with an MST plan, 512 output pixels: runs its reuse edges',
+      "[xnorm] binaryConv2d with an MST plan, 196 output pixels: runs dense (its edges are for 'bits' output only)",
     ]);
   });
 });
@@ -321,6 +325,30 @@ describe('MstPlan serialization', () => {
     expect(back.totalDistance).toBe(plan.totalDistance);
     const o = { padding: 1, output: 'int32' as const };
     expect(binaryConv2dSync(x, back, o).dataSync()).toEqual(binaryConv2dSync(x, w, o).dataSync());
+  });
+
+  it("carries an 'auto' plan's 'bits'-output-only verdict, and refuses it on any other plan", () => {
+    // bit 8 of the reuse field; build_tree sets it only when the edges paid with 'bits' output alone
+    const flagged = (b: Uint8Array) => {
+      const c = b.slice();
+      c[9] |= 1;
+      return fixCrc(c);
+    };
+    const auto = new MstPlan(w, native().mstPlan({ weights: weightsHandle(w), reuse: 'auto', maxDepth: 4, parent: plan.parent }));
+    expect(auto.edgesFor).toBe('all');
+    const back = MstPlan.deserialize(flagged(auto.serialize()), w);
+    expect(back.edgesFor).toBe('bits');
+    expect(MstPlan.deserialize(back.serialize(), w).edgesFor).toBe('bits');
+    const fromV2 = MstPlan.deserialize(back.serialize({ weights: true }));
+    expect(fromV2.edgesFor).toBe('bits');
+    for (const output of ['bits', 'float'] as const)
+      expect(binaryConv2dSync(x, back, { padding: 1, output }).dataSync()).toEqual(binaryConv2dSync(x, w, { padding: 1, output }).dataSync());
+    expect(corrupt(flagged(bytes))).toBe('ERR_XNORM_CORRUPT_PLAN');  // an 'always' plan
+    const edgeless = new MstPlan(w, native().mstPlan({ weights: weightsHandle(w), reuse: 'auto', maxDepth: 4, parent: new Int32Array(plan.parent.length).fill(-1) }));
+    expect(corrupt(flagged(edgeless.serialize()))).toBe('ERR_XNORM_CORRUPT_PLAN');
+    const other = auto.serialize();
+    other[9] |= 2;  // other bits of the reuse field stay invalid
+    expect(corrupt(fixCrc(other))).toBe('ERR_XNORM_CORRUPT_PLAN');
   });
 
   it('rejects plans for other weights or shapes', () => {

@@ -112,7 +112,9 @@ struct ConvCall {
       debug_log("binaryConv2d with an MST plan, " + std::to_string(pixels) + " output pixels: " +
                 (edges                    ? "runs its reuse edges"
                  : plan->built.nedges == 0 ? "runs dense (the plan has no reuse edges)"
-                                           : "runs dense (its edges were not faster at this size in its trial)"));
+                 : plan->tree.bits_only && t.kind != bconv::Output::Bits
+                     ? "runs dense (its edges are for 'bits' output only)"
+                     : "runs dense (its edges were not faster at this size in its trial)"));
     return edges ? plan->execution() : weights->execution();
   }
   xnorm_cuda_bconv plugin() const {

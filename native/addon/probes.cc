@@ -46,7 +46,9 @@ Napi::Value PopcountPeak(const Napi::CallbackInfo& info) {
 
 Napi::Value MstCalibration(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&] {
-    const mst::Costs& k = mst::calibrated_costs();
+    Args a(info, "mstCalibration");
+    const std::string output = a.has("output") ? a.choice("output", {"int32", "float", "bits"}) : "int32";
+    const mst::Costs& k = mst::calibrated_costs(output == "bits" ? bconv::Output::Bits : bconv::Output::Int32);
     Napi::Object o = Napi::Object::New(info.Env());
     o.Set("densePerWord", k.dense_per_word);
     o.Set("reusePerBit", k.reuse_per_bit);

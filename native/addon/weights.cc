@@ -29,20 +29,19 @@ Napi::Int32Array int32_array(Napi::Env env, const std::vector<int32_t>& v) {
   return arr;
 }
 
-// A plan over `w` for a checked parent array: its execution, level tables and the plugin's edge table,
-// all computed here once.
-std::shared_ptr<Plan> make_plan(std::shared_ptr<PackedWeights> w, std::vector<int32_t> parent, mst::Reuse reuse,
-                                int32_t max_depth) {
+// A plan over `w` for a checked tree: its execution, level tables and the plugin's edge table, all
+// computed here once.
+std::shared_ptr<Plan> make_plan(std::shared_ptr<PackedWeights> w, mst::Tree tree, mst::Reuse reuse, int32_t max_depth) {
   auto p = std::make_shared<Plan>();
   p->weights = w;  // first: an edgeless plan's execution is the weights' own
-  mst::check_plan(parent, w->shape, reuse, max_depth);
-  p->built = mst::build_execution(w->words.data(), w->shape, parent);
-  p->levels = mst::levels(parent, p->built, w->shape);
+  mst::check_plan(tree.parent, w->shape, reuse, max_depth);
+  p->built = mst::build_execution(w->words.data(), w->shape, tree.parent);
+  p->levels = mst::levels(tree.parent, p->built, w->shape);
   for (int64_t off : p->levels.edge_offsets) {
     const uint32_t* r = p->built.edges.data() + off;
     p->gpu_edges.push_back({int32_t(r[0]), int32_t(r[1]), int32_t(r[2]), int32_t(r[3]), off + 4});
   }
-  p->parent = std::move(parent);
+  p->tree = std::move(tree);
   p->reuse = reuse;
   p->max_depth = max_depth;
   return p;
@@ -51,7 +50,7 @@ std::shared_ptr<Plan> make_plan(std::shared_ptr<PackedWeights> w, std::vector<in
 // What JS keeps of a plan: its handle and a description (copies: editing them changes nothing).
 Napi::Value plan_info(Napi::Env env, std::shared_ptr<Plan> p) {
   Napi::Object o = Napi::Object::New(env);
-  o.Set("parent", int32_array(env, p->parent));
+  o.Set("parent", int32_array(env, p->tree.parent));
   o.Set("depthOf", int32_array(env, p->levels.depth_of));
   o.Set("depth", p->built.depth);
   o.Set("totalDistance", double(p->built.total_distance));
@@ -59,6 +58,7 @@ Napi::Value plan_info(Napi::Env env, std::shared_ptr<Plan> p) {
   o.Set("nedges", double(p->built.nedges));
   o.Set("majorityChannels", double(p->built.virtual_group.size()));
   o.Set("reuse", reuse_name(p->reuse));
+  o.Set("edgesFor", p->tree.bits_only ? "bits" : "all");
   o.Set("maxDepth", p->max_depth);
   o.Set("plan", make_handle(env, new std::shared_ptr<Plan>(std::move(p)), kPlanTag));
   return o;
@@ -111,18 +111,18 @@ Napi::Value MstPlan(const Napi::CallbackInfo& info) {
     const mst::Reuse reuse = read_reuse(a);
     const auto max_depth = int32_t(a.integer("maxDepth", 1, 65535));
     // `parent` (tests and tools): adopt this tree, checked by build_execution, instead of building one.
-    std::vector<int32_t> parent;
+    mst::Tree tree;
     const bool adopt = a.has("parent");
     if (adopt) {
       const auto* p = static_cast<const int32_t*>(a.host("parent", DType::Int32, w->shape.cout).data);
       a.check_live();
-      parent.assign(p, p + w->shape.cout);
+      tree.parent.assign(p, p + w->shape.cout);
     }
     // An 'auto' tree times the executor (calibration once per process, then a trial): the async form
     // runs it on the thread pool.
-    return run_op(a, [w, parent, adopt, reuse, max_depth]() mutable -> ResultBuilder {
-      if (!adopt) parent = mst::build_tree(w->words.data(), w->shape, reuse, max_depth);
-      std::shared_ptr<Plan> p = make_plan(std::move(w), std::move(parent), reuse, max_depth);
+    return run_op(a, [w, tree, adopt, reuse, max_depth]() mutable -> ResultBuilder {
+      if (!adopt) tree = mst::build_tree(w->words.data(), w->shape, reuse, max_depth);
+      std::shared_ptr<Plan> p = make_plan(std::move(w), std::move(tree), reuse, max_depth);
       return [p](Napi::Env env) { return plan_info(env, p); };
     });
   });
@@ -133,7 +133,7 @@ Napi::Value MstSerialize(const Napi::CallbackInfo& info) {
     Args a(info, "mstSerialize");
     auto p = plan_arg(info[0].As<Napi::Object>().Get("plan"), "MstPlan.serialize: plan");
     const PackedWeights& w = *p->weights;
-    std::vector<uint8_t> bytes = mst::serialize(w.words.data(), w.shape, p->parent, p->reuse, p->max_depth, a.flag("withWeights"));
+    std::vector<uint8_t> bytes = mst::serialize(w.words.data(), w.shape, p->tree, p->reuse, p->max_depth, a.flag("withWeights"));
     Napi::Uint8Array out = Napi::Uint8Array::New(info.Env(), bytes.size());
     std::copy(bytes.begin(), bytes.end(), out.Data());
     return Napi::Value(out);
@@ -157,7 +157,7 @@ Napi::Value MstDeserialize(const Napi::CallbackInfo& info) {
                                          w ? &w->shape : nullptr);
     const bool rebuilt = !w;
     if (rebuilt) w = packed_weights(d.shape, std::move(d.words));
-    Napi::Object o = plan_info(info.Env(), make_plan(w, std::move(d.parent), d.reuse, d.max_depth)).As<Napi::Object>();
+    Napi::Object o = plan_info(info.Env(), make_plan(w, std::move(d.tree), d.reuse, d.max_depth)).As<Napi::Object>();
     if (rebuilt) {
       const bconv::WeightShape& s = w->shape;
       Napi::Array shape = Napi::Array::New(info.Env(), 4);
@@ -222,7 +222,7 @@ void Plan::record_trial(int32_t device, double plan_ms, double dense_ms) {
 }
 
 bool Plan::cpu_runs_edges(const uint32_t* x, const bconv::ConvParams& p, const bconv::Transform& t, int64_t pixels) {
-  if (built.nedges == 0) return false;
+  if (built.nedges == 0 || (tree.bits_only && t.kind != bconv::Output::Bits)) return false;
   if (reuse != mst::Reuse::Auto || pixels >= mst::kTrialPixels) return true;
   const auto key = std::make_pair(pixels, t.kind);
   {

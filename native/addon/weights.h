@@ -41,7 +41,7 @@ struct PackedWeights {
 
 struct Plan {
   std::shared_ptr<PackedWeights> weights;
-  std::vector<int32_t> parent;
+  mst::Tree tree;  // the parent array, and whether the CPU runs its edges for 'bits' output only
   mst::Reuse reuse = mst::Reuse::Auto;
   int32_t max_depth = 1;
   mst::Built built;
@@ -55,9 +55,9 @@ struct Plan {
   enum class GpuMode { Dense, Edges, Trial };
   GpuMode gpu_mode(int32_t device);
   void record_trial(int32_t device, double plan_ms, double dense_ms);
-  // Whether a CPU call of `pixels` output pixels runs the edges: 'always' plans do; 'auto' plans from
-  // mst::kTrialPixels, and below it per (pixels, output kind) as the first such call's trial (on that
-  // call's input x) found.
+  // Whether a CPU call of `pixels` output pixels runs the edges: 'always' plans do; 'auto' plans (those
+  // with tree.bits_only: for 'bits' output only) from mst::kTrialPixels, and below it per (pixels,
+  // output kind) as the first such call's trial (on that call's input x) found.
   bool cpu_runs_edges(const uint32_t* x, const bconv::ConvParams& p, const bconv::Transform& t, int64_t pixels);
 
  private:

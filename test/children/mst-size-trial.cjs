@@ -1,9 +1,11 @@
 // Child process for test/mst.test.ts (run with XNORM_DEBUG=1): an adopted 'auto' plan (no build trial)
 // called below and above mst::kTrialPixels output pixels, each size twice, and one size with two output
-// kinds; an 'always' plan at one image. The parent matches each trial's verdict to the execution logged
+// kinds; an 'always' plan at one image; the 'auto' plan read back with the 'bits'-output-only flag set
+// in its bytes, called with both kinds at 512 and 196 output pixels (no trial: float runs dense). The parent matches each trial's verdict to the execution logged
 // after it. Prints whether every output equals the dense weights' on stdout.
 'use strict';
 const path = require('path');
+const zlib = require('zlib');
 const dist = path.join(__dirname, '..', '..', 'dist', 'cjs');
 const x = require(path.join(dist, 'index.js'));
 const { native } = require(path.join(dist, 'native.js'));
@@ -27,6 +29,10 @@ const w = x.packWeightsSync(x.tensor(wb, [cout, cin, 3, 3]));
 const adopt = (reuse) => new x.MstPlan(w, native().mstPlan({ weights: weightsHandle(w), reuse, maxDepth: 4, parent }));
 const auto = adopt('auto'), always = adopt('always');
 let same = true;
+function fixCrc(b) {  // the plan's CRC-32 is zlib's
+  new DataView(b.buffer, b.byteOffset, b.byteLength).setUint32(b.length - 4, zlib.crc32(b.subarray(0, b.length - 4)), true);
+  return b;
+}
 function call(plan, n, hw, output) {
   const bits = x.packBitsSync(x.tensor(rand(n * cin * hw * hw, 5 + n + hw), [n, cin, hw, hw]));
   const y = x.binaryConv2dSync(bits, plan, { padding: 1, output }).dataSync();
@@ -39,4 +45,11 @@ for (let i = 0; i < 2; i++) {
   call(auto, 2, 16, 'float');  // 512: the build's verdict, no trial
 }
 call(always, 1, 14, 'bits');
+const bytes = auto.serialize();
+bytes[9] |= 1;  // bit 8 of the reuse field
+const bitsOnly = x.MstPlan.deserialize(fixCrc(bytes), w);
+if (bitsOnly.edgesFor !== 'bits' || auto.edgesFor !== 'all') same = false;
+call(bitsOnly, 2, 16, 'float');
+call(bitsOnly, 2, 16, 'bits');
+call(bitsOnly, 1, 14, 'float');
 process.stdout.write(same ? 'same\n' : 'different\n');

@@ -8,6 +8,7 @@
 //   g++ $F $N/bconv/asan_fuzz.cpp $N/bconv/bconv.cc $N/bconv/conv.cc $N/bconv/kernels_portable.cc $N/mst/*.cc $N/common/cpu.cc \
 //       $N/common/thread_pool.cc /tmp/k512.o /tmp/k2.o -o /tmp/bconv_fuzz -pthread
 //   for isa in avx512 avx2 portable; do XNORM_ISA=$isa /tmp/bconv_fuzz; done
+#include <algorithm>
 #include <cstdio>
 #include <random>
 #include <vector>
@@ -115,9 +116,30 @@ int main() {
       const uint32_t* given = with_weights ? nullptr : words.data();
       const bconv::WeightShape* given_shape = with_weights ? nullptr : &s;
       mst::Serialized back = mst::deserialize(bytes.data(), int64_t(bytes.size()), given, given_shape);
-      if (back.parent != tree || (with_weights && back.words != words)) {
+      if (back.tree.parent != tree.parent || back.tree.bits_only != tree.bits_only ||
+          (with_weights && back.words != words)) {
         ++fails;
         printf("round trip mismatch iter %d\n", iter);
+      }
+      // The 'bits'-output-only flag (bit 8 of the reuse field) under a valid checksum: read back on an
+      // 'auto' plan with edges, refused on any other.
+      {
+        auto bb = bytes;
+        bb[9] ^= 1;
+        fix_crc(bb);
+        const bool valid = r / 2 == 0 && std::count(tree.parent.begin(), tree.parent.end(), -1) < s.cout;
+        try {
+          mst::Serialized f = mst::deserialize(bb.data(), int64_t(bb.size()), given, given_shape);
+          if (!valid || f.tree.bits_only == tree.bits_only) {
+            ++fails;
+            printf("the 'bits'-only flag was %s, iter %d\n", valid ? "not read" : "accepted", iter);
+          }
+        } catch (const Error&) {
+          if (valid) {
+            ++fails;
+            printf("a valid 'bits'-only flag was refused, iter %d\n", iter);
+          }
+        }
       }
       for (int f = 0; f < 20; ++f) {
         auto bb = bytes;

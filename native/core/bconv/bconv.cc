@@ -95,18 +95,17 @@ void pack_weights(const float* w, const WeightShape& s, uint32_t* words) {
 
 int64_t build_panels(const uint32_t* words, const WeightShape& s, const std::vector<uint32_t>& channels,
                      uint32_t* out, const uint32_t* virtual_group) {
-  int64_t kw = s.row_words(), rec = panel_record_words(s), cog = s.cout_g(), count = 0;
-  auto group_of = [&](uint32_t c) { return c < s.cout ? int64_t(c) / cog : int64_t(virtual_group[c - s.cout]); };
+  int64_t kw = s.row_words(), rec = panel_record_words(s), count = 0;
   size_t i = 0;
   while (i < channels.size()) {
-    int64_t g = group_of(channels[i]);
+    int64_t g = group_of(s, virtual_group, channels[i]);
     uint32_t* r = out ? out + count * rec : nullptr;
     if (r) {
       std::fill(r, r + rec, 0u);
       r[0] = uint32_t(g);
       std::fill(r + 1, r + 1 + kPanelWidth, kNoChannel);
     }
-    for (int c = 0; c < kPanelWidth && i < channels.size() && group_of(channels[i]) == g; ++c, ++i) {
+    for (int c = 0; c < kPanelWidth && i < channels.size() && group_of(s, virtual_group, channels[i]) == g; ++c, ++i) {
       if (!r) continue;
       r[1 + c] = channels[i];
       const uint32_t* row = words + int64_t(channels[i]) * kw;
@@ -174,14 +173,14 @@ namespace {
 // output channel not computed yet from a computed channel of its group, its words inside the record.
 void check_records(const WeightShape& s, const uint32_t* edges, int64_t nedges, int64_t edge_words, int64_t channels,
                    const uint32_t* virtual_group, std::vector<uint8_t>& done) {
-  const int64_t cog = s.cout_g(), kw = s.row_words();
-  auto group_of = [&](uint32_t c) { return c < s.cout ? int64_t(c) / cog : int64_t(virtual_group[c - s.cout]); };
+  const int64_t kw = s.row_words();
   int64_t off = 0;
   for (int64_t i = 0; i < nedges; ++i) {
     if (off + 4 > edge_words) bad_execution("edge list truncated");
     const uint32_t* r = edges + off;
     uint32_t child = r[0], parent = r[1], nw = r[2];
-    if (child >= uint64_t(s.cout) || parent >= uint64_t(channels) || group_of(child) != group_of(parent))
+    if (child >= uint64_t(s.cout) || parent >= uint64_t(channels) ||
+        group_of(s, virtual_group, child) != group_of(s, virtual_group, parent))
       bad_execution("edge " + num(i) + " joins channels " + num(child) + " and " + num(parent));
     if (!done[parent] || done[child]) bad_execution("edge " + num(i) + " is out of order or computes a channel twice");
     if (nw > uint64_t(kw) || off + 4 + 3 * int64_t(nw) > edge_words) bad_execution("edge " + num(i) + " has a bad size");
@@ -216,7 +215,6 @@ void validate_execution(const WeightShape& s, const Execution& e) {
   if (e.nvirtual < 0 || (e.nvirtual > 0 && !e.virtual_group)) bad_execution("bad majority channels");
   for (int64_t v = 0; v < e.nvirtual; ++v)
     if (e.virtual_group[v] >= uint64_t(s.groups)) bad_execution("majority channel " + num(v) + " has a bad group");
-  auto group_of = [&](uint32_t c) { return c < s.cout ? int64_t(c) / cog : int64_t(e.virtual_group[c - s.cout]); };
   std::vector<uint8_t> done(size_t(channels), 0);
   for (int64_t p = 0; p < e.npanels; ++p) {
     const uint32_t* r = e.panels + p * rec;
@@ -224,7 +222,7 @@ void validate_execution(const WeightShape& s, const Execution& e) {
     for (int c = 0; c < kPanelWidth; ++c) {
       uint32_t ch = r[1 + c];
       if (ch == kNoChannel) continue;
-      if (ch >= uint64_t(channels) || group_of(ch) != r[0] || done[ch])
+      if (ch >= uint64_t(channels) || group_of(s, e.virtual_group, ch) != r[0] || done[ch])
         bad_execution("panel " + num(p) + " lists channel " + num(ch) + " out of range, in another group, or twice");
       done[ch] = 1;
     }

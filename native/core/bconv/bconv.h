@@ -68,6 +68,10 @@ struct Execution {
   const uint32_t* virtual_group = nullptr;
   int64_t channels(int64_t cout) const { return cout + nvirtual; }
 };
+// The group of channel c among Cout output channels and the majority channels of virtual_group's groups.
+inline int64_t group_of(const WeightShape& s, const uint32_t* virtual_group, uint64_t c) {
+  return c < uint64_t(s.cout) ? int64_t(c) / s.cout_g() : int64_t(virtual_group[c - uint64_t(s.cout)]);
+}
 // The steps and positions (see Execution) of edge records as build_execution writes them, on `channels`
 // channels (Cout and the majority channels; children are output channels, cout_g per group).
 void sliced_steps(const uint32_t* edges, int64_t nedges, int64_t channels, int64_t cout_g, std::vector<uint32_t>& steps,

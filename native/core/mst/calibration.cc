@@ -16,7 +16,7 @@ namespace {
 // and its output pass, the edge records, cache effects) is measured where it happens, with the
 // threads a real call uses. Configurations are interleaved (timed_rounds) and each keeps its best
 // time: another process only ever adds time.
-Costs calibrate() {
+Costs calibrate(bconv::Output kind) {
   uint32_t seed = 12345;
   auto rnd = [&] { return seed = seed * 1664525u + 1013904223u; };
   WeightShape s;
@@ -36,9 +36,9 @@ Costs calibrate() {
   const int64_t pixels = p.n * p.h * p.w;
   std::vector<uint32_t> x(size_t(pixels * 8));
   for (auto& v : x) v = rnd();
-  std::vector<int32_t> out(size_t(pixels * s.cout));
+  std::vector<int32_t> out(size_t(pixels * s.cout));  // the most any kind writes
   bconv::Transform t;
-  t.kind = bconv::Output::Int32;
+  t.kind = kind;
   // The first `roots` channels of `sh` dense, each other one from a random earlier channel over
   // `nbits` scattered bits (the differences are arbitrary: only the time is used).
   auto execution = [&](const WeightShape& sh, int64_t roots, int64_t nbits) {
@@ -97,9 +97,9 @@ Costs calibrate() {
   if (debug_enabled()) {
     char line[256];
     snprintf(line, sizeof line,
-             "MST calibration (ns per pixel): reuse %.4f per differing bit + %.4f per edge, dense %.4f per weight word, "
+             "MST calibration, %s output (ns per pixel): reuse %.4f per differing bit + %.4f per edge, dense %.4f per weight word, "
              "transpose %.4f per word",
-             c.reuse_per_bit * 1e9, c.reuse_per_edge * 1e9, c.dense_per_word * 1e9, c.transpose_per_word * 1e9);
+             kind == bconv::Output::Bits ? "'bits'" : "int32", c.reuse_per_bit * 1e9, c.reuse_per_edge * 1e9, c.dense_per_word * 1e9, c.transpose_per_word * 1e9);
     debug_log(line);
   }
   return c;
@@ -107,9 +107,14 @@ Costs calibrate() {
 
 }  // namespace
 
-const Costs& calibrated_costs() {
-  static const Costs c = calibrate();  // plain data, measured once per process
-  return c;
+const Costs& calibrated_costs(bconv::Output kind) {
+  // plain data, measured once per process, on first need
+  if (kind == bconv::Output::Bits) {
+    static const Costs bits = calibrate(bconv::Output::Bits);
+    return bits;
+  }
+  static const Costs expanded = calibrate(bconv::Output::Int32);
+  return expanded;
 }
 
 }  // namespace xnorm::mst

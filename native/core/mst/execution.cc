@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "../bconv/kernels.h"
 #include "../common/checked.h"
 #include "mst_internal.h"
 
@@ -18,9 +19,9 @@ namespace {
 constexpr int64_t kEdgeBits = 64;
 
 int64_t distance(const uint32_t* a, const uint32_t* b, int64_t kw) {
-  int64_t d = 0;
-  for (int64_t k = 0; k < kw; ++k) d += __builtin_popcount(a[k] ^ b[k]);
-  return d;
+  int32_t bits, words;
+  bconv::active_kernels().distances(a, b, 1, kw, &bits, &words);
+  return bits;
 }
 
 // Appends the record of `child` from `parent` over rows of kw words; returns its bit count.

@@ -13,8 +13,8 @@ namespace xnorm::mst {
 
 enum class Reuse { Auto = 0, Always = 1, Never = 2 };
 
-// Per-pixel costs (seconds) of the executor in use, measured once per process on this CPU by timing
-// real convolutions (see calibrate() in calibration.cc). A channel is worth reusing when
+// Per-pixel costs (seconds) of the executor in use, measured once per process and output kind on this
+// CPU by timing real convolutions (see calibrate() in calibration.cc). A channel is worth reusing when
 // reuse_per_edge + reuse_per_bit * differing_bits < dense_per_word * words_per_channel.
 struct Costs {
   double dense_per_word;      // computing one channel densely, per word of its weights
@@ -22,13 +22,16 @@ struct Costs {
   double reuse_per_edge;      // fixed part of an edge (the expansion of its sums, the parent add)
   double transpose_per_word;  // having any edge at all, per (input word + output channel) of a pixel
 };
-const Costs& calibrated_costs();
+// Int32 (also float's: they expand a child's sums alike) or Bits (a child's sums stay bit-sliced).
+const Costs& calibrated_costs(bconv::Output kind = bconv::Output::Int32);
 
 // An 'auto' plan's edges are kept at build time only if a timed trial of two 16 x 16 images
-// (kTrialPixels output pixels) runs them clearly faster than the dense weights; calls with at least as
-// many output pixels run them. A smaller call has fewer pixels per tile and fewer tiles for the threads,
-// so there the first call of each output pixel count (and output kind) times the edges against the dense
-// weights on its own input, and that verdict holds for later calls of that size (Plan in the addon).
+// (kTrialPixels output pixels) runs them clearly faster than the dense weights, with float output
+// (then every output kind runs them) or else, for a tree built on the 'bits' costs, with 'bits' output
+// (then only 'bits' calls run them: Tree::bits_only); calls with at least as many output pixels run them.
+// A smaller call has fewer pixels per tile and fewer tiles for the threads, so there the first call of
+// each output pixel count (and output kind) times the edges against the dense weights on its own
+// input, and that verdict holds for later calls of that size (Plan in the addon).
 // 'always' plans run their edges on every call.
 constexpr int64_t kTrialPixels = 512;
 
@@ -45,9 +48,14 @@ bool edges_pay(const uint32_t* x, const uint32_t* words, const bconv::WeightShap
 // distance (root: K), `Auto` by the calibrated cost of an edge and its differing bits (root: the dense
 // cost, less a margin so reuse is chosen only where it clearly pays), fills each group's roots up to a
 // multiple of 16 (bconv::kHalfPanel) with the costliest children, and keeps the edges only if a timed
-// trial on a synthetic input of this layer's shape runs the plan at least 5 % faster than the dense weights.
-// Depth > maxDepth is cut by re-rooting.
-std::vector<int32_t> build_tree(const uint32_t* words, const bconv::WeightShape& s, Reuse reuse, int32_t max_depth);
+// trial on a synthetic input of this layer's shape runs the plan at least 5 % faster than the dense weights:
+// first a tree on the int32 costs with float output, failing that one on the 'bits' costs with 'bits'
+// output (bits_only). Depth > maxDepth is cut by re-rooting.
+struct Tree {
+  std::vector<int32_t> parent;
+  bool bits_only = false;  // an 'auto' plan whose edges the CPU runs for 'bits' output only
+};
+Tree build_tree(const uint32_t* words, const bconv::WeightShape& s, Reuse reuse, int32_t max_depth);
 
 // Checks a parent array: range, same group, no cycles; returns each channel's depth (roots 0).
 // Fails with CorruptPlan.
@@ -86,15 +94,15 @@ Built build_execution(const uint32_t* words, const bconv::WeightShape& s, const 
 
 // Versioned, checksummed bytes (docs/API.md "Serialized bytes"): header, shape, a hash of the weights,
 // the parent array; version 2 (with_weights) also the weights themselves, compressed along the tree.
-std::vector<uint8_t> serialize(const uint32_t* words, const bconv::WeightShape& s, const std::vector<int32_t>& parent,
-                               Reuse reuse, int32_t max_depth, bool with_weights);
+std::vector<uint8_t> serialize(const uint32_t* words, const bconv::WeightShape& s, const Tree& tree, Reuse reuse,
+                               int32_t max_depth, bool with_weights);
 
 // What a plan's bytes hold; `words` (the decoded canonical words) only for version 2.
 struct Serialized {
   bconv::WeightShape shape;
   Reuse reuse = Reuse::Auto;
   int32_t max_depth = 1;
-  std::vector<int32_t> parent;
+  Tree tree;
   std::vector<uint32_t> words;
 };
 // Rejects (CorruptPlan) any byte string that is truncated, altered, or made for other weights or shapes.

@@ -38,6 +38,7 @@ uint32_t crc32(const uint8_t* p, int64_t n) {
 constexpr uint8_t kMagic[4] = {'X', 'N', 'M', 'S'};
 constexpr uint32_t kTreeOnly = 1, kWithWeights = 2;  // the format versions
 constexpr int64_t kHeader = 44;  // magic, version, reuse, maxDepth, 5 shape fields, 64-bit weights hash
+constexpr uint32_t kBitsOnly = 0x100;  // in the reuse field: an 'auto' plan whose CPU edges are for 'bits' output only
 constexpr int64_t kMaxDim = int64_t(1) << 30;  // K <= 2^30, so no factor of it is larger
 
 // The shape version-2 bytes bring when no weights are given: bounded so that no product overflows, then
@@ -53,12 +54,13 @@ void check_stored_shape(const WeightShape& s) {
 
 }  // namespace
 
-std::vector<uint8_t> serialize(const uint32_t* words, const WeightShape& s, const std::vector<int32_t>& parent,
-                               Reuse reuse, int32_t max_depth, bool with_weights) {
+std::vector<uint8_t> serialize(const uint32_t* words, const WeightShape& s, const Tree& tree, Reuse reuse,
+                               int32_t max_depth, bool with_weights) {
+  const std::vector<int32_t>& parent = tree.parent;
   std::vector<uint8_t> out(size_t(kHeader + 4 * s.cout));
   std::copy(kMagic, kMagic + 4, out.data());
   put32(&out[4], with_weights ? kWithWeights : kTreeOnly);
-  put32(&out[8], uint32_t(reuse));
+  put32(&out[8], uint32_t(reuse) | (tree.bits_only ? kBitsOnly : 0u));
   put32(&out[12], uint32_t(max_depth));
   const int64_t dims[5] = {s.cout, s.cin_g, s.kh, s.kw, s.groups};
   for (int i = 0; i < 5; ++i) put32(&out[size_t(16 + 4 * i)], uint32_t(dims[i]));
@@ -99,19 +101,23 @@ Serialized deserialize(const uint8_t* bytes, int64_t len, const uint32_t* words,
   } else {
     check_stored_shape(r.shape);
   }
-  const uint32_t reuse = get32(bytes + 8), md = get32(bytes + 12);
-  if (reuse > 2) corrupt("bad reuse mode " + num(reuse));
+  const uint32_t reuse = get32(bytes + 8) & ~kBitsOnly, md = get32(bytes + 12);
+  if (reuse > 2) corrupt("bad reuse mode " + num(get32(bytes + 8)));
   if (md < 1 || md > 65535) corrupt("bad maxDepth " + num(md));
   r.reuse = Reuse(reuse);
   r.max_depth = int32_t(md);
-  r.parent.resize(size_t(cout));
-  for (int64_t c = 0; c < cout; ++c) r.parent[size_t(c)] = int32_t(get32(bytes + kHeader + 4 * c));
-  check_plan(r.parent, r.shape, r.reuse, r.max_depth);
+  std::vector<int32_t>& parent = r.tree.parent;
+  parent.resize(size_t(cout));
+  for (int64_t c = 0; c < cout; ++c) parent[size_t(c)] = int32_t(get32(bytes + kHeader + 4 * c));
+  check_plan(parent, r.shape, r.reuse, r.max_depth);
+  r.tree.bits_only = get32(bytes + 8) & kBitsOnly;
+  if (r.tree.bits_only && (r.reuse != Reuse::Auto || std::count(parent.begin(), parent.end(), -1) == cout))
+    corrupt("'bits'-output-only edges in a plan that is not 'auto' or has no edges");
   const uint64_t h = uint64_t(get32(bytes + 36)) | uint64_t(get32(bytes + 40)) << 32;
   const int64_t nwords = cout * r.shape.row_words();
   if (words && fnv1a(words, nwords) != h) corrupt("made for other weights (weights hash mismatch)");
   if (version == kWithWeights) {
-    r.words = read_weights(bytes + kHeader + 4 * cout, bytes + len - 4, r.shape, r.parent);
+    r.words = read_weights(bytes + kHeader + 4 * cout, bytes + len - 4, r.shape, parent);
     // A second check, past the CRC: the decoded words are the ones the plan was written for.
     if (fnv1a(r.words.data(), nwords) != h) corrupt("the decoded weights fail the weights hash");
     if (words && !std::equal(r.words.begin(), r.words.end(), words))

@@ -21,17 +21,17 @@ namespace {
 constexpr double kAutoMargin = 0.75;
 
 // What a channel costs computed densely (a root) and from a parent `ham` bits away: 'always' counts
-// bits (root: K), 'auto' the calibrated time (root: the dense time less a margin).
+// bits (root: K), 'auto' the calibrated time of one output kind (root: the dense time less a margin).
 struct CostModel {
   Reuse reuse;
+  const Costs* costs;  // 'auto' only
   double root;
-  CostModel(const WeightShape& s, Reuse r) : reuse(r) {
-    root = r == Reuse::Always ? double(s.k()) : kAutoMargin * calibrated_costs().dense_per_word * double(s.row_words());
+  CostModel(const WeightShape& s, Reuse r, const Costs* c) : reuse(r), costs(c) {
+    root = r == Reuse::Always ? double(s.k()) : kAutoMargin * c->dense_per_word * double(s.row_words());
   }
   double edge(int64_t ham) const {
     if (reuse == Reuse::Always) return double(ham);
-    const Costs& c = calibrated_costs();
-    return c.reuse_per_edge + c.reuse_per_bit * double(ham);
+    return costs->reuse_per_edge + costs->reuse_per_bit * double(ham);
   }
 };
 
@@ -71,7 +71,7 @@ void majority_stars(const uint32_t* rows, int64_t n, const WeightShape& s, const
                     std::vector<int32_t>& parent) {
   const bconv::Kernels& kn = bconv::active_kernels();
   const int64_t kw = s.row_words();
-  const Costs& c = calibrated_costs();
+  const Costs& c = *cost.costs;
   const double pays = (cost.root - c.reuse_per_edge) / c.reuse_per_bit;  // bits an edge from the majority may differ in
   if (pays <= 0) return;
   std::vector<int32_t> ham(static_cast<size_t>(n)), dw(static_cast<size_t>(n));
@@ -182,19 +182,19 @@ std::vector<int32_t> check_plan(const std::vector<int32_t>& parent, const Weight
   return depth;
 }
 
-std::vector<int32_t> build_tree(const uint32_t* words, const WeightShape& s, Reuse reuse, int32_t max_depth) {
-  bconv::check_weight_shape(s);
-  std::vector<int32_t> parent(size_t(s.cout), -1);
-  if (reuse == Reuse::Never) return parent;
-  int64_t cog = s.cout_g(), kw = s.row_words();
-  if (reuse == Reuse::Auto) calibrated_costs();  // measure before the pool is busy with the groups
+namespace {
+
+// One forest: Prim's per group ('auto': and its stars), the depth bound, and for 'auto' the roots'
+// panels filled.
+std::vector<int32_t> forest(const uint32_t* words, const WeightShape& s, const CostModel& cost, int32_t max_depth) {
+  const int64_t cog = s.cout_g(), kw = s.row_words();
   std::vector<std::vector<int32_t>> local(size_t(s.groups));
-  const CostModel cost(s, reuse);
   parallel_tasks(s.groups, [&](int64_t g) {
     const uint32_t* rows = words + g * cog * kw;
     local[size_t(g)] = prim(rows, cog, s, cost);
-    if (reuse == Reuse::Auto) majority_stars(rows, cog, s, cost, local[size_t(g)]);
+    if (cost.reuse == Reuse::Auto) majority_stars(rows, cog, s, cost, local[size_t(g)]);
   });
+  std::vector<int32_t> parent(size_t(s.cout), -1);
   for (int64_t g = 0; g < s.groups; ++g)
     for (int64_t i = 0; i < cog; ++i) {
       int32_t p = local[size_t(g)][size_t(i)];
@@ -212,29 +212,59 @@ std::vector<int32_t> build_tree(const uint32_t* words, const WeightShape& s, Reu
       }
     if (!changed) break;
   }
-  if (reuse == Reuse::Auto) {
-    fill_root_panels(words, s, parent);
-    // A plan with any edge pays, per pixel, for the tile's bit rows and for turning the channel-major
-    // results back to pixel-major. The calibrated figure for it is an upper bound (it also holds what
-    // root panels cost more stored channel-major, and what a busy machine adds), so only plans saving
-    // less than half of it go without a trial; the trial decides the rest on this layer's shape.
-    // (Counted on what the CPU runs: majority channels as roots, stars from them.)
-    const Costs& c = calibrated_costs();
-    const Built b = build_execution(words, s, parent);
-    const int64_t edges = b.execution().nedges, roots = s.cout + int64_t(b.virtual_group.size()) - edges;
-    const double bits = b.bits_processed - double(roots) * double(s.k());
-    const double saved = double(s.cout - roots) * c.dense_per_word * double(kw) - double(edges) * c.reuse_per_edge -
-                         bits * c.reuse_per_bit;
-    const double overhead = 0.5 * c.transpose_per_word * double(s.groups * kw + s.cout);
-    if (debug_enabled() && saved <= overhead) {
-      char line[200];
-      snprintf(line, sizeof line, "MST 'auto' plan, %lld channels: the cost model saves %.2f ns per pixel, less than the "
-               "plan's %.2f: no edges, no trial", (long long)s.cout, saved * 1e9, overhead * 1e9);
-      debug_log(line);
-    }
-    if (saved <= overhead || !plan_pays(words, s, parent)) std::fill(parent.begin(), parent.end(), -1);
-  }
+  if (cost.reuse == Reuse::Auto) fill_root_panels(words, s, parent);
   return parent;
+}
+
+// Whether an 'auto' forest's edges pay with output `kind`. A plan with any edge pays, per pixel, for
+// the tile's bit rows and for turning the channel-major results back to pixel-major. The calibrated
+// figure for it is an upper bound (it also holds what root panels cost more stored channel-major, and
+// what a busy machine adds), so only plans saving less than half of it go without a trial; the trial
+// decides the rest on this layer's shape. (Counted on what the CPU runs: majority channels as roots,
+// stars from them.)
+bool auto_edges_pay(const uint32_t* words, const WeightShape& s, const std::vector<int32_t>& parent, const Costs& c,
+                    bconv::Output kind) {
+  const Built b = build_execution(words, s, parent);
+  const int64_t edges = b.execution().nedges, roots = s.cout + int64_t(b.virtual_group.size()) - edges;
+  if (edges == 0) return false;
+  const double bits = b.bits_processed - double(roots) * double(s.k());
+  const double saved = double(s.cout - roots) * c.dense_per_word * double(s.row_words()) -
+                       double(edges) * c.reuse_per_edge - bits * c.reuse_per_bit;
+  const double overhead = 0.5 * c.transpose_per_word * double(s.groups * s.row_words() + s.cout);
+  if (saved > overhead) return plan_pays(words, s, b, kind);
+  if (debug_enabled()) {
+    char line[220];
+    snprintf(line, sizeof line, "MST 'auto' plan, %lld channels, %s output: the cost model saves %.2f ns per pixel, "
+             "less than the plan's %.2f: no edges, no trial", (long long)s.cout,
+             kind == bconv::Output::Bits ? "'bits'" : "float", saved * 1e9, overhead * 1e9);
+    debug_log(line);
+  }
+  return false;
+}
+
+}  // namespace
+
+Tree build_tree(const uint32_t* words, const WeightShape& s, Reuse reuse, int32_t max_depth) {
+  bconv::check_weight_shape(s);
+  Tree t;
+  t.parent.assign(size_t(s.cout), -1);
+  if (reuse == Reuse::Never) return t;
+  if (reuse == Reuse::Always) {
+    t.parent = forest(words, s, CostModel(s, reuse, nullptr), max_depth);
+    return t;
+  }
+  // Float output first: edges that pay there pay for every kind. Failing that, a tree on the 'bits'
+  // costs (a child's sums stay bit-sliced, so edges pay up to more differing bits) for 'bits' calls.
+  for (bconv::Output kind : {bconv::Output::Float, bconv::Output::Bits}) {
+    const Costs& c = calibrated_costs(kind);  // measured before the pool is busy with the groups
+    std::vector<int32_t> parent = forest(words, s, CostModel(s, reuse, &c), max_depth);
+    if (auto_edges_pay(words, s, parent, c, kind)) {
+      t.parent = std::move(parent);
+      t.bits_only = kind == bconv::Output::Bits;
+      break;
+    }
+  }
+  return t;
 }
 
 }  // namespace xnorm::mst

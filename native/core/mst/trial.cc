@@ -76,8 +76,8 @@ bool edges_pay(const uint32_t* x, const uint32_t* words, const WeightShape& s, c
 }
 
 // At build time: a synthetic input of this layer's shape, two 16 x 16 images (kTrialPixels output
-// pixels), float output (the slower of the plan's output passes).
-bool plan_pays(const uint32_t* words, const WeightShape& s, const std::vector<int32_t>& parent) {
+// pixels), output `kind` (float: the slowest of the plan's output passes).
+bool plan_pays(const uint32_t* words, const WeightShape& s, const Built& plan, bconv::Output kind) {
   bconv::ConvParams p;
   p.n = 2;
   p.h = std::max<int64_t>(16, s.kh);
@@ -93,13 +93,14 @@ bool plan_pays(const uint32_t* words, const WeightShape& s, const std::vector<in
     x[size_t(i)] = i % wc == wc - 1 && p.c % 32 ? seed & ((1u << (p.c % 32)) - 1) : seed;  // tail bits 0
   }
   const Built dense = build_execution(words, s, std::vector<int32_t>(size_t(s.cout), -1));
-  const Built plan = build_execution(words, s, parent);
-  int64_t edges = 0;
-  for (int32_t q : parent) edges += q >= 0;
+  const int64_t edges = plan.nedges;
   char what[200];
-  snprintf(what, sizeof what, "MST trial, %lld channels (%lld from a parent), %lldx%lldx%lld per channel",
-           (long long)s.cout, (long long)edges, (long long)s.cin_g, (long long)s.kh, (long long)s.kw);
-  return edges_pay(x.data(), words, s, plan.execution(), dense.execution(), p, bconv::Transform(), false, what);
+  snprintf(what, sizeof what, "MST trial, %s output, %lld channels (%lld from a parent), %lldx%lldx%lld per channel",
+           kind == bconv::Output::Bits ? "'bits'" : "float", (long long)s.cout, (long long)edges, (long long)s.cin_g,
+           (long long)s.kh, (long long)s.kw);
+  bconv::Transform t;
+  t.kind = kind;
+  return edges_pay(x.data(), words, s, plan.execution(), dense.execution(), p, t, false, what);
 }
 
 }  // namespace xnorm::mst
