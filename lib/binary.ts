@@ -241,8 +241,10 @@ export class MstPlan {
    */
   readonly majorityChannels: number;
   /**
-   * Which binaryConv2d outputs the CPU runs the edges for: 'all', or 'bits' for an 'auto' plan whose
-   * edges paid in its trial only with 'bits' output (int32 and float calls then run the dense weights).
+   * Which binaryConv2d outputs the CPU runs the edges for: 'bits' for an 'auto' plan whose edges paid in
+   * its trial only with 'bits' output (its int32 and float calls, and 'bits' calls with padValue 'zero'
+   * or a non-finite scale or bias, then run the dense weights; a GPU decides by its own trial), else
+   * 'all' (plans without edges too).
    */
   readonly edgesFor: 'all' | 'bits';
   readonly reuse: Reuse;

@@ -24,13 +24,27 @@ describe('XNORM_DEBUG', () => {
     // is read as it is, two are copied channels-last first; prepared weights are named
     has(/conv forward NCHW x 1x64x8x8, w 32x64x1x1, .*groups 1: channels-last GEMM, pixels as M, reading NCHW x as it is \(1x1, one image\)/).toBe(1);
     has(/conv forward NCHW x 2x64x8x8, w 32x64x1x1, .*groups 1, prepared weights: GEMM on a channels-last copy of x \(narrow map\)/).toBe(1);
-    has(/MST calibration \(ns per pixel\): reuse [\d.]+ per differing bit/).toBe(1);
-    // the cost model either rules the edges out or the timed trial decides (machine-dependent)
-    has(/MST trial, 128 channels \(\d+ from a parent\), 256x3x3 per channel: plan [\d.]+ us vs dense [\d.]+ us \(best of \d+; median ratio [\d.]+\): edges (kept|dropped)|MST 'auto' plan, 128 channels: the cost model saves [\d.]+ ns per pixel, less than the plan's [\d.]+: no edges, no trial/).toBe(1);
-    // below the build trial's 512 output pixels, the first call of a size times the kept edges on its own input
-    const kept = lines.some((l) => /MST trial, 128 channels .*: edges kept/.test(l));
-    has(/MST trial at 16 output pixels, 128 channels: plan [\d.]+ us vs dense [\d.]+ us .*: edges (kept|dropped)/).toBe(kept ? 1 : 0);
-    has(/binaryConv2d with an MST plan, 16 output pixels: runs (its reuse edges|dense \(its edges were not faster at this size in its trial\)|dense \(the plan has no reuse edges\))/).toBe(1);
+    has(/MST calibration, int32 output \(ns per pixel\): reuse [\d.]+ per differing bit/).toBe(1);
+    // per tree (float output first, then, if it kept nothing, 'bits'): the cost model rules the edges
+    // out or the timed trial decides (machine-dependent)
+    const verdict = (out: string) =>
+      new RegExp(`MST trial, ${out} output, 128 channels \\(\\d+ edges\\), 256x3x3 per channel: plan [\\d.]+ us vs dense [\\d.]+ us \\(best of \\d+; median ratio [\\d.]+\\): edges (kept|dropped)|` +
+        `MST 'auto' tree for ${out} output, 128 channels: the cost model (saves [\\d.]+ ns per pixel, less than the plan's [\\d.]+: no edges, no trial|finds no edge that pays)`);
+    has(verdict('float')).toBe(1);
+    const floatKept = lines.some((l) => /MST trial, float output, .*: edges kept/.test(l));
+    has(verdict("'bits'")).toBe(floatKept ? 0 : 1);
+    has(/MST calibration, 'bits' output \(ns per pixel\)/).toBe(floatKept ? 0 : 1);
+    const bitsKept = lines.some((l) => /MST trial, 'bits' output, .*: edges kept/.test(l));
+    // below the build trial's 512 output pixels, the first call of a size times the kept edges on its own
+    // input (float output here: a plan kept for 'bits' output runs dense without one)
+    has(/MST trial at 16 output pixels, 128 channels: plan [\d.]+ us vs dense [\d.]+ us .*: edges (kept|dropped)/).toBe(floatKept ? 1 : 0);
+    has(
+      floatKept
+        ? /binaryConv2d with an MST plan, 16 output pixels: runs (its reuse edges|dense \(its edges were not faster at this size in its trial\))$/
+        : bitsKept
+          ? /binaryConv2d with an MST plan, 16 output pixels: runs dense \(its edges pay only for bit-sliced 'bits' output\)$/
+          : /binaryConv2d with an MST plan, 16 output pixels: runs dense \(the plan has no reuse edges\)$/,
+    ).toBe(1);
     has(/CUDA probe: .*no-such-plugin\.so: not found/).toBe(1);
     has(/CUDA probe: CUDA unavailable: the CUDA plugin .* is not installed/).toBe(1);
   });

@@ -9,6 +9,7 @@ import {
   binaryConv2dReferenceSync,
   binaryConv2dSync,
   binaryLinearSync,
+  mstCalibration,
   mstPlan,
   mstPlanSync,
   packBitsSync,
@@ -273,6 +274,20 @@ describe('mstPlan', () => {
     expect(() => mstPlanSync(w, { reuse: 'sometimes' as never })).toThrow(expect.objectContaining({ code: 'ERR_XNORM_ARGUMENT' }));
     expect(() => mstPlanSync({} as BinaryWeights)).toThrow(expect.objectContaining({ code: 'ERR_XNORM_ARGUMENT' }));
   });
+
+  it('reports the cost model per output kind (float shares int32\'s; \'bits\' is measured on its own)', () => {
+    const int32 = mstCalibration(), bits = mstCalibration({ output: 'bits' });
+    for (const c of [int32, bits]) {
+      expect(Object.keys(c).sort()).toEqual(['densePerWord', 'reusePerBit', 'reusePerEdge', 'transposePerWord']);
+      for (const v of Object.values(c)) expect(Number.isFinite(v) && v >= 0).toBe(true);
+      expect(c.densePerWord).toBeGreaterThan(0);
+    }
+    expect(mstCalibration({ output: 'int32' })).toEqual(int32);
+    expect(mstCalibration({ output: 'float' })).toEqual(int32);
+    expect(bits).not.toEqual(int32);  // another measurement (floats never all agree)
+    expect(mstCalibration({ output: 'bits' })).toEqual(bits);  // once per process
+    expect(() => mstCalibration({ output: 'uint8' as never })).toThrow(expect.objectContaining({ code: 'ERR_XNORM_ARGUMENT' }));
+  });
 });
 
 describe("'auto' plans per call size", () => {
@@ -285,8 +300,9 @@ describe("'auto' plans per call size", () => {
     expect(r.stdout).toBe('same\n');
     const lines = r.stderr.split('\n').filter((l) => /MST trial|binaryConv2d with an MST plan/.test(l));
     const log = lines.join('\n');
-    // the adopted plan had no build trial; 196 pixels: one trial per output kind, none on the repeat calls
-    expect(lines.filter((l) => /MST trial/.test(l)).length, log).toBe(2);
+    // the adopted plans had no build trial; 196 pixels: one trial per output kind, none on the repeat
+    // calls, and one for the 'bits'-only plan's 'bits' calls
+    expect(lines.filter((l) => /MST trial/.test(l)).length, log).toBe(3);
     for (let i = 0; i < 4; i += 2) {
       expect(lines[i], log).toMatch(/^\[xnorm\] MST trial at 196 output pixels, 64 channels: .*: edges (kept|dropped)/);
       const kept = /edges kept/.test(lines[i]);
@@ -296,9 +312,13 @@ describe("'auto' plans per call size", () => {
       '[xnorm] binaryConv2d with an MST plan, 512 output pixels: runs its reuse edges',
       '[xnorm] binaryConv2d with an MST plan, 196 output pixels: runs its reuse edges',  // the 'always' plan
       // the plan whose edges are for 'bits' output only: float runs dense at either size, with no trial
-      "[xnorm] binaryConv2d with an MST plan, 512 output pixels: runs dense (its edges are for 'bits' output only)",
+      "[xnorm] binaryConv2d with an MST plan, 512 output pixels: runs dense (its edges pay only for bit-sliced 'bits' output)",
+      "[xnorm] binaryConv2d with an MST plan, 512 output pixels: runs dense (its edges pay only for bit-sliced 'bits' output)",
+      "[xnorm] binaryConv2d with an MST plan, 512 output pixels: runs dense (its edges pay only for bit-sliced 'bits' output)",
       '[xnorm] binaryConv2d with an MST plan, 512 output pixels: runs its reuse edges',
-      "[xnorm] binaryConv2d with an MST plan, 196 output pixels: runs dense (its edges are for 'bits' output only)",
+      "[xnorm] binaryConv2d with an MST plan, 196 output pixels: runs dense (its edges pay only for bit-sliced 'bits' output)",
+      expect.stringMatching(/^\[xnorm\] MST trial at 196 output pixels, 64 channels: .*: edges (kept|dropped)/),
+      expect.stringMatching(/^\[xnorm\] binaryConv2d with an MST plan, 196 output pixels: runs (its reuse edges|dense \(its edges were not faster)/),
     ]);
   });
 });
@@ -336,6 +356,7 @@ describe('MstPlan serialization', () => {
     };
     const auto = new MstPlan(w, native().mstPlan({ weights: weightsHandle(w), reuse: 'auto', maxDepth: 4, parent: plan.parent }));
     expect(auto.edgesFor).toBe('all');
+    expect(MstPlan.deserialize(auto.serialize(), w).edgesFor).toBe('all');
     const back = MstPlan.deserialize(flagged(auto.serialize()), w);
     expect(back.edgesFor).toBe('bits');
     expect(MstPlan.deserialize(back.serialize(), w).edgesFor).toBe('bits');

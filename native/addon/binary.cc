@@ -108,12 +108,13 @@ struct ConvCall {
     const int64_t pixels = p.n * bconv::out_size(p.h, p.ph, p.dh, s().kh, p.sh) * bconv::out_size(p.w, p.pw, p.dw, s().kw, p.sw);
     const bool edges = plan && plan->cpu_runs_edges(static_cast<const uint32_t*>(x.data), p, t, pixels);
     if (plan && debug_enabled() &&
-        debug_first("mst " + std::to_string(uintptr_t(plan.get())) + " " + std::to_string(pixels) + " " + std::to_string(int(t.kind))))
+        debug_first("mst " + std::to_string(uintptr_t(plan.get())) + " " + std::to_string(pixels) + " " +
+                    std::to_string(int(t.kind)) + " " + std::to_string(int(p.pad_zero))))
       debug_log("binaryConv2d with an MST plan, " + std::to_string(pixels) + " output pixels: " +
                 (edges                    ? "runs its reuse edges"
                  : plan->built.nedges == 0 ? "runs dense (the plan has no reuse edges)"
-                 : plan->tree.bits_only && t.kind != bconv::Output::Bits
-                     ? "runs dense (its edges are for 'bits' output only)"
+                 : plan->tree.bits_only && !bconv::sliced_bits_output(p, t, s().cout)
+                     ? "runs dense (its edges pay only for bit-sliced 'bits' output)"
                      : "runs dense (its edges were not faster at this size in its trial)"));
     return edges ? plan->execution() : weights->execution();
   }

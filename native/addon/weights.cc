@@ -222,9 +222,9 @@ void Plan::record_trial(int32_t device, double plan_ms, double dense_ms) {
 }
 
 bool Plan::cpu_runs_edges(const uint32_t* x, const bconv::ConvParams& p, const bconv::Transform& t, int64_t pixels) {
-  if (built.nedges == 0 || (tree.bits_only && t.kind != bconv::Output::Bits)) return false;
+  if (built.nedges == 0 || (tree.bits_only && !bconv::sliced_bits_output(p, t, weights->shape.cout))) return false;
   if (reuse != mst::Reuse::Auto || pixels >= mst::kTrialPixels) return true;
-  const auto key = std::make_pair(pixels, t.kind);
+  const auto key = std::make_tuple(pixels, t.kind, p.pad_zero);
   {
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = cpu_pays_.find(key);

@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -55,15 +56,16 @@ struct Plan {
   enum class GpuMode { Dense, Edges, Trial };
   GpuMode gpu_mode(int32_t device);
   void record_trial(int32_t device, double plan_ms, double dense_ms);
-  // Whether a CPU call of `pixels` output pixels runs the edges: 'always' plans do; 'auto' plans (those
-  // with tree.bits_only: for 'bits' output only) from mst::kTrialPixels, and below it per (pixels,
-  // output kind) as the first such call's trial (on that call's input x) found.
+  // Whether a CPU call of `pixels` output pixels runs the edges: 'always' plans do; 'auto' plans from
+  // mst::kTrialPixels, and below it per (pixels, output kind, padding) as the first such call's trial
+  // (on that call's input x) found. A tree.bits_only plan never does for a call whose output is not
+  // bit-sliced 'bits' (bconv::sliced_bits_output): those are timed like int32, where its edges lost.
   bool cpu_runs_edges(const uint32_t* x, const bconv::ConvParams& p, const bconv::Transform& t, int64_t pixels);
 
  private:
   std::mutex mutex_;
   std::map<int32_t, bool> edges_pay_;
-  std::map<std::pair<int64_t, bconv::Output>, bool> cpu_pays_;
+  std::map<std::tuple<int64_t, bconv::Output, bool>, bool> cpu_pays_;
 };
 
 // The object behind a handle argument (ERR_XNORM_ARGUMENT when it is not one).

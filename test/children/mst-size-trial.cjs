@@ -1,7 +1,8 @@
 // Child process for test/mst.test.ts (run with XNORM_DEBUG=1): an adopted 'auto' plan (no build trial)
 // called below and above mst::kTrialPixels output pixels, each size twice, and one size with two output
 // kinds; an 'always' plan at one image; the 'auto' plan read back with the 'bits'-output-only flag set
-// in its bytes, called with both kinds at 512 and 196 output pixels (no trial: float runs dense). The parent matches each trial's verdict to the execution logged
+// in its bytes, called at 512 and 196 output pixels with each kind (runs dense, no trial, but for
+// bit-sliced 'bits' output: no 'zero' padding). The parent matches each trial's verdict to the execution logged
 // after it. Prints whether every output equals the dense weights' on stdout.
 'use strict';
 const path = require('path');
@@ -33,10 +34,10 @@ function fixCrc(b) {  // the plan's CRC-32 is zlib's
   new DataView(b.buffer, b.byteOffset, b.byteLength).setUint32(b.length - 4, zlib.crc32(b.subarray(0, b.length - 4)), true);
   return b;
 }
-function call(plan, n, hw, output) {
+function call(plan, n, hw, output, padValue = 'one') {
   const bits = x.packBitsSync(x.tensor(rand(n * cin * hw * hw, 5 + n + hw), [n, cin, hw, hw]));
-  const y = x.binaryConv2dSync(bits, plan, { padding: 1, output }).dataSync();
-  const d = x.binaryConv2dSync(bits, w, { padding: 1, output }).dataSync();
+  const y = x.binaryConv2dSync(bits, plan, { padding: 1, output, padValue }).dataSync();
+  const d = x.binaryConv2dSync(bits, w, { padding: 1, output, padValue }).dataSync();
   same = same && y.length === d.length && y.every((v, i) => v === d[i]);
 }
 for (let i = 0; i < 2; i++) {
@@ -50,6 +51,9 @@ bytes[9] |= 1;  // bit 8 of the reuse field
 const bitsOnly = x.MstPlan.deserialize(fixCrc(bytes), w);
 if (bitsOnly.edgesFor !== 'bits' || auto.edgesFor !== 'all') same = false;
 call(bitsOnly, 2, 16, 'float');
+call(bitsOnly, 2, 16, 'int32');
+call(bitsOnly, 2, 16, 'bits', 'zero');  // 'zero' padding: the counts are expanded, as for int32
 call(bitsOnly, 2, 16, 'bits');
 call(bitsOnly, 1, 14, 'float');
+call(bitsOnly, 1, 14, 'bits');  // below 512 output pixels: a trial of its own
 process.stdout.write(same ? 'same\n' : 'different\n');

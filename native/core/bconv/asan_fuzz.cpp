@@ -90,6 +90,28 @@ int main() {
       } catch (const Error&) {
       }
     }
+    {
+      // The random forest written with the 'bits'-output-only flag: read back as such on an 'auto' plan
+      // with an edge, refused as 'always' or 'never', or without edges.
+      const bool has_edge = std::count(parent.begin(), parent.end(), -1) < s.cout;
+      for (int r = 0; r < 3; ++r) {
+        const mst::Reuse reuse = mst::Reuse(r);
+        const bool valid = reuse == mst::Reuse::Auto && has_edge;
+        std::vector<uint8_t> bytes = mst::serialize(words.data(), s, mst::Tree{parent, true}, reuse, 65535, r == 0);
+        try {
+          mst::Serialized back = mst::deserialize(bytes.data(), int64_t(bytes.size()), words.data(), &s);
+          if (!valid || !back.tree.bits_only || back.tree.parent != parent) {
+            ++fails;
+            printf("a flagged forest was %s, iter %d\n", valid ? "read back wrong" : "accepted", iter);
+          }
+        } catch (const Error&) {
+          if (valid) {
+            ++fails;
+            printf("a valid flagged forest was refused, iter %d\n", iter);
+          }
+        }
+      }
+    }
     const bconv::Execution e = b.execution();
     int64_t oh = bconv::out_size(p.h, p.ph, p.dh, s.kh, p.sh), ow = bconv::out_size(p.w, p.pw, p.dw, s.kw, p.sw);
     std::vector<float> scale(s.cout), bias(s.cout);
@@ -127,7 +149,7 @@ int main() {
         auto bb = bytes;
         bb[9] ^= 1;
         fix_crc(bb);
-        const bool valid = r / 2 == 0 && std::count(tree.parent.begin(), tree.parent.end(), -1) < s.cout;
+        const bool valid = mst::Reuse(r / 2) == mst::Reuse::Auto && std::count(tree.parent.begin(), tree.parent.end(), -1) < s.cout;
         try {
           mst::Serialized f = mst::deserialize(bb.data(), int64_t(bb.size()), given, given_shape);
           if (!valid || f.tree.bits_only == tree.bits_only) {

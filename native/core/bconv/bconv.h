@@ -68,7 +68,8 @@ struct Execution {
   const uint32_t* virtual_group = nullptr;
   int64_t channels(int64_t cout) const { return cout + nvirtual; }
 };
-// The group of channel c among Cout output channels and the majority channels of virtual_group's groups.
+// The group of channel c among Cout output channels and the majority channels of virtual_group's groups
+// (c < Cout + the number of majority channels; virtual_group non-null when c >= Cout).
 inline int64_t group_of(const WeightShape& s, const uint32_t* virtual_group, uint64_t c) {
   return c < uint64_t(s.cout) ? int64_t(c) / s.cout_g() : int64_t(virtual_group[c - uint64_t(s.cout)]);
 }
@@ -104,6 +105,9 @@ struct Transform {
   float lo = 0, hi = 0;
 };
 
+// Whether a call with MST edges keeps its children's counts bit-sliced to the output bit: 'bits' output,
+// no 'zero' padding, every scale and bias finite (else the counts are expanded as for int32 output).
+bool sliced_bits_output(const ConvParams& p, const Transform& t, int64_t cout);
 // out: float [N, OH, OW, Cout], int32 likewise, or bits [N, OH, OW, ceil(Cout/32)] words. `e` must have
 // passed validate_execution when it was made (mst::build_execution checks what it builds): a check per
 // call would cost as much as a small layer's edges.

@@ -268,8 +268,7 @@ Layer::Layer(const Kernels& kn, const uint32_t* x, const uint32_t* words, const 
     for (int64_t kj = 0; kj < s.kw; ++kj) tap_offset.push_back((ki * p.dh - p.ph) * p.w + kj * p.dw - p.pw);
   first_offset = *std::min_element(tap_offset.begin(), tap_offset.end());
   offset_span = *std::max_element(tap_offset.begin(), tap_offset.end()) - first_offset;
-  sliced_bits = !pixel_major && t.kind == Output::Bits && !p.pad_zero;
-  for (int64_t c = 0; c < s.cout && sliced_bits; ++c) sliced_bits = std::isfinite(scale[size_t(c)]) && std::isfinite(bias[size_t(c)]);
+  sliced_bits = !pixel_major && sliced_bits_output(p, t, s.cout);
   if (!sliced_bits) return;
   nt = 2;  // popcount - below lies in [-K, K]
   while ((int64_t(K) >> (nt - 1)) != 0) ++nt;
@@ -625,6 +624,13 @@ void write_channel_major_output(const Kernels& kn, const Layer& L, const Tile& t
 }
 
 }  // namespace
+
+bool sliced_bits_output(const ConvParams& p, const Transform& t, int64_t cout) {
+  if (t.kind != Output::Bits || p.pad_zero) return false;
+  for (int64_t c = 0; c < cout; ++c)
+    if ((t.scale && !std::isfinite(t.scale[c])) || (t.bias && !std::isfinite(t.bias[c]))) return false;
+  return true;
+}
 
 void conv(const uint32_t* x, const uint32_t* words, const WeightShape& s, const Execution& e, const ConvParams& p,
           const Transform& t, void* out) {

@@ -110,11 +110,11 @@ Costs calibrate(bconv::Output kind) {
 const Costs& calibrated_costs(bconv::Output kind) {
   // plain data, measured once per process, on first need
   if (kind == bconv::Output::Bits) {
-    static const Costs bits = calibrate(bconv::Output::Bits);
-    return bits;
+    static const Costs bits_costs = calibrate(bconv::Output::Bits);
+    return bits_costs;
   }
-  static const Costs expanded = calibrate(bconv::Output::Int32);
-  return expanded;
+  static const Costs int32_costs = calibrate(bconv::Output::Int32);
+  return int32_costs;
 }
 
 }  // namespace xnorm::mst

@@ -28,6 +28,7 @@ inline uint32_t get32(const uint8_t* p) {
 // min_rounds rounds and until `budget` seconds have passed, at most 200 rounds: neighbouring samples of
 // different fns see the same load. Single-threaded (num_threads() == 1), calls are timed in the calling
 // thread's CPU time, which other processes' load does not inflate; with more threads in wall time.
+// Timings in one process run one at a time.
 std::vector<std::vector<double>> timed_rounds(const std::vector<std::function<void()>>& fns, int min_rounds,
                                               double budget);
 inline double fastest(const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); }

@@ -226,17 +226,20 @@ bool auto_edges_pay(const uint32_t* words, const WeightShape& s, const std::vect
                     bconv::Output kind) {
   const Built b = build_execution(words, s, parent);
   const int64_t edges = b.execution().nedges, roots = s.cout + int64_t(b.virtual_group.size()) - edges;
-  if (edges == 0) return false;
   const double bits = b.bits_processed - double(roots) * double(s.k());
   const double saved = double(s.cout - roots) * c.dense_per_word * double(s.row_words()) -
                        double(edges) * c.reuse_per_edge - bits * c.reuse_per_bit;
   const double overhead = 0.5 * c.transpose_per_word * double(s.groups * s.row_words() + s.cout);
-  if (saved > overhead) return plan_pays(words, s, b, kind);
+  if (edges > 0 && saved > overhead) return plan_pays(words, s, b, kind);
   if (debug_enabled()) {
-    char line[220];
-    snprintf(line, sizeof line, "MST 'auto' plan, %lld channels, %s output: the cost model saves %.2f ns per pixel, "
-             "less than the plan's %.2f: no edges, no trial", (long long)s.cout,
-             kind == bconv::Output::Bits ? "'bits'" : "float", saved * 1e9, overhead * 1e9);
+    char line[240];
+    const char* name = kind == bconv::Output::Bits ? "'bits'" : "float";
+    if (edges == 0)
+      snprintf(line, sizeof line, "MST 'auto' tree for %s output, %lld channels: the cost model finds no edge that pays",
+               name, (long long)s.cout);
+    else
+      snprintf(line, sizeof line, "MST 'auto' tree for %s output, %lld channels: the cost model saves %.2f ns per "
+               "pixel, less than the plan's %.2f: no edges, no trial", name, (long long)s.cout, saved * 1e9, overhead * 1e9);
     debug_log(line);
   }
   return false;

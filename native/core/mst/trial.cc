@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <mutex>
 #include <vector>
 
 #include "../common/debug.h"
@@ -39,6 +40,10 @@ double wall_seconds() {
 
 std::vector<std::vector<double>> timed_rounds(const std::vector<std::function<void()>>& fns, int min_rounds,
                                               double budget) {
+  // One timing at a time in the process: two (plans built concurrently, a calibration beside a trial)
+  // would each see the other's load, and a skewed calibration stays for the process's life.
+  static std::mutex one_at_a_time;
+  std::lock_guard<std::mutex> lock(one_at_a_time);
   double (*now)() = num_threads() == 1 ? thread_seconds : wall_seconds;
   std::vector<std::vector<double>> times(fns.size());
   const double start = wall_seconds();
@@ -95,7 +100,7 @@ bool plan_pays(const uint32_t* words, const WeightShape& s, const Built& plan, b
   const Built dense = build_execution(words, s, std::vector<int32_t>(size_t(s.cout), -1));
   const int64_t edges = plan.nedges;
   char what[200];
-  snprintf(what, sizeof what, "MST trial, %s output, %lld channels (%lld from a parent), %lldx%lldx%lld per channel",
+  snprintf(what, sizeof what, "MST trial, %s output, %lld channels (%lld edges), %lldx%lldx%lld per channel",
            kind == bconv::Output::Bits ? "'bits'" : "float", (long long)s.cout, (long long)edges, (long long)s.cin_g,
            (long long)s.kh, (long long)s.kw);
   bconv::Transform t;
