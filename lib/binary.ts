@@ -539,8 +539,8 @@ export function popcountPeak(seconds = 0.2): number {
  * The per-pixel kernel costs (seconds) 'auto' plans are built with, measured once per process and output
  * kind (about 50 ms, on first use): a dense channel per word of its weights, a reuse edge per differing
  * bit and its fixed part, and the bit rows a plan with edges builds, per input word and output channel.
- * `output`: 'int32' (default; float calls share these costs) or 'bits' (the costs of the tree 'auto'
- * tries for 'bits' output when the first one does not pay).
+ * @param opts `output`: 'int32' (default), 'float' (the same costs) or 'bits' (the costs of the tree
+ *   'auto' tries for 'bits' output when the first one does not pay).
  * @example
  * const { densePerWord, reusePerBit, reusePerEdge, transposePerWord } = mstCalibration();
  */
