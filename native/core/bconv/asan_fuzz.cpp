@@ -6,7 +6,7 @@
 //   g++ $F -c $N/bconv/kernels_avx512.cc -o /tmp/k512.o -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vpopcntdq -mavx2 -mfma -mpopcnt
 //   g++ $F -c $N/bconv/kernels_avx2.cc -o /tmp/k2.o -mavx2 -mfma -mpopcnt
 //   g++ $F $N/bconv/asan_fuzz.cpp $N/bconv/bconv.cc $N/bconv/conv.cc $N/bconv/kernels_portable.cc $N/mst/*.cc $N/common/cpu.cc \
-//       $N/common/thread_pool.cc /tmp/k512.o /tmp/k2.o -o /tmp/bconv_fuzz -pthread
+//       $N/common/thread_pool.cc $N/common/debug.cc /tmp/k512.o /tmp/k2.o -o /tmp/bconv_fuzz -pthread
 //   for isa in avx512 avx2 portable; do XNORM_ISA=$isa /tmp/bconv_fuzz; done
 #include <algorithm>
 #include <cstdio>
@@ -32,8 +32,26 @@ static void fix_crc(std::vector<uint8_t>& b) {
 
 int main() {
   std::mt19937 rng(1);
-  int fails = 0, with_majority = 0;
-  for (int iter = 0; iter < 300; ++iter) {
+  int fails = 0, with_majority = 0, iter = 0;
+  // Reads plan bytes back (the first len of them): where `valid`, they must be read and pass `right`;
+  // otherwise they must be refused. Counts and reports a failure as `what` otherwise.
+  const auto expect_read = [&](const std::vector<uint8_t>& bytes, int64_t len, const uint32_t* given,
+                               const bconv::WeightShape* shape, bool valid, const auto& right, const char* what) {
+    try {
+      const mst::Serialized back = mst::deserialize(bytes.data(), len, given, shape);
+      if (!valid || !right(back)) {
+        ++fails;
+        printf("%s: %s, iter %d\n", what, valid ? "read back wrong" : "accepted", iter);
+      }
+    } catch (const Error&) {
+      if (valid) {
+        ++fails;
+        printf("%s: refused, iter %d\n", what, iter);
+      }
+    }
+  };
+  const auto refused = [](const mst::Serialized&) { return false; };
+  for (; iter < 300; ++iter) {
     bconv::WeightShape s;
     s.groups = 1 + rng() % 3;
     s.cin_g = 1 + rng() % 70;
@@ -97,19 +115,10 @@ int main() {
       for (int r = 0; r < 3; ++r) {
         const mst::Reuse reuse = mst::Reuse(r);
         const bool valid = reuse == mst::Reuse::Auto && has_edge;
-        std::vector<uint8_t> bytes = mst::serialize(words.data(), s, mst::Tree{parent, true}, reuse, 65535, r == 0);
-        try {
-          mst::Serialized back = mst::deserialize(bytes.data(), int64_t(bytes.size()), words.data(), &s);
-          if (!valid || !back.tree.bits_only || back.tree.parent != parent) {
-            ++fails;
-            printf("a flagged forest was %s, iter %d\n", valid ? "read back wrong" : "accepted", iter);
-          }
-        } catch (const Error&) {
-          if (valid) {
-            ++fails;
-            printf("a valid flagged forest was refused, iter %d\n", iter);
-          }
-        }
+        const std::vector<uint8_t> bytes = mst::serialize(words.data(), s, mst::Tree{parent, true}, reuse, 65535, r == 0);
+        expect_read(bytes, int64_t(bytes.size()), words.data(), &s, valid,
+                    [&](const mst::Serialized& back) { return back.tree.bits_only && back.tree.parent == parent; },
+                    "a forest with the 'bits'-only flag");
       }
     }
     const bconv::Execution e = b.execution();
@@ -137,12 +146,12 @@ int main() {
       std::vector<uint8_t> bytes = mst::serialize(words.data(), s, tree, mst::Reuse(r / 2), 4, with_weights);
       const uint32_t* given = with_weights ? nullptr : words.data();
       const bconv::WeightShape* given_shape = with_weights ? nullptr : &s;
-      mst::Serialized back = mst::deserialize(bytes.data(), int64_t(bytes.size()), given, given_shape);
-      if (back.tree.parent != tree.parent || back.tree.bits_only != tree.bits_only ||
-          (with_weights && back.words != words)) {
-        ++fails;
-        printf("round trip mismatch iter %d\n", iter);
-      }
+      expect_read(bytes, int64_t(bytes.size()), given, given_shape, true,
+                  [&](const mst::Serialized& back) {
+                    return back.tree.parent == tree.parent && back.tree.bits_only == tree.bits_only &&
+                           (!with_weights || back.words == words);
+                  },
+                  "round trip");
       // The 'bits'-output-only flag (bit 8 of the reuse field) under a valid checksum: read back on an
       // 'auto' plan with edges, refused on any other.
       {
@@ -150,29 +159,14 @@ int main() {
         bb[9] ^= 1;
         fix_crc(bb);
         const bool valid = mst::Reuse(r / 2) == mst::Reuse::Auto && std::count(tree.parent.begin(), tree.parent.end(), -1) < s.cout;
-        try {
-          mst::Serialized f = mst::deserialize(bb.data(), int64_t(bb.size()), given, given_shape);
-          if (!valid || f.tree.bits_only == tree.bits_only) {
-            ++fails;
-            printf("the 'bits'-only flag was %s, iter %d\n", valid ? "not read" : "accepted", iter);
-          }
-        } catch (const Error&) {
-          if (valid) {
-            ++fails;
-            printf("a valid 'bits'-only flag was refused, iter %d\n", iter);
-          }
-        }
+        expect_read(bb, int64_t(bb.size()), given, given_shape, valid,
+                    [&](const mst::Serialized& f) { return f.tree.bits_only != tree.bits_only; }, "the 'bits'-only flag flipped");
       }
-      for (int f = 0; f < 20; ++f) {
+      for (int f = 0; f < 20; ++f) {  // every mutation here changes the bytes: it must be refused
         auto bb = bytes;
         int64_t len = bb.size();
         if (f % 2) len = rng() % bb.size(); else bb[rng() % bb.size()] ^= 1 + rng() % 255;
-        try {
-          mst::deserialize(bb.data(), len, given, given_shape);
-          ++fails;  // every mutation here changes the bytes: it must be rejected
-          printf("accepted a corrupt plan\n");
-        } catch (const Error&) {
-        }
+        expect_read(bb, len, given, given_shape, false, refused, "a corrupt plan");
       }
       // Version 2 under a valid checksum: a changed byte of the weights section, or the section cut
       // short, must still be refused (the field checks, or the weights hash: one encoding per plan).
@@ -185,12 +179,7 @@ int main() {
           bb.erase(bb.begin() + int64_t(section + rng() % (bb.size() - 4 - section)), bb.end() - 4);
         }
         fix_crc(bb);
-        try {
-          mst::deserialize(bb.data(), int64_t(bb.size()), nullptr, nullptr);
-          ++fails;
-          printf("accepted altered weights under a valid checksum, iter %d\n", iter);
-        } catch (const Error&) {
-        }
+        expect_read(bb, int64_t(bb.size()), nullptr, nullptr, false, refused, "altered weights under a valid checksum");
       }
     }
   }

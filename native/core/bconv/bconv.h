@@ -97,6 +97,10 @@ inline int64_t out_size(int64_t in, int64_t pad, int64_t dil, int64_t k, int64_t
 void check_conv(const ConvParams& p, const WeightShape& s);
 
 enum class Output { Float, Int32, Bits };
+// The output kind as the API spells it, for log lines: float, int32, 'bits'.
+inline const char* output_name(Output kind) {
+  return kind == Output::Bits ? "'bits'" : kind == Output::Int32 ? "int32" : "float";
+}
 struct Transform {
   Output kind = Output::Float;
   const float* scale = nullptr;  // per Cout, null = 1

@@ -99,7 +99,7 @@ Costs calibrate(bconv::Output kind) {
     snprintf(line, sizeof line,
              "MST calibration, %s output (ns per pixel): reuse %.4f per differing bit + %.4f per edge, dense %.4f per weight word, "
              "transpose %.4f per word",
-             kind == bconv::Output::Bits ? "'bits'" : "int32", c.reuse_per_bit * 1e9, c.reuse_per_edge * 1e9, c.dense_per_word * 1e9, c.transpose_per_word * 1e9);
+             bconv::output_name(kind), c.reuse_per_bit * 1e9, c.reuse_per_edge * 1e9, c.dense_per_word * 1e9, c.transpose_per_word * 1e9);
     debug_log(line);
   }
   return c;

@@ -33,9 +33,11 @@ std::vector<std::vector<double>> timed_rounds(const std::vector<std::function<vo
                                               double budget);
 inline double fastest(const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); }
 
-// The timed trial of an 'auto' plan (trial.cc; `plan` from build_execution): true when its edges run
-// clearly faster than the dense weights on a synthetic input of this layer's shape, with output `kind`.
-bool plan_pays(const uint32_t* words, const bconv::WeightShape& s, const Built& plan, bconv::Output kind);
+// The timed trial of an 'auto' plan (trial.cc; `plan` and `dense`, the weights without edges, from
+// build_execution): true when its edges run clearly faster than the dense weights on a synthetic input
+// of this layer's shape, with output `kind`.
+bool plan_pays(const uint32_t* words, const bconv::WeightShape& s, const Built& plan, const Built& dense,
+               bconv::Output kind);
 
 // Bit by bit, the value most of `members` hold (rows of kw words); a tie takes the first member's.
 std::vector<uint32_t> majority(const uint32_t* words, const std::vector<int64_t>& members, int64_t kw);

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <functional>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -222,18 +224,19 @@ std::vector<int32_t> forest(const uint32_t* words, const WeightShape& s, const C
 // what a busy machine adds), so only plans saving less than half of it go without a trial; the trial
 // decides the rest on this layer's shape. (Counted on what the CPU runs: majority channels as roots,
 // stars from them.)
+// `dense` gives the trial's baseline, the weights without edges.
 bool auto_edges_pay(const uint32_t* words, const WeightShape& s, const std::vector<int32_t>& parent, const Costs& c,
-                    bconv::Output kind) {
+                    bconv::Output kind, const std::function<const Built&()>& dense) {
   const Built b = build_execution(words, s, parent);
   const int64_t edges = b.execution().nedges, roots = s.cout + int64_t(b.virtual_group.size()) - edges;
   const double bits = b.bits_processed - double(roots) * double(s.k());
   const double saved = double(s.cout - roots) * c.dense_per_word * double(s.row_words()) -
                        double(edges) * c.reuse_per_edge - bits * c.reuse_per_bit;
   const double overhead = 0.5 * c.transpose_per_word * double(s.groups * s.row_words() + s.cout);
-  if (edges > 0 && saved > overhead) return plan_pays(words, s, b, kind);
+  if (edges > 0 && saved > overhead) return plan_pays(words, s, b, dense(), kind);
   if (debug_enabled()) {
     char line[240];
-    const char* name = kind == bconv::Output::Bits ? "'bits'" : "float";
+    const char* name = bconv::output_name(kind);
     if (edges == 0)
       snprintf(line, sizeof line, "MST 'auto' tree for %s output, %lld channels: the cost model finds no edge that pays",
                name, (long long)s.cout);
@@ -258,10 +261,15 @@ Tree build_tree(const uint32_t* words, const WeightShape& s, Reuse reuse, int32_
   }
   // Float output first: edges that pay there pay for every kind. Failing that, a tree on the 'bits'
   // costs (a child's sums stay bit-sliced, so edges pay up to more differing bits) for 'bits' calls.
+  std::unique_ptr<Built> dense;  // both trees' trials time against it: built once, on the first
+  const auto dense_once = [&]() -> const Built& {
+    if (!dense) dense = std::make_unique<Built>(build_execution(words, s, std::vector<int32_t>(size_t(s.cout), -1)));
+    return *dense;
+  };
   for (bconv::Output kind : {bconv::Output::Float, bconv::Output::Bits}) {
     const Costs& c = calibrated_costs(kind);  // measured before the pool is busy with the groups
     std::vector<int32_t> parent = forest(words, s, CostModel(s, reuse, &c), max_depth);
-    if (auto_edges_pay(words, s, parent, c, kind)) {
+    if (auto_edges_pay(words, s, parent, c, kind, dense_once)) {
       t.parent = std::move(parent);
       t.bits_only = kind == bconv::Output::Bits;
       break;

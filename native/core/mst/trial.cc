@@ -81,8 +81,8 @@ bool edges_pay(const uint32_t* x, const uint32_t* words, const WeightShape& s, c
 }
 
 // At build time: a synthetic input of this layer's shape, two 16 x 16 images (kTrialPixels output
-// pixels), output `kind` (float: the slowest of the plan's output passes).
-bool plan_pays(const uint32_t* words, const WeightShape& s, const Built& plan, bconv::Output kind) {
+// pixels), output `kind` (float: the slowest of the plan's output passes), against `dense`.
+bool plan_pays(const uint32_t* words, const WeightShape& s, const Built& plan, const Built& dense, bconv::Output kind) {
   bconv::ConvParams p;
   p.n = 2;
   p.h = std::max<int64_t>(16, s.kh);
@@ -97,11 +97,10 @@ bool plan_pays(const uint32_t* words, const WeightShape& s, const Built& plan, b
     seed = seed * 1664525u + 1013904223u;
     x[size_t(i)] = i % wc == wc - 1 && p.c % 32 ? seed & ((1u << (p.c % 32)) - 1) : seed;  // tail bits 0
   }
-  const Built dense = build_execution(words, s, std::vector<int32_t>(size_t(s.cout), -1));
   const int64_t edges = plan.nedges;
   char what[200];
   snprintf(what, sizeof what, "MST trial, %s output, %lld channels (%lld edges), %lldx%lldx%lld per channel",
-           kind == bconv::Output::Bits ? "'bits'" : "float", (long long)s.cout, (long long)edges, (long long)s.cin_g,
+           bconv::output_name(kind), (long long)s.cout, (long long)edges, (long long)s.cin_g,
            (long long)s.kh, (long long)s.kw);
   bconv::Transform t;
   t.kind = kind;
