@@ -39,3 +39,11 @@ export function pytorch(code: string): string | null {
   const r = spawnSync('/usr/bin/python3', ['-c', code], { encoding: 'utf8', maxBuffer: 1 << 24 });
   return r.status === 0 ? r.stdout : null;
 }
+
+/** NCHW x ([n, c, hw, hw]) as NHWC. */
+export function nhwcOf(x: Float32Array, n: number, c: number, hw: number): Float32Array {
+  const out = new Float32Array(x.length);
+  const s = hw * hw;
+  for (let i = 0; i < n; i++) for (let ch = 0; ch < c; ch++) for (let p = 0; p < s; p++) out[(i * s + p) * c + ch] = x[(i * c + ch) * s + p];
+  return out;
+}

@@ -1,10 +1,11 @@
 // npm run bench -- convbn: fused Conv + BN on ResNet-18 3x3 layer shapes at batch 8, plus one 1x1 and
 // one depthwise layer. In one run: xnorm Tune forward against onnxruntime-node on the same
 // Conv + BatchNormalization + Relu graph (ORT folds the BN for inference), GFLOP/s against this
-// machine's FP32 FMA peak, and Tune against Eval forward+backward (time and bytes kept in between).
-import { convBnBackwardSync, convBnSync, convKernelInfo, fmaPeak, info, setNumThreads, tensor } from '../lib';
+// machine's FP32 FMA peak, Tune against Eval forward+backward (time and bytes kept in between), and
+// conv2dBackward on channels-last tensors against channels-first ones.
+import { conv2dBackwardSync, convBnBackwardSync, convBnSync, convKernelInfo, fmaPeak, info, setNumThreads, tensor } from '../lib';
 import type { ConvBnParams } from '../lib';
-import { fmt, pytorch, table } from './common';
+import { fmt, nhwcOf, pytorch, table } from './common';
 
 /** Best time (ms) of `reps` runs after one warm-up: on shared cores, load only ever adds time. */
 async function best(f: () => unknown, reps: number): Promise<number> {
@@ -48,6 +49,24 @@ async function bestPair(a: () => unknown, b: () => unknown, reps: number): Promi
     await once(b, 1);
   }
   return t;
+}
+
+/** Median and p90 (ms) of a and b, called alternately after one warm-up each (the same machine load). */
+function medianPair(a: () => unknown, b: () => unknown, reps: number): number[] {
+  const ta: number[] = [], tb: number[] = [];
+  const once = (f: () => unknown, out: number[]) => {
+    const t0 = process.hrtime.bigint();
+    f();
+    out.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  };
+  a();
+  b();
+  for (let i = 0; i < reps; i++) {
+    once(a, ta);
+    once(b, tb);
+  }
+  const at = (v: number[], q: number) => [...v].sort((x, y) => x - y)[Math.min(v.length - 1, Math.floor(q * v.length))];
+  return [at(ta, 0.5), at(ta, 0.9), at(tb, 0.5), at(tb, 0.9)];
 }
 
 export interface Layer { name: string; c: number; cout: number; hw: number; k: number; stride: number; pad: number; groups: number }
@@ -177,6 +196,7 @@ export async function run(): Promise<void> {
     `onnxruntime-node ${require('onnxruntime-node/package.json').version} with ${threads} intra-op threads, all graph optimisations`);
   const fwd: (string | number)[][] = [];
   const train: (string | number)[][] = [];
+  const backward: string[][] = [];
   const cpu: (string | number)[][] = [];
   for (const [li, l] of LAYERS.entries()) {
     const oh = Math.floor((l.hw + 2 * l.pad - l.k) / l.stride) + 1;
@@ -249,6 +269,21 @@ export async function run(): Promise<void> {
     const [tuneTrain, evalTrain, tuneCpuT, evalCpuT] = await bestPair(() => step('tune'), () => step('eval'), flops > 1e9 ? 7 : 11);
     train.push([l.name, fmt(tuneTrain), fmt(evalTrain), `${fmt(evalTrain / tuneTrain)}x`, `${fmt(evalCpuT / tuneCpuT)}x`,
       fmt(tuneBytes / 2 ** 20), fmt(evalBytes / 2 ** 20), fmt(tuneBytes / evalBytes)]);
+
+    // conv2dBackward (dx and dWeight into the same out tensors every call), channels-last against
+    // channels-first, at batch 8 and 1.
+    for (const n of [BATCH, 1]) {
+      const xs = x.dataSync() as Float32Array, dys = dy.dataSync() as Float32Array;
+      const nchw = { x: tensor(xs.subarray(0, n * l.c * l.hw * l.hw), [n, l.c, l.hw, l.hw]), dy: tensor(dys.subarray(0, n * l.cout * oh * oh), [n, l.cout, oh, oh]) };
+      const nhwc = { x: tensor(nhwcOf(nchw.x.dataSync() as Float32Array, n, l.c, l.hw), [n, l.hw, l.hw, l.c]),
+        dy: tensor(nhwcOf(nchw.dy.dataSync() as Float32Array, n, l.cout, oh), [n, oh, oh, l.cout]) };
+      const outs = (t: { x: { shape: readonly number[] } }) => ({ dx: tensor(new Float32Array(n * l.c * l.hw * l.hw), t.x.shape), dWeight: tensor(new Float32Array(p.weight.size), p.weight.shape) });
+      const oc = outs(nchw), ol = outs(nhwc);
+      const geo = { stride: l.stride, padding: l.pad, groups: l.groups };
+      const [mc, pc, ml, pl] = medianPair(() => conv2dBackwardSync(nchw.x, p.weight, nchw.dy, { ...geo, out: oc }),
+        () => conv2dBackwardSync(nhwc.x, p.weight, nhwc.dy, { ...geo, layout: 'nhwc', out: ol }), flops * n / BATCH > 1e9 ? 9 : 21);
+      backward.push([`${l.name} b${n}`, `${fmt(mc)} / ${fmt(pc)}`, `${fmt(ml)} / ${fmt(pl)}`, `${fmt(ml / mc)}x`]);
+    }
   }
   // PyTorch on the CPU (where installed): conv2d, eval-mode batch_norm and relu, same threads, best of 7.
   const torchOut = pytorch(`
@@ -284,4 +319,6 @@ for c, cout, hw, k, stride, pad, groups in ${JSON.stringify(LAYERS.map((l) => [l
   console.log(table(['layer', 'xnorm tune CPU ms', 'ORT CPU ms', 'ORT/xnorm', 'xnorm GFLOP/CPU-s'], cpu));
   console.log(`\nForward + backward (all 5 gradients), Tune vs Eval; saved = bytes kept between forward and backward\n`);
   console.log(table(['layer', 'tune ms', 'eval ms', 'eval/tune', 'eval/tune CPU', 'tune saved MiB', 'eval saved MiB', 'tune/eval bytes'], train));
+  console.log(`\nconv2dBackward (dx and dWeight), channels-last against channels-first, median / p90 ms of alternating calls\n`);
+  console.log(table(['layer', 'NCHW ms', 'NHWC ms', 'NHWC/NCHW (medians)'], backward));
 }

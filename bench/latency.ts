@@ -24,7 +24,7 @@ import {
 } from '../lib';
 import type { Layout, Tensor } from '../lib';
 import { native } from '../lib/native';
-import { fmt, sample, table } from './common';
+import { fmt, nhwcOf, sample, table } from './common';
 import { filled, onnxModel } from './convbn';
 import type { Layer } from './convbn';
 
@@ -55,13 +55,6 @@ const LAYERS: Layer[] = [
   dw(32, 112), pw(32, 64, 112), dw(128, 56), pw(128, 128, 56), dw(256, 28), pw(256, 256, 28),
   dw(512, 14), pw(512, 512, 14), dw(1024, 7), pw(1024, 1024, 7),
 ];
-
-function nhwcOf(x: Float32Array, n: number, c: number, hw: number): Float32Array {
-  const out = new Float32Array(x.length);
-  const s = hw * hw;
-  for (let i = 0; i < n; i++) for (let ch = 0; ch < c; ch++) for (let p = 0; p < s; p++) out[(i * s + p) * c + ch] = x[(i * c + ch) * s + p];
-  return out;
-}
 
 type Ort = typeof import('onnxruntime-node');
 

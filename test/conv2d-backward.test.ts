@@ -36,6 +36,14 @@ const CASES: ConvCase[] = [
   { n: 1, c: 130, h: 7, w: 9, cout: 140, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 },
   // channels-last 1x1 runs its GEMMs on x and dy as they are (no transposes), here in groups
   { n: 2, c: 12, h: 5, w: 7, cout: 9, k: [1, 1], s: [1, 1], p: [0, 0], d: [1, 1], g: 3 },
+  // channels-last dx where it is not a forward conv of dy: stride 1 padded beyond d * (k - 1), and one
+  // output channel per group (columns gathered per input pixel); a grouped 3x3 that is one (its GEMM)
+  { n: 2, c: 10, h: 6, w: 5, cout: 7, k: [1, 3], s: [1, 1], p: [1, 2], d: [1, 1], g: 1 },
+  { n: 2, c: 6, h: 7, w: 6, cout: 2, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 2 },
+  { n: 1, c: 40, h: 9, w: 11, cout: 36, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 4 },
+  // channels-last dW: more than one 32-channel block of the channels-last K order, and 1x1 stride 2
+  { n: 2, c: 70, h: 6, w: 5, cout: 24, k: [3, 3], s: [2, 2], p: [1, 1], d: [1, 1], g: 1 },
+  { n: 2, c: 66, h: 8, w: 8, cout: 20, k: [1, 1], s: [2, 2], p: [0, 0], d: [1, 1], g: 1 },
 ];
 
 describe('conv2dBackward', () => {

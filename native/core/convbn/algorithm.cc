@@ -27,9 +27,9 @@ bool pointwise(const ConvShape& g) { return g.kh == 1 && g.kw == 1 && g.sh == 1 
 // One input channel per group (depthwise and its multipliers): K is tiny, so direct loops beat GEMM.
 bool direct(const ConvShape& g) { return g.cin_g() == 1; }
 
-// Channels-last 1x1 convs (stride 1, no padding) run their backward passes on the NHWC tensors as they
-// are (backward_pointwise_nhwc in conv_passes.cc); every other backward on float32 NCHW copies.
-bool backward_as_is(const ConvShape& g) { return g.layout == Layout::NHWC && pointwise(g); }
+// Channels-last convs run their backward passes on the NHWC tensors as they are (backward_nhwc in
+// conv_passes.cc), but for depthwise ones (direct loops over planes), which run on float32 NCHW copies.
+bool backward_as_is(const ConvShape& g) { return g.layout == Layout::NHWC && !direct(g); }
 
 // Winograd F(2x2, 3x3) needs 2.25x fewer multiplies than the GEMM for 3x3 stride-1 kernels. Its
 // transforms cost per channel, so it pays from a few dozen channels on, and its GEMMs run over 2x2
@@ -84,16 +84,18 @@ bool winograd_rows(const ConvShape& g) {
   return g.c >= 128 && g.cout >= 128 && tiles2(g) <= (g.layout == Layout::NHWC ? kMaxRowTilesNhwc : kMaxRowTilesNchw);
 }
 
-// dx of a stride-1, undilated 3x3 conv is itself a forward 3x3 conv: of dy, with each filter's taps
-// rotated 180 degrees and its input and output channels swapped, padded by 2 - p (output h x w). Where
-// that conv takes Winograd, backward-data does too, instead of a GEMM over the patches and col2im, as
-// F(2x2, 3x3) (F(4x4)'s rounding would be 10x the GEMM's in the gradients).
+// dx of a stride-1 conv is itself a forward conv: of dy, with each filter's taps rotated 180 degrees and
+// its input and output channels swapped (per group), padded by d * (k - 1) - p (output h x w), where that
+// padding is not negative. In g's layout. Where that conv takes Winograd (3x3, undilated, ungrouped),
+// backward-data does too, as F(2x2, 3x3) (F(4x4)'s rounding would be 10x the GEMM's in the gradients),
+// instead of a GEMM over the patches and col2im; channels-last, every such conv but those with one
+// output channel per group runs as that forward (backward_data_nhwc in conv_passes.cc).
 bool data_as_forward(const ConvShape& g, ConvShape& t) {
-  if (!winograd_shape(g) || g.ph > 2 || g.pw > 2) return false;
+  if (g.sh != 1 || g.sw != 1 || g.ph > g.dh * (g.kh - 1) || g.pw > g.dw * (g.kw - 1)) return false;
   t = g;
-  t.c = g.cout, t.h = g.oh, t.w = g.ow, t.cout = g.c, t.ph = 2 - g.ph, t.pw = 2 - g.pw, t.oh = g.h, t.ow = g.w;
-  t.layout = Layout::NCHW;  // the backward passes run on float32 NCHW
-  return winograd(t);
+  t.c = g.cout, t.h = g.oh, t.w = g.ow, t.cout = g.c, t.oh = g.h, t.ow = g.w;
+  t.ph = g.dh * (g.kh - 1) - g.ph, t.pw = g.dw * (g.kw - 1) - g.pw;
+  return true;
 }
 
 // Small feature maps are batched: one GEMM spans every image (N = images x pixels), which fills the

@@ -1,5 +1,5 @@
-// The three convolution passes (forward, backward-data, backward-filter) on float32 NCHW, and the public
-// entry points that convert to and from the caller's dtype and layout around them.
+// The three convolution passes (forward, backward-data, backward-filter) on float32 NCHW and on float32
+// NHWC, and the public entry points that convert to and from the caller's dtype and layout around them.
 #include <algorithm>
 #include <vector>
 
@@ -151,6 +151,28 @@ void forward_f32(const ConvShape& g, const float* x, const float* w, const float
   k.gemm(probs.data(), int64_t(probs.size()));
 }
 
+// The weights of data_as_forward's conv: W'[gr * cin_g + ci][co] = W[gr * cout_g + co][ci] * s[co] with
+// its taps rotated 180 degrees ([c, cout_g, kh, kw]; w_scale may be null). Blocks of 16 input channels
+// per task, so that each filter is read in runs of 16 channels' taps and W' written in 16 runs.
+void data_weights(const ConvShape& g, const float* w, const float* w_scale, float* wt) {
+  constexpr int64_t kBlock = 16;
+  const int64_t taps = g.kh * g.kw, cin_g = g.cin_g(), cout_g = g.cout_g(), blocks = (cin_g + kBlock - 1) / kBlock;
+  parallel_for(g.groups * blocks, chunk_for(kBlock * cout_g * taps), [&](int64_t b, int64_t e) {
+    for (int64_t u = b; u < e; ++u) {
+      const int64_t gr = u / blocks, c0 = u % blocks * kBlock, c1 = std::min(cin_g, c0 + kBlock);
+      for (int64_t co = 0; co < cout_g; ++co) {
+        const int64_t o = gr * cout_g + co;
+        const float sc = w_scale ? w_scale[o] : 1.f;  // x 1 is exact
+        for (int64_t ci = c0; ci < c1; ++ci) {
+          const float* src = w + (o * cin_g + ci) * taps;
+          float* dst = wt + ((gr * cin_g + ci) * cout_g + co) * taps;
+          for (int64_t tap = 0; tap < taps; ++tap) dst[taps - 1 - tap] = src[tap] * sc;
+        }
+      }
+    }
+  });
+}
+
 // dx = conv_backward_data(dy, w * w_scale), float32 NCHW; w_scale (per output channel) may be null.
 void backward_data_f32(const ConvShape& g, const float* dy, const float* w, const float* w_scale, float* dx) {
   const Kernels& k = active_kernels();
@@ -171,16 +193,9 @@ void backward_data_f32(const ConvShape& g, const float* dy, const float* w, cons
     return;
   }
   ConvShape t;
-  if (data_as_forward(g, t)) {  // see algorithm.cc: dx = conv(dy, W'), W'[ci][co] = W[co][ci] * s[co] rotated
+  if (data_as_forward(g, t) && winograd(t)) {  // see algorithm.cc (g is NCHW here: see backward_as_is)
     float* wt = workspace(kWeights, g.w_size());  // the forward Winograd of NCHW float32 leaves this slot alone
-    parallel_for(g.c, chunk_for(g.cout * 9), [&](int64_t b, int64_t e) {
-      for (int64_t ci = b; ci < e; ++ci)
-        for (int64_t co = 0; co < g.cout; ++co) {
-          const float* src = w + (co * g.c + ci) * 9;
-          float* dst = wt + (ci * g.cout + co) * 9;
-          for (int tap = 0; tap < 9; ++tap) dst[8 - tap] = w_scale ? src[tap] * w_scale[co] : src[tap];
-        }
-    });
+    data_weights(g, w, w_scale, wt);
     winograd_f32(t, dy, wt, nullptr, nullptr, false, dx, nullptr, 2);
     return;
   }
@@ -562,6 +577,115 @@ void backward_pointwise_nhwc(const ConvShape& g, const float* x, const float* w,
   active_kernels().gemm(probs.data(), g.groups);
 }
 
+// dw of a channels-last conv (not 1x1, not depthwise) on float32 NHWC x and dy: per group, dW~ = dy^T
+// patches with the pixels of every image as the GEMM's K (dy read down its channels, the patches as
+// Operand::Im2colNhwcT rows: runs of contiguous channels), in the channels-last K order; then each row
+// of dW~ reordered into dw's [cin_g, kh, kw] order, the group's epilogue (when given) run on that row
+// while it is in cache. Where W is larger than x and dy together, backward_filter_f32 on NCHW copies
+// instead. Returns whether it ran the epilogues.
+bool backward_filter_nhwc(const ConvShape& g, const float* x, const float* dy, float* dw, const Epilogue* const* epi) {
+  const int64_t np = g.n * g.oh * g.ow, K = g.patch(), taps = g.kh * g.kw, cin_g = g.cin_g(), cout_g = g.cout_g();
+  if (np == 0) {
+    std::fill(dw, dw + g.w_size(), 0.f);
+    return false;
+  }
+  if (g.w_size() > g.x_size() + g.y_size()) {
+    // Deep layers on few pixels: reordering dW~ costs more than NCHW copies of x and dy (512@7 batch 1:
+    // dW 4.1 ms through the copies, 5.8 reordered). The backward-filter slots leave these two alone.
+    float* xc = workspace(kColumns, g.x_size());
+    float* dyc = workspace(kWeights, g.y_size());
+    convert_to_f32(DType::Float32, Layout::NHWC, x, g.n, g.c, g.h * g.w, xc);
+    convert_to_f32(DType::Float32, Layout::NHWC, dy, g.n, g.cout, g.oh * g.ow, dyc);
+    ConvShape nchw = g;
+    nchw.layout = Layout::NCHW;
+    return backward_filter_f32(nchw, xc, dyc, dw, epi);
+  }
+  float* dwt = workspace(kColumns, g.w_size());
+  Window win = window_of(g);
+  win.image_stride = g.h * g.w * g.c;
+  win.pixel_stride = g.c;
+  std::vector<GemmProblem> probs(size_t(g.groups));
+  for (int64_t gr = 0; gr < g.groups; ++gr) {
+    GemmProblem& P = probs[size_t(gr)];
+    P.m = cout_g; P.n = K; P.k = np;
+    P.a.p = dy + gr * cout_g; P.a.rs = 1; P.a.cs = g.cout;
+    P.b.kind = Operand::Im2colNhwcT; P.b.p = x + gr * cin_g; P.b.win = win;
+    P.c = dwt + gr * cout_g * K; P.ldc = K;
+  }
+  active_kernels().gemm(probs.data(), g.groups);
+  parallel_for(g.cout, chunk_for(K), [&](int64_t b, int64_t e) {
+    for (int64_t co = b; co < e; ++co) {  // the inverse of weights_to_ohwi, row by row
+      const float* src = dwt + co * K;
+      float* d = dw + co * K;
+      for (int64_t c0 = 0; c0 < cin_g; c0 += kNhwcBlock)
+        for (int64_t t = 0; t < taps; ++t)
+          for (int64_t ci = c0; ci < std::min(cin_g, c0 + kNhwcBlock); ++ci) d[ci * taps + t] = *src++;
+      if (epi) (*epi[co / cout_g])(co % cout_g, 1, 0, K);
+    }
+  });
+  return epi != nullptr;
+}
+
+// dx of a channels-last conv (not 1x1, not depthwise) on float32 NHWC dy and dx. Stride 1 (and output
+// channels per group > 1): data_as_forward's conv of dy, channels-last (F(2x2) Winograd where it
+// applies). Otherwise, a few images at a time, the columns dC = dy (W * s) [pixels, K] (K in the
+// channels-last order, W reordered to it) and then each input pixel gathers its taps' runs of channels
+// from the columns of the output pixels that read it, in tap order.
+void backward_data_nhwc(const ConvShape& g, const float* dy, const float* w, const float* w_scale, float* dx) {
+  ConvShape t;
+  if (data_as_forward(g, t) && !direct(t)) {
+    float* wt = workspace(kColumns, g.w_size());  // slots forward_nhwc leaves alone
+    data_weights(g, w, w_scale, wt);
+    if (winograd(t)) winograd_f32(t, dy, wt, nullptr, nullptr, false, dx, nullptr, 2);
+    else forward_nhwc(t, dy, wt, nullptr, nullptr, false, dx, nullptr);
+    return;
+  }
+  const int64_t ohw = g.oh * g.ow, taps = g.kh * g.kw, K = g.patch(), cin_g = g.cin_g(), cout_g = g.cout_g();
+  const int64_t ldc = g.groups * K, per = std::max<int64_t>(1, (int64_t(1) << 22) / std::max<int64_t>(1, ohw * ldc));
+  float* wo = workspace(kWeights, g.w_size());
+  weights_to_ohwi(g, w, wo);
+  float* cols = workspace(kColumns, std::min(per, g.n) * ohw * ldc);
+  std::vector<GemmProblem> probs(size_t(g.groups));
+  for (int64_t img0 = 0; img0 < g.n; img0 += per) {
+    const int64_t imgs = std::min(per, g.n - img0);
+    for (int64_t gr = 0; gr < g.groups; ++gr) {
+      GemmProblem& P = probs[size_t(gr)];
+      P.m = imgs * ohw; P.n = K; P.k = cout_g;
+      P.a.p = dy + img0 * ohw * g.cout + gr * cout_g; P.a.rs = g.cout; P.a.cs = 1;
+      P.a.col_scale = w_scale ? w_scale + gr * cout_g : nullptr;
+      P.b.p = wo + gr * cout_g * K; P.b.rs = K; P.b.cs = 1;
+      P.c = cols + gr * K; P.ldc = ldc;
+    }
+    active_kernels().gemm(probs.data(), g.groups);
+    parallel_for(imgs * g.h, chunk_for(g.w * g.c * taps), [&](int64_t b, int64_t e) {
+      for (int64_t row = b; row < e; ++row) {
+        const int64_t img = row / g.h, iy = row % g.h;
+        for (int64_t ix = 0; ix < g.w; ++ix) {
+          float* d = dx + (((img0 + img) * g.h + iy) * g.w + ix) * g.c;
+          std::fill(d, d + g.c, 0.f);
+          for (int64_t ky = 0; ky < g.kh; ++ky) {
+            const int64_t ny = iy + g.ph - ky * g.dh;  // = oy * sh for the output row that reads (iy, ky)
+            if (ny < 0 || ny % g.sh != 0 || ny / g.sh >= g.oh) continue;
+            for (int64_t kx = 0; kx < g.kw; ++kx) {
+              const int64_t nx = ix + g.pw - kx * g.dw;
+              if (nx < 0 || nx % g.sw != 0 || nx / g.sw >= g.ow) continue;
+              const int64_t tap = ky * g.kw + kx;
+              const float* col = cols + (img * ohw + ny / g.sh * g.ow + nx / g.sw) * ldc;
+              for (int64_t gr = 0; gr < g.groups; ++gr)
+                for (int64_t c0 = 0; c0 < cin_g; c0 += kNhwcBlock) {
+                  const int64_t width = std::min(kNhwcBlock, cin_g - c0);
+                  const float* src = col + gr * K + c0 * taps + tap * width;
+                  float* dst = d + gr * cin_g + c0;
+                  for (int64_t i = 0; i < width; ++i) dst[i] += src[i];
+                }
+            }
+          }
+        }
+      }
+    });
+  }
+}
+
 }  // namespace
 
 const float* backward_input(const ConvShape& g, DType dt, const void* t, Slot slot) {
@@ -579,9 +703,16 @@ bool conv_grads(const ConvShape& g, DType dt, const void* x, const float* w, con
   if (backward_as_is(g)) {  // channels-last as it is: only the dtype is converted
     const float* x32 = dw ? input_f32(dt, Layout::NCHW, x, 1, 1, g.x_size(), kInput) : nullptr;
     float* dx32 = dx ? output_f32(dt, Layout::NCHW, dx, g.x_size(), kOutput) : nullptr;
-    backward_pointwise_nhwc(g, x32, w, w_scale, dy32, dx32, dw, epi);
+    bool fused = false;
+    if (pointwise(g)) {
+      backward_pointwise_nhwc(g, x32, w, w_scale, dy32, dx32, dw, epi);
+      fused = dw && epi && g.n * g.oh * g.ow > 0;
+    } else {
+      if (dw) fused = backward_filter_nhwc(g, x32, dy32, dw, epi);
+      if (dx) backward_data_nhwc(g, dy32, w, w_scale, dx32);
+    }
     if (dx) store_output(dt, Layout::NCHW, dx32, 1, 1, g.x_size(), dx);
-    return dw && epi && g.n * g.oh * g.ow > 0;
+    return fused;
   }
   bool fused = false;
   if (dw) {

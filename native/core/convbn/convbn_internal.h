@@ -33,7 +33,7 @@ bool winograd(const ConvShape& g);
 // Output tile side of the Winograd path: 2 (F(2x2, 3x3)) or 4 (F(4x4, 3x3)); 0 where it does not apply.
 int winograd_tile(const ConvShape& g);
 bool winograd_rows(const ConvShape& g);
-// Backward-data as the forward Winograd conv t of dy (algorithm.cc).
+// Backward-data of a stride-1 conv as the forward conv t of dy (algorithm.cc).
 bool data_as_forward(const ConvShape& g, ConvShape& t);
 bool span_images(const ConvShape& g);
 // Channels-last forward without transposes: depthwise with one output channel per input channel, and

@@ -202,11 +202,13 @@ void pack_b(const Operand& B, int64_t p0, int64_t kc, int64_t j0, int64_t nc, fl
     pack_weights_slice(B, p0, kc, j0, nc, dst);
     return;
   }
-  if (B.kind == Operand::Im2col || (B.kind == Operand::Strided && B.cs == 1)) {
+  if (B.kind == Operand::Im2col || B.kind == Operand::Im2colNhwcT || (B.kind == Operand::Strided && B.cs == 1)) {
     for (int64_t k = 0; k < kc; ++k) {
       const float* src = tmp;
       if (B.kind == Operand::Im2col) {
         patch_row(B.win, B.p, p0 + k, j0, nc, tmp);
+      } else if (B.kind == Operand::Im2colNhwcT) {
+        patch_col_nhwc(B.win, B.p, p0 + k, j0, nc, tmp);
       } else {
         src = B.p + (p0 + k) * B.rs + j0;
       }

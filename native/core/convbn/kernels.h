@@ -48,11 +48,12 @@ inline int64_t nhwc_row(int64_t tap, int64_t ci, int64_t c, int64_t taps) {
 // output pixel), Im2colT is its transpose. x points at channel 0 of the image/group, planes h*w apart.
 // Im2colNhwc is the patch matrix of a channels-last x, [kh*kw*c, pixels] with rows in the channels-last
 // K order (kNhwcBlock), so that each pixel's column is runs of contiguous channels; as A it is read
-// transposed, [pixels, kh*kw*c] (row scales do not apply). WeightsT (B only) is conv weights
+// transposed, [pixels, kh*kw*c] (row scales do not apply). Im2colNhwcT (B only) is that transpose as B,
+// [pixels, kh*kw*c]: row k is pixel k's patch (the channels-last weight gradient's operand). WeightsT (B only) is conv weights
 // [n, c, kh, kw] (filters cs apart, c and kh, kw from win) read as [kh*kw*c, n] in that K order, column j
 // multiplied by col_scale[j] when given.
 struct Operand {
-  enum Kind { Strided, Im2col, Im2colT, Im2colNhwc, WeightsT } kind = Strided;
+  enum Kind { Strided, Im2col, Im2colT, Im2colNhwc, Im2colNhwcT, WeightsT } kind = Strided;
   const float* p = nullptr;
   int64_t rs = 0, cs = 0;
   Window win;
