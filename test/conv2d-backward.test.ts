@@ -2,7 +2,7 @@
 // conv64) on the awkward shapes, both layouts, float16, shape-only arguments, `out`, and bad input; one
 // finite-difference check ties the gradient to conv2d itself.
 import { describe, expect, it } from 'vitest';
-import { conv2dBackward, conv2dBackwardSync, conv2dSync, tensor, zeros } from '../lib';
+import { conv2dBackward, conv2dBackwardSync, conv2dSync, info, setNumThreads, tensor, zeros } from '../lib';
 import { AWKWARD, ConvCase, forEachTap, outSize, sizes, toNchw, toNhwc } from './convbn-reference';
 import { expectCode, randomArray } from './helpers';
 
@@ -71,6 +71,29 @@ describe('conv2dBackward', () => {
         expect(Object.keys(onlyW)).toEqual(['dWeight']);
         expect(onlyW.dWeight!.float32Sync()).toEqual(g.dWeight!.float32Sync());
       });
+
+  it('channels-last gradients do not depend on the thread count', () => {
+    // The GEMM over NHWC patches (dW), dx as a forward Winograd conv, gathered columns (stride 2) and
+    // the depthwise kernels (dW split over runs of images and blocks of channels).
+    const cases: ConvCase[] = [
+      { n: 3, c: 40, h: 10, w: 9, cout: 36, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 },
+      { n: 2, c: 70, h: 6, w: 5, cout: 24, k: [3, 3], s: [2, 2], p: [1, 1], d: [1, 1], g: 1 },
+      { n: 5, c: 150, h: 9, w: 8, cout: 150, k: [3, 3], s: [2, 2], p: [1, 1], d: [1, 1], g: 150 },
+    ];
+    for (const t of cases) {
+      const [oh, ow] = outSize(t), sz = sizes(t);
+      const x = tensor(randomArray(sz.x, 51), [t.n, t.h, t.w, t.c]), dy = tensor(randomArray(sz.y, 52), [t.n, oh, ow, t.cout]);
+      const w = tensor(randomArray(sz.w, 53), [t.cout, t.c / t.g, t.k[0], t.k[1]]);
+      const runs = [1, 2].map((threads) => {
+        setNumThreads(threads);
+        const g = conv2dBackwardSync(x, w, dy, opts(t, 'nhwc'));
+        return [g.dx!.dataSync(), g.dWeight!.dataSync()];
+      });
+      setNumThreads(info().cpu.threads);
+      expect(runs[1][0], `dx ${JSON.stringify(t)}`).toEqual(runs[0][0]);
+      expect(runs[1][1], `dWeight ${JSON.stringify(t)}`).toEqual(runs[0][1]);
+    }
+  });
 
   it('the Promise form gives the Sync result; float16 activations give float16 dx', async () => {
     const t = AWKWARD[0], sz = sizes(t), [oh, ow] = outSize(t);

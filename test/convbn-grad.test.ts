@@ -118,12 +118,14 @@ describe('Tune-mode backward against Eval-mode backward', () => {
 });
 
 describe('channels-last backward gives the NCHW gradients', () => {
-  // Every conv but depthwise ones runs on the NHWC tensors as they are (conv_passes.cc, backward_as_is):
-  // 1x1 (ungrouped and grouped), 3x3 (dx as a forward conv of dy), stride 2 and dilated (dx gathered
-  // from columns), Tune's dW epilogue on each reordered row; depthwise convs (here a 1x1 and a 5x5 with
-  // channel multipliers) through NCHW copies, the ReLU mask (y's order) applied to dy before its transpose.
+  // Every conv but depthwise ones with channel multipliers runs on the NHWC tensors as they are
+  // (conv_passes.cc, backward_as_is): 1x1 (ungrouped, grouped, a depthwise 1x1 with multiplier 2), 3x3
+  // (dx as a forward conv of dy), stride 2 and dilated (dx gathered from columns), Tune's dW epilogue on
+  // each reordered row, depthwise (stride 1 and 2); the 5x5 depthwise with multiplier 2 through NCHW
+  // copies, the ReLU mask (y's order) applied to dy before its transpose.
   const depthwise1x1: ConvCase = { n: 2, c: 6, h: 4, w: 5, cout: 12, k: [1, 1], s: [1, 1], p: [0, 0], d: [1, 1], g: 6 };
-  const cases = [AWKWARD[12], AWKWARD[14], depthwise1x1, AWKWARD[0], AWKWARD[5], AWKWARD[1], AWKWARD[2], AWKWARD[3]];
+  const cases = [AWKWARD[12], AWKWARD[14], depthwise1x1, AWKWARD[0], AWKWARD[5], AWKWARD[1], AWKWARD[2], AWKWARD[3],
+    AWKWARD[6], AWKWARD[8]];
   for (const [k, t] of cases.entries()) {
     it(JSON.stringify(t), async () => {
       const v = values(t, 600 + k);

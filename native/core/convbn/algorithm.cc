@@ -27,9 +27,12 @@ bool pointwise(const ConvShape& g) { return g.kh == 1 && g.kw == 1 && g.sh == 1 
 // One input channel per group (depthwise and its multipliers): K is tiny, so direct loops beat GEMM.
 bool direct(const ConvShape& g) { return g.cin_g() == 1; }
 
-// Channels-last convs run their backward passes on the NHWC tensors as they are (backward_nhwc in
-// conv_passes.cc), but for depthwise ones (direct loops over planes), which run on float32 NCHW copies.
-bool backward_as_is(const ConvShape& g) { return g.layout == Layout::NHWC && !direct(g); }
+// Channels-last convs run their backward passes on the NHWC tensors as they are (conv_grads in
+// conv_passes.cc), but for depthwise ones with channel multipliers (direct loops over planes), which run
+// on float32 NCHW copies.
+bool backward_as_is(const ConvShape& g) {
+  return g.layout == Layout::NHWC && (!direct(g) || pointwise(g) || nhwc_depthwise(g));
+}
 
 // Winograd F(2x2, 3x3) needs 2.25x fewer multiplies than the GEMM for 3x3 stride-1 kernels. Its
 // transforms cost per channel, so it pays from a few dozen channels on, and its GEMMs run over 2x2

@@ -686,6 +686,51 @@ void backward_data_nhwc(const ConvShape& g, const float* dy, const float* w, con
   }
 }
 
+// dx and dw of a channels-last depthwise conv (nhwc_depthwise: one output channel per input channel) on
+// float32 NHWC x, dy and dx, over channel vectors as its forward runs (either of dx, dw may be null).
+// dw: the output rows of every image in a few contiguous parts (from the sizes: enough tasks for the
+// threads on few channels, one image on large maps), each part's sums in double per 64-channel block,
+// then the parts' sums in part order.
+void backward_depthwise_nhwc(const ConvShape& g, const float* x, const float* w, const float* w_scale, const float* dy,
+                             float* dx, float* dw) {
+  const Kernels& k = active_kernels();
+  Window win = window_of(g);
+  win.c = g.c;
+  const int64_t taps = g.kh * g.kw, ohw = g.oh * g.ow;
+  if (dw) {
+    constexpr int64_t kBlock = 64;
+    const int64_t blocks = (g.c + kBlock - 1) / kBlock, rows = g.n * g.oh;
+    const int64_t parts = std::max<int64_t>(1, std::min(rows, (8 + blocks - 1) / blocks)), per = (rows + parts - 1) / parts;
+    std::vector<double> sums(size_t(parts * taps * g.c), 0.0);
+    parallel_for(parts * blocks, chunk_for(per * g.ow * kBlock * taps), [&](int64_t b, int64_t e) {
+      for (int64_t u = b; u < e; ++u) {
+        const int64_t part = u / blocks, c0 = u % blocks * kBlock, c1 = std::min(g.c, c0 + kBlock);
+        for (int64_t r = part * per; r < std::min(rows, (part + 1) * per);) {  // one image's rows at a time
+          const int64_t img = r / g.oh, oy0 = r % g.oh, oy1 = std::min(g.oh, oy0 + std::min(rows, (part + 1) * per) - r);
+          k.direct_backward_filter_nhwc(x + img * g.h * g.w * g.c, dy + img * ohw * g.c, sums.data() + part * taps * g.c, win,
+                                        c0, c1, oy0, oy1);
+          r += oy1 - oy0;
+        }
+      }
+    });
+    parallel_for(g.c, chunk_for(parts * taps), [&](int64_t b, int64_t e) {
+      for (int64_t ch = b; ch < e; ++ch)
+        for (int64_t t = 0; t < taps; ++t) {
+          double total = 0;
+          for (int64_t p = 0; p < parts; ++p) total += sums[size_t((p * taps + t) * g.c + ch)];
+          dw[ch * taps + t] = float(total);
+        }
+    });
+  }
+  if (!dx) return;
+  float* wt = workspace(kWeights, taps * g.c);  // taps [tap][c], scaled, as the forward's
+  for (int64_t ch = 0; ch < g.c; ++ch)
+    for (int64_t t = 0; t < taps; ++t) wt[t * g.c + ch] = w_scale ? w[ch * taps + t] * w_scale[ch] : w[ch * taps + t];
+  parallel_for(g.n * g.h, chunk_for(g.w * g.c * taps), [&](int64_t r0, int64_t r1) {
+    k.direct_backward_data_nhwc(dy, wt, dx, win, r0, r1);
+  });
+}
+
 }  // namespace
 
 const float* backward_input(const ConvShape& g, DType dt, const void* t, Slot slot) {
@@ -707,6 +752,8 @@ bool conv_grads(const ConvShape& g, DType dt, const void* x, const float* w, con
     if (pointwise(g)) {
       backward_pointwise_nhwc(g, x32, w, w_scale, dy32, dx32, dw, epi);
       fused = dw && epi && g.n * g.oh * g.ow > 0;
+    } else if (nhwc_depthwise(g)) {
+      backward_depthwise_nhwc(g, x32, w, w_scale, dy32, dx32, dw);
     } else {
       if (dw) fused = backward_filter_nhwc(g, x32, dy32, dw, epi);
       if (dx) backward_data_nhwc(g, dy32, w, w_scale, dx32);

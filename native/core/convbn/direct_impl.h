@@ -2,7 +2,9 @@
 #pragma once
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
+#include "im2col_impl.h"
 #include "kernels.h"
 #include "scratch_impl.h"
 #include "vector_impl.h"
@@ -273,6 +275,123 @@ void direct_backward_filter_plane(const float* x, const float* dy, double* dwt, 
       }
       dwt[ky * g.kw + kx] += total;
     }
+}
+
+thread_local std::vector<int64_t> tls_columns;
+
+// The transpose of direct_forward_nhwc: each input pixel of rows [r0, r1) gathers, tap by tap, wt[tap]
+// times dy at the output pixel that reads it through that tap (stride and dilation as they are).
+void direct_backward_data_nhwc(const float* dy, const float* wt, float* dx, const Window& g, int64_t r0, int64_t r1) {
+  constexpr int VW = Micro::VW;
+  const int64_t c = g.c, full = c / VW * VW;
+  // The output row (column) reading input row iy (column ix) through tap row ky (column kx), or -1:
+  // worked out once per row and per task, not per pixel (the divisions cost more than a pixel's sums).
+  const auto reader = [](int64_t i, int64_t pad, int64_t k, int64_t dil, int64_t stride, int64_t out) -> int64_t {
+    const int64_t n = i + pad - k * dil;  // = o * stride for the output o that reads i
+    return n < 0 || n % stride != 0 || n / stride >= out ? -1 : n / stride;
+  };
+  std::vector<int64_t>& cols = tls_columns;
+  cols.resize(size_t(g.w * g.kw));
+  for (int64_t ix = 0; ix < g.w; ++ix)
+    for (int64_t kx = 0; kx < g.kw; ++kx) cols[size_t(ix * g.kw + kx)] = reader(ix, g.pw, kx, g.dw, g.sw, g.ow);
+  int64_t rows_of[64];
+  const float* src[64];
+  const float* tw[64];
+  for (int64_t row = r0; row < r1; ++row) {
+    const int64_t img = row / g.h, iy = row % g.h;
+    const float* dyi = dy + img * g.oh * g.ow * c;
+    for (int64_t ky = 0; ky < g.kh; ++ky) rows_of[ky] = reader(iy, g.ph, ky, g.dh, g.sh, g.oh);
+    for (int64_t ix = 0; ix < g.w; ++ix) {
+      int nt = 0;
+      for (int64_t ky = 0; ky < g.kh; ++ky) {
+        if (rows_of[ky] < 0) continue;
+        for (int64_t kx = 0; kx < g.kw; ++kx) {
+          const int64_t ox = cols[size_t(ix * g.kw + kx)];
+          if (ox < 0) continue;
+          src[nt] = dyi + (rows_of[ky] * g.ow + ox) * c;
+          tw[nt++] = wt + (ky * g.kw + kx) * c;
+        }
+      }
+      float* out = dx + (row * g.w + ix) * c;
+      int64_t c0 = 0;
+      for (; c0 + 4 * VW <= full; c0 += 4 * VW) {  // four vectors' FMA chains side by side
+        VecF acc[4] = {};
+        for (int t = 0; t < nt; ++t)
+          for (int v = 0; v < 4; ++v) acc[v] += loadu(tw[t] + c0 + v * VW) * loadu(src[t] + c0 + v * VW);
+        for (int v = 0; v < 4; ++v) storeu(out + c0 + v * VW, acc[v]);
+      }
+      for (; c0 < full; c0 += VW) {
+        VecF acc{};
+        for (int t = 0; t < nt; ++t) acc += loadu(tw[t] + c0) * loadu(src[t] + c0);
+        storeu(out + c0, acc);
+      }
+      for (int64_t ch = full; ch < c; ++ch) {
+        float acc = 0;
+        for (int t = 0; t < nt; ++t) acc += tw[t][ch] * src[t][ch];
+        out[ch] = acc;
+      }
+    }
+  }
+}
+
+// direct_backward_filter_nhwc's sums for NVEC vectors of channels from cb (width of them real: the
+// rest are skipped), rows [oy0, oy1): total[tap * NVEC * VW + l] += each row's sum (in float lanes).
+// Fewer than 8 vectors: even and odd pixels in separate registers, for 8 FMA chains.
+template <int NVEC>
+void filter_sums_nhwc(const float* x, const float* dy, double* total, const Window& g, int64_t cb, int64_t width,
+                      int64_t oy0, int64_t oy1) {
+  constexpr int VW = Micro::VW, kWidth = NVEC * VW, kSplit = NVEC >= 8 ? 1 : 2;
+  const int64_t c = g.c;
+  for (int64_t oy = oy0; oy < oy1; ++oy)
+    for (int64_t ky = 0; ky < g.kh; ++ky) {
+      const int64_t iy = oy * g.sh - g.ph + ky * g.dh;
+      if (iy < 0 || iy >= g.h) continue;
+      for (int64_t kx = 0; kx < g.kw; ++kx) {
+        const int64_t off = kx * g.dw - g.pw;
+        int64_t lo, hi;
+        valid_range(off, g.sw, g.w, g.ow, lo, hi);
+        alignas(64) float part[kWidth] = {};
+        const float* d = dy + (oy * g.ow + lo) * c + cb;
+        const float* xs = x + (iy * g.w + lo * g.sw + off) * c + cb;
+        const int64_t xstep = g.sw * c;
+        if (width == kWidth) {
+          VecF acc[kSplit][NVEC] = {};
+          int64_t ox = lo;
+          for (; ox + kSplit <= hi; ox += kSplit, d += kSplit * c, xs += kSplit * xstep)
+            for (int k = 0; k < kSplit; ++k)
+              for (int v = 0; v < NVEC; ++v) acc[k][v] += loadu(d + k * c + v * VW) * loadu(xs + k * xstep + v * VW);
+          if (ox < hi)
+            for (int v = 0; v < NVEC; ++v) acc[0][v] += loadu(d + v * VW) * loadu(xs + v * VW);
+          for (int v = 0; v < NVEC; ++v) storeu(part + v * VW, kSplit == 2 ? acc[0][v] + acc[kSplit - 1][v] : acc[0][v]);
+        } else {
+          for (int64_t ox = lo; ox < hi; ++ox, d += c, xs += xstep)
+            for (int64_t l = 0; l < width; ++l) part[l] += d[l] * xs[l];
+        }
+        double* t = total + (ky * g.kw + kx) * kWidth;
+        for (int64_t l = 0; l < width; ++l) t[l] += part[l];
+      }
+    }
+}
+
+// Output rows [oy0, oy1) of one image, channels [c0, c1): dwt[tap * c + ch] += sum over those rows'
+// pixels of dy * x through the tap, 64 channels at a time (a cache line at a time for the rest), row by
+// row so that the rows a tap reads stay in L1 (each row's sum in float lanes, the rows' in double, as
+// the plane kernel sums).
+void direct_backward_filter_nhwc(const float* x, const float* dy, double* dwt, const Window& g, int64_t c0, int64_t c1,
+                                 int64_t oy0, int64_t oy1) {
+  constexpr int VW = Micro::VW, kBlock = 64, kLine = VW >= 16 ? VW : 16;
+  const int64_t c = g.c, taps = g.kh * g.kw;
+  double total[64 * kBlock];
+  for (int64_t cb = c0; cb < c1;) {
+    const int64_t width = c1 - cb >= kBlock ? kBlock : std::min<int64_t>(kLine, c1 - cb);
+    const int64_t stride = width == kBlock ? kBlock : kLine;  // total's row length
+    std::fill(total, total + taps * stride, 0.0);
+    if (width == kBlock) filter_sums_nhwc<kBlock / VW>(x, dy, total, g, cb, width, oy0, oy1);
+    else filter_sums_nhwc<kLine / VW>(x, dy, total, g, cb, width, oy0, oy1);
+    for (int64_t tap = 0; tap < taps; ++tap)
+      for (int64_t l = 0; l < width; ++l) dwt[tap * c + cb + l] += total[tap * stride + l];
+    cb += width;
+  }
 }
 
 }  // namespace xnorm::convbn::XNORM_CONVBN_NS

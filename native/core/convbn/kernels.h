@@ -156,6 +156,14 @@ struct Kernels {
   void (*direct_backward_data_plane)(const float* dy, const float* wt, float* dx, const Window& g);
   // dwt[ky, kx] += sum over pixels of dy * x (float accumulation per plane).
   void (*direct_backward_filter_plane)(const float* x, const float* dy, double* dwt, const Window& g);
+  // The transpose of direct_forward_nhwc on channels-last dy and dx: dx rows [r0, r1) (n * h numbered
+  // across images), each pixel's channels = the sum, tap by tap, of wt[tap * c + ch] * dy at the output
+  // pixel reading it through that tap (overwrites dx).
+  void (*direct_backward_data_nhwc)(const float* dy, const float* wt, float* dx, const Window& g, int64_t r0, int64_t r1);
+  // The weight gradient on one channels-last image: dwt[tap * c + ch] += sum over its output rows [oy0,
+  // oy1) of dy * x through that tap, for channels [c0, c1) (float per output row, double across rows).
+  void (*direct_backward_filter_nhwc)(const float* x, const float* dy, double* dwt, const Window& g, int64_t c0, int64_t c1,
+                                      int64_t oy0, int64_t oy1);
   // dx planes [c, h, w] = col2im(dcol) for channels [c0, c1) (overwrites dx). dcol holds this image's
   // [c*kh*kw, oh*ow] block with row stride ld.
   void (*col2im)(const float* dcol, int64_t ld, float* dx, const Window& g, int64_t c0, int64_t c1);

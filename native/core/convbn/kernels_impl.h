@@ -20,6 +20,7 @@ const Kernels& table() {
   static const Kernels k{gemm, winograd_forward, pack_weights, packed_floats, pack_weights_b, packed_b_floats, winograd_weights, winograd_floats,
                          winograd_rows_forward, winograd_rows_weights, winograd_rows_floats,
                          direct_forward_plane, direct_forward_planes, direct_forward_nhwc, direct_backward_data_plane, direct_backward_filter_plane,
+                         direct_backward_data_nhwc, direct_backward_filter_nhwc,
                          col2im, relu_mask, apply_mask, fma_loop, Micro::MR, Micro::NR};
   return k;
 }
