@@ -91,7 +91,7 @@ function setup(k: Case, seed: number) {
 
 describe('packBits / unpackBits', () => {
   // 65 x 67 > 4096 pixels per image: the NCHW kernel's runs split, with a tail not a multiple of 16.
-  // C < 32 in NHWC: blocks of 16 pixels compared as whole vectors, then pixel by pixel for the rest.
+  // C < 32 in NHWC: blocks of 16 pixels (AVX2: 8) compared as whole vectors, then pixel by pixel for the rest.
   // The last two write more than 1 MiB of words: streamed stores.
   for (const [c, h, w] of [[1, 5, 3], [3, 9, 13], [5, 33, 35], [9, 6, 11], [12, 5, 9], [16, 7, 9], [31, 5, 3], [32, 9, 11], [33, 10, 10], [70, 5, 3], [33, 65, 67],
     [3, 256, 513], [13, 256, 513]]) {

@@ -120,7 +120,53 @@ void sliced_edge(const uint64_t* rows, int64_t nb, const uint32_t* pos, int64_t 
   sliced_edge_any(rows, nb, pos, npos, zeros, parent, child, expand_scalar);
 }
 
+// Fewer than 32 channels (one word per pixel): 8 pixels at a time read as 8 * c contiguous floats,
+// compared in whole vectors against the thresholds laid out the same way, each pixel's c bits then cut
+// out of the resulting bit string: by variable shifts of 64-bit lanes while the 8 pixels fit in 64 bits
+// (c <= 8), else by scalar shifts (per pixel, C = 3 made 3 scalar compares: 11-21 % of the read
+// bandwidth). Each line is fetched 4 KiB ahead, as the AVX-512 kernel does (streamed stores of the
+// words, as it makes, measured no faster here).
+void pack_nhwc_narrow(const float* x, int64_t pixels, int64_t c, const float* thr, uint32_t* out) {
+  __m256 tv[31];  // thresholds of element e of a block at lane e % 8 of vector e / 8: channel e % c
+  for (int64_t v = 0; v < c; ++v) {
+    alignas(32) float t[8];
+    for (int l = 0; l < 8; ++l) t[l] = thr[(v * 8 + l) % c];
+    tv[v] = _mm256_load_ps(t);
+  }
+  const uint64_t keep = (uint64_t(1) << c) - 1;
+  const __m256i keep_v = _mm256_set1_epi64x(int64_t(keep));
+  const __m256i at_lo = _mm256_setr_epi64x(0, c, 2 * c, 3 * c), at_hi = _mm256_setr_epi64x(4 * c, 5 * c, 6 * c, 7 * c);
+  const __m256i low_dwords = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+  int64_t i = 0;
+  for (; i + 8 <= pixels; i += 8) {
+    const float* px = x + i * c;
+    for (int64_t v = 0; v < c; v += 2) _mm_prefetch(reinterpret_cast<const char*>(px + 8 * v) + 4096, _MM_HINT_T0);
+    uint64_t a[4] = {};  // the 8 * c bits (<= 248) as 64-bit words
+    for (int64_t v = 0; v < c; ++v)
+      a[v >> 3] |= uint64_t(_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(px + 8 * v), tv[v], _CMP_LT_OQ))) << (8 * (v & 7));
+    __m256i* d = reinterpret_cast<__m256i*>(out + i);
+    if (c <= 8) {
+      const __m256i all = _mm256_set1_epi64x(int64_t(a[0]));
+      const __m256i lo = _mm256_permutevar8x32_epi32(_mm256_and_si256(_mm256_srlv_epi64(all, at_lo), keep_v), low_dwords);
+      const __m256i hi = _mm256_permutevar8x32_epi32(_mm256_and_si256(_mm256_srlv_epi64(all, at_hi), keep_v), low_dwords);
+      _mm256_storeu_si256(d, _mm256_permute2x128_si256(lo, hi, 0x20));
+      continue;
+    }
+    for (int64_t p = 0; p < 8; ++p) {
+      const int64_t o = p * c, w = o >> 6, b = o & 63;
+      const uint64_t bits = b && w < 3 ? a[w] >> b | a[w + 1] << (64 - b) : a[w] >> b;
+      out[i + p] = uint32_t(bits & keep);
+    }
+  }
+  for (; i < pixels; ++i) {  // the last pixels, one at a time
+    uint32_t w = 0;
+    for (int64_t ch = 0; ch < c; ++ch) w |= uint32_t(x[i * c + ch] < thr[ch]) << ch;
+    out[i] = w;
+  }
+}
+
 void pack_nhwc(const float* x, int64_t pixels, int64_t c, const float* thr, uint32_t* out, bool /*stream*/) {
+  if (c < 32) return pack_nhwc_narrow(x, pixels, c, thr, out);
   int64_t wc = (c + 31) / 32;
   for (int64_t i = 0; i < pixels; ++i) {
     const float* px = x + i * c;

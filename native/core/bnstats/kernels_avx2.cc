@@ -88,35 +88,67 @@ ShiftedSums sums_contiguous_t(const void* x, int64_t len) {
 
 // Two vectors (16 channels) of a run of rows, the sums in registers from s1/s2 and back (through a
 // zero-padded buffer at the column tail), so that for small C each row is read in one sequential sweep.
+// fetch: the next run's bytes, walked in memory order, `ahead` pieces of 16 values per 16 values read
+// (null: none).
 template <DType T>
-void sums_column_block(const void* x, int64_t rows, int64_t ld, int64_t c, int64_t cols, const void* shift,
-                       double* s1, double* s2) {
+const char* sums_column_block(const void* x, int64_t rows, int64_t ld, int64_t c, int64_t cols, const void* shift,
+                              double* s1, double* s2, const char* fetch, int ahead) {
   const int64_t n0 = std::min<int64_t>(8, cols - c), n1 = std::max<int64_t>(0, std::min<int64_t>(8, cols - c - 8));
+  const bool full = n0 + n1 == 16;
   auto load_from = [&](const void* p, int64_t i, int64_t n) { return n == 8 ? load8<T>(p, i) : load_tail<T>(p, i, n); };
   __m256 k0 = load_from(shift, c, n0), k1 = n1 ? load_from(shift, c + 8, n1) : _mm256_setzero_ps();
   const __m256d k0l = lo_pd(k0), k0h = hi_pd(k0), k1l = lo_pd(k1), k1h = hi_pd(k1);
-  PaddedSums<16> sums(s1 + c, s2 + c, n0 + n1);
-  double *a = sums.s1, *b = sums.s2;
+  PaddedSums<16> tail(s1 + c, s2 + c, full ? 0 : n0 + n1);  // whole blocks load and store s1/s2 directly
+  double *a = full ? s1 + c : tail.s1, *b = full ? s2 + c : tail.s2;
   Acc4 p, q;
-  p.a1 = _mm256_load_pd(a), p.b1 = _mm256_load_pd(a + 4), q.a1 = _mm256_load_pd(a + 8), q.b1 = _mm256_load_pd(a + 12);
-  p.a2 = _mm256_load_pd(b), p.b2 = _mm256_load_pd(b + 4), q.a2 = _mm256_load_pd(b + 8), q.b2 = _mm256_load_pd(b + 12);
+  p.a1 = _mm256_loadu_pd(a), p.b1 = _mm256_loadu_pd(a + 4), q.a1 = _mm256_loadu_pd(a + 8), q.b1 = _mm256_loadu_pd(a + 12);
+  p.a2 = _mm256_loadu_pd(b), p.b2 = _mm256_loadu_pd(b + 4), q.a2 = _mm256_loadu_pd(b + 8), q.b2 = _mm256_loadu_pd(b + 12);
   for (int64_t r = 0; r < rows; ++r) {
-    p.add(load_from(x, r * ld + c, n0), k0l, k0h);
-    if (n1) q.add(load_from(x, r * ld + c + 8, n1), k1l, k1h);
+    if (fetch) {
+      _mm_prefetch(fetch, _MM_HINT_T0);
+      if (ahead == 2) _mm_prefetch(fetch + 16 * dtype_bytes(T), _MM_HINT_T0);
+      fetch += ahead * 16 * dtype_bytes(T);
+    }
+    if (full) {
+      p.add(load8<T>(x, r * ld + c), k0l, k0h);
+      q.add(load8<T>(x, r * ld + c + 8), k1l, k1h);
+    } else {
+      p.add(load_from(x, r * ld + c, n0), k0l, k0h);
+      if (n1) q.add(load_from(x, r * ld + c + 8, n1), k1l, k1h);
+    }
   }
-  _mm256_store_pd(a, p.a1), _mm256_store_pd(a + 4, p.b1), _mm256_store_pd(a + 8, q.a1), _mm256_store_pd(a + 12, q.b1);
-  _mm256_store_pd(b, p.a2), _mm256_store_pd(b + 4, p.b2), _mm256_store_pd(b + 8, q.a2), _mm256_store_pd(b + 12, q.b2);
-  sums.store(s1 + c, s2 + c);
+  _mm256_storeu_pd(a, p.a1), _mm256_storeu_pd(a + 4, p.b1), _mm256_storeu_pd(a + 8, q.a1), _mm256_storeu_pd(a + 12, q.b1);
+  _mm256_storeu_pd(b, p.a2), _mm256_storeu_pd(b + 4, p.b2), _mm256_storeu_pd(b + 8, q.a2), _mm256_storeu_pd(b + 12, q.b2);
+  if (!full) tail.store(s1 + c, s2 + c);
+  return fetch;
 }
 
-// Rows wider than one block go in runs of 16 rows (the AVX-512 kernels size their runs and fetch ahead):
-// a few sequential streams rather than one 64-byte piece per row at the row stride.
+// Rows wider than one block go in runs of rows swept block by block, the sums carried in s1/s2 (L1),
+// as the AVX-512 kernels do: a run is at least kMinRun rows and kRunBytes, so that each block's sums
+// load and store once per many rows (16-row runs through a padded copy of the sums left C = 256 at
+// 26-29 % of the read bandwidth), and each run fetches the next one in memory order while it is read
+// (such runs are too short for the hardware prefetchers to follow). Only the first run of a call is
+// fetched before it is read, so it is short (kFirstRun rows) and the runs after it double up to the
+// full length, each fetching twice its own bytes while it is read; the last run of a call fetches
+// nothing (the next rows are another task's).
+constexpr int64_t kRunBytes = 16 << 10, kMinRun = 32, kFirstRun = 4;
+
 template <DType T>
 void sums_columns_t(const void* x, int64_t rows, int64_t cols, int64_t ld, const void* shift, double* s1, double* s2) {
-  const int64_t run = cols > 16 ? 16 : rows;
-  for (int64_t r0 = 0; r0 < rows; r0 += run) {
-    const void* xr = static_cast<const uint8_t*>(x) + r0 * ld * int64_t(dtype_bytes(T));
-    for (int64_t c = 0; c < cols; c += 16) sums_column_block<T>(xr, std::min(run, rows - r0), ld, c, cols, shift, s1, s2);
+  const int64_t row_bytes = ld * dtype_bytes(T);
+  if (cols <= 16) {  // one block: every row read in one sequential sweep
+    sums_column_block<T>(x, rows, ld, 0, cols, shift, s1, s2, nullptr, 0);
+    return;
+  }
+  const int64_t run = std::max(kMinRun, kRunBytes / row_bytes);
+  int64_t nr = std::min(kFirstRun, rows);
+  for (const char *p = static_cast<const char*>(x), *end = p + nr * row_bytes; p < end; p += 64) _mm_prefetch(p, _MM_HINT_T0);
+  for (int64_t r0 = 0; r0 < rows; r0 += nr, nr = std::min(2 * nr, run)) {
+    const char* xr = static_cast<const char*>(x) + r0 * row_bytes;
+    nr = std::min(nr, rows - r0);
+    const char* fetch = r0 + nr < rows ? xr + nr * row_bytes : nullptr;
+    const int ahead = std::min(2 * nr, run) > nr ? 2 : 1;
+    for (int64_t c = 0; c < cols; c += 16) fetch = sums_column_block<T>(xr, nr, ld, c, cols, shift, s1, s2, fetch, ahead);
   }
 }
 
