@@ -11,6 +11,7 @@ import {
   convBnBackward,
   convBnBackwardSync,
   convBnSync,
+  convKernelInfo,
   foldConvBn,
   info,
   setNumThreads,
@@ -287,12 +288,15 @@ describe.each(WINOGRAD_FORMS)('Winograd $name forward', (form) => {
 });
 
 describe('Winograd path choice', () => {
-  it('F(4x4) from 32 of its tiles (512 below 128 channels) and up to 512 channels, else F(2x2) from 32 of its tiles, else the GEMM', async () => {
+  it('F(4x4) from 32 of its tiles (512 below 128 channels) and up to 512 channels, else F(2x2) from 32 of its tiles (a panel of the micro-kernel where that is narrower), else the GEMM', async () => {
     const big: ConvCase = { n: 1, c: 128, h: 28, w: 28, cout: 64, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 };
+    // 72 -> 100 channels on 7x7 at batch 1: 16 F(2x2) tiles, a whole panel of a 16-wide micro-kernel (AVX2)
+    const panel = Number(/x(\d+)/.exec(convKernelInfo())![1]);
     const cases: [ConvCase, 'gemm' | 'winograd' | 'winograd4'][] = [
       [big, 'winograd4'], [{ ...big, h: 24, w: 22 }, 'winograd4'], [{ ...big, h: 20, w: 22 }, 'winograd'], [{ ...big, c: 513 }, 'winograd'], [{ ...big, c: 31 }, 'gemm'],
       [{ ...big, c: 64 }, 'winograd'], [{ ...big, c: 64, n: 3, h: 60, w: 60 }, 'winograd4'], [{ ...big, c: 64, n: 2, h: 60, w: 60 }, 'winograd'],
-      [WINOGRAD[6], 'winograd'], [WINOGRAD[7], 'winograd'], [{ ...WINOGRAD[7], n: 1 }, 'gemm'], [WINOGRAD[1], 'gemm'], [AWKWARD[1], 'gemm'],
+      [WINOGRAD[6], 'winograd'], [WINOGRAD[7], 'winograd'], [{ ...WINOGRAD[7], n: 1 }, Math.min(32, panel) <= 16 ? 'winograd' : 'gemm'],
+      [{ ...WINOGRAD[7], n: 1, h: 5, w: 5 }, 'gemm'], [WINOGRAD[1], 'gemm'], [AWKWARD[1], 'gemm'],
     ];
     for (const [t, chosen] of cases) {
       const s = sizes(t);

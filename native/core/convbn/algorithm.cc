@@ -1,5 +1,6 @@
 // Which kernels and which path a convolution runs: the ISA's kernel table, direct loops, Winograd, a
 // GEMM per image or one spanning the batch.
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -36,8 +37,8 @@ bool backward_as_is(const ConvShape& g) {
 
 // Winograd F(2x2, 3x3) needs 2.25x fewer multiplies than the GEMM for 3x3 stride-1 kernels. Its
 // transforms cost per channel, so it pays from a few dozen channels on, and its GEMMs run over 2x2
-// tiles (batch included), so it needs a few dozen tiles (measured: 512 channels on 7x7 lose at batch 1,
-// win from batch 2). F(4x4, 3x3) needs 4x fewer, but its transforms cost more per tile (and per weight:
+// tiles (batch included), so it needs a few dozen tiles (measured on AVX-512: 512 channels on 7x7 lose
+// at batch 1, win from batch 2; fewer on narrower micro-kernels: min_tiles). F(4x4, 3x3) needs 4x fewer, but its transforms cost more per tile (and per weight:
 // 36 values per channel pair, which Tune transforms on every call) and it rounds about 10x more
 // (DESIGN.md): it runs where it has at least 32 tiles of its own and at most 512 input channels
 // (measured on ResNet layers: from 32 tiles on faster, or even in Tune mode (batch 8 512@7, batch 2
@@ -53,6 +54,12 @@ bool winograd_shape(const ConvShape& g) {
 // F(2x2, 3x3)'s output tiles over the batch.
 static int64_t tiles2(const ConvShape& g) { return g.n * ((g.oh + 1) / 2) * ((g.ow + 1) / 2); }
 
+// The fewest F(2x2) tiles for winograd_forward, whose GEMMs put the tiles on the micro-kernel's columns:
+// 32, or one panel of them where the micro-kernel is narrower (AVX2's 16 columns: 16 tiles fill a panel,
+// and F(2x2) ran prepared 512@7 at batch 1 in 1.55-1.8 ms against 3.5 for the GEMM and 2.4-3.6 with the
+// tiles as rows; AMD family 25 without AVX-512, one run).
+static int64_t min_tiles() { return std::min<int64_t>(32, active_kernels().nr); }
+
 int winograd_tile(const ConvShape& g) {
   if (!winograd_shape(g)) return 0;
   const char* algo = std::getenv("XNORM_CONV_ALGO");
@@ -60,7 +67,7 @@ int winograd_tile(const ConvShape& g) {
   if (algo && std::strcmp(algo, "winograd") == 0) return 2;
   if (algo && std::strcmp(algo, "winograd4") == 0) return 4;
   if (winograd_rows(g)) return 2;
-  if (g.c < 32 || g.cout < 32 || tiles2(g) < 32) return 0;
+  if (g.c < 32 || g.cout < 32 || tiles2(g) < min_tiles()) return 0;
   const int64_t tiles4 = g.n * ((g.oh + 3) / 4) * ((g.ow + 3) / 4);
   return g.c <= 512 && tiles4 >= 32 && (g.c >= 128 || tiles4 >= 512) ? 4 : 2;
 }
@@ -77,14 +84,18 @@ bool winograd(const ConvShape& g) { return winograd_tile(g) != 0; }
 // its panel's 16 U slices per K slice in cache (never 16.8 MB of U through memory), with the prepared
 // panels' bits. Tune single-thread CPU time against the GEMM / F(2x2) / F(4x4) they took before: 512@7
 // batch 1 2.5-2.9 -> 1.9-2.0 ms, batch 2 4.5 -> 2.8-2.9; 256@14 batch 1 1.65 -> 1.0-1.06, batch 2
-// NHWC 2.55 -> 1.8 (DESIGN.md).
+// NHWC 2.55 -> 1.8 (DESIGN.md). All of that on AVX-512's 48-wide panels: where the micro-kernel is
+// narrower, the tiles fill winograd_forward's panels from min_tiles() on, and the rows run only below it
+// (AVX2, prepared 512@7 at batch 1 and 2, 16 and 32 tiles: F(2x2) 1.55 and 2.8 ms, the rows 2.4-3.6
+// and 4.5-5.3; Tune no slower with F(2x2); 49 tiles NCHW 1.75 against 2.5, NHWC equal).
 constexpr int64_t kMaxRowTilesNhwc = 100, kMaxRowTilesNchw = 49;
 bool winograd_rows(const ConvShape& g) {
   if (!winograd_shape(g)) return false;
   const char* algo = std::getenv("XNORM_CONV_ALGO");
   if (algo && std::strcmp(algo, "winograd_rows") == 0) return true;
   if (algo) return false;
-  return g.c >= 128 && g.cout >= 128 && tiles2(g) <= (g.layout == Layout::NHWC ? kMaxRowTilesNhwc : kMaxRowTilesNchw);
+  const int64_t most = min_tiles() < 32 ? min_tiles() - 1 : g.layout == Layout::NHWC ? kMaxRowTilesNhwc : kMaxRowTilesNchw;
+  return g.c >= 128 && g.cout >= 128 && tiles2(g) <= most;
 }
 
 // dx of a stride-1 conv is itself a forward conv: of dy, with each filter's taps rotated 180 degrees and
