@@ -87,7 +87,7 @@ bool winograd(const ConvShape& g) { return winograd_tile(g) != 0; }
 // NHWC 2.55 -> 1.8 (DESIGN.md). All of that on AVX-512's 48-wide panels: where the micro-kernel is
 // narrower, the tiles fill winograd_forward's panels from min_tiles() on, and the rows run only below it
 // (AVX2, prepared 512@7 at batch 1 and 2, 16 and 32 tiles: F(2x2) 1.55 and 2.8 ms, the rows 2.4-3.6
-// and 4.5-5.3; Tune no slower with F(2x2); 49 tiles NCHW 1.75 against 2.5, NHWC equal).
+// and 4.5-5.3; Tune no slower with F(2x2); 49 tiles equal within the noise).
 constexpr int64_t kMaxRowTilesNhwc = 100, kMaxRowTilesNchw = 49;
 bool winograd_rows(const ConvShape& g) {
   if (!winograd_shape(g)) return false;
