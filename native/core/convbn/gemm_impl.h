@@ -3,7 +3,7 @@
 #pragma once
 #include <algorithm>
 #include <memory>
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -97,26 +97,60 @@ inline void transpose16(__m512 r[16]) {
   }
 }
 
-// 16 consecutive weights of each of a panel's NR filters (src + co * stride, zeros for co >= cols),
-// times scale[co] when given, transposed into 16 panel rows of NR floats: rows[l] gets weight l of
+#elif defined(__AVX2__)
+// r[c] = row c of an 8 x 8 block in, r[j] = its column j out.
+inline void transpose8(__m256 r[8]) {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 2; ++i) {  // u[4i + m]: columns m and m + 4 of rows 4i .. 4i + 3
+    u[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xee);
+    u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xee);
+  }
+  for (int m = 0; m < 4; ++m) {
+    r[m] = _mm256_permute2f128_ps(u[m], u[4 + m], 0x20);
+    r[m + 4] = _mm256_permute2f128_ps(u[m], u[4 + m], 0x31);
+  }
+}
+#endif
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+// The packing transposes go through registers in kTW x kTW blocks (AVX-512: 16, AVX2: 8). AVX2 used
+// the scalar loops until they measured most of Tune's W * s packing at batch 1 (pw 1024@7 NCHW:
+// 2.1-2.8 -> 1.6-1.8 ms with the 8 x 8 blocks; alternating processes, AVX2-only AMD host).
+#if defined(__AVX512F__)
+constexpr int kTW = 16;
+inline void transpose_block(VecF r[kTW]) { transpose16(reinterpret_cast<__m512*>(r)); }
+#else
+constexpr int kTW = 8;
+inline void transpose_block(VecF r[kTW]) { transpose8(reinterpret_cast<__m256*>(r)); }
+#endif
+static_assert(Micro::VW == kTW, "a transposed block is one vector per row");
+
+// kTW consecutive weights of each of a panel's NR filters (src + co * stride, zeros for co >= cols),
+// times scale[co] when given, transposed into kTW panel rows of NR floats: rows[l] gets weight l of
 // every filter (null: skipped).
 template <int NR>
-inline void transpose_filters(const float* src, int64_t stride, int64_t cols, const float* scale, float* const rows[16]) {
-  for (int g = 0; g < NR / 16; ++g) {
-    __m512 r[16];
-    for (int c = 0; c < 16; ++c) {
-      const int64_t co = g * 16 + c;
+inline void transpose_filters(const float* src, int64_t stride, int64_t cols, const float* scale, float* const rows[kTW]) {
+  for (int g = 0; g < NR / kTW; ++g) {
+    VecF r[kTW];
+    for (int c = 0; c < kTW; ++c) {
+      const int64_t co = g * kTW + c;
       if (co >= cols) {
-        r[c] = _mm512_setzero_ps();
+        r[c] = VecF{};
       } else {
         __builtin_prefetch(src + co * stride + 96);  // NR streams: ahead of the prefetcher
-        const __m512 v = _mm512_loadu_ps(src + co * stride);
-        r[c] = scale ? _mm512_mul_ps(v, _mm512_set1_ps(scale[co])) : v;
+        const VecF v = loadu(src + co * stride);
+        r[c] = scale ? v * scale[co] : v;
       }
     }
-    transpose16(r);
-    for (int l = 0; l < 16; ++l)
-      if (rows[l]) _mm512_storeu_ps(rows[l] + 16 * g, r[l]);
+    transpose_block(r);
+    for (int l = 0; l < kTW; ++l)
+      if (rows[l]) storeu(rows[l] + kTW * g, r[l]);
   }
 }
 #endif
@@ -134,15 +168,15 @@ void pack_weights_slice(const Operand& B, int64_t p0, int64_t kc, int64_t j0, in
     const float* src = B.p + col0 * B.cs;
     const float* sc = B.col_scale ? B.col_scale + col0 : nullptr;
     float* d = dst + q * kc * NR;
-#if defined(__AVX512F__)
-    if (NR % 16 == 0 && taps == 1) {
-      // 1x1: K row = channel, so the slice is one run of each filter: 16 filters at a time along it.
-      const int64_t full = kc / 16 * 16;
-      for (int g = 0; g < NR / 16; ++g)
-        for (int64_t j = 0; j < full; j += 16) {
-          float* rows[16];
-          for (int l = 0; l < 16; ++l) rows[l] = d + (j + l) * NR + 16 * g;
-          transpose_filters<16>(src + 16 * g * B.cs + p0 + j, B.cs, cols - 16 * g, sc ? sc + 16 * g : nullptr, rows);
+#if defined(__AVX512F__) || defined(__AVX2__)
+    if (NR % kTW == 0 && taps == 1) {
+      // 1x1: K row = channel, so the slice is one run of each filter: kTW filters at a time along it.
+      const int64_t full = kc / kTW * kTW;
+      for (int g = 0; g < NR / kTW; ++g)
+        for (int64_t j = 0; j < full; j += kTW) {
+          float* rows[kTW];
+          for (int l = 0; l < kTW; ++l) rows[l] = d + (j + l) * NR + kTW * g;
+          transpose_filters<kTW>(src + kTW * g * B.cs + p0 + j, B.cs, cols - kTW * g, sc ? sc + kTW * g : nullptr, rows);
         }
       for (int64_t j = full; j < kc; ++j) {
         float* dr = d + j * NR;
@@ -161,20 +195,20 @@ void pack_weights_slice(const Operand& B, int64_t p0, int64_t kc, int64_t j0, in
         return kk >= p0 && kk < p0 + kc ? kk - p0 : -1;
       };
       int64_t j = jlo;
-#if defined(__AVX512F__)
-      if (NR % 16 == 0) {
-        // 16 filters at a time along their whole run: 16 streams, not NR, for the prefetchers.
-        const int64_t full = jlo + (jhi - jlo) / 16 * 16;
-        for (int g = 0; g < NR / 16; ++g)
-          for (j = jlo; j < full; j += 16) {
-            float* rows[16];
+#if defined(__AVX512F__) || defined(__AVX2__)
+      if (NR % kTW == 0) {
+        // kTW filters at a time along their whole run: kTW streams, not NR, for the prefetchers.
+        const int64_t full = jlo + (jhi - jlo) / kTW * kTW;
+        for (int g = 0; g < NR / kTW; ++g)
+          for (j = jlo; j < full; j += kTW) {
+            float* rows[kTW];
             int64_t tap = (j - jlo) % taps, cl = (j - jlo) / taps;
-            for (int l = 0; l < 16; ++l) {
+            for (int l = 0; l < kTW; ++l) {
               const int64_t kk = jlo + tap * width + cl;
-              rows[l] = kk >= p0 && kk < p0 + kc ? d + (kk - p0) * NR + 16 * g : nullptr;
+              rows[l] = kk >= p0 && kk < p0 + kc ? d + (kk - p0) * NR + kTW * g : nullptr;
               if (++tap == taps) tap = 0, ++cl;
             }
-            transpose_filters<16>(src + 16 * g * B.cs + j, B.cs, cols - 16 * g, sc ? sc + 16 * g : nullptr, rows);
+            transpose_filters<kTW>(src + kTW * g * B.cs + j, B.cs, cols - kTW * g, sc ? sc + kTW * g : nullptr, rows);
           }
         j = full;
       }
@@ -243,13 +277,13 @@ void pack_b(const Operand& B, int64_t p0, int64_t kc, int64_t j0, int64_t nc, fl
     }
     float* d = dst + q * kc * NR;
     int64_t k = 0;
-#if defined(__AVX512F__)
-    // 16 x 16 blocks through registers: the scalar transpose was most of the packing of Im2colT (the
+#if defined(__AVX512F__) || defined(__AVX2__)
+    // kTW x kTW blocks through registers: the scalar transpose was most of the packing of Im2colT (the
     // weight gradient's patches) and Im2colNhwc.
-    if (NR % 16 == 0)
-      for (; k + 16 <= kc; k += 16) {
-        float* rows[16];
-        for (int l = 0; l < 16; ++l) rows[l] = d + (k + l) * NR;
+    if (NR % kTW == 0)
+      for (; k + kTW <= kc; k += kTW) {
+        float* rows[kTW];
+        for (int l = 0; l < kTW; ++l) rows[l] = d + (k + l) * NR;
         transpose_filters<NR>(tmp + k, kc, cols, nullptr, rows);
       }
 #endif
@@ -337,11 +371,11 @@ void pack_weights_b(const float* w, const float* scale, int64_t taps, int64_t k,
       return dst + j0 * k + nhwc_row(j % taps, j / taps, cin, taps) * NR;
     };
     int64_t j = lo;
-#if defined(__AVX512F__)
-    if (NR % 16 == 0) {
-      for (; j + 16 <= hi; j += 16) {
-        float* rows[16];
-        for (int l = 0; l < 16; ++l) rows[l] = row_of(j + l);
+#if defined(__AVX512F__) || defined(__AVX2__)
+    if (NR % kTW == 0) {
+      for (; j + kTW <= hi; j += kTW) {
+        float* rows[kTW];
+        for (int l = 0; l < kTW; ++l) rows[l] = row_of(j + l);
         transpose_filters<NR>(src + j, k, cols, scale ? scale + j0 : nullptr, rows);
       }
     }

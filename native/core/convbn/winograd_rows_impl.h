@@ -30,7 +30,7 @@ int64_t winograd_rows_floats(int64_t cout, int64_t c) { return 16 * rows_uxi(cou
 // input channels [p0, p0 + kc): u + xi * ustride, row ci - p0, NR floats each (zeros past cols).
 // Prepared weights are made by it too (winograd_rows_weights), so raw and prepared panels hold the same bits.
 // VW output channels and kChunk input channels at a time: their taps, transposed to [tap][channel][VW]
-// (AVX-512: 16 x 16 in registers), stay in L1 while the transform writes their U rows.
+// (AVX-512: 16 x 16 in registers, AVX2: 8 x 8), stay in L1 while the transform writes their U rows.
 void rows_weights_slice(const float* wt, const float* scale, int64_t c, int64_t j0, int64_t cols, int64_t p0, int64_t kc,
                         int64_t ustride, float* u) {
   constexpr int NR = Micro::NR, VW = Micro::VW, NV = NR / VW;
@@ -47,12 +47,12 @@ void rows_weights_slice(const float* wt, const float* scale, int64_t c, int64_t 
       const int64_t width = std::min(kChunk, p0 + kc - ci0), lo = ci0 * 9, hi = (ci0 + width) * 9;
       const auto row_of = [&](int64_t j) { return taps + ((j % 9) * kChunk + (j / 9 - ci0)) * VW; };
       int64_t j = lo;
-#if defined(__AVX512F__)
-      if (VW == 16)
-        for (; j + 16 <= hi; j += 16) {
-          float* rows[16];
-          for (int l = 0; l < 16; ++l) rows[l] = row_of(j + l);
-          transpose_filters<16>(src + j, c * 9, fn, sc, rows);
+#if defined(__AVX512F__) || defined(__AVX2__)
+      if (VW == kTW)
+        for (; j + kTW <= hi; j += kTW) {
+          float* rows[kTW];
+          for (int l = 0; l < kTW; ++l) rows[l] = row_of(j + l);
+          transpose_filters<kTW>(src + j, c * 9, fn, sc, rows);
         }
 #endif
       for (; j < hi; ++j) {
