@@ -19,6 +19,42 @@ export async function timeMs(fn: () => unknown, reps = 7, warmup = 2): Promise<n
   return times[Math.floor(times.length / 2)];
 }
 
+export interface Stats { median: number; p90: number; best: number }
+
+function summary(sorted: number[]): Stats {
+  return { median: sorted[Math.floor(sorted.length / 2)], p90: sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.9))], best: sorted[0] };
+}
+
+/** Times of calls after warm-up (ms), as median, p90 and best: the median is what a server feels. The
+ *  number of calls fills about budgetMs, within [min, max]. */
+export async function stats(f: () => unknown, budgetMs = 150, min = 15, max = 300): Promise<Stats> {
+  const t0 = performance.now();
+  await f();
+  await f();
+  const est = (performance.now() - t0) / 2;
+  const reps = Math.max(min, Math.min(max, Math.round(budgetMs / Math.max(est, 1e-3))));
+  return summary(await sample(f, reps, 0));
+}
+
+/** Stats of a and b over `reps` calls each, called alternately after one warm-up each, so that both see
+ *  the same machine load. */
+export async function alternating(a: () => unknown, b: () => unknown, reps: number): Promise<[Stats, Stats]> {
+  const ta: number[] = [], tb: number[] = [];
+  const once = async (f: () => unknown, out: number[]) => {
+    const t0 = process.hrtime.bigint();
+    await f();
+    out.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  };
+  await a();
+  await b();
+  for (let i = 0; i < reps; i++) {
+    await once(a, ta);
+    await once(b, tb);
+  }
+  const sorted = (v: number[]) => v.sort((x, y) => x - y);
+  return [summary(sorted(ta)), summary(sorted(tb))];
+}
+
 export function table(headers: string[], rows: (string | number)[][]): string {
   const cells = [headers, ...rows.map((r) => r.map((c) => (typeof c === 'number' ? fmt(c) : c)))];
   const widths = headers.map((_, i) => Math.max(...cells.map((r) => String(r[i]).length)));

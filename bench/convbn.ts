@@ -5,7 +5,7 @@
 // conv2dBackward on channels-last tensors against channels-first ones.
 import { conv2dBackwardSync, convBnBackwardSync, convBnSync, convKernelInfo, fmaPeak, info, setNumThreads, tensor } from '../lib';
 import type { ConvBnParams } from '../lib';
-import { fmt, nhwcOf, pytorch, table } from './common';
+import { alternating, fmt, nhwcOf, pytorch, table } from './common';
 
 /** Best time (ms) of `reps` runs after one warm-up: on shared cores, load only ever adds time. */
 async function best(f: () => unknown, reps: number): Promise<number> {
@@ -49,24 +49,6 @@ async function bestPair(a: () => unknown, b: () => unknown, reps: number): Promi
     await once(b, 1);
   }
   return t;
-}
-
-/** Median and p90 (ms) of a and b, called alternately after one warm-up each (the same machine load). */
-function medianPair(a: () => unknown, b: () => unknown, reps: number): number[] {
-  const ta: number[] = [], tb: number[] = [];
-  const once = (f: () => unknown, out: number[]) => {
-    const t0 = process.hrtime.bigint();
-    f();
-    out.push(Number(process.hrtime.bigint() - t0) / 1e6);
-  };
-  a();
-  b();
-  for (let i = 0; i < reps; i++) {
-    once(a, ta);
-    once(b, tb);
-  }
-  const at = (v: number[], q: number) => [...v].sort((x, y) => x - y)[Math.min(v.length - 1, Math.floor(q * v.length))];
-  return [at(ta, 0.5), at(ta, 0.9), at(tb, 0.5), at(tb, 0.9)];
 }
 
 export interface Layer { name: string; c: number; cout: number; hw: number; k: number; stride: number; pad: number; groups: number }
@@ -280,9 +262,9 @@ export async function run(): Promise<void> {
       const outs = (t: { x: { shape: readonly number[] } }) => ({ dx: tensor(new Float32Array(n * l.c * l.hw * l.hw), t.x.shape), dWeight: tensor(new Float32Array(p.weight.size), p.weight.shape) });
       const oc = outs(nchw), ol = outs(nhwc);
       const geo = { stride: l.stride, padding: l.pad, groups: l.groups };
-      const [mc, pc, ml, pl] = medianPair(() => conv2dBackwardSync(nchw.x, p.weight, nchw.dy, { ...geo, out: oc }),
+      const [c, last] = await alternating(() => conv2dBackwardSync(nchw.x, p.weight, nchw.dy, { ...geo, out: oc }),
         () => conv2dBackwardSync(nhwc.x, p.weight, nhwc.dy, { ...geo, layout: 'nhwc', out: ol }), flops * n / BATCH > 1e9 ? 9 : 21);
-      backward.push([`${l.name} b${n}`, `${fmt(mc)} / ${fmt(pc)}`, `${fmt(ml)} / ${fmt(pl)}`, `${fmt(ml / mc)}x`]);
+      backward.push([`${l.name} b${n}`, `${fmt(c.median)} / ${fmt(c.p90)}`, `${fmt(last.median)} / ${fmt(last.p90)}`, `${fmt(last.median / c.median)}x`]);
     }
   }
   // PyTorch on the CPU (where installed): conv2d, eval-mode batch_norm and relu, same threads, best of 7.

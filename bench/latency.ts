@@ -24,22 +24,10 @@ import {
 } from '../lib';
 import type { Layout, Tensor } from '../lib';
 import { native } from '../lib/native';
-import { fmt, nhwcOf, sample, table } from './common';
+import { fmt, nhwcOf, stats, table } from './common';
+import type { Stats } from './common';
 import { filled, onnxModel } from './convbn';
 import type { Layer } from './convbn';
-
-interface Stats { median: number; p90: number; best: number }
-
-/** Times of `reps` calls after warm-up (ms), as median, p90 and best: the median is what a server feels. */
-async function stats(f: () => unknown, budgetMs = 150, min = 15, max = 300): Promise<Stats> {
-  const t0 = performance.now();
-  await f();
-  await f();
-  const est = (performance.now() - t0) / 2;
-  const reps = Math.max(min, Math.min(max, Math.round(budgetMs / Math.max(est, 1e-3))));
-  const t = await sample(f, reps, 0);
-  return { median: t[Math.floor(t.length / 2)], p90: t[Math.floor(t.length * 0.9)], best: t[0] };
-}
 
 const show = (s: Stats) => `${fmt(s.median)} / ${fmt(s.p90)} / ${fmt(s.best)}`;
 const ratio = (peer: Stats, ours: Stats) => `${fmt(peer.median / ours.median)}x`;

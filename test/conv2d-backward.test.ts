@@ -26,6 +26,11 @@ function expectClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tol
 
 const opts = (t: ConvCase, layout: 'nchw' | 'nhwc') => ({ stride: t.s, padding: t.p, dilation: t.d, groups: t.g, layout });
 
+// channels-last 1x1 runs its GEMMs on x and dy as they are (no transposes), here in groups
+const POINTWISE_GROUPED: ConvCase = { n: 2, c: 12, h: 5, w: 7, cout: 9, k: [1, 1], s: [1, 1], p: [0, 0], d: [1, 1], g: 3 };
+// channels-last 1x1 stride 2: dx from gathered columns
+const POINTWISE_STRIDE_2: ConvCase = { n: 2, c: 66, h: 8, w: 8, cout: 20, k: [1, 1], s: [2, 2], p: [0, 0], d: [1, 1], g: 1 };
+
 const CASES: ConvCase[] = [
   ...AWKWARD,
   { n: 2, c: 24, h: 9, w: 8, cout: 48, k: [3, 3], s: [2, 1], p: [1, 1], d: [1, 1], g: 24 },  // depthwise, multiplier 2
@@ -34,8 +39,7 @@ const CASES: ConvCase[] = [
   // dx as the forward Winograd conv of dy (padded by 2 - p): F(2x2), and F(2x2) with the tiles as rows
   { n: 2, c: 48, h: 12, w: 10, cout: 40, k: [3, 3], s: [1, 1], p: [0, 2], d: [1, 1], g: 1 },
   { n: 1, c: 130, h: 7, w: 9, cout: 140, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 },
-  // channels-last 1x1 runs its GEMMs on x and dy as they are (no transposes), here in groups
-  { n: 2, c: 12, h: 5, w: 7, cout: 9, k: [1, 1], s: [1, 1], p: [0, 0], d: [1, 1], g: 3 },
+  POINTWISE_GROUPED,
   // channels-last dx where it is not a forward conv of dy: stride 1 padded beyond d * (k - 1), and one
   // output channel per group (columns gathered per input pixel); a grouped 3x3 that is one (its GEMM)
   { n: 2, c: 10, h: 6, w: 5, cout: 7, k: [1, 3], s: [1, 1], p: [1, 2], d: [1, 1], g: 1 },
@@ -43,7 +47,7 @@ const CASES: ConvCase[] = [
   { n: 1, c: 40, h: 9, w: 11, cout: 36, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 4 },
   // channels-last dW: more than one 32-channel block of the channels-last K order, and 1x1 stride 2
   { n: 2, c: 70, h: 6, w: 5, cout: 24, k: [3, 3], s: [2, 2], p: [1, 1], d: [1, 1], g: 1 },
-  { n: 2, c: 66, h: 8, w: 8, cout: 20, k: [1, 1], s: [2, 2], p: [0, 0], d: [1, 1], g: 1 },
+  POINTWISE_STRIDE_2,
 ];
 
 describe('conv2dBackward', () => {
@@ -108,8 +112,9 @@ describe('conv2dBackward', () => {
     expect(h.dx!.dtype).toBe('float16');
     expect(h.dWeight!.dtype).toBe('float32');
     expectClose(h.dx!.float32Sync(), s.dx!.float32Sync(), 3e-3, 'float16 dx');
-    // channels-last, through transposes (3x3) and without (1x1): float16 gives float32's result
-    for (const c of [t, CASES[CASES.length - 1]]) {
+    // channels-last, the 3x3 GEMMs, 1x1 without transposes and 1x1 stride 2 (gathered columns): float16
+    // gives float32's result
+    for (const c of [t, POINTWISE_GROUPED, POINTWISE_STRIDE_2]) {
       const [ch, cw] = outSize(c), cz = sizes(c);
       const cx = toNhwc(randomArray(cz.x, 16), c.n, c.c, c.h, c.w), cdy = toNhwc(randomArray(cz.y, 17), c.n, c.cout, ch, cw);
       const xs = [c.n, c.h, c.w, c.c], dys = [c.n, ch, cw, c.cout], cwt = tensor(randomArray(cz.w, 18), [c.cout, c.c / c.g, ...c.k]);

@@ -534,10 +534,8 @@ void weights_to_ohwi(const ConvShape& g, const float* w, float* dst) {
   parallel_for(g.cout, chunk_for(K), [&](int64_t b, int64_t e) {
     for (int64_t co = b; co < e; ++co) {  // written in order; one filter's reads stay in L1
       const float* s = w + co * K;
-      float* d = dst + co * K;  // d[nhwc_row(t, ci, cin_g, taps)], in that order
-      for (int64_t c0 = 0; c0 < cin_g; c0 += kNhwcBlock)
-        for (int64_t t = 0; t < taps; ++t)
-          for (int64_t ci = c0; ci < std::min(cin_g, c0 + kNhwcBlock); ++ci) *d++ = s[ci * taps + t];
+      float* d = dst + co * K;
+      for_each_nhwc_k(cin_g, taps, [&](int64_t i) { *d++ = s[i]; });
     }
   });
 }
@@ -575,6 +573,15 @@ void backward_pointwise_nhwc(const ConvShape& g, const float* x, const float* w,
     P.c = dx + gr * cin_g; P.ldc = g.c;
   }
   active_kernels().gemm(probs.data(), g.groups);
+}
+
+// output_reading of each input column through each tap column, [ix * kw + kx]: the channels-last
+// backward-data gathers' per-column lookup.
+std::vector<int64_t> column_readers(const ConvShape& g) {
+  std::vector<int64_t> readers(size_t(g.w * g.kw));
+  for (int64_t ix = 0; ix < g.w; ++ix)
+    for (int64_t kx = 0; kx < g.kw; ++kx) readers[size_t(ix * g.kw + kx)] = output_reading(ix, kx, g.pw, g.dw, g.sw, g.ow);
+  return readers;
 }
 
 // dw of a channels-last conv (not 1x1, not depthwise) on float32 NHWC x and dy: per group, dW~ = dy^T
@@ -617,9 +624,7 @@ bool backward_filter_nhwc(const ConvShape& g, const float* x, const float* dy, f
     for (int64_t co = b; co < e; ++co) {  // the inverse of weights_to_ohwi, row by row
       const float* src = dwt + co * K;
       float* d = dw + co * K;
-      for (int64_t c0 = 0; c0 < cin_g; c0 += kNhwcBlock)
-        for (int64_t t = 0; t < taps; ++t)
-          for (int64_t ci = c0; ci < std::min(cin_g, c0 + kNhwcBlock); ++ci) d[ci * taps + t] = *src++;
+      for_each_nhwc_k(cin_g, taps, [&](int64_t i) { d[i] = *src++; });
       if (epi) (*epi[co / cout_g])(co % cout_g, 1, 0, K);
     }
   });
@@ -645,6 +650,7 @@ void backward_data_nhwc(const ConvShape& g, const float* dy, const float* w, con
   float* wo = workspace(kWeights, g.w_size());
   weights_to_ohwi(g, w, wo);
   float* cols = workspace(kColumns, std::min(per, g.n) * ohw * ldc);
+  const std::vector<int64_t> readers = column_readers(g);
   std::vector<GemmProblem> probs(size_t(g.groups));
   for (int64_t img0 = 0; img0 < g.n; img0 += per) {
     const int64_t imgs = std::min(per, g.n - img0);
@@ -660,26 +666,24 @@ void backward_data_nhwc(const ConvShape& g, const float* dy, const float* w, con
     parallel_for(imgs * g.h, chunk_for(g.w * g.c * taps), [&](int64_t b, int64_t e) {
       for (int64_t row = b; row < e; ++row) {
         const int64_t img = row / g.h, iy = row % g.h;
-        for (int64_t ix = 0; ix < g.w; ++ix) {
-          float* d = dx + (((img0 + img) * g.h + iy) * g.w + ix) * g.c;
-          std::fill(d, d + g.c, 0.f);
-          for (int64_t ky = 0; ky < g.kh; ++ky) {
-            const int64_t ny = iy + g.ph - ky * g.dh;  // = oy * sh for the output row that reads (iy, ky)
-            if (ny < 0 || ny % g.sh != 0 || ny / g.sh >= g.oh) continue;
+        float* drow = dx + ((img0 + img) * g.h + iy) * g.w * g.c;
+        std::fill(drow, drow + g.w * g.c, 0.f);
+        for (int64_t ky = 0; ky < g.kh; ++ky) {  // each pixel sums its taps in tap order
+          const int64_t oy = output_reading(iy, ky, g.ph, g.dh, g.sh, g.oh);
+          if (oy < 0) continue;
+          const float* crow = cols + (img * ohw + oy * g.ow) * ldc;
+          for (int64_t ix = 0; ix < g.w; ++ix)
             for (int64_t kx = 0; kx < g.kw; ++kx) {
-              const int64_t nx = ix + g.pw - kx * g.dw;
-              if (nx < 0 || nx % g.sw != 0 || nx / g.sw >= g.ow) continue;
-              const int64_t tap = ky * g.kw + kx;
-              const float* col = cols + (img * ohw + ny / g.sh * g.ow + nx / g.sw) * ldc;
+              const int64_t ox = readers[size_t(ix * g.kw + kx)], tap = ky * g.kw + kx;
+              if (ox < 0) continue;
               for (int64_t gr = 0; gr < g.groups; ++gr)
                 for (int64_t c0 = 0; c0 < cin_g; c0 += kNhwcBlock) {
                   const int64_t width = std::min(kNhwcBlock, cin_g - c0);
-                  const float* src = col + gr * K + c0 * taps + tap * width;
-                  float* dst = d + gr * cin_g + c0;
+                  const float* src = crow + ox * ldc + gr * K + c0 * taps + tap * width;
+                  float* dst = drow + ix * g.c + gr * cin_g + c0;
                   for (int64_t i = 0; i < width; ++i) dst[i] += src[i];
                 }
             }
-          }
         }
       }
     });
@@ -726,8 +730,9 @@ void backward_depthwise_nhwc(const ConvShape& g, const float* x, const float* w,
   float* wt = workspace(kWeights, taps * g.c);  // taps [tap][c], scaled, as the forward's
   for (int64_t ch = 0; ch < g.c; ++ch)
     for (int64_t t = 0; t < taps; ++t) wt[t * g.c + ch] = w_scale ? w[ch * taps + t] * w_scale[ch] : w[ch * taps + t];
+  const std::vector<int64_t> readers = column_readers(g);
   parallel_for(g.n * g.h, chunk_for(g.w * g.c * taps), [&](int64_t r0, int64_t r1) {
-    k.direct_backward_data_nhwc(dy, wt, dx, win, r0, r1);
+    k.direct_backward_data_nhwc(dy, wt, readers.data(), dx, win, r0, r1);
   });
 }
 

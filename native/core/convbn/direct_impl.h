@@ -277,36 +277,25 @@ void direct_backward_filter_plane(const float* x, const float* dy, double* dwt, 
     }
 }
 
-thread_local std::vector<int64_t> tls_columns;
-
 // The transpose of direct_forward_nhwc: each input pixel of rows [r0, r1) gathers, tap by tap, wt[tap]
 // times dy at the output pixel that reads it through that tap (stride and dilation as they are).
-void direct_backward_data_nhwc(const float* dy, const float* wt, float* dx, const Window& g, int64_t r0, int64_t r1) {
+void direct_backward_data_nhwc(const float* dy, const float* wt, const int64_t* cols, float* dx, const Window& g,
+                               int64_t r0, int64_t r1) {
   constexpr int VW = Micro::VW;
   const int64_t c = g.c, full = c / VW * VW;
-  // The output row (column) reading input row iy (column ix) through tap row ky (column kx), or -1:
-  // worked out once per row and per task, not per pixel (the divisions cost more than a pixel's sums).
-  const auto reader = [](int64_t i, int64_t pad, int64_t k, int64_t dil, int64_t stride, int64_t out) -> int64_t {
-    const int64_t n = i + pad - k * dil;  // = o * stride for the output o that reads i
-    return n < 0 || n % stride != 0 || n / stride >= out ? -1 : n / stride;
-  };
-  std::vector<int64_t>& cols = tls_columns;
-  cols.resize(size_t(g.w * g.kw));
-  for (int64_t ix = 0; ix < g.w; ++ix)
-    for (int64_t kx = 0; kx < g.kw; ++kx) cols[size_t(ix * g.kw + kx)] = reader(ix, g.pw, kx, g.dw, g.sw, g.ow);
   int64_t rows_of[64];
   const float* src[64];
   const float* tw[64];
   for (int64_t row = r0; row < r1; ++row) {
     const int64_t img = row / g.h, iy = row % g.h;
     const float* dyi = dy + img * g.oh * g.ow * c;
-    for (int64_t ky = 0; ky < g.kh; ++ky) rows_of[ky] = reader(iy, g.ph, ky, g.dh, g.sh, g.oh);
+    for (int64_t ky = 0; ky < g.kh; ++ky) rows_of[ky] = output_reading(iy, ky, g.ph, g.dh, g.sh, g.oh);
     for (int64_t ix = 0; ix < g.w; ++ix) {
       int nt = 0;
       for (int64_t ky = 0; ky < g.kh; ++ky) {
         if (rows_of[ky] < 0) continue;
         for (int64_t kx = 0; kx < g.kw; ++kx) {
-          const int64_t ox = cols[size_t(ix * g.kw + kx)];
+          const int64_t ox = cols[ix * g.kw + kx];
           if (ox < 0) continue;
           src[nt] = dyi + (rows_of[ky] * g.ow + ox) * c;
           tw[nt++] = wt + (ky * g.kw + kx) * c;

@@ -43,6 +43,22 @@ inline int64_t nhwc_row(int64_t tap, int64_t ci, int64_t c, int64_t taps) {
   return c0 * taps + tap * width + (ci - c0);
 }
 
+// Visits one [cin, kh, kw] filter's entries in the channels-last K order: f(ci * taps + tap) for k = 0,
+// 1, ... (weights_to_ohwi reads a filter so, and the channels-last dW's reorder writes one back).
+template <typename F>
+inline void for_each_nhwc_k(int64_t c, int64_t taps, F&& f) {
+  for (int64_t c0 = 0; c0 < c; c0 += kNhwcBlock)
+    for (int64_t tap = 0; tap < taps; ++tap)
+      for (int64_t ci = c0; ci < c && ci < c0 + kNhwcBlock; ++ci) f(ci * taps + tap);
+}
+
+// The output row (or column) that reads input row i through tap row k, or -1 where none does: the
+// gathers of the channels-last backward-data passes work these out per row and per column, not per pixel.
+inline int64_t output_reading(int64_t i, int64_t k, int64_t pad, int64_t dil, int64_t stride, int64_t out) {
+  const int64_t n = i + pad - k * dil;  // = o * stride for the output o that reads i
+  return n < 0 || n % stride != 0 || n / stride >= out ? -1 : n / stride;
+}
+
 // A GEMM operand. Strided: element (r, k) at p[r * rs + k * cs]. The im2col kinds read the patch matrix
 // of one image without materialising it: Im2col is [c*kh*kw, oh*ow] (row = (channel, ky, kx), column =
 // output pixel), Im2colT is its transpose. x points at channel 0 of the image/group, planes h*w apart.
@@ -158,8 +174,10 @@ struct Kernels {
   void (*direct_backward_filter_plane)(const float* x, const float* dy, double* dwt, const Window& g);
   // The transpose of direct_forward_nhwc on channels-last dy and dx: dx rows [r0, r1) (n * h numbered
   // across images), each pixel's channels = the sum, tap by tap, of wt[tap * c + ch] * dy at the output
-  // pixel reading it through that tap (overwrites dx).
-  void (*direct_backward_data_nhwc)(const float* dy, const float* wt, float* dx, const Window& g, int64_t r0, int64_t r1);
+  // pixel reading it through that tap (overwrites dx). cols[ix * kw + kx]: output_reading of column ix
+  // through tap column kx.
+  void (*direct_backward_data_nhwc)(const float* dy, const float* wt, const int64_t* cols, float* dx, const Window& g,
+                                    int64_t r0, int64_t r1);
   // The weight gradient on one channels-last image: dwt[tap * c + ch] += sum over its output rows [oy0,
   // oy1) of dy * x through that tap, for channels [c0, c1) (float per output row, double across rows).
   void (*direct_backward_filter_nhwc)(const float* x, const float* dy, double* dwt, const Window& g, int64_t c0, int64_t c1,
