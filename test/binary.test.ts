@@ -361,6 +361,19 @@ describe('every ISA level', () => {
         }
       }
     }
+    // Every bit differs (inputs all -1, weights all +1): each word adds its largest count, for each
+    // words-per-tap form of the kernels (1, 2, 4 and 8 words, 9 words, more words than one byte count holds).
+    for (const C of [32, 64, 128, 256, 288, 1024]) {
+      const weights = n.packWeights({ wShape: [32, C, 3, 3], groups: 1, w: new Float32Array(32 * C * 9).fill(1) });
+      const { plan } = n.mstPlan({ weights, reuse: 'never', maxDepth: 3 });
+      const a = { device: -1, x: new Uint32Array(5 * 5 * C / 32).fill(0xffffffff), xShape: [1, 5, 5, C], strideH: 1, strideW: 1,
+                  padH: 0, padW: 0, dilationH: 1, dilationW: 1, padValue: 'one', output: 'int32' };
+      const fast = new Int32Array(3 * 3 * 32), ref = new Int32Array(3 * 3 * 32);
+      n.binaryConv2d({ ...a, plan, out: fast });
+      n.binaryConv2dReference({ ...a, weights, out: ref });
+      eq(fast, ref);
+      eq(fast, new Int32Array(fast.length).fill(-9 * C));
+    }
     console.log(JSON.stringify({ isa: n.info().isaLevel, warning: n.info().isaWarning, checks, mismatches }));
   `;
   // XNORM_GFNI=0: AVX-512 without its GFNI bit transposes, as on CPUs that lack GFNI.

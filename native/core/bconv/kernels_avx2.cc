@@ -34,41 +34,124 @@ struct Popc {
   __m256i widen(__m256i b) const { return _mm256_madd_epi16(_mm256_maddubs_epi16(b, ones8), ones16); }
 };
 
-// NQ: the panel's 8-channel quarters counted (2 for a half_panel, whose other accumulators stay zero).
+// The output transform of 8 channels, as output_value (epilogue.h) computes it for one.
+struct Transform8 {
+  __m256i k, m;
+  __m256 lo, hi;
+  const float* clamp;
+  Transform8(int32_t k_, int32_t m_, const float* clamp_)
+      : k(_mm256_set1_epi32(k_)), m(_mm256_set1_epi32(m_)), lo(_mm256_set1_ps(clamp_ ? clamp_[0] : 0.0f)),
+        hi(_mm256_set1_ps(clamp_ ? clamp_[1] : 0.0f)), clamp(clamp_) {}
+  __m256i dot(const int32_t* v) const {
+    return _mm256_add_epi32(k, _mm256_mullo_epi32(m, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v))));
+  }
+  __m256 value(const int32_t* v, const float* scale, const float* bias) const {
+    return value_of(dot(v), _mm256_loadu_ps(scale), _mm256_loadu_ps(bias));
+  }
+  // The value of a dot product already formed.
+  __m256 value_of(__m256i dot, __m256 scale, __m256 bias) const {
+    __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(dot), scale);
+    __asm__("" : "+x"(y));  // keeps the product rounded: the compiler may not fuse it with the add
+    y = _mm256_add_ps(y, bias);
+    return clamp ? _mm256_min_ps(hi, _mm256_max_ps(lo, y)) : y;  // = std::min(std::max(y, lo), hi)
+  }
+};
+
+// The fused output (Epilogue) of MR pixels x 8 * NQ consecutive channels from ch0, from the popcounts
+// in registers: whole vectors, as output_value computes each value (epilogue.h's scalar form took a
+// fifth of the 128-channel layers' time). Float rows of whole cache lines are streamed where asked.
 template <int MR, int NQ>
-void dense_tile(const Popc& pc, const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t off,
-                const uint32_t* panel, const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp, const Epilogue* ep,
-                int64_t pix0) {
-  __m256i acc[MR][4];
+void finish_block(const __m256i (*acc)[4], const Epilogue& ep, int64_t pix0, int64_t ch0, int32_t* p, int64_t ldp) {
+  const __m256i k = _mm256_set1_epi32(ep.k);
+  const auto dot = [&](__m256i pc) { return _mm256_sub_epi32(k, _mm256_slli_epi32(pc, 1)); };
+  const auto raw = [&](int r) {
+    if (!ep.raw || !ep.raw[pix0 + r]) return false;
+    for (int q = 0; q < NQ; ++q) _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + r * ldp + ch0 + 8 * q), acc[r][q]);
+    return true;
+  };
+  if (ep.kind == Output::Int32) {
+    for (int r = 0; r < MR; ++r) {
+      if (raw(r)) continue;
+      int32_t* o = static_cast<int32_t*>(ep.out) + (pix0 + r) * ep.ldo + ch0;
+      for (int q = 0; q < NQ; ++q) _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + 8 * q), dot(acc[r][q]));
+    }
+    return;
+  }
+  const Transform8 tf(ep.k, -2, ep.clamp);
+  __m256 scale[NQ], bias[NQ];
+  for (int q = 0; q < NQ; ++q) scale[q] = _mm256_loadu_ps(ep.scale + ch0 + 8 * q), bias[q] = _mm256_loadu_ps(ep.bias + ch0 + 8 * q);
+  const auto value = [&](int r, int q) { return tf.value_of(dot(acc[r][q]), scale[q], bias[q]); };
+  if (ep.kind == Output::Bits) {
+    for (int r = 0; r < MR; ++r) {
+      if (raw(r)) continue;
+      uint32_t word = 0;
+      for (int q = 0; q < NQ; ++q)
+        word |= uint32_t(_mm256_movemask_ps(_mm256_cmp_ps(value(r, q), _mm256_setzero_ps(), _CMP_LT_OQ))) << (8 * q);
+      static_cast<uint32_t*>(ep.out)[(pix0 + r) * ep.ldo + ch0 / 32] = word;
+    }
+    return;
+  }
+  for (int r = 0; r < MR; ++r) {
+    if (raw(r)) continue;
+    float* o = static_cast<float*>(ep.out) + (pix0 + r) * ep.ldo + ch0;
+    if (NQ == 4 && ep.stream && (reinterpret_cast<uintptr_t>(o) & 63) == 0) {
+      for (int q = 0; q < NQ; ++q) _mm256_stream_ps(o + 8 * q, value(r, q));
+    } else {
+      for (int q = 0; q < NQ; ++q) _mm256_storeu_ps(o + 8 * q, value(r, q));
+    }
+  }
+}
+
+// MR pixels x 8 * NQ channels (NQ = 2 for a half_panel, whose other channels are empty). Bytes count
+// up to kByteSteps words, then widen into the 32-bit sums. WG > 0 fixes the words per tap at compile
+// time (small channel counts: the word loop unrolls, and the byte counts widen between taps). nvalid:
+// the panel's consecutive channels (consecutive_channels), 8 * NQ for the vector epilogue.
+template <int MR, int NQ, int WG>
+void dense_tile(const Popc& pc, const uint32_t* const* rows, int64_t taps, int64_t wg_runtime, int64_t off,
+                const uint32_t* panel, const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp, int nvalid,
+                const Epilogue* ep, int64_t pix0) {
+  static_assert(WG <= kByteSteps, "a tap's words fit in the byte counts");
+  __m256i acc[MR][4], b8[MR][NQ];
   for (int r = 0; r < MR; ++r)
     for (int q = 0; q < 4; ++q) acc[r][q] = _mm256_setzero_si256();
-  const int64_t kw = taps * wg;
-  const uint32_t* src[MR];
-  int64_t t = 0, j = 0;  // tap and word of step k, advanced with k
-  for (int r = 0; r < MR; ++r) src[r] = rows[r * taps] + off;
-  for (int64_t k0 = 0; k0 < kw; k0 += kByteSteps) {
-    int64_t k1 = k0 + kByteSteps < kw ? k0 + kByteSteps : kw;
-    __m256i b8[MR][4];
+  for (int r = 0; r < MR; ++r)
+    for (int q = 0; q < NQ; ++q) b8[r][q] = _mm256_setzero_si256();
+  const auto widen = [&] {
     for (int r = 0; r < MR; ++r)
-      for (int q = 0; q < 4; ++q) b8[r][q] = _mm256_setzero_si256();
-    for (int64_t k = k0; k < k1; ++k) {
-      if (j == wg) {
-        j = 0;
-        ++t;
-        for (int r = 0; r < MR; ++r) src[r] = rows[r * taps + t] + off;
-      }
-      const uint32_t* wk = panel + k * kPanelWidth;
       for (int q = 0; q < NQ; ++q) {
-        __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wk + 8 * q));
-        for (int r = 0; r < MR; ++r) {
-          __m256i x = _mm256_set1_epi32(int(src[r][j]));
-          b8[r][q] = _mm256_add_epi8(b8[r][q], pc.bytes(_mm256_xor_si256(x, w)));
-        }
+        acc[r][q] = _mm256_add_epi32(acc[r][q], pc.widen(b8[r][q]));
+        b8[r][q] = _mm256_setzero_si256();
       }
-      ++j;
+  };
+  if (ep && ep->kind == Output::Float && !ep->stream) {
+    // The output lines, fetched for writing now: their misses overlap the popcounts, not the stores.
+    const char* out = static_cast<const char*>(ep->out) + (pix0 * ep->ldo + ch[0]) * 4;
+    for (int r = 0; r < MR; ++r) {
+      __builtin_prefetch(out + r * ep->ldo * 4, 1);
+      __builtin_prefetch(out + r * ep->ldo * 4 + 64, 1);
     }
-    for (int r = 0; r < MR; ++r)
-      for (int q = 0; q < NQ; ++q) acc[r][q] = _mm256_add_epi32(acc[r][q], pc.widen(b8[r][q]));
+  }
+  const int64_t wg = WG > 0 ? WG : wg_runtime;
+  int64_t steps = 0;  // words in the byte counts
+  for (int64_t t = 0; t < taps; ++t) {
+    const uint32_t* src[MR];
+    for (int r = 0; r < MR; ++r) src[r] = rows[r * taps + t] + off;
+    const uint32_t* wt = panel + t * wg * kPanelWidth;
+    if (WG > 0 && steps + WG > kByteSteps) widen(), steps = 0;
+    for (int64_t j = 0; j < wg; ++j) {
+      if (WG == 0 && steps == kByteSteps) widen(), steps = 0;
+      for (int q = 0; q < NQ; ++q) {
+        const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wt + j * kPanelWidth + 8 * q));
+        for (int r = 0; r < MR; ++r)
+          b8[r][q] = _mm256_add_epi8(b8[r][q], pc.bytes(_mm256_xor_si256(_mm256_set1_epi32(int(src[r][j])), w)));
+      }
+      ++steps;
+    }
+  }
+  widen();
+  if (ep && nvalid == 8 * NQ) {
+    finish_block<MR, NQ>(acc, *ep, pix0, ch[0], p, ldp);
+    return;
   }
   alignas(32) int32_t buf[MR][kPanelWidth];
   for (int r = 0; r < MR; ++r)
@@ -79,13 +162,24 @@ void dense_tile(const Popc& pc, const uint32_t* const* rows, int64_t taps, int64
 void dense_panel(const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t off, int64_t npix,
                  const uint32_t* panel, const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp, const Epilogue* ep) {
   Popc pc;
-  auto tiles = [&](auto nq) {
+  const int nvalid = ep ? consecutive_channels(ch) : 0;  // once per panel, not per tile
+  auto tiles = [&](auto nq, auto words) {
     int64_t i = 0;
-    for (; i + 2 <= npix; i += 2) dense_tile<2, nq()>(pc, rows + i * taps, taps, wg, off, panel, ch, p + i * ldp, ldc, ldp, ep, i);
-    if (i < npix) dense_tile<1, nq()>(pc, rows + i * taps, taps, wg, off, panel, ch, p + i * ldp, ldc, ldp, ep, i);
+    for (; i + 2 <= npix; i += 2)
+      dense_tile<2, nq(), words()>(pc, rows + i * taps, taps, wg, off, panel, ch, p + i * ldp, ldc, ldp, nvalid, ep, i);
+    if (i < npix) dense_tile<1, nq(), words()>(pc, rows + i * taps, taps, wg, off, panel, ch, p + i * ldp, ldc, ldp, nvalid, ep, i);
   };
-  if (half_panel(ch)) return tiles(std::integral_constant<int, 2>{});
-  tiles(std::integral_constant<int, 4>{});
+  auto by_words = [&](auto nq) {
+    switch (wg) {
+      case 1: return tiles(nq, std::integral_constant<int, 1>{});
+      case 2: return tiles(nq, std::integral_constant<int, 2>{});
+      case 4: return tiles(nq, std::integral_constant<int, 4>{});
+      case 8: return tiles(nq, std::integral_constant<int, 8>{});
+      default: return tiles(nq, std::integral_constant<int, 0>{});
+    }
+  };
+  if (half_panel(ch)) return by_words(std::integral_constant<int, 2>{});
+  by_words(std::integral_constant<int, 4>{});
 }
 
 // Bit k of 32 pixels at a time: an in-lane byte shuffle and a dword permute per input register gather
@@ -224,25 +318,6 @@ void distances(const uint32_t* row, const uint32_t* rows, int64_t n, int64_t kw,
     diff_words[v] = dw;
   }
 }
-
-// The output transform of 8 channels, as output_value (epilogue.h) computes it for one.
-struct Transform8 {
-  __m256i k, m;
-  __m256 lo, hi;
-  const float* clamp;
-  Transform8(int32_t k_, int32_t m_, const float* clamp_)
-      : k(_mm256_set1_epi32(k_)), m(_mm256_set1_epi32(m_)), lo(_mm256_set1_ps(clamp_ ? clamp_[0] : 0.0f)),
-        hi(_mm256_set1_ps(clamp_ ? clamp_[1] : 0.0f)), clamp(clamp_) {}
-  __m256i dot(const int32_t* v) const {
-    return _mm256_add_epi32(k, _mm256_mullo_epi32(m, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v))));
-  }
-  __m256 value(const int32_t* v, const float* scale, const float* bias) const {
-    __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(dot(v)), _mm256_loadu_ps(scale));
-    __asm__("" : "+x"(y));  // keeps the product rounded: the compiler may not fuse it with the add
-    y = _mm256_add_ps(y, _mm256_loadu_ps(bias));
-    return clamp ? _mm256_min_ps(hi, _mm256_max_ps(lo, y)) : y;  // = std::min(std::max(y, lo), hi)
-  }
-};
 
 void out_int32(const int32_t* v, int32_t k, int32_t m, int64_t n, int32_t* out) {
   const Transform8 tf(k, m, nullptr);
