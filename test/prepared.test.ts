@@ -32,6 +32,10 @@ const CASES: ConvCase[] = [
   { n: 2, c: 24, h: 6, w: 7, cout: 40, k: [1, 1], s: [1, 1], p: [0, 0], d: [1, 1], g: 1 },  // pointwise
   { n: 2, c: 24, h: 9, w: 8, cout: 24, k: [3, 3], s: [2, 1], p: [1, 1], d: [1, 1], g: 24 }, // depthwise
   { n: 1, c: 12, h: 9, w: 8, cout: 18, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 3 },  // grouped
+  // NCHW narrow maps through the pixels-as-rows GEMM, written back per channel: 1024 channels (C's
+  // rows padded), runs of pixels crossing images; wider N tiles (256 pixels, more than one M block).
+  { n: 2, c: 40, h: 7, w: 7, cout: 1024, k: [1, 1], s: [1, 1], p: [0, 0], d: [1, 1], g: 1 },
+  { n: 4, c: 20, h: 16, w: 16, cout: 130, k: [3, 3], s: [2, 2], p: [1, 1], d: [1, 1], g: 1 },
   // Enough pixels times patch (> 2^22) for the channels-last GEMM with pixels as N (the others take pixels as M).
   { n: 2, c: 64, h: 127, w: 129, cout: 40, k: [3, 3], s: [2, 2], p: [1, 1], d: [1, 1], g: 1 },
 ];

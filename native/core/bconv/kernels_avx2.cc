@@ -39,21 +39,22 @@ struct Transform8 {
   __m256i k, m;
   __m256 lo, hi;
   const float* clamp;
+  bool popcounts;  // m = -2: a shift instead of a (slower) 32-bit multiply
   Transform8(int32_t k_, int32_t m_, const float* clamp_)
       : k(_mm256_set1_epi32(k_)), m(_mm256_set1_epi32(m_)), lo(_mm256_set1_ps(clamp_ ? clamp_[0] : 0.0f)),
-        hi(_mm256_set1_ps(clamp_ ? clamp_[1] : 0.0f)), clamp(clamp_) {}
-  __m256i dot(const int32_t* v) const {
-    return _mm256_add_epi32(k, _mm256_mullo_epi32(m, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v))));
+        hi(_mm256_set1_ps(clamp_ ? clamp_[1] : 0.0f)), clamp(clamp_), popcounts(m_ == -2) {}
+  __m256i dot(__m256i v) const {
+    return popcounts ? _mm256_sub_epi32(k, _mm256_slli_epi32(v, 1)) : _mm256_add_epi32(k, _mm256_mullo_epi32(m, v));
   }
-  __m256 value(const int32_t* v, const float* scale, const float* bias) const {
-    return value_of(dot(v), _mm256_loadu_ps(scale), _mm256_loadu_ps(bias));
-  }
-  // The value of a dot product already formed.
-  __m256 value_of(__m256i dot, __m256 scale, __m256 bias) const {
-    __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(dot), scale);
+  __m256i dot(const int32_t* v) const { return dot(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v))); }
+  __m256 value(__m256i v, __m256 scale, __m256 bias) const {
+    __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(dot(v)), scale);
     __asm__("" : "+x"(y));  // keeps the product rounded: the compiler may not fuse it with the add
     y = _mm256_add_ps(y, bias);
     return clamp ? _mm256_min_ps(hi, _mm256_max_ps(lo, y)) : y;  // = std::min(std::max(y, lo), hi)
+  }
+  __m256 value(const int32_t* v, const float* scale, const float* bias) const {
+    return value(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v)), _mm256_loadu_ps(scale), _mm256_loadu_ps(bias));
   }
 };
 
@@ -62,8 +63,7 @@ struct Transform8 {
 // fifth of the 128-channel layers' time). Float rows of whole cache lines are streamed where asked.
 template <int MR, int NQ>
 void finish_block(const __m256i (*acc)[4], const Epilogue& ep, int64_t pix0, int64_t ch0, int32_t* p, int64_t ldp) {
-  const __m256i k = _mm256_set1_epi32(ep.k);
-  const auto dot = [&](__m256i pc) { return _mm256_sub_epi32(k, _mm256_slli_epi32(pc, 1)); };
+  const Transform8 tf(ep.k, -2, ep.clamp);
   const auto raw = [&](int r) {
     if (!ep.raw || !ep.raw[pix0 + r]) return false;
     for (int q = 0; q < NQ; ++q) _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + r * ldp + ch0 + 8 * q), acc[r][q]);
@@ -73,14 +73,13 @@ void finish_block(const __m256i (*acc)[4], const Epilogue& ep, int64_t pix0, int
     for (int r = 0; r < MR; ++r) {
       if (raw(r)) continue;
       int32_t* o = static_cast<int32_t*>(ep.out) + (pix0 + r) * ep.ldo + ch0;
-      for (int q = 0; q < NQ; ++q) _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + 8 * q), dot(acc[r][q]));
+      for (int q = 0; q < NQ; ++q) _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + 8 * q), tf.dot(acc[r][q]));
     }
     return;
   }
-  const Transform8 tf(ep.k, -2, ep.clamp);
   __m256 scale[NQ], bias[NQ];
   for (int q = 0; q < NQ; ++q) scale[q] = _mm256_loadu_ps(ep.scale + ch0 + 8 * q), bias[q] = _mm256_loadu_ps(ep.bias + ch0 + 8 * q);
-  const auto value = [&](int r, int q) { return tf.value_of(dot(acc[r][q]), scale[q], bias[q]); };
+  const auto value = [&](int r, int q) { return tf.value(acc[r][q], scale[q], bias[q]); };
   if (ep.kind == Output::Bits) {
     for (int r = 0; r < MR; ++r) {
       if (raw(r)) continue;

@@ -321,10 +321,20 @@ void gemm_task(const GemmProblem& P, int64_t mc_rows, int64_t b0, int64_t b1, in
     const float* pb = P.b.packed ? P.b.packed + j0 * P.k + p0 * NR : pb_tile ? pb_tile + p0 * padded_cols(nc) : own;
     const int64_t panel_floats = P.b.packed ? NR * P.k : kc * NR;
     if (!pb_tile && !P.b.packed) pack_b(P.b, p0, kc, j0, nc, own);
+    // Prepared panels come from memory once per call: the next K slice of a one-panel tile (a deep
+    // layer at batch 1) is fetched a share per row tile while this one is multiplied.
+    const char* next = P.b.packed && !last && nc <= NR ? reinterpret_cast<const char*>(pb + kc * NR) : nullptr;
+    const int64_t next_lines = next ? (std::min(slice, P.k - p0 - kc) * NR * 4 + 63) / 64 : 0;
+    const int64_t row_tiles = (b1 - b0) * ((mc_rows + MR - 1) / MR);
+    int64_t fetched = 0, tiles_done = 0;
     for (int64_t blk = b0; blk < b1; ++blk) {
       const int64_t i0 = blk * mc_rows, mc = std::min(mc_rows, P.m - i0);
       const float* pa = pa_all + p0 * padded_rows(P.m) + i0 * kc;
       for (int64_t ir = 0; ir < mc; ir += MR) {
+        if (next) {
+          const int64_t upto = std::min(next_lines, (++tiles_done * next_lines + row_tiles - 1) / row_tiles);
+          for (; fetched < upto; ++fetched) __builtin_prefetch(next + fetched * 64);
+        }
         const float* bias = last && P.bias_row ? P.bias_row + i0 + ir : nullptr;
         for (int64_t jr = 0; jr < nc; jr += NR)
           Micro::run(kc, pa + (ir / MR) * kc * MR, pb + (jr / NR) * panel_floats, P.c + (i0 + ir) * P.ldc + j0 + jr,

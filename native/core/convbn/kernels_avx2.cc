@@ -17,13 +17,27 @@ struct Micro {
 
   static void run(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int mr, int nr, bool add,
                   const float* bias, bool relu) {
-    __m256 acc0[MR], acc1[MR];
+    // A partial tile multiplies only its rows (49 pixels are 8 tiles of 6 and one of 1).
+    switch (mr) {
+      case 1: return rows<1>(kc, a, b, c, ldc, nr, add, bias, relu);
+      case 2: return rows<2>(kc, a, b, c, ldc, nr, add, bias, relu);
+      case 3: return rows<3>(kc, a, b, c, ldc, nr, add, bias, relu);
+      case 4: return rows<4>(kc, a, b, c, ldc, nr, add, bias, relu);
+      case 5: return rows<5>(kc, a, b, c, ldc, nr, add, bias, relu);
+      default: return rows<MR>(kc, a, b, c, ldc, nr, add, bias, relu);
+    }
+  }
+
+  template <int R>
+  static void rows(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int nr, bool add,
+                   const float* bias, bool relu) {
+    __m256 acc0[R], acc1[R];
 #pragma GCC unroll 6
-    for (int i = 0; i < MR; ++i) acc0[i] = acc1[i] = _mm256_setzero_ps();
+    for (int i = 0; i < R; ++i) acc0[i] = acc1[i] = _mm256_setzero_ps();
     for (int64_t k = 0; k < kc; ++k) {
       const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
 #pragma GCC unroll 6
-      for (int i = 0; i < MR; ++i) {
+      for (int i = 0; i < R; ++i) {
         const __m256 ai = _mm256_broadcast_ss(a + i);
         acc0[i] = _mm256_fmadd_ps(ai, b0, acc0[i]);
         acc1[i] = _mm256_fmadd_ps(ai, b1, acc1[i]);
@@ -34,8 +48,7 @@ struct Micro {
     const __m256i m0 = lane_mask(nr >= 8 ? 8 : nr), m1 = lane_mask(nr >= 16 ? 8 : nr > 8 ? nr - 8 : 0);
     const __m256 zero = _mm256_setzero_ps();
 #pragma GCC unroll 6
-    for (int i = 0; i < MR; ++i) {
-      if (i >= mr) break;
+    for (int i = 0; i < R; ++i) {
       float* row = c + i * ldc;
       __m256 v0 = acc0[i], v1 = acc1[i];
       if (add) {
