@@ -159,43 +159,52 @@ void wino_rows(const WinoPlan& q, int64_t p0, int64_t p1, Fn&& fn) {
 template <int M>
 void wino_weight_panel(const WinogradProblem& P, int64_t co0, float* dst, int64_t uxi) {
   constexpr int MR = Micro::MR, A = WinoTf<M>::A;
-#if defined(__AVX2__) && !defined(__AVX512F__)
-  // AVX2: the panel's MR filters in the lanes of one vector, so both passes of G g G^T run on whole
-  // vectors and each U value of a channel pair lands with its panel row's others, MR floats at once
-  // (the scalar pass below stored every value on its own: most of Tune's time on 512@7 at batch 1).
-  static_assert(MR <= Micro::VW && Micro::VW == kTW, "a panel's filters fit one transposed vector");
-  constexpr int64_t kChunk = 32;  // input channels per pass: 9 * 32 taps of MR filters, 9 KiB
+#if !defined(__AVX512F__)
+  // The panel's MR filters in the lanes of NV vectors, so both passes of G g G^T run on whole vectors
+  // and each U value of a channel pair lands with its panel row's others, MR floats at once (the scalar
+  // pass below stores every value on its own: it was most of Tune's time on AVX2 at 512@7, batch 1).
+  // AVX-512 keeps that pass until this one is measured there.
+  constexpr int VW = Micro::VW, NV = (MR + VW - 1) / VW, LW = NV * VW;  // LW: lanes per panel row
+  static_assert(MR % VW == 0 || NV == 1, "a panel row is whole vectors, or one partly used");
+  constexpr int64_t kChunk = 32;  // input channels per pass: 9 * 32 taps of the panel's filters
   const int64_t c = P.c, filters = std::min<int64_t>(MR, P.cout - co0);
   const float* src = P.wt + co0 * c * 9;
   const float* sc = P.w_scale ? P.w_scale + co0 : nullptr;
-  alignas(64) float taps[kChunk * 9 * kTW];  // [ci * 9 + tap][filter], zeros past `filters`
+  alignas(64) float taps[kChunk * 9 * LW];  // [ci * 9 + tap][filter], zeros past `filters`
   for (int64_t c0 = 0; c0 < c; c0 += kChunk) {
     const int64_t cn = std::min(kChunk, c - c0), lo = c0 * 9, hi = (c0 + cn) * 9;
     int64_t j = lo;
+#if defined(__AVX2__)
+    static_assert(LW == kTW, "one transposed block per panel row");
     for (; j + kTW <= hi; j += kTW) {
       float* rows[kTW];
       for (int l = 0; l < kTW; ++l) rows[l] = taps + (j - lo + l) * kTW;
       transpose_filters<kTW>(src + j, c * 9, filters, sc, rows);
     }
+#endif
     for (; j < hi; ++j)
-      for (int64_t co = 0; co < kTW; ++co)
-        taps[(j - lo) * kTW + co] = co >= filters ? 0.f : sc ? src[co * c * 9 + j] * sc[co] : src[co * c * 9 + j];
+      for (int64_t co = 0; co < LW; ++co)
+        taps[(j - lo) * LW + co] = co >= filters ? 0.f : sc ? src[co * c * 9 + j] * sc[co] : src[co * c * 9 + j];
     for (int64_t i = 0; i < cn; ++i) {
-      const auto g = [&](int tap) { return loadu(taps + (i * 9 + tap) * kTW); };
-      VecF t[A][3], u[A];
-      for (int kx = 0; kx < 3; ++kx) {  // G g, down each column of the taps
-        WinoTf<M>::kernel(g(kx), g(kx + 3), g(kx + 6), u);
-        for (int k = 0; k < A; ++k) t[k][kx] = u[k];
-      }
-      // Whole vectors: the lanes past MR spill into the next channel's rows, written after these; the
-      // panel's last channel stores only its MR values (the next panel may belong to another thread).
+      // Where MR < VW, whole vectors still: the lanes past MR spill into the next channel's rows,
+      // written after these; the panel's last channel stores only its MR values (the next panel may
+      // belong to another thread).
       float* d = dst + (c0 + i) * MR;
       const bool last = c0 + i + 1 == c;
-      for (int k = 0; k < A; ++k) {  // (G g) G^T, row by row
-        WinoTf<M>::kernel(t[k][0], t[k][1], t[k][2], u);
-        for (int l = 0; l < A; ++l) {
-          if (last) std::memcpy(d + (A * k + l) * uxi, &u[l], MR * sizeof(float));
-          else storeu(d + (A * k + l) * uxi, u[l]);
+      for (int v = 0; v < NV; ++v) {
+        const auto g = [&](int tap) { return loadu(taps + (i * 9 + tap) * LW + v * VW); };
+        VecF t[A][3], u[A];
+        for (int kx = 0; kx < 3; ++kx) {  // G g, down each column of the taps
+          WinoTf<M>::kernel(g(kx), g(kx + 3), g(kx + 6), u);
+          for (int k = 0; k < A; ++k) t[k][kx] = u[k];
+        }
+        for (int k = 0; k < A; ++k) {  // (G g) G^T, row by row
+          WinoTf<M>::kernel(t[k][0], t[k][1], t[k][2], u);
+          for (int l = 0; l < A; ++l) {
+            float* out = d + (A * k + l) * uxi + v * VW;
+            if (MR < VW && last) std::memcpy(out, &u[l], MR * sizeof(float));
+            else storeu(out, u[l]);
+          }
         }
       }
     }
