@@ -153,12 +153,50 @@ void wino_rows(const WinoPlan& q, int64_t p0, int64_t p1, Fn&& fn) {
   }
 }
 
+// Weights j in [lo, hi) of `filters` filters (filter co at src + co * stride, times scale[co] when
+// given) into rows of Lanes floats, filter co in lane co and zeros past `filters`: weight j's row at
+// row_of(j). kTW x kTW register transposes where a row is one such block.
+template <int Lanes, class RowOf>
+void filter_rows(const float* src, int64_t stride, int64_t filters, const float* scale, int64_t lo, int64_t hi,
+                 RowOf&& row_of) {
+  int64_t j = lo;
+#if defined(__AVX512F__) || defined(__AVX2__)
+  if (Lanes == kTW)
+    for (; j + kTW <= hi; j += kTW) {
+      float* rows[kTW];
+      for (int l = 0; l < kTW; ++l) rows[l] = row_of(j + l);
+      transpose_filters<kTW>(src + j, stride, filters, scale, rows);
+    }
+#endif
+  for (; j < hi; ++j) {
+    float* d = row_of(j);
+    for (int64_t co = 0; co < Lanes; ++co)
+      d[co] = co >= filters ? 0.f : scale ? src[co * stride + j] * scale[co] : src[co * stride + j];
+  }
+}
+
+// U = G g G^T of the channel pairs in a vector's lanes, from their taps g(tap) ([ky][kx] order):
+// out(xi, U_xi) for xi = 0 .. A^2 - 1.
+template <int M, class Taps, class Out>
+inline void weight_transform(Taps&& g, Out&& out) {
+  constexpr int A = WinoTf<M>::A;
+  VecF t[A][3], u[A];
+  for (int kx = 0; kx < 3; ++kx) {  // G g, down each column of the taps
+    WinoTf<M>::kernel(g(kx), g(kx + 3), g(kx + 6), u);
+    for (int k = 0; k < A; ++k) t[k][kx] = u[k];
+  }
+  for (int k = 0; k < A; ++k) {  // (G g) G^T, row by row
+    WinoTf<M>::kernel(t[k][0], t[k][1], t[k][2], u);
+    for (int l = 0; l < A; ++l) out(A * k + l, u[l]);
+  }
+}
+
 // U = G g G^T of every (output, input) channel pair, with g = wt * w_scale rounded to float first (the
 // values Deploy's folded weights hold), for the MR output channels from co0: one A panel of each of the
 // A^2 GEMMs, U_xi's at dst + xi * uxi.
 template <int M>
 void wino_weight_panel(const WinogradProblem& P, int64_t co0, float* dst, int64_t uxi) {
-  constexpr int MR = Micro::MR, A = WinoTf<M>::A;
+  constexpr int MR = Micro::MR;
 #if !defined(__AVX512F__)
   // The panel's MR filters in the lanes of NV vectors, so both passes of G g G^T run on whole vectors
   // and each U value of a channel pair lands with its panel row's others, MR floats at once (the scalar
@@ -173,43 +211,24 @@ void wino_weight_panel(const WinogradProblem& P, int64_t co0, float* dst, int64_
   alignas(64) float taps[kChunk * 9 * LW];  // [ci * 9 + tap][filter], zeros past `filters`
   for (int64_t c0 = 0; c0 < c; c0 += kChunk) {
     const int64_t cn = std::min(kChunk, c - c0), lo = c0 * 9, hi = (c0 + cn) * 9;
-    int64_t j = lo;
-#if defined(__AVX2__)
-    static_assert(LW == kTW, "one transposed block per panel row");
-    for (; j + kTW <= hi; j += kTW) {
-      float* rows[kTW];
-      for (int l = 0; l < kTW; ++l) rows[l] = taps + (j - lo + l) * kTW;
-      transpose_filters<kTW>(src + j, c * 9, filters, sc, rows);
-    }
-#endif
-    for (; j < hi; ++j)
-      for (int64_t co = 0; co < LW; ++co)
-        taps[(j - lo) * LW + co] = co >= filters ? 0.f : sc ? src[co * c * 9 + j] * sc[co] : src[co * c * 9 + j];
+    filter_rows<LW>(src, c * 9, filters, sc, lo, hi, [&](int64_t j) { return taps + (j - lo) * LW; });
     for (int64_t i = 0; i < cn; ++i) {
       // Where MR < VW, whole vectors still: the lanes past MR spill into the next channel's rows,
       // written after these; the panel's last channel stores only its MR values (the next panel may
       // belong to another thread).
       float* d = dst + (c0 + i) * MR;
       const bool last = c0 + i + 1 == c;
-      for (int v = 0; v < NV; ++v) {
-        const auto g = [&](int tap) { return loadu(taps + (i * 9 + tap) * LW + v * VW); };
-        VecF t[A][3], u[A];
-        for (int kx = 0; kx < 3; ++kx) {  // G g, down each column of the taps
-          WinoTf<M>::kernel(g(kx), g(kx + 3), g(kx + 6), u);
-          for (int k = 0; k < A; ++k) t[k][kx] = u[k];
-        }
-        for (int k = 0; k < A; ++k) {  // (G g) G^T, row by row
-          WinoTf<M>::kernel(t[k][0], t[k][1], t[k][2], u);
-          for (int l = 0; l < A; ++l) {
-            float* out = d + (A * k + l) * uxi + v * VW;
-            if (MR < VW && last) std::memcpy(out, &u[l], MR * sizeof(float));
-            else storeu(out, u[l]);
-          }
-        }
-      }
+      for (int v = 0; v < NV; ++v)
+        weight_transform<M>([&](int tap) { return loadu(taps + (i * 9 + tap) * LW + v * VW); },
+                            [&](int xi, VecF value) {
+                              float* out = d + xi * uxi + v * VW;
+                              if (MR < VW && last) std::memcpy(out, &value, MR * sizeof(float));
+                              else storeu(out, value);
+                            });
     }
   }
 #else
+  constexpr int A = WinoTf<M>::A;
   // Input channels per pass: the MR rows' U values of a pass fill whole cache lines of the A^2 panels
   // (uxi apart, so they do not share an L1 set) before those lines leave L1.
   constexpr int64_t kChunk = 32;

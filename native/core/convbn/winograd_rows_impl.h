@@ -46,32 +46,11 @@ void rows_weights_slice(const float* wt, const float* scale, int64_t c, int64_t 
     for (int64_t ci0 = p0; ci0 < p0 + kc; ci0 += kChunk) {
       const int64_t width = std::min(kChunk, p0 + kc - ci0), lo = ci0 * 9, hi = (ci0 + width) * 9;
       const auto row_of = [&](int64_t j) { return taps + ((j % 9) * kChunk + (j / 9 - ci0)) * VW; };
-      int64_t j = lo;
-#if defined(__AVX512F__) || defined(__AVX2__)
-      if (VW == kTW)
-        for (; j + kTW <= hi; j += kTW) {
-          float* rows[kTW];
-          for (int l = 0; l < kTW; ++l) rows[l] = row_of(j + l);
-          transpose_filters<kTW>(src + j, c * 9, fn, sc, rows);
-        }
-#endif
-      for (; j < hi; ++j) {
-        float* d = row_of(j);
-        for (int64_t co = 0; co < VW; ++co)
-          d[co] = co >= fn ? 0.f : sc ? src[co * c * 9 + j] * sc[co] : src[co * c * 9 + j];
-      }
+      filter_rows<VW>(src, c * 9, fn, sc, lo, hi, row_of);
       for (int64_t ci = 0; ci < width; ++ci) {
-        const auto g = [&](int tap) { return loadu(taps + (tap * kChunk + ci) * VW); };
-        VecF t[4][3], o[4];
-        for (int kx = 0; kx < 3; ++kx) {  // G g, down each column of the taps
-          WinoTf<2>::kernel(g(kx), g(kx + 3), g(kx + 6), o);
-          for (int k = 0; k < 4; ++k) t[k][kx] = o[k];
-        }
         float* d = u + (ci0 + ci - p0) * NR + f0;
-        for (int k = 0; k < 4; ++k) {  // (G g) G^T, row by row
-          WinoTf<2>::kernel(t[k][0], t[k][1], t[k][2], o);
-          for (int jj = 0; jj < 4; ++jj) storeu(d + (4 * k + jj) * ustride, o[jj]);
-        }
+        weight_transform<2>([&](int tap) { return loadu(taps + (tap * kChunk + ci) * VW); },
+                            [&](int xi, VecF value) { storeu(d + xi * ustride, value); });
       }
     }
   }
