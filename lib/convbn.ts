@@ -71,7 +71,11 @@ interface ShapeOnly {
 }
 
 interface Conv {
-  /** The native geometry, device and dtypes (shared by every conv entry point) */
+  /**
+   * The native geometry, device and dtypes (shared by every conv entry point), made per call: each op
+   * adds its tensors with Object.assign. A literal with more keys after a spread ({ ...args, x }) took
+   * V8's slow path (a map migration per key), half the JS time of a tiny conv2dSync.
+   */
   args: ConvArgs;
   cout: number;
   yShape: number[];
@@ -277,14 +281,14 @@ const convBnOp = defineOp((x: Tensor, p: ConvBnParams, opts?: ConvOpts & { saveF
   if (mode === 'deploy' && x.device === 'cpu') {
     // Fold once, then a plain conv with bias (on a GPU Deploy runs as Tune: the same fold, formed on the device).
     const folded = foldArrays(weight, bias, bn);
-    const args = { ...conv.args, x: nativeRef(x, `${op}: x`), weight: nativeRef(folded.weight), bias: folded.bias.storage() as Float32Array, y: nativeRef(y) };
+    const args = Object.assign(conv.args, { x: nativeRef(x, `${op}: x`), weight: nativeRef(folded.weight), bias: folded.bias.storage() as Float32Array, y: nativeRef(y) });
     return { call: freeOnFailure(fresh, (async) => native().conv2d(args, async)), finish: (): { y: Tensor; saved?: ConvBnSaved } => ({ y }) };
   }
   const tune = mode !== 'eval';
-  const args = {
-    ...conv.args, mode: tune ? 'tune' : 'eval', x: nativeRef(x, `${op}: x`), weight: nativeRef(weight, `${op}: p.weight`),
-    bias, ...bn, y: nativeRef(y),
-  } as const;
+  const args = Object.assign(conv.args, {
+    mode: tune ? 'tune' as const : 'eval' as const, x: nativeRef(x, `${op}: x`), weight: nativeRef(weight, `${op}: p.weight`),
+    bias, mean: bn.mean, var: bn.var, gamma: bn.gamma, beta: bn.beta, eps: bn.eps, y: nativeRef(y), saved: undefined as SavedHandle | undefined,
+  });
   let st: SavedState | undefined;
   if (save) {
     // x and s (+ a 1-bit ReLU mask) in Tune mode; x, z (+ y with ReLU) in Eval mode.
@@ -296,7 +300,7 @@ const convBnOp = defineOp((x: Tensor, p: ConvBnParams, opts?: ConvOpts & { saveF
     };
   }
   return {
-    call: freeOnFailure(fresh, (async) => native().convBnForward({ ...args, saved: st?.handle }, async)),
+    call: freeOnFailure(fresh, (async) => native().convBnForward(Object.assign(args, { saved: st?.handle }), async)),
     finish: (): { y: Tensor; saved?: ConvBnSaved } => (st ? { y, saved: new ConvBnSaved(st) } : { y }),
   };
 });
@@ -608,11 +612,11 @@ const conv2dOp = defineOp((x: Tensor, weight: Tensor | ConvWeights, bias?: Tenso
   checkSameDevice({ x, bias });
   const b = perChannel(bias, `${op}: bias`, conv.cout);
   const cw = conv.prepared;
-  const w = cw ? (cw.handle ? { prepared: cw.handle } : { weight: nativeRef(cw.tensor!, `${op}: weight`) })
-    : { weight: nativeRef(nativeWeight(weight as Tensor, `${op}: weight`)) };
+  const prepared = cw?.handle;
+  const w = prepared ? undefined : nativeRef(cw ? cw.tensor! : nativeWeight(weight as Tensor, `${op}: weight`), `${op}: weight`);
   const { y, fresh } = outputFor(o.out, x.device, conv.yShape, conv.args.dtype, `${op}: opts.out`,
     [x, cw ? cw.tensor : (weight as Tensor), bias]);
-  const args = { ...conv.args, x: nativeRef(x, `${op}: x`), ...w, bias: b, y: nativeRef(y) };
+  const args = Object.assign(conv.args, { x: nativeRef(x, `${op}: x`), weight: w, prepared, bias: b, y: nativeRef(y) });
   return { call: freeOnFailure(fresh, (async) => native().conv2d(args, async)), finish: () => y };
 });
 
@@ -695,12 +699,11 @@ const conv2dBackwardOp = defineOp((x: Tensor | { shape: readonly number[] }, wei
   const dWeight = make(wantDw, 'dWeight', wShape, 'float32');
   // An empty batch has no input to correlate: dWeight is all zeros (the kernels do not run).
   if (dWeight && xShape[0] === 0) dWeight.storage().fill(0);
-  const args = {
-    ...conv.args,
+  const args = Object.assign(conv.args, {
     x: xt ? nativeRef(xt, `${op}: x`) : undefined,
     weight: wt ? nativeRef(nativeWeight(wt, `${op}: weight`)) : undefined,
     dy: nativeRef(dyt, `${op}: dy`), dx: optionalRef(dx), dWeight: optionalRef(dWeight),
-  };
+  });
   return {
     call: freeOnFailure(fresh, (async) => native().conv2dBackward(args, async)),
     finish: () => ({ ...(dx ? { dx } : {}), ...(dWeight ? { dWeight } : {}) }) as { dx?: Tensor; dWeight?: Tensor },
