@@ -129,9 +129,13 @@ bool direct_planes(const ConvShape& g) {
   return nhwc_depthwise(g) && (g.h + 2 * g.ph) * (g.w + 2 * g.pw) <= (int64_t(1) << 16);
 }
 
+// The channels-last forward (forward_nhwc) runs every conv on NHWC x and y as they are; a depthwise one
+// with a channel multiplier m expands the input rows of each band of output rows to m copies of each
+// channel (per thread, about kh + 15 * stride rows of w * cout floats; capped via kh * w * cout). Its
+// backward passes still run on NCHW copies (backward_as_is).
 bool nhwc_native(const ConvShape& g) {
   if (g.layout != Layout::NHWC) return false;
-  return winograd(g) || !direct(g) || nhwc_depthwise(g);
+  return winograd(g) || !direct(g) || nhwc_depthwise(g) || (g.kh * g.kw <= 64 && g.kh * g.w * g.cout <= (int64_t(1) << 22));
 }
 
 // NCHW maps a few pixels wide gather their GEMM patches faster from a channels-last copy of x (runs of
@@ -160,7 +164,7 @@ std::string winograd_name(const ConvShape& g) {
 
 // The forward path by name, as the XNORM_DEBUG log reports it.
 std::string forward_path(const ConvShape& g) {
-  if (nhwc_native(g)) return direct(g)     ? "channels-last direct (depthwise)"
+  if (nhwc_native(g)) return direct(g)     ? (g.cout == g.c ? "channels-last direct (depthwise)" : "channels-last direct (depthwise, input rows expanded by the channel multiplier)")
                             : winograd(g)   ? "channels-last " + winograd_name(g)
                             : pixels_as_rows(g) ? "channels-last GEMM, pixels as M" : "channels-last GEMM";
   if (nchw_x_as_is(g)) return "channels-last GEMM, pixels as M, reading NCHW x as it is (1x1, one image)";

@@ -398,15 +398,38 @@ void forward_nhwc(const ConvShape& g, const float* x, const float* w, const floa
     return;
   }
   if (direct(g)) {
-    win.c = g.c;
-    float* wt = workspace(kWeights, (taps + 1) * g.c);  // taps [tap][c] (scaled as the plane kernel's), then the bias
-    float* b = wt + taps * g.c;
-    for (int64_t co = 0; co < g.c; ++co) {
-      for (int64_t t = 0; t < taps; ++t) wt[t * g.c + co] = w_scale ? w[co * taps + t] * w_scale[co] : w[co * taps + t];
+    win.c = g.cout;
+    float* wt = workspace(kWeights, (taps + 1) * g.cout);  // taps [tap][cout] (scaled as the plane kernel's), then the bias
+    float* b = wt + taps * g.cout;
+    for (int64_t co = 0; co < g.cout; ++co) {
+      for (int64_t t = 0; t < taps; ++t) wt[t * g.cout + co] = w_scale ? w[co * taps + t] * w_scale[co] : w[co * taps + t];
       b[co] = bias ? bias[co] : 0.f;
     }
-    parallel_for(g.n * g.oh, chunk_for(g.ow * g.c * taps), [&](int64_t r0, int64_t r1) {
-      k.direct_forward_nhwc(x, wt, b, relu, y, win, r0, r1);
+    if (g.cout == g.c) {
+      parallel_for(g.n * g.oh, chunk_for(g.ow * g.c * taps), [&](int64_t r0, int64_t r1) {
+        k.direct_forward_nhwc(x, wt, b, relu, y, win, r0, r1);
+      });
+      return;
+    }
+    // Channel multiplier m (output channel co reads input channel co / m): bands of up to kBand output
+    // rows of one image; the input rows a band reads are expanded to m copies of each channel (rows of
+    // cout values, in this thread's cache), and the same kernel runs on them as an image of those rows.
+    constexpr int64_t kBand = 16;
+    const int64_t m = g.cout / g.c, span = g.w * g.cout, bands = (g.oh + kBand - 1) / kBand;
+    const int64_t band_rows = std::min(g.h, (kBand - 1) * g.sh + (g.kh - 1) * g.dh + 1);
+    parallel_for(g.n * bands, chunk_for(kBand * (g.ow * g.cout * taps + g.sh * span)), [&](int64_t b0, int64_t b1) {
+      float* rows = workspace(kExpanded, band_rows * span);
+      for (int64_t u = b0; u < b1; ++u) {
+        const int64_t img = u / bands, oy0 = u % bands * kBand, oy1 = std::min(g.oh, oy0 + kBand);
+        const int64_t lo = std::max<int64_t>(0, oy0 * g.sh - g.ph);
+        const int64_t hi = std::min(g.h, (oy1 - 1) * g.sh - g.ph + (g.kh - 1) * g.dh + 1);
+        const float* src = x + (img * g.h + lo) * g.w * g.c;
+        for (int64_t i = 0; i < std::max<int64_t>(0, hi - lo) * g.w * g.c; ++i)
+          for (int64_t j = 0; j < m; ++j) rows[i * m + j] = src[i];
+        Window band = win;  // input rows [lo, hi) as an image; its output rows are the band's
+        band.h = std::max<int64_t>(0, hi - lo), band.oh = oy1 - oy0, band.ph = g.ph + lo - oy0 * g.sh;
+        k.direct_forward_nhwc(rows, wt, b, relu, y + (img * g.oh + oy0) * g.ow * g.cout, band, 0, oy1 - oy0);
+      }
     });
     return;
   }

@@ -15,7 +15,7 @@ constexpr int64_t kTaskElements = 1 << 15;
 inline int64_t chunk_for(int64_t unit) { return std::max<int64_t>(1, kTaskElements / std::max<int64_t>(1, unit)); }
 
 // Per-thread scratch kept between calls (workspace.cc), one slot per purpose.
-enum Slot { kColumns, kBatched, kWeightGrad, kDy, kInput, kOutput, kConvOut, kWeights, kSlots };
+enum Slot { kColumns, kBatched, kWeightGrad, kDy, kInput, kOutput, kConvOut, kWeights, kExpanded, kSlots };
 float* workspace(Slot slot, int64_t size);
 
 // Activation conversion between the caller's (dtype, layout) and float32 NCHW (convert.cc); a converted
