@@ -129,13 +129,18 @@ bool direct_planes(const ConvShape& g) {
   return nhwc_depthwise(g) && (g.h + 2 * g.ph) * (g.w + 2 * g.pw) <= (int64_t(1) << 16);
 }
 
+int64_t multiplier_band_rows(const ConvShape& g) {
+  return std::min(g.h, (kMultiplierBand - 1) * g.sh + (g.kh - 1) * g.dh + 1);
+}
+
 // The channels-last forward (forward_nhwc) runs every conv on NHWC x and y as they are; a depthwise one
 // with a channel multiplier m expands the input rows of each band of output rows to m copies of each
-// channel (per thread, about kh + 15 * stride rows of w * cout floats; capped via kh * w * cout). Its
-// backward passes still run on NCHW copies (backward_as_is).
+// channel, in per-thread scratch of at most 16 MiB (else NCHW transposes). Its backward passes still run
+// on NCHW copies (backward_as_is).
 bool nhwc_native(const ConvShape& g) {
   if (g.layout != Layout::NHWC) return false;
-  return winograd(g) || !direct(g) || nhwc_depthwise(g) || (g.kh * g.kw <= 64 && g.kh * g.w * g.cout <= (int64_t(1) << 22));
+  if (!direct(g)) return true;
+  return nhwc_depthwise(g) || (g.kh * g.kw <= 64 && multiplier_band_rows(g) * g.w * g.cout <= (int64_t(1) << 22));
 }
 
 // NCHW maps a few pixels wide gather their GEMM patches faster from a channels-last copy of x (runs of

@@ -414,11 +414,10 @@ void forward_nhwc(const ConvShape& g, const float* x, const float* w, const floa
     // Channel multiplier m (output channel co reads input channel co / m): bands of up to kBand output
     // rows of one image; the input rows a band reads are expanded to m copies of each channel (rows of
     // cout values, in this thread's cache), and the same kernel runs on them as an image of those rows.
-    constexpr int64_t kBand = 16;
+    constexpr int64_t kBand = kMultiplierBand;
     const int64_t m = g.cout / g.c, span = g.w * g.cout, bands = (g.oh + kBand - 1) / kBand;
-    const int64_t band_rows = std::min(g.h, (kBand - 1) * g.sh + (g.kh - 1) * g.dh + 1);
     parallel_for(g.n * bands, chunk_for(kBand * (g.ow * g.cout * taps + g.sh * span)), [&](int64_t b0, int64_t b1) {
-      float* rows = workspace(kExpanded, band_rows * span);
+      float* rows = workspace(kExpanded, multiplier_band_rows(g) * span);
       for (int64_t u = b0; u < b1; ++u) {
         const int64_t img = u / bands, oy0 = u % bands * kBand, oy1 = std::min(g.oh, oy0 + kBand);
         const int64_t lo = std::max<int64_t>(0, oy0 * g.sh - g.ph);

@@ -39,6 +39,10 @@ bool span_images(const ConvShape& g);
 // Channels-last forward without transposes: depthwise with one output channel per input channel, and
 // every GEMM-path convolution (not Winograd).
 bool nhwc_native(const ConvShape& g);
+// Channels-last depthwise with a channel multiplier: forward_nhwc expands the input rows of each band of
+// kMultiplierBand output rows; multiplier_band_rows(g) input rows of w * cout floats per thread.
+constexpr int64_t kMultiplierBand = 16;
+int64_t multiplier_band_rows(const ConvShape& g);
 bool nchw_via_nhwc(const ConvShape& g);
 bool nchw_x_as_is(const ConvShape& g);
 bool nhwc_depthwise(const ConvShape& g);
