@@ -28,44 +28,51 @@ struct Micro {
     }
   }
 
+  // A tile of at most 8 columns skips the FMAs of its second vector: the last panel of 49 pixels as N
+  // (a 7x7 map in NCHW) holds one column.
   template <int R>
   static void rows(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int nr, bool add,
                    const float* bias, bool relu) {
-    __m256 acc0[R], acc1[R];
+    if (nr > 8) {
+      cols<2, R>(kc, a, b, c, ldc, nr, add, bias, relu);
+    } else {
+      cols<1, R>(kc, a, b, c, ldc, nr, add, bias, relu);
+    }
+  }
+
+  // The micro-kernel on the first NV of the tile's two column vectors and its first R rows (A and B
+  // panels keep their MR and NR strides).
+  template <int NV, int R>
+  static void cols(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int nr, bool add,
+                   const float* bias, bool relu) {
+    __m256 acc[NV][R];
 #pragma GCC unroll 6
-    for (int i = 0; i < R; ++i) acc0[i] = acc1[i] = _mm256_setzero_ps();
+    for (int i = 0; i < R; ++i)
+      for (int v = 0; v < NV; ++v) acc[v][i] = _mm256_setzero_ps();
     for (int64_t k = 0; k < kc; ++k) {
-      const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+      __m256 bv[NV];
+      for (int v = 0; v < NV; ++v) bv[v] = _mm256_load_ps(b + 8 * v);
 #pragma GCC unroll 6
       for (int i = 0; i < R; ++i) {
         const __m256 ai = _mm256_broadcast_ss(a + i);
-        acc0[i] = _mm256_fmadd_ps(ai, b0, acc0[i]);
-        acc1[i] = _mm256_fmadd_ps(ai, b1, acc1[i]);
+        for (int v = 0; v < NV; ++v) acc[v][i] = _mm256_fmadd_ps(ai, bv[v], acc[v][i]);
       }
       a += MR;
       b += NR;
     }
-    const __m256i m0 = lane_mask(nr >= 8 ? 8 : nr), m1 = lane_mask(nr >= 16 ? 8 : nr > 8 ? nr - 8 : 0);
     const __m256 zero = _mm256_setzero_ps();
 #pragma GCC unroll 6
     for (int i = 0; i < R; ++i) {
       float* row = c + i * ldc;
-      __m256 v0 = acc0[i], v1 = acc1[i];
-      if (add) {
-        v0 = _mm256_add_ps(v0, _mm256_maskload_ps(row, m0));
-        v1 = _mm256_add_ps(v1, _mm256_maskload_ps(row + 8, m1));
+      for (int v = 0; v < NV; ++v) {
+        const int n = nr - 8 * v;
+        const __m256i m = lane_mask(n >= 8 ? 8 : n > 0 ? n : 0);
+        __m256 x = acc[v][i];
+        if (add) x = _mm256_add_ps(x, _mm256_maskload_ps(row + 8 * v, m));
+        if (bias) x = _mm256_add_ps(x, _mm256_broadcast_ss(bias + i));
+        if (relu) x = _mm256_max_ps(x, zero);
+        _mm256_maskstore_ps(row + 8 * v, m, x);
       }
-      if (bias) {
-        const __m256 bv = _mm256_broadcast_ss(bias + i);
-        v0 = _mm256_add_ps(v0, bv);
-        v1 = _mm256_add_ps(v1, bv);
-      }
-      if (relu) {
-        v0 = _mm256_max_ps(v0, zero);
-        v1 = _mm256_max_ps(v1, zero);
-      }
-      _mm256_maskstore_ps(row, m0, v0);
-      _mm256_maskstore_ps(row + 8, m1, v1);
     }
   }
 };
