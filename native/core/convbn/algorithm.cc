@@ -29,10 +29,10 @@ bool pointwise(const ConvShape& g) { return g.kh == 1 && g.kw == 1 && g.sh == 1 
 bool direct(const ConvShape& g) { return g.cin_g() == 1; }
 
 // Channels-last convs run their backward passes on the NHWC tensors as they are (conv_grads in
-// conv_passes.cc), but for depthwise ones with channel multipliers (direct loops over planes), which run
-// on float32 NCHW copies.
+// conv_passes.cc), but for depthwise ones with channel multipliers past nhwc_multiplier's bounds, which
+// run on float32 NCHW copies.
 bool backward_as_is(const ConvShape& g) {
-  return g.layout == Layout::NHWC && (!direct(g) || pointwise(g) || nhwc_depthwise(g));
+  return g.layout == Layout::NHWC && (!direct(g) || pointwise(g) || nhwc_depthwise(g) || nhwc_multiplier(g));
 }
 
 // Winograd F(2x2, 3x3) needs 2.25x fewer multiplies than the GEMM for 3x3 stride-1 kernels. Its
@@ -133,14 +133,18 @@ int64_t multiplier_band_rows(const ConvShape& g) {
   return std::min(g.h, (kMultiplierBand - 1) * g.sh + (g.kh - 1) * g.dh + 1);
 }
 
-// The channels-last forward (forward_nhwc) runs every conv on NHWC x and y as they are; a depthwise one
-// with a channel multiplier m expands the input rows of each band of output rows to m copies of each
-// channel, in per-thread scratch of at most 16 MiB (else NCHW transposes). Its backward passes still run
-// on NCHW copies (backward_as_is).
+// Channels-last depthwise with a channel multiplier m whose passes run the multiplier-1 kernels on
+// bands of rows expanded to m copies of each channel (forward_nhwc, backward_multiplier_nhwc), in
+// per-thread scratch of at most 16 MiB (else NCHW transposes).
+bool nhwc_multiplier(const ConvShape& g) {
+  return direct(g) && g.cout != g.c && g.kh * g.kw <= 64 && multiplier_band_rows(g) * g.w * g.cout <= (int64_t(1) << 22);
+}
+
+// The channels-last forward (forward_nhwc) runs every conv on NHWC x and y as they are, but depthwise
+// ones past nhwc_depthwise's and nhwc_multiplier's bounds.
 bool nhwc_native(const ConvShape& g) {
   if (g.layout != Layout::NHWC) return false;
-  if (!direct(g)) return true;
-  return nhwc_depthwise(g) || (g.kh * g.kw <= 64 && multiplier_band_rows(g) * g.w * g.cout <= (int64_t(1) << 22));
+  return !direct(g) || nhwc_depthwise(g) || nhwc_multiplier(g);
 }
 
 // NCHW maps a few pixels wide gather their GEMM patches faster from a channels-last copy of x (runs of

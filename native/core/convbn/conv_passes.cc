@@ -30,6 +30,32 @@ void repeat_each(const float* src, int64_t n, int64_t m, float* dst) {
   }
 }
 
+// dst[i] = the sum of src[i * M + j] for j < M, in j order (its transpose: the multiplier's dx).
+template <int M>
+void sum_each(const float* src, int64_t n, float* dst) {
+  for (int64_t i = 0; i < n; ++i) {
+    float total = src[i * M];
+    for (int j = 1; j < M; ++j) total += src[i * M + j];
+    dst[i] = total;
+  }
+}
+
+void sum_each(const float* src, int64_t n, int64_t m, float* dst) {
+  switch (m) {
+    case 2: return sum_each<2>(src, n, dst);
+    case 3: return sum_each<3>(src, n, dst);
+    case 4: return sum_each<4>(src, n, dst);
+    case 6: return sum_each<6>(src, n, dst);
+    case 8: return sum_each<8>(src, n, dst);
+    default:
+      for (int64_t i = 0; i < n; ++i) {
+        float total = src[i * m];
+        for (int64_t j = 1; j < m; ++j) total += src[i * m + j];
+        dst[i] = total;
+      }
+  }
+}
+
 Window window_of(const ConvShape& g) {
   Window win;
   win.c = g.cin_g();
@@ -741,11 +767,42 @@ void backward_data_nhwc(const ConvShape& g, const float* dy, const float* w, con
   }
 }
 
+// The channels-last depthwise weight gradients' split of the output rows (all images, n * oh of them) into
+// a few contiguous parts of `per` rows, from the sizes only: enough tasks for the threads with few channel
+// blocks, one image on large maps. Each part's sums are kept apart in double, then added in part order.
+struct RowParts {
+  int64_t rows, parts, per;
+};
+
+RowParts row_parts(const ConvShape& g, int64_t blocks) {
+  const int64_t rows = g.n * g.oh, parts = std::max<int64_t>(1, std::min(rows, (8 + blocks - 1) / blocks));
+  return {rows, parts, (rows + parts - 1) / parts};
+}
+
+// dw[ch * taps + t] = the parts' sums[part][t][ch] added in part order.
+void sum_parts(const std::vector<double>& sums, int64_t parts, int64_t taps, int64_t channels, float* dw) {
+  parallel_for(channels, chunk_for(parts * taps), [&](int64_t b, int64_t e) {
+    for (int64_t ch = b; ch < e; ++ch)
+      for (int64_t t = 0; t < taps; ++t) {
+        double total = 0;
+        for (int64_t p = 0; p < parts; ++p) total += sums[size_t((p * taps + t) * channels + ch)];
+        dw[ch * taps + t] = float(total);
+      }
+  });
+}
+
+// w [channels, 1, kh, kw] (times w_scale) as taps [tap][channel], in the kWeights workspace: the
+// channels-last direct kernels' order.
+const float* tap_major_weights(const float* w, const float* w_scale, int64_t channels, int64_t taps) {
+  float* wt = workspace(kWeights, taps * channels);
+  for (int64_t ch = 0; ch < channels; ++ch)
+    for (int64_t t = 0; t < taps; ++t) wt[t * channels + ch] = w_scale ? w[ch * taps + t] * w_scale[ch] : w[ch * taps + t];
+  return wt;
+}
+
 // dx and dw of a channels-last depthwise conv (nhwc_depthwise: one output channel per input channel) on
 // float32 NHWC x, dy and dx, over channel vectors as its forward runs (either of dx, dw may be null).
-// dw: the output rows of every image in a few contiguous parts (from the sizes: enough tasks for the
-// threads on few channels, one image on large maps), each part's sums in double per 64-channel block,
-// then the parts' sums in part order.
+// dw: per part of the output rows (row_parts) and 64-channel block.
 void backward_depthwise_nhwc(const ConvShape& g, const float* x, const float* w, const float* w_scale, const float* dy,
                              float* dx, float* dw) {
   const Kernels& k = active_kernels();
@@ -754,8 +811,9 @@ void backward_depthwise_nhwc(const ConvShape& g, const float* x, const float* w,
   const int64_t taps = g.kh * g.kw, ohw = g.oh * g.ow;
   if (dw) {
     constexpr int64_t kBlock = 64;
-    const int64_t blocks = (g.c + kBlock - 1) / kBlock, rows = g.n * g.oh;
-    const int64_t parts = std::max<int64_t>(1, std::min(rows, (8 + blocks - 1) / blocks)), per = (rows + parts - 1) / parts;
+    const int64_t blocks = (g.c + kBlock - 1) / kBlock;
+    const RowParts split = row_parts(g, blocks);
+    const int64_t rows = split.rows, parts = split.parts, per = split.per;
     std::vector<double> sums(size_t(parts * taps * g.c), 0.0);
     parallel_for(parts * blocks, chunk_for(per * g.ow * kBlock * taps), [&](int64_t b, int64_t e) {
       for (int64_t u = b; u < e; ++u) {
@@ -768,22 +826,70 @@ void backward_depthwise_nhwc(const ConvShape& g, const float* x, const float* w,
         }
       }
     });
-    parallel_for(g.c, chunk_for(parts * taps), [&](int64_t b, int64_t e) {
-      for (int64_t ch = b; ch < e; ++ch)
-        for (int64_t t = 0; t < taps; ++t) {
-          double total = 0;
-          for (int64_t p = 0; p < parts; ++p) total += sums[size_t((p * taps + t) * g.c + ch)];
-          dw[ch * taps + t] = float(total);
-        }
-    });
+    sum_parts(sums, parts, taps, g.c, dw);
   }
   if (!dx) return;
-  float* wt = workspace(kWeights, taps * g.c);  // taps [tap][c], scaled, as the forward's
-  for (int64_t ch = 0; ch < g.c; ++ch)
-    for (int64_t t = 0; t < taps; ++t) wt[t * g.c + ch] = w_scale ? w[ch * taps + t] * w_scale[ch] : w[ch * taps + t];
+  const float* wt = tap_major_weights(w, w_scale, g.c, taps);
   const std::vector<int64_t> readers = column_readers(g);
   parallel_for(g.n * g.h, chunk_for(g.w * g.c * taps), [&](int64_t r0, int64_t r1) {
     k.direct_backward_data_nhwc(dy, wt, readers.data(), dx, win, r0, r1);
+  });
+}
+
+// dx and dw of a channels-last depthwise conv with a channel multiplier m (nhwc_multiplier) on float32
+// NHWC x, dy and dx, through the multiplier-1 kernels on cout channels, band by band as its forward:
+// dw reads each band's input rows expanded to m copies of each channel (only the channels of the task's
+// block), in parts of the output rows as backward_depthwise_nhwc sums them; dx is the multiplier-1 pass's
+// dx on bands of input rows, its m channels per input channel then summed.
+void backward_multiplier_nhwc(const ConvShape& g, const float* x, const float* w, const float* w_scale, const float* dy,
+                              float* dx, float* dw) {
+  const Kernels& k = active_kernels();
+  Window win = window_of(g);
+  win.c = g.cout;
+  constexpr int64_t kBand = kMultiplierBand;
+  const int64_t taps = g.kh * g.kw, ohw = g.oh * g.ow, m = g.cout / g.c, span = g.w * g.cout;
+  if (dw) {
+    constexpr int64_t kBlock = 64;
+    const int64_t blocks = (g.cout + kBlock - 1) / kBlock;
+    const RowParts split = row_parts(g, blocks);
+    const int64_t rows = split.rows, parts = split.parts, per = split.per;
+    std::vector<double> sums(size_t(parts * taps * g.cout), 0.0);
+    parallel_for(parts * blocks, chunk_for(per * (g.ow * kBlock * taps + g.sh * g.w * kBlock)), [&](int64_t b, int64_t e) {
+      float* expanded = workspace(kExpanded, multiplier_band_rows(g) * span);
+      for (int64_t u = b; u < e; ++u) {
+        const int64_t part = u / blocks, c0 = u % blocks * kBlock, c1 = std::min(g.cout, c0 + kBlock);
+        const int64_t ci0 = c0 / m, ci1 = (c1 + m - 1) / m;  // the input channels the block reads
+        const int64_t end = std::min(rows, (part + 1) * per);
+        for (int64_t r = part * per; r < end;) {  // a band of one image's output rows at a time
+          const int64_t img = r / g.oh, oy0 = r % g.oh, oy1 = std::min({g.oh, oy0 + kBand, oy0 + end - r});
+          const int64_t lo = std::max<int64_t>(0, oy0 * g.sh - g.ph);
+          const int64_t hi = std::max(lo, std::min(g.h, (oy1 - 1) * g.sh - g.ph + (g.kh - 1) * g.dh + 1));
+          const float* src = x + (img * g.h + lo) * g.w * g.c;
+          for (int64_t p = 0; p < (hi - lo) * g.w; ++p)
+            repeat_each(src + p * g.c + ci0, ci1 - ci0, m, expanded + p * g.cout + ci0 * m);
+          Window band = win;  // input rows [lo, hi) as an image; its output rows are the band's
+          band.h = hi - lo, band.oh = oy1 - oy0, band.ph = g.ph + lo - oy0 * g.sh;
+          k.direct_backward_filter_nhwc(expanded, dy + (img * g.oh + oy0) * g.ow * g.cout, sums.data() + part * taps * g.cout,
+                                        band, c0, c1, 0, oy1 - oy0);
+          r += oy1 - oy0;
+        }
+      }
+    });
+    sum_parts(sums, parts, taps, g.cout, dw);
+  }
+  if (!dx) return;
+  const float* wt = tap_major_weights(w, w_scale, g.cout, taps);
+  const std::vector<int64_t> readers = column_readers(g);
+  const int64_t bands = (g.h + kBand - 1) / kBand;
+  parallel_for(g.n * bands, chunk_for(kBand * span * taps), [&](int64_t b0, int64_t b1) {
+    float* expanded = workspace(kExpanded, std::min(kBand, g.h) * span);
+    for (int64_t u = b0; u < b1; ++u) {
+      const int64_t img = u / bands, iy0 = u % bands * kBand, iy1 = std::min(g.h, iy0 + kBand);
+      Window band = win;  // input rows [iy0, iy1) as an image of one, reading all of its image's dy
+      band.h = iy1 - iy0, band.ph = g.ph + iy0;
+      k.direct_backward_data_nhwc(dy + img * ohw * g.cout, wt, readers.data(), expanded, band, 0, iy1 - iy0);
+      sum_each(expanded, (iy1 - iy0) * g.w * g.c, m, dx + (img * g.h + iy0) * g.w * g.c);
+    }
   });
 }
 
@@ -810,6 +916,8 @@ bool conv_grads(const ConvShape& g, DType dt, const void* x, const float* w, con
       fused = dw && epi && g.n * g.oh * g.ow > 0;
     } else if (nhwc_depthwise(g)) {
       backward_depthwise_nhwc(g, x32, w, w_scale, dy32, dx32, dw);
+    } else if (direct(g)) {
+      backward_multiplier_nhwc(g, x32, w, w_scale, dy32, dx32, dw);
     } else {
       if (dw) fused = backward_filter_nhwc(g, x32, dy32, dw, epi);
       if (dx) backward_data_nhwc(g, dy32, w, w_scale, dx32);

@@ -43,6 +43,7 @@ bool nhwc_native(const ConvShape& g);
 // kMultiplierBand output rows; multiplier_band_rows(g) input rows of w * cout floats per thread.
 constexpr int64_t kMultiplierBand = 16;
 int64_t multiplier_band_rows(const ConvShape& g);
+bool nhwc_multiplier(const ConvShape& g);
 bool nchw_via_nhwc(const ConvShape& g);
 bool nchw_x_as_is(const ConvShape& g);
 bool nhwc_depthwise(const ConvShape& g);
