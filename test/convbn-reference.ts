@@ -138,7 +138,7 @@ export const AWKWARD: ConvCase[] = [
   { n: 2, c: 5, h: 33, w: 32, cout: 7, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 },
   { n: 2, c: 6, h: 32, w: 33, cout: 9, k: [1, 1], s: [1, 1], p: [0, 0], d: [1, 1], g: 1 },
   { n: 2, c: 4, h: 34, w: 31, cout: 6, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 2 },
-  // depthwise with channel multipliers (channels-last forward on input rows expanded per band of 16
+  // depthwise with channel multipliers (channels-last passes on rows expanded per band of 16
   // output rows): 8 with stride 2, 3 with output rows that read no input row, 2 over three bands, 5
   // (the expansion's loop for a multiplier without a fixed-count copy)
   { n: 2, c: 3, h: 9, w: 11, cout: 24, k: [3, 3], s: [2, 2], p: [1, 1], d: [1, 1], g: 3 },
