@@ -373,9 +373,12 @@ void direct_backward_filter_nhwc(const float* x, const float* dy, double* dwt, c
   double total[64 * kBlock];
   for (int64_t cb = c0; cb < c1;) {
     const int64_t width = c1 - cb >= kBlock ? kBlock : std::min<int64_t>(kLine, c1 - cb);
-    const int64_t stride = width == kBlock ? kBlock : kLine;  // total's row length
+    // One vector of channels left (AVX2: the last 8 of 24 channels) runs as one, not value by value.
+    const bool one_vector = kLine > VW && width == VW;
+    const int64_t stride = width == kBlock ? kBlock : one_vector ? VW : kLine;  // total's row length
     std::fill(total, total + taps * stride, 0.0);
     if (width == kBlock) filter_sums_nhwc<kBlock / VW>(x, dy, total, g, cb, width, oy0, oy1);
+    else if (one_vector) filter_sums_nhwc<1>(x, dy, total, g, cb, width, oy0, oy1);
     else filter_sums_nhwc<kLine / VW>(x, dy, total, g, cb, width, oy0, oy1);
     for (int64_t tap = 0; tap < taps; ++tap)
       for (int64_t l = 0; l < width; ++l) dwt[tap * c + cb + l] += total[tap * stride + l];
