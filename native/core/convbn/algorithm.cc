@@ -122,11 +122,12 @@ bool span_images(const ConvShape& g) {
 // Depthwise with one output channel per input channel: the channels-last direct kernel applies.
 bool nhwc_depthwise(const ConvShape& g) { return direct(g) && g.cout == g.c && g.kh * g.kw <= 64; }
 
-// NCHW depthwise: several channels' planes per vector (direct_forward_planes) instead of one row per
-// vector (most of it padding on 7x7 maps) with one FMA chain per row: faster on every MobileNet map
-// (see DESIGN.md). Up to 2^16 padded pixels, so that its per-thread scratch stays a few MiB.
+// NCHW depthwise, channel multipliers included: several output channels' planes per vector
+// (direct_forward_planes) instead of one row per vector (most of it padding on 7x7 maps) with one FMA
+// chain per row: faster on every MobileNet map (see DESIGN.md). Up to 64 taps and 2^16 padded pixels,
+// so that its per-thread scratch stays a few MiB.
 bool direct_planes(const ConvShape& g) {
-  return nhwc_depthwise(g) && (g.h + 2 * g.ph) * (g.w + 2 * g.pw) <= (int64_t(1) << 16);
+  return direct(g) && g.kh * g.kw <= 64 && (g.h + 2 * g.ph) * (g.w + 2 * g.pw) <= (int64_t(1) << 16);
 }
 
 int64_t multiplier_band_rows(const ConvShape& g) {

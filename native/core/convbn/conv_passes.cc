@@ -122,21 +122,21 @@ void forward_f32(const ConvShape& g, const float* x, const float* w, const float
     // of output rows: about kBandWork multiply-adds each, so that large maps of few channels (dw 32@112
     // at batch 1: 2 channel blocks) still give every thread work. From the sizes only.
     constexpr int64_t kPlanes = 16, kBandWork = int64_t(1) << 18;
-    const int64_t blocks = (g.c + kPlanes - 1) / kPlanes, plane_work = kPlanes * ohw * K;
+    const int64_t blocks = (g.cout + kPlanes - 1) / kPlanes, plane_work = kPlanes * ohw * K;
     const int64_t bands = std::max<int64_t>(1, std::min(g.oh, (plane_work + kBandWork - 1) / kBandWork));
     const int64_t band = std::max<int64_t>(1, (g.oh + bands - 1) / bands);
     const int64_t nbands = (g.oh + band - 1) / band;
     parallel_for(g.n * blocks * nbands, chunk_for(kPlanes * band * g.ow * K), [&](int64_t b, int64_t e) {
       float taps[kPlanes * 64], zeros[kPlanes] = {};
       for (int64_t u = b; u < e; ++u) {
-        const int64_t img = u / (blocks * nbands), c0 = (u / nbands % blocks) * kPlanes, planes = std::min(kPlanes, g.c - c0);
+        const int64_t img = u / (blocks * nbands), c0 = (u / nbands % blocks) * kPlanes, planes = std::min(kPlanes, g.cout - c0);
         const int64_t oy0 = u % nbands * band, oy1 = std::min(g.oh, oy0 + band);
         const float* wt = w + c0 * K;
         if (w_scale) {
           for (int64_t i = 0; i < planes; ++i) scaled_taps(w, w_scale, c0 + i, K, taps + i * K);
           wt = taps;
         }
-        k.direct_forward_planes(x + (img * g.c + c0) * hw, wt, bias ? bias + c0 : zeros, relu, y + (img * g.c + c0) * ohw,
+        k.direct_forward_planes(x + img * g.c * hw, c0, cout_g, wt, bias ? bias + c0 : zeros, relu, y + (img * g.cout + c0) * ohw,
                                 win, planes, oy0, oy1);
       }
     });

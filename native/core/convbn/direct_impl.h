@@ -80,8 +80,8 @@ void direct_forward_plane(const float* x, const float* wt, float bias, bool relu
 // a zero-padded channels-last copy of the input band that output rows [oy0, oy1) read, so that each
 // output pixel of VW planes is one vector. Per element the same sum, in the same order (bias, then
 // every tap, padding included), as the plane kernel.
-void direct_forward_planes(const float* x, const float* wt, const float* bias, bool relu, float* y, const Window& g,
-                           int64_t planes, int64_t oy0, int64_t oy1) {
+void direct_forward_planes(const float* x, int64_t c0, int64_t m, const float* wt, const float* bias, bool relu, float* y,
+                           const Window& g, int64_t planes, int64_t oy0, int64_t oy1) {
   constexpr int VW = Micro::VW, kRun = 8;
   const int64_t h = g.h, w = g.w, ph = g.ph, pw = g.pw, kh = g.kh, kw = g.kw, dh = g.dh, dw = g.dw, sh = g.sh, sw = g.sw;
   const int64_t ow = g.ow, wp = w + 2 * pw, hw = h * w, ohw = g.oh * ow, taps = kh * kw, rows = oy1 - oy0;
@@ -100,21 +100,22 @@ void direct_forward_planes(const float* x, const float* wt, const float* bias, b
   const int64_t i0 = std::max<int64_t>(0, ib0) * w, i1 = std::min(h, ib0 + hb) * w;  // the band's pixels in the map
   for (int64_t p0 = 0; p0 < planes; p0 += VW) {
     const int64_t lanes = std::min<int64_t>(VW, planes - p0);
-    const float* xs = x + p0 * hw;
+    const float* xs[VW];  // each lane's input plane
+    for (int64_t l = 0; l < lanes; ++l) xs[l] = x + (c0 + p0 + l) / m * hw;
     float* ys = y + p0 * ohw + oy0 * ow;
     std::memset(in, 0, size_t(in_size) * sizeof(float));
     int64_t i = i0;
 #if defined(__AVX512F__)
-    if (VW == 16 && lanes == 16)  // 16 pixels of 16 planes at a time, transposed in registers
+    if (VW == 16 && lanes == 16 && m == 1)  // 16 pixels of 16 consecutive planes at a time, transposed in registers
       for (; i + 16 <= i1; i += 16) {
         __m512 r[16];
-        for (int l = 0; l < 16; ++l) r[l] = _mm512_loadu_ps(xs + l * hw + i);
+        for (int l = 0; l < 16; ++l) r[l] = _mm512_loadu_ps(xs[l] + i);
         transpose16(r);
         for (int j = 0; j < 16; ++j) _mm512_storeu_ps(at(i + j), r[j]);
       }
 #endif
     for (; i < i1; ++i)
-      for (int64_t l = 0; l < lanes; ++l) at(i)[l] = xs[l * hw + i];
+      for (int64_t l = 0; l < lanes; ++l) at(i)[l] = xs[l][i];
     VecF wv[64], b = zero;
     int64_t off[64];
     for (int64_t t = 0; t < taps; ++t) {

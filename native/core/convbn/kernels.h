@@ -158,11 +158,12 @@ struct Kernels {
   // Depthwise-style direct kernels (one input channel per group). One output plane of one image:
   // y[oh, ow] = act(bias + sum_{ky,kx} wt[ky, kx] * x[iy, ix]); x is one input plane.
   void (*direct_forward_plane)(const float* x, const float* wt, float bias, bool relu, float* y, const Window& g);
-  // The same for `planes` consecutive planes of one image with one output per input channel, output
-  // rows [oy0, oy1): x planes h*w apart, y planes oh*ow apart, wt [planes][kh*kw], bias [planes]. The
-  // same sums, made VW planes at a time.
-  void (*direct_forward_planes)(const float* x, const float* wt, const float* bias, bool relu, float* y, const Window& g,
-                                int64_t planes, int64_t oy0, int64_t oy1);
+  // The same for `planes` output planes of one image, channels [c0, c0 + planes), output rows [oy0,
+  // oy1): output channel co reads input plane co / m (m: the channel multiplier) of x, the image's
+  // planes h*w apart; y planes oh*ow apart, wt [planes][kh*kw], bias [planes]. The same sums, made VW
+  // planes at a time.
+  void (*direct_forward_planes)(const float* x, int64_t c0, int64_t m, const float* wt, const float* bias, bool relu,
+                                float* y, const Window& g, int64_t planes, int64_t oy0, int64_t oy1);
   // The same on channels-last float32 (depthwise: one input channel per output channel, c of them), for
   // output rows [r0, r1) of n * oh numbered across images: y[.., ch] = act(bias[ch] + sum over taps of
   // wt[tap * c + ch] * x[.., ch]), wt tap-major. Per element the same sum, in the same order, as the plane kernel.
