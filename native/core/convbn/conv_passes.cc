@@ -65,6 +65,22 @@ Window window_of(const ConvShape& g) {
   return win;
 }
 
+// A channel-multiplier band (forward_nhwc, backward_multiplier_nhwc): the input rows [lo, hi) that output
+// rows [oy0, oy1) read, and `win` shifted to run those rows as an image whose output rows are the band's
+// (h, oh and ph moved, so that rows outside x are still skipped, not read as zeros).
+struct RowBand {
+  int64_t lo, hi;
+  Window win;
+};
+
+RowBand row_band(const ConvShape& g, const Window& win, int64_t oy0, int64_t oy1) {
+  const int64_t lo = std::max<int64_t>(0, oy0 * g.sh - g.ph);
+  const int64_t hi = std::max(lo, std::min(g.h, (oy1 - 1) * g.sh - g.ph + (g.kh - 1) * g.dh + 1));
+  Window band = win;
+  band.h = hi - lo, band.oh = oy1 - oy0, band.ph = g.ph + lo - oy0 * g.sh;
+  return {lo, hi, band};
+}
+
 // [n, cout, ohw] <-> [cout, n * ohw] (the layout of a batch-spanning GEMM operand or result).
 void to_batched(const ConvShape& g, const float* src, float* dst, bool inverse) {
   const int64_t ohw = g.oh * g.ow, np = g.n * ohw;
@@ -466,13 +482,9 @@ void forward_nhwc(const ConvShape& g, const float* x, const float* w, const floa
       float* rows = workspace(kExpanded, multiplier_band_rows(g) * span);
       for (int64_t u = b0; u < b1; ++u) {
         const int64_t img = u / bands, oy0 = u % bands * kBand, oy1 = std::min(g.oh, oy0 + kBand);
-        const int64_t lo = std::max<int64_t>(0, oy0 * g.sh - g.ph);
-        const int64_t hi = std::min(g.h, (oy1 - 1) * g.sh - g.ph + (g.kh - 1) * g.dh + 1);
-        const float* src = x + (img * g.h + lo) * g.w * g.c;
-        repeat_each(src, std::max<int64_t>(0, hi - lo) * g.w * g.c, m, rows);
-        Window band = win;  // input rows [lo, hi) as an image; its output rows are the band's
-        band.h = std::max<int64_t>(0, hi - lo), band.oh = oy1 - oy0, band.ph = g.ph + lo - oy0 * g.sh;
-        k.direct_forward_nhwc(rows, wt, b, relu, y + (img * g.oh + oy0) * g.ow * g.cout, band, 0, oy1 - oy0);
+        const RowBand band = row_band(g, win, oy0, oy1);
+        repeat_each(x + (img * g.h + band.lo) * g.w * g.c, (band.hi - band.lo) * g.w * g.c, m, rows);
+        k.direct_forward_nhwc(rows, wt, b, relu, y + (img * g.oh + oy0) * g.ow * g.cout, band.win, 0, oy1 - oy0);
       }
     });
     return;
@@ -862,15 +874,12 @@ void backward_multiplier_nhwc(const ConvShape& g, const float* x, const float* w
         const int64_t end = std::min(rows, (part + 1) * per);
         for (int64_t r = part * per; r < end;) {  // a band of one image's output rows at a time
           const int64_t img = r / g.oh, oy0 = r % g.oh, oy1 = std::min({g.oh, oy0 + kBand, oy0 + end - r});
-          const int64_t lo = std::max<int64_t>(0, oy0 * g.sh - g.ph);
-          const int64_t hi = std::max(lo, std::min(g.h, (oy1 - 1) * g.sh - g.ph + (g.kh - 1) * g.dh + 1));
-          const float* src = x + (img * g.h + lo) * g.w * g.c;
-          for (int64_t p = 0; p < (hi - lo) * g.w; ++p)
+          const RowBand band = row_band(g, win, oy0, oy1);
+          const float* src = x + (img * g.h + band.lo) * g.w * g.c;
+          for (int64_t p = 0; p < (band.hi - band.lo) * g.w; ++p)
             repeat_each(src + p * g.c + ci0, ci1 - ci0, m, expanded + p * g.cout + ci0 * m);
-          Window band = win;  // input rows [lo, hi) as an image; its output rows are the band's
-          band.h = hi - lo, band.oh = oy1 - oy0, band.ph = g.ph + lo - oy0 * g.sh;
           k.direct_backward_filter_nhwc(expanded, dy + (img * g.oh + oy0) * g.ow * g.cout, sums.data() + part * taps * g.cout,
-                                        band, c0, c1, 0, oy1 - oy0);
+                                        band.win, c0, c1, 0, oy1 - oy0);
           r += oy1 - oy0;
         }
       }
