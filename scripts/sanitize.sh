@@ -25,7 +25,7 @@ start=$SECONDS
   npx vitest run --reporter=default test/binary.test.ts test/mst.test.ts test/mst-compress.test.ts test/convbn.test.ts test/convbn-grad.test.ts \
     test/bnstats.test.ts test/bnstats-torch.test.ts test/errors.test.ts test/tensor.test.ts test/validate.test.ts \
     test/reliability.test.ts test/fuzz-boundary.test.ts test/prepared.test.ts test/output-pool.test.ts \
-    test/conv2d-backward.test.ts test/tfjs-backend.test.ts test/tfjs-models.test.ts)
+    test/conv2d-backward.test.ts test/tfjs-backend.test.ts test/tfjs-models.test.ts test/async-ops.test.ts test/workers.test.ts)
 echo "CPU suites under ASan + UBSan: $((SECONDS - start)) s"
 
 # native/core/bconv/asan_fuzz.cpp: fast path vs dense vs reference on random shapes and MST forests.

@@ -3,6 +3,7 @@
 #pragma once
 #include <napi.h>
 
+#include <memory>
 #include <string>
 
 #include "../core/common/error.h"
@@ -14,6 +15,8 @@ struct AddonData {
   // worker_threads' markAsUntransferable: memory an async op reads can then never be detached (a
   // postMessage or structuredClone transfer of it copies instead), so it cannot be freed under the op.
   Napi::FunctionReference mark_untransferable;
+  // Where this environment's async ops settle (run_op.cc), made on the first one.
+  std::shared_ptr<class Completions> completions;
 };
 
 // An XnormError instance (or, before lib/ registered the class, an Error with `code`).

@@ -1,72 +1,211 @@
 #include "run_op.h"
 
+#include <atomic>
+#include <deque>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 
+#include "../core/common/cond_var.h"
 #include "../core/common/error.h"
+#include "../core/common/spin.h"
 #include "../core/common/thread_pool.h"
 #include "errors.h"
 
 namespace xnorm::addon {
+
+// An async op from its call to the settling of its promise.
+struct AsyncOp {
+  std::shared_ptr<Completions> home;
+  std::function<ResultBuilder()> work;
+  napi_deferred deferred = nullptr;
+  std::vector<napi_ref> keep;  // the arrays it reads and writes
+  ResultBuilder result;
+  bool failed = false;
+  Failure failure{ErrorCode::Argument, {}};
+};
+
+// Per environment: hands finished ops back to its JS thread through one thread-safe function (ops that
+// finish close together settle in one wake-up of the event loop), and holds the environment's teardown
+// (a worker_thread terminated mid-op) until none of its ops runs: they write into its arrays.
+class Completions {
+ public:
+  // This environment's, made on its first async op.
+  static std::shared_ptr<Completions> of(Napi::Env env);
+
+  // JS thread: counts the op in (the event loop stays alive while ops are unsettled) and queues it.
+  void submit(napi_env env, AsyncOp* op);
+  // Op thread, after the work: queues the op for settle() on the JS thread, or drops it when the
+  // environment is going away.
+  void finish(AsyncOp* op);
+  bool closing() const { return closing_.load(); }
+
+ private:
+  static void settle(napi_env env, napi_value, void* context, void* data);
+  static void teardown(void* arg);
+
+  napi_threadsafe_function tsfn_ = nullptr;
+  int unsettled_ = 0;  // JS thread only
+  std::mutex mu_;
+  CondVar idle_;
+  int running_ = 0;  // submitted and not yet handed back; guarded by mu_
+  std::atomic<bool> closing_{false};
+};
+
 namespace {
 
-class OpWorker : public Napi::AsyncWorker {
+constexpr int kMaxOpThreads = 4;
+
+// The threads that run async ops: process-wide (environments share them) and never destroyed, like the
+// kernel pool, holding no JS values. An idle one spins briefly before it sleeps, so the next op of a
+// request, issued as soon as the previous one settled, starts without a wake-up. Each computes only in
+// one of the pool's compute slots (BackgroundCaller): however many ops are in flight, at most
+// setNumThreads() threads compute.
+class OpThreads {
  public:
-  OpWorker(Napi::Env env, const std::vector<Napi::Value>& keep, std::function<ResultBuilder()> work)
-      : Napi::AsyncWorker(env, "xnorm"), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)) {
-    for (const Napi::Value& v : keep) keep_.push_back(Napi::Persistent(v.As<Napi::Object>()));
-  }
-
-  Napi::Promise promise() { return deferred_.Promise(); }
-
- protected:
-  void Execute() override {
-    BackgroundCaller background;  // computes only in one of the pool's compute slots
-    try {
-      result_ = work_();
-      return;
-    } catch (const std::exception& e) {
-      const Failure f = failure_of(e);
-      code_ = f.code;
-      message_ = f.message;
+  void push(AsyncOp* op) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      queue_.push_back(op);
+      pushed_.fetch_add(1);
+      if (int(queue_.size()) > idle_ && threads_ < kMaxOpThreads) {
+        ++threads_;
+        ++idle_;
+        std::thread([this] { loop(); }).detach();
+      }
     }
-    SetError(message_);
-  }
-
-  void OnOK() override {
-    settle([&](Napi::Env env) { deferred_.Resolve(result_ ? result_(env) : env.Undefined()); });
-  }
-
-  void OnError(const Napi::Error&) override {
-    settle([&](Napi::Env env) { deferred_.Reject(make_error(env, code_, message_).Value()); });
+    cv_.notify_one();
   }
 
  private:
-  // Settles the promise without ever letting an exception escape: when a worker_thread is terminated
-  // mid-op, its environment refuses to run JS and every N-API call fails; the promise can then only
-  // be dropped, and throwing from here would abort the whole process.
-  template <typename F>
-  void settle(F&& fn) {
-    Napi::Env env = Env();
-    try {
-      Napi::HandleScope scope(env);
-      try {
-        fn(env);
-      } catch (const Napi::Error& e) {
-        deferred_.Reject(e.Value());
+  void loop() {
+    BackgroundCaller background;
+    uint64_t seen = 0;  // ops pushed when this thread last took one
+    for (;;) {
+      spin_until([&] { return pushed_.load() != seen; });
+      AsyncOp* op;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return !queue_.empty(); });
+        op = queue_.front();
+        queue_.pop_front();
+        --idle_;
+        seen = pushed_.load();
       }
-    } catch (...) {
+      run(op);
+      std::lock_guard<std::mutex> lock(mu_);
+      ++idle_;
     }
   }
 
-  Napi::Promise::Deferred deferred_;
-  std::function<ResultBuilder()> work_;
-  ResultBuilder result_;
-  std::vector<Napi::ObjectReference> keep_;
-  ErrorCode code_ = ErrorCode::Argument;
-  std::string message_;
+  static void run(AsyncOp* op) {
+    const std::shared_ptr<Completions> home = op->home;  // finish() may free the op
+    if (!home->closing()) {
+      try {
+        op->result = op->work();
+      } catch (const std::exception& e) {
+        op->failed = true;
+        op->failure = failure_of(e);
+      } catch (...) {
+        op->failed = true;
+        op->failure = {ErrorCode::Argument, "internal error: unknown exception in an async op"};
+      }
+    }
+    op->work = nullptr;  // what it captured goes here, off the JS thread
+    home->finish(op);
+  }
+
+  std::mutex mu_;
+  CondVar cv_;
+  std::deque<AsyncOp*> queue_;
+  std::atomic<uint64_t> pushed_{0};  // ops queued so far: what idle threads spin on
+  int idle_ = 0;
+  int threads_ = 0;
 };
 
+OpThreads& op_threads() {
+  static OpThreads* t = new OpThreads();
+  return *t;
+}
+
 }  // namespace
+
+std::shared_ptr<Completions> Completions::of(Napi::Env env) {
+  auto* data = env.GetInstanceData<AddonData>();
+  if (data->completions) return data->completions;
+  auto c = std::make_shared<Completions>();
+  napi_value name;
+  if (napi_create_string_utf8(env, "xnorm", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_threadsafe_function(env, nullptr, nullptr, name, 0, 1, nullptr, nullptr, c.get(), settle, &c->tsfn_) !=
+          napi_ok)
+    throw Napi::Error::New(env);
+  napi_unref_threadsafe_function(env, c->tsfn_);
+  // Registered after the thread-safe function, so it runs before that function's own cleanup (hooks
+  // run in reverse order): no op can call the function once it is gone.
+  napi_add_env_cleanup_hook(env, teardown, new std::shared_ptr<Completions>(c));
+  data->completions = c;
+  return c;
+}
+
+void Completions::submit(napi_env env, AsyncOp* op) {
+  if (unsettled_++ == 0) napi_ref_threadsafe_function(env, tsfn_);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++running_;
+  }
+  op_threads().push(op);
+}
+
+void Completions::finish(AsyncOp* op) {
+  std::lock_guard<std::mutex> lock(mu_);
+  // Dropped when closing: its environment can no longer run JS, and its references die with it.
+  if (closing_.load() || napi_call_threadsafe_function(tsfn_, op, napi_tsfn_nonblocking) != napi_ok) delete op;
+  if (--running_ == 0) idle_.notify_all();
+}
+
+void Completions::settle(napi_env env, napi_value, void* context, void* data) {
+  std::unique_ptr<AsyncOp> op(static_cast<AsyncOp*>(data));
+  if (env == nullptr) return;  // the function is being torn down with its environment: drop the op
+  auto* self = static_cast<Completions*>(context);
+  if (--self->unsettled_ == 0) napi_unref_threadsafe_function(env, self->tsfn_);
+  for (napi_ref r : op->keep) napi_delete_reference(env, r);
+  // Never lets an exception escape: in an environment that is stopping, every N-API call fails and the
+  // promise can only be dropped.
+  Napi::Env e(env);
+  try {
+    Napi::HandleScope scope(e);
+    bool ok = !op->failed;
+    napi_value outcome;
+    if (ok) {
+      try {
+        outcome = op->result ? op->result(e) : e.Undefined();
+      } catch (const Napi::Error& err) {
+        ok = false;
+        outcome = err.Value();
+      } catch (const std::exception& ex) {
+        ok = false;
+        const Failure f = failure_of(ex);
+        outcome = make_error(e, f.code, f.message).Value();
+      }
+    } else {
+      outcome = make_error(e, op->failure.code, op->failure.message).Value();
+    }
+    if (ok)
+      napi_resolve_deferred(env, op->deferred, outcome);
+    else
+      napi_reject_deferred(env, op->deferred, outcome);
+  } catch (...) {
+  }
+}
+
+void Completions::teardown(void* arg) {
+  std::unique_ptr<std::shared_ptr<Completions>> self(static_cast<std::shared_ptr<Completions>*>(arg));
+  Completions& c = **self;
+  std::unique_lock<std::mutex> lock(c.mu_);
+  c.closing_.store(true);
+  c.idle_.wait(lock, [&] { return c.running_ == 0; });
+}
 
 Napi::Value run_op(Args& args, std::function<ResultBuilder()> work, int64_t inline_bytes) {
   Napi::Env env = args.env();
@@ -87,10 +226,18 @@ Napi::Value run_op(Args& args, std::function<ResultBuilder()> work, int64_t inli
     return d.Promise();
   }
   args.pin();
-  auto* worker = new OpWorker(env, args.buffers(), std::move(work));
-  Napi::Promise p = worker->promise();
-  worker->Queue();
-  return p;
+  auto op = std::make_unique<AsyncOp>();
+  op->home = Completions::of(env);
+  op->work = std::move(work);
+  napi_value promise;
+  if (napi_create_promise(env, &op->deferred, &promise) != napi_ok) throw Napi::Error::New(env);
+  for (const Napi::Value& v : args.buffers()) {
+    napi_ref r;
+    if (napi_create_reference(env, v, 1, &r) != napi_ok) throw Napi::Error::New(env);
+    op->keep.push_back(r);
+  }
+  op->home->submit(env, op.release());
+  return Napi::Value(env, promise);
 }
 
 }  // namespace xnorm::addon

@@ -1,6 +1,7 @@
 // One mechanism for both forms of every op: the Sync form runs the work on the calling thread; the
-// async form runs it on the libuv thread pool (the kernels then fan out on xnorm's own pool) and
-// returns a Promise. The typed arrays the work reads and writes stay referenced until it ends.
+// async form runs it on one of xnorm's op threads (the kernels then fan out on xnorm's pool) and returns
+// a Promise, settled back on the JS thread. The typed arrays the work reads and writes stay referenced
+// until it ends.
 #pragma once
 #include <napi.h>
 
@@ -15,8 +16,8 @@ namespace xnorm::addon {
 // It returns the op's result value builder, run back on the JS thread (nullptr: resolves undefined).
 // `inline_bytes`: a small CPU op's bytes read and written (-1: not one; a compute-bound op passes its
 // bytes only when its multiply-adds are at most kInlineMacs). Up to kInlineBytes, the async form runs it
-// here and returns a settled Promise: that work (a few µs) costs less than handing it to the thread pool
-// and back (~25 µs and more).
+// here and returns a settled Promise: that work (a few µs) costs less than handing it to another thread
+// and back.
 using ResultBuilder = std::function<Napi::Value(Napi::Env)>;
 constexpr int64_t kInlineBytes = int64_t(256) << 10;
 constexpr int64_t kInlineMacs = int64_t(1) << 16;

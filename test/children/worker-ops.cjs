@@ -2,7 +2,7 @@
 'use strict';
 const path = require('path');
 const { parentPort, workerData } = require('worker_threads');
-const addon = require('node-gyp-build')(path.join(__dirname, '..', '..'));
+const addon = process.env.XNORM_ADDON ? require(path.resolve(process.env.XNORM_ADDON)) : require('node-gyp-build')(path.join(__dirname, '..', '..'));
 
 // Each environment registers its own error class (kept in per-environment instance data).
 class WorkerXnormError extends Error {

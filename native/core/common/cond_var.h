@@ -19,6 +19,7 @@ class CondVar {
   void wait(std::unique_lock<std::mutex>& lock, Predicate ready) {
     while (!ready()) pthread_cond_wait(&cond_, lock.mutex()->native_handle());
   }
+  void notify_one() { pthread_cond_signal(&cond_); }
   void notify_all() { pthread_cond_broadcast(&cond_); }
 
  private:

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cstdlib>
 #include <deque>
 #include <exception>
@@ -16,38 +15,12 @@
 
 #include "cond_var.h"
 #include "error.h"
-
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
+#include "spin.h"
 
 namespace xnorm {
 namespace {
 
 thread_local bool tls_background_caller = false;
-
-// Waiting threads spin this long before they sleep: ops issued back to back (layer after layer) then
-// start, and end, without a futex wake-up, which costs tens of microseconds on a VM.
-constexpr std::chrono::microseconds kSpin{50};
-
-inline void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-  _mm_pause();
-#endif
-}
-
-// Spins until ready() or kSpin has passed; returns ready().
-template <typename F>
-bool spin_until(F&& ready) {
-  const auto until = std::chrono::steady_clock::now() + kSpin;
-  for (;;) {
-    for (int i = 0; i < 64; ++i) {
-      if (ready()) return true;
-      cpu_relax();
-    }
-    if (std::chrono::steady_clock::now() >= until) return ready();
-  }
-}
 
 // The first failure among a job's tasks, kept as values and thrown again on the caller's thread. Not a
 // std::exception_ptr: copying or destroying one calls libstdc++ functions exported only from GCC 11 on

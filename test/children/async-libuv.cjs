@@ -1,0 +1,14 @@
+// Child process for the async-ops tests, run with UV_THREADPOOL_SIZE=1: a long async op must not hold
+// libuv's only thread, so a file read issued after it finishes first. Prints the order of completion.
+'use strict';
+const fs = require('fs');
+const path = require('path');
+const X = require(path.join(__dirname, '..', '..', 'dist', 'cjs', 'index.js'));
+
+const rnd = (n, seed) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 12.9898 + seed) * 0.5);
+const x = X.tensor(rnd(8 * 64 * 96 * 96, 1), [8, 64, 96, 96]);
+const w = X.tensor(rnd(64 * 64 * 9, 2), [64, 64, 3, 3]); // ~3 GFLOP: tens of ms at least
+const order = [];
+const conv = X.conv2d(x, w, undefined, { padding: 1 }).then(() => order.push('conv'));
+const read = fs.promises.readFile(__filename).then(() => order.push('read'));
+Promise.all([conv, read]).then(() => console.log(order.join(' ')));
