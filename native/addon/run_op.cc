@@ -169,7 +169,6 @@ void Completions::settle(napi_env env, napi_value, void* context, void* data) {
   if (env == nullptr) return;  // the function is being torn down with its environment: drop the op
   auto* self = static_cast<Completions*>(context);
   if (--self->unsettled_ == 0) napi_unref_threadsafe_function(env, self->tsfn_);
-  for (napi_ref r : op->keep) napi_delete_reference(env, r);
   // Never lets an exception escape: in an environment that is stopping, every N-API call fails and the
   // promise can only be dropped.
   Napi::Env e(env);
@@ -197,6 +196,7 @@ void Completions::settle(napi_env env, napi_value, void* context, void* data) {
       napi_reject_deferred(env, op->deferred, outcome);
   } catch (...) {
   }
+  for (napi_ref r : op->keep) napi_delete_reference(env, r);
 }
 
 void Completions::teardown(void* arg) {
