@@ -12,7 +12,7 @@
 # the tests and the addon as arm64 code. PREBUILDS_ONLY=1 keeps node-gyp-build (the test children's
 # loader) off an x64 build/Release; lib/native.ts tries prebuilds/linux-<arch>/ before build/ anyway.
 #
-# The files: the core correctness suites of the three families plus error handling (the ones that
+# The files: the core correctness suites of the three families plus error handling and async ops (the ones that
 # compare every kernel with the plain references), chosen to finish in 10-25 minutes on 2 cores under
 # qemu; XNORM_ARM64_TESTS="test/a.test.ts test/b.test.ts" picks others. No arm64 speed is measured here.
 # One test worker at a time (XNORM_ARM64_WORKERS), and timeouts 5x vitest.config's: under qemu a test runs
@@ -36,7 +36,7 @@ core="test/convbn.test.ts test/convbn-grad.test.ts test/mst.test.ts test/bnstats
 # At the default level also the backward conv and the binary conv. binary.test.ts and convbn.test.ts
 # check every kernel of the portable level too (in children with XNORM_ISA=portable), so the portable
 # run leaves them out (convbn.test.ts alone took 12 of CI's minutes there).
-neon_files=(${XNORM_ARM64_TESTS:-$core test/conv2d-backward.test.ts test/binary.test.ts test/tensor.test.ts})
+neon_files=(${XNORM_ARM64_TESTS:-$core test/conv2d-backward.test.ts test/binary.test.ts test/tensor.test.ts test/async-ops.test.ts})
 portable_files=(${XNORM_ARM64_TESTS:-${core/test\/convbn.test.ts /}})
 
 tmp="$(mktemp -d)"
