@@ -5,6 +5,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <system_error>
 #include <thread>
 
 #include "../core/common/cond_var.h"
@@ -57,6 +58,24 @@ namespace {
 
 constexpr int kMaxOpThreads = 4;
 
+// Called from a catch block on an op thread: the exception being handled, as the op's failure. Never
+// throws (an exception leaving an op thread would end the process), even when recording it cannot
+// allocate.
+void record_failure(Failure& out) noexcept {
+  try {
+    try {
+      throw;
+    } catch (const std::exception& e) {
+      out = failure_of(e);
+    } catch (...) {
+      out = {ErrorCode::Argument, "internal error: unknown exception in an async op"};
+    }
+  } catch (...) {
+    out.code = ErrorCode::OutOfMemory;
+    out.message.clear();
+  }
+}
+
 // The threads that run async ops: process-wide (environments share them) and never destroyed, like the
 // kernel pool, holding no JS values. An idle one spins briefly before it sleeps, so the next op of a
 // request, issued as soon as the previous one settled, starts without a wake-up. Each computes only in
@@ -64,16 +83,21 @@ constexpr int kMaxOpThreads = 4;
 // setNumThreads() threads compute.
 class OpThreads {
  public:
+  // Throws (std::system_error) only when no op thread exists and none can be started.
   void push(AsyncOp* op) {
     {
       std::lock_guard<std::mutex> lock(mu_);
-      queue_.push_back(op);
-      pushed_.fetch_add(1);
-      if (int(queue_.size()) > idle_ && threads_ < kMaxOpThreads) {
-        ++threads_;
-        ++idle_;
-        std::thread([this] { loop(); }).detach();
+      if (int(queue_.size()) >= idle_ && threads_ < kMaxOpThreads) {
+        try {
+          std::thread([this] { loop(); }).detach();
+          ++threads_;  // the new thread needs mu_ before it can count itself busy
+          ++idle_;
+        } catch (const std::system_error&) {
+          if (threads_ == 0) throw;  // else the threads there are take the op in turn
+        }
       }
+      queue_.push_back(op);
+      queued_.store(int(queue_.size()));
     }
     cv_.notify_one();
   }
@@ -81,17 +105,16 @@ class OpThreads {
  private:
   void loop() {
     BackgroundCaller background;
-    uint64_t seen = 0;  // ops pushed when this thread last took one
     for (;;) {
-      spin_until([&] { return pushed_.load() != seen; });
+      spin_until([&] { return queued_.load() > 0; });
       AsyncOp* op;
       {
         std::unique_lock<std::mutex> lock(mu_);
         cv_.wait(lock, [&] { return !queue_.empty(); });
         op = queue_.front();
         queue_.pop_front();
+        queued_.store(int(queue_.size()));
         --idle_;
-        seen = pushed_.load();
       }
       run(op);
       std::lock_guard<std::mutex> lock(mu_);
@@ -104,12 +127,9 @@ class OpThreads {
     if (!home->closing()) {
       try {
         op->result = op->work();
-      } catch (const std::exception& e) {
-        op->failed = true;
-        op->failure = failure_of(e);
       } catch (...) {
         op->failed = true;
-        op->failure = {ErrorCode::Argument, "internal error: unknown exception in an async op"};
+        record_failure(op->failure);
       }
     }
     op->work = nullptr;  // what it captured goes here, off the JS thread
@@ -119,7 +139,7 @@ class OpThreads {
   std::mutex mu_;
   CondVar cv_;
   std::deque<AsyncOp*> queue_;
-  std::atomic<uint64_t> pushed_{0};  // ops queued so far: what idle threads spin on
+  std::atomic<int> queued_{0};  // queue_.size(), for idle threads to spin on
   int idle_ = 0;
   int threads_ = 0;
 };
@@ -154,12 +174,22 @@ void Completions::submit(napi_env env, AsyncOp* op) {
     std::lock_guard<std::mutex> lock(mu_);
     ++running_;
   }
-  op_threads().push(op);
+  try {
+    op_threads().push(op);
+  } catch (...) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      --running_;
+    }
+    if (--unsettled_ == 0) napi_unref_threadsafe_function(env, tsfn_);
+    throw;
+  }
 }
 
 void Completions::finish(AsyncOp* op) {
   std::lock_guard<std::mutex> lock(mu_);
-  // Dropped when closing: its environment can no longer run JS, and its references die with it.
+  // Dropped when closing: its environment can no longer run JS, and its references die with it. (The
+  // call cannot fail otherwise: the function closes only after teardown() set closing_.)
   if (closing_.load() || napi_call_threadsafe_function(tsfn_, op, napi_tsfn_nonblocking) != napi_ok) delete op;
   if (--running_ == 0) idle_.notify_all();
 }
@@ -219,6 +249,8 @@ Napi::Value run_op(Args& args, std::function<ResultBuilder()> work, int64_t inli
     try {
       ResultBuilder r = work();
       d.Resolve(r ? r(env) : env.Undefined());
+    } catch (const Napi::Error& e) {
+      d.Reject(e.Value());
     } catch (const std::exception& e) {
       const Failure f = failure_of(e);
       d.Reject(make_error(env, f.code, f.message).Value());
@@ -229,14 +261,23 @@ Napi::Value run_op(Args& args, std::function<ResultBuilder()> work, int64_t inli
   auto op = std::make_unique<AsyncOp>();
   op->home = Completions::of(env);
   op->work = std::move(work);
-  napi_value promise;
-  if (napi_create_promise(env, &op->deferred, &promise) != napi_ok) throw Napi::Error::New(env);
-  for (const Napi::Value& v : args.buffers()) {
-    napi_ref r;
-    if (napi_create_reference(env, v, 1, &r) != napi_ok) throw Napi::Error::New(env);
-    op->keep.push_back(r);
+  napi_value promise = nullptr;
+  try {
+    op->keep.reserve(args.buffers().size());
+    for (const Napi::Value& v : args.buffers()) {
+      napi_ref r;
+      if (napi_create_reference(env, v, 1, &r) != napi_ok) throw Napi::Error::New(env);
+      op->keep.push_back(r);
+    }
+    if (napi_create_promise(env, &op->deferred, &promise) != napi_ok) throw Napi::Error::New(env);
+    op->home->submit(env, op.get());
+  } catch (...) {
+    // Not queued: free what was made (the promise, never returned, is resolved only to free it).
+    for (napi_ref r : op->keep) napi_delete_reference(env, r);
+    if (promise) napi_resolve_deferred(env, op->deferred, env.Undefined());
+    throw;
   }
-  op->home->submit(env, op.release());
+  op.release();  // the op threads and then settle() own it
   return Napi::Value(env, promise);
 }
 
