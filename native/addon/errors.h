@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "../core/common/error.h"
 
@@ -31,17 +32,30 @@ struct Failure {
 };
 Failure failure_of(const std::exception& e);
 
-// Runs fn and turns C++ failures into XnormErrors.
+// Runs fn and catches its failure as the JS value to reject with: a JS error thrown by fn (a result
+// builder's) as itself, a C++ failure as an XnormError. For promises, which settle rather than throw.
+struct Outcome {
+  Napi::Value value;
+  bool ok;
+};
 template <typename F>
-Napi::Value guarded(Napi::Env env, F&& fn) {
+Outcome outcome_of(Napi::Env env, F&& fn) {
   try {
-    return fn();
-  } catch (const Napi::Error&) {
-    throw;
+    return {fn(), true};
+  } catch (const Napi::Error& e) {
+    return {e.Value(), false};
   } catch (const std::exception& e) {
     const Failure f = failure_of(e);
-    throw make_error(env, f.code, f.message);
+    return {make_error(env, f.code, f.message).Value(), false};
   }
+}
+
+// Runs fn and throws its failure as outcome_of catches it: the Sync forms.
+template <typename F>
+Napi::Value guarded(Napi::Env env, F&& fn) {
+  Outcome o = outcome_of(env, std::forward<F>(fn));
+  if (!o.ok) throw Napi::Error(env, o.value);
+  return o.value;
 }
 
 }  // namespace xnorm::addon

@@ -204,26 +204,12 @@ void Completions::settle(napi_env env, napi_value, void* context, void* data) {
   Napi::Env e(env);
   try {
     Napi::HandleScope scope(e);
-    bool ok = !op->failed;
-    napi_value outcome;
-    if (ok) {
-      try {
-        outcome = op->result ? op->result(e) : e.Undefined();
-      } catch (const Napi::Error& err) {
-        ok = false;
-        outcome = err.Value();
-      } catch (const std::exception& ex) {
-        ok = false;
-        const Failure f = failure_of(ex);
-        outcome = make_error(e, f.code, f.message).Value();
-      }
-    } else {
-      outcome = make_error(e, op->failure.code, op->failure.message).Value();
-    }
-    if (ok)
-      napi_resolve_deferred(env, op->deferred, outcome);
+    const Outcome o = op->failed ? Outcome{make_error(e, op->failure.code, op->failure.message).Value(), false}
+                                 : outcome_of(e, [&] { return op->result ? op->result(e) : e.Undefined(); });
+    if (o.ok)
+      napi_resolve_deferred(env, op->deferred, o.value);
     else
-      napi_reject_deferred(env, op->deferred, outcome);
+      napi_reject_deferred(env, op->deferred, o.value);
   } catch (...) {
   }
   for (napi_ref r : op->keep) napi_delete_reference(env, r);
@@ -246,15 +232,14 @@ Napi::Value run_op(Args& args, std::function<ResultBuilder()> work, int64_t inli
   }
   if (inline_bytes >= 0 && inline_bytes <= kInlineBytes) {
     Napi::Promise::Deferred d = Napi::Promise::Deferred::New(env);
-    try {
+    const Outcome o = outcome_of(env, [&] {
       ResultBuilder r = work();
-      d.Resolve(r ? r(env) : env.Undefined());
-    } catch (const Napi::Error& e) {
-      d.Reject(e.Value());
-    } catch (const std::exception& e) {
-      const Failure f = failure_of(e);
-      d.Reject(make_error(env, f.code, f.message).Value());
-    }
+      return r ? r(env) : env.Undefined();
+    });
+    if (o.ok)
+      d.Resolve(o.value);
+    else
+      d.Reject(o.value);
     return d.Promise();
   }
   args.pin();
