@@ -271,6 +271,32 @@ describe('prepared conv weights: Winograd with the tiles as rows', () => {
       .toEqual(await withAlgo('gemm', () => conv2dSync(xs, small.w, small.b, opts(t64, 'nhwc')).dataSync()));
   });
 
+  it('runs for raw weights up to more tiles than for prepared ones (raw U is made per call, in cache)', async () => {
+    // 128 channels on 14x14, NCHW at batch 2 (98 tiles) and NHWC at batch 3 (147): prepared weights
+    // take F(4x4) there (the rows end at 49 NCHW and 100 NHWC tiles), raw ones the rows. On AVX-512's 48-wide panels
+    // only: narrower micro-kernels take the rows below one panel of tiles, raw or prepared.
+    if (info().cpu.level !== 'avx512') return;
+    for (const [t, layout] of [[c3(2, 128, 14, 14, 128, 1), 'nchw'], [c3(3, 128, 14, 14, 128, 1), 'nhwc']] as const) {
+      const { x, w, b } = inputs(t, 150);
+      const xt = xTensor(t, x, layout);
+      const o = opts(t, layout);
+      const raw = conv2dSync(xt, w, b, o).dataSync() as Float32Array;
+      expect(raw, `${layout} raw`).toEqual(await withAlgo('winograd_rows', () => conv2dSync(xt, w, b, o).dataSync()));
+      expectNearRef(t, raw, conv64(t, x, w.dataSync() as Float32Array, b.dataSync() as Float32Array), layout, `${layout} raw`);
+      const cw = prepareConvSync(w);
+      expect(conv2dSync(xt, cw, b, o).dataSync(), `${layout} prepared`).toEqual(await withAlgo('winograd4', () => conv2dSync(xt, cw, b, o).dataSync()));
+      // An empty XNORM_CONV_ALGO forces nothing.
+      const before = process.env.XNORM_CONV_ALGO;
+      process.env.XNORM_CONV_ALGO = '';
+      try {
+        expect(conv2dSync(xt, w, b, o).dataSync(), `${layout} empty XNORM_CONV_ALGO`).toEqual(raw);
+      } finally {
+        if (before === undefined) delete process.env.XNORM_CONV_ALGO;
+        else process.env.XNORM_CONV_ALGO = before;
+      }
+    }
+  });
+
   it('every supported ISA level (forced in a child process) matches the references', () => {
     for (const level of supportedIsaLevels(info().cpu.level)) {
       type R = { diff: number; scale: number };

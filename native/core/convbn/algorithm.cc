@@ -42,7 +42,7 @@ bool backward_as_is(const ConvShape& g) {
 // 36 values per channel pair, which Tune transforms on every call) and it rounds about 10x more
 // (DESIGN.md): it runs where it has at least 32 tiles of its own and at most 512 input channels
 // (measured on ResNet layers: from 32 tiles on faster, or even in Tune mode (batch 8 512@7, batch 2
-// 256@14); below, Tune slower (16 tiles: batch 4 512@7 +21 %, batch 1 256@14), 4 tiles 2x slower),
+// 256@14; raw weights now take winograd_rows there); below, Tune slower (16 tiles: batch 4 512@7 +21 %, batch 1 256@14), 4 tiles 2x slower),
 // and with fewer than 128 input channels only from 512 tiles (64@56: batch 1 and 2, 196 and 392 tiles,
 // 0.59 -> 0.82 and 1.2 -> 1.6 ms with F(4x4); batch 4, 784 tiles, 2.3 -> 1.7 ms; quiet machine, one run).
 // XNORM_CONV_ALGO=gemm|winograd|winograd4 forces a path (GEMM, F(2x2), F(4x4)) where they apply (tests
@@ -60,19 +60,26 @@ static int64_t tiles2(const ConvShape& g) { return g.n * ((g.oh + 1) / 2) * ((g.
 // tiles as rows; AMD family 25 without AVX-512, one run).
 static int64_t min_tiles() { return std::min<int64_t>(32, active_kernels().nr); }
 
-int winograd_tile(const ConvShape& g) {
-  if (!winograd_shape(g)) return 0;
+// XNORM_CONV_ALGO's forced path, or null (unset or empty: the shapes choose).
+static const char* forced_algo() {
   const char* algo = std::getenv("XNORM_CONV_ALGO");
+  return algo && *algo ? algo : nullptr;
+}
+
+int winograd_tile(const ConvShape& g, bool raw_weights) {
+  if (!winograd_shape(g)) return 0;
+  const char* algo = forced_algo();
   if (algo && std::strcmp(algo, "gemm") == 0) return 0;
   if (algo && std::strcmp(algo, "winograd") == 0) return 2;
   if (algo && std::strcmp(algo, "winograd4") == 0) return 4;
-  if (winograd_rows(g)) return 2;
+  if (winograd_rows(g, raw_weights)) return 2;
   if (g.c < 32 || g.cout < 32 || tiles2(g) < min_tiles()) return 0;
   const int64_t tiles4 = g.n * ((g.oh + 3) / 4) * ((g.ow + 3) / 4);
   return g.c <= 512 && tiles4 >= 32 && (g.c >= 128 || tiles4 >= 512) ? 4 : 2;
 }
 
-bool winograd(const ConvShape& g) { return winograd_tile(g) != 0; }
+// (Prepared or raw weights choose only between the Winograd forms, never whether Winograd runs.)
+bool winograd(const ConvShape& g) { return winograd_tile(g, false) != 0; }
 
 // Few tiles of many channels (deep layers at batch 1) run Winograd with the tiles as the GEMM's rows:
 // prepared U is packed once, as B panels, and the 16 products run as gemm's pixels-as-rows problems
@@ -88,13 +95,25 @@ bool winograd(const ConvShape& g) { return winograd_tile(g) != 0; }
 // narrower, the tiles fill winograd_forward's panels from min_tiles() on, and the rows run only below it
 // (AVX2, prepared 512@7 at batch 1 and 2, 16 and 32 tiles: F(2x2) 1.55 and 2.8 ms, the rows 2.4-3.6
 // and 4.5-5.3; Tune no slower with F(2x2); 49 tiles equal within the noise).
+//
+// Raw weights (`raw_weights`: Tune's W * s, an unprepared conv2d's W, backward-data's rotated W) are
+// transformed on every call: F(4x4) and F(2x2) write all of U (36 or 16 values per channel pair: 37.7 or
+// 16.8 MB on 512 channels) to memory and read it back, while the rows make it in cache a panel at a
+// time. So raw weights take the rows up to more tiles. Tune, 2 threads, medians, NCHW / NHWC (Intel
+// Xeon with AVX-512, one run): 512@7 batch 8 (128 tiles) F(4x4) 8.1 / 8.0 ms, rows 5.7 / 5.3; batch 4
+// (64) F(2x2) 4.7 NCHW, rows 3.0; 256@14 batch 2 (98) F(4x4) 2.0 NCHW, rows 1.5; batch 4 (196) F(4x4)
+// 3.0 / 3.1, rows 2.8 / 2.3; batch 8 (392) F(4x4) 4.8 / 5.0, rows 5.5 / 4.4.
 constexpr int64_t kMaxRowTilesNhwc = 100, kMaxRowTilesNchw = 49;
-bool winograd_rows(const ConvShape& g) {
+constexpr int64_t kMaxRawRowTilesNhwc = 400, kMaxRawRowTilesNchw = 200;
+bool winograd_rows(const ConvShape& g, bool raw_weights) {
   if (!winograd_shape(g)) return false;
-  const char* algo = std::getenv("XNORM_CONV_ALGO");
+  const char* algo = forced_algo();
   if (algo && std::strcmp(algo, "winograd_rows") == 0) return true;
   if (algo) return false;
-  const int64_t most = min_tiles() < 32 ? min_tiles() - 1 : g.layout == Layout::NHWC ? kMaxRowTilesNhwc : kMaxRowTilesNchw;
+  const bool nhwc = g.layout == Layout::NHWC;
+  const int64_t most = min_tiles() < 32 ? min_tiles() - 1
+                       : raw_weights    ? (nhwc ? kMaxRawRowTilesNhwc : kMaxRawRowTilesNchw)
+                                        : (nhwc ? kMaxRowTilesNhwc : kMaxRowTilesNchw);
   return g.c >= 128 && g.cout >= 128 && tiles2(g) <= most;
 }
 
@@ -167,21 +186,21 @@ bool nchw_x_as_is(const ConvShape& g) { return nchw_via_nhwc(g) && pointwise(g) 
 // pixels as N up to that size (5-15 % on 7x7 and 14x14 maps at batch 1).
 bool pixels_as_rows(const ConvShape& g) { return g.n * g.oh * g.ow * g.patch() <= (int64_t(1) << 22); }
 
-std::string winograd_name(const ConvShape& g) {
-  if (winograd_rows(g)) return "Winograd F(2x2, 3x3), tiles as M";
-  return winograd_tile(g) == 4 ? "Winograd F(4x4, 3x3)" : "Winograd F(2x2, 3x3)";
+std::string winograd_name(const ConvShape& g, bool raw_weights) {
+  if (winograd_rows(g, raw_weights)) return "Winograd F(2x2, 3x3), tiles as M";
+  return winograd_tile(g, raw_weights) == 4 ? "Winograd F(4x4, 3x3)" : "Winograd F(2x2, 3x3)";
 }
 
 // The forward path by name, as the XNORM_DEBUG log reports it.
-std::string forward_path(const ConvShape& g) {
+std::string forward_path(const ConvShape& g, bool raw_weights) {
   if (nhwc_native(g)) return direct(g)     ? (g.cout == g.c ? "channels-last direct (depthwise)" : "channels-last direct (depthwise, input rows expanded by the channel multiplier)")
-                            : winograd(g)   ? "channels-last " + winograd_name(g)
+                            : winograd(g)   ? "channels-last " + winograd_name(g, raw_weights)
                             : pixels_as_rows(g) ? "channels-last GEMM, pixels as M" : "channels-last GEMM";
   if (nchw_x_as_is(g)) return "channels-last GEMM, pixels as M, reading NCHW x as it is (1x1, one image)";
   if (nchw_via_nhwc(g)) return "GEMM on a channels-last copy of x (narrow map)";
   const char* via = g.layout == Layout::NHWC ? ", via NCHW transposes" : "";
   if (direct(g)) return std::string(direct_planes(g) ? "direct loops (depthwise, channels in lanes)" : "direct loops (depthwise)") + via;
-  if (winograd(g)) return winograd_name(g) + via;
+  if (winograd(g)) return winograd_name(g, raw_weights) + via;
   return std::string(pointwise(g) ? "GEMM (1x1)" : "im2col GEMM") + (span_images(g) ? " spanning the batch" : "") + via;
 }
 
@@ -196,7 +215,7 @@ void debug_forward(const ConvShape& g, bool prepared) {
                             dims({g.ph, g.pw}) + ", dilation " + dims({g.dh, g.dw}) + ", groups " + std::to_string(g.groups) +
                             (prepared ? ", prepared weights" : "");
   if (debug_first("conv " + shape))
-    debug_log("conv forward " + shape + ": " + forward_path(g) + " (micro-kernel " + micro_tile() + ")");
+    debug_log("conv forward " + shape + ": " + forward_path(g, !prepared) + " (micro-kernel " + micro_tile() + ")");
 }
 
 std::string micro_tile() {

@@ -104,14 +104,14 @@ const float* scaled_taps(const float* w, const float* w_scale, int64_t co, int64
 }
 
 // The Winograd forward (winograd(g)) on float32 x and y in g's layout, with F(tile x tile, 3x3) tiles
-// (the tiles-as-rows form, where winograd_rows(g), is always F(2x2)).
+// (the tiles-as-rows form, where winograd_rows, is always F(2x2)).
 void winograd_f32(const ConvShape& g, const float* x, const float* w, const float* w_scale, const float* bias, bool relu,
                   float* y, const PreparedWeights* pre, int tile) {
   WinogradProblem P;
   P.n = g.n; P.c = g.c; P.h = g.h; P.w = g.w; P.ph = g.ph; P.pw = g.pw; P.oh = g.oh; P.ow = g.ow; P.cout = g.cout;
   P.x = x; P.wt = w; P.w_scale = w_scale; P.bias = bias; P.relu = relu; P.y = y;
   P.x_nhwc = P.y_nhwc = g.layout == Layout::NHWC;
-  if (winograd_rows(g)) {
+  if (winograd_rows(g, pre == nullptr)) {
     if (!P.x_nhwc) {  // its input transform reads a pixel's channels as vectors
       float* xt = workspace(kColumns, g.x_size());
       store_output(DType::Float32, Layout::NHWC, x, g.n, g.c, g.h * g.w, xt);
@@ -170,7 +170,7 @@ void forward_f32(const ConvShape& g, const float* x, const float* w, const float
     return;
   }
   if (winograd(g)) {
-    winograd_f32(g, x, w, w_scale, bias, relu, y, pre, winograd_tile(g));
+    winograd_f32(g, x, w, w_scale, bias, relu, y, pre, winograd_tile(g, pre == nullptr));
     return;
   }
   if (span_images(g)) {
@@ -456,7 +456,7 @@ void forward_nhwc(const ConvShape& g, const float* x, const float* w, const floa
   win.pixel_stride = g.c;
   const int64_t taps = g.kh * g.kw, np = g.n * g.oh * g.ow, K = g.patch(), cin_g = g.cin_g(), cout_g = g.cout_g();
   if (winograd(g)) {  // its transforms read and write the channels-last tensors as they are
-    winograd_f32(g, x, w, w_scale, bias, relu, y, pre, winograd_tile(g));
+    winograd_f32(g, x, w, w_scale, bias, relu, y, pre, winograd_tile(g, pre == nullptr));
     return;
   }
   if (direct(g)) {

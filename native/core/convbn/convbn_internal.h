@@ -31,8 +31,9 @@ bool direct(const ConvShape& g);
 bool backward_as_is(const ConvShape& g);
 bool winograd(const ConvShape& g);
 // Output tile side of the Winograd path: 2 (F(2x2, 3x3)) or 4 (F(4x4, 3x3)); 0 where it does not apply.
-int winograd_tile(const ConvShape& g);
-bool winograd_rows(const ConvShape& g);
+// raw_weights: W is transformed on this call (not prepared), which moves the choice (winograd_rows).
+int winograd_tile(const ConvShape& g, bool raw_weights);
+bool winograd_rows(const ConvShape& g, bool raw_weights);
 // Backward-data of a stride-1 conv as the forward conv t of dy (algorithm.cc).
 bool data_as_forward(const ConvShape& g, ConvShape& t);
 bool span_images(const ConvShape& g);
