@@ -47,6 +47,9 @@ const WINOGRAD: ConvCase[] = [
   { n: 4, c: 72, h: 7, w: 7, cout: 100, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 },
   { n: 1, c: 300, h: 5, w: 6, cout: 20, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 },
   { n: 3, c: 9, h: 35, w: 33, cout: 12, k: [3, 3], s: [1, 1], p: [2, 1], d: [1, 1], g: 1 },
+  // More tiles than output channels in few tile blocks: the tiles stay in blocks and the output
+  // channels split (wino_plan), V made once and shared.
+  { n: 2, c: 48, h: 26, w: 26, cout: 56, k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], g: 1 },
 ];
 
 function opts(t: ConvCase) {
