@@ -167,6 +167,18 @@ describe('prepared conv weights', () => {
     expect(held[1] - held[0]).toBeGreaterThanOrEqual(16 * pair);  // F(2x2): 16 values per pair
     expect(held[2] - held[1]).toBeGreaterThanOrEqual(36 * pair);  // F(4x4): 36
     expect(held.slice(3)).toEqual([held[2], held[2]]);  // each made once
+    // 96 F(4x4) tiles on 100 output channels: prepared U runs them in blocks of 48, raw U in one block
+    // (wino_plan), with the same sums.
+    const t2 = c3(4, 64, 14, 14, 100, 1);
+    const i2 = inputs(t2, 76);
+    const cw2 = prepareConvSync(i2.w);
+    await withAlgo('winograd4', () => {
+      for (const layout of ['nchw', 'nhwc'] as const) {
+        const xt = xTensor(t2, i2.x, layout), o = opts(t2, layout);
+        expectIdentical(conv2dSync(xt, cw2, i2.b, o).dataSync() as Float32Array, conv2dSync(xt, i2.w, i2.b, o).dataSync() as Float32Array,
+          `blocks ${layout}`);
+      }
+    });
   });
 
   it('keep what an op in flight reads when disposed under it', async () => {

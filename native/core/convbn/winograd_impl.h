@@ -115,20 +115,24 @@ WinoPlan wino_plan(const WinogradProblem& P) {
   q.nb = (q.tiles + q.T - 1) / q.T;
   // Few tile blocks (small maps of deep layers, many channels): the output channels are split as well,
   // so that a pool has enough tasks, and V is transformed once, up front, not once per channel block.
-  // Where V of the whole map is moderate and no bigger than U (no more tiles than output channels), one
-  // block holds every tile: each task then reads its share of the weights once and transforms it
-  // itself, while it is hot, rather than all of U going through memory (16 MiB for 512 channels and
-  // F(2x2)). With more tiles than channels, every task would read all of V for a few channels: batch 8
-  // 128@28 under F(4x4), 8 MB of V read by 16 tasks of 8 channels, ran 1.6-1.9x slower than in blocks.
+  // Where V of the whole map is moderate and small beside U, one block holds every tile: each task
+  // then reads its share of the weights once (raw weights: transforms it itself, while it is hot),
+  // rather than all of U going through memory (16 MiB for 512 channels and F(2x2)). With more tiles,
+  // every task would read all of V for a few channels: batch 8 128@28 under F(4x4), 8 MB of V read by
+  // 16 tasks of 8 channels, ran 1.6-1.9x slower than in blocks. "Small": no more tiles than output
+  // channels for raw weights, half as many for prepared ones, whose U blocks only read (prepared
+  // 256@14 at batch 8, 144 tiles on 256 channels: 4.3-4.6 -> 3.5-3.8 ms in blocks; raw 128@28 at
+  // batch 1, 96 on 128: 0.93-0.96 -> 1.0 ms in blocks, for U made once through memory).
   const int64_t all_pan = (q.tiles + NR - 1) / NR;
   q.cpad = padded_rows(P.cout);
+  const int64_t most_tiles = P.u ? q.cpad / 2 : q.cpad;
   if (N * P.c * q.cpad <= kWinoSmallU) {
     // Small weights (a batch-1 layer of few channels): tasks split the tiles only. Each transforms its own
     // tiles and reads all of U, which stays in cache; no V is shared between threads (splitting the output
     // channels instead made two threads slower than one: the shared V crossed cores and was made serially).
     q.cout_blk = padded_rows(P.cout);
     q.nbm = 1;
-  } else if (q.nb < kMinTasks && all_pan * NR <= q.cpad && N * P.c * all_pan * NR <= kWinoMaxAllTiles) {
+  } else if (q.nb < kMinTasks && all_pan * NR <= most_tiles && N * P.c * all_pan * NR <= kWinoMaxAllTiles) {
     q.npan = all_pan;
     q.T = q.npan * NR;
     q.nb = 1;
