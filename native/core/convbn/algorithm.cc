@@ -102,9 +102,11 @@ bool winograd(const ConvShape& g) { return winograd_tile(g, false) != 0; }
 // time. So raw weights take the rows up to more tiles. Tune, 2 threads, medians, NCHW / NHWC (Intel
 // Xeon with AVX-512, one run): 512@7 batch 8 (128 tiles) F(4x4) 8.1 / 8.0 ms, rows 5.7 / 5.3; batch 4
 // (64) F(2x2) 4.7 NCHW, rows 3.0; 256@14 batch 2 (98) F(4x4) 2.0 NCHW, rows 1.5; batch 4 (196) F(4x4)
-// 3.0 / 3.1, rows 2.8 / 2.3; batch 8 (392) F(4x4) 4.8 / 5.0, rows 5.5 / 4.4.
+// 3.0 / 3.1, rows 2.8 / 2.3; 128@28 batch 1 (196) F(4x4) 0.87 / 1.04, rows 1.12 / 0.87; 392 tiles
+// (256@14 batch 8, 128@28 batch 2) NHWC even. NCHW rows also pay for a channels-last copy of x and a
+// scattered output, so they stop at fewer tiles.
 constexpr int64_t kMaxRowTilesNhwc = 100, kMaxRowTilesNchw = 49;
-constexpr int64_t kMaxRawRowTilesNhwc = 400, kMaxRawRowTilesNchw = 200;
+constexpr int64_t kMaxRawRowTilesNhwc = 200, kMaxRawRowTilesNchw = 128;
 bool winograd_rows(const ConvShape& g, bool raw_weights) {
   if (!winograd_shape(g)) return false;
   const char* algo = forced_algo();
