@@ -56,17 +56,35 @@ struct Job {
   int64_t ntasks;
   int max_helpers;  // pool threads allowed on this job besides the caller
   int helpers = 0;  // guarded by the pool mutex
-  std::atomic<int64_t> next{0};
+  // Tasks are taken from both ends: the caller's from the front, pool threads' from the back. A call
+  // repeated with the same sizes then gives each thread about the same tasks as last time, and with
+  // them the same weight panels, still in its core's cache. taken = (from the front) | (from the back) << 32.
+  std::atomic<uint64_t> taken{0};
   std::atomic<int64_t> done{0};
   std::mutex done_mu;
   CondVar done_cv;
   TaskFailure error;  // guarded by done_mu
 
-  // Runs tasks until none are left; returns when this thread has nothing more to take.
-  void work() {
+  static int64_t front(uint64_t v) { return int64_t(v & 0xffffffffu); }
+  static int64_t back(uint64_t v) { return int64_t(v >> 32); }
+  bool exhausted() const {
+    const uint64_t v = taken.load();
+    return front(v) + back(v) >= ntasks;
+  }
+  // The next task from this end, or -1 when none is left.
+  int64_t take(bool from_back) {
+    uint64_t v = taken.load();
     for (;;) {
-      int64_t t = next.fetch_add(1);
-      if (t >= ntasks) return;
+      if (front(v) + back(v) >= ntasks) return -1;
+      if (taken.compare_exchange_weak(v, v + (from_back ? uint64_t(1) << 32 : 1)))
+        return from_back ? ntasks - 1 - back(v) : front(v);
+    }
+  }
+  // Runs tasks until none are left; returns when this thread has nothing more to take.
+  void work(bool from_back) {
+    for (;;) {
+      const int64_t t = take(from_back);
+      if (t < 0) return;
       try {
         (*fn)(t);
       } catch (...) {
@@ -129,7 +147,7 @@ class Pool {
       pushed_.fetch_add(1);
     }
     cv_.notify_all();
-    if (caller_works) job->work();
+    if (caller_works) job->work(false);
     if (claimed) release();
     if (!spin_until([&] { return job->done.load() == ntasks; })) {
       std::unique_lock<std::mutex> lock(job->done_mu);
@@ -151,17 +169,17 @@ class Pool {
       spin_until([&] { return pushed_.load() != seen; });
       {
         std::unique_lock<std::mutex> lock(mu_);
-        // Pick inside the predicate: `next` advances without the mutex, so a job seen here can run
+        // Pick inside the predicate: `taken` advances without the mutex, so a job seen here can run
         // out of tasks before a second look, which would then find nothing.
         cv_.wait(lock, [&] { return (job = pick_locked()) != nullptr; });
         ++job->helpers;
         seen = pushed_.load();
       }
-      job->work();
+      job->work(true);
       std::lock_guard<std::mutex> lock(mu_);
       // Once its tasks are all taken a job leaves the queue, so idle threads do not spin on it.
       auto it = std::find(queue_.begin(), queue_.end(), job);
-      if (it != queue_.end() && job->next.load() >= job->ntasks) queue_.erase(it);
+      if (it != queue_.end() && job->exhausted()) queue_.erase(it);
       release_locked();
     }
   }
@@ -169,7 +187,7 @@ class Pool {
   // A job with tasks left and room for a helper, with a compute slot claimed for it; null if none.
   std::shared_ptr<Job> pick_locked() {
     for (auto& j : queue_)
-      if (j->helpers < j->max_helpers && j->next.load() < j->ntasks) return try_claim() ? j : nullptr;
+      if (j->helpers < j->max_helpers && !j->exhausted()) return try_claim() ? j : nullptr;
     return nullptr;
   }
 
@@ -184,7 +202,7 @@ class Pool {
   void release_locked() {
     computing_.fetch_sub(1);
     for (auto& j : queue_)
-      if (j->helpers < j->max_helpers && j->next.load() < j->ntasks) {
+      if (j->helpers < j->max_helpers && !j->exhausted()) {
         cv_.notify_all();  // a worker waits for this slot
         return;
       }
@@ -213,8 +231,13 @@ Pool& pool() {
 }  // namespace
 
 void parallel_tasks(int64_t ntasks, const std::function<void(int64_t)>& fn) {
-  if (ntasks <= 0) return;
-  pool().run(ntasks, fn);
+  constexpr int64_t kMaxJob = int64_t(1) << 31;  // a job counts its tasks in 32 bits (Job::taken)
+  if (ntasks <= kMaxJob) {
+    if (ntasks > 0) pool().run(ntasks, fn);
+    return;
+  }
+  for (int64_t base = 0; base < ntasks; base += kMaxJob)
+    pool().run(std::min(kMaxJob, ntasks - base), [&](int64_t t) { fn(base + t); });
 }
 
 void parallel_for(int64_t n, int64_t chunk, const std::function<void(int64_t, int64_t)>& fn) {

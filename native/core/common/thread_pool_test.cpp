@@ -1,5 +1,5 @@
 // Stress test of the thread pool, built and run by scripts/sanitize.sh under ThreadSanitizer: every
-// task runs exactly once, failures reach their caller and free their compute slot, and however many
+// task (and every task index) runs exactly once, failures reach their caller and free their compute slot, and however many
 // async ops (background callers) are in flight, at most num_threads() threads run tasks at once.
 #include <algorithm>
 #include <atomic>
@@ -54,9 +54,29 @@ void background_callers(int callers, int jobs, int64_t ntasks) {
   check(ran.load() == int64_t(callers) * jobs * ntasks, "every task runs exactly once");
 }
 
+// Each task index of a job runs exactly once (the caller takes tasks from the front, pool threads from
+// the back: the two ends must meet without a gap or an overlap).
+void each_index_once() {
+  for (int threads : {2, 3, 4})
+    for (int64_t ntasks : {1, 2, 3, 5, 64, 1000}) {
+      xnorm::set_num_threads(threads);
+      for (int rep = 0; rep < 20; ++rep) {
+        std::vector<std::atomic<int>> hits(static_cast<size_t>(ntasks));
+        xnorm::parallel_tasks(ntasks, [&](int64_t t) {
+          if (t % 7 == 0) busy_task();
+          hits[static_cast<size_t>(t)].fetch_add(1);
+        });
+        check(std::all_of(hits.begin(), hits.end(), [](const std::atomic<int>& h) { return h.load() == 1; }),
+              "each task index runs exactly once");
+      }
+    }
+}
+
 }  // namespace
 
 int main() {
+  each_index_once();
+
   for (int threads : {1, 2, 3}) {
     xnorm::set_num_threads(threads);
     for (int64_t ntasks : {1, 2, 7}) {
