@@ -46,8 +46,8 @@ export function supportedIsaLevels(best: string): string[] {
   return ISA_LEVELS.slice(0, ISA_LEVELS.indexOf(best as (typeof ISA_LEVELS)[number]) + 1);
 }
 
-/** Runs fn with XNORM_CONV_ALGO set (the addon reads it on every call; child processes inherit it). */
-export async function withAlgo<T>(algo: 'gemm' | 'winograd' | 'winograd4' | 'winograd_rows', fn: () => T | Promise<T>): Promise<T> {
+/** Runs fn with XNORM_CONV_ALGO set (the addon reads it on every call; child processes inherit it; '' forces nothing). */
+export async function withAlgo<T>(algo: 'gemm' | 'winograd' | 'winograd4' | 'winograd_rows' | '', fn: () => T | Promise<T>): Promise<T> {
   const before = process.env.XNORM_CONV_ALGO;
   process.env.XNORM_CONV_ALGO = algo;
   try {
