@@ -130,7 +130,7 @@ WinoPlan wino_plan(const WinogradProblem& P) {
     // Small weights (a batch-1 layer of few channels): tasks split the tiles only. Each transforms its own
     // tiles and reads all of U, which stays in cache; no V is shared between threads (splitting the output
     // channels instead made two threads slower than one: the shared V crossed cores and was made serially).
-    q.cout_blk = padded_rows(P.cout);
+    q.cout_blk = q.cpad;
     q.nbm = 1;
   } else if (q.nb < kMinTasks && all_pan * NR <= most_tiles && N * P.c * all_pan * NR <= kWinoMaxAllTiles) {
     q.npan = all_pan;
