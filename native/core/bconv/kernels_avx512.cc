@@ -5,7 +5,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
-#include <type_traits>
 #include <vector>
 
 #include "../common/avx512_masked.h"
@@ -128,10 +127,9 @@ inline void store_channel_major(const __m512i a[8], const uint32_t* ch, int32_t*
 }
 
 // MR pixels x 32 channels held in 2*MR accumulators; each step broadcasts one input word per pixel.
-// WG > 0 fixes the words per tap at compile time (small channel counts: the word loop unrolls). Half:
-// the panel's channels 16 to 31 are empty (half_panel), their accumulators stay zero.
-template <int MR, int WG, bool Half>
-void dense_tile(const uint32_t* const* rows, int64_t taps, int64_t wg_runtime, int64_t off, const uint32_t* panel,
+// Half: the panel's channels 16 to 31 are empty (half_panel), their accumulators stay zero.
+template <int MR, bool Half>
+void dense_tile(const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t off, const uint32_t* panel,
                 const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp, int nvalid, const Epilogue* ep,
                 int64_t pix0) {
   __m512i acc0[MR], acc1[MR];
@@ -153,8 +151,12 @@ void dense_tile(const uint32_t* const* rows, int64_t taps, int64_t wg_runtime, i
   for (int64_t t = 0; t < taps; ++t) {
     const uint32_t* src[MR];
     for (int r = 0; r < MR; ++r) src[r] = rows[r * taps + t] + off;
-    const int64_t wg = WG > 0 ? WG : wg_runtime;
     const uint32_t* wt = panel + t * wg * kPanelWidth;
+    // Not unrolled: with the word count fixed at compile time (it used to be, for 1, 2 and 4 words),
+    // GCC hoisted every word's broadcasts and spilled accumulators to the stack inside this loop (128
+    // channels: 115-117 -> 99-103 us at batch 1 28x28, 686 -> 601-610 us at batch 8; 64 channels at
+    // batch 1 56x56: 127-131 -> 121-123 us; Intel host).
+#pragma GCC unroll 1
     for (int64_t j = 0; j < wg; ++j) {
       __m512i b0 = _mm512_loadu_si512(wt + j * kPanelWidth);
       __m512i b1 = Half ? b0 : _mm512_loadu_si512(wt + j * kPanelWidth + 16);
@@ -192,12 +194,12 @@ void dense_tile(const uint32_t* const* rows, int64_t taps, int64_t wg_runtime, i
   scatter_tile<MR>(buf, ch, p, ldc, ldp);
 }
 
-template <int WG, bool Half>
+template <bool Half>
 void dense_blocks(const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t off, int64_t npix,
                   const uint32_t* panel, const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp, const Epilogue* ep) {
   const int nv = ldc == 1 ? consecutive_channels(ch) : 0;  // pixel-major with consecutive channels: whole-vector stores
   int64_t i = 0;
-#define XNORM_TILE(MR) dense_tile<MR, WG, Half>(rows + i * taps, taps, wg, off, panel, ch, p + i * ldp, ldc, ldp, nv, ep, i)
+#define XNORM_TILE(MR) dense_tile<MR, Half>(rows + i * taps, taps, wg, off, panel, ch, p + i * ldp, ldc, ldp, nv, ep, i)
   for (; i + 8 <= npix; i += 8) XNORM_TILE(8);
   switch (npix - i) {
     case 7: XNORM_TILE(7); break;
@@ -214,16 +216,8 @@ void dense_blocks(const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t
 
 void dense_panel(const uint32_t* const* rows, int64_t taps, int64_t wg, int64_t off, int64_t npix,
                  const uint32_t* panel, const uint32_t* ch, int32_t* p, int64_t ldc, int64_t ldp, const Epilogue* ep) {
-  auto blocks = [&](auto half) {
-    switch (wg) {
-      case 1: return dense_blocks<1, half()>(rows, taps, wg, off, npix, panel, ch, p, ldc, ldp, ep);
-      case 2: return dense_blocks<2, half()>(rows, taps, wg, off, npix, panel, ch, p, ldc, ldp, ep);
-      case 4: return dense_blocks<4, half()>(rows, taps, wg, off, npix, panel, ch, p, ldc, ldp, ep);
-      default: return dense_blocks<0, half()>(rows, taps, wg, off, npix, panel, ch, p, ldc, ldp, ep);
-    }
-  };
-  if (half_panel(ch)) return blocks(std::true_type{});
-  blocks(std::false_type{});
+  if (half_panel(ch)) return dense_blocks<true>(rows, taps, wg, off, npix, panel, ch, p, ldc, ldp, ep);
+  dense_blocks<false>(rows, taps, wg, off, npix, panel, ch, p, ldc, ldp, ep);
 }
 
 // Bit k of 64 pixels at a time: an in-lane byte shuffle and two dword permutes gather byte k / 8 of the
