@@ -67,15 +67,13 @@ struct Job {
 
   static int64_t front(uint64_t v) { return int64_t(v & 0xffffffffu); }
   static int64_t back(uint64_t v) { return int64_t(v >> 32); }
-  bool exhausted() const {
-    const uint64_t v = taken.load();
-    return front(v) + back(v) >= ntasks;
-  }
+  bool all_taken(uint64_t v) const { return front(v) + back(v) >= ntasks; }
+  bool exhausted() const { return all_taken(taken.load()); }
   // The next task from this end, or -1 when none is left.
   int64_t take(bool from_back) {
     uint64_t v = taken.load();
     for (;;) {
-      if (front(v) + back(v) >= ntasks) return -1;
+      if (all_taken(v)) return -1;
       if (taken.compare_exchange_weak(v, v + (from_back ? uint64_t(1) << 32 : 1)))
         return from_back ? ntasks - 1 - back(v) : front(v);
     }

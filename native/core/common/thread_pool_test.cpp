@@ -1,6 +1,7 @@
 // Stress test of the thread pool, built and run by scripts/sanitize.sh under ThreadSanitizer: every
-// task (and every task index) runs exactly once, failures reach their caller and free their compute slot, and however many
-// async ops (background callers) are in flight, at most num_threads() threads run tasks at once.
+// task (and every task index) runs exactly once, failures reach their caller and free their compute
+// slot, and however many async ops (background callers) are in flight, at most num_threads() threads
+// run tasks at once.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
